@@ -1,1 +1,18 @@
-Console.WriteLine("x");
+using System.CommandLine;
+using VmState.Cli.Commands;
+
+namespace VmState.Cli;
+
+/// <summary>Entry point of the <c>vmstate</c> command.</summary>
+public static class Program
+{
+    /// <summary>Runs the command line.</summary>
+    public static int Main(string[] args)
+    {
+        var root = new RootCommand("vmstate: read, extract and change the state of QEMU/KVM virtual machines");
+        root.Subcommands.Add(InfoCommand.Create());
+        root.Subcommands.Add(ExtractCommand.Create());
+        root.Subcommands.Add(SnapshotsCommand.Create());
+        return root.Parse(args).Invoke();
+    }
+}

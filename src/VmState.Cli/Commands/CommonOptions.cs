@@ -1,0 +1,79 @@
+using System.CommandLine;
+using VmState.Formats.Migration;
+using VmState.IO;
+using VmState.Snapshots;
+
+namespace VmState.Cli.Commands;
+
+/// <summary>Options shared by the commands that open a snapshot, and the error handling every command uses.</summary>
+internal static class CommonOptions
+{
+    public static Argument<string> SnapshotArgument() => new("SNAPSHOT")
+    {
+        Description = "migration stream file, virsh save file, qcow2 image with internal snapshots, or ELF core",
+    };
+
+    public static Option<string?> SnapshotName() => new("--snapshot", "-s")
+    {
+        Description = "for qcow2 images: the internal snapshot's id or name (default: the newest)",
+    };
+
+    public static Option<bool> Json() => new("--json")
+    {
+        Description = "print machine-readable JSON on stdout",
+    };
+
+    public static Option<bool> Raw() => new("--raw")
+    {
+        Description = "treat an input with no known magic as a raw physical memory image",
+    };
+
+    /// <summary>Runs <paramref name="body"/>, turning input and I/O errors into a one-line message and exit code.</summary>
+    public static int Run(Func<int> body)
+    {
+        try
+        {
+            return body();
+        }
+        catch (VmStateFormatException e)
+        {
+            Console.Error.WriteLine($"vmstate: invalid input: {e.Message}");
+            return 2;
+        }
+        catch (FileNotFoundException e)
+        {
+            Console.Error.WriteLine($"vmstate: {e.Message}");
+            return 2;
+        }
+        catch (ArgumentException e)
+        {
+            Console.Error.WriteLine($"vmstate: {e.Message}");
+            return 2;
+        }
+        catch (IOException e)
+        {
+            Console.Error.WriteLine($"vmstate: I/O error: {e.Message}");
+            return 1;
+        }
+        catch (UnauthorizedAccessException e)
+        {
+            Console.Error.WriteLine($"vmstate: permission denied: {e.Message}");
+            return 1;
+        }
+        catch (OperationCanceledException)
+        {
+            Console.Error.WriteLine("vmstate: cancelled");
+            return 130;
+        }
+        catch (Exception e) when (e is not OutOfMemoryException)
+        {
+            // A bug in vmstate, not bad input: say so, with the stack for the report.
+            Console.Error.WriteLine($"vmstate: internal error ({e.GetType().Name}): {e.Message}");
+            Console.Error.WriteLine(e.StackTrace);
+            return 70;
+        }
+    }
+
+    public static SnapshotOpenOptions OpenOptions(string? snapshot, bool raw, IProgress<double>? progress = null) =>
+        new() { Snapshot = snapshot, AllowRaw = raw, Progress = progress, Limits = ReaderLimits.Default };
+}

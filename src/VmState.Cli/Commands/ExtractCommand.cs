@@ -1,0 +1,122 @@
+using System.CommandLine;
+using System.Diagnostics;
+using System.Text.Json;
+using Spectre.Console;
+using VmState.Export;
+using VmState.Formats.Elf;
+using VmState.Machine;
+using VmState.Memory;
+using VmState.Snapshots;
+
+namespace VmState.Cli.Commands;
+
+/// <summary>
+/// <c>vmstate extract SNAPSHOT -o DIR</c>: software state as <c>core.elf</c> (gdb/crash), hardware state as
+/// <c>hardware.json</c> (and <c>hardware.xml</c> with --xml).
+/// </summary>
+internal static class ExtractCommand
+{
+    public static Command Create()
+    {
+        Argument<string> input = CommonOptions.SnapshotArgument();
+        var output = new Option<string>("--output", "-o") { Description = "output directory (created if missing)", Required = true };
+        var xml = new Option<bool>("--xml") { Description = "also write hardware.xml" };
+        var noScan = new Option<bool>("--no-vmcoreinfo-scan") { Description = "do not scan RAM for the guest's VMCOREINFO when QEMU's vmcoreinfo device has none" };
+        Option<string?> snapshot = CommonOptions.SnapshotName();
+        Option<bool> json = CommonOptions.Json();
+        Option<bool> raw = CommonOptions.Raw();
+        var command = new Command("extract", "Write a snapshot's software state (core.elf) and hardware state (hardware.json)");
+        command.Arguments.Add(input);
+        command.Options.Add(output);
+        command.Options.Add(xml);
+        command.Options.Add(noScan);
+        command.Options.Add(snapshot);
+        command.Options.Add(json);
+        command.Options.Add(raw);
+        command.SetAction((r, ct) => Task.FromResult(CommonOptions.Run(() =>
+            Run(r.GetValue(input)!, r.GetValue(output)!, r.GetValue(xml), !r.GetValue(noScan), r.GetValue(snapshot), r.GetValue(raw), r.GetValue(json), ct))));
+        return command;
+    }
+
+    private static int Run(string input, string outputDir, bool xml, bool scan, string? snapshot, bool raw, bool json, CancellationToken ct)
+    {
+        var clock = Stopwatch.StartNew();
+        Directory.CreateDirectory(outputDir);
+        IAnsiConsole err = AnsiConsole.Create(new AnsiConsoleSettings { Out = new AnsiConsoleOutput(Console.Error) });
+        bool interactive = !Console.IsErrorRedirected;
+        using MachineState m = SnapshotLoader.Open(input, CommonOptions.OpenOptions(snapshot, raw));
+        double parseSeconds = clock.Elapsed.TotalSeconds;
+        (byte[] Note, string How)? vmcoreinfo = VmcoreinfoLocator.Find(m, scan);
+        string corePath = Path.Combine(outputDir, "core.elf");
+        ElfCoreSummary summary;
+        if (interactive)
+        {
+            summary = err.Progress().AutoClear(true).Start(p =>
+            {
+                ProgressTask task = p.AddTask("writing core.elf", maxValue: 1.0);
+                var progress = new SyncProgress<(long Done, long Total)>(x => task.Value = (double)x.Done / Math.Max(1, x.Total));
+                return ElfCoreWriter.Write(m, corePath, vmcoreinfo?.Note, progress, ct);
+            });
+        }
+        else
+        {
+            summary = ElfCoreWriter.Write(m, corePath, vmcoreinfo?.Note, null, ct);
+        }
+
+        string hardwarePath = Path.Combine(outputDir, "hardware.json");
+        AtomicFile.Write(hardwarePath, s => HardwareJsonWriter.Write(m, s));
+        string? xmlPath = null;
+        if (xml)
+        {
+            xmlPath = Path.Combine(outputDir, "hardware.xml");
+            AtomicFile.Write(xmlPath, s => HardwareXmlWriter.Write(m, s));
+        }
+
+        double seconds = clock.Elapsed.TotalSeconds;
+        ulong ram = m.Memory.TotalSize();
+        if (json)
+        {
+            using var w = new Utf8JsonWriter(Console.OpenStandardOutput(), new JsonWriterOptions { Indented = true });
+            w.WriteStartObject();
+            w.WriteString("input", input);
+            w.WriteString("format", m.SourceFormat);
+            w.WriteString("core", summary.Path);
+            w.WriteNumber("coreBytes", summary.FileSize);
+            w.WriteNumber("loadSegments", summary.LoadSegments);
+            w.WriteNumber("cpus", summary.Cpus);
+            w.WriteString("vmcoreinfo", vmcoreinfo?.How);
+            w.WriteString("hardware", hardwarePath);
+            w.WriteString("hardwareXml", xmlPath);
+            w.WriteNumber("devices", m.Devices.Count);
+            w.WriteNumber("ramBytes", ram);
+            w.WriteNumber("parseSeconds", Math.Round(parseSeconds, 4));
+            w.WriteNumber("seconds", Math.Round(seconds, 4));
+            w.WriteEndObject();
+            w.Flush();
+            Console.WriteLine();
+        }
+        else
+        {
+            Console.WriteLine($"{summary.Path}: ELF64 core, {summary.LoadSegments} PT_LOAD ({Hex.Size(ram)} of guest RAM), {summary.Cpus} vCPUs, VMCOREINFO: {vmcoreinfo?.How ?? "not found"}");
+            Console.WriteLine($"{hardwarePath}: {m.Devices.Count} device sections, {m.Cpus.Count} vCPUs");
+            if (xmlPath is not null)
+            {
+                Console.WriteLine($"{xmlPath}: the same as XML");
+            }
+
+            Console.WriteLine($"done in {seconds:F2} s ({ram / Math.Max(seconds, 1e-6) / 1e9:F2} GB/s of guest RAM)");
+            foreach (string warning in m.Warnings)
+            {
+                Console.Error.WriteLine($"warning: {warning}");
+            }
+        }
+
+        return 0;
+    }
+
+    /// <summary>An IProgress that calls back on the reporting thread (Progress&lt;T&gt; would post to the thread pool).</summary>
+    private sealed class SyncProgress<T>(Action<T> report) : IProgress<T>
+    {
+        public void Report(T value) => report(value);
+    }
+}

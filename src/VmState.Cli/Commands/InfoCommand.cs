@@ -1,0 +1,188 @@
+using System.CommandLine;
+using System.Text.Json;
+using Spectre.Console;
+using VmState.Arch.X86;
+using VmState.Machine;
+using VmState.Snapshots;
+
+namespace VmState.Cli.Commands;
+
+/// <summary><c>vmstate info SNAPSHOT</c>: machine type, RAM blocks, vCPUs with RIP/CR3, devices.</summary>
+internal static class InfoCommand
+{
+    public static Command Create()
+    {
+        Argument<string> input = CommonOptions.SnapshotArgument();
+        Option<string?> snapshot = CommonOptions.SnapshotName();
+        Option<bool> json = CommonOptions.Json();
+        Option<bool> raw = CommonOptions.Raw();
+        var command = new Command("info", "Show what a snapshot holds: machine type, RAM blocks, vCPUs, devices");
+        command.Arguments.Add(input);
+        command.Options.Add(snapshot);
+        command.Options.Add(json);
+        command.Options.Add(raw);
+        command.SetAction(r => CommonOptions.Run(() =>
+        {
+            using MachineState m = SnapshotLoader.Open(r.GetValue(input)!, CommonOptions.OpenOptions(r.GetValue(snapshot), r.GetValue(raw)));
+            if (r.GetValue(json))
+            {
+                WriteJson(m, Console.OpenStandardOutput());
+            }
+            else
+            {
+                WriteText(m);
+            }
+
+            return 0;
+        }));
+        return command;
+    }
+
+    public static void WriteJson(MachineState m, Stream output)
+    {
+        using var w = new Utf8JsonWriter(output, new JsonWriterOptions { Indented = true });
+        w.WriteStartObject();
+        w.WriteString("path", m.SourcePath);
+        w.WriteString("format", m.SourceFormat);
+        w.WriteString("machineType", m.MachineType);
+        w.WriteStartArray("ramBlocks");
+        foreach (RamBlockInfo b in m.RamBlocks)
+        {
+            w.WriteStartObject();
+            w.WriteString("name", b.Name);
+            w.WriteNumber("length", b.Length);
+            w.WriteStartArray("mappedAt");
+            foreach (BlockMapping map in b.Mappings)
+            {
+                w.WriteStringValue(Hex.Of(map.GuestPhysicalAddress));
+            }
+
+            w.WriteEndArray();
+            if (b.DataPages >= 0)
+            {
+                w.WriteNumber("dataPages", b.DataPages);
+                w.WriteNumber("zeroPages", b.ZeroPages);
+            }
+
+            w.WriteEndObject();
+        }
+
+        w.WriteEndArray();
+        w.WriteStartArray("physicalRanges");
+        foreach (var r in m.Memory.Ranges)
+        {
+            w.WriteStartObject();
+            w.WriteString("start", Hex.Of(r.Start));
+            w.WriteString("end", Hex.Of(r.End));
+            w.WriteString("name", r.Name);
+            w.WriteEndObject();
+        }
+
+        w.WriteEndArray();
+        w.WriteStartArray("cpus");
+        foreach (X86CpuState c in m.Cpus)
+        {
+            w.WriteStartObject();
+            w.WriteNumber("index", c.Index);
+            w.WriteString("mode", Mode(c));
+            w.WriteString("rip", Hex.Of(c.Rip));
+            w.WriteString("rsp", Hex.Of(c.Regs[4]));
+            w.WriteString("cr3", Hex.Of(c.Cr3));
+            w.WriteString("cr0", Hex.Of(c.Cr0));
+            w.WriteString("cr4", Hex.Of(c.Cr4));
+            if (c.Halted is bool h)
+            {
+                w.WriteBoolean("halted", h);
+            }
+
+            w.WriteEndObject();
+        }
+
+        w.WriteEndArray();
+        w.WriteStartArray("devices");
+        foreach (DeviceState d in m.Devices)
+        {
+            w.WriteStartObject();
+            w.WriteString("id", d.IdStr);
+            w.WriteNumber("instance", d.InstanceId);
+            w.WriteString("vmsd", d.State?.VmsdName);
+            w.WriteNumber("version", d.State?.Version ?? 0);
+            w.WriteNumber("length", d.Length);
+            foreach ((string k, string v) in d.Decoded)
+            {
+                w.WriteString(k, v);
+            }
+
+            w.WriteEndObject();
+        }
+
+        w.WriteEndArray();
+        w.WriteStartArray("warnings");
+        foreach (string s in m.Warnings)
+        {
+            w.WriteStringValue(s);
+        }
+
+        w.WriteEndArray();
+        w.WriteEndObject();
+        w.Flush();
+        output.WriteByte((byte)'\n');
+    }
+
+    public static string Mode(X86CpuState c)
+    {
+        if ((c.Cr0 & 1) == 0)
+        {
+            return "real";
+        }
+
+        if (c.LongMode)
+        {
+            return (c.Cr4 & (1UL << 12)) != 0 ? "long (5-level paging)" : "long (4-level paging)";
+        }
+
+        if ((c.Cr0 & (1UL << 31)) == 0)
+        {
+            return "protected (no paging)";
+        }
+
+        return (c.Cr4 & (1UL << 5)) != 0 ? "protected (PAE paging)" : "protected (32-bit paging)";
+    }
+
+    private static void WriteText(MachineState m)
+    {
+        IAnsiConsole console = AnsiConsole.Console;
+        console.MarkupLine($"[bold]{Markup.Escape(m.SourcePath)}[/]: {Markup.Escape(m.SourceFormat)}, machine type [bold]{Markup.Escape(m.MachineType ?? "unknown")}[/]");
+        var blocks = new Table().Title("RAM blocks").AddColumns("name", "size", "mapped at", "data pages", "zero pages");
+        foreach (RamBlockInfo b in m.RamBlocks)
+        {
+            string at = b.Mappings.Count == 0 ? "(not mapped)" : string.Join(", ", b.Mappings.Select(x => Hex.Of(x.GuestPhysicalAddress)));
+            blocks.AddRow(Markup.Escape(b.Name), Hex.Size(b.Length), at, b.DataPages < 0 ? "-" : b.DataPages.ToString(System.Globalization.CultureInfo.InvariantCulture), b.ZeroPages < 0 ? "-" : b.ZeroPages.ToString(System.Globalization.CultureInfo.InvariantCulture));
+        }
+
+        console.Write(blocks);
+        var cpus = new Table().Title($"vCPUs ({m.Cpus.Count})").AddColumns("cpu", "mode", "RIP", "RSP", "CR3", "halted");
+        foreach (X86CpuState c in m.Cpus)
+        {
+            cpus.AddRow(c.Index.ToString(System.Globalization.CultureInfo.InvariantCulture), Mode(c), Hex.Of(c.Rip), Hex.Of(c.Regs[4]), Hex.Of(c.Cr3), c.Halted switch { true => "yes", false => "no", null => "-" });
+        }
+
+        console.Write(cpus);
+        if (m.Devices.Count > 0)
+        {
+            var devices = new Table().Title($"Devices ({m.Devices.Count})").AddColumns("section", "instance", "vmsd", "bytes", "decoded");
+            foreach (DeviceState d in m.Devices)
+            {
+                string decoded = string.Join(", ", d.Decoded.Select(kv => $"{kv.Key}={kv.Value}"));
+                devices.AddRow(Markup.Escape(d.IdStr), d.InstanceId.ToString(System.Globalization.CultureInfo.InvariantCulture), Markup.Escape($"{d.State?.VmsdName} v{d.State?.Version}"), d.Length.ToString(System.Globalization.CultureInfo.InvariantCulture), Markup.Escape(decoded));
+            }
+
+            console.Write(devices);
+        }
+
+        foreach (string w in m.Warnings)
+        {
+            console.MarkupLine($"[yellow]warning:[/] {Markup.Escape(w)}");
+        }
+    }
+}

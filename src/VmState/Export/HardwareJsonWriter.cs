@@ -1,0 +1,272 @@
+using System.Globalization;
+using System.Text.Json;
+using VmState.Arch.X86;
+using VmState.Machine;
+
+namespace VmState.Export;
+
+/// <summary>
+/// Writes the hardware state of a machine as JSON: RAM blocks and their mappings, vCPU registers as a readable
+/// block, and every device section with every field (name, QEMU type, stream offset, size, value), its
+/// subsections, and well-known values decoded (NIC MAC addresses). Format id "vmstate-hardware/1".
+/// </summary>
+public static class HardwareJsonWriter
+{
+    /// <summary>The format identifier written as "format".</summary>
+    public const string FormatId = "vmstate-hardware/1";
+
+    /// <summary>Writes the document to <paramref name="stream"/>.</summary>
+    public static void Write(MachineState machine, Stream stream, bool indented = true)
+    {
+        using var w = new Utf8JsonWriter(stream, new JsonWriterOptions { Indented = indented });
+        w.WriteStartObject();
+        w.WriteString("format", FormatId);
+        w.WriteStartObject("source");
+        w.WriteString("path", machine.SourcePath);
+        w.WriteString("format", machine.SourceFormat);
+        w.WriteString("machineType", machine.MachineType);
+        w.WriteEndObject();
+        w.WriteStartArray("warnings");
+        foreach (string warning in machine.Warnings)
+        {
+            w.WriteStringValue(warning);
+        }
+
+        w.WriteEndArray();
+        WriteRamBlocks(w, machine);
+        w.WriteStartArray("cpus");
+        foreach (X86CpuState cpu in machine.Cpus)
+        {
+            WriteCpu(w, cpu);
+        }
+
+        w.WriteEndArray();
+        w.WriteStartArray("devices");
+        foreach (DeviceState d in machine.Devices)
+        {
+            WriteDevice(w, d);
+        }
+
+        w.WriteEndArray();
+        w.WriteEndObject();
+    }
+
+    /// <summary>Hex text "0x…" of a value, as used throughout the document.</summary>
+    public static string Hex(ulong value) => "0x" + value.ToString("x", CultureInfo.InvariantCulture);
+
+    private static void WriteRamBlocks(Utf8JsonWriter w, MachineState machine)
+    {
+        w.WriteStartArray("ramBlocks");
+        foreach (RamBlockInfo b in machine.RamBlocks)
+        {
+            w.WriteStartObject();
+            w.WriteString("name", b.Name);
+            w.WriteNumber("length", b.Length);
+            if (b.DataPages >= 0)
+            {
+                w.WriteNumber("dataPages", b.DataPages);
+                w.WriteNumber("zeroPages", b.ZeroPages);
+            }
+
+            w.WriteStartArray("mappings");
+            foreach (BlockMapping m in b.Mappings)
+            {
+                w.WriteStartObject();
+                w.WriteString("guestPhysicalAddress", Hex(m.GuestPhysicalAddress));
+                w.WriteString("blockOffset", Hex(m.BlockOffset));
+                w.WriteString("length", Hex(m.Length));
+                w.WriteEndObject();
+            }
+
+            w.WriteEndArray();
+            w.WriteEndObject();
+        }
+
+        w.WriteEndArray();
+    }
+
+    private static void WriteCpu(Utf8JsonWriter w, X86CpuState cpu)
+    {
+        w.WriteStartObject();
+        w.WriteNumber("index", cpu.Index);
+        if (cpu.Halted is bool halted)
+        {
+            w.WriteBoolean("halted", halted);
+        }
+
+        w.WriteStartObject("registers");
+        for (int i = 0; i < 16; i++)
+        {
+            w.WriteString(X86CpuState.GeneralRegisterNames[i], Hex(cpu.Regs[i]));
+        }
+
+        w.WriteString("rip", Hex(cpu.Rip));
+        w.WriteString("rflags", Hex(cpu.Rflags));
+        w.WriteString("cr0", Hex(cpu.Cr0));
+        w.WriteString("cr2", Hex(cpu.Cr2));
+        w.WriteString("cr3", Hex(cpu.Cr3));
+        w.WriteString("cr4", Hex(cpu.Cr4));
+        w.WriteString("efer", Hex(cpu.Efer));
+        w.WriteString("kernel_gs_base", Hex(cpu.KernelGsBase));
+        w.WriteString("star", Hex(cpu.Star));
+        w.WriteString("lstar", Hex(cpu.Lstar));
+        w.WriteString("cstar", Hex(cpu.Cstar));
+        w.WriteString("fmask", Hex(cpu.Fmask));
+        w.WriteString("sysenter_cs", Hex(cpu.SysenterCs));
+        w.WriteString("sysenter_esp", Hex(cpu.SysenterEsp));
+        w.WriteString("sysenter_eip", Hex(cpu.SysenterEip));
+        w.WriteString("xcr0", Hex(cpu.Xcr0));
+        w.WriteString("mxcsr", Hex(cpu.Mxcsr));
+        w.WriteString("fcw", Hex(cpu.Fcw));
+        w.WriteString("fsw", Hex(cpu.Fsw));
+        w.WriteString("hflags", Hex(cpu.HFlags));
+        for (int i = 0; i < 8; i++)
+        {
+            w.WriteString($"dr{i}", Hex(cpu.Dr[i]));
+        }
+
+        w.WriteEndObject();
+        w.WriteStartObject("segments");
+        for (int i = 0; i < 6; i++)
+        {
+            WriteSegment(w, X86CpuState.SegmentNames[i], cpu.Segments[i]);
+        }
+
+        WriteSegment(w, "ldt", cpu.Ldt);
+        WriteSegment(w, "tr", cpu.Tr);
+        WriteSegment(w, "gdt", cpu.Gdt);
+        WriteSegment(w, "idt", cpu.Idt);
+        w.WriteEndObject();
+        w.WriteEndObject();
+    }
+
+    private static void WriteSegment(Utf8JsonWriter w, string name, X86Segment s)
+    {
+        w.WriteStartObject(name);
+        w.WriteString("selector", Hex(s.Selector));
+        w.WriteString("base", Hex(s.Base));
+        w.WriteString("limit", Hex(s.Limit));
+        w.WriteString("flags", Hex(s.Flags));
+        w.WriteEndObject();
+    }
+
+    private static void WriteDevice(Utf8JsonWriter w, DeviceState d)
+    {
+        w.WriteStartObject();
+        w.WriteString("id", d.IdStr);
+        w.WriteNumber("instance", d.InstanceId);
+        w.WriteNumber("sectionId", d.SectionId);
+        w.WriteNumber("offset", d.Offset);
+        w.WriteNumber("length", d.Length);
+        if (d.Decoded.Count > 0)
+        {
+            w.WriteStartObject("decoded");
+            foreach ((string k, string v) in d.Decoded)
+            {
+                w.WriteString(k, v);
+            }
+
+            w.WriteEndObject();
+        }
+
+        if (d.State is not null)
+        {
+            w.WriteString("vmsd", d.State.VmsdName);
+            w.WriteNumber("version", d.State.Version);
+            WriteFieldsAndSubsections(w, d.State);
+        }
+
+        w.WriteEndObject();
+    }
+
+    private static void WriteFieldsAndSubsections(Utf8JsonWriter w, VmsdState s)
+    {
+        w.WriteStartArray("fields");
+        foreach (DeviceField f in s.Fields)
+        {
+            WriteField(w, f);
+        }
+
+        w.WriteEndArray();
+        if (s.Subsections.Count > 0)
+        {
+            w.WriteStartArray("subsections");
+            foreach (VmsdState sub in s.Subsections)
+            {
+                w.WriteStartObject();
+                w.WriteString("name", sub.VmsdName);
+                w.WriteNumber("version", sub.Version);
+                w.WriteNumber("offset", sub.Offset);
+                WriteFieldsAndSubsections(w, sub);
+                w.WriteEndObject();
+            }
+
+            w.WriteEndArray();
+        }
+    }
+
+    private static void WriteField(Utf8JsonWriter w, DeviceField f)
+    {
+        w.WriteStartObject();
+        w.WriteString("name", f.Name);
+        w.WriteString("type", f.Type);
+        w.WriteNumber("offset", f.Offset);
+        w.WriteNumber("size", f.Size);
+        if (f.Index is int index)
+        {
+            w.WriteNumber("index", index);
+        }
+
+        w.WritePropertyName("value");
+        WriteValue(w, f);
+        w.WriteEndObject();
+    }
+
+    private static void WriteValue(Utf8JsonWriter w, DeviceField f)
+    {
+        switch (f.Kind)
+        {
+            case FieldKind.Bool:
+                w.WriteBooleanValue(f.Integer != 0);
+                break;
+            case FieldKind.Integer:
+                if (f.Signed)
+                {
+                    w.WriteNumberValue(f.SignedInteger);
+                }
+                else
+                {
+                    w.WriteNumberValue(f.Integer);
+                }
+
+                break;
+            case FieldKind.Bytes:
+                if (f.Bytes is null)
+                {
+                    w.WriteNullValue();
+                }
+                else
+                {
+                    w.WriteStringValue(Convert.ToHexStringLower(f.Bytes));
+                }
+
+                break;
+            case FieldKind.Struct:
+                w.WriteStartObject();
+                w.WriteString("vmsd", f.Struct!.VmsdName);
+                w.WriteNumber("version", f.Struct.Version);
+                WriteFieldsAndSubsections(w, f.Struct);
+                w.WriteEndObject();
+                break;
+            case FieldKind.Array:
+                w.WriteStartArray();
+                foreach (DeviceField e in f.Elements!)
+                {
+                    WriteValue(w, e);
+                }
+
+                w.WriteEndArray();
+                break;
+        }
+    }
+}

@@ -1,0 +1,32 @@
+namespace VmState.Formats.Elf;
+
+/// <summary>ELF constants used by the core reader and writer (System V ABI, ELF-64 Object File Format).</summary>
+public static class ElfConstants
+{
+    /// <summary>e_type of a core file.</summary>
+    public const ushort EtCore = 4;
+
+    /// <summary>e_machine of x86-64.</summary>
+    public const ushort EmX86_64 = 62;
+
+    /// <summary>e_machine of i386.</summary>
+    public const ushort Em386 = 3;
+
+    /// <summary>p_type of a loadable segment.</summary>
+    public const uint PtLoad = 1;
+
+    /// <summary>p_type of a note segment.</summary>
+    public const uint PtNote = 4;
+
+    /// <summary>e_phnum value meaning "the count is in section header 0's sh_info".</summary>
+    public const ushort PnXnum = 0xFFFF;
+
+    /// <summary>Size of the ELF64 file header.</summary>
+    public const int Elf64HeaderSize = 64;
+
+    /// <summary>Size of an ELF64 program header.</summary>
+    public const int Elf64PhdrSize = 56;
+
+    /// <summary>Size of an ELF64 section header.</summary>
+    public const int Elf64ShdrSize = 64;
+}

@@ -1,0 +1,187 @@
+using System.Buffers;
+using System.Buffers.Binary;
+using Microsoft.Win32.SafeHandles;
+using VmState.Machine;
+using VmState.Memory;
+
+namespace VmState.Formats.Elf;
+
+/// <summary>
+/// Writes a machine state as an ELF64 x86-64 core in the layout of QEMU's <c>dump-guest-memory</c> (paging off):
+/// one PT_LOAD per guest-physical RAM range with <c>p_paddr</c> = the guest-physical address and
+/// <c>p_vaddr</c> = <c>p_paddr</c> (so gdb reads memory by physical address, as with QEMU's own dump), per vCPU an
+/// NT_PRSTATUS and a "QEMU" note, and the guest's VMCOREINFO note when found. Segment data is page-aligned;
+/// all-zero chunks are left as holes (the file is sparse). The output appears only when complete.
+/// </summary>
+public static class ElfCoreWriter
+{
+    private const int ChunkSize = 4 << 20;
+    private const int DataAlignment = 4096;
+
+    /// <summary>Writes <paramref name="machine"/> to <paramref name="path"/> (temp file, then rename).</summary>
+    public static ElfCoreSummary Write(MachineState machine, string path, byte[]? vmcoreinfoNote, IProgress<(long Done, long Total)>? progress = null, CancellationToken cancellationToken = default)
+    {
+        IReadOnlyList<MemoryRange> ranges = machine.Memory.Ranges;
+        var notes = new List<ElfNote>();
+        foreach (var cpu in machine.Cpus)
+        {
+            notes.Add(X86CoreNotes.Prstatus(cpu));
+        }
+
+        foreach (var cpu in machine.Cpus)
+        {
+            notes.Add(X86CoreNotes.QemuCpuState(cpu));
+        }
+
+        int notesSize = 0;
+        foreach (ElfNote n in notes)
+        {
+            notesSize += n.EncodedSize;
+        }
+
+        if (vmcoreinfoNote is not null)
+        {
+            notesSize += vmcoreinfoNote.Length;
+        }
+
+        long phnum = 1 + ranges.Count;
+        bool extended = phnum >= ElfConstants.PnXnum;
+        long shoff = extended ? ElfConstants.Elf64HeaderSize : 0;
+        long phoff = ElfConstants.Elf64HeaderSize + (extended ? ElfConstants.Elf64ShdrSize : 0);
+        long notesOffset = phoff + (phnum * ElfConstants.Elf64PhdrSize);
+        long headerSize = notesOffset + notesSize;
+        if (headerSize > int.MaxValue)
+        {
+            throw new InvalidOperationException($"{ranges.Count} memory ranges need more header space than an ELF writer buffer holds");
+        }
+
+        byte[] header = new byte[headerSize];
+        Span<byte> h = header;
+        "\x7f"u8.CopyTo(h);
+        "ELF"u8.CopyTo(h[1..]);
+        h[4] = 2; // ELFCLASS64
+        h[5] = 1; // ELFDATA2LSB
+        h[6] = 1; // EV_CURRENT
+        BinaryPrimitives.WriteUInt16LittleEndian(h[16..], ElfConstants.EtCore);
+        BinaryPrimitives.WriteUInt16LittleEndian(h[18..], ElfConstants.EmX86_64);
+        BinaryPrimitives.WriteUInt32LittleEndian(h[20..], 1);
+        BinaryPrimitives.WriteUInt64LittleEndian(h[32..], (ulong)phoff);
+        BinaryPrimitives.WriteUInt64LittleEndian(h[40..], (ulong)shoff);
+        BinaryPrimitives.WriteUInt16LittleEndian(h[52..], ElfConstants.Elf64HeaderSize);
+        BinaryPrimitives.WriteUInt16LittleEndian(h[54..], ElfConstants.Elf64PhdrSize);
+        BinaryPrimitives.WriteUInt16LittleEndian(h[56..], extended ? ElfConstants.PnXnum : (ushort)phnum);
+        BinaryPrimitives.WriteUInt16LittleEndian(h[58..], ElfConstants.Elf64ShdrSize);
+        BinaryPrimitives.WriteUInt16LittleEndian(h[60..], (ushort)(extended ? 1 : 0));
+        if (extended)
+        {
+            // PN_XNUM: the real program header count is in sh_info of section header 0 (System V ABI).
+            BinaryPrimitives.WriteUInt32LittleEndian(h[(int)(shoff + 44)..], (uint)phnum);
+        }
+
+        long pos = phoff;
+        WritePhdr(h, ref pos, ElfConstants.PtNote, (ulong)notesOffset, 0, 0, (ulong)notesSize, 0);
+        long dataOffset = Align(headerSize, DataAlignment);
+        long[] segmentOffsets = new long[ranges.Count];
+        for (int i = 0; i < ranges.Count; i++)
+        {
+            MemoryRange r = ranges[i];
+            segmentOffsets[i] = dataOffset;
+            WritePhdr(h, ref pos, ElfConstants.PtLoad, (ulong)dataOffset, r.Start, r.Start, r.Length, 0);
+            dataOffset += checked((long)r.Length);
+        }
+
+        long np = notesOffset;
+        foreach (ElfNote n in notes)
+        {
+            np += n.Encode(h[(int)np..]);
+        }
+
+        vmcoreinfoNote?.CopyTo(h[(int)np..]);
+
+        string tempPath = TempPathFor(path);
+        long total = dataOffset;
+        long written = 0;
+        try
+        {
+            using (SafeFileHandle file = File.OpenHandle(tempPath, FileMode.CreateNew, FileAccess.ReadWrite, FileShare.None))
+            {
+                RandomAccess.SetLength(file, total);
+                RandomAccess.Write(file, header, 0);
+                byte[] buffer = ArrayPool<byte>.Shared.Rent(ChunkSize);
+                try
+                {
+                    for (int i = 0; i < ranges.Count; i++)
+                    {
+                        MemoryRange r = ranges[i];
+                        for (ulong done = 0; done < r.Length;)
+                        {
+                            cancellationToken.ThrowIfCancellationRequested();
+                            int n = (int)Math.Min((ulong)ChunkSize, r.Length - done);
+                            Span<byte> chunk = buffer.AsSpan(0, n);
+                            machine.Memory.ReadExactly(r.Start + done, chunk);
+                            if (chunk.ContainsAnyExcept((byte)0))
+                            {
+                                RandomAccess.Write(file, chunk, segmentOffsets[i] + (long)done);
+                            }
+
+                            done += (ulong)n;
+                            written += n;
+                            progress?.Report((written, total));
+                        }
+                    }
+                }
+                finally
+                {
+                    ArrayPool<byte>.Shared.Return(buffer);
+                }
+            }
+
+            File.Move(tempPath, path, overwrite: true);
+        }
+        catch
+        {
+            TryDelete(tempPath);
+            throw;
+        }
+
+        return new ElfCoreSummary(path, total, ranges.Count, machine.Cpus.Count, vmcoreinfoNote is not null);
+    }
+
+    /// <summary>A temporary name beside <paramref name="path"/> for writing before the final rename.</summary>
+    public static string TempPathFor(string path)
+    {
+        string full = Path.GetFullPath(path);
+        return Path.Combine(Path.GetDirectoryName(full)!, $".{Path.GetFileName(full)}.{Environment.ProcessId}.{Guid.NewGuid():N}.tmp");
+    }
+
+    /// <summary>Deletes a file, ignoring failures (cleanup of temporaries).</summary>
+    public static void TryDelete(string path)
+    {
+        try
+        {
+            File.Delete(path);
+        }
+        catch (IOException)
+        {
+        }
+        catch (UnauthorizedAccessException)
+        {
+        }
+    }
+
+    private static void WritePhdr(Span<byte> h, ref long pos, uint type, ulong offset, ulong vaddr, ulong paddr, ulong size, uint flags)
+    {
+        Span<byte> p = h[(int)pos..];
+        BinaryPrimitives.WriteUInt32LittleEndian(p, type);
+        BinaryPrimitives.WriteUInt32LittleEndian(p[4..], flags);
+        BinaryPrimitives.WriteUInt64LittleEndian(p[8..], offset);
+        BinaryPrimitives.WriteUInt64LittleEndian(p[16..], vaddr);
+        BinaryPrimitives.WriteUInt64LittleEndian(p[24..], paddr);
+        BinaryPrimitives.WriteUInt64LittleEndian(p[32..], size);
+        BinaryPrimitives.WriteUInt64LittleEndian(p[40..], size);
+        BinaryPrimitives.WriteUInt64LittleEndian(p[48..], 0);
+        pos += ElfConstants.Elf64PhdrSize;
+    }
+
+    private static long Align(long v, long a) => (v + a - 1) / a * a;
+}

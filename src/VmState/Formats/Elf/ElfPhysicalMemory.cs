@@ -1,0 +1,66 @@
+using VmState.IO;
+using VmState.Memory;
+
+namespace VmState.Formats.Elf;
+
+/// <summary>Guest-physical memory backed by file ranges (PT_LOAD segments by p_paddr, or a raw image).</summary>
+public sealed class ElfPhysicalMemory : IPhysicalMemory
+{
+    private readonly IRandomAccessSource _source;
+    private readonly MemoryRange[] _ranges;
+    private readonly long[] _fileOffsets;
+    private readonly ulong[] _fileSizes;
+
+    /// <summary>Creates the memory from (range, file offset, bytes present in the file) triples, sorted, not overlapping.</summary>
+    public ElfPhysicalMemory(IRandomAccessSource source, IReadOnlyList<(MemoryRange Range, long FileOffset, ulong FileSize)> segments)
+    {
+        _source = source;
+        _ranges = new MemoryRange[segments.Count];
+        _fileOffsets = new long[segments.Count];
+        _fileSizes = new ulong[segments.Count];
+        for (int i = 0; i < segments.Count; i++)
+        {
+            (_ranges[i], _fileOffsets[i], _fileSizes[i]) = segments[i];
+        }
+    }
+
+    /// <inheritdoc />
+    public string Name => _source.Name;
+
+    /// <inheritdoc />
+    public IReadOnlyList<MemoryRange> Ranges => _ranges;
+
+    /// <inheritdoc />
+    public int Read(ulong address, Span<byte> destination)
+    {
+        int done = 0;
+        while (done < destination.Length)
+        {
+            ulong a = address + (ulong)done;
+            int ri = _ranges.FindRange(a);
+            if (ri < 0)
+            {
+                break;
+            }
+
+            MemoryRange r = _ranges[ri];
+            ulong inRange = a - r.Start;
+            int count = (int)Math.Min((ulong)(destination.Length - done), r.End - a);
+            Span<byte> d = destination.Slice(done, count);
+            int fromFile = inRange >= _fileSizes[ri] ? 0 : (int)Math.Min((ulong)count, _fileSizes[ri] - inRange);
+            if (fromFile > 0)
+            {
+                int n = _source.Read(_fileOffsets[ri] + (long)inRange, d[..fromFile]);
+                if (n != fromFile)
+                {
+                    throw new VmStateFormatException(_fileOffsets[ri] + (long)inRange, "memory segment", $"the file ends before the segment's {fromFile} bytes");
+                }
+            }
+
+            d[fromFile..].Clear();
+            done += count;
+        }
+
+        return done;
+    }
+}

@@ -1,0 +1,159 @@
+using System.Buffers;
+using VmState.IO;
+using VmState.Machine;
+using VmState.Memory;
+
+namespace VmState.Formats.Migration;
+
+/// <summary>
+/// Guest-physical memory served from the page index of a migration stream: each read goes to the stream
+/// offsets of the pages it covers; runs of consecutive page records are read with one positional read.
+/// </summary>
+public sealed class MigrationRamMemory : IPhysicalMemory
+{
+    private readonly IRandomAccessSource _source;
+    private readonly MemoryRange[] _ranges;
+    private readonly (RamBlock Block, ulong BlockOffset)[] _backing;
+    private readonly int _pageSize;
+
+    /// <summary>Builds the memory from the blocks and their mappings (overlapping mappings: the first wins).</summary>
+    public MigrationRamMemory(IRandomAccessSource source, IReadOnlyList<RamBlock> blocks, IReadOnlyList<RamBlockInfo> mapped, int pageSize)
+    {
+        _source = source;
+        _pageSize = pageSize;
+        var items = new List<(MemoryRange Range, RamBlock Block, ulong Offset)>();
+        for (int i = 0; i < blocks.Count; i++)
+        {
+            foreach (BlockMapping m in mapped[i].Mappings)
+            {
+                if (m.Length > 0)
+                {
+                    items.Add((new MemoryRange(m.GuestPhysicalAddress, m.Length, blocks[i].Name), blocks[i], m.BlockOffset));
+                }
+            }
+        }
+
+        items.Sort((a, b) => a.Range.Start.CompareTo(b.Range.Start));
+        var ranges = new List<MemoryRange>();
+        var backing = new List<(RamBlock, ulong)>();
+        foreach ((MemoryRange range, RamBlock block, ulong offset) in items)
+        {
+            if (ranges.Count > 0 && range.Start < ranges[^1].End)
+            {
+                continue;
+            }
+
+            ranges.Add(range);
+            backing.Add((block, offset));
+        }
+
+        _ranges = [.. ranges];
+        _backing = [.. backing];
+    }
+
+    /// <inheritdoc />
+    public string Name => _source.Name;
+
+    /// <inheritdoc />
+    public IReadOnlyList<MemoryRange> Ranges => _ranges;
+
+    /// <inheritdoc />
+    public int Read(ulong address, Span<byte> destination)
+    {
+        int done = 0;
+        while (done < destination.Length)
+        {
+            ulong a = address + (ulong)done;
+            int ri = _ranges.FindRange(a);
+            if (ri < 0)
+            {
+                break;
+            }
+
+            MemoryRange r = _ranges[ri];
+            int count = (int)Math.Min((ulong)(destination.Length - done), r.End - a);
+            (RamBlock block, ulong blockOffset) = _backing[ri];
+            ReadBlock(block, blockOffset + (a - r.Start), destination.Slice(done, count));
+            done += count;
+        }
+
+        return done;
+    }
+
+    /// <summary>Reads <c>destination.Length</c> bytes of <paramref name="block"/> at <paramref name="offset"/>.</summary>
+    public void ReadBlock(RamBlock block, ulong offset, Span<byte> destination)
+    {
+        int pageSize = _pageSize;
+        int done = 0;
+        byte[]? scratch = null;
+        try
+        {
+            while (done < destination.Length)
+            {
+                ulong o = offset + (ulong)done;
+                long page = (long)(o / (ulong)pageSize);
+                int inPage = (int)(o % (ulong)pageSize);
+                int n = Math.Min(pageSize - inPage, destination.Length - done);
+                long entry = page < block.PageCount ? block.GetEntry(page) : 0;
+                if (entry == 0)
+                {
+                    destination.Slice(done, n).Clear();
+                }
+                else if (entry < 0)
+                {
+                    destination.Slice(done, n).Fill((byte)(-entry - 1));
+                }
+                else if (inPage == 0 && n == pageSize && destination.Length - done >= 2 * pageSize)
+                {
+                    // Coalesce a run of page records that follow each other in the stream (8-byte header + page).
+                    long stride = pageSize + 8;
+                    int maxPages = Math.Min((destination.Length - done) / pageSize, 256);
+                    int run = 1;
+                    while (run < maxPages && page + run < block.PageCount && block.GetEntry(page + run) == entry + (stride * run))
+                    {
+                        run++;
+                    }
+
+                    if (run == 1)
+                    {
+                        ReadExact(entry, destination.Slice(done, n));
+                    }
+                    else
+                    {
+                        int span = (int)(stride * (run - 1)) + pageSize;
+                        scratch ??= ArrayPool<byte>.Shared.Rent((int)(stride * 256));
+                        ReadExact(entry, scratch.AsSpan(0, span));
+                        for (int i = 0; i < run; i++)
+                        {
+                            scratch.AsSpan((int)(i * stride), pageSize).CopyTo(destination.Slice(done + (i * pageSize), pageSize));
+                        }
+
+                        n = run * pageSize;
+                    }
+                }
+                else
+                {
+                    ReadExact(entry + inPage, destination.Slice(done, n));
+                }
+
+                done += n;
+            }
+        }
+        finally
+        {
+            if (scratch is not null)
+            {
+                ArrayPool<byte>.Shared.Return(scratch);
+            }
+        }
+    }
+
+    private void ReadExact(long offset, Span<byte> destination)
+    {
+        int n = _source.Read(offset, destination);
+        if (n != destination.Length)
+        {
+            throw new VmStateFormatException(offset, "RAM page", $"the stream ends before the page's {destination.Length} bytes");
+        }
+    }
+}

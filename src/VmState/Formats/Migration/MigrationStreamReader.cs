@@ -1,0 +1,526 @@
+using System.Buffers.Binary;
+using VmState.IO;
+using VmState.Machine;
+
+namespace VmState.Formats.Migration;
+
+/// <summary>
+/// Reads a QEMU migration stream (the format of <c>migrate</c> to a file, <c>savevm</c> vmstate and the body of
+/// <c>virsh save</c> files) as QEMU 7.2 writes it, tolerating the 8.x–10.x additions (COMMAND sections such as
+/// SWITCHOVER_START, MULTIFD_FLUSH markers, the "configuration" key in the VM description). RAM is indexed, not
+/// loaded: each page's stream offset is recorded.
+/// </summary>
+public static class MigrationStreamReader
+{
+    /// <summary>"QEVM".</summary>
+    public const uint Magic = 0x5145564D;
+
+    private const byte SectionEof = 0x00;
+    private const byte SectionStart = 0x01;
+    private const byte SectionPart = 0x02;
+    private const byte SectionEnd = 0x03;
+    private const byte SectionFull = 0x04;
+    private const byte SectionSubsection = 0x05;
+    private const byte SectionVmDescription = 0x06;
+    private const byte SectionConfiguration = 0x07;
+    private const byte SectionCommand = 0x08;
+    private const byte SectionFooter = 0x7E;
+
+    // RAM record flags, QEMU 7.2 migration/ram.c (MULTIFD_FLUSH from 8.1).
+    private const ulong RamFull = 0x01;
+    private const ulong RamZero = 0x02;
+    private const ulong RamMemSize = 0x04;
+    private const ulong RamPage = 0x08;
+    private const ulong RamEos = 0x10;
+    private const ulong RamContinue = 0x20;
+    private const ulong RamXbzrle = 0x40;
+    private const ulong RamHook = 0x80;
+    private const ulong RamCompressPage = 0x100;
+    private const ulong RamMultifdFlush = 0x200;
+
+    /// <summary>Opens and parses the stream in file <paramref name="path"/>.</summary>
+    public static MigrationStream Open(string path, ReaderLimits? limits = null, IProgress<double>? progress = null)
+    {
+        var source = new FileSource(path);
+        try
+        {
+            return Read(source, limits, progress, ownsSource: true);
+        }
+        catch
+        {
+            source.Dispose();
+            throw;
+        }
+    }
+
+    /// <summary>Parses the stream in <paramref name="source"/>.</summary>
+    public static MigrationStream Read(IRandomAccessSource source, ReaderLimits? limits = null, IProgress<double>? progress = null, bool ownsSource = false)
+    {
+        limits ??= ReaderLimits.Default;
+        var cursor = new SourceCursor(source);
+        uint magic = cursor.ReadBe32("stream header");
+        if (magic != Magic)
+        {
+            throw new VmStateFormatException(0, "stream header", $"expected the magic \"QEVM\" (0x5145564d), found 0x{magic:x8}");
+        }
+
+        uint version = cursor.ReadBe32("stream header");
+        if (version != 3)
+        {
+            string why = version == 2 ? "version 2 is the obsolete compat format QEMU itself rejects" : "only version 3 exists";
+            throw new VmStateFormatException(4, "stream header", $"expected version 3, found {version} ({why})");
+        }
+
+        var warnings = new List<string>();
+        (VmDescription? description, long vmdescOffset) = LocateDescription(source, limits);
+        if (description is null)
+        {
+            warnings.Add("the stream has no VM description (JSON) after its EOF; device sections cannot be delimited");
+        }
+
+        var state = new ParseState(source, limits, description, description?.PageSize ?? 4096);
+        int sections = 0;
+        bool sawEof = false;
+        while (!sawEof)
+        {
+            if (++sections > limits.MaxSections)
+            {
+                throw new VmStateFormatException(cursor.Position, "section", $"more than {limits.MaxSections} sections");
+            }
+
+            progress?.Report((double)cursor.Position / source.Length);
+            long sectionStart = cursor.Position;
+            byte type = cursor.ReadU8("section type");
+            switch (type)
+            {
+                case SectionEof:
+                    sawEof = true;
+                    break;
+                case SectionConfiguration:
+                    ReadConfiguration(cursor, state);
+                    break;
+                case SectionStart:
+                case SectionFull:
+                    ReadFullHeaderSection(cursor, state, type, sectionStart);
+                    break;
+                case SectionPart:
+                case SectionEnd:
+                    ReadShortHeaderSection(cursor, state, type, sectionStart);
+                    break;
+                case SectionCommand:
+                    ReadCommand(cursor, state, sectionStart);
+                    break;
+                case SectionVmDescription:
+                    throw new VmStateFormatException(sectionStart, "section", "found the VM description (0x06) before the EOF section");
+                case SectionSubsection:
+                    throw new VmStateFormatException(sectionStart, "section", "found a subsection marker (0x05) where a section was expected; the previous section's description does not match its bytes");
+                default:
+                    throw new VmStateFormatException(sectionStart, "section", $"unknown section type 0x{type:x2} (expected 0x00-0x08)");
+            }
+        }
+
+        if (vmdescOffset >= 0 && cursor.Position != vmdescOffset)
+        {
+            warnings.Add($"the EOF section ends at {cursor.Position} but the VM description starts at {vmdescOffset}");
+        }
+
+        if (state.RamSectionId is not null && !state.RamEnded)
+        {
+            warnings.Add("the ram section has no END chunk (a background snapshot, or an incomplete migration): RAM is as of the snapshot start");
+        }
+
+        warnings.AddRange(state.Warnings);
+        progress?.Report(1.0);
+        return new MigrationStream(source, state.MachineType, state.Capabilities, state.Blocks, state.Devices, description,
+            vmdescOffset, warnings, state.PageSize, ownsSource);
+    }
+
+    /// <summary>
+    /// Finds the VM description: a 0x06 byte followed by a be32 length L that reaches exactly to the end of the
+    /// input, then '{'. Searched backwards from the end, over at most the description size limit.
+    /// </summary>
+    public static (VmDescription? Description, long Offset) LocateDescription(IRandomAccessSource source, ReaderLimits limits)
+    {
+        long length = source.Length;
+        long lowest = Math.Max(8, length - limits.MaxVmDescriptionBytes - 5);
+        const int Window = 1 << 20;
+        byte[] buffer = new byte[Window + 5];
+        long windowEnd = length;
+        while (windowEnd > lowest)
+        {
+            long windowStart = Math.Max(lowest, windowEnd - Window);
+            int count = (int)Math.Min(windowEnd - windowStart + 5, length - windowStart);
+            int n = source.Read(windowStart, buffer.AsSpan(0, count));
+            for (int i = (int)(windowEnd - windowStart) - 1; i >= 0; i--)
+            {
+                if (buffer[i] != SectionVmDescription || i + 5 >= n)
+                {
+                    continue;
+                }
+
+                long pos = windowStart + i;
+                uint jsonLength = BinaryPrimitives.ReadUInt32BigEndian(buffer.AsSpan(i + 1, 4));
+                if (pos + 5 + jsonLength != length || buffer[i + 5] != (byte)'{')
+                {
+                    continue;
+                }
+
+                byte[] json = new byte[jsonLength];
+                if (source.Read(pos + 5, json) != json.Length)
+                {
+                    throw new VmStateFormatException(pos, "VM description", "could not read the JSON");
+                }
+
+                return (VmDescription.Parse(json, pos + 5), pos);
+            }
+
+            windowEnd = windowStart;
+        }
+
+        return (null, -1);
+    }
+
+    private static void ReadConfiguration(SourceCursor cursor, ParseState state)
+    {
+        const string S = "configuration section";
+        long start = cursor.Position;
+        uint length = cursor.ReadBe32(S);
+        if (length > 256)
+        {
+            throw new VmStateFormatException(start, S, $"machine type name of {length} bytes (expected at most 256)");
+        }
+
+        state.MachineType = System.Text.Encoding.UTF8.GetString(cursor.Take((int)length, S));
+
+        // Subsections of the "configuration" vmsd (QEMU 7.2 migration/savevm.c): target-page-bits, capabilities, uuid.
+        while (cursor.PeekU8() == SectionSubsection)
+        {
+            long subStart = cursor.Position;
+            cursor.ReadU8(S);
+            string name = cursor.ReadStr8(S);
+            cursor.ReadBe32(S);
+            switch (name)
+            {
+                case "configuration/target-page-bits":
+                    uint bits = cursor.ReadBe32(S);
+                    if (bits is < 10 or > 24)
+                    {
+                        throw new VmStateFormatException(subStart, S, $"target page bits {bits} (expected 10-24)");
+                    }
+
+                    state.PageSize = 1 << (int)bits;
+                    break;
+                case "configuration/capabilities":
+                    uint count = cursor.ReadBe32(S);
+                    if (count > 64)
+                    {
+                        throw new VmStateFormatException(subStart, S, $"{count} capabilities (expected at most 64)");
+                    }
+
+                    for (uint i = 0; i < count; i++)
+                    {
+                        state.Capabilities.Add(cursor.ReadStr8(S));
+                    }
+
+                    break;
+                case "configuration/uuid":
+                    cursor.Skip(16, S);
+                    break;
+                default:
+                    throw new VmStateFormatException(subStart, S, $"unknown subsection \"{name}\" (known: configuration/target-page-bits, configuration/capabilities, configuration/uuid)");
+            }
+        }
+
+        foreach (string cap in state.Capabilities)
+        {
+            if (cap == "mapped-ram")
+            {
+                throw new VmStateFormatException(start, S, "the stream uses the mapped-ram capability (QEMU 9.0+ fixed-offset RAM), which this reader does not support yet");
+            }
+        }
+
+        ReadFooter(cursor, state, 0, allowMissing: true);
+    }
+
+    private static void ReadFullHeaderSection(SourceCursor cursor, ParseState state, byte type, long sectionStart)
+    {
+        string kind = type == SectionStart ? "START section" : "FULL section";
+        int sectionId = (int)cursor.ReadBe32(kind);
+        string idStr = cursor.ReadStr8(kind);
+        int instanceId = (int)cursor.ReadBe32(kind);
+        int version = (int)cursor.ReadBe32(kind);
+        string structure = $"{kind} \"{idStr}\" (id {sectionId}, instance {instanceId})";
+
+        if (idStr == "ram")
+        {
+            if (state.RamSectionId is not null)
+            {
+                throw new VmStateFormatException(sectionStart, structure, "a second ram section");
+            }
+
+            if (version != 4)
+            {
+                throw new VmStateFormatException(sectionStart, structure, $"ram section version {version} (expected 4)");
+            }
+
+            state.RamSectionId = sectionId;
+            ReadRamChunk(cursor, state, first: true);
+            if (type == SectionFull)
+            {
+                state.RamEnded = true;
+            }
+
+            ReadFooter(cursor, state, sectionId, allowMissing: true);
+            return;
+        }
+
+        if (type == SectionStart)
+        {
+            throw new VmStateFormatException(sectionStart, structure,
+                "an iterable section other than ram (e.g. block migration or dirty-bitmap); only ram is supported");
+        }
+
+        long bodyStart = cursor.Position;
+        DeviceDescription? description = state.Description?.Find(idStr, instanceId);
+        if (description is null)
+        {
+            string why = state.Description is null
+                ? "the stream has no VM description, so the section's length cannot be known"
+                : "the VM description has no entry for it, so its length cannot be known";
+            throw new VmStateFormatException(bodyStart, structure, why);
+        }
+
+        if (state.Devices.Count >= state.Limits.MaxSections)
+        {
+            throw new VmStateFormatException(sectionStart, structure, "too many device sections");
+        }
+
+        VmsdState decoded = DeviceSectionDecoder.Decode(cursor, description.Vmsd with { Version = version }, idStr);
+        state.Devices.Add(new DeviceState(idStr, instanceId, sectionId, bodyStart, cursor.Position - bodyStart, decoded));
+        ReadFooter(cursor, state, sectionId, allowMissing: true);
+    }
+
+    private static void ReadShortHeaderSection(SourceCursor cursor, ParseState state, byte type, long sectionStart)
+    {
+        string kind = type == SectionPart ? "PART section" : "END section";
+        int sectionId = (int)cursor.ReadBe32(kind);
+        if (sectionId != state.RamSectionId)
+        {
+            throw new VmStateFormatException(sectionStart, kind, $"section id {sectionId} does not belong to a started iterable section (ram is {state.RamSectionId?.ToString(System.Globalization.CultureInfo.InvariantCulture) ?? "not started"})");
+        }
+
+        ReadRamChunk(cursor, state, first: false);
+        if (type == SectionEnd)
+        {
+            state.RamEnded = true;
+        }
+
+        ReadFooter(cursor, state, sectionId, allowMissing: true);
+    }
+
+    private static void ReadCommand(SourceCursor cursor, ParseState state, long sectionStart)
+    {
+        const string S = "COMMAND section";
+        ushort command = cursor.ReadBe16(S);
+        ushort length = cursor.ReadBe16(S);
+        switch (command)
+        {
+            case 7:
+                throw new VmStateFormatException(sectionStart, S, "a PACKAGED command (postcopy); postcopy streams are not supported");
+            case 11:
+                // SWITCHOVER_START, QEMU 10.0 precopy (send-switchover-start): a marker with no effect on the state.
+                break;
+            default:
+                state.Warnings.Add($"skipped COMMAND {command} at offset {sectionStart}");
+                break;
+        }
+
+        cursor.Skip(length, S);
+    }
+
+    private static void ReadFooter(SourceCursor cursor, ParseState state, int sectionId, bool allowMissing)
+    {
+        if (cursor.PeekU8() != SectionFooter)
+        {
+            if (!allowMissing)
+            {
+                throw new VmStateFormatException(cursor.Position, "section footer", "expected 0x7e");
+            }
+
+            return;
+        }
+
+        long start = cursor.Position;
+        cursor.ReadU8("section footer");
+        int id = (int)cursor.ReadBe32("section footer");
+        if (id != sectionId)
+        {
+            throw new VmStateFormatException(start, "section footer", $"footer names section {id} but the section is {sectionId}");
+        }
+    }
+
+    private static void ReadRamChunk(SourceCursor cursor, ParseState state, bool first)
+    {
+        const string S = "ram record";
+        ulong pageMask = (ulong)state.PageSize - 1;
+        RamBlock? current = null;
+        bool ignoreShared = state.Capabilities.Contains("x-ignore-shared");
+        while (true)
+        {
+            long recordStart = cursor.Position;
+            ulong word = cursor.ReadBe64(S);
+            ulong flags = word & pageMask;
+            ulong offset = word & ~pageMask;
+
+            if ((flags & RamMemSize) != 0)
+            {
+                ReadBlockList(cursor, state, offset, ignoreShared, recordStart);
+                continue;
+            }
+
+            if ((flags & RamEos) != 0)
+            {
+                return;
+            }
+
+            if ((flags & RamMultifdFlush) != 0)
+            {
+                // QEMU 8.1+: a sync point for multifd channels; carries no page.
+                continue;
+            }
+
+            if ((flags & RamXbzrle) != 0)
+            {
+                throw new VmStateFormatException(recordStart, S, "an XBZRLE-encoded page (the xbzrle migration capability); turn xbzrle off when saving");
+            }
+
+            if ((flags & RamCompressPage) != 0)
+            {
+                throw new VmStateFormatException(recordStart, S, "a zlib-compressed page (the compress migration capability); turn compress off when saving");
+            }
+
+            if ((flags & RamHook) != 0)
+            {
+                throw new VmStateFormatException(recordStart, S, "an RDMA hook record, which cannot appear in a file");
+            }
+
+            if ((flags & RamFull) != 0)
+            {
+                throw new VmStateFormatException(recordStart, S, "the obsolete FULL flag (0x01)");
+            }
+
+            ulong kind = flags & ~RamContinue;
+            if (kind != RamZero && kind != RamPage)
+            {
+                throw new VmStateFormatException(recordStart, S, $"unknown RAM flags 0x{flags:x}");
+            }
+
+            if ((flags & RamContinue) == 0)
+            {
+                string blockName = cursor.ReadStr8(S);
+                current = state.FindBlock(blockName) ?? throw new VmStateFormatException(recordStart, S, $"page of RAM block \"{blockName}\", which the MEM_SIZE list did not name");
+                state.LastBlock = current;
+            }
+            else
+            {
+                current = state.LastBlock ?? throw new VmStateFormatException(recordStart, S, "CONTINUE flag on the first page record (no previous block)");
+            }
+
+            if (offset >= current.Length)
+            {
+                throw new VmStateFormatException(recordStart, S, $"page offset 0x{offset:x} is past the end of block \"{current.Name}\" (0x{current.Length:x} bytes)");
+            }
+
+            long page = (long)(offset / (ulong)state.PageSize);
+            if (kind == RamZero)
+            {
+                current.SetFill(page, cursor.ReadU8(S));
+            }
+            else
+            {
+                long data = cursor.Position;
+                cursor.Skip(state.PageSize, S);
+                current.SetData(page, data);
+            }
+        }
+    }
+
+    private static void ReadBlockList(SourceCursor cursor, ParseState state, ulong total, bool ignoreShared, long recordStart)
+    {
+        const string S = "RAM block list (MEM_SIZE)";
+        if (state.Blocks.Count > 0)
+        {
+            throw new VmStateFormatException(recordStart, S, "a second MEM_SIZE record");
+        }
+
+        if (total > state.Limits.MaxGuestRam)
+        {
+            throw new VmStateFormatException(recordStart, S, $"total RAM 0x{total:x} exceeds the limit 0x{state.Limits.MaxGuestRam:x}");
+        }
+
+        // The list has no count: blocks follow until their lengths add up to the total (QEMU 7.2 ram_load_precopy).
+        ulong sum = 0;
+        while (sum < total)
+        {
+            long entryStart = cursor.Position;
+            string name = cursor.ReadStr8(S);
+            ulong length = cursor.ReadBe64(S);
+            if (length == 0 || length > total - sum)
+            {
+                throw new VmStateFormatException(entryStart, S, $"block \"{name}\" has length 0x{length:x}, but only 0x{total - sum:x} of the total 0x{total:x} is left");
+            }
+
+            ulong? gpa = null;
+            if (ignoreShared)
+            {
+                gpa = cursor.ReadBe64(S);
+            }
+
+            if (state.Blocks.Count >= state.Limits.MaxRamBlocks)
+            {
+                throw new VmStateFormatException(entryStart, S, $"more than {state.Limits.MaxRamBlocks} RAM blocks");
+            }
+
+            if (state.FindBlock(name) is not null)
+            {
+                throw new VmStateFormatException(entryStart, S, $"block \"{name}\" is listed twice");
+            }
+
+            var block = new RamBlock(name, length, state.PageSize, gpa);
+            state.Blocks.Add(block);
+            state.BlocksByName[name] = block;
+            sum += length;
+        }
+    }
+
+    private sealed class ParseState(IRandomAccessSource source, ReaderLimits limits, VmDescription? description, int pageSize)
+    {
+        public IRandomAccessSource Source { get; } = source;
+
+        public ReaderLimits Limits { get; } = limits;
+
+        public VmDescription? Description { get; } = description;
+
+        public int PageSize { get; set; } = pageSize;
+
+        public string? MachineType { get; set; }
+
+        public List<string> Capabilities { get; } = [];
+
+        public List<RamBlock> Blocks { get; } = [];
+
+        public Dictionary<string, RamBlock> BlocksByName { get; } = new(StringComparer.Ordinal);
+
+        public List<DeviceState> Devices { get; } = [];
+
+        public List<string> Warnings { get; } = [];
+
+        public int? RamSectionId { get; set; }
+
+        public bool RamEnded { get; set; }
+
+        public RamBlock? LastBlock { get; set; }
+
+        public RamBlock? FindBlock(string name) => BlocksByName.TryGetValue(name, out RamBlock? b) ? b : null;
+    }
+}

@@ -1,0 +1,155 @@
+using System.Buffers.Binary;
+using VmState.Formats.Elf;
+using VmState.Formats.Migration;
+using VmState.Formats.Qcow2;
+using VmState.Formats.Raw;
+using VmState.IO;
+using VmState.Machine;
+
+namespace VmState.Snapshots;
+
+/// <summary>
+/// Opens any supported input into a <see cref="MachineState"/>, recognising it by its first bytes: a migration
+/// stream ("QEVM"), a <c>virsh save</c> file ("LibvirtQemudSave" header, then a stream), a qcow2 image with
+/// internal snapshots, an ELF core, or (when allowed) a raw memory image.
+/// </summary>
+public static class SnapshotLoader
+{
+    private static readonly byte[] s_libvirtMagic = "LibvirtQemudSave"u8.ToArray();
+    private static readonly byte[] s_libvirtPartialMagic = "LibvirtQemudPart"u8.ToArray();
+
+    /// <summary>Opens <paramref name="path"/>; the returned state keeps the file open until disposed.</summary>
+    public static MachineState Open(string path, SnapshotOpenOptions? options = null)
+    {
+        options ??= new SnapshotOpenOptions();
+        if (!File.Exists(path))
+        {
+            throw new FileNotFoundException($"no such file: {path}", path);
+        }
+
+        var file = new FileSource(path);
+        try
+        {
+            return OpenSource(file, path, options);
+        }
+        catch
+        {
+            file.Dispose();
+            throw;
+        }
+    }
+
+    /// <summary>Opens an already opened source (it is owned by the returned state).</summary>
+    public static MachineState OpenSource(IRandomAccessSource file, string path, SnapshotOpenOptions options)
+    {
+        byte[] head = new byte[16];
+        int n = file.Read(0, head);
+        if (n >= 4 && BinaryPrimitives.ReadUInt32BigEndian(head) == MigrationStreamReader.Magic)
+        {
+            return MigrationMachineReader.Read(file, path, "migration stream", options.Limits, options.Progress);
+        }
+
+        if (n == 16 && (head.AsSpan().SequenceEqual(s_libvirtMagic) || head.AsSpan().SequenceEqual(s_libvirtPartialMagic)))
+        {
+            return OpenLibvirtSave(file, path, options);
+        }
+
+        if (Qcow2Image.IsQcow2(file))
+        {
+            Qcow2Image image = Qcow2Image.Open(file, ownsSource: true);
+            Qcow2Snapshot snapshot = PickSnapshot(image, options.Snapshot, path);
+            IRandomAccessSource vmstate = image.OpenVmState(snapshot);
+            var owner = new WindowSource(vmstate, 0, vmstate.Length, ownsInner: true);
+            return MigrationMachineReader.Read(new OwningSource(owner, image), path, $"qcow2 snapshot \"{snapshot.Name}\" (id {snapshot.Id})", options.Limits, options.Progress);
+        }
+
+        if (ElfCoreReader.IsElf(file))
+        {
+            return ElfCoreReader.Read(file, path);
+        }
+
+        if (options.AllowRaw)
+        {
+            return RawImageReader.Read(file, path);
+        }
+
+        throw new VmStateFormatException(0, "input", $"{path} is not a QEMU migration stream (QEVM), virsh save file, qcow2 image or ELF core; first bytes {Convert.ToHexString(head.AsSpan(0, Math.Max(n, 0)))}; use --raw for a raw memory image");
+    }
+
+    /// <summary>The snapshot named by <paramref name="idOrName"/>, or the newest one when null.</summary>
+    public static Qcow2Snapshot PickSnapshot(Qcow2Image image, string? idOrName, string path)
+    {
+        if (image.Snapshots.Count == 0)
+        {
+            throw new VmStateFormatException(60, "qcow2 header", $"{path} has no internal snapshots (create one with savevm)");
+        }
+
+        if (idOrName is null)
+        {
+            Qcow2Snapshot newest = image.Snapshots[0];
+            foreach (Qcow2Snapshot s in image.Snapshots)
+            {
+                if (s.Date >= newest.Date)
+                {
+                    newest = s;
+                }
+            }
+
+            return newest;
+        }
+
+        return image.Find(idOrName) ?? throw new ArgumentException(
+            $"{path} has no snapshot with id or name \"{idOrName}\"; it has: {string.Join(", ", image.Snapshots.Select(s => $"{s.Id} \"{s.Name}\""))}");
+    }
+
+    private static MachineState OpenLibvirtSave(IRandomAccessSource file, string path, SnapshotOpenOptions options)
+    {
+        // libvirt src/qemu/qemu_saveimage.h virQEMUSaveHeader: magic[16], then u32 version, data_len, was_running,
+        // compressed, cookieOffset, unused[14], in host (little-endian) order; the domain XML follows, then the stream.
+        const string S = "virsh save header";
+        byte[] h = new byte[92];
+        if (file.Read(0, h) != h.Length)
+        {
+            throw new VmStateFormatException(0, S, "truncated: 92 bytes expected");
+        }
+
+        uint dataLength = BinaryPrimitives.ReadUInt32LittleEndian(h.AsSpan(20));
+        uint compressed = BinaryPrimitives.ReadUInt32LittleEndian(h.AsSpan(28));
+        if (compressed != 0)
+        {
+            throw new VmStateFormatException(28, S, $"the stream is compressed (format {compressed}); decompress it first or save with save_image_format = \"raw\"");
+        }
+
+        long start = 92L + dataLength;
+        if (start + 8 > file.Length)
+        {
+            throw new VmStateFormatException(20, S, $"data_len {dataLength} points past the end of the file");
+        }
+
+        byte[] magic = new byte[4];
+        file.Read(start, magic);
+        if (BinaryPrimitives.ReadUInt32BigEndian(magic) != MigrationStreamReader.Magic)
+        {
+            throw new VmStateFormatException(start, S, "no QEVM stream after the header and domain XML");
+        }
+
+        var window = new WindowSource(file, start, file.Length - start, ownsInner: true);
+        return MigrationMachineReader.Read(window, path, "virsh save file", options.Limits, options.Progress);
+    }
+
+    /// <summary>A source that also disposes another object (the qcow2 image behind a vmstate window).</summary>
+    private sealed class OwningSource(IRandomAccessSource inner, IDisposable owned) : IRandomAccessSource
+    {
+        public long Length => inner.Length;
+
+        public string Name => inner.Name;
+
+        public int Read(long offset, Span<byte> destination) => inner.Read(offset, destination);
+
+        public void Dispose()
+        {
+            inner.Dispose();
+            owned.Dispose();
+        }
+    }
+}
