@@ -1,0 +1,180 @@
+using System.Buffers.Binary;
+using VmState.Arch.X86;
+using VmState.Formats.Elf;
+using VmState.IO;
+using VmState.Machine;
+using VmState.Memory;
+using VmState.Snapshots;
+using VmState.Tests.Support;
+
+namespace VmState.Tests.Formats;
+
+public sealed class ElfCoreTests : IDisposable
+{
+    private readonly string _dir = Directory.CreateTempSubdirectory("vmstate-elf-").FullName;
+
+    public void Dispose() => Directory.Delete(_dir, recursive: true);
+
+    private static X86CpuState Cpu(int index)
+    {
+        var c = new X86CpuState { Index = index, Rip = 0xffffffff81000000 + (ulong)index, Rflags = 0x246, Cr0 = 0x80050033, Cr3 = 0x1000 * (ulong)(index + 1), Cr4 = 0x3006f0, KernelGsBase = 0xffff888000001000 };
+        for (int i = 0; i < 16; i++)
+        {
+            c.Regs[i] = (ulong)((index * 100) + i);
+        }
+
+        for (int i = 0; i < 6; i++)
+        {
+            c.Segments[i] = new X86Segment((uint)(8 * i), (ulong)i << 20, 0xfffff, 0xa09b00);
+        }
+
+        c.Gdt = new X86Segment(0, 0xfffffe0000001000, 0x7f, 0);
+        c.Idt = new X86Segment(0, 0xfffffe0000000000, 0xfff, 0);
+        return c;
+    }
+
+    private static byte Content(ulong a) => (byte)((a >> 12) ^ a);
+
+    [Fact]
+    public void WrittenCoreReadsBackWithSameMemoryAndRegisters()
+    {
+        MemoryRange[] ranges = [new(0, 0xA0000, "low"), new(0xC0000, 0x40000, "ram"), new(0x1_0000_0000, 0x3000, "high")];
+        var machine = new MachineState("synthetic", "test", "pc-i440fx-7.2", new SyntheticMemory(ranges, Content), [Cpu(0), Cpu(1)], [], [], [], null);
+        string path = Path.Combine(_dir, "core.elf");
+        byte[] note = VmcoreinfoNote("OSRELEASE=6.1.0-test\nPAGESIZE=4096\n");
+        ElfCoreSummary summary = ElfCoreWriter.Write(machine, path, note);
+        Assert.Equal(3, summary.LoadSegments);
+
+        using MachineState back = SnapshotLoader.Open(path);
+        Assert.Equal(ranges, back.Memory.Ranges.Select(r => r with { Name = r.Name.StartsWith("PT_LOAD", StringComparison.Ordinal) ? ranges.First(x => x.Start == r.Start).Name : r.Name }));
+        foreach (MemoryRange r in ranges)
+        {
+            byte[] got = new byte[r.Length];
+            back.Memory.ReadExactly(r.Start, got);
+            for (int i = 0; i < got.Length; i += 997)
+            {
+                Assert.Equal(Content(r.Start + (ulong)i), got[i]);
+            }
+        }
+
+        Assert.Equal(2, back.Cpus.Count);
+        for (int i = 0; i < 2; i++)
+        {
+            X86CpuState want = Cpu(i);
+            X86CpuState got = back.Cpus[i];
+            Assert.Equal(want.Regs, got.Regs);
+            Assert.Equal(want.Rip, got.Rip);
+            Assert.Equal(want.Cr3, got.Cr3);
+            Assert.Equal(want.Cr4, got.Cr4);
+            Assert.Equal(want.Gdt.Base, got.Gdt.Base);
+            Assert.Equal(want.KernelGsBase, got.KernelGsBase);
+            Assert.Equal(want.Segments, got.Segments);
+        }
+
+        Assert.Equal(note, back.VmcoreinfoNote);
+        Assert.Contains("OSRELEASE=6.1.0-test", VmcoreinfoLocator.Text(back.VmcoreinfoNote!));
+    }
+
+    [Fact]
+    public void PrstatusCarriesRegistersInUserRegsOrder()
+    {
+        X86CpuState cpu = Cpu(1);
+        ElfNote n = X86CoreNotes.Prstatus(cpu);
+        Assert.Equal(336, n.Descriptor.Length);
+        Assert.Equal(2, BinaryPrimitives.ReadInt32LittleEndian(n.Descriptor.AsSpan(32)));
+        ulong Reg(int q) => BinaryPrimitives.ReadUInt64LittleEndian(n.Descriptor.AsSpan(112 + (q * 8)));
+        Assert.Equal(cpu.Regs[15], Reg(0)); // r15
+        Assert.Equal(cpu.Regs[0], Reg(10)); // rax
+        Assert.Equal(cpu.Rip, Reg(16));
+        Assert.Equal(cpu.Regs[4], Reg(19)); // rsp
+        Assert.Equal(cpu.Segments[X86CpuState.Gs].Base, Reg(22));
+
+        var back = new X86CpuState();
+        X86CoreNotes.ReadPrstatus(n.Descriptor, back);
+        Assert.Equal(cpu.Regs, back.Regs);
+        Assert.Equal(1, back.Index);
+    }
+
+    [Fact]
+    public void MoreThan65535SegmentsUsePnXnum()
+    {
+        var ranges = new MemoryRange[70_000];
+        for (int i = 0; i < ranges.Length; i++)
+        {
+            ranges[i] = new MemoryRange((ulong)i * 0x2000, 0x1000, "p");
+        }
+
+        var machine = new MachineState("synthetic", "test", null, new SyntheticMemory(ranges, a => a % 0x2000 == 8 ? (byte)(a >> 13) : (byte)0), [Cpu(0)], [], [], [], null);
+        string path = Path.Combine(_dir, "many.elf");
+        ElfCoreWriter.Write(machine, path, null);
+        byte[] header = new byte[64 + 64];
+        using (var f = File.OpenRead(path))
+        {
+            f.ReadExactly(header);
+        }
+
+        Assert.Equal(0xFFFF, BinaryPrimitives.ReadUInt16LittleEndian(header.AsSpan(56)));
+        Assert.Equal(70_001u, BinaryPrimitives.ReadUInt32LittleEndian(header.AsSpan(64 + 44)));
+        using MachineState back = SnapshotLoader.Open(path);
+        Assert.Equal(70_000, back.Memory.Ranges.Count);
+        byte[] b = new byte[1];
+        back.Memory.ReadExactly((69_999UL * 0x2000) + 8, b);
+        Assert.Equal(unchecked((byte)69_999), b[0]);
+    }
+
+    [Fact]
+    public void OutputIsNotLeftHalfWrittenOnFailure()
+    {
+        var broken = new MachineState("synthetic", "test", null, new BrokenMemory(), [Cpu(0)], [], [], [], null);
+        string path = Path.Combine(_dir, "broken.elf");
+        Assert.ThrowsAny<Exception>(() => ElfCoreWriter.Write(broken, path, null));
+        Assert.Empty(Directory.GetFiles(_dir));
+    }
+
+    [Theory]
+    [InlineData(0, "magic")]
+    [InlineData(4, "EI_CLASS")]
+    [InlineData(16, "e_type")]
+    [InlineData(18, "e_machine")]
+    [InlineData(54, "e_phentsize")]
+    public void CorruptHeadersNameTheField(int offset, string field)
+    {
+        MemoryRange[] ranges = [new(0, 0x1000, "r")];
+        var machine = new MachineState("s", "t", null, new SyntheticMemory(ranges, Content), [Cpu(0)], [], [], [], null);
+        string path = Path.Combine(_dir, "c.elf");
+        ElfCoreWriter.Write(machine, path, null);
+        byte[] data = File.ReadAllBytes(path);
+        data[offset] ^= 0x5A;
+        var e = Assert.Throws<VmStateFormatException>(() => ElfCoreReader.Read(new MemorySource(data), "c"));
+        Assert.Contains(field, e.Message);
+    }
+
+    [Fact]
+    public void SegmentPastEndOfFileIsRejected()
+    {
+        MemoryRange[] ranges = [new(0, 0x10000, "r")];
+        var machine = new MachineState("s", "t", null, new SyntheticMemory(ranges, Content), [Cpu(0)], [], [], [], null);
+        string path = Path.Combine(_dir, "t.elf");
+        ElfCoreWriter.Write(machine, path, null);
+        byte[] data = File.ReadAllBytes(path)[..0x2000];
+        var e = Assert.Throws<VmStateFormatException>(() => ElfCoreReader.Read(new MemorySource(data), "t"));
+        Assert.Contains("past the end of the file", e.Message);
+    }
+
+    internal static byte[] VmcoreinfoNote(string text)
+    {
+        var n = new ElfNote("VMCOREINFO", 0, System.Text.Encoding.ASCII.GetBytes(text));
+        byte[] b = new byte[n.EncodedSize];
+        n.Encode(b);
+        return b;
+    }
+
+    private sealed class BrokenMemory : IPhysicalMemory
+    {
+        public string Name => "broken";
+
+        public IReadOnlyList<MemoryRange> Ranges { get; } = [new MemoryRange(0, 16 << 20, "r")];
+
+        public int Read(ulong address, Span<byte> destination) => address < (8 << 20) ? destination.Length : throw new IOException("disk went away");
+    }
+}
