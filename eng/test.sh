@@ -1,0 +1,68 @@
+#!/usr/bin/env bash
+# Runs every test of the project: format check, unit tests, integration tests against a real QEMU guest, and a
+# replay of the fuzz corpora. Prints the plain summary line "N passed, N failed" at the end.
+# Usage: eng/test.sh            (installs missing Debian packages and builds the guest fixture first)
+set -euo pipefail
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$root"
+
+bash eng/install-deps.sh
+bash eng/fixture.sh > /dev/null
+
+results="$root/artifacts/test-results"
+rm -rf "$results"
+mkdir -p "$results"
+failed_steps=()
+
+echo "== dotnet restore (locked) =="
+dotnet restore --locked-mode VmState.slnx
+
+echo "== dotnet format --verify-no-changes =="
+if ! dotnet format VmState.slnx --verify-no-changes --no-restore; then
+    failed_steps+=("dotnet format")
+fi
+
+echo "== build =="
+dotnet build VmState.slnx -c Release --no-restore -warnaserror
+
+run_tests() {
+    local project="$1" name="$2"
+    echo "== tests: $name =="
+    if ! dotnet test "$project" -c Release --no-build --logger "trx;LogFileName=$name.trx" --results-directory "$results"; then
+        failed_steps+=("tests: $name")
+    fi
+}
+run_tests tests/VmState.Tests unit
+run_tests tests/VmState.Integration integration
+
+if [ -x eng/fuzz.sh ] || [ -f eng/fuzz.sh ]; then
+    echo "== fuzz corpus replay =="
+    if ! bash eng/fuzz.sh replay > "$results/fuzz-replay.log" 2>&1; then
+        failed_steps+=("fuzz replay")
+        tail -n 30 "$results/fuzz-replay.log"
+    else
+        tail -n 3 "$results/fuzz-replay.log"
+    fi
+fi
+
+# Count test outcomes from the TRX files (dotnet test's own summary is not read by CI).
+read -r passed failed < <(python3 - "$results" <<'PY'
+import sys, glob, xml.etree.ElementTree as ET
+p = f = 0
+for path in glob.glob(sys.argv[1] + "/*.trx"):
+    c = ET.parse(path).getroot().find(".//{*}ResultSummary/{*}Counters")
+    if c is not None:
+        p += int(c.get("passed", 0)); f += int(c.get("failed", 0)) + int(c.get("error", 0)) + int(c.get("timeout", 0)) + int(c.get("aborted", 0))
+print(p, f)
+PY
+)
+steps_failed=${#failed_steps[@]}
+if [ "$steps_failed" -gt 0 ]; then
+    echo "failed steps: ${failed_steps[*]}"
+fi
+# A failed non-test step (format, fuzz replay, a test host crash) counts as one failure.
+if [ "$failed" -eq 0 ] && [ "$steps_failed" -gt 0 ]; then
+    failed=$steps_failed
+fi
+echo "$passed passed, $failed failed"
+[ "$failed" -eq 0 ] && [ "$passed" -gt 0 ]
