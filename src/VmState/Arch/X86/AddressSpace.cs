@@ -1,0 +1,335 @@
+using System.Buffers.Binary;
+using VmState.Memory;
+
+namespace VmState.Arch.X86;
+
+/// <summary>
+/// A virtual address space of an x86 guest: physical memory, a paging mode and a root (CR3). Translates with the
+/// paging levels described as data (Intel SDM vol. 3A §4.3–4.5), caches page-table pages and translations, and
+/// enumerates every mapping. Call <see cref="Invalidate"/> when the guest may have changed its page tables.
+/// </summary>
+public sealed class AddressSpace
+{
+    private const ulong PhysMask = 0x000F_FFFF_FFFF_F000UL;
+    private const int MaxCachedTables = 4096;
+    private const int MaxCachedTranslations = 1 << 16;
+
+    private readonly Level[] _levels;
+    private readonly Dictionary<ulong, ulong[]> _tables = new();
+    private readonly Dictionary<ulong, (ulong Base, ulong Size)> _tlb = new();
+
+    /// <summary>Creates the address space.</summary>
+    public AddressSpace(IPhysicalMemory memory, PagingMode mode, ulong cr3, bool pse = true)
+    {
+        Memory = memory;
+        Mode = mode;
+        Cr3 = cr3;
+        _levels = mode switch
+        {
+            PagingMode.Level5 => [new("PML5E", 48, 9, 8, false), new("PML4E", 39, 9, 8, false), new("PDPTE", 30, 9, 8, true), new("PDE", 21, 9, 8, true), new("PTE", 12, 9, 8, false)],
+            PagingMode.Level4 => [new("PML4E", 39, 9, 8, false), new("PDPTE", 30, 9, 8, true), new("PDE", 21, 9, 8, true), new("PTE", 12, 9, 8, false)],
+            PagingMode.Pae => [new("PDPTE", 30, 2, 8, false), new("PDE", 21, 9, 8, true), new("PTE", 12, 9, 8, false)],
+            PagingMode.Bits32 => [new("PDE", 22, 10, 4, pse), new("PTE", 12, 10, 4, false)],
+            _ => [],
+        };
+        Root = mode switch
+        {
+            PagingMode.Level4 or PagingMode.Level5 => cr3 & PhysMask,
+            PagingMode.Pae => cr3 & 0xFFFF_FFE0UL,
+            _ => cr3 & 0xFFFF_F000UL,
+        };
+    }
+
+    /// <summary>The physical memory the page tables and pages live in.</summary>
+    public IPhysicalMemory Memory { get; }
+
+    /// <summary>The paging mode.</summary>
+    public PagingMode Mode { get; }
+
+    /// <summary>CR3 as given (PCID and flag bits included).</summary>
+    public ulong Cr3 { get; }
+
+    /// <summary>Physical address of the top-level table.</summary>
+    public ulong Root { get; }
+
+    /// <summary>The paging mode a vCPU is in, from CR0.PG, CR4.PAE/LA57 and EFER.LMA.</summary>
+    public static PagingMode ModeOf(X86CpuState cpu)
+    {
+        if ((cpu.Cr0 & (1UL << 31)) == 0)
+        {
+            return PagingMode.None;
+        }
+
+        if (cpu.LongMode)
+        {
+            return (cpu.Cr4 & (1UL << 12)) != 0 ? PagingMode.Level5 : PagingMode.Level4;
+        }
+
+        return (cpu.Cr4 & (1UL << 5)) != 0 ? PagingMode.Pae : PagingMode.Bits32;
+    }
+
+    /// <summary>The address space a vCPU is using.</summary>
+    public static AddressSpace Of(IPhysicalMemory memory, X86CpuState cpu) =>
+        new(memory, ModeOf(cpu), cpu.Cr3, (cpu.Cr4 & (1UL << 4)) != 0);
+
+    /// <summary>Forgets cached page-table pages and translations.</summary>
+    public void Invalidate()
+    {
+        _tables.Clear();
+        _tlb.Clear();
+    }
+
+    /// <summary>Translates <paramref name="virtualAddress"/> (cached, allocation-free when cached).</summary>
+    public bool TryTranslate(ulong virtualAddress, out ulong physicalAddress)
+    {
+        if (Mode == PagingMode.None)
+        {
+            physicalAddress = virtualAddress;
+            return true;
+        }
+
+        ulong page = virtualAddress >> 12;
+        if (_tlb.TryGetValue(page, out (ulong Base, ulong Size) hit))
+        {
+            physicalAddress = hit.Base + (virtualAddress & 0xFFF);
+            return true;
+        }
+
+        Translation t = Walk(virtualAddress, recordEntries: false);
+        if (t.PhysicalAddress is ulong pa)
+        {
+            if (_tlb.Count >= MaxCachedTranslations)
+            {
+                _tlb.Clear();
+            }
+
+            _tlb[page] = (pa & ~0xFFFUL, t.PageSize);
+            physicalAddress = pa;
+            return true;
+        }
+
+        physicalAddress = 0;
+        return false;
+    }
+
+    /// <summary>Translates with the entry at every level reported.</summary>
+    public Translation Translate(ulong virtualAddress) => Walk(virtualAddress, recordEntries: true);
+
+    /// <summary>Reads virtual memory; returns the bytes read before the first unmapped or unbacked byte.</summary>
+    public int Read(ulong virtualAddress, Span<byte> destination)
+    {
+        int done = 0;
+        while (done < destination.Length)
+        {
+            ulong va = virtualAddress + (ulong)done;
+            if (!TryTranslate(va, out ulong pa))
+            {
+                break;
+            }
+
+            int n = (int)Math.Min((ulong)(destination.Length - done), 0x1000 - (va & 0xFFF));
+            int got = Memory.Read(pa, destination.Slice(done, n));
+            done += got;
+            if (got < n)
+            {
+                break;
+            }
+        }
+
+        return done;
+    }
+
+    /// <summary>Every mapping of the address space, merged into runs, in virtual address order.</summary>
+    public IEnumerable<VirtualMapping> Mappings()
+    {
+        if (Mode == PagingMode.None)
+        {
+            foreach (MemoryRange r in Memory.Ranges)
+            {
+                yield return new VirtualMapping(r.Start, r.Start, r.Length, true, true, false);
+            }
+
+            yield break;
+        }
+
+        VirtualMapping? pending = null;
+        foreach (VirtualMapping m in Enumerate(0, Root, 0, true, true, false))
+        {
+            if (pending is VirtualMapping p && p.VirtualAddress + p.Size == m.VirtualAddress && p.PhysicalAddress + p.Size == m.PhysicalAddress
+                && p.Writable == m.Writable && p.User == m.User && p.NoExecute == m.NoExecute)
+            {
+                pending = p with { Size = p.Size + m.Size };
+                continue;
+            }
+
+            if (pending is VirtualMapping done)
+            {
+                yield return done;
+            }
+
+            pending = m;
+        }
+
+        if (pending is VirtualMapping last)
+        {
+            yield return last;
+        }
+    }
+
+    private IEnumerable<VirtualMapping> Enumerate(int levelIndex, ulong table, ulong vaPrefix, bool writable, bool user, bool nx)
+    {
+        Level level = _levels[levelIndex];
+        ulong[]? entries = Table(table, level);
+        if (entries is null)
+        {
+            yield break;
+        }
+
+        for (int i = 0; i < entries.Length; i++)
+        {
+            ulong e = entries[i];
+            if ((e & 1) == 0)
+            {
+                continue;
+            }
+
+            ulong va = vaPrefix | ((ulong)i << level.Shift);
+            bool w = writable && (e & 2) != 0;
+            bool u = user && (e & 4) != 0;
+            bool x = nx || (level.EntrySize == 8 && (e & (1UL << 63)) != 0);
+            bool last = levelIndex == _levels.Length - 1;
+            if (last || (level.LargePages && (e & 0x80) != 0))
+            {
+                ulong size = 1UL << level.Shift;
+                yield return new VirtualMapping(Canonical(va), PageBase(e, level, last), size, w, u, x);
+            }
+            else if (Mode == PagingMode.Pae && levelIndex == 0)
+            {
+                foreach (VirtualMapping m in Enumerate(levelIndex + 1, e & PhysMask, va, true, true, false))
+                {
+                    yield return m;
+                }
+            }
+            else
+            {
+                foreach (VirtualMapping m in Enumerate(levelIndex + 1, NextTable(e, level), va, w, u, x))
+                {
+                    yield return m;
+                }
+            }
+        }
+    }
+
+    private Translation Walk(ulong va, bool recordEntries)
+    {
+        var entries = recordEntries ? new List<PagingEntry>(_levels.Length) : null;
+        if (Mode == PagingMode.None)
+        {
+            return new Translation(va, [], va, 0x1000, null);
+        }
+
+        int vaBits = Mode switch { PagingMode.Level5 => 57, PagingMode.Level4 => 48, _ => 32 };
+        if (vaBits == 32 ? va > 0xFFFF_FFFFUL : Canonical(va & ((1UL << vaBits) - 1)) != va)
+        {
+            return new Translation(va, [], null, 0, vaBits == 32 ? "address above 4 GiB in a 32-bit paging mode" : $"non-canonical address for {vaBits}-bit virtual addresses");
+        }
+
+        ulong table = Root;
+        for (int li = 0; li < _levels.Length; li++)
+        {
+            Level level = _levels[li];
+            int index = (int)((va >> level.Shift) & ((1UL << level.IndexBits) - 1));
+            ulong entryAddress = table + (ulong)(index * level.EntrySize);
+            ulong[]? t = Table(table, level);
+            if (t is null)
+            {
+                entries?.Add(new PagingEntry(level.Name, entryAddress, 0));
+                return new Translation(va, (IReadOnlyList<PagingEntry>?)entries ?? [], null, 0, $"{level.Name} at physical 0x{entryAddress:x} is not in guest memory");
+            }
+
+            ulong e = t[index];
+            entries?.Add(new PagingEntry(level.Name, entryAddress, e));
+            if ((e & 1) == 0)
+            {
+                return new Translation(va, (IReadOnlyList<PagingEntry>?)entries ?? [], null, 0, $"{level.Name} not present");
+            }
+
+            bool last = li == _levels.Length - 1;
+            if (last || (level.LargePages && (e & 0x80) != 0))
+            {
+                ulong size = 1UL << level.Shift;
+                ulong pa = PageBase(e, level, last) + (va & (size - 1));
+                return new Translation(va, (IReadOnlyList<PagingEntry>?)entries ?? [], pa, size, null);
+            }
+
+            table = Mode == PagingMode.Pae && li == 0 ? e & PhysMask : NextTable(e, level);
+        }
+
+        return new Translation(va, (IReadOnlyList<PagingEntry>?)entries ?? [], null, 0, "no level mapped the address");
+    }
+
+    private ulong NextTable(ulong e, Level level) => level.EntrySize == 8 ? e & PhysMask : e & 0xFFFF_F000UL;
+
+    private static ulong PageBase(ulong e, Level level, bool last)
+    {
+        if (level.EntrySize == 4)
+        {
+            if (last)
+            {
+                return e & 0xFFFF_F000UL;
+            }
+
+            // 4 MiB page; PSE-36 puts physical bits 32-39 in entry bits 13-20.
+            return (e & 0xFFC0_0000UL) | (((e >> 13) & 0xFF) << 32);
+        }
+
+        ulong size = 1UL << level.Shift;
+        return e & PhysMask & ~(size - 1);
+    }
+
+    private ulong Canonical(ulong va)
+    {
+        int bits = Mode switch { PagingMode.Level5 => 57, PagingMode.Level4 => 48, _ => 64 };
+        if (bits == 64)
+        {
+            return va;
+        }
+
+        int shift = 64 - bits;
+        return (ulong)((long)(va << shift) >> shift);
+    }
+
+    private ulong[]? Table(ulong address, Level level)
+    {
+        // Keyed by address and level shape: a hostile table may be used at two levels of different sizes.
+        ulong key = (address << 4) | (uint)level.IndexBits;
+        if (_tables.TryGetValue(key, out ulong[]? cached))
+        {
+            return cached;
+        }
+
+        int count = 1 << level.IndexBits;
+        Span<byte> raw = stackalloc byte[4096];
+        raw = raw[..(count * level.EntrySize)];
+        if (Memory.Read(address, raw) != raw.Length)
+        {
+            return null;
+        }
+
+        ulong[] entries = new ulong[count];
+        for (int i = 0; i < count; i++)
+        {
+            entries[i] = level.EntrySize == 8 ? BinaryPrimitives.ReadUInt64LittleEndian(raw[(i * 8)..]) : BinaryPrimitives.ReadUInt32LittleEndian(raw[(i * 4)..]);
+        }
+
+        if (_tables.Count >= MaxCachedTables)
+        {
+            _tables.Clear();
+        }
+
+        _tables[key] = entries;
+        return entries;
+    }
+
+    private readonly record struct Level(string Name, int Shift, int IndexBits, int EntrySize, bool LargePages);
+}
