@@ -1,0 +1,141 @@
+using System.CommandLine;
+using System.Text;
+using Iced.Intel;
+using VmState.Arch.X86;
+using VmState.Machine;
+using VmState.Snapshots;
+
+namespace VmState.Cli.Commands;
+
+/// <summary><c>vmstate read SOURCE (--pa|--va) ADDR LEN</c>: hexdump, raw bytes or disassembly of guest memory.</summary>
+internal static class ReadCommand
+{
+    private const ulong MaxLength = 256UL << 20;
+
+    public static Command Create()
+    {
+        Argument<string> input = CommonOptions.SnapshotArgument();
+        var address = new Argument<string>("ADDR") { Description = "address (0x-prefixed hex or decimal)" };
+        var length = new Argument<string>("LEN") { Description = "bytes to read (decimal, 0x-hex, or with k/m suffix)" };
+        var pa = new Option<bool>("--pa") { Description = "ADDR is guest-physical" };
+        var va = new Option<bool>("--va") { Description = "ADDR is virtual, translated with the vCPU's page tables (default)" };
+        var cpu = new Option<int>("--cpu") { Description = "vCPU whose page tables to use with --va", DefaultValueFactory = _ => 0 };
+        var cr3 = new Option<string?>("--cr3") { Description = "page-table root to use with --va instead of the vCPU's CR3" };
+        var format = new Option<string>("--format", "-f") { Description = "hex (default), raw (bytes to stdout) or asm (x86-64 disassembly)", DefaultValueFactory = _ => "hex" };
+        format.AcceptOnlyFromAmong("hex", "raw", "asm");
+        Option<string?> snapshot = CommonOptions.SnapshotName();
+        Option<bool> raw = CommonOptions.Raw();
+        var command = new Command("read", "Read guest memory by physical or virtual address");
+        command.Arguments.Add(input);
+        command.Arguments.Add(address);
+        command.Arguments.Add(length);
+        command.Options.Add(pa);
+        command.Options.Add(va);
+        command.Options.Add(cpu);
+        command.Options.Add(cr3);
+        command.Options.Add(format);
+        command.Options.Add(snapshot);
+        command.Options.Add(raw);
+        command.SetAction(r => CommonOptions.Run(() =>
+        {
+            if (r.GetValue(pa) && r.GetValue(va))
+            {
+                throw new ArgumentException("give --pa or --va, not both");
+            }
+
+            ulong addr = AddressParser.Parse(r.GetValue(address)!, "ADDR");
+            ulong len = AddressParser.Parse(r.GetValue(length)!, "LEN");
+            if (len == 0 || len > MaxLength)
+            {
+                throw new ArgumentException($"LEN {len}: expected 1 to {MaxLength} bytes");
+            }
+
+            using MachineState m = SnapshotLoader.Open(r.GetValue(input)!, CommonOptions.OpenOptions(r.GetValue(snapshot), r.GetValue(raw)));
+            byte[] buffer = new byte[len];
+            int got;
+            if (r.GetValue(pa))
+            {
+                got = m.Memory.Read(addr, buffer);
+                if (got < buffer.Length)
+                {
+                    Console.Error.WriteLine($"vmstate: guest-physical 0x{addr + (ulong)got:x} is not backed by RAM; read {got} of {len} bytes");
+                }
+            }
+            else
+            {
+                AddressSpace space = TranslateCommand.SpaceFor(m, r.GetValue(cpu), r.GetValue(cr3));
+                got = space.Read(addr, buffer);
+                if (got < buffer.Length)
+                {
+                    Translation t = space.Translate(addr + (ulong)got);
+                    Console.Error.WriteLine($"vmstate: 0x{addr + (ulong)got:x} is not readable ({t.Failure ?? "its physical page is not in RAM"}); read {got} of {len} bytes");
+                }
+            }
+
+            ReadOnlySpan<byte> data = buffer.AsSpan(0, got);
+            switch (r.GetValue(format))
+            {
+                case "raw":
+                    using (Stream stdout = Console.OpenStandardOutput())
+                    {
+                        stdout.Write(data);
+                    }
+
+                    break;
+                case "asm":
+                    Disassemble(addr, data.ToArray());
+                    break;
+                default:
+                    HexDump(addr, data);
+                    break;
+            }
+
+            return got == buffer.Length ? 0 : 3;
+        }));
+        return command;
+    }
+
+    private static void HexDump(ulong address, ReadOnlySpan<byte> data)
+    {
+        var line = new StringBuilder();
+        for (int i = 0; i < data.Length; i += 16)
+        {
+            line.Clear();
+            line.Append($"{address + (ulong)i:x16}  ");
+            for (int j = 0; j < 16; j++)
+            {
+                line.Append(i + j < data.Length ? $"{data[i + j]:x2} " : "   ");
+                if (j == 7)
+                {
+                    line.Append(' ');
+                }
+            }
+
+            line.Append(" |");
+            for (int j = 0; j < 16 && i + j < data.Length; j++)
+            {
+                byte b = data[i + j];
+                line.Append(b is >= 0x20 and < 0x7f ? (char)b : '.');
+            }
+
+            line.Append('|');
+            Console.WriteLine(line.ToString());
+        }
+    }
+
+    private static void Disassemble(ulong address, byte[] data)
+    {
+        var decoder = Iced.Intel.Decoder.Create(64, new ByteArrayCodeReader(data), address);
+        var formatter = new GasFormatter();
+        var output = new StringOutput();
+        while (decoder.IP < address + (ulong)data.Length)
+        {
+            ulong ip = decoder.IP;
+            decoder.Decode(out Instruction instruction);
+            formatter.Format(instruction, output);
+            int start = (int)(ip - address);
+            string bytes = Convert.ToHexStringLower(data, start, Math.Min(instruction.Length, data.Length - start));
+            Console.WriteLine($"{ip:x16}  {bytes,-24} {output.ToStringAndReset()}");
+        }
+    }
+}
