@@ -2,6 +2,7 @@ using System.CommandLine;
 using System.Diagnostics;
 using System.Text.Json;
 using Spectre.Console;
+using VmState.Arch.X86;
 using VmState.Export;
 using VmState.Formats.Elf;
 using VmState.Machine;
@@ -21,6 +22,7 @@ internal static class ExtractCommand
         Argument<string> input = CommonOptions.SnapshotArgument();
         var output = new Option<string>("--output", "-o") { Description = "output directory (created if missing)", Required = true };
         var xml = new Option<bool>("--xml") { Description = "also write hardware.xml" };
+        var noKernelVaddr = new Option<bool>("--no-kernel-vaddr") { Description = "do not add PT_LOADs that map the kernel's virtual addresses (see docs/user-guide.md)" };
         var noScan = new Option<bool>("--no-vmcoreinfo-scan") { Description = "do not scan RAM for the guest's VMCOREINFO when QEMU's vmcoreinfo device has none" };
         Option<string?> snapshot = CommonOptions.SnapshotName();
         Option<bool> json = CommonOptions.Json();
@@ -30,15 +32,16 @@ internal static class ExtractCommand
         command.Options.Add(output);
         command.Options.Add(xml);
         command.Options.Add(noScan);
+        command.Options.Add(noKernelVaddr);
         command.Options.Add(snapshot);
         command.Options.Add(json);
         command.Options.Add(raw);
         command.SetAction((r, ct) => Task.FromResult(CommonOptions.Run(() =>
-            Run(r.GetValue(input)!, r.GetValue(output)!, r.GetValue(xml), !r.GetValue(noScan), r.GetValue(snapshot), r.GetValue(raw), r.GetValue(json), ct))));
+            Run(r.GetValue(input)!, r.GetValue(output)!, r.GetValue(xml), !r.GetValue(noScan), !r.GetValue(noKernelVaddr), r.GetValue(snapshot), r.GetValue(raw), r.GetValue(json), ct))));
         return command;
     }
 
-    private static int Run(string input, string outputDir, bool xml, bool scan, string? snapshot, bool raw, bool json, CancellationToken ct)
+    private static int Run(string input, string outputDir, bool xml, bool scan, bool kernelVaddr, string? snapshot, bool raw, bool json, CancellationToken ct)
     {
         var clock = Stopwatch.StartNew();
         Directory.CreateDirectory(outputDir);
@@ -48,6 +51,7 @@ internal static class ExtractCommand
         double parseSeconds = clock.Elapsed.TotalSeconds;
         (byte[] Note, string How)? vmcoreinfo = VmcoreinfoLocator.Find(m, scan);
         string corePath = Path.Combine(outputDir, "core.elf");
+        IReadOnlyList<VirtualMapping> kernelMappings = kernelVaddr ? KernelMappings(m) : [];
         ElfCoreSummary summary;
         if (interactive)
         {
@@ -55,12 +59,12 @@ internal static class ExtractCommand
             {
                 ProgressTask task = p.AddTask("writing core.elf", maxValue: 1.0);
                 var progress = new SyncProgress<(long Done, long Total)>(x => task.Value = (double)x.Done / Math.Max(1, x.Total));
-                return ElfCoreWriter.Write(m, corePath, vmcoreinfo?.Note, progress, ct);
+                return ElfCoreWriter.Write(m, corePath, vmcoreinfo?.Note, kernelMappings, progress, ct);
             });
         }
         else
         {
-            summary = ElfCoreWriter.Write(m, corePath, vmcoreinfo?.Note, null, ct);
+            summary = ElfCoreWriter.Write(m, corePath, vmcoreinfo?.Note, kernelMappings, null, ct);
         }
 
         string hardwarePath = Path.Combine(outputDir, "hardware.json");
@@ -83,6 +87,7 @@ internal static class ExtractCommand
             w.WriteString("core", summary.Path);
             w.WriteNumber("coreBytes", summary.FileSize);
             w.WriteNumber("loadSegments", summary.LoadSegments);
+            w.WriteNumber("kernelVirtualSegments", summary.VirtualSegments);
             w.WriteNumber("cpus", summary.Cpus);
             w.WriteString("vmcoreinfo", vmcoreinfo?.How);
             w.WriteString("hardware", hardwarePath);
@@ -97,7 +102,7 @@ internal static class ExtractCommand
         }
         else
         {
-            Console.WriteLine($"{summary.Path}: ELF64 core, {summary.LoadSegments} PT_LOAD ({Hex.Size(ram)} of guest RAM), {summary.Cpus} vCPUs, VMCOREINFO: {vmcoreinfo?.How ?? "not found"}");
+            Console.WriteLine($"{summary.Path}: ELF64 core, {summary.LoadSegments} PT_LOAD ({Hex.Size(ram)} of guest RAM) + {summary.VirtualSegments} for kernel virtual addresses, {summary.Cpus} vCPUs, VMCOREINFO: {vmcoreinfo?.How ?? "not found"}");
             Console.WriteLine($"{hardwarePath}: {m.Devices.Count} device sections, {m.Cpus.Count} vCPUs");
             if (xmlPath is not null)
             {
@@ -112,6 +117,34 @@ internal static class ExtractCommand
         }
 
         return 0;
+    }
+
+    /// <summary>
+    /// The kernel half of the address space of a vCPU running in kernel mode (CPL 0), or of vCPU 0: with PTI a
+    /// user-mode vCPU's CR3 maps almost none of the kernel, so a kernel-mode one is preferred. Empty when no vCPU
+    /// has 4- or 5-level paging on.
+    /// </summary>
+    public static IReadOnlyList<VirtualMapping> KernelMappings(MachineState m)
+    {
+        X86CpuState? cpu = m.Cpus.FirstOrDefault(c => (c.Segments[X86CpuState.Cs].Selector & 3) == 0 && AddressSpace.ModeOf(c) is PagingMode.Level4 or PagingMode.Level5)
+            ?? m.Cpus.FirstOrDefault(c => AddressSpace.ModeOf(c) is PagingMode.Level4 or PagingMode.Level5);
+        if (cpu is null)
+        {
+            return [];
+        }
+
+        AddressSpace space = AddressSpace.Of(m.Memory, cpu);
+        ulong kernelStart = space.Mode == PagingMode.Level5 ? 0xff00_0000_0000_0000UL : 0xffff_8000_0000_0000UL;
+        var list = new List<VirtualMapping>();
+        foreach (VirtualMapping v in space.Mappings())
+        {
+            if (v.VirtualAddress >= kernelStart)
+            {
+                list.Add(v);
+            }
+        }
+
+        return list;
     }
 
     /// <summary>An IProgress that calls back on the reporting thread (Progress&lt;T&gt; would post to the thread pool).</summary>

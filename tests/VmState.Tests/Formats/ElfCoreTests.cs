@@ -76,6 +76,37 @@ public sealed class ElfCoreTests : IDisposable
     }
 
     [Fact]
+    public void VirtualAliasesPointAtThePhysicalBytesAndDoNotChangePhysicalMemory()
+    {
+        MemoryRange[] ranges = [new(0, 0xA0000, "low"), new(0xC0000, 0x40000, "ram")];
+        var machine = new MachineState("synthetic", "test", null, new SyntheticMemory(ranges, Content), [Cpu(0)], [], [], [], null);
+        string path = Path.Combine(_dir, "alias.elf");
+        VirtualMapping[] aliases =
+        [
+            new(0xffffffff81000000, 0xC1000, 0x2000, false, false, false),
+            new(0xffff888000000000, 0x9F000, 0x3000, true, false, true), // crosses the hole at 0xA0000: only 0x1000 is backed
+        ];
+        ElfCoreSummary summary = ElfCoreWriter.Write(machine, path, null, aliases);
+        Assert.Equal(2, summary.VirtualSegments);
+        byte[] file = File.ReadAllBytes(path);
+        long phoff = (long)BinaryPrimitives.ReadUInt64LittleEndian(file.AsSpan(32));
+        int phnum = BinaryPrimitives.ReadUInt16LittleEndian(file.AsSpan(56));
+        Assert.Equal(1 + 2 + 2, phnum);
+        var loads = Enumerable.Range(0, phnum).Select(i => file.AsSpan((int)phoff + (i * 56), 56).ToArray())
+            .Where(p => BinaryPrimitives.ReadUInt32LittleEndian(p) == 1)
+            .Select(p => (Off: BinaryPrimitives.ReadUInt64LittleEndian(p.AsSpan(8)), V: BinaryPrimitives.ReadUInt64LittleEndian(p.AsSpan(16)), P: BinaryPrimitives.ReadUInt64LittleEndian(p.AsSpan(24)), Size: BinaryPrimitives.ReadUInt64LittleEndian(p.AsSpan(32))))
+            .ToList();
+        var text = loads.Single(l => l.V == 0xffffffff81000000);
+        Assert.Equal(0xC1000UL, text.P);
+        Assert.Equal(Content(0xC1000 + 5), file[(int)text.Off + 5]);
+        var direct = loads.Single(l => l.V == 0xffff888000000000);
+        Assert.Equal(0x1000UL, direct.Size);
+
+        using MachineState back = SnapshotLoader.Open(path);
+        Assert.Equal(ranges.Select(r => (r.Start, r.Length)), back.Memory.Ranges.Select(r => (r.Start, r.Length)));
+    }
+
+    [Fact]
     public void PrstatusCarriesRegistersInUserRegsOrder()
     {
         X86CpuState cpu = Cpu(1);

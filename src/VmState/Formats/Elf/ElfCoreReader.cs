@@ -142,17 +142,30 @@ public static class ElfCoreReader
             }
         }
 
-        // Paging dumps map the same physical page at several virtual addresses: keep the first copy of each.
-        segments.Sort((a, b) => a.Range.Start.CompareTo(b.Range.Start));
+        // Paging dumps (and our kernel-address aliases) map the same physical bytes several times: keep each
+        // physical address once, trimming a segment that starts inside the previous one.
+        segments.Sort((a, b) => a.Range.Start != b.Range.Start ? a.Range.Start.CompareTo(b.Range.Start) : b.Range.Length.CompareTo(a.Range.Length));
         var distinct = new List<(MemoryRange, long, ulong)>();
+        ulong coveredEnd = 0;
         foreach (var s in segments)
         {
-            if (distinct.Count > 0 && s.Range.Start < distinct[^1].Item1.End)
+            if (distinct.Count > 0 && s.Range.Start < coveredEnd)
             {
-                continue;
+                if (s.Range.End <= coveredEnd)
+                {
+                    continue;
+                }
+
+                ulong cut = coveredEnd - s.Range.Start;
+                ulong fileLeft = s.FileSize > cut ? s.FileSize - cut : 0;
+                distinct.Add((new MemoryRange(coveredEnd, s.Range.Length - cut, s.Range.Name), s.FileOffset + (long)cut, fileLeft));
+            }
+            else
+            {
+                distinct.Add(s);
             }
 
-            distinct.Add(s);
+            coveredEnd = Math.Max(coveredEnd, s.Range.End);
         }
 
         var cpus = new List<X86CpuState>();

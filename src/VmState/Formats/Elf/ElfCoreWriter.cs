@@ -19,9 +19,38 @@ public static class ElfCoreWriter
     private const int DataAlignment = 4096;
 
     /// <summary>Writes <paramref name="machine"/> to <paramref name="path"/> (temp file, then rename).</summary>
-    public static ElfCoreSummary Write(MachineState machine, string path, byte[]? vmcoreinfoNote, IProgress<(long Done, long Total)>? progress = null, CancellationToken cancellationToken = default)
+    public static ElfCoreSummary Write(MachineState machine, string path, byte[]? vmcoreinfoNote, IProgress<(long Done, long Total)>? progress = null, CancellationToken cancellationToken = default) =>
+        Write(machine, path, vmcoreinfoNote, [], progress, cancellationToken);
+
+    /// <summary>
+    /// Writes <paramref name="machine"/> with extra PT_LOADs for <paramref name="virtualMappings"/>: each has
+    /// <c>p_vaddr</c> = the virtual address and <c>p_paddr</c> = the physical one, and points at the same file bytes
+    /// as the physical segment (no data is duplicated), so gdb can read those virtual addresses.
+    /// </summary>
+    public static ElfCoreSummary Write(MachineState machine, string path, byte[]? vmcoreinfoNote, IReadOnlyList<Arch.X86.VirtualMapping> virtualMappings, IProgress<(long Done, long Total)>? progress = null, CancellationToken cancellationToken = default)
     {
         IReadOnlyList<MemoryRange> ranges = machine.Memory.Ranges;
+        var aliases = new List<(ulong Vaddr, ulong Paddr, ulong Size, int Range)>();
+        foreach (Arch.X86.VirtualMapping vm in virtualMappings)
+        {
+            // Split a run where it leaves the physical range it starts in; drop what RAM does not back.
+            ulong done = 0;
+            while (done < vm.Size)
+            {
+                ulong pa = vm.PhysicalAddress + done;
+                int ri = ranges.FindRange(pa);
+                if (ri < 0)
+                {
+                    done += 0x1000 - (pa & 0xFFF);
+                    continue;
+                }
+
+                ulong n = Math.Min(vm.Size - done, ranges[ri].End - pa);
+                aliases.Add((vm.VirtualAddress + done, pa, n, ri));
+                done += n;
+            }
+        }
+
         var notes = new List<ElfNote>();
         foreach (var cpu in machine.Cpus)
         {
@@ -44,7 +73,7 @@ public static class ElfCoreWriter
             notesSize += vmcoreinfoNote.Length;
         }
 
-        long phnum = 1 + ranges.Count;
+        long phnum = 1 + ranges.Count + aliases.Count;
         bool extended = phnum >= ElfConstants.PnXnum;
         long shoff = extended ? ElfConstants.Elf64HeaderSize : 0;
         long phoff = ElfConstants.Elf64HeaderSize + (extended ? ElfConstants.Elf64ShdrSize : 0);
@@ -88,6 +117,12 @@ public static class ElfCoreWriter
             segmentOffsets[i] = dataOffset;
             WritePhdr(h, ref pos, ElfConstants.PtLoad, (ulong)dataOffset, r.Start, r.Start, r.Length, 0);
             dataOffset += checked((long)r.Length);
+        }
+
+        foreach ((ulong vaddr, ulong paddr, ulong size, int ri) in aliases)
+        {
+            ulong offset = (ulong)segmentOffsets[ri] + (paddr - ranges[ri].Start);
+            WritePhdr(h, ref pos, ElfConstants.PtLoad, offset, vaddr, paddr, size, 0);
         }
 
         long np = notesOffset;
@@ -144,7 +179,7 @@ public static class ElfCoreWriter
             throw;
         }
 
-        return new ElfCoreSummary(path, total, ranges.Count, machine.Cpus.Count, vmcoreinfoNote is not null);
+        return new ElfCoreSummary(path, total, ranges.Count, machine.Cpus.Count, vmcoreinfoNote is not null) { VirtualSegments = aliases.Count };
     }
 
     /// <summary>A temporary name beside <paramref name="path"/> for writing before the final rename.</summary>
