@@ -50,7 +50,7 @@ internal static class ReadCommand
                 throw new ArgumentException($"LEN {len}: expected 1 to {MaxLength} bytes");
             }
 
-            using MachineState m = SnapshotLoader.Open(r.GetValue(input)!, CommonOptions.OpenOptions(r.GetValue(snapshot), r.GetValue(raw)));
+            using MachineState m = SnapshotLoader.Open(r.GetValue(input)!, CommonOptions.OpenOptions(r.GetValue(snapshot), r.GetValue(raw)) with { MemoryMap = true });
             byte[] buffer = new byte[len];
             int got;
             if (r.GetValue(pa))

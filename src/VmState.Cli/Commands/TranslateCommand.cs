@@ -30,7 +30,7 @@ internal static class TranslateCommand
         command.Options.Add(raw);
         command.SetAction(r => CommonOptions.Run(() =>
         {
-            using MachineState m = SnapshotLoader.Open(r.GetValue(input)!, CommonOptions.OpenOptions(r.GetValue(snapshot), r.GetValue(raw)));
+            using MachineState m = SnapshotLoader.Open(r.GetValue(input)!, CommonOptions.OpenOptions(r.GetValue(snapshot), r.GetValue(raw)) with { MemoryMap = true });
             AddressSpace space = SpaceFor(m, r.GetValue(cpu), r.GetValue(cr3));
             Translation t = space.Translate(AddressParser.Parse(r.GetValue(va)!, "VA"));
             if (r.GetValue(json))

@@ -9,6 +9,12 @@ public sealed record SnapshotOpenOptions
     /// <summary>Treat a file with no known magic as a raw physical memory image instead of failing.</summary>
     public bool AllowRaw { get; init; }
 
+    /// <summary>
+    /// Map the file into memory (fast random access) instead of positional reads (small resident set for one-pass
+    /// jobs such as extract).
+    /// </summary>
+    public bool MemoryMap { get; init; }
+
     /// <summary>Progress of stream parsing (0..1).</summary>
     public IProgress<double>? Progress { get; init; }
 
