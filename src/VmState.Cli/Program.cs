@@ -15,6 +15,7 @@ public static class Program
         root.Subcommands.Add(SnapshotsCommand.Create());
         root.Subcommands.Add(TranslateCommand.Create());
         root.Subcommands.Add(ReadCommand.Create());
+        root.Subcommands.Add(SnapshotCommand.Create());
         return root.Parse(args).Invoke();
     }
 }

@@ -1,0 +1,148 @@
+using System.CommandLine;
+using System.Diagnostics;
+using System.Text.Json;
+using VmState.Formats.Elf;
+using VmState.Live;
+
+namespace VmState.Cli.Commands;
+
+/// <summary>
+/// <c>vmstate snapshot --qmp SOCKET (-o FILE | --savevm TAG)</c>: snapshot a running QEMU through its QMP socket,
+/// as a migration stream file (the guest is paused for the save and resumed) or as an internal savevm snapshot in
+/// its qcow2 disk. The guest is resumed on every path — errors and Ctrl-C included — if it was running.
+/// </summary>
+internal static class SnapshotCommand
+{
+    public static Command Create()
+    {
+        var qmp = new Option<string>("--qmp") { Description = "QEMU's QMP unix socket (-qmp unix:PATH,server=on,wait=off)", Required = true };
+        var output = new Option<string?>("--output", "-o") { Description = "write a migration stream to this file" };
+        var savevm = new Option<string?>("--savevm") { Description = "take an internal snapshot with this tag in the VM's qcow2 disk" };
+        Option<bool> json = CommonOptions.Json();
+        var command = new Command("snapshot", "Snapshot a running QEMU VM through QMP (stream file or savevm), resuming it afterwards");
+        command.Options.Add(qmp);
+        command.Options.Add(output);
+        command.Options.Add(savevm);
+        command.Options.Add(json);
+        command.SetAction((r, ct) => RunAsync(r.GetValue(qmp)!, r.GetValue(output), r.GetValue(savevm), r.GetValue(json), ct));
+        return command;
+    }
+
+    private static async Task<int> RunAsync(string socket, string? output, string? tag, bool json, CancellationToken ct)
+    {
+        if ((output is null) == (tag is null))
+        {
+            Console.Error.WriteLine("vmstate: give exactly one of -o FILE or --savevm TAG");
+            return 2;
+        }
+
+        try
+        {
+            await using QmpClient client = await QmpClient.ConnectAsync(socket, TimeSpan.FromSeconds(10), ct);
+            string before = await client.QueryStatusAsync(ct);
+            bool wasRunning = before == "running";
+            var clock = Stopwatch.StartNew();
+            TimeSpan paused = TimeSpan.Zero;
+            long bytes = 0;
+            string? temp = null;
+            try
+            {
+                if (output is not null)
+                {
+                    temp = ElfCoreWriter.TempPathFor(output);
+                    if (wasRunning)
+                    {
+                        await client.StopAsync(ct);
+                    }
+
+                    JsonElement stats = await client.MigrateToFileAsync(temp, null, ct);
+                    File.Move(temp, output, overwrite: true);
+                    temp = null;
+                    bytes = new FileInfo(output).Length;
+                    _ = stats;
+                }
+                else
+                {
+                    await client.SaveVmAsync(tag!, null, ct);
+                }
+            }
+            catch (OperationCanceledException) when (output is not null)
+            {
+                await TryAsync(() => client.ExecuteAsync("migrate_cancel", null, TimeSpan.FromSeconds(5), CancellationToken.None));
+                throw;
+            }
+            finally
+            {
+                if (temp is not null)
+                {
+                    ElfCoreWriter.TryDelete(temp);
+                }
+
+                // Nothing is lost: a guest that was running runs again, whatever happened above.
+                if (wasRunning)
+                {
+                    await TryAsync(async () =>
+                    {
+                        if (await client.QueryStatusAsync(CancellationToken.None) != "running")
+                        {
+                            await client.ContAsync(CancellationToken.None);
+                        }
+                    });
+                }
+
+                paused = clock.Elapsed;
+            }
+
+            string after = await client.QueryStatusAsync(CancellationToken.None);
+            if (json)
+            {
+                using var w = new Utf8JsonWriter(Console.OpenStandardOutput(), new JsonWriterOptions { Indented = true });
+                w.WriteStartObject();
+                w.WriteString("qemu", $"{client.Version.Major}.{client.Version.Minor}.{client.Version.Micro}");
+                w.WriteString("output", output);
+                w.WriteString("savevm", tag);
+                w.WriteNumber("bytes", bytes);
+                w.WriteNumber("pausedSeconds", Math.Round(paused.TotalSeconds, 4));
+                w.WriteString("statusBefore", before);
+                w.WriteString("statusAfter", after);
+                w.WriteEndObject();
+                w.Flush();
+                Console.WriteLine();
+            }
+            else
+            {
+                string what = output is not null ? $"{output} ({bytes:N0} bytes)" : $"internal snapshot \"{tag}\"";
+                Console.WriteLine($"saved {what}; guest paused {paused.TotalMilliseconds:F0} ms; status {before} -> {after}");
+            }
+
+            return 0;
+        }
+        catch (QmpException e)
+        {
+            Console.Error.WriteLine($"vmstate: {e.Message}");
+            return 1;
+        }
+        catch (Exception e) when (e is IOException or TimeoutException)
+        {
+            Console.Error.WriteLine($"vmstate: {e.Message}");
+            return 1;
+        }
+        catch (OperationCanceledException)
+        {
+            Console.Error.WriteLine("vmstate: cancelled; the guest was resumed");
+            return 130;
+        }
+    }
+
+    private static async Task TryAsync(Func<Task> action)
+    {
+        try
+        {
+            await action();
+        }
+        catch (Exception e) when (e is IOException or TimeoutException or QmpException)
+        {
+            Console.Error.WriteLine($"vmstate: warning: {e.Message}");
+        }
+    }
+}

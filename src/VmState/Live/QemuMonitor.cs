@@ -1,0 +1,92 @@
+using System.Diagnostics;
+using System.Text.Json;
+using System.Text.Json.Nodes;
+
+namespace VmState.Live;
+
+/// <summary>Higher-level QEMU operations over QMP: run state, saving to a file, savevm, memory dumps.</summary>
+public static class QemuMonitor
+{
+    /// <summary>The run state ("running", "paused", "postmigrate", "finish-migrate", …).</summary>
+    public static async Task<string> QueryStatusAsync(this QmpClient qmp, CancellationToken cancellationToken = default)
+    {
+        JsonElement r = await qmp.ExecuteAsync("query-status", null, null, cancellationToken).ConfigureAwait(false);
+        return r.GetProperty("status").GetString() ?? "unknown";
+    }
+
+    /// <summary>Pauses the guest (QMP stop).</summary>
+    public static Task StopAsync(this QmpClient qmp, CancellationToken cancellationToken = default) =>
+        qmp.ExecuteAsync("stop", null, null, cancellationToken);
+
+    /// <summary>Resumes the guest (QMP cont).</summary>
+    public static Task ContAsync(this QmpClient qmp, CancellationToken cancellationToken = default) =>
+        qmp.ExecuteAsync("cont", null, null, cancellationToken);
+
+    /// <summary>
+    /// Saves the VM state as a migration stream to <paramref name="path"/> (QEMU 7.2 has no file: URI, so
+    /// <c>exec:cat &gt; path</c>), with the bandwidth cap lifted (the 128 MiB/s default makes file saves slow).
+    /// Waits for completion; a failed migration throws with QEMU's error text. Returns QEMU's final statistics.
+    /// </summary>
+    public static async Task<JsonElement> MigrateToFileAsync(this QmpClient qmp, string path, TimeSpan? timeout = null, CancellationToken cancellationToken = default)
+    {
+        string full = Path.GetFullPath(path);
+        if (full.Contains('\'', StringComparison.Ordinal))
+        {
+            throw new ArgumentException($"the output path {full} contains a single quote, which the exec: URI cannot carry");
+        }
+
+        await qmp.ExecuteAsync("migrate-set-parameters", new JsonObject { ["max-bandwidth"] = 100L << 30 }, null, cancellationToken).ConfigureAwait(false);
+        await qmp.ExecuteAsync("migrate", new JsonObject { ["uri"] = $"exec:cat > '{full}'" }, null, cancellationToken).ConfigureAwait(false);
+        var clock = Stopwatch.StartNew();
+        TimeSpan limit = timeout ?? TimeSpan.FromMinutes(10);
+        while (true)
+        {
+            JsonElement info = await qmp.ExecuteAsync("query-migrate", null, null, cancellationToken).ConfigureAwait(false);
+            string status = info.TryGetProperty("status", out JsonElement s) ? s.GetString() ?? string.Empty : string.Empty;
+            switch (status)
+            {
+                case "completed":
+                    return info;
+                case "failed":
+                case "cancelled":
+                    string why = info.TryGetProperty("error-desc", out JsonElement d) ? d.GetString() ?? status : status;
+                    throw new IOException($"QEMU's migration to {full} {status}: {why}");
+            }
+
+            if (clock.Elapsed > limit)
+            {
+                await qmp.ExecuteAsync("migrate_cancel", null, null, CancellationToken.None).ConfigureAwait(false);
+                throw new TimeoutException($"the migration to {full} did not complete within {limit.TotalSeconds:F0} s (status {status}); cancelled");
+            }
+
+            await Task.Delay(20, cancellationToken).ConfigureAwait(false);
+        }
+    }
+
+    /// <summary>HMP savevm: an internal snapshot of the VM state in the VM's qcow2 disk. HMP errors throw.</summary>
+    public static async Task SaveVmAsync(this QmpClient qmp, string tag, TimeSpan? timeout = null, CancellationToken cancellationToken = default)
+    {
+        string output = await qmp.HumanMonitorCommandAsync($"savevm {tag}", timeout ?? TimeSpan.FromMinutes(5), cancellationToken).ConfigureAwait(false);
+        if (output.Contains("Error", StringComparison.OrdinalIgnoreCase))
+        {
+            throw new QmpException("savevm", "GenericError", output.Trim());
+        }
+    }
+
+    /// <summary>QEMU's own dump-guest-memory as an ELF core (paging off), written synchronously.</summary>
+    public static Task DumpGuestMemoryAsync(this QmpClient qmp, string path, TimeSpan? timeout = null, CancellationToken cancellationToken = default) =>
+        qmp.ExecuteAsync("dump-guest-memory", new JsonObject { ["paging"] = false, ["protocol"] = "file:" + Path.GetFullPath(path) }, timeout ?? TimeSpan.FromMinutes(5), cancellationToken);
+
+    /// <summary>Asks QEMU to exit; the connection closing is the expected outcome.</summary>
+    public static async Task QuitAsync(this QmpClient qmp, CancellationToken cancellationToken = default)
+    {
+        try
+        {
+            await qmp.ExecuteAsync("quit", null, TimeSpan.FromSeconds(10), cancellationToken).ConfigureAwait(false);
+        }
+        catch (IOException)
+        {
+            // QEMU may close the socket before its reply arrives.
+        }
+    }
+}

@@ -1,0 +1,305 @@
+using System.Collections.Concurrent;
+using System.Net.Sockets;
+using System.Text;
+using System.Text.Json;
+using System.Text.Json.Nodes;
+using System.Threading.Channels;
+
+namespace VmState.Live;
+
+/// <summary>
+/// A client for the QEMU Machine Protocol over a unix socket (QEMU docs/interop/qmp-spec.rst): reads the greeting,
+/// negotiates capabilities, sends commands with an "id" and matches replies by id, queues asynchronous events.
+/// One background loop reads the socket, so concurrent commands are safe. When the connection drops (QEMU exited),
+/// every pending and later command fails with an <see cref="IOException"/>.
+/// </summary>
+public sealed class QmpClient : IAsyncDisposable
+{
+    private static readonly TimeSpan s_defaultTimeout = TimeSpan.FromSeconds(30);
+    private readonly Socket _socket;
+    private readonly NetworkStream _stream;
+    private readonly ConcurrentDictionary<long, TaskCompletionSource<JsonElement>> _pending = new();
+    private readonly Channel<QmpEvent> _events = Channel.CreateUnbounded<QmpEvent>();
+    private readonly SemaphoreSlim _writeLock = new(1, 1);
+    private readonly CancellationTokenSource _stop = new();
+    private Task? _reader;
+    private long _nextId;
+    private volatile Exception? _closed;
+
+    private QmpClient(Socket socket, string path)
+    {
+        _socket = socket;
+        _stream = new NetworkStream(socket, ownsSocket: false);
+        SocketPath = path;
+    }
+
+    /// <summary>The socket path.</summary>
+    public string SocketPath { get; }
+
+    /// <summary>QEMU's version from the greeting, e.g. (7, 2, 22).</summary>
+    public (int Major, int Minor, int Micro) Version { get; private set; }
+
+    /// <summary>QEMU's package string from the greeting (e.g. "Debian 1:7.2+dfsg-7+deb12u18").</summary>
+    public string Package { get; private set; } = string.Empty;
+
+    /// <summary>Connects, reads the greeting and enters command mode (qmp_capabilities).</summary>
+    public static async Task<QmpClient> ConnectAsync(string socketPath, TimeSpan? timeout = null, CancellationToken cancellationToken = default)
+    {
+        using var cts = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
+        cts.CancelAfter(timeout ?? s_defaultTimeout);
+        var socket = new Socket(AddressFamily.Unix, SocketType.Stream, ProtocolType.Unspecified);
+        try
+        {
+            try
+            {
+                await socket.ConnectAsync(new UnixDomainSocketEndPoint(socketPath), cts.Token).ConfigureAwait(false);
+            }
+            catch (SocketException e)
+            {
+                throw new IOException($"cannot connect to the QMP socket {socketPath}: {e.Message} (is QEMU running with -qmp unix:{socketPath},server=on,wait=off?)", e);
+            }
+
+            var client = new QmpClient(socket, socketPath);
+            JsonElement greeting;
+            try
+            {
+                greeting = await client.ReadMessageAsync(cts.Token).ConfigureAwait(false)
+                    ?? throw new IOException($"QMP socket {socketPath} closed before the greeting");
+            }
+            catch (OperationCanceledException) when (!cancellationToken.IsCancellationRequested)
+            {
+                throw new TimeoutException($"no QMP greeting on {socketPath} (another client may be connected: QEMU serves one at a time)");
+            }
+
+            if (!greeting.TryGetProperty("QMP", out JsonElement qmp))
+            {
+                throw new IOException($"{socketPath} did not greet with a QMP banner: {greeting}");
+            }
+
+            if (qmp.TryGetProperty("version", out JsonElement v) && v.TryGetProperty("qemu", out JsonElement q))
+            {
+                client.Version = (q.GetProperty("major").GetInt32(), q.GetProperty("minor").GetInt32(), q.GetProperty("micro").GetInt32());
+                client.Package = v.TryGetProperty("package", out JsonElement p) ? p.GetString() ?? string.Empty : string.Empty;
+            }
+
+            client._reader = Task.Run(client.ReadLoopAsync);
+            await client.ExecuteAsync("qmp_capabilities", null, timeout, cancellationToken).ConfigureAwait(false);
+            return client;
+        }
+        catch
+        {
+            socket.Dispose();
+            throw;
+        }
+    }
+
+    /// <summary>
+    /// Runs a command and returns its "return" value. <paramref name="arguments"/> is a JSON object (or null).
+    /// QEMU errors become <see cref="QmpException"/>; no reply in time gives <see cref="TimeoutException"/>.
+    /// </summary>
+    public async Task<JsonElement> ExecuteAsync(string command, JsonObject? arguments = null, TimeSpan? timeout = null, CancellationToken cancellationToken = default)
+    {
+        if (_closed is Exception closed)
+        {
+            throw new IOException($"the QMP connection to {SocketPath} is closed: {closed.Message}", closed);
+        }
+
+        long id = Interlocked.Increment(ref _nextId);
+        var tcs = new TaskCompletionSource<JsonElement>(TaskCreationOptions.RunContinuationsAsynchronously);
+        _pending[id] = tcs;
+        if (_closed is Exception closedNow)
+        {
+            tcs.TrySetException(new IOException($"the QMP connection to {SocketPath} is closed: {closedNow.Message}", closedNow));
+        }
+        var message = new JsonObject { ["execute"] = command, ["id"] = id };
+        if (arguments is not null)
+        {
+            message["arguments"] = arguments.DeepClone();
+        }
+
+        byte[] line = Encoding.UTF8.GetBytes(message.ToJsonString() + "\n");
+        try
+        {
+            await _writeLock.WaitAsync(cancellationToken).ConfigureAwait(false);
+            try
+            {
+                await _stream.WriteAsync(line, cancellationToken).ConfigureAwait(false);
+            }
+            catch (IOException e)
+            {
+                throw new IOException($"the QMP connection to {SocketPath} is closed: {e.Message}", e);
+            }
+            finally
+            {
+                _writeLock.Release();
+            }
+
+            JsonElement reply;
+            try
+            {
+                reply = await tcs.Task.WaitAsync(timeout ?? s_defaultTimeout, cancellationToken).ConfigureAwait(false);
+            }
+            catch (TimeoutException)
+            {
+                throw new TimeoutException($"QEMU did not answer {command} within {(timeout ?? s_defaultTimeout).TotalSeconds:F0} s");
+            }
+
+            if (reply.TryGetProperty("error", out JsonElement error))
+            {
+                throw new QmpException(command,
+                    error.TryGetProperty("class", out JsonElement c) ? c.GetString() ?? "?" : "?",
+                    error.TryGetProperty("desc", out JsonElement d) ? d.GetString() ?? "?" : "?");
+            }
+
+            return reply.TryGetProperty("return", out JsonElement r) ? r : default;
+        }
+        finally
+        {
+            _pending.TryRemove(id, out _);
+        }
+    }
+
+    /// <summary>Runs an HMP command through human-monitor-command and returns its text output.</summary>
+    public async Task<string> HumanMonitorCommandAsync(string commandLine, TimeSpan? timeout = null, CancellationToken cancellationToken = default)
+    {
+        JsonElement r = await ExecuteAsync("human-monitor-command", new JsonObject { ["command-line"] = commandLine }, timeout, cancellationToken).ConfigureAwait(false);
+        return r.ValueKind == JsonValueKind.String ? r.GetString() ?? string.Empty : string.Empty;
+    }
+
+    /// <summary>Waits for the next event named <paramref name="name"/> (events of other names are dropped).</summary>
+    public async Task<QmpEvent> WaitForEventAsync(string name, TimeSpan timeout, CancellationToken cancellationToken = default)
+    {
+        using var cts = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
+        cts.CancelAfter(timeout);
+        try
+        {
+            while (true)
+            {
+                QmpEvent e = await _events.Reader.ReadAsync(cts.Token).ConfigureAwait(false);
+                if (e.Name == name)
+                {
+                    return e;
+                }
+            }
+        }
+        catch (OperationCanceledException) when (!cancellationToken.IsCancellationRequested)
+        {
+            throw new TimeoutException($"no {name} event within {timeout.TotalSeconds:F0} s");
+        }
+        catch (ChannelClosedException e)
+        {
+            throw new IOException($"the QMP connection to {SocketPath} closed while waiting for {name}", e);
+        }
+    }
+
+    /// <inheritdoc />
+    public async ValueTask DisposeAsync()
+    {
+        await _stop.CancelAsync().ConfigureAwait(false);
+        try
+        {
+            _socket.Shutdown(SocketShutdown.Both);
+        }
+        catch (SocketException)
+        {
+        }
+
+        if (_reader is not null)
+        {
+            try
+            {
+                await _reader.ConfigureAwait(false);
+            }
+            catch (Exception e) when (e is IOException or OperationCanceledException or ObjectDisposedException or SocketException)
+            {
+            }
+        }
+
+        await _stream.DisposeAsync().ConfigureAwait(false);
+        _socket.Dispose();
+        _stop.Dispose();
+        _writeLock.Dispose();
+    }
+
+    private readonly byte[] _readBuffer = new byte[64 * 1024];
+    private readonly MemoryStream _line = new();
+    private int _readStart;
+    private int _readEnd;
+
+    private async Task<JsonElement?> ReadMessageAsync(CancellationToken cancellationToken)
+    {
+        while (true)
+        {
+            int nl = Array.IndexOf(_readBuffer, (byte)'\n', _readStart, _readEnd - _readStart);
+            if (nl >= 0)
+            {
+                _line.Write(_readBuffer, _readStart, nl - _readStart);
+                _readStart = nl + 1;
+                byte[] text = _line.ToArray();
+                _line.SetLength(0);
+                if (text.AsSpan().Trim((byte)'\r').IsEmpty)
+                {
+                    continue;
+                }
+
+                using JsonDocument doc = JsonDocument.Parse(text);
+                return doc.RootElement.Clone();
+            }
+
+            _line.Write(_readBuffer, _readStart, _readEnd - _readStart);
+            if (_line.Length > 64 << 20)
+            {
+                throw new IOException($"a QMP message on {SocketPath} exceeds 64 MiB");
+            }
+
+            _readStart = 0;
+            _readEnd = await _stream.ReadAsync(_readBuffer, cancellationToken).ConfigureAwait(false);
+            if (_readEnd == 0)
+            {
+                return null;
+            }
+        }
+    }
+
+    private async Task ReadLoopAsync()
+    {
+        Exception reason = new IOException("QEMU closed the connection");
+        try
+        {
+            while (true)
+            {
+                JsonElement? message = await ReadMessageAsync(_stop.Token).ConfigureAwait(false);
+                if (message is not JsonElement m)
+                {
+                    break;
+                }
+
+                if (m.TryGetProperty("event", out JsonElement ev))
+                {
+                    DateTimeOffset ts = DateTimeOffset.UnixEpoch;
+                    if (m.TryGetProperty("timestamp", out JsonElement t) && t.TryGetProperty("seconds", out JsonElement s) && t.TryGetProperty("microseconds", out JsonElement us))
+                    {
+                        ts = DateTimeOffset.FromUnixTimeSeconds(s.GetInt64()).AddTicks(us.GetInt64() * 10);
+                    }
+
+                    _events.Writer.TryWrite(new QmpEvent(ev.GetString() ?? string.Empty, m.TryGetProperty("data", out JsonElement d) ? d : default, ts));
+                }
+                else if (m.TryGetProperty("id", out JsonElement idElement) && idElement.TryGetInt64(out long id) && _pending.TryGetValue(id, out TaskCompletionSource<JsonElement>? tcs))
+                {
+                    tcs.TrySetResult(m);
+                }
+            }
+        }
+        catch (Exception e) when (e is IOException or SocketException or JsonException or OperationCanceledException or ObjectDisposedException)
+        {
+            reason = e;
+        }
+
+        _closed = reason;
+        _events.Writer.TryComplete();
+        foreach (TaskCompletionSource<JsonElement> p in _pending.Values)
+        {
+            p.TrySetException(new IOException($"the QMP connection to {SocketPath} closed: {reason.Message}", reason));
+        }
+    }
+}
