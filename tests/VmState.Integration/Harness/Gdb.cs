@@ -1,0 +1,33 @@
+using System.Diagnostics;
+
+namespace VmState.Integration.Harness;
+
+/// <summary>gdb in batch mode on a core file.</summary>
+public static class Gdb
+{
+    public static (int ExitCode, string Output) Batch(string core, params string[] commands)
+    {
+        var psi = new ProcessStartInfo("gdb") { RedirectStandardOutput = true, RedirectStandardError = true };
+        foreach (string a in new[] { "-nx", "-batch", "-c", core })
+        {
+            psi.ArgumentList.Add(a);
+        }
+
+        foreach (string c in commands)
+        {
+            psi.ArgumentList.Add("-ex");
+            psi.ArgumentList.Add(c);
+        }
+
+        using Process p = Process.Start(psi) ?? throw new InvalidOperationException("gdb is not installed (run eng/install-deps.sh)");
+        Task<string> stderr = p.StandardError.ReadToEndAsync();
+        string stdout = p.StandardOutput.ReadToEnd();
+        if (!p.WaitForExit(TimeSpan.FromMinutes(2)))
+        {
+            p.Kill(true);
+            throw new TimeoutException("gdb did not finish in 2 minutes");
+        }
+
+        return (p.ExitCode, stdout + stderr.Result);
+    }
+}

@@ -1,0 +1,259 @@
+using System.Collections.Concurrent;
+using System.Diagnostics;
+using System.Text;
+using VmState.Live;
+
+namespace VmState.Integration.Harness;
+
+/// <summary>
+/// A real qemu-system-x86_64 (TCG) running the fixture guest, with a QMP socket and the serial console in a file.
+/// The QEMU process is always killed: on dispose, when starting fails, and when the test process exits.
+/// </summary>
+public sealed class QemuGuest : IAsyncDisposable
+{
+    private static readonly ConcurrentDictionary<int, Process> s_running = new();
+    private readonly Process _process;
+    private readonly StringBuilder _stderr = new();
+
+    static QemuGuest()
+    {
+        AppDomain.CurrentDomain.ProcessExit += (_, _) => KillAll();
+        Console.CancelKeyPress += (_, _) => KillAll();
+    }
+
+    private QemuGuest(Process process, string workDir, QemuGuestOptions options)
+    {
+        _process = process;
+        WorkDir = workDir;
+        Options = options;
+    }
+
+    public string WorkDir { get; }
+
+    public QemuGuestOptions Options { get; }
+
+    public string SerialPath => Path.Combine(WorkDir, "serial.log");
+
+    public string QmpPath => Path.Combine(WorkDir, "qmp.sock");
+
+    public QmpClient Qmp { get; private set; } = null!;
+
+    /// <summary>The serial console so far.</summary>
+    public string SerialText => File.Exists(SerialPath) ? ReadShared(SerialPath) : string.Empty;
+
+    /// <summary>The ground truth the guest printed (valid after <see cref="WaitForReadyAsync"/>).</summary>
+    public GroundTruth Truth => GroundTruth.Parse(SerialText);
+
+    /// <summary>The QEMU command line for <paramref name="options"/> (identical for a source and its -incoming twin).</summary>
+    public static List<string> CommandLine(QemuGuestOptions options, string workDir)
+    {
+        GuestFixture f = GuestFixture.Ensure();
+        var args = new List<string>
+        {
+            "-M", options.Machine, "-accel", "tcg", "-m", options.MemoryMiB.ToString(System.Globalization.CultureInfo.InvariantCulture),
+            "-smp", options.Cpus.ToString(System.Globalization.CultureInfo.InvariantCulture), "-cpu", options.CpuModel,
+            "-display", "none", "-vga", "std", "-no-reboot",
+            "-kernel", f.Kernel, "-initrd", f.Initrd,
+            "-append", $"console=ttyS0 quiet loglevel=3 panic=-1 {options.ExtraKernelArgs}".Trim(),
+            "-netdev", "user,id=n0,restrict=on", "-device", $"virtio-net-pci,netdev=n0,mac={options.VirtioMac}",
+            "-netdev", "user,id=n1,restrict=on", "-device", $"e1000,netdev=n1,mac={options.E1000Mac}",
+            "-device", "vmcoreinfo",
+            "-serial", $"file:{Path.Combine(workDir, "serial.log")}",
+            "-qmp", $"unix:{Path.Combine(workDir, "qmp.sock")},server=on,wait=off",
+        };
+        if (options.DiskPath is not null)
+        {
+            args.AddRange(["-drive", $"file={options.DiskPath},if=ide,format=qcow2,node-name=disk0"]);
+        }
+
+        if (options.Incoming is not null)
+        {
+            args.AddRange(["-incoming", $"exec:cat '{options.Incoming}'"]);
+        }
+
+        if (options.LoadVm is not null)
+        {
+            args.AddRange(["-loadvm", options.LoadVm]);
+        }
+
+        return args;
+    }
+
+    /// <summary>Starts QEMU and connects QMP (does not wait for the guest's READY line).</summary>
+    public static async Task<QemuGuest> StartAsync(QemuGuestOptions options, CancellationToken cancellationToken = default)
+    {
+        string workDir = Directory.CreateTempSubdirectory("vmstate-guest-").FullName;
+        var psi = new ProcessStartInfo("qemu-system-x86_64") { RedirectStandardError = true, RedirectStandardOutput = true, RedirectStandardInput = true };
+        foreach (string a in CommandLine(options, workDir))
+        {
+            psi.ArgumentList.Add(a);
+        }
+
+        Process process;
+        try
+        {
+            process = Process.Start(psi) ?? throw new InvalidOperationException("qemu-system-x86_64 did not start");
+        }
+        catch (System.ComponentModel.Win32Exception e)
+        {
+            throw new InvalidOperationException("qemu-system-x86_64 is not installed (run eng/install-deps.sh)", e);
+        }
+
+        var guest = new QemuGuest(process, workDir, options);
+        s_running[process.Id] = process;
+        process.ErrorDataReceived += (_, e) =>
+        {
+            if (e.Data is not null)
+            {
+                lock (guest._stderr)
+                {
+                    guest._stderr.AppendLine(e.Data);
+                }
+            }
+        };
+        process.BeginErrorReadLine();
+        try
+        {
+            var clock = Stopwatch.StartNew();
+            while (!File.Exists(guest.QmpPath))
+            {
+                if (process.HasExited)
+                {
+                    throw new InvalidOperationException($"QEMU exited with {process.ExitCode} before opening QMP:\n{guest.Stderr}");
+                }
+
+                if (clock.Elapsed > TimeSpan.FromSeconds(30))
+                {
+                    throw new TimeoutException($"QEMU did not create {guest.QmpPath} within 30 s:\n{guest.Stderr}");
+                }
+
+                await Task.Delay(20, cancellationToken);
+            }
+
+            guest.Qmp = await QmpClient.ConnectAsync(guest.QmpPath, TimeSpan.FromSeconds(30), cancellationToken);
+            return guest;
+        }
+        catch
+        {
+            await guest.DisposeAsync();
+            throw;
+        }
+    }
+
+    /// <summary>QEMU's stderr so far.</summary>
+    public string Stderr
+    {
+        get
+        {
+            lock (_stderr)
+            {
+                return _stderr.ToString();
+            }
+        }
+    }
+
+    /// <summary>Waits for VMSTATE-READY on the console; on timeout throws with the console tail and QEMU's stderr.</summary>
+    public Task WaitForReadyAsync(TimeSpan timeout) => WaitForSerialLineAsync(l => l.StartsWith("VMSTATE-READY", StringComparison.Ordinal), timeout);
+
+    /// <summary>Waits for a console line (from line <paramref name="startAtLine"/> on) that satisfies <paramref name="predicate"/>.</summary>
+    public async Task<string> WaitForSerialLineAsync(Func<string, bool> predicate, TimeSpan timeout, int startAtLine = 0)
+    {
+        var clock = Stopwatch.StartNew();
+        while (true)
+        {
+            string[] lines = SerialText.Split('\n');
+            for (int i = startAtLine; i < lines.Length; i++)
+            {
+                string line = lines[i].TrimEnd('\r');
+                if ((i < lines.Length - 1 || SerialText.EndsWith('\n')) && predicate(line))
+                {
+                    return line;
+                }
+            }
+
+            if (_process.HasExited || clock.Elapsed > timeout)
+            {
+                string tail = string.Join('\n', lines.TakeLast(40));
+                throw new TimeoutException($"{(_process.HasExited ? $"QEMU exited ({_process.ExitCode})" : $"timeout after {timeout.TotalSeconds:F0} s")} waiting for a serial line. Console tail:\n{tail}\nQEMU stderr:\n{Stderr}");
+            }
+
+            await Task.Delay(50);
+        }
+    }
+
+    /// <summary>Number of console lines so far (to wait for lines printed after a point).</summary>
+    public int SerialLineCount => SerialText.Split('\n').Length - 1;
+
+    public Task PauseAsync() => Qmp.StopAsync();
+
+    public Task ResumeAsync() => Qmp.ContAsync();
+
+    public Task MigrateToFileAsync(string path) => Qmp.MigrateToFileAsync(path);
+
+    public Task SaveVmAsync(string tag) => Qmp.SaveVmAsync(tag);
+
+    public Task DumpGuestMemoryAsync(string path) => Qmp.DumpGuestMemoryAsync(path);
+
+    /// <summary>Every vCPU's registers from HMP "info registers -a".</summary>
+    public async Task<IReadOnlyList<VcpuRegisters>> InfoRegistersAsync() => VcpuRegisters.ParseAll(await Qmp.HumanMonitorCommandAsync("info registers -a"));
+
+    /// <summary>Asks QEMU to quit and waits for it to exit.</summary>
+    public async Task QuitAsync()
+    {
+        await Qmp.QuitAsync();
+        await _process.WaitForExitAsync().WaitAsync(TimeSpan.FromSeconds(10));
+    }
+
+    /// <inheritdoc />
+    public async ValueTask DisposeAsync()
+    {
+        if (Qmp is not null)
+        {
+            await Qmp.DisposeAsync();
+        }
+
+        Kill(_process);
+        s_running.TryRemove(_process.Id, out _);
+        _process.Dispose();
+        if (Environment.GetEnvironmentVariable("VMSTATE_KEEP_WORK") != "1")
+        {
+            try
+            {
+                Directory.Delete(WorkDir, recursive: true);
+            }
+            catch (IOException)
+            {
+            }
+        }
+    }
+
+    private static void KillAll()
+    {
+        foreach (Process p in s_running.Values)
+        {
+            Kill(p);
+        }
+    }
+
+    private static void Kill(Process p)
+    {
+        try
+        {
+            if (!p.HasExited)
+            {
+                p.Kill(entireProcessTree: true);
+                p.WaitForExit(5000);
+            }
+        }
+        catch (InvalidOperationException)
+        {
+        }
+    }
+
+    private static string ReadShared(string path)
+    {
+        using var fs = new FileStream(path, FileMode.Open, FileAccess.Read, FileShare.ReadWrite);
+        using var r = new StreamReader(fs);
+        return r.ReadToEnd();
+    }
+}

@@ -1,0 +1,28 @@
+namespace VmState.Integration.Harness;
+
+/// <summary>How to start the fixture guest. Source and -incoming guests must use identical options.</summary>
+public sealed record QemuGuestOptions
+{
+    public int MemoryMiB { get; init; } = 512;
+
+    public int Cpus { get; init; } = 2;
+
+    public string CpuModel { get; init; } = "qemu64";
+
+    public string Machine { get; init; } = "pc";
+
+    public string ExtraKernelArgs { get; init; } = string.Empty;
+
+    public string VirtioMac { get; init; } = "52:54:00:12:34:56";
+
+    public string E1000Mac { get; init; } = "52:54:00:ab:cd:ef";
+
+    /// <summary>A qcow2 image to attach as an IDE disk (needed for savevm/loadvm).</summary>
+    public string? DiskPath { get; init; }
+
+    /// <summary>A migration stream to resume from (-incoming "exec:cat FILE"); READY is then not awaited.</summary>
+    public string? Incoming { get; init; }
+
+    /// <summary>A savevm tag to resume from (-loadvm).</summary>
+    public string? LoadVm { get; init; }
+}
