@@ -36,6 +36,9 @@ public sealed class QemuGuest : IAsyncDisposable
 
     public string QmpPath => Path.Combine(WorkDir, "qmp.sock");
 
+    /// <summary>A second QMP socket for tools under test (QEMU serves one client per QMP socket; the harness holds the first).</summary>
+    public string ToolQmpPath => Path.Combine(WorkDir, "qmp-tool.sock");
+
     public QmpClient Qmp { get; private set; } = null!;
 
     /// <summary>The serial console so far.</summary>
@@ -60,6 +63,7 @@ public sealed class QemuGuest : IAsyncDisposable
             "-device", "vmcoreinfo",
             "-serial", $"file:{Path.Combine(workDir, "serial.log")}",
             "-qmp", $"unix:{Path.Combine(workDir, "qmp.sock")},server=on,wait=off",
+            "-qmp", $"unix:{Path.Combine(workDir, "qmp-tool.sock")},server=on,wait=off",
         };
         if (options.DiskPath is not null)
         {
