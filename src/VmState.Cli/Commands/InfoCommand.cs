@@ -152,6 +152,12 @@ internal static class InfoCommand
     private static void WriteText(MachineState m)
     {
         IAnsiConsole console = AnsiConsole.Console;
+        if (Console.IsOutputRedirected)
+        {
+            // Piped output has no terminal width; keep addresses on one line.
+            console.Profile.Width = 160;
+        }
+
         console.MarkupLine($"[bold]{Markup.Escape(m.SourcePath)}[/]: {Markup.Escape(m.SourceFormat)}, machine type [bold]{Markup.Escape(m.MachineType ?? "unknown")}[/]");
         var blocks = new Table().Title("RAM blocks").AddColumns("name", "size", "mapped at", "data pages", "zero pages");
         foreach (RamBlockInfo b in m.RamBlocks)

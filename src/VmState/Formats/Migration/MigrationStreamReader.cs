@@ -281,7 +281,9 @@ public static class MigrationStreamReader
         }
 
         long bodyStart = cursor.Position;
-        DeviceDescription? description = state.Description?.Find(idStr, instanceId);
+        int occurrence = state.SeenSections.TryGetValue((idStr, instanceId), out int seen) ? seen : 0;
+        state.SeenSections[(idStr, instanceId)] = occurrence + 1;
+        DeviceDescription? description = state.Description?.Find(idStr, instanceId, occurrence);
         if (description is null)
         {
             string why = state.Description is null
@@ -512,6 +514,8 @@ public static class MigrationStreamReader
         public Dictionary<string, RamBlock> BlocksByName { get; } = new(StringComparer.Ordinal);
 
         public List<DeviceState> Devices { get; } = [];
+
+        public Dictionary<(string, int), int> SeenSections { get; } = new();
 
         public List<string> Warnings { get; } = [];
 

@@ -9,7 +9,7 @@ namespace VmState.Formats.Migration;
 public sealed class VmDescription
 {
     private const int MaxFieldCount = 1_000_000;
-    private readonly Dictionary<(string, int), DeviceDescription> _byKey = new();
+    private readonly Dictionary<(string, int), List<DeviceDescription>> _byKey = new();
     private int _fieldCount;
 
     private VmDescription(int pageSize, IReadOnlyList<DeviceDescription> devices, string rawJson)
@@ -19,7 +19,13 @@ public sealed class VmDescription
         RawJson = rawJson;
         foreach (DeviceDescription d in devices)
         {
-            _byKey.TryAdd((d.Name, d.InstanceId), d);
+            if (!_byKey.TryGetValue((d.Name, d.InstanceId), out List<DeviceDescription>? list))
+            {
+                list = [];
+                _byKey[(d.Name, d.InstanceId)] = list;
+            }
+
+            list.Add(d);
         }
     }
 
@@ -32,9 +38,12 @@ public sealed class VmDescription
     /// <summary>The JSON text as found in the stream.</summary>
     public string RawJson { get; }
 
-    /// <summary>The description of a device section, or null.</summary>
-    public DeviceDescription? Find(string idStr, int instanceId) =>
-        _byKey.TryGetValue((idStr, instanceId), out DeviceDescription? d) ? d : null;
+    /// <summary>
+    /// The description of the <paramref name="occurrence"/>-th section with this idstr and instance id (QEMU can
+    /// emit the same pair twice, e.g. "slirp" 0 for two user-mode netdevs), or null.
+    /// </summary>
+    public DeviceDescription? Find(string idStr, int instanceId, int occurrence = 0) =>
+        _byKey.TryGetValue((idStr, instanceId), out List<DeviceDescription>? d) && occurrence < d.Count ? d[occurrence] : null;
 
     /// <summary>Parses the JSON; <paramref name="offset"/> is where it starts in the stream, for messages.</summary>
     public static VmDescription Parse(ReadOnlySpan<byte> json, long offset)
