@@ -252,6 +252,18 @@ public class MigrationStreamReaderTests
     }
 
     [Fact]
+    public void RepeatedIdStrAndInstanceUseTheirOwnDescriptionsInOrder()
+    {
+        // QEMU 7.2 writes two "slirp" sections with instance 0 for two user-mode netdevs.
+        var b = new StreamBuilder();
+        b.AddDevice(new StreamBuilder.Device("slirp", 0, "slirp", 4) { Fields = { StreamBuilder.Field.Bytes("a", [1, 2]) } });
+        b.AddDevice(new StreamBuilder.Device("slirp", 0, "slirp", 4) { Fields = { StreamBuilder.Field.Bytes("a", [3, 4, 5]) } });
+        using MigrationStream s = MigrationStreamReader.Read(new MemorySource(b.Build()));
+        Assert.Equal(new byte[] { 1, 2 }, s.Devices[0].State!.Field("a")!.Bytes);
+        Assert.Equal(new byte[] { 3, 4, 5 }, s.Devices[1].State!.Field("a")!.Bytes);
+    }
+
+    [Fact]
     public void ConfigurationCapabilitiesAreRead()
     {
         StreamBuilder b = Sample();

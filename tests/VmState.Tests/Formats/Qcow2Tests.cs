@@ -100,7 +100,7 @@ public class Qcow2Tests
             byte[] page = new byte[4096];
             m.Memory.Read(39 * 4096, page);
             Assert.All(page, b => Assert.Equal(40, b));
-            Assert.Contains("snap1", m.SourceFormat);
+            Assert.Contains("snap1", m.SourceFormat, StringComparison.Ordinal);
         }
     }
 
