@@ -132,6 +132,12 @@ internal static class ReadCommand
         {
             ulong ip = decoder.IP;
             decoder.Decode(out Instruction instruction);
+            if (decoder.LastError == DecoderError.NoMoreBytes)
+            {
+                // The last instruction runs past the bytes read; don't print it as invalid.
+                break;
+            }
+
             formatter.Format(instruction, output);
             int start = (int)(ip - address);
             string bytes = Convert.ToHexStringLower(data, start, Math.Min(instruction.Length, data.Length - start));
