@@ -16,6 +16,7 @@ public static class Program
         root.Subcommands.Add(TranslateCommand.Create());
         root.Subcommands.Add(ReadCommand.Create());
         root.Subcommands.Add(SnapshotCommand.Create());
+        root.Subcommands.Add(EditCommand.Create());
         return root.Parse(args).Invoke();
     }
 }

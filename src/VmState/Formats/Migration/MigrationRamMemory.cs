@@ -80,6 +80,27 @@ public sealed class MigrationRamMemory : IPhysicalMemory
         return done;
     }
 
+    /// <summary>
+    /// The RAM block and offset behind guest-physical <paramref name="address"/>, and how many bytes from there are
+    /// contiguous in that block; false when the address is not RAM.
+    /// </summary>
+    public bool TryLocate(ulong address, out RamBlock block, out ulong blockOffset, out ulong contiguous)
+    {
+        int ri = _ranges.FindRange(address);
+        if (ri < 0)
+        {
+            block = null!;
+            blockOffset = 0;
+            contiguous = 0;
+            return false;
+        }
+
+        block = _backing[ri].Block;
+        blockOffset = _backing[ri].BlockOffset + (address - _ranges[ri].Start);
+        contiguous = _ranges[ri].End - address;
+        return true;
+    }
+
     /// <summary>Reads <c>destination.Length</c> bytes of <paramref name="block"/> at <paramref name="offset"/>.</summary>
     public void ReadBlock(RamBlock block, ulong offset, Span<byte> destination)
     {
@@ -101,7 +122,7 @@ public sealed class MigrationRamMemory : IPhysicalMemory
                 }
                 else if (entry < 0)
                 {
-                    destination.Slice(done, n).Fill((byte)(-entry - 1));
+                    destination.Slice(done, n).Fill(RamBlock.FillOf(entry));
                 }
                 else if (inPage == 0 && n == pageSize && destination.Length - done >= 2 * pageSize)
                 {

@@ -48,6 +48,12 @@ public sealed class MigrationStream : IDisposable
     /// <summary>Non-fatal observations (e.g. a background snapshot without an END ram section).</summary>
     public IReadOnlyList<string> Warnings { get; }
 
+    /// <summary>
+    /// Offset of the EOS record that ends the last RAM chunk (-1 without RAM): new page records can be inserted
+    /// before it without changing what CONTINUE records refer to, since no page record follows it.
+    /// </summary>
+    public long LastRamEosOffset { get; init; } = -1;
+
     /// <summary>Target page size.</summary>
     public int PageSize { get; }
 

@@ -132,7 +132,10 @@ public static class MigrationStreamReader
         warnings.AddRange(state.Warnings);
         progress?.Report(1.0);
         return new MigrationStream(source, state.MachineType, state.Capabilities, state.Blocks, state.Devices, description,
-            vmdescOffset, warnings, state.PageSize, ownsSource);
+            vmdescOffset, warnings, state.PageSize, ownsSource)
+        {
+            LastRamEosOffset = state.LastRamEosOffset,
+        };
     }
 
     /// <summary>
@@ -382,6 +385,7 @@ public static class MigrationStreamReader
 
             if ((flags & RamEos) != 0)
             {
+                state.LastRamEosOffset = recordStart;
                 return;
             }
 
@@ -436,7 +440,7 @@ public static class MigrationStreamReader
             long page = (long)(offset / (ulong)state.PageSize);
             if (kind == RamZero)
             {
-                current.SetFill(page, cursor.ReadU8(S));
+                current.SetFill(page, cursor.ReadU8(S), recordStart);
             }
             else
             {
@@ -524,6 +528,8 @@ public static class MigrationStreamReader
         public bool RamEnded { get; set; }
 
         public RamBlock? LastBlock { get; set; }
+
+        public long LastRamEosOffset { get; set; } = -1;
 
         public RamBlock? FindBlock(string name) => BlocksByName.TryGetValue(name, out RamBlock? b) ? b : null;
     }

@@ -44,7 +44,7 @@ public sealed class RamBlock
 
     /// <summary>
     /// The index entry of a page: 0 = never sent (reads as zeros), &gt; 0 = stream offset of the page's data,
-    /// &lt; 0 = the whole page is the fill byte <c>-(entry + 1)</c>.
+    /// &lt; 0 = the whole page is one fill byte: see <see cref="FillOf"/> and <see cref="RecordOffsetOf"/>.
     /// </summary>
     public long GetEntry(long page)
     {
@@ -61,14 +61,20 @@ public sealed class RamBlock
         DataPages++;
     }
 
-    /// <summary>Records that a page is filled with <paramref name="fill"/>.</summary>
-    public void SetFill(long page, byte fill)
+    /// <summary>Records that a page is filled with <paramref name="fill"/> by the record at <paramref name="recordOffset"/>.</summary>
+    public void SetFill(long page, byte fill, long recordOffset)
     {
         ref long e = ref Slot(page);
         Count(e, -1);
-        e = -(fill + 1L);
+        e = -(((recordOffset << 8) | fill) + 1);
         ZeroPages++;
     }
+
+    /// <summary>The fill byte of a negative (zero-page) entry.</summary>
+    public static byte FillOf(long entry) => (byte)((-entry - 1) & 0xFF);
+
+    /// <summary>The stream offset of the record (its address word) of a negative (zero-page) entry.</summary>
+    public static long RecordOffsetOf(long entry) => (-entry - 1) >> 8;
 
     private void Count(long entry, int delta)
     {

@@ -166,6 +166,30 @@ public static class WellKnownDevices
         return (pos, b);
     }
 
+    /// <summary>
+    /// Offset, inside the "virtio" field of a virtio-net device, of the MAC in the saved copy of the device's config
+    /// space (struct virtio_net_config starts with the MAC), or null when the config copy is shorter than 6 bytes.
+    /// </summary>
+    public static int? FindVirtioNetConfigOffset(DeviceState d)
+    {
+        DeviceField? field = d.State?.Field("virtio");
+        if (field?.Bytes is not byte[] b || b.Length < 300 || FindVirtioNetMacOffset(d) is null)
+        {
+            return null;
+        }
+
+        int pos = 4 + 256 + 16;
+        int msixEntries = MsixTableSize(b.AsSpan(4, 256));
+        if (msixEntries > 0)
+        {
+            pos += (msixEntries * 16) + ((msixEntries + 7) / 8) + 2;
+        }
+
+        pos += 1 + 1 + 2 + 4;
+        int configLength = (int)BinaryPrimitives.ReadUInt32BigEndian(b.AsSpan(pos));
+        return configLength >= 6 ? pos + 4 : null;
+    }
+
     /// <summary>MSI-X table size from the MSI-X capability (id 0x11) of a PCI config space, or 0 when absent.</summary>
     public static int MsixTableSize(ReadOnlySpan<byte> config)
     {

@@ -1,0 +1,283 @@
+using System.Buffers.Binary;
+using VmState.Arch.X86;
+using VmState.Formats.Migration.Devices;
+using VmState.Machine;
+
+namespace VmState.Formats.Migration;
+
+/// <summary>
+/// High-level edits of a snapshot read from a migration stream or qcow2 snapshot: guest memory by physical or
+/// virtual address, vCPU registers, device fields by path, NIC MAC addresses. Every edit is validated when it is
+/// made, so a bad edit fails before anything is written; <see cref="Save"/> writes the new stream.
+/// </summary>
+public sealed class SnapshotEditor
+{
+    private readonly MachineState _machine;
+    private readonly MigrationStreamEditor _stream;
+    private readonly List<string> _log = [];
+
+    /// <summary>Starts editing <paramref name="machine"/>.</summary>
+    public SnapshotEditor(MachineState machine)
+    {
+        _machine = machine;
+        _stream = new MigrationStreamEditor(machine);
+    }
+
+    /// <summary>What was changed, one line per edit.</summary>
+    public IReadOnlyList<string> Log => _log;
+
+    /// <summary>The underlying stream editor.</summary>
+    public MigrationStreamEditor Stream => _stream;
+
+    /// <summary>Writes bytes at a guest-physical address.</summary>
+    public void WritePhysical(ulong address, ReadOnlySpan<byte> data)
+    {
+        _stream.WritePhysical(address, data);
+        _log.Add($"wrote {data.Length} bytes at guest-physical 0x{address:x}");
+    }
+
+    /// <summary>Writes bytes at a virtual address translated with vCPU <paramref name="cpu"/>'s page tables (or <paramref name="cr3"/>).</summary>
+    public void WriteVirtual(ulong address, ReadOnlySpan<byte> data, int cpu = 0, ulong? cr3 = null)
+    {
+        AddressSpace space = SpaceFor(cpu, cr3);
+        var physical = new List<(ulong Pa, int Start, int Length)>();
+        int done = 0;
+        while (done < data.Length)
+        {
+            ulong va = address + (ulong)done;
+            Translation t = space.Translate(va);
+            if (t.PhysicalAddress is not ulong pa)
+            {
+                throw new ArgumentOutOfRangeException(nameof(address), $"virtual 0x{va:x} is not mapped ({t.Failure})");
+            }
+
+            int n = (int)Math.Min((ulong)(data.Length - done), 0x1000 - (va & 0xFFF));
+            physical.Add((pa, done, n));
+            done += n;
+        }
+
+        foreach ((ulong pa, int start, int length) in physical)
+        {
+            _stream.WritePhysical(pa, data.Slice(start, length));
+        }
+
+        _log.Add($"wrote {data.Length} bytes at virtual 0x{address:x} (vCPU {cpu} page tables)");
+    }
+
+    /// <summary>Sets a register of vCPU <paramref name="cpu"/> (rax..r15, rip, rflags, cr0-cr4, efer, segment selectors, fs_base, gs_base, kernel_gs_base).</summary>
+    public void SetRegister(int cpu, string register, ulong value)
+    {
+        DeviceState section = _machine.Devices.FirstOrDefault(d => d.IdStr == "cpu" && d.InstanceId == cpu)
+            ?? throw new ArgumentException($"no vCPU {cpu}: the snapshot has {_machine.Cpus.Count} ({string.Join(", ", _machine.Cpus.Select(c => c.Index))})");
+        VmsdState s = section.State!;
+        string r = register.ToLowerInvariant();
+        DeviceField field;
+        int gi = Array.IndexOf(X86CpuState.GeneralRegisterNames, r);
+        int si = Array.IndexOf(X86CpuState.SegmentNames, r.EndsWith("_base", StringComparison.Ordinal) ? r[..^5] : r);
+        if (gi >= 0)
+        {
+            field = s.Field("env.regs")!.Elements![gi];
+        }
+        else if (si >= 0)
+        {
+            VmsdState seg = s.Field("env.segs")!.Elements![si].Struct!;
+            field = seg.Field(r.EndsWith("_base", StringComparison.Ordinal) ? "base" : "selector")!;
+        }
+        else
+        {
+            string name = r switch
+            {
+                "rip" => "env.eip",
+                "rflags" or "eflags" => "env.eflags",
+                "cr0" or "cr2" or "cr3" or "cr4" => $"env.cr[{r[2]}]",
+                "efer" => "env.efer",
+                "kernel_gs_base" => "env.kernelgsbase",
+                "star" or "lstar" or "cstar" or "fmask" => $"env.{r}",
+                _ => throw new ArgumentException($"unknown register \"{register}\" (known: {string.Join(", ", X86CpuState.GeneralRegisterNames)}, rip, rflags, cr0, cr2, cr3, cr4, efer, es..gs, es_base..gs_base, kernel_gs_base, star, lstar, cstar, fmask)"),
+            };
+            field = s.Field(name) ?? throw new ArgumentException($"the cpu section has no field {name}");
+        }
+
+        _stream.SetField(field, value);
+        _log.Add($"vCPU {cpu}: {r} = 0x{value:x}");
+    }
+
+    /// <summary>
+    /// Sets a device field by path, as hardware.json and <c>DeviceFieldSearch.Walk</c> name it (e.g.
+    /// "mac_reg[RCTL]", "parent_obj.config[0]", "eeprom_data[3]", "e1000/full_mac_state.mac_reg[5376]"). Integers take
+    /// a number; byte fields take hex bytes (replacing the start of the field).
+    /// </summary>
+    public void SetDeviceField(string device, string path, string value)
+    {
+        DeviceState d = FindDevice(device);
+        DeviceField field = DeviceFieldSearch.Walk(d.State!).Where(x => x.Path == path).Select(x => x.Field).FirstOrDefault()
+            ?? throw new ArgumentException($"device {d.Key} has no field \"{path}\" (fields: {string.Join(", ", DeviceFieldSearch.Walk(d.State!).Select(x => x.Path).Take(20))}{(DeviceFieldSearch.Walk(d.State!).Count() > 20 ? ", …" : string.Empty)})");
+        if (field.Kind is FieldKind.Integer or FieldKind.Bool)
+        {
+            (ulong v, bool negative) = ParseInteger(value, path);
+            _stream.SetField(field, v, negative);
+        }
+        else if (field.Kind == FieldKind.Bytes)
+        {
+            byte[] bytes = ParseHex(value, path);
+            _stream.SetFieldBytes(field, 0, bytes);
+        }
+        else
+        {
+            throw new ArgumentException($"field {path} of {d.Key} is a {field.Kind}; name one of its members (e.g. {path}[0] or {path}.member)");
+        }
+
+        _log.Add($"{d.Key}: {path} = {value}");
+    }
+
+    /// <summary>
+    /// Sets the MAC address of a NIC everywhere the device keeps it. e1000: EEPROM words 0-2 (and the checksum word
+    /// 63 so the words still sum to 0xBABA), RAL0/RAH0 in mac_reg[0] and in the full_mac_state subsection.
+    /// virtio-net: the device's own n->mac and the config-space copy.
+    /// </summary>
+    public void SetMac(string device, byte[] mac)
+    {
+        if (mac.Length != 6)
+        {
+            throw new ArgumentException("a MAC address has 6 bytes");
+        }
+
+        DeviceState d = FindDevice(device);
+        VmsdState s = d.State!;
+        if (d.IdStr.EndsWith("/e1000", StringComparison.Ordinal))
+        {
+            IReadOnlyList<DeviceField> eeprom = s.Field("eeprom_data")?.Elements ?? throw new ArgumentException($"{d.Key} has no eeprom_data");
+            ushort[] words = new ushort[64];
+            for (int i = 0; i < 64; i++)
+            {
+                words[i] = (ushort)eeprom[i].Integer;
+            }
+
+            for (int i = 0; i < 3; i++)
+            {
+                words[i] = (ushort)(mac[2 * i] | (mac[(2 * i) + 1] << 8));
+            }
+
+            // EEPROM checksum: words 0..63 sum to 0xBABA (Intel 8254x manual §5.6.1; QEMU hw/net/e1000.c).
+            ushort sum = 0;
+            for (int i = 0; i < 63; i++)
+            {
+                sum += words[i];
+            }
+
+            words[63] = (ushort)(0xBABA - sum);
+            foreach (int i in new[] { 0, 1, 2, 63 })
+            {
+                _stream.SetField(eeprom[i], words[i]);
+            }
+
+            uint ral = BinaryPrimitives.ReadUInt32LittleEndian(mac);
+            uint rahLow = (uint)(mac[4] | (mac[5] << 8));
+            if (s.Field("mac_reg[0]")?.Elements is { Count: >= 2 } ra)
+            {
+                _stream.SetField(ra[0], ral);
+                _stream.SetField(ra[1], (ra[1].Integer & 0xFFFF0000) | rahLow);
+            }
+
+            if (s.Subsection("e1000/full_mac_state")?.Field("mac_reg")?.Elements is { Count: > 0x1501 } full)
+            {
+                _stream.SetField(full[0x1500], ral);
+                _stream.SetField(full[0x1501], (full[0x1501].Integer & 0xFFFF0000) | rahLow);
+            }
+        }
+        else if (d.IdStr.EndsWith("/virtio-net", StringComparison.Ordinal))
+        {
+            (int at, byte[] _) = WellKnownDevices.FindVirtioNetMacOffset(d) ?? throw new ArgumentException($"the virtio state of {d.Key} does not parse; cannot find its MAC");
+            DeviceField virtio = s.Field("virtio")!;
+            _stream.SetFieldBytes(virtio, at, mac);
+            if (WellKnownDevices.FindVirtioNetConfigOffset(d) is int config)
+            {
+                _stream.SetFieldBytes(virtio, config, mac);
+            }
+        }
+        else
+        {
+            throw new ArgumentException($"{d.Key} is not an e1000 or virtio-net NIC");
+        }
+
+        _log.Add($"{d.Key}: MAC = {MacAddress.Format(mac)}");
+    }
+
+    /// <summary>Writes the edited snapshot as a migration stream.</summary>
+    public long Save(string path, CancellationToken cancellationToken = default) => _stream.Save(path, cancellationToken);
+
+    /// <summary>
+    /// A device by idstr, by "idstr#instance", or by a unique suffix after the PCI address ("e1000", "virtio-net",
+    /// "serial").
+    /// </summary>
+    public DeviceState FindDevice(string name)
+    {
+        foreach (DeviceState d in _machine.Devices)
+        {
+            if (d.Key == name || (d.IdStr == name && d.InstanceId == 0))
+            {
+                return d.State is null ? throw new ArgumentException($"{name} has no decoded state") : d;
+            }
+        }
+
+        var matches = _machine.Devices.Where(d => d.IdStr.EndsWith("/" + name, StringComparison.Ordinal)).ToList();
+        return matches.Count switch
+        {
+            1 => matches[0],
+            0 => throw new ArgumentException($"no device \"{name}\" (devices: {string.Join(", ", _machine.Devices.Select(d => d.Key).Distinct())})"),
+            _ => throw new ArgumentException($"\"{name}\" matches {string.Join(", ", matches.Select(d => d.Key))}; give the full id"),
+        };
+    }
+
+    private AddressSpace SpaceFor(int cpu, ulong? cr3)
+    {
+        if (cpu < 0 || cpu >= _machine.Cpus.Count)
+        {
+            throw new ArgumentException($"no vCPU {cpu}");
+        }
+
+        X86CpuState c = _machine.Cpus[cpu];
+        AddressSpace space = AddressSpace.Of(_machine.Memory, c);
+        return cr3 is ulong root ? new AddressSpace(_machine.Memory, space.Mode, root, (c.Cr4 & 0x10) != 0) : space;
+    }
+
+    /// <summary>Parses 0x-hex, decimal or negative decimal.</summary>
+    public static (ulong Value, bool Negative) ParseInteger(string text, string what)
+    {
+        string t = text.Trim();
+        bool negative = t.StartsWith('-');
+        if (negative)
+        {
+            t = t[1..];
+        }
+
+        bool ok = t.StartsWith("0x", StringComparison.OrdinalIgnoreCase)
+            ? ulong.TryParse(t.AsSpan(2), System.Globalization.NumberStyles.HexNumber, System.Globalization.CultureInfo.InvariantCulture, out ulong v)
+            : ulong.TryParse(t, System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out v);
+        if (!ok || (negative && v > (ulong)long.MaxValue + 1))
+        {
+            throw new ArgumentException($"{what}: \"{text}\" is not a number (0x-hex or decimal)");
+        }
+
+        return (negative ? (ulong)-(long)v : v, negative);
+    }
+
+    /// <summary>Parses hex bytes ("0a1b2c", "0a 1b 2c" or "0a:1b:2c").</summary>
+    public static byte[] ParseHex(string text, string what)
+    {
+        string t = text.Replace(" ", string.Empty, StringComparison.Ordinal).Replace(":", string.Empty, StringComparison.Ordinal);
+        if (t.StartsWith("0x", StringComparison.OrdinalIgnoreCase))
+        {
+            t = t[2..];
+        }
+
+        try
+        {
+            return Convert.FromHexString(t);
+        }
+        catch (FormatException)
+        {
+            throw new ArgumentException($"{what}: \"{text}\" is not hex bytes (e.g. 48656c6c6f)");
+        }
+    }
+}
