@@ -17,6 +17,7 @@ public static class Program
         root.Subcommands.Add(ReadCommand.Create());
         root.Subcommands.Add(SnapshotCommand.Create());
         root.Subcommands.Add(EditCommand.Create());
+        root.Subcommands.Add(InjectCommand.Create());
         return root.Parse(args).Invoke();
     }
 }

@@ -54,6 +54,9 @@ public sealed class MachineState : IDisposable
     /// <summary>The parsed migration stream behind this state, when the input was one (for writers that patch it).</summary>
     public Formats.Migration.MigrationStream? Stream { get; init; }
 
+    /// <summary>The notes of an ELF core input (per-vCPU NT_PRSTATUS and QEMU notes, VMCOREINFO), or null.</summary>
+    public IReadOnlyList<Formats.Elf.ElfNote>? ElfNotes { get; init; }
+
     /// <summary>A VMCOREINFO note carried by the input itself (ELF cores), or null.</summary>
     public byte[]? VmcoreinfoNote { get; init; }
 

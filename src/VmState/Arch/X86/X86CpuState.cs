@@ -144,6 +144,10 @@ public sealed class X86CpuState
             "cr4" => Cr4,
             "efer" => Efer,
             "kernel_gs_base" => KernelGsBase,
+            "star" => Star,
+            "lstar" => Lstar,
+            "cstar" => Cstar,
+            "fmask" => Fmask,
             _ => null,
         };
     }

@@ -233,6 +233,7 @@ public static class ElfCoreReader
         return new MachineState(sourcePath, is64 ? "ELF64 core" : "ELF32 core", null, memory, cpus, [], blocks, warnings, source)
         {
             VmcoreinfoNote = vmcoreinfo,
+            ElfNotes = notes,
         };
     }
 }

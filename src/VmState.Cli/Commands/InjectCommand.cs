@@ -1,0 +1,88 @@
+using System.CommandLine;
+using System.Text.Json;
+using VmState.Formats.Migration;
+using VmState.Machine;
+using VmState.Snapshots;
+
+namespace VmState.Cli.Commands;
+
+/// <summary>
+/// <c>vmstate inject ORIGINAL --core core.elf --hardware hardware.json -o NEW</c>: a new snapshot carrying every
+/// change made to the extracted core (memory, registers) and hardware file (device fields, registers), and nothing else.
+/// </summary>
+internal static class InjectCommand
+{
+    public static Command Create()
+    {
+        Argument<string> input = CommonOptions.SnapshotArgument();
+        var core = new Option<string?>("--core") { Description = "the edited core.elf from vmstate extract" };
+        var hardware = new Option<string?>("--hardware") { Description = "the edited hardware.json from vmstate extract" };
+        var output = new Option<string>("--output", "-o") { Description = "the new snapshot (a migration stream)", Required = true };
+        Option<string?> snapshot = CommonOptions.SnapshotName();
+        Option<bool> json = CommonOptions.Json();
+        var command = new Command("inject", "Write a new snapshot carrying the changes made to an extracted core.elf and hardware.json");
+        command.Arguments.Add(input);
+        command.Options.Add(core);
+        command.Options.Add(hardware);
+        command.Options.Add(output);
+        command.Options.Add(snapshot);
+        command.Options.Add(json);
+        command.SetAction((r, ct) => Task.FromResult(CommonOptions.Run(() =>
+        {
+            if (r.GetValue(core) is null && r.GetValue(hardware) is null)
+            {
+                throw new ArgumentException("give --core, --hardware or both");
+            }
+
+            string outPath = r.GetValue(output)!;
+            if (outPath.EndsWith(".qcow2", StringComparison.OrdinalIgnoreCase))
+            {
+                throw new ArgumentException("writing a qcow2 snapshot is not supported yet: write a migration stream (-o FILE.mig) and resume it with -incoming \"exec:cat FILE.mig\"");
+            }
+
+            var clock = System.Diagnostics.Stopwatch.StartNew();
+            using MachineState m = SnapshotLoader.Open(r.GetValue(input)!, CommonOptions.OpenOptions(r.GetValue(snapshot), false));
+            var editor = new SnapshotEditor(m);
+            SnapshotInjector.Result result = SnapshotInjector.Apply(editor, m, r.GetValue(core), r.GetValue(hardware), ct);
+            long bytes = editor.Save(outPath, ct);
+            if (r.GetValue(json))
+            {
+                using var w = new Utf8JsonWriter(Console.OpenStandardOutput(), new JsonWriterOptions { Indented = true });
+                w.WriteStartObject();
+                w.WriteString("output", outPath);
+                w.WriteNumber("bytes", bytes);
+                w.WriteNumber("pagesChanged", result.PagesChanged);
+                w.WriteNumber("registersChanged", result.RegistersChanged);
+                w.WriteNumber("fieldsChanged", result.FieldsChanged);
+                w.WriteNumber("seconds", Math.Round(clock.Elapsed.TotalSeconds, 3));
+                w.WriteStartArray("changes");
+                foreach (string c in result.Changes)
+                {
+                    w.WriteStringValue(c);
+                }
+
+                w.WriteEndArray();
+                w.WriteEndObject();
+                w.Flush();
+                Console.WriteLine();
+            }
+            else
+            {
+                foreach (string c in result.Changes)
+                {
+                    Console.WriteLine(c);
+                }
+
+                if (result.Changes.Count == 0)
+                {
+                    Console.WriteLine("no differences from the snapshot: the output is an unchanged copy");
+                }
+
+                Console.WriteLine($"{outPath}: {bytes:N0} bytes in {clock.Elapsed.TotalSeconds:F2} s; resume with: qemu-system-x86_64 <same options> -incoming \"exec:cat {outPath}\"");
+            }
+
+            return 0;
+        })));
+        return command;
+    }
+}
