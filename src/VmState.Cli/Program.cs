@@ -18,6 +18,7 @@ public static class Program
         root.Subcommands.Add(SnapshotCommand.Create());
         root.Subcommands.Add(EditCommand.Create());
         root.Subcommands.Add(InjectCommand.Create());
+        root.Subcommands.Add(GdbServerCommand.Create());
         return root.Parse(args).Invoke();
     }
 }

@@ -129,7 +129,7 @@ public sealed class ExtractTests(PausedGuestFixture guest) : IClassFixture<Pause
     {
         string core = Path.Combine(Extract(input), "core.elf");
         ulong marker = guest.Truth.Marker!.PhysicalAddress;
-        (int code, string output) = Gdb.Batch(core, "info threads", "thread apply all info registers rip rsp", $"x/16xb 0x{marker:x}", "x/1i $rip");
+        (int code, string output) = GdbBatch.Run(core, "info threads", "thread apply all info registers rip rsp", $"x/16xb 0x{marker:x}", "x/1i $rip");
         Assert.Equal(0, code);
         for (int i = 0; i < guest.Registers.Count; i++)
         {

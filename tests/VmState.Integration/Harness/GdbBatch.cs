@@ -3,12 +3,13 @@ using System.Diagnostics;
 namespace VmState.Integration.Harness;
 
 /// <summary>gdb in batch mode on a core file.</summary>
-public static class Gdb
+public static class GdbBatch
 {
-    public static (int ExitCode, string Output) Batch(string core, params string[] commands)
+    /// <summary>Runs gdb -batch with <paramref name="commands"/>, on <paramref name="core"/> unless it is empty.</summary>
+    public static (int ExitCode, string Output) Run(string core, params string[] commands)
     {
         var psi = new ProcessStartInfo("gdb") { RedirectStandardOutput = true, RedirectStandardError = true };
-        foreach (string a in new[] { "-nx", "-batch", "-c", core })
+        foreach (string a in core.Length == 0 ? new[] { "-nx", "-batch" } : new[] { "-nx", "-batch", "-c", core })
         {
             psi.ArgumentList.Add(a);
         }

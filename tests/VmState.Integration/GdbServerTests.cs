@@ -1,0 +1,76 @@
+using System.Diagnostics;
+using System.Text.RegularExpressions;
+using VmState.Integration.Harness;
+using VmState.Machine;
+using VmState.Snapshots;
+
+namespace VmState.Integration;
+
+/// <summary>The whole edit workflow through gdb alone: connect, change memory and a register, save, resume.</summary>
+public sealed partial class GdbServerTests(RunningGuestSnapshot snap) : IClassFixture<RunningGuestSnapshot>
+{
+    [Fact]
+    public async Task AGdbScriptEditsTheSnapshotAndTheResumedGuestShowsIt()
+    {
+        const ulong NewValue = 0x5151515151515151;
+        string saved = Path.Combine(snap.Dir, "from-gdb.mig");
+        ulong gValue = snap.Truth.Marker!.GValuePhysicalAddress;
+        string dll = Path.Combine(AppContext.BaseDirectory, "vmstate.dll");
+        var psi = new ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true };
+        foreach (string a in new[] { dll, "gdbserver", snap.Original, "--port", "0", "--once" })
+        {
+            psi.ArgumentList.Add(a);
+        }
+
+        using Process server = Process.Start(psi)!;
+        try
+        {
+            string banner = await server.StandardOutput.ReadLineAsync().WaitAsync(TimeSpan.FromSeconds(60)) ?? string.Empty;
+            Match port = Port().Match(banner);
+            Assert.True(port.Success, $"no port in \"{banner}\"");
+            using MachineState original = SnapshotLoader.Open(snap.Original);
+            (int code, string output) = GdbBatch.Run(string.Empty,
+                $"target remote 127.0.0.1:{port.Groups[1].Value}",
+                "info threads",
+                "info registers rip rsp cr3",
+                "monitor phys on",
+                $"set {{unsigned long}}0x{gValue:x} = 0x{NewValue:x}",
+                $"x/1gx 0x{gValue:x}",
+                "thread 2",
+                "set $r14 = 0xabcdef",
+                $"monitor save {saved}",
+                "detach");
+            Assert.True(code == 0, output);
+            Assert.Contains($"rip            0x{original.Cpus[0].Rip:x}", output, StringComparison.Ordinal);
+            Assert.Contains($"cr3            0x{original.Cpus[0].Cr3:x}", output, StringComparison.Ordinal);
+            Assert.Contains($"0x{NewValue:x16}", output, StringComparison.Ordinal);
+            Assert.Contains("saved ", output, StringComparison.Ordinal);
+            Assert.True(server.WaitForExit(30_000), "gdbserver did not exit after the connection ended");
+
+            using (MachineState m = SnapshotLoader.Open(saved))
+            {
+                Assert.Equal(0xabcdefUL, m.Cpus[1].Regs[14]);
+                Assert.Equal(original.Cpus[0].Regs, m.Cpus[0].Regs);
+            }
+
+            await using QemuGuest guest = await QemuGuest.StartAsync(new QemuGuestOptions { Incoming = saved });
+            while (await VmState.Live.QemuMonitor.QueryStatusAsync(guest.Qmp) is "inmigrate")
+            {
+                await Task.Delay(50);
+            }
+
+            await guest.ResumeAsync();
+            await guest.WaitForSerialLineAsync(l => l.StartsWith("VMSMARKER tick=", StringComparison.Ordinal) && l.EndsWith($"value=0x{NewValue:x16}", StringComparison.Ordinal), TimeSpan.FromSeconds(60));
+        }
+        finally
+        {
+            if (!server.HasExited)
+            {
+                server.Kill(true);
+            }
+        }
+    }
+
+    [GeneratedRegex(@"127\.0\.0\.1:(\d+)")]
+    private static partial Regex Port();
+}
