@@ -28,11 +28,13 @@ internal static class EditCommand
         var setReg = new Option<string[]>("--set-reg") { Description = "[CPU:]REG=VALUE, e.g. 0:rax=0x1234 (default vCPU 0)" };
         var setField = new Option<string[]>("--set-field") { Description = "DEVICE:PATH=VALUE, e.g. e1000:mac_reg[RCTL]=0x8002 (paths as in hardware.json)" };
         var setMac = new Option<string[]>("--set-mac") { Description = "NIC=MAC, e.g. virtio-net=52:54:00:aa:bb:cc or e1000=52:54:00:11:22:33" };
+        var tag = new Option<string?>("--tag") { Description = "name of the snapshot added to a qcow2 output (default: <base>-edited)" };
+        var inPlace = new Option<bool>("--in-place") { Description = "add the snapshot to the input qcow2 image itself (give it as -o too)" };
         Option<string?> snapshot = CommonOptions.SnapshotName();
         Option<bool> json = CommonOptions.Json();
         var command = new Command("edit", "Write a new snapshot with memory, register, device-field or MAC changes");
         command.Arguments.Add(input);
-        foreach (Option o in new Option[] { output, writePa, writeVa, u64Pa, u64Va, cpu, cr3, setReg, setField, setMac, snapshot, json })
+        foreach (Option o in new Option[] { output, writePa, writeVa, u64Pa, u64Va, cpu, cr3, setReg, setField, setMac, tag, inPlace, snapshot, json })
         {
             command.Options.Add(o);
         }
@@ -40,12 +42,9 @@ internal static class EditCommand
         command.SetAction((r, ct) => Task.FromResult(CommonOptions.Run(() =>
         {
             string outPath = r.GetValue(output)!;
-            if (outPath.EndsWith(".qcow2", StringComparison.OrdinalIgnoreCase))
-            {
-                throw new ArgumentException("writing a qcow2 snapshot is not supported yet: write a migration stream (-o FILE.mig) and resume it with -incoming \"exec:cat FILE.mig\"");
-            }
-
             using MachineState m = SnapshotLoader.Open(r.GetValue(input)!, CommonOptions.OpenOptions(r.GetValue(snapshot), false));
+            var target = new SnapshotWriter.Target(outPath, r.GetValue(tag), r.GetValue(inPlace));
+            SnapshotWriter.Validate(m, target);
             var editor = new SnapshotEditor(m);
             int vcpu = r.GetValue(cpu);
             ulong? root = r.GetValue(cr3) is string c ? AddressParser.Parse(c, "--cr3") : null;
@@ -111,13 +110,13 @@ internal static class EditCommand
                 Console.Error.WriteLine("vmstate: no edits given; writing an unchanged copy");
             }
 
-            long bytes = editor.Save(outPath, ct);
+            string written = SnapshotWriter.Save(editor, m, target, ct);
             if (r.GetValue(json))
             {
                 using var w = new Utf8JsonWriter(Console.OpenStandardOutput(), new JsonWriterOptions { Indented = true });
                 w.WriteStartObject();
                 w.WriteString("output", outPath);
-                w.WriteNumber("bytes", bytes);
+                w.WriteString("written", written);
                 w.WriteNumber("pagesChanged", editor.Stream.EditedPages);
                 w.WriteNumber("fieldsChanged", editor.Stream.EditedFields);
                 w.WriteStartArray("edits");
@@ -138,7 +137,7 @@ internal static class EditCommand
                     Console.WriteLine(l);
                 }
 
-                Console.WriteLine($"{outPath}: {bytes:N0} bytes ({editor.Stream.EditedPages} pages, {editor.Stream.EditedFields} device fields changed); resume with: qemu-system-x86_64 <same options> -incoming \"exec:cat {outPath}\"");
+                Console.WriteLine($"{written} ({editor.Stream.EditedPages} pages, {editor.Stream.EditedFields} device fields changed)");
             }
 
             return 0;

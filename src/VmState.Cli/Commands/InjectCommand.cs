@@ -18,6 +18,8 @@ internal static class InjectCommand
         var core = new Option<string?>("--core") { Description = "the edited core.elf from vmstate extract" };
         var hardware = new Option<string?>("--hardware") { Description = "the edited hardware.json from vmstate extract" };
         var output = new Option<string>("--output", "-o") { Description = "the new snapshot (a migration stream)", Required = true };
+        var tag = new Option<string?>("--tag") { Description = "name of the snapshot added to a qcow2 output (default: <base>-edited)" };
+        var inPlace = new Option<bool>("--in-place") { Description = "add the snapshot to the input qcow2 image itself (give it as -o too)" };
         Option<string?> snapshot = CommonOptions.SnapshotName();
         Option<bool> json = CommonOptions.Json();
         var command = new Command("inject", "Write a new snapshot carrying the changes made to an extracted core.elf and hardware.json");
@@ -25,6 +27,8 @@ internal static class InjectCommand
         command.Options.Add(core);
         command.Options.Add(hardware);
         command.Options.Add(output);
+        command.Options.Add(tag);
+        command.Options.Add(inPlace);
         command.Options.Add(snapshot);
         command.Options.Add(json);
         command.SetAction((r, ct) => Task.FromResult(CommonOptions.Run(() =>
@@ -35,22 +39,19 @@ internal static class InjectCommand
             }
 
             string outPath = r.GetValue(output)!;
-            if (outPath.EndsWith(".qcow2", StringComparison.OrdinalIgnoreCase))
-            {
-                throw new ArgumentException("writing a qcow2 snapshot is not supported yet: write a migration stream (-o FILE.mig) and resume it with -incoming \"exec:cat FILE.mig\"");
-            }
-
             var clock = System.Diagnostics.Stopwatch.StartNew();
             using MachineState m = SnapshotLoader.Open(r.GetValue(input)!, CommonOptions.OpenOptions(r.GetValue(snapshot), false));
+            var target = new SnapshotWriter.Target(outPath, r.GetValue(tag), r.GetValue(inPlace));
+            SnapshotWriter.Validate(m, target);
             var editor = new SnapshotEditor(m);
             SnapshotInjector.Result result = SnapshotInjector.Apply(editor, m, r.GetValue(core), r.GetValue(hardware), ct);
-            long bytes = editor.Save(outPath, ct);
+            string written = SnapshotWriter.Save(editor, m, target, ct);
             if (r.GetValue(json))
             {
                 using var w = new Utf8JsonWriter(Console.OpenStandardOutput(), new JsonWriterOptions { Indented = true });
                 w.WriteStartObject();
                 w.WriteString("output", outPath);
-                w.WriteNumber("bytes", bytes);
+                w.WriteString("written", written);
                 w.WriteNumber("pagesChanged", result.PagesChanged);
                 w.WriteNumber("registersChanged", result.RegistersChanged);
                 w.WriteNumber("fieldsChanged", result.FieldsChanged);
@@ -78,7 +79,7 @@ internal static class InjectCommand
                     Console.WriteLine("no differences from the snapshot: the output is an unchanged copy");
                 }
 
-                Console.WriteLine($"{outPath}: {bytes:N0} bytes in {clock.Elapsed.TotalSeconds:F2} s; resume with: qemu-system-x86_64 <same options> -incoming \"exec:cat {outPath}\"");
+                Console.WriteLine($"{written} ({clock.Elapsed.TotalSeconds:F2} s)");
             }
 
             return 0;

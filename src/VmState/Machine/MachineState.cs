@@ -54,11 +54,24 @@ public sealed class MachineState : IDisposable
     /// <summary>The parsed migration stream behind this state, when the input was one (for writers that patch it).</summary>
     public Formats.Migration.MigrationStream? Stream { get; init; }
 
+    /// <summary>For a qcow2 input: the id of the internal snapshot that was read; otherwise null.</summary>
+    public string? Qcow2SnapshotId { get; init; }
+
     /// <summary>The notes of an ELF core input (per-vCPU NT_PRSTATUS and QEMU notes, VMCOREINFO), or null.</summary>
     public IReadOnlyList<Formats.Elf.ElfNote>? ElfNotes { get; init; }
 
     /// <summary>A VMCOREINFO note carried by the input itself (ELF cores), or null.</summary>
     public byte[]? VmcoreinfoNote { get; init; }
+
+    /// <summary>The same state, marked as read from qcow2 snapshot <paramref name="id"/>.</summary>
+    public MachineState WithQcow2Snapshot(string id) =>
+        new(SourcePath, SourceFormat, MachineType, Memory, Cpus, Devices, RamBlocks, Warnings, _owned)
+        {
+            Stream = Stream,
+            ElfNotes = ElfNotes,
+            VmcoreinfoNote = VmcoreinfoNote,
+            Qcow2SnapshotId = id,
+        };
 
     /// <summary>The first device with <paramref name="idStr"/> and <paramref name="instanceId"/>, or null.</summary>
     public DeviceState? FindDevice(string idStr, int instanceId = 0)

@@ -60,7 +60,8 @@ public static class SnapshotLoader
             Qcow2Snapshot snapshot = PickSnapshot(image, options.Snapshot, path);
             IRandomAccessSource vmstate = image.OpenVmState(snapshot);
             var owner = new WindowSource(vmstate, 0, vmstate.Length, ownsInner: true);
-            return MigrationMachineReader.Read(new OwningSource(owner, image), path, $"qcow2 snapshot '{snapshot.Name}' (id {snapshot.Id})", options.Limits, options.Progress);
+            MachineState m = MigrationMachineReader.Read(new OwningSource(owner, image), path, $"qcow2 snapshot '{snapshot.Name}' (id {snapshot.Id})", options.Limits, options.Progress);
+            return m.WithQcow2Snapshot(snapshot.Id);
         }
 
         if (ElfCoreReader.IsElf(file))
