@@ -142,32 +142,54 @@ public static class ElfCoreWriter
             {
                 RandomAccess.SetLength(file, total);
                 RandomAccess.Write(file, header, 0);
-                byte[] buffer = ArrayPool<byte>.Shared.Rent(ChunkSize);
+                // Double buffering: the next chunk is read on the thread pool while this one is written, so
+                // reading the input and writing the core overlap on two cores.
+                var chunks = new List<(ulong Address, int Length, long FileOffset)>();
+                for (int i = 0; i < ranges.Count; i++)
+                {
+                    for (ulong done = 0; done < ranges[i].Length; done += ChunkSize)
+                    {
+                        chunks.Add((ranges[i].Start + done, (int)Math.Min((ulong)ChunkSize, ranges[i].Length - done), segmentOffsets[i] + (long)done));
+                    }
+                }
+
+                ISparseMemory? sparse = machine.Memory as ISparseMemory;
+                byte[][] buffers = [ArrayPool<byte>.Shared.Rent(ChunkSize), ArrayPool<byte>.Shared.Rent(ChunkSize)];
                 try
                 {
-                    for (int i = 0; i < ranges.Count; i++)
+                    bool ReadChunk(int index)
                     {
-                        MemoryRange r = ranges[i];
-                        for (ulong done = 0; done < r.Length;)
+                        (ulong address, int length, long _) = chunks[index];
+                        if (sparse is not null && sparse.IsZero(address, (ulong)length))
                         {
-                            cancellationToken.ThrowIfCancellationRequested();
-                            int n = (int)Math.Min((ulong)ChunkSize, r.Length - done);
-                            Span<byte> chunk = buffer.AsSpan(0, n);
-                            machine.Memory.ReadExactly(r.Start + done, chunk);
-                            if (chunk.ContainsAnyExcept((byte)0))
-                            {
-                                RandomAccess.Write(file, chunk, segmentOffsets[i] + (long)done);
-                            }
-
-                            done += (ulong)n;
-                            written += n;
-                            progress?.Report((written, total));
+                            return false;
                         }
+
+                        Span<byte> chunk = buffers[index & 1].AsSpan(0, length);
+                        machine.Memory.ReadExactly(address, chunk);
+                        return chunk.ContainsAnyExcept((byte)0);
+                    }
+
+                    Task<bool>? next = chunks.Count > 0 ? Task.Run(() => ReadChunk(0), cancellationToken) : null;
+                    for (int c = 0; c < chunks.Count; c++)
+                    {
+                        bool hasData = next!.GetAwaiter().GetResult();
+                        int following = c + 1;
+                        next = following < chunks.Count ? Task.Run(() => ReadChunk(following), cancellationToken) : null;
+                        cancellationToken.ThrowIfCancellationRequested();
+                        if (hasData)
+                        {
+                            RandomAccess.Write(file, buffers[c & 1].AsSpan(0, chunks[c].Length), chunks[c].FileOffset);
+                        }
+
+                        written += chunks[c].Length;
+                        progress?.Report((written, total));
                     }
                 }
                 finally
                 {
-                    ArrayPool<byte>.Shared.Return(buffer);
+                    ArrayPool<byte>.Shared.Return(buffers[0]);
+                    ArrayPool<byte>.Shared.Return(buffers[1]);
                 }
             }
 

@@ -9,7 +9,7 @@ namespace VmState.Formats.Migration;
 /// Guest-physical memory served from the page index of a migration stream: each read goes to the stream
 /// offsets of the pages it covers; runs of consecutive page records are read with one positional read.
 /// </summary>
-public sealed class MigrationRamMemory : IPhysicalMemory
+public sealed class MigrationRamMemory : IPhysicalMemory, ISparseMemory
 {
     private readonly IRandomAccessSource _source;
     private readonly MemoryRange[] _ranges;
@@ -78,6 +78,35 @@ public sealed class MigrationRamMemory : IPhysicalMemory
         }
 
         return done;
+    }
+
+    /// <inheritdoc />
+    public bool IsZero(ulong address, ulong length)
+    {
+        ulong done = 0;
+        while (done < length)
+        {
+            if (!TryLocate(address + done, out RamBlock block, out ulong offset, out ulong contiguous))
+            {
+                return false;
+            }
+
+            ulong n = Math.Min(length - done, contiguous);
+            long first = (long)(offset / (ulong)_pageSize);
+            long last = (long)((offset + n - 1) / (ulong)_pageSize);
+            for (long p = first; p <= last; p++)
+            {
+                long e = p < block.PageCount ? block.GetEntry(p) : 0;
+                if (e > 0 || (e < 0 && RamBlock.FillOf(e) != 0))
+                {
+                    return false;
+                }
+            }
+
+            done += n;
+        }
+
+        return true;
     }
 
     /// <summary>
