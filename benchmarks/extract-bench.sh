@@ -1,0 +1,210 @@
+#!/usr/bin/env bash
+# Benchmark: `vmstate extract` against QEMU's own scripts/analyze-migration.py -x on the same migration
+# streams, in the same run, warm page cache. Checks three goals:
+#   - vmstate at least 20x faster than analyze-migration.py (wall time)
+#   - vmstate at least 1.5 GB/s of guest RAM (guest RAM = SIZE MiB, GB = 10^9 bytes)
+#   - vmstate peak RSS at most 256 MiB
+# and that both tools pulled the same guest RAM out of the stream (compare-ram.py).
+#
+# Usage: benchmarks/extract-bench.sh
+# Environment:
+#   VMSTATE_CACHE   cache root (default ~/.cache/vmstate); snapshots in bench/, analyze-migration.py in qemu-src/
+#   BENCH_SIZES     guest sizes in MiB (default "512 2048")
+#   BENCH_RUNS      vmstate runs per size, the median is reported (default 3)
+#   ANALYZE_RUNS    analyze-migration.py runs per size (default: 3 when one run takes under 30 s, else 1)
+#   BENCH_WARMUP    1 (default): one untimed warm-up run of each tool before its timed runs; 0: none
+#   BENCH_SCRATCH   where outputs are written (default ${TMPDIR:-/tmp}); removed after each size
+#   VMSTATE_BIN     an already built vmstate to measure (skips the Release build)
+#   BENCH_NO_RESULTS=1  do not write benchmarks/results/extract-DATE.md
+set -euo pipefail
+
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+bench="$root/benchmarks"
+cache="${VMSTATE_CACHE:-$HOME/.cache/vmstate}"
+read -r -a sizes <<< "${BENCH_SIZES:-512 2048}"
+runs=${BENCH_RUNS:-3}
+log() { printf '\033[1m== %s\033[0m\n' "$*" >&2; }
+
+if [[ ! -x /usr/bin/time ]]; then
+  log "installing GNU time"
+  apt-get install -y -q time > /dev/null || { apt-get update -q > /dev/null && apt-get install -y -q time > /dev/null; }
+fi
+
+if [[ -n "${VMSTATE_BIN:-}" ]]; then
+  vmstate=$VMSTATE_BIN
+  log "using $vmstate (VMSTATE_BIN; not building)"
+else
+  log "building vmstate (Release)"
+  if ! build_log=$(dotnet build "$root/src/VmState.Cli" -c Release -nologo -v quiet 2>&1); then
+    echo "$build_log" >&2
+    echo "extract-bench: the Release build failed" >&2
+    exit 1
+  fi
+  vmstate="$root/src/VmState.Cli/bin/Release/net10.0/vmstate"
+fi
+[[ -x "$vmstate" ]] || { echo "extract-bench: $vmstate was not built" >&2; exit 1; }
+
+log "QEMU's analyze-migration.py"
+analyze=$(bash "$bench/fetch-analyze-migration.sh")
+echo "$analyze ($(cat "$(dirname "$analyze")/SOURCE" 2> /dev/null || echo '?'))" >&2
+
+scratch=$(mktemp -d "${BENCH_SCRATCH:-${TMPDIR:-/tmp}}/vmstate-bench.XXXXXX")
+trap 'rm -rf "$scratch"' EXIT
+
+now() { date +%s.%N; }
+first=1
+[[ "${BENCH_WARMUP:-1}" == 1 ]] && first=0
+run_name() { (($1 == 0)) && echo "warm-up run (not counted)" || echo "run $1"; }
+median() { printf '%s\n' "$@" | sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+# Peak RSS in KiB from a /usr/bin/time -v report.
+rss_kib() { awk -F': ' '/Maximum resident set size/ {print $2}' "$1"; }
+# Runs "$@" under /usr/bin/time -v (report in $tfile, the command's stdout in $tfile.out) and prints the wall
+# seconds (ns clock around it).
+timed() {
+  local tfile=$1
+  shift
+  local t0 t1 rc=0
+  t0=$(now)
+  /usr/bin/time -v -o "$tfile" "$@" > "$tfile.out" || rc=$?
+  t1=$(now)
+  ((rc == 0)) || { echo "extract-bench: '$*' failed (exit $rc); see $tfile" >&2; cat "$tfile" >&2; return $rc; }
+  awk -v a="$t0" -v b="$t1" 'BEGIN {printf "%.3f\n", b - a}'
+}
+
+rows=()   # one line per size, fields separated by |
+checks=() # RAM comparison output per size
+all_pass=1
+for size in "${sizes[@]}"; do
+  snap="$cache/bench/pc-${size}MiB.mig"
+  if [[ ! -s "$snap" ]]; then
+    log "making the ${size} MiB snapshot ($snap)"
+    bash "$bench/make-snapshot.sh" "$size" "$snap"
+  fi
+  stream_bytes=$(stat -c %s "$snap")
+  ram_bytes=$((size * 1048576))
+  log "${size} MiB guest: $snap ($stream_bytes bytes); warming the page cache"
+  cat "$snap" > /dev/null
+
+  # Each tool: one untimed warm-up run (BENCH_WARMUP=1), then its timed runs, each into a fresh directory;
+  # the previous output is removed and the disk synced first, so no run pays for another's writeback, and each
+  # run writes into page-cache pages that the previous run's output just gave back. Outputs are not fsynced.
+  # (The warm-up matters on VMs with free page reporting, such as this one: free guest memory is handed back to
+  # the host a couple of seconds after it is freed, and the first writer that touches it again pays a host
+  # page fault per page: up to 2.5 s per GB of output, for any tool, cp included.)
+  vm_secs=()
+  vm_rss=()
+  for ((i = first; i <= runs; i++)); do
+    rm -rf "$scratch/vmstate"
+    sync
+    s=$(timed "$scratch/vmstate.time" "$vmstate" extract "$snap" -o "$scratch/vmstate" --json)
+    inner=$(grep -oE '"seconds": *[0-9.]+' "$scratch/vmstate.time.out" | grep -oE '[0-9.]+$' || echo '?')
+    if ((i > 0)); then
+      vm_secs+=("$s")
+      vm_rss+=("$(rss_kib "$scratch/vmstate.time")")
+    fi
+    echo "  vmstate $(run_name $i): ${s} s (its own timer: $inner s), peak RSS $(( $(rss_kib "$scratch/vmstate.time") / 1024 )) MiB" >&2
+  done
+  vm_med=$(median "${vm_secs[@]}")
+  vm_rss_max=$(printf '%s\n' "${vm_rss[@]}" | sort -n | tail -1)
+
+  # Reference floor: plain cp of the stream into the same scratch file system, timed the same way. It is
+  # about the cost of writing that many bytes into the page cache here, which vmstate cannot go below.
+  cp_secs=()
+  for ((i = first; i <= runs; i++)); do
+    rm -f "$scratch/stream.copy"
+    sync
+    s=$(timed "$scratch/cp.time" cp "$snap" "$scratch/stream.copy")
+    ((i == 0)) || cp_secs+=("$s")
+  done
+  rm -f "$scratch/stream.copy"
+  cp_med=$(median "${cp_secs[@]}")
+  echo "  cp of the stream (reference): $(IFS=/; echo "${cp_secs[*]}") s" >&2
+
+  # analyze-migration.py -x writes pc.ram etc. into the current directory.
+  an_secs=()
+  an_rss=()
+  an_runs=${ANALYZE_RUNS:-0}
+  i=$((first - 1))
+  while :; do
+    i=$((i + 1))
+    rm -rf "$scratch/analyze"
+    mkdir -p "$scratch/analyze"
+    sync
+    s=$(cd "$scratch/analyze" && timed "$scratch/analyze.time" python3 "$analyze" -x -f "$snap")
+    if ((i > 0)); then
+      an_secs+=("$s")
+      an_rss+=("$(rss_kib "$scratch/analyze.time")")
+    fi
+    echo "  analyze-migration.py $(run_name $i): ${s} s, peak RSS $(( $(rss_kib "$scratch/analyze.time") / 1024 )) MiB" >&2
+    if ((an_runs == 0 && i <= 1)); then
+      an_runs=$(awk -v s="$s" 'BEGIN {print (s < 30) ? 3 : 1}')
+    fi
+    ((i < an_runs)) || break
+  done
+  an_med=$(median "${an_secs[@]}")
+  an_rss_max=$(printf '%s\n' "${an_rss[@]}" | sort -n | tail -1)
+
+  log "${size} MiB: checking that both tools extracted the same RAM"
+  check=$(python3 "$bench/compare-ram.py" "$scratch/vmstate/core.elf" "$scratch/analyze/pc.ram" \
+    "$cache/bench/random-$((size - 32))MiB.bin" 0x1000000 2>&1) && ram_ok=match || ram_ok=MISMATCH
+  echo "$check" >&2
+  checks+=("${size} MiB guest:"$'\n'"$check")
+
+  read -r gbps ratio vm_rss_mib an_rss_mib < <(awk -v b="$ram_bytes" -v v="$vm_med" -v a="$an_med" \
+    -v vr="$vm_rss_max" -v ar="$an_rss_max" \
+    'BEGIN {printf "%.2f %.1f %.0f %.0f\n", b / v / 1e9, a / v, vr / 1024, ar / 1024}')
+  g_ratio=$(awk -v r="$ratio" 'BEGIN {print (r >= 20) ? "PASS" : "FAIL"}')
+  g_speed=$(awk -v g="$gbps" 'BEGIN {print (g >= 1.5) ? "PASS" : "FAIL"}')
+  g_rss=$(awk -v m="$vm_rss_max" 'BEGIN {print (m <= 256 * 1024) ? "PASS" : "FAIL"}')
+  [[ "$g_ratio$g_speed$g_rss" == PASSPASSPASS && $ram_ok == match ]] || all_pass=0
+  rows+=("${size} MiB|$stream_bytes|$vm_med|$gbps|$vm_rss_mib|$an_med|$an_rss_mib|${ratio}x|$g_ratio|$g_speed|$g_rss|$ram_ok|$(IFS=/; echo "${vm_secs[*]}")|$(IFS=/; echo "${an_secs[*]}")|$cp_med")
+
+  rm -rf "$scratch/vmstate" "$scratch/analyze"
+done
+
+header="guest|stream bytes|vmstate s (median)|GB/s guest RAM|vmstate peak RSS MiB|analyze s|analyze peak RSS MiB|ratio analyze/vmstate|>=20x|>=1.5 GB/s|RSS<=256 MiB|RAM equal|vmstate runs s|analyze runs s|cp of stream s (median)"
+
+echo
+{
+  echo "$header"
+  printf '%s\n' "${rows[@]}"
+} | column -t -s '|'
+echo
+((all_pass)) && echo "all goals: PASS" || echo "all goals: FAIL (see the table)"
+
+if [[ "${BENCH_NO_RESULTS:-0}" != 1 ]]; then
+  mkdir -p "$bench/results"
+  md="$bench/results/extract-$(date +%Y-%m-%d).md"
+  fs=$(df -T "$scratch" | awk 'NR == 2 {print $2 " (" $1 ")"}')
+  {
+    echo "# vmstate extract vs analyze-migration.py — $(date -u '+%Y-%m-%d %H:%M UTC')"
+    echo
+    echo "Made by \`benchmarks/extract-bench.sh\`. Warm page cache (each stream is read once before timing);"
+    echo "outputs written to $fs without fsync, each run into a fresh directory after \`sync\`;"
+    if [[ $first == 0 ]]; then
+      echo "one untimed warm-up run of each tool (vmstate, cp, analyze) before its timed runs."
+    else
+      echo "no warm-up runs."
+    fi
+    echo "vmstate: median of $runs runs of \`vmstate extract SNAP -o DIR --json\`; analyze: median of its runs of"
+    echo "\`python3 analyze-migration.py -x -f SNAP\`. GB/s = guest RAM (SIZE MiB) / vmstate seconds / 10^9."
+    echo
+    echo "| ${header//|/ | } |"
+    cols=$(tr -cd '|' <<< "$header")
+    sep="|---${cols//|/|---}|"
+    echo "$sep"
+    for r in "${rows[@]}"; do echo "| ${r//|/ | } |"; done
+    echo
+    echo "RAM check (compare-ram.py: core.elf PT_LOAD segments against analyze-migration's pc.ram):"
+    echo
+    echo '```'
+    printf '%s\n' "${checks[@]}"
+    echo '```'
+    echo
+    echo "Machine: $(nproc) cores, $(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo)," \
+      "$(free -g | awk '/Mem:/ {print $2}') GiB RAM, Linux $(uname -r);" \
+      ".NET $(dotnet --version), $(qemu-system-x86_64 --version | head -1), $(python3 --version)," \
+      "analyze-migration.py from $(cat "$(dirname "$analyze")/SOURCE" 2> /dev/null || echo '?')."
+  } > "$md"
+  echo "wrote $md"
+fi
