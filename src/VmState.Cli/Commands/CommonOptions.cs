@@ -47,7 +47,9 @@ internal static class CommonOptions
         }
         catch (ArgumentException e)
         {
-            Console.Error.WriteLine($"vmstate: {e.Message}");
+            // Drop the " (Parameter 'x')" suffix: it names our code, not the user's input.
+            string message = e.ParamName is null ? e.Message : e.Message.Replace($" (Parameter '{e.ParamName}')", string.Empty, StringComparison.Ordinal);
+            Console.Error.WriteLine($"vmstate: {message}");
             return 2;
         }
         catch (IOException e)
