@@ -1,5 +1,6 @@
 using System.CommandLine;
 using VmState.Formats.Migration;
+using VmState.Machine;
 using VmState.IO;
 using VmState.Snapshots;
 
@@ -12,6 +13,36 @@ internal static class CommonOptions
     {
         Description = "migration stream file, virsh save file, qcow2 image with internal snapshots, or ELF core",
     };
+
+    /// <summary>The SNAPSHOT argument of commands that also work on a running VM (then it is left out).</summary>
+    public static Argument<string?> OptionalSnapshotArgument() => new("SNAPSHOT")
+    {
+        Description = "migration stream file, virsh save file, qcow2 image with internal snapshots, or ELF core (omit with --qmp)",
+        Arity = ArgumentArity.ZeroOrOne,
+    };
+
+    public static Option<string?> Qmp() => new("--qmp")
+    {
+        Description = "work on a running QEMU through this QMP socket (guest RAM read from QEMU's process memory)",
+    };
+
+    /// <summary>Opens a file, or attaches to a running VM with --qmp (paused for the command when <paramref name="pause"/>).</summary>
+    public static (MachineState Machine, IDisposable Owner) OpenInput(string? input, string? qmp, SnapshotOpenOptions options, bool pause)
+    {
+        if ((input is null) == (qmp is null))
+        {
+            throw new ArgumentException("give a SNAPSHOT file or --qmp SOCKET (one of them)");
+        }
+
+        if (qmp is not null)
+        {
+            LiveSession session = LiveSession.Open(qmp, pause);
+            return (session.Machine, session);
+        }
+
+        MachineState m = SnapshotLoader.Open(input!, options);
+        return (m, m);
+    }
 
     public static Option<string?> SnapshotName() => new("--snapshot", "-s")
     {
@@ -55,6 +86,16 @@ internal static class CommonOptions
         catch (IOException e)
         {
             Console.Error.WriteLine($"vmstate: I/O error: {e.Message}");
+            return 1;
+        }
+        catch (TimeoutException e)
+        {
+            Console.Error.WriteLine($"vmstate: {e.Message}");
+            return 1;
+        }
+        catch (VmState.Live.QmpException e)
+        {
+            Console.Error.WriteLine($"vmstate: {e.Message}");
             return 1;
         }
         catch (UnauthorizedAccessException e)

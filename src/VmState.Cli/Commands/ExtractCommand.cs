@@ -19,7 +19,8 @@ internal static class ExtractCommand
 {
     public static Command Create()
     {
-        Argument<string> input = CommonOptions.SnapshotArgument();
+        Argument<string?> input = CommonOptions.OptionalSnapshotArgument();
+        Option<string?> qmp = CommonOptions.Qmp();
         var output = new Option<string>("--output", "-o") { Description = "output directory (created if missing)", Required = true };
         var xml = new Option<bool>("--xml") { Description = "also write hardware.xml" };
         var noKernelVaddr = new Option<bool>("--no-kernel-vaddr") { Description = "do not add PT_LOADs that map the kernel's virtual addresses (see docs/user-guide.md)" };
@@ -29,6 +30,7 @@ internal static class ExtractCommand
         Option<bool> raw = CommonOptions.Raw();
         var command = new Command("extract", "Write a snapshot's software state (core.elf) and hardware state (hardware.json)");
         command.Arguments.Add(input);
+        command.Options.Add(qmp);
         command.Options.Add(output);
         command.Options.Add(xml);
         command.Options.Add(noScan);
@@ -37,17 +39,19 @@ internal static class ExtractCommand
         command.Options.Add(json);
         command.Options.Add(raw);
         command.SetAction((r, ct) => Task.FromResult(CommonOptions.Run(() =>
-            Run(r.GetValue(input)!, r.GetValue(output)!, r.GetValue(xml), !r.GetValue(noScan), !r.GetValue(noKernelVaddr), r.GetValue(snapshot), r.GetValue(raw), r.GetValue(json), ct))));
+            Run(r.GetValue(input), r.GetValue(qmp), r.GetValue(output)!, r.GetValue(xml), !r.GetValue(noScan), !r.GetValue(noKernelVaddr), r.GetValue(snapshot), r.GetValue(raw), r.GetValue(json), ct))));
         return command;
     }
 
-    private static int Run(string input, string outputDir, bool xml, bool scan, bool kernelVaddr, string? snapshot, bool raw, bool json, CancellationToken ct)
+    private static int Run(string? input, string? qmp, string outputDir, bool xml, bool scan, bool kernelVaddr, string? snapshot, bool raw, bool json, CancellationToken ct)
     {
         var clock = Stopwatch.StartNew();
         Directory.CreateDirectory(outputDir);
         IAnsiConsole err = AnsiConsole.Create(new AnsiConsoleSettings { Out = new AnsiConsoleOutput(Console.Error) });
         bool interactive = !Console.IsErrorRedirected;
-        using MachineState m = SnapshotLoader.Open(input, CommonOptions.OpenOptions(snapshot, raw));
+        // A running VM is paused while its state is written, so core and registers agree; it is resumed after.
+        (MachineState m, IDisposable owner) = CommonOptions.OpenInput(input, qmp, CommonOptions.OpenOptions(snapshot, raw), pause: true);
+        using IDisposable _ = owner;
         double parseSeconds = clock.Elapsed.TotalSeconds;
         (byte[] Note, string How)? vmcoreinfo = VmcoreinfoLocator.Find(m, scan);
         string corePath = Path.Combine(outputDir, "core.elf");
@@ -82,7 +86,7 @@ internal static class ExtractCommand
         {
             using var w = new Utf8JsonWriter(Console.OpenStandardOutput(), new JsonWriterOptions { Indented = true });
             w.WriteStartObject();
-            w.WriteString("input", input);
+            w.WriteString("input", input ?? m.SourcePath);
             w.WriteString("format", m.SourceFormat);
             w.WriteString("core", summary.Path);
             w.WriteNumber("coreBytes", summary.FileSize);

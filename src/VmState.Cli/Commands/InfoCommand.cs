@@ -12,18 +12,21 @@ internal static class InfoCommand
 {
     public static Command Create()
     {
-        Argument<string> input = CommonOptions.SnapshotArgument();
+        Argument<string?> input = CommonOptions.OptionalSnapshotArgument();
+        Option<string?> qmp = CommonOptions.Qmp();
         Option<string?> snapshot = CommonOptions.SnapshotName();
         Option<bool> json = CommonOptions.Json();
         Option<bool> raw = CommonOptions.Raw();
         var command = new Command("info", "Show what a snapshot holds: machine type, RAM blocks, vCPUs, devices");
         command.Arguments.Add(input);
+        command.Options.Add(qmp);
         command.Options.Add(snapshot);
         command.Options.Add(json);
         command.Options.Add(raw);
         command.SetAction(r => CommonOptions.Run(() =>
         {
-            using MachineState m = SnapshotLoader.Open(r.GetValue(input)!, CommonOptions.OpenOptions(r.GetValue(snapshot), r.GetValue(raw)));
+            (MachineState m, IDisposable owner) = CommonOptions.OpenInput(r.GetValue(input), r.GetValue(qmp), CommonOptions.OpenOptions(r.GetValue(snapshot), r.GetValue(raw)), pause: true);
+            using IDisposable _ = owner;
             if (r.GetValue(json))
             {
                 WriteJson(m, Console.OpenStandardOutput());

@@ -14,9 +14,13 @@ internal static class ReadCommand
 
     public static Command Create()
     {
-        Argument<string> input = CommonOptions.SnapshotArgument();
-        var address = new Argument<string>("ADDR") { Description = "address (0x-prefixed hex or decimal)" };
-        var length = new Argument<string>("LEN") { Description = "bytes to read (decimal, 0x-hex, or with k/m suffix)" };
+        // [SNAPSHOT] ADDR LEN: SNAPSHOT is left out with --qmp (an optional argument cannot precede required ones).
+        var positional = new Argument<string[]>("SNAPSHOT ADDR LEN")
+        {
+            Description = "the snapshot file (omit with --qmp), the address (0x-hex or decimal) and the length (decimal, 0x-hex, or with k/m suffix)",
+            Arity = new ArgumentArity(2, 3),
+        };
+        Option<string?> qmp = CommonOptions.Qmp();
         var pa = new Option<bool>("--pa") { Description = "ADDR is guest-physical" };
         var va = new Option<bool>("--va") { Description = "ADDR is virtual, translated with the vCPU's page tables (default)" };
         var cpu = new Option<int>("--cpu") { Description = "vCPU whose page tables to use with --va", DefaultValueFactory = _ => 0 };
@@ -26,9 +30,10 @@ internal static class ReadCommand
         Option<string?> snapshot = CommonOptions.SnapshotName();
         Option<bool> raw = CommonOptions.Raw();
         var command = new Command("read", "Read guest memory by physical or virtual address");
-        command.Arguments.Add(input);
-        command.Arguments.Add(address);
-        command.Arguments.Add(length);
+        command.Arguments.Add(positional);
+        command.Options.Add(qmp);
+        var pause = new Option<bool>("--pause") { Description = "with --qmp: pause the guest while reading (resumed afterwards)" };
+        command.Options.Add(pause);
         command.Options.Add(pa);
         command.Options.Add(va);
         command.Options.Add(cpu);
@@ -43,14 +48,17 @@ internal static class ReadCommand
                 throw new ArgumentException("give --pa or --va, not both");
             }
 
-            ulong addr = AddressParser.Parse(r.GetValue(address)!, "ADDR");
-            ulong len = AddressParser.Parse(r.GetValue(length)!, "LEN");
+            string[] args = r.GetValue(positional)!;
+            string? input = args.Length == 3 ? args[0] : null;
+            ulong addr = AddressParser.Parse(args[^2], "ADDR");
+            ulong len = AddressParser.Parse(args[^1], "LEN");
             if (len == 0 || len > MaxLength)
             {
                 throw new ArgumentException($"LEN {len}: expected 1 to {MaxLength} bytes");
             }
 
-            using MachineState m = SnapshotLoader.Open(r.GetValue(input)!, CommonOptions.OpenOptions(r.GetValue(snapshot), r.GetValue(raw)) with { MemoryMap = true });
+            (MachineState m, IDisposable owner) = CommonOptions.OpenInput(input, r.GetValue(qmp), CommonOptions.OpenOptions(r.GetValue(snapshot), r.GetValue(raw)) with { MemoryMap = true }, r.GetValue(pause));
+            using IDisposable _ = owner;
             byte[] buffer = new byte[len];
             int got;
             if (r.GetValue(pa))

@@ -11,8 +11,13 @@ internal static class TranslateCommand
 {
     public static Command Create()
     {
-        Argument<string> input = CommonOptions.SnapshotArgument();
-        var va = new Argument<string>("VA") { Description = "virtual address (0x-prefixed hex or decimal)" };
+        // [SNAPSHOT] VA: SNAPSHOT is left out with --qmp.
+        var positional = new Argument<string[]>("SNAPSHOT VA")
+        {
+            Description = "the snapshot file (omit with --qmp) and the virtual address (0x-prefixed hex or decimal)",
+            Arity = new ArgumentArity(1, 2),
+        };
+        Option<string?> qmp = CommonOptions.Qmp();
         var cpu = new Option<int>("--cpu") { Description = "vCPU whose CR3 and paging mode to use", DefaultValueFactory = _ => 0 };
         var cr3 = new Option<string?>("--cr3") { Description = "use this page-table root instead of the vCPU's CR3 (same paging mode)" };
         var explain = new Option<bool>("--explain") { Description = "show the entry read at every paging level" };
@@ -20,8 +25,10 @@ internal static class TranslateCommand
         Option<bool> json = CommonOptions.Json();
         Option<bool> raw = CommonOptions.Raw();
         var command = new Command("translate", "Translate a virtual address to a guest-physical one through the guest's page tables");
-        command.Arguments.Add(input);
-        command.Arguments.Add(va);
+        command.Arguments.Add(positional);
+        command.Options.Add(qmp);
+        var pause = new Option<bool>("--pause") { Description = "with --qmp: pause the guest while reading (resumed afterwards)" };
+        command.Options.Add(pause);
         command.Options.Add(cpu);
         command.Options.Add(cr3);
         command.Options.Add(explain);
@@ -30,9 +37,10 @@ internal static class TranslateCommand
         command.Options.Add(raw);
         command.SetAction(r => CommonOptions.Run(() =>
         {
-            using MachineState m = SnapshotLoader.Open(r.GetValue(input)!, CommonOptions.OpenOptions(r.GetValue(snapshot), r.GetValue(raw)) with { MemoryMap = true });
+            (MachineState m, IDisposable owner) = CommonOptions.OpenInput(r.GetValue(positional)!.Length == 2 ? r.GetValue(positional)![0] : null, r.GetValue(qmp), CommonOptions.OpenOptions(r.GetValue(snapshot), r.GetValue(raw)) with { MemoryMap = true }, r.GetValue(pause));
+            using IDisposable _ = owner;
             AddressSpace space = SpaceFor(m, r.GetValue(cpu), r.GetValue(cr3));
-            Translation t = space.Translate(AddressParser.Parse(r.GetValue(va)!, "VA"));
+            Translation t = space.Translate(AddressParser.Parse(r.GetValue(positional)![^1], "VA"));
             if (r.GetValue(json))
             {
                 using var w = new Utf8JsonWriter(Console.OpenStandardOutput(), new JsonWriterOptions { Indented = true });

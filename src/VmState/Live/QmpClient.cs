@@ -39,6 +39,18 @@ public sealed class QmpClient : IAsyncDisposable
     /// <summary>QEMU's version from the greeting, e.g. (7, 2, 22).</summary>
     public (int Major, int Minor, int Micro) Version { get; private set; }
 
+    /// <summary>The process at the other end of the socket (SO_PEERCRED), or null when it cannot be told.</summary>
+    public unsafe int? PeerProcessId
+    {
+        get
+        {
+            NativeMethods.UCred cred;
+            uint length = (uint)sizeof(NativeMethods.UCred);
+            int fd = (int)_socket.Handle;
+            return NativeMethods.getsockopt(fd, NativeMethods.SolSocket, NativeMethods.SoPeerCred, &cred, &length) == 0 && cred.Pid > 0 ? cred.Pid : null;
+        }
+    }
+
     /// <summary>QEMU's package string from the greeting (e.g. "Debian 1:7.2+dfsg-7+deb12u18").</summary>
     public string Package { get; private set; } = string.Empty;
 

@@ -63,6 +63,6 @@ public sealed partial record VcpuRegisters(int Index, IReadOnlyDictionary<string
     [GeneratedRegex(@"^CPU#(\d+)")]
     private static partial Regex CpuHeader();
 
-    [GeneratedRegex(@"\b(R[A-Z0-9]{1,2}|RIP|RFL|CR[0-4]|EFER)=([0-9a-fA-F]+)\b")]
+    [GeneratedRegex(@"\b(R[A-Z0-9]{1,2}|RIP|RFL|CR[0-4]|EFER) ?=([0-9a-fA-F]+)\b")]
     private static partial Regex Register();
 }

@@ -1,0 +1,77 @@
+using VmState.Live;
+using VmState.Machine;
+
+namespace VmState.Cli.Commands;
+
+/// <summary>
+/// A command's attachment to a running VM: the machine state view, and (when asked) the guest paused for the
+/// command's duration. The guest is resumed on every path: normal end, exception, Ctrl-C, process exit.
+/// </summary>
+internal sealed class LiveSession : IDisposable
+{
+    private readonly LiveMachine _live;
+    private IAsyncDisposable? _pause;
+    private int _resumed;
+
+    private LiveSession(LiveMachine live, MachineState machine, IAsyncDisposable? pause)
+    {
+        _live = live;
+        Machine = machine;
+        _pause = pause;
+        Console.CancelKeyPress += OnCancel;
+        AppDomain.CurrentDomain.ProcessExit += OnExit;
+    }
+
+    public MachineState Machine { get; }
+
+    public static LiveSession Open(string qmp, bool pause)
+    {
+        LiveMachine live = LiveMachine.AttachAsync(qmp).GetAwaiter().GetResult();
+        IAsyncDisposable? handle = null;
+        try
+        {
+            if (pause)
+            {
+                handle = live.PauseAsync().GetAwaiter().GetResult();
+            }
+
+            MachineState machine = live.ToMachineStateAsync().GetAwaiter().GetResult();
+            return new LiveSession(live, machine, handle);
+        }
+        catch
+        {
+            handle?.DisposeAsync().AsTask().GetAwaiter().GetResult();
+            live.DisposeAsync().AsTask().GetAwaiter().GetResult();
+            throw;
+        }
+    }
+
+    public void Dispose()
+    {
+        Console.CancelKeyPress -= OnCancel;
+        AppDomain.CurrentDomain.ProcessExit -= OnExit;
+        Resume();
+        _live.DisposeAsync().AsTask().GetAwaiter().GetResult();
+    }
+
+    private void Resume()
+    {
+        if (Interlocked.Exchange(ref _resumed, 1) == 0 && _pause is not null)
+        {
+            try
+            {
+                _pause.DisposeAsync().AsTask().GetAwaiter().GetResult();
+            }
+            catch (Exception e) when (e is IOException or TimeoutException or QmpException)
+            {
+                Console.Error.WriteLine($"vmstate: warning: could not resume the guest: {e.Message}");
+            }
+
+            _pause = null;
+        }
+    }
+
+    private void OnCancel(object? sender, ConsoleCancelEventArgs e) => Resume();
+
+    private void OnExit(object? sender, EventArgs e) => Resume();
+}

@@ -1,0 +1,177 @@
+using System.Globalization;
+using System.Text.RegularExpressions;
+using VmState.Arch.X86;
+using VmState.Memory;
+
+namespace VmState.Live;
+
+/// <summary>
+/// Parsers for HMP text QEMU 7.2 prints: "info mtree -f" (hw/core/.. memory.c mtree_print_flatview) and
+/// "info registers -a" (target/i386/cpu-dump.c x86_cpu_dump_state).
+/// </summary>
+public static partial class HmpText
+{
+    /// <summary>One RAM-backed line of a flat view.</summary>
+    public sealed record RamRegion(ulong Start, ulong Length, string Name, ulong Offset, bool ReadOnly);
+
+    /// <summary>The RAM and ROM regions of the CPU's flat view (root "system", else "memory").</summary>
+    public static IReadOnlyList<RamRegion> ParseFlatViewRam(string mtree)
+    {
+        var views = new List<(string Root, List<RamRegion> Regions)>();
+        List<RamRegion>? current = null;
+        foreach (string raw in mtree.Split('\n'))
+        {
+            string line = raw.TrimEnd('\r');
+            Match root = RootLine().Match(line);
+            if (root.Success)
+            {
+                current = [];
+                views.Add((root.Groups[1].Value, current));
+                continue;
+            }
+
+            Match m = RegionLine().Match(line);
+            if (!m.Success || current is null)
+            {
+                continue;
+            }
+
+            string kind = m.Groups[3].Value;
+            if (kind is not ("ram" or "rom" or "ramd" or "romd"))
+            {
+                continue;
+            }
+
+            ulong start = Hex(m.Groups[1].Value);
+            ulong end = Hex(m.Groups[2].Value);
+            ulong offset = m.Groups[5].Success ? Hex(m.Groups[5].Value) : 0;
+            current.Add(new RamRegion(start, end - start + 1, m.Groups[4].Value.Trim(), offset, kind is "rom" or "romd"));
+        }
+
+        foreach (string wanted in new[] { "system", "memory" })
+        {
+            foreach ((string r, List<RamRegion> regions) in views)
+            {
+                if (r == wanted && regions.Count > 0)
+                {
+                    return regions;
+                }
+            }
+        }
+
+        throw new FormatException("\"info mtree -f\" shows no flat view of system memory with RAM");
+    }
+
+    /// <summary>The host address in "Host virtual address for 0x100000 (pc.ram) is 0x7f633ff00000".</summary>
+    public static ulong? ParseGpa2Hva(string text)
+    {
+        Match m = Gpa2Hva().Match(text);
+        return m.Success ? Hex(m.Groups[1].Value) : null;
+    }
+
+    /// <summary>Every vCPU of "info registers -a" as <see cref="X86CpuState"/>.</summary>
+    public static IReadOnlyList<X86CpuState> ParseRegisters(string text)
+    {
+        var cpus = new List<X86CpuState>();
+        X86CpuState? c = null;
+        foreach (string raw in text.Split('\n'))
+        {
+            string line = raw.TrimEnd('\r');
+            Match header = CpuHeader().Match(line);
+            if (header.Success)
+            {
+                c = new X86CpuState { Index = int.Parse(header.Groups[1].Value, CultureInfo.InvariantCulture) };
+                cpus.Add(c);
+                continue;
+            }
+
+            if (c is null)
+            {
+                continue;
+            }
+
+            Match seg = SegmentLine().Match(line);
+            if (seg.Success)
+            {
+                var s = new X86Segment((uint)Hex(seg.Groups[2].Value), Hex(seg.Groups[3].Value), (uint)Hex(seg.Groups[4].Value), (uint)Hex(seg.Groups[5].Value));
+                switch (seg.Groups[1].Value.Trim())
+                {
+                    case "ES": c.Segments[X86CpuState.Es] = s; break;
+                    case "CS": c.Segments[X86CpuState.Cs] = s; break;
+                    case "SS": c.Segments[X86CpuState.Ss] = s; break;
+                    case "DS": c.Segments[X86CpuState.Ds] = s; break;
+                    case "FS": c.Segments[X86CpuState.Fs] = s; break;
+                    case "GS": c.Segments[X86CpuState.Gs] = s; break;
+                    case "LDT": c.Ldt = s; break;
+                    case "TR": c.Tr = s; break;
+                }
+
+                continue;
+            }
+
+            Match table = TableLine().Match(line);
+            if (table.Success)
+            {
+                var t = new X86Segment(0, Hex(table.Groups[2].Value), (uint)Hex(table.Groups[3].Value), 0);
+                if (table.Groups[1].Value == "GDT")
+                {
+                    c.Gdt = t;
+                }
+                else
+                {
+                    c.Idt = t;
+                }
+
+                continue;
+            }
+
+            foreach (Match m in Register().Matches(line))
+            {
+                ulong v = Hex(m.Groups[2].Value);
+                string name = m.Groups[1].Value;
+                int gi = Array.IndexOf(X86CpuState.GeneralRegisterNames, name.ToLowerInvariant());
+                if (gi >= 0)
+                {
+                    c.Regs[gi] = v;
+                    continue;
+                }
+
+                switch (name)
+                {
+                    case "RIP": c.Rip = v; break;
+                    case "RFL": c.Rflags = v; break;
+                    case "CR0": c.Cr0 = v; break;
+                    case "CR2": c.Cr2 = v; break;
+                    case "CR3": c.Cr3 = v; break;
+                    case "CR4": c.Cr4 = v; break;
+                    case "EFER": c.Efer = v; break;
+                }
+            }
+        }
+
+        return cpus;
+    }
+
+    private static ulong Hex(string s) => ulong.Parse(s, NumberStyles.HexNumber, CultureInfo.InvariantCulture);
+
+    [GeneratedRegex(@"^\s*Root memory region: (\S+)")]
+    private static partial Regex RootLine();
+
+    [GeneratedRegex(@"^\s+([0-9a-f]{16})-([0-9a-f]{16}) \(prio -?\d+, ([a-z/]+)\): ([^@]+?)(?: @([0-9a-f]{16}))?(?: KVM)?\s*$")]
+    private static partial Regex RegionLine();
+
+    [GeneratedRegex(@"Host virtual address for 0x[0-9a-f]+ \(.*\) is 0x([0-9a-f]+)")]
+    private static partial Regex Gpa2Hva();
+
+    [GeneratedRegex(@"^CPU#(\d+)")]
+    private static partial Regex CpuHeader();
+
+    [GeneratedRegex(@"^(ES |CS |SS |DS |FS |GS |LDT|TR )=([0-9a-f]{4}) ([0-9a-f]+) ([0-9a-f]+) ([0-9a-f]+)")]
+    private static partial Regex SegmentLine();
+
+    [GeneratedRegex(@"^(GDT|IDT)=\s+([0-9a-f]+) ([0-9a-f]+)")]
+    private static partial Regex TableLine();
+
+    [GeneratedRegex(@"\b(R[A-Z]X|R[SD]I|R[SB]P|R\d{1,2}|RIP|RFL|CR[0-4]|EFER) ?=([0-9a-f]+)\b")]
+    private static partial Regex Register();
+}

@@ -1,0 +1,119 @@
+using System.Buffers.Binary;
+using System.Text.Json;
+using VmState.Integration.Harness;
+using VmState.Live;
+using VmState.Machine;
+using VmState.Memory;
+using VmState.Snapshots;
+
+namespace VmState.Integration;
+
+/// <summary>Introspection of the running guest through QMP and QEMU's process memory.</summary>
+public sealed class LiveTests : IAsyncLifetime
+{
+    private QemuGuest _guest = null!;
+
+    public async Task InitializeAsync()
+    {
+        _guest = await QemuGuest.StartAsync(new QemuGuestOptions());
+        await _guest.WaitForReadyAsync(TimeSpan.FromSeconds(180));
+    }
+
+    public async Task DisposeAsync() => await _guest.DisposeAsync();
+
+    private async Task AssertRunningAsync() => Assert.Equal("running", await _guest.Qmp.QueryStatusAsync());
+
+    [Fact]
+    public async Task LiveReadsSeeTheMarkerAndLiveWritesReachTheGuest()
+    {
+        await using LiveMachine live = await LiveMachine.AttachAsync(_guest.ToolQmpPath);
+        GroundTruth.MarkerInfo marker = _guest.Truth.Marker!;
+        byte[] b = new byte[marker.Value.Length];
+        Assert.Equal(b.Length, live.Memory.Read(marker.PhysicalAddress, b));
+        Assert.Equal(marker.Value, System.Text.Encoding.ASCII.GetString(b));
+
+        byte[] value = new byte[8];
+        BinaryPrimitives.WriteUInt64LittleEndian(value, 0x2468ace013579bdf);
+        Assert.Equal(8, live.Memory.Write(marker.GValuePhysicalAddress, value));
+        await _guest.WaitForSerialLineAsync(l => l.EndsWith("value=0x2468ace013579bdf", StringComparison.Ordinal), TimeSpan.FromSeconds(30), _guest.SerialLineCount);
+        await AssertRunningAsync();
+    }
+
+    [Fact]
+    public async Task LiveStateWhilePausedEqualsASnapshotOfTheSameMoment()
+    {
+        await using LiveMachine live = await LiveMachine.AttachAsync(_guest.ToolQmpPath);
+        string file = Path.Combine(_guest.WorkDir, "paused.mig");
+        await using (await live.PauseAsync())
+        {
+            using MachineState view = await live.ToMachineStateAsync();
+            await _guest.Qmp.MigrateToFileAsync(file);
+            using MachineState snap = SnapshotLoader.Open(file);
+            Assert.Equal(snap.Cpus.Count, view.Cpus.Count);
+            for (int i = 0; i < snap.Cpus.Count; i++)
+            {
+                Assert.Equal(snap.Cpus[i].Rip, view.Cpus[i].Rip);
+                Assert.Equal(snap.Cpus[i].Cr3, view.Cpus[i].Cr3);
+                Assert.Equal(snap.Cpus[i].Regs, view.Cpus[i].Regs);
+            }
+
+            byte[] a = new byte[1 << 20];
+            byte[] c = new byte[1 << 20];
+            foreach (ulong at in new ulong[] { 0x100000, 0x1000000, 0x8000000, 0x1ff00000 })
+            {
+                view.Memory.ReadExactly(at, a);
+                snap.Memory.ReadExactly(at, c);
+                Assert.True(a.AsSpan().SequenceEqual(c), $"live and snapshot RAM differ at 0x{at:x}");
+            }
+        }
+
+        // migrate leaves the source in postmigrate; the pause handle's cont runs it again.
+        await AssertRunningAsync();
+    }
+
+    [Fact]
+    public async Task CliCommandsWorkLiveAndLeaveTheGuestRunning()
+    {
+        (int code, string stdout, string stderr) = VmStateCli.Run(["info", "--qmp", _guest.ToolQmpPath, "--json"]);
+        Assert.True(code == 0, stderr);
+        using (JsonDocument doc = JsonDocument.Parse(stdout))
+        {
+            Assert.Equal(2, doc.RootElement.GetProperty("cpus").GetArrayLength());
+        }
+
+        await AssertRunningAsync();
+        string outDir = Path.Combine(_guest.WorkDir, "live-extract");
+        (code, _, stderr) = VmStateCli.Run(["extract", "--qmp", _guest.ToolQmpPath, "-o", outDir]);
+        Assert.True(code == 0, stderr);
+        await AssertRunningAsync();
+        using MachineState core = SnapshotLoader.Open(Path.Combine(outDir, "core.elf"));
+        byte[] b = new byte[15];
+        core.Memory.ReadExactly(_guest.Truth.Marker!.PhysicalAddress, b);
+        Assert.Equal("VMSTATE-MARKER-", System.Text.Encoding.ASCII.GetString(b));
+
+        (code, stdout, stderr) = VmStateCli.Run(["read", "--qmp", _guest.ToolQmpPath, "--pa", $"0x{_guest.Truth.Marker.PhysicalAddress:x}", "15", "-f", "raw"]);
+        Assert.True(code == 0, stderr);
+        Assert.Equal("VMSTATE-MARKER-", stdout);
+        await AssertRunningAsync();
+    }
+
+    [Fact]
+    public async Task KillingQemuDuringReadsGivesACleanError()
+    {
+        LiveMachine live = await LiveMachine.AttachAsync(_guest.ToolQmpPath);
+        try
+        {
+            byte[] b = new byte[4096];
+            Assert.Equal(4096, live.Memory.Read(0x100000, b));
+            System.Diagnostics.Process.GetProcessById(live.Memory.ProcessId).Kill();
+            await Task.Delay(500);
+            var e = Assert.Throws<IOException>(() => live.Memory.Read(0x100000, b));
+            Assert.Contains("is gone", e.Message, StringComparison.Ordinal);
+            await Assert.ThrowsAsync<IOException>(() => live.ReadCpusAsync());
+        }
+        finally
+        {
+            await live.DisposeAsync();
+        }
+    }
+}
