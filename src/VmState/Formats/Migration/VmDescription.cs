@@ -81,6 +81,11 @@ public sealed class VmDescription
         {
             throw new IO.VmStateFormatException(offset + (e.BytePositionInLine ?? 0), "VM description", $"invalid JSON: {e.Message}", e);
         }
+        catch (InvalidOperationException e)
+        {
+            // JsonElement.GetString on a string that is not valid UTF-8 (found by fuzzing).
+            throw new IO.VmStateFormatException(offset, "VM description", $"a JSON string is not valid UTF-8: {e.Message}", e);
+        }
     }
 
     private VmsdDescription ParseVmsd(JsonElement e, long offset, int depth)

@@ -1,0 +1,102 @@
+using VmState.Export;
+using VmState.Formats.Elf;
+using VmState.Formats.Migration;
+using VmState.Formats.Qcow2;
+using VmState.IO;
+using VmState.Machine;
+using VmState.Memory;
+using VmState.Snapshots;
+
+namespace VmState.Fuzz;
+
+/// <summary>
+/// The fuzz targets: each parses hostile bytes the way a command would and touches what it parsed. Expected
+/// rejections (<see cref="VmStateFormatException"/>, <see cref="ArgumentException"/> for a missing snapshot) are
+/// swallowed; anything else escapes and is a bug.
+/// </summary>
+public static class Targets
+{
+    /// <summary>Target names and their entry points.</summary>
+    public static readonly IReadOnlyDictionary<string, Action<byte[]>> All = new Dictionary<string, Action<byte[]>>(StringComparer.Ordinal)
+    {
+        ["stream"] = Stream,
+        ["qcow2"] = Qcow2,
+        ["elf"] = Elf,
+        ["detect"] = Detect,
+    };
+
+    /// <summary>Runs <paramref name="target"/> on <paramref name="data"/>, swallowing only expected rejections.</summary>
+    public static void Run(Action<byte[]> target, byte[] data)
+    {
+        try
+        {
+            target(data);
+        }
+        catch (VmStateFormatException)
+        {
+        }
+    }
+
+    private static void Stream(byte[] data)
+    {
+        using MigrationStream s = MigrationStreamReader.Read(new MemorySource(data));
+        using MachineState m = MigrationMachineReader.FromStream(s, "fuzz", "fuzz");
+        Touch(m);
+    }
+
+    private static void Qcow2(byte[] data)
+    {
+        using Qcow2Image image = Qcow2Image.Open(new MemorySource(data), ownsSource: false);
+        byte[] buffer = new byte[64 * 1024];
+        foreach (Qcow2Snapshot s in image.Snapshots)
+        {
+            if (s.VmStateSize == 0)
+            {
+                continue;
+            }
+
+            using IRandomAccessSource vm = image.OpenVmState(s);
+            for (long at = 0; at < Math.Min(vm.Length, 1 << 20); at += buffer.Length)
+            {
+                vm.Read(at, buffer);
+            }
+        }
+    }
+
+    private static void Elf(byte[] data)
+    {
+        using MachineState m = ElfCoreReader.Read(new MemorySource(data), "fuzz");
+        Touch(m);
+    }
+
+    private static void Detect(byte[] data)
+    {
+        try
+        {
+            using MachineState m = SnapshotLoader.OpenSource(new MemorySource(data), "fuzz", new SnapshotOpenOptions());
+            Touch(m);
+        }
+        catch (ArgumentException e) when (e.Message.Contains("has no snapshot", StringComparison.Ordinal))
+        {
+        }
+    }
+
+    private static void Touch(MachineState m)
+    {
+        byte[] buffer = new byte[8192];
+        foreach (MemoryRange r in m.Memory.Ranges.Take(64))
+        {
+            m.Memory.Read(r.Start, buffer);
+            m.Memory.Read(r.Start + (r.Length / 2), buffer);
+        }
+
+        HardwareJsonWriter.Write(m, System.IO.Stream.Null);
+        _ = VmcoreinfoLocator.Find(m, scan: false);
+        foreach (var cpu in m.Cpus.Take(4))
+        {
+            var space = VmState.Arch.X86.AddressSpace.Of(m.Memory, cpu);
+            _ = space.Translate(cpu.Rip);
+            _ = space.Mappings().Take(1000).Count();
+        }
+    }
+}
