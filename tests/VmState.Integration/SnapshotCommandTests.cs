@@ -54,6 +54,28 @@ public sealed class SnapshotCommandTests : IAsyncLifetime
     }
 
     [Fact]
+    public async Task ALiveSnapshotKeepsTheGuestRunningAndResumesWhereItStarted()
+    {
+        string file = Path.Combine(_dir, "background.mig");
+        await _guest.WaitForSerialLineAsync(l => l.StartsWith("VMSTATE-TICK ", StringComparison.Ordinal), TimeSpan.FromSeconds(60), _guest.SerialLineCount);
+        int before = EditResumeTests.LastTick(_guest.SerialText);
+        (int code, string stdout, string stderr) = VmStateCli.Run(["snapshot", "--qmp", _guest.ToolQmpPath, "-o", file, "--live", "--json"]);
+        Assert.True(code == 0, stderr);
+        int after = EditResumeTests.LastTick(_guest.SerialText);
+        using (JsonDocument doc = JsonDocument.Parse(stdout))
+        {
+            Assert.Equal("background-snapshot", doc.RootElement.GetProperty("mode").GetString());
+            Assert.InRange(doc.RootElement.GetProperty("qemuDowntimeMs").GetDouble(), 0, 1000);
+        }
+
+        await AssertGuestStillTicksAsync();
+        await using QemuGuest resumed = await QemuGuest.StartAsync(new QemuGuestOptions { Incoming = file });
+        string first = await resumed.WaitForSerialLineAsync(l => l.StartsWith("VMSTATE-TICK ", StringComparison.Ordinal), TimeSpan.FromSeconds(60));
+        int tick = int.Parse(first["VMSTATE-TICK ".Length..], System.Globalization.CultureInfo.InvariantCulture);
+        Assert.InRange(tick, before + 1, after + 1);
+    }
+
+    [Fact]
     public async Task AFailedSaveStillResumesTheGuestAndLeavesNoFile()
     {
         string file = Path.Combine(_dir, "no-such-dir", "x.mig");

@@ -18,21 +18,29 @@ internal static class SnapshotCommand
         var qmp = new Option<string>("--qmp") { Description = "QEMU's QMP unix socket (-qmp unix:PATH,server=on,wait=off)", Required = true };
         var output = new Option<string?>("--output", "-o") { Description = "write a migration stream to this file" };
         var savevm = new Option<string?>("--savevm") { Description = "take an internal snapshot with this tag in the VM's qcow2 disk" };
+        var live = new Option<bool>("--live") { Description = "with -o: keep the guest running (QEMU background-snapshot: RAM copy-on-write through userfaultfd); the file holds the state at the start" };
         Option<bool> json = CommonOptions.Json();
         var command = new Command("snapshot", "Snapshot a running QEMU VM through QMP (stream file or savevm), resuming it afterwards");
         command.Options.Add(qmp);
         command.Options.Add(output);
         command.Options.Add(savevm);
+        command.Options.Add(live);
         command.Options.Add(json);
-        command.SetAction((r, ct) => RunAsync(r.GetValue(qmp)!, r.GetValue(output), r.GetValue(savevm), r.GetValue(json), ct));
+        command.SetAction((r, ct) => RunAsync(r.GetValue(qmp)!, r.GetValue(output), r.GetValue(savevm), r.GetValue(live), r.GetValue(json), ct));
         return command;
     }
 
-    private static async Task<int> RunAsync(string socket, string? output, string? tag, bool json, CancellationToken ct)
+    private static async Task<int> RunAsync(string socket, string? output, string? tag, bool live, bool json, CancellationToken ct)
     {
         if ((output is null) == (tag is null))
         {
             Console.Error.WriteLine("vmstate: give exactly one of -o FILE or --savevm TAG");
+            return 2;
+        }
+
+        if (live && output is null)
+        {
+            Console.Error.WriteLine("vmstate: --live applies to -o FILE (savevm always pauses the guest)");
             return 2;
         }
 
@@ -44,22 +52,45 @@ internal static class SnapshotCommand
             var clock = Stopwatch.StartNew();
             TimeSpan paused = TimeSpan.Zero;
             long bytes = 0;
+            double? downtimeMs = null;
+            string mode = output is null ? "savevm" : "pause";
             string? temp = null;
             try
             {
                 if (output is not null)
                 {
                     temp = ElfCoreWriter.TempPathFor(output);
-                    if (wasRunning)
+                    bool background = live && wasRunning && await TrySetBackgroundAsync(client, true);
+                    if (live && wasRunning && !background)
+                    {
+                        Console.Error.WriteLine("vmstate: QEMU refused the background-snapshot capability (it needs userfaultfd write-protect support in the host kernel); pausing the guest instead");
+                    }
+
+                    mode = background ? "background-snapshot" : "pause";
+                    if (wasRunning && !background)
                     {
                         await client.StopAsync(ct);
                     }
 
-                    JsonElement stats = await client.MigrateToFileAsync(temp, null, ct);
+                    try
+                    {
+                        JsonElement stats = await client.MigrateToFileAsync(temp, null, ct);
+                        if (stats.TryGetProperty("downtime", out JsonElement d) && d.TryGetInt64(out long ms))
+                        {
+                            downtimeMs = ms;
+                        }
+                    }
+                    finally
+                    {
+                        if (background)
+                        {
+                            await TrySetBackgroundAsync(client, false);
+                        }
+                    }
+
                     File.Move(temp, output, overwrite: true);
                     temp = null;
                     bytes = new FileInfo(output).Length;
-                    _ = stats;
                 }
                 else
                 {
@@ -102,7 +133,12 @@ internal static class SnapshotCommand
                 w.WriteString("output", output);
                 w.WriteString("savevm", tag);
                 w.WriteNumber("bytes", bytes);
-                w.WriteNumber("pausedSeconds", Math.Round(paused.TotalSeconds, 4));
+                w.WriteString("mode", mode);
+                w.WriteNumber(mode == "background-snapshot" ? "elapsedSeconds" : "pausedSeconds", Math.Round(paused.TotalSeconds, 4));
+                if (downtimeMs is double dt)
+                {
+                    w.WriteNumber("qemuDowntimeMs", dt);
+                }
                 w.WriteString("statusBefore", before);
                 w.WriteString("statusAfter", after);
                 w.WriteEndObject();
@@ -112,7 +148,10 @@ internal static class SnapshotCommand
             else
             {
                 string what = output is not null ? $"{output} ({bytes:N0} bytes)" : $"internal snapshot \"{tag}\"";
-                Console.WriteLine($"saved {what}; guest paused {paused.TotalMilliseconds:F0} ms; status {before} -> {after}");
+                string pauseText = mode == "background-snapshot"
+                    ? $"guest kept running (background snapshot; QEMU downtime {downtimeMs ?? 0:F0} ms)"
+                    : $"guest paused {paused.TotalMilliseconds:F0} ms";
+                Console.WriteLine($"saved {what}; {pauseText}; status {before} -> {after}");
             }
 
             return 0;
@@ -131,6 +170,20 @@ internal static class SnapshotCommand
         {
             Console.Error.WriteLine("vmstate: cancelled; the guest was resumed");
             return 130;
+        }
+    }
+
+    private static async Task<bool> TrySetBackgroundAsync(QmpClient client, bool on)
+    {
+        try
+        {
+            var caps = new System.Text.Json.Nodes.JsonArray { new System.Text.Json.Nodes.JsonObject { ["capability"] = "background-snapshot", ["state"] = on } };
+            await client.ExecuteAsync("migrate-set-capabilities", new System.Text.Json.Nodes.JsonObject { ["capabilities"] = caps }, null, CancellationToken.None);
+            return true;
+        }
+        catch (QmpException)
+        {
+            return false;
         }
     }
 
