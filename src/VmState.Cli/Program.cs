@@ -19,6 +19,7 @@ public static class Program
         root.Subcommands.Add(EditCommand.Create());
         root.Subcommands.Add(InjectCommand.Create());
         root.Subcommands.Add(GdbServerCommand.Create());
+        root.Subcommands.Add(DoctorCommand.Create());
         return root.Parse(args).Invoke();
     }
 }

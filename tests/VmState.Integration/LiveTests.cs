@@ -98,6 +98,16 @@ public sealed class LiveTests : IAsyncLifetime
     }
 
     [Fact]
+    public void DoctorExplainsHowToEnableSharedMemory()
+    {
+        (int code, string stdout, string stderr) = VmStateCli.Run(["doctor", "--qmp", _guest.ToolQmpPath]);
+        Assert.True(code == 0, stderr);
+        Assert.Contains("no   shared memory", stdout, StringComparison.Ordinal);
+        Assert.Contains("memory-backend-file", stdout, StringComparison.Ordinal);
+        Assert.Contains("ok   process memory", stdout, StringComparison.Ordinal);
+    }
+
+    [Fact]
     public async Task KillingQemuDuringReadsGivesACleanError()
     {
         LiveMachine live = await LiveMachine.AttachAsync(_guest.ToolQmpPath);

@@ -11,24 +11,33 @@ namespace VmState.Live;
 /// </summary>
 public sealed class LiveMachine : IAsyncDisposable
 {
-    private LiveMachine(QmpClient qmp, QemuProcessMemory memory, IReadOnlyList<HmpText.RamRegion> regions)
+    private readonly bool _ownsClient;
+
+    private LiveMachine(QmpClient qmp, LiveMemory memory, IReadOnlyList<HmpText.RamRegion> regions, IReadOnlyList<string> notes, bool ownsClient)
     {
+        _ownsClient = ownsClient;
         Qmp = qmp;
         Memory = memory;
         Regions = regions;
+        Notes = notes;
     }
 
     /// <summary>The QMP connection.</summary>
     public QmpClient Qmp { get; }
 
-    /// <summary>Guest RAM through QEMU's process memory.</summary>
-    public QemuProcessMemory Memory { get; }
+    /// <summary>Guest RAM: shared mappings where QEMU offers them, QEMU's process memory elsewhere.</summary>
+    public LiveMemory Memory { get; }
+
+    /// <summary>Why a faster path was not used, when it was not.</summary>
+    public IReadOnlyList<string> Notes { get; }
 
     /// <summary>The RAM regions of the guest's memory map.</summary>
     public IReadOnlyList<HmpText.RamRegion> Regions { get; }
 
     /// <summary>Which memory path is in use, for messages.</summary>
-    public string MemoryPath => $"QEMU process memory (pid {Memory.ProcessId}, gpa2hva + process_vm_readv)";
+    public string MemoryPath => Memory.SharedBytes == 0
+        ? $"QEMU process memory (pid {Memory.ProcessId}, gpa2hva + process_vm_readv)"
+        : $"shared memory backend ({Memory.SharedBytes >> 20} MiB mapped) + QEMU process memory for the rest (pid {Memory.ProcessId})";
 
     /// <summary>Connects to QEMU's QMP socket and maps guest RAM.</summary>
     public static async Task<LiveMachine> AttachAsync(string qmpSocket, CancellationToken cancellationToken = default)
@@ -36,25 +45,88 @@ public sealed class LiveMachine : IAsyncDisposable
         QmpClient qmp = await QmpClient.ConnectAsync(qmpSocket, TimeSpan.FromSeconds(10), cancellationToken).ConfigureAwait(false);
         try
         {
-            int pid = qmp.PeerProcessId ?? throw new IOException($"cannot tell which process serves {qmpSocket} (SO_PEERCRED failed)");
-            string mtree = await qmp.HumanMonitorCommandAsync("info mtree -f", null, cancellationToken).ConfigureAwait(false);
-            IReadOnlyList<HmpText.RamRegion> regions = HmpText.ParseFlatViewRam(mtree);
-            var mapped = new List<(MemoryRange, ulong)>();
-            foreach (HmpText.RamRegion r in regions)
-            {
-                string answer = await qmp.HumanMonitorCommandAsync($"gpa2hva 0x{r.Start:x}", null, cancellationToken).ConfigureAwait(false);
-                ulong hva = HmpText.ParseGpa2Hva(answer) ?? throw new IOException($"QEMU did not map guest-physical 0x{r.Start:x} ({r.Name}): {answer.Trim()}");
-                mapped.Add((new MemoryRange(r.Start, r.Length, r.Name), hva));
-            }
-
-            mapped.Sort((a, b) => a.Item1.Start.CompareTo(b.Item1.Start));
-            return new LiveMachine(qmp, new QemuProcessMemory(pid, mapped), regions);
+            return await AttachAsync(qmp, ownsClient: true, cancellationToken).ConfigureAwait(false);
         }
         catch
         {
             await qmp.DisposeAsync().ConfigureAwait(false);
             throw;
         }
+    }
+
+    /// <summary>Maps guest RAM over an existing QMP connection (QEMU serves one client per QMP socket).</summary>
+    public static async Task<LiveMachine> AttachAsync(QmpClient qmp, bool ownsClient, CancellationToken cancellationToken = default)
+    {
+        string qmpSocket = qmp.SocketPath;
+        int pid = qmp.PeerProcessId ?? throw new IOException($"cannot tell which process serves {qmpSocket} (SO_PEERCRED failed)");
+        string mtree = await qmp.HumanMonitorCommandAsync("info mtree -f", null, cancellationToken).ConfigureAwait(false);
+        IReadOnlyList<HmpText.RamRegion> regions = HmpText.ParseFlatViewRam(mtree);
+        var mapped = new List<(MemoryRange, ulong)>();
+        foreach (HmpText.RamRegion r in regions)
+        {
+            string answer = await qmp.HumanMonitorCommandAsync($"gpa2hva 0x{r.Start:x}", null, cancellationToken).ConfigureAwait(false);
+            ulong hva = HmpText.ParseGpa2Hva(answer) ?? throw new IOException($"QEMU did not map guest-physical 0x{r.Start:x} ({r.Name}): {answer.Trim()}");
+            mapped.Add((new MemoryRange(r.Start, r.Length, r.Name), hva));
+        }
+
+        mapped.Sort((a, b) => a.Item1.Start.CompareTo(b.Item1.Start));
+        (Dictionary<string, string> shared, List<string> notes) = await FindSharedBackendsAsync(qmp, cancellationToken).ConfigureAwait(false);
+        return new LiveMachine(qmp, new LiveMemory(new QemuProcessMemory(pid, mapped), regions, shared), regions, notes, ownsClient);
+    }
+
+    /// <summary>
+    /// Memory backends with share=on whose file this process can open (query-memdev, qom-get mem-path), by
+    /// RAMBlock name (the backend id); and why the others cannot be used.
+    /// </summary>
+    public static async Task<(Dictionary<string, string> Shared, List<string> Notes)> FindSharedBackendsAsync(QmpClient qmp, CancellationToken cancellationToken)
+    {
+        var shared = new Dictionary<string, string>(StringComparer.Ordinal);
+        var notes = new List<string>();
+        System.Text.Json.JsonElement memdevs = await qmp.ExecuteAsync("query-memdev", null, null, cancellationToken).ConfigureAwait(false);
+        foreach (System.Text.Json.JsonElement d in memdevs.EnumerateArray())
+        {
+            string id = d.TryGetProperty("id", out System.Text.Json.JsonElement i) ? i.GetString() ?? "?" : "?";
+            if (!d.TryGetProperty("share", out System.Text.Json.JsonElement share) || !share.GetBoolean())
+            {
+                notes.Add($"memory backend {id} is not shared (add share=on)");
+                continue;
+            }
+
+            string? path = null;
+            try
+            {
+                System.Text.Json.JsonElement p = await qmp.ExecuteAsync("qom-get", new System.Text.Json.Nodes.JsonObject { ["path"] = $"/objects/{id}", ["property"] = "mem-path" }, null, cancellationToken).ConfigureAwait(false);
+                path = p.GetString();
+            }
+            catch (QmpException)
+            {
+                notes.Add($"memory backend {id} has no file (memfd); map it with a memory-backend-file on /dev/shm instead");
+                continue;
+            }
+
+            if (path is null || !File.Exists(path))
+            {
+                notes.Add($"memory backend {id}: its file {path} cannot be seen from here");
+                continue;
+            }
+
+            try
+            {
+                using FileStream probe = File.Open(path, FileMode.Open, FileAccess.ReadWrite, FileShare.ReadWrite);
+                shared[id] = path;
+            }
+            catch (UnauthorizedAccessException)
+            {
+                notes.Add($"memory backend {id}: no permission to open {path} read-write");
+            }
+        }
+
+        if (memdevs.GetArrayLength() == 0)
+        {
+            notes.Add("guest RAM is not on a memory backend; for the shared-memory path start QEMU with -object memory-backend-file,id=pc.ram,size=SIZE,mem-path=/dev/shm/NAME,share=on -machine memory-backend=pc.ram");
+        }
+
+        return (shared, notes);
     }
 
     /// <summary>Every vCPU's registers, read now.</summary>
@@ -82,7 +154,11 @@ public sealed class LiveMachine : IAsyncDisposable
     }
 
     /// <inheritdoc />
-    public ValueTask DisposeAsync() => Qmp.DisposeAsync();
+    public ValueTask DisposeAsync()
+    {
+        Memory.Dispose();
+        return _ownsClient ? Qmp.DisposeAsync() : ValueTask.CompletedTask;
+    }
 
     private sealed class Resumer(QmpClient qmp, bool resume) : IAsyncDisposable
     {

@@ -65,6 +65,12 @@ public sealed class QemuGuest : IAsyncDisposable
             "-qmp", $"unix:{Path.Combine(workDir, "qmp.sock")},server=on,wait=off",
             "-qmp", $"unix:{Path.Combine(workDir, "qmp-tool.sock")},server=on,wait=off",
         };
+        if (options.SharedMemoryPath is not null)
+        {
+            // id=pc.ram keeps the RAMBlock name snapshots expect (QEMU docs: memory-backend and migration).
+            args.AddRange(["-object", $"memory-backend-file,id=pc.ram,size={options.MemoryMiB}M,mem-path={options.SharedMemoryPath},share=on", "-machine", "memory-backend=pc.ram"]);
+        }
+
         if (options.DiskPath is not null)
         {
             args.AddRange(["-drive", $"file={options.DiskPath},if=ide,format=qcow2,node-name=disk0"]);

@@ -20,6 +20,9 @@ public sealed record QemuGuestOptions
     /// <summary>A qcow2 image to attach as an IDE disk (needed for savevm/loadvm).</summary>
     public string? DiskPath { get; init; }
 
+    /// <summary>Put guest RAM on a shared file (memory-backend-file share=on, id pc.ram) at this path, e.g. under /dev/shm.</summary>
+    public string? SharedMemoryPath { get; init; }
+
     /// <summary>A migration stream to resume from (-incoming "exec:cat FILE"); READY is then not awaited.</summary>
     public string? Incoming { get; init; }
 

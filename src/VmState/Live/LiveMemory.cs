@@ -1,0 +1,154 @@
+using System.IO.MemoryMappedFiles;
+using VmState.Memory;
+
+namespace VmState.Live;
+
+/// <summary>
+/// Guest RAM of a running QEMU, by the fastest path each range allows: RAM on a shared memory backend
+/// (memory-backend-file/memfd with share=on) is mapped into this process and read or written with plain memory
+/// copies (or borrowed as a span, no copy at all); everything else goes through QEMU's process memory.
+/// </summary>
+public sealed unsafe class LiveMemory : IPhysicalMemory, IDisposable
+{
+    private readonly QemuProcessMemory _process;
+    private readonly MemoryRange[] _ranges;
+    private readonly byte*[] _direct;
+    private readonly List<(MemoryMappedFile File, MemoryMappedViewAccessor View)> _maps = [];
+
+    internal LiveMemory(QemuProcessMemory process, IReadOnlyList<HmpText.RamRegion> regions, IReadOnlyDictionary<string, string> sharedFiles)
+    {
+        _process = process;
+        _ranges = process.Ranges.ToArray();
+        _direct = new byte*[_ranges.Length];
+        var bases = new Dictionary<string, (nint Pointer, long Length)>(StringComparer.Ordinal);
+        foreach ((string block, string path) in sharedFiles)
+        {
+            long length = new FileInfo(path).Length;
+            var file = MemoryMappedFile.CreateFromFile(path, FileMode.Open, null, 0, MemoryMappedFileAccess.ReadWrite);
+            MemoryMappedViewAccessor view = file.CreateViewAccessor(0, length, MemoryMappedFileAccess.ReadWrite);
+            byte* p = null;
+            view.SafeMemoryMappedViewHandle.AcquirePointer(ref p);
+            _maps.Add((file, view));
+            bases[block] = ((nint)(p + view.PointerOffset), length);
+        }
+
+        for (int i = 0; i < _ranges.Length; i++)
+        {
+            HmpText.RamRegion? region = regions.FirstOrDefault(r => r.Start == _ranges[i].Start);
+            if (region is not null && bases.TryGetValue(region.Name, out (nint Pointer, long Length) b) && (long)(region.Offset + region.Length) <= b.Length)
+            {
+                _direct[i] = (byte*)b.Pointer + region.Offset;
+            }
+        }
+
+        SharedBytes = _ranges.Where((r, i) => _direct[i] != null).Aggregate(0UL, (s, r) => s + r.Length);
+    }
+
+    /// <inheritdoc />
+    public string Name => _process.Name;
+
+    /// <inheritdoc />
+    public IReadOnlyList<MemoryRange> Ranges => _ranges;
+
+    /// <summary>Bytes of guest RAM served from a shared mapping (the rest comes from QEMU's process memory).</summary>
+    public ulong SharedBytes { get; }
+
+    /// <summary>The QEMU process id.</summary>
+    public int ProcessId => _process.ProcessId;
+
+    /// <inheritdoc />
+    public int Read(ulong address, Span<byte> destination)
+    {
+        int ri = _ranges.FindRange(address);
+        if (ri >= 0 && _direct[ri] != null && address + (ulong)destination.Length <= _ranges[ri].End)
+        {
+            new ReadOnlySpan<byte>(_direct[ri] + (address - _ranges[ri].Start), destination.Length).CopyTo(destination);
+            return destination.Length;
+        }
+
+        int done = 0;
+        while (done < destination.Length)
+        {
+            ulong a = address + (ulong)done;
+            ri = _ranges.FindRange(a);
+            if (ri < 0)
+            {
+                break;
+            }
+
+            int n = (int)Math.Min((ulong)(destination.Length - done), _ranges[ri].End - a);
+            if (_direct[ri] != null)
+            {
+                new ReadOnlySpan<byte>(_direct[ri] + (a - _ranges[ri].Start), n).CopyTo(destination.Slice(done, n));
+            }
+            else if (_process.Read(a, destination.Slice(done, n)) != n)
+            {
+                break;
+            }
+
+            done += n;
+        }
+
+        return done;
+    }
+
+    /// <summary>Writes guest RAM; the running guest sees the bytes at once. Returns the bytes written.</summary>
+    public int Write(ulong address, ReadOnlySpan<byte> source)
+    {
+        int done = 0;
+        while (done < source.Length)
+        {
+            ulong a = address + (ulong)done;
+            int ri = _ranges.FindRange(a);
+            if (ri < 0)
+            {
+                break;
+            }
+
+            int n = (int)Math.Min((ulong)(source.Length - done), _ranges[ri].End - a);
+            if (_direct[ri] != null)
+            {
+                source.Slice(done, n).CopyTo(new Span<byte>(_direct[ri] + (a - _ranges[ri].Start), n));
+            }
+            else if (_process.Write(a, source.Slice(done, n)) != n)
+            {
+                break;
+            }
+
+            done += n;
+        }
+
+        return done;
+    }
+
+    /// <summary>
+    /// Borrows guest RAM as a span without copying (shared-memory ranges only; valid until disposal). False when
+    /// the range is not on a shared mapping or crosses a range boundary.
+    /// </summary>
+    public bool TryGetSpan(ulong address, int length, out ReadOnlySpan<byte> span)
+    {
+        int ri = _ranges.FindRange(address);
+        if (ri >= 0 && _direct[ri] != null && address + (ulong)length <= _ranges[ri].End)
+        {
+            span = new ReadOnlySpan<byte>(_direct[ri] + (address - _ranges[ri].Start), length);
+            return true;
+        }
+
+        span = default;
+        return false;
+    }
+
+    /// <inheritdoc />
+    public void Dispose()
+    {
+        foreach ((MemoryMappedFile file, MemoryMappedViewAccessor view) in _maps)
+        {
+            view.SafeMemoryMappedViewHandle.ReleasePointer();
+            view.Dispose();
+            file.Dispose();
+        }
+
+        _maps.Clear();
+        Array.Clear(_direct);
+    }
+}
