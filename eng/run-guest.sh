@@ -17,6 +17,9 @@
 #   MEM=512             -m, MiB
 #   SMP=2               -smp
 #   EXTRA_APPEND=       extra kernel command-line arguments (e.g. pti=on)
+#   SHARED_MEM=         put guest RAM on this file (memory-backend-file share=on, id
+#                       pc.ram), e.g. /dev/shm/vmstate-ram, for the shared-memory path
+#   GDB_PORT=           start QEMU's gdbstub on 127.0.0.1:PORT
 #   DISK=               qcow2 image to attach as IDE disk (node-name disk0);
 #                       created (64 MiB) when it does not exist. Needed for
 #                       savevm/loadvm internal snapshots.
@@ -75,6 +78,8 @@ MEM=${MEM:-512}
 SMP=${SMP:-2}
 EXTRA_APPEND=${EXTRA_APPEND:-}
 DISK=${DISK:-}
+SHARED_MEM=${SHARED_MEM:-}
+GDB_PORT=${GDB_PORT:-}
 TIMEOUT=${TIMEOUT:-120}
 QEMU=${QEMU:-qemu-system-x86_64}
 [[ "$TIMEOUT" =~ ^[0-9]+$ ]] || die "TIMEOUT must be a whole number of seconds, got '$TIMEOUT'"
@@ -117,6 +122,12 @@ args=(
   -pidfile "$PIDFILE"
   -daemonize
 )
+if [[ -n "$SHARED_MEM" ]]; then
+  args+=(-object "memory-backend-file,id=pc.ram,size=${MEM}M,mem-path=$SHARED_MEM,share=on" -machine memory-backend=pc.ram)
+fi
+if [[ -n "$GDB_PORT" ]]; then
+  args+=(-gdb "tcp:127.0.0.1:$GDB_PORT")
+fi
 if [[ -n "$DISK" ]]; then
   if [[ ! -e "$DISK" ]]; then
     qemu-img create -q -f qcow2 "$DISK" 64M || die "qemu-img create $DISK failed"
