@@ -138,7 +138,18 @@ public sealed class LiveMachine : IAsyncDisposable
     {
         IReadOnlyList<X86CpuState> cpus = await ReadCpusAsync(cancellationToken).ConfigureAwait(false);
         var blocks = Regions.GroupBy(r => r.Name).Select(g => new RamBlockInfo(g.Key, g.Max(r => r.Offset + r.Length), g.Select(r => new BlockMapping(r.Start, r.Offset, r.Length)).ToList())).ToList();
-        return new MachineState($"qmp:{Qmp.SocketPath}", $"running QEMU {Qmp.Version.Major}.{Qmp.Version.Minor}.{Qmp.Version.Micro}, {MemoryPath}", null, Memory, cpus, [], blocks, [], null);
+        string? machineType = null;
+        try
+        {
+            // The machine object's QOM type is "<machine type>-machine", e.g. "pc-i440fx-7.2-machine".
+            string? qomType = (await Qmp.ExecuteAsync("qom-get", new System.Text.Json.Nodes.JsonObject { ["path"] = "/machine", ["property"] = "type" }, null, cancellationToken).ConfigureAwait(false)).GetString();
+            machineType = qomType?.EndsWith("-machine", StringComparison.Ordinal) == true ? qomType[..^"-machine".Length] : qomType;
+        }
+        catch (QmpException)
+        {
+        }
+
+        return new MachineState($"qmp:{Qmp.SocketPath}", $"running QEMU {Qmp.Version.Major}.{Qmp.Version.Minor}.{Qmp.Version.Micro}, {MemoryPath}", machineType, Memory, cpus, [], blocks, [], null);
     }
 
     /// <summary>Pauses the guest; disposing the handle resumes it if it was running (also on exceptions).</summary>
