@@ -98,6 +98,19 @@ public sealed class LiveTests : IAsyncLifetime
     }
 
     [Fact]
+    public async Task OneCallGivesAConsistentStateOfTheRunningVm()
+    {
+        await using LiveMachine live = await LiveMachine.AttachAsync(_guest.ToolQmpPath);
+        using MachineState m = await live.SnapshotAsync(Path.Combine(_guest.WorkDir, "vm-snapshot.mig"));
+        Assert.Equal(2, m.Cpus.Count);
+        Assert.Equal(_guest.Truth.Nics.Single(n => n.Driver == "e1000").Mac, m.Devices.Single(d => d.IdStr.EndsWith("/e1000", StringComparison.Ordinal)).Decoded["mac"]);
+        byte[] b = new byte[15];
+        m.Memory.ReadExactly(_guest.Truth.Marker!.PhysicalAddress, b);
+        Assert.Equal("VMSTATE-MARKER-", System.Text.Encoding.ASCII.GetString(b));
+        await AssertRunningAsync();
+    }
+
+    [Fact]
     public void DoctorExplainsHowToEnableSharedMemory()
     {
         (int code, string stdout, string stderr) = VmStateCli.Run(["doctor", "--qmp", _guest.ToolQmpPath]);

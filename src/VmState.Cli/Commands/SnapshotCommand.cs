@@ -1,7 +1,6 @@
 using System.CommandLine;
 using System.Diagnostics;
 using System.Text.Json;
-using VmState.Formats.Elf;
 using VmState.Live;
 
 namespace VmState.Cli.Commands;
@@ -48,82 +47,46 @@ internal static class SnapshotCommand
         {
             await using QmpClient client = await QmpClient.ConnectAsync(socket, TimeSpan.FromSeconds(10), ct);
             string before = await client.QueryStatusAsync(ct);
-            bool wasRunning = before == "running";
             var clock = Stopwatch.StartNew();
-            TimeSpan paused = TimeSpan.Zero;
             long bytes = 0;
             double? downtimeMs = null;
-            string mode = output is null ? "savevm" : "pause";
-            string? temp = null;
-            try
+            string mode = "savevm";
+            if (output is not null)
             {
-                if (output is not null)
+                SaveResult result = await client.SaveStateToFileAsync(output, live, ct);
+                if (result.FallbackReason is not null)
                 {
-                    temp = ElfCoreWriter.TempPathFor(output);
-                    bool background = live && wasRunning && await TrySetBackgroundAsync(client, true);
-                    if (live && wasRunning && !background)
-                    {
-                        Console.Error.WriteLine("vmstate: QEMU refused the background-snapshot capability (it needs userfaultfd write-protect support in the host kernel); pausing the guest instead");
-                    }
-
-                    mode = background ? "background-snapshot" : "pause";
-                    if (wasRunning && !background)
-                    {
-                        await client.StopAsync(ct);
-                    }
-
-                    try
-                    {
-                        JsonElement stats = await client.MigrateToFileAsync(temp, null, ct);
-                        if (stats.TryGetProperty("downtime", out JsonElement d) && d.TryGetInt64(out long ms))
-                        {
-                            downtimeMs = ms;
-                        }
-                    }
-                    finally
-                    {
-                        if (background)
-                        {
-                            await TrySetBackgroundAsync(client, false);
-                        }
-                    }
-
-                    File.Move(temp, output, overwrite: true);
-                    temp = null;
-                    bytes = new FileInfo(output).Length;
+                    Console.Error.WriteLine($"vmstate: {result.FallbackReason}");
                 }
-                else
+
+                mode = result.Mode;
+                bytes = result.Bytes;
+                downtimeMs = result.DowntimeMilliseconds;
+            }
+            else
+            {
+                bool wasRunning = before == "running";
+                try
                 {
                     await client.SaveVmAsync(tag!, null, ct);
                 }
-            }
-            catch (OperationCanceledException) when (output is not null)
-            {
-                await TryAsync(() => client.ExecuteAsync("migrate_cancel", null, TimeSpan.FromSeconds(5), CancellationToken.None));
-                throw;
-            }
-            finally
-            {
-                if (temp is not null)
+                finally
                 {
-                    ElfCoreWriter.TryDelete(temp);
-                }
-
-                // Nothing is lost: a guest that was running runs again, whatever happened above.
-                if (wasRunning)
-                {
-                    await TryAsync(async () =>
+                    // savevm resumes by itself; make sure of it.
+                    if (wasRunning)
                     {
-                        if (await client.QueryStatusAsync(CancellationToken.None) != "running")
+                        await TryAsync(async () =>
                         {
-                            await client.ContAsync(CancellationToken.None);
-                        }
-                    });
+                            if (await client.QueryStatusAsync(CancellationToken.None) != "running")
+                            {
+                                await client.ContAsync(CancellationToken.None);
+                            }
+                        });
+                    }
                 }
-
-                paused = clock.Elapsed;
             }
 
+            TimeSpan paused = clock.Elapsed;
             string after = await client.QueryStatusAsync(CancellationToken.None);
             if (json)
             {
@@ -139,6 +102,7 @@ internal static class SnapshotCommand
                 {
                     w.WriteNumber("qemuDowntimeMs", dt);
                 }
+
                 w.WriteString("statusBefore", before);
                 w.WriteString("statusAfter", after);
                 w.WriteEndObject();
@@ -170,20 +134,6 @@ internal static class SnapshotCommand
         {
             Console.Error.WriteLine("vmstate: cancelled; the guest was resumed");
             return 130;
-        }
-    }
-
-    private static async Task<bool> TrySetBackgroundAsync(QmpClient client, bool on)
-    {
-        try
-        {
-            var caps = new System.Text.Json.Nodes.JsonArray { new System.Text.Json.Nodes.JsonObject { ["capability"] = "background-snapshot", ["state"] = on } };
-            await client.ExecuteAsync("migrate-set-capabilities", new System.Text.Json.Nodes.JsonObject { ["capabilities"] = caps }, null, CancellationToken.None);
-            return true;
-        }
-        catch (QmpException)
-        {
-            return false;
         }
     }
 

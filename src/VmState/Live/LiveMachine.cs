@@ -152,6 +152,16 @@ public sealed class LiveMachine : IAsyncDisposable
         return new MachineState($"qmp:{Qmp.SocketPath}", $"running QEMU {Qmp.Version.Major}.{Qmp.Version.Minor}.{Qmp.Version.Micro}, {MemoryPath}", machineType, Memory, cpus, [], blocks, [], null);
     }
 
+    /// <summary>
+    /// A consistent point-in-time state of the running VM, in one call: saved to <paramref name="file"/> with QEMU's
+    /// background snapshot (the guest keeps running) and opened with every device and register, like any snapshot.
+    /// </summary>
+    public async Task<MachineState> SnapshotAsync(string file, CancellationToken cancellationToken = default)
+    {
+        await Qmp.SaveStateToFileAsync(file, background: true, cancellationToken).ConfigureAwait(false);
+        return Snapshots.SnapshotLoader.Open(file);
+    }
+
     /// <summary>Pauses the guest; disposing the handle resumes it if it was running (also on exceptions).</summary>
     public async Task<IAsyncDisposable> PauseAsync(CancellationToken cancellationToken = default)
     {

@@ -63,6 +63,98 @@ public static class QemuMonitor
         }
     }
 
+    /// <summary>
+    /// Saves the running VM's state to <paramref name="path"/> (temporary name, then rename) and leaves the guest
+    /// as it found it. With <paramref name="background"/>, QEMU's background-snapshot capability keeps the guest
+    /// running while RAM is saved copy-on-write (userfaultfd write protection) — the file holds the state at the
+    /// start; where QEMU refuses it the guest is paused instead and the reason returned. A guest that was running
+    /// is resumed on every path (errors and cancellation included).
+    /// </summary>
+    public static async Task<SaveResult> SaveStateToFileAsync(this QmpClient qmp, string path, bool background, CancellationToken cancellationToken = default)
+    {
+        var clock = Stopwatch.StartNew();
+        bool wasRunning = await qmp.QueryStatusAsync(cancellationToken).ConfigureAwait(false) == "running";
+        string temp = Formats.Elf.ElfCoreWriter.TempPathFor(path);
+        bool useBackground = false;
+        string? fallback = null;
+        if (background && wasRunning)
+        {
+            try
+            {
+                await SetBackgroundSnapshotAsync(qmp, true).ConfigureAwait(false);
+                useBackground = true;
+            }
+            catch (QmpException e)
+            {
+                fallback = $"QEMU refused background-snapshot ({e.Description}); the guest was paused instead";
+            }
+        }
+
+        try
+        {
+            if (wasRunning && !useBackground)
+            {
+                await qmp.StopAsync(cancellationToken).ConfigureAwait(false);
+            }
+
+            JsonElement stats;
+            try
+            {
+                stats = await qmp.MigrateToFileAsync(temp, null, cancellationToken).ConfigureAwait(false);
+            }
+            catch (OperationCanceledException)
+            {
+                try
+                {
+                    await qmp.ExecuteAsync("migrate_cancel", null, TimeSpan.FromSeconds(5), CancellationToken.None).ConfigureAwait(false);
+                }
+                catch (Exception e) when (e is QmpException or IOException or TimeoutException)
+                {
+                }
+
+                throw;
+            }
+
+            File.Move(temp, path, overwrite: true);
+            double? downtime = stats.TryGetProperty("downtime", out JsonElement d) && d.TryGetInt64(out long ms) ? ms : null;
+            return new SaveResult(useBackground ? "background-snapshot" : wasRunning ? "pause" : "paused", new FileInfo(path).Length, downtime, clock.Elapsed, fallback);
+        }
+        finally
+        {
+            Formats.Elf.ElfCoreWriter.TryDelete(temp);
+            if (useBackground)
+            {
+                try
+                {
+                    await SetBackgroundSnapshotAsync(qmp, false).ConfigureAwait(false);
+                }
+                catch (Exception e) when (e is QmpException or IOException or TimeoutException)
+                {
+                }
+            }
+
+            if (wasRunning)
+            {
+                try
+                {
+                    if (await qmp.QueryStatusAsync(CancellationToken.None).ConfigureAwait(false) != "running")
+                    {
+                        await qmp.ContAsync(CancellationToken.None).ConfigureAwait(false);
+                    }
+                }
+                catch (Exception e) when (e is QmpException or IOException or TimeoutException)
+                {
+                }
+            }
+        }
+    }
+
+    private static Task SetBackgroundSnapshotAsync(QmpClient qmp, bool on) =>
+        qmp.ExecuteAsync("migrate-set-capabilities", new JsonObject
+        {
+            ["capabilities"] = new JsonArray { new JsonObject { ["capability"] = "background-snapshot", ["state"] = on } },
+        }, null, CancellationToken.None);
+
     /// <summary>HMP savevm: an internal snapshot of the VM state in the VM's qcow2 disk. HMP errors throw.</summary>
     public static async Task SaveVmAsync(this QmpClient qmp, string tag, TimeSpan? timeout = null, CancellationToken cancellationToken = default)
     {
