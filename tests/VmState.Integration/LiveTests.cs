@@ -111,6 +111,43 @@ public sealed class LiveTests : IAsyncLifetime
     }
 
     [Fact]
+    public async Task CtrlCWhileTheGuestIsPausedResumesIt()
+    {
+        // A paused read whose output nobody drains blocks on the pipe: the guest stays paused until SIGINT.
+        string dll = Path.Combine(AppContext.BaseDirectory, "vmstate.dll");
+        var psi = new System.Diagnostics.ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true };
+        foreach (string a in new[] { dll, "read", "--qmp", _guest.ToolQmpPath, "--pause", "--pa", "0x100000", "64m", "-f", "raw" })
+        {
+            psi.ArgumentList.Add(a);
+        }
+
+        using var p = System.Diagnostics.Process.Start(psi)!;
+        var clock = System.Diagnostics.Stopwatch.StartNew();
+        while (await _guest.Qmp.QueryStatusAsync() == "running")
+        {
+            Assert.True(clock.Elapsed < TimeSpan.FromSeconds(30), "vmstate never paused the guest");
+            await Task.Delay(20);
+        }
+
+        Assert.Equal(0, Kill(p.Id, 2));
+        Assert.True(p.WaitForExit(30_000), "vmstate did not exit on SIGINT");
+        string err = p.StandardError.ReadToEnd();
+        Assert.True(await _guest.Qmp.QueryStatusAsync() == "running", $"exit {p.ExitCode}: {err}");
+    }
+
+    [Fact]
+    public async Task AnErrorWhileTheGuestIsPausedResumesIt()
+    {
+        (int code, _, string stderr) = VmStateCli.Run(["read", "--qmp", _guest.ToolQmpPath, "--pause", "--pa", "0xa0000", "16"]);
+        Assert.Equal(3, code);
+        Assert.Contains("not backed", stderr, StringComparison.Ordinal);
+        await AssertRunningAsync();
+    }
+
+    [System.Runtime.InteropServices.DllImport("libc", EntryPoint = "kill")]
+    private static extern int Kill(int pid, int signal);
+
+    [Fact]
     public void DoctorExplainsHowToEnableSharedMemory()
     {
         (int code, string stdout, string stderr) = VmStateCli.Run(["doctor", "--qmp", _guest.ToolQmpPath]);

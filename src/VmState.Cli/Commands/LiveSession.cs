@@ -13,6 +13,8 @@ internal sealed class LiveSession : IDisposable
     private IAsyncDisposable? _pause;
     private int _resumed;
 
+    private readonly List<System.Runtime.InteropServices.PosixSignalRegistration> _signals = [];
+
     private LiveSession(LiveMachine live, MachineState machine, IAsyncDisposable? pause)
     {
         _live = live;
@@ -20,6 +22,13 @@ internal sealed class LiveSession : IDisposable
         _pause = pause;
         Console.CancelKeyPress += OnCancel;
         AppDomain.CurrentDomain.ProcessExit += OnExit;
+
+        // System.CommandLine ends the process on SIGINT/SIGTERM without raising the handlers above; signal
+        // registrations run first (most recent first), so the guest is resumed before the process goes.
+        foreach (var signal in new[] { System.Runtime.InteropServices.PosixSignal.SIGINT, System.Runtime.InteropServices.PosixSignal.SIGTERM, System.Runtime.InteropServices.PosixSignal.SIGHUP, System.Runtime.InteropServices.PosixSignal.SIGQUIT })
+        {
+            _signals.Add(System.Runtime.InteropServices.PosixSignalRegistration.Create(signal, _ => Resume()));
+        }
     }
 
     public MachineState Machine { get; }
@@ -50,6 +59,11 @@ internal sealed class LiveSession : IDisposable
     {
         Console.CancelKeyPress -= OnCancel;
         AppDomain.CurrentDomain.ProcessExit -= OnExit;
+        foreach (var registration in _signals)
+        {
+            registration.Dispose();
+        }
+
         Resume();
         _live.DisposeAsync().AsTask().GetAwaiter().GetResult();
     }
