@@ -89,19 +89,7 @@ public sealed class ExtractTests(PausedGuestFixture guest) : IClassFixture<Pause
         string core = Path.Combine(Extract(input), "core.elf");
         using MachineState ours = SnapshotLoader.Open(core);
         using MachineState qemu = SnapshotLoader.Open(guest.DumpPath);
-        Assert.Equal(qemu.Memory.Ranges.Select(r => (r.Start, r.Length)), ours.Memory.Ranges.Select(r => (r.Start, r.Length)));
-        byte[] a = new byte[4 << 20];
-        byte[] b = new byte[4 << 20];
-        foreach (MemoryRange r in qemu.Memory.Ranges)
-        {
-            for (ulong done = 0; done < r.Length; done += (ulong)a.Length)
-            {
-                int n = (int)Math.Min((ulong)a.Length, r.Length - done);
-                qemu.Memory.ReadExactly(r.Start + done, a.AsSpan(0, n));
-                ours.Memory.ReadExactly(r.Start + done, b.AsSpan(0, n));
-                Assert.True(a.AsSpan(0, n).SequenceEqual(b.AsSpan(0, n)), $"RAM differs in [0x{r.Start + done:x}, +0x{n:x})");
-            }
-        }
+        RamAssert.Equal(qemu.Memory, ours.Memory);
     }
 
     [Theory]

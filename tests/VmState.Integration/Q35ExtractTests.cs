@@ -29,19 +29,7 @@ public sealed class Q35ExtractTests
             using MachineState m = SnapshotLoader.Open(Path.Combine(dir, "q35.mig"));
             using MachineState qemu = SnapshotLoader.Open(Path.Combine(dir, "qemu.elf"));
             Assert.StartsWith("pc-q35", m.MachineType, StringComparison.Ordinal);
-            Assert.Equal(qemu.Memory.Ranges.Select(r => (r.Start, r.Length)), m.Memory.Ranges.Select(r => (r.Start, r.Length)));
-            byte[] a = new byte[4 << 20];
-            byte[] b = new byte[4 << 20];
-            foreach (MemoryRange r in qemu.Memory.Ranges)
-            {
-                for (ulong done = 0; done < r.Length; done += (ulong)a.Length)
-                {
-                    int n = (int)Math.Min((ulong)a.Length, r.Length - done);
-                    qemu.Memory.ReadExactly(r.Start + done, a.AsSpan(0, n));
-                    m.Memory.ReadExactly(r.Start + done, b.AsSpan(0, n));
-                    Assert.True(a.AsSpan(0, n).SequenceEqual(b.AsSpan(0, n)), $"RAM differs in [0x{r.Start + done:x}, +0x{n:x})");
-                }
-            }
+            RamAssert.Equal(qemu.Memory, m.Memory);
 
             Assert.Equal(truth.Nics.Single(n => n.Driver == "virtio_net").Mac, m.Devices.Single(d => d.IdStr.EndsWith("/virtio-net", StringComparison.Ordinal)).Decoded["mac"]);
             Assert.Equal(truth.Nics.Single(n => n.Driver == "e1000").Mac, m.Devices.Single(d => d.IdStr.EndsWith("/e1000", StringComparison.Ordinal)).Decoded["mac"]);
