@@ -20,6 +20,11 @@ public static class Program
         root.Subcommands.Add(InjectCommand.Create());
         root.Subcommands.Add(GdbServerCommand.Create());
         root.Subcommands.Add(DoctorCommand.Create());
+        root.Subcommands.Add(KernelInfoCommand.Create());
+        root.Subcommands.Add(PsCommand.Create());
+        root.Subcommands.Add(SymbolsCommand.Create());
+        root.Subcommands.Add(TypesCommand.Create());
+        root.Subcommands.Add(ModulesCommand.Create());
         return root.Parse(args).Invoke();
     }
 }

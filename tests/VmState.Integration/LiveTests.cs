@@ -148,6 +148,18 @@ public sealed class LiveTests : IAsyncLifetime
     private static extern int Kill(int pid, int signal);
 
     [Fact]
+    public async Task PsWorksLiveAndLeavesTheGuestRunning()
+    {
+        (int code, string stdout, string stderr) = VmStateCli.Run(["ps", "--qmp", _guest.ToolQmpPath, "--pause", "--json"]);
+        Assert.True(code == 0, stderr);
+        using JsonDocument doc = JsonDocument.Parse(stdout);
+        JsonElement list = doc.RootElement.ValueKind == JsonValueKind.Array ? doc.RootElement : doc.RootElement.GetProperty("processes");
+        var pids = list.EnumerateArray().Select(p => p.GetProperty("pid").GetInt32()).ToHashSet();
+        Assert.All(_guest.Truth.Processes, p => Assert.Contains(p.Pid, pids));
+        await AssertRunningAsync();
+    }
+
+    [Fact]
     public void DoctorExplainsHowToEnableSharedMemory()
     {
         (int code, string stdout, string stderr) = VmStateCli.Run(["doctor", "--qmp", _guest.ToolQmpPath]);

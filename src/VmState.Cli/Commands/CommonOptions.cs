@@ -71,6 +71,12 @@ internal static class CommonOptions
             Console.Error.WriteLine($"vmstate: invalid input: {e.Message}");
             return 2;
         }
+        catch (FormatException e)
+        {
+            // Guest data that does not make sense (VmState.Linux.KernelDataException) and other malformed input.
+            Console.Error.WriteLine($"vmstate: invalid data: {e.Message}");
+            return 2;
+        }
         catch (FileNotFoundException e)
         {
             Console.Error.WriteLine($"vmstate: {e.Message}");

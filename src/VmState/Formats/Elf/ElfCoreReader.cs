@@ -179,6 +179,13 @@ public static class ElfCoreReader
                 try
                 {
                     X86CoreNotes.ReadQemuCpuState(n.Descriptor, cpu);
+
+                    // QEMUCPUState carries no EFER; a 64-bit code segment (CS.L) with paging on means long mode
+                    // (EFER.LME|LMA), which is what paging-mode detection needs.
+                    if (cpu.Segments[X86CpuState.Cs].Long && (cpu.Cr0 & (1UL << 31)) != 0)
+                    {
+                        cpu.Efer |= 0x500;
+                    }
                 }
                 catch (FormatException e)
                 {

@@ -1,0 +1,187 @@
+using System.CommandLine;
+using System.Globalization;
+using System.Text;
+using System.Text.Json;
+using VmState.Arch.X86;
+using VmState.Linux;
+using VmState.Machine;
+
+namespace VmState.Cli.Commands;
+
+/// <summary><c>vmstate kernel-info SNAPSHOT</c>: where the Linux kernel is, how that was established, and its basic state.</summary>
+internal static class KernelInfoCommand
+{
+    public static Command Create()
+    {
+        Option<bool> json = CommonOptions.Json();
+        var command = new Command("kernel-info", "Find the Linux kernel in a snapshot with no profile and show what was found and how");
+        var input = new KernelInput(command);
+        command.Options.Add(json);
+        command.SetAction(r => KernelInput.Run(() =>
+        {
+            (MachineState m, IDisposable owner) = input.Open(r);
+            using IDisposable _ = owner;
+            LinuxKernel k = input.Locate(r, m);
+            KernelSummary s = KernelSummary.Read(k);
+            if (r.GetValue(json))
+            {
+                WriteJson(k, s, Console.OpenStandardOutput());
+            }
+            else
+            {
+                Console.Write(Text(k, s));
+            }
+
+            return 0;
+        }));
+        return command;
+    }
+
+    private static string Signed(long v) => v < 0 ? $"-0x{-v:x}" : $"0x{v:x}";
+
+    private static string Text(LinuxKernel k, KernelSummary s)
+    {
+        var sb = new StringBuilder();
+        void Row(string name, string value) => sb.Append(CultureInfo.InvariantCulture, $"  {name,-18}{value}\n");
+        sb.Append(CultureInfo.InvariantCulture, $"Linux {k.Release}\n");
+        Row("banner", k.Banner);
+        Row("found via", k.Method switch
+        {
+            KernelLocationMethod.Vmcoreinfo => $"VMCOREINFO ({k.VmcoreinfoSource})",
+            KernelLocationMethod.ControlRegister => "vCPU CR3",
+            _ => "banner + kallsyms in physical memory (no CPU state)",
+        });
+        Row("paging", $"{(k.Paging == PagingMode.Level5 ? 5 : 4)}-level, kernel page-table root at physical {Hex.Of(k.PageTableRoot)}");
+        Row("_text", $"{Hex.Of(k.TextAddress)} (physical {Hex.Of(k.TextPhysicalAddress)}), image mapped to {Hex.Of(k.ImageEnd)}");
+        Row("KASLR offset", Signed(k.KaslrOffset));
+        Row("phys_base", Signed(k.PhysBase));
+        if (s.PageOffsetBase is ulong pob)
+        {
+            Row("direct map", $"page_offset_base {Hex.Of(pob)}, vmalloc_base {Opt(s.VmallocBase)}, vmemmap_base {Opt(s.VmemmapBase)}");
+        }
+
+        if (s.Hostname is not null)
+        {
+            Row("uname", $"{s.Hostname} {s.Version} {s.Machine}");
+        }
+
+        if (s.CommandLine is not null)
+        {
+            Row("command line", s.CommandLine);
+        }
+
+        Row("CPUs", $"{s.Cpus.Count} (nr_cpu_ids)");
+        foreach ((int cpu, ulong? offset, int? pid, string? comm) in s.Cpus)
+        {
+            Row(string.Empty, $"cpu{cpu}: __per_cpu_offset {Opt(offset)}, current {(pid is int p ? $"pid {p} ({comm})" : "-")}");
+        }
+
+        KallsymsLayout l = k.Symbols.Layout;
+        Row("kallsyms", $"{k.Symbols.Count} symbols from {l.Source}: {l.Encoding} addresses, {l.Order} table order{(l.SeqsOfNames is not null ? ", kallsyms_seqs_of_names" : string.Empty)}");
+        Row(string.Empty, $"kallsyms_names {Hex.Of(l.Names)}, kallsyms_token_table {Hex.Of(l.TokenTable)}, address table {Hex.Of(l.AddressTable)}{(l.RelativeBase is ulong rb ? $", relative base {Hex.Of(rb)}" : string.Empty)}");
+        Row("BTF", s.BtfTypes is int n ? $"{n} types in {s.BtfBytes} bytes at {Hex.Of(k.Symbols.AddressOf("__start_BTF"))}" : $"unavailable: {s.BtfProblem}");
+        sb.Append("how it was found:\n");
+        for (int i = 0; i < k.Evidence.Count; i++)
+        {
+            sb.Append(CultureInfo.InvariantCulture, $"  {i + 1}. {k.Evidence[i]}\n");
+        }
+
+        return sb.ToString();
+    }
+
+    private static string Opt(ulong? v) => v is ulong x ? Hex.Of(x) : "-";
+
+    private static void WriteJson(LinuxKernel k, KernelSummary s, Stream output)
+    {
+        using var w = new Utf8JsonWriter(output, new JsonWriterOptions { Indented = true });
+        void Maybe(string name, ulong? v)
+        {
+            if (v is ulong x)
+            {
+                w.WriteString(name, Hex.Of(x));
+            }
+            else
+            {
+                w.WriteNull(name);
+            }
+        }
+
+        w.WriteStartObject();
+        w.WriteString("release", k.Release);
+        w.WriteString("banner", k.Banner);
+        w.WriteString("method", k.Method.ToString());
+        w.WriteString("vmcoreinfoSource", k.VmcoreinfoSource);
+        w.WriteNumber("pagingLevels", k.Paging == PagingMode.Level5 ? 5 : 4);
+        w.WriteString("pageTableRoot", Hex.Of(k.PageTableRoot));
+        w.WriteString("text", Hex.Of(k.TextAddress));
+        w.WriteString("textPhysical", Hex.Of(k.TextPhysicalAddress));
+        w.WriteString("imageEnd", Hex.Of(k.ImageEnd));
+        w.WriteNumber("kaslrOffset", k.KaslrOffset);
+        w.WriteNumber("physBase", k.PhysBase);
+        Maybe("pageOffsetBase", s.PageOffsetBase);
+        Maybe("vmallocBase", s.VmallocBase);
+        Maybe("vmemmapBase", s.VmemmapBase);
+        w.WriteString("hostname", s.Hostname);
+        w.WriteString("version", s.Version);
+        w.WriteString("machine", s.Machine);
+        w.WriteString("commandLine", s.CommandLine);
+        w.WriteStartArray("cpus");
+        foreach ((int cpu, ulong? offset, int? pid, string? comm) in s.Cpus)
+        {
+            w.WriteStartObject();
+            w.WriteNumber("cpu", cpu);
+            Maybe("perCpuOffset", offset);
+            if (pid is int p)
+            {
+                w.WriteNumber("currentPid", p);
+            }
+            else
+            {
+                w.WriteNull("currentPid");
+            }
+
+            w.WriteString("currentComm", comm);
+            w.WriteEndObject();
+        }
+
+        w.WriteEndArray();
+        KallsymsLayout l = k.Symbols.Layout;
+        w.WriteStartObject("kallsyms");
+        w.WriteNumber("count", k.Symbols.Count);
+        w.WriteString("source", l.Source);
+        w.WriteString("encoding", l.Encoding.ToString());
+        w.WriteString("order", l.Order);
+        w.WriteBoolean("bigLengths", l.BigLengths);
+        w.WriteString("numSyms", Hex.Of(l.NumSyms));
+        w.WriteString("names", Hex.Of(l.Names));
+        w.WriteString("markers", Hex.Of(l.Markers));
+        Maybe("seqsOfNames", l.SeqsOfNames);
+        w.WriteString("tokenTable", Hex.Of(l.TokenTable));
+        w.WriteString("tokenIndex", Hex.Of(l.TokenIndex));
+        w.WriteString("addressTable", Hex.Of(l.AddressTable));
+        Maybe("relativeBase", l.RelativeBase);
+        w.WriteEndObject();
+        w.WriteStartObject("btf");
+        if (s.BtfTypes is int n)
+        {
+            w.WriteNumber("types", n);
+            w.WriteNumber("bytes", s.BtfBytes ?? 0);
+        }
+        else
+        {
+            w.WriteString("problem", s.BtfProblem);
+        }
+
+        w.WriteEndObject();
+        w.WriteStartArray("evidence");
+        foreach (string e in k.Evidence)
+        {
+            w.WriteStringValue(e);
+        }
+
+        w.WriteEndArray();
+        w.WriteEndObject();
+        w.Flush();
+        output.WriteByte((byte)'\n');
+    }
+}

@@ -1,0 +1,54 @@
+using System.CommandLine;
+using VmState.Linux;
+using VmState.Machine;
+
+namespace VmState.Cli.Commands;
+
+/// <summary>
+/// The input options of the Linux commands (a snapshot file or a running VM, and which kernel-location sources to
+/// use), opening the input and locating the kernel, and the error handling they add to <see cref="CommonOptions.Run"/>.
+/// </summary>
+internal sealed class KernelInput
+{
+    private readonly Argument<string?> _input = CommonOptions.OptionalSnapshotArgument();
+    private readonly Option<string?> _qmp = CommonOptions.Qmp();
+    private readonly Option<bool> _pause = new("--pause") { Description = "with --qmp: pause the guest while reading (resumed afterwards); lists may otherwise change under the walk" };
+    private readonly Option<string?> _snapshot = CommonOptions.SnapshotName();
+    private readonly Option<bool> _raw = CommonOptions.Raw();
+    private readonly Option<bool> _noVmcoreinfo = new("--no-vmcoreinfo") { Description = "do not use VMCOREINFO (find the kernel from the vCPUs' CR3 or the banner)" };
+    private readonly Option<bool> _noCpu = new("--no-cpu") { Description = "do not use vCPU state (find the kernel from VMCOREINFO or the banner)" };
+
+    /// <summary>Adds the input argument and options to <paramref name="command"/>.</summary>
+    public KernelInput(Command command)
+    {
+        command.Arguments.Add(_input);
+        command.Options.Add(_qmp);
+        command.Options.Add(_pause);
+        command.Options.Add(_snapshot);
+        command.Options.Add(_raw);
+        command.Options.Add(_noVmcoreinfo);
+        command.Options.Add(_noCpu);
+    }
+
+    /// <summary>Opens the input (the caller disposes the owner).</summary>
+    public (MachineState Machine, IDisposable Owner) Open(ParseResult r) =>
+        CommonOptions.OpenInput(r.GetValue(_input), r.GetValue(_qmp), CommonOptions.OpenOptions(r.GetValue(_snapshot), r.GetValue(_raw)) with { MemoryMap = true }, r.GetValue(_pause));
+
+    /// <summary>Locates the kernel with the sources the options allow.</summary>
+    public LinuxKernel Locate(ParseResult r, MachineState machine) =>
+        KernelLocator.Locate(machine, new KernelLocatorOptions { UseVmcoreinfo = !r.GetValue(_noVmcoreinfo), UseCpuState = !r.GetValue(_noCpu) });
+
+    /// <summary><see cref="CommonOptions.Run"/>, plus guest kernel data problems reported as invalid input.</summary>
+    public static int Run(Func<int> body) => CommonOptions.Run(() =>
+    {
+        try
+        {
+            return body();
+        }
+        catch (KernelDataException e)
+        {
+            Console.Error.WriteLine($"vmstate: guest kernel: {e.Message}");
+            return 2;
+        }
+    });
+}

@@ -1,0 +1,62 @@
+using System.CommandLine;
+using System.Globalization;
+using System.Text;
+using System.Text.Json;
+using VmState.Linux;
+using VmState.Machine;
+
+namespace VmState.Cli.Commands;
+
+/// <summary><c>vmstate modules SNAPSHOT</c>: the guest's loaded kernel modules, like /proc/modules.</summary>
+internal static class ModulesCommand
+{
+    public static Command Create()
+    {
+        Option<bool> json = CommonOptions.Json();
+        var command = new Command("modules", "List the loaded modules of a Linux guest (name, size, references, state, base)");
+        var input = new KernelInput(command);
+        command.Options.Add(json);
+        command.SetAction(r => KernelInput.Run(() =>
+        {
+            (MachineState m, IDisposable owner) = input.Open(r);
+            using IDisposable session = owner;
+            IReadOnlyList<LinuxModule> modules = ModuleList.Read(input.Locate(r, m));
+            if (r.GetValue(json))
+            {
+                using Stream stdout = Console.OpenStandardOutput();
+                using var w = new Utf8JsonWriter(stdout, new JsonWriterOptions { Indented = true });
+                w.WriteStartArray();
+                foreach (LinuxModule mod in modules)
+                {
+                    w.WriteStartObject();
+                    w.WriteString("name", mod.Name);
+                    w.WriteNumber("size", mod.Size);
+                    w.WriteNumber("references", mod.References);
+                    w.WriteString("state", mod.State);
+                    w.WriteString("base", Hex.Of(mod.Base));
+                    w.WriteNumber("symbols", mod.SymbolCount);
+                    w.WriteString("module", Hex.Of(mod.Address));
+                    w.WriteEndObject();
+                }
+
+                w.WriteEndArray();
+                w.Flush();
+                stdout.WriteByte((byte)'\n');
+            }
+            else
+            {
+                var sb = new StringBuilder();
+                sb.Append(CultureInfo.InvariantCulture, $"{"NAME",-24} {"SIZE",7} {"REFS",5} {"STATE",-8} BASE\n");
+                foreach (LinuxModule mod in modules)
+                {
+                    sb.Append(CultureInfo.InvariantCulture, $"{mod.Name,-24} {mod.Size,7} {mod.References,5} {mod.State,-8} {Hex.Of(mod.Base)}\n");
+                }
+
+                Console.Write(sb.ToString());
+            }
+
+            return 0;
+        }));
+        return command;
+    }
+}
