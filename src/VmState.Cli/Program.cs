@@ -25,6 +25,7 @@ public static class Program
         root.Subcommands.Add(SymbolsCommand.Create());
         root.Subcommands.Add(TypesCommand.Create());
         root.Subcommands.Add(ModulesCommand.Create());
+        root.Subcommands.Add(NetdevCommand.Create());
         return root.Parse(args).Invoke();
     }
 }

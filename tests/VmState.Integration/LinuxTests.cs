@@ -125,6 +125,12 @@ public abstract class LinuxTests<TGuest>(TGuest guest)
             Assert.Equal(want.Comm, got.Comm);
         }
 
+        IReadOnlyList<LinuxNetDevice> nics = NetDeviceList.Read(k);
+        foreach (GroundTruth.Nic nic in guest.Truth.Nics)
+        {
+            Assert.Equal(nic.Mac, nics.Single(n => n.Name == nic.Name).Mac);
+        }
+
         KernelSummary summary = KernelSummary.Read(k);
         Assert.Equal(guest.Line("hostname"), summary.Hostname);
         Assert.Equal(guest.Line("cmdline"), summary.CommandLine);

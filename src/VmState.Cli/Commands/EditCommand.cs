@@ -3,6 +3,7 @@ using System.CommandLine;
 using System.Text.Json;
 using VmState.Formats.Migration;
 using VmState.Formats.Migration.Devices;
+using VmState.Linux;
 using VmState.Machine;
 using VmState.Snapshots;
 
@@ -28,13 +29,14 @@ internal static class EditCommand
         var setReg = new Option<string[]>("--set-reg") { Description = "[CPU:]REG=VALUE, e.g. 0:rax=0x1234 (default vCPU 0)" };
         var setField = new Option<string[]>("--set-field") { Description = "DEVICE:PATH=VALUE, e.g. e1000:mac_reg[RCTL]=0x8002 (paths as in hardware.json)" };
         var setMac = new Option<string[]>("--set-mac") { Description = "NIC=MAC, e.g. virtio-net=52:54:00:aa:bb:cc or e1000=52:54:00:11:22:33" };
+        var guest = new Option<bool>("--guest") { Description = "with --set-mac: also change the guest Linux kernel's copy (net_device dev_addr and perm_addr)" };
         var tag = new Option<string?>("--tag") { Description = "name of the snapshot added to a qcow2 output (default: <base>-edited)" };
         var inPlace = new Option<bool>("--in-place") { Description = "add the snapshot to the input qcow2 image itself (give it as -o too)" };
         Option<string?> snapshot = CommonOptions.SnapshotName();
         Option<bool> json = CommonOptions.Json();
         var command = new Command("edit", "Write a new snapshot with memory, register, device-field or MAC changes");
         command.Arguments.Add(input);
-        foreach (Option o in new Option[] { output, writePa, writeVa, u64Pa, u64Va, cpu, cr3, setReg, setField, setMac, tag, inPlace, snapshot, json })
+        foreach (Option o in new Option[] { output, writePa, writeVa, u64Pa, u64Va, cpu, cr3, setReg, setField, setMac, guest, tag, inPlace, snapshot, json })
         {
             command.Options.Add(o);
         }
@@ -99,10 +101,18 @@ internal static class EditCommand
                 editor.SetDeviceField(lhs[..colon], lhs[(colon + 1)..], v);
             }
 
+            LinuxKernel? kernel = null;
             foreach (string e in r.GetValue(setMac) ?? [])
             {
                 (string nic, string mac) = Split(e, '=', "--set-mac");
-                editor.SetMac(nic, MacAddress.Parse(mac));
+                byte[] newMac = MacAddress.Parse(mac);
+                string? oldMac = editor.FindDevice(nic).Decoded.GetValueOrDefault("mac");
+                editor.SetMac(nic, newMac);
+                if (r.GetValue(guest))
+                {
+                    kernel ??= KernelLocator.Locate(m);
+                    SetGuestMac(editor, kernel, nic, oldMac, newMac);
+                }
             }
 
             if (editor.Log.Count == 0)
@@ -143,6 +153,31 @@ internal static class EditCommand
             return 0;
         })));
         return command;
+    }
+
+    /// <summary>
+    /// The guest kernel's copy of a NIC's address: the net_device whose address is the device's old MAC gets the new
+    /// one in dev_addr (what the stack and /sys/class/net/*/address use) and perm_addr.
+    /// </summary>
+    private static void SetGuestMac(SnapshotEditor editor, LinuxKernel kernel, string nic, string? oldMac, byte[] newMac)
+    {
+        if (oldMac is null)
+        {
+            throw new ArgumentException($"--guest: the MAC of {nic} could not be decoded, so its net_device cannot be told apart");
+        }
+
+        IReadOnlyList<LinuxNetDevice> devices = NetDeviceList.Read(kernel);
+        LinuxNetDevice dev = devices.SingleOrDefault(d => d.Mac == oldMac)
+            ?? throw new ArgumentException($"--guest: no guest network device has {nic}'s address {oldMac} (the guest has: {string.Join(", ", devices.Select(d => $"{d.Name} {d.Mac}"))})");
+        foreach (ulong va in new[] { dev.DevAddrAddress, dev.PermAddrAddress })
+        {
+            if (!kernel.AddressSpace.TryTranslate(va, out ulong pa))
+            {
+                throw new ArgumentException($"--guest: {dev.Name}'s address bytes at 0x{va:x} are not mapped");
+            }
+
+            editor.WritePhysical(pa, newMac);
+        }
     }
 
     private static (string, string) Split(string text, char separator, string what)
