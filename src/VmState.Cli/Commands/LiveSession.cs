@@ -15,11 +15,9 @@ internal sealed class LiveSession : IDisposable
 
     private readonly List<System.Runtime.InteropServices.PosixSignalRegistration> _signals = [];
 
-    private LiveSession(LiveMachine live, MachineState machine, IAsyncDisposable? pause)
+    private LiveSession(LiveMachine live)
     {
         _live = live;
-        Machine = machine;
-        _pause = pause;
         Console.CancelKeyPress += OnCancel;
         AppDomain.CurrentDomain.ProcessExit += OnExit;
 
@@ -31,26 +29,29 @@ internal sealed class LiveSession : IDisposable
         }
     }
 
-    public MachineState Machine { get; }
+    public MachineState Machine { get; private set; } = null!;
 
     public static LiveSession Open(string qmp, bool pause)
     {
         LiveMachine live = LiveMachine.AttachAsync(qmp).GetAwaiter().GetResult();
-        IAsyncDisposable? handle = null;
+
+        // The signal handlers are in place before the guest is paused: no window where Ctrl-C leaves it paused.
+        var session = new LiveSession(live);
         try
         {
-            if (pause)
+            if (pause && live.Qmp.QueryStatusAsync().GetAwaiter().GetResult() == "running")
             {
-                handle = live.PauseAsync().GetAwaiter().GetResult();
+                // The resume is armed before the stop is sent, so a signal at any moment resumes the guest.
+                session._pause = new ContOnDispose(live.Qmp);
+                live.Qmp.StopAsync().GetAwaiter().GetResult();
             }
 
-            MachineState machine = live.ToMachineStateAsync().GetAwaiter().GetResult();
-            return new LiveSession(live, machine, handle);
+            session.Machine = live.ToMachineStateAsync().GetAwaiter().GetResult();
+            return session;
         }
         catch
         {
-            handle?.DisposeAsync().AsTask().GetAwaiter().GetResult();
-            live.DisposeAsync().AsTask().GetAwaiter().GetResult();
+            session.Dispose();
             throw;
         }
     }
@@ -86,6 +87,11 @@ internal sealed class LiveSession : IDisposable
     }
 
     private void OnCancel(object? sender, ConsoleCancelEventArgs e) => Resume();
+
+    private sealed class ContOnDispose(QmpClient qmp) : IAsyncDisposable
+    {
+        public async ValueTask DisposeAsync() => await qmp.ContAsync(CancellationToken.None).ConfigureAwait(false);
+    }
 
     private void OnExit(object? sender, EventArgs e) => Resume();
 }
