@@ -160,6 +160,17 @@ public sealed class LiveTests : IAsyncLifetime
     }
 
     [Fact]
+    public async Task WatchPsRefreshesTheLiveView()
+    {
+        (int code, string stdout, string stderr) = VmStateCli.Run(["watch", "-n", "0.5", "--count", "2", "ps", "--qmp", _guest.ToolQmpPath]);
+        Assert.True(code == 0, stderr);
+        string beta = _guest.Truth.Processes.Single(p => p.Uid == 1000).Comm;
+        Assert.Equal(2, stdout.Split('\n').Count(l => l.StartsWith("every 0.5 s: vmstate ps", StringComparison.Ordinal)));
+        Assert.Equal(2, stdout.Split('\n').Count(l => l.Contains(beta, StringComparison.Ordinal)));
+        await AssertRunningAsync();
+    }
+
+    [Fact]
     public void DoctorExplainsHowToEnableSharedMemory()
     {
         (int code, string stdout, string stderr) = VmStateCli.Run(["doctor", "--qmp", _guest.ToolQmpPath]);
