@@ -171,6 +171,19 @@ public sealed class LiveTests : IAsyncLifetime
     }
 
     [Fact]
+    public void TheQmpPathReadsTheSameBytes()
+    {
+        string pa = $"0x{_guest.Truth.Marker!.PhysicalAddress:x}";
+        var qmpOnly = new Dictionary<string, string> { ["VMSTATE_LIVE_PATH"] = "qmp" };
+        (int code, string stdout, string stderr) = VmStateCli.Run(["read", "--qmp", _guest.ToolQmpPath, "--pa", pa, "15", "-f", "raw"], qmpOnly);
+        Assert.True(code == 0, stderr);
+        Assert.Equal("VMSTATE-MARKER-", stdout);
+        (code, stdout, stderr) = VmStateCli.Run(["info", "--qmp", _guest.ToolQmpPath], qmpOnly);
+        Assert.True(code == 0, stderr);
+        Assert.Contains("QMP pmemsave", stdout, StringComparison.Ordinal);
+    }
+
+    [Fact]
     public void DoctorExplainsHowToEnableSharedMemory()
     {
         (int code, string stdout, string stderr) = VmStateCli.Run(["doctor", "--qmp", _guest.ToolQmpPath]);

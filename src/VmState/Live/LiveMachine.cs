@@ -35,9 +35,14 @@ public sealed class LiveMachine : IAsyncDisposable
     public IReadOnlyList<HmpText.RamRegion> Regions { get; }
 
     /// <summary>Which memory path is in use, for messages.</summary>
-    public string MemoryPath => Memory.SharedBytes == 0
-        ? $"QEMU process memory (pid {Memory.ProcessId}, gpa2hva + process_vm_readv)"
-        : $"shared memory backend ({Memory.SharedBytes >> 20} MiB mapped) + QEMU process memory for the rest (pid {Memory.ProcessId})";
+    public string MemoryPath
+    {
+        get
+        {
+            string rest = Memory.UsesQmpFallback ? "QMP pmemsave (no ptrace rights over QEMU)" : $"QEMU process memory (pid {Memory.ProcessId}, gpa2hva + process_vm_readv)";
+            return Memory.SharedBytes == 0 ? rest : $"shared memory backend ({Memory.SharedBytes >> 20} MiB mapped) + {rest} for the rest";
+        }
+    }
 
     /// <summary>Connects to QEMU's QMP socket and maps guest RAM.</summary>
     public static async Task<LiveMachine> AttachAsync(string qmpSocket, CancellationToken cancellationToken = default)
@@ -71,7 +76,26 @@ public sealed class LiveMachine : IAsyncDisposable
 
         mapped.Sort((a, b) => a.Item1.Start.CompareTo(b.Item1.Start));
         (Dictionary<string, string> shared, List<string> notes) = await FindSharedBackendsAsync(qmp, cancellationToken).ConfigureAwait(false);
-        return new LiveMachine(qmp, new LiveMemory(new QemuProcessMemory(pid, mapped), regions, shared), regions, notes, ownsClient);
+        var process = new QemuProcessMemory(pid, mapped);
+        IPhysicalMemory? fallback = null;
+        bool forceQmp = Environment.GetEnvironmentVariable("VMSTATE_LIVE_PATH") == "qmp";
+        try
+        {
+            if (forceQmp)
+            {
+                throw new IOException("VMSTATE_LIVE_PATH=qmp asks for the QMP path");
+            }
+
+            process.Read(mapped[0].Item1.Start, new byte[8]);
+        }
+        catch (IOException e)
+        {
+            // No ptrace rights over QEMU: fall back to QMP pmemsave for what is not on shared memory.
+            notes.Add($"process memory unavailable ({e.Message}); reading through QMP pmemsave, about 1 ms a read");
+            fallback = new QmpMemory(qmp, mapped.Select(m => m.Item1).ToList());
+        }
+
+        return new LiveMachine(qmp, new LiveMemory(process, regions, shared, fallback), regions, notes, ownsClient);
     }
 
     /// <summary>

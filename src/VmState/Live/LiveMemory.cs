@@ -11,13 +11,15 @@ namespace VmState.Live;
 public sealed unsafe class LiveMemory : IPhysicalMemory, IDisposable
 {
     private readonly QemuProcessMemory _process;
+    private readonly IPhysicalMemory? _fallback;
     private readonly MemoryRange[] _ranges;
     private readonly byte*[] _direct;
     private readonly List<(MemoryMappedFile File, MemoryMappedViewAccessor View)> _maps = [];
 
-    internal LiveMemory(QemuProcessMemory process, IReadOnlyList<HmpText.RamRegion> regions, IReadOnlyDictionary<string, string> sharedFiles)
+    internal LiveMemory(QemuProcessMemory process, IReadOnlyList<HmpText.RamRegion> regions, IReadOnlyDictionary<string, string> sharedFiles, IPhysicalMemory? fallback = null)
     {
         _process = process;
+        _fallback = fallback;
         _ranges = process.Ranges.ToArray();
         _direct = new byte*[_ranges.Length];
         var bases = new Dictionary<string, (nint Pointer, long Length)>(StringComparer.Ordinal);
@@ -56,6 +58,9 @@ public sealed unsafe class LiveMemory : IPhysicalMemory, IDisposable
     /// <summary>The QEMU process id.</summary>
     public int ProcessId => _process.ProcessId;
 
+    /// <summary>True when ranges outside shared memory are read through QMP pmemsave (no ptrace rights).</summary>
+    public bool UsesQmpFallback => _fallback is not null;
+
     /// <inheritdoc />
     public int Read(ulong address, Span<byte> destination)
     {
@@ -81,7 +86,7 @@ public sealed unsafe class LiveMemory : IPhysicalMemory, IDisposable
             {
                 new ReadOnlySpan<byte>(_direct[ri] + (a - _ranges[ri].Start), n).CopyTo(destination.Slice(done, n));
             }
-            else if (_process.Read(a, destination.Slice(done, n)) != n)
+            else if ((_fallback is not null ? _fallback.Read(a, destination.Slice(done, n)) : _process.Read(a, destination.Slice(done, n))) != n)
             {
                 break;
             }
@@ -109,6 +114,10 @@ public sealed unsafe class LiveMemory : IPhysicalMemory, IDisposable
             if (_direct[ri] != null)
             {
                 source.Slice(done, n).CopyTo(new Span<byte>(_direct[ri] + (a - _ranges[ri].Start), n));
+            }
+            else if (_fallback is not null)
+            {
+                throw new IOException("writing guest RAM needs the shared-memory or the process-memory path; only QMP pmemsave (read-only) is available");
             }
             else if (_process.Write(a, source.Slice(done, n)) != n)
             {

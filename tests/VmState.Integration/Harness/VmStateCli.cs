@@ -5,7 +5,7 @@ namespace VmState.Integration.Harness;
 /// <summary>Runs the vmstate CLI (the built vmstate.dll next to the tests) as a user would.</summary>
 public static class VmStateCli
 {
-    public static (int ExitCode, string Stdout, string Stderr) Run(IEnumerable<string> args)
+    public static (int ExitCode, string Stdout, string Stderr) Run(IEnumerable<string> args, IReadOnlyDictionary<string, string>? environment = null)
     {
         string dll = Path.Combine(AppContext.BaseDirectory, "vmstate.dll");
         var psi = new ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true };
@@ -13,6 +13,11 @@ public static class VmStateCli
         foreach (string a in args)
         {
             psi.ArgumentList.Add(a);
+        }
+
+        foreach ((string k, string v) in environment ?? new Dictionary<string, string>())
+        {
+            psi.Environment[k] = v;
         }
 
         using Process p = Process.Start(psi)!;
