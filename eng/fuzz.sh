@@ -10,7 +10,7 @@
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
-targets=(stream qcow2 elf detect)
+targets=(stream qcow2 elf detect btf kallsyms)
 
 publish() {
   local out=$1

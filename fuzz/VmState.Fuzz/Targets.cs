@@ -23,6 +23,8 @@ public static class Targets
         ["qcow2"] = Qcow2,
         ["elf"] = Elf,
         ["detect"] = Detect,
+        ["btf"] = Btf,
+        ["kallsyms"] = KallsymsScan,
     };
 
     /// <summary>Runs <paramref name="target"/> on <paramref name="data"/>, swallowing only expected rejections.</summary>
@@ -34,6 +36,10 @@ public static class Targets
         }
         catch (VmStateFormatException)
         {
+        }
+        catch (VmState.Linux.KernelDataException)
+        {
+            // Guest data that does not hold together: the Linux layer's clean rejection.
         }
     }
 
@@ -78,6 +84,35 @@ public static class Targets
         }
         catch (ArgumentException e) when (e.Message.Contains("has no snapshot", StringComparison.Ordinal))
         {
+        }
+    }
+
+    private static void Btf(byte[] data)
+    {
+        VmState.Linux.Btf.BtfTypes types = VmState.Linux.Btf.BtfTypes.Parse(data);
+        for (int id = 1; id < Math.Min(types.Count, 2000); id++)
+        {
+            _ = types.TypeName(id);
+            try
+            {
+                _ = types.SizeOf(id);
+            }
+            catch (ArgumentException)
+            {
+                // Asking the size of a type that has none (void, functions, forwards): the API's documented answer.
+            }
+        }
+
+        _ = types.Find("task_struct", VmState.Linux.Btf.BtfKind.Struct);
+    }
+
+    private static void KallsymsScan(byte[] data)
+    {
+        // The structural scan over a kernel image (it must find the tables or say why, never crash or hang).
+        VmState.Linux.Kallsyms k = VmState.Linux.Kallsyms.Scan(data, 0xffffffff81000000, true, null, null);
+        for (int i = 0; i < Math.Min(k.Count, 100); i++)
+        {
+            _ = k[i];
         }
     }
 
