@@ -1,3 +1,4 @@
+using System.Net.Sockets;
 using VmState.Arch.X86;
 using VmState.Machine;
 using VmState.Memory;
@@ -39,7 +40,7 @@ public sealed class LiveMachine : IAsyncDisposable
     {
         get
         {
-            string rest = Memory.UsesQmpFallback ? "QMP pmemsave (no ptrace rights over QEMU)" : $"QEMU process memory (pid {Memory.ProcessId}, gpa2hva + process_vm_readv)";
+            string rest = Memory.Fallback is IPhysicalMemory f ? $"{f.Name} (no ptrace rights over QEMU)" : $"QEMU process memory (pid {Memory.ProcessId}, gpa2hva + process_vm_readv)";
             return Memory.SharedBytes == 0 ? rest : $"shared memory backend ({Memory.SharedBytes >> 20} MiB mapped) + {rest} for the rest";
         }
     }
@@ -78,21 +79,38 @@ public sealed class LiveMachine : IAsyncDisposable
         (Dictionary<string, string> shared, List<string> notes) = await FindSharedBackendsAsync(qmp, cancellationToken).ConfigureAwait(false);
         var process = new QemuProcessMemory(pid, mapped);
         IPhysicalMemory? fallback = null;
-        bool forceQmp = Environment.GetEnvironmentVariable("VMSTATE_LIVE_PATH") == "qmp";
+        string? forced = Environment.GetEnvironmentVariable("VMSTATE_LIVE_PATH");
         try
         {
-            if (forceQmp)
+            if (forced is "qmp" or "gdbstub")
             {
-                throw new IOException("VMSTATE_LIVE_PATH=qmp asks for the QMP path");
+                throw new IOException($"VMSTATE_LIVE_PATH={forced} asks for that path");
             }
 
             process.Read(mapped[0].Item1.Start, new byte[8]);
         }
         catch (IOException e)
         {
-            // No ptrace rights over QEMU: fall back to QMP pmemsave for what is not on shared memory.
-            notes.Add($"process memory unavailable ({e.Message}); reading through QMP pmemsave, about 1 ms a read");
-            fallback = new QmpMemory(qmp, mapped.Select(m => m.Item1).ToList());
+            // No ptrace rights over QEMU: QEMU's gdbstub if it has one (~40 µs a read), else QMP pmemsave (~1 ms).
+            List<MemoryRange> ranges = mapped.Select(m => m.Item1).ToList();
+            if (forced != "qmp" && GdbstubMemory.FromCommandLine(pid) is (string host, int port))
+            {
+                try
+                {
+                    fallback = new GdbstubMemory(host, port, ranges);
+                    notes.Add($"process memory unavailable ({e.Message}); reading through QEMU's gdbstub at {host}:{port}");
+                }
+                catch (Exception g) when (g is IOException or SocketException)
+                {
+                    notes.Add($"QEMU's gdbstub at {host}:{port} is not usable: {g.Message}");
+                }
+            }
+
+            if (fallback is null)
+            {
+                notes.Add($"process memory unavailable ({e.Message}); reading through QMP pmemsave, about 1 ms a read");
+                fallback = new QmpMemory(qmp, ranges);
+            }
         }
 
         return new LiveMachine(qmp, new LiveMemory(process, regions, shared, fallback), regions, notes, ownsClient);

@@ -58,8 +58,8 @@ public sealed unsafe class LiveMemory : IPhysicalMemory, IDisposable
     /// <summary>The QEMU process id.</summary>
     public int ProcessId => _process.ProcessId;
 
-    /// <summary>True when ranges outside shared memory are read through QMP pmemsave (no ptrace rights).</summary>
-    public bool UsesQmpFallback => _fallback is not null;
+    /// <summary>The slower path used outside shared memory when QEMU's process memory is not readable, or null.</summary>
+    public IPhysicalMemory? Fallback => _fallback;
 
     /// <inheritdoc />
     public int Read(ulong address, Span<byte> destination)
@@ -117,7 +117,7 @@ public sealed unsafe class LiveMemory : IPhysicalMemory, IDisposable
             }
             else if (_fallback is not null)
             {
-                throw new IOException("writing guest RAM needs the shared-memory or the process-memory path; only QMP pmemsave (read-only) is available");
+                throw new IOException($"writing guest RAM needs the shared-memory or the process-memory path; {_fallback.Name} is read-only here");
             }
             else if (_process.Write(a, source.Slice(done, n)) != n)
             {
@@ -159,5 +159,6 @@ public sealed unsafe class LiveMemory : IPhysicalMemory, IDisposable
 
         _maps.Clear();
         Array.Clear(_direct);
+        (_fallback as IDisposable)?.Dispose();
     }
 }

@@ -71,6 +71,11 @@ public sealed class QemuGuest : IAsyncDisposable
             args.AddRange(["-object", $"memory-backend-file,id=pc.ram,size={options.MemoryMiB}M,mem-path={options.SharedMemoryPath},share=on", "-machine", "memory-backend=pc.ram"]);
         }
 
+        if (options.GdbPort is int gdbPort)
+        {
+            args.AddRange(["-gdb", $"tcp:127.0.0.1:{gdbPort}"]);
+        }
+
         if (options.DiskPath is not null)
         {
             args.AddRange(["-drive", $"file={options.DiskPath},if=ide,format=qcow2,node-name=disk0"]);

@@ -23,6 +23,9 @@ public sealed record QemuGuestOptions
     /// <summary>Put guest RAM on a shared file (memory-backend-file share=on, id pc.ram) at this path, e.g. under /dev/shm.</summary>
     public string? SharedMemoryPath { get; init; }
 
+    /// <summary>Start QEMU's gdbstub on 127.0.0.1 at this port.</summary>
+    public int? GdbPort { get; init; }
+
     /// <summary>A migration stream to resume from (-incoming "exec:cat FILE"); READY is then not awaited.</summary>
     public string? Incoming { get; init; }
 
