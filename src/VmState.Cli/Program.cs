@@ -26,6 +26,7 @@ public static class Program
         root.Subcommands.Add(TypesCommand.Create());
         root.Subcommands.Add(ModulesCommand.Create());
         root.Subcommands.Add(NetdevCommand.Create());
+        root.Subcommands.Add(PstreeCommand.Create());
         root.Subcommands.Add(WatchCommand.Create(inner => root.Parse(inner).Invoke()));
         return root.Parse(args).Invoke();
     }

@@ -152,6 +152,31 @@ public abstract class LinuxTests<TGuest>(TGuest guest)
     }
 
     [Fact]
+    public void PstreePutsEveryPrintedProcessUnderItsParent()
+    {
+        (int code, string stdout, string stderr) = VmStateCli.Run(["pstree", guest.Path("mig"), "--json"]);
+        Assert.True(code == 0, stderr);
+        using JsonDocument doc = JsonDocument.Parse(stdout);
+        var parentOf = new Dictionary<int, int>();
+        void Walk(JsonElement node, int parent)
+        {
+            int pid = node.GetProperty("pid").GetInt32();
+            parentOf[pid] = parent;
+            foreach (JsonElement c in node.GetProperty("children").EnumerateArray())
+            {
+                Walk(c, pid);
+            }
+        }
+
+        foreach (JsonElement root in doc.RootElement.EnumerateArray())
+        {
+            Walk(root, 0);
+        }
+
+        Assert.All(guest.Truth.Processes, p => Assert.Equal(p.Ppid, parentOf[p.Pid]));
+    }
+
+    [Fact]
     public void PsJsonOnTheCommandLineListsTheGuestsProcesses()
     {
         (int code, string stdout, string stderr) = VmStateCli.Run(["ps", guest.Path("mig"), "--json"]);
