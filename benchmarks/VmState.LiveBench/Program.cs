@@ -1,7 +1,6 @@
 using System.Diagnostics;
 using System.Globalization;
 using System.Net.Sockets;
-using System.Text;
 using VmState.Live;
 using VmState.Memory;
 
@@ -125,23 +124,20 @@ public static class Program
         // QEMU's gdbstub in physical-memory mode.
         try
         {
-            using var gdb = new GdbClient(gdbPort);
-            gdb.Send("Qqemu.PhyMemMode:1");
+            // The library's gdbstub path (GdbstubMemory: physical mode, m packets of up to 2 KiB).
+            using var gdb = new GdbstubMemory(live.Qmp, "127.0.0.1", gdbPort, live.Memory.Ranges);
+            byte[] b8 = new byte[8];
             int n = 2000;
             var sw = Stopwatch.StartNew();
             for (int i = 0; i < n; i++)
             {
-                gdb.Send($"m{addresses[i]:x},8");
+                gdb.Read(addresses[i], b8);
             }
 
             double ns = sw.Elapsed.TotalNanoseconds / n;
             sw.Restart();
-            long bytes = 0;
-            for (ulong a = main.Start + (1UL << 20); bytes < 16 << 20; a += 0x800)
-            {
-                bytes += gdb.Send($"m{a:x},800").Length / 2;
-            }
-
+            byte[] chunk = new byte[16 << 20];
+            long bytes = gdb.Read(main.Start + (1UL << 20), chunk);
             rows.Add(("QEMU gdbstub", ns, bytes / sw.Elapsed.TotalSeconds / 1e9, "RSP m packets, physical mode"));
         }
         catch (SocketException e)
@@ -185,67 +181,5 @@ public static class Program
 
         private static ulong Hva(LiveMachine live, ulong gpa) =>
             HmpText.ParseGpa2Hva(live.Qmp.HumanMonitorCommandAsync($"gpa2hva 0x{gpa:x}").GetAwaiter().GetResult()) ?? 0;
-    }
-
-    /// <summary>A minimal GDB remote protocol client (acks on, checksums sent, not checked).</summary>
-    private sealed class GdbClient : IDisposable
-    {
-        private readonly TcpClient _tcp;
-        private readonly NetworkStream _stream;
-
-        public GdbClient(int port)
-        {
-            _tcp = new TcpClient("127.0.0.1", port) { NoDelay = true };
-            _stream = _tcp.GetStream();
-        }
-
-        public string Send(string payload)
-        {
-            byte sum = 0;
-            foreach (char c in payload)
-            {
-                sum += (byte)c;
-            }
-
-            _stream.Write(Encoding.ASCII.GetBytes($"${payload}#{sum:x2}"));
-            var sb = new StringBuilder();
-            int state = 0;
-            while (true)
-            {
-                int b = _stream.ReadByte();
-                if (b < 0)
-                {
-                    throw new IOException("gdbstub closed");
-                }
-
-                char ch = (char)b;
-                if (state == 0 && ch == '$')
-                {
-                    state = 1;
-                }
-                else if (state == 1)
-                {
-                    if (ch == '#')
-                    {
-                        state = 2;
-                    }
-                    else
-                    {
-                        sb.Append(ch);
-                    }
-                }
-                else if (state >= 2 && ++state == 4)
-                {
-                    _stream.WriteByte((byte)'+');
-                    return sb.ToString();
-                }
-            }
-        }
-
-        public void Dispose()
-        {
-            _stream.Dispose();
-            _tcp.Dispose();
-        }
     }
 }

@@ -17,7 +17,7 @@ public sealed class GdbstubPathTests : IAsyncLifetime
     public async Task DisposeAsync() => await _guest.DisposeAsync();
 
     [Fact]
-    public void ReadsThroughQemusGdbstubGiveTheSameBytes()
+    public async Task ReadsThroughQemusGdbstubGiveTheSameBytesAndLeaveTheGuestRunning()
     {
         var env = new Dictionary<string, string> { ["VMSTATE_LIVE_PATH"] = "gdbstub" };
         string pa = $"0x{_guest.Truth.Marker!.PhysicalAddress:x}";
@@ -31,5 +31,10 @@ public sealed class GdbstubPathTests : IAsyncLifetime
         (code, stdout, stderr) = VmStateCli.Run(["doctor", "--qmp", _guest.ToolQmpPath]);
         Assert.True(code == 0, stderr);
         Assert.Contains("ok   gdbstub", stdout, StringComparison.Ordinal);
+
+        // QEMU stops the guest when a gdb client connects or sends a packet; vmstate must resume it.
+        Assert.Equal("running", await VmState.Live.QemuMonitor.QueryStatusAsync(_guest.Qmp));
+        int from = _guest.SerialLineCount;
+        await _guest.WaitForSerialLineAsync(l => l.StartsWith("VMSTATE-TICK ", StringComparison.Ordinal), TimeSpan.FromSeconds(60), from);
     }
 }

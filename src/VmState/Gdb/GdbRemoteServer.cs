@@ -500,18 +500,10 @@ public sealed class GdbRemoteServer
         public int Read(ulong address, Span<byte> destination)
         {
             int done = 0;
-            while (done < destination.Length)
+            foreach (RangePiece p in inner.Ranges.Pieces(address, destination.Length))
             {
-                ulong a = address + (ulong)done;
-                int ri = inner.Ranges.FindRange(a);
-                if (ri < 0)
-                {
-                    break;
-                }
-
-                int n = (int)Math.Min((ulong)(destination.Length - done), inner.Ranges[ri].End - a);
-                editor.ReadPhysical(a, destination.Slice(done, n));
-                done += n;
+                editor.ReadPhysical(p.Address, destination.Slice(p.Offset, p.Length));
+                done = p.Offset + p.Length;
             }
 
             return done;

@@ -91,14 +91,31 @@ public sealed class LiveMachine : IAsyncDisposable
         }
         catch (IOException e)
         {
-            // No ptrace rights over QEMU: QEMU's gdbstub if it has one (~40 µs a read), else QMP pmemsave (~1 ms).
+            // No ptrace rights over QEMU: QMP pmemsave (~0.6 ms a read, ~0.2 GB/s bulk), else QEMU's gdbstub if it has
+            // one. The gdbstub is not preferred: QEMU drops a packet that arrives while the guest runs, so every access
+            // stops and resumes the guest over QMP (~0.75 ms a read on a running guest, ~1 MB/s bulk).
             List<MemoryRange> ranges = mapped.Select(m => m.Item1).ToList();
-            if (forced != "qmp" && GdbstubMemory.FromCommandLine(pid) is (string host, int port))
+            if (forced != "gdbstub")
+            {
+                var pmem = new QmpMemory(qmp, ranges);
+                try
+                {
+                    pmem.Read(ranges[0].Start, new byte[8]);
+                    notes.Add($"process memory unavailable ({e.Message}); reading through QMP pmemsave, about 0.6 ms a read");
+                    fallback = pmem;
+                }
+                catch (Exception q) when (q is IOException or QmpException or UnauthorizedAccessException)
+                {
+                    notes.Add($"QMP pmemsave is not usable: {q.Message}");
+                }
+            }
+
+            if (fallback is null && forced != "qmp" && GdbstubMemory.FromCommandLine(pid) is (string host, int port))
             {
                 try
                 {
-                    fallback = new GdbstubMemory(host, port, ranges);
-                    notes.Add($"process memory unavailable ({e.Message}); reading through QEMU's gdbstub at {host}:{port}");
+                    fallback = new GdbstubMemory(qmp, host, port, ranges);
+                    notes.Add($"process memory unavailable ({e.Message}); reading through QEMU's gdbstub at {host}:{port} (the guest is stopped around each access)");
                 }
                 catch (Exception g) when (g is IOException or SocketException)
                 {
@@ -108,8 +125,7 @@ public sealed class LiveMachine : IAsyncDisposable
 
             if (fallback is null)
             {
-                notes.Add($"process memory unavailable ({e.Message}); reading through QMP pmemsave, about 1 ms a read");
-                fallback = new QmpMemory(qmp, ranges);
+                throw new IOException($"no memory path to the guest: process memory unavailable ({e.Message}); {string.Join("; ", notes)}", e);
             }
         }
 

@@ -72,26 +72,19 @@ public sealed unsafe class LiveMemory : IPhysicalMemory, IDisposable
         }
 
         int done = 0;
-        while (done < destination.Length)
+        foreach (RangePiece p in _ranges.Pieces(address, destination.Length))
         {
-            ulong a = address + (ulong)done;
-            ri = _ranges.FindRange(a);
-            if (ri < 0)
+            Span<byte> d = destination.Slice(p.Offset, p.Length);
+            if (_direct[p.RangeIndex] != null)
+            {
+                new ReadOnlySpan<byte>(_direct[p.RangeIndex] + (p.Address - _ranges[p.RangeIndex].Start), p.Length).CopyTo(d);
+            }
+            else if ((_fallback is not null ? _fallback.Read(p.Address, d) : _process.Read(p.Address, d)) != p.Length)
             {
                 break;
             }
 
-            int n = (int)Math.Min((ulong)(destination.Length - done), _ranges[ri].End - a);
-            if (_direct[ri] != null)
-            {
-                new ReadOnlySpan<byte>(_direct[ri] + (a - _ranges[ri].Start), n).CopyTo(destination.Slice(done, n));
-            }
-            else if ((_fallback is not null ? _fallback.Read(a, destination.Slice(done, n)) : _process.Read(a, destination.Slice(done, n))) != n)
-            {
-                break;
-            }
-
-            done += n;
+            done = p.Offset + p.Length;
         }
 
         return done;
@@ -101,30 +94,23 @@ public sealed unsafe class LiveMemory : IPhysicalMemory, IDisposable
     public int Write(ulong address, ReadOnlySpan<byte> source)
     {
         int done = 0;
-        while (done < source.Length)
+        foreach (RangePiece p in _ranges.Pieces(address, source.Length))
         {
-            ulong a = address + (ulong)done;
-            int ri = _ranges.FindRange(a);
-            if (ri < 0)
+            ReadOnlySpan<byte> s = source.Slice(p.Offset, p.Length);
+            if (_direct[p.RangeIndex] != null)
             {
-                break;
-            }
-
-            int n = (int)Math.Min((ulong)(source.Length - done), _ranges[ri].End - a);
-            if (_direct[ri] != null)
-            {
-                source.Slice(done, n).CopyTo(new Span<byte>(_direct[ri] + (a - _ranges[ri].Start), n));
+                s.CopyTo(new Span<byte>(_direct[p.RangeIndex] + (p.Address - _ranges[p.RangeIndex].Start), p.Length));
             }
             else if (_fallback is not null)
             {
                 throw new IOException($"writing guest RAM needs the shared-memory or the process-memory path; {_fallback.Name} is read-only here");
             }
-            else if (_process.Write(a, source.Slice(done, n)) != n)
+            else if (_process.Write(p.Address, s) != p.Length)
             {
                 break;
             }
 
-            done += n;
+            done = p.Offset + p.Length;
         }
 
         return done;

@@ -46,17 +46,12 @@ public sealed unsafe class QemuProcessMemory : IPhysicalMemory
     private int Transfer(ulong address, Span<byte> buffer, bool write)
     {
         int done = 0;
-        while (done < buffer.Length)
+        foreach (RangePiece piece in _ranges.Pieces(address, buffer.Length))
         {
-            ulong a = address + (ulong)done;
-            int ri = _ranges.FindRange(a);
-            if (ri < 0)
-            {
-                break;
-            }
-
-            int n = (int)Math.Min((ulong)(buffer.Length - done), _ranges[ri].End - a);
-            fixed (byte* p = buffer.Slice(done, n))
+            int ri = piece.RangeIndex;
+            ulong a = piece.Address;
+            int n = piece.Length;
+            fixed (byte* p = buffer.Slice(piece.Offset, n))
             {
                 var local = new NativeMethods.IoVec { Base = p, Length = (nuint)n };
                 var remote = new NativeMethods.IoVec { Base = (void*)(_hostAddresses[ri] + (a - _ranges[ri].Start)), Length = (nuint)n };
@@ -74,7 +69,7 @@ public sealed unsafe class QemuProcessMemory : IPhysicalMemory
                     });
                 }
 
-                done += (int)r;
+                done = piece.Offset + (int)r;
                 if (r < n)
                 {
                     break;

@@ -33,23 +33,15 @@ public sealed class QmpMemory : IPhysicalMemory
         int done = 0;
         try
         {
-            while (done < destination.Length)
+            foreach (RangePiece p in _ranges.Pieces(address, destination.Length, MaxChunk))
             {
-                ulong a = address + (ulong)done;
-                int ri = _ranges.FindRange(a);
-                if (ri < 0)
-                {
-                    break;
-                }
-
-                int n = (int)Math.Min(Math.Min((ulong)(destination.Length - done), _ranges[ri].End - a), MaxChunk);
-                _qmp.ExecuteAsync("pmemsave", new JsonObject { ["val"] = a, ["size"] = n, ["filename"] = _scratch }).GetAwaiter().GetResult();
+                _qmp.ExecuteAsync("pmemsave", new JsonObject { ["val"] = p.Address, ["size"] = p.Length, ["filename"] = _scratch }).GetAwaiter().GetResult();
                 using (FileStream f = File.OpenRead(_scratch))
                 {
-                    f.ReadExactly(destination.Slice(done, n));
+                    f.ReadExactly(destination.Slice(p.Offset, p.Length));
                 }
 
-                done += n;
+                done = p.Offset + p.Length;
             }
         }
         finally

@@ -45,6 +45,10 @@ public static class PhysicalMemoryExtensions
         return -1;
     }
 
+    /// <summary>The pieces of [address, address + length) that fall in each range, in order (see <see cref="RangePieces"/>).</summary>
+    public static RangePieces Pieces(this IReadOnlyList<MemoryRange> ranges, ulong address, int length, int maxPiece = int.MaxValue) =>
+        new(ranges, address, length, maxPiece);
+
     /// <summary>Total bytes in all ranges.</summary>
     public static ulong TotalSize(this IPhysicalMemory memory)
     {

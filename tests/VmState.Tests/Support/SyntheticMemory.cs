@@ -12,22 +12,14 @@ public sealed class SyntheticMemory(IReadOnlyList<MemoryRange> ranges, Func<ulon
     public int Read(ulong address, Span<byte> destination)
     {
         int done = 0;
-        while (done < destination.Length)
+        foreach (RangePiece p in ranges.Pieces(address, destination.Length))
         {
-            ulong a = address + (ulong)done;
-            int ri = ranges.FindRange(a);
-            if (ri < 0)
+            for (int i = 0; i < p.Length; i++)
             {
-                break;
+                destination[p.Offset + i] = content(p.Address + (ulong)i);
             }
 
-            int n = (int)Math.Min((ulong)(destination.Length - done), ranges[ri].End - a);
-            for (int i = 0; i < n; i++)
-            {
-                destination[done + i] = content(a + (ulong)i);
-            }
-
-            done += n;
+            done = p.Offset + p.Length;
         }
 
         return done;

@@ -34,19 +34,12 @@ public sealed class ElfPhysicalMemory : IPhysicalMemory
     public int Read(ulong address, Span<byte> destination)
     {
         int done = 0;
-        while (done < destination.Length)
+        foreach (RangePiece p in _ranges.Pieces(address, destination.Length))
         {
-            ulong a = address + (ulong)done;
-            int ri = _ranges.FindRange(a);
-            if (ri < 0)
-            {
-                break;
-            }
-
-            MemoryRange r = _ranges[ri];
-            ulong inRange = a - r.Start;
-            int count = (int)Math.Min((ulong)(destination.Length - done), r.End - a);
-            Span<byte> d = destination.Slice(done, count);
+            int ri = p.RangeIndex;
+            ulong inRange = p.Address - _ranges[ri].Start;
+            int count = p.Length;
+            Span<byte> d = destination.Slice(p.Offset, count);
             int fromFile = inRange >= _fileSizes[ri] ? 0 : (int)Math.Min((ulong)count, _fileSizes[ri] - inRange);
             if (fromFile > 0)
             {
@@ -58,7 +51,7 @@ public sealed class ElfPhysicalMemory : IPhysicalMemory
             }
 
             d[fromFile..].Clear();
-            done += count;
+            done = p.Offset + count;
         }
 
         return done;

@@ -61,20 +61,11 @@ public sealed class MigrationRamMemory : IPhysicalMemory, ISparseMemory
     public int Read(ulong address, Span<byte> destination)
     {
         int done = 0;
-        while (done < destination.Length)
+        foreach (RangePiece p in _ranges.Pieces(address, destination.Length))
         {
-            ulong a = address + (ulong)done;
-            int ri = _ranges.FindRange(a);
-            if (ri < 0)
-            {
-                break;
-            }
-
-            MemoryRange r = _ranges[ri];
-            int count = (int)Math.Min((ulong)(destination.Length - done), r.End - a);
-            (RamBlock block, ulong blockOffset) = _backing[ri];
-            ReadBlock(block, blockOffset + (a - r.Start), destination.Slice(done, count));
-            done += count;
+            (RamBlock block, ulong blockOffset) = _backing[p.RangeIndex];
+            ReadBlock(block, blockOffset + (p.Address - _ranges[p.RangeIndex].Start), destination.Slice(p.Offset, p.Length));
+            done = p.Offset + p.Length;
         }
 
         return done;
