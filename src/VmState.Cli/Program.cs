@@ -27,6 +27,9 @@ public static class Program
         root.Subcommands.Add(ModulesCommand.Create());
         root.Subcommands.Add(NetdevCommand.Create());
         root.Subcommands.Add(PstreeCommand.Create());
+        root.Subcommands.Add(DmesgCommand.Create());
+        root.Subcommands.Add(MapsCommand.Create());
+        root.Subcommands.Add(ProcdumpCommand.Create());
         root.Subcommands.Add(WatchCommand.Create(inner => root.Parse(inner).Invoke()));
         return root.Parse(args).Invoke();
     }

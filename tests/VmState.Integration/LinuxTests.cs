@@ -151,6 +151,93 @@ public abstract class LinuxTests<TGuest>(TGuest guest)
         Assert.Equal(marker.Value, System.Text.Encoding.ASCII.GetString(b));
     }
 
+    [Theory]
+    [MemberData(nameof(Kinds))]
+    public void DmesgHoldsTheLinesTheGuestLogged(string kind)
+    {
+        using MachineState m = SnapshotLoader.Open(guest.Path(kind), new SnapshotOpenOptions { MemoryMap = true });
+        LinuxKernel k = KernelLocator.Locate(m);
+        IReadOnlyList<KernelLogRecord> log = KernelLog.Read(k);
+
+        // The ring has not wrapped in this short boot: every record from seq 0 on, in order, with no gap.
+        Assert.Equal(Enumerable.Range(0, log.Count).Select(i => (ulong)i), log.Select(r => r.Sequence));
+        Assert.Equal(guest.Line("banner"), log[0].Text);
+        // (Timestamps are each CPU's local clock and may step back between CPUs, as in the guest's own dmesg.)
+
+        // /init wrote the marker to /dev/kmsg as "<5>MARKER": level 5 (notice), facility 1 (user), from pid 1.
+        KernelLogRecord marker = Assert.Single(log, r => r.Text == guest.Truth.DmesgMarker);
+        Assert.Equal(5, marker.Level);
+        Assert.Equal(1, marker.Facility);
+        Assert.Equal("T1", marker.Caller);
+        Assert.Contains(log, r => r.Text == $"Command line: {guest.Line("cmdline")}");
+
+        (int code, string stdout, string stderr) = VmStateCli.Run(["dmesg", guest.Path(kind)]);
+        Assert.True(code == 0, stderr);
+        Assert.Contains($"] {guest.Truth.DmesgMarker}\n", stdout, StringComparison.Ordinal);
+    }
+
+    [Theory]
+    [MemberData(nameof(Kinds))]
+    public void MapsOfTheMarkerAreWhatItsProcPidMapsSaid(string kind)
+    {
+        int pid = guest.Truth.Marker!.Pid;
+        string prefix = $"pid={pid} ";
+        var want = guest.Truth.Lines.Where(l => l.Key == "maps" && l.Text.StartsWith(prefix, StringComparison.Ordinal)).Select(l => l.Text[prefix.Length..].TrimEnd()).ToList();
+        Assert.NotEmpty(want);
+
+        (int code, string stdout, string stderr) = VmStateCli.Run(["maps", guest.Path(kind), pid.ToString(CultureInfo.InvariantCulture)]);
+        Assert.True(code == 0, stderr);
+        Assert.Equal(want, stdout.Split('\n', StringSplitOptions.RemoveEmptyEntries).Select(l => l.TrimEnd()));
+
+        // A kernel thread has no map: a clear error, not a crash.
+        (code, _, stderr) = VmStateCli.Run(["maps", guest.Path(kind), "2"]);
+        Assert.Equal(2, code);
+        Assert.Contains("kernel thread", stderr, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public void ProcdumpOfTheMarkerGivesGdbABacktraceThroughMainAndItsData()
+    {
+        GroundTruth.MarkerInfo marker = guest.Truth.Marker!;
+        string core = System.IO.Path.Combine(guest.Dir, $"marker-{Guid.NewGuid():N}.core");
+        (int code, string stdout, string stderr) = VmStateCli.Run(["procdump", guest.Path("mig"), marker.Pid.ToString(CultureInfo.InvariantCulture), "-o", core, "--json"]);
+        Assert.True(code == 0, stderr);
+        using (JsonDocument doc = JsonDocument.Parse(stdout))
+        {
+            Assert.Equal(marker.Pid, doc.RootElement.GetProperty("pid").GetInt32());
+            Assert.Equal("vmsmarker", doc.RootElement.GetProperty("comm").GetString());
+        }
+
+        string binary = GuestFixture.Ensure().Values["MARKER_BIN"];
+        (int gdbCode, string output) = GdbBatch.Run(string.Empty, $"file {binary}", $"core-file {core}", "bt", "print/x g_value", "x/s g_marker_buf", "info auxv");
+        Assert.True(gdbCode == 0, output);
+        Assert.Matches(@"#\d+ +0x[0-9a-f]+ in main \(", output);
+        Assert.Contains("= 0x1122334455667788", output, StringComparison.Ordinal);
+        Assert.Contains($"\"{marker.Value}\"", output, StringComparison.Ordinal);
+        Assert.Contains("AT_ENTRY", output, StringComparison.Ordinal);
+        Assert.DoesNotContain("corrupt", output, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public void ReadAndTranslateWithPidUseThatProcesssPageTables()
+    {
+        GroundTruth.MarkerInfo marker = guest.Truth.Marker!;
+        string pid = marker.Pid.ToString(CultureInfo.InvariantCulture);
+        string va = $"0x{marker.VirtualAddress:x}";
+        (int code, string stdout, string stderr) = VmStateCli.Run(["read", guest.Path("mig"), "--pid", pid, "--va", va, marker.Value.Length.ToString(CultureInfo.InvariantCulture), "-f", "raw"]);
+        Assert.True(code == 0, stderr);
+        Assert.Equal(marker.Value, stdout);
+
+        (code, stdout, stderr) = VmStateCli.Run(["translate", guest.Path("mig"), va, "--pid", pid, "--json"]);
+        Assert.True(code == 0, stderr);
+        using JsonDocument doc = JsonDocument.Parse(stdout);
+        Assert.Equal($"0x{marker.PhysicalAddress:x}", doc.RootElement.GetProperty("physicalAddress").GetString());
+
+        (code, stdout, stderr) = VmStateCli.Run(["read", guest.Path("mig"), "--sym", "linux_banner", "14", "-f", "raw"]);
+        Assert.True(code == 0, stderr);
+        Assert.Equal("Linux version ", stdout);
+    }
+
     [Fact]
     public void PstreePutsEveryPrintedProcessUnderItsParent()
     {

@@ -10,7 +10,8 @@ namespace VmState.Cli.Commands;
 /// </summary>
 internal sealed class KernelInput
 {
-    private readonly Argument<string?> _input = CommonOptions.OptionalSnapshotArgument();
+    private readonly Argument<string?>? _input;
+    private readonly Argument<string[]>? _positional;
     private readonly Option<string?> _qmp = CommonOptions.Qmp();
     private readonly Option<bool> _pause = new("--pause") { Description = "with --qmp: pause the guest while reading (resumed afterwards); lists may otherwise change under the walk" };
     private readonly Option<string?> _snapshot = CommonOptions.SnapshotName();
@@ -18,10 +19,27 @@ internal sealed class KernelInput
     private readonly Option<bool> _noVmcoreinfo = new("--no-vmcoreinfo") { Description = "do not use VMCOREINFO (find the kernel from the vCPUs' CR3 or the banner)" };
     private readonly Option<bool> _noCpu = new("--no-cpu") { Description = "do not use vCPU state (find the kernel from VMCOREINFO or the banner)" };
 
-    /// <summary>Adds the input argument and options to <paramref name="command"/>.</summary>
-    public KernelInput(Command command)
+    /// <summary>
+    /// Adds the input argument and options to <paramref name="command"/>; with <paramref name="trailing"/>, the
+    /// command takes <c>[SNAPSHOT] TRAILING</c> (the snapshot left out with --qmp), read with <see cref="Trailing"/>.
+    /// </summary>
+    public KernelInput(Command command, string? trailing = null, string? trailingDescription = null)
     {
-        command.Arguments.Add(_input);
+        if (trailing is null)
+        {
+            _input = CommonOptions.OptionalSnapshotArgument();
+            command.Arguments.Add(_input);
+        }
+        else
+        {
+            _positional = new Argument<string[]>($"SNAPSHOT {trailing}")
+            {
+                Description = $"the snapshot file (omit with --qmp) and {trailingDescription ?? trailing}",
+                Arity = new ArgumentArity(1, 2),
+            };
+            command.Arguments.Add(_positional);
+        }
+
         command.Options.Add(_qmp);
         command.Options.Add(_pause);
         command.Options.Add(_snapshot);
@@ -32,7 +50,28 @@ internal sealed class KernelInput
 
     /// <summary>Opens the input (the caller disposes the owner).</summary>
     public (MachineState Machine, IDisposable Owner) Open(ParseResult r) =>
-        CommonOptions.OpenInput(r.GetValue(_input), r.GetValue(_qmp), CommonOptions.OpenOptions(r.GetValue(_snapshot), r.GetValue(_raw)) with { MemoryMap = true }, r.GetValue(_pause));
+        CommonOptions.OpenInput(Input(r), r.GetValue(_qmp), CommonOptions.OpenOptions(r.GetValue(_snapshot), r.GetValue(_raw)) with { MemoryMap = true }, r.GetValue(_pause));
+
+    /// <summary>The trailing positional value (e.g. the PID), for a command made with one.</summary>
+    public string Trailing(ParseResult r) => r.GetValue(_positional!)![^1];
+
+    /// <summary>The trailing positional value as a process id.</summary>
+    /// <exception cref="ArgumentException">Not a non-negative decimal number.</exception>
+    public int TrailingPid(ParseResult r) =>
+        int.TryParse(Trailing(r), System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out int pid)
+            ? pid
+            : throw new ArgumentException($"PID '{Trailing(r)}' is not a process id (a decimal number)");
+
+    private string? Input(ParseResult r)
+    {
+        if (_input is not null)
+        {
+            return r.GetValue(_input);
+        }
+
+        string[] values = r.GetValue(_positional!)!;
+        return values.Length == 2 ? values[0] : null;
+    }
 
     /// <summary>Locates the kernel with the sources the options allow.</summary>
     public LinuxKernel Locate(ParseResult r, MachineState machine) =>

@@ -2,12 +2,13 @@ using System.CommandLine;
 using System.Text;
 using Iced.Intel;
 using VmState.Arch.X86;
+using VmState.Linux;
 using VmState.Machine;
 using VmState.Snapshots;
 
 namespace VmState.Cli.Commands;
 
-/// <summary><c>vmstate read SOURCE (--pa|--va) ADDR LEN</c>: hexdump, raw bytes or disassembly of guest memory.</summary>
+/// <summary><c>vmstate read SOURCE (--pa|--va|--sym) ADDR LEN [--pid N]</c>: hexdump, raw bytes or disassembly of guest memory.</summary>
 internal static class ReadCommand
 {
     private const ulong MaxLength = 256UL << 20;
@@ -25,6 +26,8 @@ internal static class ReadCommand
         var va = new Option<bool>("--va") { Description = "ADDR is virtual, translated with the vCPU's page tables (default)" };
         var cpu = new Option<int>("--cpu") { Description = "vCPU whose page tables to use with --va", DefaultValueFactory = _ => 0 };
         var cr3 = new Option<string?>("--cr3") { Description = "page-table root to use with --va instead of the vCPU's CR3" };
+        var sym = new Option<bool>("--sym") { Description = "ADDR is a Linux kernel symbol, optionally +offset (e.g. linux_banner or init_task+0x10), read through the kernel's page tables" };
+        Option<int?> pid = TranslateCommand.PidOption();
         var format = new Option<string>("--format", "-f") { Description = "hex (default), raw (bytes to stdout) or asm (x86-64 disassembly)", DefaultValueFactory = _ => "hex" };
         format.AcceptOnlyFromAmong("hex", "raw", "asm");
         Option<string?> snapshot = CommonOptions.SnapshotName();
@@ -38,19 +41,26 @@ internal static class ReadCommand
         command.Options.Add(va);
         command.Options.Add(cpu);
         command.Options.Add(cr3);
+        command.Options.Add(sym);
+        command.Options.Add(pid);
         command.Options.Add(format);
         command.Options.Add(snapshot);
         command.Options.Add(raw);
-        command.SetAction(r => CommonOptions.Run(() =>
+        command.SetAction(r => KernelInput.Run(() =>
         {
-            if (r.GetValue(pa) && r.GetValue(va))
+            if ((r.GetValue(pa) ? 1 : 0) + (r.GetValue(va) ? 1 : 0) + (r.GetValue(sym) ? 1 : 0) > 1)
             {
-                throw new ArgumentException("give --pa or --va, not both");
+                throw new ArgumentException("give one of --pa, --va and --sym");
+            }
+
+            if (r.GetValue(pid) is not null && (r.GetValue(pa) || r.GetValue(sym)))
+            {
+                throw new ArgumentException("--pid goes with --va (a process's virtual addresses)");
             }
 
             string[] args = r.GetValue(positional)!;
             string? input = args.Length == 3 ? args[0] : null;
-            ulong addr = AddressParser.Parse(args[^2], "ADDR");
+            ulong addr = r.GetValue(sym) ? 0 : AddressParser.Parse(args[^2], "ADDR");
             ulong len = AddressParser.Parse(args[^1], "LEN");
             if (len == 0 || len > MaxLength)
             {
@@ -61,7 +71,17 @@ internal static class ReadCommand
             using IDisposable _ = owner;
             byte[] buffer = new byte[len];
             int got;
-            if (r.GetValue(pa))
+            if (r.GetValue(sym))
+            {
+                LinuxKernel kernel = KernelLocator.Locate(m);
+                addr = SymbolAddress(kernel, args[^2]);
+                got = kernel.AddressSpace.Read(addr, buffer);
+                if (got < buffer.Length)
+                {
+                    Console.Error.WriteLine($"vmstate: kernel address 0x{addr + (ulong)got:x} is not mapped; read {got} of {len} bytes");
+                }
+            }
+            else if (r.GetValue(pa))
             {
                 got = m.Memory.Read(addr, buffer);
                 if (got < buffer.Length)
@@ -71,7 +91,7 @@ internal static class ReadCommand
             }
             else
             {
-                AddressSpace space = TranslateCommand.SpaceFor(m, r.GetValue(cpu), r.GetValue(cr3));
+                AddressSpace space = TranslateCommand.SpaceFor(m, r.GetValue(cpu), r.GetValue(cr3), r.GetValue(pid));
                 got = space.Read(addr, buffer);
                 if (got < buffer.Length)
                 {
@@ -101,6 +121,20 @@ internal static class ReadCommand
             return got == buffer.Length ? 0 : 3;
         }));
         return command;
+    }
+
+    /// <summary>NAME or NAME+OFFSET (0x-hex or decimal) to an address.</summary>
+    private static ulong SymbolAddress(LinuxKernel kernel, string spec)
+    {
+        int plus = spec.IndexOf('+', StringComparison.Ordinal);
+        string name = plus < 0 ? spec : spec[..plus];
+        ulong offset = plus < 0 ? 0 : AddressParser.Parse(spec[(plus + 1)..], "symbol offset");
+        if (!kernel.Symbols.TryGetAddress(name, out ulong address))
+        {
+            throw new ArgumentException($"kallsyms has no symbol '{name}' (try vmstate symbols SNAPSHOT '{name}*')");
+        }
+
+        return address + offset;
     }
 
     private static void HexDump(ulong address, ReadOnlySpan<byte> data)

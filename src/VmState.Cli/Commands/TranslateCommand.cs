@@ -1,6 +1,7 @@
 using System.CommandLine;
 using System.Text.Json;
 using VmState.Arch.X86;
+using VmState.Linux;
 using VmState.Machine;
 using VmState.Snapshots;
 
@@ -20,6 +21,7 @@ internal static class TranslateCommand
         Option<string?> qmp = CommonOptions.Qmp();
         var cpu = new Option<int>("--cpu") { Description = "vCPU whose CR3 and paging mode to use", DefaultValueFactory = _ => 0 };
         var cr3 = new Option<string?>("--cr3") { Description = "use this page-table root instead of the vCPU's CR3 (same paging mode)" };
+        Option<int?> pid = PidOption();
         var explain = new Option<bool>("--explain") { Description = "show the entry read at every paging level" };
         Option<string?> snapshot = CommonOptions.SnapshotName();
         Option<bool> json = CommonOptions.Json();
@@ -31,15 +33,16 @@ internal static class TranslateCommand
         command.Options.Add(pause);
         command.Options.Add(cpu);
         command.Options.Add(cr3);
+        command.Options.Add(pid);
         command.Options.Add(explain);
         command.Options.Add(snapshot);
         command.Options.Add(json);
         command.Options.Add(raw);
-        command.SetAction(r => CommonOptions.Run(() =>
+        command.SetAction(r => KernelInput.Run(() =>
         {
             (MachineState m, IDisposable owner) = CommonOptions.OpenInput(r.GetValue(positional)!.Length == 2 ? r.GetValue(positional)![0] : null, r.GetValue(qmp), CommonOptions.OpenOptions(r.GetValue(snapshot), r.GetValue(raw)) with { MemoryMap = true }, r.GetValue(pause));
             using IDisposable _ = owner;
-            AddressSpace space = SpaceFor(m, r.GetValue(cpu), r.GetValue(cr3));
+            AddressSpace space = SpaceFor(m, r.GetValue(cpu), r.GetValue(cr3), r.GetValue(pid));
             Translation t = space.Translate(AddressParser.Parse(r.GetValue(positional)![^1], "VA"));
             if (r.GetValue(json))
             {
@@ -97,6 +100,36 @@ internal static class TranslateCommand
             return t.Success ? 0 : 3;
         }));
         return command;
+    }
+
+    /// <summary>The --pid option: translate through a guest process's own page tables.</summary>
+    public static Option<int?> PidOption() => new("--pid", "-p")
+    {
+        Description = "use the page tables of this Linux guest process (its mm->pgd, found with no profile) instead of a vCPU's",
+    };
+
+    /// <summary>The address space of <paramref name="pid"/> when given, else of vCPU <paramref name="cpu"/> (or <paramref name="cr3"/>).</summary>
+    public static AddressSpace SpaceFor(MachineState m, int cpu, string? cr3, int? pid)
+    {
+        if (pid is not int p)
+        {
+            return SpaceFor(m, cpu, cr3);
+        }
+
+        if (cr3 is not null)
+        {
+            throw new ArgumentException("give --pid or --cr3, not both");
+        }
+
+        LinuxKernel kernel = KernelLocator.Locate(m);
+        KernelObject task = MemoryMaps.FindTask(kernel, p);
+        KernelObject mm = task.Member("mm");
+        if (mm.IsNull)
+        {
+            throw new KernelDataException(task.Address, $"task {p} ({task.Member("comm").ReadString()})", "has no mm: a kernel thread has no user address space");
+        }
+
+        return kernel.ProcessAddressSpace(mm.Member("pgd").ToUInt64());
     }
 
     public static AddressSpace SpaceFor(MachineState m, int cpu, string? cr3)

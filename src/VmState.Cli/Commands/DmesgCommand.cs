@@ -1,0 +1,99 @@
+using System.CommandLine;
+using System.Globalization;
+using System.Text;
+using System.Text.Json;
+using VmState.Linux;
+using VmState.Machine;
+
+namespace VmState.Cli.Commands;
+
+/// <summary><c>vmstate dmesg SNAPSHOT</c>: the guest kernel's log, read from the printk ring buffer.</summary>
+internal static class DmesgCommand
+{
+    private static readonly string[] s_levels = ["emerg", "alert", "crit", "err", "warn", "notice", "info", "debug"];
+
+    private static readonly string[] s_facilities =
+        ["kern", "user", "mail", "daemon", "auth", "syslog", "lpr", "news", "uucp", "cron", "authpriv", "ftp", "res0", "res1", "res2", "res3",
+         "local0", "local1", "local2", "local3", "local4", "local5", "local6", "local7"];
+
+    public static Command Create()
+    {
+        Option<bool> json = CommonOptions.Json();
+        var level = new Option<int?>("--level", "-l") { Description = "only records at this level or more urgent (0 emerg .. 7 debug)" };
+        var tail = new Option<int?>("--tail", "-n") { Description = "only the last N records" };
+        var showLevel = new Option<bool>("--show-level") { Description = "prefix each line with its facility and level, as dmesg -x does" };
+        var command = new Command("dmesg", "Print the kernel log of a Linux guest (the printk ring buffer of Linux 5.10+)");
+        var input = new KernelInput(command);
+        command.Options.Add(json);
+        command.Options.Add(level);
+        command.Options.Add(tail);
+        command.Options.Add(showLevel);
+        command.SetAction(r => KernelInput.Run(() =>
+        {
+            int? maxLevel = r.GetValue(level);
+            int? last = r.GetValue(tail);
+            if (maxLevel is < 0 or > 7 || last is < 0)
+            {
+                Console.Error.WriteLine("vmstate dmesg: --level takes 0..7 and --tail a count ≥ 0");
+                return 1;
+            }
+
+            (MachineState m, IDisposable owner) = input.Open(r);
+            using IDisposable session = owner;
+            IEnumerable<KernelLogRecord> records = KernelLog.Read(input.Locate(r, m));
+            if (maxLevel is int ml)
+            {
+                records = records.Where(x => x.Level <= ml);
+            }
+
+            List<KernelLogRecord> list = [.. records];
+            if (last is int n && n < list.Count)
+            {
+                list = list[^n..];
+            }
+
+            if (r.GetValue(json))
+            {
+                using Stream stdout = Console.OpenStandardOutput();
+                using var w = new Utf8JsonWriter(stdout, new JsonWriterOptions { Indented = true });
+                w.WriteStartArray();
+                foreach (KernelLogRecord rec in list)
+                {
+                    w.WriteStartObject();
+                    w.WriteNumber("seq", rec.Sequence);
+                    w.WriteNumber("timestamp_ns", rec.TimestampNs);
+                    w.WriteNumber("level", rec.Level);
+                    w.WriteString("level_name", s_levels[rec.Level & 7]);
+                    w.WriteNumber("facility", rec.Facility);
+                    w.WriteString("facility_name", rec.Facility < s_facilities.Length ? s_facilities[rec.Facility] : null);
+                    w.WriteString("caller", rec.Caller);
+                    w.WriteString("text", rec.Text);
+                    w.WriteEndObject();
+                }
+
+                w.WriteEndArray();
+                w.Flush();
+                stdout.WriteByte((byte)'\n');
+            }
+            else
+            {
+                var sb = new StringBuilder();
+                bool prefix = r.GetValue(showLevel);
+                foreach (KernelLogRecord rec in list)
+                {
+                    if (prefix)
+                    {
+                        sb.Append(CultureInfo.InvariantCulture, $"{(rec.Facility < s_facilities.Length ? s_facilities[rec.Facility] : rec.Facility.ToString(CultureInfo.InvariantCulture)),-6} :{s_levels[rec.Level & 7],-6}: ");
+                    }
+
+                    sb.Append(rec.Format()).Append('\n');
+                }
+
+                Console.Write(sb.ToString());
+            }
+
+            return 0;
+        }));
+        return command;
+    }
+}

@@ -1,0 +1,384 @@
+using System.Buffers.Binary;
+using System.Text;
+using VmState.Arch.X86;
+using VmState.Export;
+using VmState.Formats.Elf;
+
+namespace VmState.Linux;
+
+/// <summary>What <see cref="ProcessCore.Write"/> wrote.</summary>
+/// <param name="Pid">The process (thread-group) id.</param>
+/// <param name="Comm">Its name.</param>
+/// <param name="Threads">Threads written as NT_PRSTATUS notes, with where each one's registers came from.</param>
+/// <param name="Segments">PT_LOAD segments (one per VMA).</param>
+/// <param name="PagesWritten">Pages read from guest memory and written.</param>
+/// <param name="PagesMissing">Pages of dumped VMAs that were not present (swapped out or never touched): holes.</param>
+/// <param name="FileBytes">Size of the core file.</param>
+public sealed record ProcessCoreSummary(int Pid, string Comm, IReadOnlyList<(int Tid, string RegisterSource)> Threads, int Segments, long PagesWritten, long PagesMissing, long FileBytes);
+
+/// <summary>
+/// An ELF core of one guest process, as the kernel's own core dump lays it out (<c>fs/binfmt_elf.c</c>): a PT_NOTE
+/// with NT_PRSTATUS per thread (user registers from the pt_regs saved at the top of each thread's kernel stack, or
+/// the vCPU's registers for a thread running in user mode at the time), NT_PRPSINFO, NT_AUXV (<c>mm->saved_auxv</c>)
+/// and NT_FILE (the file-backed VMAs), then one PT_LOAD per VMA with the pages read through the process's page
+/// tables. Pages that are not present become holes (zeros); VM_IO and VM_DONTDUMP areas get no file bytes, as the
+/// kernel's <c>vma_dump_size</c> decides. gdb opens it with the process's binary: <c>gdb BINARY CORE</c>.
+/// </summary>
+public static class ProcessCore
+{
+    private const uint NtPrpsinfo = 3;
+    private const uint NtAuxv = 6;
+    private const uint NtFile = 0x4649_4c45;      // "FILE"
+    private const int PageSize = 4096;
+    private const ulong VmIo = 0x4000;
+    private const ulong VmDontdump = 0x0400_0000;
+    private const int PrpsinfoSize = 136;
+    private const int UserCs = 0x33;              // __USER_CS
+    private const int UserSs = 0x2b;              // __USER_DS
+
+    /// <summary>Thread stack sizes tried, in order: THREAD_SIZE is 16 KiB on x86-64, 32 KiB with KASAN.</summary>
+    private static readonly ulong[] s_threadSizes = [16384, 32768];
+
+    /// <summary>Writes the core of process <paramref name="pid"/> to <paramref name="path"/> (atomically).</summary>
+    /// <exception cref="KernelDataException">No such process, a kernel thread, or unreadable kernel data.</exception>
+    public static ProcessCoreSummary Write(LinuxKernel kernel, int pid, string path, IProgress<(long Done, long Total)>? progress = null, CancellationToken cancellationToken = default)
+    {
+        ArgumentNullException.ThrowIfNull(kernel);
+        KernelObject task = MemoryMaps.FindTask(kernel, pid);
+        int tgid = (int)task.Member("tgid").ToInt64();
+        KernelObject leader = tgid == pid ? task : MemoryMaps.FindTask(kernel, tgid);
+        KernelObject mmPtr = leader.Member("mm");
+        if (mmPtr.IsNull)
+        {
+            throw new KernelDataException(leader.Address, $"task {tgid} ({leader.Member("comm").ReadString()})", "has no mm: a kernel thread has no user memory to dump");
+        }
+
+        KernelObject mm = mmPtr.Deref();
+        AddressSpace space = kernel.ProcessAddressSpace(mm.Member("pgd").ToUInt64());
+        IReadOnlyList<LinuxVma> vmas = MemoryMaps.Read(kernel, mm);
+        if (vmas.Count + 1 >= 0xffff)
+        {
+            throw new KernelDataException(mm.Address, $"process {tgid}", $"{vmas.Count} VMAs need extended program-header numbering (PN_XNUM), which is not written");
+        }
+
+        var notes = new List<ElfNote>();
+        var threads = new List<(int, string)>();
+        int ppid = (int)leader.Member("real_parent").Member("tgid").ToInt64();
+        var ordered = new List<KernelObject> { task };
+        ordered.AddRange(kernel.ForEachThread(leader).Where(t => t.Address != task.Address));
+        Dictionary<ulong, int> running = RunningTasks(kernel);
+        foreach (KernelObject t in ordered)
+        {
+            int tid = (int)t.Member("pid").ToInt64();
+            (byte[] regs, string source) = UserRegisters(kernel, t, running);
+            notes.Add(Prstatus(tid, ppid, tgid, regs));
+            threads.Add((tid, source));
+        }
+
+        string comm = leader.Member("comm").ReadString();
+        notes.Add(Prpsinfo(leader, tgid, ppid, comm, ProcessListCmdline(kernel, mm)));
+        notes.Add(new ElfNote("CORE", NtAuxv, Auxv(mm)));
+        notes.Add(new ElfNote("CORE", NtFile, FileNote(vmas)));
+
+        long pagesWritten = 0;
+        long pagesMissing = 0;
+        long total = vmas.Where(Dumped).Sum(v => (long)((v.End - v.Start) / PageSize));
+        long fileBytes = 0;
+        AtomicFile.Write(path, stream =>
+        {
+            int phnum = 1 + vmas.Count;
+            int notesSize = notes.Sum(n => n.EncodedSize);
+            long noteOffset = 64 + (56L * phnum);
+            long dataOffset = Align(noteOffset + notesSize, PageSize);
+            byte[] header = new byte[dataOffset];
+            WriteElfHeader(header, phnum);
+            long offset = dataOffset;
+            WritePhdr(header.AsSpan(64), 4 /* PT_NOTE */, 0, noteOffset, 0, notesSize, notesSize, 4);
+            var segmentOffsets = new long[vmas.Count];
+            for (int i = 0; i < vmas.Count; i++)
+            {
+                LinuxVma v = vmas[i];
+                long size = (long)(v.End - v.Start);
+                long filesz = Dumped(v) ? size : 0;
+                uint flags = (v.Readable ? 4u : 0) | (v.Writable ? 2u : 0) | (v.Executable ? 1u : 0);
+                segmentOffsets[i] = offset;
+                WritePhdr(header.AsSpan(64 + (56 * (i + 1))), 1 /* PT_LOAD */, flags, offset, v.Start, filesz, size, PageSize);
+                offset += filesz;
+            }
+
+            int pos = (int)noteOffset;
+            foreach (ElfNote n in notes)
+            {
+                pos += n.Encode(header.AsSpan(pos));
+            }
+
+            stream.Write(header);
+            byte[] page = new byte[PageSize];
+            long done = 0;
+            for (int i = 0; i < vmas.Count; i++)
+            {
+                LinuxVma v = vmas[i];
+                if (!Dumped(v))
+                {
+                    continue;
+                }
+
+                (ulong imageData, ulong imageSize) = v.Name == "[vdso]" ? VdsoImage(kernel) : (0, 0);
+                for (ulong va = v.Start; va < v.End; va += PageSize)
+                {
+                    cancellationToken.ThrowIfCancellationRequested();
+                    long at = segmentOffsets[i] + (long)(va - v.Start);
+                    if ((space.TryTranslate(va, out ulong pa) && kernel.Memory.Read(pa, page) == PageSize)
+                        || (va - v.Start < imageSize && kernel.Read(imageData + (va - v.Start), page) == PageSize))
+                    {
+                        // The second case: a vDSO page the process has not touched yet holds the kernel's vDSO image.
+                        stream.Position = at;
+                        stream.Write(page);
+                        pagesWritten++;
+                    }
+                    else
+                    {
+                        pagesMissing++;
+                    }
+
+                    if (++done % 4096 == 0)
+                    {
+                        progress?.Report((done, total));
+                    }
+                }
+            }
+
+            stream.SetLength(offset);
+            fileBytes = offset;
+            progress?.Report((total, total));
+        });
+
+        return new ProcessCoreSummary(tgid, comm, threads, vmas.Count, pagesWritten, pagesMissing, fileBytes);
+    }
+
+    /// <summary>
+    /// The user registers of a thread as the 27-quadword <c>user_regs_struct</c>: from the vCPU when the thread is
+    /// running there in user mode, else from <c>task_pt_regs()</c> (the top of its kernel stack) and
+    /// <c>thread.fsbase/gsbase</c>.
+    /// </summary>
+    private static (byte[] Regs, string Source) UserRegisters(LinuxKernel kernel, KernelObject task, Dictionary<ulong, int> running)
+    {
+        byte[] r = new byte[27 * 8];
+        if (running.TryGetValue(task.Address, out int cpuIndex) && cpuIndex < kernel.Machine.Cpus.Count)
+        {
+            X86CpuState cpu = kernel.Machine.Cpus[cpuIndex];
+            if ((cpu.Segments[X86CpuState.Cs].Selector & 3) == 3)
+            {
+                ElfNote n = X86CoreNotes.Prstatus(cpu);
+                n.Descriptor.AsSpan(X86CoreNotes.PrstatusRegsOffset, r.Length).CopyTo(r);
+                return (r, $"vCPU {cpuIndex} (running in user mode)");
+            }
+        }
+
+        int ptRegsType = kernel.Types.FindType("struct pt_regs");
+        int size = (int)kernel.Types.SizeOf(ptRegsType);
+        ulong stack = task.Member("stack").ToUInt64();
+        byte[] regs = new byte[size];
+        foreach (ulong threadSize in s_threadSizes)
+        {
+            ulong at = stack + threadSize - (ulong)size;
+            if (kernel.Read(at, regs) != size)
+            {
+                continue;
+            }
+
+            ulong cs = BinaryPrimitives.ReadUInt64LittleEndian(regs.AsSpan(Offset(kernel, ptRegsType, "cs")));
+            ulong ss = BinaryPrimitives.ReadUInt64LittleEndian(regs.AsSpan(Offset(kernel, ptRegsType, "ss")));
+            if (cs != UserCs || ss != UserSs)
+            {
+                continue;
+            }
+
+            // pt_regs holds the first 21 quadwords of user_regs_struct in the same order (r15 .. ss).
+            regs.AsSpan(0, 21 * 8).CopyTo(r);
+            KernelObject thread = task.Member("thread");
+            BinaryPrimitives.WriteUInt64LittleEndian(r.AsSpan(21 * 8), thread.Member("fsbase").ToUInt64());
+            BinaryPrimitives.WriteUInt64LittleEndian(r.AsSpan(22 * 8), thread.Member("gsbase").ToUInt64());
+            BinaryPrimitives.WriteUInt64LittleEndian(r.AsSpan(23 * 8), thread.Member("ds").ToUInt64());
+            BinaryPrimitives.WriteUInt64LittleEndian(r.AsSpan(24 * 8), thread.Member("es").ToUInt64());
+            BinaryPrimitives.WriteUInt64LittleEndian(r.AsSpan(25 * 8), thread.Member("fsindex").ToUInt64());
+            BinaryPrimitives.WriteUInt64LittleEndian(r.AsSpan(26 * 8), thread.Member("gsindex").ToUInt64());
+            return (r, $"pt_regs at 0x{at:x} (kernel stack top, THREAD_SIZE {threadSize / 1024} KiB)");
+        }
+
+        throw new KernelDataException(stack, $"kernel stack of task {task.Member("pid").ToInt64()}", "no saved user pt_regs (cs 0x33, ss 0x2b) at the top of a 16 or 32 KiB stack");
+    }
+
+    /// <summary>Which task each CPU runs (per-CPU <c>current_task</c>, or <c>pcpu_hot.current_task</c> on 6.2+).</summary>
+    private static Dictionary<ulong, int> RunningTasks(LinuxKernel kernel)
+    {
+        var map = new Dictionary<ulong, int>();
+        for (int cpu = 0; cpu < Math.Min(kernel.CpuCount, kernel.Machine.Cpus.Count); cpu++)
+        {
+            try
+            {
+                KernelObject current = kernel.Types.Find("current_task", Btf.BtfKind.Variable) != 0
+                    ? kernel.PerCpu("current_task", cpu)
+                    : kernel.PerCpu("pcpu_hot", cpu).Member("current_task");
+                map.TryAdd(current.ToUInt64(), cpu);
+            }
+            catch (KernelDataException)
+            {
+                // No per-CPU data for this CPU (offline): nothing runs there.
+            }
+        }
+
+        return map;
+    }
+
+    /// <summary>The kernel's 64-bit vDSO image (<c>vdso_image_64.data</c>, <c>.size</c>), or (0, 0).</summary>
+    private static (ulong Data, ulong Size) VdsoImage(LinuxKernel kernel)
+    {
+        try
+        {
+            KernelObject image = kernel.Object("vdso_image_64", "struct vdso_image");
+            return (image.Member("data").ToUInt64(), image.Member("size").ToUInt64());
+        }
+        catch (Exception e) when (e is KernelDataException or ArgumentException)
+        {
+            return (0, 0);
+        }
+    }
+
+    private static int Offset(LinuxKernel kernel, int type, string member) => (int)kernel.Types.Member(type, member).ByteOffset;
+
+    private static string ProcessListCmdline(LinuxKernel kernel, KernelObject mm)
+    {
+        try
+        {
+            AddressSpace space = kernel.ProcessAddressSpace(mm.Member("pgd").ToUInt64());
+            ulong start = mm.Member("arg_start").ToUInt64();
+            ulong end = mm.Member("arg_end").ToUInt64();
+            byte[] args = new byte[(int)Math.Min(end > start ? end - start : 0, 80)];
+            int n = space.Read(start, args);
+            return Encoding.UTF8.GetString(args, 0, n).Replace('\0', ' ').TrimEnd();
+        }
+        catch (KernelDataException)
+        {
+            return string.Empty;
+        }
+    }
+
+    private static bool Dumped(LinuxVma v) => (v.Flags & (VmIo | VmDontdump)) == 0;
+
+    private static ElfNote Prstatus(int tid, int ppid, int tgid, byte[] regs)
+    {
+        byte[] d = new byte[X86CoreNotes.PrstatusSize];
+        BinaryPrimitives.WriteInt32LittleEndian(d.AsSpan(X86CoreNotes.PrstatusPidOffset), tid);
+        BinaryPrimitives.WriteInt32LittleEndian(d.AsSpan(X86CoreNotes.PrstatusPidOffset + 4), ppid);
+        BinaryPrimitives.WriteInt32LittleEndian(d.AsSpan(X86CoreNotes.PrstatusPidOffset + 8), tgid);
+        BinaryPrimitives.WriteInt32LittleEndian(d.AsSpan(X86CoreNotes.PrstatusPidOffset + 12), tgid);
+        regs.CopyTo(d.AsSpan(X86CoreNotes.PrstatusRegsOffset));
+        return new ElfNote("CORE", ElfNote.NtPrstatus, d);
+    }
+
+    /// <summary>x86-64 <c>struct elf_prpsinfo</c> (136 bytes).</summary>
+    private static ElfNote Prpsinfo(KernelObject leader, int tgid, int ppid, string comm, string args)
+    {
+        byte[] d = new byte[PrpsinfoSize];
+        uint state = (uint)leader.Member(leader.Kernel.Types.FindMember(leader.TypeId, "__state") is not null ? "__state" : "state").ToUInt64();
+        char letter = ProcessList.StateLetter(state, (uint)leader.Member("exit_state").ToUInt64());
+        d[0] = (byte)"RSDTtXZPI".IndexOf(letter, StringComparison.Ordinal);
+        d[1] = (byte)letter;
+        d[2] = (byte)(letter == 'Z' ? 1 : 0);
+        d[3] = (byte)(leader.Member("static_prio").ToInt64() - 120);
+        BinaryPrimitives.WriteUInt64LittleEndian(d.AsSpan(8), leader.Member("flags").ToUInt64());
+        KernelObject cred = leader.Member("real_cred");
+        BinaryPrimitives.WriteUInt32LittleEndian(d.AsSpan(16), (uint)cred.Member("uid.val").ToUInt64());
+        BinaryPrimitives.WriteUInt32LittleEndian(d.AsSpan(20), (uint)cred.Member("gid.val").ToUInt64());
+        BinaryPrimitives.WriteInt32LittleEndian(d.AsSpan(24), tgid);
+        BinaryPrimitives.WriteInt32LittleEndian(d.AsSpan(28), ppid);
+        BinaryPrimitives.WriteInt32LittleEndian(d.AsSpan(32), tgid);
+        BinaryPrimitives.WriteInt32LittleEndian(d.AsSpan(36), tgid);
+        byte[] name = Encoding.UTF8.GetBytes(comm);
+        name.AsSpan(0, Math.Min(name.Length, 15)).CopyTo(d.AsSpan(40));
+        byte[] psargs = Encoding.UTF8.GetBytes(args);
+        psargs.AsSpan(0, Math.Min(psargs.Length, 79)).CopyTo(d.AsSpan(56));
+        return new ElfNote("CORE", NtPrpsinfo, d);
+    }
+
+    /// <summary><c>mm->saved_auxv</c> up to and including AT_NULL.</summary>
+    private static byte[] Auxv(KernelObject mm)
+    {
+        byte[] all = mm.Member("saved_auxv").ReadBytes();
+        int len = 0;
+        while (len + 16 <= all.Length)
+        {
+            ulong type = BinaryPrimitives.ReadUInt64LittleEndian(all.AsSpan(len));
+            len += 16;
+            if (type == 0)
+            {
+                break;
+            }
+        }
+
+        return all[..len];
+    }
+
+    /// <summary>NT_FILE: count, page size, (start, end, file offset in pages) per file mapping, then the names.</summary>
+    private static byte[] FileNote(IReadOnlyList<LinuxVma> vmas)
+    {
+        var files = vmas.Where(v => v.File != 0).ToList();
+        using var ms = new MemoryStream();
+        byte[] q = new byte[8];
+        void Put(ulong value)
+        {
+            BinaryPrimitives.WriteUInt64LittleEndian(q, value);
+            ms.Write(q);
+        }
+
+        Put((ulong)files.Count);
+        Put(PageSize);
+        foreach (LinuxVma v in files)
+        {
+            Put(v.Start);
+            Put(v.End);
+            Put(v.Offset / PageSize);
+        }
+
+        foreach (LinuxVma v in files)
+        {
+            ms.Write(Encoding.UTF8.GetBytes(v.Name));
+            ms.WriteByte(0);
+        }
+
+        return ms.ToArray();
+    }
+
+    private static void WriteElfHeader(Span<byte> h, int phnum)
+    {
+        h[0] = 0x7f;
+        h[1] = (byte)'E';
+        h[2] = (byte)'L';
+        h[3] = (byte)'F';
+        h[4] = 2;   // ELFCLASS64
+        h[5] = 1;   // little-endian
+        h[6] = 1;   // EV_CURRENT
+        BinaryPrimitives.WriteUInt16LittleEndian(h[16..], 4);    // ET_CORE
+        BinaryPrimitives.WriteUInt16LittleEndian(h[18..], 62);   // EM_X86_64
+        BinaryPrimitives.WriteUInt32LittleEndian(h[20..], 1);
+        BinaryPrimitives.WriteUInt64LittleEndian(h[32..], 64);   // e_phoff
+        BinaryPrimitives.WriteUInt16LittleEndian(h[52..], 64);   // e_ehsize
+        BinaryPrimitives.WriteUInt16LittleEndian(h[54..], 56);   // e_phentsize
+        BinaryPrimitives.WriteUInt16LittleEndian(h[56..], (ushort)phnum);
+    }
+
+    private static void WritePhdr(Span<byte> p, uint type, uint flags, long offset, ulong vaddr, long filesz, long memsz, ulong align)
+    {
+        BinaryPrimitives.WriteUInt32LittleEndian(p, type);
+        BinaryPrimitives.WriteUInt32LittleEndian(p[4..], flags);
+        BinaryPrimitives.WriteUInt64LittleEndian(p[8..], (ulong)offset);
+        BinaryPrimitives.WriteUInt64LittleEndian(p[16..], vaddr);
+        BinaryPrimitives.WriteUInt64LittleEndian(p[24..], 0);
+        BinaryPrimitives.WriteUInt64LittleEndian(p[32..], (ulong)filesz);
+        BinaryPrimitives.WriteUInt64LittleEndian(p[40..], (ulong)memsz);
+        BinaryPrimitives.WriteUInt64LittleEndian(p[48..], align);
+    }
+
+    private static long Align(long v, long a) => (v + a - 1) / a * a;
+}
