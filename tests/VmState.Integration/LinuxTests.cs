@@ -239,6 +239,51 @@ public abstract class LinuxTests<TGuest>(TGuest guest)
     }
 
     [Fact]
+    public void CorruptMapleTreesAndLogRingsEndWithAClearError()
+    {
+        string mig = guest.Path("mig");
+        string rootPa, rootRetyped, countBitsPa, slotPa;
+        using (MachineState m = SnapshotLoader.Open(mig, new SnapshotOpenOptions { MemoryMap = true }))
+        {
+            LinuxKernel k = KernelLocator.Locate(m);
+            KernelObject tree = MemoryMaps.FindTask(k, guest.Truth.Marker!.Pid).Member("mm").Member("mm_mt");
+            KernelObject root = tree.Member("ma_root");
+            ulong entry = root.ToUInt64();
+            Assert.True(k.AddressSpace.TryTranslate(root.Address, out ulong pa));
+            rootPa = $"0x{pa:x}";
+            ulong type = (entry >> 3) & 0xf;
+            // A leaf seen as an internal node (its VMA pointers become "children"), or the other way round.
+            rootRetyped = $"0x{(entry & ~0x78UL) | ((type == 1 ? 2UL : 1UL) << 3):x}";
+            ulong node = entry & ~0xffUL;
+            ulong slot0 = node + k.Types.Member(k.Types.FindType("struct maple_range_64"), "slot").ByteOffset;
+            Assert.True(k.AddressSpace.TryTranslate(slot0, out ulong sp));
+            slotPa = $"0x{sp:x}";
+            KernelObject ring = k.Object("prb").Deref().Member("desc_ring").Member("count_bits");
+            Assert.True(k.AddressSpace.TryTranslate(ring.Address, out ulong cb));
+            countBitsPa = $"0x{cb:x}";
+        }
+
+        string pid = guest.Truth.Marker!.Pid.ToString(CultureInfo.InvariantCulture);
+        (string Edit, string[] Command, string Expect)[] cases =
+        [
+            ($"{rootPa}={rootRetyped}", ["maps", pid], "maple tree"),
+            ($"{slotPa}=0xdead000000001000", ["maps", pid], "not mapped"),
+            ($"{countBitsPa}=60", ["dmesg"], "count_bits 60"),
+        ];
+        foreach ((string edit, string[] command, string expect) in cases)
+        {
+            string bad = System.IO.Path.Combine(guest.Dir, $"corrupt-{Guid.NewGuid():N}.mig");
+            (int code, _, string stderr) = VmStateCli.Run(["edit", mig, "--set-u64-pa", edit, "-o", bad]);
+            Assert.True(code == 0, stderr);
+            (code, _, stderr) = VmStateCli.Run([command[0], bad, .. command[1..]]);
+            Assert.True(code == 2, $"{string.Join(' ', command)} after {edit}: exit {code}, {stderr}");
+            Assert.Contains(expect, stderr, StringComparison.Ordinal);
+            Assert.StartsWith("vmstate: guest kernel: ", stderr, StringComparison.Ordinal);
+            File.Delete(bad);
+        }
+    }
+
+    [Fact]
     public void PstreePutsEveryPrintedProcessUnderItsParent()
     {
         (int code, string stdout, string stderr) = VmStateCli.Run(["pstree", guest.Path("mig"), "--json"]);
