@@ -284,6 +284,27 @@ public abstract class LinuxTests<TGuest>(TGuest guest)
     }
 
     [Fact]
+    public void ModuleBtfMatchesSysKernelBtfAndGivesModuleTypes()
+    {
+        using MachineState m = SnapshotLoader.Open(guest.Path("mig"), new SnapshotOpenOptions { MemoryMap = true });
+        LinuxKernel k = KernelLocator.Locate(m);
+        var want = guest.Truth.Lines.Where(l => l.Key == "btf").Select(l => Fields(l.Text)).ToDictionary(f => f["name"], f => int.Parse(f["size"], CultureInfo.InvariantCulture));
+        Assert.Equal(want["vmlinux"], k.Types.Length);
+        IReadOnlyList<ModuleBtf> modules = ModuleBtfList.Read(k);
+        Assert.Equal(want.Keys.Where(n => n != "vmlinux").Order(StringComparer.Ordinal), modules.Select(b => b.Name).Order(StringComparer.Ordinal));
+        Assert.All(modules, b => Assert.Equal(want[b.Name], b.Size));
+
+        // A type only e1000 defines, found through its split BTF; its members' types come from vmlinux's.
+        (int code, string stdout, string stderr) = VmStateCli.Run(["types", guest.Path("mig"), "e1000_adapter", "--module", "e1000"]);
+        Assert.True(code == 0, stderr);
+        Assert.StartsWith("struct e1000_adapter {", stdout, StringComparison.Ordinal);
+        Assert.Contains("struct net_device *", stdout, StringComparison.Ordinal);
+        (code, stdout, stderr) = VmStateCli.Run(["types", guest.Path("mig"), "e1000_adapter"]);
+        Assert.True(code == 0, stderr);
+        Assert.Contains("module e1000", stderr, StringComparison.Ordinal);
+    }
+
+    [Fact]
     public void PstreePutsEveryPrintedProcessUnderItsParent()
     {
         (int code, string stdout, string stderr) = VmStateCli.Run(["pstree", guest.Path("mig"), "--json"]);

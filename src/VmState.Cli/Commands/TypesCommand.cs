@@ -13,16 +13,44 @@ internal static class TypesCommand
     {
         var name = new Argument<string>("NAME") { Description = "a type: task_struct, \"struct list_head\", \"union thread_union\", \"enum pid_type\", a typedef such as kuid_t" };
         Option<bool> json = CommonOptions.Json();
+        var module = new Option<string?>("--module", "-m") { Description = "look the type up in this loaded module's BTF (split BTF on top of vmlinux's), e.g. e1000" };
         var command = new Command("types", "Show the layout of a Linux kernel type from the BTF in guest memory (pahole-like)");
         var input = new KernelInput(command);
         command.Arguments.Add(name);
         command.Options.Add(json);
+        command.Options.Add(module);
         command.SetAction(r => KernelInput.Run(() =>
         {
             (MachineState m, IDisposable owner) = input.Open(r);
-            using IDisposable _ = owner;
-            BtfTypes types = input.Locate(r, m).Types;
-            int id = Lookup(types, r.GetValue(name)!);
+            using IDisposable session = owner;
+            LinuxKernel kernel = input.Locate(r, m);
+            BtfTypes types = kernel.Types;
+            if (r.GetValue(module) is string mod)
+            {
+                IReadOnlyList<ModuleBtf> all = ModuleBtfList.Read(kernel);
+                types = all.FirstOrDefault(b => b.Name == mod)?.Types
+                    ?? throw new ArgumentException($"no BTF for module '{mod}'; modules with BTF: {string.Join(", ", all.Select(b => b.Name))}");
+            }
+
+            int id;
+            try
+            {
+                id = Lookup(types, r.GetValue(name)!);
+            }
+            catch (ArgumentException) when (r.GetValue(module) is null && kernel.Symbols.TryGetAddress("btf_modules", out _))
+            {
+                // Not in vmlinux: the first loaded module whose BTF has it.
+                (ModuleBtf? holder, int found) = ModuleBtfList.Read(kernel).Select(b => (b, TryLookup(b.Types, r.GetValue(name)!))).FirstOrDefault(x => x.Item2 != 0);
+                if (holder is null)
+                {
+                    throw new ArgumentException($"no struct, union, typedef, enum or base type named '{r.GetValue(name)}' in the BTF of the kernel or of any loaded module");
+                }
+
+                Console.Error.WriteLine($"vmstate: '{r.GetValue(name)}' is from module {holder.Name}'s BTF");
+                types = holder.Types;
+                id = found;
+            }
+
             if (r.GetValue(json))
             {
                 using Stream stdout = Console.OpenStandardOutput();
@@ -39,6 +67,18 @@ internal static class TypesCommand
             return 0;
         }));
         return command;
+    }
+
+    private static int TryLookup(BtfTypes types, string name)
+    {
+        try
+        {
+            return Lookup(types, name);
+        }
+        catch (ArgumentException)
+        {
+            return 0;
+        }
     }
 
     /// <summary>A bare name is tried as struct, union, typedef, enum and base type, in that order.</summary>
