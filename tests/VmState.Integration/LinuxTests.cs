@@ -305,6 +305,64 @@ public abstract class LinuxTests<TGuest>(TGuest guest)
     }
 
     [Fact]
+    public void SystemMapAndBtfFileOverridesGiveTheSameKernel()
+    {
+        string mig = guest.Path("mig");
+        string map = System.IO.Path.Combine(guest.Dir, $"System.map-{Guid.NewGuid():N}");
+        string btf = System.IO.Path.Combine(guest.Dir, $"vmlinux-{Guid.NewGuid():N}.btf");
+        LinuxKernel k;
+        using (MachineState m = SnapshotLoader.Open(mig, new SnapshotOpenOptions { MemoryMap = true }))
+        {
+            k = KernelLocator.Locate(m);
+
+            // A System.map at link addresses (as `nm vmlinux` gives it): the runtime symbols minus the KASLR offset,
+            // per-CPU offsets unmoved. Every fourth symbol only, so the override is visibly a different table.
+            var lines = new List<string>();
+            for (int i = 0; i < k.Symbols.Count; i += 4)
+            {
+                KernelSymbol sym = k.Symbols[i];
+                ulong link = sym.Address >= 0xffff800000000000UL ? sym.Address - (ulong)k.KaslrOffset : sym.Address;
+                lines.Add($"{link:x16} {sym.Type} {sym.Name}");
+            }
+
+            foreach (string name in new[] { "_text", "linux_banner", "init_task", "__start_BTF", "__stop_BTF", "init_top_pgt", "page_offset_base", "current_task", "__per_cpu_offset" })
+            {
+                KernelSymbol sym = k.Symbols.Find(name)!.Value;
+                ulong link = sym.Address >= 0xffff800000000000UL ? sym.Address - (ulong)k.KaslrOffset : sym.Address;
+                lines.Add($"{link:x16} {sym.Type} {sym.Name}");
+            }
+
+            File.WriteAllLines(map, lines);
+            ulong start = k.Symbols.AddressOf("__start_BTF");
+            byte[] raw = new byte[k.Symbols.AddressOf("__stop_BTF") - start];
+            k.ReadExactly(start, raw, "BTF");
+            File.WriteAllBytes(btf, raw);
+        }
+
+        (int code, string stdout, string stderr) = VmStateCli.Run(["kernel-info", mig, "--system-map", map, "--btf", btf]);
+        Assert.True(code == 0, stderr);
+        Assert.Contains($"from {map} (moved by the KASLR offset 0x{k.KaslrOffset:x}", stdout, StringComparison.Ordinal);
+        Assert.Contains($"from {btf} (raw BTF)", stdout, StringComparison.Ordinal);
+
+        (code, stdout, stderr) = VmStateCli.Run(["symbols", mig, "init_task", "--system-map", map, "--json"]);
+        Assert.True(code == 0, stderr);
+        Assert.Contains($"\"0x{k.Symbols.AddressOf("init_task"):x}\"", stdout, StringComparison.Ordinal);
+
+        (code, stdout, stderr) = VmStateCli.Run(["ps", mig, "--json", "--system-map", map, "--btf", btf]);
+        Assert.True(code == 0, stderr);
+        foreach (GroundTruth.Process p in guest.Truth.Processes.Where(p => p.Pid < 200))
+        {
+            Assert.Contains($"\"pid\": {p.Pid},", stdout, StringComparison.Ordinal);
+        }
+
+        // A map of another kernel (shifted by 2 MiB) is refused, not used.
+        File.WriteAllLines(map, File.ReadAllLines(map).Select(l => $"{ulong.Parse(l[..16], NumberStyles.HexNumber, CultureInfo.InvariantCulture) + (l.Contains(" _text", StringComparison.Ordinal) ? 0 : 0x200000UL):x16}{l[16..]}"));
+        (code, _, stderr) = VmStateCli.Run(["ps", mig, "--system-map", map]);
+        Assert.Equal(2, code);
+        Assert.Contains("does not match this kernel", stderr, StringComparison.Ordinal);
+    }
+
+    [Fact]
     public void PstreePutsEveryPrintedProcessUnderItsParent()
     {
         (int code, string stdout, string stderr) = VmStateCli.Run(["pstree", guest.Path("mig"), "--json"]);

@@ -17,6 +17,8 @@ internal sealed class KernelInput
     private readonly Option<string?> _snapshot = CommonOptions.SnapshotName();
     private readonly Option<bool> _raw = CommonOptions.Raw();
     private readonly Option<bool> _noVmcoreinfo = new("--no-vmcoreinfo") { Description = "do not use VMCOREINFO (find the kernel from the vCPUs' CR3 or the banner)" };
+    private readonly Option<string?> _systemMap = new("--system-map") { Description = "take the kernel symbols from this System.map (moved by the KASLR offset found in memory) instead of the in-memory kallsyms" };
+    private readonly Option<string?> _btf = new("--btf") { Description = "take the kernel types from this vmlinux (.BTF section) or raw BTF file instead of the in-memory BTF" };
     private readonly Option<bool> _noCpu = new("--no-cpu") { Description = "do not use vCPU state (find the kernel from VMCOREINFO or the banner)" };
 
     /// <summary>
@@ -46,6 +48,8 @@ internal sealed class KernelInput
         command.Options.Add(_raw);
         command.Options.Add(_noVmcoreinfo);
         command.Options.Add(_noCpu);
+        command.Options.Add(_systemMap);
+        command.Options.Add(_btf);
     }
 
     /// <summary>Opens the input (the caller disposes the owner).</summary>
@@ -75,7 +79,13 @@ internal sealed class KernelInput
 
     /// <summary>Locates the kernel with the sources the options allow.</summary>
     public LinuxKernel Locate(ParseResult r, MachineState machine) =>
-        KernelLocator.Locate(machine, new KernelLocatorOptions { UseVmcoreinfo = !r.GetValue(_noVmcoreinfo), UseCpuState = !r.GetValue(_noCpu) });
+        KernelLocator.Locate(machine, new KernelLocatorOptions
+        {
+            UseVmcoreinfo = !r.GetValue(_noVmcoreinfo),
+            UseCpuState = !r.GetValue(_noCpu),
+            SystemMapPath = r.GetValue(_systemMap),
+            BtfPath = r.GetValue(_btf),
+        });
 
     /// <summary><see cref="CommonOptions.Run"/>, plus guest kernel data problems reported as invalid input.</summary>
     public static int Run(Func<int> body) => CommonOptions.Run(() =>

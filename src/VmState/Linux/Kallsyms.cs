@@ -104,6 +104,39 @@ public sealed class Kallsyms : IReadOnlyList<KernelSymbol>
             ?? throw new KernelDataException(names, "kallsyms tables (from VMCOREINFO)", failure);
     }
 
+    /// <summary>A symbol table from a list (a System.map file, already relocated), sorted by address.</summary>
+    public static Kallsyms FromList(IEnumerable<(string Name, char Type, ulong Address)> symbols, string source)
+    {
+        ArgumentNullException.ThrowIfNull(symbols);
+        var sorted = symbols.OrderBy(x => x.Address).ToList();
+        var blob = new List<byte>();
+        int[] nameAt = new int[sorted.Count + 1];
+        ulong[] addresses = new ulong[sorted.Count];
+        for (int i = 0; i < sorted.Count; i++)
+        {
+            nameAt[i] = blob.Count;
+            blob.Add((byte)sorted[i].Type);
+            blob.AddRange(Encoding.Latin1.GetBytes(sorted[i].Name));
+            addresses[i] = sorted[i].Address;
+        }
+
+        nameAt[^1] = blob.Count;
+        var layout = new KallsymsLayout
+        {
+            Source = source,
+            NumSyms = 0,
+            Names = 0,
+            Markers = 0,
+            TokenTable = 0,
+            TokenIndex = 0,
+            AddressTable = 0,
+            Encoding = KallsymsAddressEncoding.Absolute,
+            BigLengths = false,
+            Order = "list",
+        };
+        return new Kallsyms([.. blob], nameAt, addresses, layout);
+    }
+
     /// <summary>
     /// Finds and decodes the tables by their structure in <paramref name="image"/> (the kernel image read through the
     /// page tables, or a window of raw physical memory): token-table signature, token index, markers, num_syms and

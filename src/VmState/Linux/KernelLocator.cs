@@ -23,6 +23,13 @@ public static class KernelLocator
     {
         ArgumentNullException.ThrowIfNull(machine);
         options ??= KernelLocatorOptions.Default;
+        LinuxKernel kernel = LocateInMemory(machine, options);
+        KernelOverrides.Apply(kernel, options);
+        return kernel;
+    }
+
+    private static LinuxKernel LocateInMemory(MachineState machine, KernelLocatorOptions options)
+    {
         var evidence = new List<string>();
         Vmcoreinfo? info = null;
         string? infoSource = null;

@@ -14,4 +14,13 @@ public sealed record KernelLocatorOptions
 
     /// <summary>Fall back to scanning physical memory for kallsyms and the banner (slow: reads all RAM).</summary>
     public bool UseBannerScan { get; init; } = true;
+
+    /// <summary>
+    /// A System.map file to take the symbols from instead of the in-memory kallsyms (relocated by the KASLR offset
+    /// found in memory; checked by reading linux_banner through it).
+    /// </summary>
+    public string? SystemMapPath { get; init; }
+
+    /// <summary>A vmlinux carrying a .BTF section, or a raw BTF file (/sys/kernel/btf/vmlinux), to take the types from.</summary>
+    public string? BtfPath { get; init; }
 }

@@ -49,6 +49,7 @@ public sealed class LinuxKernel
     };
 
     private readonly object _lock = new();
+    private readonly List<string> _evidence;
     private readonly Dictionary<string, object> _members = new(StringComparer.Ordinal);
     private BtfTypes? _types;
     private ulong? _pageOffsetBase;
@@ -68,7 +69,7 @@ public sealed class LinuxKernel
         Vmcoreinfo = vmcoreinfo;
         VmcoreinfoSource = vmcoreinfoSource;
         Method = method;
-        Evidence = evidence;
+        _evidence = [.. evidence];
         space.TryTranslate(textAddress, out ulong textPa);
         TextPhysicalAddress = textPa;
         PhysBase = (long)textPa - (long)(textAddress - KernelImageMap.StartKernelMap);
@@ -126,10 +127,10 @@ public sealed class LinuxKernel
     public KernelLocationMethod Method { get; }
 
     /// <summary>Every step tried and what it found, in order (for <c>vmstate kernel-info</c>).</summary>
-    public IReadOnlyList<string> Evidence { get; }
+    public IReadOnlyList<string> Evidence => _evidence;
 
     /// <summary>The kernel's symbols.</summary>
-    public Kallsyms Symbols { get; }
+    public Kallsyms Symbols { get; private set; }
 
     /// <summary>True once <see cref="Types"/> has been loaded.</summary>
     public bool TypesLoaded => _types is not null;
@@ -345,6 +346,30 @@ public sealed class LinuxKernel
 
     /// <summary>The address space of a process whose <c>mm->pgd</c> is <paramref name="pgd"/> (a direct-map address).</summary>
     public AddressSpace ProcessAddressSpace(ulong pgd) => new(Memory, Paging, pgd - PageOffsetBase);
+
+    /// <summary>Replaces the symbols (a System.map override), noting why in <see cref="Evidence"/>.</summary>
+    internal void OverrideSymbols(Kallsyms symbols, string evidence)
+    {
+        Symbols = symbols;
+        _pageOffsetBase = null;
+        _evidence.Add(evidence);
+    }
+
+    /// <summary>Replaces the types (a vmlinux/BTF file override), noting why in <see cref="Evidence"/>.</summary>
+    internal void OverrideTypes(BtfTypes types, string evidence)
+    {
+        lock (_lock)
+        {
+            _types = types;
+        }
+
+        lock (_members)
+        {
+            _members.Clear();
+        }
+
+        _evidence.Add(evidence);
+    }
 
     /// <summary>Offset of a member path inside a type, cached (objects resolve the same members over and over).</summary>
     internal BtfMemberLocation MemberOf(int typeId, string path)
