@@ -26,6 +26,9 @@ public sealed class SyntheticLinux
     public const int TaskState = 0, TaskFlags = 4, TaskUnion = 8, TaskTasks = 16, TaskMm = 32, TaskExitState = 40, TaskPid = 44, TaskTgid = 48,
         TaskBits = 52, TaskRealParent = 56, TaskComm = 64, TaskRealCred = 80, TaskSignal = 88, TaskThreadNode = 96, TaskStart = 112, TaskSize = 128;
 
+    // mm_struct layout (bytes; the mm of a user task is at task + 0xa00).
+    public const int MmMmap = 24, MmMapCount = 32, MmStartBrk = 40, MmBrk = 48, MmStartStack = 56, MmSize = 64;
+
     // struct module layout (bytes).
     public const int ModuleCore = 80, ModuleInit = 96, ModuleRefcnt = 112, ModuleKallsyms = 120, ModuleSize = 128;
     public const ulong ModulesPa = 0x5100000;
@@ -210,7 +213,24 @@ public sealed class SyntheticLinux
         int cred = w.Struct("cred", 16, ("usage", i32, 0, 0), ("uid", kuid, 32, 0), ("gid", kgid, 64, 0));
         int signal = w.Struct("signal_struct", 24, ("nr_threads", i32, 0, 0), ("thread_head", lh, 64, 0));
         int pgd = w.Typedef("pgd_t", w.Struct(string.Empty, 8, ("pgd", ul, 0, 0)));
-        int mm = w.Struct("mm_struct", 24, ("pgd", w.Ptr(pgd), 0, 0), ("arg_start", ul, 64, 0), ("arg_end", ul, 128, 0));
+        // mm_struct and vm_area_struct with the pre-6.1 VMA list (mm->mmap, vm_next): MmMmap.. offsets below.
+        int vma = w.NextId;
+        int vmaPtr = vma + 1;
+        int fileFwd = vma + 2;
+        int opsPtr = vma + 5;
+        int voidP = vma + 6;
+        w.Struct("vm_area_struct", 0x48,
+            ("vm_start", ul, 0, 0), ("vm_end", ul, 64, 0), ("vm_next", vmaPtr, 128, 0), ("vm_mm", voidP, 192, 0), ("vm_flags", ul, 256, 0),
+            ("vm_pgoff", ul, 320, 0), ("vm_file", fileFwd + 1, 384, 0), ("vm_ops", opsPtr, 448, 0), ("vm_private_data", voidP, 512, 0));
+        Assert.Equal(vmaPtr, w.Ptr(vma));
+        Assert.Equal(fileFwd, w.Fwd("file", union: false));
+        w.Ptr(fileFwd);
+        int ops = w.Struct("vm_operations_struct", 8, ("name", voidP, 0, 0));
+        Assert.Equal(opsPtr, w.Ptr(ops));
+        Assert.Equal(voidP, w.Ptr(0));
+        int mm = w.Struct("mm_struct", MmSize, ("pgd", w.Ptr(pgd), 0, 0), ("arg_start", ul, 64, 0), ("arg_end", ul, 128, 0),
+            ("mmap", vmaPtr, MmMmap * 8, 0), ("map_count", i32, MmMapCount * 8, 0), ("start_brk", ul, MmStartBrk * 8, 0),
+            ("brk", ul, MmBrk * 8, 0), ("start_stack", ul, MmStartStack * 8, 0));
         int comm = w.Array(ch, i32, 16);
         int lohi = w.Struct(string.Empty, 8, ("lo", u32, 0, 0), ("hi", u32, 32, 0));
         int anon = w.Union(string.Empty, 8, ("whole", u64, 0, 0), (string.Empty, lohi, 0, 0));
