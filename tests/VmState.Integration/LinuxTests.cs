@@ -363,6 +363,26 @@ public abstract class LinuxTests<TGuest>(TGuest guest)
     }
 
     [Fact]
+    public void TheExtractedCoreMapsKernelAddressesWithoutAPtLoadPerEspfixAlias()
+    {
+        string dir = System.IO.Path.Combine(guest.Dir, $"extract-{Guid.NewGuid():N}");
+        (int code, string stdout, string stderr) = VmStateCli.Run(["extract", guest.Path("mig"), "-o", dir, "--json"]);
+        Assert.True(code == 0, stderr);
+        using (JsonDocument doc = JsonDocument.Parse(stdout))
+        {
+            // The espfix64 area maps one page 65536 times; those aliases are capped, the real mappings stay.
+            int segments = doc.RootElement.GetProperty("kernelVirtualSegments").GetInt32();
+            Assert.InRange(segments, 10, 5000);
+        }
+
+        string banner = guest.Truth.Lines.Where(l => l.Key == "ksym" && l.Text.Contains("name=linux_banner ", StringComparison.Ordinal)).Select(l => Fields(l.Text)["addr"]).Single();
+        (int gdb, string output) = GdbBatch.Run(System.IO.Path.Combine(dir, "core.elf"), $"x/s {banner}");
+        Assert.Equal(0, gdb);
+        Assert.Contains("\"Linux version ", output, StringComparison.Ordinal);
+        Directory.Delete(dir, recursive: true);
+    }
+
+    [Fact]
     public void PstreePutsEveryPrintedProcessUnderItsParent()
     {
         (int code, string stdout, string stderr) = VmStateCli.Run(["pstree", guest.Path("mig"), "--json"]);

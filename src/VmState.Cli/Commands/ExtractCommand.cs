@@ -123,6 +123,9 @@ internal static class ExtractCommand
         return 0;
     }
 
+    /// <summary>Virtual aliases of one 4 KiB physical page kept in the core.</summary>
+    private const int MaxAliasesPerPage = 8;
+
     /// <summary>
     /// The kernel half of the address space of a vCPU running in kernel mode (CPL 0), or of vCPU 0: with PTI a
     /// user-mode vCPU's CR3 maps almost none of the kernel, so a kernel-mode one is preferred. Empty when no vCPU
@@ -140,12 +143,28 @@ internal static class ExtractCommand
         AddressSpace space = AddressSpace.Of(m.Memory, cpu);
         ulong kernelStart = space.Mode == PagingMode.Level5 ? 0xff00_0000_0000_0000UL : 0xffff_8000_0000_0000UL;
         var list = new List<VirtualMapping>();
+        var aliasesOf = new Dictionary<ulong, int>();
         foreach (VirtualMapping v in space.Mappings())
         {
-            if (v.VirtualAddress >= kernelStart)
+            if (v.VirtualAddress < kernelStart)
             {
-                list.Add(v);
+                continue;
             }
+
+            // One physical page mapped at many addresses (the espfix64 stacks at 0xffffff0000000000 map the same
+            // page 65536 times) would add a PT_LOAD per alias and slow down every reader of the core (drgn
+            // searches its segments linearly); keep the first few aliases of a page only.
+            if (v.Size == 0x1000)
+            {
+                int seen = aliasesOf.GetValueOrDefault(v.PhysicalAddress);
+                aliasesOf[v.PhysicalAddress] = seen + 1;
+                if (seen >= MaxAliasesPerPage)
+                {
+                    continue;
+                }
+            }
+
+            list.Add(v);
         }
 
         return list;

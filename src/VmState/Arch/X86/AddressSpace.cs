@@ -13,10 +13,15 @@ public sealed class AddressSpace
     private const ulong PhysMask = 0x000F_FFFF_FFFF_F000UL;
     private const int MaxCachedTables = 4096;
     private const int MaxCachedTranslations = 1 << 16;
+    private static readonly int[] s_largeShifts = [21, 30, 22];
 
     private readonly Level[] _levels;
     private readonly Dictionary<ulong, ulong[]> _tables = new();
     private readonly Dictionary<ulong, (ulong Base, ulong Size)> _tlb = new();
+
+    // Large pages are cached once per large page (va >> 21, va >> 22 or va >> 30), not once per 4 KiB page in them:
+    // the direct map and the kernel image are mostly 2 MiB and 1 GiB pages.
+    private readonly Dictionary<ulong, ulong> _largeTlb = new();
 
     /// <summary>Creates the address space.</summary>
     public AddressSpace(IPhysicalMemory memory, PagingMode mode, ulong cr3, bool pse = true)
@@ -77,6 +82,7 @@ public sealed class AddressSpace
     {
         _tables.Clear();
         _tlb.Clear();
+        _largeTlb.Clear();
     }
 
     /// <summary>Translates <paramref name="virtualAddress"/> (cached, allocation-free when cached).</summary>
@@ -95,21 +101,57 @@ public sealed class AddressSpace
             return true;
         }
 
+        if (_largeTlb.Count != 0)
+        {
+            // Key: the large-page number tagged with its shift (21, 22 or 30) in the top byte.
+            foreach (int shift in s_largeShifts)
+            {
+                if (_largeTlb.TryGetValue(((ulong)shift << 56) | (virtualAddress >> shift), out ulong largeBase))
+                {
+                    physicalAddress = largeBase + (virtualAddress & ((1UL << shift) - 1));
+                    if (_tlb.Count < MaxCachedTranslations)
+                    {
+                        // Promote while there is room; never evict for a page the large-page cache already covers.
+                        _tlb[page] = (physicalAddress & ~0xFFFUL, 0x1000);
+                    }
+
+                    return true;
+                }
+            }
+        }
+
         Translation t = Walk(virtualAddress, recordEntries: false);
         if (t.PhysicalAddress is ulong pa)
         {
-            if (_tlb.Count >= MaxCachedTranslations)
+            if (t.PageSize > 0x1000)
             {
-                _tlb.Clear();
+                int shift = System.Numerics.BitOperations.TrailingZeroCount(t.PageSize);
+                if (_largeTlb.Count >= MaxCachedTranslations)
+                {
+                    _largeTlb.Clear();
+                }
+
+                _largeTlb[((ulong)shift << 56) | (virtualAddress >> shift)] = pa & ~(t.PageSize - 1);
             }
 
-            _tlb[page] = (pa & ~0xFFFUL, t.PageSize);
+            CachePage(page, pa);
             physicalAddress = pa;
             return true;
         }
 
         physicalAddress = 0;
         return false;
+    }
+
+    /// <summary>Caches the 4 KiB page translation (hot pages then cost one lookup, whatever their page size).</summary>
+    private void CachePage(ulong page, ulong physicalAddress)
+    {
+        if (_tlb.Count >= MaxCachedTranslations)
+        {
+            _tlb.Clear();
+        }
+
+        _tlb[page] = (physicalAddress & ~0xFFFUL, 0x1000);
     }
 
     /// <summary>Translates with the entry at every level reported.</summary>
