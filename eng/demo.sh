@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The README's first command: on a fresh Debian 12 machine, installs what is missing, builds vmstate and the
 # guest fixture, boots the guest under QEMU, snapshots it (a migration stream and a savevm in a qcow2 disk),
-# and shows `vmstate info` and `vmstate extract` on the snapshot, then gdb on the extracted core.
+# and shows `vmstate info` and `vmstate extract` on the snapshot, then gdb on the extracted core, then the guest
+# Linux views (kernel-info, ps, dmesg, maps, procdump + gdb) found with no profile.
 # Usage: eng/demo.sh [WORKDIR]     (default: ./artifacts/demo)
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -54,5 +55,21 @@ gdb -batch -c "$work/extract/core.elf" -ex 'info threads' -ex 'info registers ri
 
 step "the same from the qcow2 snapshot"
 "$vmstate" extract "$work/disk.qcow2" --snapshot demo -o "$work/extract-qcow2"
+
+step "inside the guest's Linux, from the snapshot alone (no System.map, no debug info): kernel, processes, log"
+"$vmstate" kernel-info "$work/guest.mig" | head -12
+"$vmstate" ps "$work/guest.mig"
+"$vmstate" dmesg "$work/guest.mig" --tail 5
+
+marker_pid=$(sed -n 's/^VMSTATE-TRUTH marker pid=\([0-9]*\).*/\1/p' "$guest/truth.txt" | head -1)
+if [[ -n "$marker_pid" ]]; then
+  step "the marker process (pid $marker_pid): its memory map, and a core of it that gdb reads with its binary"
+  "$vmstate" maps "$work/guest.mig" "$marker_pid"
+  "$vmstate" procdump "$work/guest.mig" "$marker_pid" -o "$work/vmsmarker.core"
+  marker_bin=$(sed -n 's/^MARKER_BIN=//p' "${VMSTATE_CACHE:-$HOME/.cache/vmstate}/fixture/env" 2>/dev/null || true)
+  if [[ -n "$marker_bin" ]]; then
+    gdb -batch -ex bt -ex 'x/s g_marker_buf' "$marker_bin" "$work/vmsmarker.core" 2>&1 | grep -E '^#|VMSTATE-MARKER'
+  fi
+fi
 
 printf '\nDone. Outputs are in %s\n' "$work"

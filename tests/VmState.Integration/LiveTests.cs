@@ -160,6 +160,38 @@ public sealed class LiveTests : IAsyncLifetime
     }
 
     [Fact]
+    public async Task DmesgMapsAndProcdumpWorkLiveAndLeaveTheGuestRunning()
+    {
+        (int code, string stdout, string stderr) = VmStateCli.Run(["dmesg", "--qmp", _guest.ToolQmpPath, "--pause"]);
+        Assert.True(code == 0, stderr);
+        Assert.Contains(_guest.Truth.DmesgMarker!, stdout, StringComparison.Ordinal);
+
+        string pid = _guest.Truth.Marker!.Pid.ToString(System.Globalization.CultureInfo.InvariantCulture);
+        (code, stdout, stderr) = VmStateCli.Run(["maps", "--qmp", _guest.ToolQmpPath, "--pause", pid]);
+        Assert.True(code == 0, stderr);
+        string prefix = $"pid={pid} ";
+        Assert.Equal(
+            _guest.Truth.Lines.Where(l => l.Key == "maps" && l.Text.StartsWith(prefix, StringComparison.Ordinal)).Select(l => l.Text[prefix.Length..].TrimEnd()),
+            stdout.Split('\n', StringSplitOptions.RemoveEmptyEntries).Select(l => l.TrimEnd()));
+
+        string core = Path.Combine(Path.GetTempPath(), $"vmstate-live-{Guid.NewGuid():N}.core");
+        try
+        {
+            (code, _, stderr) = VmStateCli.Run(["procdump", "--qmp", _guest.ToolQmpPath, "--pause", pid, "-o", core]);
+            Assert.True(code == 0, stderr);
+            (int gdb, string output) = GdbBatch.Run(string.Empty, $"file {GuestFixture.Ensure().Values["MARKER_BIN"]}", $"core-file {core}", "bt");
+            Assert.True(gdb == 0, output);
+            Assert.Contains(" in main (", output, StringComparison.Ordinal);
+        }
+        finally
+        {
+            File.Delete(core);
+        }
+
+        await AssertRunningAsync();
+    }
+
+    [Fact]
     public async Task WatchPsRefreshesTheLiveView()
     {
         (int code, string stdout, string stderr) = VmStateCli.Run(["watch", "-n", "0.5", "--count", "2", "ps", "--qmp", _guest.ToolQmpPath]);
