@@ -13,15 +13,20 @@ public sealed class AddressSpace
     private const ulong PhysMask = 0x000F_FFFF_FFFF_F000UL;
     private const int MaxCachedTables = 4096;
     private const int MaxCachedTranslations = 1 << 16;
+    private const int SmallCache = 256;
     private static readonly int[] s_largeShifts = [21, 30, 22];
 
     private readonly Level[] _levels;
-    private readonly Dictionary<ulong, ulong[]> _tables = new();
-    private readonly Dictionary<ulong, (ulong Base, ulong Size)> _tlb = new();
+    private Dictionary<ulong, ulong[]> _tables = new();
+    private Dictionary<ulong, (ulong Base, ulong Size)> _tlb = new();
+
+    // Page-table pages read once entry by entry; a table is read and cached whole on its second use (one walk to
+    // a cold address then reads 8 bytes per level, not 4 KiB).
+    private HashSet<ulong> _touchedTables = new();
 
     // Large pages are cached once per large page (va >> 21, va >> 22 or va >> 30), not once per 4 KiB page in them:
     // the direct map and the kernel image are mostly 2 MiB and 1 GiB pages.
-    private readonly Dictionary<ulong, ulong> _largeTlb = new();
+    private Dictionary<ulong, ulong> _largeTlb = new();
 
     /// <summary>Creates the address space.</summary>
     public AddressSpace(IPhysicalMemory memory, PagingMode mode, ulong cr3, bool pse = true)
@@ -80,9 +85,31 @@ public sealed class AddressSpace
     /// <summary>Forgets cached page-table pages and translations.</summary>
     public void Invalidate()
     {
-        _tables.Clear();
-        _tlb.Clear();
-        _largeTlb.Clear();
+        // Clear() costs the capacity, not the count: a cache that grew large is replaced instead, so frequent
+        // invalidation (live guests) stays cheap.
+        _tables = Reset(_tables);
+        _tlb = Reset(_tlb);
+        _largeTlb = Reset(_largeTlb);
+        if (_touchedTables.Count > SmallCache)
+        {
+            _touchedTables = new();
+        }
+        else
+        {
+            _touchedTables.Clear();
+        }
+    }
+
+    private static Dictionary<TKey, TValue> Reset<TKey, TValue>(Dictionary<TKey, TValue> cache)
+        where TKey : notnull
+    {
+        if (cache.EnsureCapacity(0) > SmallCache)
+        {
+            return new Dictionary<TKey, TValue>();
+        }
+
+        cache.Clear();
+        return cache;
     }
 
     /// <summary>Translates <paramref name="virtualAddress"/> (cached, allocation-free when cached).</summary>
@@ -282,14 +309,12 @@ public sealed class AddressSpace
             Level level = _levels[li];
             int index = (int)((va >> level.Shift) & ((1UL << level.IndexBits) - 1));
             ulong entryAddress = table + (ulong)(index * level.EntrySize);
-            ulong[]? t = Table(table, level);
-            if (t is null)
+            if (!TryEntry(table, level, index, out ulong e))
             {
                 entries?.Add(new PagingEntry(level.Name, entryAddress, 0));
                 return new Translation(va, (IReadOnlyList<PagingEntry>?)entries ?? [], null, 0, $"{level.Name} at physical 0x{entryAddress:x} is not in guest memory");
             }
 
-            ulong e = t[index];
             entries?.Add(new PagingEntry(level.Name, entryAddress, e));
             if ((e & 1) == 0)
             {
@@ -339,6 +364,41 @@ public sealed class AddressSpace
 
         int shift = 64 - bits;
         return (ulong)((long)(va << shift) >> shift);
+    }
+
+    /// <summary>Entry <paramref name="index"/> of a table: from the cached table, else read alone on the table's first use.</summary>
+    private bool TryEntry(ulong table, Level level, int index, out ulong entry)
+    {
+        ulong key = (table << 4) | (uint)level.IndexBits;
+        if (_tables.TryGetValue(key, out ulong[]? cached))
+        {
+            entry = cached[index];
+            return true;
+        }
+
+        if (_touchedTables.Add(key))
+        {
+            if (_touchedTables.Count > MaxCachedTables * 4)
+            {
+                _touchedTables.Clear();
+                _touchedTables.Add(key);
+            }
+
+            Span<byte> raw = stackalloc byte[8];
+            raw = raw[..level.EntrySize];
+            if (Memory.Read(table + (ulong)(index * level.EntrySize), raw) != raw.Length)
+            {
+                entry = 0;
+                return false;
+            }
+
+            entry = level.EntrySize == 8 ? BinaryPrimitives.ReadUInt64LittleEndian(raw) : BinaryPrimitives.ReadUInt32LittleEndian(raw);
+            return true;
+        }
+
+        ulong[]? t = Table(table, level);
+        entry = t is null ? 0 : t[index];
+        return t is not null;
     }
 
     private ulong[]? Table(ulong address, Level level)
