@@ -570,9 +570,13 @@ meta load_start "$(cut -d' ' -f1-3 /proc/loadavg)"
 meta runs "$RUNS"
 
 log "building (Release)"
-dotnet build "$root/src/VmState.Cli" -c Release -nologo -v quiet > /dev/null
+# The tool as users get it (eng/publish.sh: Release, ReadyToRun); VMSTATE_BIN overrides it.
+if [[ -n "${VMSTATE_BIN:-}" ]]; then
+  vmstate=$VMSTATE_BIN
+else
+  vmstate=$(bash "$root/eng/publish.sh" "${VMSTATE_CACHE:-$HOME/.cache/vmstate}/bench/vmstate-r2r")
+fi
 dotnet build "$root/benchmarks/VmState.TranslateBench" -c Release -nologo -v quiet > /dev/null
-vmstate=$root/src/VmState.Cli/bin/Release/net10.0/vmstate
 bench=$root/benchmarks/VmState.TranslateBench/bin/Release/net10.0/VmState.TranslateBench.dll
 
 bash "$root/eng/fixture.sh" > /dev/null

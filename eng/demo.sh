@@ -15,9 +15,8 @@ step() { printf '\n\033[1m== %s ==\033[0m\n' "$*"; }
 step "installing missing Debian packages"
 bash "$root/eng/install-deps.sh"
 
-step "building vmstate (Release)"
-dotnet build "$root/src/VmState.Cli" -c Release -nologo -v quiet
-vmstate="$root/src/VmState.Cli/bin/Release/net10.0/vmstate"
+step "building vmstate (Release, ReadyToRun)"
+vmstate="$(bash "$root/eng/publish.sh")"
 
 step "building the guest fixture (Debian kernel + busybox initramfs)"
 bash "$root/eng/fixture.sh"
