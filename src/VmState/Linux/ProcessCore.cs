@@ -123,29 +123,56 @@ public static class ProcessCore
                     continue;
                 }
 
-                (ulong imageData, ulong imageSize) = v.Name == "[vdso]" ? VdsoImage(kernel) : (0, 0);
-                for (ulong va = v.Start; va < v.End; va += PageSize)
+                // Only what the page tables map is read (a huge, mostly unmapped VMA costs only its tables); the
+                // rest stays a hole in the sparse file.
+                long vmaPages = (long)((v.End - v.Start) / PageSize);
+                long written = 0;
+                var covered = new HashSet<ulong>();
+                bool vdso = v.Name == "[vdso]";
+                foreach (VirtualMapping run in space.Mappings(v.Start, v.End - 1))
                 {
-                    cancellationToken.ThrowIfCancellationRequested();
-                    long at = segmentOffsets[i] + (long)(va - v.Start);
-                    if ((space.TryTranslate(va, out ulong pa) && kernel.Memory.Read(pa, page) == PageSize)
-                        || (va - v.Start < imageSize && kernel.Read(imageData + (va - v.Start), page) == PageSize))
+                    ulong from = Math.Max(run.VirtualAddress, v.Start);
+                    ulong to = Math.Min(run.VirtualAddress + run.Size, v.End);
+                    for (ulong va = from; va < to; va += PageSize)
                     {
-                        // The second case: a vDSO page the process has not touched yet holds the kernel's vDSO image.
-                        stream.Position = at;
-                        stream.Write(page);
-                        pagesWritten++;
-                    }
-                    else
-                    {
-                        pagesMissing++;
-                    }
+                        cancellationToken.ThrowIfCancellationRequested();
+                        if (kernel.Memory.Read(run.PhysicalAddress + (va - run.VirtualAddress), page) != PageSize)
+                        {
+                            continue;
+                        }
 
-                    if (++done % 4096 == 0)
-                    {
-                        progress?.Report((done, total));
+                        stream.Position = segmentOffsets[i] + (long)(va - v.Start);
+                        stream.Write(page);
+                        written++;
+                        if (vdso)
+                        {
+                            covered.Add(va);
+                        }
+
+                        if (++done % 4096 == 0)
+                        {
+                            progress?.Report((done, total));
+                        }
                     }
                 }
+
+                if (vdso)
+                {
+                    // A vDSO page the process has not touched yet holds the kernel's vDSO image (vdso_image_64).
+                    (ulong imageData, ulong imageSize) = VdsoImage(kernel);
+                    for (ulong off = 0; off < Math.Min(imageSize, v.End - v.Start); off += PageSize)
+                    {
+                        if (!covered.Contains(v.Start + off) && kernel.Read(imageData + off, page) == PageSize)
+                        {
+                            stream.Position = segmentOffsets[i] + (long)off;
+                            stream.Write(page);
+                            written++;
+                        }
+                    }
+                }
+
+                pagesWritten += written;
+                pagesMissing += vmaPages - written;
             }
 
             stream.SetLength(offset);

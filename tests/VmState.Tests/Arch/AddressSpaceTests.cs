@@ -116,6 +116,43 @@ public class AddressSpaceTests
         }
 
         Assert.Equal(made.Aggregate(0UL, (s, x) => s + x.Size), total);
+
+        // A window enumerates exactly the mappings that overlap it (the page-table subtrees outside are skipped).
+        foreach ((ulong va, _, ulong size) in made.Take(10))
+        {
+            ulong lo = va + (size / 4);
+            ulong hi = va + size + (ulong)r.NextInt64(0, 1L << 24);
+            if (hi < lo || (mode is PagingMode.Level4 or PagingMode.Level5 && (long)lo < 0 != (long)hi < 0))
+            {
+                continue; // wrapped past the top or across the non-canonical hole
+            }
+
+            var window = space.Mappings(lo, hi).ToList();
+            var expected = enumerated.Where(m => m.VirtualAddress <= hi && m.VirtualAddress + m.Size - 1 >= lo).ToList();
+            Assert.Equal(Pages(expected, lo, hi), Pages(window, lo, hi));
+            Assert.Contains(window, m => m.VirtualAddress <= lo && lo < m.VirtualAddress + m.Size);
+        }
+    }
+
+    /// <summary>The (VA, PA) of each 4 KiB page of <paramref name="runs"/> inside [lo, hi].</summary>
+    private static List<(ulong, ulong)> Pages(IEnumerable<VirtualMapping> runs, ulong lo, ulong hi)
+    {
+        var pages = new List<(ulong, ulong)>();
+        foreach (VirtualMapping m in runs)
+        {
+            ulong from = Math.Max(m.VirtualAddress, lo & ~0xFFFUL);
+            ulong to = Math.Min(m.VirtualAddress + m.Size - 1, hi);
+            for (ulong va = from; va <= to && va >= from; va += 0x1000)
+            {
+                pages.Add((va, m.PhysicalAddress + (va - m.VirtualAddress)));
+                if (pages.Count > 1 << 20)
+                {
+                    throw new InvalidOperationException("window too large for a page list");
+                }
+            }
+        }
+
+        return pages;
     }
 
     [Fact]

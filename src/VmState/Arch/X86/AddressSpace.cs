@@ -209,20 +209,46 @@ public sealed class AddressSpace
     }
 
     /// <summary>Every mapping of the address space, merged into runs, in virtual address order.</summary>
-    public IEnumerable<VirtualMapping> Mappings()
+    public IEnumerable<VirtualMapping> Mappings() => Mappings(0, ulong.MaxValue);
+
+    /// <summary>
+    /// The mappings that overlap [<paramref name="start"/>, <paramref name="end"/>] (inclusive, canonical addresses),
+    /// merged into runs, in virtual address order; subtrees of the page tables outside the range are not read, so a
+    /// small window of a large, sparse address space costs only the tables that map it. Runs are not clipped.
+    /// </summary>
+    public IEnumerable<VirtualMapping> Mappings(ulong start, ulong end)
     {
         if (Mode == PagingMode.None)
         {
             foreach (MemoryRange r in Memory.Ranges)
             {
-                yield return new VirtualMapping(r.Start, r.Start, r.Length, true, true, false);
+                if (r.Start <= end && r.End - 1 >= start)
+                {
+                    yield return new VirtualMapping(r.Start, r.Start, r.Length, true, true, false);
+                }
             }
 
             yield break;
         }
 
+        // Page-table index space: canonical addresses with the sign-extension bits dropped.
+        int vaBits = Mode switch { PagingMode.Level5 => 57, PagingMode.Level4 => 48, _ => 32 };
+        ulong mask = vaBits == 64 ? ulong.MaxValue : (1UL << vaBits) - 1;
+        ulong lo = start & mask;
+        ulong hi = end & mask;
+        if ((start != 0 || end != ulong.MaxValue) && lo > hi)
+        {
+            yield break; // a range across the non-canonical hole: ask for each half separately
+        }
+
+        if (start == 0 && end == ulong.MaxValue)
+        {
+            lo = 0;
+            hi = mask;
+        }
+
         VirtualMapping? pending = null;
-        foreach (VirtualMapping m in Enumerate(0, Root, 0, true, true, false))
+        foreach (VirtualMapping m in Enumerate(0, Root, 0, true, true, false, lo, hi))
         {
             if (pending is VirtualMapping p && p.VirtualAddress + p.Size == m.VirtualAddress && p.PhysicalAddress + p.Size == m.PhysicalAddress
                 && p.Writable == m.Writable && p.User == m.User && p.NoExecute == m.NoExecute)
@@ -245,7 +271,7 @@ public sealed class AddressSpace
         }
     }
 
-    private IEnumerable<VirtualMapping> Enumerate(int levelIndex, ulong table, ulong vaPrefix, bool writable, bool user, bool nx)
+    private IEnumerable<VirtualMapping> Enumerate(int levelIndex, ulong table, ulong vaPrefix, bool writable, bool user, bool nx, ulong lo, ulong hi)
     {
         Level level = _levels[levelIndex];
         ulong[]? entries = Table(table, level);
@@ -263,6 +289,11 @@ public sealed class AddressSpace
             }
 
             ulong va = vaPrefix | ((ulong)i << level.Shift);
+            if (va > hi || va + ((1UL << level.Shift) - 1) < lo)
+            {
+                continue;
+            }
+
             bool w = writable && (e & 2) != 0;
             bool u = user && (e & 4) != 0;
             bool x = nx || (level.EntrySize == 8 && (e & (1UL << 63)) != 0);
@@ -274,14 +305,14 @@ public sealed class AddressSpace
             }
             else if (Mode == PagingMode.Pae && levelIndex == 0)
             {
-                foreach (VirtualMapping m in Enumerate(levelIndex + 1, e & PhysMask, va, true, true, false))
+                foreach (VirtualMapping m in Enumerate(levelIndex + 1, e & PhysMask, va, true, true, false, lo, hi))
                 {
                     yield return m;
                 }
             }
             else
             {
-                foreach (VirtualMapping m in Enumerate(levelIndex + 1, NextTable(e, level), va, w, u, x))
+                foreach (VirtualMapping m in Enumerate(levelIndex + 1, NextTable(e, level), va, w, u, x, lo, hi))
                 {
                     yield return m;
                 }
