@@ -18,7 +18,9 @@
  *      unavailable, e.g. without CAP_SYS_ADMIN)
  *      and, with --info FILE, writes the same key=value fields (without the
  *      "VMSMARKER " prefix) atomically into FILE;
- *   3. loops forever, once per second printing
+ *   3. reserves 64 GiB of address space with PROT_NONE and never touches it (as language runtimes do), so
+ *      tools that walk or dump a process's memory must not go page by page;
+ *   4. loops forever, once per second printing
  *        VMSMARKER tick=<n> value=0x<g_value as 16 hex digits>
  *      so a tool that rewrites g_value in guest memory sees the change.
  *
@@ -37,6 +39,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <sys/mman.h>
 #include <unistd.h>
 
 #define MARKER_BUF_LEN 65536u
@@ -46,6 +49,8 @@
 volatile uint64_t g_value = 0x1122334455667788ULL;
 /* Pointer to the heap buffer, so the buffer can also be found via the symbol table. */
 char *volatile g_marker_buf;
+/* The untouched 64 GiB PROT_NONE reservation. */
+void *volatile g_reserve;
 /* Tick counter, also a global so it can be inspected. */
 volatile uint64_t g_tick;
 
@@ -151,6 +156,10 @@ int main(int argc, char **argv)
     /* Write g_value's page now so its private copy (and so its physical
      * address) exists before we report it. */
     g_value = g_value;
+
+    g_reserve = mmap(NULL, 64ULL << 30, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    if (g_reserve == MAP_FAILED)
+        die("mmap of the 64 GiB reservation");
 
     char line[256];
     snprintf(line, sizeof line,

@@ -17,6 +17,9 @@ namespace VmState.Linux;
 /// <param name="File">Address of the mapped <c>struct file</c>, 0 for none.</param>
 public sealed record LinuxVma(ulong Start, ulong End, ulong Flags, ulong Offset, uint Major, uint Minor, ulong Inode, string Name, ulong Address, ulong File)
 {
+    /// <summary>The VMA's <c>anon_vma</c>: non-zero once anonymous pages were faulted into it (written to).</summary>
+    public ulong AnonVma { get; init; }
+
     /// <summary>VM_READ.</summary>
     public bool Readable => (Flags & 0x1) != 0;
 
@@ -88,6 +91,12 @@ public static class MemoryMaps
         List<ulong> vmas = kernel.Types.FindMember(mmType, "mm_mt") is not null
             ? MapleEntries(kernel, mm.Member("mm_mt"))
             : ListEntries(kernel, mm);
+        long mapCount = mm.Member("map_count").ToInt64();
+        if (vmas.Count != mapCount)
+        {
+            throw new KernelDataException(mm.Address, "VMAs of mm_struct", $"the {(kernel.Types.FindMember(mmType, "mm_mt") is not null ? "maple tree" : "mmap list")} holds {vmas.Count} VMAs but map_count is {mapCount}");
+        }
+
         var context = new NameContext(kernel, mm);
         var result = new List<LinuxVma>(vmas.Count);
         foreach (ulong v in vmas)
@@ -200,13 +209,17 @@ public static class MemoryMaps
                             }
                         }
                     }
-                    else if (IsNode(slot))
-                    {
-                        children.Add((slot, slotMin, slotMax, depth + 1));
-                    }
                     else
                     {
-                        throw new KernelDataException(address, "maple tree (mm->mm_mt)", $"slot {i} of an internal node holds 0x{slot:x}, not a node");
+                        // Below the root, a child is the node address with its type in bits 3-6 and bit 2 set
+                        // (mt_mk_node: node | type << MAPLE_ENODE_TYPE_SHIFT | MAPLE_ENODE_NULL); only the root
+                        // pointer carries the xarray "internal" bits (xa_mk_node).
+                        if ((slot & MapleNodeMask & ~0x7cUL) != 0 || slot < 4096)
+                        {
+                            throw new KernelDataException(address, "maple tree (mm->mm_mt)", $"slot {i} of an internal node holds 0x{slot:x}, not an encoded node");
+                        }
+
+                        children.Add((slot, slotMin, slotMax, depth + 1));
                     }
                 }
 
@@ -279,7 +292,10 @@ public static class MemoryMaps
             name = AnonymousName(kernel, vma, start, end, context);
         }
 
-        return new LinuxVma(start, end, flags, offset, major, minor, inode, name, vma.Address, file.IsNull ? 0 : file.ToUInt64());
+        return new LinuxVma(start, end, flags, offset, major, minor, inode, name, vma.Address, file.IsNull ? 0 : file.ToUInt64())
+        {
+            AnonVma = context.HasAnonVma ? vma.Member("anon_vma").ToUInt64() : 1,
+        };
     }
 
     /// <summary>show_map_vma's naming of a mapping without a file.</summary>
@@ -401,7 +417,9 @@ public static class MemoryMaps
             StartBrk = mm.Member("start_brk").ToUInt64();
             Brk = mm.Member("brk").ToUInt64();
             StartStack = mm.Member("start_stack").ToUInt64();
-            HasAnonName = kernel.Types.FindMember(kernel.Types.FindType("struct vm_area_struct"), "anon_name") is not null;
+            int vmaType = kernel.Types.FindType("struct vm_area_struct");
+            HasAnonName = kernel.Types.FindMember(vmaType, "anon_name") is not null;
+            HasAnonVma = kernel.Types.FindMember(vmaType, "anon_vma") is not null;
         }
 
         public ulong StartBrk { get; }
@@ -411,6 +429,8 @@ public static class MemoryMaps
         public ulong StartStack { get; }
 
         public bool HasAnonName { get; }
+
+        public bool HasAnonVma { get; }
     }
 
     /// <summary>Where pivots, slots and the metadata end byte sit in a maple node type (from BTF).</summary>

@@ -291,7 +291,14 @@ public static class ProcessCore
         }
     }
 
-    private static bool Dumped(LinuxVma v) => (v.Flags & (VmIo | VmDontdump)) == 0;
+    /// <summary>
+    /// Whether a VMA's pages go into the core, after the kernel's <c>vma_dump_size</c> (fs/coredump.c): never VM_IO or
+    /// VM_DONTDUMP areas; anonymous memory only once written to (it has an <c>anon_vma</c>), so a large reservation
+    /// that was never touched (PROT_NONE heaps of runtimes) stays out. Unlike the kernel's default filter, file
+    /// mappings are written whole: their pages are in guest memory and spare gdb the file.
+    /// </summary>
+    private static bool Dumped(LinuxVma v) =>
+        (v.Flags & (VmIo | VmDontdump)) == 0 && (v.File != 0 || v.AnonVma != 0 || v.Name == "[vdso]");
 
     private static ElfNote Prstatus(int tid, int ppid, int tgid, byte[] regs)
     {
