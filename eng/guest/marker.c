@@ -20,7 +20,9 @@
  *      "VMSMARKER " prefix) atomically into FILE;
  *   3. reserves 64 GiB of address space with PROT_NONE and never touches it (as language runtimes do), so
  *      tools that walk or dump a process's memory must not go page by page;
- *   4. loops forever, once per second printing
+ *   4. with --info FILE, also maps FILE.page (4 KiB of 'M', on the /run tmpfs) read-only and keeps it, so its
+ *      maps line names a file on a second filesystem;
+ *   5. loops forever, once per second printing
  *        VMSMARKER tick=<n> value=0x<g_value as 16 hex digits>
  *      so a tool that rewrites g_value in guest memory sees the change.
  *
@@ -51,6 +53,8 @@ volatile uint64_t g_value = 0x1122334455667788ULL;
 char *volatile g_marker_buf;
 /* The untouched 64 GiB PROT_NONE reservation. */
 void *volatile g_reserve;
+/* INFO.page (on /run, a tmpfs), mapped read-only; with --info only. */
+void *volatile g_page_map;
 /* Tick counter, also a global so it can be inspected. */
 volatile uint64_t g_tick;
 
@@ -170,6 +174,23 @@ int main(int argc, char **argv)
     printf("VMSMARKER %s\n", line);
 
     if (info) {
+        /* A file on another filesystem (the tmpfs on /run), mapped and kept: its /proc/PID/maps line tests path
+         * names across mount points and the device numbers of a second filesystem. */
+        char page[4096];
+        snprintf(page, sizeof page, "%s.page", info);
+        int pfd = open(page, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+        if (pfd < 0)
+            die(page);
+        char fill[4096];
+        memset(fill, 'M', sizeof fill);
+        if (write(pfd, fill, sizeof fill) != (ssize_t)sizeof fill)
+            die(page);
+        g_page_map = mmap(NULL, sizeof fill, PROT_READ, MAP_PRIVATE, pfd, 0);
+        if (g_page_map == MAP_FAILED)
+            die("mmap of the page file");
+        close(pfd);
+        (void)*(volatile const char *)g_page_map;
+
         char tmp[4096];
         snprintf(tmp, sizeof tmp, "%s.tmp", info);
         FILE *f = fopen(tmp, "w");

@@ -214,12 +214,13 @@ public abstract class LinuxTests<TGuest>(TGuest guest)
         Assert.InRange(new FileInfo(core).Length, 64 << 10, 64 << 20);
 
         string binary = GuestFixture.Ensure().Values["MARKER_BIN"];
-        (int gdbCode, string output) = GdbBatch.Run(string.Empty, $"file {binary}", $"core-file {core}", "bt", "print/x g_value", "x/s g_marker_buf", "info auxv");
+        (int gdbCode, string output) = GdbBatch.Run(string.Empty, $"file {binary}", $"core-file {core}", "bt", "print/x g_value", "x/s g_marker_buf", "info auxv", "x/4c g_page_map");
         Assert.True(gdbCode == 0, output);
         Assert.Matches(@"#\d+ +0x[0-9a-f]+ in main \(", output);
         Assert.Contains("= 0x1122334455667788", output, StringComparison.Ordinal);
         Assert.Contains($"\"{marker.Value}\"", output, StringComparison.Ordinal);
         Assert.Contains("AT_ENTRY", output, StringComparison.Ordinal);
+        Assert.Contains("77 'M'\t77 'M'", output, StringComparison.Ordinal); // the page of /run/vmsmarker.info.page it maps
         Assert.DoesNotContain("corrupt", output, StringComparison.Ordinal);
     }
 
