@@ -26,8 +26,11 @@ public sealed record KernelLogRecord(ulong Sequence, ulong TimestampNs, int Leve
 /// </summary>
 public static class KernelLog
 {
-    /// <summary>Upper bound on the descriptor count (2^count_bits) and text ring size accepted from guest memory.</summary>
-    private const int MaxRingBits = 24;
+    /// <summary>Upper bound on the descriptor count (2^count_bits) accepted from guest memory.</summary>
+    private const int MaxRingBits = 22;
+
+    /// <summary>Upper bound on the text ring size: 128 MiB (log_buf_len beyond that is not a real configuration).</summary>
+    private const int MaxTextBits = 27;
 
     private const int DescFlagsShift = 62;           // DESC_FLAGS_SHIFT = DESC_SV_BITS - 2
     private const ulong DescIdMask = ~(3UL << DescFlagsShift);
@@ -52,9 +55,11 @@ public static class KernelLog
 
         int countBits = (int)descRing.Member("count_bits").ToUInt64();
         int sizeBits = (int)textRing.Member("size_bits").ToUInt64();
-        if (countBits is < 1 or > MaxRingBits || sizeBits is < 1 or > MaxRingBits + 6)
+        // The kernel sizes the text ring at 2^(count_bits + PRB_AVGBITS 5) (printk.c log_buf_len); anything far from
+        // that is not a ring buffer, and the arrays below are allocated from these numbers.
+        if (sizeBits is < 8 or > MaxTextBits || countBits < 1 || countBits > sizeBits - 3 || countBits > MaxRingBits)
         {
-            throw new KernelDataException(rb.Address, "printk ring buffer", $"count_bits {countBits} / size_bits {sizeBits} are outside 1..{MaxRingBits} / 1..{MaxRingBits + 6}");
+            throw new KernelDataException(rb.Address, "printk ring buffer", $"count_bits {countBits} / size_bits {sizeBits}: expected a text ring of 2^8..2^{MaxTextBits} bytes with at most one descriptor per 8 bytes (2^{MaxRingBits} at most)");
         }
 
         ulong descs = descRing.Member("descs").ToUInt64();
