@@ -6,9 +6,9 @@ namespace VmState.Tests.Linux;
 /// <summary>The pre-6.1 VMA list (mm->mmap, vm_next) on the synthetic kernel: names, order, and a looped list.</summary>
 public sealed class MemoryMapsTests
 {
-    private const int VmaStart = 0, VmaEnd = 8, VmaNext = 16, VmaFlags = 32;
+    internal const int VmaStart = 0, VmaEnd = 8, VmaNext = 16, VmaFlags = 32;
 
-    private static (LinuxKernel Kernel, ulong Mm, ulong[] Vmas) WithVmas(SyntheticLinux linux, MachineState machine)
+    internal static (LinuxKernel Kernel, ulong Mm, ulong[] Vmas) WithVmas(SyntheticLinux linux, MachineState machine)
     {
         LinuxKernel k = KernelLocator.Locate(machine);
         ulong t = linux.Tasks[1];
@@ -19,7 +19,7 @@ public sealed class MemoryMapsTests
             (0x1000000, 0x1021000, 0x3),        // rw-, between start_brk and brk: [heap]
             (0x7ffd0000, 0x7ffd1000, 0x3),      // rw-, holds start_stack: [stack]
         ];
-        ulong[] vmas = [.. areas.Select((_, i) => t + 0xb00 + ((ulong)i * 0x80))];
+        ulong[] vmas = [.. areas.Select((_, i) => t + 0xc00 + ((ulong)i * 0x80))];
         for (int i = 0; i < areas.Length; i++)
         {
             linux.WriteU64(vmas[i] + VmaStart, areas[i].Start);

@@ -24,10 +24,10 @@ public sealed class SyntheticLinux
 
     // task_struct layout (bytes) written into the BTF below.
     public const int TaskState = 0, TaskFlags = 4, TaskUnion = 8, TaskTasks = 16, TaskMm = 32, TaskExitState = 40, TaskPid = 44, TaskTgid = 48,
-        TaskBits = 52, TaskRealParent = 56, TaskComm = 64, TaskRealCred = 80, TaskSignal = 88, TaskThreadNode = 96, TaskStart = 112, TaskSize = 128;
+        TaskBits = 52, TaskRealParent = 56, TaskComm = 64, TaskRealCred = 80, TaskSignal = 88, TaskThreadNode = 96, TaskStart = 112, TaskStaticPrio = 120, TaskSize = 128;
 
     // mm_struct layout (bytes; the mm of a user task is at task + 0xa00).
-    public const int MmMmap = 24, MmMapCount = 32, MmStartBrk = 40, MmBrk = 48, MmStartStack = 56, MmSize = 64;
+    public const int MmMmap = 24, MmMapCount = 32, MmStartBrk = 40, MmBrk = 48, MmStartStack = 56, MmSavedAuxv = 64, MmSize = 64 + (48 * 8);
 
     // struct module layout (bytes).
     public const int ModuleCore = 80, ModuleInit = 96, ModuleRefcnt = 112, ModuleKallsyms = 120, ModuleSize = 128;
@@ -230,7 +230,7 @@ public sealed class SyntheticLinux
         Assert.Equal(voidP, w.Ptr(0));
         int mm = w.Struct("mm_struct", MmSize, ("pgd", w.Ptr(pgd), 0, 0), ("arg_start", ul, 64, 0), ("arg_end", ul, 128, 0),
             ("mmap", vmaPtr, MmMmap * 8, 0), ("map_count", i32, MmMapCount * 8, 0), ("start_brk", ul, MmStartBrk * 8, 0),
-            ("brk", ul, MmBrk * 8, 0), ("start_stack", ul, MmStartStack * 8, 0));
+            ("brk", ul, MmBrk * 8, 0), ("start_stack", ul, MmStartStack * 8, 0), ("saved_auxv", w.Array(ul, i32, 48), MmSavedAuxv * 8, 0));
         int comm = w.Array(ch, i32, 16);
         int lohi = w.Struct(string.Empty, 8, ("lo", u32, 0, 0), ("hi", u32, 32, 0));
         int anon = w.Union(string.Empty, 8, ("whole", u64, 0, 0), (string.Empty, lohi, 0, 0));
@@ -252,7 +252,8 @@ public sealed class SyntheticLinux
             ("real_cred", credPtr, TaskRealCred * 8, 0),
             ("signal", signalPtr, TaskSignal * 8, 0),
             ("thread_node", lh, TaskThreadNode * 8, 0),
-            ("start_boottime", u64, TaskStart * 8, 0));
+            ("start_boottime", u64, TaskStart * 8, 0),
+            ("static_prio", i32, TaskStaticPrio * 8, 0));
         Assert.Equal(taskPtr, w.Ptr(task));
         Assert.Equal(mmPtr, w.Ptr(mm));
         Assert.Equal(credPtr, w.Ptr(w.Const(cred)));
