@@ -192,6 +192,22 @@ public sealed class LiveTests : IAsyncLifetime
     }
 
     [Fact]
+    public async Task DmesgFollowPrintsNewRecordsAsTheGuestLogsThem()
+    {
+        // /init writes "VMSTATE-KTICK n" to /dev/kmsg every second; following for 4 s must show new ticks arrive.
+        (int code, string stdout, string stderr) = VmStateCli.Run(["dmesg", "--qmp", _guest.ToolQmpPath, "--follow", "--duration", "4", "--interval", "200", "--tail", "1"]);
+        Assert.True(code == 0, stderr);
+        var ticks = System.Text.RegularExpressions.Regex.Matches(stdout, @"\] VMSTATE-KTICK (\d+)\n").Select(m => int.Parse(m.Groups[1].Value, System.Globalization.CultureInfo.InvariantCulture)).ToList();
+        Assert.True(ticks.Count >= 2, $"expected new ticks while following, got: {stdout}");
+        Assert.Equal(Enumerable.Range(ticks[0], ticks.Count), ticks); // each once, in order, none lost
+        await AssertRunningAsync();
+
+        (code, _, stderr) = VmStateCli.Run(["dmesg", "--qmp", _guest.ToolQmpPath, "--follow", "--pause"]);
+        Assert.Equal(1, code);
+        Assert.Contains("--follow needs --qmp", stderr, StringComparison.Ordinal);
+    }
+
+    [Fact]
     public async Task WatchPsRefreshesTheLiveView()
     {
         (int code, string stdout, string stderr) = VmStateCli.Run(["watch", "-n", "0.5", "--count", "2", "ps", "--qmp", _guest.ToolQmpPath]);

@@ -22,12 +22,18 @@ internal static class DmesgCommand
         var level = new Option<int?>("--level", "-l") { Description = "only records at this level or more urgent (0 emerg .. 7 debug)" };
         var tail = new Option<int?>("--tail", "-n") { Description = "only the last N records" };
         var showLevel = new Option<bool>("--show-level") { Description = "prefix each line with its facility and level, as dmesg -x does" };
+        var follow = new Option<bool>("--follow", "-w") { Description = "with --qmp: keep printing new records as the running guest logs them (dmesg -w), until Ctrl-C" };
+        var interval = new Option<int>("--interval") { Description = "with --follow: milliseconds between polls of the ring", DefaultValueFactory = _ => 500 };
+        var duration = new Option<double>("--duration") { Description = "with --follow: stop after this many seconds (0: until Ctrl-C)", DefaultValueFactory = _ => 0 };
         var command = new Command("dmesg", "Print the kernel log of a Linux guest (the printk ring buffer of Linux 5.10+)");
         var input = new KernelInput(command);
         command.Options.Add(json);
         command.Options.Add(level);
         command.Options.Add(tail);
         command.Options.Add(showLevel);
+        command.Options.Add(follow);
+        command.Options.Add(interval);
+        command.Options.Add(duration);
         command.SetAction(r => KernelInput.Run(() =>
         {
             int? maxLevel = r.GetValue(level);
@@ -38,9 +44,22 @@ internal static class DmesgCommand
                 return 1;
             }
 
+            bool following = r.GetValue(follow);
+            if (following && (!input.IsLive(r) || input.Pauses(r) || r.GetValue(json)))
+            {
+                Console.Error.WriteLine("vmstate dmesg: --follow needs --qmp (a running guest), and goes with neither --pause nor --json");
+                return 1;
+            }
+
             (MachineState m, IDisposable owner) = input.Open(r);
             using IDisposable session = owner;
-            IEnumerable<KernelLogRecord> records = KernelLog.Read(input.Locate(r, m));
+            LinuxKernel kernel = input.Locate(r, m);
+            if (following)
+            {
+                return Follow(kernel, maxLevel, last, r.GetValue(showLevel), Math.Max(50, r.GetValue(interval)), r.GetValue(duration));
+            }
+
+            IEnumerable<KernelLogRecord> records = KernelLog.Read(kernel);
             if (maxLevel is int ml)
             {
                 records = records.Where(x => x.Level <= ml);
@@ -81,12 +100,7 @@ internal static class DmesgCommand
                 bool prefix = r.GetValue(showLevel);
                 foreach (KernelLogRecord rec in list)
                 {
-                    if (prefix)
-                    {
-                        sb.Append(CultureInfo.InvariantCulture, $"{(rec.Facility < s_facilities.Length ? s_facilities[rec.Facility] : rec.Facility.ToString(CultureInfo.InvariantCulture)),-6} :{s_levels[rec.Level & 7],-6}: ");
-                    }
-
-                    sb.Append(rec.Format()).Append('\n');
+                    Append(sb, rec, prefix);
                 }
 
                 Console.Write(sb.ToString());
@@ -95,5 +109,61 @@ internal static class DmesgCommand
             return 0;
         }));
         return command;
+    }
+
+    private static void Append(StringBuilder sb, KernelLogRecord rec, bool prefix)
+    {
+        if (prefix)
+        {
+            sb.Append(CultureInfo.InvariantCulture, $"{(rec.Facility < s_facilities.Length ? s_facilities[rec.Facility] : rec.Facility.ToString(CultureInfo.InvariantCulture)),-6} :{s_levels[rec.Level & 7],-6}: ");
+        }
+
+        sb.Append(rec.Format()).Append('\n');
+    }
+
+    /// <summary>
+    /// dmesg -w on a running guest: the last <paramref name="last"/> records (all without it), then every record with
+    /// a higher sequence number as it appears, polling the ring; records the ring overwrote between two polls are
+    /// counted. The guest is never paused.
+    /// </summary>
+    private static int Follow(LinuxKernel kernel, int? maxLevel, int? last, bool prefix, int intervalMs, double seconds)
+    {
+        var clock = System.Diagnostics.Stopwatch.StartNew();
+        ulong? seen = null;
+        while (true)
+        {
+            IReadOnlyList<KernelLogRecord> records = KernelLog.Read(kernel);
+            var fresh = records.Where(x => seen is not ulong s || x.Sequence > s).ToList();
+            var sb = new StringBuilder();
+            if (seen is ulong prev && fresh.Count > 0 && fresh[0].Sequence > prev + 1)
+            {
+                sb.Append(CultureInfo.InvariantCulture, $"vmstate: {fresh[0].Sequence - prev - 1} record(s) were overwritten before they could be read\n");
+            }
+
+            var shown = fresh.Where(x => maxLevel is not int ml || x.Level <= ml).ToList();
+            if (seen is null && last is int n && n < shown.Count)
+            {
+                shown = shown[^n..];
+            }
+
+            foreach (KernelLogRecord rec in shown)
+            {
+                Append(sb, rec, prefix);
+            }
+
+            if (records.Count > 0)
+            {
+                seen = Math.Max(seen ?? 0, records[^1].Sequence);
+            }
+
+            Console.Write(sb.ToString());
+            Console.Out.Flush();
+            if (seconds > 0 && clock.Elapsed.TotalSeconds >= seconds)
+            {
+                return 0;
+            }
+
+            Thread.Sleep(intervalMs);
+        }
     }
 }

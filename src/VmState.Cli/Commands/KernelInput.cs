@@ -56,6 +56,12 @@ internal sealed class KernelInput
     public (MachineState Machine, IDisposable Owner) Open(ParseResult r) =>
         CommonOptions.OpenInput(Input(r), r.GetValue(_qmp), CommonOptions.OpenOptions(r.GetValue(_snapshot), r.GetValue(_raw)) with { MemoryMap = true }, r.GetValue(_pause));
 
+    /// <summary>True when the input is a running VM (--qmp).</summary>
+    public bool IsLive(ParseResult r) => r.GetValue(_qmp) is not null;
+
+    /// <summary>True when --pause was given.</summary>
+    public bool Pauses(ParseResult r) => r.GetValue(_pause);
+
     /// <summary>The trailing positional value (e.g. the PID), for a command made with one.</summary>
     public string Trailing(ParseResult r) => r.GetValue(_positional!)![^1];
 

@@ -91,6 +91,12 @@ public static class KernelLog
         kernel.ReadExactly(infos, infoBytes, "printk info array (prb->desc_ring.infos)");
         kernel.ReadExactly(data, text, "printk text ring (prb->text_data_ring.data)");
 
+        // A running guest may recycle a record between the reads above: read the descriptors again and keep only
+        // records whose state word and text position did not change meanwhile (as the kernel's own readers
+        // re-check the descriptor after copying the text). For a snapshot the two reads are the same.
+        byte[] descAfter = new byte[descBytes.Length];
+        kernel.ReadExactly(descs, descAfter, "printk descriptor ring (prb->desc_ring.descs)");
+
         var records = new List<KernelLogRecord>();
         ulong id = tailId & DescIdMask;
         ulong head = headId & DescIdMask;
@@ -105,7 +111,8 @@ public static class KernelLog
             ReadOnlySpan<byte> desc = descBytes.AsSpan(index * descSize, descSize);
             ulong stateVar = BinaryPrimitives.ReadUInt64LittleEndian(desc[stateOff..]);
             int state = (int)(stateVar >> DescFlagsShift);
-            if ((stateVar & DescIdMask) == id && state is DescCommitted or DescFinalized)
+            bool stable = desc.SequenceEqual(descAfter.AsSpan(index * descSize, descSize));
+            if (stable && (stateVar & DescIdMask) == id && state is DescCommitted or DescFinalized)
             {
                 ReadOnlySpan<byte> info = infoBytes.AsSpan(index * infoSize, infoSize);
                 ulong begin = BinaryPrimitives.ReadUInt64LittleEndian(desc[beginOff..]);
