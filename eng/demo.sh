@@ -15,7 +15,7 @@ step() { printf '\n\033[1m== %s ==\033[0m\n' "$*"; }
 step "installing missing Debian packages"
 bash "$root/eng/install-deps.sh"
 
-step "building vmstate (Release, ReadyToRun)"
+step "building vmstate (Release, Native AOT; eng/publish.sh)"
 vmstate="$(bash "$root/eng/publish.sh")"
 
 step "building the guest fixture (Debian kernel + busybox initramfs)"

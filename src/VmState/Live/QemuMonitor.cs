@@ -152,7 +152,7 @@ public static class QemuMonitor
     private static Task SetBackgroundSnapshotAsync(QmpClient qmp, bool on) =>
         qmp.ExecuteAsync("migrate-set-capabilities", new JsonObject
         {
-            ["capabilities"] = new JsonArray { new JsonObject { ["capability"] = "background-snapshot", ["state"] = on } },
+            ["capabilities"] = new JsonArray((JsonNode)new JsonObject { ["capability"] = "background-snapshot", ["state"] = on }),
         }, null, CancellationToken.None);
 
     /// <summary>HMP savevm: an internal snapshot of the VM state in the VM's qcow2 disk. HMP errors throw.</summary>

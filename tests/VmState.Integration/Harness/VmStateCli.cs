@@ -2,14 +2,21 @@ using System.Diagnostics;
 
 namespace VmState.Integration.Harness;
 
-/// <summary>Runs the vmstate CLI (the built vmstate.dll next to the tests) as a user would.</summary>
+/// <summary>
+/// Runs the vmstate CLI as a user would: the built vmstate.dll next to the tests, or the executable named by
+/// VMSTATE_CLI_EXE (e.g. the Native AOT build of eng/publish.sh, to run the whole suite against it).
+/// </summary>
 public static class VmStateCli
 {
     public static (int ExitCode, string Stdout, string Stderr) Run(IEnumerable<string> args, IReadOnlyDictionary<string, string>? environment = null)
     {
-        string dll = Path.Combine(AppContext.BaseDirectory, "vmstate.dll");
-        var psi = new ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true };
-        psi.ArgumentList.Add(dll);
+        string? exe = Environment.GetEnvironmentVariable("VMSTATE_CLI_EXE");
+        var psi = new ProcessStartInfo(string.IsNullOrEmpty(exe) ? "dotnet" : exe) { RedirectStandardOutput = true, RedirectStandardError = true };
+        if (string.IsNullOrEmpty(exe))
+        {
+            psi.ArgumentList.Add(Path.Combine(AppContext.BaseDirectory, "vmstate.dll"));
+        }
+
         foreach (string a in args)
         {
             psi.ArgumentList.Add(a);
