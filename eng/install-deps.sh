@@ -30,6 +30,8 @@ requirements=(
   "python3|cmd:python3"
   "dpkg-dev|cmd:dpkg-architecture"
   "kmod|pkg"                     # depmod builds modules.dep for the fixture kernel
+  "clang|cmd:clang"              # Native AOT linking (eng/publish.sh)
+  "zlib1g-dev|/usr/include/zlib.h"   # Native AOT links zlib
 )
 
 probe_ok() {

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Builds the vmstate command-line tool for use into OUTDIR and prints the path of the executable.
 #   default  Native AOT: one native executable, no JIT and no runtime start-up (a short command such as
-#            `vmstate ps` on a 512 MiB snapshot: ~0.1 s instead of ~0.2 s); needs gcc (eng/install-deps.sh)
+#            `vmstate ps` on a 512 MiB snapshot: ~0.1 s instead of ~0.2 s); needs clang and zlib1g-dev (eng/install-deps.sh installs them)
 #   --r2r    ReadyToRun: precompiled IL on the installed .NET runtime (also the fallback when AOT fails)
 # Usage: eng/publish.sh [--r2r] [OUTDIR]     (default OUTDIR: ./artifacts/vmstate)
 # The RID-specific restore writes its lock file under obj/, so the committed lock files stay as they are.
