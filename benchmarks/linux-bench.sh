@@ -572,11 +572,11 @@ meta load_start "$(cut -d' ' -f1-3 /proc/loadavg)"
 meta runs "$RUNS"
 
 log "building (Release)"
-# The tool as users get it (eng/publish.sh: Release, ReadyToRun); VMSTATE_BIN overrides it.
+# The tool as users get it (eng/publish.sh: Release, Native AOT); VMSTATE_BIN overrides it.
 if [[ -n "${VMSTATE_BIN:-}" ]]; then
   vmstate=$VMSTATE_BIN
 else
-  vmstate=$(bash "$root/eng/publish.sh" "${VMSTATE_CACHE:-$HOME/.cache/vmstate}/bench/vmstate-r2r")
+  vmstate=$(bash "$root/eng/publish.sh" "${VMSTATE_CACHE:-$HOME/.cache/vmstate}/bench/vmstate-publish")
 fi
 dotnet build "$root/benchmarks/VmState.TranslateBench" -c Release -nologo -v quiet > /dev/null
 bench=$root/benchmarks/VmState.TranslateBench/bin/Release/net10.0/VmState.TranslateBench.dll
