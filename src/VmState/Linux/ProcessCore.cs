@@ -36,8 +36,12 @@ public static class ProcessCore
     private const int UserCs = 0x33;              // __USER_CS
     private const int UserSs = 0x2b;              // __USER_DS
 
-    /// <summary>Thread stack sizes tried, in order: THREAD_SIZE is 16 KiB on x86-64, 32 KiB with KASAN.</summary>
-    private static readonly ulong[] s_threadSizes = [16384, 32768];
+    /// <summary>
+    /// THREAD_SIZE on x86-64: 16 KiB, or 32 KiB with CONFIG_KASAN (KASAN_STACK_ORDER, asm/page_64_types.h), which
+    /// the kernel's kasan_report symbol reveals. One size for every task: trying both per task could land on the
+    /// neighbouring task's stack.
+    /// </summary>
+    private static ulong ThreadSize(LinuxKernel kernel) => kernel.Symbols.TryGetAddress("kasan_report", out _) ? 32768UL : 16384UL;
 
     /// <summary>Writes the core of process <paramref name="pid"/> to <paramref name="path"/> (atomically).</summary>
     /// <exception cref="KernelDataException">No such process, a kernel thread, or unreadable kernel data.</exception>
@@ -205,35 +209,31 @@ public static class ProcessCore
         int ptRegsType = kernel.Types.FindType("struct pt_regs");
         int size = (int)kernel.Types.SizeOf(ptRegsType);
         ulong stack = task.Member("stack").ToUInt64();
+        ulong threadSize = ThreadSize(kernel);
         byte[] regs = new byte[size];
-        foreach (ulong threadSize in s_threadSizes)
+        ulong at = stack + threadSize - (ulong)size;
+        if (kernel.Read(at, regs) != size)
         {
-            ulong at = stack + threadSize - (ulong)size;
-            if (kernel.Read(at, regs) != size)
-            {
-                continue;
-            }
-
-            ulong cs = BinaryPrimitives.ReadUInt64LittleEndian(regs.AsSpan(Offset(kernel, ptRegsType, "cs")));
-            ulong ss = BinaryPrimitives.ReadUInt64LittleEndian(regs.AsSpan(Offset(kernel, ptRegsType, "ss")));
-            if (cs != UserCs || ss != UserSs)
-            {
-                continue;
-            }
-
-            // pt_regs holds the first 21 quadwords of user_regs_struct in the same order (r15 .. ss).
-            regs.AsSpan(0, 21 * 8).CopyTo(r);
-            KernelObject thread = task.Member("thread");
-            BinaryPrimitives.WriteUInt64LittleEndian(r.AsSpan(21 * 8), thread.Member("fsbase").ToUInt64());
-            BinaryPrimitives.WriteUInt64LittleEndian(r.AsSpan(22 * 8), thread.Member("gsbase").ToUInt64());
-            BinaryPrimitives.WriteUInt64LittleEndian(r.AsSpan(23 * 8), thread.Member("ds").ToUInt64());
-            BinaryPrimitives.WriteUInt64LittleEndian(r.AsSpan(24 * 8), thread.Member("es").ToUInt64());
-            BinaryPrimitives.WriteUInt64LittleEndian(r.AsSpan(25 * 8), thread.Member("fsindex").ToUInt64());
-            BinaryPrimitives.WriteUInt64LittleEndian(r.AsSpan(26 * 8), thread.Member("gsindex").ToUInt64());
-            return (r, $"pt_regs at 0x{at:x} (kernel stack top, THREAD_SIZE {threadSize / 1024} KiB)");
+            throw new KernelDataException(at, $"kernel stack of task {task.Member("pid").ToInt64()}", $"the pt_regs at the top of its {threadSize / 1024} KiB stack are not mapped");
         }
 
-        throw new KernelDataException(stack, $"kernel stack of task {task.Member("pid").ToInt64()}", "no saved user pt_regs (cs 0x33, ss 0x2b) at the top of a 16 or 32 KiB stack");
+        ulong cs = BinaryPrimitives.ReadUInt64LittleEndian(regs.AsSpan(Offset(kernel, ptRegsType, "cs")));
+        ulong ss = BinaryPrimitives.ReadUInt64LittleEndian(regs.AsSpan(Offset(kernel, ptRegsType, "ss")));
+        if (cs != UserCs || ss != UserSs)
+        {
+            throw new KernelDataException(at, $"kernel stack of task {task.Member("pid").ToInt64()}", $"no saved user pt_regs at the top of its {threadSize / 1024} KiB stack (cs 0x{cs:x}, ss 0x{ss:x}; expected 0x33 and 0x2b)");
+        }
+
+        // pt_regs holds the first 21 quadwords of user_regs_struct in the same order (r15 .. ss).
+        regs.AsSpan(0, 21 * 8).CopyTo(r);
+        KernelObject thread = task.Member("thread");
+        BinaryPrimitives.WriteUInt64LittleEndian(r.AsSpan(21 * 8), thread.Member("fsbase").ToUInt64());
+        BinaryPrimitives.WriteUInt64LittleEndian(r.AsSpan(22 * 8), thread.Member("gsbase").ToUInt64());
+        BinaryPrimitives.WriteUInt64LittleEndian(r.AsSpan(23 * 8), thread.Member("ds").ToUInt64());
+        BinaryPrimitives.WriteUInt64LittleEndian(r.AsSpan(24 * 8), thread.Member("es").ToUInt64());
+        BinaryPrimitives.WriteUInt64LittleEndian(r.AsSpan(25 * 8), thread.Member("fsindex").ToUInt64());
+        BinaryPrimitives.WriteUInt64LittleEndian(r.AsSpan(26 * 8), thread.Member("gsindex").ToUInt64());
+        return (r, $"pt_regs at 0x{at:x} (kernel stack top, THREAD_SIZE {threadSize / 1024} KiB)");
     }
 
     /// <summary>Which task each CPU runs (per-CPU <c>current_task</c>, or <c>pcpu_hot.current_task</c> on 6.2+).</summary>

@@ -46,8 +46,8 @@ public class KernelObjectTests
         Assert.Equal(1L, t.Member("real_parent").Member("pid").ToInt64());
         Assert.Equal("init", t.Member("real_parent").Member("comm").ReadString());
         Assert.Equal(2L, t.Member("signal").Member("nr_threads").ToInt64());
-        // Tasks sit 0x1000 apart in the synthetic memory: 32 task_structs of 128 bytes.
-        Assert.Equal("worker", t.Member("real_parent").Deref().AddressOf().Index(96).Member("comm").ReadString());
+        // Tasks sit 0x1000 apart in the synthetic memory: 16 task_structs of 256 bytes.
+        Assert.Equal("worker", t.Member("real_parent").Deref().AddressOf().Index(48).Member("comm").ReadString());
         Assert.False(t.Member("mm").IsNull);
         Assert.True(s_kernel.Object("init_task").Member("mm").IsNull);
 

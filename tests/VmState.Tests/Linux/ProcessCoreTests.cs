@@ -17,6 +17,66 @@ public sealed class ProcessCoreTests : IDisposable
     public void Dispose() => Directory.Delete(_dir, recursive: true);
 
     [Fact]
+    public void EachThreadOfASleepingProcessGetsTheUserRegistersSavedOnItsKernelStack()
+    {
+        var linux = new SyntheticLinux();
+        LinuxKernel k = KernelLocator.Locate(linux.Machine);
+        int[] tids = [100, 101];
+        for (int i = 0; i < tids.Length; i++)
+        {
+            ulong task = linux.Tasks[tids[i]];
+            ulong stack = linux.PageOffsetBase + 0x5400000 + ((ulong)i * 0x4000);
+            linux.WriteU64(task + SyntheticLinux.TaskStack, stack);
+            ulong regs = stack + 0x4000 - SyntheticLinux.PtRegsSize;
+            linux.WriteU64(regs + (16 * 8), 0x401000 + (ulong)tids[i]);   // ip
+            linux.WriteU64(regs + (17 * 8), 0x33);                        // cs
+            linux.WriteU64(regs + (19 * 8), 0x7ffd0000 + (ulong)tids[i]); // sp
+            linux.WriteU64(regs + (20 * 8), 0x2b);                        // ss
+            linux.WriteU64(task + SyntheticLinux.TaskThread + SyntheticLinux.ThreadFsbase, 0x7f0000000000 + (ulong)tids[i]);
+        }
+
+        string core = Path.Combine(_dir, "worker.core");
+        ProcessCoreSummary summary = ProcessCore.Write(k, 101, core);
+
+        // The thread asked for comes first (gdb's current thread), then the rest of the group; both from pt_regs.
+        Assert.Equal(100, summary.Pid);
+        Assert.Equal([101, 100], summary.Threads.Select(t => t.Tid));
+        Assert.All(summary.Threads, t => Assert.Contains("THREAD_SIZE 16 KiB", t.RegisterSource, StringComparison.Ordinal));
+        List<ElfNote> prstatus = [.. Notes(File.ReadAllBytes(core)).Where(n => n.Type == ElfNote.NtPrstatus)];
+        Assert.Equal([101, 100], prstatus.Select(n => BinaryPrimitives.ReadInt32LittleEndian(n.Descriptor.AsSpan(X86CoreNotes.PrstatusPidOffset))));
+        foreach (ElfNote n in prstatus)
+        {
+            int tid = BinaryPrimitives.ReadInt32LittleEndian(n.Descriptor.AsSpan(X86CoreNotes.PrstatusPidOffset));
+            ulong Reg(int index) => BinaryPrimitives.ReadUInt64LittleEndian(n.Descriptor.AsSpan(X86CoreNotes.PrstatusRegsOffset + (8 * index)));
+            Assert.Equal(0x401000UL + (ulong)tid, Reg(16));
+            Assert.Equal(0x7ffd0000UL + (ulong)tid, Reg(19));
+            Assert.Equal(0x7f0000000000UL + (ulong)tid, Reg(21)); // fs_base from thread.fsbase
+        }
+
+        // A stack whose top holds no user frame (cs is not __USER_CS) is refused by name, not dumped with junk.
+        linux.WriteU64(linux.PageOffsetBase + 0x5400000 + 0x4000 - SyntheticLinux.PtRegsSize + (17 * 8), 0x10);
+        KernelDataException e = Assert.Throws<KernelDataException>(() => ProcessCore.Write(k, 100, Path.Combine(_dir, "bad.core")));
+        Assert.Contains("no saved user pt_regs", e.Message, StringComparison.Ordinal);
+        Assert.False(File.Exists(Path.Combine(_dir, "bad.core")));
+    }
+
+    private static List<ElfNote> Notes(byte[] file)
+    {
+        int phnum = BinaryPrimitives.ReadUInt16LittleEndian(file.AsSpan(56));
+        for (int i = 0; i < phnum; i++)
+        {
+            ReadOnlySpan<byte> ph = file.AsSpan(64 + (56 * i), 56);
+            if (BinaryPrimitives.ReadUInt32LittleEndian(ph) == 4)
+            {
+                long offset = (long)BinaryPrimitives.ReadUInt64LittleEndian(ph[8..]);
+                return ElfNote.DecodeAll(file.AsSpan((int)offset, (int)BinaryPrimitives.ReadUInt64LittleEndian(ph[32..])), offset);
+            }
+        }
+
+        return [];
+    }
+
+    [Fact]
     public void AProcessRunningInUserModeTakesItsRegistersFromTheVcpu()
     {
         var linux = new SyntheticLinux();

@@ -24,7 +24,10 @@ public sealed class SyntheticLinux
 
     // task_struct layout (bytes) written into the BTF below.
     public const int TaskState = 0, TaskFlags = 4, TaskUnion = 8, TaskTasks = 16, TaskMm = 32, TaskExitState = 40, TaskPid = 44, TaskTgid = 48,
-        TaskBits = 52, TaskRealParent = 56, TaskComm = 64, TaskRealCred = 80, TaskSignal = 88, TaskThreadNode = 96, TaskStart = 112, TaskStaticPrio = 120, TaskSize = 128;
+        TaskBits = 52, TaskRealParent = 56, TaskComm = 64, TaskRealCred = 80, TaskSignal = 88, TaskThreadNode = 96, TaskStart = 112, TaskStaticPrio = 120, TaskStack = 128, TaskThread = 136, TaskSize = 256;
+
+    // thread_struct (at TaskThread) and pt_regs layouts (bytes), as on x86-64.
+    public const int ThreadFsbase = 0, ThreadGsbase = 8, ThreadEs = 16, ThreadDs = 18, ThreadFsindex = 20, ThreadGsindex = 22, PtRegsSize = 168;
 
     // mm_struct layout (bytes; the mm of a user task is at task + 0xa00).
     public const int MmMmap = 24, MmMapCount = 32, MmStartBrk = 40, MmBrk = 48, MmStartStack = 56, MmSavedAuxv = 64, MmSize = 64 + (48 * 8);
@@ -234,6 +237,12 @@ public sealed class SyntheticLinux
         int comm = w.Array(ch, i32, 16);
         int lohi = w.Struct(string.Empty, 8, ("lo", u32, 0, 0), ("hi", u32, 32, 0));
         int anon = w.Union(string.Empty, 8, ("whole", u64, 0, 0), (string.Empty, lohi, 0, 0));
+        int u16 = w.Int("short unsigned int", 2);
+        int thread = w.Struct("thread_struct", 24, ("fsbase", ul, ThreadFsbase * 8, 0), ("gsbase", ul, ThreadGsbase * 8, 0), ("es", u16, ThreadEs * 8, 0),
+            ("ds", u16, ThreadDs * 8, 0), ("fsindex", u16, ThreadFsindex * 8, 0), ("gsindex", u16, ThreadGsindex * 8, 0));
+        string[] regs = ["r15", "r14", "r13", "r12", "bp", "bx", "r11", "r10", "r9", "r8", "ax", "cx", "dx", "si", "di", "orig_ax", "ip", "cs", "flags", "sp", "ss"];
+        w.Struct("pt_regs", PtRegsSize, [.. regs.Select((n, i) => (n, ul, (uint)(i * 64), 0u))]);
+        int stackPtr = w.Ptr(0);
         int task = w.NextId;
         int taskPtr = task + 1, mmPtr = task + 2, credPtr = task + 4, signalPtr = task + 5;
         w.Struct("task_struct", TaskSize,
@@ -253,7 +262,9 @@ public sealed class SyntheticLinux
             ("signal", signalPtr, TaskSignal * 8, 0),
             ("thread_node", lh, TaskThreadNode * 8, 0),
             ("start_boottime", u64, TaskStart * 8, 0),
-            ("static_prio", i32, TaskStaticPrio * 8, 0));
+            ("static_prio", i32, TaskStaticPrio * 8, 0),
+            ("stack", stackPtr, TaskStack * 8, 0),
+            ("thread", thread, TaskThread * 8, 0));
         Assert.Equal(taskPtr, w.Ptr(task));
         Assert.Equal(mmPtr, w.Ptr(mm));
         Assert.Equal(credPtr, w.Ptr(w.Const(cred)));
