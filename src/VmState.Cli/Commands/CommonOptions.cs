@@ -1,4 +1,5 @@
 using System.CommandLine;
+using System.Text.Json;
 using VmState.Formats.Migration;
 using VmState.Machine;
 using VmState.IO;
@@ -58,6 +59,18 @@ internal static class CommonOptions
     {
         Description = "treat an input with no known magic as a raw physical memory image",
     };
+
+    /// <summary>Writes indented JSON to stdout with <paramref name="write"/>, then a newline.</summary>
+    public static void WriteJson(Action<Utf8JsonWriter> write)
+    {
+        using Stream stdout = Console.OpenStandardOutput();
+        using (var w = new Utf8JsonWriter(stdout, new JsonWriterOptions { Indented = true }))
+        {
+            write(w);
+        }
+
+        stdout.WriteByte((byte)'\n');
+    }
 
     /// <summary>Runs <paramref name="body"/>, turning input and I/O errors into a one-line message and exit code.</summary>
     public static int Run(Func<int> body)

@@ -73,26 +73,25 @@ internal static class DmesgCommand
 
             if (r.GetValue(json))
             {
-                using Stream stdout = Console.OpenStandardOutput();
-                using var w = new Utf8JsonWriter(stdout, new JsonWriterOptions { Indented = true });
-                w.WriteStartArray();
-                foreach (KernelLogRecord rec in list)
+                CommonOptions.WriteJson(w =>
                 {
-                    w.WriteStartObject();
-                    w.WriteNumber("seq", rec.Sequence);
-                    w.WriteNumber("timestamp_ns", rec.TimestampNs);
-                    w.WriteNumber("level", rec.Level);
-                    w.WriteString("level_name", s_levels[rec.Level & 7]);
-                    w.WriteNumber("facility", rec.Facility);
-                    w.WriteString("facility_name", rec.Facility < s_facilities.Length ? s_facilities[rec.Facility] : null);
-                    w.WriteString("caller", rec.Caller);
-                    w.WriteString("text", rec.Text);
-                    w.WriteEndObject();
-                }
+                    w.WriteStartArray();
+                    foreach (KernelLogRecord rec in list)
+                    {
+                        w.WriteStartObject();
+                        w.WriteNumber("seq", rec.Sequence);
+                        w.WriteNumber("timestamp_ns", rec.TimestampNs);
+                        w.WriteNumber("level", rec.Level);
+                        w.WriteString("level_name", s_levels[rec.Level & 7]);
+                        w.WriteNumber("facility", rec.Facility);
+                        w.WriteString("facility_name", rec.Facility < s_facilities.Length ? s_facilities[rec.Facility] : null);
+                        w.WriteString("caller", rec.Caller);
+                        w.WriteString("text", rec.Text);
+                        w.WriteEndObject();
+                    }
 
-                w.WriteEndArray();
-                w.Flush();
-                stdout.WriteByte((byte)'\n');
+                    w.WriteEndArray();
+                });
             }
             else
             {

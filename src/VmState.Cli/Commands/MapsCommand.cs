@@ -23,27 +23,26 @@ internal static class MapsCommand
             IReadOnlyList<LinuxVma> vmas = MemoryMaps.Read(input.Locate(r, m), pid);
             if (r.GetValue(json))
             {
-                using Stream stdout = Console.OpenStandardOutput();
-                using var w = new Utf8JsonWriter(stdout, new JsonWriterOptions { Indented = true });
-                w.WriteStartArray();
-                foreach (LinuxVma v in vmas)
+                CommonOptions.WriteJson(w =>
                 {
-                    w.WriteStartObject();
-                    w.WriteString("start", Hex.Of(v.Start));
-                    w.WriteString("end", Hex.Of(v.End));
-                    w.WriteString("perms", v.Permissions);
-                    w.WriteString("flags", Hex.Of(v.Flags));
-                    w.WriteString("offset", Hex.Of(v.Offset));
-                    w.WriteString("dev", $"{v.Major:x2}:{v.Minor:x2}");
-                    w.WriteNumber("inode", v.Inode);
-                    w.WriteString("name", v.Name);
-                    w.WriteString("vma", Hex.Of(v.Address));
-                    w.WriteEndObject();
-                }
+                    w.WriteStartArray();
+                    foreach (LinuxVma v in vmas)
+                    {
+                        w.WriteStartObject();
+                        w.WriteString("start", Hex.Of(v.Start));
+                        w.WriteString("end", Hex.Of(v.End));
+                        w.WriteString("perms", v.Permissions);
+                        w.WriteString("flags", Hex.Of(v.Flags));
+                        w.WriteString("offset", Hex.Of(v.Offset));
+                        w.WriteString("dev", $"{v.Major:x2}:{v.Minor:x2}");
+                        w.WriteNumber("inode", v.Inode);
+                        w.WriteString("name", v.Name);
+                        w.WriteString("vma", Hex.Of(v.Address));
+                        w.WriteEndObject();
+                    }
 
-                w.WriteEndArray();
-                w.Flush();
-                stdout.WriteByte((byte)'\n');
+                    w.WriteEndArray();
+                });
             }
             else
             {

@@ -23,25 +23,24 @@ internal static class ModulesCommand
             IReadOnlyList<LinuxModule> modules = ModuleList.Read(input.Locate(r, m));
             if (r.GetValue(json))
             {
-                using Stream stdout = Console.OpenStandardOutput();
-                using var w = new Utf8JsonWriter(stdout, new JsonWriterOptions { Indented = true });
-                w.WriteStartArray();
-                foreach (LinuxModule mod in modules)
+                CommonOptions.WriteJson(w =>
                 {
-                    w.WriteStartObject();
-                    w.WriteString("name", mod.Name);
-                    w.WriteNumber("size", mod.Size);
-                    w.WriteNumber("references", mod.References);
-                    w.WriteString("state", mod.State);
-                    w.WriteString("base", Hex.Of(mod.Base));
-                    w.WriteNumber("symbols", mod.SymbolCount);
-                    w.WriteString("module", Hex.Of(mod.Address));
-                    w.WriteEndObject();
-                }
+                    w.WriteStartArray();
+                    foreach (LinuxModule mod in modules)
+                    {
+                        w.WriteStartObject();
+                        w.WriteString("name", mod.Name);
+                        w.WriteNumber("size", mod.Size);
+                        w.WriteNumber("references", mod.References);
+                        w.WriteString("state", mod.State);
+                        w.WriteString("base", Hex.Of(mod.Base));
+                        w.WriteNumber("symbols", mod.SymbolCount);
+                        w.WriteString("module", Hex.Of(mod.Address));
+                        w.WriteEndObject();
+                    }
 
-                w.WriteEndArray();
-                w.Flush();
-                stdout.WriteByte((byte)'\n');
+                    w.WriteEndArray();
+                });
             }
             else
             {

@@ -23,26 +23,25 @@ internal static class NetdevCommand
             IReadOnlyList<LinuxNetDevice> devices = NetDeviceList.Read(input.Locate(r, m));
             if (r.GetValue(json))
             {
-                using Stream stdout = Console.OpenStandardOutput();
-                using var w = new Utf8JsonWriter(stdout, new JsonWriterOptions { Indented = true });
-                w.WriteStartArray();
-                foreach (LinuxNetDevice d in devices)
+                CommonOptions.WriteJson(w =>
                 {
-                    w.WriteStartObject();
-                    w.WriteString("name", d.Name);
-                    w.WriteNumber("ifindex", d.IfIndex);
-                    w.WriteString("mac", d.Mac);
-                    w.WriteString("permanentMac", d.PermanentMac);
-                    w.WriteString("flags", Hex.Of(d.Flags));
-                    w.WriteBoolean("up", d.Up);
-                    w.WriteNumber("mtu", d.Mtu);
-                    w.WriteString("netDevice", Hex.Of(d.Address));
-                    w.WriteEndObject();
-                }
+                    w.WriteStartArray();
+                    foreach (LinuxNetDevice d in devices)
+                    {
+                        w.WriteStartObject();
+                        w.WriteString("name", d.Name);
+                        w.WriteNumber("ifindex", d.IfIndex);
+                        w.WriteString("mac", d.Mac);
+                        w.WriteString("permanentMac", d.PermanentMac);
+                        w.WriteString("flags", Hex.Of(d.Flags));
+                        w.WriteBoolean("up", d.Up);
+                        w.WriteNumber("mtu", d.Mtu);
+                        w.WriteString("netDevice", Hex.Of(d.Address));
+                        w.WriteEndObject();
+                    }
 
-                w.WriteEndArray();
-                w.Flush();
-                stdout.WriteByte((byte)'\n');
+                    w.WriteEndArray();
+                });
             }
             else
             {

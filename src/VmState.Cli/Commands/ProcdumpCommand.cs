@@ -28,30 +28,29 @@ internal static class ProcdumpCommand
             ProcessCoreSummary s = ProcessCore.Write(kernel, pid, path);
             if (r.GetValue(json))
             {
-                using Stream stdout = Console.OpenStandardOutput();
-                using var w = new Utf8JsonWriter(stdout, new JsonWriterOptions { Indented = true });
-                w.WriteStartObject();
-                w.WriteString("path", path);
-                w.WriteNumber("pid", s.Pid);
-                w.WriteString("comm", s.Comm);
-                w.WriteNumber("segments", s.Segments);
-                w.WriteNumber("pagesWritten", s.PagesWritten);
-                w.WriteNumber("pagesMissing", s.PagesMissing);
-                w.WriteNumber("fileBytes", s.FileBytes);
-                w.WriteStartArray("threads");
-                foreach ((int tid, string source) in s.Threads)
+                CommonOptions.WriteJson(w =>
                 {
                     w.WriteStartObject();
-                    w.WriteNumber("tid", tid);
-                    w.WriteString("registers", source);
-                    w.WriteEndObject();
-                }
+                    w.WriteString("path", path);
+                    w.WriteNumber("pid", s.Pid);
+                    w.WriteString("comm", s.Comm);
+                    w.WriteNumber("segments", s.Segments);
+                    w.WriteNumber("pagesWritten", s.PagesWritten);
+                    w.WriteNumber("pagesMissing", s.PagesMissing);
+                    w.WriteNumber("fileBytes", s.FileBytes);
+                    w.WriteStartArray("threads");
+                    foreach ((int tid, string source) in s.Threads)
+                    {
+                        w.WriteStartObject();
+                        w.WriteNumber("tid", tid);
+                        w.WriteString("registers", source);
+                        w.WriteEndObject();
+                    }
 
-                w.WriteEndArray();
-                w.WriteNumber("seconds", Math.Round(clock.Elapsed.TotalSeconds, 3));
-                w.WriteEndObject();
-                w.Flush();
-                stdout.WriteByte((byte)'\n');
+                    w.WriteEndArray();
+                    w.WriteNumber("seconds", Math.Round(clock.Elapsed.TotalSeconds, 3));
+                    w.WriteEndObject();
+                });
             }
             else
             {

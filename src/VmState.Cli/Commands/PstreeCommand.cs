@@ -25,17 +25,16 @@ internal static class PstreeCommand
             ILookup<int, LinuxProcess> children = processes.ToLookup(p => pids.Contains(p.Ppid) && p.Ppid != p.Pid ? p.Ppid : 0);
             if (r.GetValue(json))
             {
-                using Stream stdout = Console.OpenStandardOutput();
-                using var w = new Utf8JsonWriter(stdout, new JsonWriterOptions { Indented = true });
-                w.WriteStartArray();
-                foreach (LinuxProcess root in children[0].OrderBy(p => p.Pid))
+                CommonOptions.WriteJson(w =>
                 {
-                    WriteJson(w, root, children, 0);
-                }
+                    w.WriteStartArray();
+                    foreach (LinuxProcess root in children[0].OrderBy(p => p.Pid))
+                    {
+                        WriteJson(w, root, children, 0);
+                    }
 
-                w.WriteEndArray();
-                w.Flush();
-                stdout.WriteByte((byte)'\n');
+                    w.WriteEndArray();
+                });
             }
             else
             {

@@ -79,31 +79,30 @@ internal static class SymbolsCommand
 
             if (r.GetValue(json))
             {
-                using Stream stdout = Console.OpenStandardOutput();
-                using var w = new Utf8JsonWriter(stdout, new JsonWriterOptions { Indented = true });
-                w.WriteStartArray();
-                foreach ((KernelSymbol s, ulong off, string? module) in matches)
+                CommonOptions.WriteJson(w =>
                 {
-                    w.WriteStartObject();
-                    w.WriteString("name", s.Name);
-                    w.WriteString("address", Hex.Of(s.Address));
-                    w.WriteString("type", s.Type.ToString());
-                    if (module is not null)
+                    w.WriteStartArray();
+                    foreach ((KernelSymbol s, ulong off, string? module) in matches)
                     {
-                        w.WriteString("module", module);
+                        w.WriteStartObject();
+                        w.WriteString("name", s.Name);
+                        w.WriteString("address", Hex.Of(s.Address));
+                        w.WriteString("type", s.Type.ToString());
+                        if (module is not null)
+                        {
+                            w.WriteString("module", module);
+                        }
+
+                        if (at is not null)
+                        {
+                            w.WriteString("offset", Hex.Of(off));
+                        }
+
+                        w.WriteEndObject();
                     }
 
-                    if (at is not null)
-                    {
-                        w.WriteString("offset", Hex.Of(off));
-                    }
-
-                    w.WriteEndObject();
-                }
-
-                w.WriteEndArray();
-                w.Flush();
-                stdout.WriteByte((byte)'\n');
+                    w.WriteEndArray();
+                });
             }
             else
             {

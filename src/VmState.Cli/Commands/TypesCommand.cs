@@ -53,11 +53,10 @@ internal static class TypesCommand
 
             if (r.GetValue(json))
             {
-                using Stream stdout = Console.OpenStandardOutput();
-                using var w = new Utf8JsonWriter(stdout, new JsonWriterOptions { Indented = true });
-                WriteType(w, types, id, 0);
-                w.Flush();
-                stdout.WriteByte((byte)'\n');
+                CommonOptions.WriteJson(w =>
+                {
+                    WriteType(w, types, id, 0);
+                });
             }
             else
             {
