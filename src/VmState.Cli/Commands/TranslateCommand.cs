@@ -122,13 +122,7 @@ internal static class TranslateCommand
         }
 
         LinuxKernel kernel = KernelLocator.Locate(m);
-        KernelObject task = MemoryMaps.FindTask(kernel, p);
-        KernelObject mm = task.Member("mm");
-        if (mm.IsNull)
-        {
-            throw new KernelDataException(task.Address, $"task {p} ({task.Member("comm").ReadString()})", "has no mm: a kernel thread has no user address space");
-        }
-
+        KernelObject mm = MemoryMaps.UserMm(MemoryMaps.FindTask(kernel, p));
         return kernel.ProcessAddressSpace(mm.Member("pgd").ToUInt64());
     }
 

@@ -71,14 +71,7 @@ public static class MemoryMaps
     public static IReadOnlyList<LinuxVma> Read(LinuxKernel kernel, int pid)
     {
         ArgumentNullException.ThrowIfNull(kernel);
-        KernelObject task = FindTask(kernel, pid);
-        KernelObject mm = task.Member("mm");
-        if (mm.IsNull)
-        {
-            throw new KernelDataException(task.Address, $"task {pid} ({task.Member("comm").ReadString()})", "has no mm: a kernel thread has no user memory map");
-        }
-
-        return Read(kernel, mm.Deref());
+        return Read(kernel, UserMm(FindTask(kernel, pid)));
     }
 
     /// <summary>The VMAs of the <c>struct mm_struct</c> <paramref name="mm"/>, sorted by address.</summary>
@@ -105,6 +98,20 @@ public static class MemoryMaps
         }
 
         return result;
+    }
+
+    /// <summary>The <c>struct mm_struct</c> of a task (its user memory).</summary>
+    /// <exception cref="KernelDataException">A kernel thread (no mm).</exception>
+    public static KernelObject UserMm(KernelObject task)
+    {
+        ArgumentNullException.ThrowIfNull(task);
+        KernelObject mm = task.Member("mm");
+        if (mm.IsNull)
+        {
+            throw new KernelDataException(task.Address, $"task {task.Member("pid").ToInt64()} ({task.Member("comm").ReadString()})", "has no mm: a kernel thread has no user memory");
+        }
+
+        return mm.Deref();
     }
 
     /// <summary>The task with pid <paramref name="pid"/> (any thread; its thread group shares the mm).</summary>

@@ -51,13 +51,7 @@ public static class ProcessCore
         KernelObject task = MemoryMaps.FindTask(kernel, pid);
         int tgid = (int)task.Member("tgid").ToInt64();
         KernelObject leader = tgid == pid ? task : MemoryMaps.FindTask(kernel, tgid);
-        KernelObject mmPtr = leader.Member("mm");
-        if (mmPtr.IsNull)
-        {
-            throw new KernelDataException(leader.Address, $"task {tgid} ({leader.Member("comm").ReadString()})", "has no mm: a kernel thread has no user memory to dump");
-        }
-
-        KernelObject mm = mmPtr.Deref();
+        KernelObject mm = MemoryMaps.UserMm(leader);
         AddressSpace space = kernel.ProcessAddressSpace(mm.Member("pgd").ToUInt64());
         IReadOnlyList<LinuxVma> vmas = MemoryMaps.Read(kernel, mm);
         if (vmas.Count + 1 >= 0xffff)
@@ -80,7 +74,7 @@ public static class ProcessCore
         }
 
         string comm = leader.Member("comm").ReadString();
-        notes.Add(Prpsinfo(leader, tgid, ppid, comm, ProcessListCmdline(kernel, mm)));
+        notes.Add(Prpsinfo(leader, tgid, ppid, comm, ProcessList.Cmdline(kernel, mm) ?? string.Empty));
         notes.Add(new ElfNote("CORE", NtAuxv, Auxv(mm)));
         notes.Add(new ElfNote("CORE", NtFile, FileNote(vmas)));
 
@@ -95,9 +89,9 @@ public static class ProcessCore
             long noteOffset = 64 + (56L * phnum);
             long dataOffset = Align(noteOffset + notesSize, PageSize);
             byte[] header = new byte[dataOffset];
-            WriteElfHeader(header, phnum);
+            ElfHeaders.WriteCoreHeader(header, 64, 0, phnum);
             long offset = dataOffset;
-            WritePhdr(header.AsSpan(64), 4 /* PT_NOTE */, 0, noteOffset, 0, notesSize, notesSize, 4);
+            ElfHeaders.WritePhdr(header.AsSpan(64), ElfConstants.PtNote, 0, (ulong)noteOffset, 0, 0, (ulong)notesSize, (ulong)notesSize, 4);
             var segmentOffsets = new long[vmas.Count];
             for (int i = 0; i < vmas.Count; i++)
             {
@@ -106,7 +100,7 @@ public static class ProcessCore
                 long filesz = Dumped(v) ? size : 0;
                 uint flags = (v.Readable ? 4u : 0) | (v.Writable ? 2u : 0) | (v.Executable ? 1u : 0);
                 segmentOffsets[i] = offset;
-                WritePhdr(header.AsSpan(64 + (56 * (i + 1))), 1 /* PT_LOAD */, flags, offset, v.Start, filesz, size, PageSize);
+                ElfHeaders.WritePhdr(header.AsSpan(64 + (56 * (i + 1))), ElfConstants.PtLoad, flags, (ulong)offset, v.Start, 0, (ulong)filesz, (ulong)size, PageSize);
                 offset += filesz;
             }
 
@@ -274,29 +268,6 @@ public static class ProcessCore
 
     private static int Offset(LinuxKernel kernel, int type, string member) => (int)kernel.Types.Member(type, member).ByteOffset;
 
-    private static string ProcessListCmdline(LinuxKernel kernel, KernelObject mm)
-    {
-        try
-        {
-            AddressSpace space = kernel.ProcessAddressSpace(mm.Member("pgd").ToUInt64());
-            ulong start = mm.Member("arg_start").ToUInt64();
-            ulong end = mm.Member("arg_end").ToUInt64();
-            byte[] args = new byte[(int)Math.Min(end > start ? end - start : 0, 80)];
-            int n = space.Read(start, args);
-            return Encoding.UTF8.GetString(args, 0, n).Replace('\0', ' ').TrimEnd();
-        }
-        catch (KernelDataException)
-        {
-            return string.Empty;
-        }
-    }
-
-    /// <summary>
-    /// Whether a VMA's pages go into the core, after the kernel's <c>vma_dump_size</c> (fs/coredump.c): never VM_IO or
-    /// VM_DONTDUMP areas; anonymous memory only once written to (it has an <c>anon_vma</c>), so a large reservation
-    /// that was never touched (PROT_NONE heaps of runtimes) stays out. Unlike the kernel's default filter, file
-    /// mappings are written whole: their pages are in guest memory and spare gdb the file.
-    /// </summary>
     private static bool Dumped(LinuxVma v) =>
         (v.Flags & (VmIo | VmDontdump)) == 0 && (v.File != 0 || v.AnonVma != 0 || v.Name == "[vdso]");
 
@@ -382,36 +353,6 @@ public static class ProcessCore
         }
 
         return ms.ToArray();
-    }
-
-    private static void WriteElfHeader(Span<byte> h, int phnum)
-    {
-        h[0] = 0x7f;
-        h[1] = (byte)'E';
-        h[2] = (byte)'L';
-        h[3] = (byte)'F';
-        h[4] = 2;   // ELFCLASS64
-        h[5] = 1;   // little-endian
-        h[6] = 1;   // EV_CURRENT
-        BinaryPrimitives.WriteUInt16LittleEndian(h[16..], 4);    // ET_CORE
-        BinaryPrimitives.WriteUInt16LittleEndian(h[18..], 62);   // EM_X86_64
-        BinaryPrimitives.WriteUInt32LittleEndian(h[20..], 1);
-        BinaryPrimitives.WriteUInt64LittleEndian(h[32..], 64);   // e_phoff
-        BinaryPrimitives.WriteUInt16LittleEndian(h[52..], 64);   // e_ehsize
-        BinaryPrimitives.WriteUInt16LittleEndian(h[54..], 56);   // e_phentsize
-        BinaryPrimitives.WriteUInt16LittleEndian(h[56..], (ushort)phnum);
-    }
-
-    private static void WritePhdr(Span<byte> p, uint type, uint flags, long offset, ulong vaddr, long filesz, long memsz, ulong align)
-    {
-        BinaryPrimitives.WriteUInt32LittleEndian(p, type);
-        BinaryPrimitives.WriteUInt32LittleEndian(p[4..], flags);
-        BinaryPrimitives.WriteUInt64LittleEndian(p[8..], (ulong)offset);
-        BinaryPrimitives.WriteUInt64LittleEndian(p[16..], vaddr);
-        BinaryPrimitives.WriteUInt64LittleEndian(p[24..], 0);
-        BinaryPrimitives.WriteUInt64LittleEndian(p[32..], (ulong)filesz);
-        BinaryPrimitives.WriteUInt64LittleEndian(p[40..], (ulong)memsz);
-        BinaryPrimitives.WriteUInt64LittleEndian(p[48..], align);
     }
 
     private static long Align(long v, long a) => (v + a - 1) / a * a;

@@ -89,7 +89,7 @@ public static class ProcessList
     }
 
     /// <summary>[mm->arg_start, mm->arg_end) read through the process's page tables (mm->pgd); NULs become spaces.</summary>
-    private static string? Cmdline(LinuxKernel kernel, KernelObject mm)
+    internal static string? Cmdline(LinuxKernel kernel, KernelObject mm)
     {
         ulong start = mm.Member("arg_start").ToUInt64();
         ulong end = mm.Member("arg_end").ToUInt64();

@@ -86,26 +86,7 @@ public static class ElfCoreWriter
 
         byte[] header = new byte[headerSize];
         Span<byte> h = header;
-        "\x7f"u8.CopyTo(h);
-        "ELF"u8.CopyTo(h[1..]);
-        h[4] = 2; // ELFCLASS64
-        h[5] = 1; // ELFDATA2LSB
-        h[6] = 1; // EV_CURRENT
-        BinaryPrimitives.WriteUInt16LittleEndian(h[16..], ElfConstants.EtCore);
-        BinaryPrimitives.WriteUInt16LittleEndian(h[18..], ElfConstants.EmX86_64);
-        BinaryPrimitives.WriteUInt32LittleEndian(h[20..], 1);
-        BinaryPrimitives.WriteUInt64LittleEndian(h[32..], (ulong)phoff);
-        BinaryPrimitives.WriteUInt64LittleEndian(h[40..], (ulong)shoff);
-        BinaryPrimitives.WriteUInt16LittleEndian(h[52..], ElfConstants.Elf64HeaderSize);
-        BinaryPrimitives.WriteUInt16LittleEndian(h[54..], ElfConstants.Elf64PhdrSize);
-        BinaryPrimitives.WriteUInt16LittleEndian(h[56..], extended ? ElfConstants.PnXnum : (ushort)phnum);
-        BinaryPrimitives.WriteUInt16LittleEndian(h[58..], ElfConstants.Elf64ShdrSize);
-        BinaryPrimitives.WriteUInt16LittleEndian(h[60..], (ushort)(extended ? 1 : 0));
-        if (extended)
-        {
-            // PN_XNUM: the real program header count is in sh_info of section header 0 (System V ABI).
-            BinaryPrimitives.WriteUInt32LittleEndian(h[(int)(shoff + 44)..], (uint)phnum);
-        }
+        ElfHeaders.WriteCoreHeader(h, phoff, shoff, phnum);
 
         long pos = phoff;
         WritePhdr(h, ref pos, ElfConstants.PtNote, (ulong)notesOffset, 0, 0, (ulong)notesSize, 0);
@@ -228,15 +209,7 @@ public static class ElfCoreWriter
 
     private static void WritePhdr(Span<byte> h, ref long pos, uint type, ulong offset, ulong vaddr, ulong paddr, ulong size, uint flags)
     {
-        Span<byte> p = h[(int)pos..];
-        BinaryPrimitives.WriteUInt32LittleEndian(p, type);
-        BinaryPrimitives.WriteUInt32LittleEndian(p[4..], flags);
-        BinaryPrimitives.WriteUInt64LittleEndian(p[8..], offset);
-        BinaryPrimitives.WriteUInt64LittleEndian(p[16..], vaddr);
-        BinaryPrimitives.WriteUInt64LittleEndian(p[24..], paddr);
-        BinaryPrimitives.WriteUInt64LittleEndian(p[32..], size);
-        BinaryPrimitives.WriteUInt64LittleEndian(p[40..], size);
-        BinaryPrimitives.WriteUInt64LittleEndian(p[48..], 0);
+        ElfHeaders.WritePhdr(h[(int)pos..], type, flags, offset, vaddr, paddr, size, size, 0);
         pos += ElfConstants.Elf64PhdrSize;
     }
 
