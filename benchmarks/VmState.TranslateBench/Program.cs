@@ -52,7 +52,7 @@ public static class Program
         Directory.CreateDirectory(outDir);
         var rng = new Random(seed);
 
-        using MachineState machine = SnapshotLoader.Open(snapshot, new SnapshotOpenOptions { MemoryMap = true });
+        using MachineState machine = SnapshotLoader.Open(snapshot, new SnapshotOpenOptions { CacheReads = true });
         LinuxKernel kernel = KernelLocator.Locate(machine);
         Console.WriteLine($"kernel {kernel.Release}, {kernel.Paging} paging, page tables at 0x{kernel.PageTableRoot:x}, located by {kernel.Method}");
 

@@ -9,6 +9,10 @@ public static class Program
     /// <summary>Runs the command line.</summary>
     public static int Main(string[] args)
     {
+        // Guest strings never reach the terminal as control sequences; Spectre's own (colour) sequences go to the
+        // raw stdout, and every guest string it renders is escaped where it is added.
+        TerminalText.Install();
+        Spectre.Console.AnsiConsole.Console = Spectre.Console.AnsiConsole.Create(new Spectre.Console.AnsiConsoleSettings { Out = new Spectre.Console.AnsiConsoleOutput(TerminalText.RawOut) });
         var root = new RootCommand("vmstate: read, extract and change the state of QEMU/KVM virtual machines");
         root.Subcommands.Add(InfoCommand.Create());
         root.Subcommands.Add(ExtractCommand.Create());

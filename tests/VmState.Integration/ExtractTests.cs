@@ -168,4 +168,119 @@ public sealed class ExtractTests(PausedGuestFixture guest) : IClassFixture<Pause
         string text = VmcoreinfoLocator.Text(core.VmcoreinfoNote!);
         Assert.Contains($"OSRELEASE={guest.Truth.KernelVersion}\n", text);
     }
+
+    [Fact]
+    public void NoOutputEverReplacesItsInputWhateverItsName()
+    {
+        // Regressions: `extract out/core.elf -o out` replaced its own input, and `edit` through a symlink or a hard
+        // link wrote over its input, because outputs were compared with inputs by path string.
+        string dir = Path.Combine(guest.Dir, $"identity-{Guid.NewGuid():N}");
+        Directory.CreateDirectory(dir);
+        string core = Path.Combine(dir, "core.elf");
+        File.Copy(guest.DumpPath, core);
+        byte[] coreBefore = SHA(core);
+        (int code, _, string stderr) = VmStateCli.Run(["extract", core, "-o", dir]);
+        Assert.True(code == 2, stderr);
+        Assert.Contains("is the input", stderr, StringComparison.Ordinal);
+        Assert.Equal(coreBefore, SHA(core));
+        Assert.Equal([core], Directory.GetFileSystemEntries(dir));
+
+        string mig = Path.Combine(dir, "guest.mig");
+        File.Copy(guest.StreamPath, mig);
+        byte[] migBefore = SHA(mig);
+        string symlink = File.CreateSymbolicLink(Path.Combine(dir, "sym.mig"), mig).FullName;
+        string hardlink = Path.Combine(dir, "hard.mig");
+        Process.Start("ln", [mig, hardlink])!.WaitForExit();
+        Assert.True(File.Exists(hardlink));
+        foreach (string target in new[] { mig, symlink, hardlink, Path.Combine(dir, ".", "sub", "..", "guest.mig") })
+        {
+            Directory.CreateDirectory(Path.Combine(dir, "sub"));
+            (code, _, stderr) = VmStateCli.Run(["edit", mig, "--set-reg", "0:rax=1", "-o", target]);
+            Assert.True(code == 2, $"{target}: exit {code}, {stderr}");
+            Assert.Contains("is the input", stderr, StringComparison.Ordinal);
+            Assert.Equal(migBefore, SHA(mig));
+        }
+
+        Assert.Empty(Directory.GetFiles(dir, "*.tmp"));
+        Directory.Delete(dir, recursive: true);
+    }
+
+    [Fact]
+    public void OutputsAreNoMoreReadableThanTheSnapshot()
+    {
+        // Regression: outputs were created 0644 from a 0640 input, so guest RAM became readable to every user.
+        string dir = Path.Combine(guest.Dir, $"modes-{Guid.NewGuid():N}");
+        Directory.CreateDirectory(dir);
+        string mig = Path.Combine(dir, "guest.mig");
+        File.Copy(guest.StreamPath, mig);
+        const UnixFileMode mode0640 = UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.GroupRead;
+        File.SetUnixFileMode(mig, mode0640);
+        (int code, _, string stderr) = VmStateCli.Run(["extract", mig, "-o", Path.Combine(dir, "out"), "--xml"]);
+        Assert.True(code == 0, stderr);
+        (code, _, stderr) = VmStateCli.Run(["edit", mig, "--set-reg", "0:rax=1", "-o", Path.Combine(dir, "edited.mig")]);
+        Assert.True(code == 0, stderr);
+        foreach (string output in new[] { "out/core.elf", "out/hardware.json", "out/hardware.xml", "edited.mig" })
+        {
+            UnixFileMode got = File.GetUnixFileMode(Path.Combine(dir, output));
+            Assert.True((got & ~mode0640) == 0, $"{output} is {got}, wider than the input's {mode0640}");
+        }
+
+        // A reused directory: a second extract without --xml leaves no hardware.xml of the first run behind.
+        (code, string stdout, stderr) = VmStateCli.Run(["extract", mig, "-o", Path.Combine(dir, "out")]);
+        Assert.True(code == 0, stderr);
+        Assert.Contains("hardware.xml: removed", stdout, StringComparison.Ordinal);
+        Assert.Equal(["core.elf", "hardware.json"], Directory.GetFileSystemEntries(Path.Combine(dir, "out")).Select(Path.GetFileName).Order(StringComparer.Ordinal));
+        Directory.Delete(dir, recursive: true);
+    }
+
+    [Fact]
+    public void AKilledExtractLeavesATemporaryThatTheNextRunRemoves()
+    {
+        string dir = Path.Combine(guest.Dir, $"killed-{Guid.NewGuid():N}");
+        string dll = Path.Combine(AppContext.BaseDirectory, "vmstate.dll");
+        var psi = new ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true };
+        foreach (string a in new[] { dll, "extract", guest.StreamPath, "-o", dir })
+        {
+            psi.ArgumentList.Add(a);
+        }
+
+        // SIGKILL as soon as the core's temporary appears (an extract of this guest takes well under a second, so a
+        // run that finished first is tried again).
+        bool killed = false;
+        for (int attempt = 0; attempt < 5 && !killed; attempt++)
+        {
+            using Process p = Process.Start(psi)!;
+            while (!(Directory.Exists(dir) && Directory.GetFiles(dir, ".core.elf.*.tmp").Length > 0) && !p.HasExited)
+            {
+                Thread.Sleep(2);
+            }
+
+            if (!p.HasExited)
+            {
+                p.Kill();
+                killed = true;
+            }
+
+            p.WaitForExit();
+            if (!killed && Directory.Exists(dir))
+            {
+                Directory.Delete(dir, recursive: true);
+            }
+        }
+
+        Assert.True(killed, "extract always finished before it could be killed");
+        Assert.NotEmpty(Directory.GetFiles(dir, ".*.tmp"));
+        Assert.False(File.Exists(Path.Combine(dir, "core.elf")));
+        (int code, _, string stderr) = VmStateCli.Run(["extract", guest.StreamPath, "-o", dir]);
+        Assert.True(code == 0, stderr);
+        Assert.Empty(Directory.GetFiles(dir, ".*.tmp"));
+        Assert.Equal(["core.elf", "hardware.json"], Directory.GetFileSystemEntries(dir).Select(Path.GetFileName).Order(StringComparer.Ordinal));
+        Directory.Delete(dir, recursive: true);
+    }
+
+    private static byte[] SHA(string path)
+    {
+        using FileStream f = File.OpenRead(path);
+        return System.Security.Cryptography.SHA256.HashData(f);
+    }
 }

@@ -78,7 +78,7 @@ public abstract class LinuxTests<TGuest>(TGuest guest)
     [MemberData(nameof(Kinds))]
     public void TheKernelIsFoundTheSameWayByEveryRoute(string kind)
     {
-        using MachineState m = SnapshotLoader.Open(guest.Path(kind), new SnapshotOpenOptions { MemoryMap = true });
+        using MachineState m = SnapshotLoader.Open(guest.Path(kind), new SnapshotOpenOptions { CacheReads = true });
         LinuxKernel k = KernelLocator.Locate(m);
         Assert.Equal(guest.Truth.KernelVersion, k.Release);
         Assert.Equal(guest.Line("banner"), k.Banner.TrimEnd('\n'));
@@ -101,7 +101,7 @@ public abstract class LinuxTests<TGuest>(TGuest guest)
     [MemberData(nameof(Kinds))]
     public void SymbolsProcessesAndModulesMatchWhatTheGuestPrinted(string kind)
     {
-        using MachineState m = SnapshotLoader.Open(guest.Path(kind), new SnapshotOpenOptions { MemoryMap = true });
+        using MachineState m = SnapshotLoader.Open(guest.Path(kind), new SnapshotOpenOptions { CacheReads = true });
         LinuxKernel k = KernelLocator.Locate(m);
         foreach ((string _, string text) in guest.Truth.Lines.Where(l => l.Key == "ksym"))
         {
@@ -140,7 +140,7 @@ public abstract class LinuxTests<TGuest>(TGuest guest)
     [Fact]
     public void TheMarkerIsReadThroughTheMarkerProcesssOwnPageTables()
     {
-        using MachineState m = SnapshotLoader.Open(guest.Path("mig"), new SnapshotOpenOptions { MemoryMap = true });
+        using MachineState m = SnapshotLoader.Open(guest.Path("mig"), new SnapshotOpenOptions { CacheReads = true });
         LinuxKernel k = KernelLocator.Locate(m);
         GroundTruth.MarkerInfo marker = guest.Truth.Marker!;
         LinuxProcess p = ProcessList.Read(k).Single(x => x.Pid == marker.Pid);
@@ -155,7 +155,7 @@ public abstract class LinuxTests<TGuest>(TGuest guest)
     [MemberData(nameof(Kinds))]
     public void DmesgHoldsTheLinesTheGuestLogged(string kind)
     {
-        using MachineState m = SnapshotLoader.Open(guest.Path(kind), new SnapshotOpenOptions { MemoryMap = true });
+        using MachineState m = SnapshotLoader.Open(guest.Path(kind), new SnapshotOpenOptions { CacheReads = true });
         LinuxKernel k = KernelLocator.Locate(m);
         IReadOnlyList<KernelLogRecord> log = KernelLog.Read(k);
 
@@ -249,7 +249,7 @@ public abstract class LinuxTests<TGuest>(TGuest guest)
     {
         string mig = guest.Path("mig");
         string rootPa, rootRetyped, countBitsPa, slotPa;
-        using (MachineState m = SnapshotLoader.Open(mig, new SnapshotOpenOptions { MemoryMap = true }))
+        using (MachineState m = SnapshotLoader.Open(mig, new SnapshotOpenOptions { CacheReads = true }))
         {
             LinuxKernel k = KernelLocator.Locate(m);
             KernelObject tree = MemoryMaps.FindTask(k, guest.Truth.Marker!.Pid).Member("mm").Member("mm_mt");
@@ -293,9 +293,47 @@ public abstract class LinuxTests<TGuest>(TGuest guest)
     }
 
     [Fact]
+    public void AGuestCannotSendControlSequencesToTheUsersTerminal()
+    {
+        // The regression: guest strings were printed raw, so a process named ESC ] 0 ; ... BEL could retitle (or,
+        // with other sequences, reprogram) the terminal of whoever ran `vmstate ps`. The marker's comm is rewritten
+        // in a real snapshot; text output shows the escapes, JSON keeps the exact string.
+        string mig = guest.Path("mig");
+        string commPa;
+        using (MachineState m = SnapshotLoader.Open(mig, new SnapshotOpenOptions { CacheReads = true }))
+        {
+            LinuxKernel k = KernelLocator.Locate(m);
+            KernelObject comm = MemoryMaps.FindTask(k, guest.Truth.Marker!.Pid).Member("comm");
+            Assert.True(k.AddressSpace.TryTranslate(comm.Address, out ulong pa));
+            commPa = $"0x{pa:x}";
+        }
+
+        const string hostile = "\u001b]0;pwn\u0007\u001b[2J\u009b";
+        byte[] bytes = [.. System.Text.Encoding.UTF8.GetBytes(hostile), 0];
+        Assert.True(bytes.Length <= 16);
+        string bad = System.IO.Path.Combine(guest.Dir, $"escape-{Guid.NewGuid():N}.mig");
+        (int code, _, string stderr) = VmStateCli.Run(["edit", mig, "--write-pa", $"{commPa}={Convert.ToHexString(bytes)}", "-o", bad]);
+        Assert.True(code == 0, stderr);
+        (code, string stdout, stderr) = VmStateCli.Run(["ps", bad]);
+        Assert.True(code == 0, stderr);
+        Assert.DoesNotContain('\u001b', stdout);
+        Assert.DoesNotContain('\u0007', stdout);
+        Assert.DoesNotContain('\u009b', stdout);
+        Assert.Contains(@"\x1b]0;pwn\x07\x1b[2J\x9b", stdout, StringComparison.Ordinal);
+        (code, stdout, stderr) = VmStateCli.Run(["ps", bad, "--json"]);
+        Assert.True(code == 0, stderr);
+        using (JsonDocument doc = JsonDocument.Parse(stdout))
+        {
+            Assert.Contains(doc.RootElement.GetProperty("processes").EnumerateArray(), p => p.GetProperty("comm").GetString() == hostile);
+        }
+
+        File.Delete(bad);
+    }
+
+    [Fact]
     public void ModuleBtfMatchesSysKernelBtfAndGivesModuleTypes()
     {
-        using MachineState m = SnapshotLoader.Open(guest.Path("mig"), new SnapshotOpenOptions { MemoryMap = true });
+        using MachineState m = SnapshotLoader.Open(guest.Path("mig"), new SnapshotOpenOptions { CacheReads = true });
         LinuxKernel k = KernelLocator.Locate(m);
         var want = guest.Truth.Lines.Where(l => l.Key == "btf").Select(l => Fields(l.Text)).ToDictionary(f => f["name"], f => int.Parse(f["size"], CultureInfo.InvariantCulture));
         Assert.Equal(want["vmlinux"], k.Types.Length);
@@ -320,7 +358,7 @@ public abstract class LinuxTests<TGuest>(TGuest guest)
         string map = System.IO.Path.Combine(guest.Dir, $"System.map-{Guid.NewGuid():N}");
         string btf = System.IO.Path.Combine(guest.Dir, $"vmlinux-{Guid.NewGuid():N}.btf");
         LinuxKernel k;
-        using (MachineState m = SnapshotLoader.Open(mig, new SnapshotOpenOptions { MemoryMap = true }))
+        using (MachineState m = SnapshotLoader.Open(mig, new SnapshotOpenOptions { CacheReads = true }))
         {
             k = KernelLocator.Locate(m);
 

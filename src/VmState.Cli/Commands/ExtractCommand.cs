@@ -46,40 +46,33 @@ internal static class ExtractCommand
     private static int Run(string? input, string? qmp, string outputDir, bool xml, bool scan, bool kernelVaddr, string? snapshot, bool raw, bool json, CancellationToken ct)
     {
         var clock = Stopwatch.StartNew();
-        Directory.CreateDirectory(outputDir);
-        IAnsiConsole err = AnsiConsole.Create(new AnsiConsoleSettings { Out = new AnsiConsoleOutput(Console.Error) });
+        IAnsiConsole err = AnsiConsole.Create(new AnsiConsoleSettings { Out = new AnsiConsoleOutput(TerminalText.RawError) });
         bool interactive = !Console.IsErrorRedirected;
         // A running VM is paused while its state is written, so core and registers agree; it is resumed after.
         (MachineState m, IDisposable owner) = CommonOptions.OpenInput(input, qmp, CommonOptions.OpenOptions(snapshot, raw), pause: true);
         using IDisposable _ = owner;
         double parseSeconds = clock.Elapsed.TotalSeconds;
         (byte[] Note, string How)? vmcoreinfo = VmcoreinfoLocator.Find(m, scan);
-        string corePath = Path.Combine(outputDir, "core.elf");
         IReadOnlyList<VirtualMapping> kernelMappings = kernelVaddr ? KernelMappings(m) : [];
-        ElfCoreSummary summary;
+        var options = new MachineExport.Options(xml, vmcoreinfo?.Note, kernelMappings);
+        MachineExport.Result result;
         if (interactive)
         {
-            summary = err.Progress().AutoClear(true).Start(p =>
+            result = err.Progress().AutoClear(true).Start(p =>
             {
                 ProgressTask task = p.AddTask("writing core.elf", maxValue: 1.0);
                 var progress = new SyncProgress<(long Done, long Total)>(x => task.Value = (double)x.Done / Math.Max(1, x.Total));
-                return ElfCoreWriter.Write(m, corePath, vmcoreinfo?.Note, kernelMappings, progress, ct);
+                return MachineExport.Write(m, outputDir, options, progress, ct);
             });
         }
         else
         {
-            summary = ElfCoreWriter.Write(m, corePath, vmcoreinfo?.Note, kernelMappings, null, ct);
+            result = MachineExport.Write(m, outputDir, options, null, ct);
         }
 
-        string hardwarePath = Path.Combine(outputDir, "hardware.json");
-        AtomicFile.Write(hardwarePath, s => HardwareJsonWriter.Write(m, s));
-        string? xmlPath = null;
-        if (xml)
-        {
-            xmlPath = Path.Combine(outputDir, "hardware.xml");
-            AtomicFile.Write(xmlPath, s => HardwareXmlWriter.Write(m, s));
-        }
-
+        ElfCoreSummary summary = result.Core;
+        string hardwarePath = result.HardwareJson;
+        string? xmlPath = result.HardwareXml;
         double seconds = clock.Elapsed.TotalSeconds;
         ulong ram = m.Memory.TotalSize();
         if (json)
@@ -111,6 +104,11 @@ internal static class ExtractCommand
             if (xmlPath is not null)
             {
                 Console.WriteLine($"{xmlPath}: the same as XML");
+            }
+
+            if (result.RemovedStale is not null)
+            {
+                Console.WriteLine($"{result.RemovedStale}: removed (left by an earlier run; this one wrote no XML)");
             }
 
             Console.WriteLine($"done in {seconds:F2} s ({ram / Math.Max(seconds, 1e-6) / 1e9:F2} GB/s of guest RAM)");

@@ -29,7 +29,7 @@ internal static class GdbServerCommand
         {
             try
             {
-                using MachineState m = SnapshotLoader.Open(r.GetValue(input)!, CommonOptions.OpenOptions(r.GetValue(snapshot), false) with { MemoryMap = true });
+                using MachineState m = SnapshotLoader.Open(r.GetValue(input)!, CommonOptions.OpenOptions(r.GetValue(snapshot), false) with { CacheReads = true });
                 var server = new GdbRemoteServer(m, Console.Error) { PhysicalMode = r.GetValue(phys) };
                 if (!IPAddress.TryParse(r.GetValue(listen), out IPAddress? address))
                 {

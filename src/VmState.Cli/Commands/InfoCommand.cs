@@ -161,12 +161,12 @@ internal static class InfoCommand
             console.Profile.Width = 160;
         }
 
-        console.MarkupLine($"[bold]{Markup.Escape(m.SourcePath)}[/]: {Markup.Escape(m.SourceFormat)}, machine type [bold]{Markup.Escape(m.MachineType ?? "unknown")}[/]");
+        console.MarkupLine($"[bold]{TerminalText.Markup(m.SourcePath)}[/]: {TerminalText.Markup(m.SourceFormat)}, machine type [bold]{TerminalText.Markup(m.MachineType ?? "unknown")}[/]");
         var blocks = new Table().Title("RAM blocks").AddColumns("name", "size", "mapped at", "data pages", "zero pages");
         foreach (RamBlockInfo b in m.RamBlocks)
         {
             string at = b.Mappings.Count == 0 ? "(not mapped)" : string.Join(", ", b.Mappings.Select(x => Hex.Of(x.GuestPhysicalAddress)));
-            blocks.AddRow(Markup.Escape(b.Name), Hex.Size(b.Length), at, b.DataPages < 0 ? "-" : b.DataPages.ToString(System.Globalization.CultureInfo.InvariantCulture), b.ZeroPages < 0 ? "-" : b.ZeroPages.ToString(System.Globalization.CultureInfo.InvariantCulture));
+            blocks.AddRow(TerminalText.Markup(b.Name), Hex.Size(b.Length), at, b.DataPages < 0 ? "-" : b.DataPages.ToString(System.Globalization.CultureInfo.InvariantCulture), b.ZeroPages < 0 ? "-" : b.ZeroPages.ToString(System.Globalization.CultureInfo.InvariantCulture));
         }
 
         console.Write(blocks);
@@ -183,7 +183,7 @@ internal static class InfoCommand
             foreach (DeviceState d in m.Devices)
             {
                 string decoded = string.Join(", ", d.Decoded.Select(kv => $"{kv.Key}={kv.Value}"));
-                devices.AddRow(Markup.Escape(d.IdStr), d.InstanceId.ToString(System.Globalization.CultureInfo.InvariantCulture), Markup.Escape($"{d.State?.VmsdName} v{d.State?.Version}"), d.Length.ToString(System.Globalization.CultureInfo.InvariantCulture), Markup.Escape(decoded));
+                devices.AddRow(TerminalText.Markup(d.IdStr), d.InstanceId.ToString(System.Globalization.CultureInfo.InvariantCulture), TerminalText.Markup($"{d.State?.VmsdName} v{d.State?.Version}"), d.Length.ToString(System.Globalization.CultureInfo.InvariantCulture), TerminalText.Markup(decoded));
             }
 
             console.Write(devices);
@@ -191,7 +191,7 @@ internal static class InfoCommand
 
         foreach (string w in m.Warnings)
         {
-            console.MarkupLine($"[yellow]warning:[/] {Markup.Escape(w)}");
+            console.MarkupLine($"[yellow]warning:[/] {TerminalText.Markup(w)}");
         }
     }
 }

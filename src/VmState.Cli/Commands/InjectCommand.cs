@@ -41,7 +41,8 @@ internal static class InjectCommand
             string outPath = r.GetValue(output)!;
             var clock = System.Diagnostics.Stopwatch.StartNew();
             using MachineState m = SnapshotLoader.Open(r.GetValue(input)!, CommonOptions.OpenOptions(r.GetValue(snapshot), false));
-            var target = new SnapshotWriter.Target(outPath, r.GetValue(tag), r.GetValue(inPlace));
+            string[] edited = [.. new[] { r.GetValue(core), r.GetValue(hardware) }.OfType<string>()];
+            var target = new SnapshotWriter.Target(outPath, r.GetValue(tag), r.GetValue(inPlace), edited);
             SnapshotWriter.Validate(m, target);
             var editor = new SnapshotEditor(m);
             SnapshotInjector.Result result = SnapshotInjector.Apply(editor, m, r.GetValue(core), r.GetValue(hardware), ct);

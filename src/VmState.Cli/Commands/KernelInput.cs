@@ -54,7 +54,7 @@ internal sealed class KernelInput
 
     /// <summary>Opens the input (the caller disposes the owner).</summary>
     public (MachineState Machine, IDisposable Owner) Open(ParseResult r) =>
-        CommonOptions.OpenInput(Input(r), r.GetValue(_qmp), CommonOptions.OpenOptions(r.GetValue(_snapshot), r.GetValue(_raw)) with { MemoryMap = true }, r.GetValue(_pause));
+        CommonOptions.OpenInput(Input(r), r.GetValue(_qmp), CommonOptions.OpenOptions(r.GetValue(_snapshot), r.GetValue(_raw)) with { CacheReads = true }, r.GetValue(_pause));
 
     /// <summary>True when the input is a running VM (--qmp).</summary>
     public bool IsLive(ParseResult r) => r.GetValue(_qmp) is not null;

@@ -67,7 +67,7 @@ internal static class ReadCommand
                 throw new ArgumentException($"LEN {len}: expected 1 to {MaxLength} bytes");
             }
 
-            (MachineState m, IDisposable owner) = CommonOptions.OpenInput(input, r.GetValue(qmp), CommonOptions.OpenOptions(r.GetValue(snapshot), r.GetValue(raw)) with { MemoryMap = true }, r.GetValue(pause));
+            (MachineState m, IDisposable owner) = CommonOptions.OpenInput(input, r.GetValue(qmp), CommonOptions.OpenOptions(r.GetValue(snapshot), r.GetValue(raw)) with { CacheReads = true }, r.GetValue(pause));
             using IDisposable _ = owner;
             byte[] buffer = new byte[len];
             int got;

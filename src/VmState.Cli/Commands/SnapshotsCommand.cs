@@ -41,7 +41,7 @@ internal static class SnapshotsCommand
                 var t = new Table().AddColumns("id", "name", "date (UTC)", "vm state", "vm clock");
                 foreach (Qcow2Snapshot s in img.Snapshots)
                 {
-                    t.AddRow(Markup.Escape(s.Id), Markup.Escape(s.Name), s.Date.ToString("yyyy-MM-dd HH:mm:ss", CultureInfo.InvariantCulture), Hex.Size(s.VmStateSize), TimeSpan.FromTicks((long)(s.VmClockNanoseconds / 100)).ToString(@"hh\:mm\:ss\.fff", CultureInfo.InvariantCulture));
+                    t.AddRow(TerminalText.Markup(s.Id), TerminalText.Markup(s.Name), s.Date.ToString("yyyy-MM-dd HH:mm:ss", CultureInfo.InvariantCulture), Hex.Size(s.VmStateSize), TimeSpan.FromTicks((long)(s.VmClockNanoseconds / 100)).ToString(@"hh\:mm\:ss\.fff", CultureInfo.InvariantCulture));
                 }
 
                 AnsiConsole.Write(t);

@@ -40,7 +40,7 @@ internal static class TranslateCommand
         command.Options.Add(raw);
         command.SetAction(r => KernelInput.Run(() =>
         {
-            (MachineState m, IDisposable owner) = CommonOptions.OpenInput(r.GetValue(positional)!.Length == 2 ? r.GetValue(positional)![0] : null, r.GetValue(qmp), CommonOptions.OpenOptions(r.GetValue(snapshot), r.GetValue(raw)) with { MemoryMap = true }, r.GetValue(pause));
+            (MachineState m, IDisposable owner) = CommonOptions.OpenInput(r.GetValue(positional)!.Length == 2 ? r.GetValue(positional)![0] : null, r.GetValue(qmp), CommonOptions.OpenOptions(r.GetValue(snapshot), r.GetValue(raw)) with { CacheReads = true }, r.GetValue(pause));
             using IDisposable _ = owner;
             AddressSpace space = SpaceFor(m, r.GetValue(cpu), r.GetValue(cr3), r.GetValue(pid));
             Translation t = space.Translate(AddressParser.Parse(r.GetValue(positional)![^1], "VA"));

@@ -37,24 +37,34 @@ public sealed class FileSource : IRandomAccessSource
     /// <inheritdoc />
     public int Read(long offset, Span<byte> destination)
     {
-        if (offset >= Length || destination.IsEmpty)
+        if (offset < 0 || offset >= Length || destination.IsEmpty)
         {
             return 0;
         }
 
+        int wanted = (int)Math.Min(destination.Length, Length - offset);
+        ReadExactly(_handle, Name, Length, offset, destination[..wanted]);
+        return wanted;
+    }
+
+    /// <summary>
+    /// Fills <paramref name="destination"/> from <paramref name="offset"/>, which lies inside the
+    /// <paramref name="openedLength"/> the file had when opened; a file that ends sooner now was truncated or
+    /// rewritten meanwhile, and that is an <see cref="InputChangedException"/>, never silently short data.
+    /// </summary>
+    internal static void ReadExactly(SafeFileHandle handle, string name, long openedLength, long offset, Span<byte> destination)
+    {
         int total = 0;
         while (total < destination.Length)
         {
-            int n = RandomAccess.Read(_handle, destination[total..], offset + total);
+            int n = RandomAccess.Read(handle, destination[total..], offset + total);
             if (n <= 0)
             {
-                break;
+                throw new InputChangedException(name, offset + total, openedLength, RandomAccess.GetLength(handle));
             }
 
             total += n;
         }
-
-        return total;
     }
 
     /// <inheritdoc />

@@ -1,7 +1,7 @@
 using System.Buffers.Binary;
 using System.Text;
 using VmState.Arch.X86;
-using VmState.Export;
+using VmState.IO;
 using VmState.Formats.Elf;
 
 namespace VmState.Linux;
@@ -82,7 +82,7 @@ public static class ProcessCore
         long pagesMissing = 0;
         long total = vmas.Where(Dumped).Sum(v => (long)((v.End - v.Start) / PageSize));
         long fileBytes = 0;
-        AtomicFile.Write(path, stream =>
+        OutputFile.Write(path, OutputRules.ForInputs([kernel.Machine.SourcePath]), stream =>
         {
             int phnum = 1 + vmas.Count;
             int notesSize = notes.Sum(n => n.EncodedSize);

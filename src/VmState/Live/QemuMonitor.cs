@@ -2,6 +2,8 @@ using System.Diagnostics;
 using System.Text.Json;
 using System.Text.Json.Nodes;
 
+using VmState.IO;
+
 namespace VmState.Live;
 
 /// <summary>Higher-level QEMU operations over QMP: run state, saving to a file, savevm, memory dumps.</summary>
@@ -74,7 +76,10 @@ public static class QemuMonitor
     {
         var clock = Stopwatch.StartNew();
         bool wasRunning = await qmp.QueryStatusAsync(cancellationToken).ConfigureAwait(false) == "running";
-        string temp = Formats.Elf.ElfCoreWriter.TempPathFor(path);
+        // QEMU writes the stream into our temporary (created owner-only: it holds guest RAM; `cat >` keeps the
+        // mode of an existing file), which is renamed into place only when the migration completed.
+        using OutputFile output = OutputFile.Create(path, OutputRules.None);
+        string temp = output.TempPath;
         bool useBackground = false;
         string? fallback = null;
         if (background && wasRunning)
@@ -115,13 +120,12 @@ public static class QemuMonitor
                 throw;
             }
 
-            File.Move(temp, path, overwrite: true);
+            output.Commit();
             double? downtime = stats.TryGetProperty("downtime", out JsonElement d) && d.TryGetInt64(out long ms) ? ms : null;
             return new SaveResult(useBackground ? "background-snapshot" : wasRunning ? "pause" : "paused", new FileInfo(path).Length, downtime, clock.Elapsed, fallback);
         }
         finally
         {
-            Formats.Elf.ElfCoreWriter.TryDelete(temp);
             if (useBackground)
             {
                 try

@@ -27,7 +27,7 @@ public static class SnapshotLoader
             throw new FileNotFoundException($"no such file: {path}", path);
         }
 
-        IRandomAccessSource file = options.MemoryMap ? new MappedFileSource(path) : new FileSource(path);
+        IRandomAccessSource file = options.CacheReads ? new CachedFileSource(path) : new FileSource(path);
         try
         {
             return OpenSource(file, path, options);

@@ -10,10 +10,11 @@ public sealed record SnapshotOpenOptions
     public bool AllowRaw { get; init; }
 
     /// <summary>
-    /// Map the file into memory (fast random access) instead of positional reads (small resident set for one-pass
-    /// jobs such as extract).
+    /// Read through a block cache (fast random access: page-table walks, kernel structures) instead of plain
+    /// positional reads (one-pass jobs such as extract). Inputs are never memory-mapped, so a file truncated while
+    /// it is read is a clear error, not SIGBUS.
     /// </summary>
-    public bool MemoryMap { get; init; }
+    public bool CacheReads { get; init; }
 
     /// <summary>Progress of stream parsing (0..1).</summary>
     public IProgress<double>? Progress { get; init; }

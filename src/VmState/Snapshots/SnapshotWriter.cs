@@ -1,4 +1,3 @@
-using VmState.Formats.Elf;
 using VmState.Formats.Migration;
 using VmState.Formats.Qcow2;
 using VmState.IO;
@@ -16,13 +15,18 @@ public static class SnapshotWriter
     /// <param name="Output">The output path; a ".qcow2" path means a qcow2 image with the new snapshot added.</param>
     /// <param name="Tag">The new snapshot's name (qcow2 outputs); default "&lt;base name&gt;-edited".</param>
     /// <param name="InPlace">Add the snapshot to the input image itself (qcow2 inputs only).</param>
-    public sealed record Target(string Output, string? Tag = null, bool InPlace = false)
+    /// <param name="OtherInputs">Files besides the snapshot that the edit read (inject: the edited core and hardware
+    /// file); no output may be one of them.</param>
+    public sealed record Target(string Output, string? Tag = null, bool InPlace = false, IReadOnlyList<string>? OtherInputs = null)
     {
         /// <summary>True when the result is a qcow2 image.</summary>
         public bool IsQcow2 => InPlace || Output.EndsWith(".qcow2", StringComparison.OrdinalIgnoreCase);
     }
 
-    /// <summary>Checks a target against the input before any edit is made (so bad requests fail early).</summary>
+    /// <summary>
+    /// Checks a target against the inputs before any edit is made (so bad requests fail early). Files are compared
+    /// by identity (device and inode), so a symlink or a hard link to the input is the input.
+    /// </summary>
     public static void Validate(MachineState machine, Target target)
     {
         if (target.IsQcow2 && machine.Qcow2SnapshotId is null)
@@ -30,64 +34,75 @@ public static class SnapshotWriter
             throw new ArgumentException($"a qcow2 output needs a qcow2 input (the snapshot's disk); {machine.SourcePath} is a {machine.SourceFormat}: write a migration stream instead");
         }
 
-        bool sameFile = string.Equals(Path.GetFullPath(target.Output), Path.GetFullPath(machine.SourcePath), StringComparison.Ordinal);
-        if (sameFile && !target.InPlace)
+        bool sameFile = FileIdentity.TryGet(target.Output, out FileIdentity output) && FileIdentity.TryGet(machine.SourcePath, out FileIdentity input) && output == input;
+        if (target.InPlace)
         {
-            throw new ArgumentException($"the output {target.Output} is the input; inputs are never modified unless asked: give another output, or --in-place to add the snapshot to this qcow2 image");
+            if (!sameFile)
+            {
+                throw new ArgumentException("--in-place adds the snapshot to the input image: give the input image as the output too");
+            }
+
+            // The image is the one input that may change; the other inputs still may not be the output.
+            OutputRules.ForInputs(target.OtherInputs ?? []).CheckTarget(Path.GetFullPath(target.Output));
+            return;
         }
 
-        if (target.InPlace && !string.Equals(Path.GetFullPath(target.Output), Path.GetFullPath(machine.SourcePath), StringComparison.Ordinal))
-        {
-            throw new ArgumentException("--in-place adds the snapshot to the input image: give the input image as the output too");
-        }
+        RulesFor(machine, target).CheckTarget(Path.GetFullPath(target.Output));
     }
+
+    /// <summary>The output rules of <paramref name="target"/>: every input file, and the snapshot's permission.</summary>
+    public static OutputRules RulesFor(MachineState machine, Target target) =>
+        OutputRules.ForInputs([machine.SourcePath, .. target.OtherInputs ?? []]);
 
     /// <summary>Writes the edited snapshot; returns a one-line description of what was written.</summary>
     public static string Save(SnapshotEditor editor, MachineState machine, Target target, CancellationToken cancellationToken = default)
     {
         Validate(machine, target);
+        OutputRules rules = RulesFor(machine, target);
         if (!target.IsQcow2)
         {
-            long bytes = editor.Save(target.Output, cancellationToken);
+            long bytes = editor.Save(target.Output, rules, cancellationToken);
             return $"{target.Output}: migration stream, {bytes:N0} bytes; resume with -incoming \"exec:cat {target.Output}\"";
         }
 
         using var image = Qcow2Image.Open(machine.SourcePath);
         Qcow2Snapshot base_ = image.Find(machine.Qcow2SnapshotId!)!;
         string tag = target.Tag ?? $"{base_.Name}-edited";
-        string stream = ElfCoreWriter.TempPathFor(target.Output + ".vmstate");
-        string? copy = null;
+        // The edited vmstate goes to a temporary first (it is read back into the image's clusters); the image is a
+        // copy of the input (renamed into place at the end) unless --in-place was asked for.
+        using OutputFile stream = OutputFile.Create(target.Output + ".vmstate", rules);
+        using (Stream s = stream.OpenStream())
+        {
+            editor.WriteTo(s, cancellationToken);
+        }
+
+        string imagePath = machine.SourcePath;
+        OutputFile? copy = null;
         try
         {
-            editor.Save(stream, cancellationToken);
-            string imagePath = machine.SourcePath;
             if (!target.InPlace)
             {
-                copy = ElfCoreWriter.TempPathFor(target.Output);
-                File.Copy(machine.SourcePath, copy);
-                imagePath = copy;
+                copy = OutputFile.Create(target.Output, rules);
+                using (var from = new FileStream(machine.SourcePath, FileMode.Open, FileAccess.Read, FileShare.Read, 1 << 20))
+                using (Stream to = copy.OpenStream())
+                {
+                    from.CopyTo(to, 1 << 20);
+                }
+
+                imagePath = copy.TempPath;
             }
 
-            using (var vmstate = new FileSource(stream))
+            using (var vmstate = new FileSource(stream.TempPath))
             {
                 Qcow2SnapshotWriter.AddSnapshot(imagePath, base_.Id, tag, vmstate, cancellationToken);
             }
 
-            if (copy is not null)
-            {
-                File.Move(copy, target.Output, overwrite: true);
-                copy = null;
-            }
-
+            copy?.Commit();
             return $"{target.Output}: qcow2 image with snapshot \"{tag}\" added; resume with -loadvm {tag}";
         }
         finally
         {
-            ElfCoreWriter.TryDelete(stream);
-            if (copy is not null)
-            {
-                ElfCoreWriter.TryDelete(copy);
-            }
+            copy?.Dispose();
         }
     }
 }

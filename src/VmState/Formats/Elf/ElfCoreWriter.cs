@@ -1,6 +1,7 @@
 using System.Buffers;
 using System.Buffers.Binary;
 using Microsoft.Win32.SafeHandles;
+using VmState.IO;
 using VmState.Machine;
 using VmState.Memory;
 
@@ -28,6 +29,18 @@ public static class ElfCoreWriter
     /// as the physical segment (no data is duplicated), so gdb can read those virtual addresses.
     /// </summary>
     public static ElfCoreSummary Write(MachineState machine, string path, byte[]? vmcoreinfoNote, IReadOnlyList<Arch.X86.VirtualMapping> virtualMappings, IProgress<(long Done, long Total)>? progress = null, CancellationToken cancellationToken = default)
+    {
+        using OutputFile output = OutputFile.Create(path, OutputRules.ForInputs([machine.SourcePath]));
+        ElfCoreSummary summary = WriteTo(machine, output, vmcoreinfoNote, virtualMappings, progress, cancellationToken);
+        output.Commit();
+        return summary;
+    }
+
+    /// <summary>
+    /// Writes the core into <paramref name="output"/>'s temporary without committing it, for callers that make
+    /// several outputs appear together (extract: the core and the hardware files).
+    /// </summary>
+    public static ElfCoreSummary WriteTo(MachineState machine, OutputFile output, byte[]? vmcoreinfoNote, IReadOnlyList<Arch.X86.VirtualMapping> virtualMappings, IProgress<(long Done, long Total)>? progress = null, CancellationToken cancellationToken = default)
     {
         IReadOnlyList<MemoryRange> ranges = machine.Memory.Ranges;
         var aliases = new List<(ulong Vaddr, ulong Paddr, ulong Size, int Range)>();
@@ -114,97 +127,73 @@ public static class ElfCoreWriter
 
         vmcoreinfoNote?.CopyTo(h[(int)np..]);
 
-        string tempPath = TempPathFor(path);
         long total = dataOffset;
         long written = 0;
+        SafeFileHandle file = output.Handle;
+        RandomAccess.SetLength(file, total);
+        RandomAccess.Write(file, header, 0);
+        // Double buffering: the next chunk is read on the thread pool while this one is written, so
+        // reading the input and writing the core overlap on two cores.
+        var chunks = new List<(ulong Address, int Length, long FileOffset)>();
+        for (int i = 0; i < ranges.Count; i++)
+        {
+            for (ulong done = 0; done < ranges[i].Length; done += ChunkSize)
+            {
+                chunks.Add((ranges[i].Start + done, (int)Math.Min((ulong)ChunkSize, ranges[i].Length - done), segmentOffsets[i] + (long)done));
+            }
+        }
+
+        ISparseMemory? sparse = machine.Memory as ISparseMemory;
+        byte[][] buffers = [ArrayPool<byte>.Shared.Rent(ChunkSize), ArrayPool<byte>.Shared.Rent(ChunkSize)];
+        Task<bool>? next = null;
         try
         {
-            using (SafeFileHandle file = File.OpenHandle(tempPath, FileMode.CreateNew, FileAccess.ReadWrite, FileShare.None))
+            bool ReadChunk(int index)
             {
-                RandomAccess.SetLength(file, total);
-                RandomAccess.Write(file, header, 0);
-                // Double buffering: the next chunk is read on the thread pool while this one is written, so
-                // reading the input and writing the core overlap on two cores.
-                var chunks = new List<(ulong Address, int Length, long FileOffset)>();
-                for (int i = 0; i < ranges.Count; i++)
+                (ulong address, int length, long _) = chunks[index];
+                if (sparse is not null && sparse.IsZero(address, (ulong)length))
                 {
-                    for (ulong done = 0; done < ranges[i].Length; done += ChunkSize)
-                    {
-                        chunks.Add((ranges[i].Start + done, (int)Math.Min((ulong)ChunkSize, ranges[i].Length - done), segmentOffsets[i] + (long)done));
-                    }
+                    return false;
                 }
 
-                ISparseMemory? sparse = machine.Memory as ISparseMemory;
-                byte[][] buffers = [ArrayPool<byte>.Shared.Rent(ChunkSize), ArrayPool<byte>.Shared.Rent(ChunkSize)];
-                try
-                {
-                    bool ReadChunk(int index)
-                    {
-                        (ulong address, int length, long _) = chunks[index];
-                        if (sparse is not null && sparse.IsZero(address, (ulong)length))
-                        {
-                            return false;
-                        }
-
-                        Span<byte> chunk = buffers[index & 1].AsSpan(0, length);
-                        machine.Memory.ReadExactly(address, chunk);
-                        return chunk.ContainsAnyExcept((byte)0);
-                    }
-
-                    Task<bool>? next = chunks.Count > 0 ? Task.Run(() => ReadChunk(0), cancellationToken) : null;
-                    for (int c = 0; c < chunks.Count; c++)
-                    {
-                        bool hasData = next!.GetAwaiter().GetResult();
-                        int following = c + 1;
-                        next = following < chunks.Count ? Task.Run(() => ReadChunk(following), cancellationToken) : null;
-                        cancellationToken.ThrowIfCancellationRequested();
-                        if (hasData)
-                        {
-                            RandomAccess.Write(file, buffers[c & 1].AsSpan(0, chunks[c].Length), chunks[c].FileOffset);
-                        }
-
-                        written += chunks[c].Length;
-                        progress?.Report((written, total));
-                    }
-                }
-                finally
-                {
-                    ArrayPool<byte>.Shared.Return(buffers[0]);
-                    ArrayPool<byte>.Shared.Return(buffers[1]);
-                }
+                Span<byte> chunk = buffers[index & 1].AsSpan(0, length);
+                machine.Memory.ReadExactly(address, chunk);
+                return chunk.ContainsAnyExcept((byte)0);
             }
 
-            File.Move(tempPath, path, overwrite: true);
+            next = chunks.Count > 0 ? Task.Run(() => ReadChunk(0), cancellationToken) : null;
+            for (int c = 0; c < chunks.Count; c++)
+            {
+                bool hasData = next!.GetAwaiter().GetResult();
+                int following = c + 1;
+                next = following < chunks.Count ? Task.Run(() => ReadChunk(following), cancellationToken) : null;
+                cancellationToken.ThrowIfCancellationRequested();
+                if (hasData)
+                {
+                    RandomAccess.Write(file, buffers[c & 1].AsSpan(0, chunks[c].Length), chunks[c].FileOffset);
+                }
+
+                written += chunks[c].Length;
+                progress?.Report((written, total));
+            }
         }
-        catch
+        finally
         {
-            TryDelete(tempPath);
-            throw;
+            // A read still running on the thread pool (after a failure or a cancellation) must finish before its
+            // buffer goes back to the pool.
+            try
+            {
+                next?.Wait(CancellationToken.None);
+            }
+            catch (AggregateException)
+            {
+            }
+
+            ArrayPool<byte>.Shared.Return(buffers[0]);
+            ArrayPool<byte>.Shared.Return(buffers[1]);
         }
 
-        return new ElfCoreSummary(path, total, ranges.Count, machine.Cpus.Count, vmcoreinfoNote is not null) { VirtualSegments = aliases.Count };
-    }
-
-    /// <summary>A temporary name beside <paramref name="path"/> for writing before the final rename.</summary>
-    public static string TempPathFor(string path)
-    {
-        string full = Path.GetFullPath(path);
-        return Path.Combine(Path.GetDirectoryName(full)!, $".{Path.GetFileName(full)}.{Environment.ProcessId}.{Guid.NewGuid():N}.tmp");
-    }
-
-    /// <summary>Deletes a file, ignoring failures (cleanup of temporaries).</summary>
-    public static void TryDelete(string path)
-    {
-        try
-        {
-            File.Delete(path);
-        }
-        catch (IOException)
-        {
-        }
-        catch (UnauthorizedAccessException)
-        {
-        }
+        return new ElfCoreSummary(output.Path, total, ranges.Count, machine.Cpus.Count, vmcoreinfoNote is not null) { VirtualSegments = aliases.Count };
     }
 
     private static void WritePhdr(Span<byte> h, ref long pos, uint type, ulong offset, ulong vaddr, ulong paddr, ulong size, uint flags)

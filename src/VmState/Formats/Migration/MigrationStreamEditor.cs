@@ -182,47 +182,55 @@ public sealed class MigrationStreamEditor
         return b;
     }
 
-    /// <summary>Writes the edited stream to <paramref name="path"/> (temporary name, then rename). Returns bytes written.</summary>
-    public long Save(string path, CancellationToken cancellationToken = default)
+    /// <summary>
+    /// Writes the edited stream to <paramref name="path"/> (temporary name, then rename), checked against the input
+    /// by file identity and no wider in permission than it. Returns bytes written.
+    /// </summary>
+    public long Save(string path, CancellationToken cancellationToken = default) =>
+        Save(path, OutputRules.ForInputs([_stream.Source.Name]), cancellationToken);
+
+    /// <summary>Writes the edited stream to <paramref name="path"/> under <paramref name="rules"/>. Returns bytes written.</summary>
+    public long Save(string path, OutputRules rules, CancellationToken cancellationToken = default)
     {
-        List<Splice> splices = BuildSplices();
-        string temp = ElfCoreWriter.TempPathFor(path);
-        long written = 0;
-        try
+        using OutputFile file = OutputFile.Create(path, rules);
+        long written;
+        using (Stream output = file.OpenStream())
         {
-            using (var output = new FileStream(temp, FileMode.CreateNew, FileAccess.Write, FileShare.None, 1 << 20))
-            {
-                byte[] buffer = ArrayPool<byte>.Shared.Rent(4 << 20);
-                try
-                {
-                    long position = 0;
-                    foreach (Splice s in splices)
-                    {
-                        written += Copy(output, buffer, position, s.Offset, cancellationToken);
-                        output.Write(s.Replacement);
-                        written += s.Replacement.Length;
-                        position = s.Offset + s.RemoveLength;
-                    }
-
-                    written += Copy(output, buffer, position, _stream.Source.Length, cancellationToken);
-                }
-                finally
-                {
-                    ArrayPool<byte>.Shared.Return(buffer);
-                }
-            }
-
-            File.Move(temp, path, overwrite: true);
-            return written;
+            written = WriteTo(output, cancellationToken);
         }
-        catch
-        {
-            ElfCoreWriter.TryDelete(temp);
-            throw;
-        }
+
+        file.Commit();
+        return written;
     }
 
-    private long Copy(FileStream output, byte[] buffer, long from, long to, CancellationToken ct)
+    /// <summary>Writes the edited stream into <paramref name="output"/>: the input copied with the splices applied.</summary>
+    public long WriteTo(Stream output, CancellationToken cancellationToken = default)
+    {
+        List<Splice> splices = BuildSplices();
+        long written = 0;
+        byte[] buffer = ArrayPool<byte>.Shared.Rent(4 << 20);
+        try
+        {
+            long position = 0;
+            foreach (Splice s in splices)
+            {
+                written += Copy(output, buffer, position, s.Offset, cancellationToken);
+                output.Write(s.Replacement);
+                written += s.Replacement.Length;
+                position = s.Offset + s.RemoveLength;
+            }
+
+            written += Copy(output, buffer, position, _stream.Source.Length, cancellationToken);
+        }
+        finally
+        {
+            ArrayPool<byte>.Shared.Return(buffer);
+        }
+
+        return written;
+    }
+
+    private long Copy(Stream output, byte[] buffer, long from, long to, CancellationToken ct)
     {
         long copied = 0;
         while (from < to)

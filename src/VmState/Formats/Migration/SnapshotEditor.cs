@@ -8,7 +8,7 @@ namespace VmState.Formats.Migration;
 /// <summary>
 /// High-level edits of a snapshot read from a migration stream or qcow2 snapshot: guest memory by physical or
 /// virtual address, vCPU registers, device fields by path, NIC MAC addresses. Every edit is validated when it is
-/// made, so a bad edit fails before anything is written; <see cref="Save"/> writes the new stream.
+/// made, so a bad edit fails before anything is written; <see cref="Save(string, CancellationToken)"/> writes the new stream.
 /// </summary>
 public sealed class SnapshotEditor
 {
@@ -205,6 +205,12 @@ public sealed class SnapshotEditor
 
     /// <summary>Writes the edited snapshot as a migration stream.</summary>
     public long Save(string path, CancellationToken cancellationToken = default) => _stream.Save(path, cancellationToken);
+
+    /// <summary>Writes the edited snapshot as a migration stream into <paramref name="output"/>. Returns bytes written.</summary>
+    public long WriteTo(Stream output, CancellationToken cancellationToken = default) => _stream.WriteTo(output, cancellationToken);
+
+    /// <summary>Writes the edited snapshot as a migration stream under <paramref name="rules"/> (inputs, permission, replacing).</summary>
+    public long Save(string path, IO.OutputRules rules, CancellationToken cancellationToken = default) => _stream.Save(path, rules, cancellationToken);
 
     /// <summary>
     /// A device by idstr, by "idstr#instance", or by a unique suffix after the PCI address ("e1000", "virtio-net",
