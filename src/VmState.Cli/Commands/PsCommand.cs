@@ -86,7 +86,7 @@ internal static class PsCommand
         }
 
         using Stream stdout = Console.OpenStandardOutput();
-        byte[] bytes = Encoding.UTF8.GetBytes(sb.ToString());
+        byte[] bytes = Encoding.UTF8.GetBytes(TerminalText.Escape(sb.ToString()));
         stdout.Write(bytes);
     }
 

@@ -124,7 +124,7 @@ internal static class SymbolsCommand
                 }
 
                 using Stream stdout = Console.OpenStandardOutput();
-                stdout.Write(Encoding.UTF8.GetBytes(sb.ToString()));
+                stdout.Write(Encoding.UTF8.GetBytes(TerminalText.Escape(sb.ToString())));
             }
 
             return matches.Count > 0 ? 0 : 1;
