@@ -16,7 +16,7 @@ public sealed class CachedFileSource : IRandomAccessSource
     /// <summary>The cache's largest size.</summary>
     public const int DefaultCacheBytes = 64 << 20;
 
-    private const int BlockShift = 16;
+    private const int BlockShift = 14;
     private const int BlockSize = 1 << BlockShift;
 
     private readonly SafeFileHandle _handle;

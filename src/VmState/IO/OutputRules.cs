@@ -83,9 +83,9 @@ public sealed class OutputRules
             if (id == input)
             {
                 string how = string.Equals(Path.GetFullPath(path), Path.GetFullPath(target), StringComparison.Ordinal)
-                    ? "the same path"
-                    : "the same file under another name (a link)";
-                throw new ArgumentException($"the output {target} is the input {path} ({how}, {id}); inputs are never modified: choose another output");
+                    ? string.Empty
+                    : $" under another name (a link: both are {id})";
+                throw new ArgumentException($"the output {target} is the input {path}{how}; inputs are never modified: choose another output");
             }
         }
 
