@@ -40,6 +40,11 @@ public static class SnapshotWriter
         {
             throw new ArgumentException("--in-place adds the snapshot to the input image: give the input image as the output too");
         }
+
+        if (target.IsQcow2 && target.Tag is not null)
+        {
+            Qcow2SnapshotWriter.ValidateName(target.Tag);
+        }
     }
 
     /// <summary>Writes the edited snapshot; returns a one-line description of what was written.</summary>
