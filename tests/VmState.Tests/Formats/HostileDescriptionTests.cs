@@ -147,4 +147,20 @@ public class HostileDescriptionTests
         VmStateFormatException e = ReadFails(WithDescription(s, Device(fields.ToString())), maxAllocated: 16 << 20);
         Assert.Contains("MaxEmptyElements", e.Message);
     }
+
+    [Theory]
+    [InlineData(0)]
+    [InlineData(-4096)]
+    [InlineData(4095)]
+    [InlineData(1 << 30)]
+    public void PageSizesQemuCannotHaveAreRefused(int pageSize)
+    {
+        // page_size 0 made the RAM index divide by zero (the description's page size is used until a
+        // configuration section gives target-page-bits).
+        (byte[] s, _) = OneDevice();
+        string json = Device("""{"name":"x","type":"uint32","size":4}""").Replace("\"page_size\":4096", "\"page_size\":" + pageSize.ToString(System.Globalization.CultureInfo.InvariantCulture), StringComparison.Ordinal);
+        VmStateFormatException e = ReadFails(WithDescription(s, json));
+        Assert.Equal(s.Length + 5, e.Offset);
+        Assert.Contains("page_size", e.Message);
+    }
 }
