@@ -327,6 +327,28 @@ public sealed class ElfCoreTests : IDisposable
         Assert.Contains($"more than {ElfCoreReader.MaxNotes} notes", e.Message);
     }
 
+    [Theory]
+    [InlineData(0x1000, false)] // an alias: the same file bytes for the same physical addresses
+    [InlineData(0x2000, true)] // other bytes for 0x1000-0x1fff than the first segment gives
+    public void OverlappingSegmentsThatDisagreeAreReported(int fileDelta, bool conflict)
+    {
+        byte[] core = SmallCore();
+        int load = Phdr(core, 1);
+        int other = Phdr(core, 0); // the PT_NOTE header becomes a second PT_LOAD over [0x1000, 0x2000)
+        ulong offset = BinaryPrimitives.ReadUInt64LittleEndian(core.AsSpan(load + 8));
+        BinaryPrimitives.WriteUInt32LittleEndian(core.AsSpan(other), ElfConstants.PtLoad);
+        BinaryPrimitives.WriteUInt64LittleEndian(core.AsSpan(other + 8), offset + (ulong)fileDelta);
+        BinaryPrimitives.WriteUInt64LittleEndian(core.AsSpan(other + 24), 0x1000);
+        BinaryPrimitives.WriteUInt64LittleEndian(core.AsSpan(other + 32), 0x1000);
+        BinaryPrimitives.WriteUInt64LittleEndian(core.AsSpan(other + 40), 0x1000);
+        using MachineState m = ElfCoreReader.Read(new MemorySource(core), "t");
+        Assert.Equal(0x10000UL, Assert.Single(m.Memory.Ranges).Length);
+        Assert.Equal(conflict, m.Warnings.Any(w => w.Contains("different file bytes", StringComparison.Ordinal)));
+        byte[] b = new byte[1];
+        m.Memory.ReadExactly(0x1800, b);
+        Assert.Equal(Content(0x1800), b[0]); // the first (longer) segment wins
+    }
+
     internal static byte[] VmcoreinfoNote(string text)
     {
         var n = new ElfNote("VMCOREINFO", 0, System.Text.Encoding.ASCII.GetBytes(text));

@@ -224,11 +224,20 @@ public static class ElfCoreReader
         var distinct = new List<(MemoryRange, long, ulong)>();
         ulong coveredEnd = 0;
         ulong mapped = 0;
+        int conflicts = 0;
+        (MemoryRange Range, long FileOffset) coverer = default;
         foreach (var s in segments)
         {
             (MemoryRange Range, long FileOffset, ulong FileSize) kept = s;
             if (distinct.Count > 0 && s.Range.Start < coveredEnd)
             {
+                // An alias (QEMU paging dumps, our kernel-address segments) names the same file bytes for the same
+                // physical address; a segment that names other bytes for it contradicts the first, which wins.
+                if (s.FileOffset - coverer.FileOffset != (long)(s.Range.Start - coverer.Range.Start))
+                {
+                    conflicts++;
+                }
+
                 if (s.Range.End <= coveredEnd)
                 {
                     continue;
@@ -247,7 +256,17 @@ public static class ElfCoreReader
             }
 
             distinct.Add(kept);
-            coveredEnd = Math.Max(coveredEnd, kept.Range.End);
+            if (kept.Range.End > coveredEnd)
+            {
+                // The segment that reaches furthest: a later one that starts before its end overlaps it.
+                coveredEnd = kept.Range.End;
+                coverer = (kept.Range, kept.FileOffset);
+            }
+        }
+
+        if (conflicts > 0)
+        {
+            warnings.Add($"{conflicts} PT_LOAD segment(s) overlap an earlier one at the same guest-physical addresses with different file bytes; the segment with the lower address (or the longer one) is used");
         }
 
         var cpus = new List<X86CpuState>();
