@@ -2,7 +2,8 @@
 # Fuzzing the parsers with SharpFuzz + AFL++ (coverage-guided), and replaying the corpora.
 #
 #   eng/fuzz.sh TARGET [SECONDS]   instrument VmState.Core.dll and run afl-fuzz on one target
-#                                  (stream | qcow2 | elf | detect) for SECONDS (default 300), then summarise
+#                                  (stream | qcow2 | elf | detect | btf | kallsyms | vmdesc) for SECONDS
+#                                  (default 300), then summarise; fuzz/dict/TARGET.dict is passed as -x if present
 #   eng/fuzz.sh replay             run every target on its corpus and on saved crashes, without AFL (fast; CI)
 #
 # Findings go to artifacts/fuzz/TARGET/; a crashing input worth keeping goes to fuzz/crashes/TARGET/ so the
@@ -10,7 +11,7 @@
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
-targets=(stream qcow2 elf detect btf kallsyms)
+targets=(stream qcow2 elf detect btf kallsyms vmdesc)
 
 publish() {
   local out=$1
@@ -48,7 +49,10 @@ findings="$root/artifacts/fuzz/$target"
 rm -rf "$findings"
 mkdir -p "$findings"
 export AFL_SKIP_BIN_CHECK=1 AFL_NO_UI=1 AFL_SKIP_CPUFREQ=1 AFL_I_DONT_CARE_ABOUT_MISSING_CRASHES=1 AFL_NO_AFFINITY=1
-afl-fuzz -i "fuzz/corpus/$target" -o "$findings" -t 10000 -m none -V "$seconds" -- dotnet "$bin/VmState.Fuzz.dll" "$target" > "$findings/afl.log" 2>&1 || true
+# A dictionary (afl-fuzz -x) for text formats: AFL's byte flips rarely turn one JSON number into another.
+dict=()
+[[ -f "fuzz/dict/$target.dict" ]] && dict=(-x "fuzz/dict/$target.dict")
+afl-fuzz -i "fuzz/corpus/$target" -o "$findings" "${dict[@]}" -t 10000 -m none -V "$seconds" -- dotnet "$bin/VmState.Fuzz.dll" "$target" > "$findings/afl.log" 2>&1 || true
 stats="$findings/default/fuzzer_stats"
 if [[ ! -f "$stats" ]]; then
   echo "afl-fuzz did not start; its log:" >&2

@@ -25,11 +25,23 @@ public static class Targets
         ["detect"] = Detect,
         ["btf"] = Btf,
         ["kallsyms"] = KallsymsScan,
+        ["vmdesc"] = VmDesc,
     };
 
+    /// <summary>
+    /// Most bytes one input may allocate. Inputs are kilobytes; a parser that allocates more than this for one is
+    /// driven by a count or size it did not bound, which is a finding even when the machine has the memory.
+    /// </summary>
+    public const long MaxAllocatedBytesPerInput = 512L << 20;
+
     /// <summary>Runs <paramref name="target"/> on <paramref name="data"/>, swallowing only expected rejections.</summary>
+    /// <remarks>
+    /// Also a finding: one input that allocates more than <see cref="MaxAllocatedBytesPerInput"/>, clean rejection
+    /// or not (an allocation blow-up that ends in a format error still exhausts a real machine first).
+    /// </remarks>
     public static void Run(Action<byte[]> target, byte[] data)
     {
+        long before = GC.GetTotalAllocatedBytes(precise: false);
         try
         {
             target(data);
@@ -40,6 +52,13 @@ public static class Targets
         catch (VmState.Linux.KernelDataException)
         {
             // Guest data that does not hold together: the Linux layer's clean rejection.
+        }
+
+        long allocated = GC.GetTotalAllocatedBytes(precise: false) - before;
+        if (allocated > MaxAllocatedBytesPerInput)
+        {
+            throw new OutOfMemoryException(
+                $"one input of {data.Length} bytes allocated {allocated >> 20} MiB (limit {MaxAllocatedBytesPerInput >> 20} MiB): an unbounded count or size");
         }
     }
 
@@ -86,6 +105,35 @@ public static class Targets
         {
         }
     }
+
+    /// <summary>
+    /// The VM description alone: the input is the JSON, optionally followed by a NUL byte and the bytes of a device
+    /// section body. Every described device (up to 64) is decoded against that body (or 4 KiB of pattern), as the
+    /// stream reader does, sharing one budget; a rejection of one device does not stop the others.
+    /// </summary>
+    private static void VmDesc(byte[] data)
+    {
+        int nul = Array.IndexOf(data, (byte)0);
+        byte[] json = nul >= 0 ? data[..nul] : data;
+        byte[] body = nul >= 0 ? data[(nul + 1)..] : Pattern;
+        VmDescription description = VmDescription.Parse(json, 0);
+        var source = new MemorySource(body);
+        var budget = new DeviceDecodeBudget(ReaderLimits.Default, body.Length);
+        foreach (DeviceDescription d in description.Devices.Take(64))
+        {
+            _ = description.Find(d.Name, d.InstanceId);
+            try
+            {
+                VmState.Machine.VmsdState state = DeviceSectionDecoder.Decode(new SourceCursor(source), d.Vmsd, d.Name, budget);
+                _ = state.Fields.Count;
+            }
+            catch (VmStateFormatException)
+            {
+            }
+        }
+    }
+
+    private static readonly byte[] Pattern = [.. Enumerable.Range(0, 4096).Select(i => (byte)(i * 7))];
 
     private static void Btf(byte[] data)
     {

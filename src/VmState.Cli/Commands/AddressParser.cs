@@ -29,6 +29,13 @@ internal static class AddressParser
             throw new ArgumentException($"{what} \"{text}\" is not a number (use 0x-prefixed hex or decimal)");
         }
 
-        return checked(v * multiplier);
+        // A suffix can push a number that fits in 64 bits past 2^64 (18446744073709551615g): say so instead of
+        // letting OverflowException escape as a stack trace.
+        if (v > ulong.MaxValue / multiplier)
+        {
+            throw new ArgumentException($"{what} \"{text}\" is larger than 2^64-1");
+        }
+
+        return v * multiplier;
     }
 }

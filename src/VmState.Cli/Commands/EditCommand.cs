@@ -77,15 +77,7 @@ internal static class EditCommand
             foreach (string e in r.GetValue(setReg) ?? [])
             {
                 (string lhs, string v) = Split(e, '=', "--set-reg");
-                int which = 0;
-                string reg = lhs;
-                int colon = lhs.IndexOf(':', StringComparison.Ordinal);
-                if (colon >= 0)
-                {
-                    which = int.Parse(lhs[..colon], System.Globalization.CultureInfo.InvariantCulture);
-                    reg = lhs[(colon + 1)..];
-                }
-
+                (int which, string reg) = ParseRegisterTarget(lhs, e, m.Cpus.Count);
                 editor.SetRegister(which, reg, SnapshotEditor.ParseInteger(v, "--set-reg").Value);
             }
 
@@ -180,7 +172,29 @@ internal static class EditCommand
         }
     }
 
-    private static (string, string) Split(string text, char separator, string what)
+    /// <summary>
+    /// Splits the left side of <c>--set-reg [CPU:]REG=VALUE</c>. The vCPU index must be a decimal below
+    /// <paramref name="cpuCount"/> (int.Parse used to throw OverflowException for 99999999999).
+    /// </summary>
+    internal static (int Cpu, string Register) ParseRegisterTarget(string lhs, string option, int cpuCount)
+    {
+        int colon = lhs.IndexOf(':', StringComparison.Ordinal);
+        if (colon < 0)
+        {
+            return (0, lhs);
+        }
+
+        string index = lhs[..colon];
+        if (!int.TryParse(index, System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out int cpu) || cpu >= cpuCount)
+        {
+            string range = cpuCount > 0 ? $"0 to {cpuCount - 1}" : "none: the snapshot has no vCPUs";
+            throw new ArgumentException($"--set-reg \"{option}\": vCPU \"{index}\" is not a vCPU index of this snapshot ({range})");
+        }
+
+        return (cpu, lhs[(colon + 1)..]);
+    }
+
+    internal static (string, string) Split(string text, char separator, string what)
     {
         int i = text.IndexOf(separator, StringComparison.Ordinal);
         if (i <= 0 || i == text.Length - 1)

@@ -66,7 +66,7 @@ public static class SnapshotLoader
 
         if (ElfCoreReader.IsElf(file))
         {
-            return ElfCoreReader.Read(file, path);
+            return ElfCoreReader.Read(file, path, options.Limits);
         }
 
         if (options.AllowRaw)

@@ -34,6 +34,11 @@ public static class SnapshotWriter
             throw new ArgumentException($"a qcow2 output needs a qcow2 input (the snapshot's disk); {machine.SourcePath} is a {machine.SourceFormat}: write a migration stream instead");
         }
 
+        if (target.IsQcow2 && target.Tag is not null)
+        {
+            Qcow2SnapshotWriter.ValidateName(target.Tag);
+        }
+
         bool sameFile = FileIdentity.TryGet(target.Output, out FileIdentity output) && FileIdentity.TryGet(machine.SourcePath, out FileIdentity input) && output == input;
         if (target.InPlace)
         {

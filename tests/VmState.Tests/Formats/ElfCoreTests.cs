@@ -1,6 +1,7 @@
 using System.Buffers.Binary;
 using VmState.Arch.X86;
 using VmState.Formats.Elf;
+using VmState.Formats.Migration;
 using VmState.IO;
 using VmState.Machine;
 using VmState.Memory;
@@ -190,6 +191,162 @@ public sealed class ElfCoreTests : IDisposable
         byte[] data = File.ReadAllBytes(path)[..0x2000];
         var e = Assert.Throws<VmStateFormatException>(() => ElfCoreReader.Read(new MemorySource(data), "t"));
         Assert.Contains("past the end of the file", e.Message);
+    }
+
+    /// <summary>A written core of 64 KiB at guest-physical 0 (program header 0 is PT_NOTE, 1 is the PT_LOAD).</summary>
+    private byte[] SmallCore()
+    {
+        MemoryRange[] ranges = [new(0, 0x10000, "r")];
+        var machine = new MachineState("s", "t", null, new SyntheticMemory(ranges, Content), [Cpu(0)], [], [], [], null);
+        string path = Path.Combine(_dir, "small.elf");
+        ElfCoreWriter.Write(machine, path, null);
+        return File.ReadAllBytes(path);
+    }
+
+    private static int Phdr(byte[] core, int index) => (int)BinaryPrimitives.ReadUInt64LittleEndian(core.AsSpan(32)) + (index * 56);
+
+    [Theory]
+    [InlineData(0x7fff_ffff_ffff_fff0UL)] // + phnum * 56 wraps to a negative long: slipped past the old check
+    [InlineData(0xffff_ffff_ffff_ff00UL)]
+    [InlineData(0x8000_0000_0000_0000UL)]
+    public void ProgramHeadersOutsideTheFileAreAnErrorNotAnEmptyCore(ulong phoff)
+    {
+        byte[] core = SmallCore();
+        BinaryPrimitives.WriteUInt64LittleEndian(core.AsSpan(32), phoff);
+        var e = Assert.Throws<VmStateFormatException>(() => ElfCoreReader.Read(new MemorySource(core), "t"));
+        Assert.Equal(32, e.Offset);
+        Assert.Contains("do not fit in the file", e.Message);
+    }
+
+    [Theory]
+    [InlineData(8, 0xffff_ffff_ffff_f000UL, "runs past the end of the file")] // p_offset
+    [InlineData(32, 0xffff_ffff_ffff_ffffUL, "runs past the end of the file")] // p_filesz (and p_memsz below)
+    [InlineData(24, 0xffff_ffff_ffff_f000UL, "wraps the 64-bit address space")] // p_paddr + 64 KiB
+    public void SegmentFieldsNearTwoToTheSixtyFourAreRejectedWithoutOverflow(int field, ulong value, string expected)
+    {
+        byte[] core = SmallCore();
+        int ph = Phdr(core, 1);
+        BinaryPrimitives.WriteUInt64LittleEndian(core.AsSpan(ph + field), value);
+        if (field == 32)
+        {
+            BinaryPrimitives.WriteUInt64LittleEndian(core.AsSpan(ph + 40), value);
+        }
+
+        var e = Assert.Throws<VmStateFormatException>(() => ElfCoreReader.Read(new MemorySource(core), "t"));
+        Assert.Equal(ph, e.Offset);
+        Assert.Contains("program header 1", e.Message);
+        Assert.Contains(expected, e.Message);
+    }
+
+    [Fact]
+    public void MemszBeyondTheFileIsNotPresentedAsATebibyteOfZeroes()
+    {
+        // Before: a 1 TiB range of zeroes (extract wrote a 1 TiB file; RAM scans ran for minutes).
+        byte[] core = SmallCore();
+        BinaryPrimitives.WriteUInt64LittleEndian(core.AsSpan(Phdr(core, 1) + 40), 1UL << 40);
+        using MachineState m = ElfCoreReader.Read(new MemorySource(core), "t");
+        MemoryRange r = Assert.Single(m.Memory.Ranges);
+        Assert.Equal(0x10000UL, r.Length);
+        Assert.Contains(m.Warnings, w => w.Contains("left unmapped", StringComparison.Ordinal));
+        byte[] b = new byte[1];
+        m.Memory.ReadExactly(0x1234, b);
+        Assert.Equal(Content(0x1234), b[0]);
+    }
+
+    [Fact]
+    public void MappedMemoryIsCappedByReaderLimits()
+    {
+        byte[] core = SmallCore();
+        using (MachineState ok = ElfCoreReader.Read(new MemorySource(core), "t", new ReaderLimits { MaxGuestRam = 0x10000 }))
+        {
+            Assert.Equal(0x10000UL, ok.Memory.Ranges[0].Length);
+        }
+
+        var e = Assert.Throws<VmStateFormatException>(() => ElfCoreReader.Read(new MemorySource(core), "t", new ReaderLimits { MaxGuestRam = 0xffff }));
+        Assert.Contains("MaxGuestRam", e.Message);
+    }
+
+    [Fact]
+    public void ACoreWithoutPtLoadIsAnError()
+    {
+        byte[] core = SmallCore();
+        int phnum = BinaryPrimitives.ReadUInt16LittleEndian(core.AsSpan(56));
+        for (int i = 0; i < phnum; i++)
+        {
+            if (BinaryPrimitives.ReadUInt32LittleEndian(core.AsSpan(Phdr(core, i))) == ElfConstants.PtLoad)
+            {
+                BinaryPrimitives.WriteUInt32LittleEndian(core.AsSpan(Phdr(core, i)), 0);
+            }
+        }
+
+        var e = Assert.Throws<VmStateFormatException>(() => ElfCoreReader.Read(new MemorySource(core), "t"));
+        Assert.Contains("is a PT_LOAD", e.Message);
+
+        BinaryPrimitives.WriteUInt16LittleEndian(core.AsSpan(56), 0);
+        e = Assert.Throws<VmStateFormatException>(() => ElfCoreReader.Read(new MemorySource(core), "t"));
+        Assert.Contains("e_phnum 0", e.Message);
+    }
+
+    [Fact]
+    public void ManyPtNoteHeadersOverTheSameBytesAreCappedInTotal()
+    {
+        // 100 program headers naming the same 1 MiB note: each alone is under the 64 MiB limit, their sum is not
+        // (before: no total, so 65,535 such headers copied 64 GiB).
+        byte[] core = SmallCore();
+        var big = new ElfNote("X", 7, new byte[1 << 20]);
+        const int Count = 100;
+        byte[] hostile = new byte[core.Length + big.EncodedSize + (Count * 56)];
+        core.CopyTo(hostile, 0);
+        big.Encode(hostile.AsSpan(core.Length));
+        int phoff = core.Length + big.EncodedSize;
+        BinaryPrimitives.WriteUInt64LittleEndian(hostile.AsSpan(32), (ulong)phoff);
+        BinaryPrimitives.WriteUInt16LittleEndian(hostile.AsSpan(56), Count);
+        for (int i = 0; i < Count; i++)
+        {
+            Span<byte> p = hostile.AsSpan(phoff + (i * 56), 56);
+            BinaryPrimitives.WriteUInt32LittleEndian(p, ElfConstants.PtNote);
+            BinaryPrimitives.WriteUInt64LittleEndian(p[8..], (ulong)core.Length);
+            BinaryPrimitives.WriteUInt64LittleEndian(p[32..], (ulong)big.EncodedSize);
+        }
+
+        var e = Assert.Throws<VmStateFormatException>(() => ElfCoreReader.Read(new MemorySource(hostile), "t"));
+        Assert.Contains("PT_NOTE segments of", e.Message);
+        Assert.Contains($"limit {ElfCoreReader.MaxNotesSize}", e.Message);
+    }
+
+    [Fact]
+    public void ANoteSegmentOfEmptyNotesIsCappedInCount()
+    {
+        // 1 MiB of zero bytes is 87,381 empty 12-byte notes, one object each.
+        byte[] core = SmallCore();
+        byte[] hostile = new byte[core.Length + (1 << 20)];
+        core.CopyTo(hostile, 0);
+        BinaryPrimitives.WriteUInt64LittleEndian(hostile.AsSpan(Phdr(core, 0) + 8), (ulong)core.Length);
+        BinaryPrimitives.WriteUInt64LittleEndian(hostile.AsSpan(Phdr(core, 0) + 32), 1 << 20);
+        var e = Assert.Throws<VmStateFormatException>(() => ElfCoreReader.Read(new MemorySource(hostile), "t"));
+        Assert.Contains($"more than {ElfCoreReader.MaxNotes} notes", e.Message);
+    }
+
+    [Theory]
+    [InlineData(0x1000, false)] // an alias: the same file bytes for the same physical addresses
+    [InlineData(0x2000, true)] // other bytes for 0x1000-0x1fff than the first segment gives
+    public void OverlappingSegmentsThatDisagreeAreReported(int fileDelta, bool conflict)
+    {
+        byte[] core = SmallCore();
+        int load = Phdr(core, 1);
+        int other = Phdr(core, 0); // the PT_NOTE header becomes a second PT_LOAD over [0x1000, 0x2000)
+        ulong offset = BinaryPrimitives.ReadUInt64LittleEndian(core.AsSpan(load + 8));
+        BinaryPrimitives.WriteUInt32LittleEndian(core.AsSpan(other), ElfConstants.PtLoad);
+        BinaryPrimitives.WriteUInt64LittleEndian(core.AsSpan(other + 8), offset + (ulong)fileDelta);
+        BinaryPrimitives.WriteUInt64LittleEndian(core.AsSpan(other + 24), 0x1000);
+        BinaryPrimitives.WriteUInt64LittleEndian(core.AsSpan(other + 32), 0x1000);
+        BinaryPrimitives.WriteUInt64LittleEndian(core.AsSpan(other + 40), 0x1000);
+        using MachineState m = ElfCoreReader.Read(new MemorySource(core), "t");
+        Assert.Equal(0x10000UL, Assert.Single(m.Memory.Ranges).Length);
+        Assert.Equal(conflict, m.Warnings.Any(w => w.Contains("different file bytes", StringComparison.Ordinal)));
+        byte[] b = new byte[1];
+        m.Memory.ReadExactly(0x1800, b);
+        Assert.Equal(Content(0x1800), b[0]); // the first (longer) segment wins
     }
 
     internal static byte[] VmcoreinfoNote(string text)

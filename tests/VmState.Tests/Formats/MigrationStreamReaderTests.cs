@@ -252,6 +252,56 @@ public class MigrationStreamReaderTests
     }
 
     [Fact]
+    public void ACorruptByteReadAsEofIsAnErrorNotAnEmptyMachine()
+    {
+        // Before: the reader stopped at the false EOF and returned 0 vCPUs with a warning.
+        StreamBuilder b = Sample();
+        byte[] data = b.Build();
+        long cpu0 = b.Marks["device:cpu#0"];
+        Assert.Equal(0x04, data[cpu0]);
+        data[cpu0] = 0x00;
+        var e = Assert.Throws<VmStateFormatException>(() => MigrationStreamReader.Read(new MemorySource(data)));
+        Assert.Equal(cpu0, e.Offset);
+        Assert.Contains("EOF section", e.Message);
+        Assert.Contains($"the VM description starts at {b.Marks["vmdesc"]}", e.Message);
+    }
+
+    [Fact]
+    public void SectionsTheDescriptionListsButTheStreamLacksAreNamed()
+    {
+        // Drop the two cpu sections from the stream but keep the description that lists them: the EOF byte is
+        // then exactly where the description begins, so only the description's list can tell.
+        StreamBuilder b = Sample();
+        byte[] data = b.Build();
+        long cpu0 = b.Marks["device:cpu#0"];
+        long eof = b.Marks["eof"];
+        byte[] cut = [.. data[..(int)cpu0], .. data[(int)eof..]];
+        var e = Assert.Throws<VmStateFormatException>(() => MigrationStreamReader.Read(new MemorySource(cut)));
+        Assert.Equal(cpu0, e.Offset);
+        Assert.Contains("2 device section(s) that never appeared", e.Message);
+        Assert.Contains("\"cpu\" instance 0", e.Message);
+        Assert.Contains("\"cpu\" instance 1", e.Message);
+    }
+
+    [Fact]
+    public void BytesAfterEofThatAreNotADescriptionAreAnError()
+    {
+        var b = new StreamBuilder { WriteVmDescription = false }.Block("pc.ram", 1 << 20).Page("pc.ram", 0, PageOf(3));
+        byte[] data = b.Build();
+        using (MigrationStream ok = MigrationStreamReader.Read(new MemorySource(data)))
+        {
+            // A RAM-only stream without a description stays readable (with its warning).
+            Assert.Null(ok.Description);
+            Assert.Contains(ok.Warnings, w => w.Contains("no VM description", StringComparison.Ordinal));
+        }
+
+        byte[] junk = [.. data, 0x06, 0, 0, 0, 9, (byte)'{'];
+        var e = Assert.Throws<VmStateFormatException>(() => MigrationStreamReader.Read(new MemorySource(junk)));
+        Assert.Equal(b.Marks["eof"], e.Offset);
+        Assert.Contains("6 bytes follow the EOF byte but they are not a VM description", e.Message);
+    }
+
+    [Fact]
     public void RepeatedIdStrAndInstanceUseTheirOwnDescriptionsInOrder()
     {
         // QEMU 7.2 writes two "slirp" sections with instance 0 for two user-mode netdevs.

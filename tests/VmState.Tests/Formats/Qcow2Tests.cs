@@ -142,4 +142,36 @@ public class Qcow2Tests
         var e = Assert.Throws<VmStateFormatException>(() => Qcow2Image.Open(new MemorySource(img), ownsSource: false));
         Assert.Contains("snapshot table entry 0", e.Message);
     }
+
+    [Fact]
+    public void ANameTooLongForTheSnapshotTableIsRefusedBeforeTheImageChanges()
+    {
+        // Before: the 16-bit length was written truncated (70,000 & 0xffff) after the clusters were allocated.
+        string dir = Directory.CreateTempSubdirectory("vmstate-qcow2-").FullName;
+        try
+        {
+            string path = Path.Combine(dir, "i.qcow2");
+            byte[] img = Image(Stream());
+            File.WriteAllBytes(path, img);
+            string name = new('n', 70_000);
+            var e = Assert.Throws<ArgumentException>(() => Qcow2SnapshotWriter.AddSnapshot(path, "1", name, new MemorySource(Stream())));
+            Assert.Contains($"at most {Qcow2SnapshotWriter.MaxNameBytes} bytes", e.Message);
+            Assert.Contains("70000 bytes", e.Message);
+            Assert.Equal(img, File.ReadAllBytes(path));
+        }
+        finally
+        {
+            Directory.Delete(dir, recursive: true);
+        }
+    }
+
+    [Fact]
+    public void NameLengthLimitCountsUtf8Bytes()
+    {
+        Qcow2SnapshotWriter.ValidateName(new string('a', 65_535));
+        Assert.Throws<ArgumentException>(() => Qcow2SnapshotWriter.ValidateName(new string('a', 65_536)));
+
+        // 21,846 three-byte characters are 65,538 bytes: too long, although only 21,846 chars.
+        Assert.Throws<ArgumentException>(() => Qcow2SnapshotWriter.ValidateName(new string('\u20ac', 21_846)));
+    }
 }

@@ -1,5 +1,6 @@
 using System.Buffers.Binary;
 using VmState.Arch.X86;
+using VmState.Formats.Migration;
 using VmState.IO;
 using VmState.Machine;
 using VmState.Memory;
@@ -15,8 +16,14 @@ public static class ElfCoreReader
     /// <summary>Most program headers accepted.</summary>
     public const int MaxProgramHeaders = 1 << 22;
 
-    /// <summary>Largest PT_NOTE segment accepted.</summary>
+    /// <summary>Largest total of PT_NOTE segments accepted.</summary>
     public const int MaxNotesSize = 64 << 20;
+
+    /// <summary>
+    /// Most notes accepted. QEMU 7.2 dump.c writes two per vCPU (NT_PRSTATUS and "QEMU") plus VMCOREINFO, so
+    /// this is room for 32,767 vCPUs, far above <see cref="ReaderLimits.MaxCpus"/>.
+    /// </summary>
+    public const int MaxNotes = 65536;
 
     /// <summary>True when the source starts with the ELF magic.</summary>
     public static bool IsElf(IRandomAccessSource source)
@@ -25,8 +32,11 @@ public static class ElfCoreReader
         return source.Read(0, m) == 4 && m[0] == 0x7f && m[1] == (byte)'E' && m[2] == (byte)'L' && m[3] == (byte)'F';
     }
 
-    /// <summary>Parses the core; the returned state owns <paramref name="source"/>.</summary>
-    public static MachineState Read(IRandomAccessSource source, string sourcePath)
+    /// <summary>
+    /// Parses the core; the returned state owns <paramref name="source"/>. <paramref name="limits"/> caps the guest
+    /// memory the segments may map (<see cref="ReaderLimits.MaxGuestRam"/>; default <see cref="ReaderLimits.Default"/>).
+    /// </summary>
+    public static MachineState Read(IRandomAccessSource source, string sourcePath, ReaderLimits? limits = null)
     {
         const string S = "ELF header";
         byte[] ident = new byte[64];
@@ -63,10 +73,14 @@ public static class ElfCoreReader
             throw new VmStateFormatException(18, S, $"e_machine {machine} (expected 62 x86-64 or 3 i386)");
         }
 
-        long phoff = is64 ? (long)BinaryPrimitives.ReadUInt64LittleEndian(ident.AsSpan(32)) : BinaryPrimitives.ReadUInt32LittleEndian(ident.AsSpan(28));
-        long shoff = is64 ? (long)BinaryPrimitives.ReadUInt64LittleEndian(ident.AsSpan(40)) : BinaryPrimitives.ReadUInt32LittleEndian(ident.AsSpan(32));
+        // e_phoff/e_shoff are u64 in ELF64: kept unsigned so that a value near 2^63 or 2^64 can't turn negative
+        // or wrap when added to a size (found by hand: e_phoff 0x7fff_ffff_ffff_fff0 passed a signed check and the
+        // core was read as having no program headers).
+        ulong fileLength = (ulong)source.Length;
+        ulong phoff = is64 ? BinaryPrimitives.ReadUInt64LittleEndian(ident.AsSpan(32)) : BinaryPrimitives.ReadUInt32LittleEndian(ident.AsSpan(28));
+        ulong shoff = is64 ? BinaryPrimitives.ReadUInt64LittleEndian(ident.AsSpan(40)) : BinaryPrimitives.ReadUInt32LittleEndian(ident.AsSpan(32));
         int phentsize = BinaryPrimitives.ReadUInt16LittleEndian(ident.AsSpan(is64 ? 54 : 42));
-        long phnum = BinaryPrimitives.ReadUInt16LittleEndian(ident.AsSpan(is64 ? 56 : 44));
+        ulong phnum = BinaryPrimitives.ReadUInt16LittleEndian(ident.AsSpan(is64 ? 56 : 44));
         int expectedPhent = is64 ? ElfConstants.Elf64PhdrSize : 32;
         if (phentsize != expectedPhent)
         {
@@ -75,26 +89,42 @@ public static class ElfCoreReader
 
         if (phnum == ElfConstants.PnXnum)
         {
-            // PN_XNUM: the real count is sh_info of section header 0.
+            // PN_XNUM: the real count is sh_info of section header 0 (System V gABI, "Program Header").
             byte[] sh0 = new byte[is64 ? 64 : 40];
-            if (shoff <= 0 || source.Read(shoff, sh0) != sh0.Length)
+            if (shoff == 0 || shoff > fileLength || (ulong)sh0.Length > fileLength - shoff || source.Read((long)shoff, sh0) != sh0.Length)
             {
-                throw new VmStateFormatException(shoff, "section header 0", "e_phnum is PN_XNUM (0xffff) but section header 0 cannot be read");
+                throw new VmStateFormatException(is64 ? 40 : 32, "section header 0", $"e_phnum is PN_XNUM (0xffff) but section header 0 at e_shoff 0x{shoff:x} is not inside the file ({fileLength} bytes)");
             }
 
             phnum = BinaryPrimitives.ReadUInt32LittleEndian(sh0.AsSpan(is64 ? 44 : 28));
         }
 
-        if (phnum > MaxProgramHeaders || phoff < 0 || phoff + (phnum * phentsize) > source.Length)
+        if (phnum == 0)
         {
-            throw new VmStateFormatException(phoff, "program headers", $"{phnum} headers of {phentsize} bytes at {phoff} do not fit in the file ({source.Length} bytes)");
+            throw new VmStateFormatException(is64 ? 56 : 44, S, "e_phnum 0: a core needs program headers (PT_LOAD segments with the guest's memory)");
         }
 
-        byte[] phdrs = new byte[phnum * phentsize];
-        source.Read(phoff, phdrs);
+        // Overflow-safe: phnum <= 2^22 and phentsize <= 2^16, so the product fits; compare with what is left after phoff.
+        if (phnum > MaxProgramHeaders || phoff > fileLength || phnum * (ulong)phentsize > fileLength - phoff)
+        {
+            throw new VmStateFormatException(is64 ? 32 : 28, "program headers", $"e_phnum {phnum} headers of {phentsize} bytes at e_phoff 0x{phoff:x} do not fit in the file ({fileLength} bytes; at most {MaxProgramHeaders} headers)");
+        }
+
+        byte[] phdrs = new byte[(int)phnum * phentsize];
+        if (source.Read((long)phoff, phdrs) != phdrs.Length)
+        {
+            throw new VmStateFormatException((long)phoff, "program headers", $"could not read {phdrs.Length} bytes at 0x{phoff:x}");
+        }
+
+        limits ??= ReaderLimits.Default;
+        var warnings = new List<string>();
         var segments = new List<(MemoryRange Range, long FileOffset, ulong FileSize)>();
         var notes = new List<ElfNote>();
-        for (int i = 0; i < phnum; i++)
+        int loads = 0;
+        ulong noteBytes = 0;
+        ulong clippedBytes = 0;
+        int clippedSegments = 0;
+        for (int i = 0; i < (int)phnum; i++)
         {
             ReadOnlySpan<byte> p = phdrs.AsSpan(i * phentsize, phentsize);
             uint ptype = BinaryPrimitives.ReadUInt32LittleEndian(p);
@@ -114,32 +144,78 @@ public static class ElfCoreReader
                 memsz = BinaryPrimitives.ReadUInt32LittleEndian(p[20..]);
             }
 
-            long where = phoff + (i * phentsize);
-            if (offset > (ulong)source.Length || filesz > (ulong)source.Length - offset)
+            long where = (long)phoff + (i * phentsize);
+            string structure = $"program header {i}";
+            if (ptype != ElfConstants.PtNote && ptype != ElfConstants.PtLoad)
             {
-                throw new VmStateFormatException(where, $"program header {i}", $"segment [0x{offset:x}, +0x{filesz:x}) runs past the end of the file ({source.Length} bytes)");
+                continue;
+            }
+
+            if (offset > fileLength || filesz > fileLength - offset)
+            {
+                throw new VmStateFormatException(where, structure, $"segment [0x{offset:x}, +0x{filesz:x}) runs past the end of the file ({fileLength} bytes)");
             }
 
             if (ptype == ElfConstants.PtNote)
             {
-                if (filesz > MaxNotesSize)
+                // The total, not each segment: many PT_NOTE headers may name the same bytes.
+                noteBytes += filesz;
+                if (noteBytes > MaxNotesSize)
                 {
-                    throw new VmStateFormatException(where, $"program header {i}", $"PT_NOTE of {filesz} bytes (limit {MaxNotesSize})");
+                    throw new VmStateFormatException(where, structure, $"PT_NOTE segments of {noteBytes} bytes in all (limit {MaxNotesSize})");
                 }
 
                 byte[] data = new byte[filesz];
-                source.Read((long)offset, data);
-                notes.AddRange(ElfNote.DecodeAll(data, (long)offset));
-            }
-            else if (ptype == ElfConstants.PtLoad && memsz > 0)
-            {
-                if (memsz < filesz || paddr + memsz < paddr)
+                if (source.Read((long)offset, data) != data.Length)
                 {
-                    throw new VmStateFormatException(where, $"program header {i}", $"p_memsz 0x{memsz:x} is smaller than p_filesz 0x{filesz:x} or wraps the address space");
+                    throw new VmStateFormatException((long)offset, structure, $"could not read the {filesz} bytes of the PT_NOTE segment");
                 }
 
-                segments.Add((new MemoryRange(paddr, memsz, $"PT_LOAD[{i}]"), (long)offset, filesz));
+                notes.AddRange(ElfNote.DecodeAll(data, (long)offset, MaxNotes - notes.Count));
+                continue;
             }
+
+            loads++;
+            if (memsz < filesz)
+            {
+                throw new VmStateFormatException(where, structure, $"p_memsz 0x{memsz:x} is smaller than p_filesz 0x{filesz:x}");
+            }
+
+            // [p_paddr, p_paddr + p_memsz) must not wrap past 2^64 (MemoryRange.End must be representable).
+            if (memsz > 0 && paddr > ulong.MaxValue - memsz)
+            {
+                throw new VmStateFormatException(where, structure, $"p_paddr 0x{paddr:x} + p_memsz 0x{memsz:x} wraps the 64-bit address space");
+            }
+
+            // Bytes past p_filesz are not in the core. QEMU 7.2 dump.c (write_elf64_load) writes p_memsz > p_filesz
+            // only for ranges it had no RAM for (MMIO under a paging dump, or cut off by a begin/length filter), so
+            // they are not known to be zero: they stay unmapped. This also keeps the mapped total within the file,
+            // whatever p_memsz claims (a 1 TiB p_memsz would otherwise be 1 TiB of zeroes for extract and scans).
+            if (memsz > filesz)
+            {
+                clippedBytes += memsz - filesz;
+                clippedSegments++;
+            }
+
+            if (filesz > 0)
+            {
+                segments.Add((new MemoryRange(paddr, filesz, $"PT_LOAD[{i}]"), (long)offset, filesz));
+            }
+        }
+
+        if (loads == 0)
+        {
+            throw new VmStateFormatException(is64 ? 32 : 28, "program headers", $"none of the {phnum} program headers is a PT_LOAD: the core holds no memory");
+        }
+
+        if (segments.Count == 0)
+        {
+            throw new VmStateFormatException(is64 ? 32 : 28, "program headers", $"the {loads} PT_LOAD segments all have p_filesz 0: the core holds no memory");
+        }
+
+        if (clippedSegments > 0)
+        {
+            warnings.Add($"{clippedSegments} PT_LOAD segment(s) claim 0x{clippedBytes:x} bytes more memory (p_memsz) than the file holds (p_filesz); those addresses are left unmapped");
         }
 
         // Paging dumps (and our kernel-address aliases) map the same physical bytes several times: keep each
@@ -147,25 +223,50 @@ public static class ElfCoreReader
         segments.Sort((a, b) => a.Range.Start != b.Range.Start ? a.Range.Start.CompareTo(b.Range.Start) : b.Range.Length.CompareTo(a.Range.Length));
         var distinct = new List<(MemoryRange, long, ulong)>();
         ulong coveredEnd = 0;
+        ulong mapped = 0;
+        int conflicts = 0;
+        (MemoryRange Range, long FileOffset) coverer = default;
         foreach (var s in segments)
         {
+            (MemoryRange Range, long FileOffset, ulong FileSize) kept = s;
             if (distinct.Count > 0 && s.Range.Start < coveredEnd)
             {
+                // An alias (QEMU paging dumps, our kernel-address segments) names the same file bytes for the same
+                // physical address; a segment that names other bytes for it contradicts the first, which wins.
+                if (s.FileOffset - coverer.FileOffset != (long)(s.Range.Start - coverer.Range.Start))
+                {
+                    conflicts++;
+                }
+
                 if (s.Range.End <= coveredEnd)
                 {
                     continue;
                 }
 
                 ulong cut = coveredEnd - s.Range.Start;
-                ulong fileLeft = s.FileSize > cut ? s.FileSize - cut : 0;
-                distinct.Add((new MemoryRange(coveredEnd, s.Range.Length - cut, s.Range.Name), s.FileOffset + (long)cut, fileLeft));
-            }
-            else
-            {
-                distinct.Add(s);
+                kept = (new MemoryRange(coveredEnd, s.Range.Length - cut, s.Range.Name), s.FileOffset + (long)cut, s.FileSize - cut);
             }
 
-            coveredEnd = Math.Max(coveredEnd, s.Range.End);
+            // Checked against the same cap as a migration stream's RAM, so a core of many aliasing headers can't
+            // present more guest memory than any reader of this library accepts.
+            mapped += kept.Range.Length;
+            if (mapped > limits.MaxGuestRam)
+            {
+                throw new VmStateFormatException(is64 ? 32 : 28, "program headers", $"the PT_LOAD segments map more than 0x{limits.MaxGuestRam:x} bytes of guest-physical memory (ReaderLimits.MaxGuestRam)");
+            }
+
+            distinct.Add(kept);
+            if (kept.Range.End > coveredEnd)
+            {
+                // The segment that reaches furthest: a later one that starts before its end overlaps it.
+                coveredEnd = kept.Range.End;
+                coverer = (kept.Range, kept.FileOffset);
+            }
+        }
+
+        if (conflicts > 0)
+        {
+            warnings.Add($"{conflicts} PT_LOAD segment(s) overlap an earlier one at the same guest-physical addresses with different file bytes; the segment with the lower address (or the longer one) is used");
         }
 
         var cpus = new List<X86CpuState>();
@@ -189,7 +290,7 @@ public static class ElfCoreReader
                 }
                 catch (FormatException e)
                 {
-                    throw new VmStateFormatException(phoff, "QEMU note", e.Message, e);
+                    throw new VmStateFormatException((long)phoff, "QEMU note", e.Message, e);
                 }
 
                 cpus.Add(cpu);
@@ -206,7 +307,6 @@ public static class ElfCoreReader
             }
         }
 
-        var warnings = new List<string>();
         if (cpus.Count == 0 && is64)
         {
             foreach (ElfNote n in prstatus)
@@ -218,7 +318,7 @@ public static class ElfCoreReader
                 }
                 catch (FormatException e)
                 {
-                    throw new VmStateFormatException(phoff, "NT_PRSTATUS note", e.Message, e);
+                    throw new VmStateFormatException((long)phoff, "NT_PRSTATUS note", e.Message, e);
                 }
 
                 cpus.Add(cpu);

@@ -29,12 +29,23 @@ public sealed record ElfNote(string Name, uint Type, byte[] Descriptor)
     }
 
     /// <summary>Decodes all notes in a PT_NOTE segment; <paramref name="fileOffset"/> is for messages.</summary>
-    public static List<ElfNote> DecodeAll(ReadOnlySpan<byte> data, long fileOffset)
+    public static List<ElfNote> DecodeAll(ReadOnlySpan<byte> data, long fileOffset) => DecodeAll(data, fileOffset, int.MaxValue);
+
+    /// <summary>
+    /// Decodes the notes in a PT_NOTE segment, at most <paramref name="maxNotes"/> (an empty note is only 12 bytes,
+    /// so a large segment of zeroes would otherwise be one object per 12 bytes).
+    /// </summary>
+    public static List<ElfNote> DecodeAll(ReadOnlySpan<byte> data, long fileOffset, int maxNotes)
     {
         var notes = new List<ElfNote>();
         int pos = 0;
         while (pos + 12 <= data.Length)
         {
+            if (notes.Count >= maxNotes)
+            {
+                throw new IO.VmStateFormatException(fileOffset + pos, "ELF note", $"more than {maxNotes} notes");
+            }
+
             uint nameSize = BinaryPrimitives.ReadUInt32LittleEndian(data[pos..]);
             uint descSize = BinaryPrimitives.ReadUInt32LittleEndian(data[(pos + 4)..]);
             uint type = BinaryPrimitives.ReadUInt32LittleEndian(data[(pos + 8)..]);

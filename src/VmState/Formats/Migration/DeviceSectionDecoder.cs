@@ -16,13 +16,25 @@ public static class DeviceSectionDecoder
     private const byte SubsectionMarker = 0x05;
 
     /// <summary>Decodes one vmsd instance (fields, then the described subsections) at the cursor.</summary>
-    public static VmsdState Decode(SourceCursor cursor, VmsdDescription vmsd, string path)
+    /// <remarks>
+    /// Bounded by <see cref="ReaderLimits.Default"/> and the end of the input; a stream reader passes one
+    /// <see cref="DeviceDecodeBudget"/> for all its sections instead.
+    /// </remarks>
+    public static VmsdState Decode(SourceCursor cursor, VmsdDescription vmsd, string path) =>
+        Decode(cursor, vmsd, path, new DeviceDecodeBudget(ReaderLimits.Default, cursor.Length));
+
+    /// <summary>
+    /// Decodes one vmsd instance at the cursor, charging every field to <paramref name="budget"/> before it is
+    /// allocated: counts and sizes come from the (untrusted) VM description, so they are checked against the bytes
+    /// left before <see cref="DeviceDecodeBudget.End"/> and the budget's field counts first.
+    /// </summary>
+    public static VmsdState Decode(SourceCursor cursor, VmsdDescription vmsd, string path, DeviceDecodeBudget budget)
     {
         long start = cursor.Position;
         var fields = new List<DeviceField>(vmsd.Fields.Count);
         foreach (FieldDescription fd in vmsd.Fields)
         {
-            fields.Add(DecodeField(cursor, fd, $"{path}.{fd.Name}"));
+            fields.Add(DecodeField(cursor, fd, $"{path}.{fd.Name}", budget));
         }
 
         var subsections = new List<VmsdState>(vmsd.Subsections.Count);
@@ -43,27 +55,36 @@ public static class DeviceSectionDecoder
             }
 
             int version = (int)cursor.ReadBe32(structure);
-            VmsdState body = Decode(cursor, sub with { Version = version }, $"{path}/{name}");
+            VmsdState body = Decode(cursor, sub with { Version = version }, $"{path}/{name}", budget);
             subsections.Add(new VmsdState(name, version, subStart, body.Fields, body.Subsections));
         }
 
         return new VmsdState(vmsd.VmsdName, vmsd.Version, start, fields, subsections);
     }
 
-    private static DeviceField DecodeField(SourceCursor cursor, FieldDescription fd, string path)
+    private static DeviceField DecodeField(SourceCursor cursor, FieldDescription fd, string path, DeviceDecodeBudget budget)
     {
         if (fd.ArrayLength is int n)
         {
             long start = cursor.Position;
-            if (fd.TotalSize > cursor.Remaining)
+            string structure = $"field {path} ({n} x {fd.Type} of {fd.Size} bytes)";
+
+            // QEMU 7.2 vmstate.c: a compressed array ("array_len") is n elements of the first element's size, so
+            // the whole field must fit before the end of the device data; checked before anything is allocated.
+            long left = budget.RemainingFrom(start);
+            if (fd.TotalSize > left)
             {
-                throw cursor.Truncated($"field {path}", fd.TotalSize);
+                throw new VmStateFormatException(start, structure,
+                    $"the VM description gives {n} x {fd.Size} = {fd.TotalSize} bytes but only {left} bytes of device data are left before offset {budget.End}");
             }
 
+            // The elements, then the array's own object (which is not an empty element, whatever its size).
+            budget.Charge(n, fd.Size, start, structure);
+            budget.Charge(1, int.MaxValue, start, structure);
             var elements = new DeviceField[n];
             for (int i = 0; i < n; i++)
             {
-                elements[i] = DecodeElement(cursor, fd, $"{path}[{i}]");
+                elements[i] = DecodeElement(cursor, fd, $"{path}[{i}]", budget);
             }
 
             return new DeviceField(fd.Name, fd.Type, FieldKind.Array, start, checked((int)(cursor.Position - start)))
@@ -72,21 +93,23 @@ public static class DeviceSectionDecoder
             };
         }
 
-        return DecodeElement(cursor, fd, path);
+        budget.Charge(1, fd.Size, cursor.Position, $"field {path}");
+        return DecodeElement(cursor, fd, path, budget);
     }
 
-    private static DeviceField DecodeElement(SourceCursor cursor, FieldDescription fd, string path)
+    private static DeviceField DecodeElement(SourceCursor cursor, FieldDescription fd, string path, DeviceDecodeBudget budget)
     {
         long start = cursor.Position;
         string structure = $"field {path} ({fd.Type}, {fd.Size} bytes)";
-        if (fd.Size > cursor.Remaining)
+        if (fd.Size > budget.RemainingFrom(start))
         {
-            throw cursor.Truncated(structure, fd.Size);
+            throw new VmStateFormatException(start, structure,
+                $"the VM description gives {fd.Size} bytes but only {budget.RemainingFrom(start)} bytes of device data are left before offset {budget.End}");
         }
 
         if (fd.Struct is not null)
         {
-            VmsdState nested = Decode(cursor, fd.Struct, path);
+            VmsdState nested = Decode(cursor, fd.Struct, path, budget);
             long consumed = cursor.Position - start;
             if (consumed != fd.Size)
             {

@@ -39,6 +39,12 @@ public sealed class MigrationStreamEditor
     /// <summary>Writes <paramref name="data"/> at guest-physical <paramref name="address"/>; every byte must be RAM.</summary>
     public void WritePhysical(ulong address, ReadOnlySpan<byte> data)
     {
+        // address + length must not pass 2^64: the loop below would wrap to guest-physical 0 and write there.
+        if (data.Length > 0 && (ulong)(data.Length - 1) > ulong.MaxValue - address)
+        {
+            throw new ArgumentOutOfRangeException(nameof(address), $"[0x{address:x}, +0x{data.Length:x}) runs past the top of the 64-bit address space");
+        }
+
         int done = 0;
         while (done < data.Length)
         {

@@ -78,7 +78,10 @@ public static class MigrationStreamReader
             warnings.Add("the stream has no VM description (JSON) after its EOF; device sections cannot be delimited");
         }
 
-        var state = new ParseState(source, limits, description, description?.PageSize ?? 4096);
+        // Device data ends at the EOF byte just before the description (QEMU 7.2 savevm.c writes the sections,
+        // then QEMU_VM_EOF, then QEMU_VM_VMDESCRIPTION), so no field the description claims can reach past it.
+        var budget = new DeviceDecodeBudget(limits, vmdescOffset >= 0 ? vmdescOffset - 1 : source.Length);
+        var state = new ParseState(source, limits, description, description?.PageSize ?? 4096, budget);
         int sections = 0;
         bool sawEof = false;
         while (!sawEof)
@@ -119,10 +122,7 @@ public static class MigrationStreamReader
             }
         }
 
-        if (vmdescOffset >= 0 && cursor.Position != vmdescOffset)
-        {
-            warnings.Add($"the EOF section ends at {cursor.Position} but the VM description starts at {vmdescOffset}");
-        }
+        CheckEndMatchesDescription(cursor.Position - 1, cursor.Position, source.Length, state, vmdescOffset);
 
         if (state.RamSectionId is not null && !state.RamEnded)
         {
@@ -136,6 +136,53 @@ public static class MigrationStreamReader
         {
             LastRamEosOffset = state.LastRamEosOffset,
         };
+    }
+
+    /// <summary>
+    /// The EOF section must be where the stream's own description says the stream ends: QEMU 7.2
+    /// <c>qemu_savevm_state_complete_precopy_non_iterable</c> writes one FULL section per description entry, then
+    /// QEMU_VM_EOF, then the description and nothing else. A corrupt byte read as EOF would otherwise end the
+    /// stream early and yield a machine without vCPUs or devices, silently.
+    /// </summary>
+    private static void CheckEndMatchesDescription(long eofOffset, long afterEof, long length, ParseState state, long vmdescOffset)
+    {
+        const string S = "EOF section";
+        if (state.Description is null)
+        {
+            if (afterEof != length)
+            {
+                throw new VmStateFormatException(eofOffset, S,
+                    $"{length - afterEof} bytes follow the EOF byte but they are not a VM description (expected 0x06, a be32 length and JSON reaching the end of the input, or nothing)");
+            }
+
+            return;
+        }
+
+        if (afterEof != vmdescOffset)
+        {
+            throw new VmStateFormatException(eofOffset, S,
+                $"an EOF byte at {eofOffset}, but the VM description starts at {vmdescOffset}: expected the EOF byte at {vmdescOffset - 1}; the {vmdescOffset - afterEof} bytes between them were never read (a corrupt section type read as EOF?)");
+        }
+
+        var counted = new Dictionary<(string, int), int>();
+        var missing = new List<string>();
+        foreach (DeviceDescription d in state.Description.Devices)
+        {
+            int n = counted.TryGetValue((d.Name, d.InstanceId), out int c) ? c + 1 : 1;
+            counted[(d.Name, d.InstanceId)] = n;
+            int seen = state.SeenSections.TryGetValue((d.Name, d.InstanceId), out int s) ? s : 0;
+            if (seen < n)
+            {
+                missing.Add($"\"{d.Name}\" instance {d.InstanceId}");
+            }
+        }
+
+        if (missing.Count > 0)
+        {
+            string list = string.Join(", ", missing.Take(5)) + (missing.Count > 5 ? $" and {missing.Count - 5} more" : string.Empty);
+            throw new VmStateFormatException(eofOffset, S,
+                $"the stream ends here but its VM description lists {missing.Count} device section(s) that never appeared: {list}");
+        }
     }
 
     /// <summary>
@@ -300,7 +347,7 @@ public static class MigrationStreamReader
             throw new VmStateFormatException(sectionStart, structure, "too many device sections");
         }
 
-        VmsdState decoded = DeviceSectionDecoder.Decode(cursor, description.Vmsd with { Version = version }, idStr);
+        VmsdState decoded = DeviceSectionDecoder.Decode(cursor, description.Vmsd with { Version = version }, idStr, state.Budget);
         state.Devices.Add(new DeviceState(idStr, instanceId, sectionId, bodyStart, cursor.Position - bodyStart, decoded));
         ReadFooter(cursor, state, sectionId, allowMissing: true);
     }
@@ -499,8 +546,10 @@ public static class MigrationStreamReader
         }
     }
 
-    private sealed class ParseState(IRandomAccessSource source, ReaderLimits limits, VmDescription? description, int pageSize)
+    private sealed class ParseState(IRandomAccessSource source, ReaderLimits limits, VmDescription? description, int pageSize, DeviceDecodeBudget budget)
     {
+        public DeviceDecodeBudget Budget { get; } = budget;
+
         public IRandomAccessSource Source { get; } = source;
 
         public ReaderLimits Limits { get; } = limits;

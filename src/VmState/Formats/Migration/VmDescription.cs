@@ -58,6 +58,14 @@ public sealed class VmDescription
             }
 
             int pageSize = root.TryGetProperty("page_size", out JsonElement ps) && ps.TryGetInt32(out int p) ? p : 4096;
+
+            // The reader indexes RAM by this page size until a configuration section says otherwise: 0 divided by
+            // zero, and a non-power of two breaks the flags/offset split of RAM records. QEMU's TARGET_PAGE_BITS
+            // is 10-24, the range ReadConfiguration accepts for target-page-bits.
+            if (pageSize is < 1024 or > 1 << 24 || (pageSize & (pageSize - 1)) != 0)
+            {
+                throw new IO.VmStateFormatException(offset, "VM description", $"\"page_size\" {pageSize} (expected a power of two from 1024 to 16777216)");
+            }
             var list = new List<DeviceDescription>();
             var tmp = new VmDescription(pageSize, [], string.Empty);
             if (root.TryGetProperty("devices", out JsonElement devices))

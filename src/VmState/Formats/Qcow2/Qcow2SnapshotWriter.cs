@@ -74,6 +74,9 @@ public sealed class Qcow2SnapshotWriter : IDisposable
     /// </summary>
     public static void AddSnapshot(string path, string baseSnapshot, string name, IRandomAccessSource vmstate, CancellationToken cancellationToken = default)
     {
+        // Before anything is opened or allocated: a name too long for the table used to be stored truncated, after
+        // the L1, L2 and vmstate clusters were already allocated (and then leaked).
+        ValidateName(name);
         Qcow2Snapshot base_;
         List<Qcow2Snapshot> existing;
         ulong headerSize;
@@ -93,6 +96,23 @@ public sealed class Qcow2SnapshotWriter : IDisposable
 
         using var w = new Qcow2SnapshotWriter(path);
         w.Add(base_, existing, name, headerSize, oldTableOffset, vmstate, cancellationToken);
+    }
+
+    /// <summary>Most bytes (UTF-8) of a snapshot id or name: the snapshot table stores both lengths in 16 bits.</summary>
+    public const int MaxNameBytes = ushort.MaxValue;
+
+    /// <summary>
+    /// Throws <see cref="ArgumentException"/> unless <paramref name="name"/> fits a qcow2 snapshot table entry:
+    /// docs/interop/qcow2.txt, "Snapshot table entry", bytes 12-13 (id_str length) and 14-15 (name length) are
+    /// 16-bit. Callers check before any output is written.
+    /// </summary>
+    public static void ValidateName(string name)
+    {
+        int bytes = Encoding.UTF8.GetByteCount(name);
+        if (bytes > MaxNameBytes)
+        {
+            throw new ArgumentException($"a qcow2 snapshot name is at most {MaxNameBytes} bytes (the snapshot table stores its length in 16 bits); this one has {bytes} bytes");
+        }
     }
 
     /// <inheritdoc />
