@@ -185,31 +185,13 @@ public sealed class MigrationStreamEditor
     /// <summary>Writes the edited stream to <paramref name="path"/> (temporary name, then rename). Returns bytes written.</summary>
     public long Save(string path, CancellationToken cancellationToken = default)
     {
-        List<Splice> splices = BuildSplices();
         string temp = ElfCoreWriter.TempPathFor(path);
-        long written = 0;
         try
         {
+            long written;
             using (var output = new FileStream(temp, FileMode.CreateNew, FileAccess.Write, FileShare.None, 1 << 20))
             {
-                byte[] buffer = ArrayPool<byte>.Shared.Rent(4 << 20);
-                try
-                {
-                    long position = 0;
-                    foreach (Splice s in splices)
-                    {
-                        written += Copy(output, buffer, position, s.Offset, cancellationToken);
-                        output.Write(s.Replacement);
-                        written += s.Replacement.Length;
-                        position = s.Offset + s.RemoveLength;
-                    }
-
-                    written += Copy(output, buffer, position, _stream.Source.Length, cancellationToken);
-                }
-                finally
-                {
-                    ArrayPool<byte>.Shared.Return(buffer);
-                }
+                written = WriteTo(output, cancellationToken);
             }
 
             File.Move(temp, path, overwrite: true);
@@ -222,7 +204,37 @@ public sealed class MigrationStreamEditor
         }
     }
 
-    private long Copy(FileStream output, byte[] buffer, long from, long to, CancellationToken ct)
+    /// <summary>
+    /// Writes the edited stream to <paramref name="output"/> (for callers that choose where and how the file is
+    /// created, such as the GDB server's save directory); returns the number of bytes written.
+    /// </summary>
+    public long WriteTo(Stream output, CancellationToken cancellationToken = default)
+    {
+        List<Splice> splices = BuildSplices();
+        long written = 0;
+        byte[] buffer = ArrayPool<byte>.Shared.Rent(4 << 20);
+        try
+        {
+            long position = 0;
+            foreach (Splice s in splices)
+            {
+                written += Copy(output, buffer, position, s.Offset, cancellationToken);
+                output.Write(s.Replacement);
+                written += s.Replacement.Length;
+                position = s.Offset + s.RemoveLength;
+            }
+
+            written += Copy(output, buffer, position, _stream.Source.Length, cancellationToken);
+        }
+        finally
+        {
+            ArrayPool<byte>.Shared.Return(buffer);
+        }
+
+        return written;
+    }
+
+    private long Copy(Stream output, byte[] buffer, long from, long to, CancellationToken ct)
     {
         long copied = 0;
         while (from < to)
