@@ -88,69 +88,85 @@ public sealed class GdbRemoteServer
     public IReadOnlyList<string> Edits => _editor?.Log ?? [];
 
     /// <summary>
-    /// Accepts connections on <paramref name="listener"/> (already started) and serves one client at a time; a
-    /// client that connects meanwhile is told the server is busy and disconnected. Returns when the first client
-    /// ends if <paramref name="once"/>, when a client kills the target, or when <paramref name="cancellationToken"/> fires.
+    /// Accepts connections on <paramref name="listener"/> (already started) and serves one client at a time. A
+    /// client that connects meanwhile waits up to <see cref="GdbServerOptions.QueueTimeout"/> for its turn (so gdb
+    /// can reconnect at once after a detach), then is told the server is busy and disconnected; at most
+    /// <see cref="GdbServerOptions.MaxQueued"/> wait. Returns when the first client ends if <paramref name="once"/>,
+    /// when a client kills the target, or when <paramref name="cancellationToken"/> fires.
     /// </summary>
     public async Task ListenAsync(TcpListener listener, bool once, CancellationToken cancellationToken)
     {
-        using var stop = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
-        Task? serving = null;
-        Task<TcpClient> accept = listener.AcceptTcpClientAsync(stop.Token).AsTask();
+        using var finish = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
+        using var turn = new SemaphoreSlim(1, 1);
+        var connections = new List<Task>();
+        int queued = 0;
         try
         {
             while (true)
             {
-                Task done = serving is null ? await Task.WhenAny(accept).ConfigureAwait(false) : await Task.WhenAny(accept, serving).ConfigureAwait(false);
-                if (done == serving)
-                {
-                    serving = null;
-                    if (once || KillRequested)
-                    {
-                        return;
-                    }
-
-                    continue;
-                }
-
                 TcpClient client;
                 try
                 {
-                    client = await accept.ConfigureAwait(false);
+                    client = await listener.AcceptTcpClientAsync(finish.Token).ConfigureAwait(false);
+                }
+                catch (OperationCanceledException) when (!cancellationToken.IsCancellationRequested)
+                {
+                    return;
                 }
                 catch (SocketException e)
                 {
                     // A connection reset before we accepted it (ECONNABORTED) is the client's problem, not ours.
                     _log.WriteLine($"gdbserver: accept failed: {e.Message}");
-                    accept = listener.AcceptTcpClientAsync(stop.Token).AsTask();
                     continue;
                 }
 
-                accept = listener.AcceptTcpClientAsync(stop.Token).AsTask();
-                if (serving is null)
-                {
-                    serving = ServeClientAsync(client, stop.Token);
-                }
-                else
-                {
-                    _ = RefuseAsync(client);
-                }
+                connections.RemoveAll(t => t.IsCompleted);
+                connections.Add(ConnectionAsync(client));
             }
         }
         finally
         {
-            await stop.CancelAsync().ConfigureAwait(false);
-            try
+            await finish.CancelAsync().ConfigureAwait(false);
+            await Task.WhenAll(connections).ConfigureAwait(false);
+        }
+
+        async Task ConnectionAsync(TcpClient client)
+        {
+            bool admitted = turn.Wait(0);
+            if (!admitted)
             {
-                await accept.ConfigureAwait(false);
-            }
-            catch (Exception e) when (e is OperationCanceledException or SocketException or ObjectDisposedException)
-            {
+                if (Interlocked.Increment(ref queued) <= _options.MaxQueued)
+                {
+                    try
+                    {
+                        admitted = await turn.WaitAsync(_options.QueueTimeout, finish.Token).ConfigureAwait(false);
+                    }
+                    catch (OperationCanceledException)
+                    {
+                    }
+                }
+
+                Interlocked.Decrement(ref queued);
             }
 
-            if (serving is not null)
+            if (!admitted)
             {
-                await serving.ConfigureAwait(false);
+                await RefuseAsync(client).ConfigureAwait(false);
+                return;
+            }
+
+            try
+            {
+                await ServeClientAsync(client, finish.Token).ConfigureAwait(false);
+            }
+            finally
+            {
+                turn.Release();
+            }
+
+            if (once || KillRequested)
+            {
+                await finish.CancelAsync().ConfigureAwait(false);
             }
         }
     }
@@ -159,14 +175,19 @@ public sealed class GdbRemoteServer
     {
         using (client)
         {
-            client.NoDelay = true;
-            _log.WriteLine($"gdbserver: connection from {client.Client.RemoteEndPoint}");
             try
             {
+                // Both throw when the client has already reset the connection.
+                client.NoDelay = true;
+                _log.WriteLine($"gdbserver: connection from {client.Client.RemoteEndPoint}");
                 await ServeAsync(client.GetStream(), ct).ConfigureAwait(false);
             }
             catch (OperationCanceledException) when (ct.IsCancellationRequested)
             {
+            }
+            catch (Exception e) when (e is IOException or SocketException or ObjectDisposedException or InvalidOperationException)
+            {
+                _log.WriteLine($"gdbserver: client went away: {e.Message}");
             }
 
             _log.WriteLine("gdbserver: connection closed");
@@ -177,9 +198,9 @@ public sealed class GdbRemoteServer
     {
         using (client)
         {
-            _log.WriteLine($"gdbserver: refused {client.Client.RemoteEndPoint}: another client is connected");
             try
             {
+                _log.WriteLine($"gdbserver: refused {client.Client.RemoteEndPoint}: another client is connected");
                 // "E.text" is an error reply with a message (GDB manual, "Standard Replies"); gdb prints it as the
                 // answer to its first packet, then sees the connection close.
                 using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(5));

@@ -24,6 +24,12 @@ public sealed record GdbServerOptions
     /// <summary>A client that does not take a reply within this time is disconnected (default 30 seconds).</summary>
     public TimeSpan WriteTimeout { get; init; } = TimeSpan.FromSeconds(30);
 
+    /// <summary>How long a client that connects while another is served waits for its turn (default 10 seconds).</summary>
+    public TimeSpan QueueTimeout { get; init; } = TimeSpan.FromSeconds(10);
+
+    /// <summary>How many clients may wait for their turn; more are refused at once.</summary>
+    public int MaxQueued { get; init; } = 4;
+
     /// <summary>
     /// Why listening on <paramref name="address"/> with <paramref name="token"/> is refused, or null when it is
     /// allowed: beyond loopback anyone who can reach the port could read guest memory (keys, passwords) and

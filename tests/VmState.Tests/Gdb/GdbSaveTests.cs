@@ -7,6 +7,7 @@ using VmState.Machine;
 namespace VmState.Tests.Gdb;
 
 /// <summary><c>monitor save NAME</c>: only into the save directory, by bare name, never over a file or the input.</summary>
+[System.Runtime.Versioning.UnsupportedOSPlatform("windows")]
 public sealed class GdbSaveTests : IDisposable
 {
     private readonly string _dir = Directory.CreateTempSubdirectory("vmstate-gdbsave-").FullName;
