@@ -2,7 +2,7 @@
 # Fuzzing the parsers with SharpFuzz + AFL++ (coverage-guided), and replaying the corpora.
 #
 #   eng/fuzz.sh TARGET [SECONDS]   instrument VmState.Core.dll and run afl-fuzz on one target
-#                                  (stream | qcow2 | elf | detect) for SECONDS (default 300), then summarise
+#                                  (stream | qcow2 | elf | detect | btf | kallsyms | gdb) for SECONDS (default 300), then summarise
 #   eng/fuzz.sh replay             run every target on its corpus and on saved crashes, without AFL (fast; CI)
 #
 # Findings go to artifacts/fuzz/TARGET/; a crashing input worth keeping goes to fuzz/crashes/TARGET/ so the
@@ -10,7 +10,7 @@
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
-targets=(stream qcow2 elf detect btf kallsyms)
+targets=(stream qcow2 elf detect btf kallsyms gdb)
 
 publish() {
   local out=$1
