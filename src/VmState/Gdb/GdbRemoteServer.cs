@@ -32,6 +32,10 @@ public sealed class GdbRemoteServer
     private const string BadRegisterSize = "E22";
     private const string NoSuchRegister = "E45";
 
+    // gdb's connection handshake is about 20 packets; a client that sends this many refused ones without
+    // authenticating only holds the one client slot.
+    private const int MaxUnauthenticatedPackets = 256;
+
     private static readonly HashSet<string> WritableRegisters =
     [
         .. X86CpuState.GeneralRegisterNames, "rip", "eflags", "cs", "ss", "ds", "es", "fs", "gs", "fs_base", "gs_base",
@@ -48,6 +52,7 @@ public sealed class GdbRemoteServer
     private bool _noAck;
     private bool _authenticated;
     private int _authFailures;
+    private int _unauthenticatedPackets;
     private int _busy;
 
     /// <summary>Serves <paramref name="machine"/> with default options (loopback use: no token, saving disabled).</summary>
@@ -229,6 +234,7 @@ public sealed class GdbRemoteServer
             _noAck = false;
             _authenticated = _options.Token is null;
             _authFailures = 0;
+            _unauthenticatedPackets = 0;
             await ServeLoopAsync(stream, cancellationToken).ConfigureAwait(false);
         }
         catch (Exception e) when (e is IOException or SocketException or ObjectDisposedException)
@@ -248,19 +254,27 @@ public sealed class GdbRemoteServer
     private async Task ServeLoopAsync(Stream stream, CancellationToken ct)
     {
         var reader = new GdbPacketReader(stream, MaxPacketSize);
+        DateTime authDeadline = DateTime.UtcNow + _options.AuthTimeout;
         while (true)
         {
             GdbPacket? read;
             using (var idle = CancellationTokenSource.CreateLinkedTokenSource(ct))
             {
-                idle.CancelAfter(_options.IdleTimeout);
+                // Until it authenticates, a client may hold the one client slot only for AuthTimeout.
+                TimeSpan left = _authenticated ? _options.IdleTimeout : authDeadline - DateTime.UtcNow;
+                if (left <= TimeSpan.Zero)
+                {
+                    throw new TimeoutException($"not authenticated within {_options.AuthTimeout}");
+                }
+
+                idle.CancelAfter(left < _options.IdleTimeout ? left : _options.IdleTimeout);
                 try
                 {
                     read = await reader.ReadAsync(idle.Token).ConfigureAwait(false);
                 }
                 catch (OperationCanceledException) when (!ct.IsCancellationRequested)
                 {
-                    throw new TimeoutException($"no packet for {_options.IdleTimeout}");
+                    throw new TimeoutException(_authenticated || DateTime.UtcNow < authDeadline ? $"no packet for {_options.IdleTimeout}" : $"not authenticated within {_options.AuthTimeout}");
                 }
             }
 
@@ -329,7 +343,7 @@ public sealed class GdbRemoteServer
     /// <summary>
     /// Before <c>monitor auth TOKEN</c>: gdb's connection handshake is answered so that gdb connects and the user
     /// can type the monitor command (gdb sends none before it is connected), but nothing about the guest is
-    /// revealed: registers read as unavailable, memory, writes, other monitor commands and saving are refused.
+    /// revealed: registers read as zeros; memory, writes, other monitor commands and saving are refused.
     /// </summary>
     private Answer HandleUnauthenticated(string p)
     {
@@ -367,8 +381,9 @@ public sealed class GdbRemoteServer
             case "":
                 return new Answer(Malformed);
             case "g":
-                // 'x' digits mark a register's value as unavailable (GDB manual, "Packets", 'g').
-                return new Answer(new string('x', X86TargetDescription.Registers.Sum(r => r.Bits / 4)));
+                // Zeros, not 'x' (unavailable): gdb 13 gives up the connection when the PC is unavailable, and the
+                // user could then never type 'monitor auth'.
+                return new Answer(new string('0', X86TargetDescription.Registers.Sum(r => r.Bits / 4)));
             case "?":
             case "QStartNoAckMode":
             case "vMustReplyEmpty":
@@ -390,15 +405,21 @@ public sealed class GdbRemoteServer
             return Handle(p, CancellationToken.None);
         }
 
-        return Refuse(null);
+        // Reads are what gdb itself sends after connecting (the frame at the zero PC): refused without counting,
+        // so the user can still authenticate. Anything else is a client that is not gdb waiting for 'monitor auth'.
+        return Refuse(null, counted: p[0] is not ('m' or 'p') && !p.StartsWith("qThreadExtraInfo", StringComparison.Ordinal));
     }
 
-    private Answer Refuse(string? message)
+    private Answer Refuse(string? message, bool counted = true)
     {
-        _authFailures++;
-        if (_authFailures >= _options.MaxAuthFailures)
+        if (counted)
         {
-            _log.WriteLine($"gdbserver: {_authFailures} refused packets before authentication; disconnecting");
+            _authFailures++;
+        }
+
+        if (_authFailures >= _options.MaxAuthFailures || ++_unauthenticatedPackets > MaxUnauthenticatedPackets)
+        {
+            _log.WriteLine($"gdbserver: {_authFailures} wrong tokens or refused packets, {_unauthenticatedPackets} packets in all, before authentication; disconnecting");
             return new Answer(NotAuthenticated, message is null ? null : message + "; disconnecting", End: true);
         }
 

@@ -15,8 +15,14 @@ public sealed record GdbServerOptions
     /// </summary>
     public string? Token { get; init; }
 
-    /// <summary>Wrong tokens and refused packets a client may send before authenticating, then it is disconnected.</summary>
+    /// <summary>
+    /// Wrong tokens and refused packets (other than the memory and register reads gdb sends by itself on
+    /// connecting) a client may send before authenticating; then it is disconnected.
+    /// </summary>
     public int MaxAuthFailures { get; init; } = 5;
+
+    /// <summary>A client with a token to give must give it within this time of connecting (default 2 minutes).</summary>
+    public TimeSpan AuthTimeout { get; init; } = TimeSpan.FromMinutes(2);
 
     /// <summary>A client that sends nothing for this long is disconnected (default 10 minutes).</summary>
     public TimeSpan IdleTimeout { get; init; } = TimeSpan.FromMinutes(10);

@@ -38,7 +38,7 @@ public sealed class GdbServerSecurityTests
         Assert.StartsWith("T05", c.Send("?"), StringComparison.Ordinal);
         string g = c.Send("g");
         Assert.Equal(X86TargetDescription.Registers.Sum(r => r.Bits / 4), g.Length);
-        Assert.All(g, ch => Assert.Equal('x', ch));
+        Assert.All(g, ch => Assert.Equal('0', ch));
 
         // ...but memory, registers, writes, thread details and monitor commands are refused.
         Assert.Equal("E03", c.Send("m5000,8"));
@@ -58,14 +58,47 @@ public sealed class GdbServerSecurityTests
     }
 
     [Fact]
+    public void AClientThatDoesNotAuthenticateInTimeIsDisconnected()
+    {
+        using var h = new GdbServerHarness(GdbServerHarness.InMemoryMachine(), new GdbServerOptions { Token = "s3cret", AuthTimeout = TimeSpan.FromMilliseconds(500) });
+        using (GdbTestClient c = h.Connect())
+        {
+            // Busy, so the idle timeout (10 minutes) never fires; the authentication deadline does.
+            var clock = System.Diagnostics.Stopwatch.StartNew();
+            Assert.Throws<EndOfStreamException>(() =>
+            {
+                while (clock.Elapsed < TimeSpan.FromSeconds(10))
+                {
+                    c.Send("qSupported");
+                    Thread.Sleep(50);
+                }
+            });
+            Assert.InRange(clock.Elapsed, TimeSpan.FromMilliseconds(400), TimeSpan.FromSeconds(10));
+        }
+
+        using (GdbTestClient c = h.Connect())
+        {
+            Assert.Equal("OK", c.Monitor("auth s3cret"));
+            Thread.Sleep(700);
+            Assert.Equal("00", c.Send("m5000,1"));
+        }
+    }
+
+    [Fact]
     public void AClientThatKeepsFailingIsDisconnectedAndTheServerServesTheNext()
     {
         using var h = new GdbServerHarness(GdbServerHarness.InMemoryMachine(), new GdbServerOptions { Token = "s3cret", MaxAuthFailures = 3 });
         using (GdbTestClient c = h.Connect())
         {
             Assert.Equal("E03", c.Monitor("auth a"));
+            // Reads, which gdb sends by itself after connecting, are refused without counting; a write counts.
+            for (int i = 0; i < 10; i++)
+            {
+                Assert.Equal("E03", c.Send("m0,1"));
+            }
+
             Assert.Equal("E03", c.Monitor("auth b"));
-            Assert.Equal("E03", c.Send("m0,1"));
+            Assert.Equal("E03", c.Send("M0,1:00"));
             Assert.True(c.IsClosedByServer());
         }
 
@@ -79,6 +112,19 @@ public sealed class GdbServerSecurityTests
         }
 
         Assert.False(h.Server.KillRequested);
+
+        // Reads alone cannot hold the one client slot forever either.
+        using (GdbTestClient c = h.Connect())
+        {
+            for (int i = 0; i < 256; i++)
+            {
+                Assert.Equal("E03", c.Send("m0,1"));
+            }
+
+            Assert.Equal("E03", c.Send("m0,1"));
+            Assert.True(c.IsClosedByServer());
+        }
+
         using (GdbTestClient c = h.Connect())
         {
             Assert.Equal("OK", c.Monitor("auth s3cret"));
