@@ -366,7 +366,7 @@ public sealed class GdbRemoteServer
                 {
                     _authenticated = true;
                     _log.WriteLine("gdbserver: client authenticated");
-                    return new Answer("OK", "authenticated; run 'flushregs' to load the registers");
+                    return new Answer("OK", "authenticated; run 'maintenance flush register-cache' (flushregs) to load the registers");
                 }
 
                 _log.WriteLine("gdbserver: wrong token");
