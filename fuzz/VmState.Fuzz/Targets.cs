@@ -2,6 +2,7 @@ using VmState.Export;
 using VmState.Formats.Elf;
 using VmState.Formats.Migration;
 using VmState.Formats.Qcow2;
+using VmState.Gdb;
 using VmState.IO;
 using VmState.Machine;
 using VmState.Memory;
@@ -26,7 +27,10 @@ public static class Targets
         ["btf"] = Btf,
         ["kallsyms"] = KallsymsScan,
         ["vmdesc"] = VmDesc,
+        ["gdb"] = GdbClient,
     };
+
+    private static readonly byte[] GdbSnapshot = LoadGdbSnapshot();
 
     /// <summary>
     /// Most bytes one input may allocate. Inputs are kilobytes; a parser that allocates more than this for one is
@@ -161,6 +165,74 @@ public static class Targets
         for (int i = 0; i < Math.Min(k.Count, 100); i++)
         {
             _ = k[i];
+        }
+    }
+
+    private static void GdbClient(byte[] data)
+    {
+        // The bytes are a client's whole side of a connection, framing included (so checksums, escapes, run-length
+        // marks and garbage between packets are fuzzed too); the replies go nowhere. A fresh machine each time,
+        // since register writes change its vCPU state. An input starting with '!' meets a server with a token.
+        using MachineState m = MigrationMachineReader.Read(new MemorySource(GdbSnapshot), "fuzz.mig", "migration stream");
+        var options = new GdbServerOptions
+        {
+            Token = data.Length > 0 && data[0] == '!' ? "fuzz" : null,
+            IdleTimeout = TimeSpan.FromSeconds(5),
+            WriteTimeout = TimeSpan.FromSeconds(5),
+        };
+        var server = new GdbRemoteServer(m, TextWriter.Null, options);
+        using var client = new ClientTraffic(data);
+        server.ServeAsync(client, CancellationToken.None).GetAwaiter().GetResult();
+    }
+
+    private static byte[] LoadGdbSnapshot()
+    {
+        using System.IO.Stream s = typeof(Targets).Assembly.GetManifestResourceStream("gdb-target.mig")!;
+        using var ms = new MemoryStream();
+        s.CopyTo(ms);
+        return ms.ToArray();
+    }
+
+    /// <summary>One side of a duplex connection: reads give the client's bytes, then end of stream; writes are dropped.</summary>
+    private sealed class ClientTraffic(byte[] input) : System.IO.Stream
+    {
+        private readonly MemoryStream _input = new(input, writable: false);
+
+        public override bool CanRead => true;
+
+        public override bool CanSeek => false;
+
+        public override bool CanWrite => true;
+
+        public override long Length => throw new NotSupportedException();
+
+        public override long Position { get => throw new NotSupportedException(); set => throw new NotSupportedException(); }
+
+        public override int Read(byte[] buffer, int offset, int count) => _input.Read(buffer, offset, count);
+
+        // Synchronous completions: Stream's defaults would run each call on the thread pool.
+        public override ValueTask<int> ReadAsync(Memory<byte> buffer, CancellationToken cancellationToken = default) => ValueTask.FromResult(_input.Read(buffer.Span));
+
+        public override void Write(byte[] buffer, int offset, int count)
+        {
+        }
+
+        public override ValueTask WriteAsync(ReadOnlyMemory<byte> buffer, CancellationToken cancellationToken = default) => ValueTask.CompletedTask;
+
+        public override void Flush()
+        {
+        }
+
+        public override Task FlushAsync(CancellationToken cancellationToken) => Task.CompletedTask;
+
+        public override long Seek(long offset, SeekOrigin origin) => throw new NotSupportedException();
+
+        public override void SetLength(long value) => throw new NotSupportedException();
+
+        protected override void Dispose(bool disposing)
+        {
+            _input.Dispose();
+            base.Dispose(disposing);
         }
     }
 

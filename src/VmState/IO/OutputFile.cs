@@ -86,8 +86,9 @@ public sealed class OutputFile : IDisposable
         ObjectDisposedException.ThrowIf(_committed, this);
         _file.Flush();
         _rules.CheckTarget(Path);
-        // Rename while the lock is held, so a concurrent run never takes this temporary for a stale one.
-        File.Move(TempPath, Path, overwrite: true);
+        // Rename while the lock is held, so a concurrent run never takes this temporary for a stale one. Without
+        // replacing, the move is link(2) + unlink(2) and fails if the target appeared since the check.
+        File.Move(TempPath, Path, overwrite: _rules.AllowReplace);
         _committed = true;
         _file.Dispose();
     }

@@ -1,6 +1,7 @@
 using System.Net;
 using System.Net.Sockets;
 using System.Text;
+using VmState.Export;
 using VmState.Formats.Migration;
 using VmState.Gdb;
 using VmState.IO;
@@ -100,7 +101,7 @@ public sealed class GdbRemoteServerTests : IDisposable
     public async Task RegistersMemoryThreadsWritesAndSave()
     {
         using MachineState m = Machine();
-        var server = new GdbRemoteServer(m, TextWriter.Null) { PhysicalMode = true };
+        var server = new GdbRemoteServer(m, TextWriter.Null, new GdbServerOptions { SaveDirectory = new SaveDirectory(_dir, false, null) }) { PhysicalMode = true };
         (Client c, Task serve) = Connect(server);
         using (c)
         {
@@ -127,8 +128,7 @@ public sealed class GdbRemoteServerTests : IDisposable
             Assert.Equal("E14", c.Send("m7ffffff000,8"));
             Assert.Equal("OK", c.Send("P0=efbeadde00000000"));
 
-            string saved = Path.Combine(_dir, "s.mig");
-            Assert.Equal("OK", c.Send("qRcmd," + Convert.ToHexStringLower(Encoding.ASCII.GetBytes($"save {saved}"))));
+            Assert.Equal("OK", c.Send("qRcmd," + Convert.ToHexStringLower(Encoding.ASCII.GetBytes("save s.mig"))));
             Assert.Equal("OK", c.Send("D"));
         }
 
@@ -139,5 +139,48 @@ public sealed class GdbRemoteServerTests : IDisposable
         byte[] page = new byte[4];
         back.Memory.Read(0x5000, page);
         Assert.Equal(new byte[] { 0, 1, 0xaa, 0xbb }, page);
+    }
+
+    [Fact]
+    public void HgForAMissingVcpuGShortOrLongAndPOfWrongSizeAreErrors()
+    {
+        using var h = new GdbServerHarness(GdbServerHarness.InMemoryMachine(), new GdbServerOptions());
+        using GdbTestClient c = h.Connect();
+        int block = X86TargetDescription.Registers.Sum(r => r.Bits / 8);
+        string g = c.Send("g");
+
+        // Two vCPUs are threads 1 and 2: thread 3 (and 0x10, and garbage) does not exist, and selecting it must
+        // not seem to work (gdb would then show vCPU 0's registers as thread 3's).
+        Assert.StartsWith("E", c.Send("Hg3"), StringComparison.Ordinal);
+        Assert.StartsWith("E", c.Send("Hg10"), StringComparison.Ordinal);
+        Assert.StartsWith("E", c.Send("Hgzz"), StringComparison.Ordinal);
+        Assert.StartsWith("E", c.Send("Hc5"), StringComparison.Ordinal);
+        Assert.Equal("OK", c.Send("Hg2"));
+        Assert.Equal("OK", c.Send("Hg0"));
+        Assert.Equal("OK", c.Send("Hc-1"));
+        Assert.StartsWith("E", c.Send("T3"), StringComparison.Ordinal);
+        Assert.StartsWith("E", c.Send("qThreadExtraInfo,3"), StringComparison.Ordinal);
+
+        // G with a block one byte short or long, or odd length: refused, nothing written.
+        Assert.Equal("OK", c.Send("Hg1"));
+        string changed = "efbeadde00000000" + g[16..];
+        Assert.Equal("E22", c.Send("G" + changed[..^2]));
+        Assert.Equal("E22", c.Send("G" + changed + "00"));
+        Assert.Equal("E22", c.Send("G" + changed[..^1]));
+        Assert.Equal(g, c.Send("g"));
+        Assert.Empty(h.Server.Edits);
+
+        // P of an unknown register or with a value of the wrong size; p of an unknown register.
+        Assert.Equal("E45", c.Send($"P{X86TargetDescription.Registers.Count:x}=0000000000000000"));
+        Assert.Equal("E22", c.Send("P0=efbeadde"));
+        Assert.Equal("E22", c.Send("P0=efbeadde0000000000"));
+        Assert.Equal("E45", c.Send("pfff"));
+        Assert.Empty(h.Server.Edits);
+
+        // The right sizes still work.
+        Assert.Equal("OK", c.Send("G" + changed));
+        Assert.Equal("efbeadde00000000", c.Send("p0"));
+        Assert.Equal("OK", c.Send("P0=0100000000000000"));
+        Assert.Equal("0100000000000000", c.Send("p0"));
     }
 }
