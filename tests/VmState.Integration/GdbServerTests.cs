@@ -17,7 +17,7 @@ public sealed partial class GdbServerTests(RunningGuestSnapshot snap) : IClassFi
         ulong gValue = snap.Truth.Marker!.GValuePhysicalAddress;
         string dll = Path.Combine(AppContext.BaseDirectory, "vmstate.dll");
         var psi = new ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true };
-        foreach (string a in new[] { dll, "gdbserver", snap.Original, "--port", "0", "--once" })
+        foreach (string a in new[] { dll, "gdbserver", snap.Original, "--port", "0", "--once", "--save-dir", snap.Dir })
         {
             psi.ArgumentList.Add(a);
         }
@@ -38,7 +38,7 @@ public sealed partial class GdbServerTests(RunningGuestSnapshot snap) : IClassFi
                 $"x/1gx 0x{gValue:x}",
                 "thread 2",
                 "set $r14 = 0xabcdef",
-                $"monitor save {saved}",
+                $"monitor save {Path.GetFileName(saved)}",
                 "detach");
             Assert.True(code == 0, output);
             Assert.Contains($"rip            0x{original.Cpus[0].Rip:x}", output, StringComparison.Ordinal);
@@ -68,6 +68,67 @@ public sealed partial class GdbServerTests(RunningGuestSnapshot snap) : IClassFi
             {
                 server.Kill(true);
             }
+        }
+    }
+
+    [Fact]
+    public void ASnapshotTruncatedUnderTheServerFailsThatReadAndTheSessionGoesOn()
+    {
+        // Regressions: a snapshot truncated while served killed the server with SIGBUS (it was memory-mapped), and
+        // `monitor save` wrote any path, replacing the served snapshot or an existing file.
+        string dir = Path.Combine(snap.Dir, $"trunc-{Guid.NewGuid():N}");
+        Directory.CreateDirectory(dir);
+        string copy = Path.Combine(dir, "served.mig");
+        File.Copy(snap.Original, copy);
+        ulong gValue = snap.Truth.Marker!.GValuePhysicalAddress;
+        string dll = Path.Combine(AppContext.BaseDirectory, "vmstate.dll");
+        var psi = new ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true };
+        foreach (string a in new[] { dll, "gdbserver", copy, "--port", "0", "--once", "--save-dir", dir })
+        {
+            psi.ArgumentList.Add(a);
+        }
+
+        using Process server = Process.Start(psi)!;
+        try
+        {
+            string banner = server.StandardOutput.ReadLine() ?? string.Empty;
+            Match port = Port().Match(banner);
+            Assert.True(port.Success, $"no port in \"{banner}\"");
+            // gdb runs its commands one by one; the truncation happens between two of them through gdb's own shell.
+            (int code, string output) = GdbBatch.Run(string.Empty,
+                $"target remote 127.0.0.1:{port.Groups[1].Value}",
+                "monitor phys on",
+                $"x/1gx 0x{gValue:x}",
+                $"shell truncate -s 4096 {copy}",
+                "monitor phys on",
+                "maintenance flush dcache",
+                $"x/1gx 0x{snap.Truth.Marker!.PhysicalAddress:x}",
+                "info registers rip",
+                "monitor save served.mig",
+                "monitor save ../escape.mig",
+                "monitor save /etc/vmstate-test.mig",
+                "detach");
+            Assert.True(code == 0, output);
+            Assert.Contains($"0x{gValue:x}:", output, StringComparison.Ordinal);
+            Assert.Contains("Cannot access memory", output, StringComparison.Ordinal);
+            Assert.Contains("rip ", output, StringComparison.Ordinal);
+            Assert.True(server.WaitForExit(30_000), "gdbserver did not exit after the connection ended");
+            string log = server.StandardError.ReadToEnd();
+            Assert.Equal(0, server.ExitCode);
+            Assert.Contains("changed while being read", log, StringComparison.Ordinal);
+            Assert.Equal(4096, new FileInfo(copy).Length);
+            Assert.False(File.Exists(Path.Combine(snap.Dir, "escape.mig")));
+            Assert.False(File.Exists("/etc/vmstate-test.mig"));
+            Assert.Equal([copy], Directory.GetFileSystemEntries(dir));
+        }
+        finally
+        {
+            if (!server.HasExited)
+            {
+                server.Kill(true);
+            }
+
+            Directory.Delete(dir, recursive: true);
         }
     }
 
