@@ -187,8 +187,8 @@ internal static class EditCommand
         string index = lhs[..colon];
         if (!int.TryParse(index, System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out int cpu) || cpu >= cpuCount)
         {
-            string range = cpuCount > 0 ? $"0 to {cpuCount - 1}" : "none: the snapshot has no vCPUs";
-            throw new ArgumentException($"--set-reg \"{option}\": vCPU \"{index}\" is not a vCPU index of this snapshot ({range})");
+            string range = cpuCount > 0 ? $"its vCPUs are 0 to {cpuCount - 1}" : "it has no vCPUs";
+            throw new ArgumentException($"--set-reg \"{option}\": no vCPU {index} in this snapshot ({range})");
         }
 
         return (cpu, lhs[(colon + 1)..]);

@@ -16,6 +16,7 @@ public sealed class OutputFile : IDisposable
     private readonly OutputRules _rules;
     private readonly FileStream _file;
     private bool _committed;
+    private bool _released;
 
     private OutputFile(string path, string tempPath, FileStream file, OutputRules rules)
     {
@@ -78,13 +79,28 @@ public sealed class OutputFile : IDisposable
     public Stream OpenStream() => new NonClosingStream(_file);
 
     /// <summary>
+    /// Flushes and closes the temporary so that code which opens files by path (the qcow2 writer) can open it. The
+    /// temporary then no longer holds its lock, so a concurrent run writing the same target could take it for a
+    /// killed run's: use this only for outputs that must be reopened. <see cref="Commit"/> and disposal still work.
+    /// </summary>
+    public void ReleaseForReopen()
+    {
+        _file.Dispose();
+        _released = true;
+    }
+
+    /// <summary>
     /// Renames the temporary into place. The target is checked against the inputs again first, since the directory
     /// may have changed while the output was written.
     /// </summary>
     public void Commit()
     {
         ObjectDisposedException.ThrowIf(_committed, this);
-        _file.Flush();
+        if (!_released)
+        {
+            _file.Flush();
+        }
+
         _rules.CheckTarget(Path);
         // Rename while the lock is held, so a concurrent run never takes this temporary for a stale one. Without
         // replacing, the move is link(2) + unlink(2) and fails if the target appeared since the check.

@@ -94,10 +94,13 @@ public static class SnapshotWriter
                     from.CopyTo(to, 1 << 20);
                 }
 
+                // The qcow2 writer opens the image by path.
+                copy.ReleaseForReopen();
                 imagePath = copy.TempPath;
             }
 
-            using (var vmstate = new FileSource(stream.TempPath))
+            // Read back through our own handle: the temporary is locked against other opens, ours included.
+            using (var vmstate = new FileSource(stream.Handle, stream.TempPath))
             {
                 Qcow2SnapshotWriter.AddSnapshot(imagePath, base_.Id, tag, vmstate, cancellationToken);
             }

@@ -57,7 +57,7 @@ public sealed class EditArgumentsTests : IDisposable
     [Theory]
     [InlineData("--write-pa", "18446744073709551615g=00", "larger than 2^64-1")]
     [InlineData("--write-pa", "18446744073709551615=0000", "past the top of the 64-bit address space")]
-    [InlineData("--set-reg", "99999999999:rax=1", "is not a vCPU index")]
+    [InlineData("--set-reg", "99999999999:rax=1", "no vCPU 99999999999 in this snapshot")]
     public void TheCommandExitsWithTwoAndOneLine(string option, string value, string expected)
     {
         var b = new StreamBuilder().Block("pc.ram", 1 << 20);
