@@ -43,7 +43,7 @@ public sealed class EditArgumentsTests : IDisposable
     public void VcpuIndicesOutsideTheSnapshotAreNamed(string lhs, string index)
     {
         var e = Assert.Throws<ArgumentException>(() => EditCommand.ParseRegisterTarget(lhs, lhs + "=1", 2));
-        Assert.Contains($"vCPU \"{index}\"", e.Message);
+        Assert.Contains($"no vCPU {index} in this snapshot", e.Message);
         Assert.Contains("0 to 1", e.Message);
     }
 
