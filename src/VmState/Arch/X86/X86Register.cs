@@ -41,9 +41,11 @@ public sealed class X86Register
     public bool InHardwareFile { get; private set; }
 
     /// <summary>
-    /// True when <c>edit --set-reg</c>, the GDB server's G/P packets and the injector may change it: the registers
-    /// whose value in the "cpu" section QEMU loads as it is (QEMU 7.2 <c>target/i386/machine.c</c> <c>cpu_post_load</c>
-    /// recomputes hflags and the x87 state from other fields).
+    /// True when <c>edit --set-reg</c>, the GDB server's G/P packets and the injector may change it: the general,
+    /// control and segment registers, rip, rflags, efer and the syscall MSRs, the set the editor has always accepted.
+    /// The others of the hardware files (SYSENTER MSRs, XCR0, MXCSR, x87 control and status, hflags, DR0-DR7) are
+    /// shown but not set: QEMU derives state from some of them on load (QEMU 7.2 <c>target/i386/machine.c</c>
+    /// <c>cpu_post_load</c>: fpus_vmstate gives fpstt and fpus, hflags' CPL is taken from SS).
     /// </summary>
     public bool Editable { get; private set; }
 
