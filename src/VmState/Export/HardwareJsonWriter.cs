@@ -95,34 +95,12 @@ public static class HardwareJsonWriter
         }
 
         w.WriteStartObject("registers");
-        for (int i = 0; i < 16; i++)
+        foreach (X86Register r in X86Registers.All)
         {
-            w.WriteString(X86CpuState.GeneralRegisterNames[i], Hex(cpu.Regs[i]));
-        }
-
-        w.WriteString("rip", Hex(cpu.Rip));
-        w.WriteString("rflags", Hex(cpu.Rflags));
-        w.WriteString("cr0", Hex(cpu.Cr0));
-        w.WriteString("cr2", Hex(cpu.Cr2));
-        w.WriteString("cr3", Hex(cpu.Cr3));
-        w.WriteString("cr4", Hex(cpu.Cr4));
-        w.WriteString("efer", Hex(cpu.Efer));
-        w.WriteString("kernel_gs_base", Hex(cpu.KernelGsBase));
-        w.WriteString("star", Hex(cpu.Star));
-        w.WriteString("lstar", Hex(cpu.Lstar));
-        w.WriteString("cstar", Hex(cpu.Cstar));
-        w.WriteString("fmask", Hex(cpu.Fmask));
-        w.WriteString("sysenter_cs", Hex(cpu.SysenterCs));
-        w.WriteString("sysenter_esp", Hex(cpu.SysenterEsp));
-        w.WriteString("sysenter_eip", Hex(cpu.SysenterEip));
-        w.WriteString("xcr0", Hex(cpu.Xcr0));
-        w.WriteString("mxcsr", Hex(cpu.Mxcsr));
-        w.WriteString("fcw", Hex(cpu.Fcw));
-        w.WriteString("fsw", Hex(cpu.Fsw));
-        w.WriteString("hflags", Hex(cpu.HFlags));
-        for (int i = 0; i < 8; i++)
-        {
-            w.WriteString($"dr{i}", Hex(cpu.Dr[i]));
+            if (r.InHardwareFile)
+            {
+                w.WriteString(r.Name, Hex(r.Get(cpu)));
+            }
         }
 
         w.WriteEndObject();

@@ -53,19 +53,15 @@ public static class HardwareXmlWriter
         {
             w.WriteStartElement("cpu");
             w.WriteAttributeString("index", Num((ulong)cpu.Index));
-            for (int i = 0; i < 16; i++)
+            // The same registers as hardware.json, in the same order.
+            foreach (X86Register r in X86Registers.All)
             {
-                Reg(w, X86CpuState.GeneralRegisterNames[i], cpu.Regs[i]);
+                if (r.InHardwareFile)
+                {
+                    Reg(w, r.Name, r.Get(cpu));
+                }
             }
 
-            Reg(w, "rip", cpu.Rip);
-            Reg(w, "rflags", cpu.Rflags);
-            Reg(w, "cr0", cpu.Cr0);
-            Reg(w, "cr2", cpu.Cr2);
-            Reg(w, "cr3", cpu.Cr3);
-            Reg(w, "cr4", cpu.Cr4);
-            Reg(w, "efer", cpu.Efer);
-            Reg(w, "kernel_gs_base", cpu.KernelGsBase);
             for (int i = 0; i < 6; i++)
             {
                 Seg(w, X86CpuState.SegmentNames[i], cpu.Segments[i]);

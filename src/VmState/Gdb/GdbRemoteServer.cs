@@ -36,12 +36,6 @@ public sealed class GdbRemoteServer
     // authenticating only holds the one client slot.
     private const int MaxUnauthenticatedPackets = 256;
 
-    private static readonly HashSet<string> WritableRegisters =
-    [
-        .. X86CpuState.GeneralRegisterNames, "rip", "eflags", "cs", "ss", "ds", "es", "fs", "gs", "fs_base", "gs_base",
-        "k_gs_base", "cr0", "cr2", "cr3", "cr4", "efer",
-    ];
-
     private readonly MachineState _machine;
     private readonly SnapshotEditor? _editor;
     private readonly IPhysicalMemory _memory;
@@ -689,30 +683,9 @@ public sealed class GdbRemoteServer
 
     private string ReadRegister(int n)
     {
-        GdbRegister reg = X86TargetDescription.Registers[n];
-        byte[] value = new byte[reg.Bits / 8];
-        X86CpuState c = Cpu;
-        ulong v = reg.Name switch
-        {
-            "eflags" => c.Rflags,
-            "fctrl" => c.Fcw,
-            "fstat" => c.Fsw,
-            "mxcsr" => c.Mxcsr,
-            "k_gs_base" => c.KernelGsBase,
-            _ => c.GetRegister(reg.Name) ?? 0,
-        };
-        if (reg.Name.StartsWith("xmm", StringComparison.Ordinal))
-        {
-            int x = int.Parse(reg.Name[3..], CultureInfo.InvariantCulture);
-            c.Xmm.AsSpan(x * 16, 16).CopyTo(value);
-        }
-        else if (value.Length <= 8)
-        {
-            Span<byte> tmp = stackalloc byte[8];
-            BinaryPrimitives.WriteUInt64LittleEndian(tmp, v);
-            tmp[..value.Length].CopyTo(value);
-        }
-
+        X86Register reg = X86Registers.Gdb[n];
+        byte[] value = new byte[reg.Gdb!.Bits / 8];
+        reg.Read(Cpu, value);
         return Convert.ToHexStringLower(value);
     }
 
@@ -744,7 +717,7 @@ public sealed class GdbRemoteServer
 
         foreach ((int index, _) in changes)
         {
-            CheckWritable(X86TargetDescription.Registers[index]);
+            CheckWritable(index);
         }
 
         foreach ((int index, byte[] value) in changes)
@@ -776,70 +749,37 @@ public sealed class GdbRemoteServer
             return BadRegisterSize;
         }
 
-        CheckWritable(reg);
+        CheckWritable((int)n);
         WriteRegister((int)n, value);
         return "OK";
     }
 
-    private void CheckWritable(GdbRegister reg)
+    private void CheckWritable(int n)
     {
+        X86Register reg = X86Registers.Gdb[n];
         if (_editor is null)
         {
             throw new InvalidOperationException($"{_machine.SourceFormat} inputs are read-only");
         }
 
-        if (!WritableRegisters.Contains(reg.Name))
+        if (!reg.Editable)
         {
-            throw new ArgumentException($"writing {reg.Name} is not supported");
+            throw new ArgumentException($"writing {reg.Gdb!.Name} is not supported");
         }
     }
 
     private void WriteRegister(int n, byte[] value)
     {
-        GdbRegister reg = X86TargetDescription.Registers[n];
+        // The table's name, not gdb's: the editor knows eflags as rflags and k_gs_base as kernel_gs_base.
+        X86Register reg = X86Registers.Gdb[n];
         Span<byte> tmp = stackalloc byte[8];
         tmp.Clear();
         value.CopyTo(tmp);
         ulong v = BinaryPrimitives.ReadUInt64LittleEndian(tmp);
-        string name = reg.Name switch
-        {
-            "eflags" => "rflags",
-            "k_gs_base" => "kernel_gs_base",
-            _ => reg.Name,
-        };
         X86CpuState c = Cpu;
-        _editor!.SetRegister(c.Index, name, v);
-        ApplyToState(c, name, v);
+        _editor!.SetRegister(c.Index, reg.Name, v);
+        reg.Set(c, v);
         _spaces.Remove(_thread);
-    }
-
-    private static void ApplyToState(X86CpuState c, string name, ulong v)
-    {
-        int gi = Array.IndexOf(X86CpuState.GeneralRegisterNames, name);
-        if (gi >= 0)
-        {
-            c.Regs[gi] = v;
-            return;
-        }
-
-        int si = Array.IndexOf(X86CpuState.SegmentNames, name.EndsWith("_base", StringComparison.Ordinal) ? name[..^5] : name);
-        if (si >= 0)
-        {
-            c.Segments[si] = name.EndsWith("_base", StringComparison.Ordinal) ? c.Segments[si] with { Base = v } : c.Segments[si] with { Selector = (uint)v };
-            return;
-        }
-
-        switch (name)
-        {
-            case "rip": c.Rip = v; break;
-            case "rflags": c.Rflags = v; break;
-            case "cr0": c.Cr0 = v; break;
-            case "cr2": c.Cr2 = v; break;
-            case "cr3": c.Cr3 = v; break;
-            case "cr4": c.Cr4 = v; break;
-            case "efer": c.Efer = v; break;
-            case "kernel_gs_base": c.KernelGsBase = v; break;
-        }
     }
 
     private string ReadMemory(ReadOnlySpan<char> args)

@@ -1,4 +1,5 @@
 using System.Text;
+using VmState.Arch.X86;
 
 namespace VmState.Gdb;
 
@@ -9,12 +10,7 @@ namespace VmState.Gdb;
 /// </summary>
 public static class X86TargetDescription
 {
-    private const string Core = "org.gnu.gdb.i386.core";
-    private const string Sse = "org.gnu.gdb.i386.sse";
-    private const string Segments = "org.gnu.gdb.i386.segments";
-    private const string System = "org.vmstate.x86.system";
-
-    /// <summary>Registers in gdb's numbering (the order of the 'g' packet).</summary>
+    /// <summary>Registers in gdb's numbering (the order of the 'g' packet), from <see cref="X86Registers.Gdb"/>.</summary>
     public static readonly IReadOnlyList<GdbRegister> Registers = Build();
 
     /// <summary>The target.xml document.</summary>
@@ -23,46 +19,10 @@ public static class X86TargetDescription
     private static List<GdbRegister> Build()
     {
         var r = new List<GdbRegister>();
-        foreach (string n in new[] { "rax", "rbx", "rcx", "rdx", "rsi", "rdi" })
+        foreach (X86Register reg in X86Registers.Gdb)
         {
-            r.Add(new(n, 64, "int64", Core));
-        }
-
-        r.Add(new("rbp", 64, "data_ptr", Core));
-        r.Add(new("rsp", 64, "data_ptr", Core));
-        for (int i = 8; i < 16; i++)
-        {
-            r.Add(new($"r{i}", 64, "int64", Core));
-        }
-
-        r.Add(new("rip", 64, "code_ptr", Core));
-        r.Add(new("eflags", 32, "int32", Core));
-        foreach (string n in new[] { "cs", "ss", "ds", "es", "fs", "gs" })
-        {
-            r.Add(new(n, 32, "int32", Core));
-        }
-
-        for (int i = 0; i < 8; i++)
-        {
-            r.Add(new($"st{i}", 80, "i387_ext", Core));
-        }
-
-        foreach (string n in new[] { "fctrl", "fstat", "ftag", "fiseg", "fioff", "foseg", "fooff", "fop" })
-        {
-            r.Add(new(n, 32, "int", Core));
-        }
-
-        for (int i = 0; i < 16; i++)
-        {
-            r.Add(new($"xmm{i}", 128, "vec128", Sse));
-        }
-
-        r.Add(new("mxcsr", 32, "int", Sse));
-        r.Add(new("fs_base", 64, "int64", Segments));
-        r.Add(new("gs_base", 64, "int64", Segments));
-        foreach (string n in new[] { "k_gs_base", "cr0", "cr2", "cr3", "cr4", "efer" })
-        {
-            r.Add(new(n, 64, "int64", System));
+            X86GdbRegister g = reg.Gdb!;
+            r.Add(new(g.Name, g.Bits, g.Type, g.Feature));
         }
 
         return r;
@@ -86,7 +46,7 @@ public static class X86TargetDescription
 
                 feature = reg.Feature;
                 sb.Append("<feature name=\"").Append(feature).Append("\">");
-                if (feature == Sse)
+                if (feature == X86Registers.GdbSse)
                 {
                     sb.Append("<vector id=\"v4f\" type=\"ieee_single\" count=\"4\"/><vector id=\"v2d\" type=\"ieee_double\" count=\"2\"/>")
                       .Append("<vector id=\"v16i8\" type=\"int8\" count=\"16\"/><vector id=\"v8i16\" type=\"int16\" count=\"8\"/>")

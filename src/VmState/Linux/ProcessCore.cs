@@ -188,7 +188,7 @@ public static class ProcessCore
     /// </summary>
     private static (byte[] Regs, string Source) UserRegisters(LinuxKernel kernel, KernelObject task, Dictionary<ulong, int> running)
     {
-        byte[] r = new byte[27 * 8];
+        byte[] r = new byte[X86Registers.UserRegsCount * 8];
         if (running.TryGetValue(task.Address, out int cpuIndex) && cpuIndex < kernel.Machine.Cpus.Count)
         {
             X86CpuState cpu = kernel.Machine.Cpus[cpuIndex];
@@ -218,15 +218,17 @@ public static class ProcessCore
             throw new KernelDataException(at, $"kernel stack of task {task.Member("pid").ToInt64()}", $"no saved user pt_regs at the top of its {threadSize / 1024} KiB stack (cs 0x{cs:x}, ss 0x{ss:x}; expected 0x33 and 0x2b)");
         }
 
-        // pt_regs holds the first 21 quadwords of user_regs_struct in the same order (r15 .. ss).
-        regs.AsSpan(0, 21 * 8).CopyTo(r);
+        // pt_regs holds user_regs_struct up to ss in the same order (r15 .. ss, arch/x86/include/asm/ptrace.h); the
+        // rest the kernel's ptrace fills from the thread struct (arch/x86/kernel/ptrace.c getreg).
+        int ptRegsQuadwords = X86Registers.Get("ss").UserRegsIndex + 1;
+        regs.AsSpan(0, ptRegsQuadwords * 8).CopyTo(r);
         KernelObject thread = task.Member("thread");
-        BinaryPrimitives.WriteUInt64LittleEndian(r.AsSpan(21 * 8), thread.Member("fsbase").ToUInt64());
-        BinaryPrimitives.WriteUInt64LittleEndian(r.AsSpan(22 * 8), thread.Member("gsbase").ToUInt64());
-        BinaryPrimitives.WriteUInt64LittleEndian(r.AsSpan(23 * 8), thread.Member("ds").ToUInt64());
-        BinaryPrimitives.WriteUInt64LittleEndian(r.AsSpan(24 * 8), thread.Member("es").ToUInt64());
-        BinaryPrimitives.WriteUInt64LittleEndian(r.AsSpan(25 * 8), thread.Member("fsindex").ToUInt64());
-        BinaryPrimitives.WriteUInt64LittleEndian(r.AsSpan(26 * 8), thread.Member("gsindex").ToUInt64());
+        (string Register, string Member)[] fromThread = [("fs_base", "fsbase"), ("gs_base", "gsbase"), ("ds", "ds"), ("es", "es"), ("fs", "fsindex"), ("gs", "gsindex")];
+        foreach ((string register, string member) in fromThread)
+        {
+            BinaryPrimitives.WriteUInt64LittleEndian(r.AsSpan(X86Registers.Get(register).UserRegsIndex * 8), thread.Member(member).ToUInt64());
+        }
+
         return (r, $"pt_regs at 0x{at:x} (kernel stack top, THREAD_SIZE {threadSize / 1024} KiB)");
     }
 

@@ -48,8 +48,11 @@ public sealed class StreamBuilder
         return this;
     }
 
-    /// <summary>A "cpu" section with the fields X86CpuSectionDecoder needs, in QEMU's order.</summary>
-    public StreamBuilder Cpu(int index, ulong[] regs, ulong rip, ulong cr3, ulong efer = 0x500, ulong cr0 = 0x80050033, ulong cr4 = 0x3006f0)
+    /// <summary>
+    /// A "cpu" section with the fields X86CpuSectionDecoder needs, in QEMU's order; with <paramref name="syscallMsrs"/>
+    /// also env.star, env.lstar, env.cstar and env.fmask (QEMU 7.2 target/i386/machine.c, before env.kernelgsbase).
+    /// </summary>
+    public StreamBuilder Cpu(int index, ulong[] regs, ulong rip, ulong cr3, ulong efer = 0x500, ulong cr0 = 0x80050033, ulong cr4 = 0x3006f0, bool syscallMsrs = false)
     {
         var d = new Device("cpu", index, "cpu", 12);
         d.Fields.Add(Field.Array("env.regs", "uint64", 8, regs.Select(r => Be(r, 8)).ToArray()));
@@ -72,6 +75,14 @@ public sealed class StreamBuilder
         d.Fields.Add(Field.Int("env.cr[3]", "uint64", 8, cr3));
         d.Fields.Add(Field.Int("env.cr[4]", "uint64", 8, cr4));
         d.Fields.Add(Field.Int("env.efer", "uint64", 8, efer));
+        if (syscallMsrs)
+        {
+            d.Fields.Add(Field.Int("env.star", "uint64", 8, 0x23001000000000));
+            d.Fields.Add(Field.Int("env.lstar", "uint64", 8, 0xffffffff81e00080));
+            d.Fields.Add(Field.Int("env.cstar", "uint64", 8, 0xffffffff81e019b0));
+            d.Fields.Add(Field.Int("env.fmask", "uint64", 8, 0x257fd5));
+        }
+
         d.Fields.Add(Field.Int("env.kernelgsbase", "uint64", 8, 0xffff888000000000));
         d.Subsections.Add(new Device("cpu/msr_smi_count", 0, "cpu/msr_smi_count", 1) { Fields = { Field.Int("env.msr_smi_count", "uint64", 8, 0) } });
         return AddDevice(d);

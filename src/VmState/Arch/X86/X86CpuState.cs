@@ -109,48 +109,12 @@ public sealed class X86CpuState
     /// <summary>True when the vCPU was halted (from the "cpu_common" section), when known.</summary>
     public bool? Halted { get; set; }
 
-    /// <summary>Register by name (general registers, rip, rflags, cr0..cr4, efer, segment selectors and bases).</summary>
-    public ulong? GetRegister(string name)
-    {
-        string n = name.ToLowerInvariant();
-        int gi = Array.IndexOf(GeneralRegisterNames, n);
-        if (gi >= 0)
-        {
-            return Regs[gi];
-        }
-
-        int si = Array.IndexOf(SegmentNames, n);
-        if (si >= 0)
-        {
-            return Segments[si].Selector;
-        }
-
-        if (n.EndsWith("_base", StringComparison.Ordinal))
-        {
-            si = Array.IndexOf(SegmentNames, n[..^5]);
-            if (si >= 0)
-            {
-                return Segments[si].Base;
-            }
-        }
-
-        return n switch
-        {
-            "rip" => Rip,
-            "rflags" or "eflags" => Rflags,
-            "cr0" => Cr0,
-            "cr2" => Cr2,
-            "cr3" => Cr3,
-            "cr4" => Cr4,
-            "efer" => Efer,
-            "kernel_gs_base" => KernelGsBase,
-            "star" => Star,
-            "lstar" => Lstar,
-            "cstar" => Cstar,
-            "fmask" => Fmask,
-            _ => null,
-        };
-    }
+    /// <summary>
+    /// Register by name or alias, for the registers <c>edit --set-reg</c> can set (<see cref="X86Register.Editable"/>:
+    /// general registers, rip, rflags, cr0..cr4, efer, segment selectors and bases, kernel_gs_base and the syscall
+    /// MSRs); null for any other name.
+    /// </summary>
+    public ulong? GetRegister(string name) => X86Registers.Find(name) is { Editable: true } r ? r.Get(this) : null;
 
     /// <summary>True when the CPU is in 64-bit long mode (EFER.LMA).</summary>
     public bool LongMode => (Efer & (1UL << 10)) != 0;

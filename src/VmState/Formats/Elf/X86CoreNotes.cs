@@ -22,12 +22,11 @@ public static class X86CoreNotes
     /// <summary>Size of QEMUCPUState version 1 with kernel_gs_base.</summary>
     public const int QemuCpuStateSize = 440;
 
-    // user_regs_struct order (Linux arch/x86/include/asm/user_64.h) mapped to X86CpuState.Regs indexes:
-    // r15 r14 r13 r12 rbp rbx r11 r10 r9 r8 rax rcx rdx rsi rdi
-    private static readonly int[] s_prstatusGeneral = [15, 14, 13, 12, 5, 3, 11, 10, 9, 8, 0, 1, 2, 6, 7];
+    // QEMUCPUState before kernel_gs_base was added (QEMU 7.2 target/i386/arch_dump.c): every reader needs this much.
+    private const int QemuCpuStateV1Size = 432;
 
-    // QEMUCPUState order: rax rbx rcx rdx rsi rdi rsp rbp r8..r15
-    private static readonly int[] s_qemuGeneral = [0, 3, 1, 2, 6, 7, 4, 5, 8, 9, 10, 11, 12, 13, 14, 15];
+    // version, size, 16 general registers, rip, rflags: then cs ds es fs gs ss ldt tr gdt idt, 24 bytes each.
+    private const int QemuSegmentsOffset = 8 + (18 * 8);
 
     // QEMUCPUState segment order: cs ds es fs gs ss
     private static readonly int[] s_qemuSegments = [X86CpuState.Cs, X86CpuState.Ds, X86CpuState.Es, X86CpuState.Fs, X86CpuState.Gs, X86CpuState.Ss];
@@ -38,24 +37,11 @@ public static class X86CoreNotes
         byte[] d = new byte[PrstatusSize];
         BinaryPrimitives.WriteInt32LittleEndian(d.AsSpan(PrstatusPidOffset), cpu.Index + 1);
         Span<byte> r = d.AsSpan(PrstatusRegsOffset);
-        int q = 0;
-        foreach (int gi in s_prstatusGeneral)
+        for (int q = 0; q < X86Registers.UserRegsCount; q++)
         {
-            Put(r, q++, cpu.Regs[gi]);
+            Put(r, q, X86Registers.UserRegs[q].Get(cpu));
         }
 
-        Put(r, q++, 0); // orig_rax
-        Put(r, q++, cpu.Rip);
-        Put(r, q++, cpu.Segments[X86CpuState.Cs].Selector);
-        Put(r, q++, cpu.Rflags);
-        Put(r, q++, cpu.Regs[4]); // rsp
-        Put(r, q++, cpu.Segments[X86CpuState.Ss].Selector);
-        Put(r, q++, cpu.Segments[X86CpuState.Fs].Base);
-        Put(r, q++, cpu.Segments[X86CpuState.Gs].Base);
-        Put(r, q++, cpu.Segments[X86CpuState.Ds].Selector);
-        Put(r, q++, cpu.Segments[X86CpuState.Es].Selector);
-        Put(r, q++, cpu.Segments[X86CpuState.Fs].Selector);
-        Put(r, q, cpu.Segments[X86CpuState.Gs].Selector);
         return new ElfNote("CORE", ElfNote.NtPrstatus, d);
     }
 
@@ -66,16 +52,16 @@ public static class X86CoreNotes
         Span<byte> s = d;
         BinaryPrimitives.WriteUInt32LittleEndian(s, 1);
         BinaryPrimitives.WriteUInt32LittleEndian(s[4..], QemuCpuStateSize);
-        int pos = 8;
-        foreach (int gi in s_qemuGeneral)
+        foreach (X86Register reg in X86Registers.All)
         {
-            BinaryPrimitives.WriteUInt64LittleEndian(s[pos..], cpu.Regs[gi]);
-            pos += 8;
+            if (reg.QemuNoteOffset >= 0)
+            {
+                BinaryPrimitives.WriteUInt64LittleEndian(s[reg.QemuNoteOffset..], reg.Get(cpu));
+            }
         }
 
-        BinaryPrimitives.WriteUInt64LittleEndian(s[pos..], cpu.Rip);
-        BinaryPrimitives.WriteUInt64LittleEndian(s[(pos + 8)..], cpu.Rflags);
-        pos += 16;
+        // The registers before the segments are in the table; the segments follow as whole QEMUCPUSegments.
+        int pos = QemuSegmentsOffset;
         foreach (int si in s_qemuSegments)
         {
             pos = PutSegment(s, pos, cpu.Segments[si]);
@@ -85,14 +71,6 @@ public static class X86CoreNotes
         pos = PutSegment(s, pos, cpu.Tr);
         pos = PutSegment(s, pos, cpu.Gdt);
         pos = PutSegment(s, pos, cpu.Idt);
-        ulong[] cr = [cpu.Cr0, 0, cpu.Cr2, cpu.Cr3, cpu.Cr4];
-        foreach (ulong c in cr)
-        {
-            BinaryPrimitives.WriteUInt64LittleEndian(s[pos..], c);
-            pos += 8;
-        }
-
-        BinaryPrimitives.WriteUInt64LittleEndian(s[pos..], cpu.KernelGsBase);
         return new ElfNote("QEMU", 0, d);
     }
 
@@ -106,38 +84,22 @@ public static class X86CoreNotes
 
         cpu.Index = BinaryPrimitives.ReadInt32LittleEndian(d[PrstatusPidOffset..]) - 1;
         ReadOnlySpan<byte> r = d[PrstatusRegsOffset..];
-        int q = 0;
-        foreach (int gi in s_prstatusGeneral)
+        for (int q = 0; q < X86Registers.UserRegsCount; q++)
         {
-            cpu.Regs[gi] = Get(r, q++);
+            X86Register reg = X86Registers.UserRegs[q];
+            if (reg.InModel)
+            {
+                reg.Set(cpu, Get(r, q));
+            }
         }
-
-        q++; // orig_rax
-        cpu.Rip = Get(r, q++);
-        ulong cs = Get(r, q++);
-        cpu.Rflags = Get(r, q++);
-        cpu.Regs[4] = Get(r, q++);
-        ulong ss = Get(r, q++);
-        ulong fsBase = Get(r, q++);
-        ulong gsBase = Get(r, q++);
-        ulong ds = Get(r, q++);
-        ulong es = Get(r, q++);
-        ulong fs = Get(r, q++);
-        ulong gs = Get(r, q);
-        cpu.Segments[X86CpuState.Cs] = cpu.Segments[X86CpuState.Cs] with { Selector = (uint)cs };
-        cpu.Segments[X86CpuState.Ss] = cpu.Segments[X86CpuState.Ss] with { Selector = (uint)ss };
-        cpu.Segments[X86CpuState.Ds] = cpu.Segments[X86CpuState.Ds] with { Selector = (uint)ds };
-        cpu.Segments[X86CpuState.Es] = cpu.Segments[X86CpuState.Es] with { Selector = (uint)es };
-        cpu.Segments[X86CpuState.Fs] = cpu.Segments[X86CpuState.Fs] with { Selector = (uint)fs, Base = fsBase };
-        cpu.Segments[X86CpuState.Gs] = cpu.Segments[X86CpuState.Gs] with { Selector = (uint)gs, Base = gsBase };
     }
 
     /// <summary>Reads a "QEMU" note (QEMUCPUState) into <paramref name="cpu"/>.</summary>
     public static void ReadQemuCpuState(ReadOnlySpan<byte> d, X86CpuState cpu)
     {
-        if (d.Length < 432)
+        if (d.Length < QemuCpuStateV1Size)
         {
-            throw new FormatException($"QEMU CPU note of {d.Length} bytes (expected at least 432)");
+            throw new FormatException($"QEMU CPU note of {d.Length} bytes (expected at least {QemuCpuStateV1Size})");
         }
 
         uint version = BinaryPrimitives.ReadUInt32LittleEndian(d);
@@ -146,16 +108,18 @@ public static class X86CoreNotes
             throw new FormatException($"QEMU CPU note version {version} (expected 1)");
         }
 
-        int pos = 8;
-        foreach (int gi in s_qemuGeneral)
+        // kernel_gs_base came after the first QEMUCPUState; a note whose size stops before a register does not carry it.
+        uint size = BinaryPrimitives.ReadUInt32LittleEndian(d[4..]);
+        foreach (X86Register reg in X86Registers.All)
         {
-            cpu.Regs[gi] = BinaryPrimitives.ReadUInt64LittleEndian(d[pos..]);
-            pos += 8;
+            int at = reg.QemuNoteOffset;
+            if (at >= 0 && (at + 8 <= QemuCpuStateV1Size || (size >= at + 8 && d.Length >= at + 8)))
+            {
+                reg.Set(cpu, BinaryPrimitives.ReadUInt64LittleEndian(d[at..]));
+            }
         }
 
-        cpu.Rip = BinaryPrimitives.ReadUInt64LittleEndian(d[pos..]);
-        cpu.Rflags = BinaryPrimitives.ReadUInt64LittleEndian(d[(pos + 8)..]);
-        pos += 16;
+        int pos = QemuSegmentsOffset;
         foreach (int si in s_qemuSegments)
         {
             cpu.Segments[si] = GetSegment(d, ref pos);
@@ -165,16 +129,6 @@ public static class X86CoreNotes
         cpu.Tr = GetSegment(d, ref pos);
         cpu.Gdt = GetSegment(d, ref pos);
         cpu.Idt = GetSegment(d, ref pos);
-        cpu.Cr0 = BinaryPrimitives.ReadUInt64LittleEndian(d[pos..]);
-        cpu.Cr2 = BinaryPrimitives.ReadUInt64LittleEndian(d[(pos + 16)..]);
-        cpu.Cr3 = BinaryPrimitives.ReadUInt64LittleEndian(d[(pos + 24)..]);
-        cpu.Cr4 = BinaryPrimitives.ReadUInt64LittleEndian(d[(pos + 32)..]);
-        pos += 40;
-        uint size = BinaryPrimitives.ReadUInt32LittleEndian(d[4..]);
-        if (size >= pos + 8 && d.Length >= pos + 8)
-        {
-            cpu.KernelGsBase = BinaryPrimitives.ReadUInt64LittleEndian(d[pos..]);
-        }
     }
 
     private static int PutSegment(Span<byte> s, int pos, X86Segment seg)

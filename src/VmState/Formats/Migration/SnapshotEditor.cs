@@ -64,42 +64,24 @@ public sealed class SnapshotEditor
         _log.Add($"wrote {data.Length} bytes at virtual 0x{address:x} (vCPU {cpu} page tables)");
     }
 
-    /// <summary>Sets a register of vCPU <paramref name="cpu"/> (rax..r15, rip, rflags, cr0-cr4, efer, segment selectors, fs_base, gs_base, kernel_gs_base).</summary>
+    /// <summary>
+    /// Sets a register of vCPU <paramref name="cpu"/>: any <see cref="X86Register.Editable"/> register of
+    /// <see cref="X86Registers.All"/> (rax..r15, rip, rflags, cr0-cr4, efer, segment selectors and bases,
+    /// kernel_gs_base, star, lstar, cstar, fmask), by name or alias.
+    /// </summary>
     public void SetRegister(int cpu, string register, ulong value)
     {
         DeviceState section = _machine.Devices.FirstOrDefault(d => d.IdStr == "cpu" && d.InstanceId == cpu)
             ?? throw new ArgumentException($"no vCPU {cpu}: the snapshot has {_machine.Cpus.Count} ({string.Join(", ", _machine.Cpus.Select(c => c.Index))})");
-        VmsdState s = section.State!;
-        string r = register.ToLowerInvariant();
-        DeviceField field;
-        int gi = Array.IndexOf(X86CpuState.GeneralRegisterNames, r);
-        int si = Array.IndexOf(X86CpuState.SegmentNames, r.EndsWith("_base", StringComparison.Ordinal) ? r[..^5] : r);
-        if (gi >= 0)
+        if (X86Registers.Find(register) is not { Editable: true, StateField: X86StateField where })
         {
-            field = s.Field("env.regs")!.Elements![gi];
-        }
-        else if (si >= 0)
-        {
-            VmsdState seg = s.Field("env.segs")!.Elements![si].Struct!;
-            field = seg.Field(r.EndsWith("_base", StringComparison.Ordinal) ? "base" : "selector")!;
-        }
-        else
-        {
-            string name = r switch
-            {
-                "rip" => "env.eip",
-                "rflags" or "eflags" => "env.eflags",
-                "cr0" or "cr2" or "cr3" or "cr4" => $"env.cr[{r[2]}]",
-                "efer" => "env.efer",
-                "kernel_gs_base" => "env.kernelgsbase",
-                "star" or "lstar" or "cstar" or "fmask" => $"env.{r}",
-                _ => throw new ArgumentException($"unknown register \"{register}\" (known: {string.Join(", ", X86CpuState.GeneralRegisterNames)}, rip, rflags, cr0, cr2, cr3, cr4, efer, es..gs, es_base..gs_base, kernel_gs_base, star, lstar, cstar, fmask)"),
-            };
-            field = s.Field(name) ?? throw new ArgumentException($"the cpu section has no field {name}");
+            throw new ArgumentException($"unknown register \"{register}\" (known: {string.Join(", ", X86Registers.All.Where(r => r.Editable).Select(r => r.Name))})");
         }
 
+        DeviceField field = X86CpuSectionDecoder.FindField(section.State!, where)
+            ?? throw new ArgumentException($"the cpu section has no field {where.Name}{(where.Member is null ? string.Empty : "." + where.Member)}");
         _stream.SetField(field, value);
-        _log.Add($"vCPU {cpu}: {r} = 0x{value:x}");
+        _log.Add($"vCPU {cpu}: {register.ToLowerInvariant()} = 0x{value:x}");
     }
 
     /// <summary>

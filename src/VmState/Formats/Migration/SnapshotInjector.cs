@@ -186,19 +186,11 @@ public static class SnapshotInjector
         }
     }
 
-    private static ulong ReadOnlyRegister(X86CpuState c, string name, string path) => name switch
-    {
-        "sysenter_cs" => c.SysenterCs,
-        "sysenter_esp" => c.SysenterEsp,
-        "sysenter_eip" => c.SysenterEip,
-        "xcr0" => c.Xcr0,
-        "mxcsr" => c.Mxcsr,
-        "fcw" => c.Fcw,
-        "fsw" => c.Fsw,
-        "hflags" => c.HFlags,
-        ['d', 'r', char d] when d is >= '0' and <= '7' => c.Dr[d - '0'],
-        _ => throw new ArgumentException($"{path}: unknown register \"{name}\" in the cpus block"),
-    };
+    // The registers of the hardware file's "registers" block that the editor does not set (X86Register.Editable).
+    private static ulong ReadOnlyRegister(X86CpuState c, string name, string path) =>
+        X86Registers.Find(name) is { InHardwareFile: true } r && r.Name == name
+            ? r.Get(c)
+            : throw new ArgumentException($"{path}: unknown register \"{name}\" in the cpus block");
 
     private static (int Registers, int Fields) ApplyHardware(SnapshotEditor editor, MachineState original, JsonElement root, string path, List<string> changes)
     {

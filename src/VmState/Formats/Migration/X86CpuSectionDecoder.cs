@@ -53,20 +53,14 @@ public static class X86CpuSectionDecoder
             throw new VmStateFormatException(regs.Offset, $"cpu section (instance {d.InstanceId})", "env.regs is not an array of 16 registers");
         }
 
-        for (int i = 0; i < 16; i++)
-        {
-            cpu.Regs[i] = regs.Elements[i].Integer;
-        }
-
-        cpu.Rip = Require(d, "env.eip").Integer;
-        cpu.Rflags = Require(d, "env.eflags").Integer;
-        cpu.HFlags = (uint)(s.Field("env.hflags")?.Integer ?? 0);
         DeviceField segs = Require(d, "env.segs");
         if (segs.Elements is not { Count: 6 })
         {
             throw new VmStateFormatException(segs.Offset, $"cpu section (instance {d.InstanceId})", "env.segs is not an array of 6 segments");
         }
 
+        // Whole segments first (limit and flags are not registers of the table); the table then sets the same
+        // selectors and bases again, from the same fields.
         for (int i = 0; i < 6; i++)
         {
             cpu.Segments[i] = Segment(segs.Elements[i]);
@@ -76,31 +70,23 @@ public static class X86CpuSectionDecoder
         cpu.Tr = Segment(Require(d, "env.tr"));
         cpu.Gdt = Segment(Require(d, "env.gdt"));
         cpu.Idt = Segment(Require(d, "env.idt"));
-        cpu.Cr0 = Require(d, "env.cr[0]").Integer;
-        cpu.Cr2 = s.Field("env.cr[2]")?.Integer ?? 0;
-        cpu.Cr3 = Require(d, "env.cr[3]").Integer;
-        cpu.Cr4 = Require(d, "env.cr[4]").Integer;
-        if (s.Field("env.dr")?.Elements is { Count: 8 } dr)
+        foreach (X86Register r in X86Registers.All)
         {
-            for (int i = 0; i < 8; i++)
+            if (r.StateField is not X86StateField where)
             {
-                cpu.Dr[i] = dr[i].Integer;
+                continue;
+            }
+
+            if (FindField(s, where) is DeviceField f)
+            {
+                r.Set(cpu, f.Integer);
+            }
+            else if (where.Required)
+            {
+                Require(d, where.Name);
             }
         }
 
-        cpu.Efer = s.Field("env.efer")?.Integer ?? 0;
-        cpu.Star = s.Field("env.star")?.Integer ?? 0;
-        cpu.Lstar = s.Field("env.lstar")?.Integer ?? 0;
-        cpu.Cstar = s.Field("env.cstar")?.Integer ?? 0;
-        cpu.Fmask = s.Field("env.fmask")?.Integer ?? 0;
-        cpu.KernelGsBase = s.Field("env.kernelgsbase")?.Integer ?? 0;
-        cpu.SysenterCs = s.Field("env.sysenter_cs")?.Integer ?? 0;
-        cpu.SysenterEsp = s.Field("env.sysenter_esp")?.Integer ?? 0;
-        cpu.SysenterEip = s.Field("env.sysenter_eip")?.Integer ?? 0;
-        cpu.Xcr0 = s.Field("env.xcr0")?.Integer ?? 0;
-        cpu.Mxcsr = (uint)(s.Field("env.mxcsr")?.Integer ?? 0);
-        cpu.Fcw = (ushort)(s.Field("env.fpuc")?.Integer ?? 0);
-        cpu.Fsw = (ushort)(s.Field("env.fpus_vmstate")?.Integer ?? 0);
         if (s.Field("env.xmm_regs[0]")?.Elements is { Count: 16 } xmm)
         {
             for (int i = 0; i < 16; i++)
@@ -114,6 +100,29 @@ public static class X86CpuSectionDecoder
         }
 
         return cpu;
+    }
+
+    /// <summary>
+    /// The field of a "cpu" section that holds <paramref name="where"/>, or null when the section has none (an array of
+    /// another length than QEMU declares counts as none).
+    /// </summary>
+    public static DeviceField? FindField(VmsdState section, X86StateField where)
+    {
+        ArgumentNullException.ThrowIfNull(section);
+        ArgumentNullException.ThrowIfNull(where);
+        DeviceField? f = section.Field(where.Name);
+        if (f is null || where.Index < 0)
+        {
+            return f;
+        }
+
+        if (f.Elements is not { } elements || elements.Count != where.Length)
+        {
+            return null;
+        }
+
+        DeviceField e = elements[where.Index];
+        return where.Member is null ? e : e.Struct?.Field(where.Member);
     }
 
     private static DeviceField Require(DeviceState d, string name) =>
