@@ -149,7 +149,7 @@ public sealed class EditResumeTests(RunningGuestSnapshot snap) : IClassFixture<R
 
     [Theory]
     [InlineData("--write-pa", "0x7fffffff000=00", "not RAM")]
-    [InlineData("--set-reg", "9:rax=1", "vCPU \"9\" is not a vCPU index")]
+    [InlineData("--set-reg", "9:rax=1", "no vCPU 9")]
     [InlineData("--set-reg", "0:xyz=1", "unknown register")]
     [InlineData("--set-field", "e1000:no_such_field=1", "has no field")]
     [InlineData("--set-field", "e1000:mac_reg[RCTL]=0x1ffffffff", "does not fit")]
