@@ -33,6 +33,16 @@ run_tests() {
     fi
 }
 run_tests tests/VmState.Tests unit
+
+# The CLI of the pinned commit, for CliGoldenTests (CLI output unchanged across the refactor). If it cannot be
+# built (e.g. a shallow clone lacks the commit), the step fails here and those tests fail saying why.
+echo "== golden baseline CLI (eng/golden-baseline.sh) =="
+if baseline_dll="$(bash eng/golden-baseline.sh)"; then
+    export VMSTATE_GOLDEN_BASELINE="$baseline_dll"
+    echo "$VMSTATE_GOLDEN_BASELINE"
+else
+    failed_steps+=("golden baseline")
+fi
 run_tests tests/VmState.Integration integration
 
 if [ -x eng/fuzz.sh ] || [ -f eng/fuzz.sh ]; then

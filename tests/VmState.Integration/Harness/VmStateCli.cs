@@ -11,12 +11,23 @@ public static class VmStateCli
     public static (int ExitCode, string Stdout, string Stderr) Run(IEnumerable<string> args, IReadOnlyDictionary<string, string>? environment = null)
     {
         string? exe = Environment.GetEnvironmentVariable("VMSTATE_CLI_EXE");
-        var psi = new ProcessStartInfo(string.IsNullOrEmpty(exe) ? "dotnet" : exe) { RedirectStandardOutput = true, RedirectStandardError = true };
-        if (string.IsNullOrEmpty(exe))
-        {
-            psi.ArgumentList.Add(Path.Combine(AppContext.BaseDirectory, "vmstate.dll"));
-        }
+        return string.IsNullOrEmpty(exe)
+            ? RunDll(Path.Combine(AppContext.BaseDirectory, "vmstate.dll"), args, environment)
+            : Start(new ProcessStartInfo(exe), args, environment);
+    }
 
+    /// <summary>Runs another build of the CLI, e.g. the pinned baseline of CliGoldenTests, with <c>dotnet DLL</c>.</summary>
+    public static (int ExitCode, string Stdout, string Stderr) RunDll(string dll, IEnumerable<string> args, IReadOnlyDictionary<string, string>? environment = null)
+    {
+        var psi = new ProcessStartInfo("dotnet");
+        psi.ArgumentList.Add(dll);
+        return Start(psi, args, environment);
+    }
+
+    private static (int ExitCode, string Stdout, string Stderr) Start(ProcessStartInfo psi, IEnumerable<string> args, IReadOnlyDictionary<string, string>? environment)
+    {
+        psi.RedirectStandardOutput = true;
+        psi.RedirectStandardError = true;
         foreach (string a in args)
         {
             psi.ArgumentList.Add(a);

@@ -1,0 +1,319 @@
+using System.Diagnostics;
+using System.Globalization;
+using System.Text.RegularExpressions;
+using VmState.Integration.Harness;
+using Xunit.Abstractions;
+
+namespace VmState.Integration;
+
+/// <summary>
+/// One paused fixture guest saved as a migration stream, QEMU's ELF dump, a qcow2 image with a savevm snapshot and
+/// a truncated copy of the stream, for <see cref="CliGoldenTests"/>; also the baseline CLI it compares against.
+/// </summary>
+public sealed class GoldenGuestFixture : IAsyncLifetime
+{
+    /// <summary>The variable eng/test.sh sets to the vmstate.dll that eng/golden-baseline.sh built.</summary>
+    public const string BaselineVariable = "VMSTATE_GOLDEN_BASELINE";
+
+    public const string SnapshotTag = "golden";
+
+    public string Dir { get; } = Directory.CreateTempSubdirectory("vmstate-golden-").FullName;
+
+    public GroundTruth Truth { get; private set; } = null!;
+
+    public string BaselineDll { get; private set; } = string.Empty;
+
+    public string StreamPath => Path.Combine(Dir, "guest.mig");
+
+    public string DumpPath => Path.Combine(Dir, "guest.elf");
+
+    public string DiskPath => Path.Combine(Dir, "disk.qcow2");
+
+    public string TruncatedPath => Path.Combine(Dir, "truncated.mig");
+
+    /// <summary>Where the commands that write files write them; each run gets it empty.</summary>
+    public string OutputDir => Path.Combine(Dir, "out");
+
+    /// <summary>Wall time of the guest boot and the saves, reported with the class's time.</summary>
+    public TimeSpan SetupTime { get; private set; }
+
+    public async Task InitializeAsync()
+    {
+        // Checked before the boot: without the baseline there is nothing to compare with, and a skip would let a
+        // run without it pass unnoticed.
+        string? dll = Environment.GetEnvironmentVariable(BaselineVariable);
+        if (string.IsNullOrEmpty(dll) || !File.Exists(dll))
+        {
+            throw new InvalidOperationException(
+                $"{BaselineVariable} is {(string.IsNullOrEmpty(dll) ? "not set" : $"'{dll}', which does not exist")}: run eng/golden-baseline.sh "
+                + $"and set {BaselineVariable} to the vmstate.dll path it prints (eng/test.sh does both)");
+        }
+
+        BaselineDll = dll;
+        var clock = Stopwatch.StartNew();
+        Process.Start("qemu-img", ["create", "-q", "-f", "qcow2", DiskPath, "64M"]).WaitForExit();
+        await using (QemuGuest guest = await QemuGuest.StartAsync(new QemuGuestOptions { DiskPath = DiskPath }))
+        {
+            await guest.WaitForReadyAsync(TimeSpan.FromSeconds(180));
+            Truth = guest.Truth;
+            await guest.PauseAsync();
+            await guest.DumpGuestMemoryAsync(DumpPath);
+            await guest.SaveVmAsync(SnapshotTag);
+            await guest.MigrateToFileAsync(StreamPath);
+            await guest.QuitAsync();
+        }
+
+        // A third of the stream ends inside the RAM section: what a copy cut short by a full disk looks like.
+        using (FileStream from = File.OpenRead(StreamPath))
+        using (FileStream to = File.Create(TruncatedPath))
+        {
+            byte[] buffer = new byte[1 << 20];
+            long left = from.Length / 3;
+            while (left > 0)
+            {
+                int n = from.Read(buffer, 0, (int)Math.Min(buffer.Length, left));
+                to.Write(buffer, 0, n);
+                left -= n;
+            }
+        }
+
+        SetupTime = clock.Elapsed;
+    }
+
+    public Task DisposeAsync()
+    {
+        if (Environment.GetEnvironmentVariable("VMSTATE_KEEP_WORK") != "1")
+        {
+            Directory.Delete(Dir, recursive: true);
+        }
+
+        return Task.CompletedTask;
+    }
+}
+
+/// <summary>
+/// The CLI's output must not change unless on purpose: every read-only command (and the file-writing ones), in
+/// text and --json form and in its error cases, is run on the same snapshots by the CLI of the commit pinned in
+/// eng/golden-baseline.txt and by the current one, and exit code, stdout, stderr and written files must be equal.
+/// The only thing not compared is wall time: the "parseSeconds"/"seconds" fields of --json summaries, the
+/// "done in N s (N GB/s ...)" line of extract and the "in N s" end of procdump's summary line.
+/// </summary>
+public sealed class CliGoldenTests(GoldenGuestFixture guest, ITestOutputHelper log) : IClassFixture<GoldenGuestFixture>
+{
+    /// <summary>What a case expects of the exit code, so a case that fails the same way in both CLIs is still noticed.</summary>
+    private enum Exit
+    {
+        Success,
+        Failure,
+    }
+
+    /// <summary>
+    /// A command line with placeholders ({mig}, {elf}, {qcow2}, {truncated}, {missing}, {out}, {pid}, {maddr},
+    /// {mpaddr}, {banner}), the exit it must have, the files it writes under {out}, and whether it prints timings.
+    /// </summary>
+    private sealed record Case(string Args, Exit Exit = Exit.Success, string[]? Files = null, bool Timings = false);
+
+    private static readonly Dictionary<string, Case> s_cases = new(StringComparer.Ordinal)
+    {
+        ["help"] = new("--help"),
+        ["info mig"] = new("info {mig}"),
+        ["info mig json"] = new("info {mig} --json"),
+        ["info elf"] = new("info {elf}"),
+        ["info elf json"] = new("info {elf} --json"),
+        ["info qcow2"] = new("info {qcow2}"),
+        ["info qcow2 snapshot json"] = new("info {qcow2} --snapshot golden --json"),
+        ["snapshots"] = new("snapshots {qcow2}"),
+        ["snapshots json"] = new("snapshots {qcow2} --json"),
+        ["translate kernel explain"] = new("translate {mig} {banner} --explain"),
+        ["translate kernel explain json"] = new("translate {mig} {banner} --explain --json"),
+        ["translate process"] = new("translate {mig} {maddr} --pid {pid} --explain"),
+        ["read pa"] = new("read {mig} {mpaddr} 64 --pa"),
+        ["read va"] = new("read {mig} {banner} 128 --va"),
+        ["read va process"] = new("read {mig} {maddr} 64 --va --pid {pid}"),
+        ["read sym hex"] = new("read {mig} init_task+0x10 64 --sym -f hex"),
+        ["read sym"] = new("read {mig} linux_banner 160 --sym"),
+        ["read sym asm"] = new("read {mig} _text 48 --sym -f asm"),
+        ["kernel-info"] = new("kernel-info {mig}"),
+        ["kernel-info json"] = new("kernel-info {mig} --json"),
+        ["kernel-info elf"] = new("kernel-info {elf}"),
+        ["ps"] = new("ps {mig}"),
+        ["ps json"] = new("ps {mig} --json"),
+        ["ps threads"] = new("ps {mig} --threads"),
+        ["ps threads json"] = new("ps {mig} --threads --json"),
+        ["ps elf"] = new("ps {elf}"),
+        ["pstree"] = new("pstree {mig}"),
+        ["pstree json"] = new("pstree {mig} --json"),
+        ["symbols glob"] = new("symbols {mig} init_*"),
+        ["symbols glob json"] = new("symbols {mig} init_* --json"),
+        ["symbols address"] = new("symbols {mig} --address {banner}"),
+        ["types task_struct"] = new("types {mig} task_struct"),
+        ["types task_struct json"] = new("types {mig} task_struct --json"),
+        ["types list_head"] = new("types {mig} struct list_head"),
+        ["types module e1000"] = new("types {mig} e1000_adapter --module e1000"),
+        ["modules"] = new("modules {mig}"),
+        ["modules json"] = new("modules {mig} --json"),
+        ["netdev"] = new("netdev {mig}"),
+        ["netdev json"] = new("netdev {mig} --json"),
+        ["dmesg tail"] = new("dmesg {mig} --tail 20"),
+        ["dmesg tail json"] = new("dmesg {mig} --tail 20 --json"),
+        ["dmesg level"] = new("dmesg {mig} --level 4 --show-level"),
+        ["maps"] = new("maps {mig} {pid}"),
+        ["maps json"] = new("maps {mig} {pid} --json"),
+        ["extract"] = new("extract {mig} -o {out}", Files: ["core.elf", "hardware.json"], Timings: true),
+        ["extract xml json"] = new("extract {mig} -o {out} --xml --json", Files: ["core.elf", "hardware.json", "hardware.xml"], Timings: true),
+        ["procdump"] = new("procdump {mig} {pid} -o {out}/marker.core", Files: ["marker.core"], Timings: true),
+        ["procdump json"] = new("procdump {mig} {pid} -o {out}/marker.core --json", Files: ["marker.core"], Timings: true),
+        ["edit"] = new("edit {mig} -o {out}/edited.mig --write-pa {mpaddr}=474f4c44 --set-reg 0:rax=0x1234 --set-mac e1000=52:54:00:11:22:33 --guest", Files: ["edited.mig"]),
+        ["edit json"] = new("edit {mig} -o {out}/edited.mig --set-reg 1:rbx=0x42 --json", Files: ["edited.mig"]),
+        ["error missing file"] = new("info {missing}", Exit.Failure),
+        ["error missing file ps"] = new("ps {missing}", Exit.Failure),
+        ["error truncated info"] = new("info {truncated}", Exit.Failure),
+        ["error truncated ps"] = new("ps {truncated}", Exit.Failure),
+        ["error non-canonical va"] = new("read {mig} 0xdead000000000000 16 --va", Exit.Failure),
+        ["error pa beyond ram"] = new("read {mig} 0x7fff00000000 16 --pa", Exit.Failure),
+        ["error unmapped translate"] = new("translate {mig} 0x10 --explain", Exit.Failure),
+        ["error address syntax"] = new("read {mig} zz 16 --pa", Exit.Failure),
+        ["error unknown symbol"] = new("read {mig} no_such_symbol 16 --sym", Exit.Failure),
+        ["error unknown type"] = new("types {mig} no_such_type", Exit.Failure),
+        ["error no such pid"] = new("maps {mig} 99999", Exit.Failure),
+    };
+
+    // Wall time is the one thing two runs of the same CLI do not share; each pattern keeps the key or the text
+    // around the number, so a field or line that disappears is still a difference.
+    private static readonly (Regex Pattern, string Replacement)[] s_timings =
+    [
+        (new Regex("\"(parseSeconds|seconds)\": [-0-9.eE+]+", RegexOptions.CultureInvariant), "\"$1\": <time>"),
+        (new Regex(@"^done in [0-9.]+ s \([0-9.]+ GB/s of guest RAM\)$", RegexOptions.Multiline | RegexOptions.CultureInvariant), "done in <time> s (<time> GB/s of guest RAM)"),
+        (new Regex(@"(?<=^wrote .* bytes) in [0-9.]+ s$", RegexOptions.Multiline | RegexOptions.CultureInvariant), " in <time> s"),
+    ];
+
+    public static TheoryData<string> Cases()
+    {
+        var data = new TheoryData<string>();
+        foreach (string name in s_cases.Keys)
+        {
+            data.Add(name);
+        }
+
+        return data;
+    }
+
+    [Theory]
+    [MemberData(nameof(Cases))]
+    public void SameOutputAsTheBaseline(string name)
+    {
+        Case c = s_cases[name];
+        string[] args = Expand(c.Args);
+        var clock = Stopwatch.StartNew();
+        string baselineOut = guest.OutputDir + ".baseline";
+        ResetDirectory(baselineOut);
+        ResetDirectory(guest.OutputDir);
+        (int ExitCode, string Stdout, string Stderr) want = VmStateCli.RunDll(guest.BaselineDll, args);
+        // Both CLIs write to the same path, since paths appear in the output; the baseline's files are moved aside.
+        Directory.Delete(baselineOut);
+        Directory.Move(guest.OutputDir, baselineOut);
+        Directory.CreateDirectory(guest.OutputDir);
+        (int ExitCode, string Stdout, string Stderr) got = VmStateCli.Run(args);
+        log.WriteLine($"{name}: {clock.Elapsed.TotalSeconds:F1} s for both CLIs (fixture set-up took {guest.SetupTime.TotalSeconds:F1} s)");
+        log.WriteLine($"exit {got.ExitCode}, {got.Stdout.Split('\n').Length - 1} stdout lines, stderr: {got.Stderr.Split('\n')[0]}");
+
+        Assert.True(want.ExitCode == got.ExitCode, $"exit code: baseline {want.ExitCode}, now {got.ExitCode}\nstderr now: {got.Stderr}");
+        string wantOut = c.Timings ? WithoutTimings(want.Stdout) : want.Stdout;
+        string gotOut = c.Timings ? WithoutTimings(got.Stdout) : got.Stdout;
+        // A timing pattern that no longer matches would leave the time in and make the case fail at random.
+        Assert.True(!c.Timings || wantOut.Contains("<time>", StringComparison.Ordinal), $"no timing pattern matched the baseline's output of {c.Args}:\n{want.Stdout}");
+        AssertSameText("stdout", wantOut, gotOut);
+        AssertSameText("stderr", want.Stderr, got.Stderr);
+        Assert.True((got.ExitCode == 0) == (c.Exit == Exit.Success), $"vmstate {c.Args} exited {got.ExitCode} in both CLIs, expected {c.Exit}:\n{got.Stderr}");
+        foreach (string file in c.Files ?? [])
+        {
+            AssertSameFile(Path.Combine(baselineOut, file), Path.Combine(guest.OutputDir, file));
+        }
+
+        // Extract and edit write up to a RAM's worth each; freed now rather than at the end of the class.
+        ResetDirectory(baselineOut);
+        ResetDirectory(guest.OutputDir);
+    }
+
+    private string[] Expand(string template)
+    {
+        GroundTruth.MarkerInfo marker = guest.Truth.Marker ?? throw new InvalidOperationException("the guest printed no marker line");
+        string banner = guest.Truth.Lines.Where(l => l.Key == "ksym" && l.Text.StartsWith("name=linux_banner ", StringComparison.Ordinal))
+            .Select(l => l.Text.Split(' ')[1]["addr=".Length..]).Single();
+        var values = new Dictionary<string, string>(StringComparer.Ordinal)
+        {
+            ["{mig}"] = guest.StreamPath,
+            ["{elf}"] = guest.DumpPath,
+            ["{qcow2}"] = guest.DiskPath,
+            ["{truncated}"] = guest.TruncatedPath,
+            ["{missing}"] = Path.Combine(guest.Dir, "no-such-snapshot.mig"),
+            ["{out}"] = guest.OutputDir,
+            ["{pid}"] = marker.Pid.ToString(CultureInfo.InvariantCulture),
+            ["{maddr}"] = $"0x{marker.VirtualAddress:x}",
+            ["{mpaddr}"] = $"0x{marker.PhysicalAddress:x}",
+            ["{banner}"] = banner,
+        };
+        // "struct list_head" is one argument; no other case has a space inside an argument.
+        string[] words = template.Replace("struct list_head", "struct\u0001list_head", StringComparison.Ordinal).Split(' ');
+        return words.Select(w => values.Aggregate(w, (s, kv) => s.Replace(kv.Key, kv.Value, StringComparison.Ordinal)).Replace('\u0001', ' ')).ToArray();
+    }
+
+    private static string WithoutTimings(string text) => s_timings.Aggregate(text, (s, t) => t.Pattern.Replace(s, t.Replacement));
+
+    private static void ResetDirectory(string path)
+    {
+        if (Directory.Exists(path))
+        {
+            Directory.Delete(path, recursive: true);
+        }
+
+        Directory.CreateDirectory(path);
+    }
+
+    /// <summary>Fails with the first line that differs, both versions of it, and the line counts.</summary>
+    private static void AssertSameText(string what, string want, string got)
+    {
+        if (want == got)
+        {
+            return;
+        }
+
+        string[] a = want.Split('\n');
+        string[] b = got.Split('\n');
+        int i = 0;
+        while (i < a.Length && i < b.Length && a[i] == b[i])
+        {
+            i++;
+        }
+
+        throw new Xunit.Sdk.XunitException(
+            $"{what} differs from the baseline's at line {i + 1} ({a.Length} lines in the baseline, {b.Length} now):\n"
+            + $"baseline: {(i < a.Length ? a[i] : "<end>")}\nnow:      {(i < b.Length ? b[i] : "<end>")}");
+    }
+
+    /// <summary>Fails with the first offset at which the files differ (compared in chunks: cores are RAM-sized).</summary>
+    private static void AssertSameFile(string want, string got)
+    {
+        Assert.True(File.Exists(want), $"the baseline wrote no {want}");
+        Assert.True(File.Exists(got), $"the current CLI wrote no {got}");
+        using FileStream a = File.OpenRead(want);
+        using FileStream b = File.OpenRead(got);
+        Assert.True(a.Length == b.Length, $"{Path.GetFileName(got)}: {a.Length} bytes from the baseline, {b.Length} now");
+        byte[] x = new byte[1 << 20];
+        byte[] y = new byte[1 << 20];
+        long offset = 0;
+        while (true)
+        {
+            int n = a.ReadAtLeast(x, x.Length, throwOnEndOfStream: false);
+            b.ReadExactly(y, 0, n);
+            int diff = x.AsSpan(0, n).CommonPrefixLength(y.AsSpan(0, n));
+            Assert.True(diff == n, $"{Path.GetFileName(got)} differs from the baseline's at offset 0x{offset + diff:x}");
+            if (n < x.Length)
+            {
+                return;
+            }
+
+            offset += n;
+        }
+    }
+}
