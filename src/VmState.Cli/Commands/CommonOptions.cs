@@ -1,7 +1,6 @@
 using System.CommandLine;
 using System.Text.Json;
 using VmState.Formats.Migration;
-using VmState.Machine;
 using VmState.IO;
 using VmState.Linux;
 using VmState.Snapshots;

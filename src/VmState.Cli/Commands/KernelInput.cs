@@ -1,6 +1,5 @@
 using System.CommandLine;
 using VmState.Linux;
-using VmState.Machine;
 
 namespace VmState.Cli.Commands;
 
