@@ -1,41 +1,10 @@
-using System.Globalization;
+using VmState.Memory;
 
 namespace VmState.Cli.Commands;
 
 /// <summary>Parses addresses and lengths given as 0x-prefixed hex, plain decimal, or with a k/m/g suffix.</summary>
 internal static class AddressParser
 {
-    public static ulong Parse(string text, string what)
-    {
-        string t = text.Trim().Replace("_", string.Empty, StringComparison.Ordinal).Replace("`", string.Empty, StringComparison.Ordinal);
-        ulong multiplier = 1;
-        if (t.Length > 1 && char.IsLetter(t[^1]) && !t.StartsWith("0x", StringComparison.OrdinalIgnoreCase))
-        {
-            multiplier = char.ToLowerInvariant(t[^1]) switch
-            {
-                'k' => 1UL << 10,
-                'm' => 1UL << 20,
-                'g' => 1UL << 30,
-                _ => throw new ArgumentException($"{what} \"{text}\": unknown suffix '{t[^1]}' (use k, m or g)"),
-            };
-            t = t[..^1];
-        }
-
-        bool ok = t.StartsWith("0x", StringComparison.OrdinalIgnoreCase)
-            ? ulong.TryParse(t.AsSpan(2), NumberStyles.HexNumber, CultureInfo.InvariantCulture, out ulong v)
-            : ulong.TryParse(t, NumberStyles.None, CultureInfo.InvariantCulture, out v);
-        if (!ok)
-        {
-            throw new ArgumentException($"{what} \"{text}\" is not a number (use 0x-prefixed hex or decimal)");
-        }
-
-        // A suffix can push a number that fits in 64 bits past 2^64 (18446744073709551615g): say so instead of
-        // letting OverflowException escape as a stack trace.
-        if (v > ulong.MaxValue / multiplier)
-        {
-            throw new ArgumentException($"{what} \"{text}\" is larger than 2^64-1");
-        }
-
-        return v * multiplier;
-    }
+    /// <summary>The library's parser (<see cref="AddressText"/>), which symbol expressions share with the CLI.</summary>
+    public static ulong Parse(string text, string what) => AddressText.Parse(text, what);
 }

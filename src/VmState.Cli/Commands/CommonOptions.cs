@@ -1,8 +1,8 @@
 using System.CommandLine;
 using System.Text.Json;
 using VmState.Formats.Migration;
-using VmState.Machine;
 using VmState.IO;
+using VmState.Linux;
 using VmState.Snapshots;
 
 namespace VmState.Cli.Commands;
@@ -27,8 +27,11 @@ internal static class CommonOptions
         Description = "work on a running QEMU through this QMP socket (guest RAM read from QEMU's process memory)",
     };
 
-    /// <summary>Opens a file, or attaches to a running VM with --qmp (paused for the command when <paramref name="pause"/>).</summary>
-    public static (MachineState Machine, IDisposable Owner) OpenInput(string? input, string? qmp, SnapshotOpenOptions options, bool pause)
+    /// <summary>
+    /// Opens a file, or attaches to a running VM with --qmp (paused until the <see cref="Vm"/> is disposed when
+    /// <paramref name="pause"/>; the library's pause scope also resumes it on Ctrl-C, SIGTERM and process exit).
+    /// </summary>
+    public static Vm OpenVm(string? input, string? qmp, VmOpenOptions options, bool pause)
     {
         if ((input is null) == (qmp is null))
         {
@@ -37,12 +40,16 @@ internal static class CommonOptions
 
         if (qmp is not null)
         {
-            LiveSession session = LiveSession.Open(qmp, pause);
-            return (session.Machine, session);
+            var attach = new VmAttachOptions
+            {
+                Pause = pause,
+                Kernel = options.Kernel,
+                ResumeFailed = e => Console.Error.WriteLine($"vmstate: warning: could not resume the guest: {e.Message}"),
+            };
+            return Vm.AttachAsync(qmp, attach).GetAwaiter().GetResult();
         }
 
-        MachineState m = SnapshotLoader.Open(input!, options);
-        return (m, m);
+        return Vm.Open(input!, options);
     }
 
     public static Option<string?> SnapshotName() => new("--snapshot", "-s")
@@ -138,4 +145,11 @@ internal static class CommonOptions
 
     public static SnapshotOpenOptions OpenOptions(string? snapshot, bool raw, IProgress<double>? progress = null) =>
         new() { Snapshot = snapshot, AllowRaw = raw, Progress = progress, Limits = ReaderLimits.Default };
+
+    /// <summary>
+    /// The options for <see cref="OpenVm"/>: block-cached reads when <paramref name="cacheReads"/> (random access:
+    /// page tables, kernel structures), plain positional reads for one pass over RAM (extract, info).
+    /// </summary>
+    public static VmOpenOptions VmOptions(string? snapshot, bool raw, bool cacheReads, KernelLocatorOptions? kernel = null) =>
+        new() { Snapshot = snapshot, AllowRaw = raw, CacheReads = cacheReads, Limits = ReaderLimits.Default, Kernel = kernel };
 }

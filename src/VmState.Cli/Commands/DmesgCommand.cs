@@ -51,15 +51,14 @@ internal static class DmesgCommand
                 return 1;
             }
 
-            (MachineState m, IDisposable owner) = input.Open(r);
-            using IDisposable session = owner;
-            LinuxKernel kernel = input.Locate(r, m);
+            using Vm vm = input.Open(r);
+            LinuxKernel kernel = vm.Linux.Kernel;
             if (following)
             {
                 return Follow(kernel, maxLevel, last, r.GetValue(showLevel), Math.Max(50, r.GetValue(interval)), r.GetValue(duration));
             }
 
-            IEnumerable<KernelLogRecord> records = KernelLog.Read(kernel);
+            IEnumerable<KernelLogRecord> records = vm.Linux.KernelLog();
             if (maxLevel is int ml)
             {
                 records = records.Where(x => x.Level <= ml);

@@ -49,8 +49,8 @@ internal static class ExtractCommand
         IAnsiConsole err = AnsiConsole.Create(new AnsiConsoleSettings { Out = new AnsiConsoleOutput(TerminalText.RawError) });
         bool interactive = !Console.IsErrorRedirected;
         // A running VM is paused while its state is written, so core and registers agree; it is resumed after.
-        (MachineState m, IDisposable owner) = CommonOptions.OpenInput(input, qmp, CommonOptions.OpenOptions(snapshot, raw), pause: true);
-        using IDisposable _ = owner;
+        using Vm vm = CommonOptions.OpenVm(input, qmp, CommonOptions.VmOptions(snapshot, raw, cacheReads: false), pause: true);
+        MachineState m = vm.Machine;
         double parseSeconds = clock.Elapsed.TotalSeconds;
         (byte[] Note, string How)? vmcoreinfo = VmcoreinfoLocator.Find(m, scan);
         IReadOnlyList<VirtualMapping> kernelMappings = kernelVaddr ? KernelMappings(m) : [];

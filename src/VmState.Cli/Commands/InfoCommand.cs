@@ -25,8 +25,8 @@ internal static class InfoCommand
         command.Options.Add(raw);
         command.SetAction(r => CommonOptions.Run(() =>
         {
-            (MachineState m, IDisposable owner) = CommonOptions.OpenInput(r.GetValue(input), r.GetValue(qmp), CommonOptions.OpenOptions(r.GetValue(snapshot), r.GetValue(raw)), pause: true);
-            using IDisposable _ = owner;
+            using Vm vm = CommonOptions.OpenVm(r.GetValue(input), r.GetValue(qmp), CommonOptions.VmOptions(r.GetValue(snapshot), r.GetValue(raw), cacheReads: false), pause: true);
+            MachineState m = vm.Machine;
             if (r.GetValue(json))
             {
                 WriteJson(m, Console.OpenStandardOutput());

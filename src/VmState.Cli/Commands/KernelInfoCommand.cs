@@ -19,9 +19,8 @@ internal static class KernelInfoCommand
         command.Options.Add(json);
         command.SetAction(r => KernelInput.Run(() =>
         {
-            (MachineState m, IDisposable owner) = input.Open(r);
-            using IDisposable _ = owner;
-            LinuxKernel k = input.Locate(r, m);
+            using Vm vm = input.Open(r);
+            LinuxKernel k = vm.Linux.Kernel;
             KernelSummary s = KernelSummary.Read(k);
             if (r.GetValue(json))
             {

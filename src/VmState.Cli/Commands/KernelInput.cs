@@ -1,6 +1,5 @@
 using System.CommandLine;
 using VmState.Linux;
-using VmState.Machine;
 
 namespace VmState.Cli.Commands;
 
@@ -17,8 +16,8 @@ internal sealed class KernelInput
     private readonly Option<string?> _snapshot = CommonOptions.SnapshotName();
     private readonly Option<bool> _raw = CommonOptions.Raw();
     private readonly Option<bool> _noVmcoreinfo = new("--no-vmcoreinfo") { Description = "do not use VMCOREINFO (find the kernel from the vCPUs' CR3 or the banner)" };
-    private readonly Option<string?> _systemMap = new("--system-map") { Description = "take the kernel symbols from this System.map (moved by the KASLR offset found in memory) instead of the in-memory kallsyms" };
-    private readonly Option<string?> _btf = new("--btf") { Description = "take the kernel types from this vmlinux (.BTF section) or raw BTF file instead of the in-memory BTF" };
+    private readonly Option<string?> _systemMap = SystemMapOption();
+    private readonly Option<string?> _btf = BtfOption();
     private readonly Option<bool> _noCpu = new("--no-cpu") { Description = "do not use vCPU state (find the kernel from VMCOREINFO or the banner)" };
 
     /// <summary>
@@ -52,9 +51,18 @@ internal sealed class KernelInput
         command.Options.Add(_btf);
     }
 
-    /// <summary>Opens the input (the caller disposes the owner).</summary>
-    public (MachineState Machine, IDisposable Owner) Open(ParseResult r) =>
-        CommonOptions.OpenInput(Input(r), r.GetValue(_qmp), CommonOptions.OpenOptions(r.GetValue(_snapshot), r.GetValue(_raw)) with { CacheReads = true }, r.GetValue(_pause));
+    /// <summary>The --system-map option (also on commands that take no other kernel options, such as read --sym).</summary>
+    public static Option<string?> SystemMapOption() => new("--system-map") { Description = "take the kernel symbols from this System.map (moved by the KASLR offset found in memory) instead of the in-memory kallsyms" };
+
+    /// <summary>The --btf option (also on commands that take no other kernel options, such as translate --pid).</summary>
+    public static Option<string?> BtfOption() => new("--btf") { Description = "take the kernel types from this vmlinux (.BTF section) or raw BTF file instead of the in-memory BTF" };
+
+    /// <summary>
+    /// Opens the input through the library's <see cref="Vm"/> (the caller disposes it), with the kernel-location
+    /// options, so <see cref="Vm.Linux"/> locates the kernel as the options say.
+    /// </summary>
+    public Vm Open(ParseResult r) =>
+        CommonOptions.OpenVm(Input(r), r.GetValue(_qmp), CommonOptions.VmOptions(r.GetValue(_snapshot), r.GetValue(_raw), cacheReads: true, KernelOptions(r)), r.GetValue(_pause));
 
     /// <summary>True when the input is a running VM (--qmp).</summary>
     public bool IsLive(ParseResult r) => r.GetValue(_qmp) is not null;
@@ -83,15 +91,14 @@ internal sealed class KernelInput
         return values.Length == 2 ? values[0] : null;
     }
 
-    /// <summary>Locates the kernel with the sources the options allow.</summary>
-    public LinuxKernel Locate(ParseResult r, MachineState machine) =>
-        KernelLocator.Locate(machine, new KernelLocatorOptions
-        {
-            UseVmcoreinfo = !r.GetValue(_noVmcoreinfo),
-            UseCpuState = !r.GetValue(_noCpu),
-            SystemMapPath = r.GetValue(_systemMap),
-            BtfPath = r.GetValue(_btf),
-        });
+    /// <summary>The kernel-location sources and overrides the options give.</summary>
+    private KernelLocatorOptions KernelOptions(ParseResult r) => new()
+    {
+        UseVmcoreinfo = !r.GetValue(_noVmcoreinfo),
+        UseCpuState = !r.GetValue(_noCpu),
+        SystemMapPath = r.GetValue(_systemMap),
+        BtfPath = r.GetValue(_btf),
+    };
 
     /// <summary><see cref="CommonOptions.Run"/>, plus guest kernel data problems reported as invalid input.</summary>
     public static int Run(Func<int> body) => CommonOptions.Run(() =>

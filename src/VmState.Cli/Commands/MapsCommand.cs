@@ -18,9 +18,8 @@ internal static class MapsCommand
         command.SetAction(r => KernelInput.Run(() =>
         {
             int pid = input.TrailingPid(r);
-            (MachineState m, IDisposable owner) = input.Open(r);
-            using IDisposable session = owner;
-            IReadOnlyList<LinuxVma> vmas = MemoryMaps.Read(input.Locate(r, m), pid);
+            using Vm vm = input.Open(r);
+            IReadOnlyList<LinuxVma> vmas = vm.Linux.Maps(pid);
             if (r.GetValue(json))
             {
                 CommonOptions.WriteJson(w =>

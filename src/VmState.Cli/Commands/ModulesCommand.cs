@@ -18,9 +18,8 @@ internal static class ModulesCommand
         command.Options.Add(json);
         command.SetAction(r => KernelInput.Run(() =>
         {
-            (MachineState m, IDisposable owner) = input.Open(r);
-            using IDisposable session = owner;
-            IReadOnlyList<LinuxModule> modules = ModuleList.Read(input.Locate(r, m));
+            using Vm vm = input.Open(r);
+            IReadOnlyList<LinuxModule> modules = vm.Linux.Modules();
             if (r.GetValue(json))
             {
                 CommonOptions.WriteJson(w =>

@@ -18,9 +18,8 @@ internal static class NetdevCommand
         command.Options.Add(json);
         command.SetAction(r => KernelInput.Run(() =>
         {
-            (MachineState m, IDisposable owner) = input.Open(r);
-            using IDisposable session = owner;
-            IReadOnlyList<LinuxNetDevice> devices = NetDeviceList.Read(input.Locate(r, m));
+            using Vm vm = input.Open(r);
+            IReadOnlyList<LinuxNetDevice> devices = vm.Linux.NetDevices();
             if (r.GetValue(json))
             {
                 CommonOptions.WriteJson(w =>

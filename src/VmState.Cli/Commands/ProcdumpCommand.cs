@@ -20,9 +20,8 @@ internal static class ProcdumpCommand
         command.SetAction(r => KernelInput.Run(() =>
         {
             int pid = input.TrailingPid(r);
-            (MachineState m, IDisposable owner) = input.Open(r);
-            using IDisposable session = owner;
-            LinuxKernel kernel = input.Locate(r, m);
+            using Vm vm = input.Open(r);
+            LinuxKernel kernel = vm.Linux.Kernel;
             var clock = Stopwatch.StartNew();
             string path = r.GetValue(output)!;
             ProcessCoreSummary s = ProcessCore.Write(kernel, pid, path);

@@ -36,14 +36,13 @@ internal static class PsCommand
                 clock.Restart();
             }
 
-            (MachineState m, IDisposable owner) = input.Open(r);
-            using IDisposable session = owner;
+            using Vm vm = input.Open(r);
             Phase("open snapshot");
-            LinuxKernel kernel = input.Locate(r, m);
+            LinuxKernel kernel = vm.Linux.Kernel;
             Phase($"locate kernel + kallsyms ({kernel.Method})");
             _ = kernel.Types;
             Phase("BTF");
-            IReadOnlyList<LinuxProcess> list = ProcessList.Read(kernel, r.GetValue(threads), !r.GetValue(noCmdline));
+            IReadOnlyList<LinuxProcess> list = vm.Linux.Processes(r.GetValue(threads), !r.GetValue(noCmdline));
             Phase("walk tasks");
             if (r.GetValue(json))
             {

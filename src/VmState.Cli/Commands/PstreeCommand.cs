@@ -18,9 +18,8 @@ internal static class PstreeCommand
         command.Options.Add(json);
         command.SetAction(r => KernelInput.Run(() =>
         {
-            (MachineState m, IDisposable owner) = input.Open(r);
-            using IDisposable session = owner;
-            IReadOnlyList<LinuxProcess> processes = ProcessList.Read(input.Locate(r, m), threads: false, cmdline: false);
+            using Vm vm = input.Open(r);
+            IReadOnlyList<LinuxProcess> processes = vm.Linux.Processes(threads: false, commandLines: false);
             var pids = processes.Select(p => p.Pid).ToHashSet();
             ILookup<int, LinuxProcess> children = processes.ToLookup(p => pids.Contains(p.Ppid) && p.Ppid != p.Pid ? p.Ppid : 0);
             if (r.GetValue(json))

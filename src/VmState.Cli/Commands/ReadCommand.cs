@@ -32,6 +32,8 @@ internal static class ReadCommand
         format.AcceptOnlyFromAmong("hex", "raw", "asm");
         Option<string?> snapshot = CommonOptions.SnapshotName();
         Option<bool> raw = CommonOptions.Raw();
+        Option<string?> systemMap = KernelInput.SystemMapOption();
+        Option<string?> btf = KernelInput.BtfOption();
         var command = new Command("read", "Read guest memory by physical or virtual address");
         command.Arguments.Add(positional);
         command.Options.Add(qmp);
@@ -46,6 +48,8 @@ internal static class ReadCommand
         command.Options.Add(format);
         command.Options.Add(snapshot);
         command.Options.Add(raw);
+        command.Options.Add(systemMap);
+        command.Options.Add(btf);
         command.SetAction(r => KernelInput.Run(() =>
         {
             if ((r.GetValue(pa) ? 1 : 0) + (r.GetValue(va) ? 1 : 0) + (r.GetValue(sym) ? 1 : 0) > 1)
@@ -67,14 +71,16 @@ internal static class ReadCommand
                 throw new ArgumentException($"LEN {len}: expected 1 to {MaxLength} bytes");
             }
 
-            (MachineState m, IDisposable owner) = CommonOptions.OpenInput(input, r.GetValue(qmp), CommonOptions.OpenOptions(r.GetValue(snapshot), r.GetValue(raw)) with { CacheReads = true }, r.GetValue(pause));
-            using IDisposable _ = owner;
+            // --system-map and --btf matter with --sym (the symbol's address) and --pid (the process's page tables).
+            var kernelOptions = new KernelLocatorOptions { SystemMapPath = r.GetValue(systemMap), BtfPath = r.GetValue(btf) };
+            using Vm vm = CommonOptions.OpenVm(input, r.GetValue(qmp), CommonOptions.VmOptions(r.GetValue(snapshot), r.GetValue(raw), cacheReads: true, kernelOptions), r.GetValue(pause));
+            MachineState m = vm.Machine;
             byte[] buffer = new byte[len];
             int got;
             if (r.GetValue(sym))
             {
-                LinuxKernel kernel = KernelLocator.Locate(m);
-                addr = SymbolAddress(kernel, args[^2]);
+                LinuxKernel kernel = vm.Linux.Kernel;
+                addr = SymbolAddress(vm, args[^2]);
                 got = kernel.AddressSpace.Read(addr, buffer);
                 if (got < buffer.Length)
                 {
@@ -91,7 +97,7 @@ internal static class ReadCommand
             }
             else
             {
-                AddressSpace space = TranslateCommand.SpaceFor(m, r.GetValue(cpu), r.GetValue(cr3), r.GetValue(pid));
+                AddressSpace space = TranslateCommand.SpaceFor(vm, r.GetValue(cpu), r.GetValue(cr3), r.GetValue(pid));
                 got = space.Read(addr, buffer);
                 if (got < buffer.Length)
                 {
@@ -123,18 +129,18 @@ internal static class ReadCommand
         return command;
     }
 
-    /// <summary>NAME or NAME+OFFSET (0x-hex or decimal) to an address.</summary>
-    private static ulong SymbolAddress(LinuxKernel kernel, string spec)
+    /// <summary>NAME or NAME+OFFSET (0x-hex or decimal) to an address, through the library's symbol expressions.</summary>
+    private static ulong SymbolAddress(Vm vm, string spec)
     {
-        int plus = spec.IndexOf('+', StringComparison.Ordinal);
-        string name = plus < 0 ? spec : spec[..plus];
-        ulong offset = plus < 0 ? 0 : AddressParser.Parse(spec[(plus + 1)..], "symbol offset");
-        if (!kernel.Symbols.TryGetAddress(name, out ulong address))
+        try
         {
-            throw new ArgumentException($"kallsyms has no symbol '{name}' (try vmstate symbols SNAPSHOT '{name}*')");
+            return vm.Linux.Symbol(spec);
         }
-
-        return address + offset;
+        catch (UnknownSymbolException e)
+        {
+            // The library names the symbol; the hint names the CLI command that lists them.
+            throw new ArgumentException($"kallsyms has no symbol '{e.Name}' (try vmstate symbols SNAPSHOT '{e.Name}*')", e);
+        }
     }
 
     private static void HexDump(ulong address, ReadOnlySpan<byte> data)

@@ -35,9 +35,8 @@ internal static class SymbolsCommand
                 throw new ArgumentException("give a PATTERN or --address, not both");
             }
 
-            (MachineState m, IDisposable owner) = input.Open(r);
-            using IDisposable _ = owner;
-            LinuxKernel kernel = input.Locate(r, m);
+            using Vm vm = input.Open(r);
+            LinuxKernel kernel = vm.Linux.Kernel;
             Kallsyms symbols = kernel.Symbols;
             var matches = new List<(KernelSymbol Symbol, ulong Offset, string? Module)>();
             if (at is not null)

@@ -26,6 +26,8 @@ internal static class TranslateCommand
         Option<string?> snapshot = CommonOptions.SnapshotName();
         Option<bool> json = CommonOptions.Json();
         Option<bool> raw = CommonOptions.Raw();
+        Option<string?> systemMap = KernelInput.SystemMapOption();
+        Option<string?> btf = KernelInput.BtfOption();
         var command = new Command("translate", "Translate a virtual address to a guest-physical one through the guest's page tables");
         command.Arguments.Add(positional);
         command.Options.Add(qmp);
@@ -38,11 +40,14 @@ internal static class TranslateCommand
         command.Options.Add(snapshot);
         command.Options.Add(json);
         command.Options.Add(raw);
+        command.Options.Add(systemMap);
+        command.Options.Add(btf);
         command.SetAction(r => KernelInput.Run(() =>
         {
-            (MachineState m, IDisposable owner) = CommonOptions.OpenInput(r.GetValue(positional)!.Length == 2 ? r.GetValue(positional)![0] : null, r.GetValue(qmp), CommonOptions.OpenOptions(r.GetValue(snapshot), r.GetValue(raw)) with { CacheReads = true }, r.GetValue(pause));
-            using IDisposable _ = owner;
-            AddressSpace space = SpaceFor(m, r.GetValue(cpu), r.GetValue(cr3), r.GetValue(pid));
+            // --system-map and --btf matter with --pid: the process is found through the kernel's symbols and types.
+            var kernel = new KernelLocatorOptions { SystemMapPath = r.GetValue(systemMap), BtfPath = r.GetValue(btf) };
+            using Vm vm = CommonOptions.OpenVm(r.GetValue(positional)!.Length == 2 ? r.GetValue(positional)![0] : null, r.GetValue(qmp), CommonOptions.VmOptions(r.GetValue(snapshot), r.GetValue(raw), cacheReads: true, kernel), r.GetValue(pause));
+            AddressSpace space = SpaceFor(vm, r.GetValue(cpu), r.GetValue(cr3), r.GetValue(pid));
             Translation t = space.Translate(AddressParser.Parse(r.GetValue(positional)![^1], "VA"));
             if (r.GetValue(json))
             {
@@ -109,11 +114,11 @@ internal static class TranslateCommand
     };
 
     /// <summary>The address space of <paramref name="pid"/> when given, else of vCPU <paramref name="cpu"/> (or <paramref name="cr3"/>).</summary>
-    public static AddressSpace SpaceFor(MachineState m, int cpu, string? cr3, int? pid)
+    public static AddressSpace SpaceFor(Vm vm, int cpu, string? cr3, int? pid)
     {
         if (pid is not int p)
         {
-            return SpaceFor(m, cpu, cr3);
+            return SpaceFor(vm.Machine, cpu, cr3);
         }
 
         if (cr3 is not null)
@@ -121,7 +126,7 @@ internal static class TranslateCommand
             throw new ArgumentException("give --pid or --cr3, not both");
         }
 
-        LinuxKernel kernel = KernelLocator.Locate(m);
+        LinuxKernel kernel = vm.Linux.Kernel;
         KernelObject mm = MemoryMaps.UserMm(MemoryMaps.FindTask(kernel, p));
         return kernel.ProcessAddressSpace(mm.Member("pgd").ToUInt64());
     }

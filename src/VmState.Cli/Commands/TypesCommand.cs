@@ -21,9 +21,8 @@ internal static class TypesCommand
         command.Options.Add(module);
         command.SetAction(r => KernelInput.Run(() =>
         {
-            (MachineState m, IDisposable owner) = input.Open(r);
-            using IDisposable session = owner;
-            LinuxKernel kernel = input.Locate(r, m);
+            using Vm vm = input.Open(r);
+            LinuxKernel kernel = vm.Linux.Kernel;
             BtfTypes types = kernel.Types;
             if (r.GetValue(module) is string mod)
             {

@@ -19,7 +19,13 @@ public static class SnapshotLoader
     private static readonly byte[] s_libvirtPartialMagic = "LibvirtQemudPart"u8.ToArray();
 
     /// <summary>Opens <paramref name="path"/>; the returned state keeps the file open until disposed.</summary>
-    public static MachineState Open(string path, SnapshotOpenOptions? options = null)
+    public static MachineState Open(string path, SnapshotOpenOptions? options = null) => Open(path, options, out _);
+
+    /// <summary>
+    /// Opens <paramref name="path"/> and says which kind of input it was; the returned state keeps the file open
+    /// until disposed.
+    /// </summary>
+    public static MachineState Open(string path, SnapshotOpenOptions? options, out SnapshotKind kind)
     {
         options ??= new SnapshotOpenOptions();
         if (!File.Exists(path))
@@ -30,7 +36,7 @@ public static class SnapshotLoader
         IRandomAccessSource file = options.CacheReads ? new CachedFileSource(path) : new FileSource(path);
         try
         {
-            return OpenSource(file, path, options);
+            return OpenSource(file, path, options, out kind);
         }
         catch
         {
@@ -40,38 +46,66 @@ public static class SnapshotLoader
     }
 
     /// <summary>Opens an already opened source (it is owned by the returned state).</summary>
-    public static MachineState OpenSource(IRandomAccessSource file, string path, SnapshotOpenOptions options)
+    public static MachineState OpenSource(IRandomAccessSource file, string path, SnapshotOpenOptions options) => OpenSource(file, path, options, out _);
+
+    /// <summary>Opens an already opened source (it is owned by the returned state) and says which kind it was.</summary>
+    public static MachineState OpenSource(IRandomAccessSource file, string path, SnapshotOpenOptions options, out SnapshotKind kind)
     {
+        ArgumentNullException.ThrowIfNull(options);
+        kind = Recognize(file, path, options.AllowRaw);
+        switch (kind)
+        {
+            case SnapshotKind.MigrationStream:
+                return MigrationMachineReader.Read(file, path, "migration stream", options.Limits, options.Progress);
+            case SnapshotKind.VirshSave:
+                return OpenLibvirtSave(file, path, options);
+            case SnapshotKind.Qcow2Snapshot:
+                Qcow2Image image = Qcow2Image.Open(file, ownsSource: true);
+                Qcow2Snapshot snapshot = PickSnapshot(image, options.Snapshot, path);
+                IRandomAccessSource vmstate = image.OpenVmState(snapshot);
+                var owner = new WindowSource(vmstate, 0, vmstate.Length, ownsInner: true);
+                MachineState m = MigrationMachineReader.Read(new OwningSource(owner, image), path, $"qcow2 snapshot '{snapshot.Name}' (id {snapshot.Id})", options.Limits, options.Progress);
+                return m.WithQcow2Snapshot(snapshot.Id);
+            case SnapshotKind.ElfCore:
+                return ElfCoreReader.Read(file, path, options.Limits);
+            default:
+                return RawImageReader.Read(file, path);
+        }
+    }
+
+    /// <summary>
+    /// Recognises an input by its first bytes. Anything unrecognised is a <see cref="SnapshotKind.RawImage"/> when
+    /// <paramref name="allowRaw"/> is set, else an error.
+    /// </summary>
+    /// <exception cref="VmStateFormatException">No known magic and <paramref name="allowRaw"/> is false.</exception>
+    public static SnapshotKind Recognize(IRandomAccessSource file, string path, bool allowRaw)
+    {
+        ArgumentNullException.ThrowIfNull(file);
         byte[] head = new byte[16];
         int n = file.Read(0, head);
         if (n >= 4 && BinaryPrimitives.ReadUInt32BigEndian(head) == MigrationStreamReader.Magic)
         {
-            return MigrationMachineReader.Read(file, path, "migration stream", options.Limits, options.Progress);
+            return SnapshotKind.MigrationStream;
         }
 
         if (n == 16 && (head.AsSpan().SequenceEqual(s_libvirtMagic) || head.AsSpan().SequenceEqual(s_libvirtPartialMagic)))
         {
-            return OpenLibvirtSave(file, path, options);
+            return SnapshotKind.VirshSave;
         }
 
         if (Qcow2Image.IsQcow2(file))
         {
-            Qcow2Image image = Qcow2Image.Open(file, ownsSource: true);
-            Qcow2Snapshot snapshot = PickSnapshot(image, options.Snapshot, path);
-            IRandomAccessSource vmstate = image.OpenVmState(snapshot);
-            var owner = new WindowSource(vmstate, 0, vmstate.Length, ownsInner: true);
-            MachineState m = MigrationMachineReader.Read(new OwningSource(owner, image), path, $"qcow2 snapshot '{snapshot.Name}' (id {snapshot.Id})", options.Limits, options.Progress);
-            return m.WithQcow2Snapshot(snapshot.Id);
+            return SnapshotKind.Qcow2Snapshot;
         }
 
         if (ElfCoreReader.IsElf(file))
         {
-            return ElfCoreReader.Read(file, path, options.Limits);
+            return SnapshotKind.ElfCore;
         }
 
-        if (options.AllowRaw)
+        if (allowRaw)
         {
-            return RawImageReader.Read(file, path);
+            return SnapshotKind.RawImage;
         }
 
         throw new VmStateFormatException(0, "input", $"{path} is not a QEMU migration stream (QEVM), virsh save file, qcow2 image or ELF core; first bytes {Convert.ToHexString(head.AsSpan(0, Math.Max(n, 0)))}; use --raw for a raw memory image");

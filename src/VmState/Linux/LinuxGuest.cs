@@ -1,0 +1,138 @@
+using VmState.Machine;
+
+namespace VmState.Linux;
+
+/// <summary>
+/// The Linux kernel of a <see cref="Vm"/> and the views over it: the kernel is located once, on first use, and
+/// each view is read once and kept (<see cref="Refresh"/> drops the views, e.g. to re-read a running guest).
+/// </summary>
+/// <remarks>
+/// The views are the library's own readers (<see cref="ProcessList"/>, <see cref="ModuleList"/>,
+/// <see cref="NetDeviceList"/>, <see cref="Linux.KernelLog"/>, <see cref="MemoryMaps"/>); this type only locates
+/// and caches. Calls are serialised, so one instance can be shared between threads.
+/// </remarks>
+public sealed class LinuxGuest
+{
+    private readonly Func<MachineState> _machine;
+    private readonly object _gate = new();
+    private readonly Dictionary<(bool Threads, bool CommandLines), IReadOnlyList<LinuxProcess>> _processes = [];
+    private readonly Dictionary<int, IReadOnlyList<LinuxVma>> _maps = [];
+    private LinuxKernel? _kernel;
+    private IReadOnlyList<LinuxModule>? _modules;
+    private IReadOnlyList<LinuxNetDevice>? _netDevices;
+    private IReadOnlyList<KernelLogRecord>? _log;
+
+    /// <summary>A guest over <paramref name="machine"/>'s current state, located with <paramref name="options"/>.</summary>
+    internal LinuxGuest(Func<MachineState> machine, KernelLocatorOptions? options)
+    {
+        _machine = machine;
+        Options = options ?? KernelLocatorOptions.Default;
+    }
+
+    /// <summary>How the kernel is located (sources, System.map and BTF overrides).</summary>
+    public KernelLocatorOptions Options { get; }
+
+    /// <summary>The guest's kernel, located on first use (<see cref="KernelLocator.Locate"/>) and kept.</summary>
+    /// <exception cref="KernelDataException">No kernel was found; a later call tries again.</exception>
+    public LinuxKernel Kernel
+    {
+        get
+        {
+            lock (_gate)
+            {
+                return _kernel ??= KernelLocator.Locate(_machine(), Options);
+            }
+        }
+    }
+
+    /// <summary>The processes (with <paramref name="threads"/>, every thread), as <c>ps</c> lists them.</summary>
+    /// <param name="threads">List every thread, not only thread-group leaders.</param>
+    /// <param name="commandLines">Read each process's command line from its memory (slower).</param>
+    public IReadOnlyList<LinuxProcess> Processes(bool threads = false, bool commandLines = true)
+    {
+        LinuxKernel kernel = Kernel;
+        lock (_gate)
+        {
+            if (!_processes.TryGetValue((threads, commandLines), out IReadOnlyList<LinuxProcess>? list))
+            {
+                list = ProcessList.Read(kernel, threads, commandLines);
+                _processes[(threads, commandLines)] = list;
+            }
+
+            return list;
+        }
+    }
+
+    /// <summary>The loaded kernel modules.</summary>
+    public IReadOnlyList<LinuxModule> Modules()
+    {
+        LinuxKernel kernel = Kernel;
+        lock (_gate)
+        {
+            return _modules ??= ModuleList.Read(kernel);
+        }
+    }
+
+    /// <summary>The network devices of the initial network namespace.</summary>
+    public IReadOnlyList<LinuxNetDevice> NetDevices()
+    {
+        LinuxKernel kernel = Kernel;
+        lock (_gate)
+        {
+            return _netDevices ??= NetDeviceList.Read(kernel);
+        }
+    }
+
+    /// <summary>The kernel log (printk ring buffer), oldest record first.</summary>
+    public IReadOnlyList<KernelLogRecord> KernelLog()
+    {
+        LinuxKernel kernel = Kernel;
+        lock (_gate)
+        {
+            // The method shadows the type's name inside this class.
+            return _log ??= global::VmState.Linux.KernelLog.Read(kernel);
+        }
+    }
+
+    /// <summary>The memory mappings of process <paramref name="pid"/>, as <c>/proc/PID/maps</c> lists them.</summary>
+    /// <exception cref="KernelDataException">No such process, a kernel thread (no user memory), or corrupt guest data.</exception>
+    public IReadOnlyList<LinuxVma> Maps(int pid)
+    {
+        LinuxKernel kernel = Kernel;
+        lock (_gate)
+        {
+            if (!_maps.TryGetValue(pid, out IReadOnlyList<LinuxVma>? vmas))
+            {
+                vmas = MemoryMaps.Read(kernel, pid);
+                _maps[pid] = vmas;
+            }
+
+            return vmas;
+        }
+    }
+
+    /// <summary>
+    /// The kernel-virtual address of <paramref name="expression"/>: <c>name</c>, <c>name+0x10</c> or <c>name+16</c>
+    /// (see <see cref="SymbolExpression"/>), looked up in the kernel's symbols (kallsyms, or the System.map given).
+    /// </summary>
+    /// <exception cref="ArgumentException">The offset is not a number.</exception>
+    /// <exception cref="UnknownSymbolException">The kernel has no symbol of that name.</exception>
+    public ulong Symbol(string expression)
+    {
+        SymbolExpression parsed = SymbolExpression.Parse(expression);
+        return parsed.Resolve(Kernel);
+    }
+
+    /// <summary>Drops the cached views (not the kernel's location), so the next call reads the guest again.</summary>
+    public void Refresh()
+    {
+        lock (_gate)
+        {
+            _processes.Clear();
+            _maps.Clear();
+            _modules = null;
+            _netDevices = null;
+            _log = null;
+        }
+    }
+}

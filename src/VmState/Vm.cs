@@ -1,0 +1,200 @@
+using VmState.Linux;
+using VmState.Live;
+using VmState.Machine;
+using VmState.Snapshots;
+
+namespace VmState;
+
+/// <summary>
+/// A virtual machine, from a snapshot file or a running QEMU: the library's front door. <see cref="Open"/> takes
+/// every snapshot kind (migration stream, virsh save, qcow2 internal snapshot, ELF core, raw image),
+/// <see cref="AttachAsync"/> a running QEMU's QMP socket; both give the same object, which owns everything it
+/// opened until it is disposed (synchronously or asynchronously, whichever kind it is).
+/// </summary>
+/// <example>
+/// <code>
+/// await using Vm vm = await Vm.AttachAsync("/run/qemu/qmp.sock");
+/// await using (await vm.PauseAsync())
+/// {
+///     foreach (LinuxProcess p in vm.Linux.Processes())
+///     {
+///         Console.WriteLine($"{p.Pid} {p.Comm}");
+///     }
+/// }
+/// </code>
+/// </example>
+public sealed class Vm : IDisposable, IAsyncDisposable
+{
+    private readonly object _gate = new();
+    private readonly List<VmPause> _pauses = [];
+    private readonly Action<Exception>? _resumeFailed;
+    private MachineState? _machine;
+    private int _disposed;
+
+    private Vm(MachineState? machine, VmOrigin origin, LiveMachine? live, KernelLocatorOptions? kernel, Action<Exception>? resumeFailed)
+    {
+        _machine = machine;
+        Origin = origin;
+        Live = live;
+        _resumeFailed = resumeFailed;
+        Linux = new LinuxGuest(() => Machine, kernel);
+    }
+
+    /// <summary>
+    /// The machine: memory, vCPUs, devices. For a running VM, memory is read live and the registers are those read
+    /// when attaching or when the last <see cref="PauseAsync"/> stopped the guest.
+    /// </summary>
+    public MachineState Machine
+    {
+        get
+        {
+            ObjectDisposedException.ThrowIf(Volatile.Read(ref _disposed) != 0, this);
+            return _machine ?? throw new InvalidOperationException("the machine state has not been read yet");
+        }
+    }
+
+    /// <summary>What the VM was opened from.</summary>
+    public VmOrigin Origin { get; }
+
+    /// <summary>True for a running QEMU (<see cref="AttachAsync"/>).</summary>
+    public bool IsLive => Live is not null;
+
+    /// <summary>The running QEMU (QMP, live memory), or null for a snapshot.</summary>
+    public LiveMachine? Live { get; }
+
+    /// <summary>The guest's Linux kernel and its views, located on first use.</summary>
+    public LinuxGuest Linux { get; }
+
+    /// <summary>Opens a snapshot file of any supported kind, recognised by its first bytes.</summary>
+    /// <param name="path">The migration stream, virsh save file, qcow2 image, ELF core or (with <see cref="VmOpenOptions.AllowRaw"/>) raw image.</param>
+    /// <param name="options">Which qcow2 snapshot, raw images, caching, kernel location; null for the defaults.</param>
+    /// <exception cref="FileNotFoundException">No such file.</exception>
+    /// <exception cref="IO.VmStateFormatException">The file is not a supported input, or is malformed (with the offset).</exception>
+    /// <exception cref="ArgumentException">A qcow2 image has no snapshot of the name given.</exception>
+    public static Vm Open(string path, VmOpenOptions? options = null)
+    {
+        ArgumentNullException.ThrowIfNull(path);
+        options ??= new VmOpenOptions();
+        MachineState machine = SnapshotLoader.Open(path, options.ToSnapshotOptions(), out SnapshotKind kind);
+        VmOriginKind origin = kind switch
+        {
+            SnapshotKind.MigrationStream => VmOriginKind.MigrationStream,
+            SnapshotKind.VirshSave => VmOriginKind.VirshSave,
+            SnapshotKind.Qcow2Snapshot => VmOriginKind.Qcow2Snapshot,
+            SnapshotKind.ElfCore => VmOriginKind.ElfCore,
+            _ => VmOriginKind.RawImage,
+        };
+        return new Vm(machine, new VmOrigin(origin, path, machine.Qcow2SnapshotId), null, options.Kernel, null);
+    }
+
+    /// <summary>Attaches to a running QEMU through its QMP socket (QEMU serves one client per socket).</summary>
+    /// <param name="qmpSocket">The QMP UNIX socket.</param>
+    /// <param name="options">Whether to pause while attached, kernel location, resume-failure reporting; null for the defaults.</param>
+    /// <param name="cancellationToken">Cancels the attach.</param>
+    /// <exception cref="IOException">The socket cannot be reached, or there is no way to read guest memory.</exception>
+    /// <exception cref="QmpException">QEMU refused a command.</exception>
+    public static async Task<Vm> AttachAsync(string qmpSocket, VmAttachOptions? options = null, CancellationToken cancellationToken = default)
+    {
+        ArgumentNullException.ThrowIfNull(qmpSocket);
+        options ??= new VmAttachOptions();
+        LiveMachine live = await LiveMachine.AttachAsync(qmpSocket, cancellationToken).ConfigureAwait(false);
+        var vm = new Vm(null, new VmOrigin(VmOriginKind.LiveQemu, qmpSocket), live, options.Kernel, options.ResumeFailed);
+        try
+        {
+            if (options.Pause)
+            {
+                // Owned by the Vm (in _pauses), so disposing the Vm resumes the guest; PauseAsync reads the registers.
+                await vm.PauseAsync(cancellationToken).ConfigureAwait(false);
+            }
+            else
+            {
+                vm._machine = await live.ToMachineStateAsync(cancellationToken).ConfigureAwait(false);
+            }
+
+            return vm;
+        }
+        catch
+        {
+            await vm.DisposeAsync().ConfigureAwait(false);
+            throw;
+        }
+    }
+
+    /// <summary>
+    /// Pauses a running guest until the returned scope is disposed (see <see cref="VmPause"/>: also resumed on
+    /// SIGINT, SIGTERM, SIGHUP, SIGQUIT and process exit; a guest that was already paused stays paused). The
+    /// registers in <see cref="Machine"/> are read again once the guest is stopped, and the cached Linux views are
+    /// dropped, so what is read inside the scope is one consistent moment. Disposing the <see cref="Vm"/> disposes
+    /// every scope still open. On a snapshot, which cannot run, the scope does nothing.
+    /// </summary>
+    /// <exception cref="QmpException">QEMU refused to stop the guest.</exception>
+    public async Task<VmPause> PauseAsync(CancellationToken cancellationToken = default)
+    {
+        ObjectDisposedException.ThrowIf(Volatile.Read(ref _disposed) != 0, this);
+        if (Live is null)
+        {
+            return VmPause.None();
+        }
+
+        VmPause pause = await VmPause.StartAsync(Live.Qmp, _resumeFailed, Forget, cancellationToken).ConfigureAwait(false);
+        lock (_gate)
+        {
+            _pauses.Add(pause);
+        }
+
+        try
+        {
+            // A live MachineState owns nothing (LiveMachine owns the memory), so the old one needs no disposal.
+            _machine = await Live.ToMachineStateAsync(cancellationToken).ConfigureAwait(false);
+            Linux.Refresh();
+            return pause;
+        }
+        catch
+        {
+            await pause.DisposeAsync().ConfigureAwait(false);
+            throw;
+        }
+    }
+
+    /// <summary>Resumes a guest paused by this object's scopes, then closes the file or the QMP connection.</summary>
+    public void Dispose() => DisposeAsync().AsTask().GetAwaiter().GetResult();
+
+    /// <summary>Resumes a guest paused by this object's scopes, then closes the file or the QMP connection.</summary>
+    public async ValueTask DisposeAsync()
+    {
+        if (Interlocked.Exchange(ref _disposed, 1) != 0)
+        {
+            return;
+        }
+
+        VmPause[] open;
+        lock (_gate)
+        {
+            open = [.. _pauses];
+            _pauses.Clear();
+        }
+
+        // Newest first: an inner scope taken on an already paused guest resumes nothing; the outermost one resumes.
+        for (int i = open.Length - 1; i >= 0; i--)
+        {
+            await open[i].DisposeAsync().ConfigureAwait(false);
+        }
+
+        if (Live is not null)
+        {
+            await Live.DisposeAsync().ConfigureAwait(false);
+        }
+        else
+        {
+            _machine?.Dispose();
+        }
+    }
+
+    private void Forget(VmPause pause)
+    {
+        lock (_gate)
+        {
+            _pauses.Remove(pause);
+        }
+    }
+}
