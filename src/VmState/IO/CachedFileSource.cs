@@ -7,28 +7,39 @@ namespace VmState.IO;
 /// walks, kernel structures, a GDB session): a read that hits the cache is a memory copy, no system call.
 /// The file is deliberately not memory-mapped: a mapped file that another program truncates or rewrites kills the
 /// reader with SIGBUS, which .NET cannot catch. Here the same event is a short <c>pread</c>, reported as
-/// <see cref="InputChangedException"/>. Blocks live in a direct-mapped table of at most
-/// <see cref="DefaultCacheBytes"/> (allocated as used); reads of a block or more bypass the cache, so one-pass
-/// bulk reads neither evict the working set nor copy twice.
+/// <see cref="InputChangedException"/>. 64 KiB blocks live in a direct-mapped table of at most
+/// <see cref="DefaultCacheBytes"/> and never more than the file (allocated as used); reads of a block or more bypass
+/// the cache, so one-pass bulk reads neither evict the working set nor copy twice.
 /// </summary>
 public sealed class CachedFileSource : IRandomAccessSource
 {
     /// <summary>The cache's largest size.</summary>
-    public const int DefaultCacheBytes = 64 << 20;
+    public const int DefaultCacheBytes = 256 << 20;
 
-    private const int BlockShift = 14;
+    private const int BlockShift = 16;
     private const int BlockSize = 1 << BlockShift;
 
     private readonly SafeFileHandle _handle;
-    private readonly Block?[] _slots;
+    private readonly Slot?[] _slots;
+    private readonly long _mask;
 
-    /// <summary>Opens <paramref name="path"/> read-only with a cache of up to <paramref name="cacheBytes"/>.</summary>
+    /// <summary>Opens <paramref name="path"/> read-only with a cache of up to <paramref name="cacheBytes"/> (never more than the file).</summary>
     public CachedFileSource(string path, int cacheBytes = DefaultCacheBytes)
     {
         _handle = File.OpenHandle(path, FileMode.Open, FileAccess.Read, FileShare.Read, FileOptions.RandomAccess);
         Name = path;
         Length = RandomAccess.GetLength(_handle);
-        _slots = new Block?[Math.Max(1, cacheBytes / BlockSize)];
+        // A power of two, so the slot of a block is a mask, not a division (this is the hit path of every read).
+        long blocks = (Length + BlockSize - 1) >> BlockShift;
+        int limit = Math.Max(1, cacheBytes / BlockSize);
+        int slots = 1;
+        while (slots < blocks && slots * 2 <= limit)
+        {
+            slots *= 2;
+        }
+
+        _slots = new Slot?[slots];
+        _mask = _slots.Length - 1;
     }
 
     /// <inheritdoc />
@@ -58,11 +69,48 @@ public sealed class CachedFileSource : IRandomAccessSource
         {
             long at = offset + done;
             long index = at >> BlockShift;
-            Block block = _slots[index % _slots.Length] is { } cached && cached.Index == index ? cached : Load(index);
             int within = (int)(at & (BlockSize - 1));
-            int n = Math.Min(wanted - done, block.Data.Length - within);
-            block.Data.AsSpan(within, n).CopyTo(destination[done..]);
-            done += n;
+            Slot slot = _slots[index & _mask] ??= new Slot();
+            int n;
+            // The hit path takes no lock: the slot's version is odd while the buffer is being refilled, so a copy
+            // made while the version stayed the same, even, and for this block is a copy of this block.
+            int version = Volatile.Read(ref slot.Version);
+            if ((version & 1) == 0 && Volatile.Read(ref slot.Index) == index)
+            {
+                n = Math.Min(wanted - done, slot.Length - within);
+                slot.Data.AsSpan(within, n).CopyTo(destination[done..]);
+                if (Volatile.Read(ref slot.Version) == version)
+                {
+                    done += n;
+                    continue;
+                }
+            }
+
+            // A miss (or a refill raced with the copy): refill under the lock. The buffer is reused, so a miss
+            // allocates nothing.
+            lock (slot)
+            {
+                if (slot.Index != index)
+                {
+                    Volatile.Write(ref slot.Version, slot.Version + 1);
+                    long start = index << BlockShift;
+                    try
+                    {
+                        slot.Index = -1;
+                        slot.Length = (int)Math.Min(BlockSize, Length - start);
+                        FileSource.ReadExactly(_handle, Name, Length, start, slot.Data.AsSpan(0, slot.Length));
+                        Volatile.Write(ref slot.Index, index);
+                    }
+                    finally
+                    {
+                        Volatile.Write(ref slot.Version, slot.Version + 1);
+                    }
+                }
+
+                n = Math.Min(wanted - done, slot.Length - within);
+                slot.Data.AsSpan(within, n).CopyTo(destination[done..]);
+                done += n;
+            }
         }
 
         return wanted;
@@ -71,16 +119,11 @@ public sealed class CachedFileSource : IRandomAccessSource
     /// <inheritdoc />
     public void Dispose() => _handle.Dispose();
 
-    private Block Load(long index)
+    private sealed class Slot
     {
-        long start = index << BlockShift;
-        byte[] data = new byte[(int)Math.Min(BlockSize, Length - start)];
-        FileSource.ReadExactly(_handle, Name, Length, start, data);
-        var block = new Block(index, data);
-        // A reference store is atomic: a concurrent reader sees the old block or the new one, both complete.
-        _slots[index % _slots.Length] = block;
-        return block;
+        public readonly byte[] Data = new byte[BlockSize];
+        public long Index = -1;
+        public int Length;
+        public int Version;
     }
-
-    private sealed record Block(long Index, byte[] Data);
 }
