@@ -21,6 +21,10 @@ echo "== dotnet format --verify-no-changes =="
 if ! dotnet format VmState.slnx --verify-no-changes --no-restore; then
     failed_steps+=("dotnet format")
 fi
+# examples/ are file-based programs, outside the solution: only their whitespace can be checked without a project.
+if ! dotnet format whitespace --folder examples --verify-no-changes; then
+    failed_steps+=("dotnet format examples")
+fi
 
 echo "== build =="
 dotnet build VmState.slnx -c Release --no-restore -warnaserror
