@@ -42,7 +42,7 @@ public sealed class MigrationStreamEditor
         // address + length must not pass 2^64: the loop below would wrap to guest-physical 0 and write there.
         if (data.Length > 0 && (ulong)(data.Length - 1) > ulong.MaxValue - address)
         {
-            throw new ArgumentOutOfRangeException(nameof(address), $"[0x{address:x}, +0x{data.Length:x}) runs past the top of the 64-bit address space");
+            throw new InvalidEditException(address, "guest-physical", $"[0x{address:x}, +0x{data.Length:x}) runs past the top of the 64-bit address space");
         }
 
         int done = 0;
@@ -51,7 +51,7 @@ public sealed class MigrationStreamEditor
             ulong a = address + (ulong)done;
             if (!_memory.TryLocate(a, out RamBlock block, out ulong offset, out ulong contiguous))
             {
-                throw new ArgumentOutOfRangeException(nameof(address), $"guest-physical 0x{a:x} is not RAM in this snapshot (RAM: {string.Join(", ", _memory.Ranges)})");
+                throw new InvalidEditException(a, "guest-physical", $"guest-physical 0x{a:x} is not RAM in this snapshot (RAM: {string.Join(", ", _memory.Ranges)})");
             }
 
             int n = (int)Math.Min((ulong)(data.Length - done), contiguous);
@@ -65,7 +65,7 @@ public sealed class MigrationStreamEditor
     {
         if (offset > block.Length || (ulong)data.Length > block.Length - offset)
         {
-            throw new ArgumentOutOfRangeException(nameof(offset), $"[0x{offset:x}, +0x{data.Length:x}) is outside RAM block {block.Name} (0x{block.Length:x} bytes)");
+            throw new InvalidEditException(offset, $"RAM block {block.Name}", $"[0x{offset:x}, +0x{data.Length:x}) is outside RAM block {block.Name} (0x{block.Length:x} bytes)");
         }
 
         int pageSize = block.PageSize;
@@ -121,18 +121,18 @@ public sealed class MigrationStreamEditor
     {
         if (field.Kind is not (FieldKind.Integer or FieldKind.Bool))
         {
-            throw new ArgumentException($"field {field.Name} is {field.Type} ({field.Kind}), not an integer; set its bytes instead");
+            throw new InvalidEditException(field.Name, $"field {field.Name} is {field.Type} ({field.Kind}), not an integer; set its bytes instead");
         }
 
         int bits = field.Size * 8;
         if (field.Kind == FieldKind.Bool && value > 1)
         {
-            throw new ArgumentOutOfRangeException(nameof(value), $"field {field.Name} is a bool: 0 or 1");
+            throw new InvalidEditException(field.Name, $"field {field.Name} is a bool: 0 or 1");
         }
 
         if (negative && !field.Signed)
         {
-            throw new ArgumentOutOfRangeException(nameof(value), $"field {field.Name} ({field.Type}) is unsigned");
+            throw new InvalidEditException(field.Name, $"field {field.Name} ({field.Type}) is unsigned");
         }
 
         if (bits < 64)
@@ -140,7 +140,7 @@ public sealed class MigrationStreamEditor
             bool fits = negative ? (long)value >= -(1L << (bits - 1)) : value <= (field.Signed ? (1UL << (bits - 1)) - 1 : (1UL << bits) - 1);
             if (!fits)
             {
-                throw new ArgumentOutOfRangeException(nameof(value), $"value {(negative ? (long)value : (decimal)value)} does not fit field {field.Name} ({field.Type}, {field.Size} bytes)");
+                throw new InvalidEditException(field.Name, $"value {(negative ? (long)value : (decimal)value)} does not fit field {field.Name} ({field.Type}, {field.Size} bytes)");
             }
         }
 
@@ -158,12 +158,12 @@ public sealed class MigrationStreamEditor
     {
         if (field.Kind is FieldKind.Struct or FieldKind.Array)
         {
-            throw new ArgumentException($"field {field.Name} is a {field.Kind}; set its members or elements instead");
+            throw new InvalidEditException(field.Name, $"field {field.Name} is a {field.Kind}; set its members or elements instead");
         }
 
         if (at < 0 || at + bytes.Length > field.Size)
         {
-            throw new ArgumentOutOfRangeException(nameof(at), $"bytes [{at}, {at + bytes.Length}) do not fit in field {field.Name} ({field.Size} bytes)");
+            throw new InvalidEditException(field.Name, $"bytes [{at}, {at + bytes.Length}) do not fit in field {field.Name} ({field.Size} bytes)");
         }
 
         byte[] current = CurrentBytes(field);
