@@ -37,6 +37,7 @@ public sealed class MigrationStreamEditor
     public int EditedFields => _fieldPatches.Count;
 
     /// <summary>Writes <paramref name="data"/> at guest-physical <paramref name="address"/>; every byte must be RAM.</summary>
+    /// <exception cref="InvalidEditException">Some byte is not RAM (nothing is written then).</exception>
     public void WritePhysical(ulong address, ReadOnlySpan<byte> data)
     {
         // address + length must not pass 2^64: the loop below would wrap to guest-physical 0 and write there.
@@ -45,6 +46,9 @@ public sealed class MigrationStreamEditor
             throw new InvalidEditException(address, "guest-physical", $"[0x{address:x}, +0x{data.Length:x}) runs past the top of the 64-bit address space");
         }
 
+        // Every byte is checked before the first is written, so a write that runs off the end of RAM leaves the
+        // overlay as it was instead of half-applied.
+        var pieces = new List<(RamBlock Block, ulong Offset, int Start, int Length)>();
         int done = 0;
         while (done < data.Length)
         {
@@ -55,8 +59,13 @@ public sealed class MigrationStreamEditor
             }
 
             int n = (int)Math.Min((ulong)(data.Length - done), contiguous);
-            WriteBlock(block, offset, data.Slice(done, n));
+            pieces.Add((block, offset, done, n));
             done += n;
+        }
+
+        foreach ((RamBlock block, ulong offset, int start, int length) in pieces)
+        {
+            WriteBlock(block, offset, data.Slice(start, length));
         }
     }
 
