@@ -1,3 +1,5 @@
+using System.Text.Json.Nodes;
+using VmState.Export;
 using VmState.Formats.Migration;
 using VmState.IO;
 using VmState.Linux;
@@ -92,5 +94,41 @@ public sealed class ErrorHierarchyTests : IDisposable
         Assert.Equal((VmStateObjectKind.Cpu, "3"), (cpu.Kind, cpu.Name));
         VmStateNotFoundException device = Assert.Throws<VmStateNotFoundException>(() => editor.SetDeviceField("no-such-nic", "mac", "1"));
         Assert.Equal((VmStateObjectKind.Device, "no-such-nic"), (device.Kind, device.Name));
+    }
+
+    [Fact]
+    public void AHardwareFileThatCannotBeCarriedBackIsRefusedByType()
+    {
+        var b = new StreamBuilder().Block("pc.ram", 1 << 20);
+        b.Cpu(0, new ulong[16], rip: 0x1000, cr3: 0);
+        b.AddDevice(new StreamBuilder.Device("dev", 0, "dev", 1) { Fields = { StreamBuilder.Field.Int("reg", "uint32", 4, 5) } });
+        string path = Path.Combine(_dir, "orig.mig");
+        File.WriteAllBytes(path, b.Build());
+        using MachineState m = SnapshotLoader.Open(path);
+        JsonNode hardware;
+        using (var json = new MemoryStream())
+        {
+            HardwareJsonWriter.Write(m, json);
+            hardware = JsonNode.Parse(json.ToArray())!;
+        }
+
+        JsonNode dev = hardware["devices"]!.AsArray().Single(d => (string?)d!["id"] == "dev")!;
+        string Write(string name)
+        {
+            string file = Path.Combine(_dir, name);
+            File.WriteAllText(file, hardware.ToJsonString());
+            return file;
+        }
+
+        // The file as extracted changes nothing: the refusals below come from the edits, not from the setup.
+        Assert.Equal(0, SnapshotInjector.Apply(new SnapshotEditor(m), m, null, Write("same.json")).FieldsChanged);
+
+        dev["fields"]!.AsArray().Single(f => (string?)f!["name"] == "reg")!["value"] = "five";
+        InvalidEditException notANumber = Assert.Throws<InvalidEditException>(() => SnapshotInjector.Apply(new SnapshotEditor(m), m, null, Write("text.json")));
+        Assert.EndsWith(".reg", notANumber.Target, StringComparison.Ordinal);
+
+        dev["id"] = "no-such-dev";
+        VmStateNotFoundException device = Assert.Throws<VmStateNotFoundException>(() => SnapshotInjector.Apply(new SnapshotEditor(m), m, null, Write("device.json")));
+        Assert.Equal((VmStateObjectKind.Device, "no-such-dev"), (device.Kind, device.Name));
     }
 }
