@@ -70,7 +70,7 @@ public sealed class Vm : IDisposable, IAsyncDisposable
     /// <param name="options">Which qcow2 snapshot, raw images, caching, kernel location; null for the defaults.</param>
     /// <exception cref="FileNotFoundException">No such file.</exception>
     /// <exception cref="IO.VmStateFormatException">The file is not a supported input, or is malformed (with the offset).</exception>
-    /// <exception cref="ArgumentException">A qcow2 image has no snapshot of the name given.</exception>
+    /// <exception cref="VmStateNotFoundException">A qcow2 image has no snapshot of the name given (<see cref="VmStateObjectKind.Snapshot"/>).</exception>
     public static Vm Open(string path, VmOpenOptions? options = null)
     {
         ArgumentNullException.ThrowIfNull(path);

@@ -109,7 +109,7 @@ public sealed class VmPause : IAsyncDisposable, IDisposable
         Closed();
     }
 
-    private static bool IsResumeFailure(Exception e) => e is IOException or TimeoutException or QmpException or ObjectDisposedException;
+    private static bool IsResumeFailure(Exception e) => e is IOException or LiveVmGoneException or TimeoutException or QmpException or ObjectDisposedException;
 
     private void Resume()
     {

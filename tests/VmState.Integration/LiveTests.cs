@@ -251,9 +251,11 @@ public sealed class LiveTests : IAsyncLifetime
             Assert.Equal(4096, live.Memory.Read(0x100000, b));
             System.Diagnostics.Process.GetProcessById(live.Memory.ProcessId).Kill();
             await Task.Delay(500);
-            var e = Assert.Throws<IOException>(() => live.Memory.Read(0x100000, b));
+            var e = Assert.Throws<LiveVmGoneException>(() => live.Memory.Read(0x100000, b));
             Assert.Contains("is gone", e.Message, StringComparison.Ordinal);
-            await Assert.ThrowsAsync<IOException>(() => live.ReadCpusAsync());
+            Assert.Equal(live.Memory.ProcessId, e.ProcessId);
+            LiveVmGoneException qmp = await Assert.ThrowsAsync<LiveVmGoneException>(() => live.ReadCpusAsync());
+            Assert.Equal((_guest.ToolQmpPath, "human-monitor-command"), (qmp.SocketPath, qmp.Command));
         }
         finally
         {

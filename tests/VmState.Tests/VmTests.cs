@@ -131,7 +131,8 @@ public sealed class VmTests : IDisposable
         string path = Input(VmOriginKind.Qcow2Snapshot);
         using Vm vm = Vm.Open(path, new VmOpenOptions { Snapshot = "before-upgrade" });
         Assert.Equal("7", vm.Origin.Qcow2SnapshotId);
-        Assert.Throws<ArgumentException>(() => Vm.Open(path, new VmOpenOptions { Snapshot = "after-upgrade" }));
+        VmStateNotFoundException e = Assert.Throws<VmStateNotFoundException>(() => Vm.Open(path, new VmOpenOptions { Snapshot = "after-upgrade" }));
+        Assert.Equal((VmStateObjectKind.Snapshot, "after-upgrade"), (e.Kind, e.Name));
     }
 
     [Theory]
@@ -232,6 +233,7 @@ public sealed class VmTests : IDisposable
         Assert.Equal(s.InitTask + 16, vm.Linux.Symbol("init_task+16"));
         UnknownSymbolException e = Assert.Throws<UnknownSymbolException>(() => vm.Linux.Symbol("no_such_symbol+0x10"));
         Assert.Equal("no_such_symbol", e.Name);
+        Assert.Equal(VmStateObjectKind.Symbol, Assert.IsAssignableFrom<VmStateNotFoundException>(e).Kind);
         Assert.Throws<ArgumentException>(() => vm.Linux.Symbol("init_task+ten"));
     }
 

@@ -91,9 +91,35 @@ internal static class CommonOptions
             Console.Error.WriteLine($"vmstate: invalid input: {e.Message}");
             return 2;
         }
+        catch (KernelDataException e)
+        {
+            // Guest data that does not make sense.
+            Console.Error.WriteLine($"vmstate: invalid data: {e.Message}");
+            return 2;
+        }
+        catch (VmStateNotFoundException e) when (e.Kind == VmStateObjectKind.Process)
+        {
+            // A pid the guest does not have was reported with the guest-data errors before the not-found type
+            // existed; the prefix stays so the CLI's output does not change.
+            Console.Error.WriteLine($"vmstate: invalid data: {e.Message}");
+            return 2;
+        }
+        catch (Exception e) when (e is VmStateNotFoundException or InvalidEditException)
+        {
+            // Something the user named is not there, or an edit the user asked for is refused: the message says
+            // which, so it is printed as it is, like the other problems with the command line's values.
+            Console.Error.WriteLine($"vmstate: {e.Message}");
+            return 2;
+        }
+        catch (LiveVmGoneException e)
+        {
+            // QEMU went away: an I/O failure of the connection, as it was reported before it had its own type.
+            Console.Error.WriteLine($"vmstate: I/O error: {e.Message}");
+            return 1;
+        }
         catch (FormatException e)
         {
-            // Guest data that does not make sense (VmState.Linux.KernelDataException) and other malformed input.
+            // Other malformed input (e.g. a MAC address that does not parse).
             Console.Error.WriteLine($"vmstate: invalid data: {e.Message}");
             return 2;
         }

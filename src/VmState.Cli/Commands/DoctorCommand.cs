@@ -24,7 +24,7 @@ internal static class DoctorCommand
             {
                 client = await QmpClient.ConnectAsync(r.GetValue(qmp)!, TimeSpan.FromSeconds(10), ct);
             }
-            catch (Exception e) when (e is IOException or TimeoutException)
+            catch (Exception e) when (e is IOException or LiveVmGoneException or TimeoutException)
             {
                 Console.Error.WriteLine($"vmstate: {e.Message}");
                 return 1;

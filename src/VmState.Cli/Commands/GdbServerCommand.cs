@@ -100,7 +100,7 @@ internal static class GdbServerCommand
             {
                 return 0;
             }
-            catch (Exception e) when (e is ArgumentException or IOException or SocketException or FormatException)
+            catch (Exception e) when (e is VmStateException or ArgumentException or IOException or SocketException or FormatException)
             {
                 Console.Error.WriteLine($"vmstate: {e.Message}");
                 return e is SocketException or IOException ? 1 : 2;

@@ -112,5 +112,12 @@ internal sealed class KernelInput
             Console.Error.WriteLine($"vmstate: guest kernel: {e.Message}");
             return 2;
         }
+        catch (VmStateNotFoundException e) when (e.Kind == VmStateObjectKind.Process)
+        {
+            // A pid the guest does not have was a guest-kernel error before the not-found type existed; the prefix
+            // stays so the CLI's output does not change.
+            Console.Error.WriteLine($"vmstate: guest kernel: {e.Message}");
+            return 2;
+        }
     });
 }

@@ -125,7 +125,7 @@ internal static class SnapshotCommand
             Console.Error.WriteLine($"vmstate: {e.Message}");
             return 1;
         }
-        catch (Exception e) when (e is IOException or TimeoutException)
+        catch (Exception e) when (e is IOException or LiveVmGoneException or TimeoutException)
         {
             Console.Error.WriteLine($"vmstate: {e.Message}");
             return 1;
@@ -143,7 +143,7 @@ internal static class SnapshotCommand
         {
             await action();
         }
-        catch (Exception e) when (e is IOException or TimeoutException or QmpException)
+        catch (Exception e) when (e is IOException or LiveVmGoneException or TimeoutException or QmpException)
         {
             Console.Error.WriteLine($"vmstate: warning: {e.Message}");
         }

@@ -36,13 +36,13 @@ internal static class TypesCommand
             {
                 id = Lookup(types, r.GetValue(name)!);
             }
-            catch (ArgumentException) when (r.GetValue(module) is null && kernel.Symbols.TryGetAddress("btf_modules", out _))
+            catch (Exception e) when ((e is ArgumentException or VmStateNotFoundException) && r.GetValue(module) is null && kernel.Symbols.TryGetAddress("btf_modules", out _))
             {
                 // Not in vmlinux: the first loaded module whose BTF has it.
                 (ModuleBtf? holder, int found) = ModuleBtfList.Read(kernel).Select(b => (b, TryLookup(b.Types, r.GetValue(name)!))).FirstOrDefault(x => x.Item2 != 0);
                 if (holder is null)
                 {
-                    throw new ArgumentException($"no struct, union, typedef, enum or base type named '{r.GetValue(name)}' in the BTF of the kernel or of any loaded module");
+                    throw new VmStateNotFoundException(VmStateObjectKind.Type, r.GetValue(name)!, $"no struct, union, typedef, enum or base type named '{r.GetValue(name)}' in the BTF of the kernel or of any loaded module");
                 }
 
                 Console.Error.WriteLine($"vmstate: '{r.GetValue(name)}' is from module {holder.Name}'s BTF");
@@ -73,7 +73,7 @@ internal static class TypesCommand
         {
             return Lookup(types, name);
         }
-        catch (ArgumentException)
+        catch (Exception e) when (e is ArgumentException or VmStateNotFoundException)
         {
             return 0;
         }
@@ -97,7 +97,7 @@ internal static class TypesCommand
             }
         }
 
-        throw new ArgumentException($"no struct, union, typedef, enum or base type named '{n}' in the kernel's BTF");
+        throw new VmStateNotFoundException(VmStateObjectKind.Type, n, $"no struct, union, typedef, enum or base type named '{n}' in the kernel's BTF");
     }
 
     private static void WriteType(Utf8JsonWriter w, BtfTypes types, int id, ulong baseBits)

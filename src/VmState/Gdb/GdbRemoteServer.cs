@@ -305,7 +305,7 @@ public sealed class GdbRemoteServer
             {
                 answer = _authenticated ? Handle(p, ct) : HandleUnauthenticated(p);
             }
-            catch (Exception e) when (e is ArgumentException or FormatException or InvalidOperationException or IOException or OverflowException or UnauthorizedAccessException or Linux.KernelDataException)
+            catch (Exception e) when (e is VmStateException or ArgumentException or FormatException or InvalidOperationException or IOException or OverflowException or UnauthorizedAccessException)
             {
                 _log.WriteLine($"gdbserver: {Printable(p.Split(':')[0])}: {e.Message}");
                 answer = new Answer(Malformed);

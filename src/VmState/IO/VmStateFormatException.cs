@@ -1,10 +1,10 @@
 namespace VmState.IO;
 
 /// <summary>
-/// Thrown (a <see cref="FormatException"/>; InvalidDataException is sealed) when an input file does not have the structure a reader expects. The message names the byte offset,
+/// Thrown (a <see cref="VmStateException"/>) when an input file does not have the structure a reader expects. The message names the byte offset,
 /// the structure being read and what was expected, so a user can look at the bytes with a hex viewer.
 /// </summary>
-public sealed class VmStateFormatException : FormatException
+public sealed class VmStateFormatException : VmStateException
 {
     /// <summary>Creates the exception for a problem found at <paramref name="offset"/>.</summary>
     public VmStateFormatException(long offset, string structure, string problem, Exception? inner = null)

@@ -81,7 +81,7 @@ public static class KernelList
     }
 
     /// <summary><c>container_of</c>: the <paramref name="type"/> whose <paramref name="member"/> is at <paramref name="pointer"/>.</summary>
-    /// <exception cref="ArgumentException">No such type.</exception>
+    /// <exception cref="VmStateNotFoundException">No such type (<see cref="VmStateObjectKind.Type"/>).</exception>
     /// <exception cref="KernelDataException">No such member.</exception>
     public static KernelObject ContainerOf(this LinuxKernel kernel, ulong pointer, string type, string member)
     {

@@ -137,7 +137,7 @@ public sealed class KernelObject
     /// <summary>
     /// The same memory seen as <paramref name="typeName"/> (reference), or the same value converted (pointer or integer value).
     /// </summary>
-    /// <exception cref="ArgumentException">No such type.</exception>
+    /// <exception cref="VmStateNotFoundException">No such type (<see cref="VmStateObjectKind.Type"/>).</exception>
     public KernelObject Cast(string typeName)
     {
         int id = Kernel.Types.FindType(typeName);

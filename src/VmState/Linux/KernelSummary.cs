@@ -107,7 +107,7 @@ public sealed record KernelSummary
         {
             return read();
         }
-        catch (Exception e) when (e is KernelDataException or IO.VmStateFormatException or ArgumentException)
+        catch (Exception e) when (e is KernelDataException or IO.VmStateFormatException or VmStateNotFoundException or ArgumentException)
         {
             return default;
         }

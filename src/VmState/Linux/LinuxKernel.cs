@@ -318,11 +318,11 @@ public sealed class LinuxKernel
 
     /// <summary>The global <paramref name="name"/> as <paramref name="typeName"/> (C spelling, e.g. "struct list_head").</summary>
     /// <exception cref="KernelDataException">No such symbol.</exception>
-    /// <exception cref="ArgumentException">No such type.</exception>
+    /// <exception cref="VmStateNotFoundException">No such type (<see cref="VmStateObjectKind.Type"/>).</exception>
     public KernelObject Object(string name, string typeName) => KernelObject.At(this, Types.FindType(typeName), Symbols.AddressOf(name), name);
 
     /// <summary>An object of <paramref name="typeName"/> at <paramref name="address"/>.</summary>
-    /// <exception cref="ArgumentException">No such type.</exception>
+    /// <exception cref="VmStateNotFoundException">No such type (<see cref="VmStateObjectKind.Type"/>).</exception>
     public KernelObject ObjectAt(ulong address, string typeName) => KernelObject.At(this, Types.FindType(typeName), address);
 
     /// <summary>An object of type id <paramref name="typeId"/> at <paramref name="address"/>.</summary>

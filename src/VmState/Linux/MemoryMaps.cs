@@ -115,7 +115,8 @@ public static class MemoryMaps
     }
 
     /// <summary>The task with pid <paramref name="pid"/> (any thread; its thread group shares the mm).</summary>
-    /// <exception cref="KernelDataException">No such task.</exception>
+    /// <exception cref="VmStateNotFoundException">No such task (<see cref="VmStateObjectKind.Process"/>).</exception>
+    /// <exception cref="KernelDataException">A corrupt task list.</exception>
     public static KernelObject FindTask(LinuxKernel kernel, int pid)
     {
         ArgumentNullException.ThrowIfNull(kernel);
@@ -127,7 +128,7 @@ public static class MemoryMaps
             }
         }
 
-        throw new KernelDataException("task list", $"no task has pid {pid}");
+        throw new VmStateNotFoundException(VmStateObjectKind.Process, pid.ToString(System.Globalization.CultureInfo.InvariantCulture), $"task list: no task has pid {pid}");
     }
 
     /// <summary>

@@ -262,7 +262,7 @@ public static class ProcessCore
             KernelObject image = kernel.Object("vdso_image_64", "struct vdso_image");
             return (image.Member("data").ToUInt64(), image.Member("size").ToUInt64());
         }
-        catch (Exception e) when (e is KernelDataException or ArgumentException)
+        catch (Exception e) when (e is KernelDataException or VmStateNotFoundException or ArgumentException)
         {
             return (0, 0);
         }

@@ -104,7 +104,7 @@ public sealed class LiveMachine : IAsyncDisposable
                     notes.Add($"process memory unavailable ({e.Message}); reading through QMP pmemsave, about 0.6 ms a read");
                     fallback = pmem;
                 }
-                catch (Exception q) when (q is IOException or QmpException or UnauthorizedAccessException)
+                catch (Exception q) when (q is IOException or QmpException or LiveVmGoneException or UnauthorizedAccessException)
                 {
                     notes.Add($"QMP pmemsave is not usable: {q.Message}");
                 }
@@ -117,7 +117,7 @@ public sealed class LiveMachine : IAsyncDisposable
                     fallback = new GdbstubMemory(qmp, host, port, ranges);
                     notes.Add($"process memory unavailable ({e.Message}); reading through QEMU's gdbstub at {host}:{port} (the guest is stopped around each access)");
                 }
-                catch (Exception g) when (g is IOException or SocketException)
+                catch (Exception g) when (g is IOException or SocketException or LiveVmGoneException)
                 {
                     notes.Add($"QEMU's gdbstub at {host}:{port} is not usable: {g.Message}");
                 }

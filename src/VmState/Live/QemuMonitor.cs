@@ -113,7 +113,7 @@ public static class QemuMonitor
                 {
                     await qmp.ExecuteAsync("migrate_cancel", null, TimeSpan.FromSeconds(5), CancellationToken.None).ConfigureAwait(false);
                 }
-                catch (Exception e) when (e is QmpException or IOException or TimeoutException)
+                catch (Exception e) when (e is QmpException or IOException or LiveVmGoneException or TimeoutException)
                 {
                 }
 
@@ -132,7 +132,7 @@ public static class QemuMonitor
                 {
                     await SetBackgroundSnapshotAsync(qmp, false).ConfigureAwait(false);
                 }
-                catch (Exception e) when (e is QmpException or IOException or TimeoutException)
+                catch (Exception e) when (e is QmpException or IOException or LiveVmGoneException or TimeoutException)
                 {
                 }
             }
@@ -146,7 +146,7 @@ public static class QemuMonitor
                         await qmp.ContAsync(CancellationToken.None).ConfigureAwait(false);
                     }
                 }
-                catch (Exception e) when (e is QmpException or IOException or TimeoutException)
+                catch (Exception e) when (e is QmpException or IOException or LiveVmGoneException or TimeoutException)
                 {
                 }
             }
@@ -180,7 +180,7 @@ public static class QemuMonitor
         {
             await qmp.ExecuteAsync("quit", null, TimeSpan.FromSeconds(10), cancellationToken).ConfigureAwait(false);
         }
-        catch (IOException)
+        catch (LiveVmGoneException)
         {
             // QEMU may close the socket before its reply arrives.
         }

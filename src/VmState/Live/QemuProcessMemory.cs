@@ -61,10 +61,15 @@ public sealed unsafe class QemuProcessMemory : IPhysicalMemory
                 if (r < 0)
                 {
                     int errno = Marshal.GetLastPInvokeError();
+                    if (errno == 3)
+                    {
+                        // ESRCH: the QEMU process exited; the VM is gone, which is not an I/O failure of this host.
+                        throw new LiveVmGoneException(_pid, $"QEMU process {_pid} is gone (ESRCH)");
+                    }
+
                     throw new IOException(errno switch
                     {
                         1 => $"no permission to {(write ? "write" : "read")} QEMU process {_pid}'s memory (EPERM): run as root or as QEMU's user with ptrace allowed (kernel.yama.ptrace_scope)",
-                        3 => $"QEMU process {_pid} is gone (ESRCH)",
                         _ => $"process_vm_{(write ? "writev" : "readv")} on QEMU process {_pid} failed with errno {errno}",
                     });
                 }

@@ -11,14 +11,15 @@ namespace VmState.Live;
 /// A client for the QEMU Machine Protocol over a unix socket (QEMU docs/interop/qmp-spec.rst): reads the greeting,
 /// negotiates capabilities, sends commands with an "id" and matches replies by id, queues asynchronous events.
 /// One background loop reads the socket, so concurrent commands are safe. When the connection drops (QEMU exited),
-/// every pending and later command fails with an <see cref="IOException"/>.
+/// every pending and later command fails with a <see cref="LiveVmGoneException"/>.
 /// </summary>
 public sealed class QmpClient : IAsyncDisposable
 {
     private static readonly TimeSpan s_defaultTimeout = TimeSpan.FromSeconds(30);
     private readonly Socket _socket;
     private readonly NetworkStream _stream;
-    private readonly ConcurrentDictionary<long, TaskCompletionSource<JsonElement>> _pending = new();
+    // The command name rides along with each reply slot so a dropped connection can say which command it cut off.
+    private readonly ConcurrentDictionary<long, (TaskCompletionSource<JsonElement> Reply, string Command)> _pending = new();
     private readonly Channel<QmpEvent> _events = Channel.CreateUnbounded<QmpEvent>();
     private readonly SemaphoreSlim _writeLock = new(1, 1);
     private readonly CancellationTokenSource _stop = new();
@@ -113,15 +114,15 @@ public sealed class QmpClient : IAsyncDisposable
     {
         if (_closed is Exception closed)
         {
-            throw new IOException($"the QMP connection to {SocketPath} is closed: {closed.Message}", closed);
+            throw new LiveVmGoneException(SocketPath, command, $"the QMP connection to {SocketPath} is closed: {closed.Message}", closed);
         }
 
         long id = Interlocked.Increment(ref _nextId);
         var tcs = new TaskCompletionSource<JsonElement>(TaskCreationOptions.RunContinuationsAsynchronously);
-        _pending[id] = tcs;
+        _pending[id] = (tcs, command);
         if (_closed is Exception closedNow)
         {
-            tcs.TrySetException(new IOException($"the QMP connection to {SocketPath} is closed: {closedNow.Message}", closedNow));
+            tcs.TrySetException(new LiveVmGoneException(SocketPath, command, $"the QMP connection to {SocketPath} is closed: {closedNow.Message}", closedNow));
         }
         var message = new JsonObject { ["execute"] = command, ["id"] = id };
         if (arguments is not null)
@@ -139,7 +140,7 @@ public sealed class QmpClient : IAsyncDisposable
             }
             catch (IOException e)
             {
-                throw new IOException($"the QMP connection to {SocketPath} is closed: {e.Message}", e);
+                throw new LiveVmGoneException(SocketPath, command, $"the QMP connection to {SocketPath} is closed: {e.Message}", e);
             }
             finally
             {
@@ -200,7 +201,7 @@ public sealed class QmpClient : IAsyncDisposable
         }
         catch (ChannelClosedException e)
         {
-            throw new IOException($"the QMP connection to {SocketPath} closed while waiting for {name}", e);
+            throw new LiveVmGoneException(SocketPath, null, $"the QMP connection to {SocketPath} closed while waiting for {name}", e);
         }
     }
 
@@ -296,9 +297,9 @@ public sealed class QmpClient : IAsyncDisposable
 
                     _events.Writer.TryWrite(new QmpEvent(ev.GetString() ?? string.Empty, m.TryGetProperty("data", out JsonElement d) ? d : default, ts));
                 }
-                else if (m.TryGetProperty("id", out JsonElement idElement) && idElement.TryGetInt64(out long id) && _pending.TryGetValue(id, out TaskCompletionSource<JsonElement>? tcs))
+                else if (m.TryGetProperty("id", out JsonElement idElement) && idElement.TryGetInt64(out long id) && _pending.TryGetValue(id, out (TaskCompletionSource<JsonElement> Reply, string Command) pending))
                 {
-                    tcs.TrySetResult(m);
+                    pending.Reply.TrySetResult(m);
                 }
             }
         }
@@ -309,9 +310,9 @@ public sealed class QmpClient : IAsyncDisposable
 
         _closed = reason;
         _events.Writer.TryComplete();
-        foreach (TaskCompletionSource<JsonElement> p in _pending.Values)
+        foreach ((TaskCompletionSource<JsonElement> reply, string command) in _pending.Values)
         {
-            p.TrySetException(new IOException($"the QMP connection to {SocketPath} closed: {reason.Message}", reason));
+            reply.TrySetException(new LiveVmGoneException(SocketPath, command, $"the QMP connection to {SocketPath} closed: {reason.Message}", reason));
         }
     }
 }

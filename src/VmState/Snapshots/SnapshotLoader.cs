@@ -133,7 +133,7 @@ public static class SnapshotLoader
             return newest;
         }
 
-        return image.Find(idOrName) ?? throw new ArgumentException(
+        return image.Find(idOrName) ?? throw new VmStateNotFoundException(VmStateObjectKind.Snapshot, idOrName,
             $"{path} has no snapshot with id or name \"{idOrName}\"; it has: {string.Join(", ", image.Snapshots.Select(s => $"{s.Id} \"{s.Name}\""))}");
     }
 

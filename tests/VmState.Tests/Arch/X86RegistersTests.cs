@@ -87,9 +87,9 @@ public sealed class X86RegistersTests : IDisposable
                 expected[r.Name] = value;
             }
 
-            Assert.Throws<ArgumentException>(() => editor.SetRegister(0, "hflags", 1));
-            Assert.Throws<ArgumentException>(() => editor.SetRegister(0, "st0", 1));
-            Assert.Throws<ArgumentException>(() => editor.SetRegister(0, "xmm0", 1));
+            Assert.Equal("hflags", Assert.Throws<InvalidEditException>(() => editor.SetRegister(0, "hflags", 1)).Target);
+            Assert.Equal("st0", Assert.Throws<InvalidEditException>(() => editor.SetRegister(0, "st0", 1)).Target);
+            Assert.Equal("xmm0", Assert.Throws<InvalidEditException>(() => editor.SetRegister(0, "xmm0", 1)).Target);
             editor.WriteTo(edited);
         }
 

@@ -83,9 +83,9 @@ public sealed class MigrationStreamEditorTests : IDisposable
         using (MachineState m = SnapshotLoader.Open(path))
         {
             var e = new SnapshotEditor(m);
-            Assert.Throws<ArgumentOutOfRangeException>(() => e.SetDeviceField("dev", "reg", "0x100000000"));
-            Assert.Throws<ArgumentOutOfRangeException>(() => e.SetDeviceField("dev", "s", "200"));
-            Assert.Throws<ArgumentException>(() => e.SetDeviceField("dev", "nope", "1"));
+            Assert.Equal("reg", Assert.Throws<InvalidEditException>(() => e.SetDeviceField("dev", "reg", "0x100000000")).Target);
+            Assert.Equal("s", Assert.Throws<InvalidEditException>(() => e.SetDeviceField("dev", "s", "200")).Target);
+            Assert.Equal("nope", Assert.Throws<InvalidEditException>(() => e.SetDeviceField("dev", "nope", "1")).Target);
             e.SetDeviceField("dev", "reg", "0xfffffffe");
             e.SetDeviceField("dev", "s", "-3");
             e.SetRegister(0, "rip", 0xffffffff81000000);

@@ -108,7 +108,9 @@ public class Qcow2Tests
     public void UnknownSnapshotListsTheKnownOnes()
     {
         byte[] img = Image(Stream());
-        var e = Assert.Throws<ArgumentException>(() => SnapshotLoader.OpenSource(new MemorySource(img), "img", new SnapshotOpenOptions { Snapshot = "nope" }));
+        var e = Assert.Throws<VmStateNotFoundException>(() => SnapshotLoader.OpenSource(new MemorySource(img), "img", new SnapshotOpenOptions { Snapshot = "nope" }));
+        Assert.Equal(VmStateObjectKind.Snapshot, e.Kind);
+        Assert.Equal("nope", e.Name);
         Assert.Contains("\"snap1\"", e.Message);
     }
 

@@ -201,8 +201,9 @@ public class BtfTests
         Assert.Equal("char *[2]", b.TypeName(pp));
         Assert.Equal(16UL, b.SizeOf(pp));
         Assert.Equal(0, b.FindType("void"));
-        Assert.Throws<ArgumentException>(() => b.FindType("struct nope"));
-        Assert.Throws<ArgumentException>(() => b.FindType("nope_t *"));
+        VmStateNotFoundException missing = Assert.Throws<VmStateNotFoundException>(() => b.FindType("struct nope"));
+        Assert.Equal((VmStateObjectKind.Type, "struct nope"), (missing.Kind, missing.Name));
+        Assert.Equal("nope_t", Assert.Throws<VmStateNotFoundException>(() => b.FindType("nope_t *")).Name);
     }
 
     [Fact]

@@ -107,6 +107,6 @@ public class KernelObjectTests
         Assert.Throws<KernelDataException>(() => t.Member("pid").Deref());
         Assert.Throws<KernelDataException>(() => t.Member("pid").ReadString());
         Assert.Throws<KernelDataException>(() => t.Member("no_such_member"));
-        Assert.Throws<ArgumentException>(() => t.Cast("struct no_such_struct"));
+        Assert.Equal(VmStateObjectKind.Type, Assert.Throws<VmStateNotFoundException>(() => t.Cast("struct no_such_struct")).Kind);
     }
 }

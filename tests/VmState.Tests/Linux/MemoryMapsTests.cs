@@ -74,6 +74,8 @@ public sealed class MemoryMapsTests
         MachineState machine = linux.Machine;
         LinuxKernel k = KernelLocator.Locate(machine);
         Assert.Contains("kernel thread", Assert.Throws<KernelDataException>(() => MemoryMaps.Read(k, 2)).Message, StringComparison.Ordinal);
-        Assert.Contains("no task has pid 4242", Assert.Throws<KernelDataException>(() => MemoryMaps.Read(k, 4242)).Message, StringComparison.Ordinal);
+        VmStateNotFoundException noPid = Assert.Throws<VmStateNotFoundException>(() => MemoryMaps.Read(k, 4242));
+        Assert.Equal((VmStateObjectKind.Process, "4242"), (noPid.Kind, noPid.Name));
+        Assert.Contains("no task has pid 4242", noPid.Message, StringComparison.Ordinal);
     }
 }

@@ -37,26 +37,35 @@ public sealed class MigrationStreamEditor
     public int EditedFields => _fieldPatches.Count;
 
     /// <summary>Writes <paramref name="data"/> at guest-physical <paramref name="address"/>; every byte must be RAM.</summary>
+    /// <exception cref="InvalidEditException">Some byte is not RAM (nothing is written then).</exception>
     public void WritePhysical(ulong address, ReadOnlySpan<byte> data)
     {
         // address + length must not pass 2^64: the loop below would wrap to guest-physical 0 and write there.
         if (data.Length > 0 && (ulong)(data.Length - 1) > ulong.MaxValue - address)
         {
-            throw new ArgumentOutOfRangeException(nameof(address), $"[0x{address:x}, +0x{data.Length:x}) runs past the top of the 64-bit address space");
+            throw new InvalidEditException(address, "guest-physical", $"[0x{address:x}, +0x{data.Length:x}) runs past the top of the 64-bit address space");
         }
 
+        // Every byte is checked before the first is written, so a write that runs off the end of RAM leaves the
+        // overlay as it was instead of half-applied.
+        var pieces = new List<(RamBlock Block, ulong Offset, int Start, int Length)>();
         int done = 0;
         while (done < data.Length)
         {
             ulong a = address + (ulong)done;
             if (!_memory.TryLocate(a, out RamBlock block, out ulong offset, out ulong contiguous))
             {
-                throw new ArgumentOutOfRangeException(nameof(address), $"guest-physical 0x{a:x} is not RAM in this snapshot (RAM: {string.Join(", ", _memory.Ranges)})");
+                throw new InvalidEditException(a, "guest-physical", $"guest-physical 0x{a:x} is not RAM in this snapshot (RAM: {string.Join(", ", _memory.Ranges)})");
             }
 
             int n = (int)Math.Min((ulong)(data.Length - done), contiguous);
-            WriteBlock(block, offset, data.Slice(done, n));
+            pieces.Add((block, offset, done, n));
             done += n;
+        }
+
+        foreach ((RamBlock block, ulong offset, int start, int length) in pieces)
+        {
+            WriteBlock(block, offset, data.Slice(start, length));
         }
     }
 
@@ -65,7 +74,7 @@ public sealed class MigrationStreamEditor
     {
         if (offset > block.Length || (ulong)data.Length > block.Length - offset)
         {
-            throw new ArgumentOutOfRangeException(nameof(offset), $"[0x{offset:x}, +0x{data.Length:x}) is outside RAM block {block.Name} (0x{block.Length:x} bytes)");
+            throw new InvalidEditException(offset, $"RAM block {block.Name}", $"[0x{offset:x}, +0x{data.Length:x}) is outside RAM block {block.Name} (0x{block.Length:x} bytes)");
         }
 
         int pageSize = block.PageSize;
@@ -121,18 +130,18 @@ public sealed class MigrationStreamEditor
     {
         if (field.Kind is not (FieldKind.Integer or FieldKind.Bool))
         {
-            throw new ArgumentException($"field {field.Name} is {field.Type} ({field.Kind}), not an integer; set its bytes instead");
+            throw new InvalidEditException(field.Name, $"field {field.Name} is {field.Type} ({field.Kind}), not an integer; set its bytes instead");
         }
 
         int bits = field.Size * 8;
         if (field.Kind == FieldKind.Bool && value > 1)
         {
-            throw new ArgumentOutOfRangeException(nameof(value), $"field {field.Name} is a bool: 0 or 1");
+            throw new InvalidEditException(field.Name, $"field {field.Name} is a bool: 0 or 1");
         }
 
         if (negative && !field.Signed)
         {
-            throw new ArgumentOutOfRangeException(nameof(value), $"field {field.Name} ({field.Type}) is unsigned");
+            throw new InvalidEditException(field.Name, $"field {field.Name} ({field.Type}) is unsigned");
         }
 
         if (bits < 64)
@@ -140,7 +149,7 @@ public sealed class MigrationStreamEditor
             bool fits = negative ? (long)value >= -(1L << (bits - 1)) : value <= (field.Signed ? (1UL << (bits - 1)) - 1 : (1UL << bits) - 1);
             if (!fits)
             {
-                throw new ArgumentOutOfRangeException(nameof(value), $"value {(negative ? (long)value : (decimal)value)} does not fit field {field.Name} ({field.Type}, {field.Size} bytes)");
+                throw new InvalidEditException(field.Name, $"value {(negative ? (long)value : (decimal)value)} does not fit field {field.Name} ({field.Type}, {field.Size} bytes)");
             }
         }
 
@@ -158,12 +167,12 @@ public sealed class MigrationStreamEditor
     {
         if (field.Kind is FieldKind.Struct or FieldKind.Array)
         {
-            throw new ArgumentException($"field {field.Name} is a {field.Kind}; set its members or elements instead");
+            throw new InvalidEditException(field.Name, $"field {field.Name} is a {field.Kind}; set its members or elements instead");
         }
 
         if (at < 0 || at + bytes.Length > field.Size)
         {
-            throw new ArgumentOutOfRangeException(nameof(at), $"bytes [{at}, {at + bytes.Length}) do not fit in field {field.Name} ({field.Size} bytes)");
+            throw new InvalidEditException(field.Name, $"bytes [{at}, {at + bytes.Length}) do not fit in field {field.Name} ({field.Size} bytes)");
         }
 
         byte[] current = CurrentBytes(field);

@@ -48,7 +48,7 @@ public sealed class SnapshotEditor
             Translation t = space.Translate(va);
             if (t.PhysicalAddress is not ulong pa)
             {
-                throw new ArgumentOutOfRangeException(nameof(address), $"virtual 0x{va:x} is not mapped ({t.Failure})");
+                throw new InvalidEditException(va, "guest-virtual", $"virtual 0x{va:x} is not mapped ({t.Failure})");
             }
 
             int n = (int)Math.Min((ulong)(data.Length - done), 0x1000 - (va & 0xFFF));
@@ -72,14 +72,14 @@ public sealed class SnapshotEditor
     public void SetRegister(int cpu, string register, ulong value)
     {
         DeviceState section = _machine.Devices.FirstOrDefault(d => d.IdStr == "cpu" && d.InstanceId == cpu)
-            ?? throw new ArgumentException($"no vCPU {cpu}: the snapshot has {_machine.Cpus.Count} ({string.Join(", ", _machine.Cpus.Select(c => c.Index))})");
+            ?? throw new VmStateNotFoundException(VmStateObjectKind.Cpu, cpu.ToString(System.Globalization.CultureInfo.InvariantCulture), $"no vCPU {cpu}: the snapshot has {_machine.Cpus.Count} ({string.Join(", ", _machine.Cpus.Select(c => c.Index))})");
         if (X86Registers.Find(register) is not { Editable: true, StateField: X86StateField where })
         {
-            throw new ArgumentException($"unknown register \"{register}\" (known: {string.Join(", ", X86Registers.All.Where(r => r.Editable).Select(r => r.Name))})");
+            throw new InvalidEditException(register, $"unknown register \"{register}\" (known: {string.Join(", ", X86Registers.All.Where(r => r.Editable).Select(r => r.Name))})");
         }
 
         DeviceField field = X86CpuSectionDecoder.FindField(section.State!, where)
-            ?? throw new ArgumentException($"the cpu section has no field {where.Name}{(where.Member is null ? string.Empty : "." + where.Member)}");
+            ?? throw new InvalidEditException(register, $"the cpu section has no field {where.Name}{(where.Member is null ? string.Empty : "." + where.Member)}");
         _stream.SetField(field, value);
         _log.Add($"vCPU {cpu}: {register.ToLowerInvariant()} = 0x{value:x}");
     }
@@ -93,7 +93,7 @@ public sealed class SnapshotEditor
     {
         DeviceState d = FindDevice(device);
         DeviceField field = DeviceFieldSearch.Walk(d.State!).Where(x => x.Path == path).Select(x => x.Field).FirstOrDefault()
-            ?? throw new ArgumentException($"device {d.Key} has no field \"{path}\" (fields: {string.Join(", ", DeviceFieldSearch.Walk(d.State!).Select(x => x.Path).Take(20))}{(DeviceFieldSearch.Walk(d.State!).Count() > 20 ? ", …" : string.Empty)})");
+            ?? throw new InvalidEditException(path, $"device {d.Key} has no field \"{path}\" (fields: {string.Join(", ", DeviceFieldSearch.Walk(d.State!).Select(x => x.Path).Take(20))}{(DeviceFieldSearch.Walk(d.State!).Count() > 20 ? ", …" : string.Empty)})");
         if (field.Kind is FieldKind.Integer or FieldKind.Bool)
         {
             (ulong v, bool negative) = ParseInteger(value, path);
@@ -106,7 +106,7 @@ public sealed class SnapshotEditor
         }
         else
         {
-            throw new ArgumentException($"field {path} of {d.Key} is a {field.Kind}; name one of its members (e.g. {path}[0] or {path}.member)");
+            throw new InvalidEditException(path, $"field {path} of {d.Key} is a {field.Kind}; name one of its members (e.g. {path}[0] or {path}.member)");
         }
 
         _log.Add($"{d.Key}: {path} = {value}");
@@ -128,7 +128,7 @@ public sealed class SnapshotEditor
         VmsdState s = d.State!;
         if (d.IdStr.EndsWith("/e1000", StringComparison.Ordinal))
         {
-            IReadOnlyList<DeviceField> eeprom = s.Field("eeprom_data")?.Elements ?? throw new ArgumentException($"{d.Key} has no eeprom_data");
+            IReadOnlyList<DeviceField> eeprom = s.Field("eeprom_data")?.Elements ?? throw new InvalidEditException(d.Key, $"{d.Key} has no eeprom_data");
             ushort[] words = new ushort[64];
             for (int i = 0; i < 64; i++)
             {
@@ -169,7 +169,7 @@ public sealed class SnapshotEditor
         }
         else if (d.IdStr.EndsWith("/virtio-net", StringComparison.Ordinal))
         {
-            (int at, byte[] _) = WellKnownDevices.FindVirtioNetMacOffset(d) ?? throw new ArgumentException($"the virtio state of {d.Key} does not parse; cannot find its MAC");
+            (int at, byte[] _) = WellKnownDevices.FindVirtioNetMacOffset(d) ?? throw new InvalidEditException(d.Key, $"the virtio state of {d.Key} does not parse; cannot find its MAC");
             DeviceField virtio = s.Field("virtio")!;
             _stream.SetFieldBytes(virtio, at, mac);
             if (WellKnownDevices.FindVirtioNetConfigOffset(d) is int config)
@@ -179,7 +179,7 @@ public sealed class SnapshotEditor
         }
         else
         {
-            throw new ArgumentException($"{d.Key} is not an e1000 or virtio-net NIC");
+            throw new InvalidEditException(d.Key, $"{d.Key} is not an e1000 or virtio-net NIC");
         }
 
         _log.Add($"{d.Key}: MAC = {MacAddress.Format(mac)}");
@@ -204,7 +204,7 @@ public sealed class SnapshotEditor
         {
             if (d.Key == name || (d.IdStr == name && d.InstanceId == 0))
             {
-                return d.State is null ? throw new ArgumentException($"{name} has no decoded state") : d;
+                return d.State is null ? throw new InvalidEditException(name, $"{name} has no decoded state") : d;
             }
         }
 
@@ -212,7 +212,7 @@ public sealed class SnapshotEditor
         return matches.Count switch
         {
             1 => matches[0],
-            0 => throw new ArgumentException($"no device \"{name}\" (devices: {string.Join(", ", _machine.Devices.Select(d => d.Key).Distinct())})"),
+            0 => throw new VmStateNotFoundException(VmStateObjectKind.Device, name, $"no device \"{name}\" (devices: {string.Join(", ", _machine.Devices.Select(d => d.Key).Distinct())})"),
             _ => throw new ArgumentException($"\"{name}\" matches {string.Join(", ", matches.Select(d => d.Key))}; give the full id"),
         };
     }
@@ -221,7 +221,7 @@ public sealed class SnapshotEditor
     {
         if (cpu < 0 || cpu >= _machine.Cpus.Count)
         {
-            throw new ArgumentException($"no vCPU {cpu}");
+            throw new VmStateNotFoundException(VmStateObjectKind.Cpu, cpu.ToString(System.Globalization.CultureInfo.InvariantCulture), $"no vCPU {cpu}");
         }
 
         X86CpuState c = _machine.Cpus[cpu];

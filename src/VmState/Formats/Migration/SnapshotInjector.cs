@@ -18,6 +18,8 @@ public static class SnapshotInjector
     public sealed record Result(int PagesChanged, int RegistersChanged, int FieldsChanged, IReadOnlyList<string> Changes);
 
     /// <summary>Adds to <paramref name="editor"/> every difference between <paramref name="original"/> and the edited files.</summary>
+    /// <exception cref="InvalidEditException">A difference that cannot be carried back (a size, a length, a field or register that cannot be set this way), or files that do not fit this snapshot.</exception>
+    /// <exception cref="VmStateNotFoundException">The hardware file names a vCPU or device the snapshot does not have.</exception>
     public static Result Apply(SnapshotEditor editor, MachineState original, string? corePath, string? hardwarePath, CancellationToken cancellationToken = default)
     {
         var changes = new List<string>();
@@ -29,7 +31,7 @@ public static class SnapshotInjector
             using MachineState core = Snapshots.SnapshotLoader.Open(corePath);
             if (core.ElfNotes is null)
             {
-                throw new ArgumentException($"{corePath} is a {core.SourceFormat}, not an ELF core");
+                throw new InvalidEditException(corePath, $"{corePath} is a {core.SourceFormat}, not an ELF core");
             }
 
             pages = ApplyMemory(editor, original, core, changes, cancellationToken);
@@ -64,7 +66,7 @@ public static class SnapshotInjector
                 int got = core.Memory.Read(at, b.AsSpan(0, n));
                 if (got != n)
                 {
-                    throw new ArgumentException($"the core has no memory at guest-physical 0x{at + (ulong)got:x}, which the snapshot has; was it extracted from this snapshot?");
+                    throw new InvalidEditException(at + (ulong)got, "guest-physical", $"the core has no memory at guest-physical 0x{at + (ulong)got:x}, which the snapshot has; was it extracted from this snapshot?");
                 }
 
                 if (a.AsSpan(0, n).SequenceEqual(b.AsSpan(0, n)))
@@ -151,7 +153,7 @@ public static class SnapshotInjector
 
             if (values.TryGetValue(name, out ulong other) && other != after)
             {
-                throw new ArgumentException($"the core's NT_PRSTATUS and QEMU notes give different new values for {name} of vCPU {original.Index} (0x{other:x} and 0x{after:x}); edit one of them");
+                throw new InvalidEditException(name, $"the core's NT_PRSTATUS and QEMU notes give different new values for {name} of vCPU {original.Index} (0x{other:x} and 0x{after:x}); edit one of them");
             }
 
             values[name] = after;
@@ -190,13 +192,13 @@ public static class SnapshotInjector
     private static ulong ReadOnlyRegister(X86CpuState c, string name, string path) =>
         X86Registers.Find(name) is { InHardwareFile: true } r && r.Name == name
             ? r.Get(c)
-            : throw new ArgumentException($"{path}: unknown register \"{name}\" in the cpus block");
+            : throw new InvalidEditException(name, $"{path}: unknown register \"{name}\" in the cpus block");
 
     private static (int Registers, int Fields) ApplyHardware(SnapshotEditor editor, MachineState original, JsonElement root, string path, List<string> changes)
     {
         if (!root.TryGetProperty("format", out JsonElement format) || format.GetString() != Export.HardwareJsonWriter.FormatId)
         {
-            throw new ArgumentException($"{path} is not a vmstate hardware file (expected \"format\": \"{Export.HardwareJsonWriter.FormatId}\")");
+            throw new InvalidEditException(path, $"{path} is not a vmstate hardware file (expected \"format\": \"{Export.HardwareJsonWriter.FormatId}\")");
         }
 
         int registers = 0;
@@ -205,7 +207,7 @@ public static class SnapshotInjector
             foreach (JsonElement c in cpus.EnumerateArray())
             {
                 int index = c.GetProperty("index").GetInt32();
-                X86CpuState o = original.Cpus.FirstOrDefault(x => x.Index == index) ?? throw new ArgumentException($"{path}: vCPU {index} is not in the snapshot");
+                X86CpuState o = original.Cpus.FirstOrDefault(x => x.Index == index) ?? throw new VmStateNotFoundException(VmStateObjectKind.Cpu, index.ToString(System.Globalization.CultureInfo.InvariantCulture), $"{path}: vCPU {index} is not in the snapshot");
                 foreach (JsonProperty r in c.GetProperty("registers").EnumerateObject())
                 {
                     ulong value = SnapshotEditor.ParseInteger(r.Value.GetString() ?? string.Empty, $"{path}: cpus[{index}].registers.{r.Name}").Value;
@@ -217,7 +219,7 @@ public static class SnapshotInjector
 
                     if (o.GetRegister(r.Name) is null)
                     {
-                        throw new ArgumentException($"{path}: cpus[{index}].registers.{r.Name} changed, but only general, segment and control registers, rip, rflags, efer and the syscall MSRs can be set from this block; edit the field in the \"cpu\" device section instead");
+                        throw new InvalidEditException(r.Name, $"{path}: cpus[{index}].registers.{r.Name} changed, but only general, segment and control registers, rip, rflags, efer and the syscall MSRs can be set from this block; edit the field in the \"cpu\" device section instead");
                     }
 
                     {
@@ -240,7 +242,7 @@ public static class SnapshotInjector
             DeviceState? device = original.Devices.Where(x => x.IdStr == id && x.InstanceId == instance).Skip(occurrence).FirstOrDefault();
             if (device?.State is null)
             {
-                throw new ArgumentException($"{path}: device {id} (instance {instance}) is not in the snapshot");
+                throw new VmStateNotFoundException(VmStateObjectKind.Device, id, $"{path}: device {id} (instance {instance}) is not in the snapshot");
             }
 
             if (d.TryGetProperty("fields", out JsonElement jf))
@@ -263,7 +265,7 @@ public static class SnapshotInjector
         foreach (JsonElement s in subsections.EnumerateArray())
         {
             string name = s.GetProperty("name").GetString()!;
-            VmsdState sub = state.Subsection(name) ?? throw new ArgumentException($"{path}: {where} has no subsection {name} in the snapshot (subsections cannot be added)");
+            VmsdState sub = state.Subsection(name) ?? throw new InvalidEditException(where, $"{path}: {where} has no subsection {name} in the snapshot (subsections cannot be added)");
             n += CompareFields(editor, sub, s.GetProperty("fields"), $"{where}/{name}", changes, path);
             if (s.TryGetProperty("subsections", out JsonElement inner))
             {
@@ -282,14 +284,14 @@ public static class SnapshotInjector
         {
             if (i >= state.Fields.Count)
             {
-                throw new ArgumentException($"{path}: {where} has more fields than the snapshot (fields cannot be added)");
+                throw new InvalidEditException(where, $"{path}: {where} has more fields than the snapshot (fields cannot be added)");
             }
 
             DeviceField f = state.Fields[i++];
             string name = jf.GetProperty("name").GetString()!;
             if (name != f.Name || jf.GetProperty("offset").GetInt64() != f.Offset)
             {
-                throw new ArgumentException($"{path}: {where} field {i - 1} is \"{name}\" at offset {jf.GetProperty("offset").GetInt64()}, but the snapshot has \"{f.Name}\" at {f.Offset}; was the file extracted from this snapshot?");
+                throw new InvalidEditException(where, $"{path}: {where} field {i - 1} is \"{name}\" at offset {jf.GetProperty("offset").GetInt64()}, but the snapshot has \"{f.Name}\" at {f.Offset}; was the file extracted from this snapshot?");
             }
 
             n += CompareValue(editor, f, jf.GetProperty("value"), $"{where}.{f.Name}", changes, path);
@@ -305,7 +307,7 @@ public static class SnapshotInjector
             case FieldKind.Bool:
                 if (value.ValueKind is not (JsonValueKind.True or JsonValueKind.False))
                 {
-                    throw new ArgumentException($"{path}: {where} is a bool; found {value.ValueKind}");
+                    throw new InvalidEditException(where, $"{path}: {where} is a bool; found {value.ValueKind}");
                 }
 
                 ulong b = value.ValueKind == JsonValueKind.True ? 1UL : 0UL;
@@ -320,14 +322,14 @@ public static class SnapshotInjector
             case FieldKind.Integer:
                 if (value.ValueKind != JsonValueKind.Number)
                 {
-                    throw new ArgumentException($"{path}: {where} ({f.Type}) needs a number; found {value.ValueKind}");
+                    throw new InvalidEditException(where, $"{path}: {where} ({f.Type}) needs a number; found {value.ValueKind}");
                 }
 
                 if (f.Signed)
                 {
                     if (!value.TryGetInt64(out long sv))
                     {
-                        throw new ArgumentException($"{path}: {where} ({f.Type}): {value} is not a whole number");
+                        throw new InvalidEditException(where, $"{path}: {where} ({f.Type}): {value} is not a whole number");
                     }
 
                     if (sv != f.SignedInteger)
@@ -342,7 +344,7 @@ public static class SnapshotInjector
 
                 if (!value.TryGetUInt64(out ulong uv))
                 {
-                    throw new ArgumentException($"{path}: {where} ({f.Type}): {value} is not a non-negative whole number");
+                    throw new InvalidEditException(where, $"{path}: {where} ({f.Type}): {value} is not a non-negative whole number");
                 }
 
                 if (uv != f.Integer)
@@ -362,7 +364,7 @@ public static class SnapshotInjector
                 byte[] bytes = SnapshotEditor.ParseHex(value.GetString() ?? string.Empty, $"{path}: {where}");
                 if (bytes.Length != f.Size)
                 {
-                    throw new ArgumentException($"{path}: {where} has {f.Size} bytes; the file gives {bytes.Length} (sizes cannot change)");
+                    throw new InvalidEditException(where, $"{path}: {where} has {f.Size} bytes; the file gives {bytes.Length} (sizes cannot change)");
                 }
 
                 if (f.Bytes is not null && !bytes.AsSpan().SequenceEqual(f.Bytes))
@@ -384,7 +386,7 @@ public static class SnapshotInjector
             case FieldKind.Array:
                 if (value.ValueKind != JsonValueKind.Array || value.GetArrayLength() != f.Elements!.Count)
                 {
-                    throw new ArgumentException($"{path}: {where} is an array of {f.Elements!.Count}; the file gives {(value.ValueKind == JsonValueKind.Array ? value.GetArrayLength() : 0)} (lengths cannot change)");
+                    throw new InvalidEditException(where, $"{path}: {where} is an array of {f.Elements!.Count}; the file gives {(value.ValueKind == JsonValueKind.Array ? value.GetArrayLength() : 0)} (lengths cannot change)");
                 }
 
                 int changed = 0;

@@ -83,7 +83,7 @@ public sealed class Qcow2SnapshotWriter : IDisposable
         ulong oldTableOffset;
         using (Qcow2Image image = Qcow2Image.Open(path))
         {
-            base_ = image.Find(baseSnapshot) ?? throw new ArgumentException($"{path} has no snapshot \"{baseSnapshot}\"");
+            base_ = image.Find(baseSnapshot) ?? throw new VmStateNotFoundException(VmStateObjectKind.Snapshot, baseSnapshot, $"{path} has no snapshot \"{baseSnapshot}\"");
             if (image.Find(name) is not null)
             {
                 throw new ArgumentException($"{path} already has a snapshot named \"{name}\"");

@@ -259,7 +259,7 @@ public sealed class BtfTypes
     /// <c>enum pid_type</c>, a typedef or base type name (<c>u64</c>, <c>unsigned long</c>, <c>char</c>), with any
     /// number of trailing <c>*</c> and <c>[N]</c> (pointer and array types not in the blob are made on the fly).
     /// </summary>
-    /// <exception cref="ArgumentException">No such type.</exception>
+    /// <exception cref="VmStateNotFoundException">No such type (<see cref="VmStateObjectKind.Type"/>).</exception>
     public int FindType(string spelling)
     {
         ArgumentNullException.ThrowIfNull(spelling);
@@ -281,7 +281,7 @@ public sealed class BtfTypes
         int id = BaseTypeId(s);
         if (id == 0 && s != "void")
         {
-            throw new ArgumentException($"no type '{s}' in the BTF", nameof(spelling));
+            throw new VmStateNotFoundException(VmStateObjectKind.Type, s, $"no type '{s}' in the BTF");
         }
 
         return id;

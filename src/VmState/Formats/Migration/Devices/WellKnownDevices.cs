@@ -35,7 +35,7 @@ public static class WellKnownDevices
                     d.Decoded["runstate"] = System.Text.Encoding.ASCII.GetString(rs, 0, len).TrimEnd('\0');
                 }
             }
-            catch (FormatException e)
+            catch (Exception e) when (e is FormatException or IO.VmStateFormatException)
             {
                 d.Decoded["decode-error"] = e.Message;
             }

@@ -1,0 +1,23 @@
+namespace VmState;
+
+/// <summary>What kind of thing a <see cref="VmStateNotFoundException"/> looked for.</summary>
+public enum VmStateObjectKind
+{
+    /// <summary>An internal snapshot of a qcow2 image, by id or name.</summary>
+    Snapshot,
+
+    /// <summary>A symbol of the guest kernel (kallsyms).</summary>
+    Symbol,
+
+    /// <summary>A type in the kernel's BTF.</summary>
+    Type,
+
+    /// <summary>A guest process, by pid.</summary>
+    Process,
+
+    /// <summary>A device of the saved machine, by id.</summary>
+    Device,
+
+    /// <summary>A vCPU of the saved machine, by index.</summary>
+    Cpu,
+}
