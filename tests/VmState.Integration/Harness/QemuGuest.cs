@@ -145,8 +145,19 @@ public sealed class QemuGuest : IAsyncDisposable
                 await Task.Delay(20, cancellationToken);
             }
 
-            guest.Qmp = await QmpClient.ConnectAsync(guest.QmpPath, TimeSpan.FromSeconds(30), cancellationToken);
-            return guest;
+            // QEMU creates the socket file (bind) a moment before it listens: a connect in between is refused.
+            while (true)
+            {
+                try
+                {
+                    guest.Qmp = await QmpClient.ConnectAsync(guest.QmpPath, TimeSpan.FromSeconds(30), cancellationToken);
+                    return guest;
+                }
+                catch (IOException e) when (e.InnerException is System.Net.Sockets.SocketException { SocketErrorCode: System.Net.Sockets.SocketError.ConnectionRefused } && !process.HasExited && clock.Elapsed < TimeSpan.FromSeconds(30))
+                {
+                    await Task.Delay(20, cancellationToken);
+                }
+            }
         }
         catch
         {

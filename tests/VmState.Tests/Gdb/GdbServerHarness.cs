@@ -27,7 +27,8 @@ internal sealed class GdbServerHarness : IDisposable
 
     public GdbRemoteServer Server { get; }
 
-    public StringWriter Log { get; } = new();
+    /// <summary>The server's log; the server writes it on its own thread while tests read it.</summary>
+    public LockedStringWriter Log { get; } = new();
 
     public int Port { get; }
 
@@ -62,5 +63,67 @@ internal sealed class GdbServerHarness : IDisposable
         _listener.Stop();
         _stop.Dispose();
         Machine.Dispose();
+    }
+}
+
+/// <summary>A StringWriter that one thread may write while another reads it (a StringBuilder is not thread-safe).</summary>
+internal sealed class LockedStringWriter : StringWriter
+{
+    private readonly Lock _lock = new();
+
+    public override void Write(char value)
+    {
+        lock (_lock)
+        {
+            base.Write(value);
+        }
+    }
+
+    public override void Write(string? value)
+    {
+        lock (_lock)
+        {
+            base.Write(value);
+        }
+    }
+
+    public override void Write(char[] buffer, int index, int count)
+    {
+        lock (_lock)
+        {
+            base.Write(buffer, index, count);
+        }
+    }
+
+    public override void Write(ReadOnlySpan<char> buffer)
+    {
+        lock (_lock)
+        {
+            base.Write(buffer);
+        }
+    }
+
+    public override void WriteLine(string? value)
+    {
+        lock (_lock)
+        {
+            base.WriteLine(value);
+        }
+    }
+
+    public override void WriteLine(ReadOnlySpan<char> buffer)
+    {
+        lock (_lock)
+        {
+            base.WriteLine(buffer);
+        }
+    }
+
+    public override string ToString()
+    {
+        lock (_lock)
+        {
+            return base.ToString();
+        }
     }
 }
