@@ -91,19 +91,14 @@ internal static class CommonOptions
             Console.Error.WriteLine($"vmstate: invalid input: {e.Message}");
             return 2;
         }
-        catch (KernelDataException e)
+        catch (Exception e) when (e is KernelDataException or VmStateNotFoundException { Kind: VmStateObjectKind.Process })
         {
-            // Guest data that does not make sense.
+            // Guest data that does not make sense. A pid the guest does not have was reported with these before the
+            // not-found type existed; the prefix stays so the CLI's output does not change.
             Console.Error.WriteLine($"vmstate: invalid data: {e.Message}");
             return 2;
         }
-        catch (VmStateNotFoundException e) when (e.Kind == VmStateObjectKind.Process)
-        {
-            // A pid the guest does not have was reported with the guest-data errors before the not-found type
-            // existed; the prefix stays so the CLI's output does not change.
-            Console.Error.WriteLine($"vmstate: invalid data: {e.Message}");
-            return 2;
-        }
+
         catch (Exception e) when (e is VmStateNotFoundException or InvalidEditException)
         {
             // Something the user named is not there, or an edit the user asked for is refused: the message says

@@ -107,12 +107,7 @@ internal sealed class KernelInput
         {
             return body();
         }
-        catch (KernelDataException e)
-        {
-            Console.Error.WriteLine($"vmstate: guest kernel: {e.Message}");
-            return 2;
-        }
-        catch (VmStateNotFoundException e) when (e.Kind == VmStateObjectKind.Process)
+        catch (Exception e) when (e is KernelDataException or VmStateNotFoundException { Kind: VmStateObjectKind.Process })
         {
             // A pid the guest does not have was a guest-kernel error before the not-found type existed; the prefix
             // stays so the CLI's output does not change.

@@ -115,12 +115,9 @@ public sealed class SaveDirectory
             }
 
             // Compared by device and inode: a hard link or a symlink to the input has the input's identity.
-            foreach ((string _, FileIdentity input) in _rules.Inputs)
+            if (_rules.InputMatching(path) is not null)
             {
-                if (FileIdentity.TryGet(path, out FileIdentity target) && target == input)
-                {
-                    throw new IOException($"cannot save {name}: it is the snapshot being served ({input})");
-                }
+                throw new IOException($"cannot save {name}: it is the snapshot being served ({_rules.Inputs[0].Identity})");
             }
         }
 

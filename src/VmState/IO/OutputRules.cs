@@ -70,23 +70,16 @@ public sealed class OutputRules
     {
         if (!FileIdentity.TryGet(target, out FileIdentity id))
         {
-            if (Directory.Exists(target))
-            {
-                throw new ArgumentException($"the output {target} is a directory");
-            }
-
+            // Nothing there (a directory would have an identity).
             return;
         }
 
-        foreach ((string path, FileIdentity input) in _inputs)
+        if (InputWithIdentity(id) is string path)
         {
-            if (id == input)
-            {
-                string how = string.Equals(Path.GetFullPath(path), Path.GetFullPath(target), StringComparison.Ordinal)
-                    ? string.Empty
-                    : $" under another name (a link: both are {id})";
-                throw new ArgumentException($"the output {target} is the input {path}{how}; inputs are never modified: choose another output");
-            }
+            string how = string.Equals(Path.GetFullPath(path), Path.GetFullPath(target), StringComparison.Ordinal)
+                ? string.Empty
+                : $" under another name (a link: both are {id})";
+            throw new ArgumentException($"the output {target} is the input {path}{how}; inputs are never modified: choose another output");
         }
 
         if (Directory.Exists(target))
@@ -98,5 +91,22 @@ public sealed class OutputRules
         {
             throw new ArgumentException($"the output {target} exists and is not replaced");
         }
+    }
+
+    /// <summary>The input whose identity <paramref name="target"/> has (it is that input under some name), or null.</summary>
+    public string? InputMatching(string target) =>
+        FileIdentity.TryGet(target, out FileIdentity id) ? InputWithIdentity(id) : null;
+
+    private string? InputWithIdentity(FileIdentity id)
+    {
+        foreach ((string path, FileIdentity input) in _inputs)
+        {
+            if (id == input)
+            {
+                return path;
+            }
+        }
+
+        return null;
     }
 }

@@ -24,67 +24,11 @@ public sealed class GdbRemoteServerTests : IDisposable
         return MigrationMachineReader.Read(new MemorySource(b.Build()), "synthetic", "migration stream");
     }
 
-    private sealed class Client(NetworkStream stream) : IDisposable
-    {
-        public string Send(string payload)
-        {
-            byte sum = 0;
-            foreach (char c in payload)
-            {
-                sum += (byte)c;
-            }
-
-            stream.Write(Encoding.ASCII.GetBytes($"${payload}#{sum:x2}"));
-            var reply = new StringBuilder();
-            int state = 0;
-            while (true)
-            {
-                int b = stream.ReadByte();
-                Assert.NotEqual(-1, b);
-                char ch = (char)b;
-                if (state == 0)
-                {
-                    if (ch == '$')
-                    {
-                        state = 1;
-                    }
-                }
-                else if (state == 1)
-                {
-                    if (ch == '#')
-                    {
-                        state = 2;
-                    }
-                    else
-                    {
-                        reply.Append(ch);
-                    }
-                }
-                else if (++state == 4)
-                {
-                    string r = reply.ToString();
-                    if (r.StartsWith('O') && r != "OK")
-                    {
-                        // Console output of a monitor command; the real reply follows.
-                        reply.Clear();
-                        state = 0;
-                        continue;
-                    }
-
-                    return r;
-                }
-            }
-        }
-
-        public void Dispose() => stream.Dispose();
-    }
-
-    private static (Client Client, Task Server) Connect(GdbRemoteServer server)
+    private static (GdbTestClient Client, Task Server) Connect(GdbRemoteServer server)
     {
         var listener = new TcpListener(IPAddress.Loopback, 0);
         listener.Start();
-        var tcp = new TcpClient();
-        tcp.Connect(IPAddress.Loopback, ((IPEndPoint)listener.LocalEndpoint).Port);
+        var client = new GdbTestClient(((IPEndPoint)listener.LocalEndpoint).Port);
         TcpClient accepted = listener.AcceptTcpClient();
         listener.Stop();
         Task serve = Task.Run(async () =>
@@ -94,7 +38,7 @@ public sealed class GdbRemoteServerTests : IDisposable
                 await server.ServeAsync(accepted.GetStream(), CancellationToken.None);
             }
         });
-        return (new Client(tcp.GetStream()), serve);
+        return (client, serve);
     }
 
     [Fact]
@@ -102,7 +46,7 @@ public sealed class GdbRemoteServerTests : IDisposable
     {
         using MachineState m = Machine();
         var server = new GdbRemoteServer(m, TextWriter.Null, new GdbServerOptions { SaveDirectory = new SaveDirectory(_dir, false, null) }) { PhysicalMode = true };
-        (Client c, Task serve) = Connect(server);
+        (GdbTestClient c, Task serve) = Connect(server);
         using (c)
         {
             Assert.Contains("qXfer:features:read+", c.Send("qSupported:multiprocess+"), StringComparison.Ordinal);
