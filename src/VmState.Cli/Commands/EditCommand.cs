@@ -41,10 +41,14 @@ internal static class EditCommand
             command.Options.Add(o);
         }
 
+        // With --guest the kernel is located, as every other command locates it.
+        var kernel = new KernelOptions(command);
+
         command.SetAction((r, ct) => Task.FromResult(CommonOptions.Run(() =>
         {
             string outPath = r.GetValue(output)!;
-            using MachineState m = SnapshotLoader.Open(r.GetValue(input)!, CommonOptions.OpenOptions(r.GetValue(snapshot), false));
+            using Vm vm = Vm.Open(r.GetValue(input)!, CommonOptions.VmOptions(r.GetValue(snapshot), raw: false, cacheReads: false, kernel.Get(r)));
+            MachineState m = vm.Machine;
             var target = new SnapshotWriter.Target(outPath, r.GetValue(tag), r.GetValue(inPlace));
             SnapshotWriter.Validate(m, target);
             var editor = new SnapshotEditor(m);
@@ -93,17 +97,17 @@ internal static class EditCommand
                 editor.SetDeviceField(lhs[..colon], lhs[(colon + 1)..], v);
             }
 
-            LinuxKernel? kernel = null;
             foreach (string e in r.GetValue(setMac) ?? [])
             {
                 (string nic, string mac) = Split(e, '=', "--set-mac");
                 byte[] newMac = MacAddress.Parse(mac);
-                string? oldMac = editor.FindDevice(nic).Decoded.GetValueOrDefault("mac");
-                editor.SetMac(nic, newMac);
                 if (r.GetValue(guest))
                 {
-                    kernel ??= KernelLocator.Locate(m);
-                    SetGuestMac(editor, kernel, nic, oldMac, newMac);
+                    GuestMacEdit.SetMac(editor, vm.Linux, nic, newMac);
+                }
+                else
+                {
+                    editor.SetMac(nic, newMac);
                 }
             }
 
@@ -145,31 +149,6 @@ internal static class EditCommand
             return 0;
         })));
         return command;
-    }
-
-    /// <summary>
-    /// The guest kernel's copy of a NIC's address: the net_device whose address is the device's old MAC gets the new
-    /// one in dev_addr (what the stack and /sys/class/net/*/address use) and perm_addr.
-    /// </summary>
-    private static void SetGuestMac(SnapshotEditor editor, LinuxKernel kernel, string nic, string? oldMac, byte[] newMac)
-    {
-        if (oldMac is null)
-        {
-            throw new ArgumentException($"--guest: the MAC of {nic} could not be decoded, so its net_device cannot be told apart");
-        }
-
-        IReadOnlyList<LinuxNetDevice> devices = NetDeviceList.Read(kernel);
-        LinuxNetDevice dev = devices.SingleOrDefault(d => d.Mac == oldMac)
-            ?? throw new ArgumentException($"--guest: no guest network device has {nic}'s address {oldMac} (the guest has: {string.Join(", ", devices.Select(d => $"{d.Name} {d.Mac}"))})");
-        foreach (ulong va in new[] { dev.DevAddrAddress, dev.PermAddrAddress })
-        {
-            if (!kernel.AddressSpace.TryTranslate(va, out ulong pa))
-            {
-                throw new ArgumentException($"--guest: {dev.Name}'s address bytes at 0x{va:x} are not mapped");
-            }
-
-            editor.WritePhysical(pa, newMac);
-        }
     }
 
     /// <summary>

@@ -40,7 +40,8 @@ internal static class InjectCommand
 
             string outPath = r.GetValue(output)!;
             var clock = System.Diagnostics.Stopwatch.StartNew();
-            using MachineState m = SnapshotLoader.Open(r.GetValue(input)!, CommonOptions.OpenOptions(r.GetValue(snapshot), false));
+            using Vm vm = Vm.Open(r.GetValue(input)!, CommonOptions.VmOptions(r.GetValue(snapshot), raw: false, cacheReads: false));
+            MachineState m = vm.Machine;
             string[] edited = [.. new[] { r.GetValue(core), r.GetValue(hardware) }.OfType<string>()];
             var target = new SnapshotWriter.Target(outPath, r.GetValue(tag), r.GetValue(inPlace), edited);
             SnapshotWriter.Validate(m, target);
