@@ -35,21 +35,21 @@ internal static class DoctorCommand
 
             if (r.GetValue(json))
             {
-                using var w = new Utf8JsonWriter(Console.OpenStandardOutput(), new JsonWriterOptions { Indented = true });
-                w.WriteStartArray();
-                foreach (LiveAccessCheck c in checks)
+                CommonOptions.WriteJson(w =>
                 {
-                    w.WriteStartObject();
-                    w.WriteString("path", c.Path);
-                    w.WriteBoolean("works", c.Works);
-                    w.WriteString("detail", c.Detail);
-                    w.WriteString("fix", c.Fix);
-                    w.WriteEndObject();
-                }
+                    w.WriteStartArray();
+                    foreach (LiveAccessCheck c in checks)
+                    {
+                        w.WriteStartObject();
+                        w.WriteString("path", c.Path);
+                        w.WriteBoolean("works", c.Works);
+                        w.WriteString("detail", c.Detail);
+                        w.WriteString("fix", c.Fix);
+                        w.WriteEndObject();
+                    }
 
-                w.WriteEndArray();
-                w.Flush();
-                Console.WriteLine();
+                    w.WriteEndArray();
+                });
             }
             else
             {

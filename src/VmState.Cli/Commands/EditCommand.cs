@@ -18,8 +18,6 @@ internal static class EditCommand
 {
     public static Command Create()
     {
-        Argument<string> input = CommonOptions.SnapshotArgument();
-        var output = new Option<string>("--output", "-o") { Description = "the new snapshot (a migration stream)", Required = true };
         var writePa = new Option<string[]>("--write-pa") { Description = "ADDR=HEXBYTES: write bytes at a guest-physical address", AllowMultipleArgumentsPerToken = false };
         var writeVa = new Option<string[]>("--write-va") { Description = "ADDR=HEXBYTES: write bytes at a virtual address (page tables of --cpu)" };
         var u64Pa = new Option<string[]>("--set-u64-pa") { Description = "ADDR=VALUE: write a little-endian 64-bit value at a guest-physical address" };
@@ -30,13 +28,10 @@ internal static class EditCommand
         var setField = new Option<string[]>("--set-field") { Description = "DEVICE:PATH=VALUE, e.g. e1000:mac_reg[RCTL]=0x8002 (paths as in hardware.json)" };
         var setMac = new Option<string[]>("--set-mac") { Description = "NIC=MAC, e.g. virtio-net=52:54:00:aa:bb:cc or e1000=52:54:00:11:22:33" };
         var guest = new Option<bool>("--guest") { Description = "with --set-mac: also change the guest Linux kernel's copy (net_device dev_addr and perm_addr)" };
-        var tag = new Option<string?>("--tag") { Description = "name of the snapshot added to a qcow2 output (default: <base>-edited)" };
-        var inPlace = new Option<bool>("--in-place") { Description = "add the snapshot to the input qcow2 image itself (give it as -o too)" };
-        Option<string?> snapshot = CommonOptions.SnapshotName();
         Option<bool> json = CommonOptions.Json();
         var command = new Command("edit", "Write a new snapshot with memory, register, device-field or MAC changes");
-        command.Arguments.Add(input);
-        foreach (Option o in new Option[] { output, writePa, writeVa, u64Pa, u64Va, cpu, cr3, setReg, setField, setMac, guest, tag, inPlace, snapshot, json })
+        var files = new SnapshotOutputOptions(command);
+        foreach (Option o in new Option[] { writePa, writeVa, u64Pa, u64Va, cpu, cr3, setReg, setField, setMac, guest, json })
         {
             command.Options.Add(o);
         }
@@ -46,10 +41,10 @@ internal static class EditCommand
 
         command.SetAction((r, ct) => Task.FromResult(CommonOptions.Run(() =>
         {
-            string outPath = r.GetValue(output)!;
-            using Vm vm = Vm.Open(r.GetValue(input)!, CommonOptions.VmOptions(r.GetValue(snapshot), raw: false, cacheReads: false, kernel.Get(r)));
+            string outPath = files.OutputPath(r);
+            using Vm vm = files.Open(r, kernel.Get(r));
             MachineState m = vm.Machine;
-            var target = new SnapshotWriter.Target(outPath, r.GetValue(tag), r.GetValue(inPlace));
+            SnapshotWriter.Target target = files.Target(r);
             SnapshotWriter.Validate(m, target);
             var editor = new SnapshotEditor(m);
             int vcpu = r.GetValue(cpu);
@@ -119,22 +114,22 @@ internal static class EditCommand
             string written = SnapshotWriter.Save(editor, m, target, ct);
             if (r.GetValue(json))
             {
-                using var w = new Utf8JsonWriter(Console.OpenStandardOutput(), new JsonWriterOptions { Indented = true });
-                w.WriteStartObject();
-                w.WriteString("output", outPath);
-                w.WriteString("written", written);
-                w.WriteNumber("pagesChanged", editor.Stream.EditedPages);
-                w.WriteNumber("fieldsChanged", editor.Stream.EditedFields);
-                w.WriteStartArray("edits");
-                foreach (string l in editor.Log)
+                CommonOptions.WriteJson(w =>
                 {
-                    w.WriteStringValue(l);
-                }
+                    w.WriteStartObject();
+                    w.WriteString("output", outPath);
+                    w.WriteString("written", written);
+                    w.WriteNumber("pagesChanged", editor.Stream.EditedPages);
+                    w.WriteNumber("fieldsChanged", editor.Stream.EditedFields);
+                    w.WriteStartArray("edits");
+                    foreach (string l in editor.Log)
+                    {
+                        w.WriteStringValue(l);
+                    }
 
-                w.WriteEndArray();
-                w.WriteEndObject();
-                w.Flush();
-                Console.WriteLine();
+                    w.WriteEndArray();
+                    w.WriteEndObject();
+                });
             }
             else
             {

@@ -77,25 +77,25 @@ internal static class ExtractCommand
         ulong ram = m.Memory.TotalSize();
         if (json)
         {
-            using var w = new Utf8JsonWriter(Console.OpenStandardOutput(), new JsonWriterOptions { Indented = true });
-            w.WriteStartObject();
-            w.WriteString("input", input ?? m.SourcePath);
-            w.WriteString("format", m.SourceFormat);
-            w.WriteString("core", summary.Path);
-            w.WriteNumber("coreBytes", summary.FileSize);
-            w.WriteNumber("loadSegments", summary.LoadSegments);
-            w.WriteNumber("kernelVirtualSegments", summary.VirtualSegments);
-            w.WriteNumber("cpus", summary.Cpus);
-            w.WriteString("vmcoreinfo", vmcoreinfo?.How);
-            w.WriteString("hardware", hardwarePath);
-            w.WriteString("hardwareXml", xmlPath);
-            w.WriteNumber("devices", m.Devices.Count);
-            w.WriteNumber("ramBytes", ram);
-            w.WriteNumber("parseSeconds", Math.Round(parseSeconds, 4));
-            w.WriteNumber("seconds", Math.Round(seconds, 4));
-            w.WriteEndObject();
-            w.Flush();
-            Console.WriteLine();
+            CommonOptions.WriteJson(w =>
+            {
+                w.WriteStartObject();
+                w.WriteString("input", input ?? m.SourcePath);
+                w.WriteString("format", m.SourceFormat);
+                w.WriteString("core", summary.Path);
+                w.WriteNumber("coreBytes", summary.FileSize);
+                w.WriteNumber("loadSegments", summary.LoadSegments);
+                w.WriteNumber("kernelVirtualSegments", summary.VirtualSegments);
+                w.WriteNumber("cpus", summary.Cpus);
+                w.WriteString("vmcoreinfo", vmcoreinfo?.How);
+                w.WriteString("hardware", hardwarePath);
+                w.WriteString("hardwareXml", xmlPath);
+                w.WriteNumber("devices", m.Devices.Count);
+                w.WriteNumber("ramBytes", ram);
+                w.WriteNumber("parseSeconds", Math.Round(parseSeconds, 4));
+                w.WriteNumber("seconds", Math.Round(seconds, 4));
+                w.WriteEndObject();
+            });
         }
         else
         {

@@ -28,39 +28,39 @@ internal static class TranslateCommand
             Translation t = space.Translate(AddressParser.Parse(input.Trailing(r), "VA"));
             if (r.GetValue(json))
             {
-                using var w = new Utf8JsonWriter(Console.OpenStandardOutput(), new JsonWriterOptions { Indented = true });
-                w.WriteStartObject();
-                w.WriteString("virtualAddress", Hex.Of(t.VirtualAddress));
-                w.WriteString("mode", space.Mode.ToString());
-                w.WriteString("cr3", Hex.Of(space.Cr3));
-                w.WriteBoolean("mapped", t.Success);
-                if (t.PhysicalAddress is ulong pa)
-                {
-                    w.WriteString("physicalAddress", Hex.Of(pa));
-                    w.WriteNumber("pageSize", t.PageSize);
-                    w.WriteBoolean("writable", t.Writable);
-                    w.WriteBoolean("user", t.User);
-                    w.WriteBoolean("noExecute", t.NoExecute);
-                }
-                else
-                {
-                    w.WriteString("failure", t.Failure);
-                }
-
-                w.WriteStartArray("levels");
-                foreach (PagingEntry e in t.Entries)
+                CommonOptions.WriteJson(w =>
                 {
                     w.WriteStartObject();
-                    w.WriteString("level", e.Level);
-                    w.WriteString("entryAddress", Hex.Of(e.Address));
-                    w.WriteString("value", Hex.Of(e.Value));
-                    w.WriteEndObject();
-                }
+                    w.WriteString("virtualAddress", Hex.Of(t.VirtualAddress));
+                    w.WriteString("mode", space.Mode.ToString());
+                    w.WriteString("cr3", Hex.Of(space.Cr3));
+                    w.WriteBoolean("mapped", t.Success);
+                    if (t.PhysicalAddress is ulong pa)
+                    {
+                        w.WriteString("physicalAddress", Hex.Of(pa));
+                        w.WriteNumber("pageSize", t.PageSize);
+                        w.WriteBoolean("writable", t.Writable);
+                        w.WriteBoolean("user", t.User);
+                        w.WriteBoolean("noExecute", t.NoExecute);
+                    }
+                    else
+                    {
+                        w.WriteString("failure", t.Failure);
+                    }
 
-                w.WriteEndArray();
-                w.WriteEndObject();
-                w.Flush();
-                Console.WriteLine();
+                    w.WriteStartArray("levels");
+                    foreach (PagingEntry e in t.Entries)
+                    {
+                        w.WriteStartObject();
+                        w.WriteString("level", e.Level);
+                        w.WriteString("entryAddress", Hex.Of(e.Address));
+                        w.WriteString("value", Hex.Of(e.Value));
+                        w.WriteEndObject();
+                    }
+
+                    w.WriteEndArray();
+                    w.WriteEndObject();
+                });
             }
             else
             {
