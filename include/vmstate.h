@@ -101,15 +101,17 @@ vmstate_status vmstate_open(const char *path, const vmstate_open_options *option
 vmstate_status vmstate_attach(const char *qmp_socket, const vmstate_attach_options *options, vmstate_vm **vm);
 
 /* Pauses a running guest until vmstate_resume or vmstate_close; a guest that was already paused stays paused when
-   the pause ends. While paused, the library also resumes the guest if the process gets SIGINT, SIGTERM, SIGHUP or
-   SIGQUIT. Does nothing on a snapshot. VMSTATE_ERROR_INVALID_STATE if a pause is already held. */
+   the pause ends. The library also resumes the guest if the process gets SIGINT, SIGTERM, SIGHUP or SIGQUIT (the
+   process's own handling of the signal follows) or exits normally (exit, return from main) with the handle open.
+   Does nothing on a snapshot. VMSTATE_ERROR_INVALID_STATE if a pause is already held. */
 vmstate_status vmstate_pause(vmstate_vm *vm);
 
 /* Ends the pause taken by vmstate_pause or VMSTATE_ATTACH_PAUSE. VMSTATE_ERROR_INVALID_STATE if none is held. */
 vmstate_status vmstate_resume(vmstate_vm *vm);
 
 /* Resumes a guest this handle paused, then closes the file or the QMP connection and frees the handle.
-   NULL is allowed (nothing happens). */
+   NULL is allowed (nothing happens). The handle is freed even when an error is returned (the guest could not be
+   resumed: the message says why). */
 vmstate_status vmstate_close(vmstate_vm *vm);
 
 /* Reads up to length bytes of guest-physical memory at address into buffer. A read that stops at memory the VM

@@ -18,7 +18,10 @@ import ctypes
 import json
 import os
 import socket
+import subprocess
+import sys
 import tempfile
+import time
 import unittest
 from typing import Any, Dict
 
@@ -216,12 +219,33 @@ class RawAbiTests(unittest.TestCase):
             vm.read_physical(0, 1)
 
 
+def jiffies_twice(vm: Vm) -> "tuple[int, int]":
+    """The kernel's jiffies read twice, 300 ms apart: equal only while the guest is paused (HZ is at least 100)."""
+    address = vm.symbol("jiffies")
+    first = int.from_bytes(vm.read_virtual(address, 8), "little")
+    time.sleep(0.3)
+    return first, int.from_bytes(vm.read_virtual(address, 8), "little")
+
+
+# Run by test_a_process_that_exits_without_closing_resumes_the_guest in a child process: attach paused, show that
+# the guest is paused, then drop the handle without closing it (no __del__ either) and exit normally.
+EXIT_WITHOUT_CLOSE = """
+import sys, vmstate
+from test_vmstate import jiffies_twice
+vm = vmstate.Vm.attach(sys.argv[1], pause=True, timeout=60)
+print(*jiffies_twice(vm))
+vm._handle = None
+"""
+
+
 @unittest.skipUnless(QMP, "VMSTATE_TEST_QMP not set")
 class LiveTests(unittest.TestCase):
     def test_attach_paused_lists_the_marker_and_close_resumes_the_guest(self) -> None:
         self.assertEqual("running", qmp_status(QMP or ""))
         marker = TRUTH["marker"]
         with Vm.attach(QMP or "", pause=True, timeout=60) as vm:
+            first, second = jiffies_twice(vm)
+            self.assertEqual(first, second, "jiffies moved: the guest is not paused")
             found = {p["pid"]: p for p in vm.processes()}
             self.assertEqual(next(p["comm"] for p in TRUTH["processes"] if p["pid"] == marker["pid"]), found[marker["pid"]]["comm"])
             value = marker["value"].encode()
@@ -231,6 +255,19 @@ class LiveTests(unittest.TestCase):
                 vm.pause()
             self.assertEqual(Status.INVALID_STATE, raised.exception.code)
         # Closed: the library resumed the guest it paused, and let go of the socket.
+        self.assertEqual("running", qmp_status(QMP or ""))
+        with Vm.attach(QMP or "", timeout=60) as vm:
+            first, second = jiffies_twice(vm)
+            self.assertLess(first, second, "jiffies stood still: the guest is not running")
+
+    def test_a_process_that_exits_without_closing_resumes_the_guest(self) -> None:
+        here = os.path.dirname(os.path.abspath(__file__))
+        package = os.path.dirname(os.path.dirname(os.path.abspath(vmstate.__file__)))
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join([here, package]))
+        child = subprocess.run([sys.executable, "-c", EXIT_WITHOUT_CLOSE, QMP or ""], env=env, capture_output=True, text=True, timeout=120)
+        self.assertEqual(0, child.returncode, child.stderr)
+        first, second = (int(v) for v in child.stdout.split())
+        self.assertEqual(first, second, "jiffies moved: the child's guest was not paused")
         self.assertEqual("running", qmp_status(QMP or ""))
 
 

@@ -24,6 +24,15 @@ internal static class HandleTable
     /// <summary>The session of <paramref name="handle"/>, or null if it is not open.</summary>
     public static NativeSession? Find(nint handle) => s_sessions.TryGetValue(handle, out NativeSession? s) ? s : null;
 
+    /// <summary>Ends every pause the open handles hold (at process exit; <see cref="VmPause"/> disposal never throws).</summary>
+    public static void ResumeAll()
+    {
+        foreach (NativeSession session in s_sessions.Values)
+        {
+            session.Pause?.Dispose();
+        }
+    }
+
     /// <summary>Removes <paramref name="handle"/> and returns its session, or null if it was not open.</summary>
     public static NativeSession? Remove(nint handle) => s_sessions.TryRemove(handle, out NativeSession? s) ? s : null;
 }

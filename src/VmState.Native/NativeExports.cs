@@ -112,6 +112,7 @@ internal static unsafe class NativeExports
                 {
                     // A pause of the caller's (not VmAttachOptions.Pause, which the Vm keeps to itself), so that
                     // vmstate_resume can end it. PauseAsync reads the registers again once the guest is stopped.
+                    ProcessExitHook.Ensure();
                     session.Pause = attached.PauseAsync(token).GetAwaiter().GetResult();
                 }
             }
@@ -189,6 +190,7 @@ internal static unsafe class NativeExports
                     return NativeErrors.Fail(VmStateStatus.InvalidState, "this handle already holds a pause (vmstate_resume ends it)");
                 }
 
+                ProcessExitHook.Ensure();
                 session.Pause = session.Vm.PauseAsync().GetAwaiter().GetResult();
                 return Ok;
             }
