@@ -20,4 +20,7 @@ public enum VmStateObjectKind
 
     /// <summary>A vCPU of the saved machine, by index.</summary>
     Cpu,
+
+    /// <summary>A RAM block of a snapshot, by name (QEMU's RAMBlock idstr).</summary>
+    RamBlock,
 }

@@ -33,10 +33,11 @@ internal static class EditCommand
         var tag = new Option<string?>("--tag") { Description = "name of the snapshot added to a qcow2 output (default: <base>-edited)" };
         var inPlace = new Option<bool>("--in-place") { Description = "add the snapshot to the input qcow2 image itself (give it as -o too)" };
         Option<string?> snapshot = CommonOptions.SnapshotName();
+        Option<string?> mainRam = CommonOptions.MainRam();
         Option<bool> json = CommonOptions.Json();
         var command = new Command("edit", "Write a new snapshot with memory, register, device-field or MAC changes");
         command.Arguments.Add(input);
-        foreach (Option o in new Option[] { output, writePa, writeVa, u64Pa, u64Va, cpu, cr3, setReg, setField, setMac, guest, tag, inPlace, snapshot, json })
+        foreach (Option o in new Option[] { output, writePa, writeVa, u64Pa, u64Va, cpu, cr3, setReg, setField, setMac, guest, tag, inPlace, snapshot, mainRam, json })
         {
             command.Options.Add(o);
         }
@@ -44,7 +45,7 @@ internal static class EditCommand
         command.SetAction((r, ct) => Task.FromResult(CommonOptions.Run(() =>
         {
             string outPath = r.GetValue(output)!;
-            using MachineState m = SnapshotLoader.Open(r.GetValue(input)!, CommonOptions.OpenOptions(r.GetValue(snapshot), false));
+            using MachineState m = SnapshotLoader.Open(r.GetValue(input)!, CommonOptions.OpenOptions(r.GetValue(snapshot), false, mainRam: r.GetValue(mainRam)));
             var target = new SnapshotWriter.Target(outPath, r.GetValue(tag), r.GetValue(inPlace));
             SnapshotWriter.Validate(m, target);
             var editor = new SnapshotEditor(m);

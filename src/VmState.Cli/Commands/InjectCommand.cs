@@ -21,6 +21,7 @@ internal static class InjectCommand
         var tag = new Option<string?>("--tag") { Description = "name of the snapshot added to a qcow2 output (default: <base>-edited)" };
         var inPlace = new Option<bool>("--in-place") { Description = "add the snapshot to the input qcow2 image itself (give it as -o too)" };
         Option<string?> snapshot = CommonOptions.SnapshotName();
+        Option<string?> mainRam = CommonOptions.MainRam();
         Option<bool> json = CommonOptions.Json();
         var command = new Command("inject", "Write a new snapshot carrying the changes made to an extracted core.elf and hardware.json");
         command.Arguments.Add(input);
@@ -30,6 +31,7 @@ internal static class InjectCommand
         command.Options.Add(tag);
         command.Options.Add(inPlace);
         command.Options.Add(snapshot);
+        command.Options.Add(mainRam);
         command.Options.Add(json);
         command.SetAction((r, ct) => Task.FromResult(CommonOptions.Run(() =>
         {
@@ -40,7 +42,7 @@ internal static class InjectCommand
 
             string outPath = r.GetValue(output)!;
             var clock = System.Diagnostics.Stopwatch.StartNew();
-            using MachineState m = SnapshotLoader.Open(r.GetValue(input)!, CommonOptions.OpenOptions(r.GetValue(snapshot), false));
+            using MachineState m = SnapshotLoader.Open(r.GetValue(input)!, CommonOptions.OpenOptions(r.GetValue(snapshot), false, mainRam: r.GetValue(mainRam)));
             string[] edited = [.. new[] { r.GetValue(core), r.GetValue(hardware) }.OfType<string>()];
             var target = new SnapshotWriter.Target(outPath, r.GetValue(tag), r.GetValue(inPlace), edited);
             SnapshotWriter.Validate(m, target);

@@ -32,6 +32,7 @@ internal static class ReadCommand
         format.AcceptOnlyFromAmong("hex", "raw", "asm");
         Option<string?> snapshot = CommonOptions.SnapshotName();
         Option<bool> raw = CommonOptions.Raw();
+        Option<string?> mainRam = CommonOptions.MainRam();
         Option<string?> systemMap = KernelInput.SystemMapOption();
         Option<string?> btf = KernelInput.BtfOption();
         var command = new Command("read", "Read guest memory by physical or virtual address");
@@ -48,6 +49,7 @@ internal static class ReadCommand
         command.Options.Add(format);
         command.Options.Add(snapshot);
         command.Options.Add(raw);
+        command.Options.Add(mainRam);
         command.Options.Add(systemMap);
         command.Options.Add(btf);
         command.SetAction(r => KernelInput.Run(() =>
@@ -73,7 +75,7 @@ internal static class ReadCommand
 
             // --system-map and --btf matter with --sym (the symbol's address) and --pid (the process's page tables).
             var kernelOptions = new KernelLocatorOptions { SystemMapPath = r.GetValue(systemMap), BtfPath = r.GetValue(btf) };
-            using Vm vm = CommonOptions.OpenVm(input, r.GetValue(qmp), CommonOptions.VmOptions(r.GetValue(snapshot), r.GetValue(raw), cacheReads: true, kernelOptions), r.GetValue(pause));
+            using Vm vm = CommonOptions.OpenVm(input, r.GetValue(qmp), CommonOptions.VmOptions(r.GetValue(snapshot), r.GetValue(raw), cacheReads: true, kernelOptions, r.GetValue(mainRam)), r.GetValue(pause));
             MachineState m = vm.Machine;
             byte[] buffer = new byte[len];
             int got;

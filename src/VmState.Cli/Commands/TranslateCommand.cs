@@ -26,6 +26,7 @@ internal static class TranslateCommand
         Option<string?> snapshot = CommonOptions.SnapshotName();
         Option<bool> json = CommonOptions.Json();
         Option<bool> raw = CommonOptions.Raw();
+        Option<string?> mainRam = CommonOptions.MainRam();
         Option<string?> systemMap = KernelInput.SystemMapOption();
         Option<string?> btf = KernelInput.BtfOption();
         var command = new Command("translate", "Translate a virtual address to a guest-physical one through the guest's page tables");
@@ -40,13 +41,14 @@ internal static class TranslateCommand
         command.Options.Add(snapshot);
         command.Options.Add(json);
         command.Options.Add(raw);
+        command.Options.Add(mainRam);
         command.Options.Add(systemMap);
         command.Options.Add(btf);
         command.SetAction(r => KernelInput.Run(() =>
         {
             // --system-map and --btf matter with --pid: the process is found through the kernel's symbols and types.
             var kernel = new KernelLocatorOptions { SystemMapPath = r.GetValue(systemMap), BtfPath = r.GetValue(btf) };
-            using Vm vm = CommonOptions.OpenVm(r.GetValue(positional)!.Length == 2 ? r.GetValue(positional)![0] : null, r.GetValue(qmp), CommonOptions.VmOptions(r.GetValue(snapshot), r.GetValue(raw), cacheReads: true, kernel), r.GetValue(pause));
+            using Vm vm = CommonOptions.OpenVm(r.GetValue(positional)!.Length == 2 ? r.GetValue(positional)![0] : null, r.GetValue(qmp), CommonOptions.VmOptions(r.GetValue(snapshot), r.GetValue(raw), cacheReads: true, kernel, r.GetValue(mainRam)), r.GetValue(pause));
             AddressSpace space = SpaceFor(vm, r.GetValue(cpu), r.GetValue(cr3), r.GetValue(pid));
             Translation t = space.Translate(AddressParser.Parse(r.GetValue(positional)![^1], "VA"));
             if (r.GetValue(json))
