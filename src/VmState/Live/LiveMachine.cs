@@ -216,8 +216,18 @@ public sealed class LiveMachine : IAsyncDisposable
     /// </summary>
     public async Task<MachineState> SnapshotAsync(string file, CancellationToken cancellationToken = default)
     {
-        // Which blocks are main RAM, and their NUMA order, is asked now: the saved file may not settle it.
-        IReadOnlyList<string> mainRam = await ReadMainRamAsync(cancellationToken).ConfigureAwait(false);
+        // Which blocks are main RAM, and their NUMA order, is asked now: the saved file may not settle it. A memory
+        // tree without pc/q35 main RAM leaves it to the file (which then says what it lacks).
+        IReadOnlyList<string>? mainRam;
+        try
+        {
+            mainRam = await ReadMainRamAsync(cancellationToken).ConfigureAwait(false);
+        }
+        catch (FormatException)
+        {
+            mainRam = null;
+        }
+
         await Qmp.SaveStateToFileAsync(file, background: true, cancellationToken).ConfigureAwait(false);
         return Snapshots.SnapshotLoader.Open(file, new Snapshots.SnapshotOpenOptions { MainRam = mainRam });
     }
