@@ -23,6 +23,12 @@ public sealed record VmOpenOptions
     /// <summary>Progress of stream parsing (0..1).</summary>
     public IProgress<double>? Progress { get; init; }
 
+    /// <summary>
+    /// The RAM blocks that make up the machine's main RAM, in NUMA node order; null works them out from the snapshot
+    /// (see <see cref="SnapshotOpenOptions.MainRam"/>).
+    /// </summary>
+    public IReadOnlyList<string>? MainRam { get; init; }
+
     /// <summary>Limits on counts read from the file; null for <see cref="ReaderLimits.Default"/>.</summary>
     public ReaderLimits? Limits { get; init; }
 
@@ -40,5 +46,6 @@ public sealed record VmOpenOptions
         CacheReads = CacheReads,
         Progress = Progress,
         Limits = Limits ?? ReaderLimits.Default,
+        MainRam = MainRam,
     };
 }

@@ -23,4 +23,7 @@ public enum VmStateObjectKind
 
     /// <summary>A loaded module of the guest kernel, by name.</summary>
     Module,
+
+    /// <summary>A RAM block of a snapshot, by name (QEMU's RAMBlock idstr).</summary>
+    RamBlock,
 }

@@ -62,6 +62,16 @@ internal static class CommonOptions
         Description = "print machine-readable JSON on stdout",
     };
 
+    /// <summary>The --main-ram option: the RAM blocks of the machine's main RAM, for snapshots that do not settle it.</summary>
+    public static Option<string?> MainRam() => new("--main-ram")
+    {
+        Description = "the RAM blocks (memory-backend ids) that make the machine's RAM, comma-separated in NUMA node order, e.g. ram-node0,ram-node1; needed only when the snapshot does not tell",
+    };
+
+    /// <summary>The --main-ram value as block names (null when the option was not given).</summary>
+    public static IReadOnlyList<string>? MainRamBlocks(string? value) =>
+        value is null ? null : value.Split(',', StringSplitOptions.TrimEntries | StringSplitOptions.RemoveEmptyEntries);
+
     public static Option<bool> Raw() => new("--raw")
     {
         Description = "treat an input with no known magic as a raw physical memory image",
@@ -168,6 +178,6 @@ internal static class CommonOptions
     /// The options for <see cref="OpenVm"/>: block-cached reads when <paramref name="cacheReads"/> (random access:
     /// page tables, kernel structures), plain positional reads for one pass over RAM (extract, info).
     /// </summary>
-    public static VmOpenOptions VmOptions(string? snapshot, bool raw, bool cacheReads, KernelLocatorOptions? kernel = null) =>
-        new() { Snapshot = snapshot, AllowRaw = raw, CacheReads = cacheReads, Limits = ReaderLimits.Default, Kernel = kernel };
+    public static VmOpenOptions VmOptions(string? snapshot, bool raw, bool cacheReads, KernelLocatorOptions? kernel = null, string? mainRam = null) =>
+        new() { Snapshot = snapshot, AllowRaw = raw, CacheReads = cacheReads, Limits = ReaderLimits.Default, Kernel = kernel, MainRam = MainRamBlocks(mainRam) };
 }

@@ -28,6 +28,7 @@ internal static class ExtractCommand
         Option<string?> snapshot = CommonOptions.SnapshotName();
         Option<bool> json = CommonOptions.Json();
         Option<bool> raw = CommonOptions.Raw();
+        Option<string?> mainRam = CommonOptions.MainRam();
         var command = new Command("extract", "Write a snapshot's software state (core.elf) and hardware state (hardware.json)");
         command.Arguments.Add(input);
         command.Options.Add(qmp);
@@ -38,18 +39,19 @@ internal static class ExtractCommand
         command.Options.Add(snapshot);
         command.Options.Add(json);
         command.Options.Add(raw);
+        command.Options.Add(mainRam);
         command.SetAction((r, ct) => Task.FromResult(CommonOptions.Run(() =>
-            Run(r.GetValue(input), r.GetValue(qmp), r.GetValue(output)!, r.GetValue(xml), !r.GetValue(noScan), !r.GetValue(noKernelVaddr), r.GetValue(snapshot), r.GetValue(raw), r.GetValue(json), ct))));
+            Run(r.GetValue(input), r.GetValue(qmp), r.GetValue(output)!, r.GetValue(xml), !r.GetValue(noScan), !r.GetValue(noKernelVaddr), r.GetValue(snapshot), r.GetValue(raw), r.GetValue(json), r.GetValue(mainRam), ct))));
         return command;
     }
 
-    private static int Run(string? input, string? qmp, string outputDir, bool xml, bool scan, bool kernelVaddr, string? snapshot, bool raw, bool json, CancellationToken ct)
+    private static int Run(string? input, string? qmp, string outputDir, bool xml, bool scan, bool kernelVaddr, string? snapshot, bool raw, bool json, string? mainRam, CancellationToken ct)
     {
         var clock = Stopwatch.StartNew();
         IAnsiConsole err = AnsiConsole.Create(new AnsiConsoleSettings { Out = new AnsiConsoleOutput(TerminalText.RawError) });
         bool interactive = !Console.IsErrorRedirected;
         // A running VM is paused while its state is written, so core and registers agree; it is resumed after.
-        using Vm vm = CommonOptions.OpenVm(input, qmp, CommonOptions.VmOptions(snapshot, raw, cacheReads: false), pause: true);
+        using Vm vm = CommonOptions.OpenVm(input, qmp, CommonOptions.VmOptions(snapshot, raw, cacheReads: false, mainRam: mainRam), pause: true);
         MachineState m = vm.Machine;
         double parseSeconds = clock.Elapsed.TotalSeconds;
         (byte[] Note, string How)? vmcoreinfo = VmcoreinfoLocator.Find(m, scan);

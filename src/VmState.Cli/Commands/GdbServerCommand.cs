@@ -31,6 +31,7 @@ internal static class GdbServerCommand
         var once = new Option<bool>("--once") { Description = "exit when the first gdb connection ends" };
         var phys = new Option<bool>("--phys") { Description = "start with guest-physical memory addresses (monitor phys on)" };
         Option<string?> snapshot = CommonOptions.SnapshotName();
+        Option<string?> mainRam = CommonOptions.MainRam();
         var command = new Command(
             "gdbserver",
             "Serve a snapshot over the GDB remote protocol (registers, memory, writes, monitor save). One client at a time; "
@@ -45,6 +46,7 @@ internal static class GdbServerCommand
         command.Options.Add(once);
         command.Options.Add(phys);
         command.Options.Add(snapshot);
+        command.Options.Add(mainRam);
         command.SetAction(async (r, ct) =>
         {
             try
@@ -66,7 +68,7 @@ internal static class GdbServerCommand
                 }
 
                 string path = r.GetValue(input)!;
-                using Vm vm = Vm.Open(path, CommonOptions.VmOptions(r.GetValue(snapshot), raw: false, cacheReads: true));
+                using Vm vm = Vm.Open(path, CommonOptions.VmOptions(r.GetValue(snapshot), raw: false, cacheReads: true, mainRam: r.GetValue(mainRam)));
                 MachineState m = vm.Machine;
                 var options = new GdbServerOptions
                 {

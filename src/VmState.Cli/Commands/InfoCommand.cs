@@ -17,15 +17,17 @@ internal static class InfoCommand
         Option<string?> snapshot = CommonOptions.SnapshotName();
         Option<bool> json = CommonOptions.Json();
         Option<bool> raw = CommonOptions.Raw();
+        Option<string?> mainRam = CommonOptions.MainRam();
         var command = new Command("info", "Show what a snapshot holds: machine type, RAM blocks, vCPUs, devices");
         command.Arguments.Add(input);
         command.Options.Add(qmp);
         command.Options.Add(snapshot);
         command.Options.Add(json);
         command.Options.Add(raw);
+        command.Options.Add(mainRam);
         command.SetAction(r => CommonOptions.Run(() =>
         {
-            using Vm vm = CommonOptions.OpenVm(r.GetValue(input), r.GetValue(qmp), CommonOptions.VmOptions(r.GetValue(snapshot), r.GetValue(raw), cacheReads: false), pause: true);
+            using Vm vm = CommonOptions.OpenVm(r.GetValue(input), r.GetValue(qmp), CommonOptions.VmOptions(r.GetValue(snapshot), r.GetValue(raw), cacheReads: false, mainRam: r.GetValue(mainRam)), pause: true);
             MachineState m = vm.Machine;
             if (r.GetValue(json))
             {

@@ -16,6 +16,7 @@ internal sealed class KernelInput
     private readonly Option<bool> _pause = new("--pause") { Description = "with --qmp: pause the guest while reading (resumed afterwards); lists may otherwise change under the walk" };
     private readonly Option<string?> _snapshot = CommonOptions.SnapshotName();
     private readonly Option<bool> _raw = CommonOptions.Raw();
+    private readonly Option<string?> _mainRam = CommonOptions.MainRam();
     private readonly KernelOptions _kernel;
 
     /// <summary>
@@ -45,6 +46,7 @@ internal sealed class KernelInput
         command.Options.Add(_pause);
         command.Options.Add(_snapshot);
         command.Options.Add(_raw);
+        command.Options.Add(_mainRam);
         _kernel = new KernelOptions(command);
     }
 
@@ -53,7 +55,7 @@ internal sealed class KernelInput
     /// options, so <see cref="Vm.Linux"/> locates the kernel as the options say.
     /// </summary>
     public Vm Open(ParseResult r) =>
-        CommonOptions.OpenVm(Input(r), r.GetValue(_qmp), CommonOptions.VmOptions(r.GetValue(_snapshot), r.GetValue(_raw), cacheReads: true, _kernel.Get(r)), r.GetValue(_pause));
+        CommonOptions.OpenVm(Input(r), r.GetValue(_qmp), CommonOptions.VmOptions(r.GetValue(_snapshot), r.GetValue(_raw), cacheReads: true, _kernel.Get(r), r.GetValue(_mainRam)), r.GetValue(_pause));
 
     /// <summary>True when the input is a running VM (--qmp).</summary>
     public bool IsLive(ParseResult r) => r.GetValue(_qmp) is not null;

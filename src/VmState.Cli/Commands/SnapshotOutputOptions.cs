@@ -6,12 +6,13 @@ namespace VmState.Cli.Commands;
 
 /// <summary>
 /// The input and output of the commands that write a new snapshot from an old one (<c>edit</c>, <c>inject</c>):
-/// SNAPSHOT, --snapshot, -o, --tag and --in-place; the input is opened through <see cref="Vm"/>.
+/// SNAPSHOT, --snapshot, --main-ram, -o, --tag and --in-place; the input is opened through <see cref="Vm"/>.
 /// </summary>
 internal sealed class SnapshotOutputOptions
 {
     private readonly Argument<string> _input = CommonOptions.SnapshotArgument();
     private readonly Option<string?> _snapshot = CommonOptions.SnapshotName();
+    private readonly Option<string?> _mainRam = CommonOptions.MainRam();
     private readonly Option<string> _output = new("--output", "-o") { Description = "the new snapshot (a migration stream)", Required = true };
     private readonly Option<string?> _tag = new("--tag") { Description = "name of the snapshot added to a qcow2 output (default: <base>-edited)" };
     private readonly Option<bool> _inPlace = new("--in-place") { Description = "add the snapshot to the input qcow2 image itself (give it as -o too)" };
@@ -24,6 +25,7 @@ internal sealed class SnapshotOutputOptions
         command.Options.Add(_tag);
         command.Options.Add(_inPlace);
         command.Options.Add(_snapshot);
+        command.Options.Add(_mainRam);
     }
 
     /// <summary>The -o path.</summary>
@@ -31,7 +33,7 @@ internal sealed class SnapshotOutputOptions
 
     /// <summary>Opens the input (plain positional reads: the output copies the whole stream), locating its kernel with <paramref name="kernel"/>.</summary>
     public Vm Open(ParseResult r, KernelLocatorOptions? kernel = null) =>
-        Vm.Open(r.GetValue(_input)!, CommonOptions.VmOptions(r.GetValue(_snapshot), raw: false, cacheReads: false, kernel));
+        Vm.Open(r.GetValue(_input)!, CommonOptions.VmOptions(r.GetValue(_snapshot), raw: false, cacheReads: false, kernel, r.GetValue(_mainRam)));
 
     /// <summary>Where the new snapshot goes, checked against the input and <paramref name="edited"/> (the other inputs).</summary>
     public SnapshotWriter.Target Target(ParseResult r, string[]? edited = null) =>

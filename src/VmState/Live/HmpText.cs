@@ -62,6 +62,75 @@ public static partial class HmpText
         throw new FormatException("\"info mtree -f\" shows no flat view of system memory with RAM");
     }
 
+    /// <summary>
+    /// The RAM blocks of the machine's main RAM in the order QEMU concatenates them, from "info mtree" (not -f):
+    /// the region the "ram-below-4g" alias points at (QEMU 7.2 <c>hw/i386/pc.c</c> pc_memory_init), and, when that
+    /// region is a container (NUMA nodes' memdev backends, <c>hw/core/numa.c</c>), its RAM subregions by offset.
+    /// </summary>
+    /// <exception cref="FormatException">The text has no "ram-below-4g" alias or no listing of the region it names.</exception>
+    public static IReadOnlyList<string> ParseMainRam(string mtree)
+    {
+        ArgumentNullException.ThrowIfNull(mtree);
+        string[] lines = mtree.Split('\n');
+        string? target = null;
+        foreach (string line in lines)
+        {
+            Match a = BelowFourGiBAlias().Match(line);
+            if (a.Success)
+            {
+                target = a.Groups[1].Value;
+                break;
+            }
+        }
+
+        if (target is null)
+        {
+            throw new FormatException("\"info mtree\" shows no ram-below-4g alias (not a pc or q35 machine?)");
+        }
+
+        for (int i = 0; i < lines.Length; i++)
+        {
+            if (lines[i].TrimEnd('\r') != $"memory-region: {target}")
+            {
+                continue;
+            }
+
+            var children = new List<(ulong Start, string Name)>();
+            (string Kind, string Name)? root = null;
+            for (int j = i + 1; j < lines.Length && lines[j].TrimEnd('\r').Length > 0; j++)
+            {
+                Match m = RegionLine().Match(lines[j].TrimEnd('\r'));
+                if (!m.Success)
+                {
+                    continue;
+                }
+
+                if (root is null)
+                {
+                    root = (m.Groups[3].Value, m.Groups[4].Value.Trim());
+                }
+                else if (m.Groups[3].Value == "ram")
+                {
+                    children.Add((Hex(m.Groups[1].Value), m.Groups[4].Value.Trim()));
+                }
+            }
+
+            if (children.Count > 0)
+            {
+                return children.OrderBy(c => c.Start).Select(c => c.Name).ToList();
+            }
+
+            if (root is ("ram", string name))
+            {
+                return [name];
+            }
+
+            break;
+        }
+
+        throw new FormatException($"\"info mtree\" does not list the RAM of region {target}");
+    }
+
     /// <summary>The host address in "Host virtual address for 0x100000 (pc.ram) is 0x7f633ff00000".</summary>
     public static ulong? ParseGpa2Hva(string text)
     {
@@ -159,6 +228,9 @@ public static partial class HmpText
 
     [GeneratedRegex(@"^\s+([0-9a-f]{16})-([0-9a-f]{16}) \(prio -?\d+, ([a-z/]+)\): ([^@]+?)(?: @([0-9a-f]{16}))?(?: KVM)?\s*$")]
     private static partial Regex RegionLine();
+
+    [GeneratedRegex(@"\): alias ram-below-4g @(\S+) [0-9a-f]{16}-")]
+    private static partial Regex BelowFourGiBAlias();
 
     [GeneratedRegex(@"Host virtual address for 0x[0-9a-f]+ \(.*\) is 0x([0-9a-f]+)")]
     private static partial Regex Gpa2Hva();

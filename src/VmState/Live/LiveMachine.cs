@@ -216,9 +216,31 @@ public sealed class LiveMachine : IAsyncDisposable
     /// </summary>
     public async Task<MachineState> SnapshotAsync(string file, CancellationToken cancellationToken = default)
     {
+        // Which blocks are main RAM, and their NUMA order, is asked now: the saved file may not settle it. A memory
+        // tree without pc/q35 main RAM leaves it to the file (which then says what it lacks).
+        IReadOnlyList<string>? mainRam;
+        try
+        {
+            mainRam = await ReadMainRamAsync(cancellationToken).ConfigureAwait(false);
+        }
+        catch (FormatException)
+        {
+            mainRam = null;
+        }
+
         await Qmp.SaveStateToFileAsync(file, background: true, cancellationToken).ConfigureAwait(false);
-        return Snapshots.SnapshotLoader.Open(file);
+        return Snapshots.SnapshotLoader.Open(file, new Snapshots.SnapshotOpenOptions { MainRam = mainRam });
     }
+
+    /// <summary>
+    /// The RAM blocks of the machine's main RAM in NUMA node order ("pc.ram", a <c>-machine memory-backend=</c> id,
+    /// or the <c>-numa node,memdev=</c> ids), read from QEMU's memory tree: what
+    /// <see cref="Snapshots.SnapshotOpenOptions.MainRam"/> needs to open a snapshot of this VM whose layout the file
+    /// alone does not settle.
+    /// </summary>
+    /// <exception cref="FormatException">QEMU's memory tree has no pc/q35 main RAM.</exception>
+    public async Task<IReadOnlyList<string>> ReadMainRamAsync(CancellationToken cancellationToken = default) =>
+        HmpText.ParseMainRam(await Qmp.HumanMonitorCommandAsync("info mtree", null, cancellationToken).ConfigureAwait(false));
 
     /// <summary>Pauses the guest; disposing the handle resumes it if it was running (also on exceptions).</summary>
     public async Task<IAsyncDisposable> PauseAsync(CancellationToken cancellationToken = default)

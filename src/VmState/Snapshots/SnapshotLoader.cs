@@ -56,7 +56,7 @@ public static class SnapshotLoader
         switch (kind)
         {
             case SnapshotKind.MigrationStream:
-                return MigrationMachineReader.Read(file, path, "migration stream", options.Limits, options.Progress);
+                return MigrationMachineReader.Read(file, path, "migration stream", options.Limits, options.Progress, options.MainRam);
             case SnapshotKind.VirshSave:
                 return OpenLibvirtSave(file, path, options);
             case SnapshotKind.Qcow2Snapshot:
@@ -64,7 +64,7 @@ public static class SnapshotLoader
                 Qcow2Snapshot snapshot = PickSnapshot(image, options.Snapshot, path);
                 IRandomAccessSource vmstate = image.OpenVmState(snapshot);
                 var owner = new WindowSource(vmstate, 0, vmstate.Length, ownsInner: true);
-                MachineState m = MigrationMachineReader.Read(new OwningSource(owner, image), path, $"qcow2 snapshot '{snapshot.Name}' (id {snapshot.Id})", options.Limits, options.Progress);
+                MachineState m = MigrationMachineReader.Read(new OwningSource(owner, image), path, $"qcow2 snapshot '{snapshot.Name}' (id {snapshot.Id})", options.Limits, options.Progress, options.MainRam);
                 return m.WithQcow2Snapshot(snapshot.Id);
             case SnapshotKind.ElfCore:
                 return ElfCoreReader.Read(file, path, options.Limits);
@@ -169,7 +169,7 @@ public static class SnapshotLoader
         }
 
         var window = new WindowSource(file, start, file.Length - start, ownsInner: true);
-        return MigrationMachineReader.Read(window, path, "virsh save file", options.Limits, options.Progress);
+        return MigrationMachineReader.Read(window, path, "virsh save file", options.Limits, options.Progress, options.MainRam);
     }
 
     /// <summary>A source that also disposes another object (the qcow2 image behind a vmstate window).</summary>

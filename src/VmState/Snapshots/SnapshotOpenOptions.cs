@@ -19,6 +19,15 @@ public sealed record SnapshotOpenOptions
     /// <summary>Progress of stream parsing (0..1).</summary>
     public IProgress<double>? Progress { get; init; }
 
+    /// <summary>
+    /// For migration streams, qcow2 snapshots and virsh save files of x86 machines: the RAM blocks that make up the
+    /// machine's main RAM, in NUMA node order (the ids of the memory backends given to <c>-machine memory-backend=</c>
+    /// or <c>-numa node,memdev=</c>). Null works them out from the snapshot (<see cref="Formats.Migration.X86MainRam"/>),
+    /// which fails with a message naming this option when the snapshot does not settle it. A running VM's order is
+    /// read with <see cref="Live.LiveMachine.ReadMainRamAsync"/>.
+    /// </summary>
+    public IReadOnlyList<string>? MainRam { get; init; }
+
     /// <summary>Limits on counts read from the file.</summary>
     public Formats.Migration.ReaderLimits? Limits { get; init; }
 }

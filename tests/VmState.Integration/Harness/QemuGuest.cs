@@ -91,6 +91,7 @@ public sealed class QemuGuest : IAsyncDisposable
             args.AddRange(["-loadvm", options.LoadVm]);
         }
 
+        args.AddRange(options.ExtraArgs);
         return args;
     }
 

@@ -31,4 +31,10 @@ public sealed record QemuGuestOptions
 
     /// <summary>A savevm tag to resume from (-loadvm).</summary>
     public string? LoadVm { get; init; }
+
+    /// <summary>
+    /// More QEMU arguments, appended as they are: memory backends (-object memory-backend-*), -numa nodes,
+    /// -machine properties such as memory-backend=ID.
+    /// </summary>
+    public IReadOnlyList<string> ExtraArgs { get; init; } = [];
 }

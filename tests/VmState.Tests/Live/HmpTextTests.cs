@@ -85,4 +85,43 @@ public class HmpTextTests
         Assert.Equal(0x7f633ff00000UL, HmpText.ParseGpa2Hva("Host virtual address for 0x100000 (pc.ram) is 0x7f633ff00000\r\n"));
         Assert.Null(HmpText.ParseGpa2Hva("Memory at address 0xa0000 is not RAM\r\n"));
     }
+
+    [Fact]
+    public void MainRamOfNumaNodesIsTheContainerSubregionsInOffsetOrder()
+    {
+        // QEMU 7.2 "info mtree" of -numa node,memdev=ram-node0 -numa node,memdev=ram-node1 (a pc-dimm too).
+        const string Mtree = """
+            address-space: memory
+              0000000000000000-ffffffffffffffff (prio 0, i/o): system
+                0000000000000000-000000001fffffff (prio 0, i/o): alias ram-below-4g @pc.ram 0000000000000000-000000001fffffff
+                00000000000ca000-00000000000ccfff (prio 1000, ram): alias kvmvapic-rom @ram-node0 00000000000ca000-00000000000ccfff
+                0000000100000000-0000000107ffffff (prio 0, ram): dimm0
+
+            memory-region: pc.ram
+              0000000000000000-000000001fffffff (prio 0, i/o): pc.ram
+                0000000010000000-000000001fffffff (prio 0, ram): ram-node1
+                0000000000000000-000000000fffffff (prio 0, ram): ram-node0
+
+            memory-region: pc.bios
+              00000000fffc0000-00000000ffffffff (prio 0, rom): pc.bios
+
+            """;
+        Assert.Equal(["ram-node0", "ram-node1"], HmpText.ParseMainRam(Mtree));
+    }
+
+    [Fact]
+    public void MainRamOfOneBackendIsThatRegion()
+    {
+        const string Mtree = """
+            address-space: memory
+              0000000000000000-ffffffffffffffff (prio 0, i/o): system
+                0000000000000000-000000001fffffff (prio 0, ram): alias ram-below-4g @m0 0000000000000000-000000001fffffff
+
+            memory-region: m0
+              0000000000000000-000000001fffffff (prio 0, ram): m0
+
+            """;
+        Assert.Equal(["m0"], HmpText.ParseMainRam(Mtree));
+        Assert.Throws<FormatException>(() => HmpText.ParseMainRam("address-space: memory\n"));
+    }
 }

@@ -7,7 +7,7 @@ namespace VmState.Tests.Support;
 /// <summary>Builds QEMU migration streams in code, with a matching VM description, for tests.</summary>
 public sealed class StreamBuilder
 {
-    private readonly List<(string Name, ulong Length)> _blocks = [];
+    private readonly List<(string Name, ulong Length, ulong Address)> _blocks = [];
     private readonly List<(string Block, ulong Offset, byte[]? Data, byte Fill)> _pages = [];
     private readonly List<Device> _devices = [];
 
@@ -24,9 +24,10 @@ public sealed class StreamBuilder
 
     public bool WriteFooters { get; set; } = true;
 
-    public StreamBuilder Block(string name, ulong length)
+    /// <summary>Adds a RAM block; <paramref name="address"/> is written after it when the capabilities include x-ignore-shared.</summary>
+    public StreamBuilder Block(string name, ulong length, ulong address = 0)
     {
-        _blocks.Add((name, length));
+        _blocks.Add((name, length, address));
         return this;
     }
 
@@ -144,6 +145,10 @@ public sealed class StreamBuilder
             {
                 Str8(s, b.Name);
                 Be64(s, b.Length);
+                if (Capabilities.Contains("x-ignore-shared"))
+                {
+                    Be64(s, b.Address);
+                }
             }
 
             Be64(s, 0x10);

@@ -539,7 +539,7 @@ public static class MigrationStreamReader
                 throw new VmStateFormatException(entryStart, S, $"block \"{name}\" is listed twice");
             }
 
-            var block = new RamBlock(name, length, state.PageSize, gpa);
+            var block = new RamBlock(name, length, state.PageSize, gpa) { ListOffset = entryStart };
             state.Blocks.Add(block);
             state.BlocksByName[name] = block;
             sum += length;

@@ -33,8 +33,15 @@ public sealed class RamBlock
     /// <summary>Number of pages.</summary>
     public long PageCount { get; }
 
-    /// <summary>The address the stream gave for the block (only with x-ignore-shared), else null.</summary>
+    /// <summary>
+    /// The address the stream gave for the block (only with x-ignore-shared), else null: the block's memory region's
+    /// offset in its container (QEMU 7.2 <c>migration/ram.c</c> sends <c>mr-&gt;addr</c>), which is the guest-physical
+    /// address for most blocks but a NUMA node's offset in main RAM for a node's backend.
+    /// </summary>
     public ulong? GuestPhysicalAddress { get; }
+
+    /// <summary>The stream offset of the block's entry in the MEM_SIZE block list (0 when not read from a stream).</summary>
+    public long ListOffset { get; init; }
 
     /// <summary>Pages stored as data records.</summary>
     public long DataPages { get; private set; }

@@ -11,8 +11,6 @@ namespace VmState.Formats.Migration;
 public static class X86MachineLayout
 {
     private const ulong FourGiB = 1UL << 32;
-    private const ulong VgaWindowStart = 0xA0000;
-    private const ulong VgaWindowEnd = 0xC0000;
 
     /// <summary>The machine family of a QEMU machine type name.</summary>
     public static string Family(string? machineType)
@@ -60,40 +58,43 @@ public static class X86MachineLayout
         return ramSize >= lowmem ? lowmem : ramSize;
     }
 
-    /// <summary>Computes the mappings of every block. Blocks that are not mapped get an empty list.</summary>
-    public static IReadOnlyList<RamBlockInfo> Map(string? machineType, IReadOnlyList<RamBlock> blocks, IReadOnlyList<DeviceState> devices, List<string> warnings)
+    /// <summary>
+    /// Computes the mappings of every block. Main RAM (<see cref="X86MainRam"/>: <c>pc.ram</c>, or the memory-backend
+    /// blocks QEMU made it of) is split around the VGA window and the PCI hole; other blocks are placed by the
+    /// stream's own address (x-ignore-shared), as the BIOS below 4 GiB, or at their device's PCI BAR. Blocks that
+    /// are not mapped get an empty list.
+    /// </summary>
+    /// <param name="machineType">The stream's machine type ("pc-i440fx-7.2", "pc-q35-7.2").</param>
+    /// <param name="blocks">The stream's RAM blocks.</param>
+    /// <param name="devices">The stream's device sections (PCI config spaces, the RTC's CMOS).</param>
+    /// <param name="warnings">Receives observations that do not stop the reading.</param>
+    /// <param name="mainRam">The main RAM blocks in NUMA node order, when the caller knows them; null to work them out.</param>
+    /// <exception cref="IO.VmStateFormatException">Main RAM cannot be told from the stream (see <see cref="X86MainRam.Resolve"/>).</exception>
+    /// <exception cref="VmStateNotFoundException">A block named in <paramref name="mainRam"/> is not in the stream.</exception>
+    public static IReadOnlyList<RamBlockInfo> Map(string? machineType, IReadOnlyList<RamBlock> blocks, IReadOnlyList<DeviceState> devices, List<string> warnings, IReadOnlyList<string>? mainRam = null)
     {
+        ArgumentNullException.ThrowIfNull(blocks);
+        ArgumentNullException.ThrowIfNull(warnings);
         string family = Family(machineType);
         var result = new List<RamBlockInfo>(blocks.Count);
+        X86MainRam? main = blocks.Count == 0 ? null : X86MainRam.Resolve(family, blocks, devices, mainRam, warnings);
+        if (main is not null && family == "unknown")
+        {
+            warnings.Add($"machine type \"{machineType}\" is not pc or q35; main RAM is mapped at address 0 without the PCI hole");
+        }
+
         foreach (RamBlock block in blocks)
         {
             var mappings = new List<BlockMapping>();
-            if (block.GuestPhysicalAddress is ulong gpa)
+            if (main is not null && main.Blocks.Contains(block))
+            {
+                // Under x-ignore-shared a main RAM block's address is its offset in the RAM container, not where
+                // the guest sees it: the split below applies all the same.
+                mappings.AddRange(main.MappingsOf(block, family));
+            }
+            else if (block.GuestPhysicalAddress is ulong gpa)
             {
                 mappings.Add(new BlockMapping(gpa, 0, block.Length));
-            }
-            else if (block.Name == "pc.ram")
-            {
-                if (family == "unknown")
-                {
-                    warnings.Add($"machine type \"{machineType}\" is not pc or q35; pc.ram is mapped at address 0 without the PCI hole");
-                    mappings.Add(new BlockMapping(0, 0, block.Length));
-                }
-                else
-                {
-                    ulong below = BelowFourGiB(family, block.Length);
-                    // 0xA0000-0xBFFFF is the legacy VGA window (MMIO), not RAM.
-                    mappings.Add(new BlockMapping(0, 0, Math.Min(below, VgaWindowStart)));
-                    if (below > VgaWindowEnd)
-                    {
-                        mappings.Add(new BlockMapping(VgaWindowEnd, VgaWindowEnd, below - VgaWindowEnd));
-                    }
-
-                    if (block.Length > below)
-                    {
-                        mappings.Add(new BlockMapping(FourGiB, below, block.Length - below));
-                    }
-                }
             }
             else if (block.Name == "pc.bios")
             {
@@ -103,6 +104,12 @@ public static class X86MachineLayout
             else if (PciBarAddress(block.Name, devices) is ulong bar)
             {
                 mappings.Add(new BlockMapping(bar, 0, block.Length));
+            }
+            else if (X86MainRam.IsBackendBlock(block.Name))
+            {
+                // A memory backend that is not main RAM: a pc-dimm or nvdimm, whose address is a device property
+                // the stream does not carry.
+                warnings.Add($"RAM block \"{block.Name}\" is a memory backend outside main RAM (a memory device?) and the snapshot does not say where it is mapped; its contents are not in guest-physical memory");
             }
 
             result.Add(new RamBlockInfo(block.Name, block.Length, mappings, block.DataPages, block.ZeroPages));
