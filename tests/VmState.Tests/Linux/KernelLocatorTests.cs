@@ -118,6 +118,68 @@ public class KernelLocatorTests
         Assert.Contains("VMCOREINFO: none", e.Message, StringComparison.Ordinal);
         Assert.Contains("vCPU 0 CR3", e.Message, StringComparison.Ordinal);
         Assert.Contains("physical scan: no kallsyms tables", e.Message, StringComparison.Ordinal);
+
+        // The reasons come in the order the strategies were tried: VMCOREINFO, CR3, banner scan.
+        int vmcoreinfo = e.Message.IndexOf("VMCOREINFO: none", StringComparison.Ordinal);
+        int cr3 = e.Message.IndexOf("vCPU 0 CR3", StringComparison.Ordinal);
+        int scan = e.Message.IndexOf("physical scan", StringComparison.Ordinal);
+        Assert.True(vmcoreinfo < cr3 && cr3 < scan, e.Message);
+    }
+
+    [Fact]
+    public void OptionsChooseTheStrategiesInTheirFixedOrder()
+    {
+        KernelLocationMethod[] Methods(KernelLocatorOptions o) => [.. KernelLocator.Strategies(o).Select(s => s.Method)];
+
+        Assert.Equal([KernelLocationMethod.Vmcoreinfo, KernelLocationMethod.ControlRegister, KernelLocationMethod.Banner], Methods(KernelLocatorOptions.Default));
+        Assert.Equal([KernelLocationMethod.Vmcoreinfo, KernelLocationMethod.Banner], Methods(new KernelLocatorOptions { UseCpuState = false }));
+        Assert.Equal([KernelLocationMethod.ControlRegister], Methods(new KernelLocatorOptions { UseVmcoreinfo = false, UseBannerScan = false }));
+        Assert.Empty(Methods(new KernelLocatorOptions { UseVmcoreinfo = false, UseCpuState = false, UseBannerScan = false }));
+    }
+
+    [Fact]
+    public void StrategiesAreTriedInOrderUntilOneFindsTheKernel()
+    {
+        var s = new SyntheticLinux(vmcoreinfo: false);
+        var calls = new List<string>();
+
+        LinuxKernel k = KernelLocator.LocateWith(s.Machine, new KernelLocatorOptions { UseVmcoreinfo = false },
+        [
+            new RecordingStrategy("first", calls),
+            new RecordingStrategy("second", calls, new ControlRegisterLocationStrategy()),
+            new RecordingStrategy("third", calls),
+        ]);
+
+        AssertKernel(s, k);
+        Assert.Equal(["first", "second"], calls);
+        Assert.Equal(KernelLocationMethod.ControlRegister, k.Method);
+        Assert.Equal(["first: nothing here", "second: nothing here"], k.Evidence.Take(2));
+    }
+
+    [Fact]
+    public void WhenNoStrategySucceedsTheMessageListsEachOnesReasonsInOrder()
+    {
+        var s = new SyntheticLinux(vmcoreinfo: false);
+        var calls = new List<string>();
+
+        KernelDataException e = Assert.Throws<KernelDataException>(() => KernelLocator.LocateWith(s.Machine, new KernelLocatorOptions { UseVmcoreinfo = false },
+            [new RecordingStrategy("first", calls), new RecordingStrategy("second", calls)]));
+
+        Assert.Equal(["first", "second"], calls);
+        Assert.Equal("Linux kernel: not found. first: nothing here | second: nothing here", e.Message);
+    }
+
+    /// <summary>Records that it was tried and adds one reason; then hands over to <paramref name="inner"/>, if any.</summary>
+    private sealed class RecordingStrategy(string name, List<string> calls, IKernelLocationStrategy? inner = null) : IKernelLocationStrategy
+    {
+        public KernelLocationMethod Method => inner?.Method ?? KernelLocationMethod.Banner;
+
+        public LinuxKernel? TryLocate(KernelLocationContext context)
+        {
+            calls.Add(name);
+            context.Evidence.Add($"{name}: nothing here");
+            return inner?.TryLocate(context);
+        }
     }
 
     [Fact]

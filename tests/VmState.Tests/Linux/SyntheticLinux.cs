@@ -41,7 +41,7 @@ public sealed class SyntheticLinux
 
     private readonly PageTableBuilder _pt;
 
-    public SyntheticLinux(PagingMode mode = PagingMode.Level4, bool vmcoreinfo = true, bool vmcoreinfoKallsyms = true, bool cpus = true, ulong cr3Bits = 0, long? vmcoreinfoPhysBaseOverride = null)
+    public SyntheticLinux(PagingMode mode = PagingMode.Level4, bool vmcoreinfo = true, bool vmcoreinfoKallsyms = true, bool cpus = true, ulong cr3Bits = 0, long? vmcoreinfoPhysBaseOverride = null, Action<BtfWriter>? moreTypes = null)
     {
         Mode = mode;
         _pt = new PageTableBuilder(mode, memorySize: 128 << 20);
@@ -74,7 +74,7 @@ public sealed class SyntheticLinux
             WriteU64(Text + GlobalsOff + 0x10 + (8 * (ulong)cpu), PerCpuOffset(cpu));
         }
 
-        Btf = BuildBtf();
+        Btf = BuildBtf(moreTypes);
         WriteVirtual(Text + BtfOff, Btf);
         BuildTasks();
         BuildModules();
@@ -199,7 +199,7 @@ public sealed class SyntheticLinux
         return note;
     }
 
-    private static byte[] BuildBtf()
+    private static byte[] BuildBtf(Action<BtfWriter>? moreTypes)
     {
         var w = new BtfWriter();
         int i32 = w.Int("int", 4, signed: true);
@@ -282,6 +282,7 @@ public sealed class SyntheticLinux
         int name = w.Array(ch, i32, 56);
         w.Struct("module", ModuleSize, ("state", state, 0, 0), ("list", lh, 64, 0), ("name", name, 192, 0), ("core_layout", layout, ModuleCore * 8, 0),
             ("init_layout", layout, ModuleInit * 8, 0), ("refcnt", atomic, ModuleRefcnt * 8, 0), ("kallsyms", w.Ptr(kallsyms), ModuleKallsyms * 8, 0));
+        moreTypes?.Invoke(w);
         return w.Build();
     }
 

@@ -1,86 +1,60 @@
-using System.Buffers.Binary;
 using System.Globalization;
-using System.Runtime.CompilerServices;
-using System.Text;
 using VmState.IO;
 
 namespace VmState.Linux.Btf;
 
 /// <summary>
-/// A parsed BTF blob (Linux <c>include/uapi/linux/btf.h</c>, <c>Documentation/bpf/btf.rst</c>): one pass records
-/// where each type starts and indexes named types; records are materialized into <see cref="BtfType"/> on first use.
-/// Supports split BTF (module BTF on top of vmlinux: ids and string offsets continue the base's). Resolves sizes
-/// through typedefs and qualifiers and member paths through anonymous struct/union members. Every count and
-/// reference read from the blob is checked; problems throw <see cref="VmStateFormatException"/> with the offset in
-/// the blob.
+/// The types of a BTF blob (Linux <c>include/uapi/linux/btf.h</c>, <c>Documentation/bpf/btf.rst</c>) and the
+/// questions asked of them: a type by id or by name (C spellings included), sizes through typedefs and qualifiers,
+/// member paths through anonymous struct/union members, enumerators, and pointer and array types made on the fly.
+/// Supports split BTF (module BTF on top of vmlinux: ids and string offsets continue the base's). The blob itself is
+/// checked and decoded by <see cref="BtfReader"/> (every count and reference; problems throw
+/// <see cref="VmStateFormatException"/> with the offset in the blob); C spellings come from <see cref="BtfCSpelling"/>.
 /// </summary>
 public sealed class BtfTypes
 {
     /// <summary>First id of types made by <see cref="PointerTo"/> and <see cref="ArrayOf"/> (far above any real id).</summary>
     public const int SyntheticIdBase = 1 << 30;
 
-    private const ushort Magic = 0xEB9F;
-    private const int RecordHeader = 12;
-
-    /// <summary>Bits of btf_type.info that may be set: vlen 0–15, kind 24–28, kind_flag 31 (kernel/bpf/btf.c BTF_INFO_MASK).</summary>
-    private const uint InfoMask = 0x9F00_FFFF;
-
     private static readonly BtfType s_void = new(0, BtfKind.Void, "void", false, 0);
 
-    private readonly byte[] _data;
-    private readonly int[] _records;
-    private readonly int _stringStart;
-    private readonly int _stringLength;
-    private readonly BtfType?[] _cache;
-    private readonly Dictionary<string, int>[] _byKind;
-    private readonly BtfLimits _limits;
+    private readonly BtfReader _reader;
+    private readonly BtfNameIndex _names;
     private readonly object _lock = new();
     private readonly List<BtfType> _synthetic = [];
     private readonly Dictionary<string, int> _syntheticIndex = new(StringComparer.Ordinal);
-    private Dictionary<string, int>? _functions;
-    private Dictionary<string, (int TypeId, long Value)>? _enumerators;
 
-    private BtfTypes(byte[] data, BtfHeader header, BtfTypes? baseTypes, int[] records, int stringStart, int stringLength, BtfLimits limits)
+    private BtfTypes(BtfReader reader, BtfTypes? baseTypes, BtfLimits limits)
     {
-        _data = data;
-        Header = header;
+        _reader = reader;
         Base = baseTypes;
-        _records = records;
-        _stringStart = stringStart;
-        _stringLength = stringLength;
-        _limits = limits;
-        FirstId = baseTypes?.NextId ?? 1;
-        StringBase = baseTypes is null ? 0 : baseTypes.StringBase + (uint)baseTypes._stringLength;
-        _cache = new BtfType?[records.Length];
-        _byKind = new Dictionary<string, int>[20];
-        foreach (BtfKind k in new[] { BtfKind.Int, BtfKind.Struct, BtfKind.Union, BtfKind.Enum, BtfKind.Typedef, BtfKind.Variable, BtfKind.DataSection, BtfKind.Float, BtfKind.Enum64 })
-        {
-            _byKind[(int)k] = new Dictionary<string, int>(StringComparer.Ordinal);
-        }
-
-        BuildNameIndex();
+        Limits = limits;
+        _names = new BtfNameIndex(reader);
     }
 
     /// <summary>The header.</summary>
-    public BtfHeader Header { get; }
+    public BtfHeader Header => _reader.Header;
 
     /// <summary>The base BTF of split BTF (vmlinux under a module's BTF), or null.</summary>
     public BtfTypes? Base { get; }
 
     /// <summary>Id of the first type in this blob (1, or the base's <see cref="NextId"/> for split BTF).</summary>
-    public int FirstId { get; }
+    public int FirstId => _reader.FirstId;
 
     /// <summary>One past the last type id of this blob.</summary>
-    public int NextId => FirstId + _records.Length;
+    public int NextId => _reader.NextId;
 
     /// <summary>Number of types in this blob (void and the base's types not counted).</summary>
-    public int Count => _records.Length;
+    public int Count => _reader.Count;
 
     /// <summary>First string offset of this blob (0, or where the base's strings end for split BTF).</summary>
-    public uint StringBase { get; }
+    public uint StringBase => _reader.StringBase;
 
     /// <summary>Size of the blob in bytes.</summary>
-    public int Length => _data.Length;
+    public int Length => _reader.Length;
+
+    /// <summary>The caps this blob was parsed with (chain depths apply to every query).</summary>
+    internal BtfLimits Limits { get; }
 
     /// <summary>Parses a BTF blob. <paramref name="baseTypes"/> makes it split BTF on top of that base.</summary>
     /// <exception cref="VmStateFormatException">The header, a record or the string section is malformed.</exception>
@@ -88,57 +62,7 @@ public sealed class BtfTypes
     {
         ArgumentNullException.ThrowIfNull(data);
         limits ??= BtfLimits.Default;
-        if (data.Length > limits.MaxBlobSize)
-        {
-            throw new VmStateFormatException(0, "BTF", $"{data.Length} bytes is more than the {limits.MaxBlobSize}-byte limit");
-        }
-
-        if (data.Length < 24)
-        {
-            throw new VmStateFormatException(0, "BTF header", $"{data.Length} bytes is shorter than the 24-byte header");
-        }
-
-        ushort magic = BinaryPrimitives.ReadUInt16LittleEndian(data);
-        if (magic != Magic)
-        {
-            throw new VmStateFormatException(0, "BTF header", magic == 0x9FEB
-                ? "magic 0xeb9f is byte-swapped: big-endian BTF is not supported"
-                : $"magic 0x{magic:x4}, expected 0xeb9f");
-        }
-
-        var header = new BtfHeader(data[2], data[3], U32(data, 4), U32(data, 8), U32(data, 12), U32(data, 16), U32(data, 20));
-        if (header.Version != 1)
-        {
-            throw new VmStateFormatException(2, "BTF header", $"version {header.Version}, expected 1");
-        }
-
-        if (header.HeaderLength < 24 || header.HeaderLength > (uint)data.Length)
-        {
-            throw new VmStateFormatException(4, "BTF header", $"hdr_len {header.HeaderLength} is outside 24..{data.Length}");
-        }
-
-        ulong typeStart = header.HeaderLength + (ulong)header.TypeOffset;
-        ulong typeEnd = typeStart + header.TypeLength;
-        ulong stringStart = header.HeaderLength + (ulong)header.StringOffset;
-        ulong stringEnd = stringStart + header.StringLength;
-        if (typeEnd > (ulong)data.Length || stringEnd > (ulong)data.Length)
-        {
-            throw new VmStateFormatException(8, "BTF header", $"type section [{typeStart}, {typeEnd}) or string section [{stringStart}, {stringEnd}) runs past the {data.Length}-byte blob");
-        }
-
-        if (typeStart < stringEnd && stringStart < typeEnd)
-        {
-            throw new VmStateFormatException(8, "BTF header", $"type section [{typeStart}, {typeEnd}) and string section [{stringStart}, {stringEnd}) overlap");
-        }
-
-        // kernel/bpf/btf.c btf_parse_str_sec: the section ends with a NUL; a base blob starts with the empty string.
-        if (header.StringLength == 0 ? baseTypes is null : data[(int)stringEnd - 1] != 0 || (baseTypes is null && data[(int)stringStart] != 0))
-        {
-            throw new VmStateFormatException((long)stringStart, "BTF string section", "must start (base BTF) and end with a NUL byte");
-        }
-
-        int[] records = IndexRecords(data, (int)typeStart, (int)typeEnd, limits);
-        return new BtfTypes(data, header, baseTypes, records, (int)stringStart, (int)header.StringLength, limits);
+        return new BtfTypes(BtfReader.Parse(data, baseTypes?._reader, limits), baseTypes, limits);
     }
 
     /// <summary>The type with <paramref name="id"/> (0 is void).</summary>
@@ -171,7 +95,7 @@ public sealed class BtfTypes
         }
         else if (id >= FirstId && id < NextId)
         {
-            return _cache[id - FirstId] ??= Materialize(id);
+            return _reader.Get(id);
         }
 
         throw new VmStateFormatException(0, "BTF", $"type id {id} does not exist (ids are 1..{NextId - 1})");
@@ -185,7 +109,7 @@ public sealed class BtfTypes
     {
         if (id >= FirstId && id < NextId)
         {
-            return (BtfKind)((U32(_data, _records[id - FirstId] + 4) >> 24) & 0x1F);
+            return _reader.KindAt(id - FirstId);
         }
 
         return Get(id).Kind;
@@ -193,32 +117,15 @@ public sealed class BtfTypes
 
     /// <summary>The string at <paramref name="offset"/> of the string section (offsets below <see cref="StringBase"/> are the base's).</summary>
     /// <exception cref="VmStateFormatException">The offset is outside the section.</exception>
-    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    public string StringAt(uint offset)
-    {
-        if (offset < StringBase && Base is not null)
-        {
-            return Base.StringAt(offset);
-        }
-
-        uint local = offset - StringBase;
-        if (offset < StringBase || local >= (uint)_stringLength)
-        {
-            throw new VmStateFormatException(_stringStart, "BTF string section", $"string offset {offset} is outside [{StringBase}, {StringBase + (uint)_stringLength})");
-        }
-
-        ReadOnlySpan<byte> s = _data.AsSpan(_stringStart + (int)local, _stringLength - (int)local);
-        int nul = s.IndexOf((byte)0);
-        return Encoding.UTF8.GetString(s[..nul]);
-    }
+    public string StringAt(uint offset) => _reader.StringAt(offset);
 
     /// <summary>Count of this blob's types by kind.</summary>
     public IReadOnlyDictionary<BtfKind, int> KindCounts()
     {
         var counts = new Dictionary<BtfKind, int>();
-        foreach (int r in _records)
+        for (int i = 0; i < _reader.Count; i++)
         {
-            var k = (BtfKind)((U32(_data, r + 4) >> 24) & 0x1F);
+            BtfKind k = _reader.KindAt(i);
             counts[k] = counts.GetValueOrDefault(k) + 1;
         }
 
@@ -232,22 +139,7 @@ public sealed class BtfTypes
     public int Find(string name, BtfKind kind)
     {
         ArgumentNullException.ThrowIfNull(name);
-        int id = 0;
-        if (kind == BtfKind.Function)
-        {
-            EnsureFunctionIndex();
-            id = _functions!.GetValueOrDefault(name);
-        }
-        else if ((int)kind < _byKind.Length && _byKind[(int)kind] is Dictionary<string, int> d)
-        {
-            id = d.GetValueOrDefault(name);
-        }
-
-        if (id == 0 && kind == BtfKind.Enum)
-        {
-            id = _byKind[(int)BtfKind.Enum64].GetValueOrDefault(name);
-        }
-
+        int id = _names.Find(name, kind);
         return id != 0 ? id : Base?.Find(name, kind) ?? 0;
     }
 
@@ -297,7 +189,7 @@ public sealed class BtfTypes
     /// <exception cref="VmStateFormatException">The chain is longer than the limit (a loop).</exception>
     public BtfType Resolve(int id)
     {
-        for (int depth = 0; depth <= _limits.MaxChainDepth; depth++)
+        for (int depth = 0; depth <= Limits.MaxChainDepth; depth++)
         {
             BtfType t = Get(id);
             if (t.Kind is not (BtfKind.Typedef or BtfKind.Const or BtfKind.Volatile or BtfKind.Restrict or BtfKind.TypeTag))
@@ -317,7 +209,7 @@ public sealed class BtfTypes
     public ulong SizeOf(int id)
     {
         ulong multiplier = 1;
-        for (int depth = 0; depth <= _limits.MaxChainDepth; depth++)
+        for (int depth = 0; depth <= Limits.MaxChainDepth; depth++)
         {
             BtfType t = Resolve(id);
             switch (t.Kind)
@@ -428,10 +320,8 @@ public sealed class BtfTypes
     /// <summary>The enumerator named <paramref name="name"/> (from any ENUM/ENUM64), e.g. <c>PIDTYPE_PID</c>.</summary>
     public bool TryGetEnumerator(string name, out long value)
     {
-        EnsureEnumeratorIndex();
-        if (_enumerators!.TryGetValue(name, out (int TypeId, long Value) e))
+        if (_names.TryGetEnumerator(name, out value))
         {
-            value = e.Value;
             return true;
         }
 
@@ -448,57 +338,10 @@ public sealed class BtfTypes
     public string TypeName(int id) => Declaration(id, string.Empty);
 
     /// <summary>A C declaration of <paramref name="name"/> with the type: <c>char comm[16]</c>, <c>void (*fn)(struct rcu_head *)</c>.</summary>
-    public string Declaration(int id, string name) => Format(id, name, 0);
+    public string Declaration(int id, string name) => BtfCSpelling.Declaration(this, id, name);
 
-    private static uint U32(byte[] data, int at) => BinaryPrimitives.ReadUInt32LittleEndian(data.AsSpan(at));
-
-    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static int[] IndexRecords(byte[] data, int start, int end, BtfLimits limits)
-    {
-        var records = new List<int>(Math.Max(16, (end - start) / 24));
-        int pos = start;
-        while (pos < end)
-        {
-            if (records.Count >= limits.MaxTypes)
-            {
-                throw new VmStateFormatException(pos, "BTF type section", $"more than {limits.MaxTypes} types");
-            }
-
-            if (end - pos < RecordHeader)
-            {
-                throw new VmStateFormatException(pos, $"BTF type #{records.Count + 1}", $"{end - pos} bytes left, a record header needs 12");
-            }
-
-            uint info = U32(data, pos + 4);
-            int vlen = (int)(info & 0xFFFF);
-            int kind = (int)((info >> 24) & 0x1F);
-            if ((info & ~InfoMask) != 0)
-            {
-                throw new VmStateFormatException(pos + 4, $"BTF type #{records.Count + 1}", $"info 0x{info:x8} sets bits outside vlen, kind and kind_flag (a newer BTF format?)");
-            }
-
-            long extra = kind switch
-            {
-                1 or 14 or 17 => 4,
-                3 => 12,
-                4 or 5 or 15 or 19 => 12L * vlen,
-                6 or 13 => 8L * vlen,
-                2 or 7 or 8 or 9 or 10 or 11 or 12 or 16 or 18 => 0,
-
-                // The record size depends on the kind, so an unknown kind cannot be skipped.
-                _ => throw new VmStateFormatException(pos + 4, $"BTF type #{records.Count + 1}", $"unknown kind {kind} (this reader knows kinds 1-19)"),
-            };
-            if (RecordHeader + extra > end - pos)
-            {
-                throw new VmStateFormatException(pos, $"BTF type #{records.Count + 1}", $"kind {(BtfKind)kind} with vlen {vlen} needs {RecordHeader + extra} bytes, {end - pos} left in the type section");
-            }
-
-            records.Add(pos);
-            pos += RecordHeader + (int)extra;
-        }
-
-        return [.. records];
-    }
+    internal VmStateFormatException ChainTooLong(int id) =>
+        new(0, $"BTF type #{id}", $"typedef/qualifier/array chain longer than {Limits.MaxChainDepth} (a reference loop?)");
 
     private static ulong Multiply(ulong a, ulong b, int id)
     {
@@ -509,80 +352,6 @@ public sealed class BtfTypes
         }
 
         return r;
-    }
-
-    private VmStateFormatException ChainTooLong(int id) =>
-        new(0, $"BTF type #{id}", $"typedef/qualifier/array chain longer than {_limits.MaxChainDepth} (a reference loop?)");
-
-    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private void BuildNameIndex()
-    {
-        for (int i = 0; i < _records.Length; i++)
-        {
-            int r = _records[i];
-            uint nameOff = U32(_data, r);
-            uint info = U32(_data, r + 4);
-            int kind = (int)((info >> 24) & 0x1F);
-            if (nameOff == 0 || _byKind[kind] is not Dictionary<string, int> d)
-            {
-                continue;
-            }
-
-            string name = StringAt(nameOff);
-            int id = FirstId + i;
-            if (!d.TryGetValue(name, out int existing))
-            {
-                d[name] = id;
-            }
-            else if (kind is 4 or 5 && (U32(_data, _records[existing - FirstId] + 4) & 0xFFFF) == 0 && (info & 0xFFFF) != 0)
-            {
-                // Prefer a definition with members over an empty one of the same name.
-                d[name] = id;
-            }
-        }
-    }
-
-    private void EnsureFunctionIndex()
-    {
-        if (Volatile.Read(ref _functions) is not null)
-        {
-            return;
-        }
-
-        var d = new Dictionary<string, int>(StringComparer.Ordinal);
-        for (int i = 0; i < _records.Length; i++)
-        {
-            int r = _records[i];
-            if (((U32(_data, r + 4) >> 24) & 0x1F) == (int)BtfKind.Function && U32(_data, r) != 0)
-            {
-                d.TryAdd(StringAt(U32(_data, r)), FirstId + i);
-            }
-        }
-
-        Volatile.Write(ref _functions, d);
-    }
-
-    private void EnsureEnumeratorIndex()
-    {
-        if (Volatile.Read(ref _enumerators) is not null)
-        {
-            return;
-        }
-
-        var d = new Dictionary<string, (int, long)>(StringComparer.Ordinal);
-        for (int i = 0; i < _records.Length; i++)
-        {
-            BtfKind k = (BtfKind)((U32(_data, _records[i] + 4) >> 24) & 0x1F);
-            if (k is BtfKind.Enum or BtfKind.Enum64)
-            {
-                foreach (BtfEnumValue v in Get(FirstId + i).EnumValues)
-                {
-                    d.TryAdd(v.Name, (FirstId + i, v.Value));
-                }
-            }
-        }
-
-        Volatile.Write(ref _enumerators, d);
     }
 
     private int Synthetic(int target, uint length, bool array)
@@ -654,9 +423,9 @@ public sealed class BtfTypes
 
     private (ulong BitOffset, int TypeId, uint BitfieldSize)? FindDirect(BtfType container, string name, int depth)
     {
-        if (depth > _limits.MaxAnonymousDepth)
+        if (depth > Limits.MaxAnonymousDepth)
         {
-            throw new VmStateFormatException(0, $"BTF type #{container.Id}", $"anonymous members nested deeper than {_limits.MaxAnonymousDepth} (a loop?)");
+            throw new VmStateFormatException(0, $"BTF type #{container.Id}", $"anonymous members nested deeper than {Limits.MaxAnonymousDepth} (a loop?)");
         }
 
         foreach (BtfMember m in container.Members)
@@ -680,195 +449,4 @@ public sealed class BtfTypes
     }
 
     private string Describe(BtfType t) => $"{TypeName(t.Id)} (#{t.Id}, {t.Kind})";
-
-    private string Format(int id, string inner, int depth)
-    {
-        if (depth > _limits.MaxChainDepth)
-        {
-            throw ChainTooLong(id);
-        }
-
-        BtfType t = Get(id);
-        switch (t.Kind)
-        {
-            case BtfKind.Pointer:
-                {
-                    BtfKind target = Get(t.ReferencedType).Kind;
-                    string p = "*" + inner;
-                    return Format(t.ReferencedType, target is BtfKind.Array or BtfKind.FunctionProto ? "(" + p + ")" : p, depth + 1);
-                }
-
-            case BtfKind.Array:
-                return Format(t.ArrayInfo!.Value.ElementType, inner + "[" + t.ArrayInfo.Value.Length.ToString(CultureInfo.InvariantCulture) + "]", depth + 1);
-            case BtfKind.FunctionProto:
-                {
-                    var ps = new List<string>();
-                    foreach (BtfParameter p in t.Parameters)
-                    {
-                        ps.Add(p.TypeId == 0 && p.Name.Length == 0 ? "..." : Format(p.TypeId, p.Name, depth + 1));
-                    }
-
-                    return Format(t.ReferencedType, inner + "(" + (ps.Count == 0 ? "void" : string.Join(", ", ps)) + ")", depth + 1);
-                }
-
-            case BtfKind.Const or BtfKind.Volatile or BtfKind.Restrict:
-                {
-                    string q = t.Kind switch { BtfKind.Const => "const", BtfKind.Volatile => "volatile", _ => "restrict" };
-                    if (Get(t.ReferencedType).Kind == BtfKind.Pointer)
-                    {
-                        // "char * const p": the qualifier binds to the pointer, so it goes inside the declarator.
-                        return Format(t.ReferencedType, q + (inner.Length == 0 ? string.Empty : " " + inner), depth + 1);
-                    }
-
-                    return q + " " + Format(t.ReferencedType, inner, depth + 1);
-                }
-
-            case BtfKind.TypeTag:
-                return Format(t.ReferencedType, inner, depth + 1);
-            case BtfKind.Variable or BtfKind.Function:
-                return Format(t.ReferencedType, inner.Length == 0 ? t.Name : inner, depth + 1);
-            default:
-                {
-                    string b = t.Kind switch
-                    {
-                        BtfKind.Struct => "struct " + (t.Name.Length == 0 ? "{...}" : t.Name),
-                        BtfKind.Union => "union " + (t.Name.Length == 0 ? "{...}" : t.Name),
-                        BtfKind.Enum or BtfKind.Enum64 => "enum " + (t.Name.Length == 0 ? "{...}" : t.Name),
-                        BtfKind.Forward => (t.KindFlag ? "union " : "struct ") + t.Name,
-                        BtfKind.DataSection => "section " + t.Name,
-                        BtfKind.DeclTag => "tag " + t.Name,
-                        _ => t.Name,
-                    };
-                    return inner.Length == 0 ? b : b + " " + inner;
-                }
-        }
-    }
-
-    private BtfType Materialize(int id)
-    {
-        int r = _records[id - FirstId];
-        uint nameOff = U32(_data, r);
-        uint info = U32(_data, r + 4);
-        uint sizeOrType = U32(_data, r + 8);
-        var kind = (BtfKind)((info >> 24) & 0x1F);
-        int vlen = (int)(info & 0xFFFF);
-        bool kflag = (info >> 31) != 0;
-        string name = nameOff == 0 ? string.Empty : StringAt(nameOff);
-        int x = r + RecordHeader;
-        string what = $"BTF type #{id}";
-        switch (kind)
-        {
-            case BtfKind.Int:
-                {
-                    uint enc = U32(_data, x);
-                    int bits = (int)(enc & 0xFF);
-                    int offset = (int)((enc >> 16) & 0xFF);
-                    if (bits == 0 || bits > 128 || offset + bits > sizeOrType * 8)
-                    {
-                        throw new VmStateFormatException(x, what, $"INT '{name}' of {sizeOrType} bytes has {bits} bits at bit offset {offset}");
-                    }
-
-                    return new BtfType(id, kind, name, kflag, vlen)
-                    {
-                        Size = sizeOrType,
-                        IntEncoding = new BtfIntEncoding((enc & 0x0100_0000) != 0, (enc & 0x0200_0000) != 0, (enc & 0x0400_0000) != 0, offset, bits),
-                    };
-                }
-
-            case BtfKind.Array:
-                return new BtfType(id, kind, name, kflag, vlen)
-                {
-                    ArrayInfo = new BtfArrayInfo(Ref(U32(_data, x), x, what), Ref(U32(_data, x + 4), x + 4, what), U32(_data, x + 8)),
-                };
-            case BtfKind.Struct or BtfKind.Union:
-                {
-                    var members = new BtfMember[vlen];
-                    for (int i = 0; i < vlen; i++)
-                    {
-                        int m = x + (12 * i);
-                        uint off = U32(_data, m + 8);
-                        uint bitOffset = kflag ? off & 0xFF_FFFF : off;
-                        uint bitfield = kflag ? off >> 24 : 0;
-                        if (bitOffset + bitfield > (ulong)sizeOrType * 8)
-                        {
-                            throw new VmStateFormatException(m, what, $"member {i} at bit {bitOffset} (+{bitfield}) lies outside the {sizeOrType}-byte {kind.ToString().ToLowerInvariant()} '{name}'");
-                        }
-
-                        uint memberName = U32(_data, m);
-                        members[i] = new BtfMember(memberName == 0 ? string.Empty : StringAt(memberName), Ref(U32(_data, m + 4), m + 4, what), bitOffset, bitfield);
-                    }
-
-                    return new BtfType(id, kind, name, kflag, vlen) { Size = sizeOrType, Members = members };
-                }
-
-            case BtfKind.Enum or BtfKind.Enum64:
-                {
-                    var values = new BtfEnumValue[vlen];
-                    int stride = kind == BtfKind.Enum ? 8 : 12;
-                    for (int i = 0; i < vlen; i++)
-                    {
-                        int e = x + (stride * i);
-                        long v = kind == BtfKind.Enum
-                            ? kflag ? (long)BinaryPrimitives.ReadInt32LittleEndian(_data.AsSpan(e + 4)) : (long)U32(_data, e + 4)
-                            : (long)(U32(_data, e + 4) | ((ulong)U32(_data, e + 8) << 32));
-                        values[i] = new BtfEnumValue(StringAt(U32(_data, e)), v);
-                    }
-
-                    return new BtfType(id, kind, name, kflag, vlen) { Size = sizeOrType, EnumValues = values };
-                }
-
-            case BtfKind.FunctionProto:
-                {
-                    var ps = new BtfParameter[vlen];
-                    for (int i = 0; i < vlen; i++)
-                    {
-                        int p = x + (8 * i);
-                        uint pn = U32(_data, p);
-                        ps[i] = new BtfParameter(pn == 0 ? string.Empty : StringAt(pn), Ref(U32(_data, p + 4), p + 4, what));
-                    }
-
-                    return new BtfType(id, kind, name, kflag, vlen) { ReferencedType = Ref(sizeOrType, r + 8, what), Parameters = ps };
-                }
-
-            case BtfKind.Variable:
-                return new BtfType(id, kind, name, kflag, vlen) { ReferencedType = Ref(sizeOrType, r + 8, what), Linkage = U32(_data, x) };
-            case BtfKind.DataSection:
-                {
-                    var vars = new BtfSectionVariable[vlen];
-                    for (int i = 0; i < vlen; i++)
-                    {
-                        int v = x + (12 * i);
-                        vars[i] = new BtfSectionVariable(Ref(U32(_data, v), v, what), U32(_data, v + 4), U32(_data, v + 8));
-                    }
-
-                    return new BtfType(id, kind, name, kflag, vlen) { Size = sizeOrType, Variables = vars };
-                }
-
-            case BtfKind.Float:
-                return new BtfType(id, kind, name, kflag, vlen) { Size = sizeOrType };
-            case BtfKind.DeclTag:
-                return new BtfType(id, kind, name, kflag, vlen)
-                {
-                    ReferencedType = Ref(sizeOrType, r + 8, what),
-                    ComponentIndex = BinaryPrimitives.ReadInt32LittleEndian(_data.AsSpan(x)),
-                };
-            case BtfKind.Function:
-                return new BtfType(id, kind, name, kflag, vlen) { ReferencedType = Ref(sizeOrType, r + 8, what), Linkage = (uint)vlen };
-            case BtfKind.Forward:
-                return new BtfType(id, kind, name, kflag, vlen);
-            default:
-                // PTR, TYPEDEF, VOLATILE, CONST, RESTRICT, TYPE_TAG.
-                return new BtfType(id, kind, name, kflag, vlen) { ReferencedType = Ref(sizeOrType, r + 8, what) };
-        }
-    }
-
-    private int Ref(uint id, int at, string what)
-    {
-        if (id >= (uint)NextId)
-        {
-            throw new VmStateFormatException(at, what, $"refers to type id {id}, but the last id is {NextId - 1}");
-        }
-
-        return (int)id;
-    }
 }
