@@ -31,10 +31,9 @@ public sealed class Vm : IDisposable, IAsyncDisposable
     private MachineState? _machine;
     private int _disposed;
 
-    private Vm(MachineState? machine, VmOrigin origin, LiveMachine? live, KernelLocatorOptions? kernel, Action<Exception>? resumeFailed)
+    private Vm(MachineState? machine, LiveMachine? live, KernelLocatorOptions? kernel, Action<Exception>? resumeFailed)
     {
         _machine = machine;
-        Origin = origin;
         Live = live;
         _resumeFailed = resumeFailed;
         Linux = new LinuxGuest(() => Machine, kernel);
@@ -53,8 +52,12 @@ public sealed class Vm : IDisposable, IAsyncDisposable
         }
     }
 
-    /// <summary>What the VM was opened from.</summary>
-    public VmOrigin Origin { get; }
+    /// <summary>
+    /// What the VM was opened from: <see cref="MachineOrigin.Kind"/>, the path (for a running QEMU, <c>qmp:</c> and
+    /// its socket) and a description; a format's own origin type carries more (a qcow2 snapshot's id in
+    /// <see cref="Qcow2SnapshotOrigin"/>, an ELF core's notes in <c>ElfCoreOrigin</c>).
+    /// </summary>
+    public MachineOrigin Origin => Machine.Origin;
 
     /// <summary>True for a running QEMU (<see cref="AttachAsync"/>).</summary>
     public bool IsLive => Live is not null;
@@ -75,16 +78,8 @@ public sealed class Vm : IDisposable, IAsyncDisposable
     {
         ArgumentNullException.ThrowIfNull(path);
         options ??= new VmOpenOptions();
-        MachineState machine = SnapshotLoader.Open(path, options.ToSnapshotOptions(), out SnapshotKind kind);
-        VmOriginKind origin = kind switch
-        {
-            SnapshotKind.MigrationStream => VmOriginKind.MigrationStream,
-            SnapshotKind.VirshSave => VmOriginKind.VirshSave,
-            SnapshotKind.Qcow2Snapshot => VmOriginKind.Qcow2Snapshot,
-            SnapshotKind.ElfCore => VmOriginKind.ElfCore,
-            _ => VmOriginKind.RawImage,
-        };
-        return new Vm(machine, new VmOrigin(origin, path, machine.Qcow2SnapshotId), null, options.Kernel, null);
+        MachineState machine = SnapshotLoader.Open(path, options.ToSnapshotOptions());
+        return new Vm(machine, null, options.Kernel, null);
     }
 
     /// <summary>Attaches to a running QEMU through its QMP socket (QEMU serves one client per socket).</summary>
@@ -98,7 +93,7 @@ public sealed class Vm : IDisposable, IAsyncDisposable
         ArgumentNullException.ThrowIfNull(qmpSocket);
         options ??= new VmAttachOptions();
         LiveMachine live = await LiveMachine.AttachAsync(qmpSocket, cancellationToken).ConfigureAwait(false);
-        var vm = new Vm(null, new VmOrigin(VmOriginKind.LiveQemu, qmpSocket), live, options.Kernel, options.ResumeFailed);
+        var vm = new Vm(null, live, options.Kernel, options.ResumeFailed);
         try
         {
             if (options.Pause)

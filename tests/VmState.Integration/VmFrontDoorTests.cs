@@ -1,6 +1,7 @@
 using VmState.Integration.Harness;
 using VmState.Linux;
 using VmState.Live;
+using VmState.Machine;
 
 namespace VmState.Integration;
 
@@ -46,7 +47,7 @@ public sealed class VmFrontDoorTests(FrontDoorGuest fixture) : IClassFixture<Fro
         await using Vm vm = await Vm.AttachAsync(Guest.ToolQmpPath);
         Assert.True(vm.IsLive);
         Assert.NotNull(vm.Live);
-        Assert.Equal(new VmOrigin(VmOriginKind.LiveQemu, Guest.ToolQmpPath), vm.Origin);
+        Assert.Equal((MachineOriginKind.LiveQemu, "qmp:" + Guest.ToolQmpPath), (vm.Origin.Kind, vm.Origin.Path));
         Assert.NotEmpty(vm.Machine.Cpus);
 
         await using (VmPause pause = await vm.PauseAsync())
@@ -143,7 +144,7 @@ public sealed class VmFrontDoorTests(FrontDoorGuest fixture) : IClassFixture<Fro
         Assert.Contains(Guest.Truth.Processes, p => p.Pid == marker.Pid && p.Comm == markerProcess.Comm);
 
         using Vm snapshot = Vm.Open(file);
-        Assert.Equal(VmOriginKind.MigrationStream, snapshot.Origin.Kind);
+        Assert.Equal(MachineOriginKind.MigrationStream, snapshot.Origin.Kind);
         Assert.Equal(
             live.Select(p => (p.Pid, p.Tgid, p.Ppid, p.Comm, p.State, p.Cmdline)),
             snapshot.Linux.Processes().Select(p => (p.Pid, p.Tgid, p.Ppid, p.Comm, p.State, p.Cmdline)));

@@ -80,7 +80,7 @@ internal static class ExtractCommand
             using var w = new Utf8JsonWriter(Console.OpenStandardOutput(), new JsonWriterOptions { Indented = true });
             w.WriteStartObject();
             w.WriteString("input", input ?? m.SourcePath);
-            w.WriteString("format", m.SourceFormat);
+            w.WriteString("format", m.Origin.Description);
             w.WriteString("core", summary.Path);
             w.WriteNumber("coreBytes", summary.FileSize);
             w.WriteNumber("loadSegments", summary.LoadSegments);

@@ -4,6 +4,7 @@ using System.Net.Sockets;
 using System.Security.Cryptography;
 using System.Text;
 using VmState.Arch.X86;
+using VmState.Editing;
 using VmState.Formats.Migration;
 using VmState.Machine;
 using VmState.Memory;
@@ -66,10 +67,10 @@ public sealed class GdbRemoteServer
         _machine = machine;
         _log = log;
         _options = options;
-        if (machine.Stream is not null)
+        if (machine.Origin is MigrationStreamOrigin)
         {
             _editor = new SnapshotEditor(machine);
-            _memory = new OverlayMemory(machine.Memory, _editor.Stream);
+            _memory = _editor.Memory;
         }
         else
         {
@@ -603,7 +604,7 @@ public sealed class GdbRemoteServer
     {
         if (_editor is null)
         {
-            return ($"cannot save: {_machine.SourcePath} is a {_machine.SourceFormat}; only migration streams and qcow2 snapshots can be written", false);
+            return ($"cannot save: {_machine.SourcePath} is a {_machine.Origin.Description}; only migration streams and qcow2 snapshots can be written", false);
         }
 
         if (_options.SaveDirectory is not Export.SaveDirectory directory)
@@ -759,7 +760,7 @@ public sealed class GdbRemoteServer
         X86Register reg = X86Registers.Gdb[n];
         if (_editor is null)
         {
-            throw new InvalidOperationException($"{_machine.SourceFormat} inputs are read-only");
+            throw new InvalidOperationException($"{_machine.Origin.Description} inputs are read-only");
         }
 
         if (!reg.Editable)
@@ -811,7 +812,7 @@ public sealed class GdbRemoteServer
 
         if (_editor is null)
         {
-            throw new InvalidOperationException($"{_machine.SourceFormat} inputs are read-only");
+            throw new InvalidOperationException($"{_machine.Origin.Description} inputs are read-only");
         }
 
         if (PhysicalMode)
@@ -944,25 +945,5 @@ public sealed class GdbRemoteServer
         packet[^2] = (byte)"0123456789abcdef"[sum >> 4];
         packet[^1] = (byte)"0123456789abcdef"[sum & 15];
         return packet;
-    }
-
-    /// <summary>Physical memory reads that see the edits made so far.</summary>
-    private sealed class OverlayMemory(IPhysicalMemory inner, MigrationStreamEditor editor) : IPhysicalMemory
-    {
-        public string Name => inner.Name;
-
-        public IReadOnlyList<MemoryRange> Ranges => inner.Ranges;
-
-        public int Read(ulong address, Span<byte> destination)
-        {
-            int done = 0;
-            foreach (RangePiece p in inner.Ranges.Pieces(address, destination.Length))
-            {
-                editor.ReadPhysical(p.Address, destination.Slice(p.Offset, p.Length));
-                done = p.Offset + p.Length;
-            }
-
-            return done;
-        }
     }
 }

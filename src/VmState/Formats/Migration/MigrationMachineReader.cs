@@ -7,13 +7,25 @@ namespace VmState.Formats.Migration;
 /// <summary>Turns a migration stream into a <see cref="MachineState"/>: RAM mapped by machine rules, vCPUs, devices.</summary>
 public static class MigrationMachineReader
 {
-    /// <summary>Parses the stream in <paramref name="source"/> and builds the machine state; the state owns the source.</summary>
-    public static MachineState Read(IRandomAccessSource source, string sourcePath, string format, ReaderLimits? limits = null, IProgress<double>? progress = null)
+    /// <summary>
+    /// Parses the migration stream file in <paramref name="source"/> and builds the machine state; the state owns the
+    /// source and its origin is a <see cref="MigrationStreamOrigin"/> of kind <see cref="MachineOriginKind.MigrationStream"/>.
+    /// </summary>
+    public static MachineState Read(IRandomAccessSource source, string sourcePath, ReaderLimits? limits = null, IProgress<double>? progress = null) =>
+        Read(source, stream => new MigrationStreamOrigin(MachineOriginKind.MigrationStream, sourcePath, "migration stream", stream), limits, progress);
+
+    /// <summary>
+    /// Parses the stream in <paramref name="source"/> and builds the machine state with the origin
+    /// <paramref name="origin"/> makes of the parsed stream (a stream inside a <c>virsh save</c> file or a qcow2
+    /// snapshot); the state owns the source.
+    /// </summary>
+    public static MachineState Read(IRandomAccessSource source, Func<MigrationStream, MigrationStreamOrigin> origin, ReaderLimits? limits = null, IProgress<double>? progress = null)
     {
+        ArgumentNullException.ThrowIfNull(origin);
         MigrationStream stream = MigrationStreamReader.Read(source, limits, progress, ownsSource: true);
         try
         {
-            return FromStream(stream, sourcePath, format);
+            return FromStream(origin(stream));
         }
         catch
         {
@@ -22,9 +34,11 @@ public static class MigrationMachineReader
         }
     }
 
-    /// <summary>Builds the machine state of a parsed stream; the state owns the stream.</summary>
-    public static MachineState FromStream(MigrationStream stream, string sourcePath, string format)
+    /// <summary>Builds the machine state of the stream parsed in <paramref name="origin"/>; the state owns the stream.</summary>
+    public static MachineState FromStream(MigrationStreamOrigin origin)
     {
+        ArgumentNullException.ThrowIfNull(origin);
+        MigrationStream stream = origin.Stream;
         var warnings = new List<string>(stream.Warnings);
         IReadOnlyList<RamBlockInfo> mapped = X86MachineLayout.Map(stream.MachineType, stream.RamBlocks, stream.Devices, warnings);
         var memory = new MigrationRamMemory(stream.Source, stream.RamBlocks, mapped, stream.PageSize);
@@ -35,9 +49,6 @@ public static class MigrationMachineReader
         }
 
         WellKnownDevices.Annotate(stream.Devices);
-        return new MachineState(sourcePath, format, stream.MachineType, memory, cpus, stream.Devices, mapped, warnings, stream)
-        {
-            Stream = stream,
-        };
+        return new MachineState(origin, stream.MachineType, memory, cpus, stream.Devices, mapped, warnings, stream);
     }
 }
