@@ -6,6 +6,7 @@ using VmState.Formats.Migration;
 using VmState.IO;
 using VmState.Linux;
 using VmState.Machine;
+using VmState.Memory;
 using VmState.Snapshots;
 using VmState.Tests.Formats;
 using VmState.Tests.Linux;
@@ -114,6 +115,35 @@ public sealed class VmTests : IDisposable
         byte[] page = new byte[4096];
         Assert.Equal(page.Length, vm.Machine.Memory.Read(5 * 4096, page));
         Assert.All(page, b => Assert.Equal(6, b));
+    }
+
+    [Theory]
+    [InlineData(MachineOriginKind.MigrationStream, true, true, true)]
+    [InlineData(MachineOriginKind.VirshSave, true, true, true)]
+    [InlineData(MachineOriginKind.Qcow2Snapshot, true, true, true)]
+    [InlineData(MachineOriginKind.ElfCore, false, true, false)]
+    [InlineData(MachineOriginKind.RawImage, false, false, false)]
+    public void EachSnapshotKindHasTheCapabilitiesOfItsFormat(MachineOriginKind kind, bool sparse, bool registers, bool devices)
+    {
+        using Vm vm = Vm.Open(Input(kind), new VmOpenOptions { AllowRaw = true });
+        Assert.Equal(kind, vm.Origin.Kind);
+        Assert.True(vm.TryGet(out IPhysicalMemory? memory));
+        Assert.Same(vm.Machine.Memory, memory);
+        Assert.Equal(sparse, vm.Can<ISparseMemory>());
+        Assert.Equal(registers, vm.TryGet(out IVcpuRegisters? cpus));
+        Assert.Equal(registers ? 0x1234UL : null, cpus?.Cpus[0].Rip);
+        Assert.Equal(devices, vm.TryGet(out IDeviceStates? states));
+        Assert.Equal(devices, states?.FindDevice("cpu") is not null);
+
+        // A file is opened read-only and cannot run: no writable memory, no live control, no snapshotting.
+        Assert.False(vm.Can<IWritableMemory>());
+        Assert.False(vm.TryGet(out ILiveControl? control));
+        Assert.Null(control);
+        Assert.False(vm.Can<ISnapshotting>());
+
+        // Only the capability interfaces are answered, not any type the objects behind them happen to be.
+        Assert.False(vm.Can<MachineState>());
+        Assert.False(vm.Can<IDisposable>());
     }
 
     [Fact]
