@@ -2,6 +2,7 @@ using VmState.Export;
 using VmState.Formats.Elf;
 using VmState.Formats.Migration;
 using VmState.Formats.Qcow2;
+using VmState.Formats;
 using VmState.Gdb;
 using VmState.IO;
 using VmState.Machine;
@@ -69,7 +70,7 @@ public static class Targets
     private static void Stream(byte[] data)
     {
         using MigrationStream s = MigrationStreamReader.Read(new MemorySource(data));
-        using MachineState m = MigrationMachineReader.FromStream(s, "fuzz", "fuzz");
+        using MachineState m = MigrationMachineReader.FromStream(new MigrationStreamOrigin(MachineOriginKind.MigrationStream, "fuzz", "fuzz", s));
         Touch(m);
     }
 
@@ -175,7 +176,7 @@ public static class Targets
         // The bytes are a client's whole side of a connection, framing included (so checksums, escapes, run-length
         // marks and garbage between packets are fuzzed too); the replies go nowhere. A fresh machine each time,
         // since register writes change its vCPU state. An input starting with '!' meets a server with a token.
-        using MachineState m = MigrationMachineReader.Read(new MemorySource(GdbSnapshot), "fuzz.mig", "migration stream");
+        using MachineState m = MigrationMachineReader.Read(new MemorySource(GdbSnapshot), "fuzz.mig");
         var options = new GdbServerOptions
         {
             Token = data.Length > 0 && data[0] == '!' ? "fuzz" : null,

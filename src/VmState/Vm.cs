@@ -1,6 +1,8 @@
+using System.Diagnostics.CodeAnalysis;
 using VmState.Linux;
 using VmState.Live;
 using VmState.Machine;
+using VmState.Memory;
 using VmState.Snapshots;
 
 namespace VmState;
@@ -28,15 +30,22 @@ public sealed class Vm : IDisposable, IAsyncDisposable
     private readonly object _gate = new();
     private readonly List<VmPause> _pauses = [];
     private readonly Action<Exception>? _resumeFailed;
+    private readonly VmLiveControl? _liveControl;
+    private readonly VmWritableMemory? _writableMemory;
     private MachineState? _machine;
     private int _disposed;
 
-    private Vm(MachineState? machine, VmOrigin origin, LiveMachine? live, KernelLocatorOptions? kernel, Action<Exception>? resumeFailed)
+    private Vm(MachineState? machine, LiveMachine? live, KernelLocatorOptions? kernel, Action<Exception>? resumeFailed)
     {
         _machine = machine;
-        Origin = origin;
         Live = live;
         _resumeFailed = resumeFailed;
+        if (live is not null)
+        {
+            _liveControl = new VmLiveControl(this, live.Qmp);
+            _writableMemory = live.Memory.Fallback is null ? new VmWritableMemory(live.Memory) : null;
+        }
+
         Linux = new LinuxGuest(() => Machine, kernel);
     }
 
@@ -53,8 +62,12 @@ public sealed class Vm : IDisposable, IAsyncDisposable
         }
     }
 
-    /// <summary>What the VM was opened from.</summary>
-    public VmOrigin Origin { get; }
+    /// <summary>
+    /// What the VM was opened from: <see cref="MachineOrigin.Kind"/>, the path (for a running QEMU, <c>qmp:</c> and
+    /// its socket) and a description; a format's own origin type carries more (a qcow2 snapshot's id in
+    /// <see cref="Qcow2SnapshotOrigin"/>, an ELF core's notes in <c>ElfCoreOrigin</c>).
+    /// </summary>
+    public MachineOrigin Origin => Machine.Origin;
 
     /// <summary>True for a running QEMU (<see cref="AttachAsync"/>).</summary>
     public bool IsLive => Live is not null;
@@ -64,6 +77,54 @@ public sealed class Vm : IDisposable, IAsyncDisposable
 
     /// <summary>The guest's Linux kernel and its views, located on first use.</summary>
     public LinuxGuest Linux { get; }
+
+    /// <summary>
+    /// Asks whether this VM can do <typeparamref name="T"/>, and gives the object that does it. The capabilities:
+    /// <list type="table">
+    /// <item><term><see cref="IPhysicalMemory"/></term><description>guest-physical memory: always.</description></item>
+    /// <item><term><see cref="ISparseMemory"/></term><description>memory that knows its all-zero pages without reading
+    /// them: a migration stream's (also in a <c>virsh save</c> file or a qcow2 snapshot).</description></item>
+    /// <item><term><see cref="IWritableMemory"/></term><description>memory that can be written: a running guest's when
+    /// its RAM is reached through shared mappings or QEMU's process memory (not through the read-only QMP or gdbstub
+    /// fallbacks). A snapshot file is opened read-only; edit it with <c>VmState.Editing.SnapshotEditor</c>.</description></item>
+    /// <item><term><see cref="IVcpuRegisters"/></term><description>vCPU registers: every input with at least one vCPU
+    /// (not a raw image).</description></item>
+    /// <item><term><see cref="IDeviceStates"/></term><description>saved device state: migration streams, <c>virsh
+    /// save</c> files and qcow2 snapshots.</description></item>
+    /// <item><term><see cref="ILiveControl"/></term><description>run state, pause, resume: a running VM.</description></item>
+    /// <item><term><see cref="ISnapshotting"/></term><description>saving the state to a file: a running VM.</description></item>
+    /// </list>
+    /// Any other type gives false.
+    /// </summary>
+    /// <example>
+    /// <code>
+    /// if (vm.TryGet(out IWritableMemory? ram))
+    /// {
+    ///     ram.Write(address, bytes);
+    /// }
+    /// </code>
+    /// </example>
+    public bool TryGet<T>([NotNullWhen(true)] out T? capability)
+        where T : class
+    {
+        MachineState machine = Machine;
+        object? found = typeof(T) switch
+        {
+            Type t when t == typeof(IPhysicalMemory) => machine.Memory,
+            Type t when t == typeof(ISparseMemory) => machine.Memory as ISparseMemory,
+            Type t when t == typeof(IWritableMemory) => _writableMemory,
+            Type t when t == typeof(IVcpuRegisters) => machine.Cpus.Count > 0 ? machine : null,
+            Type t when t == typeof(IDeviceStates) => machine.Devices.Count > 0 ? machine : null,
+            Type t when t == typeof(ILiveControl) || t == typeof(ISnapshotting) => _liveControl,
+            _ => null,
+        };
+        capability = found as T;
+        return capability is not null;
+    }
+
+    /// <summary>True when this VM can do <typeparamref name="T"/> (<see cref="TryGet{T}"/>).</summary>
+    public bool Can<T>()
+        where T : class => TryGet<T>(out _);
 
     /// <summary>Opens a snapshot file of any supported kind, recognised by its first bytes.</summary>
     /// <param name="path">The migration stream, virsh save file, qcow2 image, ELF core or (with <see cref="VmOpenOptions.AllowRaw"/>) raw image.</param>
@@ -75,16 +136,8 @@ public sealed class Vm : IDisposable, IAsyncDisposable
     {
         ArgumentNullException.ThrowIfNull(path);
         options ??= new VmOpenOptions();
-        MachineState machine = SnapshotLoader.Open(path, options.ToSnapshotOptions(), out SnapshotKind kind);
-        VmOriginKind origin = kind switch
-        {
-            SnapshotKind.MigrationStream => VmOriginKind.MigrationStream,
-            SnapshotKind.VirshSave => VmOriginKind.VirshSave,
-            SnapshotKind.Qcow2Snapshot => VmOriginKind.Qcow2Snapshot,
-            SnapshotKind.ElfCore => VmOriginKind.ElfCore,
-            _ => VmOriginKind.RawImage,
-        };
-        return new Vm(machine, new VmOrigin(origin, path, machine.Qcow2SnapshotId), null, options.Kernel, null);
+        MachineState machine = SnapshotLoader.Open(path, options.ToSnapshotOptions());
+        return new Vm(machine, null, options.Kernel, null);
     }
 
     /// <summary>Attaches to a running QEMU through its QMP socket (QEMU serves one client per socket).</summary>
@@ -98,7 +151,7 @@ public sealed class Vm : IDisposable, IAsyncDisposable
         ArgumentNullException.ThrowIfNull(qmpSocket);
         options ??= new VmAttachOptions();
         LiveMachine live = await LiveMachine.AttachAsync(qmpSocket, cancellationToken).ConfigureAwait(false);
-        var vm = new Vm(null, new VmOrigin(VmOriginKind.LiveQemu, qmpSocket), live, options.Kernel, options.ResumeFailed);
+        var vm = new Vm(null, live, options.Kernel, options.ResumeFailed);
         try
         {
             if (options.Pause)

@@ -1,4 +1,4 @@
-using VmState.Formats.Migration;
+using VmState.Formats;
 using VmState.Linux;
 using VmState.Snapshots;
 

@@ -66,7 +66,7 @@ public sealed class VmPause : IAsyncDisposable, IDisposable
         var pause = new VmPause(qmp, resumeFailed, closed);
         try
         {
-            if (await qmp.QueryStatusAsync(cancellationToken).ConfigureAwait(false) == "running")
+            if (await qmp.QueryRunStateAsync(cancellationToken).ConfigureAwait(false) == QemuRunState.Running)
             {
                 // The resume is armed before the stop is sent, so a signal at any moment resumes the guest.
                 pause._armed = true;

@@ -1,5 +1,6 @@
 using System.Globalization;
 using System.Text.Json;
+using VmState.Editing;
 using VmState.Formats.Migration;
 using VmState.Formats.Migration.Devices;
 using VmState.Integration.Harness;

@@ -164,8 +164,9 @@ public sealed class ExtractTests(PausedGuestFixture guest) : IClassFixture<Pause
     public void VmcoreinfoNoteCarriesTheGuestsRelease(string input)
     {
         using MachineState core = SnapshotLoader.Open(Path.Combine(Extract(input), "core.elf"));
-        Assert.NotNull(core.VmcoreinfoNote);
-        string text = VmcoreinfoLocator.Text(core.VmcoreinfoNote!);
+        byte[]? note = Assert.IsType<ElfCoreOrigin>(core.Origin).VmcoreinfoNote;
+        Assert.NotNull(note);
+        string text = VmcoreinfoLocator.Text(note);
         Assert.Contains($"OSRELEASE={guest.Truth.KernelVersion}\n", text);
     }
 

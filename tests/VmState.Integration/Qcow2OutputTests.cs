@@ -1,4 +1,5 @@
 using System.Diagnostics;
+using VmState.Editing;
 using VmState.Integration.Harness;
 using VmState.Live;
 using VmState.Machine;
@@ -92,7 +93,7 @@ public sealed class Qcow2OutputTests : IAsyncLifetime
         string stream = Path.Combine(_dir, "s.mig");
         using (MachineState m = SnapshotLoader.Open(Disk))
         {
-            new VmState.Formats.Migration.SnapshotEditor(m).Save(stream);
+            new VmState.Editing.SnapshotEditor(m).Save(stream);
         }
 
         (int code, _, string stderr) = VmStateCli.Run(["edit", stream, "-o", Path.Combine(_dir, "x.qcow2")]);

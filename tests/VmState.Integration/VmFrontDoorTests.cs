@@ -1,6 +1,8 @@
 using VmState.Integration.Harness;
 using VmState.Linux;
 using VmState.Live;
+using VmState.Machine;
+using VmState.Memory;
 
 namespace VmState.Integration;
 
@@ -46,7 +48,7 @@ public sealed class VmFrontDoorTests(FrontDoorGuest fixture) : IClassFixture<Fro
         await using Vm vm = await Vm.AttachAsync(Guest.ToolQmpPath);
         Assert.True(vm.IsLive);
         Assert.NotNull(vm.Live);
-        Assert.Equal(new VmOrigin(VmOriginKind.LiveQemu, Guest.ToolQmpPath), vm.Origin);
+        Assert.Equal((MachineOriginKind.LiveQemu, "qmp:" + Guest.ToolQmpPath), (vm.Origin.Kind, vm.Origin.Path));
         Assert.NotEmpty(vm.Machine.Cpus);
 
         await using (VmPause pause = await vm.PauseAsync())
@@ -143,7 +145,7 @@ public sealed class VmFrontDoorTests(FrontDoorGuest fixture) : IClassFixture<Fro
         Assert.Contains(Guest.Truth.Processes, p => p.Pid == marker.Pid && p.Comm == markerProcess.Comm);
 
         using Vm snapshot = Vm.Open(file);
-        Assert.Equal(VmOriginKind.MigrationStream, snapshot.Origin.Kind);
+        Assert.Equal(MachineOriginKind.MigrationStream, snapshot.Origin.Kind);
         Assert.Equal(
             live.Select(p => (p.Pid, p.Tgid, p.Ppid, p.Comm, p.State, p.Cmdline)),
             snapshot.Linux.Processes().Select(p => (p.Pid, p.Tgid, p.Ppid, p.Comm, p.State, p.Cmdline)));
@@ -157,5 +159,51 @@ public sealed class VmFrontDoorTests(FrontDoorGuest fixture) : IClassFixture<Fro
         string pid = Guest.Truth.Marker!.Pid.ToString(System.Globalization.CultureInfo.InvariantCulture);
         Assert.Contains(output.ToString().Split('\n'), l => l.TrimStart().StartsWith(pid + " ", StringComparison.Ordinal));
         Assert.Equal("running", await StatusAsync());
+    }
+
+    [Fact]
+    public async Task ARunningVmHasLiveControlSnapshottingAndWritableMemoryButNoDeviceState()
+    {
+        await using Vm vm = await Vm.AttachAsync(Guest.ToolQmpPath);
+        Assert.True(vm.Can<IPhysicalMemory>());
+        Assert.True(vm.Can<IVcpuRegisters>());
+        Assert.False(vm.Can<IDeviceStates>());
+        Assert.False(vm.Can<ISparseMemory>());
+
+        // Live control: the run state follows a pause scope and an explicit resume.
+        Assert.True(vm.TryGet(out ILiveControl? control));
+        Assert.Equal(QemuRunState.Running, await control.GetRunStateAsync());
+        await using (VmPause pause = await control.PauseAsync())
+        {
+            Assert.True(pause.StoppedGuest);
+            Assert.Equal(QemuRunState.Paused, await control.GetRunStateAsync());
+            await control.ResumeAsync();
+            Assert.Equal(QemuRunState.Running, await control.GetRunStateAsync());
+        }
+
+        Assert.Equal("running", await StatusAsync());
+
+        // Writable memory: a write reaches the guest, which prints the marker's new value.
+        Assert.True(vm.TryGet(out IWritableMemory? ram));
+        GroundTruth.MarkerInfo marker = Guest.Truth.Marker!;
+        byte[] value = new byte[8];
+        System.Buffers.Binary.BinaryPrimitives.WriteUInt64LittleEndian(value, 0x1122334455667788);
+        Assert.Equal(8, ram.Write(marker.GValuePhysicalAddress, value));
+        await Guest.WaitForSerialLineAsync(l => l.EndsWith("value=0x1122334455667788", StringComparison.Ordinal), TimeSpan.FromSeconds(30), Guest.SerialLineCount);
+
+        // Snapshotting: the saved file opens as a snapshot with the capabilities of one.
+        Assert.True(vm.TryGet(out ISnapshotting? snapshots));
+        string file = Path.Combine(Guest.WorkDir, "capabilities.mig");
+        SaveResult saved = await snapshots.SaveAsync(file);
+        Assert.Equal(new FileInfo(file).Length, saved.Bytes);
+        Assert.Equal("running", await StatusAsync());
+        using Vm snapshot = Vm.Open(file);
+        Assert.Equal(MachineOriginKind.MigrationStream, snapshot.Origin.Kind);
+        Assert.True(snapshot.Can<IDeviceStates>());
+        Assert.True(snapshot.Can<ISparseMemory>());
+        Assert.False(snapshot.Can<ILiveControl>());
+        Assert.False(snapshot.Can<ISnapshotting>());
+        Assert.False(snapshot.Can<IWritableMemory>());
+        Assert.Equal(vm.Machine.Cpus.Count, snapshot.Machine.Cpus.Count);
     }
 }

@@ -1,4 +1,5 @@
 using System.Text.Json.Nodes;
+using VmState.Editing;
 using VmState.Export;
 using VmState.Formats.Migration;
 using VmState.IO;

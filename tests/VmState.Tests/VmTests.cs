@@ -2,8 +2,12 @@ using System.Buffers.Binary;
 using System.Globalization;
 using System.Text;
 using VmState.Formats.Elf;
+using VmState.Formats.Migration;
 using VmState.IO;
 using VmState.Linux;
+using VmState.Machine;
+using VmState.Memory;
+using VmState.Snapshots;
 using VmState.Tests.Formats;
 using VmState.Tests.Linux;
 using VmState.Tests.Support;
@@ -49,12 +53,12 @@ public sealed class VmTests : IDisposable
         return path;
     }
 
-    private string Input(VmOriginKind kind) => kind switch
+    private string Input(MachineOriginKind kind) => kind switch
     {
-        VmOriginKind.MigrationStream => Write("vm.mig", Stream()),
-        VmOriginKind.VirshSave => Write("vm.save", VirshSave(Stream())),
-        VmOriginKind.Qcow2Snapshot => Write("vm.qcow2", Qcow2Tests.Image(Stream(), name: "before-upgrade", id: "7")),
-        VmOriginKind.ElfCore => Core(),
+        MachineOriginKind.MigrationStream => Write("vm.mig", Stream()),
+        MachineOriginKind.VirshSave => Write("vm.save", VirshSave(Stream())),
+        MachineOriginKind.Qcow2Snapshot => Write("vm.qcow2", Qcow2Tests.Image(Stream(), name: "before-upgrade", id: "7")),
+        MachineOriginKind.ElfCore => Core(),
         _ => Write("vm.raw", Enumerable.Repeat((byte)0x5a, 64 << 10).ToArray()),
     };
 
@@ -92,11 +96,11 @@ public sealed class VmTests : IDisposable
     }
 
     [Theory]
-    [InlineData(VmOriginKind.MigrationStream)]
-    [InlineData(VmOriginKind.VirshSave)]
-    [InlineData(VmOriginKind.Qcow2Snapshot)]
-    [InlineData(VmOriginKind.ElfCore)]
-    public void EverySnapshotKindOpensWithItsOriginAndTheSameMachine(VmOriginKind kind)
+    [InlineData(MachineOriginKind.MigrationStream)]
+    [InlineData(MachineOriginKind.VirshSave)]
+    [InlineData(MachineOriginKind.Qcow2Snapshot)]
+    [InlineData(MachineOriginKind.ElfCore)]
+    public void EverySnapshotKindOpensWithItsOriginAndTheSameMachine(MachineOriginKind kind)
     {
         string path = Input(kind);
         using Vm vm = Vm.Open(path);
@@ -104,22 +108,53 @@ public sealed class VmTests : IDisposable
         Assert.Equal(path, vm.Origin.Path);
         Assert.False(vm.IsLive);
         Assert.Null(vm.Live);
-        Assert.Equal(kind == VmOriginKind.Qcow2Snapshot ? "7" : null, vm.Origin.Qcow2SnapshotId);
+        Assert.Equal(kind == MachineOriginKind.Qcow2Snapshot ? "7" : null, (vm.Origin as Qcow2SnapshotOrigin)?.SnapshotId);
+        Assert.Equal(kind != MachineOriginKind.ElfCore, vm.Origin is MigrationStreamOrigin);
+        Assert.Equal(kind == MachineOriginKind.ElfCore, vm.Origin is ElfCoreOrigin);
         Assert.Equal(0x1234UL, vm.Machine.Cpus[0].Rip);
         byte[] page = new byte[4096];
         Assert.Equal(page.Length, vm.Machine.Memory.Read(5 * 4096, page));
         Assert.All(page, b => Assert.Equal(6, b));
     }
 
+    [Theory]
+    [InlineData(MachineOriginKind.MigrationStream, true, true, true)]
+    [InlineData(MachineOriginKind.VirshSave, true, true, true)]
+    [InlineData(MachineOriginKind.Qcow2Snapshot, true, true, true)]
+    [InlineData(MachineOriginKind.ElfCore, false, true, false)]
+    [InlineData(MachineOriginKind.RawImage, false, false, false)]
+    public void EachSnapshotKindHasTheCapabilitiesOfItsFormat(MachineOriginKind kind, bool sparse, bool registers, bool devices)
+    {
+        using Vm vm = Vm.Open(Input(kind), new VmOpenOptions { AllowRaw = true });
+        Assert.Equal(kind, vm.Origin.Kind);
+        Assert.True(vm.TryGet(out IPhysicalMemory? memory));
+        Assert.Same(vm.Machine.Memory, memory);
+        Assert.Equal(sparse, vm.Can<ISparseMemory>());
+        Assert.Equal(registers, vm.TryGet(out IVcpuRegisters? cpus));
+        Assert.Equal(registers ? 0x1234UL : null, cpus?.Cpus[0].Rip);
+        Assert.Equal(devices, vm.TryGet(out IDeviceStates? states));
+        Assert.Equal(devices, states?.FindDevice("cpu") is not null);
+
+        // A file is opened read-only and cannot run: no writable memory, no live control, no snapshotting.
+        Assert.False(vm.Can<IWritableMemory>());
+        Assert.False(vm.TryGet(out ILiveControl? control));
+        Assert.Null(control);
+        Assert.False(vm.Can<ISnapshotting>());
+
+        // Only the capability interfaces are answered, not any type the objects behind them happen to be.
+        Assert.False(vm.Can<MachineState>());
+        Assert.False(vm.Can<IDisposable>());
+    }
+
     [Fact]
     public void AFileWithNoKnownMagicIsRefusedUnlessRawIsAllowed()
     {
-        string path = Input(VmOriginKind.RawImage);
+        string path = Input(MachineOriginKind.RawImage);
         Assert.Throws<VmStateFormatException>(() => Vm.Open(path));
         Assert.Equal(0, OpenHandlesOf(path));
 
         using Vm vm = Vm.Open(path, new VmOpenOptions { AllowRaw = true });
-        Assert.Equal(VmOriginKind.RawImage, vm.Origin.Kind);
+        Assert.Equal(MachineOriginKind.RawImage, vm.Origin.Kind);
         byte[] b = new byte[16];
         Assert.Equal(16, vm.Machine.Memory.Read(0x8000, b));
         Assert.All(b, x => Assert.Equal(0x5a, x));
@@ -128,9 +163,10 @@ public sealed class VmTests : IDisposable
     [Fact]
     public void AQcow2SnapshotIsPickedByName()
     {
-        string path = Input(VmOriginKind.Qcow2Snapshot);
+        string path = Input(MachineOriginKind.Qcow2Snapshot);
         using Vm vm = Vm.Open(path, new VmOpenOptions { Snapshot = "before-upgrade" });
-        Assert.Equal("7", vm.Origin.Qcow2SnapshotId);
+        Qcow2SnapshotOrigin origin = Assert.IsType<Qcow2SnapshotOrigin>(vm.Origin);
+        Assert.Equal(("7", "before-upgrade", "qcow2 snapshot 'before-upgrade' (id 7)"), (origin.SnapshotId, origin.SnapshotName, origin.Description));
         VmStateNotFoundException e = Assert.Throws<VmStateNotFoundException>(() => Vm.Open(path, new VmOpenOptions { Snapshot = "after-upgrade" }));
         Assert.Equal((VmStateObjectKind.Snapshot, "after-upgrade"), (e.Kind, e.Name));
     }
@@ -142,7 +178,7 @@ public sealed class VmTests : IDisposable
     [InlineData(true, true)]
     public async Task DisposingTheVmClosesItsFile(bool async, bool cacheReads)
     {
-        string path = Input(VmOriginKind.Qcow2Snapshot);
+        string path = Input(MachineOriginKind.Qcow2Snapshot);
         Vm vm = Vm.Open(path, new VmOpenOptions { CacheReads = cacheReads });
         Assert.True(OpenHandlesOf(path) > 0);
         if (async)
@@ -166,7 +202,7 @@ public sealed class VmTests : IDisposable
     [Fact]
     public async Task PausingASnapshotIsANoOpScope()
     {
-        using Vm vm = Vm.Open(Input(VmOriginKind.MigrationStream));
+        using Vm vm = Vm.Open(Input(MachineOriginKind.MigrationStream));
         VmPause pause = await vm.PauseAsync();
         Assert.False(pause.StoppedGuest);
         await pause.DisposeAsync();
@@ -200,7 +236,7 @@ public sealed class VmTests : IDisposable
     {
         var s = new SyntheticLinux();
         string path = Path.Combine(_dir, "linux.core");
-        ElfCoreWriter.Write(s.Machine, path, s.Machine.VmcoreinfoNote);
+        ElfCoreWriter.Write(s.Machine, path, s.Machine.Origin.CarriedVmcoreinfoNote);
         return (s, path);
     }
 

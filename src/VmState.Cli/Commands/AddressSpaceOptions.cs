@@ -1,4 +1,5 @@
 using System.CommandLine;
+using VmState.Machine;
 using VmState.Arch.X86;
 
 namespace VmState.Cli.Commands;

@@ -1,6 +1,7 @@
 using System.CommandLine;
 using System.Text.Json;
 using VmState.Formats.Migration;
+using VmState.Formats;
 using VmState.IO;
 using VmState.Linux;
 using VmState.Snapshots;

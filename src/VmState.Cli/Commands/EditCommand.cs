@@ -1,6 +1,7 @@
 using System.Buffers.Binary;
 using System.CommandLine;
 using System.Text.Json;
+using VmState.Editing;
 using VmState.Formats.Migration;
 using VmState.Formats.Migration.Devices;
 using VmState.Linux;

@@ -83,7 +83,7 @@ internal static class ExtractCommand
             {
                 w.WriteStartObject();
                 w.WriteString("input", input ?? m.SourcePath);
-                w.WriteString("format", m.SourceFormat);
+                w.WriteString("format", m.Origin.Description);
                 w.WriteString("core", summary.Path);
                 w.WriteNumber("coreBytes", summary.FileSize);
                 w.WriteNumber("loadSegments", summary.LoadSegments);

@@ -48,7 +48,7 @@ internal static class InfoCommand
         using var w = new Utf8JsonWriter(output, new JsonWriterOptions { Indented = true });
         w.WriteStartObject();
         w.WriteString("path", m.SourcePath);
-        w.WriteString("format", m.SourceFormat);
+        w.WriteString("format", m.Origin.Description);
         w.WriteString("machineType", m.MachineType);
         w.WriteStartArray("ramBlocks");
         foreach (RamBlockInfo b in m.RamBlocks)
@@ -143,7 +143,7 @@ internal static class InfoCommand
             console.Profile.Width = 160;
         }
 
-        console.MarkupLine($"[bold]{TerminalText.Markup(m.SourcePath)}[/]: {TerminalText.Markup(m.SourceFormat)}, machine type [bold]{TerminalText.Markup(m.MachineType ?? "unknown")}[/]");
+        console.MarkupLine($"[bold]{TerminalText.Markup(m.SourcePath)}[/]: {TerminalText.Markup(m.Origin.Description)}, machine type [bold]{TerminalText.Markup(m.MachineType ?? "unknown")}[/]");
         var blocks = new Table().Title("RAM blocks").AddColumns("name", "size", "mapped at", "data pages", "zero pages");
         foreach (RamBlockInfo b in m.RamBlocks)
         {

@@ -1,5 +1,6 @@
 using System.CommandLine;
 using System.Text.Json;
+using VmState.Editing;
 using VmState.Formats.Migration;
 using VmState.Machine;
 using VmState.Snapshots;

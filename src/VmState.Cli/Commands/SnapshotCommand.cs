@@ -59,7 +59,12 @@ internal static class SnapshotCommand
                     Console.Error.WriteLine($"vmstate: {result.FallbackReason}");
                 }
 
-                mode = result.Mode;
+                mode = result.Mode switch
+                {
+                    SaveMode.BackgroundSnapshot => "background-snapshot",
+                    SaveMode.Pause => "pause",
+                    _ => "paused",
+                };
                 bytes = result.Bytes;
                 downtimeMs = result.DowntimeMilliseconds;
             }

@@ -1,6 +1,6 @@
 using System.CommandLine;
 using VmState.Linux;
-using VmState.Snapshots;
+using VmState.Editing;
 
 namespace VmState.Cli.Commands;
 

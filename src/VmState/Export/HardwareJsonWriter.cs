@@ -23,7 +23,7 @@ public static class HardwareJsonWriter
         w.WriteString("format", FormatId);
         w.WriteStartObject("source");
         w.WriteString("path", machine.SourcePath);
-        w.WriteString("format", machine.SourceFormat);
+        w.WriteString("format", machine.Origin.Description);
         w.WriteString("machineType", machine.MachineType);
         w.WriteEndObject();
         w.WriteStartArray("warnings");

@@ -17,7 +17,7 @@ public static class HardwareXmlWriter
         w.WriteAttributeString("format", HardwareJsonWriter.FormatId);
         w.WriteStartElement("source");
         w.WriteAttributeString("path", machine.SourcePath);
-        w.WriteAttributeString("format", machine.SourceFormat);
+        w.WriteAttributeString("format", machine.Origin.Description);
         if (machine.MachineType is not null)
         {
             w.WriteAttributeString("machineType", machine.MachineType);

@@ -1,5 +1,6 @@
 using System.Buffers.Binary;
 using VmState.Arch.X86;
+using VmState.Editing;
 using VmState.Export;
 using VmState.Formats.Migration;
 using VmState.Machine;
@@ -33,10 +34,10 @@ internal sealed class GdbTarget
         _machine = machine;
         _log = log;
         _saveDirectory = saveDirectory;
-        if (machine.Stream is not null)
+        if (machine.Origin is MigrationStreamOrigin)
         {
             _editor = new SnapshotEditor(machine);
-            _memory = new OverlayMemory(machine.Memory, _editor.Stream);
+            _memory = _editor.Memory;
         }
         else
         {
@@ -125,7 +126,7 @@ internal sealed class GdbTarget
     {
         if (_editor is null)
         {
-            throw new InvalidOperationException($"{_machine.SourceFormat} inputs are read-only");
+            throw new InvalidOperationException($"{_machine.Origin.Description} inputs are read-only");
         }
 
         if (PhysicalMode)
@@ -149,7 +150,7 @@ internal sealed class GdbTarget
     {
         if (_editor is null)
         {
-            return ($"cannot save: {_machine.SourcePath} is a {_machine.SourceFormat}; only migration streams and qcow2 snapshots can be written", false);
+            return ($"cannot save: {_machine.SourcePath} is a {_machine.Origin.Description}; only migration streams and qcow2 snapshots can be written", false);
         }
 
         if (_saveDirectory is not SaveDirectory directory)
@@ -182,7 +183,7 @@ internal sealed class GdbTarget
         X86Register reg = X86Registers.Gdb[n];
         if (_editor is null)
         {
-            throw new InvalidOperationException($"{_machine.SourceFormat} inputs are read-only");
+            throw new InvalidOperationException($"{_machine.Origin.Description} inputs are read-only");
         }
 
         if (!reg.Editable)
@@ -214,25 +215,5 @@ internal sealed class GdbTarget
         }
 
         return space;
-    }
-
-    /// <summary>Physical memory reads that see the edits made so far.</summary>
-    private sealed class OverlayMemory(IPhysicalMemory inner, MigrationStreamEditor editor) : IPhysicalMemory
-    {
-        public string Name => inner.Name;
-
-        public IReadOnlyList<MemoryRange> Ranges => inner.Ranges;
-
-        public int Read(ulong address, Span<byte> destination)
-        {
-            int done = 0;
-            foreach (RangePiece p in inner.Ranges.Pieces(address, destination.Length))
-            {
-                editor.ReadPhysical(p.Address, destination.Slice(p.Offset, p.Length));
-                done = p.Offset + p.Length;
-            }
-
-            return done;
-        }
     }
 }

@@ -207,7 +207,8 @@ public sealed class LiveMachine : IAsyncDisposable
         {
         }
 
-        return new MachineState($"qmp:{Qmp.SocketPath}", $"running QEMU {Qmp.Version.Major}.{Qmp.Version.Minor}.{Qmp.Version.Micro}, {MemoryPath}", machineType, Memory, cpus, [], blocks, [], null);
+        var origin = new MachineOrigin(MachineOriginKind.LiveQemu, $"qmp:{Qmp.SocketPath}", $"running QEMU {Qmp.Version.Major}.{Qmp.Version.Minor}.{Qmp.Version.Micro}, {MemoryPath}");
+        return new MachineState(origin, machineType, Memory, cpus, [], blocks, [], null);
     }
 
     /// <summary>

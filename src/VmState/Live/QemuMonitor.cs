@@ -16,6 +16,32 @@ public static class QemuMonitor
         return r.GetProperty("status").GetString() ?? "unknown";
     }
 
+    /// <summary>The run state, typed (<see cref="QemuRunState.Unknown"/> for a status this version does not know).</summary>
+    public static async Task<QemuRunState> QueryRunStateAsync(this QmpClient qmp, CancellationToken cancellationToken = default) =>
+        ParseRunState(await qmp.QueryStatusAsync(cancellationToken).ConfigureAwait(false));
+
+    /// <summary>The <see cref="QemuRunState"/> of a <c>query-status</c> status string.</summary>
+    public static QemuRunState ParseRunState(string status) => status switch
+    {
+        "debug" => QemuRunState.Debug,
+        "inmigrate" => QemuRunState.InMigrate,
+        "internal-error" => QemuRunState.InternalError,
+        "io-error" => QemuRunState.IOError,
+        "paused" => QemuRunState.Paused,
+        "postmigrate" => QemuRunState.PostMigrate,
+        "prelaunch" => QemuRunState.Prelaunch,
+        "finish-migrate" => QemuRunState.FinishMigrate,
+        "restore-vm" => QemuRunState.RestoreVm,
+        "running" => QemuRunState.Running,
+        "save-vm" => QemuRunState.SaveVm,
+        "shutdown" => QemuRunState.Shutdown,
+        "suspended" => QemuRunState.Suspended,
+        "watchdog" => QemuRunState.Watchdog,
+        "guest-panicked" => QemuRunState.GuestPanicked,
+        "colo" => QemuRunState.Colo,
+        _ => QemuRunState.Unknown,
+    };
+
     /// <summary>Pauses the guest (QMP stop).</summary>
     public static Task StopAsync(this QmpClient qmp, CancellationToken cancellationToken = default) =>
         qmp.ExecuteAsync("stop", null, null, cancellationToken);
@@ -122,7 +148,7 @@ public static class QemuMonitor
 
             output.Commit();
             double? downtime = stats.TryGetProperty("downtime", out JsonElement d) && d.TryGetInt64(out long ms) ? ms : null;
-            return new SaveResult(useBackground ? "background-snapshot" : wasRunning ? "pause" : "paused", new FileInfo(path).Length, downtime, clock.Elapsed, fallback);
+            return new SaveResult(useBackground ? SaveMode.BackgroundSnapshot : wasRunning ? SaveMode.Pause : SaveMode.AlreadyPaused, new FileInfo(path).Length, downtime, clock.Elapsed, fallback);
         }
         finally
         {

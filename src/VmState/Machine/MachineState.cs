@@ -7,17 +7,17 @@ namespace VmState.Machine;
 /// The one model every reader produces and every writer consumes: guest-physical memory, one
 /// <see cref="X86CpuState"/> per vCPU and the device sections.
 /// </summary>
-public sealed class MachineState : IDisposable
+public sealed class MachineState : IVcpuRegisters, IDeviceStates, IDisposable
 {
     private readonly IDisposable? _owned;
 
     /// <summary>Creates the state; <paramref name="owned"/> is disposed with it (the open input).</summary>
-    public MachineState(string sourcePath, string sourceFormat, string? machineType, IPhysicalMemory memory,
+    public MachineState(MachineOrigin origin, string? machineType, IPhysicalMemory memory,
         IReadOnlyList<X86CpuState> cpus, IReadOnlyList<DeviceState> devices, IReadOnlyList<RamBlockInfo> ramBlocks,
         IReadOnlyList<string> warnings, IDisposable? owned)
     {
-        SourcePath = sourcePath;
-        SourceFormat = sourceFormat;
+        ArgumentNullException.ThrowIfNull(origin);
+        Origin = origin;
         MachineType = machineType;
         Memory = memory;
         Cpus = cpus;
@@ -27,11 +27,14 @@ public sealed class MachineState : IDisposable
         _owned = owned;
     }
 
-    /// <summary>The file the state was read from.</summary>
-    public string SourcePath { get; }
+    /// <summary>
+    /// Where the state came from: the kind of input, its path and description; a format's own origin type (derived
+    /// from <see cref="MachineOrigin"/>) carries what that format's writers need.
+    /// </summary>
+    public MachineOrigin Origin { get; }
 
-    /// <summary>What kind of input it was ("migration stream", "qcow2 snapshot 'name'", "ELF core", "raw image").</summary>
-    public string SourceFormat { get; }
+    /// <summary>The file the state was read from (<see cref="MachineOrigin.Path"/>).</summary>
+    public string SourcePath => Origin.Path;
 
     /// <summary>QEMU machine type (e.g. "pc-i440fx-7.2"), when the input records it.</summary>
     public string? MachineType { get; }
@@ -51,27 +54,9 @@ public sealed class MachineState : IDisposable
     /// <summary>Non-fatal observations made while reading.</summary>
     public IReadOnlyList<string> Warnings { get; }
 
-    /// <summary>The parsed migration stream behind this state, when the input was one (for writers that patch it).</summary>
-    public Formats.Migration.MigrationStream? Stream { get; init; }
-
-    /// <summary>For a qcow2 input: the id of the internal snapshot that was read; otherwise null.</summary>
-    public string? Qcow2SnapshotId { get; init; }
-
-    /// <summary>The notes of an ELF core input (per-vCPU NT_PRSTATUS and QEMU notes, VMCOREINFO), or null.</summary>
-    public IReadOnlyList<Formats.Elf.ElfNote>? ElfNotes { get; init; }
-
-    /// <summary>A VMCOREINFO note carried by the input itself (ELF cores), or null.</summary>
-    public byte[]? VmcoreinfoNote { get; init; }
-
-    /// <summary>The same state, marked as read from qcow2 snapshot <paramref name="id"/>.</summary>
-    public MachineState WithQcow2Snapshot(string id) =>
-        new(SourcePath, SourceFormat, MachineType, Memory, Cpus, Devices, RamBlocks, Warnings, _owned)
-        {
-            Stream = Stream,
-            ElfNotes = ElfNotes,
-            VmcoreinfoNote = VmcoreinfoNote,
-            Qcow2SnapshotId = id,
-        };
+    /// <summary>The same state (sharing memory, vCPUs, devices and the owned input) with another origin.</summary>
+    public MachineState WithOrigin(MachineOrigin origin) =>
+        new(origin, MachineType, Memory, Cpus, Devices, RamBlocks, Warnings, _owned);
 
     /// <summary>The first device with <paramref name="idStr"/> and <paramref name="instanceId"/>, or null.</summary>
     public DeviceState? FindDevice(string idStr, int instanceId = 0)

@@ -16,7 +16,7 @@ public static class VmcoreinfoLocator
     /// <summary>The whole note (header, name, descriptor) and how it was found, or null.</summary>
     public static (byte[] Note, string How)? Find(MachineState machine, bool scan)
     {
-        if (machine.VmcoreinfoNote is byte[] carried)
+        if (machine.Origin.CarriedVmcoreinfoNote is byte[] carried)
         {
             return (carried, "note in the input core");
         }

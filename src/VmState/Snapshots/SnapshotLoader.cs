@@ -18,14 +18,11 @@ public static class SnapshotLoader
     private static readonly byte[] s_libvirtMagic = "LibvirtQemudSave"u8.ToArray();
     private static readonly byte[] s_libvirtPartialMagic = "LibvirtQemudPart"u8.ToArray();
 
-    /// <summary>Opens <paramref name="path"/>; the returned state keeps the file open until disposed.</summary>
-    public static MachineState Open(string path, SnapshotOpenOptions? options = null) => Open(path, options, out _);
-
     /// <summary>
-    /// Opens <paramref name="path"/> and says which kind of input it was; the returned state keeps the file open
-    /// until disposed.
+    /// Opens <paramref name="path"/>; the returned state keeps the file open until disposed. Its
+    /// <see cref="MachineState.Origin"/> says which kind of input it was.
     /// </summary>
-    public static MachineState Open(string path, SnapshotOpenOptions? options, out SnapshotKind kind)
+    public static MachineState Open(string path, SnapshotOpenOptions? options = null)
     {
         options ??= new SnapshotOpenOptions();
         if (!File.Exists(path))
@@ -36,7 +33,7 @@ public static class SnapshotLoader
         IRandomAccessSource file = options.CacheReads ? new CachedFileSource(path) : new FileSource(path);
         try
         {
-            return OpenSource(file, path, options, out kind);
+            return OpenSource(file, path, options);
         }
         catch
         {
@@ -46,27 +43,22 @@ public static class SnapshotLoader
     }
 
     /// <summary>Opens an already opened source (it is owned by the returned state).</summary>
-    public static MachineState OpenSource(IRandomAccessSource file, string path, SnapshotOpenOptions options) => OpenSource(file, path, options, out _);
-
-    /// <summary>Opens an already opened source (it is owned by the returned state) and says which kind it was.</summary>
-    public static MachineState OpenSource(IRandomAccessSource file, string path, SnapshotOpenOptions options, out SnapshotKind kind)
+    public static MachineState OpenSource(IRandomAccessSource file, string path, SnapshotOpenOptions options)
     {
         ArgumentNullException.ThrowIfNull(options);
-        kind = Recognize(file, path, options.AllowRaw);
-        switch (kind)
+        switch (Recognize(file, path, options.AllowRaw))
         {
-            case SnapshotKind.MigrationStream:
-                return MigrationMachineReader.Read(file, path, "migration stream", options.Limits, options.Progress, options.MainRam);
-            case SnapshotKind.VirshSave:
+            case MachineOriginKind.MigrationStream:
+                return MigrationMachineReader.Read(file, path, options.Limits, options.Progress, options.MainRam);
+            case MachineOriginKind.VirshSave:
                 return OpenLibvirtSave(file, path, options);
-            case SnapshotKind.Qcow2Snapshot:
+            case MachineOriginKind.Qcow2Snapshot:
                 Qcow2Image image = Qcow2Image.Open(file, ownsSource: true);
                 Qcow2Snapshot snapshot = PickSnapshot(image, options.Snapshot, path);
                 IRandomAccessSource vmstate = image.OpenVmState(snapshot);
                 var owner = new WindowSource(vmstate, 0, vmstate.Length, ownsInner: true);
-                MachineState m = MigrationMachineReader.Read(new OwningSource(owner, image), path, $"qcow2 snapshot '{snapshot.Name}' (id {snapshot.Id})", options.Limits, options.Progress, options.MainRam);
-                return m.WithQcow2Snapshot(snapshot.Id);
-            case SnapshotKind.ElfCore:
+                return MigrationMachineReader.Read(new OwningSource(owner, image), stream => new Qcow2SnapshotOrigin(path, stream, snapshot.Id, snapshot.Name), options.Limits, options.Progress, options.MainRam);
+            case MachineOriginKind.ElfCore:
                 return ElfCoreReader.Read(file, path, options.Limits);
             default:
                 return RawImageReader.Read(file, path);
@@ -74,38 +66,38 @@ public static class SnapshotLoader
     }
 
     /// <summary>
-    /// Recognises an input by its first bytes. Anything unrecognised is a <see cref="SnapshotKind.RawImage"/> when
-    /// <paramref name="allowRaw"/> is set, else an error.
+    /// Recognises an input by its first bytes. Anything unrecognised is a <see cref="MachineOriginKind.RawImage"/>
+    /// when <paramref name="allowRaw"/> is set, else an error. Never <see cref="MachineOriginKind.LiveQemu"/>.
     /// </summary>
     /// <exception cref="VmStateFormatException">No known magic and <paramref name="allowRaw"/> is false.</exception>
-    public static SnapshotKind Recognize(IRandomAccessSource file, string path, bool allowRaw)
+    public static MachineOriginKind Recognize(IRandomAccessSource file, string path, bool allowRaw)
     {
         ArgumentNullException.ThrowIfNull(file);
         byte[] head = new byte[16];
         int n = file.Read(0, head);
         if (n >= 4 && BinaryPrimitives.ReadUInt32BigEndian(head) == MigrationStreamReader.Magic)
         {
-            return SnapshotKind.MigrationStream;
+            return MachineOriginKind.MigrationStream;
         }
 
         if (n == 16 && (head.AsSpan().SequenceEqual(s_libvirtMagic) || head.AsSpan().SequenceEqual(s_libvirtPartialMagic)))
         {
-            return SnapshotKind.VirshSave;
+            return MachineOriginKind.VirshSave;
         }
 
         if (Qcow2Image.IsQcow2(file))
         {
-            return SnapshotKind.Qcow2Snapshot;
+            return MachineOriginKind.Qcow2Snapshot;
         }
 
         if (ElfCoreReader.IsElf(file))
         {
-            return SnapshotKind.ElfCore;
+            return MachineOriginKind.ElfCore;
         }
 
         if (allowRaw)
         {
-            return SnapshotKind.RawImage;
+            return MachineOriginKind.RawImage;
         }
 
         throw new VmStateFormatException(0, "input", $"{path} is not a QEMU migration stream (QEVM), virsh save file, qcow2 image or ELF core; first bytes {Convert.ToHexString(head.AsSpan(0, Math.Max(n, 0)))}; use --raw for a raw memory image");
@@ -169,7 +161,7 @@ public static class SnapshotLoader
         }
 
         var window = new WindowSource(file, start, file.Length - start, ownsInner: true);
-        return MigrationMachineReader.Read(window, path, "virsh save file", options.Limits, options.Progress, options.MainRam);
+        return MigrationMachineReader.Read(window, stream => new MigrationStreamOrigin(MachineOriginKind.VirshSave, path, "virsh save file", stream), options.Limits, options.Progress, options.MainRam);
     }
 
     /// <summary>A source that also disposes another object (the qcow2 image behind a vmstate window).</summary>

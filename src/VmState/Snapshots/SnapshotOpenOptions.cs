@@ -1,3 +1,5 @@
+using VmState.Formats;
+
 namespace VmState.Snapshots;
 
 /// <summary>How to open an input file.</summary>
@@ -29,5 +31,5 @@ public sealed record SnapshotOpenOptions
     public IReadOnlyList<string>? MainRam { get; init; }
 
     /// <summary>Limits on counts read from the file.</summary>
-    public Formats.Migration.ReaderLimits? Limits { get; init; }
+    public ReaderLimits? Limits { get; init; }
 }

@@ -4,6 +4,7 @@ using System.Text;
 using System.Text.Json;
 using System.Xml.Linq;
 using VmState.Arch.X86;
+using VmState.Editing;
 using VmState.Export;
 using VmState.Formats.Elf;
 using VmState.Formats.Migration;
@@ -207,7 +208,7 @@ public sealed class X86RegistersTests : IDisposable
         .Cpu(0, [.. Enumerable.Range(0, 16).Select(i => (ulong)(0x100 + i))], rip: 0xffffffff81000000, cr3: 0x1000)
         .Build());
 
-    private static MachineState Read(byte[] stream) => MigrationMachineReader.Read(new MemorySource(stream), "synthetic", "migration stream");
+    private static MachineState Read(byte[] stream) => MigrationMachineReader.Read(new MemorySource(stream), "synthetic");
 
     /// <summary>Gives every register the model keeps a value no other register has; returns them by name.</summary>
     private static Dictionary<string, ulong> FillDistinct(X86CpuState cpu)

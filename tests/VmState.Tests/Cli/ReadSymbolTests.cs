@@ -18,7 +18,7 @@ public sealed class ReadSymbolTests : IDisposable
     public ReadSymbolTests()
     {
         _core = Path.Combine(_dir, "linux.core");
-        ElfCoreWriter.Write(_linux.Machine, _core, _linux.Machine.VmcoreinfoNote);
+        ElfCoreWriter.Write(_linux.Machine, _core, _linux.Machine.Origin.CarriedVmcoreinfoNote);
     }
 
     public void Dispose() => Directory.Delete(_dir, recursive: true);

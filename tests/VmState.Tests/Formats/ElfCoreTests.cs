@@ -2,6 +2,7 @@ using System.Buffers.Binary;
 using VmState.Arch.X86;
 using VmState.Formats.Elf;
 using VmState.Formats.Migration;
+using VmState.Formats;
 using VmState.IO;
 using VmState.Machine;
 using VmState.Memory;
@@ -40,7 +41,7 @@ public sealed class ElfCoreTests : IDisposable
     public void WrittenCoreReadsBackWithSameMemoryAndRegisters()
     {
         MemoryRange[] ranges = [new(0, 0xA0000, "low"), new(0xC0000, 0x40000, "ram"), new(0x1_0000_0000, 0x3000, "high")];
-        var machine = new MachineState("synthetic", "test", "pc-i440fx-7.2", new SyntheticMemory(ranges, Content), [Cpu(0), Cpu(1)], [], [], [], null);
+        var machine = new MachineState(new MachineOrigin(MachineOriginKind.RawImage, "synthetic", "test"), "pc-i440fx-7.2", new SyntheticMemory(ranges, Content), [Cpu(0), Cpu(1)], [], [], [], null);
         string path = Path.Combine(_dir, "core.elf");
         byte[] note = VmcoreinfoNote("OSRELEASE=6.1.0-test\nPAGESIZE=4096\n");
         ElfCoreSummary summary = ElfCoreWriter.Write(machine, path, note);
@@ -72,15 +73,15 @@ public sealed class ElfCoreTests : IDisposable
             Assert.Equal(want.Segments, got.Segments);
         }
 
-        Assert.Equal(note, back.VmcoreinfoNote);
-        Assert.Contains("OSRELEASE=6.1.0-test", VmcoreinfoLocator.Text(back.VmcoreinfoNote!));
+        Assert.Equal(note, back.Origin.CarriedVmcoreinfoNote);
+        Assert.Contains("OSRELEASE=6.1.0-test", VmcoreinfoLocator.Text(back.Origin.CarriedVmcoreinfoNote!));
     }
 
     [Fact]
     public void VirtualAliasesPointAtThePhysicalBytesAndDoNotChangePhysicalMemory()
     {
         MemoryRange[] ranges = [new(0, 0xA0000, "low"), new(0xC0000, 0x40000, "ram")];
-        var machine = new MachineState("synthetic", "test", null, new SyntheticMemory(ranges, Content), [Cpu(0)], [], [], [], null);
+        var machine = new MachineState(new MachineOrigin(MachineOriginKind.RawImage, "synthetic", "test"), null, new SyntheticMemory(ranges, Content), [Cpu(0)], [], [], [], null);
         string path = Path.Combine(_dir, "alias.elf");
         VirtualMapping[] aliases =
         [
@@ -136,7 +137,7 @@ public sealed class ElfCoreTests : IDisposable
             ranges[i] = new MemoryRange((ulong)i * 0x2000, 0x1000, "p");
         }
 
-        var machine = new MachineState("synthetic", "test", null, new SyntheticMemory(ranges, a => a % 0x2000 == 8 ? (byte)(a >> 13) : (byte)0), [Cpu(0)], [], [], [], null);
+        var machine = new MachineState(new MachineOrigin(MachineOriginKind.RawImage, "synthetic", "test"), null, new SyntheticMemory(ranges, a => a % 0x2000 == 8 ? (byte)(a >> 13) : (byte)0), [Cpu(0)], [], [], [], null);
         string path = Path.Combine(_dir, "many.elf");
         ElfCoreWriter.Write(machine, path, null);
         byte[] header = new byte[64 + 64];
@@ -157,7 +158,7 @@ public sealed class ElfCoreTests : IDisposable
     [Fact]
     public void OutputIsNotLeftHalfWrittenOnFailure()
     {
-        var broken = new MachineState("synthetic", "test", null, new BrokenMemory(), [Cpu(0)], [], [], [], null);
+        var broken = new MachineState(new MachineOrigin(MachineOriginKind.RawImage, "synthetic", "test"), null, new BrokenMemory(), [Cpu(0)], [], [], [], null);
         string path = Path.Combine(_dir, "broken.elf");
         Assert.ThrowsAny<Exception>(() => ElfCoreWriter.Write(broken, path, null));
         Assert.Empty(Directory.GetFiles(_dir));
@@ -172,7 +173,7 @@ public sealed class ElfCoreTests : IDisposable
     public void CorruptHeadersNameTheField(int offset, string field)
     {
         MemoryRange[] ranges = [new(0, 0x1000, "r")];
-        var machine = new MachineState("s", "t", null, new SyntheticMemory(ranges, Content), [Cpu(0)], [], [], [], null);
+        var machine = new MachineState(new MachineOrigin(MachineOriginKind.RawImage, "s", "t"), null, new SyntheticMemory(ranges, Content), [Cpu(0)], [], [], [], null);
         string path = Path.Combine(_dir, "c.elf");
         ElfCoreWriter.Write(machine, path, null);
         byte[] data = File.ReadAllBytes(path);
@@ -185,7 +186,7 @@ public sealed class ElfCoreTests : IDisposable
     public void SegmentPastEndOfFileIsRejected()
     {
         MemoryRange[] ranges = [new(0, 0x10000, "r")];
-        var machine = new MachineState("s", "t", null, new SyntheticMemory(ranges, Content), [Cpu(0)], [], [], [], null);
+        var machine = new MachineState(new MachineOrigin(MachineOriginKind.RawImage, "s", "t"), null, new SyntheticMemory(ranges, Content), [Cpu(0)], [], [], [], null);
         string path = Path.Combine(_dir, "t.elf");
         ElfCoreWriter.Write(machine, path, null);
         byte[] data = File.ReadAllBytes(path)[..0x2000];
@@ -197,7 +198,7 @@ public sealed class ElfCoreTests : IDisposable
     private byte[] SmallCore()
     {
         MemoryRange[] ranges = [new(0, 0x10000, "r")];
-        var machine = new MachineState("s", "t", null, new SyntheticMemory(ranges, Content), [Cpu(0)], [], [], [], null);
+        var machine = new MachineState(new MachineOrigin(MachineOriginKind.RawImage, "s", "t"), null, new SyntheticMemory(ranges, Content), [Cpu(0)], [], [], [], null);
         string path = Path.Combine(_dir, "small.elf");
         ElfCoreWriter.Write(machine, path, null);
         return File.ReadAllBytes(path);

@@ -1,6 +1,7 @@
 using System.Buffers.Binary;
 using System.Text;
 using VmState.Formats.Migration;
+using VmState.Formats;
 using VmState.IO;
 using VmState.Machine;
 using VmState.Tests.Support;

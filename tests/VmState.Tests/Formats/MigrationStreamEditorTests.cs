@@ -1,3 +1,5 @@
+using VmState.Editing;
+using VmState.Formats.Elf;
 using VmState.Formats.Migration;
 using VmState.IO;
 using VmState.Machine;
@@ -49,7 +51,7 @@ public sealed class MigrationStreamEditorTests : IDisposable
             e.WritePhysical(0x10, [0xAA, 0xBB]);           // data page
             e.WritePhysical(0x1FFE, [1, 2, 3, 4]);          // spans the zero page (with name) into the CONTINUE zero page
             e.WritePhysical(0x50000, [0xCC]);               // never sent
-            e.Stream.WriteBlock(m.Stream!.RamBlocks[1], 0x3000, [0xDD]); // never sent, other block
+            e.Stream.WriteBlock(((MigrationStreamOrigin)m.Origin).Stream.RamBlocks[1], 0x3000, [0xDD]); // never sent, other block
             e.Save(outPath);
         }
 
@@ -59,11 +61,12 @@ public sealed class MigrationStreamEditorTests : IDisposable
         Assert.Equal([0, 1, 2, 3], ReadPa(after, 0x1FFD, 4));
         Assert.Equal([4, 7, 7], ReadPa(after, 0x2001, 3));
         Assert.Equal([0, 0xCC, 0], ReadPa(after, 0x4FFFF, 3));
-        var other = new MigrationRamMemory(after.Stream!.Source, after.Stream.RamBlocks, after.RamBlocks, 4096);
+        MigrationStream afterStream = ((MigrationStreamOrigin)after.Origin).Stream;
+        var other = new MigrationRamMemory(afterStream.Source, afterStream.RamBlocks, after.RamBlocks, 4096);
         byte[] o = new byte[2];
-        other.ReadBlock(after.Stream.RamBlocks[1], 0x2FFF, o);
+        other.ReadBlock(afterStream.RamBlocks[1], 0x2FFF, o);
         Assert.Equal([0, 0xDD], o);
-        other.ReadBlock(after.Stream.RamBlocks[1], 0x1000, o);
+        other.ReadBlock(afterStream.RamBlocks[1], 0x1000, o);
         Assert.Equal([9, 9], o);
 
         // Everything not edited reads the same.
@@ -118,7 +121,7 @@ public sealed class MigrationStreamEditorTests : IDisposable
     [Fact]
     public void ElfInputsCannotBeEdited()
     {
-        var machine = new MachineState("x.elf", "ELF64 core", null, new ElfCoreTestsMemory(), [], [], [], [], null);
+        var machine = new MachineState(new ElfCoreOrigin("x.elf", "ELF64 core", [], null), null, new ElfCoreTestsMemory(), [], [], [], [], null);
         Assert.Throws<ArgumentException>(() => new SnapshotEditor(machine));
     }
 

@@ -51,7 +51,7 @@ public class MigrationStreamReaderTests
     public void ParsesConfigurationRamDevicesAndCpus()
     {
         byte[] data = Sample().Build();
-        using MachineState m = MigrationMachineReader.Read(new MemorySource(data), "t", "migration stream");
+        using MachineState m = MigrationMachineReader.Read(new MemorySource(data), "t");
         Assert.Equal("pc-i440fx-7.2", m.MachineType);
         Assert.Equal(["pc.ram", "pc.bios"], m.RamBlocks.Select(b => b.Name));
         Assert.Equal(2, m.Cpus.Count);
@@ -70,7 +70,7 @@ public class MigrationStreamReaderTests
     [Fact]
     public void RamReadsGiveLatestPageFillAndZeroes()
     {
-        using MachineState m = MigrationMachineReader.Read(new MemorySource(Sample().Build()), "t", "migration stream");
+        using MachineState m = MigrationMachineReader.Read(new MemorySource(Sample().Build()), "t");
         byte[] buf = new byte[4 * 4096];
         m.Memory.ReadExactly(0x1000, buf);
         Assert.Equal(PageOf(7), buf[..4096]);
@@ -106,7 +106,7 @@ public class MigrationStreamReaderTests
             }
         }
 
-        using MachineState m = MigrationMachineReader.Read(new MemorySource(b.Build()), "t", "s");
+        using MachineState m = MigrationMachineReader.Read(new MemorySource(b.Build()), "t");
         byte[] bulk = new byte[150 * 4096];
         m.Memory.ReadExactly(0, bulk);
         for (int i = 0; i < 150; i++)
@@ -335,7 +335,7 @@ public class MigrationStreamReaderTests
     public void RamAboveFourGiBIsMappedThere()
     {
         var b = new StreamBuilder("pc-q35-7.2").Block("pc.ram", 3UL << 30).Page("pc.ram", (2UL << 30) + 0x1000, PageOf(3));
-        using MachineState m = MigrationMachineReader.Read(new MemorySource(b.Build()), "t", "s");
+        using MachineState m = MigrationMachineReader.Read(new MemorySource(b.Build()), "t");
         byte[] page = new byte[4096];
         m.Memory.ReadExactly((4UL << 30) + 0x1000, page);
         Assert.Equal(PageOf(3), page);

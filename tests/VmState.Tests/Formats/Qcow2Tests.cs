@@ -1,5 +1,6 @@
 using System.Buffers.Binary;
 using System.Text;
+using VmState.Editing;
 using VmState.Formats.Qcow2;
 using VmState.IO;
 using VmState.Machine;
@@ -100,7 +101,7 @@ public class Qcow2Tests
             byte[] page = new byte[4096];
             m.Memory.Read(39 * 4096, page);
             Assert.All(page, b => Assert.Equal(40, b));
-            Assert.Contains("snap1", m.SourceFormat, StringComparison.Ordinal);
+            Assert.Contains("snap1", m.Origin.Description, StringComparison.Ordinal);
         }
     }
 

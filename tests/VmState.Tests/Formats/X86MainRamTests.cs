@@ -36,7 +36,7 @@ public sealed class X86MainRamTests
     }
 
     private static MachineState Open(StreamBuilder b, IReadOnlyList<string>? mainRam = null) =>
-        MigrationMachineReader.Read(new MemorySource(b.Build()), "t", "migration stream", mainRam: mainRam);
+        MigrationMachineReader.Read(new MemorySource(b.Build()), "t", mainRam: mainRam);
 
     private static IReadOnlyList<BlockMapping> MappingsOf(MachineState m, string block) => m.RamBlocks.Single(b => b.Name == block).Mappings;
 

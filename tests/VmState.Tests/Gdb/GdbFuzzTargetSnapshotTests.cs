@@ -59,7 +59,7 @@ public sealed class GdbFuzzTargetSnapshotTests
         }
 
         Assert.Equal(built, File.ReadAllBytes(path));
-        using MachineState m = MigrationMachineReader.Read(new MemorySource(built), "gdb-target.mig", "migration stream");
+        using MachineState m = MigrationMachineReader.Read(new MemorySource(built), "gdb-target.mig");
         Assert.Equal(2, m.Cpus.Count);
         byte[] text = new byte[4];
         Assert.Equal(4, AddressSpace.Of(m.Memory, m.Cpus[0]).Read(KernelText + 1, text));

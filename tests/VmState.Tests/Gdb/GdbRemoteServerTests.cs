@@ -21,7 +21,7 @@ public sealed class GdbRemoteServerTests : IDisposable
         var b = new StreamBuilder().Block("pc.ram", 1 << 20).Page("pc.ram", 0x5000, Enumerable.Range(0, 4096).Select(i => (byte)i).ToArray());
         b.Cpu(0, [.. Enumerable.Range(0, 16).Select(i => (ulong)(0x100 + i))], rip: 0xffffffff81000000, cr3: 0, cr0: 0x11, efer: 0);
         b.Cpu(1, [.. Enumerable.Range(0, 16).Select(i => (ulong)(0x200 + i))], rip: 0xffffffff81000010, cr3: 0, cr0: 0x11, efer: 0);
-        return MigrationMachineReader.Read(new MemorySource(b.Build()), "synthetic", "migration stream");
+        return MigrationMachineReader.Read(new MemorySource(b.Build()), "synthetic");
     }
 
     private static (GdbTestClient Client, Task Server) Connect(GdbRemoteServer server)
@@ -77,7 +77,7 @@ public sealed class GdbRemoteServerTests : IDisposable
         }
 
         await serve;
-        using MachineState back = MigrationMachineReader.Read(new FileSource(Path.Combine(_dir, "s.mig")), "s", "migration stream");
+        using MachineState back = MigrationMachineReader.Read(new FileSource(Path.Combine(_dir, "s.mig")), "s");
         Assert.Equal(0xdeadbeefUL, back.Cpus[1].Regs[0]);
         Assert.Equal(0x100UL, back.Cpus[0].Regs[0]);
         byte[] page = new byte[4];

@@ -43,9 +43,9 @@ internal sealed class GdbServerHarness : IDisposable
         return b.Build();
     }
 
-    public static MachineState InMemoryMachine() => MigrationMachineReader.Read(new MemorySource(StreamBytes()), "synthetic", "migration stream");
+    public static MachineState InMemoryMachine() => MigrationMachineReader.Read(new MemorySource(StreamBytes()), "synthetic");
 
-    public static MachineState FileMachine(string path) => MigrationMachineReader.Read(new FileSource(path), path, "migration stream");
+    public static MachineState FileMachine(string path) => MigrationMachineReader.Read(new FileSource(path), path);
 
     public GdbTestClient Connect(int receiveBufferSize = 0) => new(Port, receiveBufferSize);
 

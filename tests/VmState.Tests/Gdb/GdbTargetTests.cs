@@ -1,4 +1,5 @@
 using VmState.Arch.X86;
+using VmState.Formats.Elf;
 using VmState.Formats.Migration;
 using VmState.Gdb;
 using VmState.IO;
@@ -18,7 +19,7 @@ public sealed class GdbTargetTests
         var b = new StreamBuilder().Block("pc.ram", 1 << 20).Page("pc.ram", 0x5000, Enumerable.Range(0, 4096).Select(i => (byte)i).ToArray());
         b.Cpu(0, [.. Enumerable.Range(0, 16).Select(i => (ulong)(0x100 + i))], rip: 0xffffffff81000000, cr3: 0, cr0: 0x11, efer: 0);
         b.Cpu(1, [.. Enumerable.Range(0, 16).Select(i => (ulong)(0x200 + i))], rip: 0xffffffff81000010, cr3: 0, cr0: 0x11, efer: 0);
-        return MigrationMachineReader.Read(new MemorySource(b.Build()), "synthetic", "migration stream");
+        return MigrationMachineReader.Read(new MemorySource(b.Build()), "synthetic");
     }
 
     private static int IndexOf(string gdbName) => X86TargetDescription.Registers.ToList().FindIndex(r => r.Name == gdbName);
@@ -73,7 +74,7 @@ public sealed class GdbTargetTests
         var memory = new PageTableBuilder(PagingMode.Level4, memorySize: 1 << 20);
         memory.WritePhysical(0x3000, "abcd"u8);
         var cpu = new X86CpuState { Cr0 = 0x80050033, Cr4 = 0x6b0, Efer = 0xd01, Cr3 = memory.Root };
-        using var m = new MachineState("core.elf", "ELF core", null, memory, [cpu], [], [], [], null);
+        using var m = new MachineState(new ElfCoreOrigin("core.elf", "ELF core", [], null), null, memory, [cpu], [], [], [], null);
         var target = new GdbTarget(m, TextWriter.Null, null) { PhysicalMode = true };
 
         byte[] read = new byte[4];

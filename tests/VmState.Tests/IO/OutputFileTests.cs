@@ -159,7 +159,7 @@ public sealed class OutputFileTests : IDisposable
     }
 
     private static MachineState Machine(string source, IPhysicalMemory memory) =>
-        new(source, "test", null, memory, [new X86CpuState { Index = 0 }], [], [], [], null);
+        new(new MachineOrigin(MachineOriginKind.RawImage, source, "test"), null, memory, [new X86CpuState { Index = 0 }], [], [], [], null);
 
     private static string HardLink(string existing, string link)
     {

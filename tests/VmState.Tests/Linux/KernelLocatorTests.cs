@@ -110,7 +110,7 @@ public class KernelLocatorTests
     {
         var memory = new PageTableBuilder(PagingMode.Level4, memorySize: 16 << 20);
         var cpu = new X86CpuState { Cr0 = 0x80050033, Cr4 = 0x6b0, Efer = 0xd01, Cr3 = memory.Root };
-        using var machine = new MachineState("empty", "test", null, memory, [cpu], [], [], [], null);
+        using var machine = new MachineState(new MachineOrigin(MachineOriginKind.RawImage, "empty", "test"), null, memory, [cpu], [], [], [], null);
 
         KernelDataException e = Assert.Throws<KernelDataException>(() => KernelLocator.Locate(machine));
 

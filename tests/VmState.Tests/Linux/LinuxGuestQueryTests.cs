@@ -17,7 +17,7 @@ public sealed class LinuxGuestQueryTests : IDisposable
     public LinuxGuestQueryTests()
     {
         string core = Path.Combine(_dir, "linux.core");
-        ElfCoreWriter.Write(_linux.Machine, core, _linux.Machine.VmcoreinfoNote);
+        ElfCoreWriter.Write(_linux.Machine, core, _linux.Machine.Origin.CarriedVmcoreinfoNote);
         _vm = Vm.Open(core);
     }
 

@@ -2,6 +2,7 @@ using System.Buffers.Binary;
 using System.Globalization;
 using System.Text;
 using VmState.Arch.X86;
+using VmState.Formats.Elf;
 using VmState.Linux;
 using VmState.Machine;
 using VmState.Tests.Support;
@@ -137,7 +138,7 @@ public sealed class SyntheticLinux
             }
         }
 
-        Machine = new MachineState("synthetic", "test", null, _pt, cpuList, [], [], [], null) { VmcoreinfoNote = note };
+        Machine = new MachineState(new ElfCoreOrigin("synthetic", "test", [], note), null, _pt, cpuList, [], [], [], null);
     }
 
     public PagingMode Mode { get; }

@@ -1,6 +1,5 @@
 using System.Buffers.Binary;
 using VmState.Arch.X86;
-using VmState.Formats.Migration;
 using VmState.IO;
 using VmState.Machine;
 using VmState.Memory;
@@ -330,17 +329,14 @@ public static class ElfCoreReader
             }
         }
 
-        var memory = new ElfPhysicalMemory(source, distinct);
+        var memory = new FileRangeMemory(source, distinct);
         var blocks = new List<RamBlockInfo>();
         foreach ((MemoryRange r, long _, ulong _) in distinct)
         {
             blocks.Add(new RamBlockInfo(r.Name, r.Length, [new BlockMapping(r.Start, 0, r.Length)]));
         }
 
-        return new MachineState(sourcePath, is64 ? "ELF64 core" : "ELF32 core", null, memory, cpus, [], blocks, warnings, source)
-        {
-            VmcoreinfoNote = vmcoreinfo,
-            ElfNotes = notes,
-        };
+        var origin = new ElfCoreOrigin(sourcePath, is64 ? "ELF64 core" : "ELF32 core", notes, vmcoreinfo);
+        return new MachineState(origin, null, memory, cpus, [], blocks, warnings, source);
     }
 }

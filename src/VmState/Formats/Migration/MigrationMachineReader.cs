@@ -7,19 +7,25 @@ namespace VmState.Formats.Migration;
 /// <summary>Turns a migration stream into a <see cref="MachineState"/>: RAM mapped by machine rules, vCPUs, devices.</summary>
 public static class MigrationMachineReader
 {
-    /// <summary>Parses the stream in <paramref name="source"/> and builds the machine state; the state owns the source.</summary>
-    /// <param name="source">The stream's bytes.</param>
-    /// <param name="sourcePath">The file it came from (for messages).</param>
-    /// <param name="format">What kind of input it was (for messages).</param>
-    /// <param name="limits">Limits on counts read from the stream.</param>
-    /// <param name="progress">Progress of the parse (0..1).</param>
-    /// <param name="mainRam">The main RAM blocks in NUMA node order when the caller knows them (see <see cref="X86MainRam"/>); null to work them out.</param>
-    public static MachineState Read(IRandomAccessSource source, string sourcePath, string format, ReaderLimits? limits = null, IProgress<double>? progress = null, IReadOnlyList<string>? mainRam = null)
+    /// <summary>
+    /// Parses the migration stream file in <paramref name="source"/> and builds the machine state; the state owns the
+    /// source and its origin is a <see cref="MigrationStreamOrigin"/> of kind <see cref="MachineOriginKind.MigrationStream"/>.
+    /// </summary>
+    public static MachineState Read(IRandomAccessSource source, string sourcePath, ReaderLimits? limits = null, IProgress<double>? progress = null, IReadOnlyList<string>? mainRam = null) =>
+        Read(source, stream => new MigrationStreamOrigin(MachineOriginKind.MigrationStream, sourcePath, "migration stream", stream), limits, progress, mainRam);
+
+    /// <summary>
+    /// Parses the stream in <paramref name="source"/> and builds the machine state with the origin
+    /// <paramref name="origin"/> makes of the parsed stream (a stream inside a <c>virsh save</c> file or a qcow2
+    /// snapshot); the state owns the source.
+    /// </summary>
+    public static MachineState Read(IRandomAccessSource source, Func<MigrationStream, MigrationStreamOrigin> origin, ReaderLimits? limits = null, IProgress<double>? progress = null, IReadOnlyList<string>? mainRam = null)
     {
+        ArgumentNullException.ThrowIfNull(origin);
         MigrationStream stream = MigrationStreamReader.Read(source, limits, progress, ownsSource: true);
         try
         {
-            return FromStream(stream, sourcePath, format, mainRam);
+            return FromStream(origin(stream), mainRam);
         }
         catch
         {
@@ -28,11 +34,14 @@ public static class MigrationMachineReader
         }
     }
 
-    /// <summary>Builds the machine state of a parsed stream; the state owns the stream.</summary>
+    /// <summary>Builds the machine state of the stream parsed in <paramref name="origin"/>; the state owns the stream.</summary>
+    /// <param name="origin">The parsed stream and where it came from.</param>
+    /// <param name="mainRam">The main RAM blocks in NUMA node order when the caller knows them (see <see cref="X86MainRam"/>); null to work them out.</param>
     /// <exception cref="VmStateFormatException">Main RAM cannot be told from the stream and <paramref name="mainRam"/> was not given.</exception>
-    public static MachineState FromStream(MigrationStream stream, string sourcePath, string format, IReadOnlyList<string>? mainRam = null)
+    public static MachineState FromStream(MigrationStreamOrigin origin, IReadOnlyList<string>? mainRam = null)
     {
-        ArgumentNullException.ThrowIfNull(stream);
+        ArgumentNullException.ThrowIfNull(origin);
+        MigrationStream stream = origin.Stream;
         var warnings = new List<string>(stream.Warnings);
         IReadOnlyList<RamBlockInfo> mapped = X86MachineLayout.Map(stream.MachineType, stream.RamBlocks, stream.Devices, warnings, mainRam);
         var memory = new MigrationRamMemory(stream.Source, stream.RamBlocks, mapped, stream.PageSize);
@@ -43,9 +52,6 @@ public static class MigrationMachineReader
         }
 
         WellKnownDevices.Annotate(stream.Devices);
-        return new MachineState(sourcePath, format, stream.MachineType, memory, cpus, stream.Devices, mapped, warnings, stream)
-        {
-            Stream = stream,
-        };
+        return new MachineState(origin, stream.MachineType, memory, cpus, stream.Devices, mapped, warnings, stream);
     }
 }

@@ -1,4 +1,3 @@
-using VmState.Formats.Elf;
 using VmState.IO;
 using VmState.Machine;
 using VmState.Memory;
@@ -12,8 +11,8 @@ public static class RawImageReader
     public static MachineState Read(IRandomAccessSource source, string sourcePath)
     {
         var range = new MemoryRange(0, (ulong)source.Length, "raw");
-        var memory = new ElfPhysicalMemory(source, [(range, 0, (ulong)source.Length)]);
-        return new MachineState(sourcePath, "raw image", null, memory, [], [],
+        var memory = new FileRangeMemory(source, [(range, 0, (ulong)source.Length)]);
+        return new MachineState(new MachineOrigin(MachineOriginKind.RawImage, sourcePath, "raw image"), null, memory, [], [],
             [new RamBlockInfo("raw", (ulong)source.Length, [new BlockMapping(0, 0, (ulong)source.Length)])],
             ["a raw image carries no vCPU or device state"], source);
     }

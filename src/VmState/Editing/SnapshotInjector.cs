@@ -1,10 +1,12 @@
 using System.Text.Json;
 using VmState.Arch.X86;
 using VmState.Formats.Elf;
+using VmState.Formats.Migration;
 using VmState.Machine;
 using VmState.Memory;
+using VmState.Snapshots;
 
-namespace VmState.Formats.Migration;
+namespace VmState.Editing;
 
 /// <summary>
 /// Carries the changes made to an extracted pair — core.elf (memory, registers) and hardware.json (device fields,
@@ -28,10 +30,10 @@ public static class SnapshotInjector
         int fields = 0;
         if (corePath is not null)
         {
-            using MachineState core = Snapshots.SnapshotLoader.Open(corePath);
-            if (core.ElfNotes is null)
+            using MachineState core = SnapshotLoader.Open(corePath);
+            if (core.Origin is not ElfCoreOrigin)
             {
-                throw new InvalidEditException(corePath, $"{corePath} is a {core.SourceFormat}, not an ELF core");
+                throw new InvalidEditException(corePath, $"{corePath} is a {core.Origin.Description}, not an ELF core");
             }
 
             pages = ApplyMemory(editor, original, core, changes, cancellationToken);
@@ -101,7 +103,7 @@ public static class SnapshotInjector
         var fromPrstatus = new Dictionary<int, X86CpuState>();
         var fromQemu = new Dictionary<int, X86CpuState>();
         int qemuIndex = 0;
-        foreach (ElfNote n in core.ElfNotes!)
+        foreach (ElfNote n in ((ElfCoreOrigin)core.Origin).Notes)
         {
             if (n.Name == "CORE" && n.Type == ElfNote.NtPrstatus)
             {

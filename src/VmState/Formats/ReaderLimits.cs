@@ -1,4 +1,4 @@
-namespace VmState.Formats.Migration;
+namespace VmState.Formats;
 
 /// <summary>Caps on counts and sizes read from an untrusted file, so a hostile input can't make us allocate without bound.</summary>
 public sealed record ReaderLimits

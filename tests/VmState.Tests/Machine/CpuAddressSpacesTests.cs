@@ -3,7 +3,7 @@ using VmState.Machine;
 using VmState.Memory;
 using VmState.Tests.Support;
 
-namespace VmState.Tests.Arch;
+namespace VmState.Tests.Machine;
 
 /// <summary>The library's choice of page tables (translate, read --va) and the kernel mappings extract puts in a core.</summary>
 public sealed class CpuAddressSpacesTests
@@ -21,7 +21,7 @@ public sealed class CpuAddressSpacesTests
     };
 
     private static MachineState Machine(IPhysicalMemory memory, params X86CpuState[] cpus) =>
-        new("test.mig", "test", null, memory, cpus, [], [], [], null);
+        new(new MachineOrigin(MachineOriginKind.RawImage, "test.mig", "test"), null, memory, cpus, [], [], [], null);
 
     [Fact]
     public void AVcpusSpaceUsesItsCr3OrTheRootGivenInItsPagingMode()

@@ -1,11 +1,13 @@
-using System.Buffers;
 using System.Buffers.Binary;
+using System.Buffers;
 using System.Text;
 using VmState.Formats.Elf;
+using VmState.Formats.Migration;
 using VmState.IO;
 using VmState.Machine;
+using VmState.Memory;
 
-namespace VmState.Formats.Migration;
+namespace VmState.Editing;
 
 /// <summary>
 /// Collects edits to a parsed migration stream — guest RAM bytes and device fields — and writes a new stream that
@@ -26,7 +28,10 @@ public sealed class MigrationStreamEditor
     /// <summary>Edits the stream behind <paramref name="machine"/> (a state read from a migration stream or qcow2 snapshot).</summary>
     public MigrationStreamEditor(MachineState machine)
     {
-        _stream = machine.Stream ?? throw new ArgumentException($"{machine.SourcePath} is a {machine.SourceFormat}, not a migration stream or qcow2 snapshot; only those can be edited");
+        ArgumentNullException.ThrowIfNull(machine);
+        _stream = machine.Origin is MigrationStreamOrigin origin
+            ? origin.Stream
+            : throw new ArgumentException($"{machine.SourcePath} is a {machine.Origin.Description}, not a migration stream or qcow2 snapshot; only those can be edited");
         _memory = (MigrationRamMemory)machine.Memory;
     }
 

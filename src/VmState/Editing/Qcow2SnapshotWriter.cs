@@ -1,8 +1,9 @@
 using System.Buffers.Binary;
 using System.Text;
+using VmState.Formats.Qcow2;
 using VmState.IO;
 
-namespace VmState.Formats.Qcow2;
+namespace VmState.Editing;
 
 /// <summary>
 /// Adds an internal snapshot to a qcow2 image (docs/interop/qcow2.txt, QEMU 7.2 block/qcow2-snapshot.c): the new

@@ -1,6 +1,6 @@
-using VmState.Formats.Migration;
+using VmState.Linux;
 
-namespace VmState.Linux;
+namespace VmState.Editing;
 
 /// <summary>
 /// Changes a NIC's MAC address everywhere a resumed guest keeps it: in the device's state (<see cref="SnapshotEditor.SetMac"/>:

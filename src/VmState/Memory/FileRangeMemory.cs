@@ -1,10 +1,12 @@
 using VmState.IO;
-using VmState.Memory;
 
-namespace VmState.Formats.Elf;
+namespace VmState.Memory;
 
-/// <summary>Guest-physical memory backed by file ranges (PT_LOAD segments by p_paddr, or a raw image).</summary>
-public sealed class ElfPhysicalMemory : IPhysicalMemory
+/// <summary>
+/// Guest-physical memory backed by ranges of a file: an ELF core's PT_LOAD segments (by p_paddr), or a raw image
+/// (one range, byte N at address N). Bytes of a range past what the file holds read as zeros.
+/// </summary>
+public sealed class FileRangeMemory : IPhysicalMemory
 {
     private readonly IRandomAccessSource _source;
     private readonly MemoryRange[] _ranges;
@@ -12,7 +14,7 @@ public sealed class ElfPhysicalMemory : IPhysicalMemory
     private readonly ulong[] _fileSizes;
 
     /// <summary>Creates the memory from (range, file offset, bytes present in the file) triples, sorted, not overlapping.</summary>
-    public ElfPhysicalMemory(IRandomAccessSource source, IReadOnlyList<(MemoryRange Range, long FileOffset, ulong FileSize)> segments)
+    public FileRangeMemory(IRandomAccessSource source, IReadOnlyList<(MemoryRange Range, long FileOffset, ulong FileSize)> segments)
     {
         _source = source;
         _ranges = new MemoryRange[segments.Count];

@@ -1,9 +1,11 @@
 using System.Buffers.Binary;
 using VmState.Arch.X86;
 using VmState.Formats.Migration.Devices;
+using VmState.Formats.Migration;
+using VmState.IO;
 using VmState.Machine;
 
-namespace VmState.Formats.Migration;
+namespace VmState.Editing;
 
 /// <summary>
 /// High-level edits of a snapshot read from a migration stream or qcow2 snapshot: guest memory by physical or
@@ -21,6 +23,7 @@ public sealed class SnapshotEditor
     {
         _machine = machine;
         _stream = new MigrationStreamEditor(machine);
+        Memory = new EditedMemory(machine.Memory, this);
     }
 
     /// <summary>What was changed, one line per edit.</summary>
@@ -28,6 +31,9 @@ public sealed class SnapshotEditor
 
     /// <summary>The underlying stream editor.</summary>
     public MigrationStreamEditor Stream => _stream;
+
+    /// <summary>Guest-physical memory as edited so far; writing to it is <see cref="WritePhysical"/>.</summary>
+    public EditedMemory Memory { get; }
 
     /// <summary>Writes bytes at a guest-physical address.</summary>
     public void WritePhysical(ulong address, ReadOnlySpan<byte> data)

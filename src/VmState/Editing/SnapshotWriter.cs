@@ -2,8 +2,9 @@ using VmState.Formats.Migration;
 using VmState.Formats.Qcow2;
 using VmState.IO;
 using VmState.Machine;
+using VmState.Snapshots;
 
-namespace VmState.Snapshots;
+namespace VmState.Editing;
 
 /// <summary>
 /// Writes an edited snapshot: as a migration stream (any input), or as a new internal snapshot in a copy of the
@@ -29,9 +30,9 @@ public static class SnapshotWriter
     /// </summary>
     public static void Validate(MachineState machine, Target target)
     {
-        if (target.IsQcow2 && machine.Qcow2SnapshotId is null)
+        if (target.IsQcow2 && machine.Origin is not Qcow2SnapshotOrigin)
         {
-            throw new ArgumentException($"a qcow2 output needs a qcow2 input (the snapshot's disk); {machine.SourcePath} is a {machine.SourceFormat}: write a migration stream instead");
+            throw new ArgumentException($"a qcow2 output needs a qcow2 input (the snapshot's disk); {machine.SourcePath} is a {machine.Origin.Description}: write a migration stream instead");
         }
 
         if (target.IsQcow2 && target.Tag is not null)
@@ -71,7 +72,7 @@ public static class SnapshotWriter
         }
 
         using var image = Qcow2Image.Open(machine.SourcePath);
-        Qcow2Snapshot base_ = image.Find(machine.Qcow2SnapshotId!)!;
+        Qcow2Snapshot base_ = image.Find(((Qcow2SnapshotOrigin)machine.Origin).SnapshotId)!;
         string tag = target.Tag ?? $"{base_.Name}-edited";
         // The edited vmstate goes to a temporary first (it is read back into the image's clusters); the image is a
         // copy of the input (renamed into place at the end) unless --in-place was asked for.

@@ -1,7 +1,7 @@
 using System.Globalization;
-using VmState.Machine;
+using VmState.Arch.X86;
 
-namespace VmState.Arch.X86;
+namespace VmState.Machine;
 
 /// <summary>
 /// The address spaces a saved or running machine's vCPUs give: the one a vCPU is using (or another page-table root
