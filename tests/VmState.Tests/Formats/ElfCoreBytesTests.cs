@@ -14,7 +14,7 @@ namespace VmState.Tests.Formats;
 
 /// <summary>
 /// The bytes of machine and process cores written from fixed synthetic inputs, pinned as SHA-256 digests taken with
-/// the writers as they were before they shared <c>ElfCoreBuilder</c> (commit 978e034): the shared builder
+/// the writers as they were before they shared <see cref="ElfCoreBuilder"/> (commit 978e034): the shared builder
 /// must not change one byte of either kind of core, including the PN_XNUM layout the golden CLI test never reaches.
 /// </summary>
 public sealed class ElfCoreBytesTests : IDisposable
