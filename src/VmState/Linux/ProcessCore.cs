@@ -22,9 +22,9 @@ public sealed record ProcessCoreSummary(int Pid, string Comm, IReadOnlyList<(int
 /// the vCPU's registers for a thread running in user mode at the time), NT_PRPSINFO, NT_AUXV (<c>mm->saved_auxv</c>)
 /// and NT_FILE (the file-backed VMAs), then one PT_LOAD per VMA with the pages read through the process's page
 /// tables. Pages that are not present become holes (zeros); VM_IO and VM_DONTDUMP areas get no file bytes, as the
-/// kernel's <c>vma_dump_size</c> decides. A process with more than 65,534 VMAs gets PN_XNUM numbering (the count in
-/// section header 0), as the kernel writes it. The file is made by <see cref="ElfCoreBuilder"/>, as machine cores are.
-/// gdb opens it with the process's binary: <c>gdb BINARY CORE</c>.
+/// kernel's <c>vma_dump_size</c> decides. A process with 65,534 VMAs or more gets PN_XNUM numbering (the count in
+/// section header 0's <c>sh_info</c>, as the kernel's <c>fill_extnum_info</c> does). The file is made by
+/// <see cref="ElfCoreBuilder"/>, as machine cores are. gdb opens it with the process's binary: <c>gdb BINARY CORE</c>.
 /// </summary>
 public static class ProcessCore
 {
@@ -140,7 +140,8 @@ public static class ProcessCore
             }
         }
 
-        // More than 65,534 VMAs is fine (PN_XNUM); what the builder refuses here came from the kernel's VMA list.
+        // Any number of VMAs is written (PN_XNUM from 65,534 on); what the builder refuses here came from the kernel's
+        // VMA list.
         IReadOnlyList<string> problems = core.Verify();
         if (problems.Count > 0)
         {

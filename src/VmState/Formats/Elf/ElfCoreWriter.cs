@@ -38,6 +38,10 @@ public static class ElfCoreWriter
     /// Writes the core into <paramref name="output"/>'s temporary without committing it, for callers that make
     /// several outputs appear together (extract: the core and the hardware files).
     /// </summary>
+    /// <exception cref="InvalidOperationException">
+    /// The core cannot be written (<see cref="ElfCoreBuilder.Verify"/> says why), e.g. <paramref name="vmcoreinfoNote"/>
+    /// is not one encoded ELF note.
+    /// </exception>
     public static ElfCoreSummary WriteTo(MachineState machine, OutputFile output, byte[]? vmcoreinfoNote, IReadOnlyList<Arch.X86.VirtualMapping> virtualMappings, IProgress<(long Done, long Total)>? progress = null, CancellationToken cancellationToken = default)
     {
         ArgumentNullException.ThrowIfNull(machine);
