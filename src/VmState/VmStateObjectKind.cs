@@ -20,4 +20,7 @@ public enum VmStateObjectKind
 
     /// <summary>A vCPU of the saved machine, by index.</summary>
     Cpu,
+
+    /// <summary>A loaded module of the guest kernel, by name.</summary>
+    Module,
 }

@@ -134,6 +134,47 @@ public sealed class EditResumeTests(RunningGuestSnapshot snap) : IClassFixture<R
     }
 
     [Fact]
+    public void TheGuestMacEditLocatesTheKernelWithTheKernelOptions()
+    {
+        // edit --guest finds the kernel as every other command does: the --system-map given is opened and checked.
+        string output = Path.Combine(snap.Dir, $"guest-mac-{Guid.NewGuid():N}.mig");
+        string[] edit = ["edit", snap.Original, "-o", output, "--set-mac", "e1000=52:54:00:be:ef:03", "--guest"];
+        string missing = Path.Combine(snap.Dir, "no-such-System.map");
+        (int code, _, string stderr) = VmStateCli.Run([.. edit, "--system-map", missing]);
+        Assert.Equal(2, code);
+        Assert.Contains(missing, stderr, StringComparison.Ordinal);
+        Assert.False(File.Exists(output));
+
+        // A System.map of this kernel (runtime addresses moved back to link addresses) is used; one shifted by
+        // 2 MiB is another kernel's and is refused.
+        string map = Path.Combine(snap.Dir, $"System.map-{Guid.NewGuid():N}");
+        using (Vm vm = Vm.Open(snap.Original))
+        {
+            Linux.LinuxKernel k = vm.Linux.Kernel;
+            var lines = new List<string>();
+            for (int i = 0; i < k.Symbols.Count; i++)
+            {
+                Linux.KernelSymbol sym = k.Symbols[i];
+                ulong link = sym.Address >= 0xffff800000000000UL ? sym.Address - (ulong)k.KaslrOffset : sym.Address;
+                lines.Add(string.Create(CultureInfo.InvariantCulture, $"{link:x16} {sym.Type} {sym.Name}"));
+            }
+
+            File.WriteAllLines(map, lines);
+        }
+
+        (code, _, stderr) = VmStateCli.Run([.. edit, "--system-map", map]);
+        Assert.True(code == 0, stderr);
+        Assert.True(File.Exists(output));
+        File.Delete(output);
+
+        File.WriteAllLines(map, File.ReadAllLines(map).Select(l => string.Create(CultureInfo.InvariantCulture, $"{ulong.Parse(l[..16], NumberStyles.HexNumber, CultureInfo.InvariantCulture) + (l.Contains(" _text", StringComparison.Ordinal) ? 0 : 0x200000UL):x16}{l[16..]}")));
+        (code, _, stderr) = VmStateCli.Run([.. edit, "--system-map", map]);
+        Assert.Equal(2, code);
+        Assert.Contains("does not match this kernel", stderr, StringComparison.Ordinal);
+        Assert.False(File.Exists(output));
+    }
+
+    [Fact]
     public void RegisterEditsChangeOnlyThatRegister()
     {
         string edited = Path.Combine(snap.Dir, "regs.mig");

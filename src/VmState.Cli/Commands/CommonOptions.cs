@@ -164,9 +164,6 @@ internal static class CommonOptions
         }
     }
 
-    public static SnapshotOpenOptions OpenOptions(string? snapshot, bool raw, IProgress<double>? progress = null) =>
-        new() { Snapshot = snapshot, AllowRaw = raw, Progress = progress, Limits = ReaderLimits.Default };
-
     /// <summary>
     /// The options for <see cref="OpenVm"/>: block-cached reads when <paramref name="cacheReads"/> (random access:
     /// page tables, kernel structures), plain positional reads for one pass over RAM (extract, info).

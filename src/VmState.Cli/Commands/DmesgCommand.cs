@@ -1,21 +1,14 @@
 using System.CommandLine;
 using System.Globalization;
 using System.Text;
-using System.Text.Json;
 using VmState.Linux;
-using VmState.Machine;
+using VmState.Views;
 
 namespace VmState.Cli.Commands;
 
 /// <summary><c>vmstate dmesg SNAPSHOT</c>: the guest kernel's log, read from the printk ring buffer.</summary>
 internal static class DmesgCommand
 {
-    private static readonly string[] s_levels = ["emerg", "alert", "crit", "err", "warn", "notice", "info", "debug"];
-
-    private static readonly string[] s_facilities =
-        ["kern", "user", "mail", "daemon", "auth", "syslog", "lpr", "news", "uucp", "cron", "authpriv", "ftp", "res0", "res1", "res2", "res3",
-         "local0", "local1", "local2", "local3", "local4", "local5", "local6", "local7"];
-
     public static Command Create()
     {
         Option<bool> json = CommonOptions.Json();
@@ -52,116 +45,50 @@ internal static class DmesgCommand
             }
 
             using Vm vm = input.Open(r);
-            LinuxKernel kernel = vm.Linux.Kernel;
+            ListView<KernelLogRecord> view = LinuxListViews.KernelLog(r.GetValue(showLevel));
             if (following)
             {
-                return Follow(kernel, maxLevel, last, r.GetValue(showLevel), Math.Max(50, r.GetValue(interval)), r.GetValue(duration));
+                return Follow(vm.Linux.FollowKernelLog(), view, maxLevel, last, Math.Max(50, r.GetValue(interval)), r.GetValue(duration));
             }
 
-            IEnumerable<KernelLogRecord> records = vm.Linux.KernelLog();
-            if (maxLevel is int ml)
-            {
-                records = records.Where(x => x.Level <= ml);
-            }
-
-            List<KernelLogRecord> list = [.. records];
-            if (last is int n && n < list.Count)
-            {
-                list = list[^n..];
-            }
-
-            if (r.GetValue(json))
-            {
-                CommonOptions.WriteJson(w =>
-                {
-                    w.WriteStartArray();
-                    foreach (KernelLogRecord rec in list)
-                    {
-                        w.WriteStartObject();
-                        w.WriteNumber("seq", rec.Sequence);
-                        w.WriteNumber("timestamp_ns", rec.TimestampNs);
-                        w.WriteNumber("level", rec.Level);
-                        w.WriteString("level_name", s_levels[rec.Level & 7]);
-                        w.WriteNumber("facility", rec.Facility);
-                        w.WriteString("facility_name", rec.Facility < s_facilities.Length ? s_facilities[rec.Facility] : null);
-                        w.WriteString("caller", rec.Caller);
-                        w.WriteString("text", rec.Text);
-                        w.WriteEndObject();
-                    }
-
-                    w.WriteEndArray();
-                });
-            }
-            else
-            {
-                var sb = new StringBuilder();
-                bool prefix = r.GetValue(showLevel);
-                foreach (KernelLogRecord rec in list)
-                {
-                    Append(sb, rec, prefix);
-                }
-
-                Console.Write(sb.ToString());
-            }
-
+            ListOutput.Write(view, Select(vm.Linux.KernelLog(), maxLevel, last), r.GetValue(json));
             return 0;
         }));
         return command;
     }
 
-    private static void Append(StringBuilder sb, KernelLogRecord rec, bool prefix)
+    /// <summary>The records at <paramref name="maxLevel"/> or more urgent, then the last <paramref name="last"/> of them.</summary>
+    private static List<KernelLogRecord> Select(IEnumerable<KernelLogRecord> records, int? maxLevel, int? last)
     {
-        if (prefix)
-        {
-            sb.Append(CultureInfo.InvariantCulture, $"{(rec.Facility < s_facilities.Length ? s_facilities[rec.Facility] : rec.Facility.ToString(CultureInfo.InvariantCulture)),-6} :{s_levels[rec.Level & 7],-6}: ");
-        }
-
-        sb.Append(rec.Format()).Append('\n');
+        List<KernelLogRecord> list = [.. records.Where(x => maxLevel is not int ml || x.Level <= ml)];
+        return last is int n && n < list.Count ? list[^n..] : list;
     }
 
     /// <summary>
-    /// dmesg -w on a running guest: the last <paramref name="last"/> records (all without it), then every record with
-    /// a higher sequence number as it appears, polling the ring; records the ring overwrote between two polls are
-    /// counted. The guest is never paused.
+    /// dmesg -w on a running guest: the last <paramref name="last"/> records (all without it), then every new record
+    /// as the library's follower finds it, with a line for records the ring overwrote between two polls. The guest
+    /// is never paused.
     /// </summary>
-    private static int Follow(LinuxKernel kernel, int? maxLevel, int? last, bool prefix, int intervalMs, double seconds)
+    private static int Follow(KernelLogFollower follower, ListView<KernelLogRecord> view, int? maxLevel, int? last, int intervalMs, double seconds)
     {
         var clock = System.Diagnostics.Stopwatch.StartNew();
-        ulong? seen = null;
-        while (true)
+        foreach (KernelLogUpdate update in follower.Follow(TimeSpan.FromMilliseconds(intervalMs)))
         {
-            IReadOnlyList<KernelLogRecord> records = KernelLog.Read(kernel);
-            var fresh = records.Where(x => seen is not ulong s || x.Sequence > s).ToList();
             var sb = new StringBuilder();
-            if (seen is ulong prev && fresh.Count > 0 && fresh[0].Sequence > prev + 1)
+            if (update.Missed > 0)
             {
-                sb.Append(CultureInfo.InvariantCulture, $"vmstate: {fresh[0].Sequence - prev - 1} record(s) were overwritten before they could be read\n");
+                sb.Append(CultureInfo.InvariantCulture, $"vmstate: {update.Missed} record(s) were overwritten before they could be read\n");
             }
 
-            var shown = fresh.Where(x => maxLevel is not int ml || x.Level <= ml).ToList();
-            if (seen is null && last is int n && n < shown.Count)
-            {
-                shown = shown[^n..];
-            }
-
-            foreach (KernelLogRecord rec in shown)
-            {
-                Append(sb, rec, prefix);
-            }
-
-            if (records.Count > 0)
-            {
-                seen = Math.Max(seen ?? 0, records[^1].Sequence);
-            }
-
+            ListOutput.AppendText(sb, view, Select(update.Records, maxLevel, update.IsFirst ? last : null), header: false);
             Console.Write(sb.ToString());
             Console.Out.Flush();
             if (seconds > 0 && clock.Elapsed.TotalSeconds >= seconds)
             {
                 return 0;
             }
-
-            Thread.Sleep(intervalMs);
         }
+
+        return 0;
     }
 }

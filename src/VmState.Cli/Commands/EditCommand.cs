@@ -18,8 +18,6 @@ internal static class EditCommand
 {
     public static Command Create()
     {
-        Argument<string> input = CommonOptions.SnapshotArgument();
-        var output = new Option<string>("--output", "-o") { Description = "the new snapshot (a migration stream)", Required = true };
         var writePa = new Option<string[]>("--write-pa") { Description = "ADDR=HEXBYTES: write bytes at a guest-physical address", AllowMultipleArgumentsPerToken = false };
         var writeVa = new Option<string[]>("--write-va") { Description = "ADDR=HEXBYTES: write bytes at a virtual address (page tables of --cpu)" };
         var u64Pa = new Option<string[]>("--set-u64-pa") { Description = "ADDR=VALUE: write a little-endian 64-bit value at a guest-physical address" };
@@ -30,22 +28,23 @@ internal static class EditCommand
         var setField = new Option<string[]>("--set-field") { Description = "DEVICE:PATH=VALUE, e.g. e1000:mac_reg[RCTL]=0x8002 (paths as in hardware.json)" };
         var setMac = new Option<string[]>("--set-mac") { Description = "NIC=MAC, e.g. virtio-net=52:54:00:aa:bb:cc or e1000=52:54:00:11:22:33" };
         var guest = new Option<bool>("--guest") { Description = "with --set-mac: also change the guest Linux kernel's copy (net_device dev_addr and perm_addr)" };
-        var tag = new Option<string?>("--tag") { Description = "name of the snapshot added to a qcow2 output (default: <base>-edited)" };
-        var inPlace = new Option<bool>("--in-place") { Description = "add the snapshot to the input qcow2 image itself (give it as -o too)" };
-        Option<string?> snapshot = CommonOptions.SnapshotName();
         Option<bool> json = CommonOptions.Json();
         var command = new Command("edit", "Write a new snapshot with memory, register, device-field or MAC changes");
-        command.Arguments.Add(input);
-        foreach (Option o in new Option[] { output, writePa, writeVa, u64Pa, u64Va, cpu, cr3, setReg, setField, setMac, guest, tag, inPlace, snapshot, json })
+        var files = new SnapshotOutputOptions(command);
+        foreach (Option o in new Option[] { writePa, writeVa, u64Pa, u64Va, cpu, cr3, setReg, setField, setMac, guest, json })
         {
             command.Options.Add(o);
         }
 
+        // With --guest the kernel is located, as every other command locates it.
+        var kernel = new KernelOptions(command);
+
         command.SetAction((r, ct) => Task.FromResult(CommonOptions.Run(() =>
         {
-            string outPath = r.GetValue(output)!;
-            using MachineState m = SnapshotLoader.Open(r.GetValue(input)!, CommonOptions.OpenOptions(r.GetValue(snapshot), false));
-            var target = new SnapshotWriter.Target(outPath, r.GetValue(tag), r.GetValue(inPlace));
+            string outPath = files.OutputPath(r);
+            using Vm vm = files.Open(r, kernel.Get(r));
+            MachineState m = vm.Machine;
+            SnapshotWriter.Target target = files.Target(r);
             SnapshotWriter.Validate(m, target);
             var editor = new SnapshotEditor(m);
             int vcpu = r.GetValue(cpu);
@@ -93,17 +92,17 @@ internal static class EditCommand
                 editor.SetDeviceField(lhs[..colon], lhs[(colon + 1)..], v);
             }
 
-            LinuxKernel? kernel = null;
             foreach (string e in r.GetValue(setMac) ?? [])
             {
                 (string nic, string mac) = Split(e, '=', "--set-mac");
                 byte[] newMac = MacAddress.Parse(mac);
-                string? oldMac = editor.FindDevice(nic).Decoded.GetValueOrDefault("mac");
-                editor.SetMac(nic, newMac);
                 if (r.GetValue(guest))
                 {
-                    kernel ??= KernelLocator.Locate(m);
-                    SetGuestMac(editor, kernel, nic, oldMac, newMac);
+                    GuestMacEdit.SetMac(editor, vm.Linux, nic, newMac);
+                }
+                else
+                {
+                    editor.SetMac(nic, newMac);
                 }
             }
 
@@ -115,22 +114,22 @@ internal static class EditCommand
             string written = SnapshotWriter.Save(editor, m, target, ct);
             if (r.GetValue(json))
             {
-                using var w = new Utf8JsonWriter(Console.OpenStandardOutput(), new JsonWriterOptions { Indented = true });
-                w.WriteStartObject();
-                w.WriteString("output", outPath);
-                w.WriteString("written", written);
-                w.WriteNumber("pagesChanged", editor.Stream.EditedPages);
-                w.WriteNumber("fieldsChanged", editor.Stream.EditedFields);
-                w.WriteStartArray("edits");
-                foreach (string l in editor.Log)
+                CommonOptions.WriteJson(w =>
                 {
-                    w.WriteStringValue(l);
-                }
+                    w.WriteStartObject();
+                    w.WriteString("output", outPath);
+                    w.WriteString("written", written);
+                    w.WriteNumber("pagesChanged", editor.Stream.EditedPages);
+                    w.WriteNumber("fieldsChanged", editor.Stream.EditedFields);
+                    w.WriteStartArray("edits");
+                    foreach (string l in editor.Log)
+                    {
+                        w.WriteStringValue(l);
+                    }
 
-                w.WriteEndArray();
-                w.WriteEndObject();
-                w.Flush();
-                Console.WriteLine();
+                    w.WriteEndArray();
+                    w.WriteEndObject();
+                });
             }
             else
             {
@@ -145,31 +144,6 @@ internal static class EditCommand
             return 0;
         })));
         return command;
-    }
-
-    /// <summary>
-    /// The guest kernel's copy of a NIC's address: the net_device whose address is the device's old MAC gets the new
-    /// one in dev_addr (what the stack and /sys/class/net/*/address use) and perm_addr.
-    /// </summary>
-    private static void SetGuestMac(SnapshotEditor editor, LinuxKernel kernel, string nic, string? oldMac, byte[] newMac)
-    {
-        if (oldMac is null)
-        {
-            throw new ArgumentException($"--guest: the MAC of {nic} could not be decoded, so its net_device cannot be told apart");
-        }
-
-        IReadOnlyList<LinuxNetDevice> devices = NetDeviceList.Read(kernel);
-        LinuxNetDevice dev = devices.SingleOrDefault(d => d.Mac == oldMac)
-            ?? throw new ArgumentException($"--guest: no guest network device has {nic}'s address {oldMac} (the guest has: {string.Join(", ", devices.Select(d => $"{d.Name} {d.Mac}"))})");
-        foreach (ulong va in new[] { dev.DevAddrAddress, dev.PermAddrAddress })
-        {
-            if (!kernel.AddressSpace.TryTranslate(va, out ulong pa))
-            {
-                throw new ArgumentException($"--guest: {dev.Name}'s address bytes at 0x{va:x} are not mapped");
-            }
-
-            editor.WritePhysical(pa, newMac);
-        }
     }
 
     /// <summary>

@@ -53,7 +53,7 @@ internal static class ExtractCommand
         MachineState m = vm.Machine;
         double parseSeconds = clock.Elapsed.TotalSeconds;
         (byte[] Note, string How)? vmcoreinfo = VmcoreinfoLocator.Find(m, scan);
-        IReadOnlyList<VirtualMapping> kernelMappings = kernelVaddr ? KernelMappings(m) : [];
+        IReadOnlyList<VirtualMapping> kernelMappings = kernelVaddr ? CpuAddressSpaces.KernelMappings(m) : [];
         var options = new MachineExport.Options(xml, vmcoreinfo?.Note, kernelMappings);
         MachineExport.Result result;
         if (interactive)
@@ -77,25 +77,25 @@ internal static class ExtractCommand
         ulong ram = m.Memory.TotalSize();
         if (json)
         {
-            using var w = new Utf8JsonWriter(Console.OpenStandardOutput(), new JsonWriterOptions { Indented = true });
-            w.WriteStartObject();
-            w.WriteString("input", input ?? m.SourcePath);
-            w.WriteString("format", m.SourceFormat);
-            w.WriteString("core", summary.Path);
-            w.WriteNumber("coreBytes", summary.FileSize);
-            w.WriteNumber("loadSegments", summary.LoadSegments);
-            w.WriteNumber("kernelVirtualSegments", summary.VirtualSegments);
-            w.WriteNumber("cpus", summary.Cpus);
-            w.WriteString("vmcoreinfo", vmcoreinfo?.How);
-            w.WriteString("hardware", hardwarePath);
-            w.WriteString("hardwareXml", xmlPath);
-            w.WriteNumber("devices", m.Devices.Count);
-            w.WriteNumber("ramBytes", ram);
-            w.WriteNumber("parseSeconds", Math.Round(parseSeconds, 4));
-            w.WriteNumber("seconds", Math.Round(seconds, 4));
-            w.WriteEndObject();
-            w.Flush();
-            Console.WriteLine();
+            CommonOptions.WriteJson(w =>
+            {
+                w.WriteStartObject();
+                w.WriteString("input", input ?? m.SourcePath);
+                w.WriteString("format", m.SourceFormat);
+                w.WriteString("core", summary.Path);
+                w.WriteNumber("coreBytes", summary.FileSize);
+                w.WriteNumber("loadSegments", summary.LoadSegments);
+                w.WriteNumber("kernelVirtualSegments", summary.VirtualSegments);
+                w.WriteNumber("cpus", summary.Cpus);
+                w.WriteString("vmcoreinfo", vmcoreinfo?.How);
+                w.WriteString("hardware", hardwarePath);
+                w.WriteString("hardwareXml", xmlPath);
+                w.WriteNumber("devices", m.Devices.Count);
+                w.WriteNumber("ramBytes", ram);
+                w.WriteNumber("parseSeconds", Math.Round(parseSeconds, 4));
+                w.WriteNumber("seconds", Math.Round(seconds, 4));
+                w.WriteEndObject();
+            });
         }
         else
         {
@@ -119,53 +119,6 @@ internal static class ExtractCommand
         }
 
         return 0;
-    }
-
-    /// <summary>Virtual aliases of one 4 KiB physical page kept in the core.</summary>
-    private const int MaxAliasesPerPage = 8;
-
-    /// <summary>
-    /// The kernel half of the address space of a vCPU running in kernel mode (CPL 0), or of vCPU 0: with PTI a
-    /// user-mode vCPU's CR3 maps almost none of the kernel, so a kernel-mode one is preferred. Empty when no vCPU
-    /// has 4- or 5-level paging on.
-    /// </summary>
-    public static IReadOnlyList<VirtualMapping> KernelMappings(MachineState m)
-    {
-        X86CpuState? cpu = m.Cpus.FirstOrDefault(c => (c.Segments[X86CpuState.Cs].Selector & 3) == 0 && AddressSpace.ModeOf(c) is PagingMode.Level4 or PagingMode.Level5)
-            ?? m.Cpus.FirstOrDefault(c => AddressSpace.ModeOf(c) is PagingMode.Level4 or PagingMode.Level5);
-        if (cpu is null)
-        {
-            return [];
-        }
-
-        AddressSpace space = AddressSpace.Of(m.Memory, cpu);
-        ulong kernelStart = space.Mode == PagingMode.Level5 ? 0xff00_0000_0000_0000UL : 0xffff_8000_0000_0000UL;
-        var list = new List<VirtualMapping>();
-        var aliasesOf = new Dictionary<ulong, int>();
-        foreach (VirtualMapping v in space.Mappings())
-        {
-            if (v.VirtualAddress < kernelStart)
-            {
-                continue;
-            }
-
-            // One physical page mapped at many addresses (the espfix64 stacks at 0xffffff0000000000 map the same
-            // page 65536 times) would add a PT_LOAD per alias and slow down every reader of the core (drgn
-            // searches its segments linearly); keep the first few aliases of a page only.
-            if (v.Size == 0x1000)
-            {
-                int seen = aliasesOf.GetValueOrDefault(v.PhysicalAddress);
-                aliasesOf[v.PhysicalAddress] = seen + 1;
-                if (seen >= MaxAliasesPerPage)
-                {
-                    continue;
-                }
-            }
-
-            list.Add(v);
-        }
-
-        return list;
     }
 
     /// <summary>An IProgress that calls back on the reporting thread (Progress&lt;T&gt; would post to the thread pool).</summary>

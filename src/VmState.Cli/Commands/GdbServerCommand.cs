@@ -66,7 +66,8 @@ internal static class GdbServerCommand
                 }
 
                 string path = r.GetValue(input)!;
-                using MachineState m = SnapshotLoader.Open(path, CommonOptions.OpenOptions(r.GetValue(snapshot), false) with { CacheReads = true });
+                using Vm vm = Vm.Open(path, CommonOptions.VmOptions(r.GetValue(snapshot), raw: false, cacheReads: true));
+                MachineState m = vm.Machine;
                 var options = new GdbServerOptions
                 {
                     SaveDirectory = r.GetValue(saveDir) is string dir ? new SaveDirectory(dir, r.GetValue(allowOverwrite), path) : null,

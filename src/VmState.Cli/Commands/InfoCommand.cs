@@ -87,7 +87,7 @@ internal static class InfoCommand
         {
             w.WriteStartObject();
             w.WriteNumber("index", c.Index);
-            w.WriteString("mode", Mode(c));
+            w.WriteString("mode", X86OperatingMode.Describe(c));
             w.WriteString("rip", Hex.Of(c.Rip));
             w.WriteString("rsp", Hex.Of(c.Regs[4]));
             w.WriteString("cr3", Hex.Of(c.Cr3));
@@ -132,26 +132,6 @@ internal static class InfoCommand
         output.WriteByte((byte)'\n');
     }
 
-    public static string Mode(X86CpuState c)
-    {
-        if ((c.Cr0 & 1) == 0)
-        {
-            return "real";
-        }
-
-        if (c.LongMode)
-        {
-            return (c.Cr4 & (1UL << 12)) != 0 ? "long (5-level paging)" : "long (4-level paging)";
-        }
-
-        if ((c.Cr0 & (1UL << 31)) == 0)
-        {
-            return "protected (no paging)";
-        }
-
-        return (c.Cr4 & (1UL << 5)) != 0 ? "protected (PAE paging)" : "protected (32-bit paging)";
-    }
-
     private static void WriteText(MachineState m)
     {
         IAnsiConsole console = AnsiConsole.Console;
@@ -173,7 +153,7 @@ internal static class InfoCommand
         var cpus = new Table().Title($"vCPUs ({m.Cpus.Count})").AddColumns("cpu", "mode", "RIP", "RSP", "CR3", "halted");
         foreach (X86CpuState c in m.Cpus)
         {
-            cpus.AddRow(c.Index.ToString(System.Globalization.CultureInfo.InvariantCulture), Mode(c), Hex.Of(c.Rip), Hex.Of(c.Regs[4]), Hex.Of(c.Cr3), c.Halted switch { true => "yes", false => "no", null => "-" });
+            cpus.AddRow(c.Index.ToString(System.Globalization.CultureInfo.InvariantCulture), X86OperatingMode.Describe(c), Hex.Of(c.Rip), Hex.Of(c.Regs[4]), Hex.Of(c.Cr3), c.Halted switch { true => "yes", false => "no", null => "-" });
         }
 
         console.Write(cpus);

@@ -14,22 +14,13 @@ internal static class InjectCommand
 {
     public static Command Create()
     {
-        Argument<string> input = CommonOptions.SnapshotArgument();
         var core = new Option<string?>("--core") { Description = "the edited core.elf from vmstate extract" };
         var hardware = new Option<string?>("--hardware") { Description = "the edited hardware.json from vmstate extract" };
-        var output = new Option<string>("--output", "-o") { Description = "the new snapshot (a migration stream)", Required = true };
-        var tag = new Option<string?>("--tag") { Description = "name of the snapshot added to a qcow2 output (default: <base>-edited)" };
-        var inPlace = new Option<bool>("--in-place") { Description = "add the snapshot to the input qcow2 image itself (give it as -o too)" };
-        Option<string?> snapshot = CommonOptions.SnapshotName();
         Option<bool> json = CommonOptions.Json();
         var command = new Command("inject", "Write a new snapshot carrying the changes made to an extracted core.elf and hardware.json");
-        command.Arguments.Add(input);
+        var files = new SnapshotOutputOptions(command);
         command.Options.Add(core);
         command.Options.Add(hardware);
-        command.Options.Add(output);
-        command.Options.Add(tag);
-        command.Options.Add(inPlace);
-        command.Options.Add(snapshot);
         command.Options.Add(json);
         command.SetAction((r, ct) => Task.FromResult(CommonOptions.Run(() =>
         {
@@ -38,35 +29,35 @@ internal static class InjectCommand
                 throw new ArgumentException("give --core, --hardware or both");
             }
 
-            string outPath = r.GetValue(output)!;
+            string outPath = files.OutputPath(r);
             var clock = System.Diagnostics.Stopwatch.StartNew();
-            using MachineState m = SnapshotLoader.Open(r.GetValue(input)!, CommonOptions.OpenOptions(r.GetValue(snapshot), false));
-            string[] edited = [.. new[] { r.GetValue(core), r.GetValue(hardware) }.OfType<string>()];
-            var target = new SnapshotWriter.Target(outPath, r.GetValue(tag), r.GetValue(inPlace), edited);
+            using Vm vm = files.Open(r);
+            MachineState m = vm.Machine;
+            SnapshotWriter.Target target = files.Target(r, [.. new[] { r.GetValue(core), r.GetValue(hardware) }.OfType<string>()]);
             SnapshotWriter.Validate(m, target);
             var editor = new SnapshotEditor(m);
             SnapshotInjector.Result result = SnapshotInjector.Apply(editor, m, r.GetValue(core), r.GetValue(hardware), ct);
             string written = SnapshotWriter.Save(editor, m, target, ct);
             if (r.GetValue(json))
             {
-                using var w = new Utf8JsonWriter(Console.OpenStandardOutput(), new JsonWriterOptions { Indented = true });
-                w.WriteStartObject();
-                w.WriteString("output", outPath);
-                w.WriteString("written", written);
-                w.WriteNumber("pagesChanged", result.PagesChanged);
-                w.WriteNumber("registersChanged", result.RegistersChanged);
-                w.WriteNumber("fieldsChanged", result.FieldsChanged);
-                w.WriteNumber("seconds", Math.Round(clock.Elapsed.TotalSeconds, 3));
-                w.WriteStartArray("changes");
-                foreach (string c in result.Changes)
+                CommonOptions.WriteJson(w =>
                 {
-                    w.WriteStringValue(c);
-                }
+                    w.WriteStartObject();
+                    w.WriteString("output", outPath);
+                    w.WriteString("written", written);
+                    w.WriteNumber("pagesChanged", result.PagesChanged);
+                    w.WriteNumber("registersChanged", result.RegistersChanged);
+                    w.WriteNumber("fieldsChanged", result.FieldsChanged);
+                    w.WriteNumber("seconds", Math.Round(clock.Elapsed.TotalSeconds, 3));
+                    w.WriteStartArray("changes");
+                    foreach (string c in result.Changes)
+                    {
+                        w.WriteStringValue(c);
+                    }
 
-                w.WriteEndArray();
-                w.WriteEndObject();
-                w.Flush();
-                Console.WriteLine();
+                    w.WriteEndArray();
+                    w.WriteEndObject();
+                });
             }
             else
             {

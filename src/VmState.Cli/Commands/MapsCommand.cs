@@ -1,8 +1,5 @@
 using System.CommandLine;
-using System.Text;
-using System.Text.Json;
 using VmState.Linux;
-using VmState.Machine;
 
 namespace VmState.Cli.Commands;
 
@@ -19,41 +16,7 @@ internal static class MapsCommand
         {
             int pid = input.TrailingPid(r);
             using Vm vm = input.Open(r);
-            IReadOnlyList<LinuxVma> vmas = vm.Linux.Maps(pid);
-            if (r.GetValue(json))
-            {
-                CommonOptions.WriteJson(w =>
-                {
-                    w.WriteStartArray();
-                    foreach (LinuxVma v in vmas)
-                    {
-                        w.WriteStartObject();
-                        w.WriteString("start", Hex.Of(v.Start));
-                        w.WriteString("end", Hex.Of(v.End));
-                        w.WriteString("perms", v.Permissions);
-                        w.WriteString("flags", Hex.Of(v.Flags));
-                        w.WriteString("offset", Hex.Of(v.Offset));
-                        w.WriteString("dev", $"{v.Major:x2}:{v.Minor:x2}");
-                        w.WriteNumber("inode", v.Inode);
-                        w.WriteString("name", v.Name);
-                        w.WriteString("vma", Hex.Of(v.Address));
-                        w.WriteEndObject();
-                    }
-
-                    w.WriteEndArray();
-                });
-            }
-            else
-            {
-                var sb = new StringBuilder();
-                foreach (LinuxVma v in vmas)
-                {
-                    sb.Append(v.Format()).Append('\n');
-                }
-
-                Console.Write(sb.ToString());
-            }
-
+            ListOutput.Write(LinuxListViews.Maps, vm.Linux.Maps(pid), r.GetValue(json));
             return 0;
         }));
         return command;

@@ -2,9 +2,8 @@ using System.CommandLine;
 using System.Diagnostics;
 using System.Globalization;
 using System.Text;
-using System.Text.Json;
 using VmState.Linux;
-using VmState.Machine;
+using VmState.Views;
 
 namespace VmState.Cli.Commands;
 
@@ -44,13 +43,21 @@ internal static class PsCommand
             Phase("BTF");
             IReadOnlyList<LinuxProcess> list = vm.Linux.Processes(r.GetValue(threads), !r.GetValue(noCmdline));
             Phase("walk tasks");
+            ListView<LinuxProcess> view = LinuxListViews.Processes(r.GetValue(threads));
             if (r.GetValue(json))
             {
-                WriteJson(kernel, list, Console.OpenStandardOutput());
+                CommonOptions.WriteJson(w =>
+                {
+                    w.WriteStartObject();
+                    w.WriteString("release", kernel.Release);
+                    w.WritePropertyName("processes");
+                    ListOutput.WriteArray(w, view, list);
+                    w.WriteEndObject();
+                });
             }
             else
             {
-                WriteText(list, r.GetValue(threads));
+                ListOutput.Write(view, list, json: false);
             }
 
             Phase("print");
@@ -63,67 +70,5 @@ internal static class PsCommand
             return 0;
         }));
         return command;
-    }
-
-    private static void WriteText(IReadOnlyList<LinuxProcess> list, bool threads)
-    {
-        var sb = new StringBuilder(list.Count * 80);
-        sb.Append(threads ? "    PID    TID   PPID    UID S    START COMM             COMMAND\n" : "    PID   PPID    UID S    START COMM             COMMAND\n");
-        foreach (LinuxProcess p in list)
-        {
-            string command = p.Cmdline ?? (p.IsKernelThread ? $"[{p.Comm}]" : string.Empty);
-            if (threads)
-            {
-                sb.Append(CultureInfo.InvariantCulture, $"{p.Tgid,7} {p.Pid,6} ");
-            }
-            else
-            {
-                sb.Append(CultureInfo.InvariantCulture, $"{p.Pid,7} ");
-            }
-
-            sb.Append(CultureInfo.InvariantCulture, $"{p.Ppid,6} {p.Uid,6} {p.State} {p.StartTimeNs / 1e9,8:F2} {p.Comm,-16} {command}\n");
-        }
-
-        using Stream stdout = Console.OpenStandardOutput();
-        byte[] bytes = Encoding.UTF8.GetBytes(TerminalText.Escape(sb.ToString()));
-        stdout.Write(bytes);
-    }
-
-    private static void WriteJson(LinuxKernel kernel, IReadOnlyList<LinuxProcess> list, Stream output)
-    {
-        using var w = new Utf8JsonWriter(output, new JsonWriterOptions { Indented = true });
-        w.WriteStartObject();
-        w.WriteString("release", kernel.Release);
-        w.WriteStartArray("processes");
-        foreach (LinuxProcess p in list)
-        {
-            w.WriteStartObject();
-            w.WriteNumber("pid", p.Pid);
-            w.WriteNumber("tgid", p.Tgid);
-            w.WriteNumber("ppid", p.Ppid);
-            w.WriteNumber("uid", p.Uid);
-            w.WriteNumber("gid", p.Gid);
-            w.WriteString("state", p.State.ToString());
-            w.WriteString("comm", p.Comm);
-            w.WriteBoolean("kernelThread", p.IsKernelThread);
-            w.WriteNumber("threads", p.Threads);
-            w.WriteNumber("startTimeNs", p.StartTimeNs);
-            if (p.Cmdline is string c)
-            {
-                w.WriteString("cmdline", c);
-            }
-            else
-            {
-                w.WriteNull("cmdline");
-            }
-
-            w.WriteString("task", Hex.Of(p.TaskAddress));
-            w.WriteEndObject();
-        }
-
-        w.WriteEndArray();
-        w.WriteEndObject();
-        w.Flush();
-        output.WriteByte((byte)'\n');
     }
 }

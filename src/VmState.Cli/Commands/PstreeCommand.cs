@@ -3,7 +3,6 @@ using System.Globalization;
 using System.Text;
 using System.Text.Json;
 using VmState.Linux;
-using VmState.Machine;
 
 namespace VmState.Cli.Commands;
 
@@ -19,17 +18,15 @@ internal static class PstreeCommand
         command.SetAction(r => KernelInput.Run(() =>
         {
             using Vm vm = input.Open(r);
-            IReadOnlyList<LinuxProcess> processes = vm.Linux.Processes(threads: false, commandLines: false);
-            var pids = processes.Select(p => p.Pid).ToHashSet();
-            ILookup<int, LinuxProcess> children = processes.ToLookup(p => pids.Contains(p.Ppid) && p.Ppid != p.Pid ? p.Ppid : 0);
+            IReadOnlyList<ProcessTreeNode> roots = vm.Linux.ProcessTree();
             if (r.GetValue(json))
             {
                 CommonOptions.WriteJson(w =>
                 {
                     w.WriteStartArray();
-                    foreach (LinuxProcess root in children[0].OrderBy(p => p.Pid))
+                    foreach (ProcessTreeNode root in roots)
                     {
-                        WriteJson(w, root, children, 0);
+                        WriteJson(w, root);
                     }
 
                     w.WriteEndArray();
@@ -38,9 +35,9 @@ internal static class PstreeCommand
             else
             {
                 var sb = new StringBuilder();
-                foreach (LinuxProcess root in children[0].OrderBy(p => p.Pid))
+                foreach (ProcessTreeNode root in roots)
                 {
-                    WriteText(sb, root, children, string.Empty, string.Empty, 0);
+                    WriteText(sb, root, string.Empty, string.Empty);
                 }
 
                 Console.Write(sb.ToString());
@@ -51,37 +48,27 @@ internal static class PstreeCommand
         return command;
     }
 
-    private const int MaxDepth = 256;
-
-    private static void WriteText(StringBuilder sb, LinuxProcess p, ILookup<int, LinuxProcess> children, string first, string rest, int depth)
+    private static void WriteText(StringBuilder sb, ProcessTreeNode node, string first, string rest)
     {
+        LinuxProcess p = node.Process;
         sb.Append(first).Append(CultureInfo.InvariantCulture, $"{p.Comm}({p.Pid}){(p.Uid != 0 ? $" uid {p.Uid}" : string.Empty)}\n");
-        if (depth >= MaxDepth)
+        for (int i = 0; i < node.Children.Count; i++)
         {
-            return;
-        }
-
-        var kids = children[p.Pid].OrderBy(c => c.Pid).ToList();
-        for (int i = 0; i < kids.Count; i++)
-        {
-            bool last = i == kids.Count - 1;
-            WriteText(sb, kids[i], children, rest + (last ? "└─ " : "├─ "), rest + (last ? "   " : "│  "), depth + 1);
+            bool last = i == node.Children.Count - 1;
+            WriteText(sb, node.Children[i], rest + (last ? "└─ " : "├─ "), rest + (last ? "   " : "│  "));
         }
     }
 
-    private static void WriteJson(Utf8JsonWriter w, LinuxProcess p, ILookup<int, LinuxProcess> children, int depth)
+    private static void WriteJson(Utf8JsonWriter w, ProcessTreeNode node)
     {
         w.WriteStartObject();
-        w.WriteNumber("pid", p.Pid);
-        w.WriteString("comm", p.Comm);
-        w.WriteNumber("uid", p.Uid);
+        w.WriteNumber("pid", node.Process.Pid);
+        w.WriteString("comm", node.Process.Comm);
+        w.WriteNumber("uid", node.Process.Uid);
         w.WriteStartArray("children");
-        if (depth < MaxDepth)
+        foreach (ProcessTreeNode c in node.Children)
         {
-            foreach (LinuxProcess c in children[p.Pid].OrderBy(c => c.Pid))
-            {
-                WriteJson(w, c, children, depth + 1);
-            }
+            WriteJson(w, c);
         }
 
         w.WriteEndArray();

@@ -15,41 +15,20 @@ internal static class ReadCommand
 
     public static Command Create()
     {
-        // [SNAPSHOT] ADDR LEN: SNAPSHOT is left out with --qmp (an optional argument cannot precede required ones).
-        var positional = new Argument<string[]>("SNAPSHOT ADDR LEN")
-        {
-            Description = "the snapshot file (omit with --qmp), the address (0x-hex or decimal) and the length (decimal, 0x-hex, or with k/m suffix)",
-            Arity = new ArgumentArity(2, 3),
-        };
-        Option<string?> qmp = CommonOptions.Qmp();
         var pa = new Option<bool>("--pa") { Description = "ADDR is guest-physical" };
         var va = new Option<bool>("--va") { Description = "ADDR is virtual, translated with the vCPU's page tables (default)" };
-        var cpu = new Option<int>("--cpu") { Description = "vCPU whose page tables to use with --va", DefaultValueFactory = _ => 0 };
-        var cr3 = new Option<string?>("--cr3") { Description = "page-table root to use with --va instead of the vCPU's CR3" };
         var sym = new Option<bool>("--sym") { Description = "ADDR is a Linux kernel symbol, optionally +offset (e.g. linux_banner or init_task+0x10), read through the kernel's page tables" };
-        Option<int?> pid = TranslateCommand.PidOption();
         var format = new Option<string>("--format", "-f") { Description = "hex (default), raw (bytes to stdout) or asm (x86-64 disassembly)", DefaultValueFactory = _ => "hex" };
         format.AcceptOnlyFromAmong("hex", "raw", "asm");
-        Option<string?> snapshot = CommonOptions.SnapshotName();
-        Option<bool> raw = CommonOptions.Raw();
-        Option<string?> systemMap = KernelInput.SystemMapOption();
-        Option<string?> btf = KernelInput.BtfOption();
         var command = new Command("read", "Read guest memory by physical or virtual address");
-        command.Arguments.Add(positional);
-        command.Options.Add(qmp);
-        var pause = new Option<bool>("--pause") { Description = "with --qmp: pause the guest while reading (resumed afterwards)" };
-        command.Options.Add(pause);
+        // [SNAPSHOT] ADDR LEN: SNAPSHOT is left out with --qmp (an optional argument cannot precede required ones).
+        // The kernel options matter with --sym (the symbol's address) and --pid (the process's page tables).
+        var input = new KernelInput(command, "ADDR LEN", "the address (0x-hex or decimal) and the length (decimal, 0x-hex, or with k/m suffix)", trailingCount: 2);
+        var spaces = new AddressSpaceOptions(command);
         command.Options.Add(pa);
         command.Options.Add(va);
-        command.Options.Add(cpu);
-        command.Options.Add(cr3);
         command.Options.Add(sym);
-        command.Options.Add(pid);
         command.Options.Add(format);
-        command.Options.Add(snapshot);
-        command.Options.Add(raw);
-        command.Options.Add(systemMap);
-        command.Options.Add(btf);
         command.SetAction(r => KernelInput.Run(() =>
         {
             if ((r.GetValue(pa) ? 1 : 0) + (r.GetValue(va) ? 1 : 0) + (r.GetValue(sym) ? 1 : 0) > 1)
@@ -57,30 +36,26 @@ internal static class ReadCommand
                 throw new ArgumentException("give one of --pa, --va and --sym");
             }
 
-            if (r.GetValue(pid) is not null && (r.GetValue(pa) || r.GetValue(sym)))
+            if (spaces.Pid(r) is not null && (r.GetValue(pa) || r.GetValue(sym)))
             {
                 throw new ArgumentException("--pid goes with --va (a process's virtual addresses)");
             }
 
-            string[] args = r.GetValue(positional)!;
-            string? input = args.Length == 3 ? args[0] : null;
-            ulong addr = r.GetValue(sym) ? 0 : AddressParser.Parse(args[^2], "ADDR");
-            ulong len = AddressParser.Parse(args[^1], "LEN");
+            ulong addr = r.GetValue(sym) ? 0 : AddressParser.Parse(input.Trailing(r, 0), "ADDR");
+            ulong len = AddressParser.Parse(input.Trailing(r, 1), "LEN");
             if (len == 0 || len > MaxLength)
             {
                 throw new ArgumentException($"LEN {len}: expected 1 to {MaxLength} bytes");
             }
 
-            // --system-map and --btf matter with --sym (the symbol's address) and --pid (the process's page tables).
-            var kernelOptions = new KernelLocatorOptions { SystemMapPath = r.GetValue(systemMap), BtfPath = r.GetValue(btf) };
-            using Vm vm = CommonOptions.OpenVm(input, r.GetValue(qmp), CommonOptions.VmOptions(r.GetValue(snapshot), r.GetValue(raw), cacheReads: true, kernelOptions), r.GetValue(pause));
+            using Vm vm = input.Open(r);
             MachineState m = vm.Machine;
             byte[] buffer = new byte[len];
             int got;
             if (r.GetValue(sym))
             {
                 LinuxKernel kernel = vm.Linux.Kernel;
-                addr = SymbolAddress(vm, args[^2]);
+                addr = SymbolAddress(vm, input.Trailing(r, 0));
                 got = kernel.AddressSpace.Read(addr, buffer);
                 if (got < buffer.Length)
                 {
@@ -97,7 +72,7 @@ internal static class ReadCommand
             }
             else
             {
-                AddressSpace space = TranslateCommand.SpaceFor(vm, r.GetValue(cpu), r.GetValue(cr3), r.GetValue(pid));
+                AddressSpace space = spaces.Select(r, vm);
                 got = space.Read(addr, buffer);
                 if (got < buffer.Length)
                 {

@@ -65,49 +65,31 @@ internal static class SnapshotCommand
             }
             else
             {
-                bool wasRunning = before == "running";
-                try
-                {
-                    await client.SaveVmAsync(tag!, null, ct);
-                }
-                finally
-                {
-                    // savevm resumes by itself; make sure of it.
-                    if (wasRunning)
-                    {
-                        await TryAsync(async () =>
-                        {
-                            if (await client.QueryStatusAsync(CancellationToken.None) != "running")
-                            {
-                                await client.ContAsync(CancellationToken.None);
-                            }
-                        });
-                    }
-                }
+                await SavevmSnapshot.TakeAsync(client, tag!, e => Console.Error.WriteLine($"vmstate: warning: {e.Message}"), ct);
             }
 
             TimeSpan paused = clock.Elapsed;
             string after = await client.QueryStatusAsync(CancellationToken.None);
             if (json)
             {
-                using var w = new Utf8JsonWriter(Console.OpenStandardOutput(), new JsonWriterOptions { Indented = true });
-                w.WriteStartObject();
-                w.WriteString("qemu", $"{client.Version.Major}.{client.Version.Minor}.{client.Version.Micro}");
-                w.WriteString("output", output);
-                w.WriteString("savevm", tag);
-                w.WriteNumber("bytes", bytes);
-                w.WriteString("mode", mode);
-                w.WriteNumber(mode == "background-snapshot" ? "elapsedSeconds" : "pausedSeconds", Math.Round(paused.TotalSeconds, 4));
-                if (downtimeMs is double dt)
+                CommonOptions.WriteJson(w =>
                 {
-                    w.WriteNumber("qemuDowntimeMs", dt);
-                }
+                    w.WriteStartObject();
+                    w.WriteString("qemu", $"{client.Version.Major}.{client.Version.Minor}.{client.Version.Micro}");
+                    w.WriteString("output", output);
+                    w.WriteString("savevm", tag);
+                    w.WriteNumber("bytes", bytes);
+                    w.WriteString("mode", mode);
+                    w.WriteNumber(mode == "background-snapshot" ? "elapsedSeconds" : "pausedSeconds", Math.Round(paused.TotalSeconds, 4));
+                    if (downtimeMs is double dt)
+                    {
+                        w.WriteNumber("qemuDowntimeMs", dt);
+                    }
 
-                w.WriteString("statusBefore", before);
-                w.WriteString("statusAfter", after);
-                w.WriteEndObject();
-                w.Flush();
-                Console.WriteLine();
+                    w.WriteString("statusBefore", before);
+                    w.WriteString("statusAfter", after);
+                    w.WriteEndObject();
+                });
             }
             else
             {
@@ -134,18 +116,6 @@ internal static class SnapshotCommand
         {
             Console.Error.WriteLine("vmstate: cancelled; the guest was resumed");
             return 130;
-        }
-    }
-
-    private static async Task TryAsync(Func<Task> action)
-    {
-        try
-        {
-            await action();
-        }
-        catch (Exception e) when (e is IOException or LiveVmGoneException or TimeoutException or QmpException)
-        {
-            Console.Error.WriteLine($"vmstate: warning: {e.Message}");
         }
     }
 }

@@ -2,7 +2,6 @@ using System.CommandLine;
 using System.Text.Json;
 using VmState.Linux;
 using VmState.Linux.Btf;
-using VmState.Machine;
 
 namespace VmState.Cli.Commands;
 
@@ -22,34 +21,14 @@ internal static class TypesCommand
         command.SetAction(r => KernelInput.Run(() =>
         {
             using Vm vm = input.Open(r);
-            LinuxKernel kernel = vm.Linux.Kernel;
-            BtfTypes types = kernel.Types;
-            if (r.GetValue(module) is string mod)
+            KernelTypeMatch found = vm.Linux.FindType(r.GetValue(name)!, r.GetValue(module));
+            if (found.FromFallback)
             {
-                IReadOnlyList<ModuleBtf> all = ModuleBtfList.Read(kernel);
-                types = all.FirstOrDefault(b => b.Name == mod)?.Types
-                    ?? throw new ArgumentException($"no BTF for module '{mod}'; modules with BTF: {string.Join(", ", all.Select(b => b.Name))}");
+                Console.Error.WriteLine($"vmstate: '{r.GetValue(name)}' is from module {found.Module}'s BTF");
             }
 
-            int id;
-            try
-            {
-                id = Lookup(types, r.GetValue(name)!);
-            }
-            catch (Exception e) when ((e is ArgumentException or VmStateNotFoundException) && r.GetValue(module) is null && kernel.Symbols.TryGetAddress("btf_modules", out _))
-            {
-                // Not in vmlinux: the first loaded module whose BTF has it.
-                (ModuleBtf? holder, int found) = ModuleBtfList.Read(kernel).Select(b => (b, TryLookup(b.Types, r.GetValue(name)!))).FirstOrDefault(x => x.Item2 != 0);
-                if (holder is null)
-                {
-                    throw new VmStateNotFoundException(VmStateObjectKind.Type, r.GetValue(name)!, $"no struct, union, typedef, enum or base type named '{r.GetValue(name)}' in the BTF of the kernel or of any loaded module");
-                }
-
-                Console.Error.WriteLine($"vmstate: '{r.GetValue(name)}' is from module {holder.Name}'s BTF");
-                types = holder.Types;
-                id = found;
-            }
-
+            BtfTypes types = found.Types;
+            int id = found.Id;
             if (r.GetValue(json))
             {
                 CommonOptions.WriteJson(w =>
@@ -65,39 +44,6 @@ internal static class TypesCommand
             return 0;
         }));
         return command;
-    }
-
-    private static int TryLookup(BtfTypes types, string name)
-    {
-        try
-        {
-            return Lookup(types, name);
-        }
-        catch (Exception e) when (e is ArgumentException or VmStateNotFoundException)
-        {
-            return 0;
-        }
-    }
-
-    /// <summary>A bare name is tried as struct, union, typedef, enum and base type, in that order.</summary>
-    private static int Lookup(BtfTypes types, string name)
-    {
-        string n = name.Trim();
-        if (n.Contains(' ', StringComparison.Ordinal) || n.EndsWith('*') || n.EndsWith(']'))
-        {
-            return types.FindType(n);
-        }
-
-        foreach (BtfKind kind in new[] { BtfKind.Struct, BtfKind.Union, BtfKind.Typedef, BtfKind.Enum, BtfKind.Int, BtfKind.Float })
-        {
-            int id = types.Find(n, kind);
-            if (id != 0)
-            {
-                return id;
-            }
-        }
-
-        throw new VmStateNotFoundException(VmStateObjectKind.Type, n, $"no struct, union, typedef, enum or base type named '{n}' in the kernel's BTF");
     }
 
     private static void WriteType(Utf8JsonWriter w, BtfTypes types, int id, ulong baseBits)

@@ -15,6 +15,22 @@ public sealed record KernelLogRecord(ulong Sequence, ulong TimestampNs, int Leve
 {
     /// <summary>The record as <c>dmesg</c> prints it: <c>[    5.123456] text</c>.</summary>
     public string Format() => $"[{TimestampNs / 1_000_000_000,5}.{TimestampNs % 1_000_000_000 / 1000:D6}] {Text}";
+
+    /// <summary>The level's name as <c>dmesg -x</c> prints it (<c>emerg</c> .. <c>debug</c>; the low 3 bits of <see cref="Level"/>).</summary>
+    public string LevelName => SyslogNames.Levels[Level & 7];
+
+    /// <summary>The facility's name as <c>dmesg -x</c> prints it (<c>kern</c>, <c>user</c>, .. <c>local7</c>), or null for a number past them.</summary>
+    public string? FacilityName => Facility >= 0 && Facility < SyslogNames.Facilities.Length ? SyslogNames.Facilities[Facility] : null;
+}
+
+/// <summary>The syslog level and facility names (util-linux <c>dmesg.c</c>, glibc <c>syslog.h</c>).</summary>
+internal static class SyslogNames
+{
+    public static readonly string[] Levels = ["emerg", "alert", "crit", "err", "warn", "notice", "info", "debug"];
+
+    public static readonly string[] Facilities =
+        ["kern", "user", "mail", "daemon", "auth", "syslog", "lpr", "news", "uucp", "cron", "authpriv", "ftp", "res0", "res1", "res2", "res3",
+         "local0", "local1", "local2", "local3", "local4", "local5", "local6", "local7"];
 }
 
 /// <summary>

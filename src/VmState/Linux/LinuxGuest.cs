@@ -1,3 +1,4 @@
+using VmState.Arch.X86;
 using VmState.Machine;
 
 namespace VmState.Linux;
@@ -122,6 +123,71 @@ public sealed class LinuxGuest
         SymbolExpression parsed = SymbolExpression.Parse(expression);
         return parsed.Resolve(Kernel);
     }
+
+    /// <summary>
+    /// The kernel symbols whose names match <paramref name="pattern"/> (all with null), in kallsyms order; with
+    /// <paramref name="modules"/>, then the loaded modules' symbols, module by module, as <c>/proc/kallsyms</c> lists them.
+    /// </summary>
+    /// <exception cref="KernelDataException">A module's symbol table is corrupt.</exception>
+    public IReadOnlyList<SymbolMatch> FindSymbols(NamePattern? pattern = null, bool modules = false)
+    {
+        LinuxKernel kernel = Kernel;
+        Kallsyms symbols = kernel.Symbols;
+        var matches = new List<SymbolMatch>();
+        for (int i = 0; i < symbols.Count; i++)
+        {
+            if (pattern is null || pattern.IsMatch(symbols.NameAt(i)))
+            {
+                matches.Add(new SymbolMatch(symbols[i], 0, null));
+            }
+        }
+
+        if (modules)
+        {
+            foreach (LinuxModule mod in Modules())
+            {
+                foreach (KernelSymbol s in ModuleList.Symbols(kernel, mod))
+                {
+                    if (pattern is null || pattern.IsMatch(s.Name))
+                    {
+                        matches.Add(new SymbolMatch(s, 0, mod.Name));
+                    }
+                }
+            }
+        }
+
+        return matches;
+    }
+
+    /// <summary>
+    /// The kernel symbol that contains <paramref name="address"/> (at or at most 64 KiB below it, see
+    /// <see cref="Kallsyms.TrySymbolize"/>), with the offset into it; null when there is none.
+    /// </summary>
+    public SymbolMatch? SymbolAt(ulong address) =>
+        Kernel.Symbols.TrySymbolize(address, out KernelSymbol symbol, out ulong offset) ? new SymbolMatch(symbol, offset, null) : null;
+
+    /// <summary>A kernel type by name, as <see cref="KernelTypeLookup.Find(LinuxKernel, string, string?)"/> finds it.</summary>
+    /// <exception cref="VmStateNotFoundException">No such type, or no module of that name with BTF.</exception>
+    public KernelTypeMatch FindType(string name, string? module = null) => KernelTypeLookup.Find(Kernel, name, module);
+
+    /// <summary>The processes (thread-group leaders) as a tree of parents and children, as <c>pstree</c> shows them.</summary>
+    public IReadOnlyList<ProcessTreeNode> ProcessTree() => global::VmState.Linux.ProcessTree.Build(Processes(threads: false, commandLines: false));
+
+    /// <summary>
+    /// The address space of process <paramref name="pid"/> (any thread of it): its <c>mm-&gt;pgd</c> in the kernel's
+    /// paging mode, for reading and translating the process's virtual addresses.
+    /// </summary>
+    /// <exception cref="VmStateNotFoundException">No such process (<see cref="VmStateObjectKind.Process"/>).</exception>
+    /// <exception cref="KernelDataException">A kernel thread (no user memory), or corrupt guest data.</exception>
+    public AddressSpace ProcessAddressSpace(int pid)
+    {
+        LinuxKernel kernel = Kernel;
+        KernelObject mm = MemoryMaps.UserMm(MemoryMaps.FindTask(kernel, pid));
+        return kernel.ProcessAddressSpace(mm.Member("pgd").ToUInt64());
+    }
+
+    /// <summary>A follower of the kernel log (<c>dmesg -w</c>) for a running guest; each poll reads the ring again, past the cached views.</summary>
+    public KernelLogFollower FollowKernelLog() => new(Kernel);
 
     /// <summary>Drops the cached views (not the kernel's location), so the next call reads the guest again.</summary>
     public void Refresh()

@@ -23,24 +23,7 @@ public sealed class ReadSymbolTests : IDisposable
 
     public void Dispose() => Directory.Delete(_dir, recursive: true);
 
-    private static (int Code, string Stdout, string Stderr) Run(params string[] args)
-    {
-        TextWriter savedOut = Console.Out, savedError = Console.Error;
-        var stdout = new StringWriter();
-        var stderr = new StringWriter();
-        try
-        {
-            Console.SetOut(stdout);
-            Console.SetError(stderr);
-            int code = VmState.Cli.Program.Main(args);
-            return (code, stdout.ToString(), stderr.ToString());
-        }
-        finally
-        {
-            Console.SetOut(savedOut);
-            Console.SetError(savedError);
-        }
-    }
+    private static (int Code, string Stdout, string Stderr) Run(params string[] args) => CliRunner.Run(args);
 
     [Theory]
     [InlineData("init_task", 0UL)]
