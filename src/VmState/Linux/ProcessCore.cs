@@ -22,7 +22,9 @@ public sealed record ProcessCoreSummary(int Pid, string Comm, IReadOnlyList<(int
 /// the vCPU's registers for a thread running in user mode at the time), NT_PRPSINFO, NT_AUXV (<c>mm->saved_auxv</c>)
 /// and NT_FILE (the file-backed VMAs), then one PT_LOAD per VMA with the pages read through the process's page
 /// tables. Pages that are not present become holes (zeros); VM_IO and VM_DONTDUMP areas get no file bytes, as the
-/// kernel's <c>vma_dump_size</c> decides. gdb opens it with the process's binary: <c>gdb BINARY CORE</c>.
+/// kernel's <c>vma_dump_size</c> decides. A process with 65,534 VMAs or more gets PN_XNUM numbering (the count in
+/// section header 0's <c>sh_info</c>, as the kernel's <c>fill_extnum_info</c> does). The file is made by
+/// <see cref="ElfCoreBuilder"/>, as machine cores are. gdb opens it with the process's binary: <c>gdb BINARY CORE</c>.
 /// </summary>
 public static class ProcessCore
 {
@@ -54,12 +56,7 @@ public static class ProcessCore
         KernelObject mm = MemoryMaps.UserMm(leader);
         AddressSpace space = kernel.ProcessAddressSpace(mm.Member("pgd").ToUInt64());
         IReadOnlyList<LinuxVma> vmas = MemoryMaps.Read(kernel, mm);
-        if (vmas.Count + 1 >= 0xffff)
-        {
-            throw new KernelDataException(mm.Address, $"process {tgid}", $"{vmas.Count} VMAs need extended program-header numbering (PN_XNUM), which is not written");
-        }
-
-        var notes = new List<ElfNote>();
+        var core = new ElfCoreBuilder { Machine = ElfConstants.EmX86_64, NoteAlignment = 4, DataAlignment = PageSize };
         var threads = new List<(int, string)>();
         int ppid = (int)leader.Member("real_parent").Member("tgid").ToInt64();
         var ordered = new List<KernelObject> { task };
@@ -69,61 +66,32 @@ public static class ProcessCore
         {
             int tid = (int)t.Member("pid").ToInt64();
             (byte[] regs, string source) = UserRegisters(kernel, t, running);
-            notes.Add(Prstatus(tid, ppid, tgid, regs));
+            core.AddNote(Prstatus(tid, ppid, tgid, regs));
             threads.Add((tid, source));
         }
 
         string comm = leader.Member("comm").ReadString();
-        notes.Add(Prpsinfo(leader, tgid, ppid, comm, ProcessList.Cmdline(kernel, mm) ?? string.Empty));
-        notes.Add(new ElfNote("CORE", NtAuxv, Auxv(mm)));
-        notes.Add(new ElfNote("CORE", NtFile, FileNote(vmas)));
+        core.AddNote(Prpsinfo(leader, tgid, ppid, comm, ProcessList.Cmdline(kernel, mm) ?? string.Empty));
+        core.AddNote(new ElfNote("CORE", NtAuxv, Auxv(mm)));
+        core.AddNote(new ElfNote("CORE", NtFile, FileNote(vmas)));
 
         long pagesWritten = 0;
         long pagesMissing = 0;
         long total = vmas.Where(Dumped).Sum(v => (long)((v.End - v.Start) / PageSize));
-        long fileBytes = 0;
-        OutputFile.Write(path, OutputRules.ForInputs([kernel.Machine.SourcePath]), stream =>
+        long done = 0;
+        byte[] page = new byte[PageSize];
+        foreach (LinuxVma v in vmas)
         {
-            int phnum = 1 + vmas.Count;
-            int notesSize = notes.Sum(n => n.EncodedSize);
-            long noteOffset = 64 + (56L * phnum);
-            long dataOffset = Align(noteOffset + notesSize, PageSize);
-            byte[] header = new byte[dataOffset];
-            ElfHeaders.WriteCoreHeader(header, 64, 0, phnum);
-            long offset = dataOffset;
-            ElfHeaders.WritePhdr(header.AsSpan(64), ElfConstants.PtNote, 0, (ulong)noteOffset, 0, 0, (ulong)notesSize, (ulong)notesSize, 4);
-            var segmentOffsets = new long[vmas.Count];
-            for (int i = 0; i < vmas.Count; i++)
-            {
-                LinuxVma v = vmas[i];
-                long size = (long)(v.End - v.Start);
-                long filesz = Dumped(v) ? size : 0;
-                uint flags = (v.Readable ? 4u : 0) | (v.Writable ? 2u : 0) | (v.Executable ? 1u : 0);
-                segmentOffsets[i] = offset;
-                ElfHeaders.WritePhdr(header.AsSpan(64 + (56 * (i + 1))), ElfConstants.PtLoad, flags, (ulong)offset, v.Start, 0, (ulong)filesz, (ulong)size, PageSize);
-                offset += filesz;
-            }
+            ulong size = v.End - v.Start;
+            uint flags = (v.Readable ? 4u : 0) | (v.Writable ? 2u : 0) | (v.Executable ? 1u : 0);
+            bool dumped = Dumped(v);
+            core.AddLoad(v.Start, 0, flags, PageSize, dumped ? size : 0, size, dumped ? WritePages : null);
 
-            int pos = (int)noteOffset;
-            foreach (ElfNote n in notes)
+            void WritePages(ElfSegmentOutput output, CancellationToken ct)
             {
-                pos += n.Encode(header.AsSpan(pos));
-            }
-
-            stream.Write(header);
-            byte[] page = new byte[PageSize];
-            long done = 0;
-            for (int i = 0; i < vmas.Count; i++)
-            {
-                LinuxVma v = vmas[i];
-                if (!Dumped(v))
-                {
-                    continue;
-                }
-
                 // Only what the page tables map is read (a huge, mostly unmapped VMA costs only its tables); the
                 // rest stays a hole in the sparse file.
-                long vmaPages = (long)((v.End - v.Start) / PageSize);
+                long vmaPages = (long)(size / PageSize);
                 long written = 0;
                 var covered = new HashSet<ulong>();
                 bool vdso = v.Name == "[vdso]";
@@ -133,14 +101,13 @@ public static class ProcessCore
                     ulong to = Math.Min(run.VirtualAddress + run.Size, v.End);
                     for (ulong va = from; va < to; va += PageSize)
                     {
-                        cancellationToken.ThrowIfCancellationRequested();
+                        ct.ThrowIfCancellationRequested();
                         if (kernel.Memory.Read(run.PhysicalAddress + (va - run.VirtualAddress), page) != PageSize)
                         {
                             continue;
                         }
 
-                        stream.Position = segmentOffsets[i] + (long)(va - v.Start);
-                        stream.Write(page);
+                        output.Write(va - v.Start, page);
                         written++;
                         if (vdso)
                         {
@@ -158,12 +125,11 @@ public static class ProcessCore
                 {
                     // A vDSO page the process has not touched yet holds the kernel's vDSO image (vdso_image_64).
                     (ulong imageData, ulong imageSize) = VdsoImage(kernel);
-                    for (ulong off = 0; off < Math.Min(imageSize, v.End - v.Start); off += PageSize)
+                    for (ulong off = 0; off < Math.Min(imageSize, size); off += PageSize)
                     {
                         if (!covered.Contains(v.Start + off) && kernel.Read(imageData + off, page) == PageSize)
                         {
-                            stream.Position = segmentOffsets[i] + (long)off;
-                            stream.Write(page);
+                            output.Write(off, page);
                             written++;
                         }
                     }
@@ -172,13 +138,25 @@ public static class ProcessCore
                 pagesWritten += written;
                 pagesMissing += vmaPages - written;
             }
+        }
 
-            stream.SetLength(offset);
-            fileBytes = offset;
+        // Any number of VMAs is written (PN_XNUM from 65,534 on); what the builder refuses here came from the kernel's
+        // VMA list.
+        IReadOnlyList<string> problems = core.Verify();
+        if (problems.Count > 0)
+        {
+            throw new KernelDataException(mm.Address, $"process {tgid}", $"its VMAs do not make an ELF core: {string.Join("; ", problems)}");
+        }
+
+        ElfCoreLayout layout = core.Layout();
+        using (OutputFile output = OutputFile.Create(path, OutputRules.ForInputs([kernel.Machine.SourcePath])))
+        {
+            layout.WriteTo(output, cancellationToken);
             progress?.Report((total, total));
-        });
+            output.Commit();
+        }
 
-        return new ProcessCoreSummary(tgid, comm, threads, vmas.Count, pagesWritten, pagesMissing, fileBytes);
+        return new ProcessCoreSummary(tgid, comm, threads, vmas.Count, pagesWritten, pagesMissing, layout.FileSize);
     }
 
     /// <summary>
@@ -357,5 +335,4 @@ public static class ProcessCore
         return ms.ToArray();
     }
 
-    private static long Align(long v, long a) => (v + a - 1) / a * a;
 }

@@ -150,4 +150,70 @@ public sealed class ProcessCoreTests : IDisposable
         Assert.All(file.AsSpan((int)text.Offset, (int)text.FileSize).ToArray(), b => Assert.Equal(0, b));
         Assert.Equal((1L, 34L), (summary.PagesWritten, summary.PagesMissing)); // 1 + 33 + 1 pages; only the stack page is mapped
     }
+    [Fact]
+    public void AProcessWithMoreThan65534VmasGetsPnXnumNumbering()
+    {
+        // 65,533 one-page VMAs (every other one VM_DONTDUMP), then the mapped stack page: 65,535 program headers, the
+        // first count e_phnum cannot hold (before: refused as "needs PN_XNUM, which is not written").
+        var linux = new SyntheticLinux();
+        MachineState machine = linux.Machine;
+        (LinuxKernel k, ulong mm, ulong[] vmas) = MemoryMapsTests.WithVmas(linux, machine);
+        const int Count = 65_533;
+        ulong first = linux.PageOffsetBase + 0x6800000;
+        for (int i = 0; i < Count; i++)
+        {
+            ulong vma = first + ((ulong)i * 0x80);
+            ulong start = 0x10000000 + ((ulong)i * 0x2000);
+            linux.WriteU64(vma + MemoryMapsTests.VmaStart, start);
+            linux.WriteU64(vma + MemoryMapsTests.VmaEnd, start + 0x1000);
+            linux.WriteU64(vma + MemoryMapsTests.VmaFlags, i % 2 == 0 ? 0x3UL : 0x0400_0003UL);
+            linux.WriteU64(vma + MemoryMapsTests.VmaNext, i + 1 < Count ? vma + 0x80 : vmas[^1]);
+        }
+
+        linux.WriteU64(mm + SyntheticLinux.MmMmap, first);
+        linux.WriteU32(mm + SyntheticLinux.MmMapCount, (uint)Count + 1);
+        X86CpuState cpu = machine.Cpus[1];
+        cpu.Segments[X86CpuState.Cs] = new X86Segment(0x33, 0, 0xffffffff, 0xa0fb00);
+        cpu.Segments[X86CpuState.Ss] = new X86Segment(0x2b, 0, 0xffffffff, 0xc0f300);
+        string core = Path.Combine(_dir, "many.core");
+        ProcessCoreSummary summary = ProcessCore.Write(k, 1, core);
+
+        Assert.Equal(Count + 1, summary.Segments);
+        Assert.Equal((1L, (Count / 2) + 1L), (summary.PagesWritten, summary.PagesMissing));
+        byte[] file = new byte[128 + (56 * (Count + 2))];
+        using (FileStream f = File.OpenRead(core))
+        {
+            f.ReadExactly(file);
+        }
+
+        Assert.Equal(0xffff, BinaryPrimitives.ReadUInt16LittleEndian(file.AsSpan(56)));          // e_phnum = PN_XNUM
+        Assert.Equal(64UL, BinaryPrimitives.ReadUInt64LittleEndian(file.AsSpan(40)));            // e_shoff
+        Assert.Equal(1, BinaryPrimitives.ReadUInt16LittleEndian(file.AsSpan(60)));              // e_shnum
+        Assert.Equal((uint)Count + 2, BinaryPrimitives.ReadUInt32LittleEndian(file.AsSpan(64 + 44))); // sh_info
+        Assert.Equal(128UL, BinaryPrimitives.ReadUInt64LittleEndian(file.AsSpan(32)));           // e_phoff
+        (ulong Vaddr, ulong FileSize, ulong MemSize) Load(int index)
+        {
+            ReadOnlySpan<byte> ph = file.AsSpan(128 + (56 * index), 56);
+            Assert.Equal(1u, BinaryPrimitives.ReadUInt32LittleEndian(ph));
+            return (BinaryPrimitives.ReadUInt64LittleEndian(ph[16..]), BinaryPrimitives.ReadUInt64LittleEndian(ph[32..]), BinaryPrimitives.ReadUInt64LittleEndian(ph[40..]));
+        }
+
+        Assert.Equal((0x10000000UL, 0x1000UL, 0x1000UL), Load(1));
+        Assert.Equal((0x10000000UL + ((Count - 1) * 0x2000UL), 0x1000UL, 0x1000UL), Load(Count));
+        Assert.Equal((0x10000000UL + ((Count - 2) * 0x2000UL), 0UL, 0x1000UL), Load(Count - 1)); // VM_DONTDUMP: no file bytes
+        (ulong stackVaddr, ulong stackSize, _) = Load(Count + 1);
+        Assert.Equal((0x7ffd0000UL, 0x1000UL), (stackVaddr, stackSize));
+        long stackOffset = (long)BinaryPrimitives.ReadUInt64LittleEndian(file.AsSpan(128 + (56 * (Count + 1)) + 8));
+        byte[] expected = new byte[4096];
+        machine.Memory.Read(0x5000000, expected);
+        byte[] got = new byte[4096];
+        using (FileStream f = File.OpenRead(core))
+        {
+            f.Position = stackOffset;
+            f.ReadExactly(got);
+            Assert.Equal(stackOffset + 4096, f.Length);
+        }
+
+        Assert.Equal(expected, got);
+    }
 }

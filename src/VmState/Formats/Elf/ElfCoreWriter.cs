@@ -1,6 +1,4 @@
 using System.Buffers;
-using System.Buffers.Binary;
-using Microsoft.Win32.SafeHandles;
 using VmState.IO;
 using VmState.Machine;
 using VmState.Memory;
@@ -40,10 +38,42 @@ public static class ElfCoreWriter
     /// Writes the core into <paramref name="output"/>'s temporary without committing it, for callers that make
     /// several outputs appear together (extract: the core and the hardware files).
     /// </summary>
+    /// <exception cref="InvalidOperationException">
+    /// The core cannot be written (<see cref="ElfCoreBuilder.Verify"/> says why), e.g. <paramref name="vmcoreinfoNote"/>
+    /// is not one encoded ELF note.
+    /// </exception>
     public static ElfCoreSummary WriteTo(MachineState machine, OutputFile output, byte[]? vmcoreinfoNote, IReadOnlyList<Arch.X86.VirtualMapping> virtualMappings, IProgress<(long Done, long Total)>? progress = null, CancellationToken cancellationToken = default)
     {
+        ArgumentNullException.ThrowIfNull(machine);
+        ArgumentNullException.ThrowIfNull(output);
+        ArgumentNullException.ThrowIfNull(virtualMappings);
         IReadOnlyList<MemoryRange> ranges = machine.Memory.Ranges;
-        var aliases = new List<(ulong Vaddr, ulong Paddr, ulong Size, int Range)>();
+        var core = new ElfCoreBuilder { Machine = ElfConstants.EmX86_64, NoteAlignment = 0, DataAlignment = DataAlignment };
+        foreach (var cpu in machine.Cpus)
+        {
+            core.AddNote(X86CoreNotes.Prstatus(cpu));
+        }
+
+        foreach (var cpu in machine.Cpus)
+        {
+            core.AddNote(X86CoreNotes.QemuCpuState(cpu));
+        }
+
+        if (vmcoreinfoNote is not null)
+        {
+            core.AddEncodedNote(vmcoreinfoNote);
+        }
+
+        using var copier = new RamCopier(machine.Memory, progress);
+        var physical = new ElfCoreSegment[ranges.Count];
+        for (int i = 0; i < ranges.Count; i++)
+        {
+            MemoryRange r = ranges[i];
+            int range = i;
+            physical[i] = core.AddLoad(r.Start, r.Start, 0, 0, r.Length, r.Length, (segment, ct) => copier.Copy(range, segment, ct));
+        }
+
+        int aliases = 0;
         foreach (Arch.X86.VirtualMapping vm in virtualMappings)
         {
             // Split a run where it leaves the physical range it starts in; drop what RAM does not back.
@@ -59,148 +89,110 @@ public static class ElfCoreWriter
                 }
 
                 ulong n = Math.Min(vm.Size - done, ranges[ri].End - pa);
-                aliases.Add((vm.VirtualAddress + done, pa, n, ri));
+                core.AddAlias(physical[ri], pa - ranges[ri].Start, vm.VirtualAddress + done, pa, 0, 0, n);
+                aliases++;
                 done += n;
             }
         }
 
-        var notes = new List<ElfNote>();
-        foreach (var cpu in machine.Cpus)
+        ElfCoreLayout layout = core.Layout();
+        copier.Plan(ranges, layout.FileSize);
+        layout.WriteTo(output, cancellationToken);
+        copier.Finish();
+        return new ElfCoreSummary(output.Path, layout.FileSize, ranges.Count, machine.Cpus.Count, vmcoreinfoNote is not null) { VirtualSegments = aliases };
+    }
+
+    /// <summary>
+    /// Copies guest RAM into the physical segments in 4 MiB chunks, skipping chunks that are all zero (they stay holes).
+    /// Double buffering: the next chunk, which may belong to the next segment, is read on the thread pool while this
+    /// one is written, so reading the input and writing the core overlap on two cores. The builder calls the
+    /// segments' sources in segment order, which is the order of the chunks.
+    /// </summary>
+    private sealed class RamCopier(IPhysicalMemory memory, IProgress<(long Done, long Total)>? progress) : IDisposable
+    {
+        private readonly ISparseMemory? _sparse = memory as ISparseMemory;
+        private readonly byte[][] _buffers = [ArrayPool<byte>.Shared.Rent(ChunkSize), ArrayPool<byte>.Shared.Rent(ChunkSize)];
+        private readonly List<(int Range, ulong Address, ulong Offset, int Length)> _chunks = [];
+        private Task<bool>? _pending;
+        private int _next;
+        private long _written;
+        private long _total;
+
+        public void Plan(IReadOnlyList<MemoryRange> ranges, long total)
         {
-            notes.Add(X86CoreNotes.Prstatus(cpu));
-        }
-
-        foreach (var cpu in machine.Cpus)
-        {
-            notes.Add(X86CoreNotes.QemuCpuState(cpu));
-        }
-
-        int notesSize = 0;
-        foreach (ElfNote n in notes)
-        {
-            notesSize += n.EncodedSize;
-        }
-
-        if (vmcoreinfoNote is not null)
-        {
-            notesSize += vmcoreinfoNote.Length;
-        }
-
-        long phnum = 1 + ranges.Count + aliases.Count;
-        bool extended = phnum >= ElfConstants.PnXnum;
-        long shoff = extended ? ElfConstants.Elf64HeaderSize : 0;
-        long phoff = ElfConstants.Elf64HeaderSize + (extended ? ElfConstants.Elf64ShdrSize : 0);
-        long notesOffset = phoff + (phnum * ElfConstants.Elf64PhdrSize);
-        long headerSize = notesOffset + notesSize;
-        if (headerSize > int.MaxValue)
-        {
-            throw new InvalidOperationException($"{ranges.Count} memory ranges need more header space than an ELF writer buffer holds");
-        }
-
-        byte[] header = new byte[headerSize];
-        Span<byte> h = header;
-        ElfHeaders.WriteCoreHeader(h, phoff, shoff, phnum);
-
-        long pos = phoff;
-        WritePhdr(h, ref pos, ElfConstants.PtNote, (ulong)notesOffset, 0, 0, (ulong)notesSize, 0);
-        long dataOffset = Align(headerSize, DataAlignment);
-        long[] segmentOffsets = new long[ranges.Count];
-        for (int i = 0; i < ranges.Count; i++)
-        {
-            MemoryRange r = ranges[i];
-            segmentOffsets[i] = dataOffset;
-            WritePhdr(h, ref pos, ElfConstants.PtLoad, (ulong)dataOffset, r.Start, r.Start, r.Length, 0);
-            dataOffset += checked((long)r.Length);
-        }
-
-        foreach ((ulong vaddr, ulong paddr, ulong size, int ri) in aliases)
-        {
-            ulong offset = (ulong)segmentOffsets[ri] + (paddr - ranges[ri].Start);
-            WritePhdr(h, ref pos, ElfConstants.PtLoad, offset, vaddr, paddr, size, 0);
-        }
-
-        long np = notesOffset;
-        foreach (ElfNote n in notes)
-        {
-            np += n.Encode(h[(int)np..]);
-        }
-
-        vmcoreinfoNote?.CopyTo(h[(int)np..]);
-
-        long total = dataOffset;
-        long written = 0;
-        SafeFileHandle file = output.Handle;
-        RandomAccess.SetLength(file, total);
-        RandomAccess.Write(file, header, 0);
-        // Double buffering: the next chunk is read on the thread pool while this one is written, so
-        // reading the input and writing the core overlap on two cores.
-        var chunks = new List<(ulong Address, int Length, long FileOffset)>();
-        for (int i = 0; i < ranges.Count; i++)
-        {
-            for (ulong done = 0; done < ranges[i].Length; done += ChunkSize)
+            _total = total;
+            for (int i = 0; i < ranges.Count; i++)
             {
-                chunks.Add((ranges[i].Start + done, (int)Math.Min((ulong)ChunkSize, ranges[i].Length - done), segmentOffsets[i] + (long)done));
-            }
-        }
-
-        ISparseMemory? sparse = machine.Memory as ISparseMemory;
-        byte[][] buffers = [ArrayPool<byte>.Shared.Rent(ChunkSize), ArrayPool<byte>.Shared.Rent(ChunkSize)];
-        Task<bool>? next = null;
-        try
-        {
-            bool ReadChunk(int index)
-            {
-                (ulong address, int length, long _) = chunks[index];
-                if (sparse is not null && sparse.IsZero(address, (ulong)length))
+                for (ulong done = 0; done < ranges[i].Length; done += ChunkSize)
                 {
-                    return false;
+                    _chunks.Add((i, ranges[i].Start + done, done, (int)Math.Min((ulong)ChunkSize, ranges[i].Length - done)));
                 }
+            }
+        }
 
-                Span<byte> chunk = buffers[index & 1].AsSpan(0, length);
-                machine.Memory.ReadExactly(address, chunk);
-                return chunk.ContainsAnyExcept((byte)0);
+        public void Copy(int range, ElfSegmentOutput output, CancellationToken cancellationToken)
+        {
+            if (_next < _chunks.Count && _chunks[_next].Range != range)
+            {
+                throw new InvalidOperationException($"RAM range {range} was asked for while range {_chunks[_next].Range} was due: segments must be written in order");
             }
 
-            next = chunks.Count > 0 ? Task.Run(() => ReadChunk(0), cancellationToken) : null;
-            for (int c = 0; c < chunks.Count; c++)
+            while (_next < _chunks.Count && _chunks[_next].Range == range)
             {
-                bool hasData = next!.GetAwaiter().GetResult();
+                int c = _next;
+                _pending ??= Task.Run(() => ReadChunk(c), cancellationToken);
+                bool hasData = _pending.GetAwaiter().GetResult();
                 int following = c + 1;
-                next = following < chunks.Count ? Task.Run(() => ReadChunk(following), cancellationToken) : null;
+                _pending = following < _chunks.Count ? Task.Run(() => ReadChunk(following), cancellationToken) : null;
+                _next = following;
                 cancellationToken.ThrowIfCancellationRequested();
+                (_, _, ulong offset, int length) = _chunks[c];
                 if (hasData)
                 {
-                    RandomAccess.Write(file, buffers[c & 1].AsSpan(0, chunks[c].Length), chunks[c].FileOffset);
+                    output.Write(offset, _buffers[c & 1].AsSpan(0, length));
                 }
 
-                written += chunks[c].Length;
-                progress?.Report((written, total));
+                _written += length;
+                progress?.Report((_written, _total));
             }
         }
-        finally
+
+        /// <summary>Checks that every chunk was copied (a segment the builder skipped would be left zero).</summary>
+        public void Finish()
+        {
+            if (_next != _chunks.Count)
+            {
+                throw new InvalidOperationException($"only {_next} of {_chunks.Count} RAM chunks were written");
+            }
+        }
+
+        public void Dispose()
         {
             // A read still running on the thread pool (after a failure or a cancellation) must finish before its
             // buffer goes back to the pool.
             try
             {
-                next?.Wait(CancellationToken.None);
+                _pending?.Wait(CancellationToken.None);
             }
             catch (AggregateException)
             {
             }
 
-            ArrayPool<byte>.Shared.Return(buffers[0]);
-            ArrayPool<byte>.Shared.Return(buffers[1]);
+            ArrayPool<byte>.Shared.Return(_buffers[0]);
+            ArrayPool<byte>.Shared.Return(_buffers[1]);
         }
 
-        return new ElfCoreSummary(output.Path, total, ranges.Count, machine.Cpus.Count, vmcoreinfoNote is not null) { VirtualSegments = aliases.Count };
-    }
+        private bool ReadChunk(int index)
+        {
+            (_, ulong address, _, int length) = _chunks[index];
+            if (_sparse is not null && _sparse.IsZero(address, (ulong)length))
+            {
+                return false;
+            }
 
-    private static void WritePhdr(Span<byte> h, ref long pos, uint type, ulong offset, ulong vaddr, ulong paddr, ulong size, uint flags)
-    {
-        ElfHeaders.WritePhdr(h[(int)pos..], type, flags, offset, vaddr, paddr, size, size, 0);
-        pos += ElfConstants.Elf64PhdrSize;
+            Span<byte> chunk = _buffers[index & 1].AsSpan(0, length);
+            memory.ReadExactly(address, chunk);
+            return chunk.ContainsAnyExcept((byte)0);
+        }
     }
-
-    private static long Align(long v, long a) => (v + a - 1) / a * a;
 }
