@@ -37,13 +37,15 @@ public static class ProcessList
 
     /// <summary>
     /// The <c>ps</c> state letter of a task: Linux 6.1 <c>__task_state_index</c> (<c>include/linux/sched.h</c>) over
-    /// "RSDTtXZPI" (<c>fs/proc/array.c task_state_array</c>).
+    /// "RSDTtXZPI" (<c>fs/proc/array.c task_state_array</c>). A task waiting on an RT lock and, as the 6.1.y/6.12.y
+    /// stable kernels report it, a frozen task (<c>TASK_FROZEN</c>, 6.1+; earlier kernels showed it as R) are D.
     /// </summary>
     public static char StateLetter(uint state, uint exitState)
     {
         const uint TaskReport = 0x7F;          // RUNNING..PARKED
         const uint TaskIdle = 0x402;           // TASK_UNINTERRUPTIBLE | TASK_NOLOAD
         const uint TaskRtlockWait = 0x1000;
+        const uint TaskFrozen = 0x8000;
         const uint TaskReportIdle = TaskReport + 1;
         uint s = (state | exitState) & TaskReport;
         if ((state & TaskIdle) == TaskIdle)
@@ -51,7 +53,7 @@ public static class ProcessList
             s = TaskReportIdle;
         }
 
-        if (state == TaskRtlockWait)
+        if ((state & (TaskRtlockWait | TaskFrozen)) != 0)
         {
             s = 2; // reported as TASK_UNINTERRUPTIBLE
         }

@@ -31,4 +31,7 @@ public sealed record QemuGuestOptions
 
     /// <summary>A savevm tag to resume from (-loadvm).</summary>
     public string? LoadVm { get; init; }
+
+    /// <summary>The guest kernel series (<see cref="GuestFixture.KernelSeries"/>, e.g. "6.12"); null: the default fixture.</summary>
+    public string? KernelSeries { get; init; }
 }
