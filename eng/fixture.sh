@@ -35,7 +35,7 @@ while (($#)); do
       (($# >= 2)) || { echo "fixture.sh: --kernel needs a series (6.1 or 6.12)" >&2; exit 2; }
       SERIES=$2; shift ;;
     --kernel=*) SERIES=${1#--kernel=} ;;
-    -h|--help) sed -n '2,29p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,26p' "$0"; exit 0 ;;
     *) echo "fixture.sh: unknown argument '$1' (try --help)" >&2; exit 2 ;;
   esac
   shift
@@ -49,7 +49,7 @@ FX=$CACHE_ROOT/fixture
 # where the guest's own files go (kernel trees and guest binaries are shared).
 case "$SERIES" in
   6.1)  KMETA=linux-image-amd64;      KVER_RE='6\.1\.0-[0-9]+-amd64';          OUT=$FX ;;
-  6.12) KMETA=linux-image-6.12-amd64; KVER_RE='6\.12\.[0-9]+\+deb[0-9]+-amd64'; OUT=$FX/6.12 ;;
+  6.12) KMETA=linux-image-6.12-amd64; KVER_RE='6\.12\.[0-9]+\+(deb[0-9]+|bpo)-amd64'; OUT=$FX/6.12 ;;
   *) echo "fixture.sh: unknown kernel series '$SERIES' (want 6.1 or 6.12)" >&2; exit 2 ;;
 esac
 # Kernel modules loaded by /init (only those that are not built in), plus deps.

@@ -37,8 +37,9 @@ public static class ProcessList
 
     /// <summary>
     /// The <c>ps</c> state letter of a task: Linux 6.1 <c>__task_state_index</c> (<c>include/linux/sched.h</c>) over
-    /// "RSDTtXZPI" (<c>fs/proc/array.c task_state_array</c>). A task waiting on an RT lock and, as the 6.1.y/6.12.y
-    /// stable kernels report it, a frozen task (<c>TASK_FROZEN</c>, 6.1+; earlier kernels showed it as R) are D.
+    /// "RSDTtXZPI" (<c>fs/proc/array.c task_state_array</c>). A task waiting on an RT lock and a frozen task
+    /// (<c>TASK_FROZEN</c>, 6.1+) are D, as kernels with upstream f718faf3940e (6.13; 6.12.8) report them; 6.1's
+    /// freezer rewrite had shown frozen tasks as R.
     /// </summary>
     public static char StateLetter(uint state, uint exitState)
     {
