@@ -1,31 +1,57 @@
 #!/usr/bin/env bash
-# Builds the VmState guest fixture (Debian 12 kernel + busybox initramfs with
+# Builds the VmState guest fixture (a Debian 12 kernel + busybox initramfs with
 # ground-truth /init) into ${VMSTATE_CACHE:-$HOME/.cache/vmstate}/fixture/.
 # Idempotent: when everything is up to date it only prints the env lines.
 #
-# Usage: eng/fixture.sh [--force]
+# Usage: eng/fixture.sh [--kernel SERIES] [--force]
+#   --kernel SERIES  the kernel series to build the guest for (default 6.1):
+#                      6.1   linux-image-6.1.0-N-amd64 (what linux-image-amd64
+#                            depends on); files in <cache>/fixture/
+#                      6.12  linux-image-6.12.N+deb12-amd64 (what
+#                            linux-image-6.12-amd64 depends on; bookworm-security
+#                            carries it, as bookworm-backports does);
+#                            files in <cache>/fixture/6.12/
 #   --force          rebuild the guest binaries and the initramfs
 # Environment:
+#   FIXTURE_KERNEL   the series when --kernel is not given
 #   VMSTATE_CACHE    cache root (default: $HOME/.cache/vmstate)
 #   VMSTATE_KVER     kernel ABI to use, e.g. 6.1.0-56-amd64 (default: the one
-#                    already in the cache, else what linux-image-amd64 depends on)
+#                    already in the cache for the series, else what its
+#                    meta-package depends on); must belong to the series
 #
-# Prints (and writes to <cache>/fixture/env) lines NAME=VALUE:
-#   KERNEL INITRD KVER MARKER_BIN RUNAS_BIN MODULES_DIR SYSTEM_MAP KCONFIG
+# Prints (and writes to the series' env file) lines NAME=VALUE:
+#   KERNEL INITRD KVER KERNEL_SERIES MARKER_BIN RUNAS_BIN MODULES_DIR
+#   SYSTEM_MAP KCONFIG
+# SYSTEM_MAP is the real System.map, from the kernel's -dbg package (the image
+# package's boot/System.map is a one-line placeholder).
 set -euo pipefail
 
 force=0
-case "${1:-}" in
-  --force) force=1 ;;
-  "") ;;
-  -h|--help) sed -n '2,14p' "$0"; exit 0 ;;
-  *) echo "fixture.sh: unknown argument '$1' (try --help)" >&2; exit 2 ;;
-esac
+SERIES=${FIXTURE_KERNEL:-6.1}
+while (($#)); do
+  case "$1" in
+    --force) force=1 ;;
+    --kernel)
+      (($# >= 2)) || { echo "fixture.sh: --kernel needs a series (6.1 or 6.12)" >&2; exit 2; }
+      SERIES=$2; shift ;;
+    --kernel=*) SERIES=${1#--kernel=} ;;
+    -h|--help) sed -n '2,26p' "$0"; exit 0 ;;
+    *) echo "fixture.sh: unknown argument '$1' (try --help)" >&2; exit 2 ;;
+  esac
+  shift
+done
 
 ENG_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 GUEST_DIR=$ENG_DIR/guest
 CACHE_ROOT=${VMSTATE_CACHE:-${HOME:?HOME is not set; set VMSTATE_CACHE}/.cache/vmstate}
 FX=$CACHE_ROOT/fixture
+# Per series: the meta-package naming the current ABI, the ABI's pattern, and
+# where the guest's own files go (kernel trees and guest binaries are shared).
+case "$SERIES" in
+  6.1)  KMETA=linux-image-amd64;      KVER_RE='6\.1\.0-[0-9]+-amd64';          OUT=$FX ;;
+  6.12) KMETA=linux-image-6.12-amd64; KVER_RE='6\.12\.[0-9]+\+(deb[0-9]+|bpo)-amd64'; OUT=$FX/6.12 ;;
+  *) echo "fixture.sh: unknown kernel series '$SERIES' (want 6.1 or 6.12)" >&2; exit 2 ;;
+esac
 # Kernel modules loaded by /init (only those that are not built in), plus deps.
 WANTED_MODULES=(virtio_pci virtio_net e1000 qemu_fw_cfg)
 BUSYBOX=/bin/busybox
@@ -53,13 +79,15 @@ GCC=$(need gcc)
 CPIO=$(need cpio)
 GZIP=$(need gzip)
 READELF=$(need readelf)
+XZ=$(need xz)
+TAR=$(need tar)
 [[ -x "$BUSYBOX" ]] || die "$BUSYBOX not found; run eng/install-deps.sh (package busybox-static)"
 if "$READELF" -l "$BUSYBOX" | grep -q INTERP; then
   die "$BUSYBOX is dynamically linked; install busybox-static (eng/install-deps.sh)"
 fi
 [[ -e /usr/lib/x86_64-linux-gnu/libc.a ]] || die "libc.a missing (static linking); run eng/install-deps.sh"
 
-mkdir -p "$FX"
+mkdir -p "$FX" "$OUT"
 exec 9>"$FX/.lock"
 flock 9   # serialize concurrent builds (parallel test runs)
 
@@ -71,8 +99,8 @@ fi
 # --- kernel version -----------------------------------------------------------
 resolve_kver() {
   local dep
-  dep=$("$APT_CACHE" depends linux-image-amd64 2>/dev/null |
-        sed -n 's/^ *Depends: linux-image-\(6\.1\.0-[0-9]*-amd64\)$/\1/p' | head -n1)
+  dep=$("$APT_CACHE" depends "$KMETA" 2>/dev/null |
+        sed -En "s/^ *Depends: linux-image-($KVER_RE)\$/\\1/p" | head -n1)
   printf '%s\n' "$dep"
 }
 
@@ -86,8 +114,8 @@ apt_update() {
 }
 
 check_kver() {
-  [[ "$1" =~ ^[0-9]+\.[0-9]+\.[0-9]+-[0-9]+-amd64$ ]] ||
-    die "unexpected kernel version '$1' (want the generic flavour, e.g. 6.1.0-56-amd64)"
+  [[ "$1" =~ ^${KVER_RE}$ ]] ||
+    die "unexpected kernel version '$1' for series $SERIES (want the generic flavour, e.g. 6.1.0-56-amd64 or 6.12.117+deb12-amd64)"
 }
 
 # fetch_kernel KVER: download linux-image-KVER, extract it to
@@ -121,17 +149,17 @@ if [[ -n "$KVER" ]]; then
     fetch_kernel "$KVER" || die "apt-get download linux-image-$KVER failed (VMSTATE_KVER=$KVER)"
   fi
 else
-  if [[ -s "$FX/kver" ]]; then
-    KVER=$(<"$FX/kver")   # keep the kernel already built, even if Debian has a newer one
+  if [[ -s "$OUT/kver" ]]; then
+    KVER=$(<"$OUT/kver")   # keep the kernel already built, even if Debian has a newer one
     [[ -f "$FX/kernel/$KVER/.complete" ]] || KVER=
   fi
   if [[ -z "$KVER" ]]; then
     KVER=$(resolve_kver)
     if [[ -z "$KVER" ]]; then
-      log "apt-cache does not know linux-image-amd64"
+      log "apt-cache does not know $KMETA"
       apt_update
       KVER=$(resolve_kver)
-      [[ -n "$KVER" ]] || die "could not find the Debian 12 kernel: 'apt-cache depends linux-image-amd64' names no linux-image-6.1.0-*-amd64"
+      [[ -n "$KVER" ]] || die "could not find the Debian 12 kernel $SERIES: 'apt-cache depends $KMETA' names no linux-image-<ABI> matching $KVER_RE"
     fi
     check_kver "$KVER"
     if [[ ! -f "$FX/kernel/$KVER/.complete" ]] && ! fetch_kernel "$KVER"; then
@@ -147,9 +175,42 @@ else
 fi
 KROOT=$FX/kernel/$KVER
 MODULES_DIR=$KROOT/lib/modules/$KVER
-printf '%s\n' "$KVER" >"$FX/kver.tmp" && mv "$FX/kver.tmp" "$FX/kver"
 
-KERNEL=$FX/vmlinuz
+# --- System.map -------------------------------------------------------------------
+# The image package's boot/System.map is a one-line placeholder ("The real
+# System.map is in the linux-image-<version>-dbg package"). The -dbg package is
+# ~1 GB, but System.map is the first file of its data.tar: tar stops reading
+# there (--occurrence), so only the download costs time. The .deb is not kept.
+SYSTEM_MAP=$KROOT/System.map-$KVER
+fetch_system_map() {   # fetch_system_map KVER; returns 1 if the download fails
+  local kver=$1 pkg=linux-image-$1-dbg dl=$FX/download-dbg out=$FX/kernel/$1/System.map-$1 debs st
+  rm -rf "$dl"
+  mkdir -p "$dl"
+  log "downloading $pkg (for its System.map)"
+  if ! (cd "$dl" && "$APT_GET" "${apt_root_opts[@]}" download "$pkg" >&2); then
+    rm -rf "$dl"
+    return 1
+  fi
+  debs=("$dl"/"$pkg"_*.deb)
+  [[ -f "${debs[0]}" ]] || die "apt-get download produced no .deb for $pkg"
+  # dpkg-deb dies of SIGPIPE once tar has the file and stops reading: only tar's status counts.
+  set +o pipefail
+  "$DPKG_DEB" --fsys-tarfile "${debs[0]}" 2>/dev/null |
+    "$TAR" -x -O --occurrence=1 "./usr/lib/debug/boot/System.map-$kver" >"$out.tmp"
+  st=${PIPESTATUS[1]}
+  set -o pipefail
+  ((st == 0)) || die "${debs[0]##*/} has no usr/lib/debug/boot/System.map-$kver"
+  grep -Eq '^[0-9a-f]{16} [Tt] _text$' "$out.tmp" || die "System.map-$kver from ${debs[0]##*/} has no _text line"
+  mv "$out.tmp" "$out"
+  rm -rf "$dl"
+}
+if [[ ! -s "$SYSTEM_MAP" ]] && ! fetch_system_map "$KVER"; then
+  apt_update
+  fetch_system_map "$KVER" || die "apt-get download linux-image-$KVER-dbg failed"
+fi
+printf '%s\n' "$KVER" >"$OUT/kver.tmp" && mv "$OUT/kver.tmp" "$OUT/kver"
+
+KERNEL=$OUT/vmlinuz
 if [[ ! -f "$KERNEL" ]] || ! cmp -s "$KROOT/boot/vmlinuz-$KVER" "$KERNEL"; then
   cp "$KROOT/boot/vmlinuz-$KVER" "$KERNEL.tmp" && mv "$KERNEL.tmp" "$KERNEL"
 fi
@@ -197,14 +258,16 @@ for m in "${WANTED_MODULES[@]}"; do
   [[ -n "${path_of[$m]:-}" ]] || die "module $m is neither built in nor in $MODULES_DIR/modules.dep"
   add_module "$m"
 done
-modlist=$(printf '%s\n' "${order[@]}")
+# Compressed modules (Debian's 6.12 ships .ko.xz) are unpacked into the
+# initramfs: busybox insmod reads plain ELF only.
+modlist=$(printf '%s\n' "${order[@]%.xz}")
 
 # --- initramfs ------------------------------------------------------------------
-INITRD=$FX/initramfs.cpio.gz
+INITRD=$OUT/initramfs.cpio.gz
 stamp="kver=$KVER
 $modlist"
 rebuild=$force
-if [[ ! -f "$INITRD" ]] || [[ "$(cat "$FX/initramfs.stamp" 2>/dev/null)" != "$stamp" ]]; then
+if [[ ! -f "$INITRD" ]] || [[ "$(cat "$OUT/initramfs.stamp" 2>/dev/null)" != "$stamp" ]]; then
   rebuild=1
 else
   for f in "$GUEST_DIR"/* "$ENG_DIR/fixture.sh" "$MARKER_BIN" "$RUNAS_BIN" "$BUSYBOX"; do
@@ -214,7 +277,7 @@ fi
 
 if ((rebuild)); then
   log "building initramfs (kernel $KVER, modules: ${WANTED_MODULES[*]})"
-  st=$FX/initramfs.staging
+  st=$OUT/initramfs.staging
   rm -rf "$st"
   mkdir -p "$st"/{bin,sbin,etc/vmstate,proc,sys,dev,run,tmp,root,home,lib/modules/"$KVER"}
   cp "$BUSYBOX" "$st/bin/busybox"
@@ -232,7 +295,11 @@ if ((rebuild)); then
   install -m 0755 "$GUEST_DIR/init" "$st/init"
   for rel in "${order[@]}"; do
     mkdir -p "$st/lib/modules/$KVER/${rel%/*}"
-    cp "$MODULES_DIR/$rel" "$st/lib/modules/$KVER/$rel"
+    case "$rel" in
+      *.ko) cp "$MODULES_DIR/$rel" "$st/lib/modules/$KVER/$rel" ;;
+      *.ko.xz) "$XZ" -dc "$MODULES_DIR/$rel" >"$st/lib/modules/$KVER/${rel%.xz}" ;;
+      *) die "module $rel: unsupported compression" ;;
+    esac
   done
   printf '%s\n' "$modlist" >"$st/etc/vmstate/modules"
   cat >"$st/etc/passwd" <<'EOF'
@@ -253,7 +320,7 @@ EOF
   (cd "$st" && find . -mindepth 1 -print0 | LC_ALL=C sort -z |
      "$CPIO" --null -o -H newc -R 0:0 --quiet) | "$GZIP" -9n >"$INITRD.tmp"
   mv "$INITRD.tmp" "$INITRD"
-  printf '%s\n' "$stamp" >"$FX/initramfs.stamp"
+  printf '%s\n' "$stamp" >"$OUT/initramfs.stamp"
   rm -rf "$st"
 fi
 
@@ -262,13 +329,14 @@ envtext=$(
   printf 'KERNEL=%q\n' "$KERNEL"
   printf 'INITRD=%q\n' "$INITRD"
   printf 'KVER=%q\n' "$KVER"
+  printf 'KERNEL_SERIES=%q\n' "$SERIES"
   printf 'MARKER_BIN=%q\n' "$MARKER_BIN"
   printf 'RUNAS_BIN=%q\n' "$RUNAS_BIN"
   printf 'MODULES_DIR=%q\n' "$MODULES_DIR"
-  printf 'SYSTEM_MAP=%q\n' "$KROOT/boot/System.map-$KVER"
+  printf 'SYSTEM_MAP=%q\n' "$SYSTEM_MAP"
   printf 'KCONFIG=%q\n' "$KROOT/boot/config-$KVER"
 )
-if [[ "$(cat "$FX/env" 2>/dev/null)" != "$envtext" ]]; then
-  printf '%s\n' "$envtext" >"$FX/env.tmp" && mv "$FX/env.tmp" "$FX/env"
+if [[ "$(cat "$OUT/env" 2>/dev/null)" != "$envtext" ]]; then
+  printf '%s\n' "$envtext" >"$OUT/env.tmp" && mv "$OUT/env.tmp" "$OUT/env"
 fi
 printf '%s\n' "$envtext"

@@ -25,13 +25,14 @@
 #                       savevm/loadvm internal snapshots.
 #   TIMEOUT=120         seconds to wait for VMSTATE-READY
 #   QEMU=qemu-system-x86_64
+#   FIXTURE_KERNEL=6.1  kernel series of the guest (6.1 or 6.12; see eng/fixture.sh --kernel)
 #   FIXTURE_ENV=        fixture env file (default: built/located by eng/fixture.sh)
 set -euo pipefail
 
 ENG_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 
 die() { echo "run-guest: ERROR: $*" >&2; exit 1; }
-usage() { sed -n '2,28p' "$0" >&2; exit 2; }
+usage() { sed -n '2,29p' "$0" >&2; exit 2; }
 
 pid_alive() {   # pid_alive PIDFILE -> prints the pid when that process runs
   local pid
@@ -91,8 +92,9 @@ fi
 
 # Fixture: KERNEL, INITRD, ... (fixture.sh is a fast no-op when built).
 if [[ -z "${FIXTURE_ENV:-}" ]]; then
-  "$ENG_DIR/fixture.sh" >/dev/null || die "eng/fixture.sh failed"
-  FIXTURE_ENV=${VMSTATE_CACHE:-$HOME/.cache/vmstate}/fixture/env
+  # fixture.sh prints the env lines of the series FIXTURE_KERNEL selects.
+  FIXTURE_ENV=$DIR/fixture.env
+  "$ENG_DIR/fixture.sh" >"$FIXTURE_ENV" || die "eng/fixture.sh failed"
 fi
 [[ -r "$FIXTURE_ENV" ]] || die "fixture env file $FIXTURE_ENV not found"
 KERNEL='' INITRD=''

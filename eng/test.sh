@@ -7,7 +7,9 @@ root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
 
 bash eng/install-deps.sh
-bash eng/fixture.sh > /dev/null
+# The kernel matrix: a guest per kernel series (LinuxTests runs on each; the other integration tests use 6.1).
+bash eng/fixture.sh --kernel 6.1 > /dev/null
+bash eng/fixture.sh --kernel 6.12 > /dev/null
 
 results="$root/artifacts/test-results"
 rm -rf "$results"

@@ -8,12 +8,18 @@ using VmState.Snapshots;
 
 namespace VmState.Integration;
 
-/// <summary>A paused fixture guest saved as a migration stream and as QEMU's own ELF dump.</summary>
+/// <summary>
+/// A paused fixture guest saved as a migration stream and as QEMU's own ELF dump. One boot per configuration of the
+/// kernel matrix (a subclass each); every test of <see cref="LinuxTests{TGuest}"/> reads those two files.
+/// </summary>
 public abstract class LinuxGuest : IAsyncLifetime
 {
     public string Dir { get; } = Directory.CreateTempSubdirectory("vmstate-linux-").FullName;
 
     public GroundTruth Truth { get; private set; } = null!;
+
+    /// <summary>The fixture (kernel, initramfs, guest binaries, System.map) this guest boots.</summary>
+    public GuestFixture Fixture => GuestFixture.Ensure(Options.KernelSeries);
 
     protected abstract QemuGuestOptions Options { get; }
 
@@ -51,6 +57,12 @@ public sealed class La57PtiLinuxGuest : LinuxGuest
     protected override QemuGuestOptions Options => new() { CpuModel = "max", ExtraKernelArgs = "pti=on" };
 }
 
+/// <summary>The Debian 12 6.12 kernel (linux-image-6.12-amd64), default machine.</summary>
+public sealed class Linux612Guest : LinuxGuest
+{
+    protected override QemuGuestOptions Options => new() { KernelSeries = "6.12" };
+}
+
 public abstract class LinuxTests<TGuest>(TGuest guest)
     where TGuest : LinuxGuest
 {
@@ -78,6 +90,9 @@ public abstract class LinuxTests<TGuest>(TGuest guest)
     [MemberData(nameof(Kinds))]
     public void TheKernelIsFoundTheSameWayByEveryRoute(string kind)
     {
+        // The guest runs the kernel of its series (a fixture mix-up would make the matrix test one kernel twice).
+        Assert.Equal(guest.Fixture.KernelVersion, guest.Truth.KernelVersion);
+        Assert.StartsWith(guest.Fixture.Series + ".", guest.Truth.KernelVersion, StringComparison.Ordinal);
         using MachineState m = SnapshotLoader.Open(guest.Path(kind), new SnapshotOpenOptions { CacheReads = true });
         LinuxKernel k = KernelLocator.Locate(m);
         Assert.Equal(guest.Truth.KernelVersion, k.Release);
@@ -113,6 +128,15 @@ public abstract class LinuxTests<TGuest>(TGuest guest)
 
         IReadOnlyList<LinuxModule> modules = ModuleList.Read(k);
         Assert.Equal(guest.Truth.Modules, modules.Select(x => x.Name));
+
+        // /proc/modules' columns: the size sums the module's memory regions (core/init layouts up to 6.3, mem[] from 6.4).
+        Assert.Equal(guest.Truth.Modules.Count, guest.Truth.ModuleDetails.Count);
+        foreach (GroundTruth.ModuleInfo want in guest.Truth.ModuleDetails)
+        {
+            LinuxModule got = modules.Single(x => x.Name == want.Name);
+            Assert.Equal((want.Name, want.Size, want.References, want.Base), (got.Name, got.Size, got.References, got.Base));
+            Assert.Equal(want.State, got.State, ignoreCase: true);
+        }
         Assert.Equal(guest.Truth.KallsymsCount, k.Symbols.Count + modules.Sum(x => ModuleList.Symbols(k, x).Count));
 
         IReadOnlyList<LinuxProcess> processes = ProcessList.Read(k);
@@ -122,19 +146,62 @@ public abstract class LinuxTests<TGuest>(TGuest guest)
             LinuxProcess got = processes.Single(p => p.Pid == want.Pid);
             Assert.Equal(want.Ppid, got.Ppid);
             Assert.Equal((uint)want.Uid, got.Uid);
+            Assert.Equal((uint)want.Gid, got.Gid);
             Assert.Equal(want.Comm, got.Comm);
+            Assert.Equal(want.Threads, got.Threads);
+
+            // /proc/PID/stat's starttime is start_boottime in USER_HZ (100) ticks: nanoseconds / 10^7, truncated.
+            Assert.Equal(want.StartTicks, (long)(got.StartTimeNs / 10_000_000));
         }
+
+        // The long-lived processes /init started sleep (kernel threads and init itself may have moved on since printing).
+        Assert.All(guest.Truth.Processes.Where(p => p.Comm.StartsWith("vms", StringComparison.Ordinal)), want => Assert.Equal(want.State, processes.Single(p => p.Pid == want.Pid).State));
 
         IReadOnlyList<LinuxNetDevice> nics = NetDeviceList.Read(k);
         foreach (GroundTruth.Nic nic in guest.Truth.Nics)
         {
-            Assert.Equal(nic.Mac, nics.Single(n => n.Name == nic.Name).Mac);
+            LinuxNetDevice got = nics.Single(n => n.Name == nic.Name);
+            Assert.Equal((nic.Mac, (uint)nic.Mtu, nic.Flags), (got.Mac, got.Mtu, (uint?)got.Flags));
         }
 
         KernelSummary summary = KernelSummary.Read(k);
         Assert.Equal(guest.Line("hostname"), summary.Hostname);
         Assert.Equal(guest.Line("cmdline"), summary.CommandLine);
         Assert.Equal(int.Parse(Fields(guest.Line("cpus"))["count"], CultureInfo.InvariantCulture), summary.Cpus.Count);
+    }
+
+    [Fact]
+    public void KallsymsInGuestMemoryAreTheKernelsOwnSystemMap()
+    {
+        // The real System.map of this kernel (from its -dbg package), at link-time addresses.
+        var map = new List<(string Name, ulong Address, char Type)>();
+        foreach (string line in File.ReadLines(guest.Fixture.SystemMap))
+        {
+            string[] f = line.Split(' ', StringSplitOptions.RemoveEmptyEntries);
+            map.Add((f[2], Hex(f[0]), f[1][0]));
+        }
+
+        using MachineState m = SnapshotLoader.Open(guest.Path("mig"), new SnapshotOpenOptions { CacheReads = true });
+        LinuxKernel k = KernelLocator.Locate(m);
+        Assert.Equal(map.Single(s => s.Name == "_text").Address + (ulong)k.KaslrOffset, k.TextAddress);
+
+        // kallsyms holds every System.map symbol but the absolute ones (type A), moved by the KASLR offset; 6.1 also
+        // leaves out its own tables (kallsyms_names, kallsyms_offsets, ...), which 6.4+ lists. Per-CPU symbols are
+        // offsets into the per-CPU area: not moved, and typed A in kallsyms (absolute per-CPU encoding) where
+        // System.map says d/D.
+        var want = map.Where(s => s.Type != 'A' && (!s.Name.StartsWith("kallsyms_", StringComparison.Ordinal) || k.Symbols.Find(s.Name) is not null))
+            .Select(s => s.Address < 0xffff800000000000UL ? (s.Name, s.Address, Type: 'A') : (s.Name, Address: s.Address + (ulong)k.KaslrOffset, s.Type))
+            .Select(s => $"{s.Address:x16} {s.Type} {s.Name}").Order(StringComparer.Ordinal).ToList();
+        var got = k.Symbols.Select(s => $"{s.Address:x16} {s.Type} {s.Name}").Order(StringComparer.Ordinal).ToList();
+        var missing = want.Except(got, StringComparer.Ordinal).Take(10).ToList();
+        var extra = got.Except(want, StringComparer.Ordinal).Take(10).ToList();
+        Assert.True(missing.Count == 0 && extra.Count == 0, $"System.map but not kallsyms: {string.Join("; ", missing)}\nkallsyms but not System.map: {string.Join("; ", extra)}");
+        Assert.Equal(want, got);
+
+        // The same map given to the CLI replaces kallsyms, relocated by the same offset.
+        (int code, string stdout, string stderr) = VmStateCli.Run(["kernel-info", guest.Path("mig"), "--system-map", guest.Fixture.SystemMap]);
+        Assert.True(code == 0, stderr);
+        Assert.Contains($"symbols: {map.Count} from {guest.Fixture.SystemMap} (moved by the KASLR offset 0x{k.KaslrOffset:x}; linux_banner checked)", stdout, StringComparison.Ordinal);
     }
 
     [Fact]
@@ -213,7 +280,7 @@ public abstract class LinuxTests<TGuest>(TGuest guest)
 
         Assert.InRange(new FileInfo(core).Length, 64 << 10, 64 << 20);
 
-        string binary = GuestFixture.Ensure().Values["MARKER_BIN"];
+        string binary = guest.Fixture.Values["MARKER_BIN"];
         (int gdbCode, string output) = GdbBatch.Run(string.Empty, $"file {binary}", $"core-file {core}", "bt", "print/x g_value", "x/s g_marker_buf", "info auxv", "x/4c g_page_map");
         Assert.True(gdbCode == 0, output);
         Assert.Matches(@"#\d+ +0x[0-9a-f]+ in main \(", output);
@@ -372,7 +439,9 @@ public abstract class LinuxTests<TGuest>(TGuest guest)
                 lines.Add($"{link:x16} {sym.Type} {sym.Name}");
             }
 
-            foreach (string name in new[] { "_text", "linux_banner", "init_task", "__start_BTF", "__stop_BTF", "init_top_pgt", "page_offset_base", "current_task", "__per_cpu_offset" })
+            // The current task is per-CPU current_task, or pcpu_hot.current_task on 6.2-6.14 (no current_task symbol).
+            string current = k.Symbols.Find("current_task") is null ? "pcpu_hot" : "current_task";
+            foreach (string name in new[] { "_text", "linux_banner", "init_task", "__start_BTF", "__stop_BTF", "init_top_pgt", "page_offset_base", current, "__per_cpu_offset" })
             {
                 KernelSymbol sym = k.Symbols.Find(name)!.Value;
                 ulong link = sym.Address >= 0xffff800000000000UL ? sym.Address - (ulong)k.KaslrOffset : sym.Address;
@@ -470,3 +539,5 @@ public abstract class LinuxTests<TGuest>(TGuest guest)
 public sealed class DefaultLinuxTests(DefaultLinuxGuest guest) : LinuxTests<DefaultLinuxGuest>(guest), IClassFixture<DefaultLinuxGuest>;
 
 public sealed class La57PtiLinuxTests(La57PtiLinuxGuest guest) : LinuxTests<La57PtiLinuxGuest>(guest), IClassFixture<La57PtiLinuxGuest>;
+
+public sealed class Linux612Tests(Linux612Guest guest) : LinuxTests<Linux612Guest>(guest), IClassFixture<Linux612Guest>;

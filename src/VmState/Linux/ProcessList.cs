@@ -37,13 +37,16 @@ public static class ProcessList
 
     /// <summary>
     /// The <c>ps</c> state letter of a task: Linux 6.1 <c>__task_state_index</c> (<c>include/linux/sched.h</c>) over
-    /// "RSDTtXZPI" (<c>fs/proc/array.c task_state_array</c>).
+    /// "RSDTtXZPI" (<c>fs/proc/array.c task_state_array</c>). A task waiting on an RT lock and a frozen task
+    /// (<c>TASK_FROZEN</c>, 6.1+) are D, as kernels with upstream f718faf3940e (6.13; 6.12.8) report them; 6.1's
+    /// freezer rewrite had shown frozen tasks as R.
     /// </summary>
     public static char StateLetter(uint state, uint exitState)
     {
         const uint TaskReport = 0x7F;          // RUNNING..PARKED
         const uint TaskIdle = 0x402;           // TASK_UNINTERRUPTIBLE | TASK_NOLOAD
         const uint TaskRtlockWait = 0x1000;
+        const uint TaskFrozen = 0x8000;
         const uint TaskReportIdle = TaskReport + 1;
         uint s = (state | exitState) & TaskReport;
         if ((state & TaskIdle) == TaskIdle)
@@ -51,7 +54,7 @@ public static class ProcessList
             s = TaskReportIdle;
         }
 
-        if (state == TaskRtlockWait)
+        if ((state & (TaskRtlockWait | TaskFrozen)) != 0)
         {
             s = 2; // reported as TASK_UNINTERRUPTIBLE
         }

@@ -6,10 +6,33 @@ namespace VmState.Integration.Harness;
 public sealed class GroundTruth
 {
     /// <summary>A process line.</summary>
-    public sealed record Process(int Pid, int Ppid, int Uid, string Comm);
+    public sealed record Process(int Pid, int Ppid, int Uid, string Comm)
+    {
+        /// <summary>The real gid (-1 when the line has none).</summary>
+        public int Gid { get; init; } = -1;
+
+        /// <summary>The /proc/PID/stat state letter when printed ('\0' when the line has none).</summary>
+        public char State { get; init; }
+
+        /// <summary>/proc/PID/stat starttime: clock ticks (USER_HZ, 100 per second) since boot (-1 when the line has none).</summary>
+        public long StartTicks { get; init; } = -1;
+
+        /// <summary>The Threads: count of /proc/PID/status (-1 when the line has none).</summary>
+        public int Threads { get; init; } = -1;
+    }
 
     /// <summary>A NIC line.</summary>
-    public sealed record Nic(string Name, string Mac, string Driver);
+    public sealed record Nic(string Name, string Mac, string Driver)
+    {
+        /// <summary>The MTU (-1 when the line has none).</summary>
+        public int Mtu { get; init; } = -1;
+
+        /// <summary>net_device.flags from sysfs (null when the line has none).</summary>
+        public uint? Flags { get; init; }
+    }
+
+    /// <summary>A /proc/modules line: name, size, reference count, state (Live, Loading, Unloading) and base address.</summary>
+    public sealed record ModuleInfo(string Name, ulong Size, int References, string State, ulong Base);
 
     /// <summary>The marker process line.</summary>
     public sealed record MarkerInfo(int Pid, string Value, ulong VirtualAddress, ulong PhysicalAddress, ulong GValueVirtualAddress, ulong GValuePhysicalAddress);
@@ -25,6 +48,9 @@ public sealed class GroundTruth
 
     /// <summary>Loaded modules.</summary>
     public List<string> Modules { get; } = [];
+
+    /// <summary>Loaded modules with their /proc/modules columns (lines that carry them).</summary>
+    public List<ModuleInfo> ModuleDetails { get; } = [];
 
     /// <summary>The marker process.</summary>
     public MarkerInfo? Marker { get; private set; }
@@ -62,13 +88,28 @@ public sealed class GroundTruth
                     t.KernelVersion = rest.Trim();
                     break;
                 case "proc":
-                    t.Processes.Add(new Process(Int(kv["pid"]), Int(kv["ppid"]), Int(kv["uid"]), kv["comm"]));
+                    t.Processes.Add(new Process(Int(kv["pid"]), Int(kv["ppid"]), Int(kv["uid"]), kv["comm"])
+                    {
+                        Gid = kv.TryGetValue("gid", out string? gid) && gid.Length > 0 ? Int(gid) : -1,
+                        State = kv.TryGetValue("state", out string? state) && state.Length == 1 ? state[0] : '\0',
+                        StartTicks = kv.TryGetValue("start", out string? start) && start.Length > 0 ? long.Parse(start, CultureInfo.InvariantCulture) : -1,
+                        Threads = kv.TryGetValue("threads", out string? threads) && threads.Length > 0 ? Int(threads) : -1,
+                    });
                     break;
                 case "nic":
-                    t.Nics.Add(new Nic(kv["name"], kv["mac"], kv.GetValueOrDefault("driver", string.Empty)));
+                    t.Nics.Add(new Nic(kv["name"], kv["mac"], kv.GetValueOrDefault("driver", string.Empty))
+                    {
+                        Mtu = kv.TryGetValue("mtu", out string? mtu) && mtu.Length > 0 ? Int(mtu) : -1,
+                        Flags = kv.TryGetValue("flags", out string? flags) && flags.Length > 0 ? (uint)Hex(flags) : null,
+                    });
                     break;
                 case "module":
                     t.Modules.Add(kv["name"]);
+                    if (kv.ContainsKey("size"))
+                    {
+                        t.ModuleDetails.Add(new ModuleInfo(kv["name"], ulong.Parse(kv["size"], CultureInfo.InvariantCulture), Int(kv["refs"]), kv["state"], Hex(kv["base"])));
+                    }
+
                     break;
                 case "marker":
                     t.Marker = new MarkerInfo(Int(kv["pid"]), kv["value"], Hex(kv["addr"]), Hex(kv["paddr"]), Hex(kv["g_value_addr"]), Hex(kv["g_value_paddr"]));

@@ -1,11 +1,19 @@
+using System.Collections.Concurrent;
 using System.Diagnostics;
 
 namespace VmState.Integration.Harness;
 
-/// <summary>The guest kernel and initramfs built by eng/fixture.sh (built once per test run if missing).</summary>
+/// <summary>
+/// The guest kernel and initramfs built by eng/fixture.sh (built once per test run if missing), one per kernel series
+/// of the matrix (<see cref="KernelSeries"/>).
+/// </summary>
 public sealed class GuestFixture
 {
-    private static readonly Lazy<GuestFixture> s_instance = new(Build, LazyThreadSafetyMode.ExecutionAndPublication);
+    /// <summary>The kernel series eng/fixture.sh builds guests for (its --kernel values).</summary>
+    public static readonly IReadOnlyList<string> KernelSeries = ["6.1", "6.12"];
+
+    private static readonly Lazy<GuestFixture> s_instance = new(() => Build(null), LazyThreadSafetyMode.ExecutionAndPublication);
+    private static readonly ConcurrentDictionary<string, Lazy<GuestFixture>> s_bySeries = new(StringComparer.Ordinal);
 
     private GuestFixture(IReadOnlyDictionary<string, string> values)
     {
@@ -24,12 +32,29 @@ public sealed class GuestFixture
     /// <summary>The kernel release, e.g. 6.1.0-56-amd64.</summary>
     public string KernelVersion => Values["KVER"];
 
-    /// <summary>Builds the fixture if needed (eng/fixture.sh is idempotent and fast when up to date) and reads it.</summary>
+    /// <summary>The kernel series of this guest, e.g. 6.12 (eng/fixture.sh --kernel).</summary>
+    public string Series => Values["KERNEL_SERIES"];
+
+    /// <summary>The kernel's real System.map (from its -dbg package), at link-time addresses.</summary>
+    public string SystemMap => Values["SYSTEM_MAP"];
+
+    /// <summary>
+    /// Builds the default fixture if needed (eng/fixture.sh is idempotent and fast when up to date) and reads it. The
+    /// default series is 6.1, or what the FIXTURE_KERNEL environment variable names (eng/fixture.sh reads it).
+    /// </summary>
     public static GuestFixture Ensure() => s_instance.Value;
 
-    private static GuestFixture Build()
+    /// <summary>
+    /// The fixture of kernel <paramref name="series"/> (one of <see cref="KernelSeries"/>), built if needed; null means
+    /// the default (<see cref="Ensure()"/>).
+    /// </summary>
+    public static GuestFixture Ensure(string? series) =>
+        series is null ? Ensure() : s_bySeries.GetOrAdd(series, s => new Lazy<GuestFixture>(() => Build(s), LazyThreadSafetyMode.ExecutionAndPublication)).Value;
+
+    private static GuestFixture Build(string? series)
     {
-        var psi = new ProcessStartInfo("bash", [Path.Combine(RepoPaths.Root, "eng", "fixture.sh")])
+        string[] args = series is null ? [Path.Combine(RepoPaths.Root, "eng", "fixture.sh")] : [Path.Combine(RepoPaths.Root, "eng", "fixture.sh"), "--kernel", series];
+        var psi = new ProcessStartInfo("bash", args)
         {
             RedirectStandardOutput = true,
             RedirectStandardError = true,
@@ -53,7 +78,7 @@ public sealed class GuestFixture
             }
         }
 
-        foreach (string key in new[] { "KERNEL", "INITRD", "KVER" })
+        foreach (string key in new[] { "KERNEL", "INITRD", "KVER", "KERNEL_SERIES", "SYSTEM_MAP" })
         {
             if (!values.ContainsKey(key))
             {

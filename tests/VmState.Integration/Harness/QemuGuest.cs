@@ -50,7 +50,7 @@ public sealed class QemuGuest : IAsyncDisposable
     /// <summary>The QEMU command line for <paramref name="options"/> (identical for a source and its -incoming twin).</summary>
     public static List<string> CommandLine(QemuGuestOptions options, string workDir)
     {
-        GuestFixture f = GuestFixture.Ensure();
+        GuestFixture f = GuestFixture.Ensure(options.KernelSeries);
         var args = new List<string>
         {
             "-M", options.Machine, "-accel", "tcg", "-m", options.MemoryMiB.ToString(System.Globalization.CultureInfo.InvariantCulture),

@@ -37,4 +37,7 @@ public sealed record QemuGuestOptions
     /// -machine properties such as memory-backend=ID.
     /// </summary>
     public IReadOnlyList<string> ExtraArgs { get; init; } = [];
+
+    /// <summary>The guest kernel series (<see cref="GuestFixture.KernelSeries"/>, e.g. "6.12"); null: the default fixture.</summary>
+    public string? KernelSeries { get; init; }
 }

@@ -51,7 +51,7 @@ public sealed class ElfCoreBytesTests : IDisposable
         // 12 MiB at 1 MiB whose second 4 MiB chunk is all zero (a hole), a low range, a range above 4 GiB.
         MemoryRange[] ranges = [new(0, 0xA0000, "low"), new(0x100000, 12 << 20, "ram"), new(0x1_0000_0000, 0x3000, "high")];
         static byte Content(ulong a) => a is >= 0x500000 and < 0x900000 ? (byte)0 : (byte)((a >> 12) ^ a ^ 0x5a);
-        var machine = new MachineState("synthetic", "test", "pc-i440fx-7.2", new SyntheticMemory(ranges, Content), [Cpu(0), Cpu(1), Cpu(2)], [], [], [], null);
+        var machine = new MachineState(new MachineOrigin(MachineOriginKind.RawImage, "synthetic", "test"), "pc-i440fx-7.2", new SyntheticMemory(ranges, Content), [Cpu(0), Cpu(1), Cpu(2)], [], [], [], null);
         VirtualMapping[] aliases =
         [
             new(0xffffffff81000000, 0x101000, 0x2000, false, false, false),
@@ -92,7 +92,7 @@ public sealed class ElfCoreBytesTests : IDisposable
             ranges[i] = new MemoryRange((ulong)i * 0x1000, 0x10, "p");
         }
 
-        var machine = new MachineState("synthetic", "test", null, new SyntheticMemory(ranges, a => (byte)((a >> 12) + a)), [Cpu(0)], [], [], [], null);
+        var machine = new MachineState(new MachineOrigin(MachineOriginKind.RawImage, "synthetic", "test"), null, new SyntheticMemory(ranges, a => (byte)((a >> 12) + a)), [Cpu(0)], [], [], [], null);
         string path = Path.Combine(_dir, "many.elf");
         ElfCoreWriter.Write(machine, path, null);
         Assert.Equal(digest, Digest(path));

@@ -107,6 +107,7 @@ public class ProcessListTests
     [InlineData(0x40u, 0u, 'P')]
     [InlineData(0x402u, 0u, 'I')]
     [InlineData(0x1000u, 0u, 'D')]
+    [InlineData(0x8000u, 0u, 'D')] // TASK_FROZEN (the freezer keeps the old state in saved_state)
     [InlineData(0x101u, 0u, 'S')]
     public void StateLettersFollowTheKernelsTaskStateIndex(uint state, uint exitState, char letter) =>
         Assert.Equal(letter, ProcessList.StateLetter(state, exitState));
