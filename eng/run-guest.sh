@@ -113,7 +113,7 @@ args=(
   -M pc -accel "$ACCEL" -m "$MEM" -smp "$SMP" -cpu "$CPU"
   -display none -vga std -no-reboot
   -kernel "$KERNEL" -initrd "$INITRD"
-  -append "console=ttyS0 quiet loglevel=3 panic=-1${EXTRA_APPEND:+ $EXTRA_APPEND}"
+  -append "console=ttyS0 quiet loglevel=3 panic=-1 no_timer_check${EXTRA_APPEND:+ $EXTRA_APPEND}"
   # Two NICs; user-mode netdevs with restrict=on cannot reach anything
   # outside QEMU (and the guest configures no addresses anyway).
   -netdev user,id=n0,restrict=on -device virtio-net-pci,netdev=n0,mac=52:54:00:12:34:56

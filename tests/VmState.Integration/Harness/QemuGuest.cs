@@ -57,7 +57,7 @@ public sealed class QemuGuest : IAsyncDisposable
             "-smp", options.Cpus.ToString(System.Globalization.CultureInfo.InvariantCulture), "-cpu", options.CpuModel,
             "-display", "none", "-vga", "std", "-no-reboot",
             "-kernel", f.Kernel, "-initrd", f.Initrd,
-            "-append", $"console=ttyS0 quiet loglevel=3 panic=-1 {options.ExtraKernelArgs}".Trim(),
+            "-append", $"console=ttyS0 quiet loglevel=3 panic=-1 no_timer_check {options.ExtraKernelArgs}".Trim(),
             "-netdev", "user,id=n0,restrict=on", "-device", $"virtio-net-pci,netdev=n0,mac={options.VirtioMac}",
             "-netdev", "user,id=n1,restrict=on", "-device", $"e1000,netdev=n1,mac={options.E1000Mac}",
             "-device", "vmcoreinfo",
