@@ -1,15 +1,15 @@
 using System.Buffers;
-using System.Globalization;
 using System.Text.Json;
 using VmState.Linux;
+using VmState.Views;
 
 namespace VmState.Native;
 
 /// <summary>
 /// The process list as JSON: the document <c>vmstate ps --json</c> prints, byte for byte (same members in the same
 /// order, same indentation and escaping, a final newline), so a script can switch between the CLI and the library.
-/// NativeAbiTests compares the two. Written with <see cref="Utf8JsonWriter"/>: no reflection, nothing for the AOT
-/// compiler to warn about.
+/// NativeAbiTests compares the two. The rows are the CLI's own: <see cref="LinuxListViews.Processes"/> written by
+/// <see cref="ListJson"/>, with <see cref="Utf8JsonWriter"/> (no reflection, nothing for the AOT compiler to warn about).
 /// </summary>
 internal static class ProcessJson
 {
@@ -21,34 +21,8 @@ internal static class ProcessJson
         {
             w.WriteStartObject();
             w.WriteString("release", release);
-            w.WriteStartArray("processes");
-            foreach (LinuxProcess p in processes)
-            {
-                w.WriteStartObject();
-                w.WriteNumber("pid", p.Pid);
-                w.WriteNumber("tgid", p.Tgid);
-                w.WriteNumber("ppid", p.Ppid);
-                w.WriteNumber("uid", p.Uid);
-                w.WriteNumber("gid", p.Gid);
-                w.WriteString("state", p.State.ToString());
-                w.WriteString("comm", p.Comm);
-                w.WriteBoolean("kernelThread", p.IsKernelThread);
-                w.WriteNumber("threads", p.Threads);
-                w.WriteNumber("startTimeNs", p.StartTimeNs);
-                if (p.Cmdline is string c)
-                {
-                    w.WriteString("cmdline", c);
-                }
-                else
-                {
-                    w.WriteNull("cmdline");
-                }
-
-                w.WriteString("task", "0x" + p.TaskAddress.ToString("x", CultureInfo.InvariantCulture));
-                w.WriteEndObject();
-            }
-
-            w.WriteEndArray();
+            w.WritePropertyName("processes");
+            ListJson.WriteArray(w, LinuxListViews.Processes(threads: false), processes);
             w.WriteEndObject();
         }
 

@@ -1,5 +1,4 @@
 using System.Text;
-using System.Text.Json;
 using VmState.Views;
 
 namespace VmState.Cli.Commands;
@@ -15,7 +14,7 @@ internal static class ListOutput
     {
         if (json)
         {
-            CommonOptions.WriteJson(w => WriteArray(w, view, rows));
+            CommonOptions.WriteJson(w => ListJson.WriteArray(w, view, rows));
         }
         else
         {
@@ -36,64 +35,6 @@ internal static class ListOutput
         foreach (T row in rows)
         {
             text.Append(view.FormatRow(row)).Append('\n');
-        }
-    }
-
-    /// <summary>Writes the rows as a JSON array of objects, one property per field, in the view's order.</summary>
-    public static void WriteArray<T>(Utf8JsonWriter w, ListView<T> view, IEnumerable<T> rows)
-    {
-        w.WriteStartArray();
-        foreach (T row in rows)
-        {
-            w.WriteStartObject();
-            foreach (ListField<T> field in view.Fields)
-            {
-                object? value = field.ValueOf(row);
-                if (value is null && field.OmitWhenNull)
-                {
-                    continue;
-                }
-
-                w.WritePropertyName(field.Name);
-                WriteValue(w, field, value);
-            }
-
-            w.WriteEndObject();
-        }
-
-        w.WriteEndArray();
-    }
-
-    private static void WriteValue<T>(Utf8JsonWriter w, ListField<T> field, object? value)
-    {
-        switch (value)
-        {
-            case null:
-                w.WriteNullValue();
-                break;
-            case string s:
-                w.WriteStringValue(s);
-                break;
-            case bool b:
-                w.WriteBooleanValue(b);
-                break;
-            case ulong u when field.Kind == FieldKind.Hex:
-                w.WriteStringValue(Hex.Of(u));
-                break;
-            case int i:
-                w.WriteNumberValue(i);
-                break;
-            case uint u:
-                w.WriteNumberValue(u);
-                break;
-            case long l:
-                w.WriteNumberValue(l);
-                break;
-            case ulong u:
-                w.WriteNumberValue(u);
-                break;
-            default:
-                throw new InvalidOperationException($"field '{field.Name}' ({field.Kind}) has a value of type {value.GetType().Name}");
         }
     }
 }

@@ -51,7 +51,7 @@ internal static class PsCommand
                     w.WriteStartObject();
                     w.WriteString("release", kernel.Release);
                     w.WritePropertyName("processes");
-                    ListOutput.WriteArray(w, view, list);
+                    ListJson.WriteArray(w, view, list);
                     w.WriteEndObject();
                 });
             }

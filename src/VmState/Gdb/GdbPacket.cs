@@ -1,7 +1,7 @@
 namespace VmState.Gdb;
 
 /// <summary>What <see cref="GdbPacketReader"/> found on the wire.</summary>
-public enum GdbPacketKind
+internal enum GdbPacketKind
 {
     /// <summary>A packet whose checksum matched; <see cref="GdbPacket.Payload"/> holds it, escapes removed.</summary>
     Packet,
@@ -22,4 +22,4 @@ public enum GdbPacketKind
 /// <summary>One unit of client traffic.</summary>
 /// <param name="Kind">What it is.</param>
 /// <param name="Payload">The packet's data (bytes as Latin-1 characters), empty for the other kinds.</param>
-public readonly record struct GdbPacket(GdbPacketKind Kind, string Payload);
+internal readonly record struct GdbPacket(GdbPacketKind Kind, string Payload);

@@ -8,7 +8,7 @@ namespace VmState.Gdb;
 /// which are skipped. Memory stays bounded whatever arrives: a packet longer than the bound is consumed and
 /// reported as <see cref="GdbPacketKind.TooLong"/>, never buffered.
 /// </summary>
-public sealed class GdbPacketReader
+internal sealed class GdbPacketReader
 {
     private readonly Stream _stream;
     private readonly byte[] _input = new byte[4096];

@@ -5,4 +5,4 @@ namespace VmState.Gdb;
 /// <param name="Bits">Size in bits.</param>
 /// <param name="Type">Target-description type.</param>
 /// <param name="Feature">The target-description feature it belongs to.</param>
-public sealed record GdbRegister(string Name, int Bits, string Type, string Feature);
+internal sealed record GdbRegister(string Name, int Bits, string Type, string Feature);

@@ -8,7 +8,7 @@ namespace VmState.Gdb;
 /// plus FS/GS bases and the system registers (CR0, CR2, CR3, CR4, EFER, KERNEL_GS_BASE) in a feature of our own,
 /// so <c>info registers cr3</c> works in gdb (GDB manual, "Target Description Format" and "i386 Features").
 /// </summary>
-public static class X86TargetDescription
+internal static class X86TargetDescription
 {
     /// <summary>Registers in gdb's numbering (the order of the 'g' packet), from <see cref="X86Registers.Gdb"/>.</summary>
     public static readonly IReadOnlyList<GdbRegister> Registers = Build();

@@ -1,7 +1,7 @@
 namespace VmState.Formats.Elf;
 
 /// <summary>ELF constants used by the core reader and writer (System V ABI, ELF-64 Object File Format).</summary>
-public static class ElfConstants
+internal static class ElfConstants
 {
     /// <summary>e_type of a core file.</summary>
     public const ushort EtCore = 4;

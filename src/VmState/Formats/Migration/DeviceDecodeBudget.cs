@@ -8,7 +8,7 @@ namespace VmState.Formats.Migration;
 /// still be created. Shared by all sections of a stream, so a hostile description can't multiply its cost by
 /// repeating a section.
 /// </summary>
-public sealed class DeviceDecodeBudget
+internal sealed class DeviceDecodeBudget
 {
     private int _fieldsLeft;
     private int _emptyLeft;

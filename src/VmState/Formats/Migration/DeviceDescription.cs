@@ -1,4 +1,4 @@
 namespace VmState.Formats.Migration;
 
 /// <summary>The VM description entry of one device section, keyed by (idstr, instance id).</summary>
-public sealed record DeviceDescription(string Name, int InstanceId, VmsdDescription Vmsd);
+internal sealed record DeviceDescription(string Name, int InstanceId, VmsdDescription Vmsd);

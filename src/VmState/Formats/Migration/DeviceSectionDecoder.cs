@@ -8,7 +8,7 @@ namespace VmState.Formats.Migration;
 /// Splits a device section body into fields using its VM description (QEMU 7.2 <c>migration/vmstate.c</c>
 /// <c>vmstate_save_state_v</c>: fields in order, then subsections as <c>0x05 str8 name be32 version body</c>).
 /// </summary>
-public static class DeviceSectionDecoder
+internal static class DeviceSectionDecoder
 {
     /// <summary>Fields larger than this keep only their offset, not a copy of their bytes.</summary>
     public const int MaxCopiedFieldBytes = 16 * 1024 * 1024;

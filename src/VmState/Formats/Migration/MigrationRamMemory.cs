@@ -9,7 +9,7 @@ namespace VmState.Formats.Migration;
 /// Guest-physical memory served from the page index of a migration stream: each read goes to the stream
 /// offsets of the pages it covers; runs of consecutive page records are read with one positional read.
 /// </summary>
-public sealed class MigrationRamMemory : IPhysicalMemory, ISparseMemory
+internal sealed class MigrationRamMemory : IPhysicalMemory, ISparseMemory
 {
     private readonly IRandomAccessSource _source;
     private readonly MemoryRange[] _ranges;

@@ -40,7 +40,7 @@ public sealed class MigrationStream : IDisposable
     public IReadOnlyList<DeviceState> Devices { get; }
 
     /// <summary>The trailing JSON VM description, or null when the stream has none.</summary>
-    public VmDescription? Description { get; }
+    internal VmDescription? Description { get; }
 
     /// <summary>Offset of the 0x06 byte that starts the VM description, or -1.</summary>
     public long VmDescriptionOffset { get; }

@@ -189,7 +189,7 @@ public static class MigrationStreamReader
     /// Finds the VM description: a 0x06 byte followed by a be32 length L that reaches exactly to the end of the
     /// input, then '{'. Searched backwards from the end, over at most the description size limit.
     /// </summary>
-    public static (VmDescription? Description, long Offset) LocateDescription(IRandomAccessSource source, ReaderLimits limits)
+    internal static (VmDescription? Description, long Offset) LocateDescription(IRandomAccessSource source, ReaderLimits limits)
     {
         long length = source.Length;
         long lowest = Math.Max(8, length - limits.MaxVmDescriptionBytes - 5);

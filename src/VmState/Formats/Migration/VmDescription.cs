@@ -6,7 +6,7 @@ namespace VmState.Formats.Migration;
 /// The JSON VM description QEMU appends after the EOF byte of a migration stream (QEMU 7.2
 /// <c>qemu_savevm_state_complete_precopy_non_iterable</c>): the only way to split device sections into fields.
 /// </summary>
-public sealed class VmDescription
+internal sealed class VmDescription
 {
     private const int MaxFieldCount = 1_000_000;
     private readonly Dictionary<(string, int), List<DeviceDescription>> _byKey = new();

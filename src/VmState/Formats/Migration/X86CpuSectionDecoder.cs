@@ -9,7 +9,7 @@ namespace VmState.Formats.Migration;
 /// Builds <see cref="X86CpuState"/> from the decoded "cpu" (vmsd "cpu" v12, QEMU 7.2 <c>target/i386/machine.c</c>)
 /// and "cpu_common" sections, by field name, so new subsections in later QEMU versions do not matter.
 /// </summary>
-public static class X86CpuSectionDecoder
+internal static class X86CpuSectionDecoder
 {
     /// <summary>Decodes every "cpu" section, ordered by instance id (cpu_index).</summary>
     public static IReadOnlyList<X86CpuState> Decode(IReadOnlyList<DeviceState> devices)

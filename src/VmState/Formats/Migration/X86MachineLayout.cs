@@ -8,7 +8,7 @@ namespace VmState.Formats.Migration;
 /// The stream does not say (except under x-ignore-shared); QEMU places the blocks by machine rules
 /// (QEMU 7.2 <c>hw/i386/pc_piix.c</c>, <c>pc_q35.c</c>, <c>pc.c</c>) and by PCI BARs programmed by the guest.
 /// </summary>
-public static class X86MachineLayout
+internal static class X86MachineLayout
 {
     private const ulong FourGiB = 1UL << 32;
 

@@ -21,7 +21,7 @@ namespace VmState.Formats.Migration;
 /// that number the nodes (<c>ram-node0</c>, <c>ram-node1</c>: libvirt's ids). When neither settles it, the
 /// caller must name the blocks (<see cref="Resolve"/>'s <c>requested</c>); nothing is guessed.
 /// </remarks>
-public sealed class X86MainRam
+internal sealed class X86MainRam
 {
     /// <summary>The option that names main RAM blocks, quoted in errors (the CLI's spelling).</summary>
     public const string OptionHint = "--main-ram NAME[,NAME...] (in NUMA node order; library: SnapshotOpenOptions.MainRam)";
