@@ -173,18 +173,8 @@ internal static unsafe class NativeExports
     {
         try
         {
-            if (Find(vm) is not NativeSession session)
+            return WithOpenSession(vm, session =>
             {
-                return UnknownHandle(vm);
-            }
-
-            lock (session.Gate)
-            {
-                if (session.IsClosed)
-                {
-                    return UnknownHandle(vm);
-                }
-
                 if (session.Pause is not null)
                 {
                     return NativeErrors.Fail(VmStateStatus.InvalidState, "this handle already holds a pause (vmstate_resume ends it)");
@@ -193,7 +183,7 @@ internal static unsafe class NativeExports
                 ProcessExitHook.Ensure();
                 session.Pause = session.Vm.PauseAsync().GetAwaiter().GetResult();
                 return Ok;
-            }
+            });
         }
         catch (Exception e)
         {
@@ -206,18 +196,8 @@ internal static unsafe class NativeExports
     {
         try
         {
-            if (Find(vm) is not NativeSession session)
+            return WithOpenSession(vm, session =>
             {
-                return UnknownHandle(vm);
-            }
-
-            lock (session.Gate)
-            {
-                if (session.IsClosed)
-                {
-                    return UnknownHandle(vm);
-                }
-
                 if (session.Pause is not VmPause pause)
                 {
                     return NativeErrors.Fail(VmStateStatus.InvalidState, "this handle holds no pause (vmstate_pause or VMSTATE_ATTACH_PAUSE takes one)");
@@ -226,7 +206,7 @@ internal static unsafe class NativeExports
                 session.Pause = null;
                 pause.Dispose();
                 return pause.ResumeFailure is Exception failure ? NativeErrors.Fail(failure) : Ok;
-            }
+            });
         }
         catch (Exception e)
         {
@@ -244,21 +224,11 @@ internal static unsafe class NativeExports
                 return Invalid(problem);
             }
 
-            if (Find(vm) is not NativeSession session)
+            return WithOpenSession(vm, session =>
             {
-                return UnknownHandle(vm);
-            }
-
-            lock (session.Gate)
-            {
-                if (session.IsClosed)
-                {
-                    return UnknownHandle(vm);
-                }
-
                 *bytesRead = ReadPieces(address, buffer, length, session.Vm.Machine.Memory.Read);
                 return Ok;
-            }
+            });
         }
         catch (Exception e)
         {
@@ -281,21 +251,11 @@ internal static unsafe class NativeExports
                 return Invalid($"pid {pid} is negative (0 is the kernel's address space)");
             }
 
-            if (Find(vm) is not NativeSession session)
+            return WithOpenSession(vm, session =>
             {
-                return UnknownHandle(vm);
-            }
-
-            lock (session.Gate)
-            {
-                if (session.IsClosed)
-                {
-                    return UnknownHandle(vm);
-                }
-
                 *bytesRead = ReadPieces(address, buffer, length, session.Space(pid).Read);
                 return Ok;
-            }
+            });
         }
         catch (Exception e)
         {
@@ -313,18 +273,8 @@ internal static unsafe class NativeExports
                 return Invalid(physicalAddress == null ? "physical_address is NULL" : $"pid {pid} is negative (0 is the kernel's address space)");
             }
 
-            if (Find(vm) is not NativeSession session)
+            return WithOpenSession(vm, session =>
             {
-                return UnknownHandle(vm);
-            }
-
-            lock (session.Gate)
-            {
-                if (session.IsClosed)
-                {
-                    return UnknownHandle(vm);
-                }
-
                 Translation t = session.Space(pid).Translate(address);
                 if (t.PhysicalAddress is not ulong pa)
                 {
@@ -334,7 +284,7 @@ internal static unsafe class NativeExports
 
                 *physicalAddress = pa;
                 return Ok;
-            }
+            });
         }
         catch (Exception e)
         {
@@ -352,21 +302,11 @@ internal static unsafe class NativeExports
                 return Invalid(expression == null ? "expression is NULL" : "address is NULL");
             }
 
-            if (Find(vm) is not NativeSession session)
+            return WithOpenSession(vm, session =>
             {
-                return UnknownHandle(vm);
-            }
-
-            lock (session.Gate)
-            {
-                if (session.IsClosed)
-                {
-                    return UnknownHandle(vm);
-                }
-
                 *address = session.Vm.Linux.Symbol(Utf8((nint)expression)!);
                 return Ok;
-            }
+            });
         }
         catch (Exception e)
         {
@@ -389,19 +329,9 @@ internal static unsafe class NativeExports
                 return Invalid($"flags has unknown bits 0x{flags & ~(ProcessesThreads | ProcessesNoCommandLine):x}");
             }
 
-            if (Find(vm) is not NativeSession session)
+            byte[] bytes = [];
+            int status = WithOpenSession(vm, session =>
             {
-                return UnknownHandle(vm);
-            }
-
-            byte[] bytes;
-            lock (session.Gate)
-            {
-                if (session.IsClosed)
-                {
-                    return UnknownHandle(vm);
-                }
-
                 LinuxGuest linux = session.Vm.Linux;
                 if (session.Vm.IsLive)
                 {
@@ -409,8 +339,13 @@ internal static unsafe class NativeExports
                     linux.Refresh();
                 }
 
-                IReadOnlyList<LinuxProcess> processes = linux.Processes((flags & ProcessesThreads) != 0, (flags & ProcessesNoCommandLine) == 0);
-                bytes = ProcessJson.Write(linux.Kernel.Release, processes);
+                bool threads = (flags & ProcessesThreads) != 0;
+                bytes = ProcessJson.Write(linux.Kernel.Release, linux.Processes(threads, (flags & ProcessesNoCommandLine) == 0), threads);
+                return Ok;
+            });
+            if (status != Ok)
+            {
+                return status;
             }
 
             byte* p = (byte*)NativeMemory.Alloc((nuint)bytes.Length + 1);
@@ -434,6 +369,20 @@ internal static unsafe class NativeExports
         Invalid($"0x{vm:x} is not an open vmstate handle (closed already, or not from vmstate_open / vmstate_attach)");
 
     private static NativeSession? Find(nint vm) => vm == 0 ? null : HandleTable.Find(vm);
+
+    /// <summary>Runs <paramref name="body"/> on the open session of handle <paramref name="vm"/>, under its lock; an unknown or closed handle is an error.</summary>
+    private static int WithOpenSession(nint vm, Func<NativeSession, int> body)
+    {
+        if (Find(vm) is not NativeSession session)
+        {
+            return UnknownHandle(vm);
+        }
+
+        lock (session.Gate)
+        {
+            return session.IsClosed ? UnknownHandle(vm) : body(session);
+        }
+    }
 
     /// <summary>Why a read's arguments are wrong, or null when they are fine.</summary>
     private static string? CheckRead(ulong address, byte* buffer, nuint length, nuint* bytesRead)

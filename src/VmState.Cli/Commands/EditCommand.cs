@@ -113,34 +113,11 @@ internal static class EditCommand
             }
 
             string written = SnapshotWriter.Save(editor, m, target, ct);
-            if (r.GetValue(json))
+            SnapshotOutputOptions.Report(r.GetValue(json), outPath, written, "edits", editor.Log, w =>
             {
-                CommonOptions.WriteJson(w =>
-                {
-                    w.WriteStartObject();
-                    w.WriteString("output", outPath);
-                    w.WriteString("written", written);
-                    w.WriteNumber("pagesChanged", editor.Stream.EditedPages);
-                    w.WriteNumber("fieldsChanged", editor.Stream.EditedFields);
-                    w.WriteStartArray("edits");
-                    foreach (string l in editor.Log)
-                    {
-                        w.WriteStringValue(l);
-                    }
-
-                    w.WriteEndArray();
-                    w.WriteEndObject();
-                });
-            }
-            else
-            {
-                foreach (string l in editor.Log)
-                {
-                    Console.WriteLine(l);
-                }
-
-                Console.WriteLine($"{written} ({editor.Stream.EditedPages} pages, {editor.Stream.EditedFields} device fields changed)");
-            }
+                w.WriteNumber("pagesChanged", editor.Stream.EditedPages);
+                w.WriteNumber("fieldsChanged", editor.Stream.EditedFields);
+            }, $"{written} ({editor.Stream.EditedPages} pages, {editor.Stream.EditedFields} device fields changed)");
 
             return 0;
         })));

@@ -39,41 +39,13 @@ internal static class InjectCommand
             var editor = new SnapshotEditor(m);
             SnapshotInjector.Result result = SnapshotInjector.Apply(editor, m, r.GetValue(core), r.GetValue(hardware), ct);
             string written = SnapshotWriter.Save(editor, m, target, ct);
-            if (r.GetValue(json))
+            SnapshotOutputOptions.Report(r.GetValue(json), outPath, written, "changes", result.Changes, w =>
             {
-                CommonOptions.WriteJson(w =>
-                {
-                    w.WriteStartObject();
-                    w.WriteString("output", outPath);
-                    w.WriteString("written", written);
-                    w.WriteNumber("pagesChanged", result.PagesChanged);
-                    w.WriteNumber("registersChanged", result.RegistersChanged);
-                    w.WriteNumber("fieldsChanged", result.FieldsChanged);
-                    w.WriteNumber("seconds", Math.Round(clock.Elapsed.TotalSeconds, 3));
-                    w.WriteStartArray("changes");
-                    foreach (string c in result.Changes)
-                    {
-                        w.WriteStringValue(c);
-                    }
-
-                    w.WriteEndArray();
-                    w.WriteEndObject();
-                });
-            }
-            else
-            {
-                foreach (string c in result.Changes)
-                {
-                    Console.WriteLine(c);
-                }
-
-                if (result.Changes.Count == 0)
-                {
-                    Console.WriteLine("no differences from the snapshot: the output is an unchanged copy");
-                }
-
-                Console.WriteLine($"{written} ({clock.Elapsed.TotalSeconds:F2} s)");
-            }
+                w.WriteNumber("pagesChanged", result.PagesChanged);
+                w.WriteNumber("registersChanged", result.RegistersChanged);
+                w.WriteNumber("fieldsChanged", result.FieldsChanged);
+                w.WriteNumber("seconds", Math.Round(clock.Elapsed.TotalSeconds, 3));
+            }, $"{written} ({clock.Elapsed.TotalSeconds:F2} s)", whenEmpty: "no differences from the snapshot: the output is an unchanged copy");
 
             return 0;
         })));

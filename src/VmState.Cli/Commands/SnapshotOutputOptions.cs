@@ -1,4 +1,5 @@
 using System.CommandLine;
+using System.Text.Json;
 using VmState.Linux;
 using VmState.Editing;
 
@@ -38,4 +39,45 @@ internal sealed class SnapshotOutputOptions
     /// <summary>Where the new snapshot goes, checked against the input and <paramref name="edited"/> (the other inputs).</summary>
     public SnapshotWriter.Target Target(ParseResult r, string[]? edited = null) =>
         new(OutputPath(r), r.GetValue(_tag), r.GetValue(_inPlace), edited);
+
+    /// <summary>
+    /// Reports a written snapshot: with <paramref name="json"/> one object (<c>output</c>, <c>written</c>, the counts
+    /// <paramref name="counts"/> writes, then the array <paramref name="listName"/> of <paramref name="lines"/>);
+    /// otherwise the lines, <paramref name="whenEmpty"/> when there are none, and <paramref name="summary"/>.
+    /// </summary>
+    public static void Report(bool json, string output, string written, string listName, IReadOnlyList<string> lines,
+        Action<Utf8JsonWriter> counts, string summary, string? whenEmpty = null)
+    {
+        if (json)
+        {
+            CommonOptions.WriteJson(w =>
+            {
+                w.WriteStartObject();
+                w.WriteString("output", output);
+                w.WriteString("written", written);
+                counts(w);
+                w.WriteStartArray(listName);
+                foreach (string line in lines)
+                {
+                    w.WriteStringValue(line);
+                }
+
+                w.WriteEndArray();
+                w.WriteEndObject();
+            });
+            return;
+        }
+
+        foreach (string line in lines)
+        {
+            Console.WriteLine(line);
+        }
+
+        if (lines.Count == 0 && whenEmpty is not null)
+        {
+            Console.WriteLine(whenEmpty);
+        }
+
+        Console.WriteLine(summary);
+    }
 }
