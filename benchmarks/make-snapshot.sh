@@ -1,31 +1,49 @@
 #!/usr/bin/env bash
 # Makes a QEMU migration stream of a pc guest with SIZE_MIB MiB of RAM, (SIZE_MIB - 32) MiB of which hold
-# random data (loaded at guest-physical 16 MiB with -device loader), so the stream carries almost every page
+# random data (loaded at guest-physical 16 MiB with -device loader, from files of at most 2016 MiB), so the stream carries almost every page
 # in full and neither tool can take a shortcut over zero pages. The guest boots no OS: the firmware finds
 # nothing to boot and idles, which is enough for a stream that has every RAM block and device section.
 # The random data file is cached under ${VMSTATE_CACHE:-$HOME/.cache/vmstate}/bench/.
-# Usage: benchmarks/make-snapshot.sh SIZE_MIB OUT
+# Usage: benchmarks/make-snapshot.sh SIZE_MIB OUT [DATA_MIB]
+#   DATA_MIB: how much random data to load instead of SIZE_MIB - 32 (0: none, a mostly-zero guest). The data
+#   always goes below 4 GiB (at most 3040 MiB), so guests larger than 3 GiB work too: QEMU allocates guest RAM
+#   lazily, and the pages nothing writes stay unallocated (a 64 GiB guest with little data runs here).
 set -euo pipefail
 
 die() { echo "make-snapshot: $*" >&2; exit 1; }
-(($# == 2)) || die "usage: $0 SIZE_MIB OUT"
+(($# == 2 || $# == 3)) || die "usage: $0 SIZE_MIB OUT [DATA_MIB]"
 size=$1
 out=$2
 if ! [[ "$size" =~ ^[0-9]+$ ]] || ((size < 64)); then die "SIZE_MIB must be an integer >= 64, got '$size'"; fi
-((size <= 3072)) || die "SIZE_MIB above 3072 would need RAM above 4 GiB; not supported by this script"
+rand_mib=${3:-$((size - 32))}
+[[ "$rand_mib" =~ ^[0-9]+$ ]] || die "DATA_MIB must be an integer, got '$rand_mib'"
+((rand_mib <= size - 32 && rand_mib <= 3040)) || die "DATA_MIB must be at most SIZE_MIB - 32 and at most 3040 (below 4 GiB)"
 command -v qemu-system-x86_64 > /dev/null || die "qemu-system-x86_64 not found (apt-get install qemu-system-x86)"
 
 cache="${VMSTATE_CACHE:-$HOME/.cache/vmstate}/bench"
 mkdir -p "$cache" "$(dirname "$out")"
 out="$(cd "$(dirname "$out")" && pwd)/$(basename "$out")"
 
-rand_mib=$((size - 32))
-rand="$cache/random-${rand_mib}MiB.bin"
-if [[ ! -f "$rand" || $(stat -c %s "$rand") -ne $((rand_mib * 1048576)) ]]; then
-  echo "make-snapshot: writing $rand_mib MiB of random data to $rand" >&2
-  head -c $((rand_mib * 1048576)) /dev/urandom > "$rand.tmp"
-  mv "$rand.tmp" "$rand"
-fi
+loader=()
+# Above 8 GiB, guest RAM is a memory backend without a swap reservation (MAP_NORESERVE), so the host's overcommit
+# check lets a guest larger than the host's memory start; its id keeps the RAM block's usual name, pc.ram.
+if ((size > 8192)); then loader+=(-object "memory-backend-ram,id=pc.ram,size=${size}M,reserve=off" -machine memory-backend=pc.ram); fi
+# The data: random files of at most 2016 MiB each (QEMU's loader reads at most 2 GiB from one file), loaded one
+# after the other from guest-physical 16 MiB.
+left=$rand_mib
+addr_mib=16
+while ((left > 0)); do
+  part=$((left > 2016 ? 2016 : left))
+  rand="$cache/random-${part}MiB.bin"
+  if [[ ! -f "$rand" || $(stat -c %s "$rand") -ne $((part * 1048576)) ]]; then
+    echo "make-snapshot: writing $part MiB of random data to $rand" >&2
+    head -c $((part * 1048576)) /dev/urandom > "$rand.tmp"
+    mv "$rand.tmp" "$rand"
+  fi
+  loader+=(-device "loader,file=$rand,addr=$((addr_mib * 1048576)),force-raw=on")
+  addr_mib=$((addr_mib + part))
+  left=$((left - part))
+done
 
 work=$(mktemp -d /tmp/vmstate-snap.XXXXXX) # short path: a unix socket path is limited to 107 bytes
 sock="$work/qmp.sock"
@@ -50,7 +68,7 @@ trap 'exit 130' INT TERM
 
 rm -f "$out.partial"
 qemu-system-x86_64 -M pc -accel tcg -m "$size" -smp 2 -display none -vga std -nic none \
-  -device "loader,file=$rand,addr=0x1000000,force-raw=on" \
+  "${loader[@]}" \
   -qmp "unix:$sock,server=on,wait=off" -daemonize -pidfile "$pidfile"
 sleep 2
 
@@ -112,4 +130,4 @@ for _ in $(seq 50); do
   if [[ -s "$pidfile" ]] && kill -0 "$(cat "$pidfile")" 2> /dev/null; then sleep 0.1; else break; fi
 done
 mv "$out.partial" "$out"
-echo "make-snapshot: $out ($(stat -c %s "$out") bytes, ${size} MiB guest)" >&2
+echo "make-snapshot: $out ($(stat -c %s "$out") bytes, ${size} MiB guest, ${rand_mib} MiB of data)" >&2

@@ -66,10 +66,18 @@ public static class VmcoreinfoLocator
     {
         const int Chunk = 1 << 20;
         byte[] buffer = new byte[Chunk + 64];
+        ISparseMemory? sparse = memory as ISparseMemory;
         foreach (MemoryRange r in memory.Ranges)
         {
             for (ulong a = r.Start; a < r.End; a += Chunk)
             {
+                // A window the memory knows is all zero cannot hold the note: skip it unread (a large guest with
+                // little touched memory is mostly such windows).
+                if (sparse is not null && sparse.IsZero(a, Math.Min((ulong)buffer.Length, r.End - a)))
+                {
+                    continue;
+                }
+
                 int n = memory.Read(a, buffer.AsSpan(0, (int)Math.Min((ulong)buffer.Length, r.End - a)));
                 ReadOnlySpan<byte> span = buffer.AsSpan(0, n);
                 int from = 0;

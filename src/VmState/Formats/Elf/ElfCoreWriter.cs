@@ -106,17 +106,43 @@ public static class ElfCoreWriter
     /// Copies guest RAM into the physical segments in 4 MiB chunks, skipping chunks that are all zero (they stay holes).
     /// Double buffering: the next chunk, which may belong to the next segment, is read on the thread pool while this
     /// one is written, so reading the input and writing the core overlap on two cores. The builder calls the
-    /// segments' sources in segment order, which is the order of the chunks.
+    /// segments' sources in segment order, which is the order of the chunks. Memory that can gather
+    /// (<see cref="IGatherMemory"/>, a migration stream) is read as runs of page records with large positional
+    /// reads and written straight from that buffer with gathered writes, one buffer per page, leaving its zero pages
+    /// as holes: each page is copied twice (input's page cache to the buffer, buffer to the output's page cache)
+    /// instead of three times.
     /// </summary>
-    private sealed class RamCopier(IPhysicalMemory memory, IProgress<(long Done, long Total)>? progress) : IDisposable
+    private sealed class RamCopier : IDisposable
     {
-        private readonly ISparseMemory? _sparse = memory as ISparseMemory;
-        private readonly byte[][] _buffers = [ArrayPool<byte>.Shared.Rent(ChunkSize), ArrayPool<byte>.Shared.Rent(ChunkSize)];
+        private readonly IPhysicalMemory _memory;
+        private readonly IProgress<(long Done, long Total)>? _progress;
+        private readonly ISparseMemory? _sparse;
+        private readonly IGatherMemory? _gather;
+        private readonly byte[][] _buffers;
+        private readonly List<GatherPiece>[] _pieces = [[], []];
+        private readonly List<ReadOnlyMemory<byte>> _run = [];
         private readonly List<(int Range, ulong Address, ulong Offset, int Length)> _chunks = [];
-        private Task<bool>? _pending;
+        private Task<ChunkState>? _pending;
         private int _next;
         private long _written;
         private long _total;
+
+        public RamCopier(IPhysicalMemory memory, IProgress<(long Done, long Total)>? progress)
+        {
+            _memory = memory;
+            _progress = progress;
+            _sparse = memory as ISparseMemory;
+            _gather = memory as IGatherMemory;
+            int size = Math.Max(ChunkSize, _gather?.GatherBufferSize(ChunkSize) ?? 0);
+            _buffers = [ArrayPool<byte>.Shared.Rent(size), ArrayPool<byte>.Shared.Rent(size)];
+        }
+
+        private enum ChunkState
+        {
+            Zero,
+            Flat,
+            Gathered,
+        }
 
         public void Plan(IReadOnlyList<MemoryRange> ranges, long total)
         {
@@ -141,19 +167,23 @@ public static class ElfCoreWriter
             {
                 int c = _next;
                 _pending ??= Task.Run(() => ReadChunk(c), cancellationToken);
-                bool hasData = _pending.GetAwaiter().GetResult();
+                ChunkState state = _pending.GetAwaiter().GetResult();
                 int following = c + 1;
                 _pending = following < _chunks.Count ? Task.Run(() => ReadChunk(following), cancellationToken) : null;
                 _next = following;
                 cancellationToken.ThrowIfCancellationRequested();
                 (_, _, ulong offset, int length) = _chunks[c];
-                if (hasData)
+                if (state == ChunkState.Flat)
                 {
                     output.Write(offset, _buffers[c & 1].AsSpan(0, length));
                 }
+                else if (state == ChunkState.Gathered)
+                {
+                    WriteGathered(output, offset, _pieces[c & 1]);
+                }
 
                 _written += length;
-                progress?.Report((_written, _total));
+                _progress?.Report((_written, _total));
             }
         }
 
@@ -182,17 +212,43 @@ public static class ElfCoreWriter
             ArrayPool<byte>.Shared.Return(_buffers[1]);
         }
 
-        private bool ReadChunk(int index)
+        /// <summary>One gathered write per run of adjacent pieces; the gaps between runs stay holes.</summary>
+        private void WriteGathered(ElfSegmentOutput output, ulong chunkOffset, List<GatherPiece> pieces)
+        {
+            int start = 0;
+            while (start < pieces.Count)
+            {
+                _run.Clear();
+                int end = start;
+                int next = pieces[start].Offset;
+                while (end < pieces.Count && pieces[end].Offset == next)
+                {
+                    _run.Add(pieces[end].Data);
+                    next += pieces[end].Length;
+                    end++;
+                }
+
+                output.Write(chunkOffset + (ulong)pieces[start].Offset, _run);
+                start = end;
+            }
+        }
+
+        private ChunkState ReadChunk(int index)
         {
             (_, ulong address, _, int length) = _chunks[index];
             if (_sparse is not null && _sparse.IsZero(address, (ulong)length))
             {
-                return false;
+                return ChunkState.Zero;
+            }
+
+            if (_gather is not null && _gather.TryGather(address, length, _buffers[index & 1], _pieces[index & 1]))
+            {
+                return _pieces[index & 1].Count == 0 ? ChunkState.Zero : ChunkState.Gathered;
             }
 
             Span<byte> chunk = _buffers[index & 1].AsSpan(0, length);
-            memory.ReadExactly(address, chunk);
-            return chunk.ContainsAnyExcept((byte)0);
+            _memory.ReadExactly(address, chunk);
+            return chunk.ContainsAnyExcept((byte)0) ? ChunkState.Flat : ChunkState.Zero;
         }
     }
 }

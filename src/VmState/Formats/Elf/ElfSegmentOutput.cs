@@ -38,4 +38,26 @@ public sealed class ElfSegmentOutput
 
         RandomAccess.Write(_file, data, FileOffset + (long)offset);
     }
+
+    /// <summary>
+    /// Writes <paramref name="buffers"/> one after the other at <paramref name="offset"/> bytes into the segment, with
+    /// gathered writes (<c>pwritev</c>): the buffers are not copied into one first.
+    /// </summary>
+    /// <exception cref="ArgumentOutOfRangeException">The bytes do not lie inside the segment.</exception>
+    public void Write(ulong offset, IReadOnlyList<ReadOnlyMemory<byte>> buffers)
+    {
+        ArgumentNullException.ThrowIfNull(buffers);
+        ulong total = 0;
+        foreach (ReadOnlyMemory<byte> b in buffers)
+        {
+            total += (ulong)b.Length;
+        }
+
+        if (offset > Length || total > Length - offset)
+        {
+            throw new ArgumentOutOfRangeException(nameof(offset), $"{total} bytes at offset 0x{offset:x} do not fit in the segment's 0x{Length:x} file bytes");
+        }
+
+        RandomAccess.Write(_file, buffers, FileOffset + (long)offset);
+    }
 }

@@ -9,8 +9,9 @@ namespace VmState.Formats.Migration;
 /// Guest-physical memory served from the page index of a migration stream: each read goes to the stream
 /// offsets of the pages it covers; runs of consecutive page records are read with one positional read.
 /// </summary>
-internal sealed class MigrationRamMemory : IPhysicalMemory, ISparseMemory
+internal sealed class MigrationRamMemory : IPhysicalMemory, ISparseMemory, IGatherMemory
 {
+    private readonly byte[]?[] _fillPages = new byte[]?[256];
     private readonly IRandomAccessSource _source;
     private readonly MemoryRange[] _ranges;
     private readonly (RamBlock Block, ulong BlockOffset)[] _backing;
@@ -187,6 +188,85 @@ internal sealed class MigrationRamMemory : IPhysicalMemory, ISparseMemory
                 ArrayPool<byte>.Shared.Return(scratch);
             }
         }
+    }
+
+    /// <inheritdoc />
+    public int GatherBufferSize(int length) => ((length / _pageSize) + 1) * (_pageSize + 8);
+
+    /// <inheritdoc />
+    public bool TryGather(ulong address, int length, byte[] buffer, List<GatherPiece> pieces)
+    {
+        pieces.Clear();
+        int pageSize = _pageSize;
+        if (!TryLocate(address, out RamBlock block, out ulong offset, out ulong contiguous) || contiguous < (ulong)length
+            || offset % (ulong)pageSize != 0 || length % pageSize != 0 || buffer.Length < GatherBufferSize(length))
+        {
+            return false;
+        }
+
+        long stride = pageSize + 8;
+        long first = (long)(offset / (ulong)pageSize);
+        int count = length / pageSize;
+        int used = 0;
+        int i = 0;
+        while (i < count)
+        {
+            long page = first + i;
+            long entry = page < block.PageCount ? block.GetEntry(page) : 0;
+            if (entry == 0)
+            {
+                i++;
+                continue;
+            }
+
+            if (entry < 0)
+            {
+                byte fill = RamBlock.FillOf(entry);
+                if (fill != 0)
+                {
+                    pieces.Add(new GatherPiece(i * pageSize, pageSize, FillPage(fill)));
+                }
+
+                i++;
+                continue;
+            }
+
+            // A run of page records that follow each other in the stream (8-byte header + page): one read.
+            int run = 1;
+            while (i + run < count && page + run < block.PageCount && block.GetEntry(page + run) == entry + (stride * run))
+            {
+                run++;
+            }
+
+            int bytes = (int)(stride * (run - 1)) + pageSize;
+            ReadExact(entry, buffer.AsSpan(used, bytes));
+            for (int k = 0; k < run; k++)
+            {
+                var data = new ReadOnlyMemory<byte>(buffer, used + (int)(stride * k), pageSize);
+                if (data.Span.ContainsAnyExcept((byte)0))
+                {
+                    pieces.Add(new GatherPiece((i + k) * pageSize, pageSize, data));
+                }
+            }
+
+            used += bytes;
+            i += run;
+        }
+
+        return true;
+    }
+
+    private byte[] FillPage(byte fill)
+    {
+        byte[]? page = Volatile.Read(ref _fillPages[fill]);
+        if (page is null)
+        {
+            page = new byte[_pageSize];
+            page.AsSpan().Fill(fill);
+            Volatile.Write(ref _fillPages[fill], page);
+        }
+
+        return page;
     }
 
     private void ReadExact(long offset, Span<byte> destination)
