@@ -28,6 +28,8 @@ requirements=(
   "libc6-dev|/usr/lib/x86_64-linux-gnu/libc.a"   # for gcc -static
   "binutils|cmd:nm"
   "python3|cmd:python3"
+  "python3-drgn|/usr/lib/python3/dist-packages/drgn"   # ExtractTests: drgn reads extract's core
+  "crash|cmd:crash"              # ExtractTests: crash opens extract's core
   "dpkg-dev|cmd:dpkg-architecture"
   "kmod|pkg"                     # depmod builds modules.dep for the fixture kernel
   "clang|cmd:clang"              # Native AOT linking (eng/publish.sh)

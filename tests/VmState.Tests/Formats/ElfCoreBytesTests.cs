@@ -60,7 +60,9 @@ public sealed class ElfCoreBytesTests : IDisposable
         ];
         string path = Path.Combine(_dir, "machine.elf");
         ElfCoreWriter.Write(machine, path, ElfCoreTests.VmcoreinfoNote("OSRELEASE=6.1.0-bytes\nPAGESIZE=4096\n"), aliases);
-        Assert.Equal("dd9badf7570dfcc782d4912a18c5285cacb6759f44027190c460b38db7b20a5e", Digest(path));
+        // Re-pinned once on purpose (issue 11): the kernel-virtual PT_LOADs now carry p_paddr = p_vaddr and come in
+        // ascending p_vaddr (which reorders this test's three); the data and the notes are unchanged.
+        Assert.Equal("c97feb0448435e6920e38330bfbedb5ddf748c3fc9dc2a58327344a71d16a432", Digest(path));
 
         // The all-zero 4 MiB chunk is a hole, not written zeroes: the next data after its start is where it ends.
         byte[] file = File.ReadAllBytes(path);

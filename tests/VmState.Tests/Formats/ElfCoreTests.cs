@@ -98,8 +98,12 @@ public sealed class ElfCoreTests : IDisposable
             .Where(p => BinaryPrimitives.ReadUInt32LittleEndian(p) == 1)
             .Select(p => (Off: BinaryPrimitives.ReadUInt64LittleEndian(p.AsSpan(8)), V: BinaryPrimitives.ReadUInt64LittleEndian(p.AsSpan(16)), P: BinaryPrimitives.ReadUInt64LittleEndian(p.AsSpan(24)), Size: BinaryPrimitives.ReadUInt64LittleEndian(p.AsSpan(32))))
             .ToList();
+        // After the physical PT_LOAD, in ascending p_vaddr, each with p_paddr = p_vaddr (above any physical address,
+        // so readers by p_paddr such as Volatility 3 see RAM alone, sorted and disjoint).
+        Assert.Equal([0UL, 0xC0000, 0xffff888000000000, 0xffffffff81000000], loads.Select(l => l.V));
         var text = loads.Single(l => l.V == 0xffffffff81000000);
-        Assert.Equal(0xC1000UL, text.P);
+        Assert.Equal(text.V, text.P);
+        Assert.Equal(0xffff888000000000UL, loads.Single(l => l.V == 0xffff888000000000).P);
         Assert.Equal(Content(0xC1000 + 5), file[(int)text.Off + 5]);
         var direct = loads.Single(l => l.V == 0xffff888000000000);
         Assert.Equal(0x1000UL, direct.Size);

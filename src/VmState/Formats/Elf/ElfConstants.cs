@@ -21,6 +21,13 @@ internal static class ElfConstants
     /// <summary>e_phnum value meaning "the count is in section header 0's sh_info".</summary>
     public const ushort PnXnum = 0xFFFF;
 
+    /// <summary>
+    /// The highest guest-physical address x86-64 can have (52 address bits). A PT_LOAD whose <c>p_paddr</c> lies above
+    /// it names no physical memory: our cores give their kernel-virtual PT_LOADs <c>p_paddr</c> = <c>p_vaddr</c>
+    /// (a kernel-half address), so readers that take memory by <c>p_paddr</c> see them apart from RAM.
+    /// </summary>
+    public const ulong MaxPhysicalAddress = (1UL << 52) - 1;
+
     /// <summary>Size of the ELF64 file header.</summary>
     public const int Elf64HeaderSize = 64;
 

@@ -196,7 +196,8 @@ public static class ElfCoreReader
                 clippedSegments++;
             }
 
-            if (filesz > 0)
+            // A p_paddr above any physical address (our kernel-virtual PT_LOADs carry p_paddr = p_vaddr) is not RAM.
+            if (filesz > 0 && paddr <= ElfConstants.MaxPhysicalAddress)
             {
                 segments.Add((new MemoryRange(paddr, filesz, $"PT_LOAD[{i}]"), (long)offset, filesz));
             }
@@ -209,7 +210,7 @@ public static class ElfCoreReader
 
         if (segments.Count == 0)
         {
-            throw new VmStateFormatException(is64 ? 32 : 28, "program headers", $"the {loads} PT_LOAD segments all have p_filesz 0: the core holds no memory");
+            throw new VmStateFormatException(is64 ? 32 : 28, "program headers", $"none of the {loads} PT_LOAD segments holds guest-physical memory (p_filesz 0, or p_paddr beyond any physical address): the core holds no memory");
         }
 
         if (clippedSegments > 0)

@@ -22,9 +22,13 @@ public static class ElfCoreWriter
         Write(machine, path, vmcoreinfoNote, [], progress, cancellationToken);
 
     /// <summary>
-    /// Writes <paramref name="machine"/> with extra PT_LOADs for <paramref name="virtualMappings"/>: each has
-    /// <c>p_vaddr</c> = the virtual address and <c>p_paddr</c> = the physical one, and points at the same file bytes
-    /// as the physical segment (no data is duplicated), so gdb can read those virtual addresses.
+    /// Writes <paramref name="machine"/> with extra PT_LOADs for <paramref name="virtualMappings"/>, after the physical
+    /// ones and in ascending <c>p_vaddr</c>: each has <c>p_vaddr</c> = <c>p_paddr</c> = the virtual address and points
+    /// at the same file bytes as the physical segment (no data is duplicated), so gdb and drgn can read those virtual
+    /// addresses. Their <c>p_paddr</c> is a kernel-half address, above any physical one
+    /// (<see cref="ElfConstants.MaxPhysicalAddress"/>): a reader that takes every PT_LOAD at <c>p_paddr</c> as
+    /// physical memory (Volatility 3) still finds sorted, non-overlapping segments and RAM where it is, and crash
+    /// (which finds the kernel through VMCOREINFO) and this library's reader leave them out of physical memory.
     /// </summary>
     public static ElfCoreSummary Write(MachineState machine, string path, byte[]? vmcoreinfoNote, IReadOnlyList<Arch.X86.VirtualMapping> virtualMappings, IProgress<(long Done, long Total)>? progress = null, CancellationToken cancellationToken = default)
     {
@@ -42,6 +46,7 @@ public static class ElfCoreWriter
     /// The core cannot be written (<see cref="ElfCoreBuilder.Verify"/> says why), e.g. <paramref name="vmcoreinfoNote"/>
     /// is not one encoded ELF note.
     /// </exception>
+    /// <exception cref="ArgumentException">A virtual mapping lies below the kernel half of the address space.</exception>
     public static ElfCoreSummary WriteTo(MachineState machine, OutputFile output, byte[]? vmcoreinfoNote, IReadOnlyList<Arch.X86.VirtualMapping> virtualMappings, IProgress<(long Done, long Total)>? progress = null, CancellationToken cancellationToken = default)
     {
         ArgumentNullException.ThrowIfNull(machine);
@@ -74,7 +79,7 @@ public static class ElfCoreWriter
         }
 
         int aliases = 0;
-        foreach (Arch.X86.VirtualMapping vm in virtualMappings)
+        foreach (Arch.X86.VirtualMapping vm in virtualMappings.OrderBy(m => m.VirtualAddress))
         {
             // Split a run where it leaves the physical range it starts in; drop what RAM does not back.
             ulong done = 0;
@@ -89,7 +94,13 @@ public static class ElfCoreWriter
                 }
 
                 ulong n = Math.Min(vm.Size - done, ranges[ri].End - pa);
-                core.AddAlias(physical[ri], pa - ranges[ri].Start, vm.VirtualAddress + done, pa, 0, 0, n);
+                ulong va = vm.VirtualAddress + done;
+                if (va <= ElfConstants.MaxPhysicalAddress)
+                {
+                    throw new ArgumentException($"virtual mapping 0x{vm.VirtualAddress:x} is not in the kernel half of the address space: its PT_LOAD could not carry it as p_paddr apart from physical memory", nameof(virtualMappings));
+                }
+
+                core.AddAlias(physical[ri], pa - ranges[ri].Start, va, va, 0, 0, n);
                 aliases++;
                 done += n;
             }
