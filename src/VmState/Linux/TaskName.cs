@@ -61,9 +61,11 @@ internal sealed class TaskName
             && types.FindMember(_workerType, "current_work") is not null;
 
         // Linux 6.10 (2a1b02bcba78, "workqueue: Refactor worker ID formatting and make wq_worker_comm() use full ID
-        // string") builds a worker's name from its id instead of its 15-character comm; nothing in the layout
-        // tells the two apart, so the release does.
-        _formatWorkerId = _workerDesc && AtLeast(kernel.Release, 6, 10)
+        // string") builds a worker's name with format_worker_id from its id instead of its 15-character comm. The
+        // layout does not change with it; the function's own symbol tells (a static function kallsyms lists, as on
+        // Debian's 6.12; were it inlined, the name would be built from comm, which differs only when the id is
+        // longer than 15 characters).
+        _formatWorkerId = _workerDesc && kernel.Symbols.Find("format_worker_id") is not null
             && types.FindMember(_workerType, "id") is not null
             && types.FindMember(_workerType, "rescue_wq") is not null;
     }
@@ -169,24 +171,5 @@ internal sealed class TaskName
         {
             return -1;
         }
-    }
-
-    /// <summary>The release ("6.12.48+deb13-amd64") is at least <paramref name="major"/>.<paramref name="minor"/>.</summary>
-    internal static bool AtLeast(string release, int major, int minor)
-    {
-        string[] parts = release.Split('.', 3);
-        if (parts.Length < 2 || !int.TryParse(parts[0], NumberStyles.None, CultureInfo.InvariantCulture, out int ma))
-        {
-            return false;
-        }
-
-        int end = 0;
-        while (end < parts[1].Length && char.IsAsciiDigit(parts[1][end]))
-        {
-            end++;
-        }
-
-        return int.TryParse(parts[1].AsSpan(0, end), NumberStyles.None, CultureInfo.InvariantCulture, out int mi)
-            && (ma > major || (ma == major && mi >= minor));
     }
 }

@@ -56,6 +56,7 @@ public class ProcessListTests
         s.WriteU64(worker + SyntheticLinux.WorkerPool, pool);
         s.WriteU64(pool + SyntheticLinux.PoolAttrs, attrs);
         s.WriteVirtual(worker + SyntheticLinux.WorkerDesc, "events\0"u8);
+        s.WriteU32(worker + SyntheticLinux.WorkerId, 1234); // before 6.10 (no format_worker_id) the id is not read: comm is
 
         // kthreadd (pid 2) gets a full name longer than comm's 15 characters.
         ulong kthreadd = s.Tasks[2], full = kthreadd + 0x400;
@@ -99,16 +100,42 @@ public class ProcessListTests
         Assert.Equal("kworker/0:0", Get(3).Name);
     }
 
-    [Theory]
-    [InlineData("6.1.0-40-amd64", false)]
-    [InlineData("6.9.12", false)]
-    [InlineData("6.10.0", true)]
-    [InlineData("6.12.48+deb13-amd64", true)]
-    [InlineData("7.0-rc1", true)]
-    [InlineData("5.19", false)]
-    [InlineData("garbage", false)]
-    public void WorkerIdsAreFormattedFromLinux610(string release, bool formatted) =>
-        Assert.Equal(formatted, TaskName.AtLeast(release, 6, 10));
+    [Fact]
+    public void FromLinux610WorkersAreNamedByTheirFullId()
+    {
+        // A kernel with format_worker_id (6.10+): the name is built from the worker's id and pool, not its comm.
+        var s = new SyntheticLinux(moreFunctions: ["format_worker_id"]);
+        LinuxKernel k = KernelLocator.Locate(s.Machine);
+        ulong t = s.Tasks[3], kthread = t + 0x200, worker = t + 0x300, pool = t + 0x380, attrs = t + 0x3c0, wq = t + 0x400;
+        s.WriteU32(t + SyntheticLinux.TaskFlags, 0x00200040u | 0x20u);
+        s.WriteU64(t + SyntheticLinux.TaskWorkerPrivate, kthread);
+        s.WriteU64(kthread + SyntheticLinux.KthreadData, worker);
+        s.WriteU64(worker + SyntheticLinux.WorkerPool, pool);
+        s.WriteU32(worker + SyntheticLinux.WorkerId, 1234);
+        s.WriteU64(pool + SyntheticLinux.PoolAttrs, attrs);
+        s.WriteU32(pool + SyntheticLinux.PoolCpu, uint.MaxValue); // cpu -1: an unbound pool, named by its id
+        s.WriteU32(pool + SyntheticLinux.PoolId, 16);
+        s.WriteVirtual(worker + SyntheticLinux.WorkerDesc, "flush-8:0\0"u8);
+        s.WriteU64(worker + SyntheticLinux.WorkerCurrentWork, s.PageOffsetBase + 0x1234);
+
+        string Name() => ProcessList.Read(k).Single(p => p.Pid == 3).Name;
+
+        Assert.Equal("kworker/u16:1234+flush-8:0", Name()); // comm would have cut the id to "kworker/u16:123"
+
+        s.WriteU32(pool + SyntheticLinux.PoolCpu, 1);
+        s.WriteU32(attrs + SyntheticLinux.AttrsNice, unchecked((uint)-20));
+        Assert.Equal("kworker/1:1234H+flush-8:0", Name());
+
+        // A rescuer: kworker/R- and its workqueue's whole name (24 bytes, where comm keeps 15).
+        s.WriteU64(worker + SyntheticLinux.WorkerPool, 0);
+        s.WriteU64(worker + SyntheticLinux.WorkerRescueWq, wq);
+        s.WriteVirtual(wq + SyntheticLinux.WqName, "ext4-rsv-conversion\0"u8);
+        Assert.Equal("kworker/R-ext4-rsv-conversion", Name());
+
+        // Neither pool nor workqueue: a dying worker.
+        s.WriteU64(worker + SyntheticLinux.WorkerRescueWq, 0);
+        Assert.Equal("kworker/dying", Name());
+    }
 
     [Fact]
     public void ALoopThatMissesTheHeadIsReportedNotWalkedForever()

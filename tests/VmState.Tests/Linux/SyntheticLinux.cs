@@ -46,7 +46,7 @@ public sealed class SyntheticLinux
 
     private readonly PageTableBuilder _pt;
 
-    public SyntheticLinux(PagingMode mode = PagingMode.Level4, bool vmcoreinfo = true, bool vmcoreinfoKallsyms = true, bool cpus = true, ulong cr3Bits = 0, long? vmcoreinfoPhysBaseOverride = null, Action<BtfWriter>? moreTypes = null)
+    public SyntheticLinux(PagingMode mode = PagingMode.Level4, bool vmcoreinfo = true, bool vmcoreinfoKallsyms = true, bool cpus = true, ulong cr3Bits = 0, long? vmcoreinfoPhysBaseOverride = null, Action<BtfWriter>? moreTypes = null, IEnumerable<string>? moreFunctions = null)
     {
         Mode = mode;
         _pt = new PageTableBuilder(mode, memorySize: 128 << 20);
@@ -95,6 +95,12 @@ public sealed class SyntheticLinux
         for (int i = 0; i < 400; i++)
         {
             symbols.Add(($"func_{i}_{r.Next(1000)}", i % 3 == 0 ? 'T' : 't', Text + 0x1000 + ((ulong)i * 0x100)));
+        }
+
+        // Extra static functions, after the others (a kernel's own functions that tell its version apart).
+        foreach ((string f, int i) in (moreFunctions ?? []).Select((f, i) => (f, i)))
+        {
+            symbols.Add((f, 't', Text + 0x1000 + ((ulong)(400 + i) * 0x100)));
         }
 
         var kw = new KallsymsWriter(symbols, KallsymsAddressEncoding.AbsolutePercpu, KallsymsOrder.Pre64, Text);
