@@ -45,6 +45,43 @@ public sealed class CapabilityTests : IDisposable
             address >= (ulong)bytes.Length ? 0 : (int)Math.Min((ulong)length, (ulong)bytes.Length - address);
     }
 
+    /// <summary>Page tables whose physical memory can be written (the builder's own memory).</summary>
+    private sealed class WritablePageTables(PageTableBuilder pt) : IWritableMemory
+    {
+        public string Name => pt.Name;
+
+        public IReadOnlyList<MemoryRange> Ranges => pt.Ranges;
+
+        public int Read(ulong address, Span<byte> destination) => pt.Read(address, destination);
+
+        public int Write(ulong address, ReadOnlySpan<byte> source)
+        {
+            pt.WritePhysical(address, source);
+            return source.Length;
+        }
+    }
+
+    [Fact]
+    public void AnAddressSpaceWritesByVirtualAddressPageByPageUpToTheFirstUnmappedByte()
+    {
+        var pt = new PageTableBuilder(PagingMode.Level4, memorySize: 1 << 24);
+        pt.Map(0x7f00_0000_0000, 0x300000, 0x1000, writable: false); // a read-only page: a debugger writes it anyway
+        pt.Map(0x7f00_0000_1000, 0x100000, 0x1000);                   // the next virtual page is elsewhere physically
+        var space = new AddressSpace(pt, PagingMode.Level4, pt.Root);
+        byte[] data = [.. Enumerable.Range(0, 0x1800).Select(i => (byte)(i * 7))];
+
+        int written = space.Write(0x7f00_0000_0800, data, new WritablePageTables(pt));
+
+        Assert.Equal(0x1800, written);
+        byte[] back = new byte[0x800];
+        pt.Read(0x300800, back);
+        Assert.Equal(data.AsSpan(0, 0x800).ToArray(), back);
+        back = new byte[0x1000];
+        pt.Read(0x100000, back);
+        Assert.Equal(data.AsSpan(0x800, 0x1000).ToArray(), back);
+        Assert.Equal(0x800, space.Write(0x7f00_0000_1800, data, new WritablePageTables(pt)));
+    }
+
     /// <summary>Memory full of 0xEE that claims to know every page is zero: whoever trusts the claim reads nothing.</summary>
     private sealed class ClaimsAllZeroMemory(ulong length) : IPhysicalMemory, ISparseMemory
     {

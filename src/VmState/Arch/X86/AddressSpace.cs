@@ -208,6 +208,38 @@ public sealed class AddressSpace
         return done;
     }
 
+    /// <summary>
+    /// Writes <paramref name="source"/> at virtual address <paramref name="virtualAddress"/>: each page is translated
+    /// through this address space and written to <paramref name="memory"/> (the physical memory behind it that can be
+    /// written, e.g. a live VM's from <c>Vm.TryGet&lt;IWritableMemory&gt;</c>). As a debugger does, a page's
+    /// write-protect bit does not stop the write. Translations cached before the write are kept: after writing page
+    /// tables, call <see cref="Invalidate"/>.
+    /// </summary>
+    /// <returns>The bytes written before the first unmapped or unbacked byte.</returns>
+    public int Write(ulong virtualAddress, ReadOnlySpan<byte> source, IWritableMemory memory)
+    {
+        ArgumentNullException.ThrowIfNull(memory);
+        int done = 0;
+        while (done < source.Length)
+        {
+            ulong va = virtualAddress + (ulong)done;
+            if (!TryTranslate(va, out ulong pa))
+            {
+                break;
+            }
+
+            int n = (int)Math.Min((ulong)(source.Length - done), 0x1000 - (va & 0xFFF));
+            int put = memory.Write(pa, source.Slice(done, n));
+            done += put;
+            if (put < n)
+            {
+                break;
+            }
+        }
+
+        return done;
+    }
+
     /// <summary>Every mapping of the address space, merged into runs, in virtual address order.</summary>
     public IEnumerable<VirtualMapping> Mappings() => Mappings(0, ulong.MaxValue);
 
