@@ -1,6 +1,7 @@
 using System.Buffers.Binary;
 using System.Diagnostics;
 using System.Globalization;
+using System.Text.Json;
 using System.Text.RegularExpressions;
 using VmState.Integration.Harness;
 using Xunit.Abstractions;
@@ -99,6 +100,12 @@ public sealed class GoldenGuestFixture : IAsyncLifetime
 /// One intended difference is allowed where a case says so (<c>KernelVirtualPaddr</c>: one header field of
 /// extract's kernel-virtual PT_LOADs). The only thing not compared is wall time: the "parseSeconds"/"seconds" fields of --json summaries, the
 /// "done in N s (N GB/s ...)" line of extract and the "in N s" end of procdump's summary line.
+/// One intended change is allowed, and only in the cases marked <see cref="Case.ProcNames"/> (ps, pstree): tasks are
+/// shown by the name the guest's /proc shows (workqueue workers with their "-wq"/"+wq" suffix, kthreads' full names)
+/// where the baseline showed comm, and the JSON has a "name" field before "comm". In those cases the current output
+/// has each such name put back to its comm (the pairs come from the current CLI's own ps --threads --json) and the
+/// "name" field right before "comm" removed, and everything else is compared as in every other case; the change
+/// must be present (so the allowance cannot hide output that lost the names).
 /// </summary>
 public sealed class CliGoldenTests(GoldenGuestFixture guest, ITestOutputHelper log) : IClassFixture<GoldenGuestFixture>
 {
@@ -114,7 +121,8 @@ public sealed class CliGoldenTests(GoldenGuestFixture guest, ITestOutputHelper l
     /// {mpaddr}, {banner}), the exit it must have, the files it writes under {out}, whether it prints timings, and
     /// whether its core.elf has the one intended difference <see cref="WithKernelVirtualPaddr"/> describes.
     /// </summary>
-    private sealed record Case(string Args, Exit Exit = Exit.Success, string[]? Files = null, bool Timings = false, bool KernelVirtualPaddr = false);
+    /// <param name="ProcNames">The output lists tasks: /proc names and the JSON "name" field are the one intended difference.</param>
+    private sealed record Case(string Args, Exit Exit = Exit.Success, string[]? Files = null, bool Timings = false, bool KernelVirtualPaddr = false, bool ProcNames = false);
 
     private static readonly Dictionary<string, Case> s_cases = new(StringComparer.Ordinal)
     {
@@ -139,13 +147,13 @@ public sealed class CliGoldenTests(GoldenGuestFixture guest, ITestOutputHelper l
         ["kernel-info"] = new("kernel-info {mig}"),
         ["kernel-info json"] = new("kernel-info {mig} --json"),
         ["kernel-info elf"] = new("kernel-info {elf}"),
-        ["ps"] = new("ps {mig}"),
-        ["ps json"] = new("ps {mig} --json"),
-        ["ps threads"] = new("ps {mig} --threads"),
-        ["ps threads json"] = new("ps {mig} --threads --json"),
-        ["ps elf"] = new("ps {elf}"),
-        ["pstree"] = new("pstree {mig}"),
-        ["pstree json"] = new("pstree {mig} --json"),
+        ["ps"] = new("ps {mig}", ProcNames: true),
+        ["ps json"] = new("ps {mig} --json", ProcNames: true),
+        ["ps threads"] = new("ps {mig} --threads", ProcNames: true),
+        ["ps threads json"] = new("ps {mig} --threads --json", ProcNames: true),
+        ["ps elf"] = new("ps {elf}", ProcNames: true),
+        ["pstree"] = new("pstree {mig}", ProcNames: true),
+        ["pstree json"] = new("pstree {mig} --json", ProcNames: true),
         ["symbols glob"] = new("symbols {mig} init_*"),
         ["symbols glob json"] = new("symbols {mig} init_* --json"),
         ["symbols address"] = new("symbols {mig} --address {banner}"),
@@ -191,6 +199,19 @@ public sealed class CliGoldenTests(GoldenGuestFixture guest, ITestOutputHelper l
         (new Regex(@"(?<=^wrote .* bytes) in [0-9.]+ s$", RegexOptions.Multiline | RegexOptions.CultureInvariant), " in <time> s"),
     ];
 
+    /// <summary>A "name" property directly followed by "comm" (ps and pstree JSON): the one field the baseline did not have.</summary>
+    private static readonly Regex s_nameField = new(@"^ *""name"": ""(?:[^""\\]|\\.)*"",\n(?= *""comm"": )", RegexOptions.Multiline | RegexOptions.CultureInvariant);
+
+    private readonly Lazy<(int Pid, string Name, string Comm)[]> _renamed = new(() =>
+    {
+        (int code, string stdout, string stderr) = VmStateCli.Run(["ps", guest.StreamPath, "--threads", "--json"]);
+        Assert.True(code == 0, stderr);
+        using JsonDocument doc = JsonDocument.Parse(stdout);
+        return [.. doc.RootElement.GetProperty("processes").EnumerateArray()
+            .Select(p => (p.GetProperty("pid").GetInt32(), p.GetProperty("name").GetString()!, p.GetProperty("comm").GetString()!))
+            .Where(p => p.Item2 != p.Item3)];
+    });
+
     public static TheoryData<string> Cases()
     {
         var data = new TheoryData<string>();
@@ -224,6 +245,13 @@ public sealed class CliGoldenTests(GoldenGuestFixture guest, ITestOutputHelper l
         Assert.True(want.ExitCode == got.ExitCode, $"exit code: baseline {want.ExitCode}, now {got.ExitCode}\nstderr now: {got.Stderr}");
         string wantOut = c.Timings ? WithoutTimings(want.Stdout) : want.Stdout;
         string gotOut = c.Timings ? WithoutTimings(got.Stdout) : got.Stdout;
+        if (c.ProcNames)
+        {
+            string asBaseline = WithCommsForNames(gotOut);
+            Assert.True(asBaseline != gotOut, $"vmstate {c.Args} shows no task by its /proc name (no workqueue suffix, no \"name\" field):\n{got.Stdout}");
+            gotOut = asBaseline;
+        }
+
         // A timing pattern that no longer matches would leave the time in and make the case fail at random.
         Assert.True(!c.Timings || wantOut.Contains("<time>", StringComparison.Ordinal), $"no timing pattern matched the baseline's output of {c.Args}:\n{want.Stdout}");
         AssertSameText("stdout", wantOut, gotOut);
@@ -265,6 +293,24 @@ public sealed class CliGoldenTests(GoldenGuestFixture guest, ITestOutputHelper l
         // "struct list_head" is one argument; no other case has a space inside an argument.
         string[] words = template.Replace("struct list_head", "struct\u0001list_head", StringComparison.Ordinal).Split(' ');
         return words.Select(w => values.Aggregate(w, (s, kv) => s.Replace(kv.Key, kv.Value, StringComparison.Ordinal)).Replace('\u0001', ' ')).ToArray();
+    }
+
+    /// <summary>
+    /// The ps/pstree output as the baseline (comm only) wrote it: each renamed task's ps cells ("name" padded to the
+    /// COMM column, then "[name]" as its COMMAND) and pstree node ("name(pid)") back to comm, and the JSON "name"
+    /// field removed. Only tasks whose name differs from their comm are touched.
+    /// </summary>
+    private string WithCommsForNames(string text)
+    {
+        text = s_nameField.Replace(text, string.Empty);
+        foreach ((int pid, string name, string comm) in _renamed.Value)
+        {
+            string p = pid.ToString(CultureInfo.InvariantCulture);
+            text = text.Replace($"{name,-16} [{name}]", $"{comm,-16} [{comm}]", StringComparison.Ordinal)
+                .Replace($"{name}({p})", $"{comm}({p})", StringComparison.Ordinal);
+        }
+
+        return text;
     }
 
     private static string WithoutTimings(string text) => s_timings.Aggregate(text, (s, t) => t.Pattern.Replace(s, t.Replacement));

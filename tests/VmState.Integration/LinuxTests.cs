@@ -112,6 +112,80 @@ public abstract class LinuxTests<TGuest>(TGuest guest)
         }
     }
 
+    /// <summary>
+    /// Every task's state letter is the one /proc/PID/stat showed, but where the guest's printing moment and the
+    /// snapshot's differ by nature: /init (pid 1) runs while it prints and sleeps in its tick loop at the snapshot,
+    /// and a kernel thread may be running ('R') at one of the two moments (a worker picking up a work item, ksoftirqd).
+    /// </summary>
+    private void AssertSameStates(IReadOnlyList<LinuxProcess> processes)
+    {
+        var differ = new List<string>();
+        foreach (GroundTruth.Process want in guest.Truth.Processes)
+        {
+            LinuxProcess got = processes.Single(p => p.Pid == want.Pid);
+            bool tolerated = want.Pid == 1 || (got.IsKernelThread && (want.State == 'R' || got.State == 'R'));
+            if (want.State != got.State && !tolerated)
+            {
+                differ.Add($"pid {want.Pid} ({got.Name}): guest {want.State}, snapshot {got.State}");
+            }
+        }
+
+        Assert.True(differ.Count == 0, string.Join("\n", differ));
+    }
+
+    /// <summary>
+    /// Every task's name is the one /proc showed (stat's field 2; status's Name: is the same, escaped). A workqueue
+    /// worker's "+wq"/"-wq" suffix names the workqueue of the work item it ran last, which can change (or appear, for a
+    /// worker that had run nothing yet) between the guest's printing and the snapshot, and even between the guest's
+    /// reads of status and stat: for those the worker id must match and the suffix be well formed, and at least one worker with a
+    /// suffix must match exactly (so the suffix is shown to be read, not just tolerated).
+    /// </summary>
+    private void AssertSameNames(IReadOnlyList<LinuxProcess> processes)
+    {
+        var differ = new List<string>();
+        int workersWithSuffix = 0;
+        foreach (GroundTruth.Process want in guest.Truth.Processes)
+        {
+            LinuxProcess got = processes.Single(p => p.Pid == want.Pid);
+            string stat = want.StatName ?? throw new Xunit.Sdk.XunitException($"the guest printed no procstat line for pid {want.Pid}");
+            string status = want.StatusName ?? throw new Xunit.Sdk.XunitException($"the guest printed no procname line for pid {want.Pid}");
+            (string wantBase, string? wantDesc) = WorkerName(stat);
+
+            // The guest read status, then stat: a worker may have picked up a work item in between.
+            if (!stat.Contains('\\', StringComparison.Ordinal) && !stat.Contains('\n', StringComparison.Ordinal) && !(wantDesc is not null && WorkerName(status).Base == wantBase))
+            {
+                Assert.Equal(stat, status);
+            }
+
+            (string gotBase, string? gotDesc) = WorkerName(got.Name);
+            if (got.IsKernelThread && wantDesc is not null && got.Name == stat)
+            {
+                workersWithSuffix++;
+            }
+
+            bool tolerated = got.IsKernelThread && wantBase == gotBase && (wantDesc is not null || gotDesc is not null) && (gotDesc is null || gotDesc.Length > 1);
+            if (got.Name != stat && !tolerated)
+            {
+                differ.Add($"pid {want.Pid}: guest '{stat}', snapshot '{got.Name}' (comm '{got.Comm}')");
+            }
+        }
+
+        Assert.True(differ.Count == 0, string.Join("\n", differ));
+        Assert.True(workersWithSuffix > 0, "no workqueue worker with a +/- workqueue suffix matched the guest's name exactly");
+    }
+
+    /// <summary>A kworker's name split into its id and "+desc"/"-desc" suffix (null when it has none); a rescuer (kworker/R-wq) has none.</summary>
+    private static (string Base, string? Desc) WorkerName(string name)
+    {
+        if (!name.StartsWith("kworker/", StringComparison.Ordinal) || name.StartsWith("kworker/R-", StringComparison.Ordinal))
+        {
+            return (name, null);
+        }
+
+        int i = name.IndexOfAny(['-', '+'], "kworker/".Length);
+        return i < 0 ? (name, null) : (name[..i], name[i..]);
+    }
+
     [Theory]
     [MemberData(nameof(Kinds))]
     public void SymbolsProcessesAndModulesMatchWhatTheGuestPrinted(string kind)
@@ -156,6 +230,8 @@ public abstract class LinuxTests<TGuest>(TGuest guest)
 
         // The long-lived processes /init started sleep (kernel threads and init itself may have moved on since printing).
         Assert.All(guest.Truth.Processes.Where(p => p.Comm.StartsWith("vms", StringComparison.Ordinal)), want => Assert.Equal(want.State, processes.Single(p => p.Pid == want.Pid).State));
+        AssertSameStates(processes);
+        AssertSameNames(processes);
 
         IReadOnlyList<LinuxNetDevice> nics = NetDeviceList.Read(k);
         foreach (GroundTruth.Nic nic in guest.Truth.Nics)

@@ -51,7 +51,7 @@ internal static class PstreeCommand
     private static void WriteText(StringBuilder sb, ProcessTreeNode node, string first, string rest)
     {
         LinuxProcess p = node.Process;
-        sb.Append(first).Append(CultureInfo.InvariantCulture, $"{p.Comm}({p.Pid}){(p.Uid != 0 ? $" uid {p.Uid}" : string.Empty)}\n");
+        sb.Append(first).Append(CultureInfo.InvariantCulture, $"{p.Name}({p.Pid}){(p.Uid != 0 ? $" uid {p.Uid}" : string.Empty)}\n");
         for (int i = 0; i < node.Children.Count; i++)
         {
             bool last = i == node.Children.Count - 1;
@@ -63,6 +63,7 @@ internal static class PstreeCommand
     {
         w.WriteStartObject();
         w.WriteNumber("pid", node.Process.Pid);
+        w.WriteString("name", node.Process.Name);
         w.WriteString("comm", node.Process.Comm);
         w.WriteNumber("uid", node.Process.Uid);
         w.WriteStartArray("children");

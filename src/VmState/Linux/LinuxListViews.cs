@@ -17,7 +17,7 @@ public static class LinuxListViews
     private static readonly ListView<SymbolMatch> s_symbolsByAddress = SymbolView(byAddress: true);
 
     /// <summary>
-    /// Processes (<see cref="LinuxGuest.Processes"/>): pid, ppid, uid, state, start time, comm and command line,
+    /// Processes (<see cref="LinuxGuest.Processes"/>): pid, ppid, uid, state, start time, name (as the guest's /proc shows it) and command line,
     /// with <paramref name="threads"/> the thread-group id (PID) and thread id (TID) of every thread.
     /// </summary>
     public static ListView<LinuxProcess> Processes(bool threads) => threads ? s_threads : s_processes;
@@ -103,6 +103,7 @@ public static class LinuxListViews
                 new("uid", FieldKind.Integer, p => p.Uid),
                 new("gid", FieldKind.Integer, p => p.Gid),
                 new("state", FieldKind.Text, p => p.State.ToString()),
+                new("name", FieldKind.Text, p => p.Name),
                 new("comm", FieldKind.Text, p => p.Comm),
                 new("kernelThread", FieldKind.Boolean, p => p.IsKernelThread),
                 new("threads", FieldKind.Integer, p => p.Threads),
@@ -116,8 +117,8 @@ public static class LinuxListViews
                 new("UID", 6, p => Dec(p.Uid)),
                 new("S", 0, p => p.State.ToString()),
                 new("START", 8, p => (p.StartTimeNs / 1e9).ToString("F2", CultureInfo.InvariantCulture)),
-                new("COMM", -16, p => p.Comm),
-                new("COMMAND", 0, p => p.Cmdline ?? (p.IsKernelThread ? $"[{p.Comm}]" : string.Empty)),
+                new("COMM", -16, p => p.Name),
+                new("COMMAND", 0, p => p.Cmdline ?? (p.IsKernelThread ? $"[{p.Name}]" : string.Empty)),
             ]);
     }
 

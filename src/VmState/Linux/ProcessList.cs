@@ -6,9 +6,6 @@ namespace VmState.Linux;
 /// <summary>The process view (<c>vmstate ps</c>): every task's identity, credentials, state and command line.</summary>
 public static class ProcessList
 {
-    /// <summary>PF_KTHREAD (Linux <c>include/linux/sched.h</c>).</summary>
-    private const ulong PfKthread = 0x0020_0000;
-
     /// <summary>Bounds the argument vector read (the kernel's own /proc/PID/cmdline reads it in pages; ps truncates anyway).</summary>
     private const int MaxCmdline = 4096;
 
@@ -24,11 +21,12 @@ public static class ProcessList
         int taskType = kernel.Types.FindType("struct task_struct");
         string stateMember = kernel.Types.FindMember(taskType, "__state") is not null ? "__state" : "state";
         string startMember = kernel.Types.FindMember(taskType, "start_boottime") is not null ? "start_boottime" : "start_time";
+        var names = new TaskName(kernel, taskType);
         var list = new List<LinuxProcess>();
         IEnumerable<KernelObject> tasks = threads ? kernel.ForEachTask() : kernel.ForEachProcess();
         foreach (KernelObject task in tasks)
         {
-            list.Add(Describe(kernel, task, stateMember, startMember, cmdline));
+            list.Add(Describe(kernel, names, task, stateMember, startMember, cmdline));
         }
 
         list.Sort((a, b) => a.Pid.CompareTo(b.Pid));
@@ -63,7 +61,7 @@ public static class ProcessList
         return "RSDTtXZPI"[Math.Min(index, 8)];
     }
 
-    private static LinuxProcess Describe(LinuxKernel kernel, KernelObject task, string stateMember, string startMember, bool wantCmdline)
+    private static LinuxProcess Describe(LinuxKernel kernel, TaskName names, KernelObject task, string stateMember, string startMember, bool wantCmdline)
     {
         int pid = (int)task.Member("pid").ToInt64();
         int tgid = (int)task.Member("tgid").ToInt64();
@@ -77,7 +75,7 @@ public static class ProcessList
         char state = StateLetter((uint)task.Member(stateMember).ToUInt64(), (uint)task.Member("exit_state").ToUInt64());
         ulong start = task.Member(startMember).ToUInt64();
         int threads = (int)task.Member("signal").Member("nr_threads").ToInt64();
-        bool kthread = (flags & PfKthread) != 0;
+        bool kthread = (flags & TaskName.PfKthread) != 0;
         string? cmdline = null;
         if (wantCmdline && !kthread)
         {
@@ -88,7 +86,7 @@ public static class ProcessList
             }
         }
 
-        return new LinuxProcess(pid, tgid, ppid, uid, gid, state, comm, task.Address, kthread, start, threads, cmdline);
+        return new LinuxProcess(pid, tgid, ppid, uid, gid, state, comm, names.Of(task, flags, comm), task.Address, kthread, start, threads, cmdline);
     }
 
     /// <summary>[mm->arg_start, mm->arg_end) read through the process's page tables (mm->pgd); NULs become spaces.</summary>

@@ -19,6 +19,12 @@ public sealed class GroundTruth
 
         /// <summary>The Threads: count of /proc/PID/status (-1 when the line has none).</summary>
         public int Threads { get; init; } = -1;
+
+        /// <summary>The Name: line of /proc/PID/status, escaped as status escapes it (null when not printed).</summary>
+        public string? StatusName { get; init; }
+
+        /// <summary>Field 2 of /proc/PID/stat, the name unescaped (null when not printed).</summary>
+        public string? StatName { get; init; }
     }
 
     /// <summary>A NIC line.</summary>
@@ -68,6 +74,8 @@ public sealed class GroundTruth
     public static GroundTruth Parse(string serial)
     {
         var t = new GroundTruth();
+        var statusNames = new Dictionary<int, string>();
+        var statNames = new Dictionary<int, string>();
         foreach (string raw in serial.Split('\n'))
         {
             string line = raw.TrimEnd('\r');
@@ -81,9 +89,15 @@ public sealed class GroundTruth
             string key = sp < 0 ? body : body[..sp];
             string rest = sp < 0 ? string.Empty : body[(sp + 1)..];
             t.Lines.Add((key, rest));
-            Dictionary<string, string> kv = KeyValues(rest);
+            Dictionary<string, string> kv = KeyValues(rest, key is "procname" or "procstat" ? "name=" : "comm=");
             switch (key)
             {
+                case "procname":
+                    statusNames[Int(kv["pid"])] = kv["name"];
+                    break;
+                case "procstat":
+                    statNames[Int(kv["pid"])] = kv["name"];
+                    break;
                 case "kernel":
                     t.KernelVersion = rest.Trim();
                     break;
@@ -94,6 +108,8 @@ public sealed class GroundTruth
                         State = kv.TryGetValue("state", out string? state) && state.Length == 1 ? state[0] : '\0',
                         StartTicks = kv.TryGetValue("start", out string? start) && start.Length > 0 ? long.Parse(start, CultureInfo.InvariantCulture) : -1,
                         Threads = kv.TryGetValue("threads", out string? threads) && threads.Length > 0 ? Int(threads) : -1,
+                        StatusName = statusNames.GetValueOrDefault(Int(kv["pid"])),
+                        StatName = statNames.GetValueOrDefault(Int(kv["pid"])),
                     });
                     break;
                 case "nic":
@@ -126,15 +142,15 @@ public sealed class GroundTruth
         return t;
     }
 
-    /// <summary>key=value pairs; "comm" takes the rest of the line (names may contain spaces).</summary>
-    private static Dictionary<string, string> KeyValues(string rest)
+    /// <summary>key=value pairs; <paramref name="last"/> ("comm=", "name=") takes the rest of the line (names may contain spaces).</summary>
+    private static Dictionary<string, string> KeyValues(string rest, string last)
     {
         var d = new Dictionary<string, string>(StringComparer.Ordinal);
-        int comm = rest.IndexOf("comm=", StringComparison.Ordinal);
+        int comm = rest.IndexOf(last, StringComparison.Ordinal);
         string head = comm >= 0 ? rest[..comm] : rest;
         if (comm >= 0)
         {
-            d["comm"] = rest[(comm + 5)..];
+            d[last[..^1]] = rest[(comm + last.Length)..];
         }
 
         foreach (string part in head.Split(' ', StringSplitOptions.RemoveEmptyEntries))

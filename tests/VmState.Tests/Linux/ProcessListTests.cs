@@ -43,6 +43,101 @@ public class ProcessListTests
     }
 
     [Fact]
+    public void NamesAreTheGuestsProcNames()
+    {
+        var s = new SyntheticLinux();
+        LinuxKernel k = KernelLocator.Locate(s.Machine);
+
+        // kworker/0:0 (pid 3) becomes a workqueue worker (PF_WQ_WORKER) of pool CPU 0 that last ran "events".
+        ulong t = s.Tasks[3], kthread = t + 0x200, worker = t + 0x300, pool = t + 0x380, attrs = t + 0x3c0;
+        s.WriteU32(t + SyntheticLinux.TaskFlags, 0x00200040u | 0x20u);
+        s.WriteU64(t + SyntheticLinux.TaskWorkerPrivate, kthread);
+        s.WriteU64(kthread + SyntheticLinux.KthreadData, worker);
+        s.WriteU64(worker + SyntheticLinux.WorkerPool, pool);
+        s.WriteU64(pool + SyntheticLinux.PoolAttrs, attrs);
+        s.WriteVirtual(worker + SyntheticLinux.WorkerDesc, "events\0"u8);
+        s.WriteU32(worker + SyntheticLinux.WorkerId, 1234); // before 6.10 (no format_worker_id) the id is not read: comm is
+
+        // kthreadd (pid 2) gets a full name longer than comm's 15 characters.
+        ulong kthreadd = s.Tasks[2], full = kthreadd + 0x400;
+        s.WriteU64(kthreadd + SyntheticLinux.TaskWorkerPrivate, kthreadd + 0x200);
+        s.WriteU64(kthreadd + 0x200 + SyntheticLinux.KthreadFullName, full);
+        s.WriteVirtual(full, "kthreadd-with-a-longer-name\0"u8);
+
+        // A user task is its comm, whatever its worker_private (io_uring and vhost workers use it) points at.
+        s.WriteU64(s.Tasks[1] + SyntheticLinux.TaskWorkerPrivate, kthreadd + 0x200);
+
+        LinuxProcess Get(int pid) => ProcessList.Read(k, threads: true, cmdline: false).Single(p => p.Pid == pid);
+
+        Assert.Equal(("kworker/0:0-events", "kworker/0:0"), (Get(3).Name, Get(3).Comm));
+        Assert.Equal(("kthreadd-with-a-longer-name", "kthreadd"), (Get(2).Name, Get(2).Comm));
+        Assert.Equal(("init", "init"), (Get(1).Name, Get(1).Comm));
+        Assert.Equal(("worker-t", "worker-t"), (Get(101).Name, Get(101).Comm));
+
+        // Running a work item: '+'.
+        s.WriteU64(worker + SyntheticLinux.WorkerCurrentWork, s.PageOffsetBase + 0x1234);
+        Assert.Equal("kworker/0:0+events", Get(3).Name);
+
+        // No description yet, or no pool (detached): comm.
+        s.WriteVirtual(worker + SyntheticLinux.WorkerDesc, "\0"u8);
+        Assert.Equal("kworker/0:0", Get(3).Name);
+        s.WriteVirtual(worker + SyntheticLinux.WorkerDesc, "events\0"u8);
+        s.WriteU64(worker + SyntheticLinux.WorkerPool, 0);
+        Assert.Equal("kworker/0:0", Get(3).Name);
+
+        // The kernel's 64-byte buffer bounds the name; a NULL full name is comm.
+        s.WriteVirtual(full, System.Text.Encoding.ASCII.GetBytes(new string('k', 100) + "\0"));
+        Assert.Equal(new string('k', 63), Get(2).Name);
+        s.WriteU64(kthreadd + 0x200 + SyntheticLinux.KthreadFullName, 0);
+        Assert.Equal("kthreadd", Get(2).Name);
+
+        // Hostile pointers (a wild worker, a wild kthread) leave the name at comm rather than failing the listing.
+        s.WriteU64(kthread + SyntheticLinux.KthreadData, s.PageOffsetBase + (3UL << 30));
+        Assert.Equal("kworker/0:0", Get(3).Name);
+        s.WriteU64(t + SyntheticLinux.TaskWorkerPrivate, s.PageOffsetBase + (3UL << 30));
+        Assert.Equal("kworker/0:0", Get(3).Name);
+        s.WriteU64(t + SyntheticLinux.TaskWorkerPrivate, 0);
+        Assert.Equal("kworker/0:0", Get(3).Name);
+    }
+
+    [Fact]
+    public void FromLinux610WorkersAreNamedByTheirFullId()
+    {
+        // A kernel with format_worker_id (6.10+): the name is built from the worker's id and pool, not its comm.
+        var s = new SyntheticLinux(moreFunctions: ["format_worker_id"]);
+        LinuxKernel k = KernelLocator.Locate(s.Machine);
+        ulong t = s.Tasks[3], kthread = t + 0x200, worker = t + 0x300, pool = t + 0x380, attrs = t + 0x3c0, wq = t + 0x400;
+        s.WriteU32(t + SyntheticLinux.TaskFlags, 0x00200040u | 0x20u);
+        s.WriteU64(t + SyntheticLinux.TaskWorkerPrivate, kthread);
+        s.WriteU64(kthread + SyntheticLinux.KthreadData, worker);
+        s.WriteU64(worker + SyntheticLinux.WorkerPool, pool);
+        s.WriteU32(worker + SyntheticLinux.WorkerId, 1234);
+        s.WriteU64(pool + SyntheticLinux.PoolAttrs, attrs);
+        s.WriteU32(pool + SyntheticLinux.PoolCpu, uint.MaxValue); // cpu -1: an unbound pool, named by its id
+        s.WriteU32(pool + SyntheticLinux.PoolId, 16);
+        s.WriteVirtual(worker + SyntheticLinux.WorkerDesc, "flush-8:0\0"u8);
+        s.WriteU64(worker + SyntheticLinux.WorkerCurrentWork, s.PageOffsetBase + 0x1234);
+
+        string Name() => ProcessList.Read(k).Single(p => p.Pid == 3).Name;
+
+        Assert.Equal("kworker/u16:1234+flush-8:0", Name()); // comm would have cut the id to "kworker/u16:123"
+
+        s.WriteU32(pool + SyntheticLinux.PoolCpu, 1);
+        s.WriteU32(attrs + SyntheticLinux.AttrsNice, unchecked((uint)-20));
+        Assert.Equal("kworker/1:1234H+flush-8:0", Name());
+
+        // A rescuer: kworker/R- and its workqueue's whole name (24 bytes, where comm keeps 15).
+        s.WriteU64(worker + SyntheticLinux.WorkerPool, 0);
+        s.WriteU64(worker + SyntheticLinux.WorkerRescueWq, wq);
+        s.WriteVirtual(wq + SyntheticLinux.WqName, "ext4-rsv-conversion\0"u8);
+        Assert.Equal("kworker/R-ext4-rsv-conversion", Name());
+
+        // Neither pool nor workqueue: a dying worker.
+        s.WriteU64(worker + SyntheticLinux.WorkerRescueWq, 0);
+        Assert.Equal("kworker/dying", Name());
+    }
+
+    [Fact]
     public void ALoopThatMissesTheHeadIsReportedNotWalkedForever()
     {
         var s = new SyntheticLinux();

@@ -5,7 +5,7 @@ namespace VmState.Tests.Linux;
 /// <summary><see cref="ProcessTree"/> on hand-made process lists, hostile ones included.</summary>
 public sealed class ProcessTreeTests
 {
-    private static LinuxProcess P(int pid, int ppid) => new(pid, pid, ppid, 0, 0, 'S', $"p{pid}", 0, false, 0, 1, null);
+    private static LinuxProcess P(int pid, int ppid) => new(pid, pid, ppid, 0, 0, 'S', $"p{pid}", $"p{pid}", 0, false, 0, 1, null);
 
     private static string Shape(IReadOnlyList<ProcessTreeNode> nodes) =>
         string.Join(" ", nodes.Select(n => n.Children.Count == 0 ? $"{n.Process.Pid}" : $"{n.Process.Pid}({Shape(n.Children)})"));

@@ -25,7 +25,11 @@ public sealed class SyntheticLinux
 
     // task_struct layout (bytes) written into the BTF below.
     public const int TaskState = 0, TaskFlags = 4, TaskUnion = 8, TaskTasks = 16, TaskMm = 32, TaskExitState = 40, TaskPid = 44, TaskTgid = 48,
-        TaskBits = 52, TaskRealParent = 56, TaskComm = 64, TaskRealCred = 80, TaskSignal = 88, TaskThreadNode = 96, TaskStart = 112, TaskStaticPrio = 120, TaskStack = 128, TaskThread = 136, TaskSize = 256;
+        TaskBits = 52, TaskRealParent = 56, TaskComm = 64, TaskRealCred = 80, TaskSignal = 88, TaskThreadNode = 96, TaskStart = 112, TaskStaticPrio = 120, TaskStack = 128, TaskThread = 136, TaskWorkerPrivate = 168, TaskSize = 256;
+
+    // struct kthread, struct worker, struct worker_pool, struct workqueue_attrs and struct workqueue_struct layouts (bytes).
+    public const int KthreadData = 8, KthreadFullName = 16, WorkerCurrentWork = 0, WorkerPool = 8, WorkerDesc = 16, WorkerId = 40, WorkerRescueWq = 48,
+        PoolCpu = 0, PoolId = 4, PoolAttrs = 8, AttrsNice = 0, WqName = 0;
 
     // thread_struct (at TaskThread) and pt_regs layouts (bytes), as on x86-64.
     public const int ThreadFsbase = 0, ThreadGsbase = 8, ThreadEs = 16, ThreadDs = 18, ThreadFsindex = 20, ThreadGsindex = 22, PtRegsSize = 168;
@@ -42,7 +46,7 @@ public sealed class SyntheticLinux
 
     private readonly PageTableBuilder _pt;
 
-    public SyntheticLinux(PagingMode mode = PagingMode.Level4, bool vmcoreinfo = true, bool vmcoreinfoKallsyms = true, bool cpus = true, ulong cr3Bits = 0, long? vmcoreinfoPhysBaseOverride = null, Action<BtfWriter>? moreTypes = null)
+    public SyntheticLinux(PagingMode mode = PagingMode.Level4, bool vmcoreinfo = true, bool vmcoreinfoKallsyms = true, bool cpus = true, ulong cr3Bits = 0, long? vmcoreinfoPhysBaseOverride = null, Action<BtfWriter>? moreTypes = null, IEnumerable<string>? moreFunctions = null)
     {
         Mode = mode;
         _pt = new PageTableBuilder(mode, memorySize: 128 << 20);
@@ -91,6 +95,12 @@ public sealed class SyntheticLinux
         for (int i = 0; i < 400; i++)
         {
             symbols.Add(($"func_{i}_{r.Next(1000)}", i % 3 == 0 ? 'T' : 't', Text + 0x1000 + ((ulong)i * 0x100)));
+        }
+
+        // Extra static functions, after the others (a kernel's own functions that tell its version apart).
+        foreach ((string f, int i) in (moreFunctions ?? []).Select((f, i) => (f, i)))
+        {
+            symbols.Add((f, 't', Text + 0x1000 + ((ulong)(400 + i) * 0x100)));
         }
 
         var kw = new KallsymsWriter(symbols, KallsymsAddressEncoding.AbsolutePercpu, KallsymsOrder.Pre64, Text);
@@ -265,11 +275,21 @@ public sealed class SyntheticLinux
             ("start_boottime", u64, TaskStart * 8, 0),
             ("static_prio", i32, TaskStaticPrio * 8, 0),
             ("stack", stackPtr, TaskStack * 8, 0),
-            ("thread", thread, TaskThread * 8, 0));
+            ("thread", thread, TaskThread * 8, 0),
+            ("worker_private", voidP, TaskWorkerPrivate * 8, 0));
         Assert.Equal(taskPtr, w.Ptr(task));
         Assert.Equal(mmPtr, w.Ptr(mm));
         Assert.Equal(credPtr, w.Ptr(w.Const(cred)));
         Assert.Equal(signalPtr, w.Ptr(signal));
+        // Workqueue workers and kthreads (kernel/kthread.c struct kthread, kernel/workqueue_internal.h struct worker).
+        int namePtr = w.Ptr(ch);
+        int desc = w.Array(ch, i32, 24);
+        w.Struct("kthread", 24, ("flags", ul, 0, 0), ("data", voidP, KthreadData * 8, 0), ("full_name", namePtr, KthreadFullName * 8, 0));
+        int attrs = w.Struct("workqueue_attrs", 4, ("nice", i32, AttrsNice * 8, 0));
+        int pool = w.Struct("worker_pool", 16, ("cpu", i32, PoolCpu * 8, 0), ("id", i32, PoolId * 8, 0), ("attrs", w.Ptr(attrs), PoolAttrs * 8, 0));
+        int wq = w.Struct("workqueue_struct", 24, ("name", desc, WqName * 8, 0));
+        w.Struct("worker", 56, ("current_work", voidP, WorkerCurrentWork * 8, 0), ("pool", w.Ptr(pool), WorkerPool * 8, 0), ("desc", desc, WorkerDesc * 8, 0),
+            ("id", i32, WorkerId * 8, 0), ("rescue_wq", w.Ptr(wq), WorkerRescueWq * 8, 0));
         int var = w.Var("current_task", taskPtr);
         w.DataSec(".data..percpu", 0x2000, (var, (uint)PercpuCurrentTask, 8));
 

@@ -7,9 +7,9 @@ namespace VmState.Tests.Views;
 /// <summary>The library's list views: their text tables (as the CLI printed them before they moved) and fields.</summary>
 public sealed class ListViewTests
 {
-    private static readonly LinuxProcess s_init = new(1, 1, 0, 0, 0, 'S', "init", 0xffff888001234000, false, 100_000_000, 1, "/sbin/init splash");
-    private static readonly LinuxProcess s_kthread = new(2, 2, 0, 0, 0, 'S', "kthreadd", 0xffff888001238000, true, 150_000_000, 1, null);
-    private static readonly LinuxProcess s_thread = new(101, 100, 1, 1000, 1001, 'D', "worker-t", 0x1000, false, 12_345_678_901, 2, null);
+    private static readonly LinuxProcess s_init = new(1, 1, 0, 0, 0, 'S', "init", "init", 0xffff888001234000, false, 100_000_000, 1, "/sbin/init splash");
+    private static readonly LinuxProcess s_kthread = new(2, 2, 0, 0, 0, 'S', "kthreadd", "kthreadd", 0xffff888001238000, true, 150_000_000, 1, null);
+    private static readonly LinuxProcess s_thread = new(101, 100, 1, 1000, 1001, 'D', "worker-t", "worker-t", 0x1000, false, 12_345_678_901, 2, null);
 
     [Fact]
     public void ProcessTablesKeepPsColumns()
@@ -24,7 +24,7 @@ public sealed class ListViewTests
         Assert.Equal("    PID    TID   PPID    UID S    START COMM             COMMAND", t.FormatHeader());
         Assert.Equal("    100    101      1   1000 D    12.35 worker-t         ", t.FormatRow(s_thread));
         Assert.Equal(
-            ["pid", "tgid", "ppid", "uid", "gid", "state", "comm", "kernelThread", "threads", "startTimeNs", "cmdline", "task"],
+            ["pid", "tgid", "ppid", "uid", "gid", "state", "name", "comm", "kernelThread", "threads", "startTimeNs", "cmdline", "task"],
             t.Fields.Select(f => f.Name));
         Assert.Equal('D'.ToString(), t.Field("state")!.ValueOf(s_thread));
         Assert.Null(t.Field("cmdline")!.ValueOf(s_thread));
