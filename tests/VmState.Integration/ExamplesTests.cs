@@ -19,7 +19,7 @@ public sealed class ExamplesTests(ScriptGuest fixture)
 
     private GroundTruth.Process MarkerProcess => fixture.Truth.Processes.Single(p => p.Pid == Marker.Pid);
 
-    private static DotnetCommand.Result RunExample(string name, params string[] args) =>
+    private static HostCommand.Result RunExample(string name, params string[] args) =>
         DotnetCommand.Run(RepoPaths.Root, ["run", $"examples/{name}.cs", "--", .. args], s_runTimeout);
 
     private static string[] Fields(string line) => line.Split(' ', StringSplitOptions.RemoveEmptyEntries);
@@ -27,7 +27,7 @@ public sealed class ExamplesTests(ScriptGuest fixture)
     [Fact]
     public void PsListsTheMarkerWithItsParentAndName()
     {
-        DotnetCommand.Result ps = RunExample("ps", fixture.StreamPath);
+        HostCommand.Result ps = RunExample("ps", fixture.StreamPath);
         Assert.True(ps.ExitCode == 0, ps.ToString());
         string[][] rows = [.. ps.Stdout.Split('\n', StringSplitOptions.RemoveEmptyEntries).Skip(1).Select(Fields)];
         Assert.Contains(rows, r => r.SequenceEqual([Marker.Pid.ToString(CultureInfo.InvariantCulture), MarkerProcess.Ppid.ToString(CultureInfo.InvariantCulture), MarkerProcess.Comm]));
@@ -37,7 +37,7 @@ public sealed class ExamplesTests(ScriptGuest fixture)
     [Fact]
     public void WhoMapsNamesTheMarkerAsTheOwnerOfItsBuffersPage()
     {
-        DotnetCommand.Result who = RunExample("who-maps", fixture.StreamPath, $"0x{Marker.PhysicalAddress:x}");
+        HostCommand.Result who = RunExample("who-maps", fixture.StreamPath, $"0x{Marker.PhysicalAddress:x}");
         Assert.True(who.ExitCode == 0, who.ToString());
         string[][] rows = [.. who.Stdout.Split('\n', StringSplitOptions.RemoveEmptyEntries).Select(Fields)];
         // The buffer is the marker's private heap: only the marker maps it, at the virtual address it printed.
@@ -50,7 +50,7 @@ public sealed class ExamplesTests(ScriptGuest fixture)
     [Fact]
     public void DiffPsFindsNoDifferenceInOneStreamAndTheRenamedProcessInAnEditedCopy()
     {
-        DotnetCommand.Result same = RunExample("diff-ps", fixture.StreamPath, fixture.StreamPath);
+        HostCommand.Result same = RunExample("diff-ps", fixture.StreamPath, fixture.StreamPath);
         Assert.True(same.ExitCode == 0, same.ToString());
         Assert.StartsWith("no difference (", same.Stdout, StringComparison.Ordinal);
 
@@ -68,7 +68,7 @@ public sealed class ExamplesTests(ScriptGuest fixture)
         (int code, _, string stderr) = VmStateCli.Run(["edit", fixture.StreamPath, "-o", edited, "--write-va", $"0x{commAddress:x}={bytes}"]);
         Assert.True(code == 0, stderr);
 
-        DotnetCommand.Result diff = RunExample("diff-ps", fixture.StreamPath, edited);
+        HostCommand.Result diff = RunExample("diff-ps", fixture.StreamPath, edited);
         Assert.True(diff.ExitCode == 1, diff.ToString());
         string[] lines = diff.Stdout.Split('\n', StringSplitOptions.RemoveEmptyEntries);
         string ppid = MarkerProcess.Ppid.ToString(CultureInfo.InvariantCulture);
@@ -81,7 +81,7 @@ public sealed class ExamplesTests(ScriptGuest fixture)
     public async Task WatchVarSeesJiffiesAdvanceOnTheRunningGuest()
     {
         Assert.Equal("running", await fixture.Guest.Qmp.QueryStatusAsync());
-        DotnetCommand.Result watch = RunExample("watch-var", fixture.Guest.ToolQmpPath, "jiffies", "10", "300");
+        HostCommand.Result watch = RunExample("watch-var", fixture.Guest.ToolQmpPath, "jiffies", "10", "300");
         Assert.True(watch.ExitCode == 0, watch.ToString());
         string[] lines = watch.Stdout.Split('\n', StringSplitOptions.RemoveEmptyEntries);
         Assert.StartsWith("jiffies at 0xffffffff", lines[0], StringComparison.Ordinal);

@@ -26,7 +26,7 @@ public sealed class PackageTests(ScriptGuest fixture)
         try
         {
             string feed = Path.Combine(work.FullName, "feed");
-            DotnetCommand.Result pack = DotnetCommand.Run(RepoPaths.Root, ["pack", "src/VmState/VmState.csproj", "-c", Configuration, "-o", feed], s_buildTimeout);
+            HostCommand.Result pack = DotnetCommand.Run(RepoPaths.Root, ["pack", "src/VmState/VmState.csproj", "-c", Configuration, "-o", feed], s_buildTimeout);
             Assert.True(pack.ExitCode == 0, pack.ToString());
 
             // The version comes from Directory.Build.props, the one place it is set; the library assembly has it too.
@@ -53,7 +53,7 @@ public sealed class PackageTests(ScriptGuest fixture)
                 ["NUGET_PACKAGES"] = Path.Combine(work.FullName, "packages"),
             };
             string marker = MarkerComm();
-            DotnetCommand.Result run = DotnetCommand.Run(consumer, ["run", "-c", "Release", "--", fixture.StreamPath, marker], s_buildTimeout, environment);
+            HostCommand.Result run = DotnetCommand.Run(consumer, ["run", "-c", "Release", "--", fixture.StreamPath, marker], s_buildTimeout, environment);
             Assert.True(run.ExitCode == 0, run.ToString());
 
             // What the library in this test host reads from the same stream, and what the guest said about itself.

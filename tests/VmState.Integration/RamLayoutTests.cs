@@ -56,23 +56,6 @@ public sealed class RamLayoutTests
         Assert.Contains(list.EnumerateArray(), p => p.GetProperty("pid").GetInt32() == c.Truth.Marker!.Pid);
     }
 
-    /// <summary>Every byte QEMU dumped reads the same from <paramref name="actual"/> (whose ranges may be cut differently).</summary>
-    private static void AssertCovers(IPhysicalMemory expected, IPhysicalMemory actual)
-    {
-        byte[] a = new byte[4 << 20];
-        byte[] b = new byte[4 << 20];
-        foreach (MemoryRange r in expected.Ranges)
-        {
-            for (ulong done = 0; done < r.Length; done += (ulong)a.Length)
-            {
-                int n = (int)Math.Min((ulong)a.Length, r.Length - done);
-                expected.ReadExactly(r.Start + done, a.AsSpan(0, n));
-                actual.ReadExactly(r.Start + done, b.AsSpan(0, n));
-                Assert.True(a.AsSpan(0, n).SequenceEqual(b.AsSpan(0, n)), $"RAM differs in [0x{r.Start + done:x}, +0x{n:x})");
-            }
-        }
-    }
-
     private static async Task InDirectoryAsync(string prefix, Func<string, Task> body)
     {
         string dir = Directory.CreateTempSubdirectory(prefix).FullName;
@@ -134,7 +117,7 @@ public sealed class RamLayoutTests
                 await using Vm vm = await Vm.AttachAsync(guest.ToolQmpPath);
                 liveMainRam = await vm.Live!.ReadMainRamAsync();
                 using MachineState qemu = SnapshotLoader.Open(Path.Combine(dir, "qemu.elf"));
-                AssertCovers(qemu.Memory, vm.Machine.Memory);
+                RamAssert.Covers(qemu.Memory, vm.Machine.Memory);
             });
 
         Assert.Equal(["ram-node0", "ram-node1"], liveMainRam);

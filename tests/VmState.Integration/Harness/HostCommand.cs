@@ -26,7 +26,7 @@ public static class HostCommand
             psi.ArgumentList.Add(a);
         }
 
-        // A script that runs dotnet must not inherit the test host's MSBuild settings (see DotnetCommand).
+        // The test host's own MSBuild settings (set by dotnet test) would leak into any dotnet build the child runs.
         psi.Environment.Remove("MSBuildSDKsPath");
         psi.Environment.Remove("MSBuildExtensionsPath");
         psi.Environment.Remove("MSBUILD_EXE_PATH");
