@@ -2,6 +2,7 @@ using System.Diagnostics;
 using System.Text.RegularExpressions;
 using VmState.Integration.Harness;
 using VmState.Machine;
+using VmState.Memory;
 using VmState.Snapshots;
 
 namespace VmState.Integration;
@@ -81,6 +82,7 @@ public sealed partial class GdbServerTests(RunningGuestSnapshot snap) : IClassFi
         string copy = Path.Combine(dir, "served.mig");
         File.Copy(snap.Original, copy);
         ulong gValue = snap.Truth.Marker!.GValuePhysicalAddress;
+        IReadOnlyList<ulong> probes = PagesFarApartInTheStream(copy);
         string dll = Path.Combine(AppContext.BaseDirectory, "vmstate.dll");
         var psi = new ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true };
         foreach (string a in new[] { dll, "gdbserver", copy, "--port", "0", "--once", "--save-dir", dir })
@@ -95,19 +97,22 @@ public sealed partial class GdbServerTests(RunningGuestSnapshot snap) : IClassFi
             Match port = Port().Match(banner);
             Assert.True(port.Success, $"no port in \"{banner}\"");
             // gdb runs its commands one by one; the truncation happens between two of them through gdb's own shell.
-            (int code, string output) = GdbBatch.Run(string.Empty,
+            string[] commands =
+            [
                 $"target remote 127.0.0.1:{port.Groups[1].Value}",
                 "monitor phys on",
                 $"x/1gx 0x{gValue:x}",
                 $"shell truncate -s 4096 {copy}",
                 "monitor phys on",
                 "maintenance flush dcache",
-                $"x/1gx 0x{snap.Truth.Marker!.PhysicalAddress:x}",
+                .. probes.Select(a => $"x/1gx 0x{a:x}"),
                 "info registers rip",
                 "monitor save served.mig",
                 "monitor save ../escape.mig",
                 "monitor save /etc/vmstate-test.mig",
-                "detach");
+                "detach",
+            ];
+            (int code, string output) = GdbBatch.Run(string.Empty, commands);
             Assert.True(code == 0, output);
             Assert.Contains($"0x{gValue:x}:", output, StringComparison.Ordinal);
             Assert.Contains("Cannot access memory", output, StringComparison.Ordinal);
@@ -130,6 +135,35 @@ public sealed partial class GdbServerTests(RunningGuestSnapshot snap) : IClassFi
 
             Directory.Delete(dir, recursive: true);
         }
+    }
+
+    /// <summary>
+    /// Eight non-zero RAM pages, from the top down, with 64 non-zero pages between each two. The server reads through a
+    /// cache of 64 KiB file blocks, so a page in a block already read (next to a page read before the truncation, or
+    /// during start-up) is still served; the stream holds non-zero pages in address order, 4 KiB each, so pages this
+    /// far apart lie in different blocks and at least one of them was never read before the file shrank.
+    /// </summary>
+    private static List<ulong> PagesFarApartInTheStream(string path)
+    {
+        const ulong Page = 4096;
+        using Vm vm = Vm.Open(path);
+        Assert.True(vm.TryGet(out ISparseMemory? sparse));
+        var picked = new List<ulong>();
+        int sinceLast = 64;
+        foreach (MemoryRange range in vm.Machine.Memory.Ranges.Reverse())
+        {
+            for (ulong a = range.End - Page; a >= range.Start && a < range.End && picked.Count < 8; a -= Page)
+            {
+                if (!sparse.IsZero(a, Page) && ++sinceLast > 64)
+                {
+                    picked.Add(a);
+                    sinceLast = 0;
+                }
+            }
+        }
+
+        Assert.Equal(8, picked.Count);
+        return picked;
     }
 
     [GeneratedRegex(@"127\.0\.0\.1:(\d+)")]
