@@ -49,7 +49,7 @@ public static class SnapshotLoader
         switch (Recognize(file, path, options.AllowRaw))
         {
             case MachineOriginKind.MigrationStream:
-                return MigrationMachineReader.Read(file, path, options.Limits, options.Progress, options.MainRam);
+                return MigrationMachineReader.Read(file, path, options.Limits, options.Progress, options.MainRam, options.RamObserver);
             case MachineOriginKind.VirshSave:
                 return OpenLibvirtSave(file, path, options);
             case MachineOriginKind.Qcow2Snapshot:
@@ -57,7 +57,7 @@ public static class SnapshotLoader
                 Qcow2Snapshot snapshot = PickSnapshot(image, options.Snapshot, path);
                 IRandomAccessSource vmstate = image.OpenVmState(snapshot);
                 var owner = new WindowSource(vmstate, 0, vmstate.Length, ownsInner: true);
-                return MigrationMachineReader.Read(new OwningSource(owner, image), stream => new Qcow2SnapshotOrigin(path, stream, snapshot.Id, snapshot.Name), options.Limits, options.Progress, options.MainRam);
+                return MigrationMachineReader.Read(new OwningSource(owner, image), stream => new Qcow2SnapshotOrigin(path, stream, snapshot.Id, snapshot.Name), options.Limits, options.Progress, options.MainRam, options.RamObserver);
             case MachineOriginKind.ElfCore:
                 return ElfCoreReader.Read(file, path, options.Limits);
             default:
@@ -161,7 +161,7 @@ public static class SnapshotLoader
         }
 
         var window = new WindowSource(file, start, file.Length - start, ownsInner: true);
-        return MigrationMachineReader.Read(window, stream => new MigrationStreamOrigin(MachineOriginKind.VirshSave, path, "virsh save file", stream), options.Limits, options.Progress, options.MainRam);
+        return MigrationMachineReader.Read(window, stream => new MigrationStreamOrigin(MachineOriginKind.VirshSave, path, "virsh save file", stream), options.Limits, options.Progress, options.MainRam, options.RamObserver);
     }
 
     /// <summary>A source that also disposes another object (the qcow2 image behind a vmstate window).</summary>

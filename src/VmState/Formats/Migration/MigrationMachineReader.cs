@@ -1,6 +1,7 @@
 using VmState.Formats.Migration.Devices;
 using VmState.IO;
 using VmState.Machine;
+using VmState.Memory;
 
 namespace VmState.Formats.Migration;
 
@@ -11,18 +12,19 @@ public static class MigrationMachineReader
     /// Parses the migration stream file in <paramref name="source"/> and builds the machine state; the state owns the
     /// source and its origin is a <see cref="MigrationStreamOrigin"/> of kind <see cref="MachineOriginKind.MigrationStream"/>.
     /// </summary>
-    public static MachineState Read(IRandomAccessSource source, string sourcePath, ReaderLimits? limits = null, IProgress<double>? progress = null, IReadOnlyList<string>? mainRam = null) =>
-        Read(source, stream => new MigrationStreamOrigin(MachineOriginKind.MigrationStream, sourcePath, "migration stream", stream), limits, progress, mainRam);
+    public static MachineState Read(IRandomAccessSource source, string sourcePath, ReaderLimits? limits = null, IProgress<double>? progress = null, IReadOnlyList<string>? mainRam = null, IRamStreamObserver? ram = null) =>
+        Read(source, stream => new MigrationStreamOrigin(MachineOriginKind.MigrationStream, sourcePath, "migration stream", stream), limits, progress, mainRam, ram);
 
     /// <summary>
     /// Parses the stream in <paramref name="source"/> and builds the machine state with the origin
     /// <paramref name="origin"/> makes of the parsed stream (a stream inside a <c>virsh save</c> file or a qcow2
-    /// snapshot); the state owns the source.
+    /// snapshot); the state owns the source. <paramref name="ram"/>, when given, sees every RAM page record as the
+    /// parse meets it (<see cref="MigrationStreamReader.Read"/>).
     /// </summary>
-    public static MachineState Read(IRandomAccessSource source, Func<MigrationStream, MigrationStreamOrigin> origin, ReaderLimits? limits = null, IProgress<double>? progress = null, IReadOnlyList<string>? mainRam = null)
+    public static MachineState Read(IRandomAccessSource source, Func<MigrationStream, MigrationStreamOrigin> origin, ReaderLimits? limits = null, IProgress<double>? progress = null, IReadOnlyList<string>? mainRam = null, IRamStreamObserver? ram = null)
     {
         ArgumentNullException.ThrowIfNull(origin);
-        MigrationStream stream = MigrationStreamReader.Read(source, limits, progress, ownsSource: true);
+        MigrationStream stream = MigrationStreamReader.Read(source, limits, progress, ownsSource: true, ram);
         try
         {
             return FromStream(origin(stream), mainRam);

@@ -1,5 +1,6 @@
 using System.Buffers.Binary;
 using VmState.IO;
+using VmState.Memory;
 using VmState.Machine;
 
 namespace VmState.Formats.Migration;
@@ -53,11 +54,19 @@ public static class MigrationStreamReader
         }
     }
 
-    /// <summary>Parses the stream in <paramref name="source"/>.</summary>
-    public static MigrationStream Read(IRandomAccessSource source, ReaderLimits? limits = null, IProgress<double>? progress = null, bool ownsSource = false)
+    /// <summary>
+    /// Parses the stream in <paramref name="source"/>; <paramref name="ram"/>, when given, sees every RAM page record
+    /// as the parse meets it (one pass over the stream for jobs that use all of RAM, such as extract).
+    /// </summary>
+    public static MigrationStream Read(IRandomAccessSource source, ReaderLimits? limits = null, IProgress<double>? progress = null, bool ownsSource = false, IRamStreamObserver? ram = null)
     {
         limits ??= ReaderLimits.Default;
         var cursor = new SourceCursor(source);
+        if (ram is not null)
+        {
+            cursor.BufferExchange = ram.ExchangeBuffer;
+        }
+
         uint magic = cursor.ReadBe32("stream header");
         if (magic != Magic)
         {
@@ -81,7 +90,7 @@ public static class MigrationStreamReader
         // Device data ends at the EOF byte just before the description (QEMU 7.2 savevm.c writes the sections,
         // then QEMU_VM_EOF, then QEMU_VM_VMDESCRIPTION), so no field the description claims can reach past it.
         var budget = new DeviceDecodeBudget(limits, vmdescOffset >= 0 ? vmdescOffset - 1 : source.Length);
-        var state = new ParseState(source, limits, description, description?.PageSize ?? 4096, budget);
+        var state = new ParseState(source, limits, description, description?.PageSize ?? 4096, budget) { Observer = ram };
         int sections = 0;
         bool sawEof = false;
         while (!sawEof)
@@ -487,12 +496,24 @@ public static class MigrationStreamReader
             long page = (long)(offset / (ulong)state.PageSize);
             if (kind == RamZero)
             {
-                current.SetFill(page, cursor.ReadU8(S), recordStart);
+                byte fill = cursor.ReadU8(S);
+                long before = current.GetEntry(page);
+                current.SetFill(page, fill, recordStart);
+                state.Observer?.Fill(current.ListIndex, offset, fill, before > 0 || (before < 0 && RamBlock.FillOf(before) != fill));
             }
             else
             {
                 long data = cursor.Position;
-                cursor.Skip(state.PageSize, S);
+                if (state.Observer is null)
+                {
+                    cursor.Skip(state.PageSize, S);
+                }
+                else
+                {
+                    // Pages larger than the read buffer (target page bits up to 24) are read on their own.
+                    state.Observer.Page(current.ListIndex, offset, state.PageSize <= SourceCursor.BufferSize ? cursor.TakeMemory(state.PageSize, S) : cursor.ReadBytes(state.PageSize, S));
+                }
+
                 current.SetData(page, data);
             }
         }
@@ -539,11 +560,13 @@ public static class MigrationStreamReader
                 throw new VmStateFormatException(entryStart, S, $"block \"{name}\" is listed twice");
             }
 
-            var block = new RamBlock(name, length, state.PageSize, gpa) { ListOffset = entryStart };
+            var block = new RamBlock(name, length, state.PageSize, gpa) { ListOffset = entryStart, ListIndex = state.Blocks.Count };
             state.Blocks.Add(block);
             state.BlocksByName[name] = block;
             sum += length;
         }
+
+        state.Observer?.BlockList([.. state.Blocks.Select(b => (b.Name, b.Length))], state.PageSize);
     }
 
     private sealed class ParseState(IRandomAccessSource source, ReaderLimits limits, VmDescription? description, int pageSize, DeviceDecodeBudget budget)
@@ -579,6 +602,8 @@ public static class MigrationStreamReader
         public RamBlock? LastBlock { get; set; }
 
         public long LastRamEosOffset { get; set; } = -1;
+
+        public IRamStreamObserver? Observer { get; init; }
 
         public RamBlock? FindBlock(string name) => BlocksByName.TryGetValue(name, out RamBlock? b) ? b : null;
     }
