@@ -29,6 +29,13 @@ public sealed record VmOpenOptions
     /// </summary>
     public IReadOnlyList<string>? MainRam { get; init; }
 
+    /// <summary>
+    /// Where to keep and reuse the RAM page index of large snapshot files (see <see cref="Snapshots.IndexCache"/>:
+    /// keyed by the file's identity and contents, never trusted once the file changed); null, the default, uses no
+    /// cache. <c>new IndexCache(IndexCache.DefaultDirectory!)</c> is the CLI's choice.
+    /// </summary>
+    public IndexCache? IndexCache { get; init; }
+
     /// <summary>Limits on counts read from the file; null for <see cref="ReaderLimits.Default"/>.</summary>
     public ReaderLimits? Limits { get; init; }
 
@@ -47,5 +54,6 @@ public sealed record VmOpenOptions
         Progress = Progress,
         Limits = Limits ?? ReaderLimits.Default,
         MainRam = MainRam,
+        IndexCache = IndexCache,
     };
 }

@@ -40,18 +40,19 @@ internal static class ExtractCommand
         command.Options.Add(json);
         command.Options.Add(raw);
         command.Options.Add(mainRam);
+        var indexCache = new IndexCacheOptions(command);
         command.SetAction((r, ct) => Task.FromResult(CommonOptions.Run(() =>
-            Run(r.GetValue(input), r.GetValue(qmp), r.GetValue(output)!, r.GetValue(xml), !r.GetValue(noScan), !r.GetValue(noKernelVaddr), r.GetValue(snapshot), r.GetValue(raw), r.GetValue(json), r.GetValue(mainRam), ct))));
+            Run(r.GetValue(input), r.GetValue(qmp), r.GetValue(output)!, r.GetValue(xml), !r.GetValue(noScan), !r.GetValue(noKernelVaddr), r.GetValue(snapshot), r.GetValue(raw), r.GetValue(json), r.GetValue(mainRam), indexCache.Get(r), ct))));
         return command;
     }
 
-    private static int Run(string? input, string? qmp, string outputDir, bool xml, bool scan, bool kernelVaddr, string? snapshot, bool raw, bool json, string? mainRam, CancellationToken ct)
+    private static int Run(string? input, string? qmp, string outputDir, bool xml, bool scan, bool kernelVaddr, string? snapshot, bool raw, bool json, string? mainRam, IndexCache? indexCache, CancellationToken ct)
     {
         var clock = Stopwatch.StartNew();
         IAnsiConsole err = AnsiConsole.Create(new AnsiConsoleSettings { Out = new AnsiConsoleOutput(TerminalText.RawError) });
         bool interactive = !Console.IsErrorRedirected;
         // A running VM is paused while its state is written, so core and registers agree; it is resumed after.
-        using Vm vm = CommonOptions.OpenVm(input, qmp, CommonOptions.VmOptions(snapshot, raw, cacheReads: false, mainRam: mainRam), pause: true);
+        using Vm vm = CommonOptions.OpenVm(input, qmp, CommonOptions.VmOptions(snapshot, raw, cacheReads: false, mainRam: mainRam, indexCache: indexCache), pause: true);
         MachineState m = vm.Machine;
         double parseSeconds = clock.Elapsed.TotalSeconds;
         (byte[] Note, string How)? vmcoreinfo = VmcoreinfoLocator.Find(m, scan);

@@ -30,6 +30,13 @@ public sealed record SnapshotOpenOptions
     /// </summary>
     public IReadOnlyList<string>? MainRam { get; init; }
 
+    /// <summary>
+    /// Keep the RAM page index of large migration streams (also inside virsh save files and qcow2 snapshots) in this
+    /// cache and reuse it while the file is unchanged, so opening it again does not read every page record; null
+    /// (the default) neither reads nor writes a cache. See <see cref="Snapshots.IndexCache"/>.
+    /// </summary>
+    public IndexCache? IndexCache { get; init; }
+
     /// <summary>Limits on counts read from the file.</summary>
     public ReaderLimits? Limits { get; init; }
 }

@@ -8,6 +8,8 @@ namespace VmState.Integration.Harness;
 /// </summary>
 public static class VmStateCli
 {
+    private static readonly string s_indexCache = Path.Combine(Path.GetTempPath(), $"vmstate-test-index-{Environment.ProcessId}");
+
     public static (int ExitCode, string Stdout, string Stderr) Run(IEnumerable<string> args, IReadOnlyDictionary<string, string>? environment = null)
     {
         string? exe = Environment.GetEnvironmentVariable("VMSTATE_CLI_EXE");
@@ -33,6 +35,9 @@ public static class VmStateCli
             psi.ArgumentList.Add(a);
         }
 
+        // Every run gets this test process's own index cache directory unless the test names one, so the suite never
+        // reads or writes the user's cache (the CLI keeps one by default).
+        psi.Environment["VMSTATE_INDEX_CACHE"] = s_indexCache;
         foreach ((string k, string v) in environment ?? new Dictionary<string, string>())
         {
             psi.Environment[k] = v;

@@ -19,10 +19,18 @@ public static class MigrationMachineReader
     /// <paramref name="origin"/> makes of the parsed stream (a stream inside a <c>virsh save</c> file or a qcow2
     /// snapshot); the state owns the source.
     /// </summary>
-    public static MachineState Read(IRandomAccessSource source, Func<MigrationStream, MigrationStreamOrigin> origin, ReaderLimits? limits = null, IProgress<double>? progress = null, IReadOnlyList<string>? mainRam = null)
+    public static MachineState Read(IRandomAccessSource source, Func<MigrationStream, MigrationStreamOrigin> origin, ReaderLimits? limits = null, IProgress<double>? progress = null, IReadOnlyList<string>? mainRam = null) =>
+        Read(source, origin, limits, progress, mainRam, ramIndex: null);
+
+    /// <summary>
+    /// <see cref="Read(IRandomAccessSource, Func{MigrationStream, MigrationStreamOrigin}, ReaderLimits?, IProgress{double}?, IReadOnlyList{string}?)"/>
+    /// with a cached RAM index of the same stream (null parses every page record).
+    /// </summary>
+    /// <exception cref="RamIndexMismatchException">The index does not fit the stream; the source was not disposed.</exception>
+    internal static MachineState Read(IRandomAccessSource source, Func<MigrationStream, MigrationStreamOrigin> origin, ReaderLimits? limits, IProgress<double>? progress, IReadOnlyList<string>? mainRam, RamIndexRecord? ramIndex)
     {
         ArgumentNullException.ThrowIfNull(origin);
-        MigrationStream stream = MigrationStreamReader.Read(source, limits, progress, ownsSource: true);
+        MigrationStream stream = MigrationStreamReader.Read(source, limits, progress, ownsSource: true, ramIndex);
         try
         {
             return FromStream(origin(stream), mainRam);
