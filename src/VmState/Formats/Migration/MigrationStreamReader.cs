@@ -61,8 +61,28 @@ public static class MigrationStreamReader
     /// Parses the stream in <paramref name="source"/>; with <paramref name="ramIndex"/> (a RAM index made by an
     /// earlier parse of the same bytes) each RAM chunk is skipped and its pages come from the index.
     /// </summary>
-    /// <exception cref="RamIndexMismatchException">The index does not fit the stream; nothing was disposed, parse again without it.</exception>
+    /// <exception cref="RamIndexMismatchException">
+    /// The index does not fit the stream, or the stream does not parse with it (a jump to where the index says a
+    /// chunk ends landed elsewhere than a section); nothing was disposed, parse again without it.
+    /// </exception>
     internal static MigrationStream Read(IRandomAccessSource source, ReaderLimits? limits, IProgress<double>? progress, bool ownsSource, RamIndexRecord? ramIndex)
+    {
+        if (ramIndex is null)
+        {
+            return Parse(source, limits, progress, ownsSource, null);
+        }
+
+        try
+        {
+            return Parse(source, limits, progress, ownsSource, ramIndex);
+        }
+        catch (VmStateFormatException e)
+        {
+            throw new RamIndexMismatchException(e.Offset, $"the stream does not parse with the index: {e.Message}");
+        }
+    }
+
+    private static MigrationStream Parse(IRandomAccessSource source, ReaderLimits? limits, IProgress<double>? progress, bool ownsSource, RamIndexRecord? ramIndex)
     {
         limits ??= ReaderLimits.Default;
         var cursor = new SourceCursor(source);
