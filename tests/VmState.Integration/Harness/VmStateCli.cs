@@ -8,7 +8,7 @@ namespace VmState.Integration.Harness;
 /// </summary>
 public static class VmStateCli
 {
-    private static readonly string s_indexCache = Path.Combine(Path.GetTempPath(), $"vmstate-test-index-{Environment.ProcessId}");
+    private static readonly string s_indexCache = IndexCacheDirectory();
 
     public static (int ExitCode, string Stdout, string Stderr) Run(IEnumerable<string> args, IReadOnlyDictionary<string, string>? environment = null)
     {
@@ -24,6 +24,23 @@ public static class VmStateCli
         var psi = new ProcessStartInfo("dotnet");
         psi.ArgumentList.Add(dll);
         return Start(psi, args, environment);
+    }
+
+    /// <summary>This test process's index cache directory (removed when the process exits).</summary>
+    private static string IndexCacheDirectory()
+    {
+        string dir = Path.Combine(Path.GetTempPath(), $"vmstate-test-index-{Environment.ProcessId}");
+        AppDomain.CurrentDomain.ProcessExit += (_, _) =>
+        {
+            try
+            {
+                Directory.Delete(dir, recursive: true);
+            }
+            catch (DirectoryNotFoundException)
+            {
+            }
+        };
+        return dir;
     }
 
     private static (int ExitCode, string Stdout, string Stderr) Start(ProcessStartInfo psi, IEnumerable<string> args, IReadOnlyDictionary<string, string>? environment)
