@@ -40,7 +40,7 @@ public sealed class IndexCacheTests(DefaultLinuxGuest guest) : IClassFixture<Def
         string entry = Assert.Single(Directory.GetFiles(cache));
         Assert.Equal(UnixFileMode.UserRead | UnixFileMode.UserWrite, File.GetUnixFileMode(entry));
         Assert.Equal(UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute, File.GetUnixFileMode(cache));
-        Assert.Empty(Directory.GetFiles(_dir, "*", SearchOption.TopDirectoryOnly).Where(f => f != mig));
+        Assert.Equal([mig], Directory.GetFiles(_dir, "*", SearchOption.TopDirectoryOnly));
 
         (code, string second, stderr) = Ps(mig, "--cache-dir", cache);
         Assert.True(code == 0, stderr);
