@@ -201,7 +201,7 @@ public static class Targets
         MigrationStream stream;
         try
         {
-            stream = MigrationStreamReader.Read(new MemorySource(GdbSnapshot), ReaderLimits.Default, null, ownsSource: false, record);
+            stream = MigrationStreamReader.Read(new MemorySource(GdbSnapshot), ReaderLimits.Default, null, ownsSource: false, ram: null, record);
         }
         catch (RamIndexMismatchException)
         {

@@ -36,6 +36,12 @@ public sealed record VmOpenOptions
     /// </summary>
     public IndexCache? IndexCache { get; init; }
 
+    /// <summary>
+    /// Sees every RAM page record while a migration stream (also inside a <c>virsh save</c> file or a qcow2 snapshot)
+    /// is parsed (<see cref="SnapshotOpenOptions.RamObserver"/>); null for none.
+    /// </summary>
+    public Memory.IRamStreamObserver? RamObserver { get; init; }
+
     /// <summary>Limits on counts read from the file; null for <see cref="ReaderLimits.Default"/>.</summary>
     public ReaderLimits? Limits { get; init; }
 
@@ -55,5 +61,6 @@ public sealed record VmOpenOptions
         Limits = Limits ?? ReaderLimits.Default,
         MainRam = MainRam,
         IndexCache = IndexCache,
+        RamObserver = RamObserver,
     };
 }

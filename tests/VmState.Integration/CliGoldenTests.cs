@@ -97,8 +97,8 @@ public sealed class GoldenGuestFixture : IAsyncLifetime
 /// The CLI's output must not change unless on purpose: every read-only command (and the file-writing ones), in
 /// text and --json form and in its error cases, is run on the same snapshots by the CLI of the commit pinned in
 /// eng/golden-baseline.txt and by the current one, and exit code, stdout, stderr and written files must be equal.
-/// One intended difference is allowed where a case says so (<c>KernelVirtualPaddr</c>: one header field of
-/// extract's kernel-virtual PT_LOADs). The only thing not compared is wall time: the "parseSeconds"/"seconds" fields of --json summaries, the
+/// Intended differences are allowed where a case says so (<c>KernelVirtualPaddr</c>: one header field of
+/// extract's kernel-virtual PT_LOADs; <c>CoreLayout</c>: where in extract's core the segments' bytes are). The only thing not compared is wall time: the "parseSeconds"/"seconds" fields of --json summaries, the
 /// "done in N s (N GB/s ...)" line of extract and the "in N s" end of procdump's summary line.
 /// One intended change is allowed, and only in the cases marked <see cref="Case.ProcNames"/> (ps, pstree): tasks are
 /// shown by the name the guest's /proc shows (workqueue workers with their "-wq"/"+wq" suffix, kthreads' full names)
@@ -122,7 +122,8 @@ public sealed class CliGoldenTests(GoldenGuestFixture guest, ITestOutputHelper l
     /// whether its core.elf has the one intended difference <see cref="WithKernelVirtualPaddr"/> describes.
     /// </summary>
     /// <param name="ProcNames">The output lists tasks: /proc names and the JSON "name" field are the one intended difference.</param>
-    private sealed record Case(string Args, Exit Exit = Exit.Success, string[]? Files = null, bool Timings = false, bool KernelVirtualPaddr = false, bool ProcNames = false);
+    /// <param name="CoreLayout">The core's layout (where in the file each segment's bytes are, and so the file size) is the one intended difference (<see cref="AssertSameCore"/>).</param>
+    private sealed record Case(string Args, Exit Exit = Exit.Success, string[]? Files = null, bool Timings = false, bool KernelVirtualPaddr = false, bool ProcNames = false, bool CoreLayout = false);
 
     private static readonly Dictionary<string, Case> s_cases = new(StringComparer.Ordinal)
     {
@@ -170,9 +171,9 @@ public sealed class CliGoldenTests(GoldenGuestFixture guest, ITestOutputHelper l
         ["dmesg level"] = new("dmesg {mig} --level 4 --show-level"),
         ["maps"] = new("maps {mig} {pid}"),
         ["maps json"] = new("maps {mig} {pid} --json"),
-        ["extract"] = new("extract {mig} -o {out}", Files: ["core.elf", "hardware.json"], Timings: true, KernelVirtualPaddr: true),
-        ["extract xml json"] = new("extract {mig} -o {out} --xml --json", Files: ["core.elf", "hardware.json", "hardware.xml"], Timings: true, KernelVirtualPaddr: true),
-        ["extract no kernel vaddr"] = new("extract {mig} -o {out} --no-kernel-vaddr", Files: ["core.elf", "hardware.json"], Timings: true),
+        ["extract"] = new("extract {mig} -o {out}", Files: ["core.elf", "hardware.json"], Timings: true, KernelVirtualPaddr: true, CoreLayout: true),
+        ["extract xml json"] = new("extract {mig} -o {out} --xml --json", Files: ["core.elf", "hardware.json", "hardware.xml"], Timings: true, KernelVirtualPaddr: true, CoreLayout: true),
+        ["extract no kernel vaddr"] = new("extract {mig} -o {out} --no-kernel-vaddr", Files: ["core.elf", "hardware.json"], Timings: true, CoreLayout: true),
         ["procdump"] = new("procdump {mig} {pid} -o {out}/marker.core", Files: ["marker.core"], Timings: true),
         ["procdump json"] = new("procdump {mig} {pid} -o {out}/marker.core --json", Files: ["marker.core"], Timings: true),
         ["edit"] = new("edit {mig} -o {out}/edited.mig --write-pa {mpaddr}=474f4c44 --set-reg 0:rax=0x1234 --set-mac e1000=52:54:00:11:22:33 --guest", Files: ["edited.mig"]),
@@ -189,6 +190,8 @@ public sealed class CliGoldenTests(GoldenGuestFixture guest, ITestOutputHelper l
         ["error unknown type"] = new("types {mig} no_such_type", Exit.Failure),
         ["error no such pid"] = new("maps {mig} 99999", Exit.Failure),
     };
+
+    private static readonly Regex s_coreBytes = new("\"coreBytes\": ([0-9]+)", RegexOptions.CultureInvariant);
 
     // Wall time is the one thing two runs of the same CLI do not share; each pattern keeps the key or the text
     // around the number, so a field or line that disappears is still a difference.
@@ -252,6 +255,15 @@ public sealed class CliGoldenTests(GoldenGuestFixture guest, ITestOutputHelper l
             gotOut = asBaseline;
         }
 
+        if (c.CoreLayout)
+        {
+            // The size follows the layout; it must still be the size of the file written.
+            Match size = s_coreBytes.Match(gotOut);
+            Assert.True(!size.Success || long.Parse(size.Groups[1].Value, CultureInfo.InvariantCulture) == new FileInfo(Path.Combine(guest.OutputDir, "core.elf")).Length, $"coreBytes is not the size of core.elf:\n{got.Stdout}");
+            wantOut = s_coreBytes.Replace(wantOut, "\"coreBytes\": <bytes>");
+            gotOut = s_coreBytes.Replace(gotOut, "\"coreBytes\": <bytes>");
+        }
+
         // A timing pattern that no longer matches would leave the time in and make the case fail at random.
         Assert.True(!c.Timings || wantOut.Contains("<time>", StringComparison.Ordinal), $"no timing pattern matched the baseline's output of {c.Args}:\n{want.Stdout}");
         AssertSameText("stdout", wantOut, gotOut);
@@ -264,7 +276,14 @@ public sealed class CliGoldenTests(GoldenGuestFixture guest, ITestOutputHelper l
 
         foreach (string file in c.Files ?? [])
         {
-            AssertSameFile(Path.Combine(baselineOut, file), Path.Combine(guest.OutputDir, file));
+            if (c.CoreLayout && file == "core.elf")
+            {
+                AssertSameCore(Path.Combine(baselineOut, file), Path.Combine(guest.OutputDir, file));
+            }
+            else
+            {
+                AssertSameFile(Path.Combine(baselineOut, file), Path.Combine(guest.OutputDir, file));
+            }
         }
 
         // Extract and edit write up to a RAM's worth each; freed now rather than at the end of the class.
@@ -382,6 +401,97 @@ public sealed class CliGoldenTests(GoldenGuestFixture guest, ITestOutputHelper l
         Assert.True(rewritten > 0, $"{core}: the baseline's core has no kernel-virtual PT_LOAD with a physical p_paddr; it has the new layout already, so KernelVirtualPaddr should go");
         f.Position = phoff;
         f.Write(table);
+    }
+
+    /// <summary>
+    /// The one intended difference of extract's core.elf from the baseline's (issue 11, extract in one read of the
+    /// stream): a migration stream's RAM is written into the core while the stream is parsed, so the segments' bytes
+    /// sit at other file offsets (after room left for the headers, in RAM block order) and the file has another size.
+    /// Everything a reader sees must be equal: the ELF header and the program headers but for each PT_LOAD's
+    /// p_offset, the notes, every physical PT_LOAD's file bytes, and for each kernel-virtual PT_LOAD the guest-physical
+    /// address its bytes are (the physical segment and the offset in it that its p_offset points into).
+    /// </summary>
+    private static void AssertSameCore(string want, string got)
+    {
+        using FileStream a = File.OpenRead(want);
+        using FileStream b = File.OpenRead(got);
+        byte[] ha = new byte[64];
+        byte[] hb = new byte[64];
+        a.ReadExactly(ha);
+        b.ReadExactly(hb);
+        Assert.True(ha.AsSpan().SequenceEqual(hb), "core.elf: the ELF header differs from the baseline's");
+        long phoff = (long)BinaryPrimitives.ReadUInt64LittleEndian(ha.AsSpan(32));
+        int phnum = BinaryPrimitives.ReadUInt16LittleEndian(ha.AsSpan(56));
+        Assert.True(phnum != 0xFFFF, "core.elf: PN_XNUM cores are not compared here");
+        byte[] ta = new byte[phnum * 56];
+        byte[] tb = new byte[phnum * 56];
+        a.Position = b.Position = phoff;
+        a.ReadExactly(ta);
+        b.ReadExactly(tb);
+        var physicalA = new List<(long Offset, ulong Size, ulong Paddr)>();
+        var physicalB = new List<(long Offset, ulong Size, ulong Paddr)>();
+        for (int i = 0; i < phnum; i++)
+        {
+            Span<byte> pa = ta.AsSpan(i * 56, 56);
+            Span<byte> pb = tb.AsSpan(i * 56, 56);
+            uint type = BinaryPrimitives.ReadUInt32LittleEndian(pa);
+            long offA = (long)BinaryPrimitives.ReadUInt64LittleEndian(pa[8..]);
+            long offB = (long)BinaryPrimitives.ReadUInt64LittleEndian(pb[8..]);
+            ulong vaddr = BinaryPrimitives.ReadUInt64LittleEndian(pa[16..]);
+            ulong size = BinaryPrimitives.ReadUInt64LittleEndian(pa[32..]);
+            Assert.True(pa[..8].SequenceEqual(pb[..8]) && pa[16..].SequenceEqual(pb[16..]) && (type != 4 || offA == offB), $"core.elf: program header {i} differs from the baseline's (other than a PT_LOAD's p_offset)");
+            if (type == 4)
+            {
+                AssertSameBytes(a, offA, b, offB, (long)size, $"the notes (program header {i})");
+            }
+            else if (type == 1 && vaddr <= (1UL << 52) - 1)
+            {
+                AssertSameBytes(a, offA, b, offB, (long)size, $"PT_LOAD {i} (p_paddr 0x{vaddr:x})");
+                physicalA.Add((offA, size, vaddr));
+                physicalB.Add((offB, size, vaddr));
+            }
+        }
+
+        for (int i = 0; i < phnum; i++)
+        {
+            ulong vaddr = BinaryPrimitives.ReadUInt64LittleEndian(ta.AsSpan((i * 56) + 16));
+            if (BinaryPrimitives.ReadUInt32LittleEndian(ta.AsSpan(i * 56)) == 1 && vaddr > (1UL << 52) - 1)
+            {
+                ulong? atA = PhysicalAt(physicalA, (long)BinaryPrimitives.ReadUInt64LittleEndian(ta.AsSpan((i * 56) + 8)));
+                ulong? atB = PhysicalAt(physicalB, (long)BinaryPrimitives.ReadUInt64LittleEndian(tb.AsSpan((i * 56) + 8)));
+                Assert.True(atA is not null && atA == atB, $"core.elf: kernel-virtual PT_LOAD {i} (p_vaddr 0x{vaddr:x}) shows guest-physical 0x{atB:x} where the baseline's shows 0x{atA:x}");
+            }
+        }
+    }
+
+    private static ulong? PhysicalAt(List<(long Offset, ulong Size, ulong Paddr)> physical, long offset)
+    {
+        foreach ((long o, ulong size, ulong paddr) in physical)
+        {
+            if (offset >= o && (ulong)(offset - o) < size)
+            {
+                return paddr + (ulong)(offset - o);
+            }
+        }
+
+        return null;
+    }
+
+    private static void AssertSameBytes(FileStream a, long offA, FileStream b, long offB, long length, string what)
+    {
+        byte[] x = new byte[1 << 20];
+        byte[] y = new byte[1 << 20];
+        for (long done = 0; done < length;)
+        {
+            int n = (int)Math.Min(x.Length, length - done);
+            a.Position = offA + done;
+            b.Position = offB + done;
+            a.ReadExactly(x, 0, n);
+            b.ReadExactly(y, 0, n);
+            int diff = x.AsSpan(0, n).CommonPrefixLength(y.AsSpan(0, n));
+            Assert.True(diff == n, $"core.elf: {what} differs from the baseline's at byte 0x{done + diff:x} of it");
+            done += n;
+        }
     }
 
     /// <summary>Fails with the first offset at which the files differ (compared in chunks: cores are RAM-sized).</summary>

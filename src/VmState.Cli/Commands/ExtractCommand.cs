@@ -51,11 +51,15 @@ internal static class ExtractCommand
         var clock = Stopwatch.StartNew();
         IAnsiConsole err = AnsiConsole.Create(new AnsiConsoleSettings { Out = new AnsiConsoleOutput(TerminalText.RawError) });
         bool interactive = !Console.IsErrorRedirected;
-        // A running VM is paused while its state is written, so core and registers agree; it is resumed after.
-        using Vm vm = CommonOptions.OpenVm(input, qmp, CommonOptions.VmOptions(snapshot, raw, cacheReads: false, mainRam: mainRam, indexCache: indexCache), pause: true);
+        // The outputs' temporaries come first: a migration stream's RAM goes into the core while the stream is parsed
+        // (one read of the input). A running VM is paused while its state is written, so core and registers agree; it
+        // is resumed after.
+        using MachineExport.Session export = MachineExport.Begin(outputDir, input, xml);
+        VmOpenOptions open = CommonOptions.VmOptions(snapshot, raw, cacheReads: false, mainRam: mainRam, indexCache: indexCache) with { RamObserver = input is null ? null : export.RamObserver };
+        using Vm vm = CommonOptions.OpenVm(input, qmp, open, pause: true);
         MachineState m = vm.Machine;
         double parseSeconds = clock.Elapsed.TotalSeconds;
-        (byte[] Note, string How)? vmcoreinfo = VmcoreinfoLocator.Find(m, scan);
+        (byte[] Note, string How)? vmcoreinfo = VmcoreinfoLocator.Find(m, scan, scan ? export.VmcoreinfoCandidates(m) : null);
         IReadOnlyList<VirtualMapping> kernelMappings = kernelVaddr ? CpuAddressSpaces.KernelMappings(m) : [];
         var options = new MachineExport.Options(xml, vmcoreinfo?.Note, kernelMappings);
         MachineExport.Result result;
@@ -65,12 +69,12 @@ internal static class ExtractCommand
             {
                 ProgressTask task = p.AddTask("writing core.elf", maxValue: 1.0);
                 var progress = new SyncProgress<(long Done, long Total)>(x => task.Value = (double)x.Done / Math.Max(1, x.Total));
-                return MachineExport.Write(m, outputDir, options, progress, ct);
+                return export.Finish(m, options, progress, ct);
             });
         }
         else
         {
-            result = MachineExport.Write(m, outputDir, options, null, ct);
+            result = export.Finish(m, options, null, ct);
         }
 
         ElfCoreSummary summary = result.Core;

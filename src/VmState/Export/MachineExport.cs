@@ -2,6 +2,7 @@ using VmState.Arch.X86;
 using VmState.Formats.Elf;
 using VmState.IO;
 using VmState.Machine;
+using VmState.Memory;
 
 namespace VmState.Export;
 
@@ -40,12 +41,29 @@ public static class MachineExport
     /// <summary>Writes the set into <paramref name="directory"/> (created when missing, removed again on failure if this call created it).</summary>
     public static Result Write(MachineState machine, string directory, Options options, IProgress<(long Done, long Total)>? progress = null, CancellationToken cancellationToken = default)
     {
+        ArgumentNullException.ThrowIfNull(machine);
+        using Session session = Begin(directory, machine.SourcePath, options.Xml);
+        return session.Finish(machine, options, progress, cancellationToken);
+    }
+
+    /// <summary>
+    /// Starts writing the set for the input at <paramref name="inputPath"/> before it is opened: the directory is
+    /// created, every target checked and its temporary created. Open the input with
+    /// <see cref="Session.RamObserver"/> (<c>VmOpenOptions.RamObserver</c>) and a migration stream's RAM is written
+    /// into the core while the stream is parsed, then call <see cref="Session.Finish"/>. Disposing an unfinished
+    /// session removes the temporaries (and the directory, if this call created it and it is empty).
+    /// </summary>
+    /// <param name="directory">The output directory.</param>
+    /// <param name="inputPath">The input file, which no output may be (by file identity); null for a running VM.</param>
+    /// <param name="xml">Also write hardware.xml.</param>
+    public static Session Begin(string directory, string? inputPath, bool xml)
+    {
         string full = Path.GetFullPath(directory);
         bool created = !Directory.Exists(full);
         Directory.CreateDirectory(full);
         try
         {
-            return WriteSet(machine, full, options, progress, cancellationToken);
+            return new Session(full, created, inputPath, xml);
         }
         catch
         {
@@ -58,45 +76,131 @@ public static class MachineExport
         }
     }
 
-    private static Result WriteSet(MachineState machine, string directory, Options options, IProgress<(long Done, long Total)>? progress, CancellationToken cancellationToken)
+    /// <summary>One extract in progress: the temporaries of the set, and the writer of a streamed core's RAM.</summary>
+    public sealed class Session : IDisposable
     {
-        OutputRules rules = OutputRules.ForInputs([machine.SourcePath]);
-        string xmlPath = Path.Combine(directory, HardwareXmlName);
-        // Every target is checked (and its temporary created) before anything is written.
-        using OutputFile core = OutputFile.Create(Path.Combine(directory, CoreName), rules);
-        using OutputFile json = OutputFile.Create(Path.Combine(directory, HardwareJsonName), rules);
-        using OutputFile? xml = options.Xml ? OutputFile.Create(xmlPath, rules) : null;
-        if (!options.Xml && File.Exists(xmlPath))
+        private readonly string _directory;
+        private readonly bool _created;
+        private readonly bool _xml;
+        private readonly OutputRules _rules;
+        private readonly OutputFile _core;
+        private readonly OutputFile _json;
+        private readonly OutputFile? _xmlFile;
+        private readonly StreamedRamWriter _ram;
+        private bool _finished;
+        private bool _committed;
+
+        internal Session(string directory, bool created, string? inputPath, bool xml)
         {
-            rules.CheckTarget(xmlPath);
+            _directory = directory;
+            _created = created;
+            _xml = xml;
+            _rules = OutputRules.ForInputs([inputPath]);
+            var opened = new List<IDisposable>();
+            try
+            {
+                // Every target is checked (and its temporary created) before anything is written.
+                _core = Add(opened, OutputFile.Create(Path.Combine(directory, CoreName), _rules));
+                _json = Add(opened, OutputFile.Create(Path.Combine(directory, HardwareJsonName), _rules));
+                _xmlFile = xml ? Add(opened, OutputFile.Create(Path.Combine(directory, HardwareXmlName), _rules)) : null;
+                if (!xml && File.Exists(XmlPath))
+                {
+                    _rules.CheckTarget(XmlPath);
+                }
+
+                _ram = new StreamedRamWriter(_core.Handle);
+            }
+            catch
+            {
+                opened.ForEach(o => o.Dispose());
+                throw;
+            }
         }
 
-        using (Stream s = json.OpenStream())
+        /// <summary>
+        /// Give this to the snapshot reader (<c>VmOpenOptions.RamObserver</c>): a migration stream's RAM then goes into
+        /// the core while it is parsed, and <see cref="Finish"/> only adds the headers.
+        /// </summary>
+        public IRamStreamObserver RamObserver => _ram;
+
+        private string XmlPath => Path.Combine(_directory, HardwareXmlName);
+
+        /// <summary>
+        /// Waits for the RAM written during the parse, then gives the guest-physical pages of
+        /// <paramref name="machine"/> where a VMCOREINFO note may start (for <see cref="VmcoreinfoLocator.Find"/>),
+        /// or null when no RAM was streamed and a scan must read all of it.
+        /// </summary>
+        public IReadOnlyList<ulong>? VmcoreinfoCandidates(MachineState machine)
         {
-            HardwareJsonWriter.Write(machine, s);
+            _ram.Complete();
+            return _ram.VmcoreinfoCandidates(machine);
         }
 
-        if (xml is not null)
+        /// <summary>Writes the rest of the set for <paramref name="machine"/> and renames it into place.</summary>
+        public Result Finish(MachineState machine, Options options, IProgress<(long Done, long Total)>? progress = null, CancellationToken cancellationToken = default)
         {
-            using Stream s = xml.OpenStream();
-            HardwareXmlWriter.Write(machine, s);
+            ArgumentNullException.ThrowIfNull(machine);
+            ArgumentNullException.ThrowIfNull(options);
+            if (options.Xml != _xml)
+            {
+                throw new ArgumentException($"the session was begun {(_xml ? "with" : "without")} hardware.xml", nameof(options));
+            }
+
+            if (_finished)
+            {
+                throw new InvalidOperationException("the export is finished already");
+            }
+
+            _finished = true;
+            _ram.Complete();
+            using (Stream s = _json.OpenStream())
+            {
+                HardwareJsonWriter.Write(machine, s);
+            }
+
+            if (_xmlFile is not null)
+            {
+                using Stream s = _xmlFile.OpenStream();
+                HardwareXmlWriter.Write(machine, s);
+            }
+
+            ElfCoreSummary summary = ElfCoreWriter.WriteTo(machine, _core, options.VmcoreinfoNote, options.KernelMappings, r => _ram.OffsetOf(machine, r), progress, cancellationToken);
+            cancellationToken.ThrowIfCancellationRequested();
+
+            // Everything is complete: remove what belongs to an earlier run, then rename the set into place.
+            string? removed = null;
+            if (_xmlFile is null && File.Exists(XmlPath))
+            {
+                File.Delete(XmlPath);
+                removed = XmlPath;
+            }
+
+            _json.Commit();
+            _xmlFile?.Commit();
+            _core.Commit();
+            _committed = true;
+            return new Result(summary, _json.Path, _xmlFile?.Path, removed);
         }
 
-        ElfCoreSummary summary = ElfCoreWriter.WriteTo(machine, core, options.VmcoreinfoNote, options.KernelMappings, progress, cancellationToken);
-        cancellationToken.ThrowIfCancellationRequested();
-
-        // Everything is complete: remove what belongs to an earlier run, then rename the set into place.
-        string? removed = null;
-        if (xml is null && File.Exists(xmlPath))
+        /// <inheritdoc />
+        public void Dispose()
         {
-            File.Delete(xmlPath);
-            removed = xmlPath;
+            _ram.Dispose();
+            _core.Dispose();
+            _json.Dispose();
+            _xmlFile?.Dispose();
+            if (_created && !_committed)
+            {
+                TryRemoveEmpty(_directory);
+            }
         }
 
-        json.Commit();
-        xml?.Commit();
-        core.Commit();
-        return new Result(summary, json.Path, xml?.Path, removed);
+        private static T Add<T>(List<IDisposable> opened, T item)
+            where T : IDisposable
+        {
+            opened.Add(item);
+            return item;
+        }
     }
 
     private static void TryRemoveEmpty(string directory)

@@ -10,9 +10,11 @@ namespace VmState.IO;
 /// </summary>
 public sealed class SourceCursor
 {
-    private const int BufferSize = 256 * 1024;
+    /// <summary>The size of the read buffer (and of a buffer <see cref="BufferExchange"/> returns).</summary>
+    public const int BufferSize = 256 * 1024;
+
     private readonly IRandomAccessSource _source;
-    private readonly byte[] _buffer = new byte[BufferSize];
+    private byte[] _buffer = new byte[BufferSize];
     private long _bufferStart;
     private int _bufferLength;
     private long _position;
@@ -40,6 +42,13 @@ public sealed class SourceCursor
     /// <summary>The source being read.</summary>
     public IRandomAccessSource Source => _source;
 
+    /// <summary>
+    /// Called with the read buffer before it is refilled; returns the buffer to fill instead (of
+    /// <see cref="BufferSize"/> bytes). Lets a caller keep the memory <see cref="TakeMemory"/> handed out past the
+    /// refill. Null: the buffer is reused.
+    /// </summary>
+    public Func<byte[], byte[]>? BufferExchange { get; set; }
+
     /// <summary>Gets a span of <paramref name="count"/> bytes at the current position and advances past them.</summary>
     public ReadOnlySpan<byte> Take(int count, string structure)
     {
@@ -48,7 +57,19 @@ public sealed class SourceCursor
         return span;
     }
 
-    /// <summary>Gets a span of <paramref name="count"/> (at most 64 KiB) bytes without advancing.</summary>
+    /// <summary>
+    /// Like <see cref="Take"/>, as memory inside the read buffer: valid until the buffer is refilled, or, with
+    /// <see cref="BufferExchange"/>, for as long as the exchanged buffer is kept.
+    /// </summary>
+    public ReadOnlyMemory<byte> TakeMemory(int count, string structure)
+    {
+        _ = PeekSpan(count, structure);
+        var memory = new ReadOnlyMemory<byte>(_buffer, (int)(_position - _bufferStart), count);
+        _position += count;
+        return memory;
+    }
+
+    /// <summary>Gets a span of <paramref name="count"/> (at most <see cref="BufferSize"/>) bytes without advancing.</summary>
     public ReadOnlySpan<byte> PeekSpan(int count, string structure)
     {
         if (count > BufferSize)
@@ -142,6 +163,18 @@ public sealed class SourceCursor
 
     private void Fill()
     {
+        if (BufferExchange is not null)
+        {
+            byte[] next = BufferExchange(_buffer);
+            if (next.Length != BufferSize)
+            {
+                throw new InvalidOperationException($"the exchanged read buffer has {next.Length} bytes, not {BufferSize}");
+            }
+
+            _buffer = next;
+            _bufferLength = 0;
+        }
+
         _bufferStart = _position;
         _bufferLength = _source.Read(_position, _buffer);
     }

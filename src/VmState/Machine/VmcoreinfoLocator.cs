@@ -13,8 +13,13 @@ public static class VmcoreinfoLocator
     private const int MaxNoteSize = 1 << 20;
     private static readonly byte[] s_name = "VMCOREINFO\0"u8.ToArray();
 
-    /// <summary>The whole note (header, name, descriptor) and how it was found, or null.</summary>
-    public static (byte[] Note, string How)? Find(MachineState machine, bool scan)
+    /// <summary>
+    /// The whole note (header, name, descriptor) and how it was found, or null. With <paramref name="scan"/>, RAM is
+    /// searched when neither the input nor QEMU's vmcoreinfo device has the note: all of it, or, when the caller saw
+    /// every page already (a one-pass extract), only around <paramref name="candidatePages"/>, the guest-physical
+    /// pages in which <see cref="MayStartName"/> was true.
+    /// </summary>
+    public static (byte[] Note, string How)? Find(MachineState machine, bool scan, IReadOnlyList<ulong>? candidatePages = null)
     {
         if (machine.Origin.CarriedVmcoreinfoNote is byte[] carried)
         {
@@ -35,12 +40,34 @@ public static class VmcoreinfoLocator
             }
         }
 
-        if (scan && ScanRam(machine.Memory) is (byte[] found, ulong at))
+        if (scan && ScanRam(machine.Memory, candidatePages) is (byte[] found, ulong at))
         {
             return (found, $"RAM scan (guest physical 0x{at:x})");
         }
 
         return null;
+    }
+
+    /// <summary>
+    /// True when a VMCOREINFO note's name may start in <paramref name="page"/>: the whole name is in it, or the page
+    /// ends with the name's first bytes.
+    /// </summary>
+    public static bool MayStartName(ReadOnlySpan<byte> page)
+    {
+        if (page.IndexOf(s_name) >= 0)
+        {
+            return true;
+        }
+
+        for (int k = Math.Min(s_name.Length - 1, page.Length); k > 0; k--)
+        {
+            if (page[^k..].SequenceEqual(s_name.AsSpan(0, k)))
+            {
+                return true;
+            }
+        }
+
+        return false;
     }
 
     /// <summary>The key=value text of a VMCOREINFO note.</summary>
@@ -62,63 +89,107 @@ public static class VmcoreinfoLocator
         return buffer.AsSpan(0, 24 + (int)((descSize + 3) & ~3u)).ToArray();
     }
 
-    private static (byte[], ulong)? ScanRam(IPhysicalMemory memory)
+    /// <summary>
+    /// Searches RAM in address order for the first encoded VMCOREINFO note: in every 1 MiB window memory does not know
+    /// to be zero or, with <paramref name="candidatePages"/>, only around those pages.
+    /// </summary>
+    private static (byte[], ulong)? ScanRam(IPhysicalMemory memory, IReadOnlyList<ulong>? candidatePages)
     {
         const int Chunk = 1 << 20;
         byte[] buffer = new byte[Chunk + 64];
-        ISparseMemory? sparse = memory as ISparseMemory;
-        foreach (MemoryRange r in memory.Ranges)
+        foreach ((ulong start, int length, int searched) in candidatePages is null ? Windows(memory, Chunk, buffer.Length) : CandidateWindows(memory, candidatePages))
         {
-            for (ulong a = r.Start; a < r.End; a += Chunk)
+            int n = memory.Read(start, buffer.AsSpan(0, length));
+            if (FindIn(memory, buffer.AsSpan(0, n), start, searched) is (byte[], ulong) found)
             {
-                // A window the memory knows is all zero cannot hold the note: skip it unread (a large guest with
-                // little touched memory is mostly such windows).
-                if (sparse is not null && sparse.IsZero(a, Math.Min((ulong)buffer.Length, r.End - a)))
-                {
-                    continue;
-                }
-
-                int n = memory.Read(a, buffer.AsSpan(0, (int)Math.Min((ulong)buffer.Length, r.End - a)));
-                ReadOnlySpan<byte> span = buffer.AsSpan(0, n);
-                int from = 0;
-                while (true)
-                {
-                    int i = span[from..].IndexOf(s_name);
-                    if (i < 0)
-                    {
-                        break;
-                    }
-
-                    int at = from + i;
-                    from = at + 1;
-                    if (at < 12 || at - 12 >= Chunk)
-                    {
-                        continue;
-                    }
-
-                    ReadOnlySpan<byte> header = span[(at - 12)..];
-                    if (BinaryPrimitives.ReadUInt32LittleEndian(header) != 11 || BinaryPrimitives.ReadUInt32LittleEndian(header[8..]) != 0
-                        || !span[(at + 12)..].StartsWith("OSRELEASE="u8))
-                    {
-                        continue;
-                    }
-
-                    uint descSize = BinaryPrimitives.ReadUInt32LittleEndian(header[4..]);
-                    if (descSize is 0 or > MaxNoteSize)
-                    {
-                        continue;
-                    }
-
-                    byte[] note = new byte[24 + ((descSize + 3) & ~3u)];
-                    ulong noteAddress = a + (ulong)at - 12;
-                    if (memory.Read(noteAddress, note) == note.Length)
-                    {
-                        return (note, noteAddress);
-                    }
-                }
+                return found;
             }
         }
 
         return null;
+    }
+
+    /// <summary>Every range in 1 MiB windows (read 64 bytes further, so a note across two windows is seen whole).</summary>
+    private static IEnumerable<(ulong Start, int Length, int Searched)> Windows(IPhysicalMemory memory, int chunk, int read)
+    {
+        ISparseMemory? sparse = memory as ISparseMemory;
+        foreach (MemoryRange r in memory.Ranges)
+        {
+            for (ulong a = r.Start; a < r.End; a += (ulong)chunk)
+            {
+                int length = (int)Math.Min((ulong)read, r.End - a);
+
+                // A window the memory knows is all zero cannot hold the note: skip it unread (a large guest with
+                // little touched memory is mostly such windows).
+                if (sparse is null || !sparse.IsZero(a, (ulong)length))
+                {
+                    yield return (a, length, chunk);
+                }
+            }
+        }
+    }
+
+    /// <summary>
+    /// The page before, the page of and the page after each candidate (the page where a note's name starts), in
+    /// address order: the header is 12 bytes before the name and "OSRELEASE=" follows it, so a note whose name starts in
+    /// a candidate page lies in that window.
+    /// </summary>
+    private static IEnumerable<(ulong Start, int Length, int Searched)> CandidateWindows(IPhysicalMemory memory, IReadOnlyList<ulong> pages)
+    {
+        const ulong Page = 4096;
+        foreach (ulong page in pages.Select(p => p & ~(Page - 1)).Distinct().Order())
+        {
+            int ri = memory.Ranges.FindRange(page);
+            if (ri < 0)
+            {
+                continue;
+            }
+
+            MemoryRange r = memory.Ranges[ri];
+            ulong start = Math.Max(r.Start, page >= Page ? page - Page : 0);
+            ulong end = Math.Min(r.End, page + (3 * Page));
+            yield return (start, (int)(end - start), (int)(end - start));
+        }
+    }
+
+    /// <summary>The first note whose name starts in <c>span[..searched]</c> (<paramref name="address"/> is span[0]'s).</summary>
+    private static (byte[], ulong)? FindIn(IPhysicalMemory memory, ReadOnlySpan<byte> span, ulong address, int searched)
+    {
+        int from = 0;
+        while (true)
+        {
+            int i = span[from..].IndexOf(s_name);
+            if (i < 0)
+            {
+                return null;
+            }
+
+            int at = from + i;
+            from = at + 1;
+            if (at < 12 || at - 12 >= searched)
+            {
+                continue;
+            }
+
+            ReadOnlySpan<byte> header = span[(at - 12)..];
+            if (BinaryPrimitives.ReadUInt32LittleEndian(header) != 11 || BinaryPrimitives.ReadUInt32LittleEndian(header[8..]) != 0
+                || !span[(at + 12)..].StartsWith("OSRELEASE="u8))
+            {
+                continue;
+            }
+
+            uint descSize = BinaryPrimitives.ReadUInt32LittleEndian(header[4..]);
+            if (descSize is 0 or > MaxNoteSize)
+            {
+                continue;
+            }
+
+            byte[] note = new byte[24 + ((descSize + 3) & ~3u)];
+            ulong noteAddress = address + (ulong)at - 12;
+            if (memory.Read(noteAddress, note) == note.Length)
+            {
+                return (note, noteAddress);
+            }
+        }
     }
 }

@@ -147,16 +147,19 @@ public static class SnapshotLoader
         IndexCache? cache = options.IndexCache;
         if (cache is null || key is not { } k || source.Length < cache.MinimumStreamBytes)
         {
-            return MigrationMachineReader.Read(source, origin, options.Limits, options.Progress, options.MainRam);
+            return MigrationMachineReader.Read(source, origin, options.Limits, options.Progress, options.MainRam, options.RamObserver);
         }
 
+        // A RAM observer (extract's single pass) must see every page record, so a cached index, which skips them,
+        // is not used then; the fresh parse still leaves an entry for later commands.
         ReaderLimits limits = options.Limits ?? ReaderLimits.Default;
-        RamIndexRecord? cached = IndexCacheEntry.TryLoad(cache, k, streamKey, source.Length, limits, out string why);
+        string why = "not used: this job reads every page record while the stream is parsed";
+        RamIndexRecord? cached = options.RamObserver is null ? IndexCacheEntry.TryLoad(cache, k, streamKey, source.Length, limits, out why) : null;
         if (cached is not null)
         {
             try
             {
-                MachineState hit = MigrationMachineReader.Read(source, origin, options.Limits, options.Progress, options.MainRam, cached);
+                MachineState hit = MigrationMachineReader.Read(source, origin, options.Limits, options.Progress, options.MainRam, ram: null, cached);
                 cache.Report?.Invoke("hit");
                 return hit;
             }
@@ -166,7 +169,7 @@ public static class SnapshotLoader
             }
         }
 
-        MachineState state = MigrationMachineReader.Read(source, origin, options.Limits, options.Progress, options.MainRam);
+        MachineState state = MigrationMachineReader.Read(source, origin, options.Limits, options.Progress, options.MainRam, options.RamObserver);
         if (state.Origin is MigrationStreamOrigin { Stream: { } stream } && k.StillDescribes(path))
         {
             IndexCacheEntry.TryStore(cache, k, streamKey, stream, out string written);

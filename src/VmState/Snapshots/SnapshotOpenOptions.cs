@@ -1,4 +1,5 @@
 using VmState.Formats;
+using VmState.Memory;
 
 namespace VmState.Snapshots;
 
@@ -36,6 +37,12 @@ public sealed record SnapshotOpenOptions
     /// (the default) neither reads nor writes a cache. See <see cref="Snapshots.IndexCache"/>.
     /// </summary>
     public IndexCache? IndexCache { get; init; }
+
+    /// <summary>
+    /// For inputs that hold a migration stream: sees every RAM page record while the stream is parsed, so a job that
+    /// uses all of RAM (extract) reads the input once. Null for none.
+    /// </summary>
+    public IRamStreamObserver? RamObserver { get; init; }
 
     /// <summary>Limits on counts read from the file.</summary>
     public ReaderLimits? Limits { get; init; }

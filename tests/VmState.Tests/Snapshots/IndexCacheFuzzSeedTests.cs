@@ -38,7 +38,7 @@ public sealed class IndexCacheFuzzSeedTests
 
         Assert.Equal(seed, File.ReadAllBytes(path));
         RamIndexRecord record = RamIndexRecord.Decode(seed, stream.Length, ReaderLimits.Default);
-        using MigrationStream replayed = MigrationStreamReader.Read(new MemorySource(stream), ReaderLimits.Default, null, ownsSource: false, record);
+        using MigrationStream replayed = MigrationStreamReader.Read(new MemorySource(stream), ReaderLimits.Default, null, ownsSource: false, ram: null, record);
         Assert.True(replayed.RamIndexFromCache);
         Assert.True(fresh.RamBlocks.Sum(b => b.DataPages) > 0);
         Assert.Equal(fresh.RamBlocks.Select(b => (b.Name, b.DataPages, b.ZeroPages)), replayed.RamBlocks.Select(b => (b.Name, b.DataPages, b.ZeroPages)));

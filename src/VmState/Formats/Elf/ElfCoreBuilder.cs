@@ -95,6 +95,19 @@ public sealed class ElfCoreBuilder
     }
 
     /// <summary>
+    /// Adds a PT_LOAD whose <paramref name="size"/> file bytes the caller has already written at
+    /// <paramref name="fileOffset"/> (a one-pass writer that filled the file while reading its input). The headers and
+    /// notes must end at or before it (<see cref="Verify"/> says when they do not), and the segments the builder lays
+    /// out follow the last placed one. Placed segments may be aliased like any other.
+    /// </summary>
+    public ElfCoreSegment AddPlaced(ulong virtualAddress, ulong physicalAddress, uint flags, ulong alignment, ulong size, long fileOffset)
+    {
+        var segment = new ElfCoreSegment(this, _segments.Count, virtualAddress, physicalAddress, flags, alignment, size, size, null, null, 0) { PlacedAt = fileOffset };
+        _segments.Add(segment);
+        return segment;
+    }
+
+    /// <summary>
     /// Adds a PT_LOAD whose <paramref name="size"/> file bytes are those of <paramref name="target"/> from
     /// <paramref name="offset"/> on (no data is written twice): the same bytes seen at another address.
     /// </summary>
@@ -172,6 +185,11 @@ public sealed class ElfCoreBuilder
                 problems.Add($"{where}: p_filesz 0x{s.FileSize:x} is larger than a file can be");
             }
 
+            if (s.PlacedAt is long placed && (placed < 0 || s.FileSize > (ulong)(long.MaxValue - placed)))
+            {
+                problems.Add($"{where}: its 0x{s.FileSize:x} file bytes placed at offset {placed} do not fit in a file");
+            }
+
             if (s.AliasOf is ElfCoreSegment target && (s.AliasOffset > target.FileSize || s.FileSize > target.FileSize - s.AliasOffset))
             {
                 problems.Add($"{where}: as an alias of segment {target.Index}, its 0x{s.FileSize:x} bytes at offset 0x{s.AliasOffset:x} run past that segment's 0x{target.FileSize:x} file bytes into other data");
@@ -200,9 +218,14 @@ public sealed class ElfCoreBuilder
 
             foreach (ElfCoreSegment s in _segments)
             {
-                if (s.AliasOf is not null && s.Alignment > 1 && ((ulong)offsets[s.Index] - s.VirtualAddress) % s.Alignment != 0)
+                if (s.PlacedAt is long placed && placed < headerSize)
                 {
-                    problems.Add($"segment {s.Index} (p_vaddr 0x{s.VirtualAddress:x}): as an alias its p_offset 0x{offsets[s.Index]:x} is fixed by segment {s.AliasOf.Index} and is not congruent to p_vaddr modulo its alignment {s.Alignment}");
+                    problems.Add($"segment {s.Index} (p_vaddr 0x{s.VirtualAddress:x}): its bytes were placed at offset 0x{placed:x}, inside the 0x{headerSize:x} bytes of headers and notes");
+                }
+
+                if ((s.AliasOf is not null || s.PlacedAt is not null) && s.Alignment > 1 && ((ulong)offsets[s.Index] - s.VirtualAddress) % s.Alignment != 0)
+                {
+                    problems.Add($"segment {s.Index} (p_vaddr 0x{s.VirtualAddress:x}): its p_offset 0x{offsets[s.Index]:x} is fixed ({(s.AliasOf is null ? "placed by the caller" : $"as an alias of segment {s.AliasOf.Index}")}) and is not congruent to p_vaddr modulo its alignment {s.Alignment}");
                 }
             }
         }
@@ -241,9 +264,23 @@ public sealed class ElfCoreBuilder
     {
         long[] offsets = new long[_segments.Count];
         long next = checked((headerSize + _dataAlignment - 1) & ~(_dataAlignment - 1));
+        long placedEnd = next;
         foreach (ElfCoreSegment s in _segments)
         {
-            if (s.AliasOf is not null)
+            if (s.PlacedAt is long placed)
+            {
+                offsets[s.Index] = placed;
+                placedEnd = Math.Max(placedEnd, checked(placed + (long)s.FileSize));
+            }
+        }
+
+        // Segments laid out here start after the placed ones, aligned; with none, the file ends where the data does.
+        fileSize = placedEnd;
+        next = checked((placedEnd + _dataAlignment - 1) & ~(_dataAlignment - 1));
+
+        foreach (ElfCoreSegment s in _segments)
+        {
+            if (s.AliasOf is not null || s.PlacedAt is not null)
             {
                 continue;
             }
@@ -259,6 +296,7 @@ public sealed class ElfCoreBuilder
             if (s.FileSize > 0)
             {
                 next = checked(at + (long)s.FileSize);
+                fileSize = next;
             }
         }
 
@@ -270,7 +308,6 @@ public sealed class ElfCoreBuilder
             }
         }
 
-        fileSize = next;
         return offsets;
     }
 

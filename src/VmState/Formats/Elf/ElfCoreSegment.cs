@@ -3,7 +3,7 @@ namespace VmState.Formats.Elf;
 /// <summary>
 /// One PT_LOAD program header of an <see cref="ElfCoreBuilder"/>: its addresses, flags, alignment and sizes, and
 /// either a <see cref="Source"/> for its own file bytes or, for an alias, the segment whose file bytes it shares
-/// (<see cref="AliasOf"/> at <see cref="AliasOffset"/>). Made by <see cref="ElfCoreBuilder.AddLoad"/> and
+/// (<see cref="AliasOf"/> at <see cref="AliasOffset"/>), or bytes already in the file (<see cref="PlacedAt"/>). Made by <see cref="ElfCoreBuilder.AddLoad"/>, <see cref="ElfCoreBuilder.AddPlaced"/> and
 /// <see cref="ElfCoreBuilder.AddAlias"/>; the file offset is the layout's to choose.
 /// </summary>
 public sealed class ElfCoreSegment
@@ -52,6 +52,12 @@ public sealed class ElfCoreSegment
 
     /// <summary>For an alias, where its bytes start inside <see cref="AliasOf"/>'s file bytes.</summary>
     public ulong AliasOffset { get; }
+
+    /// <summary>
+    /// For a segment whose bytes were put in the file before the core is laid out
+    /// (<see cref="ElfCoreBuilder.AddPlaced"/>), its fixed <c>p_offset</c>; null when the builder places it.
+    /// </summary>
+    public long? PlacedAt { get; init; }
 
     internal ElfCoreBuilder Owner { get; }
 }

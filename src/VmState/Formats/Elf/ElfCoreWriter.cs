@@ -47,11 +47,41 @@ public static class ElfCoreWriter
     /// is not one encoded ELF note.
     /// </exception>
     /// <exception cref="ArgumentException">A virtual mapping lies below the kernel half of the address space.</exception>
-    public static ElfCoreSummary WriteTo(MachineState machine, OutputFile output, byte[]? vmcoreinfoNote, IReadOnlyList<Arch.X86.VirtualMapping> virtualMappings, IProgress<(long Done, long Total)>? progress = null, CancellationToken cancellationToken = default)
+    public static ElfCoreSummary WriteTo(MachineState machine, OutputFile output, byte[]? vmcoreinfoNote, IReadOnlyList<Arch.X86.VirtualMapping> virtualMappings, IProgress<(long Done, long Total)>? progress = null, CancellationToken cancellationToken = default) =>
+        WriteTo(machine, output, vmcoreinfoNote, virtualMappings, null, progress, cancellationToken);
+
+    /// <summary>
+    /// Like <see cref="WriteTo(MachineState, OutputFile, byte[], IReadOnlyList{Arch.X86.VirtualMapping}, IProgress{ValueTuple{long, long}}, CancellationToken)"/>,
+    /// for a file that already holds some RAM ranges: <paramref name="placedRam"/> gives, for a RAM range, the file
+    /// offset where its bytes already are (written while the input was read), or null to copy it. When the headers
+    /// and notes do not fit before the placed bytes, the file is emptied and every range is copied.
+    /// </summary>
+    public static ElfCoreSummary WriteTo(MachineState machine, OutputFile output, byte[]? vmcoreinfoNote, IReadOnlyList<Arch.X86.VirtualMapping> virtualMappings, Func<MemoryRange, long?>? placedRam, IProgress<(long Done, long Total)>? progress = null, CancellationToken cancellationToken = default)
     {
         ArgumentNullException.ThrowIfNull(machine);
         ArgumentNullException.ThrowIfNull(output);
         ArgumentNullException.ThrowIfNull(virtualMappings);
+        IReadOnlyList<MemoryRange> ranges = machine.Memory.Ranges;
+        long?[] placed = [.. ranges.Select(r => placedRam?.Invoke(r))];
+        using var copier = new RamCopier(machine.Memory, progress);
+        (ElfCoreBuilder core, int aliases) = Build(machine, vmcoreinfoNote, virtualMappings, copier, placed);
+        if (placed.Any(p => p is not null) && core.Verify().Count > 0)
+        {
+            // The placed bytes cannot stay where they are (headers too large for the room left before them): start over.
+            placed = new long?[ranges.Count];
+            RandomAccess.SetLength(output.Handle, 0);
+            (core, aliases) = Build(machine, vmcoreinfoNote, virtualMappings, copier, placed);
+        }
+
+        ElfCoreLayout layout = core.Layout();
+        copier.Plan(ranges, [.. placed.Select(p => p is null)], layout.FileSize);
+        layout.WriteTo(output, cancellationToken);
+        copier.Finish();
+        return new ElfCoreSummary(output.Path, layout.FileSize, ranges.Count, machine.Cpus.Count, vmcoreinfoNote is not null) { VirtualSegments = aliases };
+    }
+
+    private static (ElfCoreBuilder Core, int Aliases) Build(MachineState machine, byte[]? vmcoreinfoNote, IReadOnlyList<Arch.X86.VirtualMapping> virtualMappings, RamCopier copier, long?[] placed)
+    {
         IReadOnlyList<MemoryRange> ranges = machine.Memory.Ranges;
         var core = new ElfCoreBuilder { Machine = ElfConstants.EmX86_64, NoteAlignment = 0, DataAlignment = DataAlignment };
         foreach (var cpu in machine.Cpus)
@@ -69,13 +99,14 @@ public static class ElfCoreWriter
             core.AddEncodedNote(vmcoreinfoNote);
         }
 
-        using var copier = new RamCopier(machine.Memory, progress);
         var physical = new ElfCoreSegment[ranges.Count];
         for (int i = 0; i < ranges.Count; i++)
         {
             MemoryRange r = ranges[i];
             int range = i;
-            physical[i] = core.AddLoad(r.Start, r.Start, 0, 0, r.Length, r.Length, (segment, ct) => copier.Copy(range, segment, ct));
+            physical[i] = placed[i] is long at
+                ? core.AddPlaced(r.Start, r.Start, 0, 0, r.Length, at)
+                : core.AddLoad(r.Start, r.Start, 0, 0, r.Length, r.Length, (segment, ct) => copier.Copy(range, segment, ct));
         }
 
         int aliases = 0;
@@ -106,11 +137,7 @@ public static class ElfCoreWriter
             }
         }
 
-        ElfCoreLayout layout = core.Layout();
-        copier.Plan(ranges, layout.FileSize);
-        layout.WriteTo(output, cancellationToken);
-        copier.Finish();
-        return new ElfCoreSummary(output.Path, layout.FileSize, ranges.Count, machine.Cpus.Count, vmcoreinfoNote is not null) { VirtualSegments = aliases };
+        return (core, aliases);
     }
 
     /// <summary>
@@ -155,11 +182,17 @@ public static class ElfCoreWriter
             Gathered,
         }
 
-        public void Plan(IReadOnlyList<MemoryRange> ranges, long total)
+        /// <summary>Plans the chunks of the ranges marked in <paramref name="copy"/> (the others are in the file already).</summary>
+        public void Plan(IReadOnlyList<MemoryRange> ranges, bool[] copy, long total)
         {
             _total = total;
             for (int i = 0; i < ranges.Count; i++)
             {
+                if (!copy[i])
+                {
+                    continue;
+                }
+
                 for (ulong done = 0; done < ranges[i].Length; done += ChunkSize)
                 {
                     _chunks.Add((i, ranges[i].Start + done, done, (int)Math.Min((ulong)ChunkSize, ranges[i].Length - done)));

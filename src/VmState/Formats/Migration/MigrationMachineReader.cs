@@ -1,6 +1,7 @@
 using VmState.Formats.Migration.Devices;
 using VmState.IO;
 using VmState.Machine;
+using VmState.Memory;
 
 namespace VmState.Formats.Migration;
 
@@ -11,26 +12,27 @@ public static class MigrationMachineReader
     /// Parses the migration stream file in <paramref name="source"/> and builds the machine state; the state owns the
     /// source and its origin is a <see cref="MigrationStreamOrigin"/> of kind <see cref="MachineOriginKind.MigrationStream"/>.
     /// </summary>
-    public static MachineState Read(IRandomAccessSource source, string sourcePath, ReaderLimits? limits = null, IProgress<double>? progress = null, IReadOnlyList<string>? mainRam = null) =>
-        Read(source, stream => new MigrationStreamOrigin(MachineOriginKind.MigrationStream, sourcePath, "migration stream", stream), limits, progress, mainRam);
+    public static MachineState Read(IRandomAccessSource source, string sourcePath, ReaderLimits? limits = null, IProgress<double>? progress = null, IReadOnlyList<string>? mainRam = null, IRamStreamObserver? ram = null) =>
+        Read(source, stream => new MigrationStreamOrigin(MachineOriginKind.MigrationStream, sourcePath, "migration stream", stream), limits, progress, mainRam, ram);
 
     /// <summary>
     /// Parses the stream in <paramref name="source"/> and builds the machine state with the origin
     /// <paramref name="origin"/> makes of the parsed stream (a stream inside a <c>virsh save</c> file or a qcow2
-    /// snapshot); the state owns the source.
+    /// snapshot); the state owns the source. <paramref name="ram"/>, when given, sees every RAM page record as the
+    /// parse meets it (<see cref="MigrationStreamReader.Read(IRandomAccessSource, ReaderLimits?, IProgress{double}?, bool, IRamStreamObserver?)"/>).
     /// </summary>
-    public static MachineState Read(IRandomAccessSource source, Func<MigrationStream, MigrationStreamOrigin> origin, ReaderLimits? limits = null, IProgress<double>? progress = null, IReadOnlyList<string>? mainRam = null) =>
-        Read(source, origin, limits, progress, mainRam, ramIndex: null);
+    public static MachineState Read(IRandomAccessSource source, Func<MigrationStream, MigrationStreamOrigin> origin, ReaderLimits? limits = null, IProgress<double>? progress = null, IReadOnlyList<string>? mainRam = null, IRamStreamObserver? ram = null) =>
+        Read(source, origin, limits, progress, mainRam, ram, ramIndex: null);
 
     /// <summary>
-    /// <see cref="Read(IRandomAccessSource, Func{MigrationStream, MigrationStreamOrigin}, ReaderLimits?, IProgress{double}?, IReadOnlyList{string}?)"/>
+    /// <see cref="Read(IRandomAccessSource, Func{MigrationStream, MigrationStreamOrigin}, ReaderLimits?, IProgress{double}?, IReadOnlyList{string}?, IRamStreamObserver?)"/>
     /// with a cached RAM index of the same stream (null parses every page record).
     /// </summary>
     /// <exception cref="RamIndexMismatchException">The index does not fit the stream; the source was not disposed.</exception>
-    internal static MachineState Read(IRandomAccessSource source, Func<MigrationStream, MigrationStreamOrigin> origin, ReaderLimits? limits, IProgress<double>? progress, IReadOnlyList<string>? mainRam, RamIndexRecord? ramIndex)
+    internal static MachineState Read(IRandomAccessSource source, Func<MigrationStream, MigrationStreamOrigin> origin, ReaderLimits? limits, IProgress<double>? progress, IReadOnlyList<string>? mainRam, IRamStreamObserver? ram, RamIndexRecord? ramIndex)
     {
         ArgumentNullException.ThrowIfNull(origin);
-        MigrationStream stream = MigrationStreamReader.Read(source, limits, progress, ownsSource: true, ramIndex);
+        MigrationStream stream = MigrationStreamReader.Read(source, limits, progress, ownsSource: true, ram, ramIndex);
         try
         {
             return FromStream(origin(stream), mainRam);

@@ -1,5 +1,6 @@
 using System.Buffers.Binary;
 using VmState.IO;
+using VmState.Memory;
 using VmState.Machine;
 
 namespace VmState.Formats.Migration;
@@ -53,28 +54,37 @@ public static class MigrationStreamReader
         }
     }
 
-    /// <summary>Parses the stream in <paramref name="source"/>.</summary>
-    public static MigrationStream Read(IRandomAccessSource source, ReaderLimits? limits = null, IProgress<double>? progress = null, bool ownsSource = false) =>
-        Read(source, limits, progress, ownsSource, ramIndex: null);
+    /// <summary>
+    /// Parses the stream in <paramref name="source"/>; <paramref name="ram"/>, when given, sees every RAM page record
+    /// as the parse meets it (one pass over the stream for jobs that use all of RAM, such as extract).
+    /// </summary>
+    public static MigrationStream Read(IRandomAccessSource source, ReaderLimits? limits = null, IProgress<double>? progress = null, bool ownsSource = false, IRamStreamObserver? ram = null) =>
+        Read(source, limits, progress, ownsSource, ram, ramIndex: null);
 
     /// <summary>
     /// Parses the stream in <paramref name="source"/>; with <paramref name="ramIndex"/> (a RAM index made by an
-    /// earlier parse of the same bytes) each RAM chunk is skipped and its pages come from the index.
+    /// earlier parse of the same bytes) each RAM chunk is skipped and its pages come from the index, so
+    /// <paramref name="ram"/> must then be null (it would see no page).
     /// </summary>
     /// <exception cref="RamIndexMismatchException">
     /// The index does not fit the stream, or the stream does not parse with it (a jump to where the index says a
     /// chunk ends landed elsewhere than a section); nothing was disposed, parse again without it.
     /// </exception>
-    internal static MigrationStream Read(IRandomAccessSource source, ReaderLimits? limits, IProgress<double>? progress, bool ownsSource, RamIndexRecord? ramIndex)
+    internal static MigrationStream Read(IRandomAccessSource source, ReaderLimits? limits, IProgress<double>? progress, bool ownsSource, IRamStreamObserver? ram, RamIndexRecord? ramIndex)
     {
         if (ramIndex is null)
         {
-            return Parse(source, limits, progress, ownsSource, null);
+            return Parse(source, limits, progress, ownsSource, ram, null);
+        }
+
+        if (ram is not null)
+        {
+            throw new ArgumentException("a replayed RAM index skips the page records a RAM observer would see", nameof(ram));
         }
 
         try
         {
-            return Parse(source, limits, progress, ownsSource, ramIndex);
+            return Parse(source, limits, progress, ownsSource, null, ramIndex);
         }
         catch (VmStateFormatException e)
         {
@@ -82,10 +92,15 @@ public static class MigrationStreamReader
         }
     }
 
-    private static MigrationStream Parse(IRandomAccessSource source, ReaderLimits? limits, IProgress<double>? progress, bool ownsSource, RamIndexRecord? ramIndex)
+    private static MigrationStream Parse(IRandomAccessSource source, ReaderLimits? limits, IProgress<double>? progress, bool ownsSource, IRamStreamObserver? ram, RamIndexRecord? ramIndex)
     {
         limits ??= ReaderLimits.Default;
         var cursor = new SourceCursor(source);
+        if (ram is not null)
+        {
+            cursor.BufferExchange = ram.ExchangeBuffer;
+        }
+
         uint magic = cursor.ReadBe32("stream header");
         if (magic != Magic)
         {
@@ -109,7 +124,7 @@ public static class MigrationStreamReader
         // Device data ends at the EOF byte just before the description (QEMU 7.2 savevm.c writes the sections,
         // then QEMU_VM_EOF, then QEMU_VM_VMDESCRIPTION), so no field the description claims can reach past it.
         var budget = new DeviceDecodeBudget(limits, vmdescOffset >= 0 ? vmdescOffset - 1 : source.Length);
-        var state = new ParseState(source, limits, description, description?.PageSize ?? 4096, budget) { Replay = ramIndex };
+        var state = new ParseState(source, limits, description, description?.PageSize ?? 4096, budget) { Observer = ram, Replay = ramIndex };
         int sections = 0;
         bool sawEof = false;
         while (!sawEof)
@@ -569,12 +584,24 @@ public static class MigrationStreamReader
             long page = (long)(offset / (ulong)state.PageSize);
             if (kind == RamZero)
             {
-                current.SetFill(page, cursor.ReadU8(S), recordStart);
+                byte fill = cursor.ReadU8(S);
+                long before = current.GetEntry(page);
+                current.SetFill(page, fill, recordStart);
+                state.Observer?.Fill(current.ListIndex, offset, fill, before > 0 || (before < 0 && RamBlock.FillOf(before) != fill));
             }
             else
             {
                 long data = cursor.Position;
-                cursor.Skip(state.PageSize, S);
+                if (state.Observer is null)
+                {
+                    cursor.Skip(state.PageSize, S);
+                }
+                else
+                {
+                    // Pages larger than the read buffer (target page bits up to 24) are read on their own.
+                    state.Observer.Page(current.ListIndex, offset, state.PageSize <= SourceCursor.BufferSize ? cursor.TakeMemory(state.PageSize, S) : cursor.ReadBytes(state.PageSize, S));
+                }
+
                 current.SetData(page, data);
             }
         }
@@ -621,11 +648,13 @@ public static class MigrationStreamReader
                 throw new VmStateFormatException(entryStart, S, $"block \"{name}\" is listed twice");
             }
 
-            var block = new RamBlock(name, length, state.PageSize, gpa) { ListOffset = entryStart };
+            var block = new RamBlock(name, length, state.PageSize, gpa) { ListOffset = entryStart, ListIndex = state.Blocks.Count };
             state.Blocks.Add(block);
             state.BlocksByName[name] = block;
             sum += length;
         }
+
+        state.Observer?.BlockList([.. state.Blocks.Select(b => (b.Name, b.Length))], state.PageSize);
     }
 
     private sealed class ParseState(IRandomAccessSource source, ReaderLimits limits, VmDescription? description, int pageSize, DeviceDecodeBudget budget)
@@ -665,6 +694,8 @@ public static class MigrationStreamReader
         public RamIndexRecord? Replay { get; init; }
 
         public List<RamChunkSpan> RamChunks { get; } = [];
+
+        public IRamStreamObserver? Observer { get; init; }
 
         public RamBlock? FindBlock(string name) => BlocksByName.TryGetValue(name, out RamBlock? b) ? b : null;
     }

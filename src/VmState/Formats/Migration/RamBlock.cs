@@ -43,6 +43,9 @@ public sealed class RamBlock
     /// <summary>The stream offset of the block's entry in the MEM_SIZE block list (0 when not read from a stream).</summary>
     public long ListOffset { get; init; }
 
+    /// <summary>The block's position in the MEM_SIZE block list (0 when not read from a stream).</summary>
+    public int ListIndex { get; init; }
+
     /// <summary>Pages stored as data records.</summary>
     public long DataPages { get; private set; }
 

@@ -203,7 +203,7 @@ internal sealed class RamIndexRecord
             }
 
             total += length;
-            var block = new RamBlock(name, length, pageSize, hasGpa == 1 ? gpa : null) { ListOffset = (long)listOffset };
+            var block = new RamBlock(name, length, pageSize, hasGpa == 1 ? gpa : null) { ListOffset = (long)listOffset, ListIndex = blocks.Count };
             DecodeEntries(ref r, block, streamLength);
             blocks.Add(block);
         }
