@@ -16,6 +16,9 @@ namespace VmState.Snapshots;
 /// <para>Entries are written only for streams of at least <see cref="MinimumStreamBytes"/>, atomically (a
 /// temporary file renamed over the entry), with mode 0600 in a directory created with mode 0700, and only
 /// in <see cref="Directory"/>, never beside the input. Failing to write one is not an error.</para>
+/// <para>The directory is trusted like the user's home: an entry that decodes and fits the stream is believed about
+/// where each page is. Entries are therefore ignored when they or the directory are writable by group or others;
+/// point <see cref="Directory"/> only at a directory you own.</para>
 /// </remarks>
 public sealed record IndexCache
 {

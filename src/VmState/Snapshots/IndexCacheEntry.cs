@@ -102,6 +102,15 @@ internal static class IndexCacheEntry
                 return null;
             }
 
+            // An entry others could have written is not trusted (a forged index could point pages elsewhere in the
+            // stream): neither the entry nor the directory may be writable by group or others.
+            const UnixFileMode OthersWrite = UnixFileMode.GroupWrite | UnixFileMode.OtherWrite;
+            if (!OperatingSystem.IsWindows() && ((info.UnixFileMode & OthersWrite) != 0 || (File.GetUnixFileMode(cache.Directory) & OthersWrite) != 0))
+            {
+                why = "not used: the entry or its directory is writable by group or others";
+                return null;
+            }
+
             if (info.Length > MaxEntryBytes)
             {
                 why = $"entry of {info.Length} bytes is over the {MaxEntryBytes}-byte limit";

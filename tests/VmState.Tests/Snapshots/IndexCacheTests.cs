@@ -358,6 +358,33 @@ public sealed class IndexCacheTests : IDisposable
     }
 
     [Fact]
+    public void AnEntryOthersCouldHaveWrittenIsNotUsed()
+    {
+        if (OperatingSystem.IsWindows())
+        {
+            return;
+        }
+
+        string path = WriteStream(Sample());
+        Open(path).State.Dispose();
+        string entry = Assert.Single(Directory.GetFiles(Path.Combine(_dir, "cache")));
+        File.SetUnixFileMode(entry, UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.OtherWrite);
+        (MachineState m, List<string> r) = Open(path);
+        using (m)
+        {
+            Assert.False(StreamOf(m).RamIndexFromCache);
+            Assert.StartsWith("not used: the entry or its directory is writable by group or others; written", Assert.Single(r), StringComparison.Ordinal);
+        }
+
+        // The fresh parse replaced it with a 0600 entry, which is used again.
+        (MachineState again, _) = Open(path);
+        using (again)
+        {
+            Assert.True(StreamOf(again).RamIndexFromCache);
+        }
+    }
+
+    [Fact]
     public void SmallStreamsAndNoCacheWriteNothing()
     {
         string path = WriteStream(Sample());
