@@ -19,7 +19,7 @@
 #   ANALYZE_RUNS    analyze-migration.py runs per size (default: 3 when one run takes under 30 s, else 1)
 #   BENCH_WARMUP    1 (default): one untimed warm-up run of each tool before its timed runs; 0: none
 #   BENCH_SCRATCH   where outputs are written (default ${TMPDIR:-/tmp}); removed after each size
-#   VMSTATE_BIN     an already built vmstate to measure (skips the Release build)
+#   VMSTATE_BIN     an already built vmstate to measure (default: eng/publish.sh builds the Native AOT executable)
 #   BENCH_NO_RESULTS=1  do not write benchmarks/results/extract-DATE.md
 set -euo pipefail
 
@@ -35,17 +35,21 @@ if [[ ! -x /usr/bin/time ]]; then
   apt-get install -y -q time > /dev/null || { apt-get update -q > /dev/null && apt-get install -y -q time > /dev/null; }
 fi
 
+bin_dir=
 if [[ -n "${VMSTATE_BIN:-}" ]]; then
   vmstate=$VMSTATE_BIN
   log "using $vmstate (VMSTATE_BIN; not building)"
 else
-  log "building vmstate (Release)"
-  if ! build_log=$(dotnet build "$root/src/VmState.Cli" -c Release -nologo -v quiet 2>&1); then
-    echo "$build_log" >&2
-    echo "extract-bench: the Release build failed" >&2
+  # What a user runs every day: eng/publish.sh's Native AOT executable (no JIT, no runtime start-up).
+  log "publishing vmstate (eng/publish.sh: Native AOT)"
+  bin_dir=$(mktemp -d "${TMPDIR:-/tmp}/vmstate-bench-bin.XXXXXX")
+  trap 'rm -rf "$bin_dir"' EXIT
+  if ! vmstate=$(bash "$root/eng/publish.sh" "$bin_dir" 2> "$bin_dir.log"); then
+    cat "$bin_dir.log" >&2
+    echo "extract-bench: eng/publish.sh failed" >&2
     exit 1
   fi
-  vmstate="$root/src/VmState.Cli/bin/Release/net10.0/vmstate"
+  rm -f "$bin_dir.log"
 fi
 [[ -x "$vmstate" ]] || { echo "extract-bench: $vmstate was not built" >&2; exit 1; }
 
@@ -53,8 +57,9 @@ log "QEMU's analyze-migration.py"
 analyze=$(bash "$bench/fetch-analyze-migration.sh")
 echo "$analyze ($(cat "$(dirname "$analyze")/SOURCE" 2> /dev/null || echo '?'))" >&2
 
+load_start=$(cut -d' ' -f1-3 /proc/loadavg)
 scratch=$(mktemp -d "${BENCH_SCRATCH:-${TMPDIR:-/tmp}}/vmstate-bench.XXXXXX")
-trap 'rm -rf "$scratch"' EXIT
+trap 'rm -rf "$scratch" ${bin_dir:+"$bin_dir"}' EXIT
 
 now() { date +%s.%N; }
 first=1
@@ -210,6 +215,8 @@ if [[ "${BENCH_NO_RESULTS:-0}" != 1 ]]; then
     else
       echo "no warm-up runs."
     fi
+    echo "vmstate: $(if [[ -n "$bin_dir" ]]; then echo "the Native AOT executable of eng/publish.sh"; else echo "\`$vmstate\` (VMSTATE_BIN)"; fi);"
+    echo "load average at the start: $load_start."
     echo "vmstate: median of $runs runs of \`vmstate extract SNAP -o DIR --json\`; analyze: median of its runs of"
     echo "\`python3 analyze-migration.py -x -f SNAP\`. GB/s = guest RAM (SIZE MiB) / vmstate seconds / 10^9."
     echo

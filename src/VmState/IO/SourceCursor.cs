@@ -69,6 +69,16 @@ public sealed class SourceCursor
         return memory;
     }
 
+    /// <summary>
+    /// The bytes from the current position to the end of what the read buffer holds, without reading (empty when the
+    /// position is outside the buffer): for tight loops over many small records, which then advance with
+    /// <see cref="Skip"/>.
+    /// </summary>
+    public ReadOnlySpan<byte> Buffered =>
+        _position >= _bufferStart && _position < _bufferStart + _bufferLength
+            ? _buffer.AsSpan((int)(_position - _bufferStart), (int)(_bufferStart + _bufferLength - _position))
+            : [];
+
     /// <summary>Gets a span of <paramref name="count"/> (at most <see cref="BufferSize"/>) bytes without advancing.</summary>
     public ReadOnlySpan<byte> PeekSpan(int count, string structure)
     {

@@ -117,11 +117,21 @@ internal sealed class BannerScanLocationStrategy : IKernelLocationStrategy
         const int Chunk = 16 << 20;
         var hits = new List<ulong>();
         byte[] buf = new byte[Chunk + needle.Length];
+        ISparseMemory? sparse = memory as ISparseMemory;
         foreach (MemoryRange r in memory.Ranges)
         {
             for (ulong a = r.Start; a < r.End && hits.Count < limit; a += Chunk)
             {
-                int n = memory.Read(a, buf.AsSpan(0, (int)Math.Min((ulong)buf.Length, r.End - a)));
+                int length = (int)Math.Min((ulong)buf.Length, r.End - a);
+
+                // A window the memory knows is zero holds no banner: a big guest with little touched memory is read
+                // for its data, not for its size.
+                if (sparse is not null && sparse.IsZero(a, (ulong)length))
+                {
+                    continue;
+                }
+
+                int n = memory.Read(a, buf.AsSpan(0, length));
                 ReadOnlySpan<byte> span = buf.AsSpan(0, n);
                 int from = 0;
                 while (hits.Count < limit)

@@ -516,6 +516,11 @@ public static class MigrationStreamReader
         bool ignoreShared = state.Capabilities.Contains("x-ignore-shared");
         while (true)
         {
+            if (current is not null)
+            {
+                ReadZeroRun(cursor, state, current, pageMask);
+            }
+
             long recordStart = cursor.Position;
             ulong word = cursor.ReadBe64(S);
             ulong flags = word & pageMask;
@@ -584,10 +589,7 @@ public static class MigrationStreamReader
             long page = (long)(offset / (ulong)state.PageSize);
             if (kind == RamZero)
             {
-                byte fill = cursor.ReadU8(S);
-                long before = current.GetEntry(page);
-                current.SetFill(page, fill, recordStart);
-                state.Observer?.Fill(current.ListIndex, offset, fill, before > 0 || (before < 0 && RamBlock.FillOf(before) != fill));
+                SetFill(state, current, offset, cursor.ReadU8(S), recordStart);
             }
             else
             {
@@ -605,6 +607,47 @@ public static class MigrationStreamReader
                 current.SetData(page, data);
             }
         }
+    }
+
+    /// <summary>
+    /// The fast path for runs of zero-page records of the current block (8-byte address word with ZERO | CONTINUE, then
+    /// the fill byte), as much of a big guest with little touched memory is: decoded straight from the read buffer.
+    /// Stops at anything else, which the general loop then reads (and reports, when it is wrong).
+    /// </summary>
+    private static void ReadZeroRun(SourceCursor cursor, ParseState state, RamBlock current, ulong pageMask)
+    {
+        ReadOnlySpan<byte> span = cursor.Buffered;
+        long start = cursor.Position;
+        int used = 0;
+        while (span.Length - used >= 9)
+        {
+            ulong word = BinaryPrimitives.ReadUInt64BigEndian(span[used..]);
+            ulong offset = word & ~pageMask;
+            if ((word & pageMask) != (RamZero | RamContinue) || offset >= current.Length)
+            {
+                break;
+            }
+
+            SetFill(state, current, offset, span[used + 8], start + used);
+            used += 9;
+        }
+
+        cursor.Skip(used, "ram record");
+    }
+
+    /// <summary>Records a zero-page record, and tells the observer whether it replaces other content.</summary>
+    private static void SetFill(ParseState state, RamBlock block, ulong offset, byte fill, long recordStart)
+    {
+        long page = (long)(offset / (ulong)state.PageSize);
+        if (state.Observer is null)
+        {
+            block.SetFill(page, fill, recordStart);
+            return;
+        }
+
+        long before = block.GetEntry(page);
+        block.SetFill(page, fill, recordStart);
+        state.Observer.Fill(block.ListIndex, offset, fill, before > 0 || (before < 0 && RamBlock.FillOf(before) != fill));
     }
 
     private static void ReadBlockList(SourceCursor cursor, ParseState state, ulong total, bool ignoreShared, long recordStart)
