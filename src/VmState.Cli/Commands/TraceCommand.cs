@@ -75,6 +75,20 @@ internal static class TraceCommand
         command.Options.Add(json);
         command.SetAction((r, ct) => Task.FromResult(CommonOptions.Run(() =>
         {
+            try
+            {
+                return Trace(r, ct);
+            }
+            catch (Exception e) when (e is GdbStubBusyException or NotSupportedException or InvalidOperationException)
+            {
+                Console.Error.WriteLine($"vmstate trace: {e.Message}");
+                return 1;
+            }
+        })));
+        return command;
+
+        int Trace(ParseResult r, CancellationToken ct)
+        {
             string? socket = r.GetValue(qmp);
             if (socket is null)
             {
@@ -125,8 +139,7 @@ internal static class TraceCommand
             }
 
             return 0;
-        })));
-        return command;
+        }
     }
 
     private static ulong Resolve(Vm vm, string target)

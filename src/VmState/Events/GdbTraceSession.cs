@@ -75,7 +75,18 @@ public sealed class GdbTraceSession : IDisposable
         bool isKvm = kvm.TryGetProperty("enabled", out JsonElement en) && en.GetBoolean();
         bool wasRunning = await qmp.QueryStatusAsync(cancellationToken).ConfigureAwait(false) == "running";
 
-        (string Host, int Port)? stub = options.Stub ?? (qmp.PeerProcessId is int pid ? GdbstubMemory.FromCommandLine(pid) : null);
+        (string Host, int Port)? stub = options.Stub;
+        if (stub is null && await FindStubAsync(qmp, cancellationToken).ConfigureAwait(false) is GdbStubChardev existing)
+        {
+            // Starting another one would replace it (gdbserver_start closes the old chardev) and cut its client off.
+            if (existing.InUse)
+            {
+                throw new GdbStubBusyException($"{existing.Endpoint} (client {existing.Peer})");
+            }
+
+            stub = (existing.Host, existing.Port);
+        }
+
         bool started = false;
         if (stub is null)
         {
@@ -289,6 +300,25 @@ public sealed class GdbTraceSession : IDisposable
             // If the detach failed, the guard (told nothing) recovers the VM when this process exits.
             _guard?.Dispose();
         }
+    }
+
+    /// <summary>QEMU's gdbstub, if it has one (query-chardev, label <c>gdb</c>).</summary>
+    /// <exception cref="NotSupportedException">The stub listens on something other than TCP (a UNIX socket).</exception>
+    private static async Task<GdbStubChardev?> FindStubAsync(QmpClient qmp, CancellationToken cancellationToken)
+    {
+        JsonElement chardevs = await qmp.ExecuteAsync("query-chardev", cancellationToken: cancellationToken).ConfigureAwait(false);
+        foreach (JsonElement c in chardevs.EnumerateArray())
+        {
+            if (c.TryGetProperty("label", out JsonElement label) && label.GetString() == GdbStubChardev.Label
+                && c.TryGetProperty("filename", out JsonElement file) && file.GetString() is string filename)
+            {
+                return GdbStubChardev.TryParse(filename, out GdbStubChardev? stub)
+                    ? stub
+                    : throw new NotSupportedException($"QEMU's gdbstub listens on \"{filename}\"; tracing connects to TCP stubs only (restart it with HMP gdbserver tcp:127.0.0.1:PORT, or let vmstate start one)");
+            }
+        }
+
+        return null;
     }
 
     private static int FreeLoopbackPort()
