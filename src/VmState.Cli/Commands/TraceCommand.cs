@@ -125,13 +125,13 @@ internal static class TraceCommand
             session.Dispose();
             if (asJson)
             {
-                writer.WriteLine(JsonSerializer.Serialize(new Dictionary<string, object>
+                WriteJsonLine(writer, w =>
                 {
-                    ["summary"] = true,
-                    ["hits"] = summary.Hits,
-                    ["seconds"] = Math.Round(summary.Elapsed.TotalSeconds, 3),
-                    ["reason"] = summary.Reason,
-                }));
+                    w.WriteBoolean("summary", true);
+                    w.WriteNumber("hits", summary.Hits);
+                    w.WriteNumber("seconds", Math.Round(summary.Elapsed.TotalSeconds, 3));
+                    w.WriteString("reason", summary.Reason);
+                });
             }
             else
             {
@@ -158,22 +158,44 @@ internal static class TraceCommand
         string time = hit.Time.ToLocalTime().ToString("HH:mm:ss.ffffff", CultureInfo.InvariantCulture);
         if (asJson)
         {
-            writer.WriteLine(JsonSerializer.Serialize(new Dictionary<string, object?>
+            WriteJsonLine(writer, w =>
             {
-                ["time"] = hit.Time.ToString("O", CultureInfo.InvariantCulture),
-                ["seq"] = hit.Sequence,
-                ["vcpu"] = hit.Vcpu,
-                ["rip"] = $"0x{hit.Registers.Rip:x}",
-                ["symbol"] = hit.Symbol,
-                ["breakpoint"] = hit.Breakpoint.Label,
-                ["pid"] = hit.Pid,
-                ["comm"] = hit.Comm,
-                ["cr3"] = $"0x{hit.Registers.Cr3:x}",
-            }));
+                w.WriteString("time", hit.Time.ToString("O", CultureInfo.InvariantCulture));
+                w.WriteNumber("seq", hit.Sequence);
+                w.WriteNumber("vcpu", hit.Vcpu);
+                w.WriteString("rip", $"0x{hit.Registers.Rip:x}");
+                w.WriteString("symbol", hit.Symbol);
+                w.WriteString("breakpoint", hit.Breakpoint.Label);
+                if (hit.Pid is int pid)
+                {
+                    w.WriteNumber("pid", pid);
+                }
+                else
+                {
+                    w.WriteNull("pid");
+                }
+
+                w.WriteString("comm", hit.Comm);
+                w.WriteString("cr3", $"0x{hit.Registers.Cr3:x}");
+            });
             return;
         }
 
         writer.WriteLine($"{time,-15} {hit.Vcpu,3} {hit.Registers.Rip:x16}   {hit.Symbol ?? "?",-32} {(hit.Pid?.ToString(CultureInfo.InvariantCulture) ?? "?"),6} {hit.Comm ?? "?"}");
+    }
+
+    /// <summary>One JSON object on one line (readable: '+' and '<' are not escaped; the output is not HTML).</summary>
+    private static void WriteJsonLine(StreamWriter writer, Action<Utf8JsonWriter> body)
+    {
+        var buffer = new System.Buffers.ArrayBufferWriter<byte>();
+        using (var w = new Utf8JsonWriter(buffer, new JsonWriterOptions { Encoder = System.Text.Encodings.Web.JavaScriptEncoder.UnsafeRelaxedJsonEscaping }))
+        {
+            w.WriteStartObject();
+            body(w);
+            w.WriteEndObject();
+        }
+
+        writer.WriteLine(System.Text.Encoding.UTF8.GetString(buffer.WrittenSpan));
     }
 
     /// <summary>This program's own command line for <paramref name="verb"/> (dotnet vmstate.dll, or the apphost/AOT executable).</summary>
