@@ -29,6 +29,7 @@ public static class Targets
         ["kallsyms"] = KallsymsScan,
         ["vmdesc"] = VmDesc,
         ["gdb"] = GdbClient,
+        ["extract"] = Extract,
         ["gdbstub"] = GdbStubReplies,
     };
 
@@ -73,6 +74,29 @@ public static class Targets
         using MigrationStream s = MigrationStreamReader.Read(new MemorySource(data));
         using MachineState m = MigrationMachineReader.FromStream(new MigrationStreamOrigin(MachineOriginKind.MigrationStream, "fuzz", "fuzz", s));
         Touch(m);
+    }
+
+    /// <summary>
+    /// A stream extracted in one pass, as <c>vmstate extract</c> does: its RAM written into a core while it is parsed
+    /// (the parser's buffers handed to the writer thread), the VMCOREINFO search over the candidate pages, the core's
+    /// headers placed before the data. Needs files: the input and the output set live in a temporary directory.
+    /// </summary>
+    private static void Extract(byte[] data)
+    {
+        string dir = Directory.CreateTempSubdirectory("vmstate-fuzz-extract-").FullName;
+        try
+        {
+            string input = Path.Combine(dir, "in.mig");
+            File.WriteAllBytes(input, data);
+            using MachineExport.Session export = MachineExport.Begin(Path.Combine(dir, "out"), input, xml: false);
+            using MachineState m = SnapshotLoader.Open(input, new SnapshotOpenOptions { RamObserver = export.RamObserver });
+            (byte[] Note, string How)? note = VmcoreinfoLocator.Find(m, scan: true, export.VmcoreinfoCandidates(m));
+            export.Finish(m, new MachineExport.Options(false, note?.Note, []));
+        }
+        finally
+        {
+            Directory.Delete(dir, recursive: true);
+        }
     }
 
     private static void Qcow2(byte[] data)

@@ -12,7 +12,7 @@ public static class Program
         // Guest strings never reach the terminal as control sequences; Spectre's own (colour) sequences go to the
         // raw stdout, and every guest string it renders is escaped where it is added.
         TerminalText.Install();
-        Spectre.Console.AnsiConsole.Console = Spectre.Console.AnsiConsole.Create(new Spectre.Console.AnsiConsoleSettings { Out = new Spectre.Console.AnsiConsoleOutput(TerminalText.RawOut) });
+        Spectre.Console.AnsiConsole.Console = TerminalText.CreateConsole(TerminalText.RawOut, Console.IsOutputRedirected);
         var root = new RootCommand("vmstate: read, extract and change the state of QEMU/KVM virtual machines");
         root.Subcommands.Add(InfoCommand.Create());
         root.Subcommands.Add(ExtractCommand.Create());

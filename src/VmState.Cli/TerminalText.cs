@@ -18,6 +18,18 @@ internal static class TerminalText
     /// <summary>Standard error as the process got it.</summary>
     public static TextWriter RawError { get; private set; } = Console.Error;
 
+    /// <summary>
+    /// A Spectre console on <paramref name="writer"/> (one of the raw streams): colours and styles only when the stream
+    /// is a terminal, so output piped or redirected to a file carries no escape sequences whatever TERM says.
+    /// </summary>
+    public static Spectre.Console.IAnsiConsole CreateConsole(TextWriter writer, bool redirected) =>
+        Spectre.Console.AnsiConsole.Create(new Spectre.Console.AnsiConsoleSettings
+        {
+            Out = new Spectre.Console.AnsiConsoleOutput(writer),
+            Ansi = redirected ? Spectre.Console.AnsiSupport.No : Spectre.Console.AnsiSupport.Detect,
+            ColorSystem = redirected ? Spectre.Console.ColorSystemSupport.NoColors : Spectre.Console.ColorSystemSupport.Detect,
+        });
+
     /// <summary>Routes Console.Out and Console.Error through the escaping writer.</summary>
     public static void Install()
     {

@@ -191,6 +191,9 @@ public sealed class CliGoldenTests(GoldenGuestFixture guest, ITestOutputHelper l
         ["error no such pid"] = new("maps {mig} 99999", Exit.Failure),
     };
 
+    // Both CLIs see the same terminal type: the baseline styles redirected output when TERM names a colour terminal.
+    private static readonly Dictionary<string, string> s_plainTerminal = new(StringComparer.Ordinal) { ["TERM"] = "dumb" };
+
     private static readonly Regex s_coreBytes = new("\"coreBytes\": ([0-9]+)", RegexOptions.CultureInvariant);
 
     // Wall time is the one thing two runs of the same CLI do not share; each pattern keeps the key or the text
@@ -236,12 +239,12 @@ public sealed class CliGoldenTests(GoldenGuestFixture guest, ITestOutputHelper l
         string baselineOut = guest.OutputDir + ".baseline";
         ResetDirectory(baselineOut);
         ResetDirectory(guest.OutputDir);
-        (int ExitCode, string Stdout, string Stderr) want = VmStateCli.RunDll(guest.BaselineDll, args);
+        (int ExitCode, string Stdout, string Stderr) want = VmStateCli.RunDll(guest.BaselineDll, args, s_plainTerminal);
         // Both CLIs write to the same path, since paths appear in the output; the baseline's files are moved aside.
         Directory.Delete(baselineOut);
         Directory.Move(guest.OutputDir, baselineOut);
         Directory.CreateDirectory(guest.OutputDir);
-        (int ExitCode, string Stdout, string Stderr) got = VmStateCli.Run(args);
+        (int ExitCode, string Stdout, string Stderr) got = VmStateCli.Run(args, s_plainTerminal);
         log.WriteLine($"{name}: {clock.Elapsed.TotalSeconds:F1} s for both CLIs (fixture set-up took {guest.SetupTime.TotalSeconds:F1} s)");
         log.WriteLine($"exit {got.ExitCode}, {got.Stdout.Split('\n').Length - 1} stdout lines, stderr: {got.Stderr.Split('\n')[0]}");
 
@@ -289,6 +292,17 @@ public sealed class CliGoldenTests(GoldenGuestFixture guest, ITestOutputHelper l
         // Extract and edit write up to a RAM's worth each; freed now rather than at the end of the class.
         ResetDirectory(baselineOut);
         ResetDirectory(guest.OutputDir);
+    }
+
+    [Theory]
+    [InlineData("info {mig}")]
+    [InlineData("ps {mig}")]
+    [InlineData("snapshots {qcow2}")]
+    public void RedirectedOutputHasNoEscapeSequencesWhateverTermSays(string command)
+    {
+        (int code, string stdout, string stderr) = VmStateCli.Run(Expand(command), new Dictionary<string, string>(StringComparer.Ordinal) { ["TERM"] = "xterm-256color" });
+        Assert.True(code == 0, stderr);
+        Assert.True(stdout.Length > 0 && !stdout.Contains('\x1b', StringComparison.Ordinal), $"vmstate {command} wrote escape sequences into redirected output:\n{stdout}");
     }
 
     private string[] Expand(string template)

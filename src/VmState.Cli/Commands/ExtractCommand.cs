@@ -48,7 +48,7 @@ internal static class ExtractCommand
     private static int Run(string? input, string? qmp, string outputDir, bool xml, bool scan, bool kernelVaddr, string? snapshot, bool raw, bool json, string? mainRam, CancellationToken ct)
     {
         var clock = Stopwatch.StartNew();
-        IAnsiConsole err = AnsiConsole.Create(new AnsiConsoleSettings { Out = new AnsiConsoleOutput(TerminalText.RawError) });
+        IAnsiConsole err = TerminalText.CreateConsole(TerminalText.RawError, Console.IsErrorRedirected);
         bool interactive = !Console.IsErrorRedirected;
         // The outputs' temporaries come first: a migration stream's RAM goes into the core while the stream is parsed
         // (one read of the input). A running VM is paused while its state is written, so core and registers agree; it
