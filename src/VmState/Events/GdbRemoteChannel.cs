@@ -25,7 +25,8 @@ internal sealed class GdbRemoteChannel : IDisposable
     /// <summary>host:port.</summary>
     public string Endpoint { get; }
 
-    /// <summary>Connects to host:port (a refused connection throws <see cref="SocketException"/>).</summary>
+    /// <summary>Connects to host:port.</summary>
+    /// <exception cref="IOException">The connection was refused or timed out.</exception>
     public static GdbRemoteChannel Connect(string host, int port, TimeSpan timeout)
     {
         var socket = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp) { NoDelay = true };
@@ -35,10 +36,10 @@ internal sealed class GdbRemoteChannel : IDisposable
             socket.ConnectAsync(host, port, cts.Token).AsTask().GetAwaiter().GetResult();
             return new GdbRemoteChannel(socket, $"{host}:{port}");
         }
-        catch
+        catch (Exception e) when (e is SocketException or OperationCanceledException)
         {
             socket.Dispose();
-            throw;
+            throw new IOException($"cannot connect to the gdbstub at {host}:{port}: {e.Message}", e);
         }
     }
 
@@ -51,11 +52,11 @@ internal sealed class GdbRemoteChannel : IDisposable
             sum += (byte)c;
         }
 
-        _socket.Send(Encoding.ASCII.GetBytes($"${payload}#{sum:x2}"));
+        Guard(() => _socket.Send(Encoding.ASCII.GetBytes($"${payload}#{sum:x2}")));
     }
 
     /// <summary>Sends the interrupt byte (0x03): QEMU stops a running VM and sends a stop reply.</summary>
-    public void Interrupt() => _socket.Send([0x03]);
+    public void Interrupt() => Guard(() => _socket.Send([0x03]));
 
     /// <summary>Sends <paramref name="payload"/> and returns the next reply that is not a stop notification.</summary>
     public string Request(string payload, TimeSpan timeout)
@@ -105,15 +106,24 @@ internal sealed class GdbRemoteChannel : IDisposable
                 _start = 0;
             }
 
-            while (!_socket.Poll(50_000, SelectMode.SelectRead))
+            int n;
+            try
             {
-                if (cancellationToken.IsCancellationRequested || DateTime.UtcNow >= deadline)
+                while (!_socket.Poll(50_000, SelectMode.SelectRead))
                 {
-                    return null;
+                    if (cancellationToken.IsCancellationRequested || DateTime.UtcNow >= deadline)
+                    {
+                        return null;
+                    }
                 }
+
+                n = _socket.Receive(_buffer, _end, _buffer.Length - _end, SocketFlags.None);
+            }
+            catch (Exception e) when (e is SocketException or ObjectDisposedException)
+            {
+                throw new IOException($"the gdbstub connection {Endpoint} failed: {e.Message}", e);
             }
 
-            int n = _socket.Receive(_buffer, _end, _buffer.Length - _end, SocketFlags.None);
             if (n == 0)
             {
                 throw new IOException($"the gdbstub at {Endpoint} closed the connection");
@@ -125,4 +135,16 @@ internal sealed class GdbRemoteChannel : IDisposable
 
     /// <inheritdoc />
     public void Dispose() => _socket.Dispose();
+
+    private void Guard(Action send)
+    {
+        try
+        {
+            send();
+        }
+        catch (Exception e) when (e is SocketException or ObjectDisposedException)
+        {
+            throw new IOException($"the gdbstub connection {Endpoint} failed: {e.Message}", e);
+        }
+    }
 }

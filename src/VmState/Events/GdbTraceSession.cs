@@ -297,7 +297,7 @@ public sealed class GdbTraceSession : IDisposable
         }
         finally
         {
-            // If the detach failed, the guard (told nothing) recovers the VM when this process exits.
+            // If the detach failed, the guard was told nothing, and recovers the VM once its input closes here.
             _guard?.Dispose();
         }
     }

@@ -148,10 +148,21 @@ public sealed class TraceGuard : IDisposable
         }
     }
 
-    /// <inheritdoc />
+    /// <summary>
+    /// Lets the guard go. Unless <see cref="Release"/> came first, its standard input closes without <c>done</c>, so
+    /// it recovers the VM now (the tracer could not clean up itself).
+    /// </summary>
     public void Dispose()
     {
-        Release();
+        try
+        {
+            _process.StandardInput.Close();
+        }
+        catch (IOException)
+        {
+            // Already gone.
+        }
+
         _process.Dispose();
     }
 }
