@@ -1,4 +1,5 @@
 using System.Buffers.Binary;
+using System.Numerics;
 using VmState.IO;
 using VmState.Memory;
 using VmState.Machine;
@@ -498,7 +499,7 @@ public static class MigrationStreamReader
                 throw new VmStateFormatException(recordStart, S, $"page offset 0x{offset:x} is past the end of block \"{current.Name}\" (0x{current.Length:x} bytes)");
             }
 
-            long page = (long)(offset / (ulong)state.PageSize);
+            long page = state.PageOf(offset);
             if (kind == RamZero)
             {
                 SetFill(state, current, offset, cursor.ReadU8(S), recordStart);
@@ -550,16 +551,21 @@ public static class MigrationStreamReader
     /// <summary>Records a zero-page record, and tells the observer whether it replaces other content.</summary>
     private static void SetFill(ParseState state, RamBlock block, ulong offset, byte fill, long recordStart)
     {
-        long page = (long)(offset / (ulong)state.PageSize);
+        long page = state.PageOf(offset);
         if (state.Observer is null)
         {
             block.SetFill(page, fill, recordStart);
             return;
         }
 
+        // The observer hears of content changes only: a zero record for a page that reads as zero already is none.
         long before = block.GetEntry(page);
         block.SetFill(page, fill, recordStart);
-        state.Observer.Fill(block.ListIndex, offset, fill, before > 0 || (before < 0 && RamBlock.FillOf(before) != fill));
+        bool replaces = before > 0 || (before < 0 && RamBlock.FillOf(before) != fill);
+        if (fill != 0 || replaces)
+        {
+            state.Observer.Fill(block.ListIndex, offset, fill, replaces);
+        }
     }
 
     private static void ReadBlockList(SourceCursor cursor, ParseState state, ulong total, bool ignoreShared, long recordStart)
@@ -614,6 +620,9 @@ public static class MigrationStreamReader
 
     private sealed class ParseState(IRandomAccessSource source, ReaderLimits limits, VmDescription? description, int pageSize, DeviceDecodeBudget budget)
     {
+        private int _pageSize = pageSize;
+        private int _pageShift = BitOperations.IsPow2(pageSize) ? BitOperations.Log2((uint)pageSize) : -1;
+
         public DeviceDecodeBudget Budget { get; } = budget;
 
         public IRandomAccessSource Source { get; } = source;
@@ -622,7 +631,18 @@ public static class MigrationStreamReader
 
         public VmDescription? Description { get; } = description;
 
-        public int PageSize { get; set; } = pageSize;
+        public int PageSize
+        {
+            get => _pageSize;
+            set
+            {
+                _pageSize = value;
+                _pageShift = BitOperations.IsPow2(value) ? BitOperations.Log2((uint)value) : -1;
+            }
+        }
+
+        /// <summary>The page index of a block offset (a shift for the power-of-two sizes QEMU uses).</summary>
+        public long PageOf(ulong offset) => _pageShift >= 0 ? (long)(offset >> _pageShift) : (long)(offset / (ulong)_pageSize);
 
         public string? MachineType { get; set; }
 
