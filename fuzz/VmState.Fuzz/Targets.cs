@@ -31,6 +31,7 @@ public static class Targets
         ["gdb"] = GdbClient,
         ["extract"] = Extract,
         ["indexcache"] = IndexCacheRecord,
+        ["gdbstub"] = GdbStubReplies,
     };
 
     private static readonly byte[] GdbSnapshot = LoadGdbSnapshot();
@@ -236,6 +237,30 @@ public static class Targets
         {
             using MachineState m = MigrationMachineReader.FromStream(new MigrationStreamOrigin(MachineOriginKind.MigrationStream, "fuzz", "fuzz", stream));
             Touch(m);
+        }
+    }
+
+    private static void GdbStubReplies(byte[] data)
+    {
+        // The bytes are QEMU's side of a trace session's connection: every packet framed out of them goes through the
+        // parsers the session applies to what a stub sends (stop reply, g reply), and its text through the stub
+        // chardev parser. None of them may throw.
+        ReadOnlySpan<byte> rest = data;
+        while (!rest.IsEmpty)
+        {
+            int found = VmState.Events.GdbPacketFraming.TryTake(rest, out string? payload, out int consumed);
+            if (consumed == 0 && found == 0)
+            {
+                break;
+            }
+
+            rest = rest[consumed..];
+            if (payload is not null)
+            {
+                _ = VmState.Events.GdbStopReply.TryParse(payload, out _);
+                _ = VmState.Events.X86GdbRegisters.TryParse(payload, out _);
+                _ = VmState.Events.GdbStubChardev.TryParse(payload, out _);
+            }
         }
     }
 

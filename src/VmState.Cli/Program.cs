@@ -34,6 +34,8 @@ public static class Program
         root.Subcommands.Add(DmesgCommand.Create());
         root.Subcommands.Add(MapsCommand.Create());
         root.Subcommands.Add(ProcdumpCommand.Create());
+        root.Subcommands.Add(TraceCommand.Create());
+        root.Subcommands.Add(TraceCommand.Guard());
         root.Subcommands.Add(WatchCommand.Create(inner => root.Parse(inner).Invoke()));
         return root.Parse(args).Invoke();
     }

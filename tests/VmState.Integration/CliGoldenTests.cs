@@ -98,7 +98,8 @@ public sealed class GoldenGuestFixture : IAsyncLifetime
 /// text and --json form and in its error cases, is run on the same snapshots by the CLI of the commit pinned in
 /// eng/golden-baseline.txt and by the current one, and exit code, stdout, stderr and written files must be equal.
 /// Intended differences are allowed where a case says so (<c>KernelVirtualPaddr</c>: one header field of
-/// extract's kernel-virtual PT_LOADs; <c>CoreLayout</c>: where in extract's core the segments' bytes are). The only thing not compared is wall time: the "parseSeconds"/"seconds" fields of --json summaries, the
+/// extract's kernel-virtual PT_LOADs; <c>CoreLayout</c>: where in extract's core the segments' bytes are; <c>AddedCommands</c>: a new command's line in
+/// the help). The only thing not compared is wall time: the "parseSeconds"/"seconds" fields of --json summaries, the
 /// "done in N s (N GB/s ...)" line of extract and the "in N s" end of procdump's summary line.
 /// One intended change is allowed, and only in the cases marked <see cref="Case.ProcNames"/> (ps, pstree): tasks are
 /// shown by the name the guest's /proc shows (workqueue workers with their "-wq"/"+wq" suffix, kthreads' full names)
@@ -123,11 +124,12 @@ public sealed class CliGoldenTests(GoldenGuestFixture guest, ITestOutputHelper l
     /// </summary>
     /// <param name="ProcNames">The output lists tasks: /proc names and the JSON "name" field are the one intended difference.</param>
     /// <param name="CoreLayout">The core's layout (where in the file each segment's bytes are, and so the file size) is the one intended difference (<see cref="AssertSameCore"/>).</param>
-    private sealed record Case(string Args, Exit Exit = Exit.Success, string[]? Files = null, bool Timings = false, bool KernelVirtualPaddr = false, bool ProcNames = false, bool CoreLayout = false);
+    /// <param name="AddedCommands">Commands added since the baseline (the help lists them): each must have its line in the current output, which is removed before the comparison.</param>
+    private sealed record Case(string Args, Exit Exit = Exit.Success, string[]? Files = null, bool Timings = false, bool KernelVirtualPaddr = false, bool ProcNames = false, bool CoreLayout = false, string[]? AddedCommands = null);
 
     private static readonly Dictionary<string, Case> s_cases = new(StringComparer.Ordinal)
     {
-        ["help"] = new("--help"),
+        ["help"] = new("--help", AddedCommands: ["trace"]),
         ["info mig"] = new("info {mig}"),
         ["info mig json"] = new("info {mig} --json"),
         ["info elf"] = new("info {elf}"),
@@ -256,6 +258,15 @@ public sealed class CliGoldenTests(GoldenGuestFixture guest, ITestOutputHelper l
             string asBaseline = WithCommsForNames(gotOut);
             Assert.True(asBaseline != gotOut, $"vmstate {c.Args} shows no task by its /proc name (no workqueue suffix, no \"name\" field):\n{got.Stdout}");
             gotOut = asBaseline;
+        }
+
+        foreach (string added in c.AddedCommands ?? [])
+        {
+            // A new command is an intended addition to the help's command list; nothing else may change.
+            string[] lines = gotOut.Split('\n');
+            string[] kept = [.. lines.Where(l => !l.StartsWith($"  {added} ", StringComparison.Ordinal))];
+            Assert.True(kept.Length == lines.Length - 1, $"vmstate {c.Args} does not list the new command {added} once:\n{got.Stdout}");
+            gotOut = string.Join('\n', kept);
         }
 
         if (c.CoreLayout)

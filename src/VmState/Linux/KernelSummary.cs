@@ -87,9 +87,7 @@ public sealed record KernelSummary
     /// </summary>
     private static (int?, string?) CurrentTask(LinuxKernel kernel, int cpu)
     {
-        KernelObject? task = Try(() => kernel.Symbols.TryGetAddress("current_task", out _)
-            ? kernel.PerCpu("current_task", cpu).Deref()
-            : kernel.PerCpu("pcpu_hot", cpu).Member("current_task").Deref());
+        KernelObject? task = Try(() => kernel.CurrentTask(cpu));
         if (task is null)
         {
             return (null, null);

@@ -39,6 +39,20 @@ public static class KernelTasks
         return ThreadGroupRing(kernel, task);
     }
 
+    /// <summary>
+    /// The task running on <paramref name="cpu"/> (the kernel's <c>current</c>): per-CPU <c>current_task</c>, or
+    /// <c>pcpu_hot.current_task</c> on the kernels (about 6.2 to 6.14) that moved it into <c>pcpu_hot</c> (x86
+    /// <c>asm/current.h</c>).
+    /// </summary>
+    /// <exception cref="KernelDataException">The per-CPU area or the pointer cannot be read.</exception>
+    public static KernelObject CurrentTask(this LinuxKernel kernel, int cpu)
+    {
+        ArgumentNullException.ThrowIfNull(kernel);
+        return kernel.Symbols.TryGetAddress("current_task", out _)
+            ? kernel.PerCpu("current_task", cpu).Deref()
+            : kernel.PerCpu("pcpu_hot", cpu).Member("current_task").Deref();
+    }
+
     /// <summary><c>for_each_process_thread</c> (drgn's <c>for_each_task</c>): every thread of every process.</summary>
     /// <exception cref="KernelDataException">A corrupt list.</exception>
     public static IEnumerable<KernelObject> ForEachTask(this LinuxKernel kernel)

@@ -55,6 +55,7 @@ public static class LayerOrder
         new("OS", "VmState.Linux"),
         new("editing and export", "VmState.Editing", "VmState.Export"),
         new("GDB server", "VmState.Gdb"),
+        new("events", "VmState.Events"),
         new("front door", FrontDoor),
     ];
 
