@@ -112,6 +112,7 @@ public sealed class Vm : IDisposable, IAsyncDisposable
         {
             Type t when t == typeof(IPhysicalMemory) => machine.Memory,
             Type t when t == typeof(ISparseMemory) => machine.Memory as ISparseMemory,
+            Type t when t == typeof(ISpanMemory) => machine.Memory is LiveMemory { SharedBytes: 0 } ? null : machine.Memory as ISpanMemory,
             Type t when t == typeof(IWritableMemory) => _writableMemory,
             Type t when t == typeof(IVcpuRegisters) => machine.Cpus.Count > 0 ? machine : null,
             Type t when t == typeof(IDeviceStates) => machine.Devices.Count > 0 ? machine : null,
