@@ -2,13 +2,25 @@ namespace VmState.Formats.Migration;
 
 /// <summary>
 /// One RAMBlock of a migration stream with an index of where each of its pages is in the stream. The index is
-/// allocated in chunks of 64 pages on first use, so memory follows the records present, not the size claimed.
+/// allocated in chunks of 64 pages on first use, so memory follows the records present, not the size claimed. A
+/// chunk whose pages so far are a run of zero records that follow each other in the stream (9 bytes each: address
+/// word with CONTINUE, fill byte 0), as most of a big guest with little touched memory is, is kept as one number
+/// (where the run starts and how long it is) until a record breaks the pattern: 8 bytes per 64 pages instead of 512.
 /// </summary>
 public sealed class RamBlock
 {
     private const int ChunkShift = 6;
     private const int ChunkSize = 1 << ChunkShift;
+    /// <summary>The size of a zero record with CONTINUE: the address word and the fill byte.</summary>
+    private const int ZeroRecordSize = 9;
+
     private readonly long[]?[] _chunks;
+
+    /// <summary>
+    /// Per chunk without a table: 0, or a run of zero records for its first pages, as
+    /// (stream offset of the first record &lt;&lt; 7) | page count (1-64).
+    /// </summary>
+    private readonly long[] _zeroRuns;
 
     /// <summary>Creates a block of <paramref name="length"/> bytes with pages of <paramref name="pageSize"/>.</summary>
     public RamBlock(string name, ulong length, int pageSize, ulong? guestPhysicalAddress)
@@ -19,6 +31,7 @@ public sealed class RamBlock
         GuestPhysicalAddress = guestPhysicalAddress;
         PageCount = (long)((length + (ulong)pageSize - 1) / (ulong)pageSize);
         _chunks = new long[]?[(PageCount + ChunkSize - 1) >> ChunkShift];
+        _zeroRuns = new long[_chunks.Length];
     }
 
     /// <summary>The block's idstr, e.g. "pc.ram".</summary>
@@ -59,7 +72,14 @@ public sealed class RamBlock
     public long GetEntry(long page)
     {
         long[]? chunk = _chunks[page >> ChunkShift];
-        return chunk is null ? 0 : chunk[page & (ChunkSize - 1)];
+        if (chunk is not null)
+        {
+            return chunk[page & (ChunkSize - 1)];
+        }
+
+        long run = _zeroRuns[page >> ChunkShift];
+        int k = (int)(page & (ChunkSize - 1));
+        return k < (run & 0x7F) ? ZeroEntry((run >> 7) + ((long)k * ZeroRecordSize), 0) : 0;
     }
 
     /// <summary>Records that a page's data is at <paramref name="streamOffset"/> (a later record replaces an earlier one).</summary>
@@ -74,9 +94,23 @@ public sealed class RamBlock
     /// <summary>Records that a page is filled with <paramref name="fill"/> by the record at <paramref name="recordOffset"/>.</summary>
     public void SetFill(long page, byte fill, long recordOffset)
     {
+        long c = page >> ChunkShift;
+        if (fill == 0 && _chunks[c] is null)
+        {
+            // Extend the chunk's run when this is its next page and its record follows the previous one.
+            long run = _zeroRuns[c];
+            int n = (int)(run & 0x7F);
+            if ((page & (ChunkSize - 1)) == n && (n == 0 || recordOffset == (run >> 7) + ((long)n * ZeroRecordSize)))
+            {
+                _zeroRuns[c] = n == 0 ? (recordOffset << 7) | 1 : run + 1;
+                ZeroPages++;
+                return;
+            }
+        }
+
         ref long e = ref Slot(page);
         Count(e, -1);
-        e = -(((recordOffset << 8) | fill) + 1);
+        e = ZeroEntry(recordOffset, fill);
         ZeroPages++;
     }
 
@@ -98,10 +132,25 @@ public sealed class RamBlock
         }
     }
 
+    private static long ZeroEntry(long recordOffset, byte fill) => -(((recordOffset << 8) | fill) + 1);
+
+    /// <summary>The page's entry in its chunk's table, which is made (from the chunk's run, if any) on first use.</summary>
     private ref long Slot(long page)
     {
-        ref long[]? chunk = ref _chunks[page >> ChunkShift];
-        chunk ??= new long[ChunkSize];
+        long c = page >> ChunkShift;
+        ref long[]? chunk = ref _chunks[c];
+        if (chunk is null)
+        {
+            chunk = new long[ChunkSize];
+            long run = _zeroRuns[c];
+            for (int k = 0; k < (int)(run & 0x7F); k++)
+            {
+                chunk[k] = ZeroEntry((run >> 7) + ((long)k * ZeroRecordSize), 0);
+            }
+
+            _zeroRuns[c] = 0;
+        }
+
         return ref chunk[page & (ChunkSize - 1)];
     }
 }
