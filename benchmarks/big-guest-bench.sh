@@ -2,7 +2,8 @@
 # Benchmark: the fixture's Linux guest with a big RAM (default 64 GiB; QEMU allocates only what the guest touches, so
 # it runs on a small host under TCG), saved once as a migration stream, then every read-only command and extract and
 # edit on it: wall time and peak RSS of each (goal: RSS <= 256 MiB whatever the guest's size, time following the data
-# in the stream), `cp` of the stream in the same run, and the core's size on disk (sparse).
+# in the stream), `cp` of the stream in the same run, and the core's size on disk (sparse). Every command runs with
+# --no-cache, so each one parses the stream (benchmarks/index-cache-bench.sh measures the index cache).
 #
 # Usage: benchmarks/big-guest-bench.sh
 # Environment:
@@ -58,16 +59,16 @@ measure() {
 
 measure "cp of the stream" cp "$stream" "$work/copy.mig"
 rm -f "$work/copy.mig"
-measure "vmstate info" "$vmstate" info "$stream"
-measure "vmstate ps" "$vmstate" ps "$stream"
+measure "vmstate info" "$vmstate" info "$stream" --no-cache
+measure "vmstate ps" "$vmstate" ps "$stream" --no-cache
 tasks=$(($(wc -l < "$work/out") - 1))
-measure "vmstate modules" "$vmstate" modules "$stream"
-measure "vmstate dmesg --tail 20" "$vmstate" dmesg "$stream" --tail 20
-measure "vmstate extract" "$vmstate" extract "$stream" -o "$work/x"
+measure "vmstate modules" "$vmstate" modules "$stream" --no-cache
+measure "vmstate dmesg --tail 20" "$vmstate" dmesg "$stream" --tail 20 --no-cache
+measure "vmstate extract" "$vmstate" extract "$stream" -o "$work/x" --no-cache
 core_len=$(stat -c %s "$work/x/core.elf")
 core_kib=$(du -k "$work/x/core.elf" | cut -f1)
 rm -rf "$work/x"
-measure "vmstate edit --set-reg" "$vmstate" edit "$stream" -o "$work/e.mig" --set-reg 0:rax=0x1234
+measure "vmstate edit --set-reg" "$vmstate" edit "$stream" -o "$work/e.mig" --set-reg 0:rax=0x1234 --no-cache
 rm -f "$work/e.mig"
 
 {

@@ -648,8 +648,8 @@ run() {
   shift 2
   $PY "$work/py/runner.py" "$work/$name.json" "$RUNS" "$evict" "$@" >&2
 }
-run ps-vmstate-stream - "$vmstate" ps "$snap" --timings
-run ps-vmstate-stream-cold "$snap" "$vmstate" ps "$snap" --timings
+run ps-vmstate-stream - "$vmstate" ps "$snap" --timings --no-cache
+run ps-vmstate-stream-cold "$snap" "$vmstate" ps "$snap" --timings --no-cache
 run ps-vmstate-phys - "$vmstate" ps "$phys" --timings
 if ((have_ref)); then
   run ps-ref - "$PY" "$work/py/ref_ps.py" "$REF_SCRIPT" "$phys"

@@ -11,7 +11,7 @@
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
-targets=(stream qcow2 elf detect btf kallsyms vmdesc gdb extract)
+targets=(stream qcow2 elf detect btf kallsyms vmdesc gdb extract indexcache)
 
 publish() {
   local out=$1

@@ -30,6 +30,7 @@ public static class Targets
         ["vmdesc"] = VmDesc,
         ["gdb"] = GdbClient,
         ["extract"] = Extract,
+        ["indexcache"] = IndexCacheRecord,
     };
 
     private static readonly byte[] GdbSnapshot = LoadGdbSnapshot();
@@ -210,6 +211,32 @@ public static class Targets
         var server = new GdbRemoteServer(m, TextWriter.Null, options);
         using var client = new ClientTraffic(data);
         server.ServeAsync(client, CancellationToken.None).GetAwaiter().GetResult();
+    }
+
+    /// <summary>
+    /// A RAM index cache record (the part of an entry after its identity fields, which a SHA-256 guards on disk)
+    /// decoded for the gdb target's stream and, when it decodes, replayed over that stream: a record that does not
+    /// fit must be rejected (<see cref="VmStateFormatException"/>) or found not to match
+    /// (<see cref="RamIndexMismatchException"/>, the loader then parses afresh); one that replays is read through.
+    /// </summary>
+    private static void IndexCacheRecord(byte[] data)
+    {
+        RamIndexRecord record = RamIndexRecord.Decode(data, GdbSnapshot.Length, ReaderLimits.Default);
+        MigrationStream stream;
+        try
+        {
+            stream = MigrationStreamReader.Read(new MemorySource(GdbSnapshot), ReaderLimits.Default, null, ownsSource: false, ram: null, record);
+        }
+        catch (RamIndexMismatchException)
+        {
+            return;
+        }
+
+        using (stream)
+        {
+            using MachineState m = MigrationMachineReader.FromStream(new MigrationStreamOrigin(MachineOriginKind.MigrationStream, "fuzz", "fuzz", stream));
+            Touch(m);
+        }
     }
 
     private static byte[] LoadGdbSnapshot()

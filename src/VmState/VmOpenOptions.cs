@@ -30,6 +30,13 @@ public sealed record VmOpenOptions
     public IReadOnlyList<string>? MainRam { get; init; }
 
     /// <summary>
+    /// Where to keep and reuse the RAM page index of large snapshot files (see <see cref="Snapshots.IndexCache"/>:
+    /// keyed by the file's identity and contents, never trusted once the file changed); null, the default, uses no
+    /// cache. <c>new IndexCache(IndexCache.DefaultDirectory!)</c> is the CLI's choice.
+    /// </summary>
+    public IndexCache? IndexCache { get; init; }
+
+    /// <summary>
     /// Sees every RAM page record while a migration stream (also inside a <c>virsh save</c> file or a qcow2 snapshot)
     /// is parsed (<see cref="SnapshotOpenOptions.RamObserver"/>); null for none.
     /// </summary>
@@ -53,6 +60,7 @@ public sealed record VmOpenOptions
         Progress = Progress,
         Limits = Limits ?? ReaderLimits.Default,
         MainRam = MainRam,
+        IndexCache = IndexCache,
         RamObserver = RamObserver,
     };
 }

@@ -179,6 +179,6 @@ internal static class CommonOptions
     /// The options for <see cref="OpenVm"/>: block-cached reads when <paramref name="cacheReads"/> (random access:
     /// page tables, kernel structures), plain positional reads for one pass over RAM (extract, info).
     /// </summary>
-    public static VmOpenOptions VmOptions(string? snapshot, bool raw, bool cacheReads, KernelLocatorOptions? kernel = null, string? mainRam = null) =>
-        new() { Snapshot = snapshot, AllowRaw = raw, CacheReads = cacheReads, Limits = ReaderLimits.Default, Kernel = kernel, MainRam = MainRamBlocks(mainRam) };
+    public static VmOpenOptions VmOptions(string? snapshot, bool raw, bool cacheReads, KernelLocatorOptions? kernel = null, string? mainRam = null, IndexCache? indexCache = null) =>
+        new() { Snapshot = snapshot, AllowRaw = raw, CacheReads = cacheReads, Limits = ReaderLimits.Default, Kernel = kernel, MainRam = MainRamBlocks(mainRam), IndexCache = indexCache };
 }

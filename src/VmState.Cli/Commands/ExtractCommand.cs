@@ -40,12 +40,13 @@ internal static class ExtractCommand
         command.Options.Add(json);
         command.Options.Add(raw);
         command.Options.Add(mainRam);
+        var indexCache = new IndexCacheOptions(command);
         command.SetAction((r, ct) => Task.FromResult(CommonOptions.Run(() =>
-            Run(r.GetValue(input), r.GetValue(qmp), r.GetValue(output)!, r.GetValue(xml), !r.GetValue(noScan), !r.GetValue(noKernelVaddr), r.GetValue(snapshot), r.GetValue(raw), r.GetValue(json), r.GetValue(mainRam), ct))));
+            Run(r.GetValue(input), r.GetValue(qmp), r.GetValue(output)!, r.GetValue(xml), !r.GetValue(noScan), !r.GetValue(noKernelVaddr), r.GetValue(snapshot), r.GetValue(raw), r.GetValue(json), r.GetValue(mainRam), indexCache.Get(r), ct))));
         return command;
     }
 
-    private static int Run(string? input, string? qmp, string outputDir, bool xml, bool scan, bool kernelVaddr, string? snapshot, bool raw, bool json, string? mainRam, CancellationToken ct)
+    private static int Run(string? input, string? qmp, string outputDir, bool xml, bool scan, bool kernelVaddr, string? snapshot, bool raw, bool json, string? mainRam, IndexCache? indexCache, CancellationToken ct)
     {
         var clock = Stopwatch.StartNew();
         IAnsiConsole err = TerminalText.CreateConsole(TerminalText.RawError, Console.IsErrorRedirected);
@@ -54,7 +55,7 @@ internal static class ExtractCommand
         // (one read of the input). A running VM is paused while its state is written, so core and registers agree; it
         // is resumed after.
         using MachineExport.Session export = MachineExport.Begin(outputDir, input, xml);
-        VmOpenOptions open = CommonOptions.VmOptions(snapshot, raw, cacheReads: false, mainRam: mainRam) with { RamObserver = input is null ? null : export.RamObserver };
+        VmOpenOptions open = CommonOptions.VmOptions(snapshot, raw, cacheReads: false, mainRam: mainRam, indexCache: indexCache) with { RamObserver = input is null ? null : export.RamObserver };
         using Vm vm = CommonOptions.OpenVm(input, qmp, open, pause: true);
         MachineState m = vm.Machine;
         double parseSeconds = clock.Elapsed.TotalSeconds;

@@ -47,6 +47,7 @@ internal static class GdbServerCommand
         command.Options.Add(phys);
         command.Options.Add(snapshot);
         command.Options.Add(mainRam);
+        var indexCache = new IndexCacheOptions(command);
         command.SetAction(async (r, ct) =>
         {
             try
@@ -68,7 +69,7 @@ internal static class GdbServerCommand
                 }
 
                 string path = r.GetValue(input)!;
-                using Vm vm = Vm.Open(path, CommonOptions.VmOptions(r.GetValue(snapshot), raw: false, cacheReads: true, mainRam: r.GetValue(mainRam)));
+                using Vm vm = Vm.Open(path, CommonOptions.VmOptions(r.GetValue(snapshot), raw: false, cacheReads: true, mainRam: r.GetValue(mainRam), indexCache: indexCache.Get(r)));
                 MachineState m = vm.Machine;
                 var options = new GdbServerOptions
                 {

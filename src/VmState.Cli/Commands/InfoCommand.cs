@@ -25,9 +25,10 @@ internal static class InfoCommand
         command.Options.Add(json);
         command.Options.Add(raw);
         command.Options.Add(mainRam);
+        var indexCache = new IndexCacheOptions(command);
         command.SetAction(r => CommonOptions.Run(() =>
         {
-            using Vm vm = CommonOptions.OpenVm(r.GetValue(input), r.GetValue(qmp), CommonOptions.VmOptions(r.GetValue(snapshot), r.GetValue(raw), cacheReads: false, mainRam: r.GetValue(mainRam)), pause: true);
+            using Vm vm = CommonOptions.OpenVm(r.GetValue(input), r.GetValue(qmp), CommonOptions.VmOptions(r.GetValue(snapshot), r.GetValue(raw), cacheReads: false, mainRam: r.GetValue(mainRam), indexCache: indexCache.Get(r)), pause: true);
             MachineState m = vm.Machine;
             if (r.GetValue(json))
             {

@@ -18,6 +18,7 @@ internal sealed class KernelInput
     private readonly Option<bool> _raw = CommonOptions.Raw();
     private readonly Option<string?> _mainRam = CommonOptions.MainRam();
     private readonly KernelOptions _kernel;
+    private readonly IndexCacheOptions _indexCache;
 
     /// <summary>
     /// Adds the input argument and options to <paramref name="command"/>. With <paramref name="trailing"/> (e.g.
@@ -48,14 +49,16 @@ internal sealed class KernelInput
         command.Options.Add(_raw);
         command.Options.Add(_mainRam);
         _kernel = new KernelOptions(command);
+        _indexCache = new IndexCacheOptions(command);
     }
 
     /// <summary>
     /// Opens the input through the library's <see cref="Vm"/> (the caller disposes it), with the kernel-location
-    /// options, so <see cref="Vm.Linux"/> locates the kernel as the options say.
+    /// options, so <see cref="Vm.Linux"/> locates the kernel as the options say; <paramref name="cacheReport"/>
+    /// receives the index cache's diagnostics.
     /// </summary>
-    public Vm Open(ParseResult r) =>
-        CommonOptions.OpenVm(Input(r), r.GetValue(_qmp), CommonOptions.VmOptions(r.GetValue(_snapshot), r.GetValue(_raw), cacheReads: true, _kernel.Get(r), r.GetValue(_mainRam)), r.GetValue(_pause));
+    public Vm Open(ParseResult r, Action<string>? cacheReport = null) =>
+        CommonOptions.OpenVm(Input(r), r.GetValue(_qmp), CommonOptions.VmOptions(r.GetValue(_snapshot), r.GetValue(_raw), cacheReads: true, _kernel.Get(r), r.GetValue(_mainRam), _indexCache.Get(r, cacheReport)), r.GetValue(_pause));
 
     /// <summary>True when the input is a running VM (--qmp).</summary>
     public bool IsLive(ParseResult r) => r.GetValue(_qmp) is not null;

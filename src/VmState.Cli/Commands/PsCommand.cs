@@ -35,7 +35,7 @@ internal static class PsCommand
                 clock.Restart();
             }
 
-            using Vm vm = input.Open(r);
+            using Vm vm = input.Open(r, line => report.Append(CultureInfo.InvariantCulture, $"index cache: {line}\n"));
             Phase("open snapshot");
             LinuxKernel kernel = vm.Linux.Kernel;
             Phase($"locate kernel + kallsyms ({kernel.Method})");

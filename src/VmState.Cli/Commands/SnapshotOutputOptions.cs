@@ -17,6 +17,7 @@ internal sealed class SnapshotOutputOptions
     private readonly Option<string> _output = new("--output", "-o") { Description = "the new snapshot (a migration stream)", Required = true };
     private readonly Option<string?> _tag = new("--tag") { Description = "name of the snapshot added to a qcow2 output (default: <base>-edited)" };
     private readonly Option<bool> _inPlace = new("--in-place") { Description = "add the snapshot to the input qcow2 image itself (give it as -o too)" };
+    private readonly IndexCacheOptions _indexCache;
 
     /// <summary>Adds the argument and options to <paramref name="command"/>.</summary>
     public SnapshotOutputOptions(Command command)
@@ -27,6 +28,7 @@ internal sealed class SnapshotOutputOptions
         command.Options.Add(_inPlace);
         command.Options.Add(_snapshot);
         command.Options.Add(_mainRam);
+        _indexCache = new IndexCacheOptions(command);
     }
 
     /// <summary>The -o path.</summary>
@@ -34,7 +36,7 @@ internal sealed class SnapshotOutputOptions
 
     /// <summary>Opens the input (plain positional reads: the output copies the whole stream), locating its kernel with <paramref name="kernel"/>.</summary>
     public Vm Open(ParseResult r, KernelLocatorOptions? kernel = null) =>
-        Vm.Open(r.GetValue(_input)!, CommonOptions.VmOptions(r.GetValue(_snapshot), raw: false, cacheReads: false, kernel, r.GetValue(_mainRam)));
+        Vm.Open(r.GetValue(_input)!, CommonOptions.VmOptions(r.GetValue(_snapshot), raw: false, cacheReads: false, kernel, r.GetValue(_mainRam), _indexCache.Get(r)));
 
     /// <summary>Where the new snapshot goes, checked against the input and <paramref name="edited"/> (the other inputs).</summary>
     public SnapshotWriter.Target Target(ParseResult r, string[]? edited = null) =>

@@ -75,11 +75,6 @@ internal sealed class StreamedRamWriter : IRamStreamObserver, IDisposable
     /// <inheritdoc />
     public void Fill(int block, ulong offset, byte value, bool replaces)
     {
-        if (value == 0 && !replaces)
-        {
-            return;
-        }
-
         _pieces.Add((_bases[block] + (long)offset, FillPage(value)));
         PagesWritten++;
     }

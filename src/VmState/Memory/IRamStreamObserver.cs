@@ -23,8 +23,8 @@ public interface IRamStreamObserver
 
     /// <summary>
     /// The page at <paramref name="offset"/> of block <paramref name="block"/> is all <paramref name="value"/>;
-    /// <paramref name="replaces"/> is true when an earlier record gave the page other content (a page with no record
-    /// is zero already).
+    /// <paramref name="replaces"/> is true when an earlier record gave the page other content. Not called for a zero
+    /// record of a page that reads as zero already (never sent, or zero before).
     /// </summary>
     void Fill(int block, ulong offset, byte value, bool replaces);
 

@@ -1,4 +1,5 @@
 using System.Buffers.Binary;
+using VmState.Formats;
 using VmState.Formats.Elf;
 using VmState.Formats.Migration;
 using VmState.Formats.Qcow2;
@@ -33,7 +34,10 @@ public static class SnapshotLoader
         IRandomAccessSource file = options.CacheReads ? new CachedFileSource(path) : new FileSource(path);
         try
         {
-            return OpenSource(file, path, options);
+            IndexCacheFileKey? key = options.IndexCache is not null && file.Length >= options.IndexCache.MinimumStreamBytes
+                ? IndexCacheFileKey.Of(path, file)
+                : null;
+            return OpenSource(file, path, options, key);
         }
         catch
         {
@@ -43,21 +47,24 @@ public static class SnapshotLoader
     }
 
     /// <summary>Opens an already opened source (it is owned by the returned state).</summary>
-    public static MachineState OpenSource(IRandomAccessSource file, string path, SnapshotOpenOptions options)
+    public static MachineState OpenSource(IRandomAccessSource file, string path, SnapshotOpenOptions options) =>
+        OpenSource(file, path, options, key: null);
+
+    private static MachineState OpenSource(IRandomAccessSource file, string path, SnapshotOpenOptions options, IndexCacheFileKey? key)
     {
         ArgumentNullException.ThrowIfNull(options);
         switch (Recognize(file, path, options.AllowRaw))
         {
             case MachineOriginKind.MigrationStream:
-                return MigrationMachineReader.Read(file, path, options.Limits, options.Progress, options.MainRam, options.RamObserver);
+                return ReadStream(file, stream => new MigrationStreamOrigin(MachineOriginKind.MigrationStream, path, "migration stream", stream), path, options, key, "stream");
             case MachineOriginKind.VirshSave:
-                return OpenLibvirtSave(file, path, options);
+                return OpenLibvirtSave(file, path, options, key);
             case MachineOriginKind.Qcow2Snapshot:
                 Qcow2Image image = Qcow2Image.Open(file, ownsSource: true);
                 Qcow2Snapshot snapshot = PickSnapshot(image, options.Snapshot, path);
                 IRandomAccessSource vmstate = image.OpenVmState(snapshot);
                 var owner = new WindowSource(vmstate, 0, vmstate.Length, ownsInner: true);
-                return MigrationMachineReader.Read(new OwningSource(owner, image), stream => new Qcow2SnapshotOrigin(path, stream, snapshot.Id, snapshot.Name), options.Limits, options.Progress, options.MainRam, options.RamObserver);
+                return ReadStream(new OwningSource(owner, image), stream => new Qcow2SnapshotOrigin(path, stream, snapshot.Id, snapshot.Name), path, options, key, $"qcow2 snapshot {snapshot.Id} {snapshot.Name}");
             case MachineOriginKind.ElfCore:
                 return ElfCoreReader.Read(file, path, options.Limits);
             default:
@@ -129,7 +136,55 @@ public static class SnapshotLoader
             $"{path} has no snapshot with id or name \"{idOrName}\"; it has: {string.Join(", ", image.Snapshots.Select(s => $"{s.Id} \"{s.Name}\""))}");
     }
 
-    private static MachineState OpenLibvirtSave(IRandomAccessSource file, string path, SnapshotOpenOptions options)
+    /// <summary>
+    /// Parses the stream in <paramref name="source"/> (owned by the result), through the index cache when
+    /// <paramref name="key"/> is set: a cached RAM index that fits is replayed, else the stream is parsed afresh and
+    /// its index stored (when the file did not change during the parse). <paramref name="streamKey"/> says which
+    /// stream of the file it is.
+    /// </summary>
+    private static MachineState ReadStream(IRandomAccessSource source, Func<MigrationStream, MigrationStreamOrigin> origin, string path, SnapshotOpenOptions options, IndexCacheFileKey? key, string streamKey)
+    {
+        IndexCache? cache = options.IndexCache;
+        if (cache is null || key is not { } k || source.Length < cache.MinimumStreamBytes)
+        {
+            return MigrationMachineReader.Read(source, origin, options.Limits, options.Progress, options.MainRam, options.RamObserver);
+        }
+
+        // A RAM observer (extract's single pass) must see every page record, so a cached index, which skips them,
+        // is not used then; the fresh parse still leaves an entry for later commands.
+        ReaderLimits limits = options.Limits ?? ReaderLimits.Default;
+        string why = "not used: this job reads every page record while the stream is parsed";
+        RamIndexRecord? cached = options.RamObserver is null ? IndexCacheEntry.TryLoad(cache, k, streamKey, source.Length, limits, out why) : null;
+        if (cached is not null)
+        {
+            try
+            {
+                MachineState hit = MigrationMachineReader.Read(source, origin, options.Limits, options.Progress, options.MainRam, ram: null, cached);
+                cache.Report?.Invoke("hit");
+                return hit;
+            }
+            catch (RamIndexMismatchException e)
+            {
+                why = e.Message;
+            }
+        }
+
+        MachineState state = MigrationMachineReader.Read(source, origin, options.Limits, options.Progress, options.MainRam, options.RamObserver);
+        if (state.Origin is MigrationStreamOrigin { Stream: { } stream } && k.StillDescribes(path))
+        {
+            IndexCacheEntry.TryStore(cache, k, streamKey, stream, out string written);
+            why += "; " + written;
+        }
+        else
+        {
+            why += "; not written: the file changed while it was read";
+        }
+
+        cache.Report?.Invoke(why);
+        return state;
+    }
+
+    private static MachineState OpenLibvirtSave(IRandomAccessSource file, string path, SnapshotOpenOptions options, IndexCacheFileKey? key)
     {
         // libvirt src/qemu/qemu_saveimage.h virQEMUSaveHeader: magic[16], then u32 version, data_len, was_running,
         // compressed, cookieOffset, unused[14], in host (little-endian) order; the domain XML follows, then the stream.
@@ -161,7 +216,7 @@ public static class SnapshotLoader
         }
 
         var window = new WindowSource(file, start, file.Length - start, ownsInner: true);
-        return MigrationMachineReader.Read(window, stream => new MigrationStreamOrigin(MachineOriginKind.VirshSave, path, "virsh save file", stream), options.Limits, options.Progress, options.MainRam, options.RamObserver);
+        return ReadStream(window, stream => new MigrationStreamOrigin(MachineOriginKind.VirshSave, path, "virsh save file", stream), path, options, key, $"virsh save stream at {start}");
     }
 
     /// <summary>A source that also disposes another object (the qcow2 image behind a vmstate window).</summary>

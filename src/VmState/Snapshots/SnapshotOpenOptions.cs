@@ -32,6 +32,13 @@ public sealed record SnapshotOpenOptions
     public IReadOnlyList<string>? MainRam { get; init; }
 
     /// <summary>
+    /// Keep the RAM page index of large migration streams (also inside virsh save files and qcow2 snapshots) in this
+    /// cache and reuse it while the file is unchanged, so opening it again does not read every page record; null
+    /// (the default) neither reads nor writes a cache. See <see cref="Snapshots.IndexCache"/>.
+    /// </summary>
+    public IndexCache? IndexCache { get; init; }
+
+    /// <summary>
     /// For inputs that hold a migration stream: sees every RAM page record while the stream is parsed, so a job that
     /// uses all of RAM (extract) reads the input once. Null for none.
     /// </summary>

@@ -8,6 +8,8 @@ namespace VmState.Integration.Harness;
 /// </summary>
 public static class VmStateCli
 {
+    private static readonly string s_indexCache = IndexCacheDirectory();
+
     public static (int ExitCode, string Stdout, string Stderr) Run(IEnumerable<string> args, IReadOnlyDictionary<string, string>? environment = null)
     {
         string? exe = Environment.GetEnvironmentVariable("VMSTATE_CLI_EXE");
@@ -24,6 +26,23 @@ public static class VmStateCli
         return Start(psi, args, environment);
     }
 
+    /// <summary>This test process's index cache directory (removed when the process exits).</summary>
+    private static string IndexCacheDirectory()
+    {
+        string dir = Path.Combine(Path.GetTempPath(), $"vmstate-test-index-{Environment.ProcessId}");
+        AppDomain.CurrentDomain.ProcessExit += (_, _) =>
+        {
+            try
+            {
+                Directory.Delete(dir, recursive: true);
+            }
+            catch (DirectoryNotFoundException)
+            {
+            }
+        };
+        return dir;
+    }
+
     private static (int ExitCode, string Stdout, string Stderr) Start(ProcessStartInfo psi, IEnumerable<string> args, IReadOnlyDictionary<string, string>? environment)
     {
         psi.RedirectStandardOutput = true;
@@ -33,6 +52,9 @@ public static class VmStateCli
             psi.ArgumentList.Add(a);
         }
 
+        // Every run gets this test process's own index cache directory unless the test names one, so the suite never
+        // reads or writes the user's cache (the CLI keeps one by default).
+        psi.Environment["VMSTATE_INDEX_CACHE"] = s_indexCache;
         foreach ((string k, string v) in environment ?? new Dictionary<string, string>())
         {
             psi.Environment[k] = v;

@@ -19,12 +19,20 @@ public static class MigrationMachineReader
     /// Parses the stream in <paramref name="source"/> and builds the machine state with the origin
     /// <paramref name="origin"/> makes of the parsed stream (a stream inside a <c>virsh save</c> file or a qcow2
     /// snapshot); the state owns the source. <paramref name="ram"/>, when given, sees every RAM page record as the
-    /// parse meets it (<see cref="MigrationStreamReader.Read"/>).
+    /// parse meets it (<see cref="MigrationStreamReader.Read(IRandomAccessSource, ReaderLimits?, IProgress{double}?, bool, IRamStreamObserver?)"/>).
     /// </summary>
-    public static MachineState Read(IRandomAccessSource source, Func<MigrationStream, MigrationStreamOrigin> origin, ReaderLimits? limits = null, IProgress<double>? progress = null, IReadOnlyList<string>? mainRam = null, IRamStreamObserver? ram = null)
+    public static MachineState Read(IRandomAccessSource source, Func<MigrationStream, MigrationStreamOrigin> origin, ReaderLimits? limits = null, IProgress<double>? progress = null, IReadOnlyList<string>? mainRam = null, IRamStreamObserver? ram = null) =>
+        Read(source, origin, limits, progress, mainRam, ram, ramIndex: null);
+
+    /// <summary>
+    /// <see cref="Read(IRandomAccessSource, Func{MigrationStream, MigrationStreamOrigin}, ReaderLimits?, IProgress{double}?, IReadOnlyList{string}?, IRamStreamObserver?)"/>
+    /// with a cached RAM index of the same stream (null parses every page record).
+    /// </summary>
+    /// <exception cref="RamIndexMismatchException">The index does not fit the stream; the source was not disposed.</exception>
+    internal static MachineState Read(IRandomAccessSource source, Func<MigrationStream, MigrationStreamOrigin> origin, ReaderLimits? limits, IProgress<double>? progress, IReadOnlyList<string>? mainRam, IRamStreamObserver? ram, RamIndexRecord? ramIndex)
     {
         ArgumentNullException.ThrowIfNull(origin);
-        MigrationStream stream = MigrationStreamReader.Read(source, limits, progress, ownsSource: true, ram);
+        MigrationStream stream = MigrationStreamReader.Read(source, limits, progress, ownsSource: true, ram, ramIndex);
         try
         {
             return FromStream(origin(stream), mainRam);

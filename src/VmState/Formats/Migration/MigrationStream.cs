@@ -54,6 +54,15 @@ public sealed class MigrationStream : IDisposable
     /// </summary>
     public long LastRamEosOffset { get; init; } = -1;
 
+    /// <summary>
+    /// True when the RAM page index came from a cached index of an earlier parse of the same file (see
+    /// <see cref="Snapshots.IndexCache"/>) instead of reading every page record.
+    /// </summary>
+    public bool RamIndexFromCache { get; init; }
+
+    /// <summary>Where each RAM chunk of the stream is (what a cached index needs to skip them).</summary>
+    internal IReadOnlyList<RamChunkSpan> RamChunks { get; init; } = [];
+
     /// <summary>Target page size.</summary>
     public int PageSize { get; }
 

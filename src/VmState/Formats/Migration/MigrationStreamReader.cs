@@ -1,4 +1,5 @@
 using System.Buffers.Binary;
+using System.Numerics;
 using VmState.IO;
 using VmState.Memory;
 using VmState.Machine;
@@ -58,7 +59,41 @@ public static class MigrationStreamReader
     /// Parses the stream in <paramref name="source"/>; <paramref name="ram"/>, when given, sees every RAM page record
     /// as the parse meets it (one pass over the stream for jobs that use all of RAM, such as extract).
     /// </summary>
-    public static MigrationStream Read(IRandomAccessSource source, ReaderLimits? limits = null, IProgress<double>? progress = null, bool ownsSource = false, IRamStreamObserver? ram = null)
+    public static MigrationStream Read(IRandomAccessSource source, ReaderLimits? limits = null, IProgress<double>? progress = null, bool ownsSource = false, IRamStreamObserver? ram = null) =>
+        Read(source, limits, progress, ownsSource, ram, ramIndex: null);
+
+    /// <summary>
+    /// Parses the stream in <paramref name="source"/>; with <paramref name="ramIndex"/> (a RAM index made by an
+    /// earlier parse of the same bytes) each RAM chunk is skipped and its pages come from the index, so
+    /// <paramref name="ram"/> must then be null (it would see no page).
+    /// </summary>
+    /// <exception cref="RamIndexMismatchException">
+    /// The index does not fit the stream, or the stream does not parse with it (a jump to where the index says a
+    /// chunk ends landed elsewhere than a section); nothing was disposed, parse again without it.
+    /// </exception>
+    internal static MigrationStream Read(IRandomAccessSource source, ReaderLimits? limits, IProgress<double>? progress, bool ownsSource, IRamStreamObserver? ram, RamIndexRecord? ramIndex)
+    {
+        if (ramIndex is null)
+        {
+            return Parse(source, limits, progress, ownsSource, ram, null);
+        }
+
+        if (ram is not null)
+        {
+            throw new ArgumentException("a replayed RAM index skips the page records a RAM observer would see", nameof(ram));
+        }
+
+        try
+        {
+            return Parse(source, limits, progress, ownsSource, null, ramIndex);
+        }
+        catch (VmStateFormatException e)
+        {
+            throw new RamIndexMismatchException(e.Offset, $"the stream does not parse with the index: {e.Message}");
+        }
+    }
+
+    private static MigrationStream Parse(IRandomAccessSource source, ReaderLimits? limits, IProgress<double>? progress, bool ownsSource, IRamStreamObserver? ram, RamIndexRecord? ramIndex)
     {
         limits ??= ReaderLimits.Default;
         var cursor = new SourceCursor(source);
@@ -90,7 +125,7 @@ public static class MigrationStreamReader
         // Device data ends at the EOF byte just before the description (QEMU 7.2 savevm.c writes the sections,
         // then QEMU_VM_EOF, then QEMU_VM_VMDESCRIPTION), so no field the description claims can reach past it.
         var budget = new DeviceDecodeBudget(limits, vmdescOffset >= 0 ? vmdescOffset - 1 : source.Length);
-        var state = new ParseState(source, limits, description, description?.PageSize ?? 4096, budget) { Observer = ram };
+        var state = new ParseState(source, limits, description, description?.PageSize ?? 4096, budget) { Observer = ram, Replay = ramIndex };
         int sections = 0;
         bool sawEof = false;
         while (!sawEof)
@@ -132,6 +167,10 @@ public static class MigrationStreamReader
         }
 
         CheckEndMatchesDescription(cursor.Position - 1, cursor.Position, source.Length, state, vmdescOffset);
+        if (ramIndex is not null && state.RamChunks.Count != ramIndex.Chunks.Count)
+        {
+            throw new RamIndexMismatchException(cursor.Position, $"the stream has {state.RamChunks.Count} RAM chunks, the index {ramIndex.Chunks.Count}");
+        }
 
         if (state.RamSectionId is not null && !state.RamEnded)
         {
@@ -144,6 +183,8 @@ public static class MigrationStreamReader
             vmdescOffset, warnings, state.PageSize, ownsSource)
         {
             LastRamEosOffset = state.LastRamEosOffset,
+            RamChunks = state.RamChunks,
+            RamIndexFromCache = ramIndex is not null,
         };
     }
 
@@ -323,7 +364,7 @@ public static class MigrationStreamReader
             }
 
             state.RamSectionId = sectionId;
-            ReadRamChunk(cursor, state, first: true);
+            ReadOrReplayRamChunk(cursor, state, first: true);
             if (type == SectionFull)
             {
                 state.RamEnded = true;
@@ -370,7 +411,7 @@ public static class MigrationStreamReader
             throw new VmStateFormatException(sectionStart, kind, $"section id {sectionId} does not belong to a started iterable section (ram is {state.RamSectionId?.ToString(System.Globalization.CultureInfo.InvariantCulture) ?? "not started"})");
         }
 
-        ReadRamChunk(cursor, state, first: false);
+        ReadOrReplayRamChunk(cursor, state, first: false);
         if (type == SectionEnd)
         {
             state.RamEnded = true;
@@ -418,6 +459,54 @@ public static class MigrationStreamReader
         {
             throw new VmStateFormatException(start, "section footer", $"footer names section {id} but the section is {sectionId}");
         }
+    }
+
+    /// <summary>
+    /// Reads a RAM chunk, or with a cached index jumps over it (the chunk must start where the index says; its
+    /// pages, the block list and the last block named come from the index), and records where it was.
+    /// </summary>
+    private static void ReadOrReplayRamChunk(SourceCursor cursor, ParseState state, bool first)
+    {
+        long start = cursor.Position;
+        if (state.Replay is { } replay)
+        {
+            int n = state.RamChunks.Count;
+            if (n >= replay.Chunks.Count || replay.Chunks[n].Start != start || replay.PageSize != state.PageSize)
+            {
+                throw new RamIndexMismatchException(start, $"RAM chunk {n} starts here with page size {state.PageSize}, not where the index has it");
+            }
+
+            if (n == 0)
+            {
+                if (replay.Blocks.Count > state.Limits.MaxRamBlocks)
+                {
+                    throw new RamIndexMismatchException(start, "more RAM blocks than the limits allow: parse afresh to report it");
+                }
+
+                ulong total = 0;
+                foreach (RamBlock b in replay.Blocks)
+                {
+                    total += b.Length;
+                    state.Blocks.Add(b);
+                    state.BlocksByName[b.Name] = b;
+                }
+
+                if (total > state.Limits.MaxGuestRam)
+                {
+                    throw new RamIndexMismatchException(start, "more RAM than the limits allow: parse afresh to report it");
+                }
+            }
+
+            RamChunkSpan span = replay.Chunks[n];
+            cursor.Position = span.End;
+            state.LastBlock = span.LastBlock < 0 ? null : replay.Blocks[span.LastBlock];
+            state.LastRamEosOffset = span.End - 8;
+            state.RamChunks.Add(span);
+            return;
+        }
+
+        ReadRamChunk(cursor, state, first);
+        state.RamChunks.Add(new RamChunkSpan(start, cursor.Position, state.LastBlock is null ? -1 : state.Blocks.IndexOf(state.LastBlock)));
     }
 
     private static void ReadRamChunk(SourceCursor cursor, ParseState state, bool first)
@@ -498,7 +587,7 @@ public static class MigrationStreamReader
                 throw new VmStateFormatException(recordStart, S, $"page offset 0x{offset:x} is past the end of block \"{current.Name}\" (0x{current.Length:x} bytes)");
             }
 
-            long page = (long)(offset / (ulong)state.PageSize);
+            long page = state.PageOf(offset);
             if (kind == RamZero)
             {
                 SetFill(state, current, offset, cursor.ReadU8(S), recordStart);
@@ -550,16 +639,21 @@ public static class MigrationStreamReader
     /// <summary>Records a zero-page record, and tells the observer whether it replaces other content.</summary>
     private static void SetFill(ParseState state, RamBlock block, ulong offset, byte fill, long recordStart)
     {
-        long page = (long)(offset / (ulong)state.PageSize);
+        long page = state.PageOf(offset);
         if (state.Observer is null)
         {
             block.SetFill(page, fill, recordStart);
             return;
         }
 
+        // The observer hears of content changes only: a zero record for a page that reads as zero already is none.
         long before = block.GetEntry(page);
         block.SetFill(page, fill, recordStart);
-        state.Observer.Fill(block.ListIndex, offset, fill, before > 0 || (before < 0 && RamBlock.FillOf(before) != fill));
+        bool replaces = before > 0 || (before < 0 && RamBlock.FillOf(before) != fill);
+        if (fill != 0 || replaces)
+        {
+            state.Observer.Fill(block.ListIndex, offset, fill, replaces);
+        }
     }
 
     private static void ReadBlockList(SourceCursor cursor, ParseState state, ulong total, bool ignoreShared, long recordStart)
@@ -614,6 +708,9 @@ public static class MigrationStreamReader
 
     private sealed class ParseState(IRandomAccessSource source, ReaderLimits limits, VmDescription? description, int pageSize, DeviceDecodeBudget budget)
     {
+        private int _pageSize = pageSize;
+        private int _pageShift = BitOperations.IsPow2(pageSize) ? BitOperations.Log2((uint)pageSize) : -1;
+
         public DeviceDecodeBudget Budget { get; } = budget;
 
         public IRandomAccessSource Source { get; } = source;
@@ -622,7 +719,18 @@ public static class MigrationStreamReader
 
         public VmDescription? Description { get; } = description;
 
-        public int PageSize { get; set; } = pageSize;
+        public int PageSize
+        {
+            get => _pageSize;
+            set
+            {
+                _pageSize = value;
+                _pageShift = BitOperations.IsPow2(value) ? BitOperations.Log2((uint)value) : -1;
+            }
+        }
+
+        /// <summary>The page index of a block offset (a shift for the power-of-two sizes QEMU uses).</summary>
+        public long PageOf(ulong offset) => _pageShift >= 0 ? (long)(offset >> _pageShift) : (long)(offset / (ulong)_pageSize);
 
         public string? MachineType { get; set; }
 
@@ -645,6 +753,10 @@ public static class MigrationStreamReader
         public RamBlock? LastBlock { get; set; }
 
         public long LastRamEosOffset { get; set; } = -1;
+
+        public RamIndexRecord? Replay { get; init; }
+
+        public List<RamChunkSpan> RamChunks { get; } = [];
 
         public IRamStreamObserver? Observer { get; init; }
 
