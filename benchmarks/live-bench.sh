@@ -2,7 +2,9 @@
 # Benchmark: reading a running guest's memory through each path, same guest, same run: vmstate's shared-memory
 # and process-memory paths against QMP/HMP xp, QMP pmemsave and QEMU's gdbstub (8-byte random reads and bulk).
 # Goals (issue): shared memory <= 100 ns per 8-byte read through the public API and >= 10 GB/s bulk;
-# process memory <= 2 us per read.
+# process memory <= 2 us per read. Then bulk reads beside memcpy, the page hash of all RAM (1 core, all cores)
+# beside a plain buffer and xxhsum (Debian package xxhash, if installed), and the pattern search beside grep -c
+# over a pmemsave dump of the same RAM.
 # Usage: benchmarks/live-bench.sh
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"

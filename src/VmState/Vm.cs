@@ -84,6 +84,8 @@ public sealed class Vm : IDisposable, IAsyncDisposable
     /// <item><term><see cref="IPhysicalMemory"/></term><description>guest-physical memory: always.</description></item>
     /// <item><term><see cref="ISparseMemory"/></term><description>memory that knows its all-zero pages without reading
     /// them: a migration stream's (also in a <c>virsh save</c> file or a qcow2 snapshot).</description></item>
+    /// <item><term><see cref="ISpanMemory"/></term><description>memory lent in place without a copy: a running guest's
+    /// RAM on a shared memory backend (<see cref="PhysicalMemoryScan"/> scans and hashes it where it lies).</description></item>
     /// <item><term><see cref="IWritableMemory"/></term><description>memory that can be written: a running guest's when
     /// its RAM is reached through shared mappings or QEMU's process memory (not through the read-only QMP or gdbstub
     /// fallbacks). A snapshot file is opened read-only; edit it with <c>VmState.Editing.SnapshotEditor</c>.</description></item>
@@ -112,6 +114,7 @@ public sealed class Vm : IDisposable, IAsyncDisposable
         {
             Type t when t == typeof(IPhysicalMemory) => machine.Memory,
             Type t when t == typeof(ISparseMemory) => machine.Memory as ISparseMemory,
+            Type t when t == typeof(ISpanMemory) => machine.Memory is LiveMemory { SharedBytes: 0 } ? null : machine.Memory as ISpanMemory,
             Type t when t == typeof(IWritableMemory) => _writableMemory,
             Type t when t == typeof(IVcpuRegisters) => machine.Cpus.Count > 0 ? machine : null,
             Type t when t == typeof(IDeviceStates) => machine.Devices.Count > 0 ? machine : null,

@@ -8,7 +8,7 @@ namespace VmState.Live;
 /// (memory-backend-file/memfd with share=on) is mapped into this process and read or written with plain memory
 /// copies (or borrowed as a span, no copy at all); everything else goes through QEMU's process memory.
 /// </summary>
-public sealed unsafe class LiveMemory : IPhysicalMemory, IDisposable
+public sealed unsafe class LiveMemory : IPhysicalMemory, ISpanMemory, IDisposable
 {
     private readonly QemuProcessMemory _process;
     private readonly IPhysicalMemory? _fallback;

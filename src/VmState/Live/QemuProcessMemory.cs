@@ -43,39 +43,106 @@ public sealed unsafe class QemuProcessMemory : IPhysicalMemory
         }
     }
 
-    private int Transfer(ulong address, Span<byte> buffer, bool write)
+    /// <summary>The most iovecs one process_vm_readv/writev call takes (the kernel's UIO_MAXIOV, IOV_MAX).</summary>
+    public const int MaxIoVecs = 1024;
+
+    /// <summary>
+    /// Reads <paramref name="itemSize"/> bytes at each of <paramref name="addresses"/> into consecutive slots of
+    /// <paramref name="destination"/> (slot i at i × itemSize), batching up to <see cref="MaxIoVecs"/> items per
+    /// process_vm_readv call: many scattered pages (a capture's dirty pages) in a few system calls, no allocation.
+    /// Each item must lie inside one RAM range. Returns how many items were read whole, in order (stops at the
+    /// first that is not backed or not readable).
+    /// </summary>
+    [System.Runtime.CompilerServices.SkipLocalsInit]
+    public int ReadMany(ReadOnlySpan<ulong> addresses, int itemSize, Span<byte> destination)
     {
-        int done = 0;
-        foreach (RangePiece piece in _ranges.Pieces(address, buffer.Length))
+        ArgumentOutOfRangeException.ThrowIfNegativeOrZero(itemSize);
+        if ((long)addresses.Length * itemSize > destination.Length)
         {
-            int ri = piece.RangeIndex;
-            ulong a = piece.Address;
-            int n = piece.Length;
-            fixed (byte* p = buffer.Slice(piece.Offset, n))
+            throw new ArgumentException("the destination is shorter than the items", nameof(destination));
+        }
+
+        NativeMethods.IoVec* remote = stackalloc NativeMethods.IoVec[MaxIoVecs];
+        int done = 0;
+        fixed (byte* d = destination)
+        {
+            while (done < addresses.Length)
             {
-                var local = new NativeMethods.IoVec { Base = p, Length = (nuint)n };
-                var remote = new NativeMethods.IoVec { Base = (void*)(_hostAddresses[ri] + (a - _ranges[ri].Start)), Length = (nuint)n };
-                nint r = write
-                    ? NativeMethods.process_vm_writev(_pid, &local, 1, &remote, 1, 0)
-                    : NativeMethods.process_vm_readv(_pid, &local, 1, &remote, 1, 0);
-                if (r < 0)
+                int usable = 0;
+                while (usable < MaxIoVecs && done + usable < addresses.Length)
                 {
-                    int errno = Marshal.GetLastPInvokeError();
-                    if (errno == 3)
+                    ulong a = addresses[done + usable];
+                    int ri = _ranges.FindRange(a);
+                    if (ri < 0 || a + (ulong)itemSize > _ranges[ri].End)
                     {
-                        // ESRCH: the QEMU process exited; the VM is gone, which is not an I/O failure of this host.
-                        throw new LiveVmGoneException(_pid, $"QEMU process {_pid} is gone (ESRCH)");
+                        break;
                     }
 
-                    throw new IOException(errno switch
-                    {
-                        1 => $"no permission to {(write ? "write" : "read")} QEMU process {_pid}'s memory (EPERM): run as root or as QEMU's user with ptrace allowed (kernel.yama.ptrace_scope)",
-                        _ => $"process_vm_{(write ? "writev" : "readv")} on QEMU process {_pid} failed with errno {errno}",
-                    });
+                    remote[usable++] = new NativeMethods.IoVec { Base = (void*)(_hostAddresses[ri] + (a - _ranges[ri].Start)), Length = (nuint)itemSize };
                 }
 
-                done = piece.Offset + (int)r;
-                if (r < n)
+                if (usable == 0)
+                {
+                    return done;
+                }
+
+                var local = new NativeMethods.IoVec { Base = d + ((long)done * itemSize), Length = (nuint)((long)usable * itemSize) };
+                nint r = NativeMethods.process_vm_readv(_pid, &local, 1, remote, (nuint)usable, 0);
+                if (r < 0)
+                {
+                    throw Failure(write: false);
+                }
+
+                done += (int)(r / itemSize);
+                if (r < (long)usable * itemSize || (usable < MaxIoVecs && done < addresses.Length))
+                {
+                    // A short read, or the batch ended at an item that is not backed.
+                    return done;
+                }
+            }
+        }
+
+        return done;
+    }
+
+    [System.Runtime.CompilerServices.SkipLocalsInit]
+    private int Transfer(ulong address, Span<byte> buffer, bool write)
+    {
+        // One system call for the whole access: one remote iovec per range it touches (almost always one), batched
+        // by MaxIoVecs; the kernel walks large iovecs itself, so a multi-GiB read is a handful of calls.
+        const int Batch = 16;
+        NativeMethods.IoVec* remote = stackalloc NativeMethods.IoVec[Batch];
+        int done = 0;
+        fixed (byte* p = buffer)
+        {
+            RangePieces pieces = _ranges.Pieces(address, buffer.Length);
+            bool more = pieces.MoveNext();
+            while (more)
+            {
+                int count = 0;
+                int start = pieces.Current.Offset;
+                int length = 0;
+                do
+                {
+                    RangePiece piece = pieces.Current;
+                    int ri = piece.RangeIndex;
+                    remote[count++] = new NativeMethods.IoVec { Base = (void*)(_hostAddresses[ri] + (piece.Address - _ranges[ri].Start)), Length = (nuint)piece.Length };
+                    length += piece.Length;
+                    more = pieces.MoveNext();
+                }
+                while (more && count < Batch);
+
+                var local = new NativeMethods.IoVec { Base = p + start, Length = (nuint)length };
+                nint r = write
+                    ? NativeMethods.process_vm_writev(_pid, &local, 1, remote, (nuint)count, 0)
+                    : NativeMethods.process_vm_readv(_pid, &local, 1, remote, (nuint)count, 0);
+                if (r < 0)
+                {
+                    throw Failure(write);
+                }
+
+                done = start + (int)r;
+                if (r < length)
                 {
                     break;
                 }
@@ -83,5 +150,21 @@ public sealed unsafe class QemuProcessMemory : IPhysicalMemory
         }
 
         return done;
+    }
+
+    private Exception Failure(bool write)
+    {
+        int errno = Marshal.GetLastPInvokeError();
+        if (errno == 3)
+        {
+            // ESRCH: the QEMU process exited; the VM is gone, which is not an I/O failure of this host.
+            return new LiveVmGoneException(_pid, $"QEMU process {_pid} is gone (ESRCH)");
+        }
+
+        return new IOException(errno switch
+        {
+            1 => $"no permission to {(write ? "write" : "read")} QEMU process {_pid}'s memory (EPERM): run as root or as QEMU's user with ptrace allowed (kernel.yama.ptrace_scope)",
+            _ => $"process_vm_{(write ? "writev" : "readv")} on QEMU process {_pid} failed with errno {errno}",
+        });
     }
 }

@@ -22,3 +22,45 @@ public sealed class QemuProcessMemoryTests
         Assert.Contains("is gone", e.Message, StringComparison.Ordinal);
     }
 }
+
+/// <summary>Process memory read through process_vm_readv on this test process itself (its own pid is always readable).</summary>
+public sealed class QemuProcessMemorySelfTests
+{
+    [Fact]
+    public void AReadAcrossAdjacentRangesAndManyScatteredReadsReturnTheHostBytes()
+    {
+        const int Page = 4096;
+        byte[] host = GC.AllocateArray<byte>(64 * Page, pinned: true);
+        new Random(9).NextBytes(host);
+        ulong h = (ulong)System.Runtime.InteropServices.Marshal.UnsafeAddrOfPinnedArrayElement(host, 0);
+        {
+            // Guest [0, 32 pages) at host page 32, guest [32, 64 pages) at host page 0: one guest read crosses both.
+            var memory = new QemuProcessMemory(Environment.ProcessId,
+            [
+                (new MemoryRange(0, 32 * Page, "a"), h + (32 * Page)),
+                (new MemoryRange(32 * Page, 32 * Page, "b"), h),
+            ]);
+            byte[] got = new byte[2 * Page];
+            Assert.Equal(got.Length, memory.Read((31 * Page) + 7, got));
+            Assert.Equal(host.AsSpan((63 * Page) + 7, Page - 7).ToArray(), got.AsSpan(0, Page - 7).ToArray());
+            Assert.Equal(host.AsSpan(0, Page + 7).ToArray(), got.AsSpan(Page - 7).ToArray());
+
+            // 3000 scattered 8-byte items: three batches of at most 1024 iovecs.
+            var rng = new Random(10);
+            ulong[] addresses = Enumerable.Range(0, 3000).Select(_ => (ulong)rng.Next(0, (64 * Page) - 8) & ~7UL).Where(a => a / (32 * Page) == (a + 7) / (32 * Page)).ToArray();
+            byte[] many = new byte[addresses.Length * 8];
+            Assert.Equal(addresses.Length, memory.ReadMany(addresses, 8, many));
+            byte[] one = new byte[8];
+            for (int i = 0; i < addresses.Length; i++)
+            {
+                memory.Read(addresses[i], one);
+                Assert.Equal(one, many.AsSpan(i * 8, 8).ToArray());
+            }
+
+            // An item that is not backed ends the read there.
+            ulong[] withHole = [.. addresses.Take(1500), 64 * Page, .. addresses.Take(10)];
+            Assert.Equal(1500, memory.ReadMany(withHole, 8, new byte[withHole.Length * 8]));
+            Assert.Equal(0, memory.Read(64 * Page, one));
+        }
+    }
+}
