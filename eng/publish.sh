@@ -3,13 +3,18 @@
 #   default  Native AOT: one native executable, no JIT and no runtime start-up (a short command such as
 #            `vmstate ps` on a 512 MiB snapshot: ~0.1 s instead of ~0.2 s); needs clang and zlib1g-dev (eng/install-deps.sh installs them)
 #   --r2r    ReadyToRun: precompiled IL on the installed .NET runtime (also the fallback when AOT fails)
-# Usage: eng/publish.sh [--r2r] [OUTDIR]     (default OUTDIR: ./artifacts/vmstate)
+#   --aot-only  Native AOT or fail (no ReadyToRun fallback): what CI runs, so code that breaks AOT is caught
+# Usage: eng/publish.sh [--r2r | --aot-only] [OUTDIR]     (default OUTDIR: ./artifacts/vmstate)
 # The RID-specific restore writes its lock file under obj/, so the committed lock files stay as they are.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 mode=aot
+fallback=1
 if [[ "${1:-}" == "--r2r" ]]; then
   mode=r2r
+  shift
+elif [[ "${1:-}" == "--aot-only" ]]; then
+  fallback=0
   shift
 fi
 out="${1:-$root/artifacts/vmstate}"
@@ -19,6 +24,10 @@ if [[ "$mode" == aot ]]; then
        -p:NuGetLockFilePath=obj/publish-aot-linux-x64.lock.json >&2; then
     echo "$out/vmstate"
     exit 0
+  fi
+  if ((!fallback)); then
+    echo "publish.sh: Native AOT failed (see above)" >&2
+    exit 1
   fi
   echo "publish.sh: Native AOT failed (see above); building ReadyToRun instead" >&2
 fi

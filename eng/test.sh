@@ -31,6 +31,13 @@ fi
 echo "== build =="
 dotnet build VmState.slnx -c Release --no-restore -warnaserror
 
+# What users run every day is the Native AOT executable (eng/publish.sh): code that breaks AOT (trimming or
+# single-file analysis errors) fails here, and the executable must start.
+echo "== Native AOT publish (eng/publish.sh --aot-only) =="
+if ! aot_exe="$(bash eng/publish.sh --aot-only "$root/artifacts/aot")" || ! "$aot_exe" --help > /dev/null; then
+    failed_steps+=("Native AOT publish")
+fi
+
 run_tests() {
     local project="$1" name="$2"
     echo "== tests: $name =="

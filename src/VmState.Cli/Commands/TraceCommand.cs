@@ -203,6 +203,8 @@ internal static class TraceCommand
     {
         string exe = Environment.ProcessPath ?? throw new InvalidOperationException("cannot tell this program's path to start the trace guard");
         string name = Path.GetFileNameWithoutExtension(exe);
-        return name == "dotnet" ? [exe, typeof(TraceCommand).Assembly.Location, verb] : [exe, verb];
+        // Under `dotnet vmstate.dll` the program is the dll beside this code (Assembly.Location is empty in a Native
+        // AOT or single-file build, so it is not used).
+        return name == "dotnet" ? [exe, Path.Combine(AppContext.BaseDirectory, "vmstate.dll"), verb] : [exe, verb];
     }
 }
