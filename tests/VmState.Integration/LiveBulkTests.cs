@@ -11,24 +11,13 @@ namespace VmState.Integration;
 /// Bulk reads, page hashes and pattern search of a running guest's RAM through the shared-memory and the
 /// process-memory paths, against QEMU's own dump (pmemsave) of the paused guest and the marker's reported address.
 /// </summary>
-public sealed class LiveBulkTests : IAsyncLifetime
+public sealed class LiveBulkTests(SharedMemoryGuest shared) : IClassFixture<SharedMemoryGuest>, IDisposable
 {
-    private readonly string _ram = $"/dev/shm/vmstate-test-{Guid.NewGuid():N}";
     private readonly string _dump = Path.Combine(Path.GetTempPath(), $"vmstate-bulk-{Guid.NewGuid():N}");
-    private QemuGuest _guest = null!;
 
-    public async Task InitializeAsync()
-    {
-        _guest = await QemuGuest.StartAsync(new QemuGuestOptions { SharedMemoryPath = _ram });
-        await _guest.WaitForReadyAsync(TimeSpan.FromSeconds(180));
-    }
+    private readonly QemuGuest _guest = shared.Guest;
 
-    public async Task DisposeAsync()
-    {
-        await _guest.DisposeAsync();
-        File.Delete(_ram);
-        File.Delete(_dump);
-    }
+    public void Dispose() => File.Delete(_dump);
 
     [Fact]
     public async Task BulkReadsAndPageHashesOfBothPathsEqualQemusOwnDumpOfThePausedGuest()

@@ -6,22 +6,9 @@ using VmState.Live;
 namespace VmState.Integration;
 
 /// <summary>The shared-memory live path (memory-backend-file share=on) and vmstate doctor.</summary>
-public sealed class SharedMemoryTests : IAsyncLifetime
+public sealed class SharedMemoryTests(SharedMemoryGuest shared) : IClassFixture<SharedMemoryGuest>
 {
-    private readonly string _ram = $"/dev/shm/vmstate-test-{Guid.NewGuid():N}";
-    private QemuGuest _guest = null!;
-
-    public async Task InitializeAsync()
-    {
-        _guest = await QemuGuest.StartAsync(new QemuGuestOptions { SharedMemoryPath = _ram });
-        await _guest.WaitForReadyAsync(TimeSpan.FromSeconds(180));
-    }
-
-    public async Task DisposeAsync()
-    {
-        await _guest.DisposeAsync();
-        File.Delete(_ram);
-    }
+    private readonly QemuGuest _guest = shared.Guest;
 
     [Fact]
     public async Task MainRamIsMappedAndReadWithoutCopiesAndWritesReachTheGuest()

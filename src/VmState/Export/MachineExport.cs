@@ -82,7 +82,6 @@ public static class MachineExport
         private readonly string _directory;
         private readonly bool _created;
         private readonly bool _xml;
-        private readonly OutputRules _rules;
         private readonly OutputFile _core;
         private readonly OutputFile _json;
         private readonly OutputFile? _xmlFile;
@@ -95,17 +94,17 @@ public static class MachineExport
             _directory = directory;
             _created = created;
             _xml = xml;
-            _rules = OutputRules.ForInputs([inputPath]);
+            OutputRules rules = OutputRules.ForInputs([inputPath]);
             var opened = new List<IDisposable>();
             try
             {
                 // Every target is checked (and its temporary created) before anything is written.
-                _core = Add(opened, OutputFile.Create(Path.Combine(directory, CoreName), _rules));
-                _json = Add(opened, OutputFile.Create(Path.Combine(directory, HardwareJsonName), _rules));
-                _xmlFile = xml ? Add(opened, OutputFile.Create(Path.Combine(directory, HardwareXmlName), _rules)) : null;
+                _core = Add(opened, OutputFile.Create(Path.Combine(directory, CoreName), rules));
+                _json = Add(opened, OutputFile.Create(Path.Combine(directory, HardwareJsonName), rules));
+                _xmlFile = xml ? Add(opened, OutputFile.Create(Path.Combine(directory, HardwareXmlName), rules)) : null;
                 if (!xml && File.Exists(XmlPath))
                 {
-                    _rules.CheckTarget(XmlPath);
+                    rules.CheckTarget(XmlPath);
                 }
 
                 _ram = new StreamedRamWriter(_core.Handle);

@@ -47,9 +47,6 @@ internal sealed class StreamedRamWriter : IRamStreamObserver, IDisposable
         _writer.Start();
     }
 
-    /// <summary>Pages written (data and non-zero fill records).</summary>
-    public long PagesWritten { get; private set; }
-
     /// <inheritdoc />
     public void BlockList(IReadOnlyList<(string Name, ulong Length)> blocks, int pageSize)
     {
@@ -69,14 +66,12 @@ internal sealed class StreamedRamWriter : IRamStreamObserver, IDisposable
     public void Page(int block, ulong offset, ReadOnlyMemory<byte> data)
     {
         _pieces.Add((_bases[block] + (long)offset, data));
-        PagesWritten++;
     }
 
     /// <inheritdoc />
     public void Fill(int block, ulong offset, byte value, bool replaces)
     {
         _pieces.Add((_bases[block] + (long)offset, FillPage(value)));
-        PagesWritten++;
     }
 
     /// <inheritdoc />

@@ -21,18 +21,6 @@ public sealed class StreamedExtractTests : IDisposable
 
     public void Dispose() => Directory.Delete(_dir, recursive: true);
 
-    private static byte[] Pattern(int seed)
-    {
-        byte[] p = new byte[4096];
-        for (int i = 0; i < p.Length; i++)
-        {
-            p[i] = (byte)((i * 29) ^ seed ^ (i >> 7));
-        }
-
-        p[0] = (byte)(seed | 1);
-        return p;
-    }
-
     /// <summary>A note as the kernel lays it out: header, "VMCOREINFO\0" padded to 12, then the text.</summary>
     private static byte[] Note()
     {
@@ -51,15 +39,15 @@ public sealed class StreamedExtractTests : IDisposable
         // 200 consecutive pages (about 800 KiB of records: several of the parser's 256 KiB read buffers).
         for (int i = 0; i < 200; i++)
         {
-            b.Page("pc.ram", 0x100000 + ((ulong)i * 0x1000), Pattern(i));
+            b.Page("pc.ram", 0x100000 + ((ulong)i * 0x1000), RamPages.Pattern(i));
         }
 
-        b.Page("pc.ram", 0x400000, Pattern(300))
-            .Page("pc.ram", 0x401000, Pattern(301))
+        b.Page("pc.ram", 0x400000, RamPages.Pattern(300))
+            .Page("pc.ram", 0x401000, RamPages.Pattern(301))
             .Fill("pc.ram", 0x402000, 0x5a)
-            .Page("unmapped.rom", 0x1000, Pattern(400))
+            .Page("unmapped.rom", 0x1000, RamPages.Pattern(400))
             // A second pass: a page sent again, data replaced by a zero record and by a fill record, a fill replaced by zero.
-            .Page("pc.ram", 0x100000, Pattern(500))
+            .Page("pc.ram", 0x100000, RamPages.Pattern(500))
             .Fill("pc.ram", 0x400000, 0)
             .Fill("pc.ram", 0x401000, 0x11)
             .Fill("pc.ram", 0x402000, 0);
@@ -82,31 +70,16 @@ public sealed class StreamedExtractTests : IDisposable
         return (Path.Combine(dir, MachineExport.CoreName), note?.How);
     }
 
-    private static void AssertSameRam(string stream, string core)
-    {
-        using MachineState mig = SnapshotLoader.Open(stream);
-        using MachineState elf = SnapshotLoader.Open(core);
-        Assert.Equal(mig.Memory.Ranges.Select(r => (r.Start, r.Length)), elf.Memory.Ranges.Select(r => (r.Start, r.Length)));
-        foreach (MemoryRange r in mig.Memory.Ranges)
-        {
-            byte[] a = new byte[r.Length];
-            byte[] c = new byte[r.Length];
-            mig.Memory.ReadExactly(r.Start, a);
-            elf.Memory.ReadExactly(r.Start, c);
-            Assert.True(a.AsSpan().SequenceEqual(c), $"range {r.Name} at 0x{r.Start:x} differs");
-        }
-    }
-
     [Fact]
     public void TheStreamedCoreHoldsWhatTheStreamHolds()
     {
         string stream = Stream();
         string core = Extract(stream);
-        AssertSameRam(stream, core);
+        RamPages.AssertSameRam(stream, core);
         using MachineState elf = SnapshotLoader.Open(core);
         byte[] page = new byte[4096];
         elf.Memory.ReadExactly(0x100000, page);
-        Assert.Equal(Pattern(500), page);
+        Assert.Equal(RamPages.Pattern(500), page);
         elf.Memory.ReadExactly(0x400000, page);
         Assert.All(page, x => Assert.Equal(0, x));
         elf.Memory.ReadExactly(0x401000, page);
@@ -135,7 +108,7 @@ public sealed class StreamedExtractTests : IDisposable
             ElfCoreWriter.Write(m, twoPass, null);
         }
 
-        AssertSameRam(twoPass, Extract(stream));
+        RamPages.AssertSameRam(twoPass, Extract(stream));
     }
 
     [Fact]
@@ -143,8 +116,8 @@ public sealed class StreamedExtractTests : IDisposable
     {
         // The note's name straddles a page boundary: the page where it starts ends with the name's first bytes.
         byte[] note = Note();
-        byte[] first = Pattern(600);
-        byte[] second = Pattern(601);
+        byte[] first = RamPages.Pattern(600);
+        byte[] second = RamPages.Pattern(601);
         const int At = 4096 - 16;
         note.AsSpan(0, 16).CopyTo(first.AsSpan(At));
         note.AsSpan(16).CopyTo(second);
@@ -159,7 +132,7 @@ public sealed class StreamedExtractTests : IDisposable
         Assert.Equal(how, VmcoreinfoLocator.Find(mig, scan: true)!.Value.How);
         Assert.True(VmcoreinfoLocator.MayStartName(first));
         Assert.False(VmcoreinfoLocator.MayStartName(second));
-        Assert.False(VmcoreinfoLocator.MayStartName(Pattern(602)));
+        Assert.False(VmcoreinfoLocator.MayStartName(RamPages.Pattern(602)));
     }
 
     [Fact]
@@ -179,6 +152,6 @@ public sealed class StreamedExtractTests : IDisposable
             output.Commit();
         }
 
-        AssertSameRam(stream, core);
+        RamPages.AssertSameRam(stream, core);
     }
 }
