@@ -30,7 +30,14 @@ foreach (LinuxProcess p in vm.Linux.Processes())
         continue;
     }
 
-    KernelObject mm = MemoryMaps.UserMm(MemoryMaps.FindTask(kernel, p.Pid));
+    // A process caught while exiting has already given up its memory (mm is NULL): nothing of it maps the page.
+    KernelObject task = MemoryMaps.FindTask(kernel, p.Pid);
+    if (task.Member("mm").IsNull)
+    {
+        continue;
+    }
+
+    KernelObject mm = MemoryMaps.UserMm(task);
     AddressSpace space = kernel.ProcessAddressSpace(mm.Member("pgd").ToUInt64());
     foreach (LinuxVma vma in vm.Linux.Maps(p.Pid))
     {

@@ -35,14 +35,14 @@ public static class MemoryMaps
     }
 
     /// <summary>The <c>struct mm_struct</c> of a task (its user memory).</summary>
-    /// <exception cref="KernelDataException">A kernel thread (no mm).</exception>
+    /// <exception cref="KernelDataException">A kernel thread, or a process that is exiting (no mm).</exception>
     public static KernelObject UserMm(KernelObject task)
     {
         ArgumentNullException.ThrowIfNull(task);
         KernelObject mm = task.Member("mm");
         if (mm.IsNull)
         {
-            throw new KernelDataException(task.Address, $"task {task.Member("pid").ToInt64()} ({task.Member("comm").ReadString()})", "has no mm: a kernel thread has no user memory");
+            throw new KernelDataException(task.Address, $"task {task.Member("pid").ToInt64()} ({task.Member("comm").ReadString()})", "has no mm: a kernel thread, or a process that is exiting, has no user memory");
         }
 
         return mm.Deref();
