@@ -75,4 +75,32 @@ public sealed class RamBlockIndexTests
         Assert.Equal(model.Count(e => e > 0), block.DataPages);
         Assert.Equal(model.Count(e => e < 0), block.ZeroPages);
     }
+
+    [Theory]
+    [InlineData(0, 200, 0, 9)]
+    [InlineData(64, 128, 0, 9)]
+    [InlineData(5, 300, 0, 9)]
+    [InlineData(0, 130, 0x5a, 9)]
+    [InlineData(0, 130, 0, 20)]
+    public void ARunOfFillRecordsIsWhatTheRecordsOneByOneGive(long firstPage, long count, byte fill, long stride)
+    {
+        const long Pages = 512;
+        var one = new RamBlock("pc.ram", Pages * 4096UL, 4096, null);
+        var run = new RamBlock("pc.ram", Pages * 4096UL, 4096, null);
+        // A page of the run's first chunk already holds data in both: the run must not overwrite it as a whole chunk.
+        one.SetData(firstPage + 1, 77);
+        run.SetData(firstPage + 1, 77);
+        for (long i = 0; i < count; i++)
+        {
+            one.SetFill(firstPage + i, fill, 1000 + (i * stride));
+        }
+
+        run.SetFillRun(firstPage, count, fill, 1000, stride);
+        for (long p = 0; p < Pages; p++)
+        {
+            Assert.True(one.GetEntry(p) == run.GetEntry(p), $"page {p}: one by one {one.GetEntry(p)}, as a run {run.GetEntry(p)}");
+        }
+
+        Assert.Equal((one.DataPages, one.ZeroPages), (run.DataPages, run.ZeroPages));
+    }
 }

@@ -114,6 +114,32 @@ public sealed class RamBlock
         ZeroPages++;
     }
 
+    /// <summary>
+    /// Records a run of <paramref name="count"/> fill records: page <paramref name="firstPage"/> + i is filled with
+    /// <paramref name="fill"/> by the record at <paramref name="firstRecord"/> + i × <paramref name="stride"/> (as
+    /// <see cref="SetFill"/> one by one would; whole untouched chunks of consecutive zero records cost one store).
+    /// </summary>
+    public void SetFillRun(long firstPage, long count, byte fill, long firstRecord, long stride)
+    {
+        long i = 0;
+        while (i < count)
+        {
+            long page = firstPage + i;
+            long c = page >> ChunkShift;
+            if (fill == 0 && stride == ZeroRecordSize && (page & (ChunkSize - 1)) == 0 && count - i >= ChunkSize
+                && _chunks[c] is null && _zeroRuns[c] == 0)
+            {
+                _zeroRuns[c] = ((firstRecord + (i * stride)) << 7) | ChunkSize;
+                ZeroPages += ChunkSize;
+                i += ChunkSize;
+                continue;
+            }
+
+            SetFill(page, fill, firstRecord + (i * stride));
+            i++;
+        }
+    }
+
     /// <summary>The fill byte of a negative (zero-page) entry.</summary>
     public static byte FillOf(long entry) => (byte)((-entry - 1) & 0xFF);
 

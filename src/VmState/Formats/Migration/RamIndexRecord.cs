@@ -264,17 +264,16 @@ internal sealed class RamIndexRecord
                 throw r.Error("run", $"a run of {count} pages at page {page} of block \"{block.Name}\" (offset {first}, stride {stride}) does not lie inside the {streamLength}-byte stream");
             }
 
-            for (long i = 0; i < count; i++)
+            if (kind == RunData)
             {
-                long offset = (long)first + i * (long)stride;
-                if (kind == RunData)
+                for (long i = 0; i < count; i++)
                 {
-                    block.SetData(page + i, offset);
+                    block.SetData(page + i, (long)first + (i * (long)stride));
                 }
-                else
-                {
-                    block.SetFill(page + i, (byte)fill, offset);
-                }
+            }
+            else
+            {
+                block.SetFillRun(page, count, (byte)fill, (long)first, (long)stride);
             }
 
             page += count;
