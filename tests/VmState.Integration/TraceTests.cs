@@ -49,6 +49,35 @@ public sealed class TraceTests : IAsyncLifetime
     }
 
     [Fact]
+    public async Task AStubTheUserOpenedBeyondLoopbackIsUsedThroughLoopbackWithAWarningAndLeftAsItWas()
+    {
+        int port;
+        using (var probe = new System.Net.Sockets.TcpListener(System.Net.IPAddress.Loopback, 0))
+        {
+            probe.Start();
+            port = ((System.Net.IPEndPoint)probe.LocalEndpoint).Port;
+        }
+
+        // The user's own stub on every interface (what `-gdb tcp::PORT` gives); vmstate starts none of its own.
+        await _guest.Qmp.HumanMonitorCommandAsync($"gdbserver tcp:0.0.0.0:{port}");
+        try
+        {
+            (int code, _, string stderr) = VmStateCli.Run(["trace", "--qmp", _guest.ToolQmpPath, "break", Syscall, "--max-events", "1", "--json"]);
+            Assert.True(code == 0, stderr);
+            Assert.Contains($"gdbstub listens on 0.0.0.0 port {port}, not only on loopback", stderr, StringComparison.Ordinal);
+            Assert.Contains($"through the gdbstub at 127.0.0.1:{port}", stderr, StringComparison.Ordinal);
+            Assert.DoesNotContain("started for this trace", stderr, StringComparison.Ordinal);
+            Assert.True(await HasGdbStubAsync(), "the user's stub was removed");
+        }
+        finally
+        {
+            await _guest.Qmp.HumanMonitorCommandAsync("gdbserver none");
+        }
+
+        await AssertCleanAndTickingAsync();
+    }
+
+    [Fact]
     public async Task ATraceKilledWithSigkillLeavesTheGuestRunningAndASecondTraceWorks()
     {
         using Process tracer = StartTracer();

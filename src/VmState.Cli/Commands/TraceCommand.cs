@@ -114,6 +114,11 @@ internal static class TraceCommand
             bool asJson = r.GetValue(json);
             using Stream stdout = Console.OpenStandardOutput();
             using var writer = new StreamWriter(stdout) { AutoFlush = true };
+            if (session.StubWarning is string warning)
+            {
+                Console.Error.WriteLine($"vmstate: warning: {warning}");
+            }
+
             Console.Error.WriteLine($"vmstate trace: {targets.Count} breakpoint(s) through the gdbstub at {session.StubEndpoint}{(session.StartedStub ? " (started for this trace)" : string.Empty)}, {(session.IsKvm ? "KVM" : "TCG")}; Ctrl-C to stop");
             if (!asJson)
             {

@@ -11,13 +11,21 @@ namespace VmState.Events;
 /// <param name="Host">The host to connect to (a wildcard listen address becomes 127.0.0.1).</param>
 /// <param name="Port">The TCP port.</param>
 /// <param name="Peer">The connected client, or null when the stub is free.</param>
-public sealed record GdbStubChardev(string Host, int Port, string? Peer)
+/// <param name="Listen">The address QEMU listens on, as its chardev says (empty for every interface).</param>
+public sealed record GdbStubChardev(string Host, int Port, string? Peer, string Listen)
 {
     /// <summary>The label QEMU gives the stub's character device.</summary>
     public const string Label = "gdb";
 
     /// <summary>True when a client holds the stub.</summary>
     public bool InUse => Peer is not null;
+
+    /// <summary>
+    /// True when the stub listens on more than loopback (every interface, or a network address): it has no
+    /// authentication, so whoever reaches that address can read and change the VM.
+    /// </summary>
+    public bool ListensBeyondLoopback =>
+        !(Listen.StartsWith("127.", StringComparison.Ordinal) || Listen is "::1" or "localhost");
 
     /// <summary>host:port.</summary>
     public string Endpoint => $"{Host}:{Port.ToString(CultureInfo.InvariantCulture)}";
@@ -53,13 +61,9 @@ public sealed record GdbStubChardev(string Host, int Port, string? Peer)
             return false;
         }
 
-        string host = address[..colon].Trim('[', ']');
-        if (host.Trim(':').Length == 0 || host == "0.0.0.0")
-        {
-            host = "127.0.0.1";
-        }
-
-        stub = new GdbStubChardev(host, port, peer);
+        string listen = address[..colon].Trim('[', ']');
+        string host = listen.Trim(':').Length == 0 || listen == "0.0.0.0" ? "127.0.0.1" : listen;
+        stub = new GdbStubChardev(host, port, peer, listen.Trim(':').Length == 0 ? string.Empty : listen);
         return true;
     }
 }

@@ -49,6 +49,12 @@ public sealed class GdbTraceSession : IDisposable
     /// <summary>True when the session started the stub (and stops it when disposed).</summary>
     public bool StartedStub { get; }
 
+    /// <summary>
+    /// A warning when the stub the session found (not one it started, which listens on loopback only) listens beyond
+    /// loopback, else null.
+    /// </summary>
+    public string? StubWarning { get; private set; }
+
     /// <summary>True when QEMU runs the guest under KVM (query-kvm), false under TCG.</summary>
     public bool IsKvm { get; }
 
@@ -76,8 +82,15 @@ public sealed class GdbTraceSession : IDisposable
         bool wasRunning = await qmp.QueryStatusAsync(cancellationToken).ConfigureAwait(false) == "running";
 
         (string Host, int Port)? stub = options.Stub;
+        string? warning = null;
         if (stub is null && await FindStubAsync(qmp, cancellationToken).ConfigureAwait(false) is GdbStubChardev existing)
         {
+            if (existing.ListensBeyondLoopback)
+            {
+                string listen = existing.Listen.Length == 0 ? "every interface" : existing.Listen;
+                warning = $"QEMU's gdbstub listens on {listen} port {existing.Port}, not only on loopback: it has no authentication, so anyone who reaches it can read and change the VM (start it with HMP \"gdbserver tcp:127.0.0.1:PORT\", or let vmstate start one)";
+            }
+
             // Starting another one would replace it (gdbserver_start closes the old chardev) and cut its client off.
             if (existing.InUse)
             {
@@ -115,7 +128,7 @@ public sealed class GdbTraceSession : IDisposable
                 throw new GdbStubBusyException(channel.Endpoint);
             }
 
-            var session = new GdbTraceSession(qmp, kernel, channel, options.ReplyTimeout, started, isKvm, wasRunning);
+            var session = new GdbTraceSession(qmp, kernel, channel, options.ReplyTimeout, started, isKvm, wasRunning) { StubWarning = warning };
             if (options.GuardCommand is { } guard)
             {
                 try

@@ -130,18 +130,20 @@ public sealed class GdbStubRepliesTests
     }
 
     [Theory]
-    [InlineData("disconnected:tcp:127.0.0.1:23999,server=on", "127.0.0.1", 23999, null)]
-    [InlineData("tcp:127.0.0.1:23999,server=on <-> 127.0.0.1:45604", "127.0.0.1", 23999, "127.0.0.1:45604")]
-    [InlineData("disconnected:tcp:0.0.0.0:1234,server=on", "127.0.0.1", 1234, null)]
-    [InlineData("disconnected:tcp::::1234,server=on", "127.0.0.1", 1234, null)]
-    [InlineData("disconnected:tcp:[::1]:1234,server=on", "::1", 1234, null)]
-    public void StubChardevsParse(string filename, string host, int port, string? peer)
+    [InlineData("disconnected:tcp:127.0.0.1:23999,server=on", "127.0.0.1", 23999, null, false)]
+    [InlineData("tcp:127.0.0.1:23999,server=on <-> 127.0.0.1:45604", "127.0.0.1", 23999, "127.0.0.1:45604", false)]
+    [InlineData("disconnected:tcp:0.0.0.0:1234,server=on", "127.0.0.1", 1234, null, true)]
+    [InlineData("disconnected:tcp::::1234,server=on", "127.0.0.1", 1234, null, true)]
+    [InlineData("disconnected:tcp:[::1]:1234,server=on", "::1", 1234, null, false)]
+    [InlineData("disconnected:tcp:192.168.1.5:1234,server=on", "192.168.1.5", 1234, null, true)]
+    public void StubChardevsParse(string filename, string host, int port, string? peer, bool beyondLoopback)
     {
         Assert.True(GdbStubChardev.TryParse(filename, out GdbStubChardev? stub));
         Assert.Equal(host, stub!.Host);
         Assert.Equal(port, stub.Port);
         Assert.Equal(peer, stub.Peer);
         Assert.Equal(peer is not null, stub.InUse);
+        Assert.Equal(beyondLoopback, stub.ListensBeyondLoopback);
     }
 
     [Theory]
