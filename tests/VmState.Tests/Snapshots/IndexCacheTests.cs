@@ -235,18 +235,7 @@ public sealed class IndexCacheTests : IDisposable
         string path = WriteStream(Sample());
         Open(path).State.Dispose();
         File.SetLastWriteTimeUtc(path, File.GetLastWriteTimeUtc(path).AddSeconds(5));
-        (MachineState m, List<string> r) = Open(path);
-        using (m)
-        {
-            Assert.False(StreamOf(m).RamIndexFromCache);
-            Assert.StartsWith("the file changed since the entry was written; written", Assert.Single(r), StringComparison.Ordinal);
-        }
-
-        (MachineState again, _) = Open(path);
-        using (again)
-        {
-            Assert.True(StreamOf(again).RamIndexFromCache);
-        }
+        AssertParsedAfreshThenCached(path, "the file changed since the entry was written; written");
     }
 
     [Fact]
@@ -328,6 +317,23 @@ public sealed class IndexCacheTests : IDisposable
         }
     }
 
+    /// <summary>The entry is not used (the report says why) and the fresh parse writes one that the next open uses.</summary>
+    private void AssertParsedAfreshThenCached(string path, string reason)
+    {
+        (MachineState m, List<string> r) = Open(path);
+        using (m)
+        {
+            Assert.False(StreamOf(m).RamIndexFromCache);
+            Assert.StartsWith(reason, Assert.Single(r), StringComparison.Ordinal);
+        }
+
+        (MachineState again, _) = Open(path);
+        using (again)
+        {
+            Assert.True(StreamOf(again).RamIndexFromCache);
+        }
+    }
+
     private sealed class CountingObserver : VmState.Memory.IRamStreamObserver
     {
         public int Records { get; private set; }
@@ -371,19 +377,8 @@ public sealed class IndexCacheTests : IDisposable
         Open(path).State.Dispose();
         string entry = Assert.Single(Directory.GetFiles(Path.Combine(_dir, "cache")));
         File.SetUnixFileMode(entry, UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.OtherWrite);
-        (MachineState m, List<string> r) = Open(path);
-        using (m)
-        {
-            Assert.False(StreamOf(m).RamIndexFromCache);
-            Assert.StartsWith("not used: the entry or its directory is writable by group or others; written", Assert.Single(r), StringComparison.Ordinal);
-        }
-
-        // The fresh parse replaced it with a 0600 entry, which is used again.
-        (MachineState again, _) = Open(path);
-        using (again)
-        {
-            Assert.True(StreamOf(again).RamIndexFromCache);
-        }
+        // The fresh parse replaces the entry (a 0600 one), which is used again.
+        AssertParsedAfreshThenCached(path, "not used: the entry or its directory is writable by group or others; written");
     }
 
     [Fact]
