@@ -134,7 +134,7 @@ public static class QemuMonitor
                 File.Delete(path);
                 using (connection)
                 {
-                    using var stream = new CaptureStream(new NetworkStream(connection, ownsSocket: false));
+                    using var stream = new CaptureStream(connection);
                     if (!inBackground)
                     {
                         await consumer(stream, ct).ConfigureAwait(false);
@@ -222,7 +222,9 @@ public static class QemuMonitor
             }
             catch
             {
-                await CancelMigrationAsync(qmp).ConfigureAwait(false);
+                // A background snapshot cut off once RAM is write-protected leaves QEMU 7.2's guest hung (see
+                // CaptureStateAsync), so it is let run to its end, within bounds; a paused save is cancelled at once.
+                await EndMigrationAsync(qmp, letItFinish: useBackground).ConfigureAwait(false);
                 throw;
             }
 
@@ -288,17 +290,32 @@ public static class QemuMonitor
         }
     }
 
-    /// <summary>Cancels a migration that may still be active and waits (up to 10 s) until QEMU says it is not.</summary>
-    private static async Task CancelMigrationAsync(QmpClient qmp)
+    /// <summary>
+    /// Ends a migration that may still be active and waits until QEMU says it is not: cancelled at once, or with
+    /// <paramref name="letItFinish"/> left to complete by itself for up to 10 minutes before it is cancelled.
+    /// </summary>
+    private static async Task EndMigrationAsync(QmpClient qmp, bool letItFinish)
     {
         try
         {
-            await qmp.ExecuteAsync("migrate_cancel", null, TimeSpan.FromSeconds(5), CancellationToken.None).ConfigureAwait(false);
             var clock = Stopwatch.StartNew();
-            while (clock.Elapsed < TimeSpan.FromSeconds(10))
+            TimeSpan limit = letItFinish ? TimeSpan.FromMinutes(10) : TimeSpan.Zero;
+            bool cancelled = false;
+            while (true)
             {
                 JsonElement info = await qmp.ExecuteAsync("query-migrate", null, TimeSpan.FromSeconds(5), CancellationToken.None).ConfigureAwait(false);
                 if (!IsMigrationActive(info))
+                {
+                    return;
+                }
+
+                if (!cancelled && clock.Elapsed >= limit)
+                {
+                    await qmp.ExecuteAsync("migrate_cancel", null, TimeSpan.FromSeconds(5), CancellationToken.None).ConfigureAwait(false);
+                    cancelled = true;
+                    clock.Restart();
+                }
+                else if (cancelled && clock.Elapsed > TimeSpan.FromSeconds(10))
                 {
                     return;
                 }
