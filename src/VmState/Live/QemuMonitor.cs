@@ -1,8 +1,8 @@
 using System.Diagnostics;
-using System.Net.Sockets;
 using System.Runtime.ExceptionServices;
 using System.Text.Json;
 using System.Text.Json.Nodes;
+using Microsoft.Win32.SafeHandles;
 
 using VmState.IO;
 
@@ -11,6 +11,8 @@ namespace VmState.Live;
 /// <summary>Higher-level QEMU operations over QMP: run state, saving to a file, savevm, memory dumps.</summary>
 public static class QemuMonitor
 {
+    private static int s_captures;
+
     /// <summary>The run state ("running", "paused", "postmigrate", "finish-migrate", …).</summary>
     public static async Task<string> QueryStatusAsync(this QmpClient qmp, CancellationToken cancellationToken = default)
     {
@@ -91,9 +93,9 @@ public static class QemuMonitor
     }
 
     /// <summary>
-    /// Takes a consistent point-in-time state of the VM and streams it straight into this process: QEMU migrates to a
-    /// UNIX socket this process listens on (in a new owner-only directory, removed once QEMU has connected) and
-    /// <paramref name="consumer"/> reads the migration stream as it is produced, from a forward-only, read-only
+    /// Takes a consistent point-in-time state of the VM and streams it straight into this process: QEMU migrates to the
+    /// write end of a pipe handed to it over QMP (<c>getfd</c>, then <c>migrate fd:</c>; see <see cref="CapturePipe"/>
+    /// for why a pipe) and <paramref name="consumer"/> reads the migration stream as it is produced, from a forward-only, read-only
     /// <see cref="Stream"/>; nothing is written to a file. With <paramref name="background"/> the guest keeps running
     /// (QEMU's background-snapshot: RAM saved copy-on-write as it was at the start); where QEMU refuses it, or without
     /// it, the guest is paused for the capture. Bytes the consumer leaves unread are read and dropped, so the capture
@@ -116,25 +118,37 @@ public static class QemuMonitor
         ArgumentNullException.ThrowIfNull(consumer);
         return RunConsistentMigrationAsync(qmp, background, async (inBackground, ct) =>
         {
-            // A directory only we can enter: nobody else can connect to the socket before QEMU does (or after).
-            DirectoryInfo dir = Directory.CreateTempSubdirectory("vmstate-capture-");
-            try
+            // The write end of a pipe goes to QEMU over QMP (getfd): no path QEMU must reach, nobody else can write.
+            (SafeFileHandle read, SafeFileHandle write) = CapturePipe.Create();
+            string name = $"vmstate-capture-{Environment.ProcessId}-{Interlocked.Increment(ref s_captures)}";
+            using (read)
             {
-                string path = Path.Combine(dir.FullName, "migration.sock");
-                Socket connection;
-                using (var listener = new Socket(AddressFamily.Unix, SocketType.Stream, ProtocolType.Unspecified))
+                using (write)
                 {
-                    listener.Bind(new UnixDomainSocketEndPoint(path));
-                    listener.Listen(1);
-                    await LiftBandwidthCapAsync(qmp, ct).ConfigureAwait(false);
-                    await qmp.ExecuteAsync("migrate", new JsonObject { ["uri"] = $"unix:{path}" }, null, ct).ConfigureAwait(false);
-                    connection = await AcceptMigrationAsync(qmp, listener, path, ct).ConfigureAwait(false);
+                    await qmp.ExecuteWithDescriptorAsync("getfd", new JsonObject { ["fdname"] = name }, write, null, ct).ConfigureAwait(false);
                 }
 
-                File.Delete(path);
-                using (connection)
+                try
                 {
-                    using var stream = new CaptureStream(connection);
+                    await LiftBandwidthCapAsync(qmp, ct).ConfigureAwait(false);
+                    await qmp.ExecuteAsync("migrate", new JsonObject { ["uri"] = $"fd:{name}" }, null, ct).ConfigureAwait(false);
+                }
+                catch
+                {
+                    // QEMU takes the descriptor when the migration starts; one it did not take is closed.
+                    try
+                    {
+                        await qmp.ExecuteAsync("closefd", new JsonObject { ["fdname"] = name }, TimeSpan.FromSeconds(5), CancellationToken.None).ConfigureAwait(false);
+                    }
+                    catch (Exception e) when (e is QmpException or IOException or LiveVmGoneException or TimeoutException)
+                    {
+                    }
+
+                    throw;
+                }
+
+                {
+                    using var stream = new CaptureStream(read);
                     if (!inBackground)
                     {
                         await consumer(stream, ct).ConfigureAwait(false);
@@ -173,10 +187,6 @@ public static class QemuMonitor
                     ct.ThrowIfCancellationRequested();
                     return (stats, stream.Position);
                 }
-            }
-            finally
-            {
-                dir.Delete(recursive: true);
             }
         }, cancellationToken);
     }
@@ -366,55 +376,6 @@ public static class QemuMonitor
             }
 
             await Task.Delay(5, cancellationToken).ConfigureAwait(false);
-        }
-    }
-
-    /// <summary>
-    /// Waits for QEMU to connect to the capture socket, watching the migration meanwhile: QEMU connects from its
-    /// migration thread after <c>migrate</c> has returned, and a failed connection shows only in its status.
-    /// </summary>
-    private static async Task<Socket> AcceptMigrationAsync(QmpClient qmp, Socket listener, string path, CancellationToken cancellationToken)
-    {
-        using var stop = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
-        Task<Socket> accept = listener.AcceptAsync(stop.Token).AsTask();
-        var clock = Stopwatch.StartNew();
-        try
-        {
-            while (true)
-            {
-                if (await Task.WhenAny(accept, Task.Delay(20, cancellationToken)).ConfigureAwait(false) == accept)
-                {
-                    return await accept.ConfigureAwait(false);
-                }
-
-                cancellationToken.ThrowIfCancellationRequested();
-                JsonElement info = await qmp.ExecuteAsync("query-migrate", null, null, cancellationToken).ConfigureAwait(false);
-                string status = info.TryGetProperty("status", out JsonElement s) ? s.GetString() ?? string.Empty : string.Empty;
-                if (status is "failed" or "cancelled")
-                {
-                    string why = info.TryGetProperty("error-desc", out JsonElement d) ? d.GetString() ?? status : status;
-                    throw new IOException($"QEMU's migration to {path} {status} before it connected: {why}");
-                }
-
-                if (clock.Elapsed > TimeSpan.FromSeconds(30))
-                {
-                    throw new TimeoutException($"QEMU did not connect to {path} within 30 s (migration status {status})");
-                }
-            }
-        }
-        finally
-        {
-            if (!accept.IsCompleted)
-            {
-                await stop.CancelAsync().ConfigureAwait(false);
-                try
-                {
-                    (await accept.ConfigureAwait(false)).Dispose();
-                }
-                catch (Exception e) when (e is OperationCanceledException or SocketException or ObjectDisposedException)
-                {
-                }
-            }
         }
     }
 

@@ -1,31 +1,15 @@
-using System.Net.Sockets;
+using Microsoft.Win32.SafeHandles;
 using VmState.Live;
 
 namespace VmState.Tests.Live;
 
 /// <summary>
-/// The stream a capture's consumer reads: every byte QEMU sent, in order, whatever the read sizes; forward-only and
-/// read-only; its size counted; the rest drained; a writer that stops early is the end; disposal does not wait on the
-/// writer.
+/// The stream a capture's consumer reads, over the pipe QEMU writes to: every byte sent, in order, whatever the read
+/// sizes; forward-only and read-only; its size counted; the rest drained; disposal while the writer still writes
+/// neither hangs nor leaves the writer blocked (it gets EPIPE).
 /// </summary>
-public sealed class LiveCaptureStreamTests : IDisposable
+public sealed class LiveCaptureStreamTests
 {
-    private readonly DirectoryInfo _dir = Directory.CreateTempSubdirectory("vmstate-capture-test-");
-
-    public void Dispose() => _dir.Delete(recursive: true);
-
-    /// <summary>A connected pair of UNIX stream sockets: (QEMU's end, ours).</summary>
-    private (Socket Writer, Socket Reader) Pair()
-    {
-        string path = Path.Combine(_dir.FullName, $"{Guid.NewGuid():N}.sock");
-        using var listener = new Socket(AddressFamily.Unix, SocketType.Stream, ProtocolType.Unspecified);
-        listener.Bind(new UnixDomainSocketEndPoint(path));
-        listener.Listen(1);
-        var writer = new Socket(AddressFamily.Unix, SocketType.Stream, ProtocolType.Unspecified);
-        writer.Connect(new UnixDomainSocketEndPoint(path));
-        return (writer, listener.Accept());
-    }
-
     private static byte[] Data(int length, int seed)
     {
         byte[] data = new byte[length];
@@ -33,20 +17,18 @@ public sealed class LiveCaptureStreamTests : IDisposable
         return data;
     }
 
-    private static Task SendAsync(Socket writer, byte[] data, int seed) => Task.Run(() =>
+    /// <summary>Writes of uneven sizes, as QEMU's buffered file flushes them, then the writer's close (the end).</summary>
+    private static Task SendAsync(SafeFileHandle write, byte[] data, int seed) => Task.Run(() =>
     {
-        // Writes of uneven sizes, as QEMU's buffered file flushes them.
+        using var pipe = new FileStream(write, FileAccess.Write, 0);
         var rng = new Random(seed);
         int sent = 0;
         while (sent < data.Length)
         {
             int n = Math.Min(data.Length - sent, rng.Next(1, 300_000));
-            writer.Send(data.AsSpan(sent, n));
+            pipe.Write(data.AsSpan(sent, n));
             sent += n;
         }
-
-        writer.Shutdown(SocketShutdown.Send);
-        writer.Dispose();
     });
 
     [Theory]
@@ -55,9 +37,9 @@ public sealed class LiveCaptureStreamTests : IDisposable
     public async Task EveryByteArrivesInOrderWhateverTheReadSizes(int seed)
     {
         byte[] data = Data((40 << 20) + 12345, seed);
-        (Socket writer, Socket reader) = Pair();
-        Task sending = SendAsync(writer, data, seed);
-        using var stream = new CaptureStream(reader);
+        (SafeFileHandle read, SafeFileHandle write) = CapturePipe.Create();
+        Task sending = SendAsync(write, data, seed);
+        using var stream = new CaptureStream(read);
         Assert.True(stream.CanRead);
         Assert.False(stream.CanSeek);
         Assert.False(stream.CanWrite);
@@ -97,9 +79,9 @@ public sealed class LiveCaptureStreamTests : IDisposable
     public async Task WhatTheConsumerLeavesIsDrainedAndCounted()
     {
         byte[] data = Data(9 << 20, 3);
-        (Socket writer, Socket reader) = Pair();
-        Task sending = SendAsync(writer, data, 3);
-        using var stream = new CaptureStream(reader);
+        (SafeFileHandle read, SafeFileHandle write) = CapturePipe.Create();
+        Task sending = SendAsync(write, data, 3);
+        using var stream = new CaptureStream(read);
         byte[] head = new byte[1000];
         await stream.ReadExactlyAsync(head);
         Assert.True(data.AsSpan(0, 1000).SequenceEqual(head));
@@ -110,34 +92,33 @@ public sealed class LiveCaptureStreamTests : IDisposable
     }
 
     [Fact]
-    public async Task DisposingWhileTheWriterStillWritesDoesNotHangAndTheWriterSeesTheEnd()
+    public async Task DisposingWhileTheWriterStillWritesDoesNotHangAndTheWriterGetsAnError()
     {
-        (Socket writer, Socket reader) = Pair();
-        var stream = new CaptureStream(reader);
+        (SafeFileHandle read, SafeFileHandle write) = CapturePipe.Create();
+        var stream = new CaptureStream(read);
         // Far more than the stream buffers (32 MiB): the writer blocks until the reader goes away.
         Task<Exception?> sending = Task.Run<Exception?>(() =>
         {
+            using var pipe = new FileStream(write, FileAccess.Write, 0);
             byte[] chunk = new byte[1 << 20];
             try
             {
                 for (int i = 0; i < 256; i++)
                 {
-                    writer.Send(chunk);
+                    pipe.Write(chunk);
                 }
 
                 return null;
             }
-            catch (SocketException e)
+            catch (IOException e)
             {
                 return e;
             }
         });
         byte[] some = new byte[4096];
         await stream.ReadExactlyAsync(some);
-        stream.Dispose();
-        reader.Dispose();
+        await stream.DisposeAsync().AsTask().WaitAsync(TimeSpan.FromSeconds(10));
         Exception? error = await sending.WaitAsync(TimeSpan.FromSeconds(30));
-        Assert.IsType<SocketException>(error);
-        writer.Dispose();
+        Assert.IsType<IOException>(error);
     }
 }
