@@ -190,7 +190,7 @@ public static class Program
         Console.WriteLine();
         Console.WriteLine($"| whole-state save ({Rounds} rounds, alternated) | mode | bytes | guest pause (STOP→RESUME), median [min–max] | QEMU downtime, median | wall, median [min–max] | GB/s (median wall) |");
         Console.WriteLine("|---|---|---|---|---|---|---|");
-        foreach ((string name, List<SaveResult> runs) in new[] { ("capture into this process (UNIX socket, consumer reads and drops)", capture), ("background snapshot to a file (exec:cat, /tmp)", toFile) })
+        foreach ((string name, List<SaveResult> runs) in new[] { ("capture into this process (pipe via getfd, consumer reads and drops)", capture), ("background snapshot to a file (exec:cat, /tmp)", toFile) })
         {
             double[] pause = [.. runs.Select(r => r.GuestPause?.TotalMilliseconds ?? double.NaN).Order()];
             double[] wall = [.. runs.Select(r => r.Elapsed.TotalMilliseconds).Order()];

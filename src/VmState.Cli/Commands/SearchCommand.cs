@@ -147,7 +147,8 @@ internal static class SearchCommand
                     Console.WriteLine(va is ulong v ? $"0x{v:x16}  0x{pa:x16}  {shown}" : $"0x{pa:x16}  {shown}");
                 }
 
-                string where = processId is int id ? $"pid {id}'s {total >> 20} MiB of user memory" : $"{total >> 20} MiB of guest RAM";
+                string size = total >= 1UL << 20 ? $"{total >> 20} MiB" : $"{total >> 10} KiB";
+                string where = processId is int id ? $"pid {id}'s {size} of user memory" : $"{size} of guest RAM";
                 Console.Error.WriteLine($"{hits.Count} hit{(hits.Count == 1 ? "" : "s")} in {where} ({clock.Elapsed.TotalSeconds.ToString("F2", CultureInfo.InvariantCulture)} s){(truncated ? $"; stopped at --max {maxHits}" : "")}");
             }
 

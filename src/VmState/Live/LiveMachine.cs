@@ -235,7 +235,7 @@ public sealed class LiveMachine : IAsyncDisposable
 
     /// <summary>
     /// Captures a consistent point-in-time state of the running VM into this process: QEMU's background snapshot
-    /// (the guest keeps running; paused instead where QEMU cannot) streamed over a private UNIX socket to
+    /// (the guest keeps running; paused instead where QEMU cannot) streamed through a pipe handed to QEMU over QMP to
     /// <paramref name="consumer"/> as a forward-only migration stream, never through a file. The guest is running again
     /// and no migration is active on every path (see <see cref="QemuMonitor.CaptureStateAsync"/>).
     /// </summary>
