@@ -1,3 +1,4 @@
+using System.Buffers.Binary;
 using VmState.Export;
 using VmState.Formats.Elf;
 using VmState.Formats.Migration;
@@ -32,6 +33,7 @@ public static class Targets
         ["extract"] = Extract,
         ["indexcache"] = IndexCacheRecord,
         ["kernelnote"] = KernelLocationNoteBytes,
+        ["mount"] = MountRequest,
         ["gdbstub"] = GdbStubReplies,
     };
 
@@ -231,6 +233,50 @@ public static class Targets
         using MigrationStream stream = MigrationStreamReader.Read(new MemorySource(GdbSnapshot), ReaderLimits.Default, null, ownsSource: false);
         using MachineState m = MigrationMachineReader.FromStream(new MigrationStreamOrigin(MachineOriginKind.MigrationStream, "fuzz", "fuzz", stream));
         _ = VmState.Linux.KernelLocator.FromNote(m, data);
+    }
+
+    private static readonly Lazy<(Vm Vm, VmState.Mount.MountDirectory Root)> MountedSnapshot = new(() =>
+    {
+        string path = Path.Combine(Path.GetTempPath(), $"vmstate-fuzz-mount-{Environment.ProcessId}.mig");
+        File.WriteAllBytes(path, GdbSnapshot);
+        Vm vm = Vm.Open(path);
+        File.Delete(path); // open: the name is no longer needed
+        return (vm, VmState.Mount.VmMountTree.Build(vm));
+    });
+
+    /// <summary>
+    /// What the filesystem view serves for a request: the path (after 8 bytes of offset and 4 of length, UTF-8) looked
+    /// up in the tree of <c>gdb-target.mig</c> as the FUSE callbacks do, every directory on the way listed, and a read
+    /// of up to 1 MiB at the offset of a file.
+    /// </summary>
+    private static void MountRequest(byte[] data)
+    {
+        if (data.Length < 12)
+        {
+            return;
+        }
+
+        long offset = BinaryPrimitives.ReadInt64LittleEndian(data);
+        int length = (int)(BinaryPrimitives.ReadUInt32LittleEndian(data.AsSpan(8)) % (1 << 20));
+        string path = System.Text.Encoding.UTF8.GetString(data.AsSpan(12));
+        VmState.Mount.MountDirectory root = MountedSnapshot.Value.Root;
+        switch (VmState.Mount.FuseMount.Find(root, path))
+        {
+            case VmState.Mount.MountDirectory d:
+                _ = d.Children.Count;
+                break;
+            case VmState.Mount.MountFile f when offset >= 0:
+                try
+                {
+                    _ = f.Read(offset, new byte[length]);
+                }
+                catch (IOException)
+                {
+                    // An unreadable address: the callback's EIO.
+                }
+
+                break;
+        }
     }
 
     private static void IndexCacheRecord(byte[] data)

@@ -57,6 +57,7 @@ public static class LayerOrder
         new("GDB server", "VmState.Gdb"),
         new("events", "VmState.Events"),
         new("front door", FrontDoor),
+        new("filesystem view", "VmState.Mount"),
     ];
 
     /// <summary>The layer group of a type: <see cref="ErrorRoot"/> or <see cref="FrontDoor"/> for the root namespace.</summary>
