@@ -36,6 +36,7 @@ public static class Program
         root.Subcommands.Add(ProcdumpCommand.Create());
         root.Subcommands.Add(TraceCommand.Create());
         root.Subcommands.Add(TraceCommand.Guard());
+        root.Subcommands.Add(HistoryCommand.Create());
         root.Subcommands.Add(WatchCommand.Create(inner => root.Parse(inner).Invoke()));
         return root.Parse(args).Invoke();
     }
