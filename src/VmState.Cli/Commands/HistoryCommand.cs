@@ -90,7 +90,7 @@ internal static class HistoryCommand
     {
         var store = new Argument<string>("STORE") { Description = "the store directory" };
         Option<bool> json = CommonOptions.Json();
-        var command = new Command("list", "List the captures of a history store");
+        var command = new Command("list", "List the captures of a history store: time, source, pages changed since the previous capture, unique pages and bytes it added");
         command.Arguments.Add(store);
         command.Options.Add(json);
         command.SetAction(r => CommonOptions.Run(() =>
@@ -161,7 +161,9 @@ internal static class HistoryCommand
             }
             else
             {
-                Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"{v.CapturesChecked} of {v.Captures} captures and {v.PagesChecked} of {v.Pages} pages verified"));
+                Console.WriteLine(v.IsSound
+                    ? string.Create(CultureInfo.InvariantCulture, $"{v.CapturesChecked} of {v.Captures} captures and {v.PagesChecked} of {v.Pages} pages verified")
+                    : string.Create(CultureInfo.InvariantCulture, $"damaged: {v.Problems.Count} problems; {v.CapturesChecked} of {v.Captures} capture files and {v.PagesChecked} of {v.Pages} pages sound"));
             }
 
             foreach (string p in v.Problems)
@@ -211,7 +213,7 @@ internal static class HistoryCommand
                     w.WriteStartObject();
                     w.WriteString("output", Path.GetFullPath(path));
                     w.WriteNumber("capture", c.Number);
-                    w.WriteString("time", c.Time.ToString("O", CultureInfo.InvariantCulture));
+                    w.WriteString("time", c.Time.UtcDateTime.ToString("yyyy-MM-ddTHH:mm:ss.fffZ", CultureInfo.InvariantCulture));
                     w.WriteNumber("bytes", written);
                     w.WriteEndObject();
                 });
@@ -228,12 +230,15 @@ internal static class HistoryCommand
 
     private static void Render(IReadOnlyList<HistoryCapture> captures)
     {
-        var t = new Table().AddColumns("#", "time (UTC)", "source", "stream", "data pages", "changed", "new pages", "added");
+        var t = new Table().AddColumns("#", "time (UTC)", "source", "changed", "new", "added");
         foreach (HistoryCapture c in captures)
         {
-            t.AddRow(c.Number.ToString(CultureInfo.InvariantCulture), c.Time.ToString("yyyy-MM-dd HH:mm:ss.fff", CultureInfo.InvariantCulture),
-                TerminalText.Markup(c.Source), Hex.Size((ulong)c.StreamBytes), c.DataPages.ToString(CultureInfo.InvariantCulture),
-                c.ChangedPages.ToString(CultureInfo.InvariantCulture), c.NewPages.ToString(CultureInfo.InvariantCulture), Hex.Size((ulong)c.BytesAdded));
+            // The file name tells captures apart; --json has the whole source and every count.
+            int cut = c.Source.IndexOf(" (", StringComparison.Ordinal);
+            string source = Path.GetFileName(cut > 0 ? c.Source[..cut] : c.Source);
+            source = source.Length > 18 ? "…" + source[^17..] : source;
+            t.AddRow(c.Number.ToString(CultureInfo.InvariantCulture), c.Time.ToString("yyyy-MM-dd HH:mm:ss", CultureInfo.InvariantCulture),
+                TerminalText.Markup(source), c.ChangedPages.ToString(CultureInfo.InvariantCulture), c.NewPages.ToString(CultureInfo.InvariantCulture), Hex.Size((ulong)c.BytesAdded));
         }
 
         AnsiConsole.Write(t);
@@ -246,7 +251,7 @@ internal static class HistoryCommand
         {
             w.WriteStartObject();
             w.WriteNumber("number", c.Number);
-            w.WriteString("time", c.Time.ToString("O", CultureInfo.InvariantCulture));
+            w.WriteString("time", c.Time.UtcDateTime.ToString("yyyy-MM-ddTHH:mm:ss.fffZ", CultureInfo.InvariantCulture));
             w.WriteString("source", c.Source);
             w.WriteNumber("streamBytes", c.StreamBytes);
             w.WriteNumber("dataPages", c.DataPages);

@@ -373,8 +373,10 @@ public sealed class HistoryStore : IDisposable
                     {
                         problems.Add($"{Path.Combine(Directory, PackFile.Name(loc.Pack))}: page {id} (frame at offset {loc.FrameOffset}, slot {loc.Slot}) has hash {hash:x32}, the index {loc.Hash:x32}");
                     }
-
-                    pagesChecked++;
+                    else
+                    {
+                        pagesChecked++;
+                    }
                 }
             }
             catch (Exception e) when (e is VmStateException or IOException)
