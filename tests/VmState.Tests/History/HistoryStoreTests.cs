@@ -108,6 +108,46 @@ public sealed class HistoryStoreTests : IDisposable
     }
 
     [Fact]
+    public void ImportTakesStreamsVirshSaveFilesAndQcow2Snapshots()
+    {
+        string stream = Stream("a.mig", Enumerable.Range(0, 30));
+        byte[] bytes = File.ReadAllBytes(stream);
+        byte[] xml = "<domain type='kvm'><name>t</name></domain>\0"u8.ToArray();
+        byte[] save = new byte[92 + xml.Length + bytes.Length];
+        "LibvirtQemudSave"u8.CopyTo(save);
+        System.Buffers.Binary.BinaryPrimitives.WriteUInt32LittleEndian(save.AsSpan(16), 2);
+        System.Buffers.Binary.BinaryPrimitives.WriteUInt32LittleEndian(save.AsSpan(20), (uint)xml.Length);
+        xml.CopyTo(save, 92);
+        bytes.CopyTo(save, 92 + xml.Length);
+        string virsh = Path.Combine(_dir, "a.save");
+        File.WriteAllBytes(virsh, save);
+        string qcow2 = Path.Combine(_dir, "a.qcow2");
+        File.WriteAllBytes(qcow2, VmState.Tests.Formats.Qcow2Tests.Image(bytes, name: "before-upgrade", id: "7"));
+
+        using (HistoryStoreWriter w = HistoryStoreWriter.Open(Store))
+        {
+            Assert.Contains("migration stream", w.Import(stream).Source, StringComparison.Ordinal);
+            HistoryCapture v = w.Import(virsh);
+            Assert.Contains("virsh save file", v.Source, StringComparison.Ordinal);
+            Assert.Equal(0, v.NewPages);
+            HistoryCapture q = w.Import(qcow2, "before-upgrade");
+            Assert.Contains("qcow2 snapshot 7 \"before-upgrade\"", q.Source, StringComparison.Ordinal);
+            Assert.Equal(0, q.NewPages);
+            Assert.Equal(0, q.ChangedPages);
+            Assert.Throws<VmStateNotFoundException>(() => w.Import(qcow2, "no-such-snapshot"));
+            Assert.Equal(3, w.Captures.Count);
+        }
+
+        using HistoryStore store = HistoryStore.Open(Store);
+        using MachineState expected = SnapshotLoader.Open(stream);
+        foreach (HistoryCapture c in store.Captures)
+        {
+            using MachineState actual = store.OpenCapture(c);
+            AssertSameMemory(expected.Memory, actual.Memory);
+        }
+    }
+
+    [Fact]
     public void EachUniquePageIsStoredOnce()
     {
         // 50 distinct pages, then the same 50 repeated: 50 unique; the second capture changes one page and adds one.
