@@ -102,6 +102,23 @@ public sealed class HistoryTests(HistoryGuestCaptures captures) : IClassFixture<
         }
     }
 
+    [Theory]
+    [InlineData("dmesg")]
+    [InlineData("modules")]
+    [InlineData("netdev")]
+    [InlineData("maps", "1")]
+    [InlineData("read", "--sym", "linux_banner", "128")]
+    [InlineData("read", "--pa", "0x100000", "256")]
+    public void LinuxCommandsOnTheLatestCaptureEqualTheSameOnItsStream(string command, params string[] more)
+    {
+        (int c1, string fromStream, string e1) = VmStateCli.Run([command, captures.Streams[^1], .. more]);
+        (int c2, string fromStore, string e2) = VmStateCli.Run([command, $"{captures.Store}@-1", .. more]);
+        Assert.True(c1 == 0, e1);
+        Assert.True(c2 == 0, e2);
+        Assert.True(fromStream.Length > 100, fromStream);
+        Assert.Equal(fromStream, fromStore);
+    }
+
     [Fact]
     public void TheStoreListsDeduplicatedCapturesAndVerifies()
     {

@@ -99,6 +99,12 @@ public sealed class HistoryStoreWriter : IDisposable
             var writer = new HistoryStoreWriter(dir, lockFile, manifest);
             if (fresh)
             {
+                if (!OperatingSystem.IsWindows())
+                {
+                    // A store is owner-only, also in a directory the user made beforehand.
+                    File.SetUnixFileMode(dir, StoreFiles.DirectoryMode);
+                }
+
                 writer.InitFiles();
             }
 

@@ -70,7 +70,8 @@ internal static partial class StoreFiles
             return;
         }
 
-        int fd = Open(dir, 0x10000 /* O_RDONLY | O_DIRECTORY */);
+        // O_RDONLY opens a directory on Linux; its fsync makes the entries (a rename) durable.
+        int fd = Open(dir, 0);
         if (fd < 0)
         {
             throw new IOException($"cannot open {dir} to sync it: errno {Marshal.GetLastPInvokeError()}");
