@@ -16,7 +16,7 @@ internal static class HistoryCommand
 {
     public static Command Create()
     {
-        var command = new Command("history", "Keep many captures of a VM in a deduplicated store; open one with STORE@N (STORE@-1: the latest, STORE@2026-11-29T10:05:00: the latest at or before that time, UTC)");
+        var command = new Command("history", "Keep many captures of a VM in one deduplicated store; any command opens one as STORE@N");
         command.Subcommands.Add(Import());
         command.Subcommands.Add(List());
         command.Subcommands.Add(Verify());
