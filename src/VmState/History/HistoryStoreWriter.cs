@@ -144,8 +144,10 @@ public sealed class HistoryStoreWriter : IDisposable
             HistoryCapture capture = session.Run(progress is null ? stream : new ProgressStream(stream, progress), source, time, cancellationToken);
             return capture;
         }
-        catch
+        catch when (!session.Committed)
         {
+            // Once the manifest is renamed into place the capture is in the store: nothing may be undone after that
+            // (only the directory's fsync can still fail, and it is reported).
             session.Rollback();
             throw;
         }
@@ -287,6 +289,9 @@ public sealed class HistoryStoreWriter : IDisposable
         private long _bytesAdded;
         private int _pageSize;
 
+        /// <summary>True once the new manifest is in place: the capture is part of the store.</summary>
+        public bool Committed { get; private set; }
+
         public HistoryCapture Run(Stream stream, string source, DateTimeOffset time, CancellationToken cancel)
         {
             _indexFile = StoreFiles.OpenWrite(writer.FilePath(PageIndex.FileName), create: false);
@@ -351,9 +356,10 @@ public sealed class HistoryStoreWriter : IDisposable
             };
             _next.Captures.Add(capture);
             cancel.ThrowIfCancellationRequested();
-            StoreFiles.WriteAtomically(writer.FilePath(HistoryManifest.FileName), _next.Serialize());
+            StoreFiles.Replace(writer.FilePath(HistoryManifest.FileName), _next.Serialize());
 
             // Committed: from here on nothing is undone.
+            Committed = true;
             writer._manifest = _next;
             writer._previous = new Dictionary<string, long[]>(StringComparer.Ordinal);
             for (int b = 0; b < _blocks.Count; b++)
@@ -364,6 +370,7 @@ public sealed class HistoryStoreWriter : IDisposable
             _added.Clear();
             _captureFinal = null;
             _newPackFrom = -1;
+            StoreFiles.SyncDirectory(writer._dir);
             return capture;
         }
 

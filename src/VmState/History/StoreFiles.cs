@@ -29,6 +29,17 @@ internal static partial class StoreFiles
     /// <summary>Writes <paramref name="bytes"/> to <paramref name="path"/> through a temporary file, fsync and rename, then fsyncs the directory.</summary>
     public static void WriteAtomically(string path, ReadOnlySpan<byte> bytes)
     {
+        Replace(path, bytes);
+        SyncDirectory(Path.GetDirectoryName(path)!);
+    }
+
+    /// <summary>
+    /// Writes <paramref name="bytes"/> to a temporary file, fsyncs it and renames it over <paramref name="path"/>: once
+    /// this returns, readers see the new content (the rename is the commit); fsync the directory to make it durable.
+    /// On failure the old file is untouched and the temporary is removed.
+    /// </summary>
+    public static void Replace(string path, ReadOnlySpan<byte> bytes)
+    {
         string dir = Path.GetDirectoryName(path)!;
         string temp = Path.Combine(dir, $".{Path.GetFileName(path)}.{Environment.ProcessId}.tmp");
         try
@@ -46,8 +57,6 @@ internal static partial class StoreFiles
             File.Delete(temp);
             throw;
         }
-
-        SyncDirectory(dir);
     }
 
     /// <summary>Creates a new file, 0600, failing if it exists.</summary>
