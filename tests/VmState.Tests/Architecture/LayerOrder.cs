@@ -56,6 +56,7 @@ public static class LayerOrder
         new("editing and export", "VmState.Editing", "VmState.Export"),
         new("GDB server", "VmState.Gdb"),
         new("events", "VmState.Events"),
+        new("history", "VmState.History"),
         new("front door", FrontDoor),
         new("filesystem view", "VmState.Mount"),
     ];
