@@ -107,11 +107,15 @@ public sealed class MountTests(DefaultLinuxGuest guest) : IClassFixture<DefaultL
         Assert.Equal(guest.Truth.KallsymsCount, File.ReadLines(Path.Combine(mnt, "linux", "kallsyms")).Count());
         Assert.Contains($"] {guest.Truth.DmesgMarker}\n", await File.ReadAllTextAsync(Path.Combine(mnt, "linux", "dmesg")), StringComparison.Ordinal);
 
-        // Eight readers at once, each of a different file, get the right bytes.
-        string[] files = [.. Directory.GetDirectories(Path.Combine(mnt, "proc")).Take(8).Select(d => Path.Combine(d, "status"))];
-        string[] alone = [.. files.Select(File.ReadAllText)];
-        string[] together = await Task.WhenAll(files.Select(f => Task.Run(() => File.ReadAllText(f))));
+        // Readers at once, each of a different file made from kernel data on first read (maps and cmdline of every
+        // process, read first all together, then again one by one), get the same bytes as `vmstate maps` and alone.
+        string[] files = [.. Directory.GetDirectories(Path.Combine(mnt, "proc")).SelectMany(d => new[] { Path.Combine(d, "maps"), Path.Combine(d, "cmdline") })];
+        byte[][] together = await Task.WhenAll(files.Select(f => Task.Run(() => File.ReadAllBytes(f))));
+        byte[][] alone = [.. files.Select(File.ReadAllBytes)];
         Assert.Equal(alone, together);
+        Assert.Contains(together, b => b.Length > 0);
+        byte[][] mems = await Task.WhenAll(Enumerable.Range(0, 8).Select(_ => Task.Run(() => PRead(Path.Combine(proc, "mem"), (long)marker.VirtualAddress, want.Length))));
+        Assert.All(mems, m => Assert.Equal(want, m));
 
         // Read-only: writing is refused.
         Assert.ThrowsAny<Exception>(() => File.WriteAllText(Path.Combine(proc, "comm"), "x"));

@@ -18,19 +18,37 @@ namespace VmState.Mount;
 public static class VmMountTree
 {
     /// <summary>The tree of <paramref name="vm"/>; the Linux parts appear only when a Linux kernel is found.</summary>
+    /// <remarks>
+    /// FUSE serves requests on several threads; the Linux layer's caches (page-table walks, kernel objects) are not
+    /// made for concurrent use, so everything that reads the guest's kernel data runs under one lock per tree.
+    /// Physical memory is read without it (its sources are safe for concurrent reads).
+    /// </remarks>
     public static MountDirectory Build(Vm vm)
     {
         ArgumentNullException.ThrowIfNull(vm);
-        return new MountDirectory("root", () => Root(vm));
+        var guest = new Guarded(vm.Linux, new Lock());
+        return new MountDirectory("root", () => Root(vm, guest));
     }
 
-    private static IEnumerable<MountNode> Root(Vm vm)
+    /// <summary>The Linux guest and the lock every use of it takes.</summary>
+    private sealed record Guarded(LinuxGuest Linux, Lock Gate)
+    {
+        public T Use<T>(Func<LinuxGuest, T> read)
+        {
+            lock (Gate)
+            {
+                return read(Linux);
+            }
+        }
+    }
+
+    private static IEnumerable<MountNode> Root(Vm vm, Guarded guest)
     {
         yield return Machine(vm.Machine);
         LinuxKernel? kernel = null;
         try
         {
-            kernel = vm.Linux.Kernel;
+            kernel = guest.Use(l => l.Kernel);
         }
         catch (KernelDataException)
         {
@@ -39,8 +57,8 @@ public static class VmMountTree
 
         if (kernel is not null)
         {
-            yield return Linux(vm.Linux);
-            yield return new MountDirectory("proc", () => Processes(vm.Linux));
+            yield return Linux(guest);
+            yield return new MountDirectory("proc", () => Processes(guest));
         }
     }
 
@@ -97,30 +115,30 @@ public static class VmMountTree
         });
     }
 
-    private static MountDirectory Linux(LinuxGuest linux) => new("linux", () =>
+    private static MountDirectory Linux(Guarded g) => new("linux", () =>
     [
-        Text("ps", () => Table(LinuxListViews.Processes(false), linux.Processes())),
-        Text("ps.json", () => Json(LinuxListViews.Processes(false), linux.Processes())),
-        Text("modules", () => Table(LinuxListViews.Modules, linux.Modules())),
-        Text("modules.json", () => Json(LinuxListViews.Modules, linux.Modules())),
-        Text("netdev", () => Table(LinuxListViews.NetDevices, linux.NetDevices())),
-        Text("netdev.json", () => Json(LinuxListViews.NetDevices, linux.NetDevices())),
-        Text("dmesg", () => Table(LinuxListViews.KernelLog(false), linux.KernelLog())),
-        Text("kallsyms", () => Table(LinuxListViews.Symbols(false), linux.FindSymbols(null, modules: true))),
-        Text("release", () => linux.Kernel.Release + "\n"),
-        Text("banner", () => linux.Kernel.Banner + "\n"),
+        Text("ps", () => g.Use(l => Table(LinuxListViews.Processes(false), l.Processes()))),
+        Text("ps.json", () => g.Use(l => Json(LinuxListViews.Processes(false), l.Processes()))),
+        Text("modules", () => g.Use(l => Table(LinuxListViews.Modules, l.Modules()))),
+        Text("modules.json", () => g.Use(l => Json(LinuxListViews.Modules, l.Modules()))),
+        Text("netdev", () => g.Use(l => Table(LinuxListViews.NetDevices, l.NetDevices()))),
+        Text("netdev.json", () => g.Use(l => Json(LinuxListViews.NetDevices, l.NetDevices()))),
+        Text("dmesg", () => g.Use(l => Table(LinuxListViews.KernelLog(false), l.KernelLog()))),
+        Text("kallsyms", () => g.Use(l => Table(LinuxListViews.Symbols(false), l.FindSymbols(null, modules: true)))),
+        Text("release", () => g.Use(l => l.Kernel.Release + "\n")),
+        Text("banner", () => g.Use(l => l.Kernel.Banner + "\n")),
     ]);
 
-    private static IEnumerable<MountNode> Processes(LinuxGuest linux)
+    private static IEnumerable<MountNode> Processes(Guarded g)
     {
-        foreach (LinuxProcess p in linux.Processes(threads: false, commandLines: false))
+        foreach (LinuxProcess p in g.Use(l => l.Processes(threads: false, commandLines: false)))
         {
             int pid = p.Pid;
-            yield return new MountDirectory(pid.ToString(CultureInfo.InvariantCulture), () => Process(linux, p));
+            yield return new MountDirectory(pid.ToString(CultureInfo.InvariantCulture), () => Process(g, p));
         }
     }
 
-    private static IEnumerable<MountNode> Process(LinuxGuest linux, LinuxProcess p)
+    private static IEnumerable<MountNode> Process(Guarded g, LinuxProcess p)
     {
         int pid = p.Pid;
         yield return Text("comm", () => p.Comm + "\n");
@@ -133,21 +151,25 @@ public static class VmMountTree
             yield break;
         }
 
-        yield return new MountContentFile("cmdline", () => linux.CommandLine(pid));
-        yield return new MountContentFile("environ", () => linux.Environment(pid));
-        yield return Text("maps", () => Table(LinuxListViews.Maps, linux.Maps(pid)));
-        yield return Text("maps.json", () => Json(LinuxListViews.Maps, linux.Maps(pid)));
-        yield return ProcessMemory(linux, pid);
+        yield return new MountContentFile("cmdline", () => g.Use(l => l.CommandLine(pid)));
+        yield return new MountContentFile("environ", () => g.Use(l => l.Environment(pid)));
+        yield return Text("maps", () => g.Use(l => Table(LinuxListViews.Maps, l.Maps(pid))));
+        yield return Text("maps.json", () => g.Use(l => Json(LinuxListViews.Maps, l.Maps(pid))));
+        yield return ProcessMemory(g, pid);
     }
 
     /// <summary>
     /// A process's virtual memory, as <c>/proc/PID/mem</c>: pread at a virtual address; an address that is not mapped
     /// (or whose page is not in memory) is an I/O error. Size 0 and direct I/O, so any offset is passed through.
     /// </summary>
-    private static MountRangeFile ProcessMemory(LinuxGuest linux, int pid) => new("mem", 0, (offset, destination) =>
+    private static MountRangeFile ProcessMemory(Guarded g, int pid) => new("mem", 0, (offset, destination) =>
     {
-        Arch.X86.AddressSpace space = linux.ProcessAddressSpace(pid);
-        int n = space.Read((ulong)offset, destination);
+        int n;
+        lock (g.Gate)
+        {
+            n = g.Linux.ProcessAddressSpace(pid).Read((ulong)offset, destination);
+        }
+
         if (n <= 0)
         {
             throw new IOException($"virtual address 0x{offset:x} of process {pid} is not mapped or not in memory");
