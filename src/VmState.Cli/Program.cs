@@ -36,6 +36,7 @@ public static class Program
         root.Subcommands.Add(MapsCommand.Create());
         root.Subcommands.Add(ProcdumpCommand.Create());
         root.Subcommands.Add(TraceCommand.Create());
+        root.Subcommands.Add(RecordCommand.Create());
         root.Subcommands.Add(MountCommand.Create());
         root.Subcommands.Add(MountCommand.CreateUnmount());
         root.Subcommands.Add(TraceCommand.Guard());

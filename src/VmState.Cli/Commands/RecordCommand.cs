@@ -1,0 +1,112 @@
+using System.CommandLine;
+using System.Globalization;
+using System.Text.Json;
+using VmState.History;
+using VmState.Live;
+
+namespace VmState.Cli.Commands;
+
+/// <summary>
+/// <c>vmstate record --qmp SOCK --store DIR [--every S] [--count N | --duration S] [--json]</c>: captures of a running
+/// VM streamed into a history store (<see cref="HistoryRecorder"/>), each with its guest pause and wall time.
+/// </summary>
+internal static class RecordCommand
+{
+    public static Command Create()
+    {
+        Option<string?> qmp = CommonOptions.Qmp();
+        var store = new Option<string>("--store") { Description = "the history store directory (created when it does not exist)", Required = true };
+        var every = new Option<double>("--every") { Description = "seconds from the start of one capture to the next (default 10)", DefaultValueFactory = _ => 10 };
+        var count = new Option<int?>("--count") { Description = "stop after this many captures" };
+        var duration = new Option<double?>("--duration") { Description = "stop starting captures after this many seconds" };
+        Option<bool> json = CommonOptions.Json();
+        json.Description = "one JSON object per capture (a line each, flushed)";
+        var command = new Command("record", "Record a running VM into a history store: a consistent capture every --every seconds, streamed from QEMU, never a temporary file; Ctrl-C stops (a capture in progress is not kept)");
+        command.Options.Add(qmp);
+        command.Options.Add(store);
+        command.Options.Add(every);
+        command.Options.Add(count);
+        command.Options.Add(duration);
+        command.Options.Add(json);
+        command.SetAction((r, ct) => Task.FromResult(CommonOptions.Run(() =>
+        {
+            string? socket = r.GetValue(qmp);
+            if (socket is null)
+            {
+                Console.Error.WriteLine("vmstate record: give --qmp SOCKET (a running QEMU)");
+                return 1;
+            }
+
+            if (r.GetValue(every) is double e && (e < 0 || double.IsNaN(e)) || r.GetValue(count) is <= 0 || r.GetValue(duration) is <= 0)
+            {
+                Console.Error.WriteLine("vmstate record: --every must be ≥ 0, --count and --duration > 0");
+                return 1;
+            }
+
+            using Vm vm = CommonOptions.OpenVm(null, socket, new VmOpenOptions(), pause: false);
+            using HistoryStoreWriter writer = HistoryStoreWriter.Open(r.GetValue(store)!);
+            var options = new HistoryRecordOptions
+            {
+                Every = TimeSpan.FromSeconds(r.GetValue(every)),
+                Count = r.GetValue(count),
+                Duration = r.GetValue(duration) is double d ? TimeSpan.FromSeconds(d) : null,
+                Source = $"QMP {Path.GetFullPath(socket)}",
+            };
+            bool asJson = r.GetValue(json);
+            using Stream stdout = Console.OpenStandardOutput();
+            using var output = new StreamWriter(stdout) { AutoFlush = true };
+            Console.Error.WriteLine($"vmstate record: into {TerminalText.Escape(writer.Directory)} (captures so far: {writer.Captures.Count}); Ctrl-C to stop");
+            IReadOnlyList<RecordedCapture> taken = HistoryRecorder.RecordAsync(vm.Live!, writer, options, c =>
+            {
+                if (asJson)
+                {
+                    WriteJson(output, c);
+                }
+                else
+                {
+                    output.WriteLine(Describe(c));
+                }
+            }, ct).GetAwaiter().GetResult();
+            Console.Error.WriteLine(string.Create(CultureInfo.InvariantCulture, $"vmstate record: {taken.Count} capture(s); the store holds {writer.Captures.Count}, {writer.UniquePages} unique pages"));
+            return 0;
+        })));
+        return command;
+    }
+
+    private static string Describe(RecordedCapture c) => string.Create(CultureInfo.InvariantCulture,
+        $"capture {c.Capture.Number} at {c.Capture.Time:yyyy-MM-ddTHH:mm:ss.fffZ}: {Mode(c.Save.Mode)}, guest pause {Pause(c.Save)}, wall {c.Save.Elapsed.TotalSeconds:F2} s, {c.Capture.ChangedPages} changed pages, {c.Capture.NewPages} new, {Hex.Size((ulong)c.Capture.BytesAdded)} added");
+
+    private static string Mode(SaveMode mode) => mode switch
+    {
+        SaveMode.BackgroundSnapshot => "background snapshot",
+        SaveMode.Pause => "paused for the save",
+        _ => "guest not running",
+    };
+
+    private static string Pause(SaveResult s) => s.GuestPause is TimeSpan p ? string.Create(CultureInfo.InvariantCulture, $"{p.TotalMilliseconds:F1} ms") : "unknown";
+
+    private static void WriteJson(StreamWriter output, RecordedCapture c)
+    {
+        using var ms = new MemoryStream();
+        using (var w = new Utf8JsonWriter(ms))
+        {
+            w.WriteStartObject();
+            w.WriteNumber("capture", c.Capture.Number);
+            w.WriteString("time", c.Capture.Time.UtcDateTime.ToString("o", CultureInfo.InvariantCulture));
+            w.WriteString("mode", c.Save.Mode.ToString());
+            if (c.Save.GuestPause is TimeSpan p)
+            {
+                w.WriteNumber("guestPauseMs", Math.Round(p.TotalMilliseconds, 3));
+            }
+
+            w.WriteNumber("wallSeconds", Math.Round(c.Save.Elapsed.TotalSeconds, 3));
+            w.WriteNumber("streamBytes", c.Capture.StreamBytes);
+            w.WriteNumber("changedPages", c.Capture.ChangedPages);
+            w.WriteNumber("newPages", c.Capture.NewPages);
+            w.WriteNumber("bytesAdded", c.Capture.BytesAdded);
+            w.WriteEndObject();
+        }
+
+        output.WriteLine(System.Text.Encoding.UTF8.GetString(ms.ToArray()));
+    }
+}
