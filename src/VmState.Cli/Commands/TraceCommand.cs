@@ -86,7 +86,7 @@ internal static class TraceCommand
             }
         }
 
-        public TraceFilter Filter(ParseResult r)
+        public TraceHitFilter Filter(ParseResult r)
         {
             ulong? cr3 = null;
             if (r.GetValue(Cr3) is string text)
@@ -97,7 +97,7 @@ internal static class TraceCommand
                     : throw new FormatException($"--cr3 {text}: not a hex number");
             }
 
-            return new TraceFilter { Pid = r.GetValue(Pid), Comm = r.GetValue(Comm), Cr3 = cr3, Vcpu = r.GetValue(Vcpu) };
+            return new TraceHitFilter { Pid = r.GetValue(Pid), Comm = r.GetValue(Comm), Cr3 = cr3, Vcpu = r.GetValue(Vcpu) };
         }
 
         private static Option<bool> JsonOption()
@@ -199,7 +199,7 @@ internal static class TraceCommand
             return 1;
         }
 
-        TraceFilter filter = shared.Filter(r);
+        TraceHitFilter filter = shared.Filter(r);
         using Vm vm = CommonOptions.OpenVm(null, socket, new VmOpenOptions(), pause: false);
         LinuxKernel kernel = vm.Linux.Kernel;
         var options = new GdbTraceOptions { GuardCommand = SelfCommand("trace-guard") };

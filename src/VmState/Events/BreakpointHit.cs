@@ -75,7 +75,7 @@ public sealed class BreakpointHit
             return kernel.Read(address, destination);
         }
 
-        return new AddressSpace(kernel.Memory, kernel.Paging, TraceFilter.PageTableRoot(Registers.Cr3)).Read(address, destination);
+        return new AddressSpace(kernel.Memory, kernel.Paging, TraceHitFilter.PageTableRoot(Registers.Cr3)).Read(address, destination);
     }
 
     /// <summary>Reads the NUL-terminated string at <paramref name="address"/> (at most <paramref name="max"/> bytes, without the NUL).</summary>

@@ -172,10 +172,10 @@ public sealed class GdbTraceSession : IDisposable
     }
 
     /// <summary>
-    /// Only hits that match reach a handler (see <see cref="TraceFilter"/>); applies to every breakpoint and watchpoint
+    /// Only hits that match reach a handler (see <see cref="TraceHitFilter"/>); applies to every breakpoint and watchpoint
     /// together with its own filter. Null: no session-wide filter.
     /// </summary>
-    public TraceFilter? Filter { get; set; }
+    public TraceHitFilter? Filter { get; set; }
 
     /// <summary>
     /// Sets a breakpoint at the kernel-virtual <paramref name="address"/> whose hits go to the handler given to
@@ -186,7 +186,7 @@ public sealed class GdbTraceSession : IDisposable
 
     /// <summary>Sets a breakpoint whose hits go to <paramref name="handler"/> (after <paramref name="filter"/>).</summary>
     /// <exception cref="InvalidOperationException">QEMU refused it, or a fifth hardware breakpoint or watchpoint under KVM.</exception>
-    public TraceBreakpoint Subscribe(ulong address, string label, Func<BreakpointHit, TraceAction> handler, bool hardware = false, TraceFilter? filter = null)
+    public TraceBreakpoint Subscribe(ulong address, string label, Func<BreakpointHit, TraceAction> handler, bool hardware = false, TraceHitFilter? filter = null)
     {
         ArgumentNullException.ThrowIfNull(handler);
         return AddBreakpointCore(address, label, hardware, filter, h => ValueTask.FromResult(handler(h)));
@@ -194,7 +194,7 @@ public sealed class GdbTraceSession : IDisposable
 
     /// <summary>Sets a breakpoint whose hits go to the asynchronous <paramref name="handler"/> (the VM stays stopped until it completes).</summary>
     /// <exception cref="InvalidOperationException">QEMU refused it, or a fifth hardware breakpoint or watchpoint under KVM.</exception>
-    public TraceBreakpoint Subscribe(ulong address, string label, Func<BreakpointHit, ValueTask<TraceAction>> handler, bool hardware = false, TraceFilter? filter = null)
+    public TraceBreakpoint Subscribe(ulong address, string label, Func<BreakpointHit, ValueTask<TraceAction>> handler, bool hardware = false, TraceHitFilter? filter = null)
     {
         ArgumentNullException.ThrowIfNull(handler);
         return AddBreakpointCore(address, label, hardware, filter, handler);
@@ -208,7 +208,7 @@ public sealed class GdbTraceSession : IDisposable
     /// values (a process's address space for a user address; null: the kernel's page tables).
     /// </summary>
     /// <exception cref="InvalidOperationException">QEMU refused it, or a fifth hardware breakpoint or watchpoint under KVM.</exception>
-    public TraceBreakpoint AddWatchpoint(ulong address, int length, TraceEventKind kind, string label, Func<ulong, Memory<byte>, int>? reader = null, TraceFilter? filter = null, Func<BreakpointHit, ValueTask<TraceAction>>? handler = null)
+    public TraceBreakpoint AddWatchpoint(ulong address, int length, TraceEventKind kind, string label, Func<ulong, Memory<byte>, int>? reader = null, TraceHitFilter? filter = null, Func<BreakpointHit, ValueTask<TraceAction>>? handler = null)
     {
         ObjectDisposedException.ThrowIf(_disposed, this);
         if (kind == TraceEventKind.Breakpoint)
@@ -488,7 +488,7 @@ public sealed class GdbTraceSession : IDisposable
         return 0;
     }
 
-    private TraceBreakpoint AddBreakpointCore(ulong address, string label, bool hardware, TraceFilter? filter, Func<BreakpointHit, ValueTask<TraceAction>>? handler)
+    private TraceBreakpoint AddBreakpointCore(ulong address, string label, bool hardware, TraceHitFilter? filter, Func<BreakpointHit, ValueTask<TraceAction>>? handler)
     {
         ObjectDisposedException.ThrowIf(_disposed, this);
         var bp = new TraceBreakpoint(address, label, hardware) { Filter = filter, Handler = handler };

@@ -13,7 +13,7 @@ public sealed record TraceBreakpoint(ulong Address, string Label, bool Hardware)
     public int Length { get; init; } = 1;
 
     /// <summary>Only hits that match reach the handler (null: all).</summary>
-    public TraceFilter? Filter { get; init; }
+    public TraceHitFilter? Filter { get; init; }
 
     /// <summary>Hits handled so far (filtered-out hits not counted).</summary>
     public long Hits { get; internal set; }

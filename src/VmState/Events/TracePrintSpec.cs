@@ -48,7 +48,7 @@ public sealed class TracePrintSpec
                 "str" => TracePrintFormat.String,
                 _ => throw new FormatException($"--print item \"{item}\": unknown format \"{format}\" (x, d, u or str)"),
             };
-            items.Add(new TracePrintItem(name, name[3] - '0', f));
+            items.Add(new TracePrintItem(item, name[3] - '0', f));
         }
 
         return new TracePrintSpec(items);
@@ -101,7 +101,7 @@ public sealed class TracePrintSpec
 }
 
 /// <summary>One <c>--print</c> item.</summary>
-/// <param name="Name">As written (<c>arg1</c>).</param>
+/// <param name="Name">As written (<c>arg1</c>, <c>arg1:str</c>): the key of the value in JSON output.</param>
 /// <param name="Argument">The argument index (0–5).</param>
 /// <param name="Format">How to print it.</param>
 public sealed record TracePrintItem(string Name, int Argument, TracePrintFormat Format);

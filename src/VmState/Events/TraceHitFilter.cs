@@ -4,7 +4,7 @@ namespace VmState.Events;
 /// Which hits reach a handler, evaluated in this process while the VM is stopped (hits that do not match are stepped
 /// over and not counted). Every condition given must hold; null conditions are not checked.
 /// </summary>
-public sealed record TraceFilter
+public sealed record TraceHitFilter
 {
     /// <summary>The pid (thread id, as <c>task_struct.pid</c>) or the thread-group id (the process's pid) of the current task.</summary>
     public int? Pid { get; init; }
