@@ -63,7 +63,7 @@ public sealed class TraceFilterAndPrintTests
         Assert.Equal([0, 1, 2, 5], spec.Items.Select(i => i.Argument));
         Assert.Equal([TracePrintFormat.Hex, TracePrintFormat.String, TracePrintFormat.Signed, TracePrintFormat.Unsigned], spec.Items.Select(i => i.Format));
         Assert.Equal(("arg0", "0xffffcfe0003e3f58"), TracePrintSpec.Parse("arg0").Format(Hit())[0]);
-        Assert.Equal(("arg0:d", "-52638813323432"), TracePrintSpec.Parse("arg0:d").Format(Hit())[0]);
+        Assert.Equal(("arg0:d", "-52913993007272"), TracePrintSpec.Parse("arg0:d").Format(Hit())[0]);
     }
 
     [Theory]
