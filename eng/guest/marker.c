@@ -34,7 +34,8 @@
  *                      VMSMARKER exec pid=<pid> argv=<argv joined by spaces>
  *        3 syscalls  getppid five times and getuid three times (raw syscall(2), no libc caching):
  *                      VMSMARKER syscalls getppid=5 getuid=3
- *        4 loop      getppid in a tight loop for ARG milliseconds (a breakpoint hit as fast as a tracer allows):
+ *        4 loop      getppid in a tight loop for ARG milliseconds or until the next request arrives (a breakpoint
+ *                    hit as fast as a tracer allows):
  *                      VMSMARKER loop ms=<ARG> calls=<n>
  *        5 spin      a pure CPU loop for ARG milliseconds (the guest's own work rate, for slowdown measurements):
  *                      VMSMARKER spin ms=<ARG> iterations=<n>
@@ -193,7 +194,7 @@ static void serve_request(void)
             for (int i = 0; i < 64; i++)
                 syscall(SYS_getppid);
             calls += 64;
-        } while (now_ms() < end);
+        } while (now_ms() < end && g_request == 0);
         printf("VMSMARKER loop ms=%" PRIu64 " calls=%" PRIu64 "\n", arg, calls);
         break;
     }

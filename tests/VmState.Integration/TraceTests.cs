@@ -262,6 +262,46 @@ public sealed class TraceTests : IAsyncLifetime
         await AssertCleanAndTickingAsync();
     }
 
+    [Fact]
+    public async Task ATraceAfterAGdbSessionThatAskedForMultiprocessStillResumesTheGuest()
+    {
+        // gdb asks for the multiprocess extensions; QEMU 7.2 keeps them on for the rest of its life, and then
+        // answers a bare D with E22 without resuming the VM.
+        int port;
+        using (var probe = new System.Net.Sockets.TcpListener(System.Net.IPAddress.Loopback, 0))
+        {
+            probe.Start();
+            port = ((System.Net.IPEndPoint)probe.LocalEndpoint).Port;
+        }
+
+        await _guest.Qmp.HumanMonitorCommandAsync($"gdbserver tcp:127.0.0.1:{port}");
+        using (var gdb = new System.Net.Sockets.TcpClient())
+        {
+            await gdb.ConnectAsync(System.Net.IPAddress.Loopback, port);
+            System.Net.Sockets.NetworkStream stream = gdb.GetStream();
+            await Packet(stream, "qSupported:multiprocess+");
+            Assert.Contains("OK", await Packet(stream, "D;1"), StringComparison.Ordinal);
+        }
+
+        await _guest.Qmp.HumanMonitorCommandAsync("gdbserver none");
+        Assert.Equal("running", await _guest.Qmp.QueryStatusAsync());
+        (int code, string stdout, string stderr) = VmStateCli.Run(["trace", "--qmp", _guest.ToolQmpPath, "break", Syscall, "--max-events", "2"]);
+        Assert.True(code == 0, stderr);
+        Assert.Contains("vmsmarker", stdout, StringComparison.Ordinal);
+        await AssertCleanAndTickingAsync();
+    }
+
+    /// <summary>Sends one packet and returns what came back within half a second.</summary>
+    private static async Task<string> Packet(System.Net.Sockets.NetworkStream stream, string payload)
+    {
+        int sum = payload.Sum(c => c) & 0xff;
+        await stream.WriteAsync(System.Text.Encoding.ASCII.GetBytes($"${payload}#{sum:x2}"));
+        await Task.Delay(500);
+        var buffer = new byte[65536];
+        int n = stream.DataAvailable ? await stream.ReadAsync(buffer) : 0;
+        return System.Text.Encoding.ASCII.GetString(buffer, 0, n);
+    }
+
     private Dictionary<string, string> MarkerFields()
     {
         string line = _guest.SerialText.Split('\n').First(l => l.StartsWith("VMSTATE-TRUTH marker ", StringComparison.Ordinal)).TrimEnd('\r');

@@ -225,7 +225,17 @@ internal static class TraceCommand
         }
 
         TimeSpan? limit = r.GetValue(shared.Duration) is double s ? TimeSpan.FromSeconds(s) : null;
-        TraceSummary summary = session.Run(hit => { Print(writer, hit, asJson, spec); return TraceAction.Continue; }, r.GetValue(shared.MaxEvents), limit, ct);
+        var latencies = new List<double>();
+        TraceSummary summary = session.Run(
+            hit =>
+            {
+                latencies.Add(System.Diagnostics.Stopwatch.GetElapsedTime(hit.StopTimestamp).TotalMicroseconds);
+                Print(writer, hit, asJson, spec);
+                return TraceAction.Continue;
+            },
+            r.GetValue(shared.MaxEvents),
+            limit,
+            ct);
         long filtered = session.Breakpoints.Sum(b => b.Filtered);
         session.Dispose();
         if (asJson)
@@ -241,6 +251,13 @@ internal static class TraceCommand
 
                 w.WriteNumber("seconds", Math.Round(summary.Elapsed.TotalSeconds, 3));
                 w.WriteString("reason", summary.Reason);
+                if (latencies.Count > 0)
+                {
+                    // From the stop reply taken off the socket to the handler's first line (registers, task, filters).
+                    latencies.Sort();
+                    w.WriteNumber("latency_median_us", Math.Round(latencies[latencies.Count / 2], 1));
+                    w.WriteNumber("latency_p99_us", Math.Round(latencies[Math.Min(latencies.Count - 1, (int)(latencies.Count * 0.99))], 1));
+                }
             });
         }
         else

@@ -408,7 +408,11 @@ public sealed class GdbTraceSession : IDisposable
             try
             {
                 StopIfRunning();
-                _channel.Request("D", _timeout);
+                string detached = _channel.Detach(_timeout);
+                if (detached != "OK")
+                {
+                    throw new IOException($"the gdbstub at {StubEndpoint} refused to detach: {detached}");
+                }
             }
             finally
             {
