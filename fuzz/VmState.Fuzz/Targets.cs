@@ -31,6 +31,7 @@ public static class Targets
         ["gdb"] = GdbClient,
         ["extract"] = Extract,
         ["indexcache"] = IndexCacheRecord,
+        ["kernelnote"] = KernelLocationNoteBytes,
         ["gdbstub"] = GdbStubReplies,
         ["traceprint"] = TracePrint,
     };
@@ -221,6 +222,18 @@ public static class Targets
     /// fit must be rejected (<see cref="VmStateFormatException"/>) or found not to match
     /// (<see cref="RamIndexMismatchException"/>, the loader then parses afresh); one that replays is read through.
     /// </summary>
+    /// <summary>
+    /// A kept kernel location (<c>KernelLocationNote</c>, the payload of an index cache note): decoded, then followed
+    /// into <c>gdb-target.mig</c> as <c>KernelLocator.FromNote</c> does (a root where no kernel is must give null).
+    /// </summary>
+    private static void KernelLocationNoteBytes(byte[] data)
+    {
+        _ = VmState.Linux.KernelLocationNote.Decode(data);
+        using MigrationStream stream = MigrationStreamReader.Read(new MemorySource(GdbSnapshot), ReaderLimits.Default, null, ownsSource: false);
+        using MachineState m = MigrationMachineReader.FromStream(new MigrationStreamOrigin(MachineOriginKind.MigrationStream, "fuzz", "fuzz", stream));
+        _ = VmState.Linux.KernelLocator.FromNote(m, data);
+    }
+
     private static void IndexCacheRecord(byte[] data)
     {
         RamIndexRecord record = RamIndexRecord.Decode(data, GdbSnapshot.Length, ReaderLimits.Default);

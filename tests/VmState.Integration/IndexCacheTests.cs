@@ -26,8 +26,12 @@ public sealed class IndexCacheTests(DefaultLinuxGuest guest) : IClassFixture<Def
     private static (int Code, string Stdout, string Stderr) Ps(string mig, params string[] more) =>
         VmStateCli.Run(["ps", mig, "--timings", .. more]);
 
+    /// <summary>The report line of the RAM index (the kernel location note has its own lines, "index cache: note …").</summary>
     private static string CacheLine(string stderr) =>
-        Assert.Single(stderr.Split('\n'), l => l.StartsWith("index cache: ", StringComparison.Ordinal));
+        Assert.Single(stderr.Split('\n'), l => l.StartsWith("index cache: ", StringComparison.Ordinal) && !l.StartsWith("index cache: note ", StringComparison.Ordinal));
+
+    private static string[] NoteLines(string stderr) =>
+        [.. stderr.Split('\n').Where(l => l.StartsWith("index cache: note kernel-location-", StringComparison.Ordinal))];
 
     [Fact]
     public void TheSecondPsUsesTheEntryAndPrintsTheSame()
@@ -37,15 +41,28 @@ public sealed class IndexCacheTests(DefaultLinuxGuest guest) : IClassFixture<Def
         (int code, string first, string stderr) = Ps(mig, "--cache-dir", cache);
         Assert.True(code == 0, stderr);
         Assert.Matches("^index cache: no entry; written \\([0-9]+ bytes\\)$", CacheLine(stderr));
-        string entry = Assert.Single(Directory.GetFiles(cache));
+        Assert.Matches("^index cache: note kernel-location-vcb: no entry$", NoteLines(stderr)[0]);
+        Assert.Matches("^index cache: note kernel-location-vcb: written \\([0-9]+ bytes\\)$", NoteLines(stderr)[1]);
+        string entry = Assert.Single(Directory.GetFiles(cache, "*.idx"));
+        string note = Assert.Single(Directory.GetFiles(cache, "*.note"));
+        Assert.Equal(2, Directory.GetFiles(cache).Length);
         Assert.Equal(UnixFileMode.UserRead | UnixFileMode.UserWrite, File.GetUnixFileMode(entry));
+        Assert.Equal(UnixFileMode.UserRead | UnixFileMode.UserWrite, File.GetUnixFileMode(note));
         Assert.Equal(UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute, File.GetUnixFileMode(cache));
         Assert.Equal([mig], Directory.GetFiles(_dir, "*", SearchOption.TopDirectoryOnly));
 
         (code, string second, stderr) = Ps(mig, "--cache-dir", cache);
         Assert.True(code == 0, stderr);
         Assert.Equal("index cache: hit", CacheLine(stderr));
+        Assert.Equal(["index cache: note kernel-location-vcb: hit"], NoteLines(stderr));
         Assert.Equal(first, second);
+
+        // The kernel found where the note says is the kernel a fresh search finds, with the same evidence.
+        (code, string kernel1, _) = VmStateCli.Run(["kernel-info", mig, "--json", "--no-cache"]);
+        Assert.Equal(0, code);
+        (code, string kernel2, _) = VmStateCli.Run(["kernel-info", mig, "--json", "--cache-dir", cache]);
+        Assert.Equal(0, code);
+        Assert.Equal(kernel1, kernel2);
 
         (code, string json1, _) = VmStateCli.Run(["ps", mig, "--json", "--no-cache"]);
         Assert.Equal(0, code);
@@ -103,6 +120,6 @@ public sealed class IndexCacheTests(DefaultLinuxGuest guest) : IClassFixture<Def
         (code, _, stderr) = VmStateCli.Run(["ps", mig, "--timings"], new Dictionary<string, string> { [IndexCache.DirectoryVariable] = fromEnvironment });
         Assert.True(code == 0, stderr);
         Assert.StartsWith("index cache: no entry; written", CacheLine(stderr), StringComparison.Ordinal);
-        Assert.Single(Directory.GetFiles(fromEnvironment));
+        Assert.Single(Directory.GetFiles(fromEnvironment, "*.idx"));
     }
 }

@@ -121,7 +121,7 @@ public sealed class CachedFileSource : IRandomAccessSource
 
     private sealed class Slot
     {
-        public readonly byte[] Data = new byte[BlockSize];
+        public readonly byte[] Data = GC.AllocateUninitializedArray<byte>(BlockSize);
         public long Index = -1;
         public int Length;
         public int Version;

@@ -1,5 +1,6 @@
 using System.Text;
 using VmState.Arch.X86;
+using VmState.IO;
 using VmState.Machine;
 
 namespace VmState.Linux;
@@ -194,6 +195,49 @@ public static class KernelLocator
     internal static string Signed(long v) => v < 0 ? $"-0x{(ulong)-v:x}" : $"0x{v:x}";
 
     private static LinuxKernel LocateInMemory(MachineState machine, KernelLocatorOptions options, IReadOnlyList<IKernelLocationStrategy> strategies)
+    {
+        string noteKind = KernelLocationNote.Kind(options);
+        if (machine.Notes?.Read(noteKind) is byte[] note && FromNote(machine, note) is LinuxKernel known)
+        {
+            return known;
+        }
+
+        LinuxKernel kernel = Search(machine, options, strategies);
+        if (machine.Notes is not null && KernelLocationNote.Of(kernel).Encode() is byte[] encoded)
+        {
+            machine.Notes.Write(noteKind, encoded);
+        }
+
+        return kernel;
+    }
+
+    /// <summary>
+    /// The kernel where a note from an earlier run says it is, validated as a fresh search validates it (image,
+    /// kallsyms, <c>linux_banner</c>), with that search's evidence; null when the note does not decode or does not
+    /// validate (the caller then searches).
+    /// </summary>
+    internal static LinuxKernel? FromNote(MachineState machine, ReadOnlySpan<byte> bytes)
+    {
+        KernelLocationNote note;
+        Vmcoreinfo? info;
+        try
+        {
+            note = KernelLocationNote.Decode(bytes);
+            info = note.VmcoreinfoText is string text ? Vmcoreinfo.Parse(text) : null;
+        }
+        catch (VmStateFormatException)
+        {
+            return null;
+        }
+
+        var context = new KernelLocationContext(machine, info, note.VmcoreinfoSource, []);
+        var space = new AddressSpace(machine.Memory, note.Mode, note.Cr3);
+        LinuxKernel? kernel = TryRoot(context, space, "noted location", note.Method);
+        kernel?.RestoreEvidence(note.Evidence);
+        return kernel;
+    }
+
+    private static LinuxKernel Search(MachineState machine, KernelLocatorOptions options, IReadOnlyList<IKernelLocationStrategy> strategies)
     {
         var evidence = new List<string>();
         Vmcoreinfo? info = null;

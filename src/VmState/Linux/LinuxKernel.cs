@@ -347,6 +347,13 @@ public sealed class LinuxKernel
     /// <summary>The address space of a process whose <c>mm->pgd</c> is <paramref name="pgd"/> (a direct-map address).</summary>
     public AddressSpace ProcessAddressSpace(ulong pgd) => new(Memory, Paging, pgd - PageOffsetBase);
 
+    /// <summary>Replaces the evidence with that of the search that first found this kernel (a location kept between runs).</summary>
+    internal void RestoreEvidence(IReadOnlyList<string> evidence)
+    {
+        _evidence.Clear();
+        _evidence.AddRange(evidence);
+    }
+
     /// <summary>Replaces the symbols (a System.map override), noting why in <see cref="Evidence"/>.</summary>
     internal void OverrideSymbols(Kallsyms symbols, string evidence)
     {

@@ -54,9 +54,15 @@ public sealed class MachineState : IVcpuRegisters, IDeviceStates, IDisposable
     /// <summary>Non-fatal observations made while reading.</summary>
     public IReadOnlyList<string> Warnings { get; }
 
-    /// <summary>The same state (sharing memory, vCPUs, devices and the owned input) with another origin.</summary>
+    /// <summary>
+    /// Where later layers may keep notes about this input between runs (the index cache, for large snapshot files
+    /// opened with one), or null.
+    /// </summary>
+    public IMachineNotes? Notes { get; internal set; }
+
+    /// <summary>The same state (sharing memory, vCPUs, devices, notes and the owned input) with another origin.</summary>
     public MachineState WithOrigin(MachineOrigin origin) =>
-        new(origin, MachineType, Memory, Cpus, Devices, RamBlocks, Warnings, _owned);
+        new(origin, MachineType, Memory, Cpus, Devices, RamBlocks, Warnings, _owned) { Notes = Notes };
 
     /// <summary>The first device with <paramref name="idStr"/> and <paramref name="instanceId"/>, or null.</summary>
     public DeviceState? FindDevice(string idStr, int instanceId = 0)

@@ -64,25 +64,35 @@ internal readonly record struct IndexCacheFileKey(ulong Device, ulong Inode, lon
 }
 
 /// <summary>
-/// Reads and writes <see cref="IndexCache"/> entries. An entry file is: the magic "VMSIDX", format version (2 bytes,
-/// little-endian), then little-endian device, inode, size, modification ticks (8 bytes each), the 32-byte header
-/// hash, the indexed stream's length (8), the stream key (2-byte length, UTF-8: which stream of the file, e.g. a
-/// qcow2 snapshot id), the <see cref="RamIndexRecord"/> (8-byte length, bytes), and a SHA-256 of everything before it.
+/// Reads and writes <see cref="IndexCache"/> entries. An entry file is: a 6-byte magic ("VMSIDX" for a RAM index,
+/// "VMSNTE" for a note), format version (2 bytes, little-endian), then little-endian device, inode, size, modification
+/// ticks (8 bytes each), the 32-byte header hash, the indexed stream's length (8), the stream key (2-byte length,
+/// UTF-8: which stream of the file, e.g. a qcow2 snapshot id; a note's key adds its kind), the payload (8-byte length,
+/// bytes: the <see cref="RamIndexRecord"/>, or the note), and a SHA-256 of everything before it.
 /// </summary>
 internal static class IndexCacheEntry
 {
     /// <summary>Largest entry file read (a record of a 1 TiB guest whose pages are in no order would be bigger; it is then simply not cached).</summary>
     public const int MaxEntryBytes = 256 << 20;
 
+    /// <summary>Largest note kept (notes are small: where a kernel is, not its data).</summary>
+    public const int MaxNoteBytes = 1 << 20;
+
     private const int MaxStreamKeyBytes = 1024;
     private const ushort Version = 1;
-    private static readonly byte[] s_magic = "VMSIDX"u8.ToArray();
+    private static readonly byte[] s_indexMagic = "VMSIDX"u8.ToArray();
+    private static readonly byte[] s_noteMagic = "VMSNTE"u8.ToArray();
 
     /// <summary>The entry's file name for this file and stream: a hash of device, inode and stream key.</summary>
-    public static string FileName(IndexCacheFileKey key, string streamKey)
+    public static string FileName(IndexCacheFileKey key, string streamKey) => FileName(key, streamKey, ".idx");
+
+    /// <summary>The stream key a note of <paramref name="kind"/> is kept under.</summary>
+    public static string NoteKey(string streamKey, string kind) => $"{streamKey}\0note:{kind}";
+
+    private static string FileName(IndexCacheFileKey key, string streamKey, string extension)
     {
         byte[] id = Encoding.UTF8.GetBytes($"{key.Device:x}:{key.Inode}:{streamKey}");
-        return Convert.ToHexStringLower(SHA256.HashData(id).AsSpan(0, 16)) + ".idx";
+        return Convert.ToHexStringLower(SHA256.HashData(id).AsSpan(0, 16)) + extension;
     }
 
     /// <summary>
@@ -91,37 +101,9 @@ internal static class IndexCacheEntry
     /// </summary>
     public static RamIndexRecord? TryLoad(IndexCache cache, IndexCacheFileKey key, string streamKey, long streamLength, ReaderLimits limits, out string why)
     {
-        string path = Path.Combine(cache.Directory, FileName(key, streamKey));
-        byte[] bytes;
-        try
+        byte[]? bytes = ReadEntryFile(cache, FileName(key, streamKey), MaxEntryBytes, out why);
+        if (bytes is null)
         {
-            var info = new FileInfo(path);
-            if (!info.Exists)
-            {
-                why = "no entry";
-                return null;
-            }
-
-            // An entry others could have written is not trusted (a forged index could point pages elsewhere in the
-            // stream): neither the entry nor the directory may be writable by group or others.
-            const UnixFileMode OthersWrite = UnixFileMode.GroupWrite | UnixFileMode.OtherWrite;
-            if (!OperatingSystem.IsWindows() && ((info.UnixFileMode & OthersWrite) != 0 || (File.GetUnixFileMode(cache.Directory) & OthersWrite) != 0))
-            {
-                why = "not used: the entry or its directory is writable by group or others";
-                return null;
-            }
-
-            if (info.Length > MaxEntryBytes)
-            {
-                why = $"entry of {info.Length} bytes is over the {MaxEntryBytes}-byte limit";
-                return null;
-            }
-
-            bytes = File.ReadAllBytes(path);
-        }
-        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
-        {
-            why = $"entry not readable: {e.Message}";
             return null;
         }
 
@@ -136,26 +118,91 @@ internal static class IndexCacheEntry
         }
     }
 
+    /// <summary>The note of <paramref name="kind"/> for this file and stream, or null (the <paramref name="why"/> says why).</summary>
+    public static byte[]? TryLoadNote(IndexCache cache, IndexCacheFileKey key, string streamKey, long streamLength, string kind, out string why)
+    {
+        string noteKey = NoteKey(streamKey, kind);
+        byte[]? bytes = ReadEntryFile(cache, FileName(key, noteKey, ".note"), MaxNoteBytes + 1024, out why);
+        if (bytes is null)
+        {
+            return null;
+        }
+
+        try
+        {
+            return Unwrap(bytes, s_noteMagic, "index cache note", key, noteKey, streamLength, out why) is Range r ? bytes[r] : null;
+        }
+        catch (VmStateFormatException e)
+        {
+            why = $"note corrupt: {e.Message}";
+            return null;
+        }
+    }
+
     /// <summary>Decodes an entry; null (with the reason) when it is for another file state or stream.</summary>
     /// <exception cref="VmStateFormatException">The bytes are not a well-formed entry.</exception>
-    public static RamIndexRecord? Decode(ReadOnlySpan<byte> bytes, IndexCacheFileKey key, string streamKey, long streamLength, ReaderLimits limits, out string why)
+    public static RamIndexRecord? Decode(ReadOnlySpan<byte> bytes, IndexCacheFileKey key, string streamKey, long streamLength, ReaderLimits limits, out string why) =>
+        Unwrap(bytes, s_indexMagic, "RAM index cache entry", key, streamKey, streamLength, out why) is Range r
+            ? RamIndexRecord.Decode(bytes[r], streamLength, limits)
+            : null;
+
+    /// <summary>Encodes an entry.</summary>
+    public static byte[] Encode(IndexCacheFileKey key, string streamKey, long streamLength, RamIndexRecord record) =>
+        Wrap(s_indexMagic, key, streamKey, streamLength, record.Encode());
+
+    /// <summary>Encodes a note of <paramref name="kind"/>.</summary>
+    public static byte[] EncodeNote(IndexCacheFileKey key, string streamKey, long streamLength, string kind, ReadOnlySpan<byte> note) =>
+        Wrap(s_noteMagic, key, NoteKey(streamKey, kind), streamLength, note);
+
+    /// <summary>
+    /// Writes the entry for <paramref name="stream"/> atomically (a temporary file in the cache directory, mode 0600,
+    /// renamed over the entry; the directory is created with mode 0700). Returns false, with the reason, when it was
+    /// not written (an I/O or permission problem, or an index too big to be worth keeping).
+    /// </summary>
+    public static bool TryStore(IndexCache cache, IndexCacheFileKey key, string streamKey, MigrationStream stream, out string why)
     {
-        const string S = "RAM index cache entry";
+        var record = new RamIndexRecord(stream.PageSize, stream.RamBlocks, stream.RamChunks);
+        byte[] bytes = Encode(key, streamKey, stream.Source.Length, record);
+        if (bytes.Length > MaxEntryBytes)
+        {
+            why = $"the index takes {bytes.Length} bytes, over the {MaxEntryBytes}-byte limit";
+            return false;
+        }
+
+        return WriteEntryFile(cache, FileName(key, streamKey), bytes, out why);
+    }
+
+    /// <summary>Writes a note atomically, as <see cref="TryStore"/> writes an index.</summary>
+    public static bool TryStoreNote(IndexCache cache, IndexCacheFileKey key, string streamKey, long streamLength, string kind, ReadOnlySpan<byte> note, out string why)
+    {
+        if (note.Length > MaxNoteBytes)
+        {
+            why = $"the note takes {note.Length} bytes, over the {MaxNoteBytes}-byte limit";
+            return false;
+        }
+
+        return WriteEntryFile(cache, FileName(key, NoteKey(streamKey, kind), ".note"), EncodeNote(key, streamKey, streamLength, kind, note), out why);
+    }
+
+    /// <summary>Checks an entry's envelope; the payload's range, or null (with the reason) when it is for another file state or stream.</summary>
+    /// <exception cref="VmStateFormatException">The bytes are not a well-formed entry.</exception>
+    private static Range? Unwrap(ReadOnlySpan<byte> bytes, byte[] magic, string s, IndexCacheFileKey key, string streamKey, long streamLength, out string why)
+    {
         const int Fixed = 6 + 2 + 32 + 32 + 8 + 2;
         if (bytes.Length < Fixed + 8 + 32)
         {
-            throw new VmStateFormatException(0, S, $"{bytes.Length} bytes is too short");
+            throw new VmStateFormatException(0, s, $"{bytes.Length} bytes is too short");
         }
 
         ReadOnlySpan<byte> body = bytes[..^32];
         if (!SHA256.HashData(body).AsSpan().SequenceEqual(bytes[^32..]))
         {
-            throw new VmStateFormatException(bytes.Length - 32, S, "its SHA-256 does not match its contents");
+            throw new VmStateFormatException(bytes.Length - 32, s, "its SHA-256 does not match its contents");
         }
 
-        if (!body[..6].SequenceEqual(s_magic) || BinaryPrimitives.ReadUInt16LittleEndian(body[6..]) != Version)
+        if (!body[..6].SequenceEqual(magic) || BinaryPrimitives.ReadUInt16LittleEndian(body[6..]) != Version)
         {
-            throw new VmStateFormatException(0, S, "not an index cache entry of this version");
+            throw new VmStateFormatException(0, s, "not an index cache entry of this version");
         }
 
         ulong device = BinaryPrimitives.ReadUInt64LittleEndian(body[8..]);
@@ -167,15 +214,15 @@ internal static class IndexCacheEntry
         int keyLength = BinaryPrimitives.ReadUInt16LittleEndian(body[80..]);
         if (keyLength > MaxStreamKeyBytes || Fixed + keyLength + 8 > body.Length)
         {
-            throw new VmStateFormatException(80, S, $"stream key of {keyLength} bytes");
+            throw new VmStateFormatException(80, s, $"stream key of {keyLength} bytes");
         }
 
         string entryStreamKey = Encoding.UTF8.GetString(body.Slice(Fixed, keyLength));
-        ulong recordLength = BinaryPrimitives.ReadUInt64LittleEndian(body[(Fixed + keyLength)..]);
-        int recordStart = Fixed + keyLength + 8;
-        if (recordLength != (ulong)(body.Length - recordStart))
+        ulong payloadLength = BinaryPrimitives.ReadUInt64LittleEndian(body[(Fixed + keyLength)..]);
+        int payloadStart = Fixed + keyLength + 8;
+        if (payloadLength != (ulong)(body.Length - payloadStart))
         {
-            throw new VmStateFormatException(Fixed + keyLength, S, $"record of {recordLength} bytes, but {body.Length - recordStart} follow");
+            throw new VmStateFormatException(Fixed + keyLength, s, $"record of {payloadLength} bytes, but {body.Length - payloadStart} follow");
         }
 
         if (device != key.Device || inode != key.Inode || size != key.Size || ticks != key.ModifiedTicks
@@ -186,11 +233,10 @@ internal static class IndexCacheEntry
         }
 
         why = "hit";
-        return RamIndexRecord.Decode(body[recordStart..], streamLength, limits);
+        return payloadStart..body.Length;
     }
 
-    /// <summary>Encodes an entry.</summary>
-    public static byte[] Encode(IndexCacheFileKey key, string streamKey, long streamLength, RamIndexRecord record)
+    private static byte[] Wrap(byte[] magic, IndexCacheFileKey key, string streamKey, long streamLength, ReadOnlySpan<byte> payload)
     {
         byte[] streamKeyBytes = Encoding.UTF8.GetBytes(streamKey);
         if (streamKeyBytes.Length > MaxStreamKeyBytes)
@@ -198,10 +244,9 @@ internal static class IndexCacheEntry
             throw new ArgumentException($"stream key of {streamKeyBytes.Length} bytes", nameof(streamKey));
         }
 
-        byte[] payload = record.Encode();
         using var ms = new MemoryStream();
         Span<byte> head = stackalloc byte[82];
-        s_magic.CopyTo(head);
+        magic.CopyTo(head);
         BinaryPrimitives.WriteUInt16LittleEndian(head[6..], Version);
         BinaryPrimitives.WriteUInt64LittleEndian(head[8..], key.Device);
         BinaryPrimitives.WriteUInt64LittleEndian(head[16..], key.Inode);
@@ -220,22 +265,47 @@ internal static class IndexCacheEntry
         return ms.ToArray();
     }
 
-    /// <summary>
-    /// Writes the entry for <paramref name="stream"/> atomically (a temporary file in the cache directory, mode 0600,
-    /// renamed over the entry; the directory is created with mode 0700). Returns false, with the reason, when it was
-    /// not written (an I/O or permission problem, or an index too big to be worth keeping).
-    /// </summary>
-    public static bool TryStore(IndexCache cache, IndexCacheFileKey key, string streamKey, MigrationStream stream, out string why)
+    /// <summary>An entry file's bytes, or null (with the reason) when it is missing, too big or not to be trusted.</summary>
+    private static byte[]? ReadEntryFile(IndexCache cache, string fileName, int maxBytes, out string why)
     {
-        var record = new RamIndexRecord(stream.PageSize, stream.RamBlocks, stream.RamChunks);
-        byte[] bytes = Encode(key, streamKey, stream.Source.Length, record);
-        if (bytes.Length > MaxEntryBytes)
+        string path = Path.Combine(cache.Directory, fileName);
+        try
         {
-            why = $"the index takes {bytes.Length} bytes, over the {MaxEntryBytes}-byte limit";
-            return false;
-        }
+            var info = new FileInfo(path);
+            if (!info.Exists)
+            {
+                why = "no entry";
+                return null;
+            }
 
-        string path = Path.Combine(cache.Directory, FileName(key, streamKey));
+            // An entry others could have written is not trusted (a forged index could point pages elsewhere in the
+            // stream): neither the entry nor the directory may be writable by group or others.
+            const UnixFileMode OthersWrite = UnixFileMode.GroupWrite | UnixFileMode.OtherWrite;
+            if (!OperatingSystem.IsWindows() && ((info.UnixFileMode & OthersWrite) != 0 || (File.GetUnixFileMode(cache.Directory) & OthersWrite) != 0))
+            {
+                why = "not used: the entry or its directory is writable by group or others";
+                return null;
+            }
+
+            if (info.Length > maxBytes)
+            {
+                why = $"entry of {info.Length} bytes is over the {maxBytes}-byte limit";
+                return null;
+            }
+
+            why = "read";
+            return File.ReadAllBytes(path);
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            why = $"entry not readable: {e.Message}";
+            return null;
+        }
+    }
+
+    private static bool WriteEntryFile(IndexCache cache, string fileName, byte[] bytes, out string why)
+    {
+        string path = Path.Combine(cache.Directory, fileName);
         string temp = Path.Combine(cache.Directory, $".{Path.GetFileName(path)}.{Environment.ProcessId}.{Guid.NewGuid():N}.tmp");
         try
         {

@@ -160,6 +160,7 @@ public static class SnapshotLoader
             try
             {
                 MachineState hit = MigrationMachineReader.Read(source, origin, options.Limits, options.Progress, options.MainRam, ram: null, cached);
+                hit.Notes = new IndexCacheNotes(cache, k, streamKey, source.Length, path);
                 cache.Report?.Invoke("hit");
                 return hit;
             }
@@ -174,6 +175,7 @@ public static class SnapshotLoader
         {
             IndexCacheEntry.TryStore(cache, k, streamKey, stream, out string written);
             why += "; " + written;
+            state.Notes = new IndexCacheNotes(cache, k, streamKey, source.Length, path);
         }
         else
         {

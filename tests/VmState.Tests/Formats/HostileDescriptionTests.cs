@@ -72,6 +72,18 @@ public class HostileDescriptionTests
     }
 
     [Fact]
+    public void AnElementThatDisagreesWithItsSizeIsNamedWithItsPath()
+    {
+        // Element paths are built only for errors; the error still names the element as "dev.s[0]".
+        (byte[] s, long body) = OneDevice();
+        byte[] data = WithDescription(s, Device("""{"name":"s","array_len":2,"type":"struct","size":2,"struct":{"vmsd_name":"inner","version":1,"fields":[{"name":"y","type":"uint8","size":1}]}}"""));
+        VmStateFormatException e = ReadFails(data);
+        Assert.Equal(body, e.Offset);
+        Assert.Contains("field dev.s[0] (struct, 2 bytes)", e.Message);
+        Assert.Contains("its fields and subsections take 1", e.Message);
+    }
+
+    [Fact]
     public void ZeroSizeElementsWithinTheLimitAreAccepted()
     {
         (byte[] s, _) = OneDevice();

@@ -103,4 +103,19 @@ public sealed class RamBlockIndexTests
 
         Assert.Equal((one.DataPages, one.ZeroPages), (run.DataPages, run.ZeroPages));
     }
+
+    [Fact]
+    public void AllUnsetSaysWhetherAnyPageOfTheRangeWasSent()
+    {
+        var block = new RamBlock("pc.ram", 512 * 4096UL, 4096, null);
+        Assert.True(block.AllUnset(0, 512));
+        block.SetFillRun(0, 70, 0, 1000, 9); // a whole chunk as a run, then 6 pages of the next
+        block.SetData(200, 5000);
+        Assert.False(block.AllUnset(0, 1));
+        Assert.False(block.AllUnset(69, 1));
+        Assert.True(block.AllUnset(70, 130));
+        Assert.False(block.AllUnset(70, 131));
+        Assert.True(block.AllUnset(201, 311));
+        Assert.False(block.AllUnset(60, 20));
+    }
 }

@@ -230,6 +230,61 @@ public sealed class IndexCacheTests : IDisposable
     }
 
     [Fact]
+    public void NotesAreKeptBesideTheEntryAndBelongToTheFileAsItWas()
+    {
+        string path = WriteStream(Sample());
+        (MachineState first, List<string> r1) = Open(path);
+        using (first)
+        {
+            Assert.NotNull(first.Notes);
+            Assert.Null(first.Notes.Read("test-note"));
+            first.Notes.Write("test-note", "where the kernel is"u8);
+            Assert.Equal(["no entry; written", "note test-note: no entry", "note test-note: written"], r1.Select(r => r.Split(" (")[0]));
+        }
+
+        string note = Assert.Single(Directory.GetFiles(Path.Combine(_dir, "cache"), "*.note"));
+        if (!OperatingSystem.IsWindows())
+        {
+            Assert.Equal(UnixFileMode.UserRead | UnixFileMode.UserWrite, File.GetUnixFileMode(note));
+        }
+
+        (MachineState second, List<string> r2) = Open(path);
+        using (second)
+        {
+            Assert.Equal("where the kernel is"u8.ToArray(), second.Notes!.Read("test-note"));
+            Assert.Null(second.Notes.Read("another-note"));
+            Assert.Equal(["hit", "note test-note: hit", "note another-note: no entry"], r2);
+        }
+
+        // A damaged note is not believed.
+        byte[] bytes = File.ReadAllBytes(note);
+        bytes[^40] ^= 1;
+        File.WriteAllBytes(note, bytes);
+        using (MachineState third = Open(path).State)
+        {
+            Assert.Null(third.Notes!.Read("test-note"));
+        }
+
+        // The file changed: its notes are not returned, and none is written for the state that was read.
+        using (MachineState fourth = Open(path).State)
+        {
+            fourth.Notes!.Write("test-note", "old"u8);
+            File.SetLastWriteTimeUtc(path, File.GetLastWriteTimeUtc(path).AddSeconds(5));
+            fourth.Notes.Write("test-note", "stale"u8);
+        }
+
+        (MachineState fifth, List<string> r5) = Open(path);
+        using (fifth)
+        {
+            Assert.Null(fifth.Notes!.Read("test-note"));
+            Assert.Equal("note test-note: the file changed since the entry was written", r5[^1]);
+        }
+
+        using MachineState uncached = SnapshotLoader.Open(path);
+        Assert.Null(uncached.Notes);
+    }
+
+    [Fact]
     public void ATouchedFileIsParsedAfreshAndItsEntryReplaced()
     {
         string path = WriteStream(Sample());

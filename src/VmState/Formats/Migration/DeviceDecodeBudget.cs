@@ -35,6 +35,9 @@ internal sealed class DeviceDecodeBudget
     /// <summary>Bytes from <paramref name="position"/> to <see cref="End"/>.</summary>
     public long RemainingFrom(long position) => Math.Max(0, End - position);
 
+    /// <summary>Whether <see cref="Charge"/> of these fields would succeed (so its error text need not be built).</summary>
+    public bool CanCharge(long count, int elementSize) => (elementSize != 0 || count <= _emptyLeft) && count <= _fieldsLeft;
+
     /// <summary>
     /// Charges <paramref name="count"/> field objects of <paramref name="elementSize"/> bytes each (0: they also
     /// count as empty elements), before they are created; throws naming <paramref name="structure"/> at <paramref name="offset"/> when the budget is spent.

@@ -1,4 +1,6 @@
 using System.Buffers.Binary;
+using System.Globalization;
+using System.Text;
 using VmState.IO;
 using VmState.Machine;
 
@@ -28,13 +30,16 @@ internal static class DeviceSectionDecoder
     /// allocated: counts and sizes come from the (untrusted) VM description, so they are checked against the bytes
     /// left before <see cref="DeviceDecodeBudget.End"/> and the budget's field counts first.
     /// </summary>
-    public static VmsdState Decode(SourceCursor cursor, VmsdDescription vmsd, string path, DeviceDecodeBudget budget)
+    public static VmsdState Decode(SourceCursor cursor, VmsdDescription vmsd, string path, DeviceDecodeBudget budget) =>
+        Decode(cursor, vmsd, new FieldPath(null, path, '\0', -1), budget);
+
+    private static VmsdState Decode(SourceCursor cursor, VmsdDescription vmsd, FieldPath path, DeviceDecodeBudget budget)
     {
         long start = cursor.Position;
         var fields = new List<DeviceField>(vmsd.Fields.Count);
         foreach (FieldDescription fd in vmsd.Fields)
         {
-            fields.Add(DecodeField(cursor, fd, $"{path}.{fd.Name}", budget));
+            fields.Add(DecodeField(cursor, fd, new FieldPath(path, fd.Name, '.', -1), budget));
         }
 
         var subsections = new List<VmsdState>(vmsd.Subsections.Count);
@@ -55,14 +60,14 @@ internal static class DeviceSectionDecoder
             }
 
             int version = (int)cursor.ReadBe32(structure);
-            VmsdState body = Decode(cursor, sub with { Version = version }, $"{path}/{name}", budget);
+            VmsdState body = Decode(cursor, sub with { Version = version }, new FieldPath(path, name, '/', -1), budget);
             subsections.Add(new VmsdState(name, version, subStart, body.Fields, body.Subsections));
         }
 
         return new VmsdState(vmsd.VmsdName, vmsd.Version, start, fields, subsections);
     }
 
-    private static DeviceField DecodeField(SourceCursor cursor, FieldDescription fd, string path, DeviceDecodeBudget budget)
+    private static DeviceField DecodeField(SourceCursor cursor, FieldDescription fd, FieldPath path, DeviceDecodeBudget budget)
     {
         if (fd.ArrayLength is int n)
         {
@@ -84,7 +89,7 @@ internal static class DeviceSectionDecoder
             var elements = new DeviceField[n];
             for (int i = 0; i < n; i++)
             {
-                elements[i] = DecodeElement(cursor, fd, $"{path}[{i}]", budget);
+                elements[i] = DecodeElement(cursor, fd, new FieldPath(path, null, '[', i), budget);
             }
 
             return new DeviceField(fd.Name, fd.Type, FieldKind.Array, start, checked((int)(cursor.Position - start)))
@@ -93,17 +98,19 @@ internal static class DeviceSectionDecoder
             };
         }
 
-        budget.Charge(1, fd.Size, cursor.Position, $"field {path}");
+        budget.Charge(1, fd.Size, cursor.Position, budget.CanCharge(1, fd.Size) ? string.Empty : $"field {path}");
         return DecodeElement(cursor, fd, path, budget);
     }
 
-    private static DeviceField DecodeElement(SourceCursor cursor, FieldDescription fd, string path, DeviceDecodeBudget budget)
+    private static DeviceField DecodeElement(SourceCursor cursor, FieldDescription fd, FieldPath path, DeviceDecodeBudget budget)
     {
         long start = cursor.Position;
-        string structure = $"field {path} ({fd.Type}, {fd.Size} bytes)";
+
+        // The path and this text are built only for an error: a device's arrays can hold thousands of elements.
+        string Structure() => $"field {path} ({fd.Type}, {fd.Size} bytes)";
         if (fd.Size > budget.RemainingFrom(start))
         {
-            throw new VmStateFormatException(start, structure,
+            throw new VmStateFormatException(start, Structure(),
                 $"the VM description gives {fd.Size} bytes but only {budget.RemainingFrom(start)} bytes of device data are left before offset {budget.End}");
         }
 
@@ -113,12 +120,15 @@ internal static class DeviceSectionDecoder
             long consumed = cursor.Position - start;
             if (consumed != fd.Size)
             {
-                throw new VmStateFormatException(start, structure, $"the VM description gives {fd.Size} bytes but its fields and subsections take {consumed}");
+                throw new VmStateFormatException(start, Structure(), $"the VM description gives {fd.Size} bytes but its fields and subsections take {consumed}");
             }
 
             return new DeviceField(fd.Name, fd.Type, FieldKind.Struct, start, fd.Size) { Struct = nested, Index = fd.Index };
         }
 
+        // The bytes are there (checked above against the budget, whose end is within the input); only an input that
+        // shrank while being read fails below, and that error names the field without its path.
+        string structure = fd.Size <= cursor.Remaining ? fd.Name : Structure();
         if (IsInteger(fd.Type, fd.Size, out bool signed))
         {
             ReadOnlySpan<byte> b = cursor.Take(fd.Size, structure);
@@ -178,6 +188,37 @@ internal static class DeviceSectionDecoder
                 return true;
             default:
                 return false;
+        }
+    }
+
+    /// <summary>
+    /// Where a field is in a device's state, as error messages name it (<c>cpu.env.regs[3]</c>): built into text only
+    /// when an error needs it.
+    /// </summary>
+    private sealed class FieldPath(FieldPath? parent, string? name, char separator, int index)
+    {
+        public override string ToString()
+        {
+            var text = new StringBuilder();
+            Append(text);
+            return text.ToString();
+        }
+
+        private void Append(StringBuilder text)
+        {
+            parent?.Append(text);
+            if (separator == '[')
+            {
+                text.Append('[').Append(index.ToString(CultureInfo.InvariantCulture)).Append(']');
+                return;
+            }
+
+            if (parent is not null)
+            {
+                text.Append(separator);
+            }
+
+            text.Append(name);
         }
     }
 }

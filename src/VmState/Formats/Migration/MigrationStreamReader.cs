@@ -1,5 +1,7 @@
 using System.Buffers.Binary;
 using System.Numerics;
+using System.Runtime.CompilerServices;
+using System.Runtime.InteropServices;
 using VmState.IO;
 using VmState.Memory;
 using VmState.Machine;
@@ -619,18 +621,56 @@ public static class MigrationStreamReader
     {
         ReadOnlySpan<byte> span = cursor.Buffered;
         long start = cursor.Position;
+        ulong pageSize = pageMask + 1;
+        const ulong ZeroContinue = RamZero | RamContinue;
         int used = 0;
         while (span.Length - used >= 9)
         {
             ulong word = BinaryPrimitives.ReadUInt64BigEndian(span[used..]);
             ulong offset = word & ~pageMask;
-            if ((word & pageMask) != (RamZero | RamContinue) || offset >= current.Length)
+            if ((word & pageMask) != ZeroContinue || offset >= current.Length)
             {
                 break;
             }
 
-            SetFill(state, current, offset, span[used + 8], start + used);
+            if (span[used + 8] != 0)
+            {
+                SetFill(state, current, offset, span[used + 8], start + used);
+                used += 9;
+                continue;
+            }
+
+            // A run of zero records for consecutive pages (how QEMU sends untouched RAM): found with one compare
+            // per record and stored as one run, not record by record.
+            int runStart = used;
+            ulong next = offset + pageSize;
             used += 9;
+            int last = span.Length - 9; // the last position a whole record starts at
+            ulong records = used <= last ? (ulong)(((last - used) / 9) + 1) : 0; // whole records left in the buffer
+            ulong end = Math.Min(current.Length, next + (records * pageSize));
+            ref byte b = ref MemoryMarshal.GetReference(span);
+            while (next < end
+                   && BinaryPrimitives.ReverseEndianness(Unsafe.ReadUnaligned<ulong>(ref Unsafe.Add(ref b, used))) == (next | ZeroContinue)
+                   && Unsafe.Add(ref b, used + 8) == 0)
+            {
+                used += 9;
+                next += pageSize;
+            }
+
+            long count = (used - runStart) / 9;
+            long firstPage = state.PageOf(offset);
+            if (state.Observer is null || current.AllUnset(firstPage, count))
+            {
+                // Zero pages over pages never sent change no content: the observer has nothing to hear.
+                current.SetFillRun(firstPage, count, 0, start + runStart, 9);
+            }
+            else
+            {
+                for (long i = 0; i < count; i++)
+                {
+                    SetFill(state, current, offset + ((ulong)i * pageSize), 0, start + runStart + (i * 9));
+                }
+            }
         }
 
         cursor.Skip(used, "ram record");

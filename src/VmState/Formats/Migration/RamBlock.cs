@@ -140,6 +140,41 @@ public sealed class RamBlock
         }
     }
 
+    /// <summary>Whether none of the <paramref name="count"/> pages from <paramref name="firstPage"/> has been sent yet.</summary>
+    public bool AllUnset(long firstPage, long count)
+    {
+        long end = firstPage + count;
+        long page = firstPage;
+        while (page < end)
+        {
+            long c = page >> ChunkShift;
+            long chunkEnd = Math.Min(end, (c + 1) << ChunkShift);
+            long[]? chunk = _chunks[c];
+            if (chunk is null)
+            {
+                // The chunk's run covers its first (run & 0x7F) pages.
+                if ((page & (ChunkSize - 1)) < (_zeroRuns[c] & 0x7F))
+                {
+                    return false;
+                }
+            }
+            else
+            {
+                for (long p = page; p < chunkEnd; p++)
+                {
+                    if (chunk[p & (ChunkSize - 1)] != 0)
+                    {
+                        return false;
+                    }
+                }
+            }
+
+            page = chunkEnd;
+        }
+
+        return true;
+    }
+
     /// <summary>The fill byte of a negative (zero-page) entry.</summary>
     public static byte FillOf(long entry) => (byte)((-entry - 1) & 0xFF);
 
