@@ -12,18 +12,21 @@ namespace VmState.Integration;
 /// every hit of __x64_sys_clock_nanosleep must be the marker's. After every trace, however it ended, the guest
 /// must run on with no breakpoint and no stub left (QEMU keeps breakpoints when a gdb client just disconnects).
 /// </summary>
-public sealed class TraceTests : IAsyncLifetime
+public class TraceTests : IAsyncLifetime
 {
     private const string Syscall = "__x64_sys_clock_nanosleep";
     private QemuGuest _guest = null!;
 
     public async Task InitializeAsync()
     {
-        _guest = await QemuGuest.StartAsync(new QemuGuestOptions());
+        _guest = await QemuGuest.StartAsync(Options);
         await _guest.WaitForReadyAsync(TimeSpan.FromSeconds(180));
     }
 
     public async Task DisposeAsync() => await _guest.DisposeAsync();
+
+    /// <summary>The guest: the default fixture (4-level paging, no PTI).</summary>
+    protected virtual QemuGuestOptions Options => new();
 
     [Fact]
     public async Task TraceBreakReportsTheMarkersSystemCallsAndLeavesNothingBehind()
@@ -387,4 +390,10 @@ public sealed class TraceTests : IAsyncLifetime
         await _guest.WaitForSerialLineAsync(l => l.StartsWith("VMSMARKER tick=", StringComparison.Ordinal), TimeSpan.FromSeconds(60), from);
         Assert.Equal("running", await _guest.Qmp.QueryStatusAsync());
     }
+}
+
+/// <summary>The same traces on the 5-level paging guest with page-table isolation (user CR3s have bit 12 set).</summary>
+public sealed class TraceTests5LevelPti : TraceTests
+{
+    protected override QemuGuestOptions Options => new() { CpuModel = "max", ExtraKernelArgs = "pti=on" };
 }
