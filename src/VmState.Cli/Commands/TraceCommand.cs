@@ -164,7 +164,7 @@ internal static class TraceCommand
                 string t = r.GetValue(target)!;
                 ulong address = Resolve(vm, t);
                 Func<ulong, Memory<byte>, int>? reader = null;
-                if (address < 0xFFFF_8000_0000_0000UL)
+                if (!BreakpointHit.IsKernelAddress(address))
                 {
                     int pid = r.GetValue(shared.Pid) ?? throw new FormatException($"{t} is a user-space address: give --pid PID, the process whose page tables it is read through");
                     VmState.Arch.X86.AddressSpace space = vm.Linux.ProcessAddressSpace(pid);

@@ -70,13 +70,19 @@ public sealed class BreakpointHit
     public int ReadMemory(ulong address, Span<byte> destination)
     {
         LinuxKernel kernel = Kernel ?? throw new InvalidOperationException("this hit has no kernel to read memory through");
-        if (address >= 0xFFFF_8000_0000_0000UL)
+        if (BreakpointHit.IsKernelAddress(address))
         {
             return kernel.Read(address, destination);
         }
 
         return new AddressSpace(kernel.Memory, kernel.Paging, TraceHitFilter.PageTableRoot(Registers.Cr3)).Read(address, destination);
     }
+
+    /// <summary>
+    /// True for an address in the kernel half of the address space: bit 63 set, with 4-level paging (kernel from
+    /// 0xffff800000000000) and 5-level paging (from 0xff00000000000000) alike.
+    /// </summary>
+    public static bool IsKernelAddress(ulong address) => (long)address < 0;
 
     /// <summary>Reads the NUL-terminated string at <paramref name="address"/> (at most <paramref name="max"/> bytes, without the NUL).</summary>
     public bool TryReadString(ulong address, int max, out byte[] value)

@@ -12,7 +12,6 @@ namespace VmState.Events;
 /// </summary>
 internal sealed class CurrentTaskReader
 {
-    private const ulong KernelHalf = 0xFFFF_8000_0000_0000UL;
     private readonly LinuxKernel _kernel;
     private readonly ulong _currentOffset;
     private readonly int _pid;
@@ -49,7 +48,7 @@ internal sealed class CurrentTaskReader
     public (ulong Task, int Pid, int Tgid, string Comm) Read(int vcpu, X86GdbRegisters regs)
     {
         ulong perCpu = regs.IsKernelMode ? regs.GsBase : regs.KernelGsBase;
-        if (perCpu < KernelHalf)
+        if (!BreakpointHit.IsKernelAddress(perCpu))
         {
             // Between swapgs and the entry code's first per-CPU access, or a kernel without SMP per-CPU bases.
             if (!_perCpu.TryGetValue(vcpu, out perCpu))

@@ -28,7 +28,6 @@ public sealed class GdbTraceSession : IDisposable
     private readonly GdbRemoteChannel _channel;
     private readonly TimeSpan _timeout;
     private readonly List<TraceBreakpoint> _breakpoints = [];
-    private const ulong KernelHalf = 0xFFFF_8000_0000_0000UL;
     private const int KvmDebugRegisters = 4;
     private const int RipRegister = 16;
     private readonly bool _wasRunning;
@@ -496,7 +495,7 @@ public sealed class GdbTraceSession : IDisposable
     {
         ObjectDisposedException.ThrowIf(_disposed, this);
         var bp = new TraceBreakpoint(address, label, hardware) { Filter = filter, Handler = handler };
-        if (address >= KernelHalf)
+        if (BreakpointHit.IsKernelAddress(address))
         {
             // Read before the breakpoint goes in (under KVM a software breakpoint is an int3 in guest memory).
             var code = new byte[16];
@@ -590,7 +589,7 @@ public sealed class GdbTraceSession : IDisposable
             Breakpoint = bp,
             Vcpu = vcpu,
             Registers = regs,
-            Symbol = regs.Rip >= KernelHalf && _kernel.Symbols.TrySymbolize(regs.Rip, out KernelSymbol s, out ulong off) ? $"{s.Name}+0x{off:x}" : null,
+            Symbol = BreakpointHit.IsKernelAddress(regs.Rip) && _kernel.Symbols.TrySymbolize(regs.Rip, out KernelSymbol s, out ulong off) ? $"{s.Name}+0x{off:x}" : null,
             Pid = pid,
             Tgid = tgid,
             Comm = comm,

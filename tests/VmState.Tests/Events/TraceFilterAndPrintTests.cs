@@ -102,6 +102,17 @@ public sealed class TraceFilterAndPrintTests
     public void OnlyNoOpsAreSteppedOverByMovingRip(string hex, int length) =>
         Assert.Equal(length, GdbTraceSession.NoopLength(Convert.FromHexString(hex)));
 
+    [Theory]
+    [InlineData(0xffffffff81000000UL, true)]
+    [InlineData(0xffff888000000000UL, true)] // 4-level direct map
+    [InlineData(0xff11000000000000UL, true)] // 5-level direct map
+    [InlineData(0xff87ebd70040ff58UL, true)] // a 5-level kernel stack (seen at a hit on the 5-level + PTI guest)
+    [InlineData(0x00007ffc5f8f3080UL, false)]
+    [InlineData(0x00000000004ab0f8UL, false)]
+    [InlineData(0x00ff000000000000UL, false)] // 5-level user space
+    public void KernelAddressesAreTheUpperHalfInBothPagingModes(ulong address, bool kernel) =>
+        Assert.Equal(kernel, BreakpointHit.IsKernelAddress(address));
+
     [Fact]
     public void AHitMadeWithoutAKernelSaysItCannotReadMemory()
     {
