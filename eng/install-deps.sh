@@ -34,6 +34,8 @@ requirements=(
   "kmod|pkg"                     # depmod builds modules.dep for the fixture kernel
   "clang|cmd:clang"              # Native AOT linking (eng/publish.sh)
   "zlib1g-dev|/usr/include/zlib.h"   # Native AOT links zlib
+  "libfuse3-3|/usr/lib/x86_64-linux-gnu/libfuse3.so.3"   # vmstate mount (FUSE)
+  "fuse3|cmd:fusermount3"        # vmstate mount by users other than root
 )
 
 probe_ok() {

@@ -1,3 +1,4 @@
+using System.Buffers.Binary;
 using VmState.Export;
 using VmState.Formats.Elf;
 using VmState.Formats.Migration;
@@ -32,8 +33,10 @@ public static class Targets
         ["extract"] = Extract,
         ["indexcache"] = IndexCacheRecord,
         ["kernelnote"] = KernelLocationNoteBytes,
+        ["mount"] = MountRequest,
         ["gdbstub"] = GdbStubReplies,
         ["traceprint"] = TracePrint,
+        ["history"] = HistoryStoreFiles,
     };
 
     private static readonly byte[] GdbSnapshot = LoadGdbSnapshot();
@@ -234,6 +237,50 @@ public static class Targets
         _ = VmState.Linux.KernelLocator.FromNote(m, data);
     }
 
+    private static readonly Lazy<(Vm Vm, VmState.Mount.MountDirectory Root)> MountedSnapshot = new(() =>
+    {
+        string path = Path.Combine(Path.GetTempPath(), $"vmstate-fuzz-mount-{Environment.ProcessId}.mig");
+        File.WriteAllBytes(path, GdbSnapshot);
+        Vm vm = Vm.Open(path);
+        File.Delete(path); // open: the name is no longer needed
+        return (vm, VmState.Mount.VmMountTree.Build(vm));
+    });
+
+    /// <summary>
+    /// What the filesystem view serves for a request: the path (after 8 bytes of offset and 4 of length, UTF-8) looked
+    /// up in the tree of <c>gdb-target.mig</c> as the FUSE callbacks do, every directory on the way listed, and a read
+    /// of up to 1 MiB at the offset of a file.
+    /// </summary>
+    private static void MountRequest(byte[] data)
+    {
+        if (data.Length < 12)
+        {
+            return;
+        }
+
+        long offset = BinaryPrimitives.ReadInt64LittleEndian(data);
+        int length = (int)(BinaryPrimitives.ReadUInt32LittleEndian(data.AsSpan(8)) % (1 << 20));
+        string path = System.Text.Encoding.UTF8.GetString(data.AsSpan(12));
+        VmState.Mount.MountDirectory root = MountedSnapshot.Value.Root;
+        switch (VmState.Mount.FuseMount.Find(root, path))
+        {
+            case VmState.Mount.MountDirectory d:
+                _ = d.Children.Count;
+                break;
+            case VmState.Mount.MountFile f when offset >= 0:
+                try
+                {
+                    _ = f.Read(offset, new byte[length]);
+                }
+                catch (IOException)
+                {
+                    // An unreadable address: the callback's EIO.
+                }
+
+                break;
+        }
+    }
+
     private static void IndexCacheRecord(byte[] data)
     {
         RamIndexRecord record = RamIndexRecord.Decode(data, GdbSnapshot.Length, ReaderLimits.Default);
@@ -252,6 +299,65 @@ public static class Targets
             using MachineState m = MigrationMachineReader.FromStream(new MigrationStreamOrigin(MachineOriginKind.MigrationStream, "fuzz", "fuzz", stream));
             Touch(m);
         }
+    }
+
+    /// <summary>
+    /// The history store's parsers; the first byte picks one, the rest is its input: 0 a manifest, 1 a capture file
+    /// (both past their trailing checksum, which on disk guards them), 2 page index records checked against a manifest
+    /// of two packs, 3 a migration stream split front to back as a pipe delivers it (then its frame parsed as the
+    /// writer checks it). Guest RAM is capped at 1 GiB here: a page map costs 8 bytes per page it claims.
+    /// </summary>
+    private static void HistoryStoreFiles(byte[] data)
+    {
+        if (data.Length == 0)
+        {
+            return;
+        }
+
+        ReadOnlySpan<byte> rest = data.AsSpan(1);
+        var limits = ReaderLimits.Default with { MaxGuestRam = 1UL << 30 };
+        switch (data[0] & 3)
+        {
+            case 0:
+                VmState.History.HistoryManifest m = VmState.History.HistoryManifest.Parse(rest, "manifest", checkHash: false);
+                _ = m.Serialize();
+                break;
+            case 1:
+                VmState.History.CaptureFile c = VmState.History.CaptureFile.Parse(rest, "capture", 1 << 20, limits, checkHash: false);
+                _ = c.Serialize();
+                break;
+            case 2:
+                var manifest = new VmState.History.HistoryManifest { PackLengths = [1 << 20, 4096], PageCount = 1 << 20 };
+                for (int i = 0; i + VmState.History.PageIndex.RecordSize <= rest.Length; i += VmState.History.PageIndex.RecordSize)
+                {
+                    _ = VmState.History.PageIndex.Read(rest.Slice(i, VmState.History.PageIndex.RecordSize), i / VmState.History.PageIndex.RecordSize, manifest, "pages.idx");
+                }
+
+                break;
+            default:
+                var observer = new DiscardingObserver();
+                VmState.History.MigrationStreamSplitter split = VmState.History.MigrationStreamSplitter.Split(new MemoryStream(rest.ToArray(), writable: false), observer, limits);
+                using (MigrationStream frame = MigrationStreamReader.Read(new MemorySource(split.Frame), limits))
+                {
+                    _ = frame.RamBlocks.Count;
+                }
+
+                break;
+        }
+    }
+
+    /// <summary>Takes page records and drops them, touching their bytes.</summary>
+    private sealed class DiscardingObserver : IRamStreamObserver
+    {
+        private int _sum;
+
+        public void BlockList(IReadOnlyList<(string Name, ulong Length)> blocks, int pageSize) => _sum += blocks.Count;
+
+        public void Page(int block, ulong offset, ReadOnlyMemory<byte> data) => _sum += data.Span[0];
+
+        public void Fill(int block, ulong offset, byte value, bool replaces) => _sum += value;
+
+        public byte[] ExchangeBuffer(byte[] full) => full;
     }
 
     private static void GdbStubReplies(byte[] data)

@@ -35,7 +35,10 @@ public static class Program
         root.Subcommands.Add(MapsCommand.Create());
         root.Subcommands.Add(ProcdumpCommand.Create());
         root.Subcommands.Add(TraceCommand.Create());
+        root.Subcommands.Add(MountCommand.Create());
+        root.Subcommands.Add(MountCommand.CreateUnmount());
         root.Subcommands.Add(TraceCommand.Guard());
+        root.Subcommands.Add(HistoryCommand.Create());
         root.Subcommands.Add(WatchCommand.Create(inner => root.Parse(inner).Invoke()));
         return root.Parse(args).Invoke();
     }

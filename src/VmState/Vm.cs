@@ -1,4 +1,5 @@
 using System.Diagnostics.CodeAnalysis;
+using VmState.History;
 using VmState.Linux;
 using VmState.Live;
 using VmState.Machine;
@@ -129,8 +130,12 @@ public sealed class Vm : IDisposable, IAsyncDisposable
     public bool Can<T>()
         where T : class => TryGet<T>(out _);
 
-    /// <summary>Opens a snapshot file of any supported kind, recognised by its first bytes.</summary>
-    /// <param name="path">The migration stream, virsh save file, qcow2 image, ELF core or (with <see cref="VmOpenOptions.AllowRaw"/>) raw image.</param>
+    /// <summary>
+    /// Opens a snapshot file of any supported kind, recognised by its first bytes, or a capture of a history store
+    /// (<c>STORE@N</c>, <c>STORE@-1</c> for the latest, <c>STORE@2026-11-29T10:05:00</c> for the latest at or before
+    /// a time; see <see cref="HistoryStore"/>).
+    /// </summary>
+    /// <param name="path">The migration stream, virsh save file, qcow2 image, ELF core, (with <see cref="VmOpenOptions.AllowRaw"/>) raw image, or <c>STORE@SELECTOR</c>.</param>
     /// <param name="options">Which qcow2 snapshot, raw images, caching, kernel location; null for the defaults.</param>
     /// <exception cref="FileNotFoundException">No such file.</exception>
     /// <exception cref="IO.VmStateFormatException">The file is not a supported input, or is malformed (with the offset).</exception>
@@ -139,7 +144,9 @@ public sealed class Vm : IDisposable, IAsyncDisposable
     {
         ArgumentNullException.ThrowIfNull(path);
         options ??= new VmOpenOptions();
-        MachineState machine = SnapshotLoader.Open(path, options.ToSnapshotOptions());
+        MachineState machine = !File.Exists(path) && HistoryStore.TryParseReference(path, out string store, out string selector)
+            ? HistoryStore.OpenMachine(store, selector, options.MainRam, options.Limits)
+            : SnapshotLoader.Open(path, options.ToSnapshotOptions());
         return new Vm(machine, null, options.Kernel, null);
     }
 

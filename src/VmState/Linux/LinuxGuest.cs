@@ -186,6 +186,26 @@ public sealed class LinuxGuest
         return kernel.ProcessAddressSpace(mm.Member("pgd").ToUInt64());
     }
 
+    /// <summary>
+    /// The argument vector of process <paramref name="pid"/> as <c>/proc/PID/cmdline</c> gives it (NUL-separated, from
+    /// its memory; at most 1 MiB, and up to the first page not in memory).
+    /// </summary>
+    /// <exception cref="VmStateNotFoundException">No such process.</exception>
+    /// <exception cref="KernelDataException">A kernel thread (no user memory), or corrupt guest data.</exception>
+    public byte[] CommandLine(int pid) => UserRange(pid, "arg_start", "arg_end");
+
+    /// <summary>The environment of process <paramref name="pid"/> as <c>/proc/PID/environ</c> gives it (as <see cref="CommandLine"/>).</summary>
+    /// <exception cref="VmStateNotFoundException">No such process.</exception>
+    /// <exception cref="KernelDataException">A kernel thread (no user memory), or corrupt guest data.</exception>
+    public byte[] Environment(int pid) => UserRange(pid, "env_start", "env_end");
+
+    private byte[] UserRange(int pid, string start, string end)
+    {
+        LinuxKernel kernel = Kernel;
+        KernelObject mm = MemoryMaps.UserMm(MemoryMaps.FindTask(kernel, pid));
+        return ProcessList.UserRange(kernel, mm, start, end, 1 << 20);
+    }
+
     /// <summary>A follower of the kernel log (<c>dmesg -w</c>) for a running guest; each poll reads the ring again, past the cached views.</summary>
     public KernelLogFollower FollowKernelLog() => new(Kernel);
 

@@ -89,6 +89,26 @@ public static class ProcessList
         return new LinuxProcess(pid, tgid, ppid, uid, gid, state, comm, names.Of(task, flags, comm), task.Address, kthread, start, threads, cmdline);
     }
 
+    /// <summary>
+    /// The bytes of [mm-&gt;<paramref name="startMember"/>, mm-&gt;<paramref name="endMember"/>) as the process's page
+    /// tables map them (at most <paramref name="max"/>), as <c>/proc/PID/cmdline</c> and <c>environ</c> give them: up to
+    /// the first page that is not in memory; empty when the range is empty.
+    /// </summary>
+    internal static byte[] UserRange(LinuxKernel kernel, KernelObject mm, string startMember, string endMember, int max)
+    {
+        ulong start = mm.Member(startMember).ToUInt64();
+        ulong end = mm.Member(endMember).ToUInt64();
+        if (end <= start)
+        {
+            return [];
+        }
+
+        AddressSpace space = kernel.ProcessAddressSpace(mm.Member("pgd").ToUInt64());
+        byte[] buf = new byte[(int)Math.Min(end - start, (ulong)max)];
+        int n = space.Read(start, buf);
+        return n == buf.Length ? buf : buf[..n];
+    }
+
     /// <summary>[mm->arg_start, mm->arg_end) read through the process's page tables (mm->pgd); NULs become spaces.</summary>
     internal static string? Cmdline(LinuxKernel kernel, KernelObject mm)
     {

@@ -20,4 +20,7 @@ public enum MachineOriginKind
 
     /// <summary>A running QEMU, attached through its QMP socket.</summary>
     LiveQemu,
+
+    /// <summary>A capture in a history store (<c>STORE@N</c>): pages deduplicated across captures, device state as saved.</summary>
+    HistoryCapture,
 }

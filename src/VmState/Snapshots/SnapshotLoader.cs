@@ -73,6 +73,46 @@ public static class SnapshotLoader
     }
 
     /// <summary>
+    /// Opens the migration stream inside <paramref name="path"/> without parsing it: the file itself, the stream after a
+    /// <c>virsh save</c> header, or the vmstate of a qcow2 internal snapshot (<paramref name="snapshot"/> by id or name,
+    /// the newest when null). Returns the bytes (owned by the caller), what they are, and the snapshot's date when the
+    /// input records one. For readers that consume a stream front to back (the history store).
+    /// </summary>
+    /// <exception cref="VmStateFormatException">The input holds no migration stream (an ELF core, a raw image).</exception>
+    public static (IRandomAccessSource Stream, string Description, DateTimeOffset? Date) OpenStreamBytes(string path, string? snapshot = null)
+    {
+        if (!File.Exists(path))
+        {
+            throw new FileNotFoundException($"no such file: {path}", path);
+        }
+
+        IRandomAccessSource file = new FileSource(path);
+        try
+        {
+            switch (Recognize(file, path, allowRaw: false))
+            {
+                case MachineOriginKind.MigrationStream:
+                    return (file, "migration stream", null);
+                case MachineOriginKind.VirshSave:
+                    long start = LibvirtStreamStart(file);
+                    return (new WindowSource(file, start, file.Length - start, ownsInner: true), "virsh save file", null);
+                case MachineOriginKind.Qcow2Snapshot:
+                    Qcow2Image image = Qcow2Image.Open(file, ownsSource: true);
+                    Qcow2Snapshot picked = PickSnapshot(image, snapshot, path);
+                    IRandomAccessSource vmstate = image.OpenVmState(picked);
+                    return (new OwningSource(new WindowSource(vmstate, 0, vmstate.Length, ownsInner: true), image), $"qcow2 snapshot {picked.Id} \"{picked.Name}\"", picked.Date);
+                default:
+                    throw new VmStateFormatException(0, "input", $"{path} is an ELF core, which holds no migration stream (device state and vCPUs as QEMU saves them)");
+            }
+        }
+        catch
+        {
+            file.Dispose();
+            throw;
+        }
+    }
+
+    /// <summary>
     /// Recognises an input by its first bytes. Anything unrecognised is a <see cref="MachineOriginKind.RawImage"/>
     /// when <paramref name="allowRaw"/> is set, else an error. Never <see cref="MachineOriginKind.LiveQemu"/>.
     /// </summary>
@@ -188,6 +228,14 @@ public static class SnapshotLoader
 
     private static MachineState OpenLibvirtSave(IRandomAccessSource file, string path, SnapshotOpenOptions options, IndexCacheFileKey? key)
     {
+        long start = LibvirtStreamStart(file);
+        var window = new WindowSource(file, start, file.Length - start, ownsInner: true);
+        return ReadStream(window, stream => new MigrationStreamOrigin(MachineOriginKind.VirshSave, path, "virsh save file", stream), path, options, key, $"virsh save stream at {start}");
+    }
+
+    /// <summary>Where the migration stream of a <c>virsh save</c> file starts.</summary>
+    private static long LibvirtStreamStart(IRandomAccessSource file)
+    {
         // libvirt src/qemu/qemu_saveimage.h virQEMUSaveHeader: magic[16], then u32 version, data_len, was_running,
         // compressed, cookieOffset, unused[14], in host (little-endian) order; the domain XML follows, then the stream.
         const string S = "virsh save header";
@@ -217,8 +265,7 @@ public static class SnapshotLoader
             throw new VmStateFormatException(start, S, "no QEVM stream after the header and domain XML");
         }
 
-        var window = new WindowSource(file, start, file.Length - start, ownsInner: true);
-        return ReadStream(window, stream => new MigrationStreamOrigin(MachineOriginKind.VirshSave, path, "virsh save file", stream), path, options, key, $"virsh save stream at {start}");
+        return start;
     }
 
     /// <summary>A source that also disposes another object (the qcow2 image behind a vmstate window).</summary>

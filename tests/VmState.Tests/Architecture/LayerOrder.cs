@@ -56,7 +56,9 @@ public static class LayerOrder
         new("editing and export", "VmState.Editing", "VmState.Export"),
         new("GDB server", "VmState.Gdb"),
         new("events", "VmState.Events"),
+        new("history", "VmState.History"),
         new("front door", FrontDoor),
+        new("filesystem view", "VmState.Mount"),
     ];
 
     /// <summary>The layer group of a type: <see cref="ErrorRoot"/> or <see cref="FrontDoor"/> for the root namespace.</summary>

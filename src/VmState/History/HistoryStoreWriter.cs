@@ -1,0 +1,611 @@
+using System.IO.Hashing;
+using System.Security.Cryptography;
+using VmState.Formats;
+using VmState.Formats.Migration;
+using VmState.IO;
+using VmState.Memory;
+using ZstdSharp;
+
+namespace VmState.History;
+
+/// <summary>
+/// Appends captures to a history store (a directory): each capture's pages are hashed (XxHash128 seeded with the
+/// store's random seed), stored once across the whole store, zstd-compressed in frames of
+/// <see cref="HistoryManifest.DefaultPagesPerFrame"/> pages appended to pack files; the capture's page map and the
+/// stream's other bytes go to a capture file; the manifest then names it. The stream is read once, front to back, so
+/// a pipe or socket can feed it (<see cref="Append"/>). One writer at a time holds the store's lock.
+/// </summary>
+/// <remarks>
+/// A capture is all or nothing: until the manifest is renamed into place, nothing the manifest names has changed
+/// (packs and the page index only grow past their committed lengths, the capture file has a new name). An exception
+/// (a malformed stream, a full disk, cancellation) truncates what was appended and deletes the new files; after a
+/// SIGKILL, the next writer does the same when it opens the store. Readers never look past the committed lengths.
+/// </remarks>
+public sealed class HistoryStoreWriter : IDisposable
+{
+    private const string LockName = "lock";
+    private readonly string _dir;
+    private readonly FileStream _lock;
+    private readonly Dictionary<UInt128, long> _pages = [];
+    private HistoryManifest _manifest;
+    private Dictionary<string, long[]> _previous = new(StringComparer.Ordinal);
+
+    private HistoryStoreWriter(string dir, FileStream lockFile, HistoryManifest manifest)
+    {
+        _dir = dir;
+        _lock = lockFile;
+        _manifest = manifest;
+    }
+
+    /// <summary>The store directory.</summary>
+    public string Directory => _dir;
+
+    /// <summary>The committed captures, oldest first.</summary>
+    public IReadOnlyList<HistoryCapture> Captures => _manifest.Captures;
+
+    /// <summary>Unique pages in the store.</summary>
+    public long UniquePages => _manifest.PageCount;
+
+    /// <summary>
+    /// Opens the store in <paramref name="directory"/> for appending, creating it (mode 0700) when it does not exist
+    /// or is empty. Whatever an interrupted writer left past the committed state is removed.
+    /// </summary>
+    /// <exception cref="IOException">Another writer holds the store, or the files cannot be opened.</exception>
+    /// <exception cref="VmStateFormatException">A store file is damaged (the file, offset and field are named).</exception>
+    public static HistoryStoreWriter Open(string directory)
+    {
+        ArgumentNullException.ThrowIfNull(directory);
+        string dir = Path.GetFullPath(directory);
+        if (!System.IO.Directory.Exists(dir))
+        {
+            if (OperatingSystem.IsWindows())
+            {
+                System.IO.Directory.CreateDirectory(dir);
+            }
+            else
+            {
+                System.IO.Directory.CreateDirectory(dir, StoreFiles.DirectoryMode);
+            }
+        }
+
+        string manifestPath = Path.Combine(dir, HistoryManifest.FileName);
+        bool fresh = !File.Exists(manifestPath);
+        if (fresh && System.IO.Directory.EnumerateFileSystemEntries(dir).Any(e => Path.GetFileName(e) != LockName))
+        {
+            throw new IOException($"{dir} is not empty and has no history store manifest; give an empty or new directory");
+        }
+
+        FileStream lockFile;
+        try
+        {
+            var options = new FileStreamOptions { Mode = FileMode.OpenOrCreate, Access = FileAccess.ReadWrite, Share = FileShare.None };
+            if (!OperatingSystem.IsWindows())
+            {
+                options.UnixCreateMode = StoreFiles.FileMode;
+            }
+
+            lockFile = new FileStream(Path.Combine(dir, LockName), options);
+        }
+        catch (IOException e)
+        {
+            throw new IOException($"{dir} is being written by another process ({e.Message})", e);
+        }
+
+        try
+        {
+            HistoryManifest manifest = fresh
+                ? new HistoryManifest { Seed = BitConverter.ToUInt64(RandomNumberGenerator.GetBytes(8)) }
+                : HistoryManifest.Parse(File.ReadAllBytes(manifestPath), manifestPath);
+            var writer = new HistoryStoreWriter(dir, lockFile, manifest);
+            if (fresh)
+            {
+                if (!OperatingSystem.IsWindows())
+                {
+                    // A store is owner-only, also in a directory the user made beforehand.
+                    File.SetUnixFileMode(dir, StoreFiles.DirectoryMode);
+                }
+
+                writer.InitFiles();
+            }
+
+            writer.Recover();
+            writer.LoadState();
+            return writer;
+        }
+        catch
+        {
+            lockFile.Dispose();
+            throw;
+        }
+    }
+
+    /// <summary>
+    /// Reads a migration stream from <paramref name="stream"/> front to back (it need not seek) and appends it as a new
+    /// capture; returns the capture as the manifest now lists it.
+    /// </summary>
+    /// <param name="stream">The migration stream (from its "QEVM" header to its end).</param>
+    /// <param name="source">Where it came from, shown by <c>history list</c>.</param>
+    /// <param name="time">When the state was captured.</param>
+    /// <param name="progress">Bytes of the stream read so far.</param>
+    /// <param name="cancellationToken">Cancels the capture; the store stays as it was.</param>
+    /// <exception cref="VmStateFormatException">The stream is malformed; nothing was added.</exception>
+    public HistoryCapture Append(Stream stream, string source, DateTimeOffset time, IProgress<long>? progress = null, CancellationToken cancellationToken = default)
+    {
+        ArgumentNullException.ThrowIfNull(stream);
+        ArgumentNullException.ThrowIfNull(source);
+        if (System.Text.Encoding.UTF8.GetByteCount(source) > HistoryManifest.MaxSourceBytes)
+        {
+            source = source[..1024];
+        }
+
+        using var session = new CaptureSession(this);
+        try
+        {
+            HistoryCapture capture = session.Run(progress is null ? stream : new ProgressStream(stream, progress), source, time, cancellationToken);
+            return capture;
+        }
+        catch when (!session.Committed)
+        {
+            // Once the manifest is renamed into place the capture is in the store: nothing may be undone after that
+            // (only the directory's fsync can still fail, and it is reported).
+            session.Rollback();
+            throw;
+        }
+    }
+
+    /// <summary>
+    /// Appends the migration stream of the snapshot file <paramref name="path"/> (a stream, a <c>virsh save</c> file or
+    /// a qcow2 image's internal snapshot: <paramref name="snapshot"/> by id or name, the newest when null).
+    /// </summary>
+    public HistoryCapture Import(string path, string? snapshot = null, IProgress<long>? progress = null, CancellationToken cancellationToken = default)
+    {
+        (IRandomAccessSource source, string description, DateTimeOffset? time) = Snapshots.SnapshotLoader.OpenStreamBytes(path, snapshot);
+        using (source)
+        {
+            DateTimeOffset when = time ?? new DateTimeOffset(File.GetLastWriteTimeUtc(path), TimeSpan.Zero);
+            return Append(new SourceStream(source), $"{Path.GetFullPath(path)} ({description})", when, progress, cancellationToken);
+        }
+    }
+
+    /// <summary>Releases the store's lock.</summary>
+    public void Dispose() => _lock.Dispose();
+
+    private string FilePath(string name) => Path.Combine(_dir, name);
+
+    private void InitFiles()
+    {
+        using (FileStream f = StoreFiles.OpenWrite(FilePath(PageIndex.FileName), create: true))
+        {
+            f.SetLength(0);
+            f.Write(PageIndex.Header());
+            f.Flush(flushToDisk: true);
+        }
+
+        StoreFiles.WriteAtomically(FilePath(HistoryManifest.FileName), _manifest.Serialize());
+    }
+
+    /// <summary>Cuts every file back to what the manifest commits and removes files it does not name.</summary>
+    private void Recover()
+    {
+        string index = FilePath(PageIndex.FileName);
+        long indexLength = PageIndex.HeaderSize + (_manifest.PageCount * PageIndex.RecordSize);
+        using (FileStream f = StoreFiles.OpenWrite(index, create: false))
+        {
+            byte[] h = new byte[PageIndex.HeaderSize];
+            f.ReadExactly(h);
+            PageIndex.CheckHeader(h, index);
+            if (f.Length < indexLength)
+            {
+                throw new VmStateFormatException(f.Length, $"{index}: length", $"the manifest commits {_manifest.PageCount} records ({indexLength} bytes), the file has {f.Length} bytes");
+            }
+
+            if (f.Length > indexLength)
+            {
+                f.SetLength(indexLength);
+                f.Flush(flushToDisk: true);
+            }
+        }
+
+        var keep = new HashSet<string>(StringComparer.Ordinal) { HistoryManifest.FileName, PageIndex.FileName, LockName };
+        for (int i = 0; i < _manifest.PackLengths.Count; i++)
+        {
+            string name = PackFile.Name(i);
+            keep.Add(name);
+            using FileStream f = StoreFiles.OpenWrite(FilePath(name), create: false);
+            if (f.Length < _manifest.PackLengths[i])
+            {
+                throw new VmStateFormatException(f.Length, $"{FilePath(name)}: length", $"the manifest commits {_manifest.PackLengths[i]} bytes, the file has {f.Length}");
+            }
+
+            if (f.Length > _manifest.PackLengths[i])
+            {
+                f.SetLength(_manifest.PackLengths[i]);
+                f.Flush(flushToDisk: true);
+            }
+        }
+
+        foreach (HistoryCapture c in _manifest.Captures)
+        {
+            keep.Add(CaptureFile.Name(c.Number));
+        }
+
+        foreach (string entry in System.IO.Directory.EnumerateFiles(_dir))
+        {
+            string name = Path.GetFileName(entry);
+            bool ours = name.StartsWith("pack-", StringComparison.Ordinal) || name.StartsWith("capture-", StringComparison.Ordinal)
+                || (name.StartsWith('.') && name.EndsWith(".tmp", StringComparison.Ordinal));
+            if (ours && !keep.Contains(name))
+            {
+                File.Delete(entry);
+            }
+        }
+    }
+
+    private void LoadState()
+    {
+        string index = FilePath(PageIndex.FileName);
+        using (FileStream f = new(index, FileMode.Open, FileAccess.Read, FileShare.ReadWrite, 1 << 20))
+        {
+            f.Position = PageIndex.HeaderSize;
+            byte[] record = new byte[PageIndex.RecordSize];
+            for (long id = 0; id < _manifest.PageCount; id++)
+            {
+                f.ReadExactly(record);
+                PageLocation loc = PageIndex.Read(record, id, _manifest, index);
+                _pages.TryAdd(loc.Hash, id);
+            }
+        }
+
+        if (_manifest.Captures.Count > 0)
+        {
+            HistoryCapture last = _manifest.Captures[^1];
+            string path = FilePath(CaptureFile.Name(last.Number));
+            CaptureFile file = CaptureFile.Parse(File.ReadAllBytes(path), path, _manifest.PageCount);
+            for (int i = 0; i < file.Blocks.Count; i++)
+            {
+                _previous[file.Blocks[i].Name] = file.Maps[i];
+            }
+        }
+    }
+
+    /// <summary>One capture being appended: the observer the splitter feeds, and what to undo if it fails.</summary>
+    private sealed class CaptureSession(HistoryStoreWriter writer) : IRamStreamObserver, IDisposable
+    {
+        private readonly HistoryManifest _before = writer._manifest;
+        private readonly HistoryManifest _next = writer._manifest.Clone();
+        private readonly List<UInt128> _added = [];
+        private readonly byte[] _index = new byte[PageIndex.RecordSize];
+        private readonly Compressor _compressor = new(3);
+        private readonly List<UInt128> _frameHashes = [];
+        private readonly List<long[]> _maps = [];
+        private IReadOnlyList<(string Name, ulong Length)> _blocks = [];
+        private byte[] _frame = [];
+        private byte[] _packed = [];
+        private FileStream? _pack;
+        private FileStream? _indexFile;
+        private string? _captureTemp;
+        private string? _captureFinal;
+        private int _newPackFrom = -1;
+        private long _bytesAdded;
+        private int _pageSize;
+
+        /// <summary>True once the new manifest is in place: the capture is part of the store.</summary>
+        public bool Committed { get; private set; }
+
+        public HistoryCapture Run(Stream stream, string source, DateTimeOffset time, CancellationToken cancel)
+        {
+            _indexFile = StoreFiles.OpenWrite(writer.FilePath(PageIndex.FileName), create: false);
+            _indexFile.Position = PageIndex.HeaderSize + (_before.PageCount * PageIndex.RecordSize);
+            MigrationStreamSplitter split = MigrationStreamSplitter.Split(stream, this, ReaderLimits.Default, cancel);
+            FlushFrame();
+            byte[] frame = split.Frame;
+            CheckFrame(frame, split);
+            cancel.ThrowIfCancellationRequested();
+
+            _pack?.Flush(flushToDisk: true);
+            _indexFile.Flush(flushToDisk: true);
+            _bytesAdded += (_next.PageCount - _before.PageCount) * PageIndex.RecordSize;
+
+            int number = _before.Captures.Count == 0 ? 1 : _before.Captures[^1].Number + 1;
+            var file = new CaptureFile(_pageSize, frame, _blocks, _maps);
+            byte[] bytes = file.Serialize();
+            _captureFinal = writer.FilePath(CaptureFile.Name(number));
+            _captureTemp = writer.FilePath($".{CaptureFile.Name(number)}.{Environment.ProcessId}.tmp");
+            using (FileStream f = StoreFiles.NewFile(_captureTemp))
+            {
+                f.Write(bytes);
+                f.Flush(flushToDisk: true);
+            }
+
+            File.Move(_captureTemp, _captureFinal, overwrite: true);
+            _captureTemp = null;
+            _bytesAdded += bytes.Length;
+
+            long data = 0;
+            long fills = 0;
+            long changed = 0;
+            for (int b = 0; b < _blocks.Count; b++)
+            {
+                long[] map = _maps[b];
+                writer._previous.TryGetValue(_blocks[b].Name, out long[]? prev);
+                for (int p = 0; p < map.Length; p++)
+                {
+                    long e = map[p];
+                    if (e >= 0)
+                    {
+                        data++;
+                    }
+                    else if (e != PageMap.NotSent)
+                    {
+                        fills++;
+                    }
+
+                    long old = prev is not null && p < prev.Length ? prev[p] : PageMap.NotSent;
+                    if (e != old && !(e == PageMap.NotSent && prev is null))
+                    {
+                        changed++;
+                    }
+                }
+            }
+
+            var capture = new HistoryCapture(number, time.ToUniversalTime(), source, split.StreamBytes, data, fills,
+                _next.PageCount - _before.PageCount, changed, _bytesAdded)
+            {
+                FileLength = bytes.Length,
+                FileHash = XxHash128.HashToUInt128(bytes),
+            };
+            _next.Captures.Add(capture);
+            cancel.ThrowIfCancellationRequested();
+            StoreFiles.Replace(writer.FilePath(HistoryManifest.FileName), _next.Serialize());
+
+            // Committed: from here on nothing is undone.
+            Committed = true;
+            writer._manifest = _next;
+            writer._previous = new Dictionary<string, long[]>(StringComparer.Ordinal);
+            for (int b = 0; b < _blocks.Count; b++)
+            {
+                writer._previous[_blocks[b].Name] = _maps[b];
+            }
+
+            _added.Clear();
+            _captureFinal = null;
+            _newPackFrom = -1;
+            StoreFiles.SyncDirectory(writer._dir);
+            return capture;
+        }
+
+        /// <summary>Undoes everything this capture appended: the store is as it was before.</summary>
+        public void Rollback()
+        {
+            foreach (UInt128 h in _added)
+            {
+                writer._pages.Remove(h);
+            }
+
+            _pack?.Dispose();
+            _pack = null;
+            _indexFile?.Dispose();
+            _indexFile = null;
+            using (FileStream f = StoreFiles.OpenWrite(writer.FilePath(PageIndex.FileName), create: false))
+            {
+                f.SetLength(PageIndex.HeaderSize + (_before.PageCount * PageIndex.RecordSize));
+            }
+
+            for (int i = 0; i < _before.PackLengths.Count; i++)
+            {
+                using FileStream f = StoreFiles.OpenWrite(writer.FilePath(PackFile.Name(i)), create: false);
+                if (f.Length != _before.PackLengths[i])
+                {
+                    f.SetLength(_before.PackLengths[i]);
+                }
+            }
+
+            if (_newPackFrom >= 0)
+            {
+                for (int i = _newPackFrom; i < _next.PackLengths.Count; i++)
+                {
+                    File.Delete(writer.FilePath(PackFile.Name(i)));
+                }
+            }
+
+            if (_captureTemp is not null)
+            {
+                File.Delete(_captureTemp);
+            }
+
+            if (_captureFinal is not null)
+            {
+                File.Delete(_captureFinal);
+            }
+        }
+
+        public void Dispose()
+        {
+            _compressor.Dispose();
+            _pack?.Dispose();
+            _indexFile?.Dispose();
+        }
+
+        public void BlockList(IReadOnlyList<(string Name, ulong Length)> blocks, int pageSize)
+        {
+            if (_before.Captures.Count > 0 && pageSize != _before.PageSize)
+            {
+                throw new VmStateFormatException(0, "ram section", $"page size {pageSize}, but the store holds pages of {_before.PageSize} bytes");
+            }
+
+            _next.PageSize = pageSize;
+            _pageSize = pageSize;
+            _blocks = [.. blocks];
+            foreach ((string _, ulong length) in blocks)
+            {
+                long[] map = new long[(long)((length + (ulong)pageSize - 1) / (ulong)pageSize)];
+                map.AsSpan().Fill(PageMap.NotSent);
+                _maps.Add(map);
+            }
+
+            _frame = new byte[_before.PagesPerFrame * pageSize];
+        }
+
+        public void Page(int block, ulong offset, ReadOnlyMemory<byte> data)
+        {
+            ReadOnlySpan<byte> page = data.Span;
+            long index = (long)(offset / (ulong)_pageSize);
+            if (!page[1..].ContainsAnyExcept(page[0]))
+            {
+                _maps[block][index] = PageMap.FillEntry(page[0]);
+                return;
+            }
+
+            UInt128 hash = XxHash128.HashToUInt128(page, (long)_before.Seed);
+            if (!writer._pages.TryGetValue(hash, out long id))
+            {
+                id = _next.PageCount++;
+                writer._pages.Add(hash, id);
+                _added.Add(hash);
+                page.CopyTo(_frame.AsSpan(_frameHashes.Count * _pageSize));
+                _frameHashes.Add(hash);
+                if (_frameHashes.Count == _before.PagesPerFrame)
+                {
+                    FlushFrame();
+                }
+            }
+
+            _maps[block][index] = id;
+        }
+
+        public void Fill(int block, ulong offset, byte value, bool replaces) =>
+            _maps[block][(long)(offset / (ulong)_pageSize)] = PageMap.FillEntry(value);
+
+        public byte[] ExchangeBuffer(byte[] full) => full;
+
+        private void FlushFrame()
+        {
+            int n = _frameHashes.Count;
+            if (n == 0)
+            {
+                return;
+            }
+
+            int bound = Compressor.GetCompressBound(n * _pageSize);
+            if (_packed.Length < bound)
+            {
+                _packed = new byte[bound];
+            }
+
+            int length = _compressor.Wrap(_frame.AsSpan(0, n * _pageSize), _packed);
+            FileStream pack = PackFor(length);
+            int packIndex = _next.PackLengths.Count - 1;
+            long at = _next.PackLengths[packIndex];
+            pack.Position = at;
+            pack.Write(_packed, 0, length);
+            _next.PackLengths[packIndex] = at + length;
+            _bytesAdded += length;
+            long first = _next.PageCount - n;
+            for (int i = 0; i < n; i++)
+            {
+                PageIndex.Write(_index, new PageLocation(_frameHashes[i], packIndex, at, length, i, n));
+                _indexFile!.Write(_index);
+            }
+
+            _frameHashes.Clear();
+            _ = first;
+        }
+
+        /// <summary>The pack to append <paramref name="length"/> bytes to: the last one, or a new one when it is full.</summary>
+        private FileStream PackFor(int length)
+        {
+            int last = _next.PackLengths.Count - 1;
+            if (last >= 0 && _next.PackLengths[last] + length <= PackFile.MaxBytes)
+            {
+                _pack ??= StoreFiles.OpenWrite(writer.FilePath(PackFile.Name(last)), create: false);
+                return _pack;
+            }
+
+            if (_next.PackLengths.Count >= HistoryManifest.MaxPacks)
+            {
+                throw new IOException($"the store has {HistoryManifest.MaxPacks} packs, the most it may have");
+            }
+
+            _pack?.Flush(flushToDisk: true);
+            _pack?.Dispose();
+            int index = _next.PackLengths.Count;
+            if (_newPackFrom < 0)
+            {
+                _newPackFrom = index;
+            }
+
+            _pack = StoreFiles.OpenWrite(writer.FilePath(PackFile.Name(index)), create: true);
+            _pack.SetLength(0);
+            _pack.Write(PackFile.Header());
+            _next.PackLengths.Add(PackFile.HeaderSize);
+            _bytesAdded += PackFile.HeaderSize;
+            return _pack;
+        }
+
+        /// <summary>
+        /// The frame must be a stream the reader parses, with the same RAM blocks and no page record left in it (a
+        /// page record after a device section would have been copied into it, not stored).
+        /// </summary>
+        private void CheckFrame(byte[] frame, MigrationStreamSplitter split)
+        {
+            if (split.Blocks.Count == 0)
+            {
+                throw new VmStateFormatException(split.StreamBytes, "ram section", "the stream has no RAM block list (MEM_SIZE record)");
+            }
+
+            using MigrationStream parsed = MigrationStreamReader.Read(new MemorySource(frame, "device state"), ReaderLimits.Default);
+            if (parsed.PageSize != split.PageSize || parsed.RamBlocks.Count != split.Blocks.Count)
+            {
+                throw new VmStateFormatException(0, "device state", $"the stream's description gives page size {parsed.PageSize} and {parsed.RamBlocks.Count} RAM blocks; its RAM section was read with {split.PageSize} and {split.Blocks.Count}");
+            }
+
+            foreach (RamBlock b in parsed.RamBlocks)
+            {
+                if (b.DataPages != 0 || b.ZeroPages != 0)
+                {
+                    throw new VmStateFormatException(0, "device state", $"page records of block \"{b.Name}\" after the device sections (not a precopy stream)");
+                }
+            }
+        }
+    }
+
+    /// <summary>Reports how far a stream has been read.</summary>
+    private sealed class ProgressStream(Stream inner, IProgress<long> progress) : Stream
+    {
+        private long _read;
+        private long _reported;
+
+        public override bool CanRead => true;
+
+        public override bool CanSeek => false;
+
+        public override bool CanWrite => false;
+
+        public override long Length => throw new NotSupportedException();
+
+        public override long Position { get => _read; set => throw new NotSupportedException(); }
+
+        public override int Read(byte[] buffer, int offset, int count)
+        {
+            int n = inner.Read(buffer, offset, count);
+            _read += n;
+            if (_read - _reported >= 16 << 20 || n == 0)
+            {
+                _reported = _read;
+                progress.Report(_read);
+            }
+
+            return n;
+        }
+
+        public override void Flush()
+        {
+        }
+
+        public override long Seek(long offset, SeekOrigin origin) => throw new NotSupportedException();
+
+        public override void SetLength(long value) => throw new NotSupportedException();
+
+        public override void Write(byte[] buffer, int offset, int count) => throw new NotSupportedException();
+    }
+}

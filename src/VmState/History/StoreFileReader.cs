@@ -1,0 +1,129 @@
+using System.Buffers.Binary;
+using System.Text;
+using VmState.IO;
+
+namespace VmState.History;
+
+/// <summary>
+/// Reads the fields of one store file held in memory, little-endian, each bounded before use; every error names the
+/// file, the offset and the field (<see cref="VmStateFormatException"/>).
+/// </summary>
+internal ref struct StoreFileReader
+{
+    private readonly ReadOnlySpan<byte> _data;
+    private readonly string _file;
+
+    public StoreFileReader(ReadOnlySpan<byte> data, string file)
+    {
+        _data = data;
+        _file = file;
+        Position = 0;
+    }
+
+    public int Position { get; private set; }
+
+    public readonly int Remaining => _data.Length - Position;
+
+    public readonly VmStateFormatException Error(string field, string problem) => Error(Position, field, problem);
+
+    public readonly VmStateFormatException Error(long offset, string field, string problem) =>
+        new(offset, $"{_file}: {field}", problem);
+
+    public ReadOnlySpan<byte> Take(int count, string field)
+    {
+        if (count < 0 || count > Remaining)
+        {
+            throw Error(field, $"{count} bytes expected, {Remaining} left in the file");
+        }
+
+        ReadOnlySpan<byte> s = _data.Slice(Position, count);
+        Position += count;
+        return s;
+    }
+
+    public byte U8(string field) => Take(1, field)[0];
+
+    public ushort U16(string field) => BinaryPrimitives.ReadUInt16LittleEndian(Take(2, field));
+
+    public uint U32(string field) => BinaryPrimitives.ReadUInt32LittleEndian(Take(4, field));
+
+    public ulong U64(string field) => BinaryPrimitives.ReadUInt64LittleEndian(Take(8, field));
+
+    public long I64(string field) => BinaryPrimitives.ReadInt64LittleEndian(Take(8, field));
+
+    public UInt128 U128(string field) => BinaryPrimitives.ReadUInt128LittleEndian(Take(16, field));
+
+    /// <summary>A u32 that must be at most <paramref name="max"/>.</summary>
+    public int Count(string field, int max)
+    {
+        int at = Position;
+        uint v = U32(field);
+        if (v > (uint)max)
+        {
+            throw Error(at, field, $"{v} (at most {max} allowed)");
+        }
+
+        return (int)v;
+    }
+
+    /// <summary>A u64 that must be at most <paramref name="max"/>.</summary>
+    public ulong Bounded(string field, ulong max)
+    {
+        int at = Position;
+        ulong v = U64(field);
+        if (v > max)
+        {
+            throw Error(at, field, $"{v} (at most {max} allowed)");
+        }
+
+        return v;
+    }
+
+    /// <summary>An unsigned LEB128 number of at most 10 bytes.</summary>
+    public ulong VarUInt(string field)
+    {
+        int at = Position;
+        ulong v = 0;
+        for (int shift = 0; shift < 64; shift += 7)
+        {
+            byte b = U8(field);
+            v |= (ulong)(b & 0x7F) << shift;
+            if ((b & 0x80) == 0)
+            {
+                return v;
+            }
+        }
+
+        throw Error(at, field, "a variable-length number of more than 10 bytes");
+    }
+
+    /// <summary>A UTF-8 string with a u16 length of at most <paramref name="maxBytes"/>.</summary>
+    public string Str(string field, int maxBytes)
+    {
+        int at = Position;
+        int n = U16(field);
+        if (n > maxBytes)
+        {
+            throw Error(at, field, $"a string of {n} bytes (at most {maxBytes} allowed)");
+        }
+
+        return Encoding.UTF8.GetString(Take(n, field));
+    }
+
+    public void Magic(ReadOnlySpan<byte> expected, string what)
+    {
+        ReadOnlySpan<byte> m = Take(expected.Length, "magic");
+        if (!m.SequenceEqual(expected))
+        {
+            throw Error(0, "magic", $"not a {what} (expected \"{Encoding.ASCII.GetString(expected)}\", found {Convert.ToHexString(m)})");
+        }
+    }
+
+    public readonly void End()
+    {
+        if (Remaining != 0)
+        {
+            throw Error("end", $"{Remaining} unexpected bytes after the last field");
+        }
+    }
+}
