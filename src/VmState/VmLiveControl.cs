@@ -16,4 +16,7 @@ internal sealed class VmLiveControl(Vm vm, QmpClient qmp) : ILiveControl, ISnaps
         ArgumentNullException.ThrowIfNull(path);
         return qmp.SaveStateToFileAsync(path, background, cancellationToken);
     }
+
+    public Task<SaveResult> CaptureAsync(Func<Stream, CancellationToken, Task> consumer, CancellationToken cancellationToken = default) =>
+        qmp.CaptureStateAsync(consumer, background: true, cancellationToken);
 }

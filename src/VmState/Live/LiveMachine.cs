@@ -234,6 +234,21 @@ public sealed class LiveMachine : IAsyncDisposable
     }
 
     /// <summary>
+    /// Captures a consistent point-in-time state of the running VM into this process: QEMU's background snapshot
+    /// (the guest keeps running; paused instead where QEMU cannot) streamed through a pipe handed to QEMU over QMP to
+    /// <paramref name="consumer"/> as a forward-only migration stream, never through a file. The guest is running again
+    /// and no migration is active on every path (see <see cref="QemuMonitor.CaptureStateAsync"/>).
+    /// </summary>
+    /// <example>
+    /// <code>
+    /// SaveResult r = await live.CaptureAsync(async (stream, ct) =&gt; await stream.CopyToAsync(destination, ct));
+    /// Console.WriteLine($"{r.Bytes} bytes, guest paused {r.GuestPause?.TotalMilliseconds} ms");
+    /// </code>
+    /// </example>
+    public Task<SaveResult> CaptureAsync(Func<Stream, CancellationToken, Task> consumer, CancellationToken cancellationToken = default) =>
+        Qmp.CaptureStateAsync(consumer, background: true, cancellationToken);
+
+    /// <summary>
     /// The RAM blocks of the machine's main RAM in NUMA node order ("pc.ram", a <c>-machine memory-backend=</c> id,
     /// or the <c>-numa node,memdev=</c> ids), read from QEMU's memory tree: what
     /// <see cref="Snapshots.SnapshotOpenOptions.MainRam"/> needs to open a snapshot of this VM whose layout the file

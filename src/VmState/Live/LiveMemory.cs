@@ -52,6 +52,9 @@ public sealed unsafe class LiveMemory : IPhysicalMemory, ISpanMemory, IDisposabl
     /// <inheritdoc />
     public IReadOnlyList<MemoryRange> Ranges => _ranges;
 
+    /// <summary>QEMU's process memory (process_vm_readv) for every range, whatever path this object prefers.</summary>
+    internal QemuProcessMemory Process => _process;
+
     /// <summary>Bytes of guest RAM served from a shared mapping (the rest comes from QEMU's process memory).</summary>
     public ulong SharedBytes { get; }
 

@@ -1,6 +1,8 @@
 using System.Diagnostics;
+using System.Runtime.ExceptionServices;
 using System.Text.Json;
 using System.Text.Json.Nodes;
+using Microsoft.Win32.SafeHandles;
 
 using VmState.IO;
 
@@ -9,6 +11,8 @@ namespace VmState.Live;
 /// <summary>Higher-level QEMU operations over QMP: run state, saving to a file, savevm, memory dumps.</summary>
 public static class QemuMonitor
 {
+    private static int s_captures;
+
     /// <summary>The run state ("running", "paused", "postmigrate", "finish-migrate", …).</summary>
     public static async Task<string> QueryStatusAsync(this QmpClient qmp, CancellationToken cancellationToken = default)
     {
@@ -63,32 +67,9 @@ public static class QemuMonitor
             throw new ArgumentException($"the output path {full} contains a single quote, which the exec: URI cannot carry");
         }
 
-        await qmp.ExecuteAsync("migrate-set-parameters", new JsonObject { ["max-bandwidth"] = 100L << 30 }, null, cancellationToken).ConfigureAwait(false);
+        await LiftBandwidthCapAsync(qmp, cancellationToken).ConfigureAwait(false);
         await qmp.ExecuteAsync("migrate", new JsonObject { ["uri"] = $"exec:cat > '{full}'" }, null, cancellationToken).ConfigureAwait(false);
-        var clock = Stopwatch.StartNew();
-        TimeSpan limit = timeout ?? TimeSpan.FromMinutes(10);
-        while (true)
-        {
-            JsonElement info = await qmp.ExecuteAsync("query-migrate", null, null, cancellationToken).ConfigureAwait(false);
-            string status = info.TryGetProperty("status", out JsonElement s) ? s.GetString() ?? string.Empty : string.Empty;
-            switch (status)
-            {
-                case "completed":
-                    return info;
-                case "failed":
-                case "cancelled":
-                    string why = info.TryGetProperty("error-desc", out JsonElement d) ? d.GetString() ?? status : status;
-                    throw new IOException($"QEMU's migration to {full} {status}: {why}");
-            }
-
-            if (clock.Elapsed > limit)
-            {
-                await qmp.ExecuteAsync("migrate_cancel", null, null, CancellationToken.None).ConfigureAwait(false);
-                throw new TimeoutException($"the migration to {full} did not complete within {limit.TotalSeconds:F0} s (status {status}); cancelled");
-            }
-
-            await Task.Delay(20, cancellationToken).ConfigureAwait(false);
-        }
+        return await WaitForMigrationAsync(qmp, full, timeout ?? TimeSpan.FromMinutes(10), cancellationToken).ConfigureAwait(false);
     }
 
     /// <summary>
@@ -100,12 +81,127 @@ public static class QemuMonitor
     /// </summary>
     public static async Task<SaveResult> SaveStateToFileAsync(this QmpClient qmp, string path, bool background, CancellationToken cancellationToken = default)
     {
-        var clock = Stopwatch.StartNew();
-        bool wasRunning = await qmp.QueryStatusAsync(cancellationToken).ConfigureAwait(false) == "running";
         // QEMU writes the stream into our temporary (created owner-only: it holds guest RAM; `cat >` keeps the
         // mode of an existing file), which is renamed into place only when the migration completed.
         using OutputFile output = OutputFile.Create(path, OutputRules.None);
-        string temp = output.TempPath;
+        return await RunConsistentMigrationAsync(qmp, background, async (_, ct) =>
+        {
+            JsonElement stats = await qmp.MigrateToFileAsync(output.TempPath, null, ct).ConfigureAwait(false);
+            output.Commit();
+            return (stats, new FileInfo(path).Length);
+        }, cancellationToken).ConfigureAwait(false);
+    }
+
+    /// <summary>
+    /// Takes a consistent point-in-time state of the VM and streams it straight into this process: QEMU migrates to the
+    /// write end of a pipe handed to it over QMP (<c>getfd</c>, then <c>migrate fd:</c>; see <see cref="CapturePipe"/>
+    /// for why a pipe) and <paramref name="consumer"/> reads the migration stream as it is produced, from a forward-only, read-only
+    /// <see cref="Stream"/>; nothing is written to a file. With <paramref name="background"/> the guest keeps running
+    /// (QEMU's background-snapshot: RAM saved copy-on-write as it was at the start); where QEMU refuses it, or without
+    /// it, the guest is paused for the capture. Bytes the consumer leaves unread are read and dropped, so the capture
+    /// completes. On every path — the consumer throws, cancellation, QEMU exits — no migration is left active, the
+    /// background-snapshot capability is switched off again, and a guest that was running is running again. A paused
+    /// capture is cancelled at once; a background one is read to its end first (QEMU 7.2 leaves the guest hung when a
+    /// background snapshot is cut off), then the consumer's exception or the cancellation is passed on.
+    /// </summary>
+    /// <param name="qmp">The VM's QMP connection.</param>
+    /// <param name="consumer">Reads the stream (for example parses it, hashes its pages or copies it somewhere); it
+    /// gets a token that is cancelled with <paramref name="cancellationToken"/>.</param>
+    /// <param name="background">Keep the guest running where QEMU can.</param>
+    /// <param name="cancellationToken">Cancels the capture.</param>
+    /// <returns>The mode, the stream's size, QEMU's downtime and the measured guest pause, the wall time.</returns>
+    /// <exception cref="IOException">The migration failed (QEMU's reason), or the socket failed.</exception>
+    /// <exception cref="QmpException">QEMU refused the migration.</exception>
+    /// <exception cref="LiveVmGoneException">QEMU exited.</exception>
+    public static Task<SaveResult> CaptureStateAsync(this QmpClient qmp, Func<Stream, CancellationToken, Task> consumer, bool background = true, CancellationToken cancellationToken = default)
+    {
+        ArgumentNullException.ThrowIfNull(consumer);
+        return RunConsistentMigrationAsync(qmp, background, async (inBackground, ct) =>
+        {
+            // The write end of a pipe goes to QEMU over QMP (getfd): no path QEMU must reach, nobody else can write.
+            (SafeFileHandle read, SafeFileHandle write) = CapturePipe.Create();
+            string name = $"vmstate-capture-{Environment.ProcessId}-{Interlocked.Increment(ref s_captures)}";
+            using (read)
+            {
+                using (write)
+                {
+                    await qmp.ExecuteWithDescriptorAsync("getfd", new JsonObject { ["fdname"] = name }, write, null, ct).ConfigureAwait(false);
+                }
+
+                try
+                {
+                    await LiftBandwidthCapAsync(qmp, ct).ConfigureAwait(false);
+                    await qmp.ExecuteAsync("migrate", new JsonObject { ["uri"] = $"fd:{name}" }, null, ct).ConfigureAwait(false);
+                }
+                catch
+                {
+                    // QEMU takes the descriptor when the migration starts; one it did not take is closed.
+                    try
+                    {
+                        await qmp.ExecuteAsync("closefd", new JsonObject { ["fdname"] = name }, TimeSpan.FromSeconds(5), CancellationToken.None).ConfigureAwait(false);
+                    }
+                    catch (Exception e) when (e is QmpException or IOException or LiveVmGoneException or TimeoutException)
+                    {
+                    }
+
+                    throw;
+                }
+
+                {
+                    using var stream = new CaptureStream(read);
+                    if (!inBackground)
+                    {
+                        await consumer(stream, ct).ConfigureAwait(false);
+                        await stream.DrainAsync(ct).ConfigureAwait(false);
+                        return (await WaitForMigrationAsync(qmp, "this process", TimeSpan.FromMinutes(10), ct).ConfigureAwait(false), stream.Position);
+                    }
+
+                    // A background snapshot is never cut off: measured on QEMU 7.2, a background snapshot that fails
+                    // or is cancelled once RAM is write-protected leaves the guest "running" but hung (its vCPUs wait
+                    // on write faults nobody resolves). So whatever the consumer does — returns early, throws, is
+                    // cancelled — the rest of the stream is read and dropped until QEMU completes, and only then is
+                    // the consumer's exception passed on.
+                    ExceptionDispatchInfo? failed = null;
+                    try
+                    {
+                        await consumer(stream, ct).ConfigureAwait(false);
+                    }
+                    catch (Exception e)
+                    {
+                        failed = ExceptionDispatchInfo.Capture(e);
+                    }
+
+                    await stream.DrainAsync(CancellationToken.None).ConfigureAwait(false);
+                    JsonElement stats;
+                    try
+                    {
+                        stats = await WaitForMigrationAsync(qmp, "this process", TimeSpan.FromMinutes(10), CancellationToken.None).ConfigureAwait(false);
+                    }
+                    catch (Exception) when (failed is not null)
+                    {
+                        failed.Throw();
+                        throw;
+                    }
+
+                    failed?.Throw();
+                    ct.ThrowIfCancellationRequested();
+                    return (stats, stream.Position);
+                }
+            }
+        }, cancellationToken);
+    }
+
+    /// <summary>
+    /// The part every whole-state save shares: background snapshot asked for (or the guest paused), the migration run
+    /// by <paramref name="migrate"/> (told whether the guest keeps running), and on every path the migration cancelled if it did not complete, the capability
+    /// switched off and a guest that was running resumed. The guest pause is measured from QEMU's STOP and RESUME
+    /// events.
+    /// </summary>
+    private static async Task<SaveResult> RunConsistentMigrationAsync(QmpClient qmp, bool background, Func<bool, CancellationToken, Task<(JsonElement Stats, long Bytes)>> migrate, CancellationToken cancellationToken)
+    {
+        var clock = Stopwatch.StartNew();
+        DateTimeOffset started = DateTimeOffset.UtcNow;
+        bool wasRunning = await qmp.QueryStatusAsync(cancellationToken).ConfigureAwait(false) == "running";
         bool useBackground = false;
         string? fallback = null;
         if (background && wasRunning)
@@ -121,6 +217,7 @@ public static class QemuMonitor
             }
         }
 
+        SaveResult result;
         try
         {
             if (wasRunning && !useBackground)
@@ -128,27 +225,22 @@ public static class QemuMonitor
                 await qmp.StopAsync(cancellationToken).ConfigureAwait(false);
             }
 
-            JsonElement stats;
+            (JsonElement stats, long bytes) migrated;
             try
             {
-                stats = await qmp.MigrateToFileAsync(temp, null, cancellationToken).ConfigureAwait(false);
+                migrated = await migrate(useBackground, cancellationToken).ConfigureAwait(false);
             }
-            catch (OperationCanceledException)
+            catch
             {
-                try
-                {
-                    await qmp.ExecuteAsync("migrate_cancel", null, TimeSpan.FromSeconds(5), CancellationToken.None).ConfigureAwait(false);
-                }
-                catch (Exception e) when (e is QmpException or IOException or LiveVmGoneException or TimeoutException)
-                {
-                }
-
+                // A background snapshot cut off once RAM is write-protected leaves QEMU 7.2's guest hung (see
+                // CaptureStateAsync), so it is let run to its end, within bounds; a paused save is cancelled at once.
+                await EndMigrationAsync(qmp, letItFinish: useBackground).ConfigureAwait(false);
                 throw;
             }
 
-            output.Commit();
-            double? downtime = stats.TryGetProperty("downtime", out JsonElement d) && d.TryGetInt64(out long ms) ? ms : null;
-            return new SaveResult(useBackground ? SaveMode.BackgroundSnapshot : wasRunning ? SaveMode.Pause : SaveMode.AlreadyPaused, new FileInfo(path).Length, downtime, clock.Elapsed, fallback);
+            double? downtime = migrated.stats.TryGetProperty("downtime", out JsonElement d) && d.TryGetInt64(out long ms) ? ms : null;
+            SaveMode mode = useBackground ? SaveMode.BackgroundSnapshot : wasRunning ? SaveMode.Pause : SaveMode.AlreadyPaused;
+            result = new SaveResult(mode, migrated.bytes, downtime, TimeSpan.Zero, fallback);
         }
         finally
         {
@@ -176,6 +268,114 @@ public static class QemuMonitor
                 {
                 }
             }
+        }
+
+        TimeSpan elapsed = clock.Elapsed;
+        TimeSpan? pause = wasRunning ? await MeasurePauseAsync(qmp, started).ConfigureAwait(false) : null;
+        return result with { Elapsed = elapsed, GuestPause = pause };
+    }
+
+    /// <summary>
+    /// How long the guest was stopped during the save that started at <paramref name="since"/>: QEMU's own
+    /// timestamps of its STOP and RESUME events (background-snapshot stops the guest while it saves the devices and
+    /// starts write protection; a paused save stops it throughout). Null when the events are not both there.
+    /// </summary>
+    private static async Task<TimeSpan?> MeasurePauseAsync(QmpClient qmp, DateTimeOffset since)
+    {
+        try
+        {
+            QmpEvent stop;
+            do
+            {
+                stop = await qmp.WaitForEventAsync("STOP", TimeSpan.FromSeconds(1)).ConfigureAwait(false);
+            }
+            while (stop.Timestamp < since);
+
+            QmpEvent resume = await qmp.WaitForEventAsync("RESUME", TimeSpan.FromSeconds(1)).ConfigureAwait(false);
+            return resume.Timestamp - stop.Timestamp;
+        }
+        catch (Exception e) when (e is TimeoutException or LiveVmGoneException)
+        {
+            return null;
+        }
+    }
+
+    /// <summary>
+    /// Ends a migration that may still be active and waits until QEMU says it is not: cancelled at once, or with
+    /// <paramref name="letItFinish"/> left to complete by itself for up to 10 minutes before it is cancelled.
+    /// </summary>
+    private static async Task EndMigrationAsync(QmpClient qmp, bool letItFinish)
+    {
+        try
+        {
+            var clock = Stopwatch.StartNew();
+            TimeSpan limit = letItFinish ? TimeSpan.FromMinutes(10) : TimeSpan.Zero;
+            bool cancelled = false;
+            while (true)
+            {
+                JsonElement info = await qmp.ExecuteAsync("query-migrate", null, TimeSpan.FromSeconds(5), CancellationToken.None).ConfigureAwait(false);
+                if (!IsMigrationActive(info))
+                {
+                    return;
+                }
+
+                if (!cancelled && clock.Elapsed >= limit)
+                {
+                    await qmp.ExecuteAsync("migrate_cancel", null, TimeSpan.FromSeconds(5), CancellationToken.None).ConfigureAwait(false);
+                    cancelled = true;
+                    clock.Restart();
+                }
+                else if (cancelled && clock.Elapsed > TimeSpan.FromSeconds(10))
+                {
+                    return;
+                }
+
+                await Task.Delay(10, CancellationToken.None).ConfigureAwait(false);
+            }
+        }
+        catch (Exception e) when (e is QmpException or IOException or LiveVmGoneException or TimeoutException)
+        {
+        }
+    }
+
+    /// <summary>
+    /// True while a <c>query-migrate</c> answer shows a migration under way (not absent, completed, failed or
+    /// cancelled), the state in which QEMU refuses a new migration or a capability change.
+    /// </summary>
+    public static bool IsMigrationActive(JsonElement queryMigrate)
+    {
+        string status = queryMigrate.ValueKind == JsonValueKind.Object && queryMigrate.TryGetProperty("status", out JsonElement s) ? s.GetString() ?? string.Empty : string.Empty;
+        return status is not ("" or "none" or "completed" or "failed" or "cancelled");
+    }
+
+    private static Task LiftBandwidthCapAsync(QmpClient qmp, CancellationToken cancellationToken) =>
+        qmp.ExecuteAsync("migrate-set-parameters", new JsonObject { ["max-bandwidth"] = 100L << 30 }, null, cancellationToken);
+
+    /// <summary>Waits for the migration to complete; failed or cancelled throws with QEMU's reason; too long cancels it.</summary>
+    private static async Task<JsonElement> WaitForMigrationAsync(QmpClient qmp, string destination, TimeSpan limit, CancellationToken cancellationToken)
+    {
+        var clock = Stopwatch.StartNew();
+        while (true)
+        {
+            JsonElement info = await qmp.ExecuteAsync("query-migrate", null, null, cancellationToken).ConfigureAwait(false);
+            string status = info.TryGetProperty("status", out JsonElement s) ? s.GetString() ?? string.Empty : string.Empty;
+            switch (status)
+            {
+                case "completed":
+                    return info;
+                case "failed":
+                case "cancelled":
+                    string why = info.TryGetProperty("error-desc", out JsonElement d) ? d.GetString() ?? status : status;
+                    throw new IOException($"QEMU's migration to {destination} {status}: {why}");
+            }
+
+            if (clock.Elapsed > limit)
+            {
+                await qmp.ExecuteAsync("migrate_cancel", null, null, CancellationToken.None).ConfigureAwait(false);
+                throw new TimeoutException($"the migration to {destination} did not complete within {limit.TotalSeconds:F0} s (status {status}); cancelled");
+            }
+
+            await Task.Delay(5, cancellationToken).ConfigureAwait(false);
         }
     }
 

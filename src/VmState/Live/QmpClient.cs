@@ -1,5 +1,6 @@
 using System.Collections.Concurrent;
 using System.Net.Sockets;
+using System.Runtime.InteropServices;
 using System.Text;
 using System.Text.Json;
 using System.Text.Json.Nodes;
@@ -110,7 +111,20 @@ public sealed class QmpClient : IAsyncDisposable
     /// Runs a command and returns its "return" value. <paramref name="arguments"/> is a JSON object (or null).
     /// QEMU errors become <see cref="QmpException"/>; no reply in time gives <see cref="TimeoutException"/>.
     /// </summary>
-    public async Task<JsonElement> ExecuteAsync(string command, JsonObject? arguments = null, TimeSpan? timeout = null, CancellationToken cancellationToken = default)
+    public Task<JsonElement> ExecuteAsync(string command, JsonObject? arguments = null, TimeSpan? timeout = null, CancellationToken cancellationToken = default) =>
+        ExecuteAsync(command, arguments, null, timeout, cancellationToken);
+
+    /// <summary>
+    /// Runs a command that takes a file descriptor, such as <c>getfd</c> or <c>add-fd</c>: <paramref name="descriptor"/>
+    /// goes to QEMU with the command's bytes (SCM_RIGHTS), and QEMU holds its own copy once the command returns.
+    /// </summary>
+    public Task<JsonElement> ExecuteWithDescriptorAsync(string command, JsonObject? arguments, SafeHandle descriptor, TimeSpan? timeout = null, CancellationToken cancellationToken = default)
+    {
+        ArgumentNullException.ThrowIfNull(descriptor);
+        return ExecuteAsync(command, arguments, descriptor, timeout, cancellationToken);
+    }
+
+    private async Task<JsonElement> ExecuteAsync(string command, JsonObject? arguments, SafeHandle? descriptor, TimeSpan? timeout, CancellationToken cancellationToken)
     {
         if (_closed is Exception closed)
         {
@@ -136,7 +150,8 @@ public sealed class QmpClient : IAsyncDisposable
             await _writeLock.WaitAsync(cancellationToken).ConfigureAwait(false);
             try
             {
-                await _stream.WriteAsync(line, cancellationToken).ConfigureAwait(false);
+                int sent = descriptor is null ? 0 : SendWithDescriptor(line, descriptor);
+                await _stream.WriteAsync(line.AsMemory(sent), cancellationToken).ConfigureAwait(false);
             }
             catch (IOException e)
             {
@@ -169,6 +184,56 @@ public sealed class QmpClient : IAsyncDisposable
         finally
         {
             _pending.TryRemove(id, out _);
+        }
+    }
+
+    /// <summary>
+    /// Sends the start of <paramref name="line"/> with <paramref name="descriptor"/> attached (one sendmsg with an
+    /// SCM_RIGHTS control message: QEMU's socket chardev keeps the descriptor for the command being read); returns
+    /// how many bytes went, the rest to be written as usual.
+    /// </summary>
+    private unsafe int SendWithDescriptor(byte[] line, SafeHandle descriptor)
+    {
+        bool added = false;
+        descriptor.DangerousAddRef(ref added);
+        try
+        {
+            // struct cmsghdr { size_t cmsg_len; int cmsg_level; int cmsg_type; } + one int: CMSG_LEN 20, CMSG_SPACE 24.
+            byte* control = stackalloc byte[24];
+            new Span<byte>(control, 24).Clear();
+            *(nuint*)control = 20;
+            *(int*)(control + 8) = NativeMethods.SolSocket;
+            *(int*)(control + 12) = NativeMethods.ScmRights;
+            *(int*)(control + 16) = (int)descriptor.DangerousGetHandle();
+            fixed (byte* p = line)
+            {
+                var iov = new NativeMethods.IoVec { Base = p, Length = (nuint)line.Length };
+                var message = new NativeMethods.MsgHdr { Iov = &iov, IovLength = 1, Control = control, ControlLength = 24 };
+                while (true)
+                {
+                    nint n = NativeMethods.sendmsg((int)_socket.Handle, &message, NativeMethods.MsgNosignal);
+                    if (n >= 0)
+                    {
+                        return (int)n;
+                    }
+
+                    int errno = Marshal.GetLastPInvokeError();
+                    if (errno is not (NativeMethods.EAgain or NativeMethods.EIntr))
+                    {
+                        throw new IOException($"sending a file descriptor over {SocketPath} failed: {Marshal.GetPInvokeErrorMessage(errno)}");
+                    }
+
+                    // The socket is non-blocking (its reads are asynchronous) and its buffer is full: QEMU reads soon.
+                    Thread.Sleep(1);
+                }
+            }
+        }
+        finally
+        {
+            if (added)
+            {
+                descriptor.DangerousRelease();
+            }
         }
     }
 

@@ -1,6 +1,6 @@
 namespace VmState.Live;
 
-/// <summary>How <see cref="QemuMonitor.SaveStateToFileAsync"/> kept the saved state consistent.</summary>
+/// <summary>How a whole-state save (<see cref="QemuMonitor.SaveStateToFileAsync"/>, <see cref="QemuMonitor.CaptureStateAsync"/>) kept the state consistent.</summary>
 public enum SaveMode
 {
     /// <summary>QEMU's background snapshot: the guest kept running, RAM was saved copy-on-write as it was at the start.</summary>

@@ -96,6 +96,12 @@ public sealed class PhysicalMemoryScan
     } = Environment.ProcessorCount;
 
     /// <summary>
+    /// Told each block's length once the consumer has had it (from the worker's thread, so concurrently): for a
+    /// progress display over a large guest. Null (the default) reports nothing.
+    /// </summary>
+    public IProgress<ulong>? Progress { get; init; }
+
+    /// <summary>
     /// The blocks the scan hands out, in address order: (address, length). Blocks never cross a range; each range
     /// is cut at multiples of <see cref="BlockSize"/> from its start.
     /// </summary>
@@ -127,6 +133,7 @@ public sealed class PhysicalMemoryScan
             {
                 cancellationToken.ThrowIfCancellationRequested();
                 w.Scan(a, n, consumer);
+                Progress?.Report((ulong)n);
             }
 
             return;
@@ -150,6 +157,7 @@ public sealed class PhysicalMemoryScan
                     {
                         cancellationToken.ThrowIfCancellationRequested();
                         w.Scan(blocks[i].Address, blocks[i].Length, consumer);
+                        Progress?.Report((ulong)blocks[i].Length);
                     }
                 }
                 catch (Exception e)

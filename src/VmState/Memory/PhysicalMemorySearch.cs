@@ -11,19 +11,22 @@ public static class PhysicalMemorySearch
     /// The guest-physical addresses where <paramref name="pattern"/> (1 to 4096 bytes) starts inside the memory
     /// <paramref name="memory"/> backs (or inside <paramref name="ranges"/>), in address order: the first
     /// <paramref name="maxHits"/> of them. The same answer whatever <paramref name="maxDegreeOfParallelism"/> is.
+    /// <paramref name="progress"/>, when given, is told the bytes of each block searched (see
+    /// <see cref="PhysicalMemoryScan.Progress"/>).
     /// </summary>
-    public static IReadOnlyList<ulong> Find(IPhysicalMemory memory, ReadOnlySpan<byte> pattern, int maxHits = 1000, IReadOnlyList<MemoryRange>? ranges = null, int maxDegreeOfParallelism = 0, CancellationToken cancellationToken = default)
+    public static IReadOnlyList<ulong> Find(IPhysicalMemory memory, ReadOnlySpan<byte> pattern, int maxHits = 1000, IReadOnlyList<MemoryRange>? ranges = null, int maxDegreeOfParallelism = 0, CancellationToken cancellationToken = default, IProgress<ulong>? progress = null)
     {
         var scan = new PhysicalMemoryScan(memory, ranges)
         {
             Overlap = pattern.Length - 1,
             MaxDegreeOfParallelism = maxDegreeOfParallelism > 0 ? maxDegreeOfParallelism : Environment.ProcessorCount,
+            Progress = progress,
         };
         return Find(scan, pattern, maxHits, cancellationToken);
     }
 
     /// <summary>
-    /// As <see cref="Find(IPhysicalMemory, ReadOnlySpan{byte}, int, IReadOnlyList{MemoryRange}?, int, CancellationToken)"/>
+    /// As <see cref="Find(IPhysicalMemory, ReadOnlySpan{byte}, int, IReadOnlyList{MemoryRange}?, int, CancellationToken, IProgress{ulong}?)"/>
     /// on a prepared scan, whose <see cref="PhysicalMemoryScan.Overlap"/> must be at least the pattern's length − 1.
     /// </summary>
     public static IReadOnlyList<ulong> Find(PhysicalMemoryScan scan, ReadOnlySpan<byte> pattern, int maxHits = 1000, CancellationToken cancellationToken = default)

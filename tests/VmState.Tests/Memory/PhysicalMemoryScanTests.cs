@@ -26,6 +26,25 @@ public sealed class PhysicalMemoryScanTests
         }
     }
 
+    [Theory]
+    [InlineData(1)]
+    [InlineData(3)]
+    public void ProgressIsToldEveryBlockOnceAndAddsUpToTheTotal(int workers)
+    {
+        var memory = new ArrayMemory([new MemoryRange(0, 40 * Page, "low"), new MemoryRange(0x100000, 13 * Page + 100, "high")], seed: 4);
+        var reported = new System.Collections.Concurrent.ConcurrentBag<ulong>();
+        var scan = new PhysicalMemoryScan(memory) { BlockSize = 8 * Page, MaxDegreeOfParallelism = workers, Progress = new Reports(reported) };
+        scan.Run((in ScanBlock _) => { });
+        Assert.Equal(7, reported.Count);
+        Assert.Equal(scan.TotalBytes, reported.Aggregate(0UL, (s, n) => s + n));
+    }
+
+    /// <summary>An <see cref="IProgress{T}"/> that keeps every report (Progress&lt;T&gt; would post them to a context).</summary>
+    private sealed class Reports(System.Collections.Concurrent.ConcurrentBag<ulong> into) : IProgress<ulong>
+    {
+        public void Report(ulong value) => into.Add(value);
+    }
+
     [Fact]
     public void RequestedRangesAreCutToWhatIsBacked()
     {
