@@ -3,15 +3,21 @@
 # (gdb: `commands` / `silent` / counter / `continue`, on a stub started over QMP), same guest, same run.
 #
 # Usage: benchmarks/trace-bench.sh QMP_SOCKET [SYMBOL] [HITS] [ROUNDS]
-#   SYMBOL  a kernel function the guest calls often (default _raw_spin_lock)
+#   SYMBOL  a kernel function the guest calls often (default _raw_spin_lock; __x64_sys_getppid with GUEST_DIR)
 #   HITS    hits per timed run (default 500); ROUNDS timed runs per tool, alternating (default 3)
+#   GUEST_DIR  the directory of a fixture guest started by eng/run-guest.sh: its marker then calls getppid in a tight
+#              loop during each round (request 4), so the breakpoint is hit as fast as the tracer lets the guest
+#              run; the script also measures the guest's slowdown under an idle trace (a breakpoint never hit), as
+#              the marker's own work rate (request 5: iterations of a CPU loop in 5 s) untraced and traced.
 # Each timed run is the wall time of a whole process handling HITS hits minus the median wall time of the same
 # process handling 1 hit (start-up, attach, symbol lookup), so the rate is that of the hits alone.
 # Needs: python3 (to start and stop the gdbstub over QMP for gdb), gdb, a built CLI (dotnet build -c Release).
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 qmp=${1:?usage: trace-bench.sh QMP_SOCKET [SYMBOL] [HITS] [ROUNDS]}
-sym=${2:-_raw_spin_lock}
+default_sym=_raw_spin_lock
+[[ -n "${GUEST_DIR:-}" ]] && default_sym=__x64_sys_getppid
+sym=${2:-$default_sym}
 hits=${3:-500}
 rounds=${4:-3}
 vs=(dotnet "$root/src/VmState.Cli/bin/Release/net10.0/vmstate.dll")
@@ -35,9 +41,40 @@ PY
 
 now() { date +%s.%N; }
 
+request() {   # request CODE [ARG]: the marker's g_request, written into guest RAM through /proc/QEMU/mem
+  local paddr mib
+  paddr=$(grep -o 'g_request_paddr=0x[0-9a-f]*' "$GUEST_DIR/truth.txt" | cut -d= -f2)
+  mib=$(grep -o -- '-m [0-9]*' "$GUEST_DIR/cmdline.txt" | awk '{print $2}')
+  python3 - "$(cat "$GUEST_DIR/qemu.pid")" "$mib" "$paddr" "$(( (${2:-0} << 8) | $1 ))" <<'PY'
+import sys
+pid, mib, paddr, value = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3], 0), int(sys.argv[4])
+for line in open(f"/proc/{pid}/maps"):
+    f = line.split(); lo, hi = (int(x, 16) for x in f[0].split("-"))
+    if hi - lo == mib << 20 and len(f) < 6: break
+else: sys.exit("guest RAM mapping not found")
+with open(f"/proc/{pid}/mem", "r+b", buffering=0) as m: m.seek(lo + paddr); m.write(value.to_bytes(8, "little"))
+PY
+}
+
+loop() {   # loop SECONDS: the marker calls getppid in a tight loop for SECONDS (from its next tick)
+  [[ -n "${GUEST_DIR:-}" ]] || return 0
+  request 4 "$(($1 * 1000))"; sleep 1.2
+}
+
+spin() {   # spin: the marker's CPU-loop iterations in 5 s (its serial line)
+  local from
+  from=$(wc -l < "$GUEST_DIR/serial.log")
+  request 5 5000
+  for _ in $(seq 100); do
+    sleep 0.2
+    tail -n +"$((from + 1))" "$GUEST_DIR/serial.log" | grep -m1 -o 'VMSMARKER spin ms=5000 iterations=[0-9]*' | cut -d= -f3 && return 0
+  done
+  echo "no spin result" >&2; return 1
+}
+
 run_vmstate() {   # run_vmstate N -> seconds
   local t0 t1
-  t0=$(now); "${vs[@]}" trace --qmp "$qmp" break "$sym" --max-events "$1" --json > /dev/null 2>&1; t1=$(now)
+  t0=$(now); "${vs[@]}" trace --qmp "$qmp" break "$sym" --max-events "$1" --json 2>/dev/null | tail -1 > "$last_summary"; t1=$(now)
   echo "$t1 - $t0" | bc
 }
 
@@ -71,13 +108,29 @@ GDB
 
 median() { sort -g | awk '{ a[NR] = $1 } END { print a[int((NR + 1) / 2)] }'; }
 
-echo "symbol $sym at 0x$addr, $hits hits per run, $rounds rounds"
+last_summary=$(mktemp)
+echo "symbol $sym at 0x$addr, $hits hits per run, $rounds rounds; load average $(cut -d' ' -f1-3 /proc/loadavg)"
+loop 600
 vs0=$(for _ in 1 2 3; do run_vmstate 1; done | median)
 gdb0=$(for _ in 1 2 3; do run_gdb 1; done | median)
 echo "start-up (1 hit): vmstate ${vs0} s, gdb ${gdb0} s"
 for r in $(seq "$rounds"); do
-  v=$(run_vmstate "$hits"); g=$(run_gdb "$hits")
+  v=$(run_vmstate "$hits"); lat=$(cat "$last_summary"); g=$(run_gdb "$hits")
   printf 'round %d: vmstate %.0f hits/s (%.2f s), gdb %.0f hits/s (%.2f s)\n' "$r" \
     "$(echo "($hits - 1) / ($v - $vs0)" | bc -l)" "$v" "$(echo "($hits - 1) / ($g - $gdb0)" | bc -l)" "$g"
+  echo "  vmstate hit->handler latency: $(echo "$lat" | grep -o '"latency_median_us":[0-9.]*' | cut -d: -f2) us median, $(echo "$lat" | grep -o '"latency_p99_us":[0-9.]*' | cut -d: -f2) us p99"
 done
+if [[ -n "${GUEST_DIR:-}" ]]; then
+  request 4 0; sleep 1.5   # a new request ends the loop; this one is a loop of 0 ms
+  idle=$("${vs[@]}" symbols --qmp "$qmp" | awk '$3 == "__x64_sys_kexec_load" { print $3; exit }')
+  for r in 1 2; do
+    base=$(spin)
+    "${vs[@]}" trace --qmp "$qmp" break "$idle" --duration 9 > /dev/null 2>&1 &
+    tracer=$!; sleep 2.5
+    traced=$(spin); wait "$tracer"
+    printf 'idle trace (%s, never hit) round %d: untraced %s iterations/5 s, traced %s (%.1f %%)\n' "$idle" "$r" "$base" "$traced" \
+      "$(echo "($traced - $base) * 100 / $base" | bc -l)"
+  done
+fi
+rm -f "$last_summary"
 echo "guest state after: $(hmp 'info status')"

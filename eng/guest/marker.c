@@ -24,7 +24,22 @@
  *      maps line names a file on a second filesystem;
  *   5. loops forever, once per second printing
  *        VMSMARKER tick=<n> value=0x<g_value as 16 hex digits>
- *      so a tool that rewrites g_value in guest memory sees the change.
+ *      so a tool that rewrites g_value in guest memory sees the change;
+ *   6. after each tick, serves a request a host tool wrote into g_request (guest-physical address
+ *      g_request_paddr in the identification line; low byte the request, the bits above an argument), clears
+ *      it and prints what it did, as ground truth for event tracers:
+ *        1 watch     g_watch changes three times (+0x1111 each):
+ *                      VMSMARKER watch n=<i> old=0x<16 hex> new=0x<16 hex>
+ *        2 exec      runs three known programs (fork, execv, wait), each printed before it is waited for:
+ *                      VMSMARKER exec pid=<pid> argv=<argv joined by spaces>
+ *        3 syscalls  getppid five times and getuid three times (raw syscall(2), no libc caching):
+ *                      VMSMARKER syscalls getppid=5 getuid=3
+ *        4 loop      getppid in a tight loop for ARG milliseconds or until the next request arrives (a breakpoint
+ *                    hit as fast as a tracer allows):
+ *                      VMSMARKER loop ms=<ARG> calls=<n>
+ *        5 spin      a pure CPU loop for ARG milliseconds (the guest's own work rate, for slowdown measurements):
+ *                      VMSMARKER spin ms=<ARG> iterations=<n>
+ *      The identification line also carries g_watch_addr and g_request_addr (virtual) and g_request_paddr.
  *
  * Options:
  *   --uid N      drop to uid N (and gid N unless --gid is given) first
@@ -42,6 +57,8 @@
 #include <string.h>
 #include <time.h>
 #include <sys/mman.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #define MARKER_BUF_LEN 65536u
@@ -57,6 +74,10 @@ void *volatile g_reserve;
 void *volatile g_page_map;
 /* Tick counter, also a global so it can be inspected. */
 volatile uint64_t g_tick;
+/* A request from a host tool (see 6. above), 0 when none; page-aligned so its physical address is one page. */
+volatile uint64_t g_request __attribute__((aligned(4096)));
+/* The variable request 1 changes, for watchpoint tests. */
+volatile uint64_t g_watch = 0x5741544348000000ULL;
 
 static void die(const char *what)
 {
@@ -103,6 +124,94 @@ static uint64_t phys_of(const volatile void *vaddr)
     if (pfn == 0)
         return 0;                     /* PFN hidden (no CAP_SYS_ADMIN) */
     return pfn * (uint64_t)page + va % (uint64_t)page;
+}
+
+static uint64_t now_ms(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (uint64_t)t.tv_sec * 1000u + (uint64_t)t.tv_nsec / 1000000u;
+}
+
+static void run_program(char *const argv[])
+{
+    pid_t pid = fork();
+    if (pid == 0) {
+        execv(argv[0], argv);
+        _exit(127);
+    }
+    if (pid < 0) {
+        printf("VMSMARKER exec failed: %s\n", strerror(errno));
+        return;
+    }
+    char joined[256] = "";
+    for (int i = 0; argv[i]; i++) {
+        if (i)
+            strncat(joined, " ", sizeof joined - strlen(joined) - 1);
+        strncat(joined, argv[i], sizeof joined - strlen(joined) - 1);
+    }
+    printf("VMSMARKER exec pid=%d argv=%s\n", (int)pid, joined);
+    int status;
+    while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
+        ;
+}
+
+/* Serves one request from g_request (see 6. above). */
+static void serve_request(void)
+{
+    uint64_t req = g_request;
+    if (req == 0)
+        return;
+    g_request = 0;
+    uint64_t arg = req >> 8;
+    switch (req & 0xff) {
+    case 1:
+        for (int i = 1; i <= 3; i++) {
+            uint64_t old = g_watch;
+            g_watch = old + 0x1111;
+            printf("VMSMARKER watch n=%d old=0x%016" PRIx64 " new=0x%016" PRIx64 "\n", i, old, (uint64_t)g_watch);
+        }
+        break;
+    case 2: {
+        char *const a[] = { "/bin/true", "vmstate-exec-one", NULL };
+        char *const b[] = { "/bin/echo", "vmstate-exec-two", "alpha", "beta", NULL };
+        char *const c[] = { "/bin/sleep", "0", NULL };
+        run_program(a);
+        run_program(b);
+        run_program(c);
+        break;
+    }
+    case 3:
+        for (int i = 0; i < 5; i++)
+            syscall(SYS_getppid);
+        for (int i = 0; i < 3; i++)
+            syscall(SYS_getuid);
+        printf("VMSMARKER syscalls getppid=5 getuid=3\n");
+        break;
+    case 4: {
+        uint64_t end = now_ms() + arg, calls = 0;
+        do {
+            for (int i = 0; i < 64; i++)
+                syscall(SYS_getppid);
+            calls += 64;
+        } while (now_ms() < end && g_request == 0);
+        printf("VMSMARKER loop ms=%" PRIu64 " calls=%" PRIu64 "\n", arg, calls);
+        break;
+    }
+    case 5: {
+        uint64_t end = now_ms() + arg, n = 0;
+        volatile uint64_t sink = 0;
+        do {
+            for (int i = 0; i < 4096; i++)
+                sink += (uint64_t)i * 2654435761u;
+            n += 4096;
+        } while (now_ms() < end);
+        printf("VMSMARKER spin ms=%" PRIu64 " iterations=%" PRIu64 "\n", arg, n);
+        break;
+    }
+    default:
+        printf("VMSMARKER request unknown=0x%" PRIx64 "\n", req);
+    }
 }
 
 static long parse_id(const char *s, const char *opt)
@@ -160,17 +269,20 @@ int main(int argc, char **argv)
     /* Write g_value's page now so its private copy (and so its physical
      * address) exists before we report it. */
     g_value = g_value;
+    g_request = 0;
 
     g_reserve = mmap(NULL, 64ULL << 30, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
     if (g_reserve == MAP_FAILED)
         die("mmap of the 64 GiB reservation");
 
-    char line[256];
+    char line[512];
     snprintf(line, sizeof line,
              "pid=%d value=%s addr=0x%" PRIxPTR " len=%u g_value_addr=0x%" PRIxPTR
-             " paddr=0x%" PRIx64 " g_value_paddr=0x%" PRIx64,
+             " paddr=0x%" PRIx64 " g_value_paddr=0x%" PRIx64 " g_watch_addr=0x%" PRIxPTR
+             " g_request_addr=0x%" PRIxPTR " g_request_paddr=0x%" PRIx64,
              (int)getpid(), buf, (uintptr_t)buf, MARKER_BUF_LEN, (uintptr_t)&g_value,
-             phys_of(buf), phys_of(&g_value));
+             phys_of(buf), phys_of(&g_value), (uintptr_t)&g_watch, (uintptr_t)&g_request,
+             phys_of(&g_request));
     printf("VMSMARKER %s\n", line);
 
     if (info) {
@@ -209,5 +321,6 @@ int main(int argc, char **argv)
             ;
         g_tick++;
         printf("VMSMARKER tick=%" PRIu64 " value=0x%016" PRIx64 "\n", (uint64_t)g_tick, (uint64_t)g_value);
+        serve_request();
     }
 }

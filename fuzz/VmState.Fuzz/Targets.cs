@@ -35,6 +35,7 @@ public static class Targets
         ["kernelnote"] = KernelLocationNoteBytes,
         ["mount"] = MountRequest,
         ["gdbstub"] = GdbStubReplies,
+        ["traceprint"] = TracePrint,
         ["history"] = HistoryStoreFiles,
     };
 
@@ -380,6 +381,31 @@ public static class Targets
                 _ = VmState.Events.X86GdbRegisters.TryParse(payload, out _);
                 _ = VmState.Events.GdbStubChardev.TryParse(payload, out _);
             }
+        }
+    }
+
+    private static void TracePrint(byte[] data)
+    {
+        // User input of vmstate trace --print (a FormatException is its only rejection), the escaping of guest
+        // strings, and the no-op decoder that decides whether a breakpoint is stepped over by moving RIP.
+        try
+        {
+            _ = VmState.Events.TracePrintSpec.Parse(System.Text.Encoding.UTF8.GetString(data));
+        }
+        catch (FormatException)
+        {
+        }
+
+        string escaped = VmState.Events.TracePrintSpec.Escape(data);
+        if (escaped.Any(c => c is < ' ' or > '~'))
+        {
+            throw new InvalidOperationException("an escaped guest string kept a control or non-ASCII character");
+        }
+
+        int skip = VmState.Events.GdbTraceSession.NoopLength(data);
+        if (skip < 0 || skip > Math.Min(data.Length, 9))
+        {
+            throw new InvalidOperationException($"no-op length {skip} for {data.Length} bytes");
         }
     }
 

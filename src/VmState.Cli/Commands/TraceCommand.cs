@@ -7,8 +7,9 @@ using VmState.Linux;
 namespace VmState.Cli.Commands;
 
 /// <summary>
-/// <c>vmstate trace --qmp SOCKET break SYMBOL|ADDR</c>: breakpoint hits on a running VM through QEMU's gdbstub
-/// (<see cref="GdbTraceSession"/>), one line (or JSON object) per hit; and the hidden <c>trace-guard</c> that
+/// <c>vmstate trace --qmp SOCKET break SYMBOL|ADDR</c> and <c>watch SYMBOL|ADDR LEN</c>: breakpoint and watchpoint
+/// hits on a running VM through QEMU's gdbstub (<see cref="GdbTraceSession"/>), filtered in this process (pid, comm,
+/// CR3, vCPU), one line (or JSON object) per hit; and the hidden <c>trace-guard</c> that
 /// cleans up after a trace killed with SIGKILL (<see cref="TraceGuard"/>).
 /// </summary>
 internal static class TraceCommand
@@ -19,6 +20,7 @@ internal static class TraceCommand
         var command = new Command("trace", "Events on a running VM through QEMU's gdbstub (started for the trace if QEMU has none)");
         command.Options.Add(qmp);
         command.Subcommands.Add(Break(qmp));
+        command.Subcommands.Add(Watch(qmp));
         return command;
     }
 
@@ -59,92 +61,212 @@ internal static class TraceCommand
         return command;
     }
 
+    /// <summary>The options every trace subcommand shares: limits, filters, output.</summary>
+    private sealed class Shared
+    {
+        public Option<long?> MaxEvents { get; } = new("--max-events") { Description = "stop after this many (reported) hits" };
+
+        public Option<double?> Duration { get; } = new("--duration") { Description = "stop after this many seconds" };
+
+        public Option<int?> Pid { get; } = new("--pid") { Description = "only hits while this task (pid or thread-group id) runs" };
+
+        public Option<string?> Comm { get; } = new("--comm") { Description = "only hits while a task of this comm runs" };
+
+        public Option<string?> Cr3 { get; } = new("--cr3") { Description = "only hits in this address space (page-table root, hex; PCID and PTI bits ignored)" };
+
+        public Option<int?> Vcpu { get; } = new("--vcpu") { Description = "only hits on this vCPU (0-based)" };
+
+        public Option<bool> Json { get; } = JsonOption();
+
+        public void AddTo(Command command)
+        {
+            foreach (Option o in (Option[])[MaxEvents, Duration, Pid, Comm, Cr3, Vcpu, Json])
+            {
+                command.Options.Add(o);
+            }
+        }
+
+        public TraceHitFilter Filter(ParseResult r)
+        {
+            ulong? cr3 = null;
+            if (r.GetValue(Cr3) is string text)
+            {
+                string digits = text.StartsWith("0x", StringComparison.OrdinalIgnoreCase) ? text[2..] : text;
+                cr3 = ulong.TryParse(digits, NumberStyles.AllowHexSpecifier, CultureInfo.InvariantCulture, out ulong v)
+                    ? v
+                    : throw new FormatException($"--cr3 {text}: not a hex number");
+            }
+
+            return new TraceHitFilter { Pid = r.GetValue(Pid), Comm = r.GetValue(Comm), Cr3 = cr3, Vcpu = r.GetValue(Vcpu) };
+        }
+
+        private static Option<bool> JsonOption()
+        {
+            Option<bool> json = CommonOptions.Json();
+            json.Description = "one JSON object per hit (a line each, flushed), then a summary object";
+            return json;
+        }
+    }
+
     private static Command Break(Option<string?> qmp)
     {
         var target = new Argument<string[]>("TARGET") { Description = "kernel symbol, symbol+offset, or virtual address (0x...); several for several breakpoints", Arity = ArgumentArity.OneOrMore };
-        var maxEvents = new Option<long?>("--max-events") { Description = "stop after this many hits" };
-        var duration = new Option<double?>("--duration") { Description = "stop after this many seconds" };
         var hardware = new Option<bool>("--hardware") { Description = "hardware breakpoints (gdb Z1; at most 4 under KVM) instead of software ones" };
-        Option<bool> json = CommonOptions.Json();
-        json.Description = "one JSON object per hit (a line each, flushed), then a summary object";
-        var command = new Command("break", "Report every hit of kernel breakpoints: time, vCPU, RIP, symbol, pid and comm of the task");
+        var print = new Option<string?>("--print") { Description = "values to print at each hit: arg0..arg5 (RDI RSI RDX RCX R8 R9), each with :x (hex), :d, :u or :str (the C string it points to), comma-separated" };
+        var shared = new Shared();
+        var command = new Command("break", "Report every hit of kernel breakpoints: time, vCPU, RIP, symbol, pid and comm of the task, and the values asked for");
         command.Arguments.Add(target);
-        command.Options.Add(maxEvents);
-        command.Options.Add(duration);
         command.Options.Add(hardware);
-        command.Options.Add(json);
-        command.SetAction((r, ct) => Task.FromResult(CommonOptions.Run(() =>
+        command.Options.Add(print);
+        shared.AddTo(command);
+        command.SetAction((r, ct) => Task.FromResult(Guarded(() =>
         {
-            try
+            TracePrintSpec? spec = r.GetValue(print) is string p ? TracePrintSpec.Parse(p) : null;
+            return Run(r, qmp, shared, ct, (vm, session) =>
             {
-                return Trace(r, ct);
-            }
-            catch (Exception e) when (e is GdbStubBusyException or NotSupportedException or InvalidOperationException)
-            {
-                Console.Error.WriteLine($"vmstate trace: {e.Message}");
-                return 1;
-            }
+                foreach (string t in r.GetValue(target)!)
+                {
+                    session.AddBreakpoint(Resolve(vm, t), t, r.GetValue(hardware));
+                }
+            }, spec);
         })));
         return command;
+    }
 
-        int Trace(ParseResult r, CancellationToken ct)
+    private static Command Watch(Option<string?> qmp)
+    {
+        var target = new Argument<string>("TARGET") { Description = "kernel symbol or virtual address (0x...; a user-space address needs --pid)" };
+        var length = new Argument<int>("LEN") { Description = "bytes watched: 1, 2, 4 or 8" };
+        var access = new Option<string>("--access") { Description = "write (default), read or access (both)", DefaultValueFactory = _ => "write" };
+        var shared = new Shared();
+        var command = new Command("watch", "Report every write (or read) of guest memory: old and new value, the writer's RIP and symbol, and its task");
+        command.Arguments.Add(target);
+        command.Arguments.Add(length);
+        command.Options.Add(access);
+        shared.AddTo(command);
+        command.SetAction((r, ct) => Task.FromResult(Guarded(() =>
         {
-            string? socket = r.GetValue(qmp);
-            if (socket is null)
+            int len = r.GetValue(length);
+            if (len is not (1 or 2 or 4 or 8))
             {
-                Console.Error.WriteLine("vmstate trace: give --qmp SOCKET (a running QEMU); tracing needs a live VM");
-                return 1;
+                throw new FormatException($"LEN {len}: watch 1, 2, 4 or 8 bytes");
             }
 
-            using Vm vm = CommonOptions.OpenVm(null, socket, new VmOpenOptions(), pause: false);
-            LinuxKernel kernel = vm.Linux.Kernel;
-            var targets = new List<(ulong Address, string Label)>();
-            foreach (string t in r.GetValue(target)!)
+            TraceEventKind kind = r.GetValue(access) switch
             {
-                targets.Add((Resolve(vm, t), t));
-            }
-
-            var options = new GdbTraceOptions { GuardCommand = SelfCommand("trace-guard") };
-            using GdbTraceSession session = GdbTraceSession.StartAsync(vm.Live!, kernel, options, ct).GetAwaiter().GetResult();
-            foreach ((ulong address, string label) in targets)
+                "write" => TraceEventKind.WriteWatch,
+                "read" => TraceEventKind.ReadWatch,
+                "access" => TraceEventKind.AccessWatch,
+                var other => throw new FormatException($"--access {other}: write, read or access"),
+            };
+            return Run(r, qmp, shared, ct, (vm, session) =>
             {
-                session.AddBreakpoint(address, label, r.GetValue(hardware));
-            }
-
-            bool asJson = r.GetValue(json);
-            using Stream stdout = Console.OpenStandardOutput();
-            using var writer = new StreamWriter(stdout) { AutoFlush = true };
-            if (session.StubWarning is string warning)
-            {
-                Console.Error.WriteLine($"vmstate: warning: {warning}");
-            }
-
-            Console.Error.WriteLine($"vmstate trace: {targets.Count} breakpoint(s) through the gdbstub at {session.StubEndpoint}{(session.StartedStub ? " (started for this trace)" : string.Empty)}, {(session.IsKvm ? "KVM" : "TCG")}; Ctrl-C to stop");
-            if (!asJson)
-            {
-                writer.WriteLine($"{"TIME",-15} {"CPU",3} {"RIP",-18} {"SYMBOL",-32} {"PID",6} COMM");
-            }
-
-            TimeSpan? limit = r.GetValue(duration) is double s ? TimeSpan.FromSeconds(s) : null;
-            TraceSummary summary = session.Run(hit => { Print(writer, hit, asJson); return TraceAction.Continue; }, r.GetValue(maxEvents), limit, ct);
-            session.Dispose();
-            if (asJson)
-            {
-                WriteJsonLine(writer, w =>
+                string t = r.GetValue(target)!;
+                ulong address = Resolve(vm, t);
+                Func<ulong, Memory<byte>, int>? reader = null;
+                if (!BreakpointHit.IsKernelAddress(address))
                 {
-                    w.WriteBoolean("summary", true);
-                    w.WriteNumber("hits", summary.Hits);
-                    w.WriteNumber("seconds", Math.Round(summary.Elapsed.TotalSeconds, 3));
-                    w.WriteString("reason", summary.Reason);
-                });
-            }
-            else
-            {
-                writer.WriteLine($"{summary.Hits} hit(s) in {summary.Elapsed.TotalSeconds:0.0} s ({summary.Reason}); breakpoints removed, guest running");
-            }
+                    int pid = r.GetValue(shared.Pid) ?? throw new FormatException($"{t} is a user-space address: give --pid PID, the process whose page tables it is read through");
+                    VmState.Arch.X86.AddressSpace space = vm.Linux.ProcessAddressSpace(pid);
+                    reader = (a, m) => space.Read(a, m.Span);
+                }
 
-            return 0;
+                session.AddWatchpoint(address, len, kind, t, reader);
+            }, null);
+        })));
+        return command;
+    }
+
+    private static int Guarded(Func<int> body) => CommonOptions.Run(() =>
+    {
+        try
+        {
+            return body();
         }
+        catch (Exception e) when (e is GdbStubBusyException or NotSupportedException or InvalidOperationException or FormatException)
+        {
+            Console.Error.WriteLine($"vmstate trace: {e.Message}");
+            return 1;
+        }
+    });
+
+    private static int Run(ParseResult r, Option<string?> qmp, Shared shared, CancellationToken ct, Action<Vm, GdbTraceSession> setUp, TracePrintSpec? spec)
+    {
+        string? socket = r.GetValue(qmp);
+        if (socket is null)
+        {
+            Console.Error.WriteLine("vmstate trace: give --qmp SOCKET (a running QEMU); tracing needs a live VM");
+            return 1;
+        }
+
+        TraceHitFilter filter = shared.Filter(r);
+        using Vm vm = CommonOptions.OpenVm(null, socket, new VmOpenOptions(), pause: false);
+        LinuxKernel kernel = vm.Linux.Kernel;
+        var options = new GdbTraceOptions { GuardCommand = SelfCommand("trace-guard") };
+        using GdbTraceSession session = GdbTraceSession.StartAsync(vm.Live!, kernel, options, ct).GetAwaiter().GetResult();
+        session.Filter = filter.IsEmpty ? null : filter;
+        setUp(vm, session);
+        bool asJson = r.GetValue(shared.Json);
+        using Stream stdout = Console.OpenStandardOutput();
+        using var writer = new StreamWriter(stdout) { AutoFlush = true };
+        if (session.StubWarning is string warning)
+        {
+            Console.Error.WriteLine($"vmstate: warning: {warning}");
+        }
+
+        int watches = session.Breakpoints.Count(b => b.Kind != TraceEventKind.Breakpoint);
+        string what = watches > 0 ? $"{watches} watchpoint(s)" : $"{session.Breakpoints.Count} breakpoint(s)";
+        Console.Error.WriteLine($"vmstate trace: {what} through the gdbstub at {session.StubEndpoint}{(session.StartedStub ? " (started for this trace)" : string.Empty)}, {(session.IsKvm ? "KVM" : "TCG")}; Ctrl-C to stop");
+        if (!asJson)
+        {
+            writer.WriteLine(watches > 0
+                ? $"{"TIME",-15} {"CPU",3} {"RIP",-18} {"SYMBOL",-32} {"PID",6} {"COMM",-16} {"OLD",-18} NEW"
+                : $"{"TIME",-15} {"CPU",3} {"RIP",-18} {"SYMBOL",-32} {"PID",6} COMM");
+        }
+
+        TimeSpan? limit = r.GetValue(shared.Duration) is double s ? TimeSpan.FromSeconds(s) : null;
+        var latencies = new List<double>();
+        TraceSummary summary = session.Run(
+            hit =>
+            {
+                latencies.Add(System.Diagnostics.Stopwatch.GetElapsedTime(hit.StopTimestamp).TotalMicroseconds);
+                Print(writer, hit, asJson, spec);
+                return TraceAction.Continue;
+            },
+            r.GetValue(shared.MaxEvents),
+            limit,
+            ct);
+        long filtered = session.Breakpoints.Sum(b => b.Filtered);
+        session.Dispose();
+        if (asJson)
+        {
+            WriteJsonLine(writer, w =>
+            {
+                w.WriteBoolean("summary", true);
+                w.WriteNumber("hits", summary.Hits);
+                if (session.Filter is not null)
+                {
+                    w.WriteNumber("filtered", filtered);
+                }
+
+                w.WriteNumber("seconds", Math.Round(summary.Elapsed.TotalSeconds, 3));
+                w.WriteString("reason", summary.Reason);
+                if (latencies.Count > 0)
+                {
+                    // From the stop reply taken off the socket to the handler's first line (registers, task, filters).
+                    latencies.Sort();
+                    w.WriteNumber("latency_median_us", Math.Round(latencies[latencies.Count / 2], 1));
+                    w.WriteNumber("latency_p99_us", Math.Round(latencies[Math.Min(latencies.Count - 1, (int)(latencies.Count * 0.99))], 1));
+                }
+            });
+        }
+        else
+        {
+            string skipped = session.Filter is null ? string.Empty : $", {filtered} filtered out";
+            writer.WriteLine($"{summary.Hits} hit(s){skipped} in {summary.Elapsed.TotalSeconds:0.0} s ({summary.Reason}); {(watches > 0 ? "watchpoints" : "breakpoints")} removed, guest running");
+        }
+
+        return 0;
     }
 
     private static ulong Resolve(Vm vm, string target)
@@ -158,9 +280,11 @@ internal static class TraceCommand
         return vm.Linux.Symbol(target);
     }
 
-    private static void Print(StreamWriter writer, BreakpointHit hit, bool asJson)
+    private static void Print(StreamWriter writer, BreakpointHit hit, bool asJson, TracePrintSpec? spec)
     {
         string time = hit.Time.ToLocalTime().ToString("HH:mm:ss.ffffff", CultureInfo.InvariantCulture);
+        IReadOnlyList<(string Name, string Value)> values = spec?.Format(hit) ?? [];
+        bool watch = hit.Breakpoint.Kind != TraceEventKind.Breakpoint;
         if (asJson)
         {
             WriteJsonLine(writer, w =>
@@ -180,13 +304,57 @@ internal static class TraceCommand
                     w.WriteNull("pid");
                 }
 
+                if (hit.Tgid is int tgid)
+                {
+                    w.WriteNumber("tgid", tgid);
+                }
+
                 w.WriteString("comm", hit.Comm);
                 w.WriteString("cr3", $"0x{hit.Registers.Cr3:x}");
+                if (watch)
+                {
+                    w.WriteString("address", $"0x{hit.DataAddress:x}");
+                    w.WriteString("old", Value(hit.OldValue));
+                    w.WriteString("new", Value(hit.NewValue));
+                }
+
+                foreach ((string name, string value) in values)
+                {
+                    w.WriteString(name, value);
+                }
             });
             return;
         }
 
-        writer.WriteLine($"{time,-15} {hit.Vcpu,3} {hit.Registers.Rip:x16}   {hit.Symbol ?? "?",-32} {(hit.Pid?.ToString(CultureInfo.InvariantCulture) ?? "?"),6} {hit.Comm ?? "?"}");
+        string line = $"{time,-15} {hit.Vcpu,3} {hit.Registers.Rip:x16}   {hit.Symbol ?? (hit.Registers.IsKernelMode ? "?" : "(user)"),-32} {(hit.Pid?.ToString(CultureInfo.InvariantCulture) ?? "?"),6} {hit.Comm ?? "?"}";
+        if (watch)
+        {
+            line = $"{line,-93} {Value(hit.OldValue),-18} {Value(hit.NewValue)}";
+        }
+
+        foreach ((string name, string value) in values)
+        {
+            line += $" {name}={value}";
+        }
+
+        writer.WriteLine(line);
+    }
+
+    /// <summary>A watched value as a little-endian number in hex, or "?" when it could not be read.</summary>
+    private static string Value(byte[]? bytes)
+    {
+        if (bytes is null)
+        {
+            return "?";
+        }
+
+        ulong v = 0;
+        for (int i = bytes.Length - 1; i >= 0; i--)
+        {
+            v = (v << 8) | bytes[i];
+        }
+
+        return $"0x{v.ToString($"x{bytes.Length * 2}", CultureInfo.InvariantCulture)}";
     }
 
     /// <summary>One JSON object on one line (readable: '+' and '<' are not escaped; the output is not HTML).</summary>

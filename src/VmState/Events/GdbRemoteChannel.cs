@@ -74,6 +74,18 @@ internal sealed class GdbRemoteChannel : IDisposable
     }
 
     /// <summary>
+    /// Detaches (gdb <c>D</c>): QEMU removes every breakpoint and watchpoint of the gdb client and resumes the VM.
+    /// Once any client has asked for the multiprocess extensions (gdb does), QEMU 7.2's stub stays in multiprocess
+    /// mode for the rest of QEMU's life (<c>handle_query_supported</c> never clears it) and answers a bare
+    /// <c>D</c> with <c>E22</c> without resuming; then <c>D;1</c> (QEMU's one process, pid 1) is sent. Returns the last reply.
+    /// </summary>
+    public string Detach(TimeSpan timeout)
+    {
+        string reply = Request("D", timeout);
+        return reply == "OK" ? reply : Request("D;1", timeout);
+    }
+
+    /// <summary>
     /// The next packet's payload, or null when <paramref name="timeout"/> passed or <paramref name="cancellationToken"/>
     /// was cancelled first (polled every 50 ms).
     /// </summary>

@@ -1,3 +1,4 @@
+using System.Buffers.Binary;
 using System.Diagnostics;
 using System.Globalization;
 using System.Net;
@@ -27,7 +28,12 @@ public sealed class GdbTraceSession : IDisposable
     private readonly GdbRemoteChannel _channel;
     private readonly TimeSpan _timeout;
     private readonly List<TraceBreakpoint> _breakpoints = [];
+    private const int KvmDebugRegisters = 4;
+    private const int RipRegister = 16;
     private readonly bool _wasRunning;
+    private CurrentTaskReader? _tasks;
+    private (int Thread, ulong Rip)? _atHit;
+    private bool _stepped;
     private TraceGuard? _guard;
     private bool _running;
     private bool _disposed;
@@ -121,13 +127,16 @@ public sealed class GdbTraceSession : IDisposable
             try
             {
                 // A stub that is serving another client leaves our connection in its listen backlog, unanswered.
-                channel.Request("qSupported:multiprocess-", options.ReplyTimeout);
+                channel.Request("qSupported:multiprocess-;xmlRegisters=i386", options.ReplyTimeout);
             }
             catch (IOException)
             {
                 throw new GdbStubBusyException(channel.Endpoint);
             }
 
+            // Reading target.xml makes QEMU accept register writes (P; handle_set_reg answers "" until gdb_has_xml),
+            // which step over a no-op by moving RIP.
+            channel.Request("qXfer:features:read:target.xml:0,ffb", options.ReplyTimeout);
             var session = new GdbTraceSession(qmp, kernel, channel, options.ReplyTimeout, started, isKvm, wasRunning) { StubWarning = warning };
             if (options.GuardCommand is { } guard)
             {
@@ -162,37 +171,120 @@ public sealed class GdbTraceSession : IDisposable
     }
 
     /// <summary>
-    /// Sets a breakpoint at the kernel-virtual <paramref name="address"/>.
+    /// Only hits that match reach a handler (see <see cref="TraceHitFilter"/>); applies to every breakpoint and watchpoint
+    /// together with its own filter. Null: no session-wide filter.
     /// </summary>
-    /// <exception cref="InvalidOperationException">QEMU refused it (a fifth hardware breakpoint under KVM gives E22).</exception>
-    public TraceBreakpoint AddBreakpoint(ulong address, string label, bool hardware = false)
+    public TraceHitFilter? Filter { get; set; }
+
+    /// <summary>
+    /// Sets a breakpoint at the kernel-virtual <paramref name="address"/> whose hits go to the handler given to
+    /// <see cref="Run(Func{BreakpointHit, TraceAction}?, long?, TimeSpan?, CancellationToken)"/>.
+    /// </summary>
+    /// <exception cref="InvalidOperationException">QEMU refused it, or a fifth hardware breakpoint or watchpoint under KVM.</exception>
+    public TraceBreakpoint AddBreakpoint(ulong address, string label, bool hardware = false) => AddBreakpointCore(address, label, hardware, null, null);
+
+    /// <summary>Sets a breakpoint whose hits go to <paramref name="handler"/> (after <paramref name="filter"/>).</summary>
+    /// <exception cref="InvalidOperationException">QEMU refused it, or a fifth hardware breakpoint or watchpoint under KVM.</exception>
+    public TraceBreakpoint Subscribe(ulong address, string label, Func<BreakpointHit, TraceAction> handler, bool hardware = false, TraceHitFilter? filter = null)
+    {
+        ArgumentNullException.ThrowIfNull(handler);
+        return AddBreakpointCore(address, label, hardware, filter, h => ValueTask.FromResult(handler(h)));
+    }
+
+    /// <summary>Sets a breakpoint whose hits go to the asynchronous <paramref name="handler"/> (the VM stays stopped until it completes).</summary>
+    /// <exception cref="InvalidOperationException">QEMU refused it, or a fifth hardware breakpoint or watchpoint under KVM.</exception>
+    public TraceBreakpoint Subscribe(ulong address, string label, Func<BreakpointHit, ValueTask<TraceAction>> handler, bool hardware = false, TraceHitFilter? filter = null)
+    {
+        ArgumentNullException.ThrowIfNull(handler);
+        return AddBreakpointCore(address, label, hardware, filter, handler);
+    }
+
+    /// <summary>
+    /// Sets a watchpoint (gdb <c>Z2</c>/<c>Z3</c>/<c>Z4</c>) on <paramref name="length"/> bytes at the virtual
+    /// <paramref name="address"/>. QEMU matches watchpoints on virtual addresses in whatever address space a vCPU is
+    /// in, so a user-space address fires in every process that touches it: give a <paramref name="filter"/> (pid or
+    /// CR3) to keep one process's accesses. <paramref name="reader"/> reads the watched bytes for the old and new
+    /// values (a process's address space for a user address; null: the kernel's page tables).
+    /// </summary>
+    /// <exception cref="InvalidOperationException">QEMU refused it, or a fifth hardware breakpoint or watchpoint under KVM.</exception>
+    public TraceBreakpoint AddWatchpoint(ulong address, int length, TraceEventKind kind, string label, Func<ulong, Memory<byte>, int>? reader = null, TraceHitFilter? filter = null, Func<BreakpointHit, ValueTask<TraceAction>>? handler = null)
     {
         ObjectDisposedException.ThrowIf(_disposed, this);
-        string reply = _channel.Request($"Z{(hardware ? 1 : 0)},{address:x},1", _timeout);
-        if (reply != "OK")
+        if (kind == TraceEventKind.Breakpoint)
         {
-            string why = reply.Length == 0 ? "not supported by this QEMU" : reply;
-            throw new InvalidOperationException($"QEMU did not set a {(hardware ? "hardware" : "software")} breakpoint at {label} (0x{address:x}): {why}");
+            throw new ArgumentOutOfRangeException(nameof(kind), "a watchpoint watches writes, reads or both");
         }
 
-        var bp = new TraceBreakpoint(address, label, hardware);
+        ArgumentOutOfRangeException.ThrowIfLessThan(length, 1);
+        ArgumentOutOfRangeException.ThrowIfGreaterThan(length, 8);
+        var bp = new TraceBreakpoint(address, label, true) { Kind = kind, Length = length, Filter = filter, Handler = handler, Reader = reader ?? ((a, m) => _kernel.Read(a, m.Span)) };
+        Insert(bp);
+        bp.LastValue = ReadWatched(bp);
         _breakpoints.Add(bp);
         return bp;
     }
 
     /// <summary>
-    /// Resumes the VM and handles hits until the handler says <see cref="TraceAction.Stop"/>, no breakpoint is left,
-    /// <paramref name="maxEvents"/> hits were handled, <paramref name="duration"/> passed, or
-    /// <paramref name="cancellationToken"/> is cancelled. The VM is stopped on return (dispose the session to
-    /// remove the breakpoints and resume it); an exception from the handler propagates the same way.
+    /// Single-steps the vCPU of the hit being handled (call it from a handler, or after a handler said
+    /// <see cref="TraceAction.Stop"/>), the rest of the VM staying stopped, and returns its registers after the step.
+    /// The session then does not step over the breakpoint itself.
     /// </summary>
-    public TraceSummary Run(Func<BreakpointHit, TraceAction> handler, long? maxEvents = null, TimeSpan? duration = null, CancellationToken cancellationToken = default)
+    /// <exception cref="InvalidOperationException">No hit is being handled.</exception>
+    public X86GdbRegisters SingleStep()
+    {
+        ObjectDisposedException.ThrowIf(_disposed, this);
+        if (_atHit is not (int thread, ulong rip))
+        {
+            throw new InvalidOperationException("single-step needs a stopped vCPU: call it from a handler");
+        }
+
+        TraceBreakpoint? under = _breakpoints.Find(b => b.Active && b.Kind == TraceEventKind.Breakpoint && b.Address == rip);
+        StepVcpu(under, thread);
+        X86GdbRegisters regs = ReadRegisters(thread);
+        _atHit = (thread, regs.Rip);
+        _stepped = true;
+        return regs;
+    }
+
+    /// <summary>
+    /// Resumes the VM and handles hits until a handler says <see cref="TraceAction.Stop"/>, no breakpoint is left,
+    /// <paramref name="maxEvents"/> hits were handled, <paramref name="duration"/> passed, or
+    /// <paramref name="cancellationToken"/> is cancelled. Hits of breakpoints subscribed with their own handler go to
+    /// it, the others to <paramref name="handler"/> (null: continue). The VM is stopped on return (dispose the session
+    /// to remove the breakpoints and resume it, or run again); an exception from a handler propagates the same way.
+    /// </summary>
+    public TraceSummary Run(Func<BreakpointHit, TraceAction>? handler, long? maxEvents = null, TimeSpan? duration = null, CancellationToken cancellationToken = default) =>
+        RunCore(handler is null ? null : h => ValueTask.FromResult(handler(h)), maxEvents, duration, cancellationToken);
+
+    /// <summary>Runs <see cref="Run"/> on a thread-pool thread.</summary>
+    public Task<TraceSummary> RunAsync(Func<BreakpointHit, TraceAction>? handler, long? maxEvents = null, TimeSpan? duration = null, CancellationToken cancellationToken = default) =>
+        Task.Run(() => Run(handler, maxEvents, duration, cancellationToken), CancellationToken.None);
+
+    /// <summary>Runs the trace on a thread-pool thread with an asynchronous default handler (the VM stays stopped until it completes).</summary>
+    public Task<TraceSummary> RunAsync(Func<BreakpointHit, ValueTask<TraceAction>> handler, long? maxEvents = null, TimeSpan? duration = null, CancellationToken cancellationToken = default)
     {
         ArgumentNullException.ThrowIfNull(handler);
+        return Task.Run(() => RunCore(handler, maxEvents, duration, cancellationToken), CancellationToken.None);
+    }
+
+    private TraceSummary RunCore(Func<BreakpointHit, ValueTask<TraceAction>>? handler, long? maxEvents, TimeSpan? duration, CancellationToken cancellationToken)
+    {
         ObjectDisposedException.ThrowIf(_disposed, this);
         var clock = Stopwatch.StartNew();
         long hits = 0;
         string reason;
+        if (_atHit is (int pendingThread, ulong pendingRip) && !_stepped)
+        {
+            // A handler said Stop at a breakpoint: step over it before running on.
+            TraceBreakpoint? under = _breakpoints.Find(b => b.Active && b.Kind == TraceEventKind.Breakpoint && b.Address == pendingRip);
+            if (under is not null)
+            {
+                StepOver(under, pendingThread, pendingRip);
+            }
+        }
+
+        _atHit = null;
+        _stepped = false;
         _channel.Send("c");
         _running = true;
         while (true)
@@ -223,10 +315,13 @@ public sealed class GdbTraceSession : IDisposable
                 continue;
             }
 
+            long stopped = Stopwatch.GetTimestamp();
             _running = false;
             DateTimeOffset time = DateTimeOffset.UtcNow;
             X86GdbRegisters regs = ReadRegisters(thread);
-            TraceBreakpoint? bp = _breakpoints.Find(b => b.Active && b.Address == regs.Rip);
+            TraceBreakpoint? bp = stop.WatchKind is not null
+                ? _breakpoints.Find(b => b.Active && b.Kind != TraceEventKind.Breakpoint && stop.WatchAddress >= b.Address && stop.WatchAddress < b.Address + (ulong)b.Length)
+                : _breakpoints.Find(b => b.Active && b.Kind == TraceEventKind.Breakpoint && b.Address == regs.Rip);
             if (bp is null)
             {
                 // Not ours (the guest's own int3 is re-injected by QEMU; nothing else traps here): run on.
@@ -235,10 +330,26 @@ public sealed class GdbTraceSession : IDisposable
                 continue;
             }
 
+            BreakpointHit hit = Describe(hits + 1, time, stopped, bp, thread - 1, regs, stop);
+            if (!(Filter?.Matches(hit) ?? true) || !(bp.Filter?.Matches(hit) ?? true))
+            {
+                bp.Filtered++;
+                ResumeAfter(bp, thread, regs.Rip);
+                continue;
+            }
+
             bp.Hits++;
             hits++;
-            BreakpointHit hit = Describe(hits, time, bp, thread - 1, regs);
-            TraceAction action = handler(hit);
+            _atHit = (thread, regs.Rip);
+            _stepped = false;
+            Func<BreakpointHit, ValueTask<TraceAction>>? h = bp.Handler ?? handler;
+            TraceAction action = TraceAction.Continue;
+            if (h is not null)
+            {
+                ValueTask<TraceAction> pending = h(hit);
+                action = pending.IsCompletedSuccessfully ? pending.Result : pending.AsTask().GetAwaiter().GetResult();
+            }
+
             if (action == TraceAction.Stop)
             {
                 reason = "handler";
@@ -247,30 +358,37 @@ public sealed class GdbTraceSession : IDisposable
 
             if (action == TraceAction.Remove)
             {
-                Expect($"z{(bp.Hardware ? 1 : 0)},{bp.Address:x},1", "OK");
+                Expect($"z{bp.PacketType},{bp.Address:x},{bp.Length}", "OK");
                 bp.Active = false;
                 if (!_breakpoints.Exists(b => b.Active))
                 {
+                    _atHit = null;
                     reason = "no breakpoints left";
                     break;
                 }
-            }
-            else
-            {
-                StepOver(bp, thread);
+
+                _atHit = null;
+                _channel.Send("c");
+                _running = true;
+                continue;
             }
 
-            _channel.Send("c");
-            _running = true;
+            (int, ulong)? at = _atHit;
+            _atHit = null;
+            if (_stepped)
+            {
+                _stepped = false;
+                _channel.Send("c");
+                _running = true;
+                continue;
+            }
+
+            ResumeAfter(bp, thread, at?.Item2 ?? regs.Rip);
         }
 
         StopIfRunning();
         return new TraceSummary(hits, clock.Elapsed, reason, _breakpoints);
     }
-
-    /// <summary>Runs <see cref="Run"/> on a thread-pool thread.</summary>
-    public Task<TraceSummary> RunAsync(Func<BreakpointHit, TraceAction> handler, long? maxEvents = null, TimeSpan? duration = null, CancellationToken cancellationToken = default) =>
-        Task.Run(() => Run(handler, maxEvents, duration, cancellationToken), CancellationToken.None);
 
     /// <summary>
     /// Removes every breakpoint and resumes the VM (gdb <c>D</c>), closes the connection, stops the stub if the
@@ -289,7 +407,11 @@ public sealed class GdbTraceSession : IDisposable
             try
             {
                 StopIfRunning();
-                _channel.Request("D", _timeout);
+                string detached = _channel.Detach(_timeout);
+                if (detached != "OK")
+                {
+                    throw new IOException($"the gdbstub at {StubEndpoint} refused to detach: {detached}");
+                }
             }
             finally
             {
@@ -341,52 +463,186 @@ public sealed class GdbTraceSession : IDisposable
         return ((IPEndPoint)listener.LocalEndpoint).Port;
     }
 
+    private static readonly byte[][] s_noops =
+    [
+        [0x0F, 0x1F, 0x44, 0x00, 0x00], // nopl 0x0(%rax,%rax,1): the ftrace site of every traceable function
+        [0x66, 0x0F, 0x1F, 0x44, 0x00, 0x00],
+        [0x0F, 0x1F, 0x40, 0x00],
+        [0x0F, 0x1F, 0x00],
+        [0x0F, 0x1F, 0x80, 0x00, 0x00, 0x00, 0x00],
+        [0x0F, 0x1F, 0x84, 0x00, 0x00, 0x00, 0x00, 0x00],
+        [0x66, 0x0F, 0x1F, 0x84, 0x00, 0x00, 0x00, 0x00, 0x00],
+        [0xF3, 0x0F, 0x1E, 0xFA], // endbr64
+        [0x66, 0x90],
+        [0x90],
+    ];
+
+    /// <summary>The length of the no-op instruction <paramref name="code"/> starts with, else 0.</summary>
+    internal static int NoopLength(ReadOnlySpan<byte> code)
+    {
+        foreach (byte[] noop in s_noops)
+        {
+            if (code.StartsWith(noop))
+            {
+                return noop.Length;
+            }
+        }
+
+        return 0;
+    }
+
+    private TraceBreakpoint AddBreakpointCore(ulong address, string label, bool hardware, TraceHitFilter? filter, Func<BreakpointHit, ValueTask<TraceAction>>? handler)
+    {
+        ObjectDisposedException.ThrowIf(_disposed, this);
+        var bp = new TraceBreakpoint(address, label, hardware) { Filter = filter, Handler = handler };
+        if (BreakpointHit.IsKernelAddress(address))
+        {
+            // Read before the breakpoint goes in (under KVM a software breakpoint is an int3 in guest memory).
+            var code = new byte[16];
+            int n = _kernel.Read(address, code);
+            int skip = NoopLength(code.AsSpan(0, n));
+            if (skip > 0)
+            {
+                bp.SkipLength = skip;
+                bp.Instruction = code[..skip];
+            }
+        }
+
+        Insert(bp);
+        _breakpoints.Add(bp);
+        return bp;
+    }
+
+    private void Insert(TraceBreakpoint bp)
+    {
+        string what = bp.Kind switch
+        {
+            TraceEventKind.WriteWatch => "write watchpoint",
+            TraceEventKind.ReadWatch => "read watchpoint",
+            TraceEventKind.AccessWatch => "access watchpoint",
+            _ => bp.Hardware ? "hardware breakpoint" : "software breakpoint",
+        };
+        if (IsKvm && bp.Hardware && _breakpoints.Count(b => b.Active && b.Hardware) >= KvmDebugRegisters)
+        {
+            throw new InvalidOperationException($"cannot set a {what} at {bp.Label} (0x{bp.Address:x}): under KVM hardware breakpoints and watchpoints share the vCPU's {KvmDebugRegisters} debug registers, and {KvmDebugRegisters} are in use (TCG has no such limit)");
+        }
+
+        string reply = _channel.Request($"Z{bp.PacketType},{bp.Address:x},{bp.Length}", _timeout);
+        if (reply != "OK")
+        {
+            string why = reply.Length == 0 ? "not supported by this QEMU" : reply;
+            throw new InvalidOperationException($"QEMU did not set a {what} at {bp.Label} (0x{bp.Address:x}): {why}");
+        }
+    }
+
+    private byte[]? ReadWatched(TraceBreakpoint bp)
+    {
+        var value = new byte[bp.Length];
+        try
+        {
+            return bp.Reader!(bp.Address, value) == value.Length ? value : null;
+        }
+        catch (Exception e) when (e is VmStateException or IOException)
+        {
+            return null;
+        }
+    }
+
     private X86GdbRegisters ReadRegisters(int thread)
     {
-        Expect($"Hg{thread:x}", "OK");
+        // QEMU makes the vCPU that stopped the general-register thread (gdb_set_stop_cpu), so no Hg is needed.
         string g = _channel.Request("g", _timeout);
         return X86GdbRegisters.TryParse(g, out X86GdbRegisters? regs)
             ? regs!
             : throw new IOException($"the gdbstub at {StubEndpoint} sent an unreadable register block for thread {thread}: \"{(g.Length > 40 ? g[..40] + "…" : g)}\"");
     }
 
-    private BreakpointHit Describe(long sequence, DateTimeOffset time, TraceBreakpoint bp, int vcpu, X86GdbRegisters regs)
+    private BreakpointHit Describe(long sequence, DateTimeOffset time, long stopped, TraceBreakpoint bp, int vcpu, X86GdbRegisters regs, GdbStopReply stop)
     {
-        int? pid = null;
+        int? pid = null, tgid = null;
         string? comm = null, problem = null;
+        ulong task = 0;
         try
         {
-            KernelObject task = _kernel.CurrentTask(vcpu);
-            pid = (int)task.Member("pid").ToInt64();
-            comm = task.Member("comm").ReadString();
+            _tasks ??= new CurrentTaskReader(_kernel);
+            (task, int p, int t, string c) = _tasks.Read(vcpu, regs);
+            (pid, tgid, comm) = (p, t, c);
         }
-        catch (Exception e) when (e is KernelDataException or VmStateException or IOException)
+        catch (Exception e) when (e is VmStateException or IOException)
         {
             problem = e.Message;
+        }
+
+        byte[]? oldValue = null, newValue = null;
+        if (bp.Kind != TraceEventKind.Breakpoint)
+        {
+            oldValue = bp.LastValue;
+            newValue = ReadWatched(bp);
+            bp.LastValue = newValue;
         }
 
         return new BreakpointHit
         {
             Sequence = sequence,
             Time = time,
+            StopTimestamp = stopped,
             Breakpoint = bp,
             Vcpu = vcpu,
             Registers = regs,
-            Symbol = _kernel.Symbols.TrySymbolize(regs.Rip, out KernelSymbol s, out ulong off) ? $"{s.Name}+0x{off:x}" : null,
+            Symbol = BreakpointHit.IsKernelAddress(regs.Rip) && _kernel.Symbols.TrySymbolize(regs.Rip, out KernelSymbol s, out ulong off) ? $"{s.Name}+0x{off:x}" : null,
             Pid = pid,
+            Tgid = tgid,
             Comm = comm,
+            TaskAddress = task,
             TaskProblem = problem,
+            DataAddress = stop.WatchKind is null ? 0 : stop.WatchAddress,
+            OldValue = oldValue,
+            NewValue = newValue,
+            Kernel = _kernel,
         };
     }
 
-    private void StepOver(TraceBreakpoint bp, int thread)
+    /// <summary>Lets the VM run on after a hit of <paramref name="bp"/> by vCPU thread <paramref name="thread"/>.</summary>
+    private void ResumeAfter(TraceBreakpoint bp, int thread, ulong rip)
+    {
+        // A watchpoint stops after the access: nothing to step over.
+        if (bp.Kind == TraceEventKind.Breakpoint && rip == bp.Address)
+        {
+            StepOver(bp, thread, rip);
+        }
+
+        _channel.Send("c");
+        _running = true;
+    }
+
+    private void StepOver(TraceBreakpoint bp, int thread, ulong rip)
+    {
+        if (bp.SkipLength > 0 && bp.Instruction is byte[] expected)
+        {
+            // The instruction is a no-op: moving RIP past it is what executing it would do, in one round trip and
+            // without resuming the VM for a single step (which under TCG also flushes all translated code). It is
+            // checked at every hit, since the kernel rewrites its ftrace sites when tracing is switched on.
+            Span<byte> now = stackalloc byte[expected.Length];
+            if (_kernel.Read(bp.Address, now) == now.Length && (now[0] == expected[0] || now[0] == 0xCC) && now[1..].SequenceEqual(expected.AsSpan(1)))
+            {
+                Span<byte> value = stackalloc byte[8];
+                BinaryPrimitives.WriteUInt64LittleEndian(value, rip + (ulong)bp.SkipLength);
+                Expect($"P{RipRegister:x}={Convert.ToHexStringLower(value)}", "OK");
+                return;
+            }
+        }
+
+        StepVcpu(bp, thread);
+    }
+
+    private void StepVcpu(TraceBreakpoint? bp, int thread)
     {
         // TCG: a single-stepping vCPU ignores breakpoints (check_for_breakpoints). KVM: the int3 byte is in guest
         // memory, so it comes out for the step. vCont with one thread resumes only that vCPU (gdb_continue_partial).
-        bool takeOut = IsKvm && !bp.Hardware;
+        bool takeOut = IsKvm && bp is { Hardware: false, Kind: TraceEventKind.Breakpoint };
         if (takeOut)
         {
-            Expect($"z0,{bp.Address:x},1", "OK");
+            Expect($"z0,{bp!.Address:x},1", "OK");
         }
 
         _channel.Send($"vCont;s:{thread:x}");
@@ -402,7 +658,7 @@ public sealed class GdbTraceSession : IDisposable
 
         if (takeOut)
         {
-            Expect($"Z0,{bp.Address:x},1", "OK");
+            Expect($"Z0,{bp!.Address:x},1", "OK");
         }
     }
 

@@ -9,6 +9,10 @@ public enum TraceAction
     /// <summary>Remove this breakpoint and let the VM run on (the trace ends when none is left).</summary>
     Remove,
 
-    /// <summary>End the trace: every breakpoint is removed and the VM resumed.</summary>
+    /// <summary>
+    /// Stay stopped: <see cref="GdbTraceSession.Run(Func{BreakpointHit, TraceAction}?, long?, TimeSpan?, CancellationToken)"/>
+    /// returns with the VM stopped at this hit, to be inspected; a later Run steps over the breakpoint and carries
+    /// on, and disposing the session removes every breakpoint and resumes the VM.
+    /// </summary>
     Stop,
 }

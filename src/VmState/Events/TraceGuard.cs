@@ -94,7 +94,7 @@ public sealed class TraceGuard : IDisposable
             try
             {
                 using GdbRemoteChannel channel = GdbRemoteChannel.Connect(host, port, TimeSpan.FromSeconds(2));
-                string reply = channel.Request("D", TimeSpan.FromSeconds(2));
+                string reply = channel.Detach(TimeSpan.FromSeconds(2));
                 log.Add($"gdbstub {host}:{port}: detach -> {(reply.Length == 0 ? "(empty)" : reply)}");
                 break;
             }
