@@ -65,33 +65,8 @@ internal sealed class CaptureFile
     {
         limits ??= ReaderLimits.Default;
         var r = new StoreFileReader(data, file);
-        if (data.Length < Magic.Length + 16)
-        {
-            throw r.Error(0, "length", $"{data.Length} bytes, too short for a capture file");
-        }
-
-        r.Magic(Magic, "history store capture file");
-        UInt128 stored = System.Buffers.Binary.BinaryPrimitives.ReadUInt128LittleEndian(data[^16..]);
-        UInt128 actual = XxHash128.HashToUInt128(data[..^16]);
-        if (checkHash && stored != actual)
-        {
-            throw r.Error(data.Length - 16, "checksum", $"XxHash128 {actual:x32} does not match the stored {stored:x32}: the file is damaged");
-        }
-
-        int at = r.Position;
-        uint version = r.U32("version");
-        if (version != 1)
-        {
-            throw r.Error(at, "version", $"{version} (this reader knows version 1)");
-        }
-
-        at = r.Position;
-        uint pageSize = r.U32("page size");
-        if (pageSize is < 1024 or > 65536 || !uint.IsPow2(pageSize))
-        {
-            throw r.Error(at, "page size", $"{pageSize} (expected a power of two from 1024 to 65536)");
-        }
-
+        uint pageSize = r.Head(Magic, "history store capture file", checkHash);
+        int at;
         int frameLength = r.Count("frame length", MigrationStreamSplitter.MaxFrameBytes);
         int packedLength = r.Count("compressed frame length", r.Remaining);
         at = r.Position;

@@ -84,33 +84,8 @@ internal sealed class HistoryManifest
     public static HistoryManifest Parse(ReadOnlySpan<byte> data, string file, bool checkHash = true)
     {
         var r = new StoreFileReader(data, file);
-        if (data.Length < 16 + Magic.Length)
-        {
-            throw r.Error(0, "length", $"{data.Length} bytes, too short for a manifest");
-        }
-
-        r.Magic(Magic, "history store manifest");
-        UInt128 stored = System.Buffers.Binary.BinaryPrimitives.ReadUInt128LittleEndian(data[^16..]);
-        UInt128 actual = XxHash128.HashToUInt128(data[..^16]);
-        if (checkHash && stored != actual)
-        {
-            throw r.Error(data.Length - 16, "checksum", $"XxHash128 {actual:x32} of the manifest does not match the stored {stored:x32}: the file is damaged");
-        }
-
-        int at = r.Position;
-        uint version = r.U32("version");
-        if (version != 1)
-        {
-            throw r.Error(at, "version", $"{version} (this reader knows version 1)");
-        }
-
-        at = r.Position;
-        uint pageSize = r.U32("page size");
-        if (pageSize is < 1024 or > 65536 || !uint.IsPow2(pageSize))
-        {
-            throw r.Error(at, "page size", $"{pageSize} (expected a power of two from 1024 to 65536)");
-        }
-
+        uint pageSize = r.Head(Magic, "history store manifest", checkHash);
+        int at;
         ulong seed = r.U64("hash seed");
         at = r.Position;
         uint perFrame = r.U32("pages per frame");

@@ -32,14 +32,8 @@ internal static class PageIndex
     {
         var r = new StoreFileReader(h, file);
         r.Magic(Magic, "history store page index");
+        r.Version1();
         int at = r.Position;
-        uint version = r.U32("version");
-        if (version != 1)
-        {
-            throw r.Error(at, "version", $"{version} (this reader knows version 1)");
-        }
-
-        at = r.Position;
         uint size = r.U32("record size");
         if (size != RecordSize)
         {
@@ -123,11 +117,6 @@ internal static class PackFile
     {
         var r = new StoreFileReader(h, file);
         r.Magic(Magic, "history store pack");
-        int at = r.Position;
-        uint version = r.U32("version");
-        if (version != 1)
-        {
-            throw r.Error(at, "version", $"{version} (this reader knows version 1)");
-        }
+        r.Version1();
     }
 }

@@ -97,6 +97,48 @@ internal ref struct StoreFileReader
         throw Error(at, field, "a variable-length number of more than 10 bytes");
     }
 
+    /// <summary>The format version (4 bytes), which must be 1.</summary>
+    public void Version1()
+    {
+        int at = Position;
+        uint version = U32("version");
+        if (version != 1)
+        {
+            throw Error(at, "version", $"{version} (this reader knows version 1)");
+        }
+    }
+
+    /// <summary>
+    /// Reads the head every hashed store file starts with (the manifest, a capture file): the magic, the trailing
+    /// XxHash128 over everything before it (checked unless <paramref name="checkHash"/> is false: the fuzz target
+    /// reaches the fields), format version 1 and the page size (a power of two from 1 KiB to 64 KiB); returns the page size.
+    /// </summary>
+    public uint Head(ReadOnlySpan<byte> magic, string what, bool checkHash)
+    {
+        if (_data.Length < magic.Length + 16)
+        {
+            throw Error(0, "length", $"{_data.Length} bytes, too short for a {what}");
+        }
+
+        UInt128 stored = BinaryPrimitives.ReadUInt128LittleEndian(_data[^16..]);
+        UInt128 actual = System.IO.Hashing.XxHash128.HashToUInt128(_data[..^16]);
+        Magic(magic, what);
+        if (checkHash && stored != actual)
+        {
+            throw Error(_data.Length - 16, "checksum", $"XxHash128 {actual:x32} of the {what} does not match the stored {stored:x32}: the file is damaged");
+        }
+
+        Version1();
+        int at = Position;
+        uint pageSize = U32("page size");
+        if (pageSize is < 1024 or > 65536 || !uint.IsPow2(pageSize))
+        {
+            throw Error(at, "page size", $"{pageSize} (expected a power of two from 1024 to 65536)");
+        }
+
+        return pageSize;
+    }
+
     /// <summary>A UTF-8 string with a u16 length of at most <paramref name="maxBytes"/>.</summary>
     public string Str(string field, int maxBytes)
     {
