@@ -326,8 +326,9 @@ internal static class IndexCacheEntry
 
             using (var f = new FileStream(temp, options))
             {
+                // No fsync: an entry is only a shortcut, checked by its SHA-256 on every load; one torn by a crash
+                // is ignored and written again, and waiting for the disk would cost a first run more than the entry saves.
                 f.Write(bytes);
-                f.Flush(flushToDisk: true);
             }
 
             File.Move(temp, path, overwrite: true);

@@ -131,6 +131,24 @@ public sealed class IndexCacheTests : IDisposable
     }
 
     [Fact]
+    public void WholeChunksOfZeroRecordsAndOfUnsentPagesEncodeAsThePagesOneByOneSay()
+    {
+        // Chunks kept as runs are encoded 64 pages at a time; what decodes must be every page's entry, across runs
+        // that start mid-chunk, gaps of never-sent chunks, and a run whose records jump between two chunks.
+        const long Pages = 64 * 40;
+        var block = new RamBlock("pc.ram", (ulong)Pages * 4096, 4096, null) { ListOffset = 20 };
+        block.SetFillRun(10, 64 * 5, 0, 1000, 9);           // from mid-chunk over whole chunks
+        block.SetFillRun(64 * 8, 64 * 3, 0, 50_000, 9);     // after two chunks never sent
+        block.SetFillRun(64 * 11, 64 * 2, 0, 90_000, 9);    // consecutive in pages, not in the stream
+        block.SetData(64 * 13 + 5, 200_000);
+        block.SetFillRun(64 * 20, 64 * 10, 0, 300_000, 9);
+        block.SetFill(64 * 25 + 3, 0x5a, 400_000);           // breaks one chunk of that run
+        long end = 500_000;
+        var record = new RamIndexRecord(4096, [block], [new RamChunkSpan(40, end, 0)]);
+        AssertSameIndex([block], RamIndexRecord.Decode(record.Encode(), end, ReaderLimits.Default).Blocks);
+    }
+
+    [Fact]
     public void ReplayOfAnotherStreamsIndexIsAMismatchNotAnAnswer()
     {
         byte[] a = Sample(1);

@@ -175,6 +175,28 @@ public sealed class RamBlock
         return true;
     }
 
+    /// <summary>
+    /// For whole-chunk runs (64 pages from a chunk-aligned <paramref name="page"/>) kept in compact form: 0 when the
+    /// chunk has no pages sent, the stream offset of its first zero record when all 64 are consecutive zero records,
+    /// else -1 (look page by page). Lets an encoder skip 64 pages in one step.
+    /// </summary>
+    internal long WholeChunk(long page)
+    {
+        if ((page & (ChunkSize - 1)) != 0 || page + ChunkSize > PageCount)
+        {
+            return -1;
+        }
+
+        long c = page >> ChunkShift;
+        if (_chunks[c] is not null)
+        {
+            return -1;
+        }
+
+        long run = _zeroRuns[c];
+        return run == 0 ? 0 : (run & 0x7F) == ChunkSize ? run >> 7 : -1;
+    }
+
     /// <summary>The fill byte of a negative (zero-page) entry.</summary>
     public static byte FillOf(long entry) => (byte)((-entry - 1) & 0xFF);
 

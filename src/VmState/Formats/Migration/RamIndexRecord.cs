@@ -87,8 +87,19 @@ internal sealed class RamIndexRecord
             long stride = 0;
             if (kind == RunAbsent)
             {
-                while (page + count < b.PageCount && b.GetEntry(page + count) == 0)
+                while (page + count < b.PageCount)
                 {
+                    if (b.WholeChunk(page + count) == 0)
+                    {
+                        count += 64; // a whole chunk never sent
+                        continue;
+                    }
+
+                    if (b.GetEntry(page + count) != 0)
+                    {
+                        break;
+                    }
+
                     count++;
                 }
 
@@ -102,6 +113,16 @@ internal sealed class RamIndexRecord
                 long previous = firstOffset;
                 while (page + count < b.PageCount)
                 {
+                    // A whole chunk of consecutive zero records that continues the run (record stride 9): 64 pages at once.
+                    if (kind == RunFill && fill == 0 && b.WholeChunk(page + count) is long chunkRecord and > 0
+                        && chunkRecord - previous == 9 && (count == 1 || stride == 9))
+                    {
+                        stride = 9;
+                        previous = chunkRecord + (63 * 9);
+                        count += 64;
+                        continue;
+                    }
+
                     long e = b.GetEntry(page + count);
                     if (kind == RunData ? e <= 0 : e >= 0 || RamBlock.FillOf(e) != fill)
                     {
