@@ -78,6 +78,13 @@ internal sealed class StreamedRamWriter : IRamStreamObserver, IDisposable
     public byte[] ExchangeBuffer(byte[] full)
     {
         _failure?.Throw();
+        if (_pieces.Count == 0)
+        {
+            // No page of this buffer is waiting to be written (zero records only, or device data): the parser keeps
+            // it, and the writer thread is not woken.
+            return full;
+        }
+
         Submit(full);
         if (_allocated < Buffers)
         {
