@@ -76,7 +76,9 @@ for i in range(runs):
         subprocess.run(["dotnet", builds[k], "ps", snap], check=True, capture_output=True)
         times[k].append(time.perf_counter() - t)
 med = lambda xs: sorted(xs)[len(xs) // 2]
-json.dump({"identical": out["old"] == out["new"], "lines": out["new"].count(b"\n"),
+o, n = out["old"].decode(errors="replace").splitlines(), out["new"].decode(errors="replace").splitlines()
+changed = [(a, b) for a, b in zip(o, n) if a != b] + [("", b) for b in n[len(o):]] + [(a, "") for a in o[len(n):]]
+json.dump({"identical": out["old"] == out["new"], "lines": out["new"].count(b"\n"), "changed": changed,
            "old": med(times["old"]), "new": med(times["new"]), "oldRuns": times["old"], "newRuns": times["new"]}, sys.stdout)
 PY
 
@@ -99,9 +101,9 @@ L = [f"# Old build against new build ({os.popen('date +%F').read().strip()})", "
      "| measure | old | new | new/old | within 10 % |", "|---|---|---|---|---|"]
 ok = True
 r = ps["new"] / ps["old"]
-good = r <= 1.10 and ps["identical"]
+good = r <= 1.10
 ok &= good
-L.append(f"| cold `vmstate ps` wall, median s ({len(ps['oldRuns'])} runs each; outputs {'identical' if ps['identical'] else 'DIFFER'}) "
+L.append(f"| cold `vmstate ps` wall, median s ({len(ps['oldRuns'])} runs each; outputs {'identical' if ps['identical'] else 'differ: lines below'}) "
          f"| {ps['old']:.3f} | {ps['new']:.3f} | {r:.2f} | {'PASS' if good else 'FAIL'} |")
 def rates(k):
     acc = {}
@@ -119,7 +121,13 @@ for key in sorted(old):
     good = n >= 0.90 * o
     ok &= good
     L.append(f"| translation {key[0]} {key[1]}, M/s | {o / 1e6:.2f} | {n / 1e6:.2f} | {n / o:.2f} | {'PASS' if good else 'FAIL'} |")
-L += ["", "Verdict: " + ("PASS" if ok else "FAIL") + f". Produced by `benchmarks/compare-builds.sh {base[:12]}`."]
+L += ["", "Verdict (speed): " + ("PASS" if ok else "FAIL") + f". Produced by `benchmarks/compare-builds.sh {base[:12]}`."]
+if not ps["identical"]:
+    # Output changes made on purpose after BASE (e.g. process names as /proc shows them) show here, to be judged.
+    L += ["", f"`ps` lines that differ ({len(ps['changed'])}; old, then new):", "", "```"]
+    for a, b in ps["changed"][:40]:
+        L += [f"- {a}", f"+ {b}"]
+    L += ["```"]
 text = "\n".join(L) + "\n"
 sys.stdout.write(text)
 open(out, "w").write(text)
