@@ -21,7 +21,7 @@ internal static class RecordCommand
         var duration = new Option<double?>("--duration") { Description = "stop starting captures after this many seconds" };
         Option<bool> json = CommonOptions.Json();
         json.Description = "one JSON object per capture (a line each, flushed)";
-        var command = new Command("record", "Record a running VM into a history store: a consistent capture every --every seconds, streamed from QEMU, never a temporary file; Ctrl-C stops (a capture in progress is not kept)");
+        var command = new Command("record", "Record a running VM into a history store: a consistent capture every --every seconds, streamed from QEMU, never a temporary file; Ctrl-C stops after the capture in progress");
         command.Options.Add(qmp);
         command.Options.Add(store);
         command.Options.Add(every);

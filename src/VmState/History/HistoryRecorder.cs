@@ -27,8 +27,8 @@ public sealed record HistoryRecordOptions
 /// <summary>
 /// Records a running VM into a history store: each capture is QEMU's background snapshot streamed straight into the
 /// store's writer (<see cref="LiveMachine.CaptureAsync"/> → <see cref="HistoryStoreWriter.Append"/>), never a file.
-/// A capture is committed whole or not at all: cancellation or a failure in the middle leaves the store as it was
-/// before that capture, and the guest running.
+/// A capture is committed whole or not at all: a failure in the middle leaves the store as it was before that capture,
+/// and the guest running. Cancellation takes effect between captures: one in progress is finished and kept first.
 /// </summary>
 public static class HistoryRecorder
 {
@@ -37,7 +37,7 @@ public static class HistoryRecorder
     /// <param name="writer">The store (open for writing: this process holds its lock).</param>
     /// <param name="options">Interval and limits.</param>
     /// <param name="onCapture">Called after each committed capture (e.g. to print it).</param>
-    /// <param name="cancellationToken">Stops recording: a capture in progress is not committed.</param>
+    /// <param name="cancellationToken">Stops recording after the capture in progress (which is finished and kept).</param>
     /// <exception cref="OperationCanceledException">Never: cancellation ends the recording normally.</exception>
     public static async Task<IReadOnlyList<RecordedCapture>> RecordAsync(LiveMachine live, HistoryStoreWriter writer, HistoryRecordOptions options, Action<RecordedCapture>? onCapture = null, CancellationToken cancellationToken = default)
     {
@@ -51,7 +51,7 @@ public static class HistoryRecorder
         {
             while (options.Count is not int n || taken.Count < n)
             {
-                if (options.Duration is TimeSpan d && clock.Elapsed >= d)
+                if (cancellationToken.IsCancellationRequested || (options.Duration is TimeSpan d && clock.Elapsed >= d))
                 {
                     break;
                 }
@@ -59,9 +59,11 @@ public static class HistoryRecorder
                 TimeSpan started = clock.Elapsed;
                 DateTimeOffset time = DateTimeOffset.UtcNow;
                 HistoryCapture? capture = null;
+                // A capture that has started is finished, not cancelled: QEMU 7.2 leaves the guest hung when a background
+                // snapshot is cut off once RAM is write-protected (measured), so Ctrl-C takes effect between captures.
                 SaveResult save = await live.CaptureAsync(
-                    (stream, ct) => Task.Run(() => capture = writer.Append(stream, options.Source, time, null, ct), ct),
-                    cancellationToken).ConfigureAwait(false);
+                    (stream, _) => Task.Run(() => capture = writer.Append(stream, options.Source, time)),
+                    CancellationToken.None).ConfigureAwait(false);
                 var recorded = new RecordedCapture(capture!, save);
                 taken.Add(recorded);
                 onCapture?.Invoke(recorded);
@@ -85,7 +87,7 @@ public static class HistoryRecorder
         }
         catch (OperationCanceledException) when (cancellationToken.IsCancellationRequested)
         {
-            // Ctrl-C: the recording ends; a capture that was in progress was not committed.
+            // Ctrl-C while waiting for the next capture: the recording ends.
         }
 
         return taken;
