@@ -1,6 +1,7 @@
 using System.Buffers.Binary;
 using System.Text;
 using VmState.Formats;
+using VmState.Formats.Migration;
 using VmState.IO;
 using VmState.Memory;
 
@@ -31,25 +32,23 @@ namespace VmState.History;
 /// </remarks>
 internal sealed class MigrationStreamSplitter
 {
-    private const uint Magic = 0x5145564D;
-    private const byte SectionEof = 0x00;
-    private const byte SectionStart = 0x01;
-    private const byte SectionPart = 0x02;
-    private const byte SectionEnd = 0x03;
-    private const byte SectionFull = 0x04;
-    private const byte SectionSubsection = 0x05;
-    private const byte SectionConfiguration = 0x07;
-    private const byte SectionCommand = 0x08;
-    private const byte SectionFooter = 0x7E;
-
-    private const ulong RamZero = 0x02;
-    private const ulong RamMemSize = 0x04;
-    private const ulong RamPage = 0x08;
-    private const ulong RamEos = 0x10;
-    private const ulong RamContinue = 0x20;
-    private const ulong RamMultifdFlush = 0x200;
-
-    /// <summary>The most bytes the frame may have (device state and description), so a hostile stream cannot make it grow without bound.</summary>
+    // The stream's section types and RAM record flags: the reader's (one definition of the format).
+    private const uint Magic = MigrationStreamReader.Magic;
+    private const byte SectionEof = MigrationStreamReader.SectionEof;
+    private const byte SectionStart = MigrationStreamReader.SectionStart;
+    private const byte SectionPart = MigrationStreamReader.SectionPart;
+    private const byte SectionEnd = MigrationStreamReader.SectionEnd;
+    private const byte SectionFull = MigrationStreamReader.SectionFull;
+    private const byte SectionSubsection = MigrationStreamReader.SectionSubsection;
+    private const byte SectionConfiguration = MigrationStreamReader.SectionConfiguration;
+    private const byte SectionCommand = MigrationStreamReader.SectionCommand;
+    private const byte SectionFooter = MigrationStreamReader.SectionFooter;
+    private const ulong RamZero = MigrationStreamReader.RamZero;
+    private const ulong RamMemSize = MigrationStreamReader.RamMemSize;
+    private const ulong RamPage = MigrationStreamReader.RamPage;
+    private const ulong RamEos = MigrationStreamReader.RamEos;
+    private const ulong RamContinue = MigrationStreamReader.RamContinue;
+    private const ulong RamMultifdFlush = MigrationStreamReader.RamMultifdFlush;
     public const int MaxFrameBytes = 256 * 1024 * 1024;
 
     private readonly Stream _input;

@@ -19,28 +19,28 @@ public static class MigrationStreamReader
     /// <summary>"QEVM".</summary>
     public const uint Magic = 0x5145564D;
 
-    private const byte SectionEof = 0x00;
-    private const byte SectionStart = 0x01;
-    private const byte SectionPart = 0x02;
-    private const byte SectionEnd = 0x03;
-    private const byte SectionFull = 0x04;
-    private const byte SectionSubsection = 0x05;
-    private const byte SectionVmDescription = 0x06;
-    private const byte SectionConfiguration = 0x07;
-    private const byte SectionCommand = 0x08;
-    private const byte SectionFooter = 0x7E;
+    internal const byte SectionEof = 0x00;
+    internal const byte SectionStart = 0x01;
+    internal const byte SectionPart = 0x02;
+    internal const byte SectionEnd = 0x03;
+    internal const byte SectionFull = 0x04;
+    internal const byte SectionSubsection = 0x05;
+    internal const byte SectionVmDescription = 0x06;
+    internal const byte SectionConfiguration = 0x07;
+    internal const byte SectionCommand = 0x08;
+    internal const byte SectionFooter = 0x7E;
 
     // RAM record flags, QEMU 7.2 migration/ram.c (MULTIFD_FLUSH from 8.1).
-    private const ulong RamFull = 0x01;
-    private const ulong RamZero = 0x02;
-    private const ulong RamMemSize = 0x04;
-    private const ulong RamPage = 0x08;
-    private const ulong RamEos = 0x10;
-    private const ulong RamContinue = 0x20;
-    private const ulong RamXbzrle = 0x40;
+    internal const ulong RamFull = 0x01;
+    internal const ulong RamZero = 0x02;
+    internal const ulong RamMemSize = 0x04;
+    internal const ulong RamPage = 0x08;
+    internal const ulong RamEos = 0x10;
+    internal const ulong RamContinue = 0x20;
+    internal const ulong RamXbzrle = 0x40;
     private const ulong RamHook = 0x80;
     private const ulong RamCompressPage = 0x100;
-    private const ulong RamMultifdFlush = 0x200;
+    internal const ulong RamMultifdFlush = 0x200;
 
     /// <summary>Opens and parses the stream in file <paramref name="path"/>.</summary>
     public static MigrationStream Open(string path, ReaderLimits? limits = null, IProgress<double>? progress = null)
