@@ -61,6 +61,9 @@ public sealed class GdbTraceSession : IDisposable
     /// </summary>
     public string? StubWarning { get; private set; }
 
+    /// <summary>The guest kernel the session reads hits through (symbols, current task, memory).</summary>
+    public LinuxKernel Kernel => _kernel;
+
     /// <summary>True when QEMU runs the guest under KVM (query-kvm), false under TCG.</summary>
     public bool IsKvm { get; }
 
@@ -473,6 +476,7 @@ public sealed class GdbTraceSession : IDisposable
         [0x0F, 0x1F, 0x84, 0x00, 0x00, 0x00, 0x00, 0x00],
         [0x66, 0x0F, 0x1F, 0x84, 0x00, 0x00, 0x00, 0x00, 0x00],
         [0xF3, 0x0F, 0x1E, 0xFA], // endbr64
+        [0x66, 0x0F, 0x1F, 0x00], // osp nopl (%rax): an endbr64 the kernel sealed under IBT (alternative.c gen_endbr_poison)
         [0x66, 0x90],
         [0x90],
     ];
