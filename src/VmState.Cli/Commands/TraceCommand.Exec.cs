@@ -53,8 +53,7 @@ internal static partial class TraceCommand
                     w.WriteNull("uid");
                 }
 
-                w.WriteString("comm", TracePrintSpec.Escape(e.Comm));
-                w.WriteString("old_comm", hit.Comm);
+                w.WriteString("comm", hit.Comm);
                 w.WriteString("filename", TracePrintSpec.Escape(e.Filename));
                 w.WriteStartArray("argv");
                 foreach (byte[] a in e.Argv)
@@ -75,7 +74,7 @@ internal static partial class TraceCommand
 
         string time = hit.Time.ToLocalTime().ToString("HH:mm:ss.ffffff", CultureInfo.InvariantCulture);
         string argv = string.Join(' ', e.Argv.Select(ShellWord)) + (e.ArgvTruncated ? " ..." : string.Empty);
-        output.Writer.WriteLine($"{time,-15} {Number(hit.Pid),6} {Number(e.Ppid),6} {(e.Uid?.ToString(CultureInfo.InvariantCulture) ?? "?"),5} {TracePrintSpec.Escape(e.Comm),-16} {ShellWord(e.Filename),-24} {argv}");
+        output.Writer.WriteLine($"{time,-15} {Number(hit.Pid),6} {Number(e.Ppid),6} {(e.Uid?.ToString(CultureInfo.InvariantCulture) ?? "?"),5} {Comm(hit.Comm),-16} {ShellWord(e.Filename),-24} {argv}");
     }
 
     /// <summary>A guest string for a terminal: escaped, and quoted when empty or holding a space or quote.</summary>

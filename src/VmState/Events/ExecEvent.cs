@@ -8,7 +8,11 @@ namespace VmState.Events;
 /// </summary>
 public sealed class ExecEvent
 {
-    /// <summary>The breakpoint hit behind the event: time, vCPU, registers, and the task (pid, tgid; its comm before the exec).</summary>
+    /// <summary>
+    /// The breakpoint hit behind the event: time, vCPU, registers, and the task: pid, tgid, and its comm, already the
+    /// new program's (the last component of the file name, at most 15 bytes: <c>begin_new_exec</c> sets it before
+    /// <c>setup_new_exec</c> runs, Linux 5.10–6.12).
+    /// </summary>
     public required BreakpointHit Hit { get; init; }
 
     /// <summary>The pid of the task's parent (<c>real_parent->tgid</c>, what <c>getppid</c> returns), or null when unreadable.</summary>
@@ -16,12 +20,6 @@ public sealed class ExecEvent
 
     /// <summary>The task's real user id (<c>cred->uid</c>, after the exec's set-user-ID change), or null when unreadable.</summary>
     public uint? Uid { get; init; }
-
-    /// <summary>
-    /// The comm the new program gets: the last component of <see cref="Filename"/>, at most 15 bytes
-    /// (<c>setup_new_exec</c> → <c>__set_task_comm(kbasename(bprm->filename))</c>, Linux 6.1–6.12).
-    /// </summary>
-    public required byte[] Comm { get; init; }
 
     /// <summary>The file name as given to exec (<c>bprm->filename</c>; <c>/dev/fd/N…</c> for an exec of a file descriptor), at most <see cref="ExecTracer.MaxFilename"/> bytes.</summary>
     public required byte[] Filename { get; init; }

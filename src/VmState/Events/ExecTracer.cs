@@ -6,7 +6,7 @@ namespace VmState.Events;
 /// <summary>
 /// Program starts as typed events: one breakpoint on <c>setup_new_exec(struct linux_binprm *bprm)</c> (fs/exec.c, an
 /// exported function in every kernel from 2.6 to 6.12), which the binary loaders call once the new memory map is
-/// installed and before the old comm is replaced. There, <c>bprm->filename</c> is the kernel's copy of the file name,
+/// installed (and the task's comm set to the new program's name). There, <c>bprm->filename</c> is the kernel's copy of the file name,
 /// <c>bprm->argc</c> the argument count, and <c>bprm->p</c> points at argv[0] in the new program's stack, the
 /// argument strings following one another NUL-terminated (fs/exec.c <c>copy_strings</c> copies the last argument
 /// first, downwards), in pages the kernel has just filled — so unlike at the <c>execve</c> system call entry, where
@@ -27,9 +27,6 @@ public sealed class ExecTracer
 
     /// <summary>The most bytes of the file name read (PATH_MAX).</summary>
     public const int MaxFilename = 4096;
-
-    /// <summary>TASK_COMM_LEN - 1: the bytes of a comm.</summary>
-    public const int CommLength = 15;
 
     private readonly LinuxKernel _kernel;
     private readonly ulong _bprmP;
@@ -60,7 +57,7 @@ public sealed class ExecTracer
 
     /// <summary>
     /// Sets a breakpoint on <see cref="Function"/> whose hits (after <paramref name="filter"/> and the session's own
-    /// filter, both applied to the task doing the exec, with its comm from before the exec) become
+    /// filter, both applied to the task doing the exec, whose comm is already the new program's) become
     /// <see cref="ExecEvent"/>s for <paramref name="handler"/>.
     /// </summary>
     /// <exception cref="KernelDataException">The kernel has no <c>setup_new_exec</c>, or its BTF lacks the structures read.</exception>
@@ -124,24 +121,12 @@ public sealed class ExecTracer
             Hit = hit,
             Ppid = ppid,
             Uid = uid,
-            Comm = CommOf(filename),
             Filename = filename,
             Argv = argv,
             Argc = argc,
             ArgvTruncated = truncated,
             Problem = problems.Count == 0 ? null : string.Join("; ", problems),
         };
-    }
-
-    /// <summary>
-    /// The comm the kernel gives a program run from <paramref name="filename"/>: the bytes after the last '/'
-    /// (<c>kbasename</c>), cut to <see cref="CommLength"/> bytes (<c>strscpy_pad</c> into <c>char comm[16]</c>).
-    /// </summary>
-    public static byte[] CommOf(ReadOnlySpan<byte> filename)
-    {
-        int slash = filename.LastIndexOf((byte)'/');
-        ReadOnlySpan<byte> name = filename[(slash + 1)..];
-        return name[..Math.Min(name.Length, CommLength)].ToArray();
     }
 
     /// <summary>

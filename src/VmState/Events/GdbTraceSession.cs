@@ -86,8 +86,7 @@ public sealed class GdbTraceSession : IDisposable
         ArgumentNullException.ThrowIfNull(kernel);
         options ??= new GdbTraceOptions();
         QmpClient qmp = live.Qmp;
-        JsonElement kvm = await qmp.ExecuteAsync("query-kvm", cancellationToken: cancellationToken).ConfigureAwait(false);
-        bool isKvm = kvm.TryGetProperty("enabled", out JsonElement en) && en.GetBoolean();
+        bool isKvm = IsKvmEnabled(await qmp.ExecuteAsync("query-kvm", cancellationToken: cancellationToken).ConfigureAwait(false));
         bool wasRunning = await qmp.QueryStatusAsync(cancellationToken).ConfigureAwait(false) == "running";
 
         (string Host, int Port)? stub = options.Stub;
@@ -526,16 +525,44 @@ public sealed class GdbTraceSession : IDisposable
             TraceEventKind.AccessWatch => "access watchpoint",
             _ => bp.Hardware ? "hardware breakpoint" : "software breakpoint",
         };
-        if (IsKvm && bp.Hardware && _breakpoints.Count(b => b.Active && b.Hardware) >= KvmDebugRegisters)
-        {
-            throw new InvalidOperationException($"cannot set a {what} at {bp.Label} (0x{bp.Address:x}): under KVM hardware breakpoints and watchpoints share the vCPU's {KvmDebugRegisters} debug registers, and {KvmDebugRegisters} are in use (TCG has no such limit)");
-        }
-
+        CheckDebugRegisters(IsKvm, _breakpoints, bp, what);
         string reply = _channel.Request($"Z{bp.PacketType},{bp.Address:x},{bp.Length}", _timeout);
         if (reply != "OK")
         {
             string why = reply.Length == 0 ? "not supported by this QEMU" : reply;
             throw new InvalidOperationException($"QEMU did not set a {what} at {bp.Label} (0x{bp.Address:x}): {why}");
+        }
+    }
+
+    /// <summary>
+    /// True when QMP <c>query-kvm</c> answered that KVM runs the guest (<c>{"enabled": true, "present": true}</c>);
+    /// false under TCG (<c>enabled</c> false, or KVM merely present on the host).
+    /// </summary>
+    internal static bool IsKvmEnabled(JsonElement queryKvm) =>
+        queryKvm.ValueKind == JsonValueKind.Object && queryKvm.TryGetProperty("enabled", out JsonElement en) && en.ValueKind == JsonValueKind.True;
+
+    /// <summary>
+    /// Refuses <paramref name="next"/> when it needs a debug register and KVM runs the guest with all
+    /// <see cref="KvmDebugRegisters"/> taken by the active hardware breakpoints and watchpoints in
+    /// <paramref name="set"/> (QEMU would answer E22, or accept some kinds and never report them).
+    /// </summary>
+    /// <exception cref="InvalidOperationException">No debug register left.</exception>
+    internal static void CheckDebugRegisters(bool isKvm, IReadOnlyList<TraceBreakpoint> set, TraceBreakpoint next, string what)
+    {
+        if (!isKvm || !next.Hardware)
+        {
+            return;
+        }
+
+        int inUse = 0;
+        foreach (TraceBreakpoint b in set)
+        {
+            inUse += b.Active && b.Hardware ? 1 : 0;
+        }
+
+        if (inUse >= KvmDebugRegisters)
+        {
+            throw new InvalidOperationException($"cannot set a {what} at {next.Label} (0x{next.Address:x}): under KVM hardware breakpoints and watchpoints share the vCPU's {KvmDebugRegisters} debug registers, and {KvmDebugRegisters} are in use (TCG has no such limit)");
         }
     }
 
