@@ -240,6 +240,64 @@ internal static partial class TraceCommand
         }
     }
 
+    /// <summary>
+    /// The events so far on one stderr line, rewritten every second while the trace runs, when stdout goes to a pipe or
+    /// file and stderr to a terminal (otherwise the two would interleave on the screen, or a log would fill with it).
+    /// </summary>
+    private sealed class LiveCount : IDisposable
+    {
+        private readonly TraceBreakpoint[] _set;
+        private readonly string _events;
+        private readonly System.Diagnostics.Stopwatch _clock = System.Diagnostics.Stopwatch.StartNew();
+        private readonly Timer _timer;
+        private readonly Lock _lock = new();
+        private bool _written;
+        private bool _stopped;
+
+        public LiveCount(TraceBreakpoint[] set, string events)
+        {
+            _set = set;
+            _events = events;
+            _timer = new Timer(_ => Show(), null, TimeSpan.FromSeconds(1), TimeSpan.FromSeconds(1));
+        }
+
+        public void Dispose()
+        {
+            _timer.Dispose();
+            lock (_lock)
+            {
+                if (_written)
+                {
+                    TerminalText.RawError.WriteLine();
+                }
+
+                _stopped = true;
+            }
+        }
+
+        private void Show()
+        {
+            // The counters are written by the trace thread; a value a hit behind is fine for a progress line.
+            long hits = 0, filtered = 0;
+            foreach (TraceBreakpoint b in _set)
+            {
+                hits += b.Hits;
+                filtered += b.Filtered;
+            }
+
+            lock (_lock)
+            {
+                if (_stopped)
+                {
+                    return;
+                }
+
+                TerminalText.RawError.Write($"\rvmstate trace: {hits} {_events}, {filtered} filtered out, {_clock.Elapsed.TotalSeconds:0} s ");
+                _written = true;
+            }
+        }
+    }
+
     private static int Run(ParseResult r, Option<string?> qmp, Shared shared, CancellationToken ct, Action<Vm, GdbTraceSession> setUp, TracePrintSpec? spec) =>
         Run(r, qmp, shared, ct, (vm, session, output) =>
         {
@@ -293,7 +351,12 @@ internal static partial class TraceCommand
         }
 
         TimeSpan? limit = r.GetValue(shared.Duration) is double s ? TimeSpan.FromSeconds(s) : null;
-        TraceSummary summary = session.Run(view.Handler, r.GetValue(shared.MaxEvents), limit, ct);
+        TraceSummary summary;
+        using (LiveCount? live = Console.IsOutputRedirected && !Console.IsErrorRedirected ? new LiveCount([.. session.Breakpoints], view.Events) : null)
+        {
+            summary = session.Run(view.Handler, r.GetValue(shared.MaxEvents), limit, ct);
+        }
+
         long filtered = session.Breakpoints.Sum(b => b.Filtered);
         session.Dispose();
         if (asJson)
