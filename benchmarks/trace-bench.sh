@@ -42,9 +42,16 @@ PY
 
 now() { date +%s.%N; }
 
+request_paddr=
 request() {   # request CODE [ARG]: the marker's g_request, written into guest RAM through /proc/QEMU/mem
-  local paddr mib
-  paddr=$(grep -o 'g_request_paddr=0x[0-9a-f]*' "$GUEST_DIR/truth.txt" | cut -d= -f2)
+  local paddr mib mpid vaddr
+  if [[ -z "$request_paddr" ]]; then
+    # Translated now, through the marker's page tables: a fork (an earlier exec request) moves the page.
+    mpid=$(grep -o 'marker pid=[0-9]*' "$GUEST_DIR/truth.txt" | cut -d= -f2)
+    vaddr=$(grep -o 'g_request_addr=0x[0-9a-f]*' "$GUEST_DIR/truth.txt" | cut -d= -f2)
+    request_paddr=$("${vs[@]}" translate --qmp "$qmp" --pid "$mpid" "$vaddr" | awk '{print $3}')
+  fi
+  paddr=$request_paddr
   mib=$(grep -o -- '-m [0-9]*' "$GUEST_DIR/cmdline.txt" | awk '{print $2}')
   python3 - "$(cat "$GUEST_DIR/qemu.pid")" "$mib" "$paddr" "$(( (${2:-0} << 8) | $1 ))" <<'PY'
 import sys
