@@ -9,8 +9,9 @@ namespace VmState.Cli.Commands;
 /// <summary>
 /// <c>vmstate trace --qmp SOCKET break SYMBOL|ADDR</c> and <c>watch SYMBOL|ADDR LEN</c>: breakpoint and watchpoint
 /// hits on a running VM through QEMU's gdbstub (<see cref="GdbTraceSession"/>), filtered in this process (pid, comm,
-/// CR3, vCPU), one line (or JSON object) per hit; and the hidden <c>trace-guard</c> that
-/// cleans up after a trace killed with SIGKILL (<see cref="TraceGuard"/>).
+/// CR3, vCPU), one line (or JSON object) per hit; the typed events <c>exec</c> and <c>syscalls</c> (in the other
+/// parts of this class) on the same session and output; and the hidden <c>trace-guard</c> that cleans up after a
+/// trace killed with SIGKILL (<see cref="TraceGuard"/>).
 /// </summary>
 internal static partial class TraceCommand
 {
