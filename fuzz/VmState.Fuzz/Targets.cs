@@ -36,6 +36,7 @@ public static class Targets
         ["mount"] = MountRequest,
         ["gdbstub"] = GdbStubReplies,
         ["traceprint"] = TracePrint,
+        ["osevents"] = OsEvents,
         ["history"] = HistoryStoreFiles,
     };
 
@@ -406,6 +407,39 @@ public static class Targets
         if (skip < 0 || skip > Math.Min(data.Length, 9))
         {
             throw new InvalidOperationException($"no-op length {skip} for {data.Length} bytes");
+        }
+    }
+
+    private static readonly VmState.Linux.Kallsyms OsEventSymbols = VmState.Linux.Kallsyms.FromList(
+        [
+            ("__x64_sys_read", 'T', 0xffffffff81000100),
+            ("__x64_sys_write", 'T', 0xffffffff81000200),
+            ("ksys_write", 'T', 0xffffffff81000200),
+            ("__x64_sys_ni_syscall", 'T', 0xffffffff81000300),
+            ("sys_call_table", 'D', 0xffffffff82000000),
+        ],
+        "fuzz");
+
+    private static void OsEvents(byte[] data)
+    {
+        // Guest bytes the typed trace events decode: the argument strings of an exec (first 4 bytes: argc, as
+        // linux_binprm.argc says; the rest: the strings at bprm->p) and sys_call_table's pointers.
+        if (data.Length >= 4)
+        {
+            int argc = BitConverter.ToInt32(data, 0);
+            (List<byte[]> argv, bool truncated) = VmState.Events.ExecTracer.SplitArguments(data.AsSpan(4), argc);
+            if (argv.Count > Math.Min(Math.Max(argc, 0), VmState.Events.ExecTracer.MaxArgs) || truncated != (argv.Count < argc))
+            {
+                throw new InvalidOperationException($"{argv.Count} arguments (truncated {truncated}) for argc {argc}");
+            }
+        }
+
+        ulong[] entries = new ulong[data.Length / 8];
+        Buffer.BlockCopy(data, 0, entries, 0, entries.Length * 8);
+        VmState.Events.SyscallTable table = VmState.Events.SyscallTable.FromEntries(entries, OsEventSymbols);
+        if (table.Count < 1 || table.Count > entries.Length)
+        {
+            throw new InvalidOperationException($"a table of {table.Count} entries from {entries.Length} pointers");
         }
     }
 
