@@ -139,10 +139,10 @@ public sealed class HistoryStoreWriter : IDisposable
         }
 
         using var session = new CaptureSession(this);
+        HistoryCapture capture;
         try
         {
-            HistoryCapture capture = session.Run(progress is null ? stream : new ProgressStream(stream, progress), source, time, cancellationToken);
-            return capture;
+            capture = session.Run(progress is null ? stream : new ProgressStream(stream, progress), source, time, cancellationToken);
         }
         catch when (!session.Committed)
         {
@@ -151,6 +151,13 @@ public sealed class HistoryStoreWriter : IDisposable
             session.Rollback();
             throw;
         }
+
+        if (IndexOnAppend)
+        {
+            IndexCapture(capture);
+        }
+
+        return capture;
     }
 
     /// <summary>
@@ -165,6 +172,34 @@ public sealed class HistoryStoreWriter : IDisposable
             DateTimeOffset when = time ?? new DateTimeOffset(File.GetLastWriteTimeUtc(path), TimeSpan.Zero);
             return Append(new SourceStream(source), $"{Path.GetFullPath(path)} ({description})", when, progress, cancellationToken);
         }
+    }
+
+    /// <summary>
+    /// Whether <see cref="Append"/> computes the new capture's index (<see cref="IndexCapture"/>) before it returns
+    /// (default true). A recorder turns it off to index a capture after QEMU has finished, with the capture's timing.
+    /// </summary>
+    public bool IndexOnAppend { get; set; } = true;
+
+    /// <summary>
+    /// Computes the index of committed capture <paramref name="capture"/> (processes, modules, network devices, new
+    /// kernel log lines: <see cref="HistoryCaptureIndex"/>) from its stored state and writes it (atomically, replacing
+    /// any index it had), with the guest pause and wall time of the capture when known.
+    /// </summary>
+    public HistoryCaptureIndex IndexCapture(HistoryCapture capture, TimeSpan? guestPause = null, TimeSpan? wall = null)
+    {
+        ArgumentNullException.ThrowIfNull(capture);
+        using HistoryStore store = HistoryStore.Open(_dir);
+        HistoryCapture committed = store.Captures.FirstOrDefault(c => c.Number == capture.Number)
+            ?? throw new ArgumentException($"capture {capture.Number} is not in {_dir}", nameof(capture));
+        HistoryCaptureIndex? previous = store.PreviousIndex(committed);
+        HistoryCaptureIndex index;
+        using (Machine.MachineState machine = store.OpenCapture(committed))
+        {
+            index = CaptureIndexBuilder.Build(committed.Number, machine, previous, guestPause, wall);
+        }
+
+        StoreFiles.WriteAtomically(FilePath(CaptureIndexFile.Name(committed.Number)), CaptureIndexFile.Serialize(index, _manifest.PageSize));
+        return index;
     }
 
     /// <summary>Releases the store's lock.</summary>
@@ -227,12 +262,14 @@ public sealed class HistoryStoreWriter : IDisposable
         foreach (HistoryCapture c in _manifest.Captures)
         {
             keep.Add(CaptureFile.Name(c.Number));
+            keep.Add(CaptureIndexFile.Name(c.Number));
         }
 
         foreach (string entry in System.IO.Directory.EnumerateFiles(_dir))
         {
             string name = Path.GetFileName(entry);
             bool ours = name.StartsWith("pack-", StringComparison.Ordinal) || name.StartsWith("capture-", StringComparison.Ordinal)
+                || name.StartsWith("index-", StringComparison.Ordinal)
                 || (name.StartsWith('.') && name.EndsWith(".tmp", StringComparison.Ordinal));
             if (ours && !keep.Contains(name))
             {
