@@ -39,6 +39,11 @@
  *                      VMSMARKER loop ms=<ARG> calls=<n>
  *        5 spin      a pure CPU loop for ARG milliseconds (the guest's own work rate, for slowdown measurements):
  *                      VMSMARKER spin ms=<ARG> iterations=<n>
+ *        6 spawn     forks a child named vmsd-epsilon (comm, by prctl) that sleeps until it is killed, printed once it
+ *                    exists (a process that starts at a known moment, for history tools):
+ *                      VMSMARKER spawn pid=<pid> comm=vmsd-epsilon
+ *        7 kill      kills child ARG (a pid request 6 printed) and reaps it:
+ *                      VMSMARKER killed pid=<ARG>
  *      The identification line also carries g_watch_addr and g_request_addr (virtual) and g_request_paddr.
  *
  * Options:
@@ -57,6 +62,8 @@
 #include <string.h>
 #include <time.h>
 #include <sys/mman.h>
+#include <sys/prctl.h>
+#include <signal.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -207,6 +214,30 @@ static void serve_request(void)
             n += 4096;
         } while (now_ms() < end);
         printf("VMSMARKER spin ms=%" PRIu64 " iterations=%" PRIu64 "\n", arg, n);
+        break;
+    }
+    case 6: {
+        pid_t child = fork();
+        if (child == 0) {
+            prctl(PR_SET_NAME, "vmsd-epsilon", 0, 0, 0);
+            for (;;)
+                pause();
+        }
+        if (child < 0)
+            printf("VMSMARKER spawn failed: %s\n", strerror(errno));
+        else
+            printf("VMSMARKER spawn pid=%d comm=vmsd-epsilon\n", (int)child);
+        break;
+    }
+    case 7: {
+        int status;
+        if (kill((pid_t)arg, SIGKILL) != 0) {
+            printf("VMSMARKER kill failed: %s\n", strerror(errno));
+            break;
+        }
+        while (waitpid((pid_t)arg, &status, 0) < 0 && errno == EINTR)
+            ;
+        printf("VMSMARKER killed pid=%d\n", (int)arg);
         break;
     }
     default:
