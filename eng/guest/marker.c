@@ -39,8 +39,8 @@
  *                      VMSMARKER loop ms=<ARG> calls=<n>
  *        5 spin      a pure CPU loop for ARG milliseconds (the guest's own work rate, for slowdown measurements):
  *                      VMSMARKER spin ms=<ARG> iterations=<n>
- *        6 spawn     forks a child named vmsd-epsilon (comm, by prctl) that sleeps until it is killed, printed once it
- *                    exists (a process that starts at a known moment, for history tools):
+ *        6 spawn     starts a child named vmsd-epsilon (busybox sleep through the symlink /run/vmsd-epsilon) that
+ *                    sleeps until it is killed, printed once it exists (a process that starts at a known moment):
  *                      VMSMARKER spawn pid=<pid> comm=vmsd-epsilon
  *        7 kill      kills child ARG (a pid request 6 printed) and reaps it:
  *                      VMSMARKER killed pid=<ARG>
@@ -62,7 +62,6 @@
 #include <string.h>
 #include <time.h>
 #include <sys/mman.h>
-#include <sys/prctl.h>
 #include <signal.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -217,11 +216,18 @@ static void serve_request(void)
         break;
     }
     case 6: {
-        pid_t child = fork();
+        /* vfork + exec, not fork: a forked child would share this process's pages copy-on-write, and the next write
+         * here would move g_request to a new physical page (the host writes requests at g_request_paddr). The
+         * kernel names a process after the file it executes, so a symlink gives busybox's sleep the wanted comm. */
+        if (symlink("/bin/busybox", "/run/vmsd-epsilon") != 0 && errno != EEXIST) {
+            printf("VMSMARKER spawn failed: symlink: %s\n", strerror(errno));
+            break;
+        }
+        char *const a[] = { "sleep", "999999", NULL };
+        pid_t child = vfork();
         if (child == 0) {
-            prctl(PR_SET_NAME, "vmsd-epsilon", 0, 0, 0);
-            for (;;)
-                pause();
+            execv("/run/vmsd-epsilon", a);
+            _exit(127);
         }
         if (child < 0)
             printf("VMSMARKER spawn failed: %s\n", strerror(errno));
