@@ -159,6 +159,36 @@ public sealed class RecordTests(FrontDoorGuest fixture) : IClassFixture<FrontDoo
         Assert.True(code == 0, stderr);
     }
 
+    private static int MarkerTick(string line) => int.Parse(line.TrimEnd('\r')["VMSMARKER tick=".Length..].Split(' ')[0], CultureInfo.InvariantCulture);
+
+    private int LastMarkerTick() => Guest.SerialText.Split('\n').Where(l => l.StartsWith("VMSMARKER tick=", StringComparison.Ordinal)).Select(MarkerTick).DefaultIfEmpty(-1).Last();
+
+    /// <summary>
+    /// history rollback takes the running guest back to a capture in place: the marker's tick counter, printed once a
+    /// second, goes back to its value at the capture and counts on from there, and the guest keeps running.
+    /// </summary>
+    [Fact]
+    public async Task RollbackTakesTheRunningGuestBackToACapture()
+    {
+        string store = Path.Combine(_dir, "rollback");
+        int before = LastMarkerTick();
+        RecordOne(store);
+        int after = LastMarkerTick();
+        Assert.True(before >= 0 && after >= before, $"{before} {after}");
+        await Guest.WaitForSerialLineAsync(l => l.StartsWith("VMSMARKER tick=", StringComparison.Ordinal) && MarkerTick(l) >= after + 5, TimeSpan.FromSeconds(60));
+
+        int from = Guest.SerialLineCount;
+        (int code, string stdout, string stderr) = VmStateCli.Run(["history", "rollback", "--qmp", Guest.ToolQmpPath, store + "@1", "--json"]);
+        Assert.True(code == 0, stderr);
+        Assert.True(JsonDocument.Parse(stdout).RootElement.GetProperty("running").GetBoolean(), stdout);
+
+        // Ticks printed before the load are past after + 5; the first one after it is the capture's tick + 1.
+        string line = await Guest.WaitForSerialLineAsync(l => l.StartsWith("VMSMARKER tick=", StringComparison.Ordinal) && MarkerTick(l) <= after + 2, TimeSpan.FromSeconds(60), from);
+        Assert.InRange(MarkerTick(line), before + 1, after + 2);
+        await Guest.WaitForSerialLineAsync(l => l.StartsWith("VMSMARKER tick=", StringComparison.Ordinal) && MarkerTick(l) == MarkerTick(line) + 1, TimeSpan.FromSeconds(60), from);
+        await AssertRunningWithNoMigrationAsync();
+    }
+
     [Fact]
     public async Task CtrlCInTheMiddleKeepsTheCommittedCapturesAndTheGuestRunning()
     {

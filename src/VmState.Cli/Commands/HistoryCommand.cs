@@ -10,7 +10,7 @@ namespace VmState.Cli.Commands;
 
 /// <summary>
 /// <c>vmstate history</c>: a store of many captures of a VM, deduplicated page by page (<see cref="HistoryStore"/>):
-/// <c>import</c>, <c>list</c>, <c>verify</c>, <c>export</c>, <c>diff</c>, <c>find</c>. Every other command opens a
+/// <c>import</c>, <c>list</c>, <c>verify</c>, <c>export</c>, <c>diff</c>, <c>find</c>, <c>rollback</c>. Every other command opens a
 /// capture as <c>STORE@N</c>.
 /// </summary>
 internal static class HistoryCommand
@@ -24,6 +24,7 @@ internal static class HistoryCommand
         command.Subcommands.Add(Export());
         command.Subcommands.Add(Diff());
         command.Subcommands.Add(Find());
+        command.Subcommands.Add(Rollback());
         return command;
     }
 
@@ -567,6 +568,58 @@ internal static class HistoryCommand
             return result.Hits.Count > 0 ? 0 : 1;
         }));
         return command;
+    }
+
+    private static Command Rollback()
+    {
+        var capture = new Argument<string>("CAPTURE") { Description = "STORE@N: the capture (N, -1 for the latest, or a time)" };
+        Option<string?> qmp = CommonOptions.Qmp();
+        Option<bool> json = CommonOptions.Json();
+        var command = new Command("rollback", "Take a running VM back to a capture, in place (QEMU loads it as an internal snapshot of a temporary image; the VM's own disks are not reverted)");
+        command.Arguments.Add(capture);
+        command.Options.Add(qmp);
+        command.Options.Add(json);
+        command.SetAction(r => CommonOptions.Run(() =>
+        {
+            string reference = r.GetValue(capture)!;
+            if (!HistoryStore.TryParseReference(reference, out string dir, out string selector))
+            {
+                throw new ArgumentException($"{reference} is not STORE@N (a history store directory, '@', a capture number, -1 or a time)");
+            }
+
+            string socket = r.GetValue(qmp) ?? throw new ArgumentException("give --qmp SOCKET (the running QEMU to take back)");
+            using HistoryStore s = HistoryStore.Open(dir);
+            HistoryCapture c = s.Find(selector);
+            HistoryRollbackResult result = RollbackAsync(socket, s, c).GetAwaiter().GetResult();
+            if (r.GetValue(json))
+            {
+                CommonOptions.WriteJson(w =>
+                {
+                    w.WriteStartObject();
+                    w.WriteNumber("capture", c.Number);
+                    w.WriteString("time", Time(c));
+                    w.WriteNumber("stateBytes", result.StateBytes);
+                    w.WriteNumber("prepareSeconds", Math.Round(result.Prepare.TotalSeconds, 3));
+                    w.WriteNumber("loadSeconds", Math.Round(result.Load.TotalSeconds, 3));
+                    w.WriteBoolean("running", result.Running);
+                    w.WriteEndObject();
+                });
+            }
+            else
+            {
+                Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
+                    $"took the VM back to capture {c.Number} ({c.Time:yyyy-MM-dd HH:mm:ss.fff}Z): {Hex.Size((ulong)result.StateBytes)} of state, prepared in {result.Prepare.TotalSeconds:F2} s, loaded in {result.Load.TotalSeconds:F2} s (the guest was stopped that long); {(result.Running ? "running" : "not running")}"));
+            }
+
+            return 0;
+        }));
+        return command;
+    }
+
+    private static async Task<HistoryRollbackResult> RollbackAsync(string socket, HistoryStore store, HistoryCapture capture)
+    {
+        await using VmState.Live.QmpClient client = await VmState.Live.QmpClient.ConnectAsync(socket);
+        return await HistoryRollback.RollbackAsync(client, store, capture);
     }
 
     private static void WriteHits(Utf8JsonWriter w, string name, IReadOnlyList<HistoryFindHit> hits)
