@@ -25,6 +25,7 @@ internal static class HistoryCommand
         command.Subcommands.Add(Diff());
         command.Subcommands.Add(Find());
         command.Subcommands.Add(Rollback());
+        command.Subcommands.Add(Prune());
         return command;
     }
 
@@ -614,6 +615,104 @@ internal static class HistoryCommand
             return 0;
         }));
         return command;
+    }
+
+    private static Command Prune()
+    {
+        var store = new Argument<string>("STORE") { Description = "the store directory" };
+        var every = new Option<int?>("--keep-every") { Description = "keep captures 1, 1+N, 1+2N, ... (by position) and the latest; drop the others" };
+        var before = new Option<string?>("--drop-before") { Description = "drop captures older than this: a time (2026-11-30T10:00:00, UTC) or an age (90s, 30m, 12h, 7d); the latest is always kept" };
+        Option<bool> json = CommonOptions.Json();
+        var command = new Command("prune", "Drop captures from a history store and reclaim the pages only they used (atomic: the store is rewritten beside itself and swapped in one step)");
+        command.Arguments.Add(store);
+        command.Options.Add(every);
+        command.Options.Add(before);
+        command.Options.Add(json);
+        command.SetAction(r => CommonOptions.Run(() =>
+        {
+            int? n = r.GetValue(every);
+            string? b = r.GetValue(before);
+            if (n is null && b is null || n is <= 0)
+            {
+                throw new ArgumentException("give --keep-every N (N >= 1) and/or --drop-before TIME|AGE");
+            }
+
+            DateTimeOffset? cutoff = b is null ? null : Cutoff(b);
+            string dir = r.GetValue(store)!;
+            IReadOnlyList<HistoryCapture> all;
+            using (HistoryStore s = HistoryStore.Open(dir))
+            {
+                all = s.Captures;
+            }
+
+            var keepSet = new HashSet<int>();
+            for (int i = 0; i < all.Count; i++)
+            {
+                bool keepIt = i == all.Count - 1 || ((n is not int k || i % k == 0) && (cutoff is not DateTimeOffset t || all[i].Time >= t));
+                if (keepIt)
+                {
+                    keepSet.Add(all[i].Number);
+                }
+            }
+
+            HistoryPruneResult result = HistoryStoreWriter.Prune(dir, c => keepSet.Contains(c.Number));
+            if (r.GetValue(json))
+            {
+                CommonOptions.WriteJson(w =>
+                {
+                    w.WriteStartObject();
+                    w.WriteNumber("kept", result.Kept.Count);
+                    w.WriteNumber("dropped", result.Dropped.Count);
+                    w.WriteStartArray("droppedCaptures");
+                    foreach (HistoryCapture c in result.Dropped)
+                    {
+                        w.WriteNumberValue(c.Number);
+                    }
+
+                    w.WriteEndArray();
+                    w.WriteNumber("pagesBefore", result.PagesBefore);
+                    w.WriteNumber("pagesAfter", result.PagesAfter);
+                    w.WriteNumber("bytesBefore", result.BytesBefore);
+                    w.WriteNumber("bytesAfter", result.BytesAfter);
+                    w.WriteEndObject();
+                });
+            }
+            else
+            {
+                Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
+                    $"dropped {result.Dropped.Count} of {result.Kept.Count + result.Dropped.Count} captures; {result.PagesBefore} -> {result.PagesAfter} unique pages, {Hex.Size((ulong)result.BytesBefore)} -> {Hex.Size((ulong)result.BytesAfter)}"));
+            }
+
+            return 0;
+        }));
+        return command;
+    }
+
+    /// <summary>A time (UTC unless it says otherwise) or an age before now: 90s, 30m, 12h, 7d.</summary>
+    private static DateTimeOffset Cutoff(string text)
+    {
+        if (text.Length >= 2 && double.TryParse(text[..^1], NumberStyles.AllowDecimalPoint, CultureInfo.InvariantCulture, out double v) && v >= 0)
+        {
+            TimeSpan? age = text[^1] switch
+            {
+                's' => TimeSpan.FromSeconds(v),
+                'm' => TimeSpan.FromMinutes(v),
+                'h' => TimeSpan.FromHours(v),
+                'd' => TimeSpan.FromDays(v),
+                _ => null,
+            };
+            if (age is TimeSpan a)
+            {
+                return DateTimeOffset.UtcNow - a;
+            }
+        }
+
+        if (DateTimeOffset.TryParse(text, CultureInfo.InvariantCulture, DateTimeStyles.AssumeUniversal, out DateTimeOffset t))
+        {
+            return t;
+        }
+
+        throw new ArgumentException($"--drop-before {text}: neither a time (2026-11-30T10:00:00) nor an age (90s, 30m, 12h, 7d)");
     }
 
     private static async Task<HistoryRollbackResult> RollbackAsync(string socket, HistoryStore store, HistoryCapture capture)

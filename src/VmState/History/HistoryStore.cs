@@ -450,6 +450,9 @@ public sealed class HistoryStore : IDisposable
         return maps;
     }
 
+    /// <summary>The capture's file (page maps and device state), checked against the manifest.</summary>
+    internal CaptureFile ReadCapture(HistoryCapture capture) => ReadCaptureFile(capture, null);
+
     /// <summary>The index of <paramref name="capture"/> from its index file; null when it has none (never computed here).</summary>
     /// <exception cref="VmStateFormatException">The index file is damaged.</exception>
     public HistoryCaptureIndex? TryReadIndex(HistoryCapture capture)

@@ -154,4 +154,56 @@ public sealed class HistoryIndexTests : IDisposable
         Assert.Throws<ArgumentException>(() => rules.CheckTarget(Path.Combine(Store, "pack-000001")));
         rules.CheckTarget(Path.Combine(_dir, "core.elf"));
     }
+
+    [Fact]
+    public void PruneKeepsTheChosenCapturesAsTheyWereAndReclaimsWhatOnlyTheDroppedOnesUsed()
+    {
+        using (HistoryStoreWriter w = HistoryStoreWriter.Open(Store))
+        {
+            // Capture 2 alone has pages 20 and 21; the others share page 1 and have one page of their own.
+            foreach (string s in (string[])[Stream("1", Page(1), Page(10)), Stream("2", Page(20), Page(21)), Stream("3", Page(1), Page(30)), Stream("4", Page(1), Page(40))])
+            {
+                w.Append(File.OpenRead(s), s, DateTimeOffset.FromUnixTimeSeconds(1_800_000_000 + (s[^1] - '0')));
+            }
+        }
+
+        var before = new Dictionary<int, byte[]>();
+        using (HistoryStore s = HistoryStore.Open(Store))
+        {
+            Assert.Equal(7, s.UniquePages);
+            foreach (HistoryCapture c in s.Captures)
+            {
+                using Machine.MachineState m = s.OpenCapture(c);
+                byte[] ram = new byte[0x3000];
+                m.Memory.Read(0x100000, ram);
+                before[c.Number] = ram;
+            }
+        }
+
+        // A sibling left by a prune that was killed: removed, never taken for the store.
+        Directory.CreateDirectory(Path.Combine(_dir, ".store.prune-1"));
+        HistoryPruneResult r = HistoryStoreWriter.Prune(Store, c => c.Number != 2);
+        Assert.Equal([2], r.Dropped.Select(c => c.Number));
+        Assert.Equal((7L, 5L), (r.PagesBefore, r.PagesAfter));
+        Assert.False(Directory.Exists(Path.Combine(_dir, ".store.prune-1")));
+        Assert.Empty(Directory.EnumerateDirectories(_dir, ".store.prune-*"));
+
+        using HistoryStore after = HistoryStore.Open(Store);
+        Assert.Equal([1, 3, 4], after.Captures.Select(c => c.Number));
+        Assert.Equal(5, after.UniquePages);
+        Assert.True(after.Verify().IsSound);
+        foreach (HistoryCapture c in after.Captures)
+        {
+            Assert.Equal(DateTimeOffset.FromUnixTimeSeconds(1_800_000_000 + c.Number), c.Time);
+            using Machine.MachineState m = after.OpenCapture(c);
+            byte[] ram = new byte[0x3000];
+            m.Memory.Read(0x100000, ram);
+            Assert.Equal(before[c.Number], ram);
+            Assert.NotNull(after.TryReadIndex(c));
+        }
+
+        Assert.Throws<ArgumentException>(() => HistoryStoreWriter.Prune(Store, _ => false));
+        using HistoryStoreWriter again = HistoryStoreWriter.Open(Store);
+        Assert.Equal(5, again.Captures[^1].Number + 1);
+    }
 }
