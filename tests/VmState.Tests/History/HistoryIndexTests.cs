@@ -170,10 +170,10 @@ public sealed class HistoryIndexTests : IDisposable
         var before = new Dictionary<int, byte[]>();
         using (HistoryStore s = HistoryStore.Open(Store))
         {
-            Assert.Equal(7, s.UniquePages);
+            Assert.Equal(6, s.UniquePages);
             foreach (HistoryCapture c in s.Captures)
             {
-                using Machine.MachineState m = s.OpenCapture(c);
+                using VmState.Machine.MachineState m = s.OpenCapture(c);
                 byte[] ram = new byte[0x3000];
                 m.Memory.Read(0x100000, ram);
                 before[c.Number] = ram;
@@ -184,18 +184,18 @@ public sealed class HistoryIndexTests : IDisposable
         Directory.CreateDirectory(Path.Combine(_dir, ".store.prune-1"));
         HistoryPruneResult r = HistoryStoreWriter.Prune(Store, c => c.Number != 2);
         Assert.Equal([2], r.Dropped.Select(c => c.Number));
-        Assert.Equal((7L, 5L), (r.PagesBefore, r.PagesAfter));
+        Assert.Equal((6L, 4L), (r.PagesBefore, r.PagesAfter));
         Assert.False(Directory.Exists(Path.Combine(_dir, ".store.prune-1")));
         Assert.Empty(Directory.EnumerateDirectories(_dir, ".store.prune-*"));
 
         using HistoryStore after = HistoryStore.Open(Store);
         Assert.Equal([1, 3, 4], after.Captures.Select(c => c.Number));
-        Assert.Equal(5, after.UniquePages);
+        Assert.Equal(4, after.UniquePages);
         Assert.True(after.Verify().IsSound);
         foreach (HistoryCapture c in after.Captures)
         {
             Assert.Equal(DateTimeOffset.FromUnixTimeSeconds(1_800_000_000 + c.Number), c.Time);
-            using Machine.MachineState m = after.OpenCapture(c);
+            using VmState.Machine.MachineState m = after.OpenCapture(c);
             byte[] ram = new byte[0x3000];
             m.Memory.Read(0x100000, ram);
             Assert.Equal(before[c.Number], ram);
