@@ -180,6 +180,7 @@ public static class FleetSnapshot
     private sealed class MemberState(FleetMember member, string path)
     {
         private OutputFile? _output;
+        private string? _descriptor;
         private bool _wasRunning;
         private bool _background;
         private bool _migrating;
@@ -215,6 +216,7 @@ public static class FleetSnapshot
 
                 await QemuMonitor.LiftBandwidthCapAsync(member.Qmp, ct).ConfigureAwait(false);
                 _output = OutputFile.Create(path, OutputRules.None);
+                _descriptor = await QemuMonitor.PassDescriptorAsync(member.Qmp, _output.Handle, "fleet", ct).ConfigureAwait(false);
             }
             catch (Exception e) when (e is IOException or QmpException or LiveVmGoneException or TimeoutException or UnauthorizedAccessException or ArgumentException)
             {
@@ -249,14 +251,16 @@ public static class FleetSnapshot
 
         public async Task SaveAsync(CancellationToken ct)
         {
-            if (_error is not null || _output is null)
+            if (_error is not null || _output is null || _descriptor is null)
             {
                 return;
             }
 
             try
             {
-                await QemuMonitor.MigrateToDescriptorAsync(member.Qmp, _output.Handle, "fleet", ct).ConfigureAwait(false);
+                string descriptor = _descriptor;
+                _descriptor = null;
+                await QemuMonitor.StartMigrationAsync(member.Qmp, descriptor, ct).ConfigureAwait(false);
                 _migrating = true;
                 if (_background)
                 {
@@ -277,6 +281,12 @@ public static class FleetSnapshot
 
         public async Task FinishAsync()
         {
+            if (_descriptor is not null)
+            {
+                // Passed but never used (the cut stopped before this VM's save): QEMU's copy is closed.
+                await QemuMonitor.CloseDescriptorAsync(member.Qmp, _descriptor).ConfigureAwait(false);
+            }
+
             if (_migrating)
             {
                 await QemuMonitor.EndMigrationAsync(member.Qmp, letItFinish: _background).ConfigureAwait(false);
@@ -336,10 +346,18 @@ public static class FleetSnapshot
             var clock = Stopwatch.StartNew();
             while (clock.Elapsed < TimeSpan.FromMinutes(1))
             {
-                if (await member.Qmp.QueryStatusAsync(ct).ConfigureAwait(false) == "running")
+                try
                 {
-                    await NoteResumeAsync().ConfigureAwait(false);
-                    return;
+                    // QEMU 7.2 resumes the VM itself: its RESUME event is the moment.
+                    QmpEvent resume = await member.Qmp.WaitForEventAsync("RESUME", TimeSpan.FromMilliseconds(20), ct).ConfigureAwait(false);
+                    if (_stop is null || resume.Timestamp >= _stop.Value)
+                    {
+                        _resume = resume.Timestamp;
+                        return;
+                    }
+                }
+                catch (TimeoutException)
+                {
                 }
 
                 JsonElement info = await member.Qmp.ExecuteAsync("query-migrate", null, null, ct).ConfigureAwait(false);
@@ -357,7 +375,6 @@ public static class FleetSnapshot
                     return;
                 }
 
-                await Task.Delay(2, ct).ConfigureAwait(false);
             }
         }
 

@@ -182,24 +182,45 @@ public static class QemuMonitor
     /// </summary>
     internal static async Task MigrateToDescriptorAsync(QmpClient qmp, SafeHandle descriptor, string purpose, CancellationToken ct)
     {
+        string name = await PassDescriptorAsync(qmp, descriptor, purpose, ct).ConfigureAwait(false);
+        await LiftBandwidthCapAsync(qmp, ct).ConfigureAwait(false);
+        await StartMigrationAsync(qmp, name, ct).ConfigureAwait(false);
+    }
+
+    /// <summary>Hands <paramref name="descriptor"/> to QEMU (<c>getfd</c>) under a fresh name, which it returns.</summary>
+    internal static async Task<string> PassDescriptorAsync(QmpClient qmp, SafeHandle descriptor, string purpose, CancellationToken ct)
+    {
         string name = $"vmstate-{purpose}-{Environment.ProcessId}-{Interlocked.Increment(ref s_captures)}";
         await qmp.ExecuteWithDescriptorAsync("getfd", new JsonObject { ["fdname"] = name }, descriptor, null, ct).ConfigureAwait(false);
+        return name;
+    }
+
+    /// <summary>
+    /// <c>migrate fd:NAME</c> into a descriptor passed with <see cref="PassDescriptorAsync"/>; when it does not start,
+    /// QEMU's copy of the descriptor is closed (<c>closefd</c>).
+    /// </summary>
+    internal static async Task StartMigrationAsync(QmpClient qmp, string name, CancellationToken ct)
+    {
         try
         {
-            await LiftBandwidthCapAsync(qmp, ct).ConfigureAwait(false);
             await qmp.ExecuteAsync("migrate", new JsonObject { ["uri"] = $"fd:{name}" }, null, ct).ConfigureAwait(false);
         }
         catch
         {
-            try
-            {
-                await qmp.ExecuteAsync("closefd", new JsonObject { ["fdname"] = name }, TimeSpan.FromSeconds(5), CancellationToken.None).ConfigureAwait(false);
-            }
-            catch (Exception e) when (e is QmpException or IOException or LiveVmGoneException or TimeoutException)
-            {
-            }
-
+            await CloseDescriptorAsync(qmp, name).ConfigureAwait(false);
             throw;
+        }
+    }
+
+    /// <summary>Closes QEMU's copy of a descriptor passed with <see cref="PassDescriptorAsync"/> (errors ignored: it may be taken).</summary>
+    internal static async Task CloseDescriptorAsync(QmpClient qmp, string name)
+    {
+        try
+        {
+            await qmp.ExecuteAsync("closefd", new JsonObject { ["fdname"] = name }, TimeSpan.FromSeconds(5), CancellationToken.None).ConfigureAwait(false);
+        }
+        catch (Exception e) when (e is QmpException or IOException or LiveVmGoneException or TimeoutException)
+        {
         }
     }
 
