@@ -306,7 +306,7 @@ public static class Targets
     /// The history store's parsers; the first byte picks one, the rest is its input: 0 a manifest, 1 a capture file
     /// (both past their trailing checksum, which on disk guards them), 2 page index records checked against a manifest
     /// of two packs, 3 a migration stream split front to back as a pipe delivers it (then its frame parsed as the
-    /// writer checks it). Guest RAM is capped at 1 GiB here: a page map costs 8 bytes per page it claims.
+    /// writer checks it), 4 a capture index file (past its checksum; written back out). Guest RAM is capped at 1 GiB here: a page map costs 8 bytes per page it claims.
     /// </summary>
     private static void HistoryStoreFiles(byte[] data)
     {
@@ -317,7 +317,7 @@ public static class Targets
 
         ReadOnlySpan<byte> rest = data.AsSpan(1);
         var limits = ReaderLimits.Default with { MaxGuestRam = 1UL << 30 };
-        switch (data[0] & 3)
+        switch (data[0] % 5)
         {
             case 0:
                 VmState.History.HistoryManifest m = VmState.History.HistoryManifest.Parse(rest, "manifest", checkHash: false);
@@ -334,6 +334,10 @@ public static class Targets
                     _ = VmState.History.PageIndex.Read(rest.Slice(i, VmState.History.PageIndex.RecordSize), i / VmState.History.PageIndex.RecordSize, manifest, "pages.idx");
                 }
 
+                break;
+            case 4:
+                VmState.History.HistoryCaptureIndex index = VmState.History.CaptureIndexFile.Parse(rest, "index", checkHash: false);
+                _ = VmState.History.CaptureIndexFile.Serialize(index, 4096);
                 break;
             default:
                 var observer = new DiscardingObserver();
