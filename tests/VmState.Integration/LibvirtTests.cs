@@ -124,6 +124,25 @@ public sealed class LibvirtTests(LibvirtDaemon lv) : IClassFixture<LibvirtDaemon
     }
 
     [Fact]
+    public async Task TraceThroughLibvirtSeesTheMarkersSystemCallsAndLeavesTheDomainRunning()
+    {
+        // The marker's nanosleep loop: every hit of the syscall breakpoint filtered to its pid is the marker.
+        GroundTruth.MarkerInfo marker = lv.Truth.Marker!;
+        (int code, string stdout, string stderr) = VmStateCli.Run(["trace", "--libvirt", lv.Uri, "--domain", lv.Domain, "break", "__x64_sys_clock_nanosleep", "--pid", marker.Pid.ToString(System.Globalization.CultureInfo.InvariantCulture), "--max-events", "2", "--json"]);
+        Assert.True(code == 0, stderr);
+        string[] lines = stdout.Split('\n', StringSplitOptions.RemoveEmptyEntries);
+        Assert.Equal(3, lines.Length);
+        foreach (string line in lines[..2])
+        {
+            using JsonDocument hit = JsonDocument.Parse(line);
+            Assert.Equal(marker.Pid, hit.RootElement.GetProperty("pid").GetInt32());
+        }
+
+        Assert.Equal("running", lv.State());
+        await lv.WaitForTickAfterAsync(lv.LastTick(), TimeSpan.FromSeconds(60));
+    }
+
+    [Fact]
     public void AnUnknownDomainOrAMissingDomainOptionIsAClearError()
     {
         (int code, _, string stderr) = VmStateCli.Run(["ps", "--libvirt", lv.Uri, "--domain", "no-such-domain"]);

@@ -574,11 +574,10 @@ internal static class HistoryCommand
     private static Command Rollback()
     {
         var capture = new Argument<string>("CAPTURE") { Description = "STORE@N: the capture (N, -1 for the latest, or a time)" };
-        Option<string?> qmp = CommonOptions.Qmp();
         Option<bool> json = CommonOptions.Json();
         var command = new Command("rollback", "Take a running VM back to a capture, in place (QEMU loads it as an internal snapshot of a temporary image; the VM's own disks are not reverted)");
         command.Arguments.Add(capture);
-        command.Options.Add(qmp);
+        var live = new LiveOptions(command);
         command.Options.Add(json);
         command.SetAction(r => CommonOptions.Run(() =>
         {
@@ -588,10 +587,10 @@ internal static class HistoryCommand
                 throw new ArgumentException($"{reference} is not STORE@N (a history store directory, '@', a capture number, -1 or a time)");
             }
 
-            string socket = r.GetValue(qmp) ?? throw new ArgumentException("give --qmp SOCKET (the running QEMU to take back)");
+            LiveTarget target = live.Require(r, "history rollback");
             using HistoryStore s = HistoryStore.Open(dir);
             HistoryCapture c = s.Find(selector);
-            HistoryRollbackResult result = RollbackAsync(socket, s, c).GetAwaiter().GetResult();
+            HistoryRollbackResult result = RollbackAsync(target, s, c).GetAwaiter().GetResult();
             if (r.GetValue(json))
             {
                 CommonOptions.WriteJson(w =>
@@ -715,9 +714,9 @@ internal static class HistoryCommand
         throw new ArgumentException($"--drop-before {text}: neither a time (2026-11-30T10:00:00) nor an age (90s, 30m, 12h, 7d)");
     }
 
-    private static async Task<HistoryRollbackResult> RollbackAsync(string socket, HistoryStore store, HistoryCapture capture)
+    private static async Task<HistoryRollbackResult> RollbackAsync(LiveTarget target, HistoryStore store, HistoryCapture capture)
     {
-        await using VmState.Live.QmpClient client = await VmState.Live.QmpClient.ConnectAsync(socket);
+        await using VmState.Live.QmpClient client = await target.ConnectAsync(TimeSpan.FromSeconds(10), CancellationToken.None);
         return await HistoryRollback.RollbackAsync(client, store, capture);
     }
 

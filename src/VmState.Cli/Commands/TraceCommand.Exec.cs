@@ -7,12 +7,12 @@ namespace VmState.Cli.Commands;
 /// <summary><c>vmstate trace --qmp SOCKET exec</c>: every program started in the guest (<see cref="ExecTracer"/>), like execsnoop.</summary>
 internal static partial class TraceCommand
 {
-    private static Command Exec(Option<string?> qmp)
+    private static Command Exec(LiveOptions live)
     {
         var shared = new Shared();
         var command = new Command("exec", "Report every program started in the guest: time, pid, parent pid, uid, comm, file name and arguments (a breakpoint on the kernel's setup_new_exec)");
         shared.AddTo(command);
-        command.SetAction((r, ct) => Task.FromResult(Guarded(() => Run(r, qmp, shared, ct, (_, session, output) =>
+        command.SetAction((r, ct) => Task.FromResult(Guarded(() => Run(r, live, shared, ct, (_, session, output) =>
         {
             ExecTracer.Subscribe(session, e =>
             {

@@ -10,14 +10,14 @@ namespace VmState.Cli.Commands;
 /// </summary>
 internal static partial class TraceCommand
 {
-    private static Command Syscalls(Option<string?> qmp)
+    private static Command Syscalls(LiveOptions live)
     {
         var count = new Option<bool>("--count") { Description = "print no calls, but a table of calls per system call when the trace ends (like strace -c)" };
         var shared = new Shared();
         var command = new Command("syscalls", "Report system calls in the guest: time, vCPU, pid and comm of the caller, number, name (from the guest kernel's sys_call_table) and the six argument registers; or count them (--count)");
         command.Options.Add(count);
         shared.AddTo(command);
-        command.SetAction((r, ct) => Task.FromResult(Guarded(() => Run(r, qmp, shared, ct, (_, session, output) =>
+        command.SetAction((r, ct) => Task.FromResult(Guarded(() => Run(r, live, shared, ct, (_, session, output) =>
         {
             bool counting = r.GetValue(count);
             var counts = new Dictionary<long, long>();

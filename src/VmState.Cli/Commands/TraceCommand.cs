@@ -17,24 +17,22 @@ internal static partial class TraceCommand
 {
     public static Command Create()
     {
-        var qmp = new Option<string?>("--qmp") { Description = "the running QEMU's QMP socket", Recursive = true };
         var command = new Command("trace", "Events on a running VM through QEMU's gdbstub (started for the trace if QEMU has none)");
-        command.Options.Add(qmp);
-        command.Subcommands.Add(Break(qmp));
-        command.Subcommands.Add(Watch(qmp));
-        command.Subcommands.Add(Exec(qmp));
-        command.Subcommands.Add(Syscalls(qmp));
+        var live = new LiveOptions(command, new Option<string?>("--qmp") { Description = "the running QEMU's QMP socket" }, recursive: true);
+        command.Subcommands.Add(Break(live));
+        command.Subcommands.Add(Watch(live));
+        command.Subcommands.Add(Exec(live));
+        command.Subcommands.Add(Syscalls(live));
         return command;
     }
 
     public static Command Guard()
     {
-        var qmp = new Option<string>("--qmp") { Required = true };
         var stub = new Option<string>("--stub") { Required = true };
         var stop = new Option<bool>("--stop-stub");
         var keep = new Option<bool>("--keep-stub");
         var command = new Command("trace-guard", "internal: cleans up after a trace process that died") { Hidden = true };
-        command.Options.Add(qmp);
+        var live = new LiveOptions(command);
         command.Options.Add(stub);
         command.Options.Add(stop);
         command.Options.Add(keep);
@@ -54,7 +52,7 @@ internal static partial class TraceCommand
             string endpoint = r.GetValue(stub)!;
             int colon = endpoint.LastIndexOf(':');
             int port = int.Parse(endpoint[(colon + 1)..], CultureInfo.InvariantCulture);
-            foreach (string line in await TraceGuard.RecoverAsync(r.GetValue(qmp)!, endpoint[..colon], port, r.GetValue(stop)))
+            foreach (string line in await TraceGuard.RecoverAsync(c => live.Require(r, "trace-guard").ConnectAsync(TimeSpan.FromSeconds(10), c), endpoint[..colon], port, r.GetValue(stop)))
             {
                 Console.Error.WriteLine($"vmstate trace-guard: {line}");
             }
@@ -111,7 +109,7 @@ internal static partial class TraceCommand
         }
     }
 
-    private static Command Break(Option<string?> qmp)
+    private static Command Break(LiveOptions live)
     {
         var target = new Argument<string[]>("TARGET") { Description = "kernel symbol, symbol+offset, or virtual address (0x...); several for several breakpoints", Arity = ArgumentArity.OneOrMore };
         var hardware = new Option<bool>("--hardware") { Description = "hardware breakpoints (gdb Z1; at most 4 under KVM) instead of software ones" };
@@ -125,7 +123,7 @@ internal static partial class TraceCommand
         command.SetAction((r, ct) => Task.FromResult(Guarded(() =>
         {
             TracePrintSpec? spec = r.GetValue(print) is string p ? TracePrintSpec.Parse(p) : null;
-            return Run(r, qmp, shared, ct, (vm, session) =>
+            return Run(r, live, shared, ct, (vm, session) =>
             {
                 foreach (string t in r.GetValue(target)!)
                 {
@@ -136,7 +134,7 @@ internal static partial class TraceCommand
         return command;
     }
 
-    private static Command Watch(Option<string?> qmp)
+    private static Command Watch(LiveOptions live)
     {
         var target = new Argument<string>("TARGET") { Description = "kernel symbol or virtual address (0x...; a user-space address needs --pid)" };
         var length = new Argument<int>("LEN") { Description = "bytes watched: 1, 2, 4 or 8" };
@@ -162,7 +160,7 @@ internal static partial class TraceCommand
                 "access" => TraceEventKind.AccessWatch,
                 var other => throw new FormatException($"--access {other}: write, read or access"),
             };
-            return Run(r, qmp, shared, ct, (vm, session) =>
+            return Run(r, live, shared, ct, (vm, session) =>
             {
                 string t = r.GetValue(target)!;
                 ulong address = Resolve(vm, t);
@@ -299,8 +297,8 @@ internal static partial class TraceCommand
         }
     }
 
-    private static int Run(ParseResult r, Option<string?> qmp, Shared shared, CancellationToken ct, Action<Vm, GdbTraceSession> setUp, TracePrintSpec? spec) =>
-        Run(r, qmp, shared, ct, (vm, session, output) =>
+    private static int Run(ParseResult r, LiveOptions live, Shared shared, CancellationToken ct, Action<Vm, GdbTraceSession> setUp, TracePrintSpec? spec) =>
+        Run(r, live, shared, ct, (vm, session, output) =>
         {
             setUp(vm, session);
             int watches = session.Breakpoints.Count(b => b.Kind != TraceEventKind.Breakpoint);
@@ -320,17 +318,16 @@ internal static partial class TraceCommand
             };
         });
 
-    private static int Run(ParseResult r, Option<string?> qmp, Shared shared, CancellationToken ct, Func<Vm, GdbTraceSession, TraceOutput, TraceView> setUp)
+    private static int Run(ParseResult r, LiveOptions live, Shared shared, CancellationToken ct, Func<Vm, GdbTraceSession, TraceOutput, TraceView> setUp)
     {
-        string? socket = r.GetValue(qmp);
-        if (socket is null)
+        if (live.Get(r) is not LiveTarget target)
         {
-            Console.Error.WriteLine("vmstate trace: give --qmp SOCKET (a running QEMU); tracing needs a live VM");
+            Console.Error.WriteLine("vmstate trace: give --qmp SOCKET (a running QEMU) or --libvirt URI --domain NAME; tracing needs a live VM");
             return 1;
         }
 
         TraceHitFilter filter = shared.Filter(r);
-        using Vm vm = CommonOptions.OpenVm(null, new LiveTarget(socket, null, null), new VmOpenOptions(), pause: false);
+        using Vm vm = CommonOptions.OpenVm(null, target, new VmOpenOptions(), pause: false);
         LinuxKernel kernel = vm.Linux.Kernel;
         var options = new GdbTraceOptions { GuardCommand = SelfCommand("trace-guard") };
         using GdbTraceSession session = GdbTraceSession.StartAsync(vm.Live!, kernel, options, ct).GetAwaiter().GetResult();
@@ -353,7 +350,7 @@ internal static partial class TraceCommand
 
         TimeSpan? limit = r.GetValue(shared.Duration) is double s ? TimeSpan.FromSeconds(s) : null;
         TraceSummary summary;
-        using (LiveCount? live = Console.IsOutputRedirected && !Console.IsErrorRedirected ? new LiveCount([.. session.Breakpoints], view.Events) : null)
+        using (LiveCount? counter = Console.IsOutputRedirected && !Console.IsErrorRedirected ? new LiveCount([.. session.Breakpoints], view.Events) : null)
         {
             summary = session.Run(view.Handler, r.GetValue(shared.MaxEvents), limit, ct);
         }

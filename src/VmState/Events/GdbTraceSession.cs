@@ -144,7 +144,7 @@ public sealed class GdbTraceSession : IDisposable
             {
                 try
                 {
-                    session._guard = TraceGuard.Start(guard, qmp.SocketPath, stub.Value.Host, stub.Value.Port, started);
+                    session._guard = TraceGuard.Start(guard, qmp, stub.Value.Host, stub.Value.Port, started);
                 }
                 catch
                 {
