@@ -110,7 +110,7 @@ public static class VmMountTree
         MachineState m = v.Vm.Machine;
         var children = new List<MountNode>
         {
-            PhysicalMemory(v.Memory, v.Writable, cached: v.Refresh is null),
+            PhysicalMemory(v.Memory, v.Writable, cached: v.Refresh is null && v.Writable is null),
             CoreFile(v),
             v.Bytes("hardware.json", () =>
             {
