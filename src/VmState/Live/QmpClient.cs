@@ -266,7 +266,10 @@ public sealed class QmpClient : IAsyncDisposable
         string text;
         try
         {
-            text = await Task.Run(() => _libvirt!.Execute(command, json, descriptor), CancellationToken.None).WaitAsync(timeout ?? s_defaultTimeout, cancellationToken).ConfigureAwait(false);
+            // libvirt's call blocks; each runs on a thread of its own, so many VMs' commands (a fleet cut's stops) go
+            // out together instead of queueing for the thread pool.
+            text = await Task.Factory.StartNew(() => _libvirt!.Execute(command, json, descriptor), CancellationToken.None, TaskCreationOptions.LongRunning, TaskScheduler.Default)
+                .WaitAsync(timeout ?? s_defaultTimeout, cancellationToken).ConfigureAwait(false);
         }
         catch (TimeoutException)
         {

@@ -8,7 +8,7 @@ namespace VmState.Integration.Harness;
 /// transient TCG domain. The daemon runs in a private mount namespace (<c>unshare --mount</c>) whose /etc/libvirt,
 /// /run/libvirt, /var/lib/libvirt, /var/cache/libvirt and /var/log/libvirt are directories of the test: its own
 /// libvirtd.conf (a private socket, no auth), its own qemu.conf (QEMU as root, console output to files, so no
-/// virtlogd), and nothing of a libvirt the host may run is read or changed. No systemd, no D-Bus.
+/// virtlogd; save images gzip-compressed), and nothing of a libvirt the host may run is read or changed. No systemd, no D-Bus.
 /// </summary>
 public sealed class LibvirtDaemon : IAsyncLifetime
 {
@@ -59,6 +59,7 @@ public sealed class LibvirtDaemon : IAsyncLifetime
             dynamic_ownership = 0
             stdio_handler = "file"
             security_driver = "none"
+            save_image_format = "gzip"
 
             """);
         foreach (string d in s_systemDirs)
@@ -78,14 +79,15 @@ public sealed class LibvirtDaemon : IAsyncLifetime
         Task<string> daemonErr = _daemon.StandardError.ReadToEndAsync();
         _ = _daemon.StandardOutput.ReadToEndAsync();
         var clock = Stopwatch.StartNew();
-        while (Virsh(TimeSpan.FromSeconds(10), "version").ExitCode != 0)
+        // The first answer waits for the daemon to probe QEMU's capabilities (seconds; more on a loaded machine).
+        while (!Answers())
         {
             if (_daemon.HasExited)
             {
                 Assert.Fail($"libvirtd exited ({_daemon.ExitCode}): {await daemonErr}{Log()}");
             }
 
-            Assert.True(clock.Elapsed < TimeSpan.FromSeconds(60), $"libvirtd did not answer on {Uri} within 60 s{Log()}");
+            Assert.True(clock.Elapsed < TimeSpan.FromSeconds(180), $"libvirtd did not answer on {Uri} within 180 s{Log()}");
             await Task.Delay(200);
         }
 
@@ -107,6 +109,18 @@ public sealed class LibvirtDaemon : IAsyncLifetime
     public Task WaitForTickAfterAsync(int tick, TimeSpan timeout) => WaitForSerialLineAsync(
         l => l.StartsWith("VMSMARKER tick=", StringComparison.Ordinal) && int.TryParse(l["VMSMARKER tick=".Length..].Split(' ')[0], NumberStyles.None, CultureInfo.InvariantCulture, out int n) && n > tick,
         timeout);
+
+    private bool Answers()
+    {
+        try
+        {
+            return Virsh(TimeSpan.FromSeconds(60), "version").ExitCode == 0;
+        }
+        catch (TimeoutException)
+        {
+            return false;
+        }
+    }
 
     /// <summary>Runs virsh against the private daemon.</summary>
     public HostCommand.Result Virsh(TimeSpan timeout, params string[] args) =>
