@@ -271,7 +271,7 @@ public static class Targets
             case VmState.Mount.MountFile f when offset >= 0:
                 try
                 {
-                    _ = f.Read(offset, new byte[length]);
+                    _ = f.Open().Read(offset, new byte[length]);
                 }
                 catch (IOException)
                 {

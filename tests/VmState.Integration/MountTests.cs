@@ -1,6 +1,7 @@
 using System.Diagnostics;
 using System.Globalization;
 using System.Text;
+using System.Text.Json;
 using VmState.Integration.Harness;
 using VmState.Mount;
 
@@ -28,11 +29,12 @@ public sealed class MountTests(DefaultLinuxGuest guest) : IClassFixture<DefaultL
         Directory.Delete(_dir, recursive: true);
     }
 
-    private static Process StartMount(string snapshot, string mountPoint)
+    internal static Process StartMount(IEnumerable<string> args)
     {
         var psi = new ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true };
         psi.ArgumentList.Add(Path.Combine(AppContext.BaseDirectory, "vmstate.dll"));
-        foreach (string a in (string[])["mount", snapshot, mountPoint, "--no-cache"])
+        psi.ArgumentList.Add("mount");
+        foreach (string a in args)
         {
             psi.ArgumentList.Add(a);
         }
@@ -41,16 +43,20 @@ public sealed class MountTests(DefaultLinuxGuest guest) : IClassFixture<DefaultL
     }
 
     /// <summary>Starts a mount and waits for its "mounted" line (the mount is served from then on).</summary>
-    private static async Task<Process> MountAsync(string snapshot, string mountPoint)
+    private static Task<Process> MountAsync(string snapshot, string mountPoint, params string[] more) =>
+        MountAsync([snapshot, mountPoint, "--no-cache", .. more], mountPoint);
+
+    /// <summary>Starts <c>vmstate mount ARGS</c> and waits for its "mounted" line (the mount is served from then on).</summary>
+    internal static async Task<Process> MountAsync(string[] args, string mountPoint)
     {
-        Process p = StartMount(snapshot, mountPoint);
+        Process p = StartMount(args);
         string? line = await p.StandardError.ReadLineAsync().WaitAsync(TimeSpan.FromSeconds(120));
         Assert.True(line is not null && line.StartsWith("mounted ", StringComparison.Ordinal), $"vmstate mount said: {line}");
         Assert.Equal(MountPointCheck.VmStateType, MountPointCheck.FileSystemType(mountPoint));
         return p;
     }
 
-    private static async Task InterruptAsync(Process p)
+    internal static async Task InterruptAsync(Process p)
     {
         using (Process kill = Process.Start("kill", ["-INT", p.Id.ToString(CultureInfo.InvariantCulture)]))
         {
@@ -164,7 +170,137 @@ public sealed class MountTests(DefaultLinuxGuest guest) : IClassFixture<DefaultL
         Assert.Contains("is not a mount point", stderr, StringComparison.Ordinal);
     }
 
-    private static byte[] PRead(string path, long offset, int count)
+    [Fact]
+    public async Task TheCoreTheBtfTheSymbolsAndTheRegistersAreWhatTheToolsSay()
+    {
+        string mnt = MountPoint("c");
+        string mig = guest.Path("mig");
+        using Process mount = await MountAsync(mig, mnt);
+        GroundTruth.MarkerInfo marker = guest.Truth.Marker!;
+        string pid = marker.Pid.ToString(CultureInfo.InvariantCulture);
+
+        // linux/kallsyms is `vmstate symbols --modules`; System.map has the kernel's own (no module) symbols by address;
+        // kernel-info is `vmstate kernel-info`.
+        (int code, string symbols, string stderr) = VmStateCli.Run(["symbols", mig, "--modules", "--no-cache"]);
+        Assert.True(code == 0, stderr);
+        Assert.Equal(symbols, await File.ReadAllTextAsync(Path.Combine(mnt, "linux", "kallsyms")));
+        string[] map = await File.ReadAllLinesAsync(Path.Combine(mnt, "linux", "System.map"));
+        (code, string banner, stderr) = VmStateCli.Run(["symbols", mig, "linux_banner", "--no-cache"]);
+        Assert.True(code == 0, stderr);
+        string bannerAddress = banner.Split('\n')[0].Split(' ', StringSplitOptions.RemoveEmptyEntries)[0];
+        Assert.Contains($"{bannerAddress.PadLeft(16, '0')} D linux_banner", map);
+        Assert.Equal(map.OrderBy(l => l[..16], StringComparer.Ordinal), map);
+        (code, string info, stderr) = VmStateCli.Run(["kernel-info", mig, "--no-cache"]);
+        Assert.True(code == 0, stderr);
+        Assert.Equal(info, await File.ReadAllTextAsync(Path.Combine(mnt, "linux", "kernel-info")));
+
+        // bpftool reads the raw BTF: vmlinux's, and a module's split BTF on top of it.
+        HostCommand.Result btf = HostCommand.Run("bpftool", ["btf", "dump", "file", Path.Combine(mnt, "linux", "btf", "vmlinux"), "format", "c"], _dir, TimeSpan.FromSeconds(120));
+        Assert.True(btf.ExitCode == 0, btf.ToString());
+        Assert.Contains("struct task_struct {", btf.Stdout, StringComparison.Ordinal);
+        btf = HostCommand.Run("bpftool", ["-B", Path.Combine(mnt, "linux", "btf", "vmlinux"), "btf", "dump", "file", Path.Combine(mnt, "linux", "btf", "e1000"), "format", "c"], _dir, TimeSpan.FromSeconds(120));
+        Assert.True(btf.ExitCode == 0, btf.ToString());
+        Assert.Contains("struct e1000_adapter {", btf.Stdout, StringComparison.Ordinal);
+
+        // gdb opens machine/core.elf (streamed from the snapshot, never written) and shows vCPU 0's registers, which
+        // are those of machine/cpus/0/registers and of hardware.json.
+        string regs = await File.ReadAllTextAsync(Path.Combine(mnt, "machine", "cpus", "0", "registers"));
+        string rip = regs.Split('\n').First(l => l.StartsWith("rip ", StringComparison.Ordinal)).Split(' ', StringSplitOptions.RemoveEmptyEntries)[1];
+        using (JsonDocument json = JsonDocument.Parse(await File.ReadAllBytesAsync(Path.Combine(mnt, "machine", "cpus", "0", "registers.json"))))
+        {
+            Assert.Equal(Convert.ToUInt64(rip, 16), Convert.ToUInt64(json.RootElement.GetProperty("registers").GetProperty("rip").GetString(), 16));
+        }
+
+        HostCommand.Result gdb = HostCommand.Run("gdb", ["-nx", "-batch", "-c", Path.Combine(mnt, "machine", "core.elf"), "-ex", "info registers rip"], _dir, TimeSpan.FromSeconds(120));
+        Assert.True(gdb.ExitCode == 0, gdb.ToString());
+        Assert.Matches($@"rip\s+0x0*{Convert.ToUInt64(rip, 16):x}\b", gdb.Stdout);
+        Assert.NotEmpty(Directory.GetFiles(Path.Combine(mnt, "machine", "devices"), "*.json"));
+        using (JsonDocument device = JsonDocument.Parse(await File.ReadAllBytesAsync(Directory.GetFiles(Path.Combine(mnt, "machine", "devices"), "*.json")[0])))
+        {
+            Assert.True(device.RootElement.TryGetProperty("id", out _));
+        }
+
+        // proc/PID/core is `vmstate procdump`, byte for byte; the threads' registers are the core's.
+        string procdump = Path.Combine(_dir, "marker.core");
+        (code, _, stderr) = VmStateCli.Run(["procdump", mig, pid, "-o", procdump, "--no-cache"]);
+        Assert.True(code == 0, stderr);
+        Assert.Equal(await File.ReadAllBytesAsync(procdump), await File.ReadAllBytesAsync(Path.Combine(mnt, "proc", pid, "core")));
+        string threadRegs = await File.ReadAllTextAsync(Path.Combine(mnt, "proc", pid, "task", pid, "registers"));
+        Assert.Matches(@"(?m)^rip\s+0x[0-9a-f]{16}$", threadRegs);
+
+        await InterruptAsync(mount);
+        Assert.Equal(0, mount.ExitCode);
+    }
+
+    [Fact]
+    public async Task SnapshotWritesGoToANewSnapshotAndAHistoryStoreMountsEveryCapture()
+    {
+        string mnt = MountPoint("w");
+        string mig = guest.Path("mig");
+        string edited = Path.Combine(_dir, "edited.mig");
+        GroundTruth.MarkerInfo marker = guest.Truth.Marker!;
+        string pid = marker.Pid.ToString(CultureInfo.InvariantCulture);
+
+        // --rw on a snapshot needs -o, and -o may not be the input.
+        (int code, _, string stderr) = VmStateCli.Run(["mount", mig, mnt, "--rw", "--no-cache"]);
+        Assert.Equal(2, code);
+        Assert.Contains("needs -o NEW", stderr, StringComparison.Ordinal);
+        (code, _, stderr) = VmStateCli.Run(["mount", mig, mnt, "--rw", "-o", mig, "--no-cache"]);
+        Assert.NotEqual(0, code);
+        Assert.False(MountPointCheck.IsMountPoint(mnt));
+        byte[] before = await File.ReadAllBytesAsync(mig);
+
+        byte[] value = [0x0f, 0x1e, 0x2d, 0x3c, 0x4b, 0x5a, 0x69, 0x78];
+        using (Process mount = await MountAsync(mig, mnt, "--rw", "-o", edited))
+        {
+            PWrite(Path.Combine(mnt, "proc", pid, "mem"), (long)marker.GValueVirtualAddress, value);
+            Assert.Equal(value, PRead(Path.Combine(mnt, "proc", pid, "mem"), (long)marker.GValueVirtualAddress, 8));
+            Assert.Equal(value, PRead(Path.Combine(mnt, "machine", "physmem"), (long)marker.GValuePhysicalAddress, 8));
+            Assert.Throws<IOException>(() => PWrite(Path.Combine(mnt, "proc", pid, "mem"), 0x1000, value)); // not mapped
+            Assert.ThrowsAny<Exception>(() => File.WriteAllText(Path.Combine(mnt, "linux", "ps"), "x"));
+            (code, _, stderr) = VmStateCli.Run(["umount", mnt]);
+            Assert.True(code == 0, stderr);
+            await mount.WaitForExitAsync().WaitAsync(TimeSpan.FromSeconds(120));
+            string said = await mount.StandardError.ReadToEndAsync();
+            Assert.True(mount.ExitCode == 0, said);
+            Assert.Contains("1 edited pages: ", said, StringComparison.Ordinal);
+        }
+
+        Assert.Equal(before, await File.ReadAllBytesAsync(mig)); // the input is never written
+        byte[] saved = new byte[8];
+        using (Vm vm = Vm.Open(edited))
+        {
+            Assert.Equal(8, vm.Machine.Memory.Read(marker.GValuePhysicalAddress, saved));
+        }
+
+        Assert.Equal(value, saved);
+
+        // A history store of both: history/1 is the original, history/2 (= latest) the edited one.
+        string store = Path.Combine(_dir, "store");
+        (code, _, stderr) = VmStateCli.Run(["history", "import", mig, edited, "--store", store]);
+        Assert.True(code == 0, stderr);
+        string hm = MountPoint("h");
+        using (Process mount = await MountAsync([store, hm, "--no-cache"], hm))
+        {
+            string history = Path.Combine(hm, "history");
+            Assert.Equal(["1", "2", "latest"], Directory.GetFileSystemEntries(history).Select(Path.GetFileName).Order(StringComparer.Ordinal));
+            Assert.Equal("2", new FileInfo(Path.Combine(history, "latest")).LinkTarget);
+            Assert.Equal(value, PRead(Path.Combine(history, "latest", "machine", "physmem"), (long)marker.GValuePhysicalAddress, 8));
+            Assert.NotEqual(value, PRead(Path.Combine(history, "1", "machine", "physmem"), (long)marker.GValuePhysicalAddress, 8));
+            Assert.Equal("/bin/vmsmarker\0--info\0/run/vmsmarker.info\0", await File.ReadAllTextAsync(Path.Combine(history, "1", "proc", pid, "cmdline")));
+            await InterruptAsync(mount);
+            Assert.Equal(0, mount.ExitCode);
+        }
+    }
+
+    internal static void PWrite(string path, long offset, byte[] bytes)
+    {
+        using var f = new FileStream(path, FileMode.Open, FileAccess.Write, FileShare.ReadWrite, 1, FileOptions.None);
+        f.Position = offset;
+        f.Write(bytes);
+    }
+
+    internal static byte[] PRead(string path, long offset, int count)
     {
         using var f = new FileStream(path, FileMode.Open, FileAccess.Read, FileShare.Read, 1, FileOptions.None);
         f.Position = offset;

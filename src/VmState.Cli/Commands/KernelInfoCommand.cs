@@ -28,67 +28,13 @@ internal static class KernelInfoCommand
             }
             else
             {
-                Console.Write(Text(k, s));
+                Console.Write(KernelInfoText.Format(k, s));
             }
 
             return 0;
         }));
         return command;
     }
-
-    private static string Signed(long v) => v < 0 ? $"-0x{-v:x}" : $"0x{v:x}";
-
-    private static string Text(LinuxKernel k, KernelSummary s)
-    {
-        var sb = new StringBuilder();
-        void Row(string name, string value) => sb.Append(CultureInfo.InvariantCulture, $"  {name,-18}{value}\n");
-        sb.Append(CultureInfo.InvariantCulture, $"Linux {k.Release}\n");
-        Row("banner", k.Banner);
-        Row("found via", k.Method switch
-        {
-            KernelLocationMethod.Vmcoreinfo => $"VMCOREINFO ({k.VmcoreinfoSource})",
-            KernelLocationMethod.ControlRegister => "vCPU CR3",
-            _ => "banner + kallsyms in physical memory (no CPU state)",
-        });
-        Row("paging", $"{(k.Paging == PagingMode.Level5 ? 5 : 4)}-level, kernel page-table root at physical {Hex.Of(k.PageTableRoot)}");
-        Row("_text", $"{Hex.Of(k.TextAddress)} (physical {Hex.Of(k.TextPhysicalAddress)}), image mapped to {Hex.Of(k.ImageEnd)}");
-        Row("KASLR offset", Signed(k.KaslrOffset));
-        Row("phys_base", Signed(k.PhysBase));
-        if (s.PageOffsetBase is ulong pob)
-        {
-            Row("direct map", $"page_offset_base {Hex.Of(pob)}, vmalloc_base {Opt(s.VmallocBase)}, vmemmap_base {Opt(s.VmemmapBase)}");
-        }
-
-        if (s.Hostname is not null)
-        {
-            Row("uname", $"{s.Hostname} {s.Version} {s.Machine}");
-        }
-
-        if (s.CommandLine is not null)
-        {
-            Row("command line", s.CommandLine);
-        }
-
-        Row("CPUs", $"{s.Cpus.Count} (nr_cpu_ids)");
-        foreach ((int cpu, ulong? offset, int? pid, string? comm) in s.Cpus)
-        {
-            Row(string.Empty, $"cpu{cpu}: __per_cpu_offset {Opt(offset)}, current {(pid is int p ? $"pid {p} ({comm})" : "-")}");
-        }
-
-        KallsymsLayout l = k.Symbols.Layout;
-        Row("kallsyms", $"{k.Symbols.Count} symbols from {l.Source}: {l.Encoding} addresses, {l.Order} table order{(l.SeqsOfNames is not null ? ", kallsyms_seqs_of_names" : string.Empty)}");
-        Row(string.Empty, $"kallsyms_names {Hex.Of(l.Names)}, kallsyms_token_table {Hex.Of(l.TokenTable)}, address table {Hex.Of(l.AddressTable)}{(l.RelativeBase is ulong rb ? $", relative base {Hex.Of(rb)}" : string.Empty)}");
-        Row("BTF", s.BtfTypes is int n ? $"{n} types in {s.BtfBytes} bytes at {Hex.Of(k.Symbols.AddressOf("__start_BTF"))}" : $"unavailable: {s.BtfProblem}");
-        sb.Append("how it was found:\n");
-        for (int i = 0; i < k.Evidence.Count; i++)
-        {
-            sb.Append(CultureInfo.InvariantCulture, $"  {i + 1}. {k.Evidence[i]}\n");
-        }
-
-        return sb.ToString();
-    }
-
-    private static string Opt(ulong? v) => v is ulong x ? Hex.Of(x) : "-";
 
     private static void WriteJson(LinuxKernel k, KernelSummary s, Stream output)
     {

@@ -60,6 +60,16 @@ internal sealed class KernelInput
     public Vm Open(ParseResult r, Action<string>? cacheReport = null) =>
         CommonOptions.OpenVm(Input(r), _live.Get(r), CommonOptions.VmOptions(r.GetValue(_snapshot), r.GetValue(_raw), cacheReads: true, _kernel.Get(r), r.GetValue(_mainRam), _indexCache.Get(r, cacheReport)), r.GetValue(_pause));
 
+    /// <summary>
+    /// Opens <paramref name="path"/> (another snapshot, e.g. one capture of a history store) with the same options as
+    /// <see cref="Open(ParseResult, Action{string}?)"/>.
+    /// </summary>
+    public Vm OpenPath(ParseResult r, string path) =>
+        Vm.Open(path, CommonOptions.VmOptions(r.GetValue(_snapshot), r.GetValue(_raw), cacheReads: true, _kernel.Get(r), r.GetValue(_mainRam), _indexCache.Get(r, null)));
+
+    /// <summary>The SNAPSHOT argument as given (null with --qmp).</summary>
+    public string? InputPath(ParseResult r) => Input(r);
+
     /// <summary>True when the input is a running VM (--qmp, or --libvirt with --domain).</summary>
     public bool IsLive(ParseResult r) => _live.IsGiven(r);
 

@@ -1,66 +1,171 @@
 using System.CommandLine;
+using System.Globalization;
 using System.Runtime.InteropServices;
+using VmState.Editing;
+using VmState.History;
+using VmState.Memory;
 using VmState.Mount;
 
 namespace VmState.Cli.Commands;
 
 /// <summary>
-/// <c>vmstate mount SNAPSHOT MOUNTPOINT</c>: the snapshot as a read-only filesystem (FUSE) until Ctrl-C, SIGTERM or
-/// <c>vmstate umount MOUNTPOINT</c>; and <c>vmstate umount</c>.
+/// <c>vmstate mount SOURCE MOUNTPOINT</c>: a snapshot, a running VM (<c>--qmp</c>) or a history store as a filesystem
+/// (FUSE) until Ctrl-C, SIGTERM or <c>vmstate umount MOUNTPOINT</c>, read-only unless <c>--rw</c>; and
+/// <c>vmstate umount</c>.
 /// </summary>
 internal static class MountCommand
 {
     public static Command Create()
     {
-        var command = new Command("mount", "Mount a snapshot as a read-only filesystem (machine/physmem, linux/ps, proc/PID/mem, ...) until Ctrl-C or vmstate umount");
+        var command = new Command("mount", "Serve a snapshot, a running VM (--qmp) or a history store as a filesystem (machine/physmem, machine/core.elf, linux/ps, proc/PID/mem, ...) until Ctrl-C or vmstate umount");
         var input = new KernelInput(command, "MOUNTPOINT", "the directory to mount on");
+        var rw = new Option<bool>("--rw") { Description = "let machine/physmem and proc/PID/mem be written: into the running VM (--qmp), or into a new snapshot (-o) saved on unmount" };
+        var output = new Option<string?>("--output", "-o") { Description = "with --rw on a snapshot: the new snapshot the writes are saved into on unmount (never the input)" };
+        var refresh = new Option<double>("--refresh") { Description = "with --qmp: seconds a listing or a rendered file is kept before it is read from the guest again", DefaultValueFactory = _ => VmMountOptions.DefaultLiveRefresh.TotalSeconds };
+        command.Options.Add(rw);
+        command.Options.Add(output);
+        command.Options.Add(refresh);
         command.SetAction(r => KernelInput.Run(() =>
         {
             string mountPoint = input.Trailing(r);
-            if (input.IsLive(r))
+            bool live = input.IsLive(r);
+            bool writable = r.GetValue(rw);
+            string? outPath = r.GetValue(output);
+            string? source = input.InputPath(r);
+            if (live && input.Pauses(r))
             {
-                Console.Error.WriteLine("vmstate mount: running VMs (--qmp) cannot be mounted yet; mount a snapshot of it (vmstate snapshot --qmp SOCK -o FILE)");
+                Console.Error.WriteLine("vmstate mount: --pause is not for a mount: a mounted running VM keeps running (each file is read at its open)");
                 return 2;
             }
 
+            if (outPath is not null && (!writable || live))
+            {
+                Console.Error.WriteLine(live
+                    ? "vmstate mount: -o is for snapshots: writes to a running VM (--rw) reach the guest at once"
+                    : "vmstate mount: -o saves the writes of a --rw mount; add --rw");
+                return 2;
+            }
+
+            if (writable && !live && outPath is null)
+            {
+                Console.Error.WriteLine("vmstate mount: --rw on a snapshot needs -o NEW: the writes are saved there on unmount (the input is never changed)");
+                return 2;
+            }
+
+            if (r.GetValue(refresh) is double seconds && (!(seconds > 0) || seconds > 86400))
+            {
+                Console.Error.WriteLine("vmstate mount: --refresh takes seconds between 0 and 86400");
+                return 2;
+            }
+
+            if (source is not null && Directory.Exists(source))
+            {
+                if (writable)
+                {
+                    Console.Error.WriteLine("vmstate mount: a history store is mounted read-only");
+                    return 2;
+                }
+
+                using HistoryStore store = HistoryStore.Open(source);
+                using var history = new HistoryMountTree(store, c => input.OpenPath(r, $"{source}@{c.Number.ToString(CultureInfo.InvariantCulture)}"));
+                return Serve(history.Root, mountPoint, writable: false, $"history store {source} ({store.Captures.Count} captures)", "read-only", () => { });
+            }
+
             using Vm vm = input.Open(r);
-            using var stop = new CancellationTokenSource();
-            using PosixSignalRegistration sigint = PosixSignalRegistration.Create(PosixSignal.SIGINT, Stop);
-            using PosixSignalRegistration sigterm = PosixSignalRegistration.Create(PosixSignal.SIGTERM, Stop);
-            using PosixSignalRegistration sighup = PosixSignalRegistration.Create(PosixSignal.SIGHUP, Stop);
-            FuseMount mount;
-            try
+            var options = new VmMountOptions();
+            SnapshotEditor? editor = null;
+            SnapshotWriter.Target? target = null;
+            if (live)
             {
-                mount = FuseMount.Start(VmMountTree.Build(vm), mountPoint);
-            }
-            catch (IOException e)
-            {
-                Console.Error.WriteLine($"vmstate mount: {e.Message}");
-                return 1;
-            }
-
-            using (mount)
-            {
-                Console.Error.WriteLine($"mounted {TerminalText.Escape(vm.Origin.Path)} at {TerminalText.Escape(mount.MountPoint)} (read-only); Ctrl-C or `vmstate umount {TerminalText.Escape(mount.MountPoint)}` unmounts");
-                try
+                options = options with
                 {
-                    mount.Ended.Wait(stop.Token);
-                }
-                catch (OperationCanceledException)
-                {
-                    // Ctrl-C, SIGTERM or SIGHUP: the normal end of a mount; unmounted by the dispose below.
-                }
+                    Refresh = TimeSpan.FromSeconds(r.GetValue(refresh)),
+                    CurrentState = () => vm.Live!.ToMachineStateAsync().GetAwaiter().GetResult(),
+                };
             }
 
-            return 0;
-
-            void Stop(PosixSignalContext context)
+            if (writable && live)
             {
-                context.Cancel = true;
-                stop.Cancel();
+                if (!vm.TryGet(out IWritableMemory? memory))
+                {
+                    Console.Error.WriteLine($"vmstate mount: {TerminalText.Escape(vm.Origin.Path)}: its memory cannot be written here (read through {TerminalText.Escape(vm.Live!.MemoryPath)}); --rw needs QEMU's process memory or a shared memory backend");
+                    return 1;
+                }
+
+                options = options with { WritableMemory = memory };
             }
+            else if (writable)
+            {
+                target = new SnapshotWriter.Target(outPath!);
+                SnapshotWriter.Validate(vm.Machine, target);
+                editor = new SnapshotEditor(vm.Machine);
+                options = options with { WritableMemory = editor.Memory };
+            }
+
+            string how = !writable ? "read-only" : live ? "read-write: writes reach the running guest" : $"read-write: writes are saved to {TerminalText.Escape(outPath!)} on unmount";
+            if (live)
+            {
+                how += $"; refreshed every {r.GetValue(refresh).ToString("0.###", CultureInfo.InvariantCulture)} s, the guest keeps running";
+            }
+
+            return Serve(VmMountTree.Build(vm, options), mountPoint, writable, TerminalText.Escape(vm.Origin.Path), how, () =>
+            {
+                if (editor is null)
+                {
+                    return;
+                }
+
+                if (editor.Stream.EditedPages == 0)
+                {
+                    Console.Error.WriteLine($"no writes: {TerminalText.Escape(outPath!)} not written");
+                    return;
+                }
+
+                Console.Error.WriteLine($"{editor.Stream.EditedPages} edited pages: {TerminalText.Escape(SnapshotWriter.Save(editor, vm.Machine, target!))}");
+            });
         }));
         return command;
+    }
+
+    /// <summary>Mounts <paramref name="root"/> and serves it until Ctrl-C, SIGTERM, SIGHUP or an unmount; then runs <paramref name="after"/>.</summary>
+    private static int Serve(MountDirectory root, string mountPoint, bool writable, string what, string how, Action after)
+    {
+        using var stop = new CancellationTokenSource();
+        using PosixSignalRegistration sigint = PosixSignalRegistration.Create(PosixSignal.SIGINT, Stop);
+        using PosixSignalRegistration sigterm = PosixSignalRegistration.Create(PosixSignal.SIGTERM, Stop);
+        using PosixSignalRegistration sighup = PosixSignalRegistration.Create(PosixSignal.SIGHUP, Stop);
+        FuseMount mount;
+        try
+        {
+            mount = FuseMount.Start(root, mountPoint, writable);
+        }
+        catch (IOException e)
+        {
+            Console.Error.WriteLine($"vmstate mount: {e.Message}");
+            return 1;
+        }
+
+        using (mount)
+        {
+            Console.Error.WriteLine($"mounted {what} at {TerminalText.Escape(mount.MountPoint)} ({how}); Ctrl-C or `vmstate umount {TerminalText.Escape(mount.MountPoint)}` unmounts");
+            try
+            {
+                mount.Ended.Wait(stop.Token);
+            }
+            catch (OperationCanceledException)
+            {
+                // Ctrl-C, SIGTERM or SIGHUP: the normal end of a mount; unmounted by the dispose below.
+            }
+        }
+
+        after();
+        return 0;
+
+        void Stop(PosixSignalContext context)
+        {
+            context.Cancel = true;
+            stop.Cancel();
+        }
     }
 
     public static Command CreateUnmount()

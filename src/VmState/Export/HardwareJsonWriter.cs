@@ -90,7 +90,8 @@ public static class HardwareJsonWriter
         w.WriteEndArray();
     }
 
-    private static void WriteCpu(Utf8JsonWriter w, X86CpuState cpu)
+    /// <summary>Writes one vCPU's object of the "cpus" array (index, halted, registers, segments).</summary>
+    public static void WriteCpu(Utf8JsonWriter w, X86CpuState cpu)
     {
         w.WriteStartObject();
         w.WriteNumber("index", cpu.Index);
@@ -133,7 +134,8 @@ public static class HardwareJsonWriter
         w.WriteEndObject();
     }
 
-    private static void WriteDevice(Utf8JsonWriter w, DeviceState d)
+    /// <summary>Writes one device's object of the "devices" array (id, instance, section, decoded values, VMSD fields).</summary>
+    public static void WriteDevice(Utf8JsonWriter w, DeviceState d)
     {
         w.WriteStartObject();
         w.WriteString("id", d.IdStr);

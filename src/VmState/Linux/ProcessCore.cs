@@ -160,6 +160,37 @@ public static class ProcessCore
     }
 
     /// <summary>
+    /// The user registers of every thread of process <paramref name="pid"/>'s thread group, as its core's NT_PRSTATUS
+    /// notes carry them (the thread <paramref name="pid"/> first).
+    /// </summary>
+    /// <exception cref="KernelDataException">No such process, a kernel thread, or unreadable kernel data.</exception>
+    public static IReadOnlyList<ThreadUserRegisters> ThreadRegisters(LinuxKernel kernel, int pid)
+    {
+        ArgumentNullException.ThrowIfNull(kernel);
+        KernelObject task = MemoryMaps.FindTask(kernel, pid);
+        int tgid = (int)task.Member("tgid").ToInt64();
+        KernelObject leader = tgid == pid ? task : MemoryMaps.FindTask(kernel, tgid);
+        MemoryMaps.UserMm(leader);
+        var ordered = new List<KernelObject> { task };
+        ordered.AddRange(kernel.ForEachThread(leader).Where(t => t.Address != task.Address));
+        Dictionary<ulong, int> running = RunningTasks(kernel);
+        var threads = new List<ThreadUserRegisters>();
+        foreach (KernelObject t in ordered)
+        {
+            (byte[] regs, string source) = UserRegisters(kernel, t, running);
+            ulong[] values = new ulong[regs.Length / 8];
+            for (int i = 0; i < values.Length; i++)
+            {
+                values[i] = BinaryPrimitives.ReadUInt64LittleEndian(regs.AsSpan(i * 8));
+            }
+
+            threads.Add(new ThreadUserRegisters((int)t.Member("pid").ToInt64(), values, source));
+        }
+
+        return threads;
+    }
+
+    /// <summary>
     /// The user registers of a thread as the 27-quadword <c>user_regs_struct</c>: from the vCPU when the thread is
     /// running there in user mode, else from <c>task_pt_regs()</c> (the top of its kernel stack) and
     /// <c>thread.fsbase/gsbase</c>.

@@ -5,11 +5,13 @@ using System.Text;
 namespace VmState.Mount;
 
 /// <summary>
-/// A <see cref="MountDirectory"/> mounted read-only through libfuse 3 at a directory, served by libfuse's
-/// multi-threaded loop on a thread of its own until <see cref="Dispose"/> (or an external <c>umount</c>). Only the
+/// A <see cref="MountDirectory"/> mounted through libfuse 3 at a directory, served by libfuse's multi-threaded loop on
+/// a thread of its own until <see cref="Dispose"/> (or an external <c>umount</c>). Read-only unless started writable,
+/// and then only the files that take writes (<see cref="MountFile.Writable"/>) can be opened for writing. Only the
 /// mounting user can see into it (no <c>allow_other</c>); the kernel checks permissions (<c>default_permissions</c>);
-/// files are 0444 and directories 0555, owned by that user. Every callback catches every exception and answers
-/// <c>-EIO</c>, so a bad guest structure fails one read, never the mount.
+/// files are 0444 (0644 when writable) and directories 0555, owned by that user. An open file keeps the node it
+/// opened (<see cref="MountFile.Open"/>) until it is closed, so a running VM's listing may change under it. Every
+/// callback catches every exception and answers <c>-EIO</c>, so a bad guest structure fails one read, never the mount.
 /// </summary>
 public sealed unsafe partial class FuseMount : IDisposable
 {
@@ -23,11 +25,15 @@ public sealed unsafe partial class FuseMount : IDisposable
     private readonly long _mountTime = DateTimeOffset.UtcNow.ToUnixTimeSeconds();
     private readonly uint _uid;
     private readonly uint _gid;
+    private readonly bool _writable;
+    private readonly System.Collections.Concurrent.ConcurrentDictionary<ulong, MountFile> _open = new();
+    private long _nextHandle;
     private int _disposed;
 
-    private FuseMount(MountDirectory root, string mountPoint)
+    private FuseMount(MountDirectory root, string mountPoint, bool writable)
     {
         _root = root;
+        _writable = writable;
         MountPoint = mountPoint;
         _uid = Getuid();
         _gid = Getgid();
@@ -36,9 +42,17 @@ public sealed unsafe partial class FuseMount : IDisposable
         _operations[FuseNative.OpGetattr] = (nint)(delegate* unmanaged[Cdecl]<byte*, FuseNative.Stat*, nint, int>)&GetAttr;
         _operations[FuseNative.OpOpen] = (nint)(delegate* unmanaged[Cdecl]<byte*, FuseNative.FileInfo*, int>)&Open;
         _operations[FuseNative.OpRead] = (nint)(delegate* unmanaged[Cdecl]<byte*, byte*, nuint, long, FuseNative.FileInfo*, int>)&Read;
+        _operations[FuseNative.OpReadlink] = (nint)(delegate* unmanaged[Cdecl]<byte*, byte*, nuint, int>)&ReadLink;
+        _operations[FuseNative.OpRelease] = (nint)(delegate* unmanaged[Cdecl]<byte*, FuseNative.FileInfo*, int>)&Release;
+        if (writable)
+        {
+            _operations[FuseNative.OpWrite] = (nint)(delegate* unmanaged[Cdecl]<byte*, byte*, nuint, long, FuseNative.FileInfo*, int>)&Write;
+            _operations[FuseNative.OpTruncate] = (nint)(delegate* unmanaged[Cdecl]<byte*, long, nint, int>)&Truncate;
+        }
+
         _operations[FuseNative.OpReaddir] = (nint)(delegate* unmanaged[Cdecl]<byte*, nint, delegate* unmanaged<nint, byte*, FuseNative.Stat*, long, int, int>, long, nint, int, int>)&ReadDir;
 
-        string[] argv = ["vmstate", "-o", "ro,default_permissions,fsname=vmstate,subtype=vmstate"];
+        string[] argv = ["vmstate", "-o", (writable ? "rw" : "ro") + ",default_permissions,fsname=vmstate,subtype=vmstate"];
         _args = Marshal.AllocHGlobal(sizeof(FuseNative.Args) + (argv.Length * sizeof(nint)));
         var a = (FuseNative.Args*)_args;
         nint* v = (nint*)(_args + sizeof(FuseNative.Args));
@@ -74,15 +88,26 @@ public sealed unsafe partial class FuseMount : IDisposable
     /// <summary>Completes when the filesystem is no longer served (unmounted by <see cref="Dispose"/> or from outside).</summary>
     public Task Ended => _ended.Task;
 
-    /// <summary>Mounts <paramref name="root"/> at <paramref name="mountPoint"/>, which must be an existing, empty directory that is not already a mount point.</summary>
+    /// <summary>Whether files that take writes can be opened for writing.</summary>
+    public bool Writable => _writable;
+
+    /// <summary>Mounts <paramref name="root"/> read-only at <paramref name="mountPoint"/>, which must be an existing directory that is not already a mount point.</summary>
     /// <exception cref="IOException">The mount point is unusable (missing, not a directory, busy, a dead FUSE mount) or libfuse failed.</exception>
-    public static FuseMount Start(MountDirectory root, string mountPoint)
+    public static FuseMount Start(MountDirectory root, string mountPoint) => Start(root, mountPoint, writable: false);
+
+    /// <summary>
+    /// Mounts <paramref name="root"/> at <paramref name="mountPoint"/>; with <paramref name="writable"/>, the files that
+    /// take writes (<see cref="MountFile.Writable"/>) can be written (<c>pwrite</c>, <c>dd conv=notrunc</c>; truncating
+    /// is refused).
+    /// </summary>
+    /// <exception cref="IOException">The mount point is unusable (missing, not a directory, busy, a dead FUSE mount) or libfuse failed.</exception>
+    public static FuseMount Start(MountDirectory root, string mountPoint, bool writable)
     {
         ArgumentNullException.ThrowIfNull(root);
         ArgumentException.ThrowIfNullOrEmpty(mountPoint);
         string full = Path.GetFullPath(mountPoint);
         MountPointCheck.Require(full);
-        return new FuseMount(root, full);
+        return new FuseMount(root, full, writable);
     }
 
     /// <summary>Unmounts (if still mounted), waits for the loop to end and frees libfuse's state.</summary>
@@ -183,10 +208,16 @@ public sealed unsafe partial class FuseMount : IDisposable
         st->Blksize = 4096;
         if (node is MountFile f)
         {
-            st->Mode = FuseNative.SIfReg | 0x124; // 0444
+            st->Mode = FuseNative.SIfReg | (_writable && f.Writable ? 0x1a4u : 0x124u); // 0644 or 0444
             st->Nlink = 1;
             st->Size = f.Size;
             st->Blocks = (f.Size + 511) / 512;
+        }
+        else if (node is MountLink link)
+        {
+            st->Mode = FuseNative.SIfLnk | 0x1ff; // 0777, as every symbolic link
+            st->Nlink = 1;
+            st->Size = Encoding.UTF8.GetByteCount(link.Target);
         }
         else
         {
@@ -222,7 +253,8 @@ public sealed unsafe partial class FuseMount : IDisposable
     {
         try
         {
-            MountNode? node = Current().Lookup(PathOf(path));
+            FuseMount m = Current();
+            MountNode? node = m.Lookup(PathOf(path));
             if (node is null)
             {
                 return -FuseNative.ENOENT;
@@ -233,12 +265,17 @@ public sealed unsafe partial class FuseMount : IDisposable
                 return -FuseNative.EISDIR;
             }
 
-            if ((fi->Flags & 3) != 0)
+            if ((fi->Flags & 3) != 0 && !(m._writable && f.Writable))
             {
-                return -FuseNative.EROFS; // opened for writing: the view is read-only
+                // Opened for writing: a read-only mount, or a file that takes no writes.
+                return m._writable ? -FuseNative.EACCES : -FuseNative.EROFS;
             }
 
-            fi->Bits |= f.DirectIo ? FuseNative.DirectIo : FuseNative.KeepCache;
+            MountFile opened = f.Open();
+            ulong handle = (ulong)Interlocked.Increment(ref m._nextHandle);
+            m._open[handle] = opened;
+            fi->Fh = handle;
+            fi->Bits |= f.DirectIo ? FuseNative.DirectIo : f.KeepCache ? FuseNative.KeepCache : 0;
             return 0;
         }
         catch (Exception)
@@ -252,7 +289,7 @@ public sealed unsafe partial class FuseMount : IDisposable
     {
         try
         {
-            if (Current().Lookup(PathOf(path)) is not MountFile f)
+            if (Current().OpenFile(path, fi) is not MountFile f)
             {
                 return -FuseNative.ENOENT;
             }
@@ -280,6 +317,108 @@ public sealed unsafe partial class FuseMount : IDisposable
         catch (IOException)
         {
             return -FuseNative.EIO;
+        }
+        catch (Exception)
+        {
+            return -FuseNative.EIO;
+        }
+    }
+
+    /// <summary>The file an open gave (by its handle), else the node at the path.</summary>
+    private MountFile? OpenFile(byte* path, FuseNative.FileInfo* fi) =>
+        fi is not null && fi->Fh != 0 && _open.TryGetValue(fi->Fh, out MountFile? f) ? f : Lookup(PathOf(path)) as MountFile;
+
+    [UnmanagedCallersOnly(CallConvs = [typeof(CallConvCdecl)])]
+    private static int Write(byte* path, byte* buffer, nuint size, long offset, FuseNative.FileInfo* fi)
+    {
+        try
+        {
+            if (Current().OpenFile(path, fi) is not MountFile f)
+            {
+                return -FuseNative.ENOENT;
+            }
+
+            if (!f.Writable)
+            {
+                return -FuseNative.EACCES;
+            }
+
+            if (offset < 0)
+            {
+                return -FuseNative.EINVAL;
+            }
+
+            var source = new ReadOnlySpan<byte>(buffer, (int)Math.Min(size, (nuint)(1 << 30)));
+            int done = 0;
+            while (done < source.Length)
+            {
+                int n = f.Write(offset + done, source[done..]);
+                if (n <= 0)
+                {
+                    break;
+                }
+
+                done += n;
+            }
+
+            // Nothing written at all (past the end, a hole): an error, as a write past the end of a device is.
+            return done > 0 || source.Length == 0 ? done : -FuseNative.EIO;
+        }
+        catch (Exception)
+        {
+            return -FuseNative.EIO;
+        }
+    }
+
+    [UnmanagedCallersOnly(CallConvs = [typeof(CallConvCdecl)])]
+    private static int Truncate(byte* path, long size, nint fi)
+    {
+        try
+        {
+            // Memory has the size it has: a truncate to that size (O_TRUNC on a size-0 file) is accepted, others refused.
+            return Current().OpenFile(path, (FuseNative.FileInfo*)fi) switch
+            {
+                null => -FuseNative.ENOENT,
+                MountFile f when f.Size == size || (f.DirectIo && size == 0) => 0,
+                _ => -FuseNative.EPERM,
+            };
+        }
+        catch (Exception)
+        {
+            return -FuseNative.EIO;
+        }
+    }
+
+    [UnmanagedCallersOnly(CallConvs = [typeof(CallConvCdecl)])]
+    private static int Release(byte* path, FuseNative.FileInfo* fi)
+    {
+        try
+        {
+            Current()._open.TryRemove(fi->Fh, out _);
+            return 0;
+        }
+        catch (Exception)
+        {
+            return 0;
+        }
+    }
+
+    [UnmanagedCallersOnly(CallConvs = [typeof(CallConvCdecl)])]
+    private static int ReadLink(byte* path, byte* buffer, nuint size)
+    {
+        try
+        {
+            if (Current().Lookup(PathOf(path)) is not MountLink link)
+            {
+                return -FuseNative.EINVAL;
+            }
+
+            // NUL-terminated, cut to the buffer (libfuse's readlink contract).
+            byte[] target = Encoding.UTF8.GetBytes(link.Target);
+            int n = (int)Math.Min((nuint)target.Length, size - 1);
+            target.AsSpan(0, n).CopyTo(new Span<byte>(buffer, n));
+            buffer[n] = 0;
+            return 0;
         }
         catch (Exception)
         {

@@ -18,8 +18,10 @@ internal static unsafe partial class FuseNative
     // Offsets (in pointers) of the operations this view implements, in the order of fuse.h.
     public const int OpGetattr = 0;
     public const int OpReadlink = 1;
+    public const int OpTruncate = 11;
     public const int OpOpen = 12;
     public const int OpRead = 13;
+    public const int OpWrite = 14;
     public const int OpStatfs = 15;
     public const int OpRelease = 17;
     public const int OpOpendir = 23;
@@ -28,6 +30,7 @@ internal static unsafe partial class FuseNative
     public const int OpAccess = 29;
 
     // errno values (Linux).
+    public const int EPERM = 1;
     public const int ENOENT = 2;
     public const int EIO = 5;
     public const int EACCES = 13;

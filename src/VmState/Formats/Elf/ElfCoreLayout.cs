@@ -98,7 +98,7 @@ public sealed class ElfCoreLayout
     }
 
     /// <summary>The ELF header, section header 0 when needed, the program headers and the notes.</summary>
-    private byte[] EncodeHeaders()
+    internal byte[] EncodeHeaders()
     {
         byte[] header = new byte[NotesOffset + _notes.Length];
         Span<byte> h = header;

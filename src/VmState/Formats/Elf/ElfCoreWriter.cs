@@ -64,13 +64,13 @@ public static class ElfCoreWriter
         IReadOnlyList<MemoryRange> ranges = machine.Memory.Ranges;
         long?[] placed = [.. ranges.Select(r => placedRam?.Invoke(r))];
         using var copier = new RamCopier(machine.Memory, progress);
-        (ElfCoreBuilder core, int aliases) = Build(machine, vmcoreinfoNote, virtualMappings, copier, placed);
+        (ElfCoreBuilder core, int aliases) = Build(machine, vmcoreinfoNote, virtualMappings, range => (segment, ct) => copier.Copy(range, segment, ct), placed);
         if (placed.Any(p => p is not null) && core.Verify().Count > 0)
         {
             // The placed bytes cannot stay where they are (headers too large for the room left before them): start over.
             placed = new long?[ranges.Count];
             RandomAccess.SetLength(output.Handle, 0);
-            (core, aliases) = Build(machine, vmcoreinfoNote, virtualMappings, copier, placed);
+            (core, aliases) = Build(machine, vmcoreinfoNote, virtualMappings, range => (segment, ct) => copier.Copy(range, segment, ct), placed);
         }
 
         ElfCoreLayout layout = core.Layout();
@@ -80,7 +80,18 @@ public static class ElfCoreWriter
         return new ElfCoreSummary(output.Path, layout.FileSize, ranges.Count, machine.Cpus.Count, vmcoreinfoNote is not null) { VirtualSegments = aliases };
     }
 
-    private static (ElfCoreBuilder Core, int Aliases) Build(MachineState machine, byte[]? vmcoreinfoNote, IReadOnlyList<Arch.X86.VirtualMapping> virtualMappings, RamCopier copier, long?[] placed)
+    private static (ElfCoreBuilder Core, int Aliases) Build(MachineState machine, byte[]? vmcoreinfoNote, IReadOnlyList<Arch.X86.VirtualMapping> virtualMappings, Func<int, ElfSegmentSource?> source, long?[] placed)
+    {
+        (ElfCoreBuilder core, int aliases, _) = Plan(machine, vmcoreinfoNote, virtualMappings, source, placed);
+        return (core, aliases);
+    }
+
+    /// <summary>
+    /// The core of <paramref name="machine"/> as a builder: the vCPUs' notes, the VMCOREINFO note, one PT_LOAD per RAM
+    /// range (written by <paramref name="source"/>'s source for that range, or at the offset <paramref name="placed"/>
+    /// gives) and the kernel's virtual aliases of them.
+    /// </summary>
+    internal static (ElfCoreBuilder Core, int Aliases, ElfCoreSegment[] Physical) Plan(MachineState machine, byte[]? vmcoreinfoNote, IReadOnlyList<Arch.X86.VirtualMapping> virtualMappings, Func<int, ElfSegmentSource?> source, long?[] placed)
     {
         IReadOnlyList<MemoryRange> ranges = machine.Memory.Ranges;
         var core = new ElfCoreBuilder { Machine = ElfConstants.EmX86_64, NoteAlignment = 0, DataAlignment = DataAlignment };
@@ -106,7 +117,7 @@ public static class ElfCoreWriter
             int range = i;
             physical[i] = placed[i] is long at
                 ? core.AddPlaced(r.Start, r.Start, 0, 0, r.Length, at)
-                : core.AddLoad(r.Start, r.Start, 0, 0, r.Length, r.Length, (segment, ct) => copier.Copy(range, segment, ct));
+                : core.AddLoad(r.Start, r.Start, 0, 0, r.Length, r.Length, source(range));
         }
 
         int aliases = 0;
@@ -137,7 +148,7 @@ public static class ElfCoreWriter
             }
         }
 
-        return (core, aliases);
+        return (core, aliases, physical);
     }
 
     /// <summary>

@@ -61,6 +61,9 @@ internal sealed class BtfReader
     /// <summary>Size of the blob in bytes.</summary>
     public int Length => _data.Length;
 
+    /// <summary>The blob as parsed.</summary>
+    public ReadOnlyMemory<byte> Data => _data;
+
     /// <summary>Checks the header and section bounds and indexes the type records.</summary>
     /// <exception cref="VmStateFormatException">The header, a record or the string section is malformed.</exception>
     public static BtfReader Parse(byte[] data, BtfReader? baseReader, BtfLimits limits)

@@ -53,6 +53,9 @@ public sealed class BtfTypes
     /// <summary>Size of the blob in bytes.</summary>
     public int Length => _reader.Length;
 
+    /// <summary>The raw blob (header, types, strings), as the kernel keeps it: what <c>bpftool btf dump file</c> reads.</summary>
+    public ReadOnlyMemory<byte> Data => _reader.Data;
+
     /// <summary>The caps this blob was parsed with (chain depths apply to every query).</summary>
     internal BtfLimits Limits { get; }
 
