@@ -4,6 +4,7 @@ using System.Globalization;
 using System.Text.Json;
 using Spectre.Console;
 using VmState.History;
+using VmState.Views;
 using VmState.IO;
 
 namespace VmState.Cli.Commands;
@@ -375,13 +376,13 @@ internal static class HistoryCommand
             w.WriteString("kernelError", ke);
         }
 
-        WriteProcesses(w, "started", d.Started);
-        WriteProcesses(w, "exited", d.Exited);
-        WriteModules(w, "loaded", d.Loaded);
-        WriteModules(w, "unloaded", d.Unloaded);
-        WriteNetDevices(w, "netDevicesAdded", d.NetDevicesAdded);
-        WriteNetDevices(w, "netDevicesRemoved", d.NetDevicesRemoved);
-        WriteNetDevices(w, "netDevicesChanged", d.NetDevicesChanged);
+        WriteList(w, "started", HistoryProcess.View, d.Started);
+        WriteList(w, "exited", HistoryProcess.View, d.Exited);
+        WriteList(w, "loaded", HistoryModule.View, d.Loaded);
+        WriteList(w, "unloaded", HistoryModule.View, d.Unloaded);
+        WriteList(w, "netDevicesAdded", HistoryNetDevice.View, d.NetDevicesAdded);
+        WriteList(w, "netDevicesRemoved", HistoryNetDevice.View, d.NetDevicesRemoved);
+        WriteList(w, "netDevicesChanged", HistoryNetDevice.View, d.NetDevicesChanged);
         w.WriteBoolean("logComplete", d.LogComplete);
         w.WriteStartArray("newLogLines");
         foreach (HistoryLogLine l in d.NewLogLines)
@@ -420,55 +421,11 @@ internal static class HistoryCommand
         w.WriteEndObject();
     }
 
-    private static void WriteProcesses(Utf8JsonWriter w, string name, IReadOnlyList<HistoryProcess> list)
+    /// <summary>A named array of <paramref name="rows"/>, each as the rows' <see cref="ListView{T}"/> says.</summary>
+    private static void WriteList<T>(Utf8JsonWriter w, string name, ListView<T> view, IReadOnlyList<T> rows)
     {
-        w.WriteStartArray(name);
-        foreach (HistoryProcess p in list)
-        {
-            w.WriteStartObject();
-            w.WriteNumber("pid", p.Pid);
-            w.WriteNumber("ppid", p.Ppid);
-            w.WriteNumber("uid", p.Uid);
-            w.WriteString("comm", p.Comm);
-            w.WriteString("name", p.Name);
-            w.WriteNumber("startTimeNs", p.StartTimeNs);
-            w.WriteBoolean("kernelThread", p.IsKernelThread);
-            w.WriteEndObject();
-        }
-
-        w.WriteEndArray();
-    }
-
-    private static void WriteModules(Utf8JsonWriter w, string name, IReadOnlyList<HistoryModule> list)
-    {
-        w.WriteStartArray(name);
-        foreach (HistoryModule m in list)
-        {
-            w.WriteStartObject();
-            w.WriteString("name", m.Name);
-            w.WriteString("base", $"0x{m.Base:x}");
-            w.WriteNumber("size", m.Size);
-            w.WriteEndObject();
-        }
-
-        w.WriteEndArray();
-    }
-
-    private static void WriteNetDevices(Utf8JsonWriter w, string name, IReadOnlyList<HistoryNetDevice> list)
-    {
-        w.WriteStartArray(name);
-        foreach (HistoryNetDevice n in list)
-        {
-            w.WriteStartObject();
-            w.WriteString("name", n.Name);
-            w.WriteNumber("ifIndex", n.IfIndex);
-            w.WriteString("mac", n.Mac);
-            w.WriteNumber("flags", n.Flags);
-            w.WriteNumber("mtu", n.Mtu);
-            w.WriteEndObject();
-        }
-
-        w.WriteEndArray();
+        w.WritePropertyName(name);
+        ListJson.WriteArray(w, view, rows);
     }
 
     private static Command Find()

@@ -31,6 +31,16 @@ internal static partial class TraceCommand
         return command;
     }
 
+    /// <summary>The fields every OS event's JSON line starts with: time, sequence, vCPU, pid and tgid.</summary>
+    private static void WriteHitStart(System.Text.Json.Utf8JsonWriter w, BreakpointHit hit)
+    {
+        w.WriteString("time", hit.Time.ToString("O", CultureInfo.InvariantCulture));
+        w.WriteNumber("seq", hit.Sequence);
+        w.WriteNumber("vcpu", hit.Vcpu);
+        WriteNumberOrNull(w, "pid", hit.Pid);
+        WriteNumberOrNull(w, "tgid", hit.Tgid);
+    }
+
     private static void PrintExec(TraceOutput output, ExecEvent e)
     {
         BreakpointHit hit = e.Hit;
@@ -38,11 +48,7 @@ internal static partial class TraceCommand
         {
             WriteJsonLine(output.Writer, w =>
             {
-                w.WriteString("time", hit.Time.ToString("O", CultureInfo.InvariantCulture));
-                w.WriteNumber("seq", hit.Sequence);
-                w.WriteNumber("vcpu", hit.Vcpu);
-                WriteNumberOrNull(w, "pid", hit.Pid);
-                WriteNumberOrNull(w, "tgid", hit.Tgid);
+                WriteHitStart(w, hit);
                 WriteNumberOrNull(w, "ppid", e.Ppid);
                 if (e.Uid is uint uid)
                 {

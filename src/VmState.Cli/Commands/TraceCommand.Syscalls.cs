@@ -102,11 +102,7 @@ internal static partial class TraceCommand
         {
             WriteJsonLine(output.Writer, w =>
             {
-                w.WriteString("time", hit.Time.ToString("O", CultureInfo.InvariantCulture));
-                w.WriteNumber("seq", hit.Sequence);
-                w.WriteNumber("vcpu", hit.Vcpu);
-                WriteNumberOrNull(w, "pid", hit.Pid);
-                WriteNumberOrNull(w, "tgid", hit.Tgid);
+                WriteHitStart(w, hit);
                 w.WriteString("comm", hit.Comm);
                 w.WriteNumber("nr", e.Number);
                 w.WriteString("name", e.Name);

@@ -1,3 +1,5 @@
+using VmState.Views;
+
 namespace VmState.History;
 
 /// <summary>A process as a capture's index keeps it (a thread-group leader of the task list).</summary>
@@ -10,6 +12,24 @@ namespace VmState.History;
 /// <param name="IsKernelThread">A kernel thread.</param>
 public sealed record HistoryProcess(int Pid, int Ppid, uint Uid, string Comm, string Name, ulong StartTimeNs, bool IsKernelThread)
 {
+    /// <summary>How a list of these is shown (the CLI's JSON, other front ends).</summary>
+    public static ListView<HistoryProcess> View { get; } = new(
+        [
+            new("pid", FieldKind.Integer, p => p.Pid),
+            new("ppid", FieldKind.Integer, p => p.Ppid),
+            new("uid", FieldKind.Integer, p => p.Uid),
+            new("comm", FieldKind.Text, p => p.Comm),
+            new("name", FieldKind.Text, p => p.Name),
+            new("startTimeNs", FieldKind.Integer, p => p.StartTimeNs),
+            new("kernelThread", FieldKind.Boolean, p => p.IsKernelThread),
+        ],
+        [
+            new("PID", 7, p => p.Pid.ToString(System.Globalization.CultureInfo.InvariantCulture)),
+            new("PPID", 7, p => p.Ppid.ToString(System.Globalization.CultureInfo.InvariantCulture)),
+            new("UID", 6, p => p.Uid.ToString(System.Globalization.CultureInfo.InvariantCulture)),
+            new("NAME", 0, p => p.Name),
+        ]);
+
     /// <summary>True when <paramref name="nameOrPid"/> is this process's pid (all digits) or its comm or /proc name.</summary>
     public bool Matches(string nameOrPid)
     {
