@@ -225,12 +225,12 @@ public static class ReplayCommandLine
                 {
                     int index = o.Name == "cdrom" ? 2 : o.Name[2] - 'a';
                     string media = o.Name == "cdrom" ? "cdrom" : "disk";
-                    output.AddRange(Drive(drives[drive++], QemuOptionList.Parse($"file={o.Value!.Replace(",", ",,", StringComparison.Ordinal)},if=ide,index={index},media={media}"), paths, ideTaken, ref nextIde));
+                    output.AddRange(Drive(NextDrive(drives, drive++), QemuOptionList.Parse($"file={o.Value!.Replace(",", ",,", StringComparison.Ordinal)},if=ide,index={index},media={media}"), paths, ideTaken, ref nextIde));
                     continue;
                 }
 
                 case "drive":
-                    output.AddRange(Drive(drives[drive++], o.Options(), paths, ideTaken, ref nextIde));
+                    output.AddRange(Drive(NextDrive(drives, drive++), o.Options(), paths, ideTaken, ref nextIde));
                     continue;
             }
 
@@ -265,7 +265,7 @@ public static class ReplayCommandLine
     {
         string iface = d.Get("if") ?? "ide";
         string direct = $"rr-direct{drive.Index}";
-        string node = iface == "none" ? d.Get("id")! : $"rr-drive{drive.Index}";
+        string node = iface == "none" ? d.Get("id") ?? throw Refuse($"-drive {d}", "an if=none drive needs an id= for its -device") : $"rr-drive{drive.Index}";
         QemuOptionList image = d;
         foreach (string key in new[] { "if", "id", "index", "bus", "unit", "media", "snapshot", "file", "format", "readonly" })
         {
@@ -313,6 +313,10 @@ public static class ReplayCommandLine
 
         return result;
     }
+
+    private static ReplayDrive NextDrive(IReadOnlyList<ReplayDrive> drives, int index) => index < drives.Count
+        ? drives[index]
+        : throw new ArgumentException($"the command line has more disks than the {drives.Count} the recording describes");
 
     private static int Cpus(QemuOptionList smp)
     {
