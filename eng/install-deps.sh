@@ -36,6 +36,9 @@ requirements=(
   "zlib1g-dev|/usr/include/zlib.h"   # Native AOT links zlib
   "libfuse3-3|/usr/lib/x86_64-linux-gnu/libfuse3.so.3"   # vmstate mount (FUSE)
   "fuse3|cmd:fusermount3"        # vmstate mount by users other than root
+  "libvirt-clients|cmd:virsh"    # LibvirtTests: virsh save/restore of a domain
+  "libvirt-daemon-driver-qemu|/usr/lib/x86_64-linux-gnu/libvirt/connection-driver/libvirt_driver_qemu.so"
+  "libvirt-daemon-system|/etc/libvirt/libvirtd.conf"   # libvirtd, its directories and the libvirt-qemu user
 )
 
 probe_ok() {

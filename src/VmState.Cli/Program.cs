@@ -24,6 +24,8 @@ public static class Program
         root.Subcommands.Add(InjectCommand.Create());
         root.Subcommands.Add(GdbServerCommand.Create());
         root.Subcommands.Add(DoctorCommand.Create());
+        root.Subcommands.Add(ListCommand.Create());
+        root.Subcommands.Add(FleetCommand.Create());
         root.Subcommands.Add(SearchCommand.Create());
         root.Subcommands.Add(KernelInfoCommand.Create());
         root.Subcommands.Add(PsCommand.Create());

@@ -159,8 +159,41 @@ public sealed class Vm : IDisposable, IAsyncDisposable
     public static async Task<Vm> AttachAsync(string qmpSocket, VmAttachOptions? options = null, CancellationToken cancellationToken = default)
     {
         ArgumentNullException.ThrowIfNull(qmpSocket);
-        options ??= new VmAttachOptions();
         LiveMachine live = await LiveMachine.AttachAsync(qmpSocket, cancellationToken).ConfigureAwait(false);
+        return await AttachLiveAsync(live, options, cancellationToken).ConfigureAwait(false);
+    }
+
+    /// <summary>
+    /// Attaches to a running libvirt domain: QMP through libvirt's monitor passthrough, guest RAM from the domain's
+    /// QEMU process on this host (found by the domain's UUID). libvirt marks the domain tainted (custom-monitor).
+    /// </summary>
+    /// <param name="uri">A libvirt URI, e.g. <c>qemu:///system</c>.</param>
+    /// <param name="domain">The domain's name or UUID.</param>
+    /// <param name="options">Whether to pause while attached, kernel location, resume-failure reporting; null for the defaults.</param>
+    /// <param name="cancellationToken">Cancels the attach.</param>
+    /// <exception cref="VmStateNotFoundException">libvirt has no such domain (<see cref="VmStateObjectKind.Domain"/>).</exception>
+    /// <exception cref="IOException">libvirt is missing or unreachable, the domain is not running or runs on another host.</exception>
+    /// <exception cref="QmpException">QEMU refused a command.</exception>
+    public static async Task<Vm> AttachLibvirtAsync(string uri, string domain, VmAttachOptions? options = null, CancellationToken cancellationToken = default)
+    {
+        QmpClient qmp = await QmpClient.ConnectLibvirtAsync(uri, domain, TimeSpan.FromSeconds(10), cancellationToken).ConfigureAwait(false);
+        LiveMachine live;
+        try
+        {
+            live = await LiveMachine.AttachAsync(qmp, ownsClient: true, cancellationToken).ConfigureAwait(false);
+        }
+        catch
+        {
+            await qmp.DisposeAsync().ConfigureAwait(false);
+            throw;
+        }
+
+        return await AttachLiveAsync(live, options, cancellationToken).ConfigureAwait(false);
+    }
+
+    private static async Task<Vm> AttachLiveAsync(LiveMachine live, VmAttachOptions? options, CancellationToken cancellationToken)
+    {
+        options ??= new VmAttachOptions();
         var vm = new Vm(null, live, options.Kernel, options.ResumeFailed);
         try
         {

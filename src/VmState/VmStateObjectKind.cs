@@ -26,4 +26,7 @@ public enum VmStateObjectKind
 
     /// <summary>A RAM block of a snapshot, by name (QEMU's RAMBlock idstr).</summary>
     RamBlock,
+
+    /// <summary>A libvirt domain, by name or UUID.</summary>
+    Domain,
 }

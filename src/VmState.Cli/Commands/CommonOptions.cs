@@ -29,17 +29,18 @@ internal static class CommonOptions
     };
 
     /// <summary>
-    /// Opens a file, or attaches to a running VM with --qmp (paused until the <see cref="Vm"/> is disposed when
-    /// <paramref name="pause"/>; the library's pause scope also resumes it on Ctrl-C, SIGTERM and process exit).
+    /// Opens a file, or attaches to a running VM (--qmp, or --libvirt with --domain; paused until the
+    /// <see cref="Vm"/> is disposed when <paramref name="pause"/>; the library's pause scope also resumes it on Ctrl-C,
+    /// SIGTERM and process exit).
     /// </summary>
-    public static Vm OpenVm(string? input, string? qmp, VmOpenOptions options, bool pause)
+    public static Vm OpenVm(string? input, LiveTarget? live, VmOpenOptions options, bool pause)
     {
-        if ((input is null) == (qmp is null))
+        if ((input is null) == (live is null))
         {
-            throw new ArgumentException("give a SNAPSHOT file or --qmp SOCKET (one of them)");
+            throw new ArgumentException("give a SNAPSHOT file or a running VM (--qmp SOCKET, or --libvirt URI --domain NAME), one of them");
         }
 
-        if (qmp is not null)
+        if (live is not null)
         {
             var attach = new VmAttachOptions
             {
@@ -47,7 +48,7 @@ internal static class CommonOptions
                 Kernel = options.Kernel,
                 ResumeFailed = e => Console.Error.WriteLine($"vmstate: warning: could not resume the guest: {e.Message}"),
             };
-            return Vm.AttachAsync(qmp, attach).GetAwaiter().GetResult();
+            return live.AttachAsync(attach).GetAwaiter().GetResult();
         }
 
         return Vm.Open(input!, options);

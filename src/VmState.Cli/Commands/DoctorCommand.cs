@@ -5,17 +5,16 @@ using VmState.Live;
 namespace VmState.Cli.Commands;
 
 /// <summary>
-/// <c>vmstate doctor --qmp PATH</c>: which ways of reading a running VM's memory work, how to enable the others, and
+/// <c>vmstate doctor (--qmp PATH | --libvirt URI --domain NAME)</c>: which ways of reading a running VM's memory work, how to enable the others, and
 /// what each that works gives (random-read latency and bulk bandwidth, measured in a one-second probe).
 /// </summary>
 internal static class DoctorCommand
 {
     public static Command Create()
     {
-        var qmp = new Option<string>("--qmp") { Description = "QEMU's QMP unix socket", Required = true };
         Option<bool> json = CommonOptions.Json();
         var command = new Command("doctor", "Check which live memory paths work for a running QEMU, and how to enable the others");
-        command.Options.Add(qmp);
+        var target = new LiveOptions(command, new Option<string?>("--qmp") { Description = "QEMU's QMP unix socket" });
         command.Options.Add(json);
         command.SetAction(async (r, ct) =>
         {
@@ -23,9 +22,9 @@ internal static class DoctorCommand
             QmpClient client;
             try
             {
-                client = await QmpClient.ConnectAsync(r.GetValue(qmp)!, TimeSpan.FromSeconds(10), ct);
+                client = await target.Require(r, "doctor").ConnectAsync(TimeSpan.FromSeconds(10), ct);
             }
-            catch (Exception e) when (e is IOException or LiveVmGoneException or TimeoutException)
+            catch (Exception e) when (e is IOException or LiveVmGoneException or TimeoutException or VmStateNotFoundException or ArgumentException)
             {
                 Console.Error.WriteLine($"vmstate: {e.Message}");
                 return 1;

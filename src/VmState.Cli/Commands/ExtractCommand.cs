@@ -20,7 +20,6 @@ internal static class ExtractCommand
     public static Command Create()
     {
         Argument<string?> input = CommonOptions.OptionalSnapshotArgument();
-        Option<string?> qmp = CommonOptions.Qmp();
         var output = new Option<string>("--output", "-o") { Description = "output directory (created if missing)", Required = true };
         var xml = new Option<bool>("--xml") { Description = "also write hardware.xml" };
         var noKernelVaddr = new Option<bool>("--no-kernel-vaddr") { Description = "do not add PT_LOADs that map the kernel's virtual addresses (see docs/user-guide.md)" };
@@ -31,7 +30,7 @@ internal static class ExtractCommand
         Option<string?> mainRam = CommonOptions.MainRam();
         var command = new Command("extract", "Write a snapshot's software state (core.elf) and hardware state (hardware.json)");
         command.Arguments.Add(input);
-        command.Options.Add(qmp);
+        var live = new LiveOptions(command);
         command.Options.Add(output);
         command.Options.Add(xml);
         command.Options.Add(noScan);
@@ -42,11 +41,11 @@ internal static class ExtractCommand
         command.Options.Add(mainRam);
         var indexCache = new IndexCacheOptions(command);
         command.SetAction((r, ct) => Task.FromResult(CommonOptions.Run(() =>
-            Run(r.GetValue(input), r.GetValue(qmp), r.GetValue(output)!, r.GetValue(xml), !r.GetValue(noScan), !r.GetValue(noKernelVaddr), r.GetValue(snapshot), r.GetValue(raw), r.GetValue(json), r.GetValue(mainRam), indexCache.Get(r), ct))));
+            Run(r.GetValue(input), live.Get(r), r.GetValue(output)!, r.GetValue(xml), !r.GetValue(noScan), !r.GetValue(noKernelVaddr), r.GetValue(snapshot), r.GetValue(raw), r.GetValue(json), r.GetValue(mainRam), indexCache.Get(r), ct))));
         return command;
     }
 
-    private static int Run(string? input, string? qmp, string outputDir, bool xml, bool scan, bool kernelVaddr, string? snapshot, bool raw, bool json, string? mainRam, IndexCache? indexCache, CancellationToken ct)
+    private static int Run(string? input, LiveTarget? live, string outputDir, bool xml, bool scan, bool kernelVaddr, string? snapshot, bool raw, bool json, string? mainRam, IndexCache? indexCache, CancellationToken ct)
     {
         var clock = Stopwatch.StartNew();
         IAnsiConsole err = TerminalText.CreateConsole(TerminalText.RawError, Console.IsErrorRedirected);
@@ -56,7 +55,7 @@ internal static class ExtractCommand
         // is resumed after.
         using MachineExport.Session export = MachineExport.Begin(outputDir, input, xml);
         VmOpenOptions open = CommonOptions.VmOptions(snapshot, raw, cacheReads: false, mainRam: mainRam, indexCache: indexCache) with { RamObserver = input is null ? null : export.RamObserver };
-        using Vm vm = CommonOptions.OpenVm(input, qmp, open, pause: true);
+        using Vm vm = CommonOptions.OpenVm(input, live, open, pause: true);
         MachineState m = vm.Machine;
         double parseSeconds = clock.Elapsed.TotalSeconds;
         (byte[] Note, string How)? vmcoreinfo = VmcoreinfoLocator.Find(m, scan, scan ? export.VmcoreinfoCandidates(m) : null);

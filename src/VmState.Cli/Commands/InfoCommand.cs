@@ -13,14 +13,13 @@ internal static class InfoCommand
     public static Command Create()
     {
         Argument<string?> input = CommonOptions.OptionalSnapshotArgument();
-        Option<string?> qmp = CommonOptions.Qmp();
         Option<string?> snapshot = CommonOptions.SnapshotName();
         Option<bool> json = CommonOptions.Json();
         Option<bool> raw = CommonOptions.Raw();
         Option<string?> mainRam = CommonOptions.MainRam();
         var command = new Command("info", "Show what a snapshot holds: machine type, RAM blocks, vCPUs, devices");
         command.Arguments.Add(input);
-        command.Options.Add(qmp);
+        var live = new LiveOptions(command);
         command.Options.Add(snapshot);
         command.Options.Add(json);
         command.Options.Add(raw);
@@ -28,7 +27,7 @@ internal static class InfoCommand
         var indexCache = new IndexCacheOptions(command);
         command.SetAction(r => CommonOptions.Run(() =>
         {
-            using Vm vm = CommonOptions.OpenVm(r.GetValue(input), r.GetValue(qmp), CommonOptions.VmOptions(r.GetValue(snapshot), r.GetValue(raw), cacheReads: false, mainRam: r.GetValue(mainRam), indexCache: indexCache.Get(r)), pause: true);
+            using Vm vm = CommonOptions.OpenVm(r.GetValue(input), live.Get(r), CommonOptions.VmOptions(r.GetValue(snapshot), r.GetValue(raw), cacheReads: false, mainRam: r.GetValue(mainRam), indexCache: indexCache.Get(r)), pause: true);
             MachineState m = vm.Machine;
             if (r.GetValue(json))
             {
@@ -51,6 +50,16 @@ internal static class InfoCommand
         w.WriteString("path", m.SourcePath);
         w.WriteString("format", m.Origin.Description);
         w.WriteString("machineType", m.MachineType);
+        if (m.Origin.LibvirtDomainXml is string domainXml)
+        {
+            (string? name, string? uuid) = LibvirtDomainDescription.NameAndUuid(domainXml);
+            w.WriteStartObject("libvirtDomain");
+            w.WriteString("name", name);
+            w.WriteString("uuid", uuid);
+            w.WriteString("xml", domainXml);
+            w.WriteEndObject();
+        }
+
         w.WriteStartArray("ramBlocks");
         foreach (RamBlockInfo b in m.RamBlocks)
         {
@@ -145,6 +154,12 @@ internal static class InfoCommand
         }
 
         console.MarkupLine($"[bold]{TerminalText.Markup(m.SourcePath)}[/]: {TerminalText.Markup(m.Origin.Description)}, machine type [bold]{TerminalText.Markup(m.MachineType ?? "unknown")}[/]");
+        if (m.Origin.LibvirtDomainXml is string domainXml)
+        {
+            (string? name, string? uuid) = LibvirtDomainDescription.NameAndUuid(domainXml);
+            console.MarkupLine($"libvirt domain [bold]{TerminalText.Markup(name ?? "?")}[/] (uuid {TerminalText.Markup(uuid ?? "?")}), its XML kept ({domainXml.Length:N0} characters; info --json shows it)");
+        }
+
         var blocks = new Table().Title("RAM blocks").AddColumns("name", "size", "mapped at", "data pages", "zero pages");
         foreach (RamBlockInfo b in m.RamBlocks)
         {

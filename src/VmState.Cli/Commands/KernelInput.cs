@@ -12,7 +12,7 @@ internal sealed class KernelInput
     private readonly Argument<string?>? _input;
     private readonly Argument<string[]>? _positional;
     private readonly int _trailing;
-    private readonly Option<string?> _qmp = CommonOptions.Qmp();
+    private readonly LiveOptions _live;
     private readonly Option<bool> _pause = new("--pause") { Description = "with --qmp: pause the guest while reading (resumed afterwards); lists may otherwise change under the walk" };
     private readonly Option<string?> _snapshot = CommonOptions.SnapshotName();
     private readonly Option<bool> _raw = CommonOptions.Raw();
@@ -43,7 +43,7 @@ internal sealed class KernelInput
             command.Arguments.Add(_positional);
         }
 
-        command.Options.Add(_qmp);
+        _live = new LiveOptions(command);
         command.Options.Add(_pause);
         command.Options.Add(_snapshot);
         command.Options.Add(_raw);
@@ -58,10 +58,10 @@ internal sealed class KernelInput
     /// receives the index cache's diagnostics.
     /// </summary>
     public Vm Open(ParseResult r, Action<string>? cacheReport = null) =>
-        CommonOptions.OpenVm(Input(r), r.GetValue(_qmp), CommonOptions.VmOptions(r.GetValue(_snapshot), r.GetValue(_raw), cacheReads: true, _kernel.Get(r), r.GetValue(_mainRam), _indexCache.Get(r, cacheReport)), r.GetValue(_pause));
+        CommonOptions.OpenVm(Input(r), _live.Get(r), CommonOptions.VmOptions(r.GetValue(_snapshot), r.GetValue(_raw), cacheReads: true, _kernel.Get(r), r.GetValue(_mainRam), _indexCache.Get(r, cacheReport)), r.GetValue(_pause));
 
-    /// <summary>True when the input is a running VM (--qmp).</summary>
-    public bool IsLive(ParseResult r) => r.GetValue(_qmp) is not null;
+    /// <summary>True when the input is a running VM (--qmp, or --libvirt with --domain).</summary>
+    public bool IsLive(ParseResult r) => _live.IsGiven(r);
 
     /// <summary>True when --pause was given.</summary>
     public bool Pauses(ParseResult r) => r.GetValue(_pause);

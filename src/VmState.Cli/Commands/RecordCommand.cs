@@ -43,7 +43,7 @@ internal static class RecordCommand
                 return 1;
             }
 
-            using Vm vm = CommonOptions.OpenVm(null, socket, new VmOpenOptions(), pause: false);
+            using Vm vm = CommonOptions.OpenVm(null, new LiveTarget(socket, null, null), new VmOpenOptions(), pause: false);
             using HistoryStoreWriter writer = HistoryStoreWriter.Open(r.GetValue(store)!);
             var options = new HistoryRecordOptions
             {

@@ -6,7 +6,8 @@ using VmState.Live;
 namespace VmState.Cli.Commands;
 
 /// <summary>
-/// <c>vmstate snapshot --qmp SOCKET (-o FILE | --savevm TAG)</c>: snapshot a running QEMU through its QMP socket,
+/// <c>vmstate snapshot (--qmp SOCKET | --libvirt URI --domain NAME) (-o FILE | --savevm TAG)</c>: snapshot a running
+/// QEMU through its QMP socket or libvirt's monitor passthrough,
 /// as a migration stream file (the guest is paused for the save and resumed) or as an internal savevm snapshot in
 /// its qcow2 disk. The guest is resumed on every path — errors and Ctrl-C included — if it was running.
 /// </summary>
@@ -14,22 +15,21 @@ internal static class SnapshotCommand
 {
     public static Command Create()
     {
-        var qmp = new Option<string>("--qmp") { Description = "QEMU's QMP unix socket (-qmp unix:PATH,server=on,wait=off)", Required = true };
         var output = new Option<string?>("--output", "-o") { Description = "write a migration stream to this file" };
         var savevm = new Option<string?>("--savevm") { Description = "take an internal snapshot with this tag in the VM's qcow2 disk" };
         var live = new Option<bool>("--live") { Description = "with -o: keep the guest running (QEMU background-snapshot: RAM copy-on-write through userfaultfd); the file holds the state at the start" };
         Option<bool> json = CommonOptions.Json();
         var command = new Command("snapshot", "Snapshot a running QEMU VM through QMP (stream file or savevm), resuming it afterwards");
-        command.Options.Add(qmp);
+        var target = new LiveOptions(command, new Option<string?>("--qmp") { Description = "QEMU's QMP unix socket (-qmp unix:PATH,server=on,wait=off)" });
         command.Options.Add(output);
         command.Options.Add(savevm);
         command.Options.Add(live);
         command.Options.Add(json);
-        command.SetAction((r, ct) => RunAsync(r.GetValue(qmp)!, r.GetValue(output), r.GetValue(savevm), r.GetValue(live), r.GetValue(json), ct));
+        command.SetAction((r, ct) => RunAsync(r, target, r.GetValue(output), r.GetValue(savevm), r.GetValue(live), r.GetValue(json), ct));
         return command;
     }
 
-    private static async Task<int> RunAsync(string socket, string? output, string? tag, bool live, bool json, CancellationToken ct)
+    private static async Task<int> RunAsync(ParseResult r, LiveOptions target, string? output, string? tag, bool live, bool json, CancellationToken ct)
     {
         if ((output is null) == (tag is null))
         {
@@ -43,9 +43,20 @@ internal static class SnapshotCommand
             return 2;
         }
 
+        LiveTarget vm;
         try
         {
-            await using QmpClient client = await QmpClient.ConnectAsync(socket, TimeSpan.FromSeconds(10), ct);
+            vm = target.Require(r, "snapshot");
+        }
+        catch (ArgumentException e)
+        {
+            Console.Error.WriteLine($"vmstate: {e.Message}");
+            return 2;
+        }
+
+        try
+        {
+            await using QmpClient client = await vm.ConnectAsync(TimeSpan.FromSeconds(10), ct);
             string before = await client.QueryStatusAsync(ct);
             var clock = Stopwatch.StartNew();
             long bytes = 0;
@@ -112,7 +123,7 @@ internal static class SnapshotCommand
             Console.Error.WriteLine($"vmstate: {e.Message}");
             return 1;
         }
-        catch (Exception e) when (e is IOException or LiveVmGoneException or TimeoutException)
+        catch (Exception e) when (e is IOException or LiveVmGoneException or TimeoutException or VmStateNotFoundException)
         {
             Console.Error.WriteLine($"vmstate: {e.Message}");
             return 1;

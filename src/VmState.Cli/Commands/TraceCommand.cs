@@ -200,7 +200,7 @@ internal static class TraceCommand
         }
 
         TraceHitFilter filter = shared.Filter(r);
-        using Vm vm = CommonOptions.OpenVm(null, socket, new VmOpenOptions(), pause: false);
+        using Vm vm = CommonOptions.OpenVm(null, new LiveTarget(socket, null, null), new VmOpenOptions(), pause: false);
         LinuxKernel kernel = vm.Linux.Kernel;
         var options = new GdbTraceOptions { GuardCommand = SelfCommand("trace-guard") };
         using GdbTraceSession session = GdbTraceSession.StartAsync(vm.Live!, kernel, options, ct).GetAwaiter().GetResult();

@@ -25,6 +25,11 @@ public static class HardwareJsonWriter
         w.WriteString("path", machine.SourcePath);
         w.WriteString("format", machine.Origin.Description);
         w.WriteString("machineType", machine.MachineType);
+        if (machine.Origin.LibvirtDomainXml is string domainXml)
+        {
+            w.WriteString("libvirtDomainXml", domainXml);
+        }
+
         w.WriteEndObject();
         w.WriteStartArray("warnings");
         foreach (string warning in machine.Warnings)

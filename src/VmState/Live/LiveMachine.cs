@@ -64,7 +64,9 @@ public sealed class LiveMachine : IAsyncDisposable
     public static async Task<LiveMachine> AttachAsync(QmpClient qmp, bool ownsClient, CancellationToken cancellationToken = default)
     {
         string qmpSocket = qmp.SocketPath;
-        int pid = qmp.PeerProcessId ?? throw new IOException($"cannot tell which process serves {qmpSocket} (SO_PEERCRED failed)");
+        int pid = qmp.PeerProcessId ?? throw new IOException(qmp.LibvirtDomain is LibvirtDomainInfo domain
+            ? $"the QEMU process of libvirt domain {domain.Name} is not on this host (or its command line cannot be read), so its memory cannot be read from here; run vmstate on the host that runs the domain"
+            : $"cannot tell which process serves {qmpSocket} (SO_PEERCRED failed)");
         string mtree = await qmp.HumanMonitorCommandAsync("info mtree -f", null, cancellationToken).ConfigureAwait(false);
         IReadOnlyList<HmpText.RamRegion> regions = HmpText.ParseFlatViewRam(mtree);
         var mapped = new List<(MemoryRange, ulong)>();
@@ -77,6 +79,11 @@ public sealed class LiveMachine : IAsyncDisposable
 
         mapped.Sort((a, b) => a.Item1.Start.CompareTo(b.Item1.Start));
         (Dictionary<string, string> shared, List<string> notes) = await FindSharedBackendsAsync(qmp, cancellationToken).ConfigureAwait(false);
+        if (qmp.LibvirtDomain is LibvirtDomainInfo d)
+        {
+            notes.Add($"libvirt domain {d.Name} (pid {pid}): QMP goes through libvirt's monitor passthrough, so libvirt marks the domain tainted (custom-monitor)");
+        }
+
         var process = new QemuProcessMemory(pid, mapped);
         IPhysicalMemory? fallback = null;
         string? forced = Environment.GetEnvironmentVariable("VMSTATE_LIVE_PATH");
@@ -207,7 +214,10 @@ public sealed class LiveMachine : IAsyncDisposable
         {
         }
 
-        var origin = new MachineOrigin(MachineOriginKind.LiveQemu, $"qmp:{Qmp.SocketPath}", $"running QEMU {Qmp.Version.Major}.{Qmp.Version.Minor}.{Qmp.Version.Micro}, {MemoryPath}");
+        string description = $"running QEMU {Qmp.Version.Major}.{Qmp.Version.Minor}.{Qmp.Version.Micro}, {MemoryPath}";
+        MachineOrigin origin = Qmp.LibvirtDomain is null
+            ? new MachineOrigin(MachineOriginKind.LiveQemu, $"qmp:{Qmp.SocketPath}", description)
+            : new LibvirtDomainOrigin(MachineOriginKind.LiveQemu, Qmp.SocketPath, description, await Task.Run(Qmp.LibvirtDomainXml, cancellationToken).ConfigureAwait(false) ?? string.Empty);
         return new MachineState(origin, machineType, Memory, cpus, [], blocks, [], null);
     }
 

@@ -1,5 +1,6 @@
 using System.Diagnostics;
 using System.Runtime.ExceptionServices;
+using System.Runtime.InteropServices;
 using System.Text.Json;
 using System.Text.Json.Nodes;
 using Microsoft.Win32.SafeHandles;
@@ -81,12 +82,15 @@ public static class QemuMonitor
     /// </summary>
     public static async Task<SaveResult> SaveStateToFileAsync(this QmpClient qmp, string path, bool background, CancellationToken cancellationToken = default)
     {
-        // QEMU writes the stream into our temporary (created owner-only: it holds guest RAM; `cat >` keeps the
-        // mode of an existing file), which is renamed into place only when the migration completed.
+        // QEMU writes the stream into our temporary (created owner-only: it holds guest RAM), handed to it as an open
+        // descriptor over QMP (getfd, then migrate fd:): QEMU never opens a path, so a QEMU that runs as another
+        // user (libvirt's) or on the far side of libvirt's monitor passthrough writes it just the same. The temporary
+        // is renamed into place only when the migration completed.
         using OutputFile output = OutputFile.Create(path, OutputRules.None);
         return await RunConsistentMigrationAsync(qmp, background, async (_, ct) =>
         {
-            JsonElement stats = await qmp.MigrateToFileAsync(output.TempPath, null, ct).ConfigureAwait(false);
+            await MigrateToDescriptorAsync(qmp, output.Handle, "save", ct).ConfigureAwait(false);
+            JsonElement stats = await WaitForMigrationAsync(qmp, output.TempPath, TimeSpan.FromMinutes(10), ct).ConfigureAwait(false);
             output.Commit();
             return (stats, new FileInfo(path).Length);
         }, cancellationToken).ConfigureAwait(false);
@@ -120,31 +124,11 @@ public static class QemuMonitor
         {
             // The write end of a pipe goes to QEMU over QMP (getfd): no path QEMU must reach, nobody else can write.
             (SafeFileHandle read, SafeFileHandle write) = CapturePipe.Create();
-            string name = $"vmstate-capture-{Environment.ProcessId}-{Interlocked.Increment(ref s_captures)}";
             using (read)
             {
                 using (write)
                 {
-                    await qmp.ExecuteWithDescriptorAsync("getfd", new JsonObject { ["fdname"] = name }, write, null, ct).ConfigureAwait(false);
-                }
-
-                try
-                {
-                    await LiftBandwidthCapAsync(qmp, ct).ConfigureAwait(false);
-                    await qmp.ExecuteAsync("migrate", new JsonObject { ["uri"] = $"fd:{name}" }, null, ct).ConfigureAwait(false);
-                }
-                catch
-                {
-                    // QEMU takes the descriptor when the migration starts; one it did not take is closed.
-                    try
-                    {
-                        await qmp.ExecuteAsync("closefd", new JsonObject { ["fdname"] = name }, TimeSpan.FromSeconds(5), CancellationToken.None).ConfigureAwait(false);
-                    }
-                    catch (Exception e) when (e is QmpException or IOException or LiveVmGoneException or TimeoutException)
-                    {
-                    }
-
-                    throw;
+                    await MigrateToDescriptorAsync(qmp, write, "capture", ct).ConfigureAwait(false);
                 }
 
                 {
@@ -189,6 +173,55 @@ public static class QemuMonitor
                 }
             }
         }, cancellationToken);
+    }
+
+    /// <summary>
+    /// Starts a migration into <paramref name="descriptor"/> (a file or a pipe's write end): the descriptor goes to
+    /// QEMU over QMP (<c>getfd</c>), then <c>migrate fd:</c>. QEMU takes its copy when the migration starts; one it
+    /// did not take is closed again.
+    /// </summary>
+    internal static async Task MigrateToDescriptorAsync(QmpClient qmp, SafeHandle descriptor, string purpose, CancellationToken ct)
+    {
+        string name = await PassDescriptorAsync(qmp, descriptor, purpose, ct).ConfigureAwait(false);
+        await LiftBandwidthCapAsync(qmp, ct).ConfigureAwait(false);
+        await StartMigrationAsync(qmp, name, ct).ConfigureAwait(false);
+    }
+
+    /// <summary>Hands <paramref name="descriptor"/> to QEMU (<c>getfd</c>) under a fresh name, which it returns.</summary>
+    internal static async Task<string> PassDescriptorAsync(QmpClient qmp, SafeHandle descriptor, string purpose, CancellationToken ct)
+    {
+        string name = $"vmstate-{purpose}-{Environment.ProcessId}-{Interlocked.Increment(ref s_captures)}";
+        await qmp.ExecuteWithDescriptorAsync("getfd", new JsonObject { ["fdname"] = name }, descriptor, null, ct).ConfigureAwait(false);
+        return name;
+    }
+
+    /// <summary>
+    /// <c>migrate fd:NAME</c> into a descriptor passed with <see cref="PassDescriptorAsync"/>; when it does not start,
+    /// QEMU's copy of the descriptor is closed (<c>closefd</c>).
+    /// </summary>
+    internal static async Task StartMigrationAsync(QmpClient qmp, string name, CancellationToken ct)
+    {
+        try
+        {
+            await qmp.ExecuteAsync("migrate", new JsonObject { ["uri"] = $"fd:{name}" }, null, ct).ConfigureAwait(false);
+        }
+        catch
+        {
+            await CloseDescriptorAsync(qmp, name).ConfigureAwait(false);
+            throw;
+        }
+    }
+
+    /// <summary>Closes QEMU's copy of a descriptor passed with <see cref="PassDescriptorAsync"/> (errors ignored: it may be taken).</summary>
+    internal static async Task CloseDescriptorAsync(QmpClient qmp, string name)
+    {
+        try
+        {
+            await qmp.ExecuteAsync("closefd", new JsonObject { ["fdname"] = name }, TimeSpan.FromSeconds(5), CancellationToken.None).ConfigureAwait(false);
+        }
+        catch (Exception e) when (e is QmpException or IOException or LiveVmGoneException or TimeoutException)
+        {
+        }
     }
 
     /// <summary>
@@ -304,7 +337,7 @@ public static class QemuMonitor
     /// Ends a migration that may still be active and waits until QEMU says it is not: cancelled at once, or with
     /// <paramref name="letItFinish"/> left to complete by itself for up to 10 minutes before it is cancelled.
     /// </summary>
-    private static async Task EndMigrationAsync(QmpClient qmp, bool letItFinish)
+    internal static async Task EndMigrationAsync(QmpClient qmp, bool letItFinish)
     {
         try
         {
@@ -348,11 +381,11 @@ public static class QemuMonitor
         return status is not ("" or "none" or "completed" or "failed" or "cancelled");
     }
 
-    private static Task LiftBandwidthCapAsync(QmpClient qmp, CancellationToken cancellationToken) =>
+    internal static Task LiftBandwidthCapAsync(QmpClient qmp, CancellationToken cancellationToken) =>
         qmp.ExecuteAsync("migrate-set-parameters", new JsonObject { ["max-bandwidth"] = 100L << 30 }, null, cancellationToken);
 
     /// <summary>Waits for the migration to complete; failed or cancelled throws with QEMU's reason; too long cancels it.</summary>
-    private static async Task<JsonElement> WaitForMigrationAsync(QmpClient qmp, string destination, TimeSpan limit, CancellationToken cancellationToken)
+    internal static async Task<JsonElement> WaitForMigrationAsync(QmpClient qmp, string destination, TimeSpan limit, CancellationToken cancellationToken)
     {
         var clock = Stopwatch.StartNew();
         while (true)
@@ -379,7 +412,7 @@ public static class QemuMonitor
         }
     }
 
-    private static Task SetBackgroundSnapshotAsync(QmpClient qmp, bool on) =>
+    internal static Task SetBackgroundSnapshotAsync(QmpClient qmp, bool on) =>
         qmp.ExecuteAsync("migrate-set-capabilities", new JsonObject
         {
             ["capabilities"] = new JsonArray((JsonNode)new JsonObject { ["capability"] = "background-snapshot", ["state"] = on }),

@@ -12,13 +12,15 @@ namespace VmState.Live;
 /// A client for the QEMU Machine Protocol over a unix socket (QEMU docs/interop/qmp-spec.rst): reads the greeting,
 /// negotiates capabilities, sends commands with an "id" and matches replies by id, queues asynchronous events.
 /// One background loop reads the socket, so concurrent commands are safe. When the connection drops (QEMU exited),
-/// every pending and later command fails with a <see cref="LiveVmGoneException"/>.
+/// every pending and later command fails with a <see cref="LiveVmGoneException"/>. The same client also speaks to a
+/// libvirt domain's QEMU through libvirt's monitor passthrough (<see cref="ConnectLibvirtAsync"/>).
 /// </summary>
 public sealed class QmpClient : IAsyncDisposable
 {
     private static readonly TimeSpan s_defaultTimeout = TimeSpan.FromSeconds(30);
-    private readonly Socket _socket;
-    private readonly NetworkStream _stream;
+    private readonly Socket? _socket;
+    private readonly NetworkStream? _stream;
+    private readonly LibvirtMonitor? _libvirt;
     // The command name rides along with each reply slot so a dropped connection can say which command it cut off.
     private readonly ConcurrentDictionary<long, (TaskCompletionSource<JsonElement> Reply, string Command)> _pending = new();
     private readonly Channel<QmpEvent> _events = Channel.CreateUnbounded<QmpEvent>();
@@ -35,17 +37,84 @@ public sealed class QmpClient : IAsyncDisposable
         SocketPath = path;
     }
 
-    /// <summary>The socket path.</summary>
+    private QmpClient(string uri, string domain)
+    {
+        // Opening is blocking (libvirt's calls are); the caller runs this off its own thread.
+        _libvirt = LibvirtMonitor.Open(uri, domain, e => _events.Writer.TryWrite(e), Gone);
+        SocketPath = _libvirt.Describe();
+    }
+
+    /// <summary>
+    /// Connects to the QEMU of a running libvirt domain (by name or UUID) through libvirt's monitor passthrough
+    /// (<c>libvirt.so.0</c>, <c>libvirt-qemu.so.0</c>): commands, file descriptors and events work as on a QMP socket.
+    /// libvirt marks the domain "tainted: custom-monitor" in its log when its monitor is used this way.
+    /// </summary>
+    /// <exception cref="VmStateNotFoundException">libvirt has no such domain.</exception>
+    /// <exception cref="IOException">libvirt is missing or unreachable, or the domain is not running.</exception>
+    public static async Task<QmpClient> ConnectLibvirtAsync(string uri, string domain, TimeSpan? timeout = null, CancellationToken cancellationToken = default)
+    {
+        ArgumentException.ThrowIfNullOrEmpty(uri);
+        ArgumentException.ThrowIfNullOrEmpty(domain);
+        TimeSpan limit = timeout ?? s_defaultTimeout;
+        QmpClient client;
+        try
+        {
+            client = await Task.Run(() => new QmpClient(uri, domain), cancellationToken).WaitAsync(limit, cancellationToken).ConfigureAwait(false);
+        }
+        catch (TimeoutException)
+        {
+            throw new TimeoutException($"libvirt at {uri} did not answer within {limit.TotalSeconds:F0} s");
+        }
+
+        try
+        {
+            JsonElement v = await client.ExecuteAsync("query-version", null, timeout, cancellationToken).ConfigureAwait(false);
+            if (v.TryGetProperty("qemu", out JsonElement q))
+            {
+                client.Version = (q.GetProperty("major").GetInt32(), q.GetProperty("minor").GetInt32(), q.GetProperty("micro").GetInt32());
+                client.Package = v.TryGetProperty("package", out JsonElement p) ? p.GetString() ?? string.Empty : string.Empty;
+            }
+
+            return client;
+        }
+        catch
+        {
+            await client.DisposeAsync().ConfigureAwait(false);
+            throw;
+        }
+    }
+
+    private void Gone(Exception reason)
+    {
+        _closed ??= reason;
+        _events.Writer.TryComplete();
+    }
+
+    /// <summary>The socket path; for a libvirt domain, <c>libvirt:DOMAIN@URI</c>.</summary>
     public string SocketPath { get; }
+
+    /// <summary>The libvirt domain behind this client, or null for a QMP socket.</summary>
+    public LibvirtDomainInfo? LibvirtDomain => _libvirt?.Domain;
+
+    /// <summary>The libvirt domain's live XML (blocking), or null for a QMP socket.</summary>
+    public string? LibvirtDomainXml() => _libvirt?.DomainXml();
 
     /// <summary>QEMU's version from the greeting, e.g. (7, 2, 22).</summary>
     public (int Major, int Minor, int Micro) Version { get; private set; }
 
-    /// <summary>The process at the other end of the socket (SO_PEERCRED), or null when it cannot be told.</summary>
+    /// <summary>
+    /// The QEMU process: the one at the other end of the socket (SO_PEERCRED), or for a libvirt domain on this host
+    /// the process started with its UUID; null when it cannot be told (a libvirt domain on another host).
+    /// </summary>
     public unsafe int? PeerProcessId
     {
         get
         {
+            if (_socket is null)
+            {
+                return _libvirt?.Domain.ProcessId;
+            }
+
             NativeMethods.UCred cred;
             uint length = (uint)sizeof(NativeMethods.UCred);
             int fd = (int)_socket.Handle;
@@ -131,6 +200,11 @@ public sealed class QmpClient : IAsyncDisposable
             throw new LiveVmGoneException(SocketPath, command, $"the QMP connection to {SocketPath} is closed: {closed.Message}", closed);
         }
 
+        if (_libvirt is not null)
+        {
+            return await ExecuteThroughLibvirtAsync(command, arguments, descriptor, timeout, cancellationToken).ConfigureAwait(false);
+        }
+
         long id = Interlocked.Increment(ref _nextId);
         var tcs = new TaskCompletionSource<JsonElement>(TaskCreationOptions.RunContinuationsAsynchronously);
         _pending[id] = (tcs, command);
@@ -151,7 +225,7 @@ public sealed class QmpClient : IAsyncDisposable
             try
             {
                 int sent = descriptor is null ? 0 : SendWithDescriptor(line, descriptor);
-                await _stream.WriteAsync(line.AsMemory(sent), cancellationToken).ConfigureAwait(false);
+                await _stream!.WriteAsync(line.AsMemory(sent), cancellationToken).ConfigureAwait(false);
             }
             catch (IOException e)
             {
@@ -172,19 +246,50 @@ public sealed class QmpClient : IAsyncDisposable
                 throw new TimeoutException($"QEMU did not answer {command} within {(timeout ?? s_defaultTimeout).TotalSeconds:F0} s");
             }
 
-            if (reply.TryGetProperty("error", out JsonElement error))
-            {
-                throw new QmpException(command,
-                    error.TryGetProperty("class", out JsonElement c) ? c.GetString() ?? "?" : "?",
-                    error.TryGetProperty("desc", out JsonElement d) ? d.GetString() ?? "?" : "?");
-            }
-
-            return reply.TryGetProperty("return", out JsonElement r) ? r : default;
+            return Unwrap(command, reply);
         }
         finally
         {
             _pending.TryRemove(id, out _);
         }
+    }
+
+    private async Task<JsonElement> ExecuteThroughLibvirtAsync(string command, JsonObject? arguments, SafeHandle? descriptor, TimeSpan? timeout, CancellationToken cancellationToken)
+    {
+        var message = new JsonObject { ["execute"] = command };
+        if (arguments is not null)
+        {
+            message["arguments"] = arguments.DeepClone();
+        }
+
+        string json = message.ToJsonString();
+        string text;
+        try
+        {
+            // libvirt's call blocks; each runs on a thread of its own, so many VMs' commands (a fleet cut's stops) go
+            // out together instead of queueing for the thread pool.
+            text = await Task.Factory.StartNew(() => _libvirt!.Execute(command, json, descriptor), CancellationToken.None, TaskCreationOptions.LongRunning, TaskScheduler.Default)
+                .WaitAsync(timeout ?? s_defaultTimeout, cancellationToken).ConfigureAwait(false);
+        }
+        catch (TimeoutException)
+        {
+            throw new TimeoutException($"QEMU (through libvirt) did not answer {command} within {(timeout ?? s_defaultTimeout).TotalSeconds:F0} s");
+        }
+
+        using JsonDocument doc = JsonDocument.Parse(text);
+        return Unwrap(command, doc.RootElement.Clone());
+    }
+
+    private static JsonElement Unwrap(string command, JsonElement reply)
+    {
+        if (reply.TryGetProperty("error", out JsonElement error))
+        {
+            throw new QmpException(command,
+                error.TryGetProperty("class", out JsonElement c) ? c.GetString() ?? "?" : "?",
+                error.TryGetProperty("desc", out JsonElement d) ? d.GetString() ?? "?" : "?");
+        }
+
+        return reply.TryGetProperty("return", out JsonElement r) ? r : default;
     }
 
     /// <summary>
@@ -211,7 +316,7 @@ public sealed class QmpClient : IAsyncDisposable
                 var message = new NativeMethods.MsgHdr { Iov = &iov, IovLength = 1, Control = control, ControlLength = 24 };
                 while (true)
                 {
-                    nint n = NativeMethods.sendmsg((int)_socket.Handle, &message, NativeMethods.MsgNosignal);
+                    nint n = NativeMethods.sendmsg((int)_socket!.Handle, &message, NativeMethods.MsgNosignal);
                     if (n >= 0)
                     {
                         return (int)n;
@@ -288,9 +393,18 @@ public sealed class QmpClient : IAsyncDisposable
     public async ValueTask DisposeAsync()
     {
         await _stop.CancelAsync().ConfigureAwait(false);
+        if (_libvirt is not null)
+        {
+            await Task.Run(_libvirt.Dispose).ConfigureAwait(false);
+            _events.Writer.TryComplete();
+            _stop.Dispose();
+            _writeLock.Dispose();
+            return;
+        }
+
         try
         {
-            _socket.Shutdown(SocketShutdown.Both);
+            _socket!.Shutdown(SocketShutdown.Both);
         }
         catch (SocketException)
         {
@@ -307,8 +421,8 @@ public sealed class QmpClient : IAsyncDisposable
             }
         }
 
-        await _stream.DisposeAsync().ConfigureAwait(false);
-        _socket.Dispose();
+        await _stream!.DisposeAsync().ConfigureAwait(false);
+        _socket!.Dispose();
         _stop.Dispose();
         _writeLock.Dispose();
     }
@@ -345,7 +459,7 @@ public sealed class QmpClient : IAsyncDisposable
             }
 
             _readStart = 0;
-            _readEnd = await _stream.ReadAsync(_readBuffer, cancellationToken).ConfigureAwait(false);
+            _readEnd = await _stream!.ReadAsync(_readBuffer, cancellationToken).ConfigureAwait(false);
             if (_readEnd == 0)
             {
                 return null;

@@ -17,4 +17,10 @@ public record MachineOrigin(MachineOriginKind Kind, string Path, string Descript
     /// does; null when it has to be found in guest memory (<see cref="VmcoreinfoLocator"/>).
     /// </summary>
     public virtual byte[]? CarriedVmcoreinfoNote => null;
+
+    /// <summary>
+    /// The libvirt domain XML that came with the input (a libvirt save image, or a libvirt domain attached live),
+    /// kept as metadata; null for inputs that carry none.
+    /// </summary>
+    public virtual string? LibvirtDomainXml => null;
 }

@@ -229,8 +229,30 @@ public static class SnapshotLoader
     private static MachineState OpenLibvirtSave(IRandomAccessSource file, string path, SnapshotOpenOptions options, IndexCacheFileKey? key)
     {
         long start = LibvirtStreamStart(file);
+        string xml = LibvirtDomainXml(file);
         var window = new WindowSource(file, start, file.Length - start, ownsInner: true);
-        return ReadStream(window, stream => new MigrationStreamOrigin(MachineOriginKind.VirshSave, path, "virsh save file", stream), path, options, key, $"virsh save stream at {start}");
+        return ReadStream(window, stream => new LibvirtSaveOrigin(MachineOriginKind.VirshSave, path, "virsh save file", stream, xml), path, options, key, $"virsh save stream at {start}");
+    }
+
+    /// <summary>The domain XML of a libvirt save image: from the end of the header to its NUL (or the cookie).</summary>
+    private static string LibvirtDomainXml(IRandomAccessSource file)
+    {
+        const string S = "virsh save header";
+        const int MaxXml = 16 << 20;
+        byte[] h = new byte[92];
+        file.Read(0, h);
+        uint dataLength = BinaryPrimitives.ReadUInt32LittleEndian(h.AsSpan(20));
+        uint cookieOffset = BinaryPrimitives.ReadUInt32LittleEndian(h.AsSpan(32));
+        uint xmlSpan = cookieOffset != 0 && cookieOffset < dataLength ? cookieOffset : dataLength;
+        if (xmlSpan > MaxXml)
+        {
+            throw new VmStateFormatException(20, S, $"the domain XML would be {xmlSpan} bytes; at most {MaxXml} are read");
+        }
+
+        byte[] xml = new byte[xmlSpan];
+        int n = file.Read(92, xml);
+        int end = Array.IndexOf(xml, (byte)0, 0, n);
+        return System.Text.Encoding.UTF8.GetString(xml, 0, end < 0 ? n : end);
     }
 
     /// <summary>Where the migration stream of a <c>virsh save</c> file starts.</summary>

@@ -1,0 +1,143 @@
+using System.Text.Json;
+using VmState.Integration.Harness;
+
+namespace VmState.Integration;
+
+/// <summary>
+/// A VM managed by a real libvirtd (the test's own, <see cref="LibvirtDaemon"/>): listed, read live through
+/// libvirt's monitor passthrough, snapshotted, and its <c>virsh save</c> file read back, each compared with what the
+/// guest printed about itself; the domain keeps running.
+/// </summary>
+public sealed class LibvirtTests(LibvirtDaemon lv) : IClassFixture<LibvirtDaemon>
+{
+    [Fact]
+    public void ListShowsTheDomainWithItsQemuProcess()
+    {
+        (int code, string stdout, string stderr) = VmStateCli.Run(["list", "--libvirt", lv.Uri, "--json"]);
+        Assert.True(code == 0, stderr);
+        using JsonDocument doc = JsonDocument.Parse(stdout);
+        JsonElement d = doc.RootElement.EnumerateArray().Single(e => e.GetProperty("name").GetString() == lv.Domain);
+        Assert.Equal("running", d.GetProperty("state").GetString());
+        int pid = d.GetProperty("pid").GetInt32();
+        string cmdline = File.ReadAllText($"/proc/{pid}/cmdline");
+        Assert.Contains($"guest={lv.Domain},", cmdline, StringComparison.Ordinal);
+        Assert.Contains(d.GetProperty("uuid").GetString()!, cmdline, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public void PsThroughLibvirtEqualsTheGuestsOwnTruthAndLeavesItRunning()
+    {
+        (int code, string stdout, string stderr) = VmStateCli.Run(["ps", "--libvirt", lv.Uri, "--domain", lv.Domain, "--pause", "--json"]);
+        Assert.True(code == 0, stderr);
+        using JsonDocument doc = JsonDocument.Parse(stdout);
+        var seen = Processes(doc).ToDictionary(p => p.GetProperty("pid").GetInt32(), p => p);
+        GroundTruth truth = lv.Truth;
+        Assert.NotEmpty(truth.Processes);
+        Assert.All(truth.Processes, p =>
+        {
+            Assert.True(seen.TryGetValue(p.Pid, out JsonElement row), $"pid {p.Pid} ({p.Comm}) missing");
+            Assert.Equal(p.Ppid, row.GetProperty("ppid").GetInt32());
+            Assert.Equal(p.Uid, row.GetProperty("uid").GetInt32());
+        });
+        Assert.Equal("running", lv.State());
+    }
+
+    [Fact]
+    public void InfoOfTheLiveDomainKeepsItsXmlAndReadsTheMarker()
+    {
+        (int code, string stdout, string stderr) = VmStateCli.Run(["info", "--libvirt", lv.Uri, "--domain", lv.Domain, "--json"]);
+        Assert.True(code == 0, stderr);
+        using JsonDocument doc = JsonDocument.Parse(stdout);
+        Assert.Equal(lv.Domain, doc.RootElement.GetProperty("libvirtDomain").GetProperty("name").GetString());
+        Assert.Contains("<domain", doc.RootElement.GetProperty("libvirtDomain").GetProperty("xml").GetString(), StringComparison.Ordinal);
+        GroundTruth.MarkerInfo marker = lv.Truth.Marker!;
+        (code, stdout, stderr) = VmStateCli.Run(["read", "--libvirt", lv.Uri, "--domain", lv.Domain, "--pa", $"0x{marker.PhysicalAddress:x}", "15", "-f", "raw"]);
+        Assert.True(code == 0, stderr);
+        Assert.StartsWith("VMSTATE-MARKER-", stdout, StringComparison.Ordinal);
+        Assert.Equal("running", lv.State());
+    }
+
+    [Fact]
+    public async Task ALiveSnapshotThroughLibvirtOpensAndTheGuestRunsOn()
+    {
+        string file = Path.Combine(lv.Dir, $"live-{Guid.NewGuid():N}.mig");
+        (int code, string stdout, string stderr) = VmStateCli.Run(["snapshot", "--libvirt", lv.Uri, "--domain", lv.Domain, "-o", file, "--live", "--json"]);
+        Assert.True(code == 0, stderr);
+        using (JsonDocument doc = JsonDocument.Parse(stdout))
+        {
+            Assert.Equal("running", doc.RootElement.GetProperty("statusAfter").GetString());
+        }
+
+        (code, stdout, stderr) = VmStateCli.Run(["ps", file, "--json"]);
+        Assert.True(code == 0, stderr);
+        using (JsonDocument doc = JsonDocument.Parse(stdout))
+        {
+            var pids = Processes(doc).Select(p => p.GetProperty("pid").GetInt32()).ToHashSet();
+            Assert.All(lv.Truth.Processes, p => Assert.Contains(p.Pid, pids));
+        }
+
+        // The guest runs on: its marker keeps ticking after the snapshot.
+        await lv.WaitForTickAfterAsync(lv.LastTick(), TimeSpan.FromSeconds(60));
+    }
+
+    [Fact]
+    public async Task AVirshSaveFileIsReadWithItsDomainXmlAndRestores()
+    {
+        string file = Path.Combine(lv.Dir, $"virsh-{Guid.NewGuid():N}.save");
+        HostCommand.Result saved = lv.Virsh(TimeSpan.FromSeconds(180), "save", lv.Domain, file);
+        try
+        {
+            Assert.True(saved.ExitCode == 0, saved.ToString());
+            (int code, string stdout, string stderr) = VmStateCli.Run(["info", file, "--json"]);
+            Assert.True(code == 0, stderr);
+            using (JsonDocument doc = JsonDocument.Parse(stdout))
+            {
+                Assert.Equal("virsh save file", doc.RootElement.GetProperty("format").GetString());
+                Assert.Equal(lv.Domain, doc.RootElement.GetProperty("libvirtDomain").GetProperty("name").GetString());
+            }
+
+            (code, stdout, stderr) = VmStateCli.Run(["ps", file, "--json"]);
+            Assert.True(code == 0, stderr);
+            using (JsonDocument doc = JsonDocument.Parse(stdout))
+            {
+                var pids = Processes(doc).Select(p => p.GetProperty("pid").GetInt32()).ToHashSet();
+                Assert.All(lv.Truth.Processes, p => Assert.Contains(p.Pid, pids));
+            }
+
+            string dir = Path.Combine(lv.Dir, $"extract-{Guid.NewGuid():N}");
+            (code, _, stderr) = VmStateCli.Run(["extract", file, "-o", dir]);
+            Assert.True(code == 0, stderr);
+            using (JsonDocument hw = JsonDocument.Parse(await File.ReadAllTextAsync(Path.Combine(dir, "hardware.json"))))
+            {
+                Assert.Contains($"<name>{lv.Domain}</name>", hw.RootElement.GetProperty("source").GetProperty("libvirtDomainXml").GetString(), StringComparison.Ordinal);
+            }
+        }
+        finally
+        {
+            // The save stopped the (transient) domain; restoring it leaves the fixture as the other tests expect.
+            int tick = lv.LastTick();
+            HostCommand.Result restored = lv.Virsh(TimeSpan.FromSeconds(180), "restore", file);
+            Assert.True(restored.ExitCode == 0, restored.ToString());
+            await lv.WaitForTickAfterAsync(tick, TimeSpan.FromSeconds(60));
+        }
+    }
+
+    [Fact]
+    public void AnUnknownDomainOrAMissingDomainOptionIsAClearError()
+    {
+        (int code, _, string stderr) = VmStateCli.Run(["ps", "--libvirt", lv.Uri, "--domain", "no-such-domain"]);
+        Assert.Equal(2, code);
+        Assert.Contains("no domain named no-such-domain", stderr, StringComparison.Ordinal);
+        Assert.Contains(lv.Domain, stderr, StringComparison.Ordinal);
+        (code, _, stderr) = VmStateCli.Run(["ps", "--libvirt", lv.Uri]);
+        Assert.Equal(2, code);
+        Assert.Contains("--libvirt needs --domain", stderr, StringComparison.Ordinal);
+        (code, _, stderr) = VmStateCli.Run(["list", "--libvirt", "qemu:///system?socket=/nonexistent/libvirt-sock"]);
+        Assert.Equal(1, code);
+        Assert.Contains("cannot connect to libvirt", stderr, StringComparison.Ordinal);
+    }
+
+    /// <summary>The process rows of <c>ps --json</c> (an object with "processes").</summary>
+    private static IEnumerable<JsonElement> Processes(JsonDocument doc) =>
+        (doc.RootElement.ValueKind == JsonValueKind.Array ? doc.RootElement : doc.RootElement.GetProperty("processes")).EnumerateArray();
+}
