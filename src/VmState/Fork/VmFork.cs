@@ -163,42 +163,42 @@ public static class VmFork
                     output.Add(o with { Value = "file:" + Path.Combine(dir, $"{o.Name}{consoles++}.log") });
                     continue;
                 case "chardev" when o.Options("backend").Get("backend") == "file":
-                {
-                    QemuOptionList c = o.Options("backend");
-                    output.Add(o with { Value = c.With("path", Path.Combine(dir, $"chardev-{c.Get("id")}.log")).ToString("backend") });
-                    continue;
-                }
+                    {
+                        QemuOptionList c = o.Options("backend");
+                        output.Add(o with { Value = c.With("path", Path.Combine(dir, $"chardev-{c.Get("id")}.log")).ToString("backend") });
+                        continue;
+                    }
 
                 case "hda" or "hdb" or "hdc" or "hdd" or "cdrom":
                     output.Add(new QemuArgument(o.Name, overlays.GetValueOrDefault(o.Value!, o.Value!)));
                     continue;
                 case "drive":
-                {
-                    QemuOptionList d = o.Options();
-                    string file = d.Get("file")!;
-                    output.Add(overlays.TryGetValue(file, out string? overlay)
-                        ? o with { Value = d.With("file", overlay).With("format", "qcow2").Without("snapshot").ToString() }
-                        : o);
-                    continue;
-                }
-
-                case "device":
-                {
-                    QemuOptionList d = o.Options("driver");
-                    string driver = d.Get("driver") ?? string.Empty;
-                    string? kind = driver.StartsWith("virtio-net", StringComparison.Ordinal) ? "/virtio-net" : driver.StartsWith("e1000", StringComparison.Ordinal) && !driver.StartsWith("e1000e", StringComparison.Ordinal) ? "/e1000" : null;
-                    ForkMac? match = kind is null ? null
-                        : pendingMacs.FirstOrDefault(m => d.Get("mac") is string given && string.Equals(given, m.Original, StringComparison.OrdinalIgnoreCase))
-                          ?? pendingMacs.FirstOrDefault(m => m.Device.EndsWith(kind, StringComparison.Ordinal) && d.Get("mac") is null);
-                    if (match is not null)
                     {
-                        pendingMacs.Remove(match);
-                        output.Add(o with { Value = d.With("mac", match.Mac).ToString("driver") });
+                        QemuOptionList d = o.Options();
+                        string file = d.Get("file")!;
+                        output.Add(overlays.TryGetValue(file, out string? overlay)
+                            ? o with { Value = d.With("file", overlay).With("format", "qcow2").Without("snapshot").ToString() }
+                            : o);
                         continue;
                     }
 
-                    break;
-                }
+                case "device":
+                    {
+                        QemuOptionList d = o.Options("driver");
+                        string driver = d.Get("driver") ?? string.Empty;
+                        string? kind = driver.StartsWith("virtio-net", StringComparison.Ordinal) ? "/virtio-net" : driver.StartsWith("e1000", StringComparison.Ordinal) && !driver.StartsWith("e1000e", StringComparison.Ordinal) ? "/e1000" : null;
+                        ForkMac? match = kind is null ? null
+                            : pendingMacs.FirstOrDefault(m => d.Get("mac") is string given && string.Equals(given, m.Original, StringComparison.OrdinalIgnoreCase))
+                              ?? pendingMacs.FirstOrDefault(m => m.Device.EndsWith(kind, StringComparison.Ordinal) && d.Get("mac") is null);
+                        if (match is not null)
+                        {
+                            pendingMacs.Remove(match);
+                            output.Add(o with { Value = d.With("mac", match.Mac).ToString("driver") });
+                            continue;
+                        }
+
+                        break;
+                    }
             }
 
             output.Add(o);

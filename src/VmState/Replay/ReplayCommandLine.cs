@@ -99,73 +99,73 @@ public static class ReplayCommandLine
 
                     break;
                 case "netdev":
-                {
-                    QemuOptionList n = o.Options("type");
-                    if (n.Get("id") is null)
                     {
-                        throw Refuse($"-netdev {o.Value}", "the netdev needs an id= for its replay filter");
-                    }
+                        QemuOptionList n = o.Options("type");
+                        if (n.Get("id") is null)
+                        {
+                            throw Refuse($"-netdev {o.Value}", "the netdev needs an id= for its replay filter");
+                        }
 
-                    if (n.Get("type") is "vhost-user" or "vhost-vdpa" || n.Get("vhost") == "on")
-                    {
-                        throw Refuse($"-netdev {o.Value}", "vhost moves packets outside QEMU, where they cannot be recorded");
-                    }
+                        if (n.Get("type") is "vhost-user" or "vhost-vdpa" || n.Get("vhost") == "on")
+                        {
+                            throw Refuse($"-netdev {o.Value}", "vhost moves packets outside QEMU, where they cannot be recorded");
+                        }
 
-                    break;
-                }
+                        break;
+                    }
 
                 case "device":
-                {
-                    string driver = o.Options("driver").Get("driver") ?? string.Empty;
-                    if (s_refusedDevicePrefixes.Any(p => driver.StartsWith(p, StringComparison.Ordinal)))
                     {
-                        throw Refuse($"-device {driver}", "the device reaches the host or another process outside QEMU's record/replay (passthrough, vhost, shared memory)");
-                    }
+                        string driver = o.Options("driver").Get("driver") ?? string.Empty;
+                        if (s_refusedDevicePrefixes.Any(p => driver.StartsWith(p, StringComparison.Ordinal)))
+                        {
+                            throw Refuse($"-device {driver}", "the device reaches the host or another process outside QEMU's record/replay (passthrough, vhost, shared memory)");
+                        }
 
-                    break;
-                }
+                        break;
+                    }
 
                 case "object":
-                {
-                    string type = o.Options("qom-type").Get("qom-type") ?? string.Empty;
-                    if (type is "rng-random" or "rng-egd")
                     {
-                        throw Refuse($"-object {type}", "its bytes come from the host without being recorded; use rng-builtin (QEMU's default), which is");
-                    }
+                        string type = o.Options("qom-type").Get("qom-type") ?? string.Empty;
+                        if (type is "rng-random" or "rng-egd")
+                        {
+                            throw Refuse($"-object {type}", "its bytes come from the host without being recorded; use rng-builtin (QEMU's default), which is");
+                        }
 
-                    if (type.StartsWith("memory-backend-", StringComparison.Ordinal) && o.Options("qom-type").Get("share") == "on")
-                    {
-                        throw Refuse($"-object {type},share=on", "another process could write guest RAM behind the recording");
-                    }
+                        if (type.StartsWith("memory-backend-", StringComparison.Ordinal) && o.Options("qom-type").Get("share") == "on")
+                        {
+                            throw Refuse($"-object {type},share=on", "another process could write guest RAM behind the recording");
+                        }
 
-                    break;
-                }
+                        break;
+                    }
 
                 case "hda" or "hdb" or "hdc" or "hdd" or "cdrom":
                     drives.Add((o.Value!, null, o.Name == "cdrom"));
                     break;
                 case "drive":
-                {
-                    QemuOptionList d = o.Options();
-                    string iface = d.Get("if") ?? "ide";
-                    if (iface is not ("ide" or "virtio" or "none"))
                     {
-                        throw Refuse($"-drive if={iface}", "only if=ide, if=virtio and if=none (with -device ...,drive=ID) are recorded");
-                    }
+                        QemuOptionList d = o.Options();
+                        string iface = d.Get("if") ?? "ide";
+                        if (iface is not ("ide" or "virtio" or "none"))
+                        {
+                            throw Refuse($"-drive if={iface}", "only if=ide, if=virtio and if=none (with -device ...,drive=ID) are recorded");
+                        }
 
-                    if (d.Get("file") is not string file || file.Length == 0)
-                    {
-                        throw Refuse($"-drive {o.Value}", "a drive without file= (an empty CD-ROM drive) cannot be put behind blkreplay");
-                    }
+                        if (d.Get("file") is not string file || file.Length == 0)
+                        {
+                            throw Refuse($"-drive {o.Value}", "a drive without file= (an empty CD-ROM drive) cannot be put behind blkreplay");
+                        }
 
-                    if (iface == "none" && d.Get("id") is null)
-                    {
-                        throw Refuse($"-drive {o.Value}", "an if=none drive needs an id= for its -device");
-                    }
+                        if (iface == "none" && d.Get("id") is null)
+                        {
+                            throw Refuse($"-drive {o.Value}", "an if=none drive needs an id= for its -device");
+                        }
 
-                    drives.Add((file, d.Get("format"), d.Get("readonly") == "on" || d.Get("media") == "cdrom"));
-                    break;
-                }
+                        drives.Add((file, d.Get("format"), d.Get("readonly") == "on" || d.Get("media") == "cdrom"));
+                        break;
+                    }
             }
         }
 
@@ -202,32 +202,32 @@ public static class ReplayCommandLine
                     output.Add(o with { Value = "file:" + Path.Combine(paths.WorkDirectory, $"{o.Name}{consoles++}.log") });
                     continue;
                 case "chardev" when replay && o.Options("backend").Get("backend") == "file":
-                {
-                    QemuOptionList c = o.Options("backend");
-                    output.Add(o with { Value = c.With("path", Path.Combine(paths.WorkDirectory, $"chardev-{c.Get("id")}.log")).ToString("backend") });
-                    continue;
-                }
+                    {
+                        QemuOptionList c = o.Options("backend");
+                        output.Add(o with { Value = c.With("path", Path.Combine(paths.WorkDirectory, $"chardev-{c.Get("id")}.log")).ToString("backend") });
+                        continue;
+                    }
 
                 case "netdev":
-                {
-                    network = true;
-                    output.Add(o);
-                    string id = o.Options("type").Get("id")!;
-                    output.Add(new QemuArgument("object", $"filter-replay,id=rr-filter-{id},netdev={id}"));
-                    continue;
-                }
+                    {
+                        network = true;
+                        output.Add(o);
+                        string id = o.Options("type").Get("id")!;
+                        output.Add(new QemuArgument("object", $"filter-replay,id=rr-filter-{id},netdev={id}"));
+                        continue;
+                    }
 
                 case "net" or "nic":
                     network = true;
                     output.Add(o);
                     continue;
                 case "hda" or "hdb" or "hdc" or "hdd" or "cdrom":
-                {
-                    int index = o.Name == "cdrom" ? 2 : o.Name[2] - 'a';
-                    string media = o.Name == "cdrom" ? "cdrom" : "disk";
-                    output.AddRange(Drive(NextDrive(drives, drive++), QemuOptionList.Parse($"file={o.Value!.Replace(",", ",,", StringComparison.Ordinal)},if=ide,index={index},media={media}"), paths, ideTaken, ref nextIde));
-                    continue;
-                }
+                    {
+                        int index = o.Name == "cdrom" ? 2 : o.Name[2] - 'a';
+                        string media = o.Name == "cdrom" ? "cdrom" : "disk";
+                        output.AddRange(Drive(NextDrive(drives, drive++), QemuOptionList.Parse($"file={o.Value!.Replace(",", ",,", StringComparison.Ordinal)},if=ide,index={index},media={media}"), paths, ideTaken, ref nextIde));
+                        continue;
+                    }
 
                 case "drive":
                     output.AddRange(Drive(NextDrive(drives, drive++), o.Options(), paths, ideTaken, ref nextIde));
