@@ -104,81 +104,98 @@ public sealed record ReplayRecording
             throw new VmStateFormatException(e.BytePositionInLine ?? 0, Structure, $"not JSON: {e.Message}", e);
         }
 
+        return Decode(doc, directory);
+    }
+
+    private static ReplayRecording DecodeRoot(JsonElement root, string directory)
+    {
+        if (root.ValueKind != JsonValueKind.Object)
+        {
+            throw Bad("the top level is not an object");
+        }
+
+        if (String(root, "format") != FormatName)
+        {
+            throw Bad($"format is not \"{FormatName}\"");
+        }
+
+        if (Number(root, "version") != 1)
+        {
+            throw Bad($"version {Number(root, "version")} is not 1, the one this VmState reads");
+        }
+
+        JsonElement qemu = Member(root, "qemu", JsonValueKind.Object);
+        var drives = new List<ReplayDrive>();
+        foreach (JsonElement d in Member(root, "drives", JsonValueKind.Array).EnumerateArray())
+        {
+            if (d.ValueKind != JsonValueKind.Object)
+            {
+                throw Bad("a drive is not an object");
+            }
+
+            long index = Number(d, "index");
+            long size = Number(d, "size");
+            if (index < 0 || index > 1024 || size < 0)
+            {
+                throw Bad($"drive index {index} or size {size} out of range");
+            }
+
+            drives.Add(new ReplayDrive((int)index, String(d, "file"), String(d, "format"), Member(d, "readOnly", JsonValueKind.True, JsonValueKind.False).GetBoolean(), size, Time(d, "modified").UtcDateTime));
+        }
+
+        if (drives.Count > 64)
+        {
+            throw Bad($"{drives.Count} drives, more than 64");
+        }
+
+        double seconds = Member(root, "durationSeconds", JsonValueKind.Number).GetDouble();
+        if (!(seconds >= 0 && seconds < TimeSpan.MaxValue.TotalSeconds))
+        {
+            throw Bad($"durationSeconds {seconds} out of range");
+        }
+
+        JsonElement icount = Member(root, "instructionCount", JsonValueKind.Number);
+        if (!icount.TryGetUInt64(out ulong instructions))
+        {
+            throw Bad("instructionCount is not an unsigned 64-bit integer");
+        }
+
+        long logBytes = Number(root, "logBytes");
+        if (logBytes < 0)
+        {
+            throw Bad($"logBytes {logBytes} is negative");
+        }
+
+        string end = String(root, "end");
+        return new ReplayRecording
+        {
+            Directory = directory,
+            QemuVersion = String(qemu, "version"),
+            QemuPackage = String(qemu, "package"),
+            Command = Words(root, "command"),
+            RecordedCommand = Words(root, "recordedCommand"),
+            Drives = drives,
+            Started = Time(root, "started"),
+            Duration = TimeSpan.FromSeconds(seconds),
+            InstructionCount = instructions,
+            End = Enum.TryParse(end, ignoreCase: false, out ReplayEndReason r) && Enum.IsDefined(r) && !end.Any(char.IsDigit) ? r : throw Bad($"end \"{end}\" is not one of {string.Join(", ", Enum.GetNames<ReplayEndReason>())}"),
+            LogBytes = logBytes,
+        };
+    }
+
+    private static ReplayRecording Decode(JsonDocument doc, string directory)
+    {
         using (doc)
         {
-            JsonElement root = doc.RootElement;
-            if (root.ValueKind != JsonValueKind.Object)
+            try
             {
-                throw Bad("the top level is not an object");
+                return DecodeRoot(doc.RootElement, directory);
             }
-
-            if (String(root, "format") != FormatName)
+            catch (InvalidOperationException e)
             {
-                throw Bad($"format is not \"{FormatName}\"");
+                // A string member that is not valid UTF-8 (JsonElement.GetString).
+                throw new VmStateFormatException(0, Structure, e.Message, e);
             }
-
-            if (Number(root, "version") != 1)
-            {
-                throw Bad($"version {Number(root, "version")} is not 1, the one this VmState reads");
-            }
-
-            JsonElement qemu = Member(root, "qemu", JsonValueKind.Object);
-            var drives = new List<ReplayDrive>();
-            foreach (JsonElement d in Member(root, "drives", JsonValueKind.Array).EnumerateArray())
-            {
-                if (d.ValueKind != JsonValueKind.Object)
-                {
-                    throw Bad("a drive is not an object");
-                }
-
-                long index = Number(d, "index");
-                long size = Number(d, "size");
-                if (index < 0 || index > 1024 || size < 0)
-                {
-                    throw Bad($"drive index {index} or size {size} out of range");
-                }
-
-                drives.Add(new ReplayDrive((int)index, String(d, "file"), String(d, "format"), Member(d, "readOnly", JsonValueKind.True, JsonValueKind.False).GetBoolean(), size, Time(d, "modified").UtcDateTime));
-            }
-
-            if (drives.Count > 64)
-            {
-                throw Bad($"{drives.Count} drives, more than 64");
-            }
-
-            double seconds = Member(root, "durationSeconds", JsonValueKind.Number).GetDouble();
-            if (!(seconds >= 0 && seconds < TimeSpan.MaxValue.TotalSeconds))
-            {
-                throw Bad($"durationSeconds {seconds} out of range");
-            }
-
-            JsonElement icount = Member(root, "instructionCount", JsonValueKind.Number);
-            if (!icount.TryGetUInt64(out ulong instructions))
-            {
-                throw Bad("instructionCount is not an unsigned 64-bit integer");
-            }
-
-            long logBytes = Number(root, "logBytes");
-            if (logBytes < 0)
-            {
-                throw Bad($"logBytes {logBytes} is negative");
-            }
-
-            string end = String(root, "end");
-            return new ReplayRecording
-            {
-                Directory = directory,
-                QemuVersion = String(qemu, "version"),
-                QemuPackage = String(qemu, "package"),
-                Command = Words(root, "command"),
-                RecordedCommand = Words(root, "recordedCommand"),
-                Drives = drives,
-                Started = Time(root, "started"),
-                Duration = TimeSpan.FromSeconds(seconds),
-                InstructionCount = instructions,
-                End = Enum.TryParse(end, ignoreCase: false, out ReplayEndReason r) && Enum.IsDefined(r) && !end.Any(char.IsDigit) ? r : throw Bad($"end \"{end}\" is not one of {string.Join(", ", Enum.GetNames<ReplayEndReason>())}"),
-                LogBytes = logBytes,
-            };
         }
     }
 
