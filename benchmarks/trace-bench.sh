@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Breakpoint events per second on a running guest: `vmstate trace break` against gdb on the same breakpoint
-# (gdb: `commands` / `silent` / counter / `continue`, on a stub started over QMP), same guest, same run.
+# (gdb: `commands` / `silent` / counter / `continue`, on a stub started over QMP) and against gdb's Python API doing
+# the same (a gdb.Breakpoint whose stop() counts and returns False), same guest, same run.
 #
 # Usage: benchmarks/trace-bench.sh QMP_SOCKET [SYMBOL] [HITS] [ROUNDS]
 #   SYMBOL  a kernel function the guest calls often (default _raw_spin_lock; __x64_sys_getppid with GUEST_DIR)
@@ -41,9 +42,16 @@ PY
 
 now() { date +%s.%N; }
 
+request_paddr=
 request() {   # request CODE [ARG]: the marker's g_request, written into guest RAM through /proc/QEMU/mem
-  local paddr mib
-  paddr=$(grep -o 'g_request_paddr=0x[0-9a-f]*' "$GUEST_DIR/truth.txt" | cut -d= -f2)
+  local paddr mib mpid vaddr
+  if [[ -z "$request_paddr" ]]; then
+    # Translated now, through the marker's page tables: a fork (an earlier exec request) moves the page.
+    mpid=$(grep -o 'marker pid=[0-9]*' "$GUEST_DIR/truth.txt" | cut -d= -f2)
+    vaddr=$(grep -o 'g_request_addr=0x[0-9a-f]*' "$GUEST_DIR/truth.txt" | cut -d= -f2)
+    request_paddr=$("${vs[@]}" translate --qmp "$qmp" --pid "$mpid" "$vaddr" | awk '{print $3}')
+  fi
+  paddr=$request_paddr
   mib=$(grep -o -- '-m [0-9]*' "$GUEST_DIR/cmdline.txt" | awk '{print $2}')
   python3 - "$(cat "$GUEST_DIR/qemu.pid")" "$mib" "$paddr" "$(( (${2:-0} << 8) | $1 ))" <<'PY'
 import sys
@@ -106,6 +114,31 @@ GDB
   echo "$t1 - $t0" | bc
 }
 
+run_gdbpy() {   # run_gdbpy N -> seconds: gdb's Python API, a gdb.Breakpoint whose stop() counts and lets it run on
+  local port=$((30000 + RANDOM % 20000)) t0 t1 script
+  hmp "gdbserver tcp:127.0.0.1:$port" > /dev/null
+  script=$(mktemp --suffix=.py)
+  cat > "$script" <<PY
+import gdb
+gdb.execute("set pagination off")
+gdb.execute("set confirm off")
+gdb.execute("target remote 127.0.0.1:$port")
+class Counter(gdb.Breakpoint):
+    n = 0
+    def stop(self):
+        Counter.n += 1
+        return Counter.n >= $1
+bp = Counter("*0x$addr")
+gdb.execute("continue")
+bp.delete()
+gdb.execute("detach")
+PY
+  t0=$(now); gdb -nx -q -batch -x "$script" > /dev/null 2>&1 || true; t1=$(now)
+  rm -f "$script"
+  hmp "gdbserver none" > /dev/null
+  echo "$t1 - $t0" | bc
+}
+
 median() { sort -g | awk '{ a[NR] = $1 } END { print a[int((NR + 1) / 2)] }'; }
 
 last_summary=$(mktemp)
@@ -113,11 +146,13 @@ echo "symbol $sym at 0x$addr, $hits hits per run, $rounds rounds; load average $
 loop 600
 vs0=$(for _ in 1 2 3; do run_vmstate 1; done | median)
 gdb0=$(for _ in 1 2 3; do run_gdb 1; done | median)
-echo "start-up (1 hit): vmstate ${vs0} s, gdb ${gdb0} s"
+py0=$(for _ in 1 2 3; do run_gdbpy 1; done | median)
+echo "start-up (1 hit): vmstate ${vs0} s, gdb ${gdb0} s, gdb python ${py0} s"
 for r in $(seq "$rounds"); do
-  v=$(run_vmstate "$hits"); lat=$(cat "$last_summary"); g=$(run_gdb "$hits")
-  printf 'round %d: vmstate %.0f hits/s (%.2f s), gdb %.0f hits/s (%.2f s)\n' "$r" \
-    "$(echo "($hits - 1) / ($v - $vs0)" | bc -l)" "$v" "$(echo "($hits - 1) / ($g - $gdb0)" | bc -l)" "$g"
+  v=$(run_vmstate "$hits"); lat=$(cat "$last_summary"); g=$(run_gdb "$hits"); p=$(run_gdbpy "$hits")
+  vr=$(echo "($hits - 1) / ($v - $vs0)" | bc -l); gr=$(echo "($hits - 1) / ($g - $gdb0)" | bc -l); pr=$(echo "($hits - 1) / ($p - $py0)" | bc -l)
+  printf 'round %d: vmstate %.0f hits/s (%.2f s), gdb %.0f hits/s (%.2f s), gdb python %.0f hits/s (%.2f s); vmstate/gdb %.2fx, vmstate/gdb python %.2fx\n' "$r" \
+    "$vr" "$v" "$gr" "$g" "$pr" "$p" "$(echo "$vr / $gr" | bc -l)" "$(echo "$vr / $pr" | bc -l)"
   echo "  vmstate hit->handler latency: $(echo "$lat" | grep -o '"latency_median_us":[0-9.]*' | cut -d: -f2) us median, $(echo "$lat" | grep -o '"latency_p99_us":[0-9.]*' | cut -d: -f2) us p99"
 done
 if [[ -n "${GUEST_DIR:-}" ]]; then

@@ -39,6 +39,11 @@
  *                      VMSMARKER loop ms=<ARG> calls=<n>
  *        5 spin      a pure CPU loop for ARG milliseconds (the guest's own work rate, for slowdown measurements):
  *                      VMSMARKER spin ms=<ARG> iterations=<n>
+ *        6 spawn     starts a child named vmsd-epsilon (busybox sleep through the symlink /run/vmsd-epsilon) that
+ *                    sleeps until it is killed, printed once it exists (a process that starts at a known moment):
+ *                      VMSMARKER spawn pid=<pid> comm=vmsd-epsilon
+ *        7 kill      kills child ARG (a pid request 6 printed) and reaps it:
+ *                      VMSMARKER killed pid=<ARG>
  *      The identification line also carries g_watch_addr and g_request_addr (virtual) and g_request_paddr.
  *
  * Options:
@@ -57,6 +62,7 @@
 #include <string.h>
 #include <time.h>
 #include <sys/mman.h>
+#include <signal.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -207,6 +213,37 @@ static void serve_request(void)
             n += 4096;
         } while (now_ms() < end);
         printf("VMSMARKER spin ms=%" PRIu64 " iterations=%" PRIu64 "\n", arg, n);
+        break;
+    }
+    case 6: {
+        /* vfork + exec, not fork: a forked child would share this process's pages copy-on-write, and the next write
+         * here would move g_request to a new physical page (the host writes requests at g_request_paddr). The
+         * kernel names a process after the file it executes, so a symlink gives busybox's sleep the wanted comm. */
+        if (symlink("/bin/busybox", "/run/vmsd-epsilon") != 0 && errno != EEXIST) {
+            printf("VMSMARKER spawn failed: symlink: %s\n", strerror(errno));
+            break;
+        }
+        char *const a[] = { "sleep", "999999", NULL };
+        pid_t child = vfork();
+        if (child == 0) {
+            execv("/run/vmsd-epsilon", a);
+            _exit(127);
+        }
+        if (child < 0)
+            printf("VMSMARKER spawn failed: %s\n", strerror(errno));
+        else
+            printf("VMSMARKER spawn pid=%d comm=vmsd-epsilon\n", (int)child);
+        break;
+    }
+    case 7: {
+        int status;
+        if (kill((pid_t)arg, SIGKILL) != 0) {
+            printf("VMSMARKER kill failed: %s\n", strerror(errno));
+            break;
+        }
+        while (waitpid((pid_t)arg, &status, 0) < 0 && errno == EINTR)
+            ;
+        printf("VMSMARKER killed pid=%d\n", (int)arg);
         break;
     }
     default:

@@ -36,6 +36,7 @@ public static class Targets
         ["mount"] = MountRequest,
         ["gdbstub"] = GdbStubReplies,
         ["traceprint"] = TracePrint,
+        ["osevents"] = OsEvents,
         ["history"] = HistoryStoreFiles,
         ["replay"] = ReplayManifest,
         ["fork"] = ForkCloneDescription,
@@ -307,7 +308,7 @@ public static class Targets
     /// The history store's parsers; the first byte picks one, the rest is its input: 0 a manifest, 1 a capture file
     /// (both past their trailing checksum, which on disk guards them), 2 page index records checked against a manifest
     /// of two packs, 3 a migration stream split front to back as a pipe delivers it (then its frame parsed as the
-    /// writer checks it). Guest RAM is capped at 1 GiB here: a page map costs 8 bytes per page it claims.
+    /// writer checks it), 4 a capture index file (past its checksum; written back out). Guest RAM is capped at 1 GiB here: a page map costs 8 bytes per page it claims.
     /// </summary>
     /// <summary>
     /// A recording's manifest (<c>recording.json</c>), then the QEMU command line it holds as a replay would read and
@@ -342,7 +343,7 @@ public static class Targets
 
         ReadOnlySpan<byte> rest = data.AsSpan(1);
         var limits = ReaderLimits.Default with { MaxGuestRam = 1UL << 30 };
-        switch (data[0] & 3)
+        switch (data[0] % 5)
         {
             case 0:
                 VmState.History.HistoryManifest m = VmState.History.HistoryManifest.Parse(rest, "manifest", checkHash: false);
@@ -359,6 +360,10 @@ public static class Targets
                     _ = VmState.History.PageIndex.Read(rest.Slice(i, VmState.History.PageIndex.RecordSize), i / VmState.History.PageIndex.RecordSize, manifest, "pages.idx");
                 }
 
+                break;
+            case 4:
+                VmState.History.HistoryCaptureIndex index = VmState.History.CaptureIndexFile.Parse(rest, "index", checkHash: false);
+                _ = VmState.History.CaptureIndexFile.Serialize(index, 4096);
                 break;
             default:
                 var observer = new DiscardingObserver();
@@ -432,6 +437,39 @@ public static class Targets
         if (skip < 0 || skip > Math.Min(data.Length, 9))
         {
             throw new InvalidOperationException($"no-op length {skip} for {data.Length} bytes");
+        }
+    }
+
+    private static readonly VmState.Linux.Kallsyms OsEventSymbols = VmState.Linux.Kallsyms.FromList(
+        [
+            ("__x64_sys_read", 'T', 0xffffffff81000100),
+            ("__x64_sys_write", 'T', 0xffffffff81000200),
+            ("ksys_write", 'T', 0xffffffff81000200),
+            ("__x64_sys_ni_syscall", 'T', 0xffffffff81000300),
+            ("sys_call_table", 'D', 0xffffffff82000000),
+        ],
+        "fuzz");
+
+    private static void OsEvents(byte[] data)
+    {
+        // Guest bytes the typed trace events decode: the argument strings of an exec (first 4 bytes: argc, as
+        // linux_binprm.argc says; the rest: the strings at bprm->p) and sys_call_table's pointers.
+        if (data.Length >= 4)
+        {
+            int argc = BitConverter.ToInt32(data, 0);
+            (List<byte[]> argv, bool truncated) = VmState.Events.ExecTracer.SplitArguments(data.AsSpan(4), argc);
+            if (argv.Count > Math.Min(Math.Max(argc, 0), VmState.Events.ExecTracer.MaxArgs) || truncated != (argv.Count < argc))
+            {
+                throw new InvalidOperationException($"{argv.Count} arguments (truncated {truncated}) for argc {argc}");
+            }
+        }
+
+        ulong[] entries = new ulong[data.Length / 8];
+        Buffer.BlockCopy(data, 0, entries, 0, entries.Length * 8);
+        VmState.Events.SyscallTable table = VmState.Events.SyscallTable.FromEntries(entries, OsEventSymbols);
+        if (table.Count < 1 || table.Count > entries.Length)
+        {
+            throw new InvalidOperationException($"a table of {table.Count} entries from {entries.Length} pointers");
         }
     }
 

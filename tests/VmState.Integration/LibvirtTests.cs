@@ -81,7 +81,7 @@ public sealed class LibvirtTests(LibvirtDaemon lv) : IClassFixture<LibvirtDaemon
     }
 
     [Fact]
-    public async Task AVirshSaveFileIsReadWithItsDomainXmlAndRestores()
+    public async Task ACompressedVirshSaveFileIsReadWithItsDomainXmlAndRestores()
     {
         string file = Path.Combine(lv.Dir, $"virsh-{Guid.NewGuid():N}.save");
         HostCommand.Result saved = lv.Virsh(TimeSpan.FromSeconds(180), "save", lv.Domain, file);
@@ -92,7 +92,8 @@ public sealed class LibvirtTests(LibvirtDaemon lv) : IClassFixture<LibvirtDaemon
             Assert.True(code == 0, stderr);
             using (JsonDocument doc = JsonDocument.Parse(stdout))
             {
-                Assert.Equal("virsh save file", doc.RootElement.GetProperty("format").GetString());
+                // The daemon's qemu.conf has save_image_format = "gzip": libvirt compressed the stream.
+                Assert.Equal("virsh save file (gzip-compressed)", doc.RootElement.GetProperty("format").GetString());
                 Assert.Equal(lv.Domain, doc.RootElement.GetProperty("libvirtDomain").GetProperty("name").GetString());
             }
 
@@ -120,6 +121,25 @@ public sealed class LibvirtTests(LibvirtDaemon lv) : IClassFixture<LibvirtDaemon
             Assert.True(restored.ExitCode == 0, restored.ToString());
             await lv.WaitForTickAfterAsync(tick, TimeSpan.FromSeconds(60));
         }
+    }
+
+    [Fact]
+    public async Task TraceThroughLibvirtSeesTheMarkersSystemCallsAndLeavesTheDomainRunning()
+    {
+        // The marker's nanosleep loop: every hit of the syscall breakpoint filtered to its pid is the marker.
+        GroundTruth.MarkerInfo marker = lv.Truth.Marker!;
+        (int code, string stdout, string stderr) = VmStateCli.Run(["trace", "--libvirt", lv.Uri, "--domain", lv.Domain, "break", "__x64_sys_clock_nanosleep", "--pid", marker.Pid.ToString(System.Globalization.CultureInfo.InvariantCulture), "--max-events", "2", "--json"]);
+        Assert.True(code == 0, stderr);
+        string[] lines = stdout.Split('\n', StringSplitOptions.RemoveEmptyEntries);
+        Assert.Equal(3, lines.Length);
+        foreach (string line in lines[..2])
+        {
+            using JsonDocument hit = JsonDocument.Parse(line);
+            Assert.Equal(marker.Pid, hit.RootElement.GetProperty("pid").GetInt32());
+        }
+
+        Assert.Equal("running", lv.State());
+        await lv.WaitForTickAfterAsync(lv.LastTick(), TimeSpan.FromSeconds(60));
     }
 
     [Fact]

@@ -88,6 +88,25 @@ public sealed class Qcow2OutputTests : IAsyncLifetime
     }
 
     [Fact]
+    public void AnImageWhoseSnapshotTableEndsTheFileWithoutPaddingIsRead()
+    {
+        // Regression: qemu-img snapshot -c writes the table at the end of the file and stops right after the last
+        // entry's name, without the entry's padding to 8 bytes; the reader wanted the padding ("truncated").
+        string image = Path.Combine(_dir, "qemu-img-made.qcow2");
+        Process.Start("qemu-img", ["create", "-q", "-f", "qcow2", image, "16M"])!.WaitForExit();
+        using (Process p = Process.Start("qemu-img", ["snapshot", "-c", "abc", image])!)
+        {
+            p.WaitForExit();
+            Assert.Equal(0, p.ExitCode);
+        }
+
+        Assert.NotEqual(0, new FileInfo(image).Length % 8);
+        (int code, string stdout, string stderr) = VmStateCli.Run(["snapshots", image]);
+        Assert.True(code == 0, stderr);
+        Assert.Contains("abc", stdout, StringComparison.Ordinal);
+    }
+
+    [Fact]
     public void AQcow2OutputNeedsAQcow2Input()
     {
         string stream = Path.Combine(_dir, "s.mig");

@@ -1,5 +1,6 @@
 using System.Diagnostics;
 using System.Globalization;
+using System.Security.Cryptography;
 using System.Text.Json;
 using VmState.Integration.Harness;
 using VmState.Live;
@@ -60,6 +61,132 @@ public sealed class RecordTests(FrontDoorGuest fixture) : IClassFixture<FrontDoo
         (code, string ps, stderr) = VmStateCli.Run(["ps", store + "@-1"]);
         Assert.True(code == 0, stderr);
         Assert.Contains("/bin/vmsmarker", ps, StringComparison.Ordinal);
+    }
+
+    private Dictionary<string, string> MarkerFields()
+    {
+        string line = Guest.SerialText.Split('\n').Select(l => l.TrimEnd('\r')).First(l => l.StartsWith("VMSTATE-TRUTH marker ", StringComparison.Ordinal));
+        return line["VMSTATE-TRUTH marker ".Length..].Split(' ').Select(kv => kv.Split('=', 2)).ToDictionary(kv => kv[0], kv => kv[1]);
+    }
+
+    private static ulong HexField(string text) => ulong.Parse(text.StartsWith("0x", StringComparison.Ordinal) ? text[2..] : text, NumberStyles.AllowHexSpecifier, CultureInfo.InvariantCulture);
+
+    /// <summary>Writes <paramref name="bytes"/> at a guest-physical address through QEMU's memory.</summary>
+    private async Task WriteGuestAsync(ulong paddr, byte[] bytes)
+    {
+        await using LiveMachine live = await LiveMachine.AttachAsync(Guest.Qmp, ownsClient: false);
+        Assert.Equal(bytes.Length, live.Memory.Write(paddr, bytes));
+    }
+
+    /// <summary>Asks the marker for request <paramref name="request"/> and waits for the line it prints when done.</summary>
+    private async Task<string> RequestAsync(ulong request, string donePrefix)
+    {
+        int from = Guest.SerialLineCount;
+        await WriteGuestAsync(HexField(MarkerFields()["g_request_paddr"]), BitConverter.GetBytes(request));
+        return (await Guest.WaitForSerialLineAsync(l => l.StartsWith(donePrefix, StringComparison.Ordinal), TimeSpan.FromSeconds(60), from)).TrimEnd('\r');
+    }
+
+    private void RecordOne(string store)
+    {
+        (int code, _, string stderr) = VmStateCli.Run(["record", "--qmp", Guest.ToolQmpPath, "--store", store, "--count", "1"]);
+        Assert.True(code == 0, stderr);
+    }
+
+    /// <summary>The first VMSTATE-TICK the guest prints from now on (so it is written after whatever came before).</summary>
+    private async Task<int> NextTickAsync()
+    {
+        string line = await Guest.WaitForSerialLineAsync(l => l.StartsWith("VMSTATE-TICK ", StringComparison.Ordinal), TimeSpan.FromSeconds(60), Guest.SerialLineCount);
+        return int.Parse(line.TrimEnd('\r')["VMSTATE-TICK ".Length..], CultureInfo.InvariantCulture);
+    }
+
+    private static JsonElement Json(params string[] args)
+    {
+        (int code, string stdout, string stderr) = VmStateCli.Run(args);
+        Assert.True(code is 0 or 1, stderr);
+        return JsonDocument.Parse(stdout).RootElement;
+    }
+
+    private static int[] Hits(JsonElement find) => [.. find.GetProperty("hits").EnumerateArray().Select(h => h.GetProperty("capture").GetInt32())];
+
+    /// <summary>
+    /// The guest changes known things between captures, each announced by its own ground-truth line: a process starts
+    /// (the marker's spawn request) before capture 2 and is killed before capture 3; a kernel log line (the init's
+    /// VMSTATE-KTICK) is written before capture 2; eight random bytes are written into the marker's g_value before
+    /// capture 3. history diff and history find report exactly those changes at those captures.
+    /// </summary>
+    [Fact]
+    public async Task DiffAndFindReportWhatTheGuestChangedBetweenCaptures()
+    {
+        string store = Path.Combine(_dir, "timeline");
+        RecordOne(store);
+
+        int tick = await NextTickAsync();
+        string spawned = await RequestAsync(6, "VMSMARKER spawn ");
+        int pid = int.Parse(spawned.Split(' ')[2]["pid=".Length..], CultureInfo.InvariantCulture);
+        Assert.EndsWith("comm=vmsd-epsilon", spawned, StringComparison.Ordinal);
+        RecordOne(store);
+
+        await RequestAsync(7 | ((ulong)pid << 8), $"VMSMARKER killed pid={pid}");
+        byte[] value = RandomNumberGenerator.GetBytes(8);
+        await WriteGuestAsync(HexField(MarkerFields()["g_value_paddr"]), value);
+        RecordOne(store);
+
+        JsonElement d12 = Json("history", "diff", store, "1", "2", "--json");
+        JsonElement started = Assert.Single(d12.GetProperty("started").EnumerateArray(), p => p.GetProperty("comm").GetString() == "vmsd-epsilon");
+        Assert.Equal(pid, started.GetProperty("pid").GetInt32());
+        Assert.DoesNotContain(d12.GetProperty("exited").EnumerateArray(), p => p.GetProperty("comm").GetString() == "vmsd-epsilon");
+        Assert.Contains(d12.GetProperty("newLogLines").EnumerateArray(), l => l.GetProperty("text").GetString() == $"VMSTATE-KTICK {tick}");
+        Assert.True(d12.GetProperty("changedPages").GetInt64() > 0);
+        Assert.Contains(d12.GetProperty("processPages").EnumerateArray(), p => p.GetProperty("pid").GetInt32() == pid && p.GetProperty("mappedPages").GetInt64() > 0);
+
+        JsonElement d23 = Json("history", "diff", store + "@2", store + "@3", "--json");
+        Assert.Equal(pid, Assert.Single(d23.GetProperty("exited").EnumerateArray(), p => p.GetProperty("comm").GetString() == "vmsd-epsilon").GetProperty("pid").GetInt32());
+        Assert.DoesNotContain(d23.GetProperty("started").EnumerateArray(), p => p.GetProperty("comm").GetString() == "vmsd-epsilon");
+
+        JsonElement byName = Json("history", "find", store, "--process", "vmsd-epsilon", "--json");
+        Assert.Equal([2], Hits(byName));
+        Assert.Equal(2, byName.GetProperty("first").GetInt32());
+        Assert.Equal(0, byName.GetProperty("pagesRead").GetInt64());
+        Assert.Equal([2], Hits(Json("history", "find", store, "--process", pid.ToString(CultureInfo.InvariantCulture), "--json")));
+        Assert.Equal([1, 3], Hits(Json("history", "find", store, "--process", "vmsd-epsilon", "--absent", "--json")));
+
+        Assert.Equal(2, Json("history", "find", store, "--log", $"^VMSTATE-KTICK {tick}$", "--json").GetProperty("first").GetInt32());
+        Assert.Equal([1, 2, 3], Hits(Json("history", "find", store, "--symbol", "jiffies", "--changed", "--json")));
+        JsonElement bytes = Json("history", "find", store, "--bytes", Convert.ToHexString(value), "--json");
+        Assert.Equal([3], Hits(bytes));
+
+        (int code, _, string stderr) = VmStateCli.Run(["history", "verify", store]);
+        Assert.True(code == 0, stderr);
+    }
+
+    private static int MarkerTick(string line) => int.Parse(line.TrimEnd('\r')["VMSMARKER tick=".Length..].Split(' ')[0], CultureInfo.InvariantCulture);
+
+    private int LastMarkerTick() => Guest.SerialText.Split('\n').Where(l => l.StartsWith("VMSMARKER tick=", StringComparison.Ordinal)).Select(MarkerTick).DefaultIfEmpty(-1).Last();
+
+    /// <summary>
+    /// history rollback takes the running guest back to a capture in place: the marker's tick counter, printed once a
+    /// second, goes back to its value at the capture and counts on from there, and the guest keeps running.
+    /// </summary>
+    [Fact]
+    public async Task RollbackTakesTheRunningGuestBackToACapture()
+    {
+        string store = Path.Combine(_dir, "rollback");
+        int before = LastMarkerTick();
+        RecordOne(store);
+        int after = LastMarkerTick();
+        Assert.True(before >= 0 && after >= before, $"{before} {after}");
+        await Guest.WaitForSerialLineAsync(l => l.StartsWith("VMSMARKER tick=", StringComparison.Ordinal) && MarkerTick(l) >= after + 5, TimeSpan.FromSeconds(60));
+
+        int from = Guest.SerialLineCount;
+        (int code, string stdout, string stderr) = VmStateCli.Run(["history", "rollback", "--qmp", Guest.ToolQmpPath, store + "@1", "--json"]);
+        Assert.True(code == 0, stderr);
+        Assert.True(JsonDocument.Parse(stdout).RootElement.GetProperty("running").GetBoolean(), stdout);
+
+        // Ticks printed before the load are past after + 5; the first one after it is the capture's tick + 1.
+        string line = await Guest.WaitForSerialLineAsync(l => l.StartsWith("VMSMARKER tick=", StringComparison.Ordinal) && MarkerTick(l) <= after + 2, TimeSpan.FromSeconds(60), from);
+        Assert.InRange(MarkerTick(line), before + 1, after + 2);
+        await Guest.WaitForSerialLineAsync(l => l.StartsWith("VMSMARKER tick=", StringComparison.Ordinal) && MarkerTick(l) == MarkerTick(line) + 1, TimeSpan.FromSeconds(60), from);
+        await AssertRunningWithNoMigrationAsync();
     }
 
     [Fact]

@@ -45,10 +45,16 @@ internal sealed class LiveOptions
         Description = "with --libvirt: the domain's name or UUID",
     };
 
-    /// <summary>Adds the options to <paramref name="command"/>; <paramref name="qmp"/> replaces the default --qmp option.</summary>
-    public LiveOptions(Command command, Option<string?>? qmp = null)
+    /// <summary>
+    /// Adds the options to <paramref name="command"/>; <paramref name="qmp"/> replaces the default --qmp option;
+    /// <paramref name="recursive"/> makes them options of its subcommands too.
+    /// </summary>
+    public LiveOptions(Command command, Option<string?>? qmp = null, bool recursive = false)
     {
         _qmp = qmp ?? CommonOptions.Qmp();
+        _qmp.Recursive = recursive;
+        _libvirt.Recursive = recursive;
+        _domain.Recursive = recursive;
         command.Options.Add(_qmp);
         command.Options.Add(_libvirt);
         command.Options.Add(_domain);

@@ -7,14 +7,13 @@ using VmState.Live;
 namespace VmState.Cli.Commands;
 
 /// <summary>
-/// <c>vmstate record --qmp SOCK --store DIR [--every S] [--count N | --duration S] [--json]</c>: captures of a running
+/// <c>vmstate record (--qmp SOCK | --libvirt URI --domain NAME) --store DIR [--every S] [--count N | --duration S] [--json]</c>: captures of a running
 /// VM streamed into a history store (<see cref="HistoryRecorder"/>), each with its guest pause and wall time.
 /// </summary>
 internal static class RecordCommand
 {
     public static Command Create()
     {
-        Option<string?> qmp = CommonOptions.Qmp();
         var store = new Option<string>("--store") { Description = "the history store directory (created when it does not exist)", Required = true };
         var every = new Option<double>("--every") { Description = "seconds from the start of one capture to the next (default 10)", DefaultValueFactory = _ => 10 };
         var count = new Option<int?>("--count") { Description = "stop after this many captures" };
@@ -22,7 +21,7 @@ internal static class RecordCommand
         Option<bool> json = CommonOptions.Json();
         json.Description = "one JSON object per capture (a line each, flushed)";
         var command = new Command("record", "Record a running VM into a history store: a consistent capture every --every seconds, streamed from QEMU, never a temporary file; Ctrl-C stops after the capture in progress");
-        command.Options.Add(qmp);
+        var live = new LiveOptions(command);
         command.Options.Add(store);
         command.Options.Add(every);
         command.Options.Add(count);
@@ -30,12 +29,7 @@ internal static class RecordCommand
         command.Options.Add(json);
         command.SetAction((r, ct) => Task.FromResult(CommonOptions.Run(() =>
         {
-            string? socket = r.GetValue(qmp);
-            if (socket is null)
-            {
-                Console.Error.WriteLine("vmstate record: give --qmp SOCKET (a running QEMU)");
-                return 1;
-            }
+            LiveTarget target = live.Require(r, "record");
 
             if (r.GetValue(every) is double e && (e < 0 || double.IsNaN(e)) || r.GetValue(count) is <= 0 || r.GetValue(duration) is <= 0)
             {
@@ -43,14 +37,15 @@ internal static class RecordCommand
                 return 1;
             }
 
-            using Vm vm = CommonOptions.OpenVm(null, new LiveTarget(socket, null, null), new VmOpenOptions(), pause: false);
+            using Vm vm = CommonOptions.OpenVm(null, target, new VmOpenOptions(), pause: false);
+            CapManagedHeap(vm);
             using HistoryStoreWriter writer = HistoryStoreWriter.Open(r.GetValue(store)!);
             var options = new HistoryRecordOptions
             {
                 Every = TimeSpan.FromSeconds(r.GetValue(every)),
                 Count = r.GetValue(count),
                 Duration = r.GetValue(duration) is double d ? TimeSpan.FromSeconds(d) : null,
-                Source = $"QMP {Path.GetFullPath(socket)}",
+                Source = target.Socket is string socket ? $"QMP {Path.GetFullPath(socket)}" : $"libvirt {target.LibvirtUri} domain {target.Domain}",
             };
             bool asJson = r.GetValue(json);
             using Stream stdout = Console.OpenStandardOutput();
@@ -71,6 +66,25 @@ internal static class RecordCommand
             return 0;
         })));
         return command;
+    }
+
+    /// <summary>
+    /// Bounds the recorder's managed heap: 128 MiB plus 24 bytes per guest page (the page maps of the previous and the
+    /// current capture, and the writer's page table). Each capture's index parses the kernel's lists and types anew,
+    /// and without a limit the GC lets that garbage pile up (a 128 MiB guest: 440 MiB resident after 30 captures,
+    /// 207 MiB with the limit, measured).
+    /// </summary>
+    private static void CapManagedHeap(Vm vm)
+    {
+        ulong ram = 0;
+        foreach (VmState.Memory.MemoryRange r in vm.Machine.Memory.Ranges)
+        {
+            ram += r.Length;
+        }
+
+        ulong limit = (128UL << 20) + (ram / 4096 * 24);
+        AppContext.SetData("GCHeapHardLimit", limit);
+        GC.RefreshMemoryLimit();
     }
 
     private static string Describe(RecordedCapture c) => string.Create(CultureInfo.InvariantCulture,

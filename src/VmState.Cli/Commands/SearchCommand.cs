@@ -158,7 +158,7 @@ internal static class SearchCommand
     }
 
     /// <summary>Hex digits, with spaces, colons or a 0x prefix allowed between bytes, to bytes.</summary>
-    private static byte[] ParseHex(string text)
+    internal static byte[] ParseHex(string text)
     {
         var digits = new StringBuilder();
         foreach (string part in text.Split([' ', ':', '\t'], StringSplitOptions.RemoveEmptyEntries))

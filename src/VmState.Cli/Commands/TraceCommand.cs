@@ -9,29 +9,30 @@ namespace VmState.Cli.Commands;
 /// <summary>
 /// <c>vmstate trace --qmp SOCKET break SYMBOL|ADDR</c> and <c>watch SYMBOL|ADDR LEN</c>: breakpoint and watchpoint
 /// hits on a running VM through QEMU's gdbstub (<see cref="GdbTraceSession"/>), filtered in this process (pid, comm,
-/// CR3, vCPU), one line (or JSON object) per hit; and the hidden <c>trace-guard</c> that
-/// cleans up after a trace killed with SIGKILL (<see cref="TraceGuard"/>).
+/// CR3, vCPU), one line (or JSON object) per hit; the typed events <c>exec</c> and <c>syscalls</c> (in the other
+/// parts of this class) on the same session and output; and the hidden <c>trace-guard</c> that cleans up after a
+/// trace killed with SIGKILL (<see cref="TraceGuard"/>).
 /// </summary>
-internal static class TraceCommand
+internal static partial class TraceCommand
 {
     public static Command Create()
     {
-        var qmp = new Option<string?>("--qmp") { Description = "the running QEMU's QMP socket", Recursive = true };
         var command = new Command("trace", "Events on a running VM through QEMU's gdbstub (started for the trace if QEMU has none)");
-        command.Options.Add(qmp);
-        command.Subcommands.Add(Break(qmp));
-        command.Subcommands.Add(Watch(qmp));
+        var live = new LiveOptions(command, new Option<string?>("--qmp") { Description = "the running QEMU's QMP socket" }, recursive: true);
+        command.Subcommands.Add(Break(live));
+        command.Subcommands.Add(Watch(live));
+        command.Subcommands.Add(Exec(live));
+        command.Subcommands.Add(Syscalls(live));
         return command;
     }
 
     public static Command Guard()
     {
-        var qmp = new Option<string>("--qmp") { Required = true };
         var stub = new Option<string>("--stub") { Required = true };
         var stop = new Option<bool>("--stop-stub");
         var keep = new Option<bool>("--keep-stub");
         var command = new Command("trace-guard", "internal: cleans up after a trace process that died") { Hidden = true };
-        command.Options.Add(qmp);
+        var live = new LiveOptions(command);
         command.Options.Add(stub);
         command.Options.Add(stop);
         command.Options.Add(keep);
@@ -51,7 +52,7 @@ internal static class TraceCommand
             string endpoint = r.GetValue(stub)!;
             int colon = endpoint.LastIndexOf(':');
             int port = int.Parse(endpoint[(colon + 1)..], CultureInfo.InvariantCulture);
-            foreach (string line in await TraceGuard.RecoverAsync(r.GetValue(qmp)!, endpoint[..colon], port, r.GetValue(stop)))
+            foreach (string line in await TraceGuard.RecoverAsync(c => live.Require(r, "trace-guard").ConnectAsync(TimeSpan.FromSeconds(10), c), endpoint[..colon], port, r.GetValue(stop)))
             {
                 Console.Error.WriteLine($"vmstate trace-guard: {line}");
             }
@@ -108,7 +109,7 @@ internal static class TraceCommand
         }
     }
 
-    private static Command Break(Option<string?> qmp)
+    private static Command Break(LiveOptions live)
     {
         var target = new Argument<string[]>("TARGET") { Description = "kernel symbol, symbol+offset, or virtual address (0x...); several for several breakpoints", Arity = ArgumentArity.OneOrMore };
         var hardware = new Option<bool>("--hardware") { Description = "hardware breakpoints (gdb Z1; at most 4 under KVM) instead of software ones" };
@@ -122,7 +123,7 @@ internal static class TraceCommand
         command.SetAction((r, ct) => Task.FromResult(Guarded(() =>
         {
             TracePrintSpec? spec = r.GetValue(print) is string p ? TracePrintSpec.Parse(p) : null;
-            return Run(r, qmp, shared, ct, (vm, session) =>
+            return Run(r, live, shared, ct, (vm, session) =>
             {
                 foreach (string t in r.GetValue(target)!)
                 {
@@ -133,7 +134,7 @@ internal static class TraceCommand
         return command;
     }
 
-    private static Command Watch(Option<string?> qmp)
+    private static Command Watch(LiveOptions live)
     {
         var target = new Argument<string>("TARGET") { Description = "kernel symbol or virtual address (0x...; a user-space address needs --pid)" };
         var length = new Argument<int>("LEN") { Description = "bytes watched: 1, 2, 4 or 8" };
@@ -159,7 +160,7 @@ internal static class TraceCommand
                 "access" => TraceEventKind.AccessWatch,
                 var other => throw new FormatException($"--access {other}: write, read or access"),
             };
-            return Run(r, qmp, shared, ct, (vm, session) =>
+            return Run(r, live, shared, ct, (vm, session) =>
             {
                 string t = r.GetValue(target)!;
                 ulong address = Resolve(vm, t);
@@ -190,52 +191,170 @@ internal static class TraceCommand
         }
     });
 
-    private static int Run(ParseResult r, Option<string?> qmp, Shared shared, CancellationToken ct, Action<Vm, GdbTraceSession> setUp, TracePrintSpec? spec)
+    /// <summary>What a subcommand sets up on the session and how its events are shown.</summary>
+    private sealed class TraceView
     {
-        string? socket = r.GetValue(qmp);
-        if (socket is null)
+        /// <summary>The table header of the text output, or null.</summary>
+        public string? Header { get; init; }
+
+        /// <summary>What was set, for the first line on stderr ("1 breakpoint(s)").</summary>
+        public required string What { get; init; }
+
+        /// <summary>What an event is called in the text summary ("hit(s)", "exec(s)").</summary>
+        public string Events { get; init; } = "hit(s)";
+
+        /// <summary>What is removed at the end, for the text summary ("breakpoints").</summary>
+        public string Removed { get; init; } = "breakpoints";
+
+        /// <summary>The handler of hits that have none of their own, or null.</summary>
+        public Func<BreakpointHit, TraceAction>? Handler { get; init; }
+
+        /// <summary>Text printed before the summary line (a count table), or null.</summary>
+        public Action<StreamWriter>? TextSummary { get; init; }
+
+        /// <summary>Members added to the JSON summary object, or null.</summary>
+        public Action<Utf8JsonWriter>? JsonSummary { get; init; }
+    }
+
+    /// <summary>The output of a running trace, for the subcommands' handlers.</summary>
+    private sealed class TraceOutput(StreamWriter writer, bool asJson)
+    {
+        private readonly List<double> _latencies = [];
+
+        public StreamWriter Writer { get; } = writer;
+
+        public bool AsJson { get; } = asJson;
+
+        /// <summary>Notes the latency of <paramref name="hit"/>: from the stop reply taken off the socket to here (registers, task, filters).</summary>
+        public void Mark(BreakpointHit hit) => _latencies.Add(System.Diagnostics.Stopwatch.GetElapsedTime(hit.StopTimestamp).TotalMicroseconds);
+
+        public void WriteLatencies(Utf8JsonWriter w)
         {
-            Console.Error.WriteLine("vmstate trace: give --qmp SOCKET (a running QEMU); tracing needs a live VM");
+            if (_latencies.Count > 0)
+            {
+                _latencies.Sort();
+                w.WriteNumber("latency_median_us", Math.Round(_latencies[_latencies.Count / 2], 1));
+                w.WriteNumber("latency_p99_us", Math.Round(_latencies[Math.Min(_latencies.Count - 1, (int)(_latencies.Count * 0.99))], 1));
+            }
+        }
+    }
+
+    /// <summary>
+    /// The events so far on one stderr line, rewritten every second while the trace runs, when stdout goes to a pipe or
+    /// file and stderr to a terminal (otherwise the two would interleave on the screen, or a log would fill with it).
+    /// </summary>
+    private sealed class LiveCount : IDisposable
+    {
+        private readonly TraceBreakpoint[] _set;
+        private readonly string _events;
+        private readonly System.Diagnostics.Stopwatch _clock = System.Diagnostics.Stopwatch.StartNew();
+        private readonly Timer _timer;
+        private readonly Lock _lock = new();
+        private bool _written;
+        private bool _stopped;
+
+        public LiveCount(TraceBreakpoint[] set, string events)
+        {
+            _set = set;
+            _events = events;
+            _timer = new Timer(_ => Show(), null, TimeSpan.FromSeconds(1), TimeSpan.FromSeconds(1));
+        }
+
+        public void Dispose()
+        {
+            _timer.Dispose();
+            lock (_lock)
+            {
+                if (_written)
+                {
+                    TerminalText.RawError.WriteLine();
+                }
+
+                _stopped = true;
+            }
+        }
+
+        private void Show()
+        {
+            // The counters are written by the trace thread; a value a hit behind is fine for a progress line.
+            long hits = 0, filtered = 0;
+            foreach (TraceBreakpoint b in _set)
+            {
+                hits += b.Hits;
+                filtered += b.Filtered;
+            }
+
+            lock (_lock)
+            {
+                if (_stopped)
+                {
+                    return;
+                }
+
+                TerminalText.RawError.Write($"\rvmstate trace: {hits} {_events}, {filtered} filtered out, {_clock.Elapsed.TotalSeconds:0} s ");
+                _written = true;
+            }
+        }
+    }
+
+    private static int Run(ParseResult r, LiveOptions live, Shared shared, CancellationToken ct, Action<Vm, GdbTraceSession> setUp, TracePrintSpec? spec) =>
+        Run(r, live, shared, ct, (vm, session, output) =>
+        {
+            setUp(vm, session);
+            int watches = session.Breakpoints.Count(b => b.Kind != TraceEventKind.Breakpoint);
+            return new TraceView
+            {
+                What = watches > 0 ? $"{watches} watchpoint(s)" : $"{session.Breakpoints.Count} breakpoint(s)",
+                Header = watches > 0
+                    ? $"{"TIME",-15} {"CPU",3} {"RIP",-18} {"SYMBOL",-32} {"PID",6} {"COMM",-16} {"OLD",-18} NEW"
+                    : $"{"TIME",-15} {"CPU",3} {"RIP",-18} {"SYMBOL",-32} {"PID",6} COMM",
+                Removed = watches > 0 ? "watchpoints" : "breakpoints",
+                Handler = hit =>
+                {
+                    output.Mark(hit);
+                    Print(output.Writer, hit, output.AsJson, spec);
+                    return TraceAction.Continue;
+                },
+            };
+        });
+
+    private static int Run(ParseResult r, LiveOptions live, Shared shared, CancellationToken ct, Func<Vm, GdbTraceSession, TraceOutput, TraceView> setUp)
+    {
+        if (live.Get(r) is not LiveTarget target)
+        {
+            Console.Error.WriteLine("vmstate trace: give --qmp SOCKET (a running QEMU) or --libvirt URI --domain NAME; tracing needs a live VM");
             return 1;
         }
 
         TraceHitFilter filter = shared.Filter(r);
-        using Vm vm = CommonOptions.OpenVm(null, new LiveTarget(socket, null, null), new VmOpenOptions(), pause: false);
+        using Vm vm = CommonOptions.OpenVm(null, target, new VmOpenOptions(), pause: false);
         LinuxKernel kernel = vm.Linux.Kernel;
         var options = new GdbTraceOptions { GuardCommand = SelfCommand("trace-guard") };
         using GdbTraceSession session = GdbTraceSession.StartAsync(vm.Live!, kernel, options, ct).GetAwaiter().GetResult();
         session.Filter = filter.IsEmpty ? null : filter;
-        setUp(vm, session);
         bool asJson = r.GetValue(shared.Json);
         using Stream stdout = Console.OpenStandardOutput();
         using var writer = new StreamWriter(stdout) { AutoFlush = true };
+        var output = new TraceOutput(writer, asJson);
+        TraceView view = setUp(vm, session, output);
         if (session.StubWarning is string warning)
         {
             Console.Error.WriteLine($"vmstate: warning: {warning}");
         }
 
-        int watches = session.Breakpoints.Count(b => b.Kind != TraceEventKind.Breakpoint);
-        string what = watches > 0 ? $"{watches} watchpoint(s)" : $"{session.Breakpoints.Count} breakpoint(s)";
-        Console.Error.WriteLine($"vmstate trace: {what} through the gdbstub at {session.StubEndpoint}{(session.StartedStub ? " (started for this trace)" : string.Empty)}, {(session.IsKvm ? "KVM" : "TCG")}; Ctrl-C to stop");
-        if (!asJson)
+        Console.Error.WriteLine($"vmstate trace: {view.What} through the gdbstub at {session.StubEndpoint}{(session.StartedStub ? " (started for this trace)" : string.Empty)}, {(session.IsKvm ? "KVM" : "TCG")}; Ctrl-C to stop");
+        if (!asJson && view.Header is string header)
         {
-            writer.WriteLine(watches > 0
-                ? $"{"TIME",-15} {"CPU",3} {"RIP",-18} {"SYMBOL",-32} {"PID",6} {"COMM",-16} {"OLD",-18} NEW"
-                : $"{"TIME",-15} {"CPU",3} {"RIP",-18} {"SYMBOL",-32} {"PID",6} COMM");
+            writer.WriteLine(header);
         }
 
         TimeSpan? limit = r.GetValue(shared.Duration) is double s ? TimeSpan.FromSeconds(s) : null;
-        var latencies = new List<double>();
-        TraceSummary summary = session.Run(
-            hit =>
-            {
-                latencies.Add(System.Diagnostics.Stopwatch.GetElapsedTime(hit.StopTimestamp).TotalMicroseconds);
-                Print(writer, hit, asJson, spec);
-                return TraceAction.Continue;
-            },
-            r.GetValue(shared.MaxEvents),
-            limit,
-            ct);
+        TraceSummary summary;
+        using (LiveCount? counter = Console.IsOutputRedirected && !Console.IsErrorRedirected ? new LiveCount([.. session.Breakpoints], view.Events) : null)
+        {
+            summary = session.Run(view.Handler, r.GetValue(shared.MaxEvents), limit, ct);
+        }
+
         long filtered = session.Breakpoints.Sum(b => b.Filtered);
         session.Dispose();
         if (asJson)
@@ -251,19 +370,15 @@ internal static class TraceCommand
 
                 w.WriteNumber("seconds", Math.Round(summary.Elapsed.TotalSeconds, 3));
                 w.WriteString("reason", summary.Reason);
-                if (latencies.Count > 0)
-                {
-                    // From the stop reply taken off the socket to the handler's first line (registers, task, filters).
-                    latencies.Sort();
-                    w.WriteNumber("latency_median_us", Math.Round(latencies[latencies.Count / 2], 1));
-                    w.WriteNumber("latency_p99_us", Math.Round(latencies[Math.Min(latencies.Count - 1, (int)(latencies.Count * 0.99))], 1));
-                }
+                output.WriteLatencies(w);
+                view.JsonSummary?.Invoke(w);
             });
         }
         else
         {
+            view.TextSummary?.Invoke(writer);
             string skipped = session.Filter is null ? string.Empty : $", {filtered} filtered out";
-            writer.WriteLine($"{summary.Hits} hit(s){skipped} in {summary.Elapsed.TotalSeconds:0.0} s ({summary.Reason}); {(watches > 0 ? "watchpoints" : "breakpoints")} removed, guest running");
+            writer.WriteLine($"{summary.Hits} {view.Events}{skipped} in {summary.Elapsed.TotalSeconds:0.0} s ({summary.Reason}); {view.Removed} removed, guest running");
         }
 
         return 0;
@@ -326,7 +441,7 @@ internal static class TraceCommand
             return;
         }
 
-        string line = $"{time,-15} {hit.Vcpu,3} {hit.Registers.Rip:x16}   {hit.Symbol ?? (hit.Registers.IsKernelMode ? "?" : "(user)"),-32} {(hit.Pid?.ToString(CultureInfo.InvariantCulture) ?? "?"),6} {hit.Comm ?? "?"}";
+        string line = $"{time,-15} {hit.Vcpu,3} {hit.Registers.Rip:x16}   {hit.Symbol ?? (hit.Registers.IsKernelMode ? "?" : "(user)"),-32} {(hit.Pid?.ToString(CultureInfo.InvariantCulture) ?? "?"),6} {Comm(hit.Comm)}";
         if (watch)
         {
             line = $"{line,-93} {Value(hit.OldValue),-18} {Value(hit.NewValue)}";

@@ -61,6 +61,9 @@ public sealed class GdbTraceSession : IDisposable
     /// </summary>
     public string? StubWarning { get; private set; }
 
+    /// <summary>The guest kernel the session reads hits through (symbols, current task, memory).</summary>
+    public LinuxKernel Kernel => _kernel;
+
     /// <summary>True when QEMU runs the guest under KVM (query-kvm), false under TCG.</summary>
     public bool IsKvm { get; }
 
@@ -83,8 +86,7 @@ public sealed class GdbTraceSession : IDisposable
         ArgumentNullException.ThrowIfNull(kernel);
         options ??= new GdbTraceOptions();
         QmpClient qmp = live.Qmp;
-        JsonElement kvm = await qmp.ExecuteAsync("query-kvm", cancellationToken: cancellationToken).ConfigureAwait(false);
-        bool isKvm = kvm.TryGetProperty("enabled", out JsonElement en) && en.GetBoolean();
+        bool isKvm = IsKvmEnabled(await qmp.ExecuteAsync("query-kvm", cancellationToken: cancellationToken).ConfigureAwait(false));
         bool wasRunning = await qmp.QueryStatusAsync(cancellationToken).ConfigureAwait(false) == "running";
 
         (string Host, int Port)? stub = options.Stub;
@@ -142,7 +144,7 @@ public sealed class GdbTraceSession : IDisposable
             {
                 try
                 {
-                    session._guard = TraceGuard.Start(guard, qmp.SocketPath, stub.Value.Host, stub.Value.Port, started);
+                    session._guard = TraceGuard.Start(guard, qmp, stub.Value.Host, stub.Value.Port, started);
                 }
                 catch
                 {
@@ -473,6 +475,7 @@ public sealed class GdbTraceSession : IDisposable
         [0x0F, 0x1F, 0x84, 0x00, 0x00, 0x00, 0x00, 0x00],
         [0x66, 0x0F, 0x1F, 0x84, 0x00, 0x00, 0x00, 0x00, 0x00],
         [0xF3, 0x0F, 0x1E, 0xFA], // endbr64
+        [0x66, 0x0F, 0x1F, 0x00], // osp nopl (%rax): an endbr64 the kernel sealed under IBT (alternative.c gen_endbr_poison)
         [0x66, 0x90],
         [0x90],
     ];
@@ -522,16 +525,44 @@ public sealed class GdbTraceSession : IDisposable
             TraceEventKind.AccessWatch => "access watchpoint",
             _ => bp.Hardware ? "hardware breakpoint" : "software breakpoint",
         };
-        if (IsKvm && bp.Hardware && _breakpoints.Count(b => b.Active && b.Hardware) >= KvmDebugRegisters)
-        {
-            throw new InvalidOperationException($"cannot set a {what} at {bp.Label} (0x{bp.Address:x}): under KVM hardware breakpoints and watchpoints share the vCPU's {KvmDebugRegisters} debug registers, and {KvmDebugRegisters} are in use (TCG has no such limit)");
-        }
-
+        CheckDebugRegisters(IsKvm, _breakpoints, bp, what);
         string reply = _channel.Request($"Z{bp.PacketType},{bp.Address:x},{bp.Length}", _timeout);
         if (reply != "OK")
         {
             string why = reply.Length == 0 ? "not supported by this QEMU" : reply;
             throw new InvalidOperationException($"QEMU did not set a {what} at {bp.Label} (0x{bp.Address:x}): {why}");
+        }
+    }
+
+    /// <summary>
+    /// True when QMP <c>query-kvm</c> answered that KVM runs the guest (<c>{"enabled": true, "present": true}</c>);
+    /// false under TCG (<c>enabled</c> false, or KVM merely present on the host).
+    /// </summary>
+    internal static bool IsKvmEnabled(JsonElement queryKvm) =>
+        queryKvm.ValueKind == JsonValueKind.Object && queryKvm.TryGetProperty("enabled", out JsonElement en) && en.ValueKind == JsonValueKind.True;
+
+    /// <summary>
+    /// Refuses <paramref name="next"/> when it needs a debug register and KVM runs the guest with all
+    /// <see cref="KvmDebugRegisters"/> taken by the active hardware breakpoints and watchpoints in
+    /// <paramref name="set"/> (QEMU would answer E22, or accept some kinds and never report them).
+    /// </summary>
+    /// <exception cref="InvalidOperationException">No debug register left.</exception>
+    internal static void CheckDebugRegisters(bool isKvm, IReadOnlyList<TraceBreakpoint> set, TraceBreakpoint next, string what)
+    {
+        if (!isKvm || !next.Hardware)
+        {
+            return;
+        }
+
+        int inUse = 0;
+        foreach (TraceBreakpoint b in set)
+        {
+            inUse += b.Active && b.Hardware ? 1 : 0;
+        }
+
+        if (inUse >= KvmDebugRegisters)
+        {
+            throw new InvalidOperationException($"cannot set a {what} at {next.Label} (0x{next.Address:x}): under KVM hardware breakpoints and watchpoints share the vCPU's {KvmDebugRegisters} debug registers, and {KvmDebugRegisters} are in use (TCG has no such limit)");
         }
     }
 

@@ -25,13 +25,20 @@ public sealed class TraceGuard : IDisposable
         _process = process;
     }
 
-    /// <summary>The guard arguments the session appends to the guard command.</summary>
-    public static IReadOnlyList<string> Arguments(string qmpSocket, string host, int port, bool stopStub) =>
-        ["--qmp", qmpSocket, "--stub", $"{host}:{port.ToString(CultureInfo.InvariantCulture)}", stopStub ? "--stop-stub" : "--keep-stub"];
+    /// <summary>
+    /// The guard arguments the session appends to the guard command: how to reach the VM again (<c>--qmp SOCKET</c>,
+    /// or <c>--libvirt URI --domain UUID</c>), the stub, and whether to stop it.
+    /// </summary>
+    public static IReadOnlyList<string> Arguments(QmpClient qmp, string host, int port, bool stopStub)
+    {
+        ArgumentNullException.ThrowIfNull(qmp);
+        string[] vm = qmp.LibvirtDomain is LibvirtDomainInfo d ? ["--libvirt", qmp.LibvirtUri!, "--domain", d.Uuid.Length > 0 ? d.Uuid : d.Name] : ["--qmp", qmp.SocketPath];
+        return [.. vm, "--stub", $"{host}:{port.ToString(CultureInfo.InvariantCulture)}", stopStub ? "--stop-stub" : "--keep-stub"];
+    }
 
     /// <summary>Starts the guard: <paramref name="command"/> followed by <see cref="Arguments"/>.</summary>
     /// <exception cref="InvalidOperationException">The guard did not start or did not say it was ready.</exception>
-    public static TraceGuard Start(IReadOnlyList<string> command, string qmpSocket, string host, int port, bool stopStub)
+    public static TraceGuard Start(IReadOnlyList<string> command, QmpClient qmp, string host, int port, bool stopStub)
     {
         ArgumentNullException.ThrowIfNull(command);
         if (command.Count == 0)
@@ -45,7 +52,7 @@ public sealed class TraceGuard : IDisposable
             RedirectStandardOutput = true,
             UseShellExecute = false,
         };
-        foreach (string a in command.Skip(1).Concat(Arguments(qmpSocket, host, port, stopStub)))
+        foreach (string a in command.Skip(1).Concat(Arguments(qmp, host, port, stopStub)))
         {
             info.ArgumentList.Add(a);
         }
@@ -83,10 +90,12 @@ public sealed class TraceGuard : IDisposable
     /// <summary>
     /// Removes every gdb breakpoint and watchpoint and resumes the VM: connects to the stub at
     /// <paramref name="host"/>:<paramref name="port"/> (retrying for 10 s while the old connection is torn down), sends
-    /// <c>D</c>, and with <paramref name="stopStub"/> stops the stub through QMP (<c>gdbserver none</c>). Returns what was done, one line per step.
+    /// <c>D</c>, and with <paramref name="stopStub"/> stops the stub through QMP (<c>gdbserver none</c>; <paramref name="connect"/>
+    /// opens the VM's QMP connection, a socket or libvirt's passthrough). Returns what was done, one line per step.
     /// </summary>
-    public static async Task<IReadOnlyList<string>> RecoverAsync(string qmpSocket, string host, int port, bool stopStub, CancellationToken cancellationToken = default)
+    public static async Task<IReadOnlyList<string>> RecoverAsync(Func<CancellationToken, Task<QmpClient>> connect, string host, int port, bool stopStub, CancellationToken cancellationToken = default)
     {
+        ArgumentNullException.ThrowIfNull(connect);
         var log = new List<string>();
         DateTime until = DateTime.UtcNow + TimeSpan.FromSeconds(10);
         while (true)
@@ -114,13 +123,13 @@ public sealed class TraceGuard : IDisposable
         {
             try
             {
-                await using QmpClient qmp = await QmpClient.ConnectAsync(qmpSocket, TimeSpan.FromSeconds(10), cancellationToken).ConfigureAwait(false);
+                await using QmpClient qmp = await connect(cancellationToken).ConfigureAwait(false);
                 string said = await qmp.HumanMonitorCommandAsync("gdbserver none", cancellationToken: cancellationToken).ConfigureAwait(false);
                 log.Add($"qmp: gdbserver none -> {said.Trim()}");
             }
-            catch (Exception e) when (e is IOException or SocketException or QmpException or TimeoutException)
+            catch (Exception e) when (e is IOException or SocketException or QmpException or TimeoutException or VmStateNotFoundException)
             {
-                log.Add($"qmp {qmpSocket}: {e.Message}");
+                log.Add($"qmp: {e.Message}");
             }
         }
 

@@ -6,7 +6,11 @@ namespace VmState.History;
 /// <summary>One capture <see cref="HistoryRecorder"/> took: what the store added and how the VM was captured.</summary>
 /// <param name="Capture">The capture as the store's manifest lists it.</param>
 /// <param name="Save">How QEMU saved the state: background snapshot or pause, guest pause, bytes, wall time.</param>
-public sealed record RecordedCapture(HistoryCapture Capture, SaveResult Save);
+public sealed record RecordedCapture(HistoryCapture Capture, SaveResult Save)
+{
+    /// <summary>The capture's index (processes, modules, new kernel log lines), computed after QEMU finished the capture.</summary>
+    public HistoryCaptureIndex? Index { get; init; }
+}
 
 /// <summary>What <see cref="HistoryRecorder.RecordAsync"/> should do.</summary>
 public sealed record HistoryRecordOptions
@@ -26,7 +30,8 @@ public sealed record HistoryRecordOptions
 
 /// <summary>
 /// Records a running VM into a history store: each capture is QEMU's background snapshot streamed straight into the
-/// store's writer (<see cref="LiveMachine.CaptureAsync"/> → <see cref="HistoryStoreWriter.Append"/>), never a file.
+/// store's writer (<see cref="LiveMachine.CaptureAsync"/> → <see cref="HistoryStoreWriter.Append"/>), never a file;
+/// then indexed (<see cref="HistoryStoreWriter.IndexCapture"/>) with its guest pause and wall time.
 /// A capture is committed whole or not at all: a failure in the middle leaves the store as it was before that capture,
 /// and the guest running. Cancellation takes effect between captures: one in progress is finished and kept first.
 /// </summary>
@@ -59,12 +64,19 @@ public static class HistoryRecorder
                 TimeSpan started = clock.Elapsed;
                 DateTimeOffset time = DateTimeOffset.UtcNow;
                 HistoryCapture? capture = null;
+                bool indexed = writer.IndexOnAppend;
+                writer.IndexOnAppend = false;
                 // A capture that has started is finished, not cancelled: QEMU 7.2 leaves the guest hung when a background
                 // snapshot is cut off once RAM is write-protected (measured), so Ctrl-C takes effect between captures.
                 SaveResult save = await live.CaptureAsync(
                     (stream, _) => Task.Run(() => capture = writer.Append(stream, options.Source, time)),
                     CancellationToken.None).ConfigureAwait(false);
-                var recorded = new RecordedCapture(capture!, save);
+                writer.IndexOnAppend = indexed;
+
+                // The index is computed from the stored capture once QEMU is done, so it costs the guest nothing and
+                // keeps the capture's guest pause and wall time.
+                HistoryCaptureIndex index = writer.IndexCapture(capture!, save.GuestPause, save.Elapsed);
+                var recorded = new RecordedCapture(capture!, save) { Index = index };
                 taken.Add(recorded);
                 onCapture?.Invoke(recorded);
 

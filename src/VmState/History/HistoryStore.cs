@@ -397,6 +397,7 @@ public sealed class HistoryStore : IDisposable
             {
                 CaptureFile file = ReadCaptureFile(c, null);
                 ParseFrame(file, c, null).Dispose();
+                _ = TryReadIndex(c);
                 capturesChecked++;
             }
             catch (Exception e) when (e is VmStateException or IOException)
@@ -407,6 +408,93 @@ public sealed class HistoryStore : IDisposable
 
         progress?.Report(1.0);
         return new HistoryVerifyResult(_manifest.Captures.Count, capturesChecked, _manifest.PageCount, pagesChecked, problems);
+    }
+
+    /// <summary>
+    /// The index of <paramref name="capture"/> (processes, modules, network devices, new kernel log lines, timing),
+    /// read from its index file; computed from the capture's memory when the file is missing (a recorder killed
+    /// between committing a capture and indexing it), without writing it (a reader never changes the store).
+    /// </summary>
+    /// <exception cref="VmStateFormatException">The index file is damaged.</exception>
+    public HistoryCaptureIndex ReadIndex(HistoryCapture capture)
+    {
+        ArgumentNullException.ThrowIfNull(capture);
+        return TryReadIndex(capture) ?? BuildIndex(capture);
+    }
+
+    /// <summary>The index of the capture before <paramref name="capture"/> from its file (null for the first capture, or when it has none).</summary>
+    internal HistoryCaptureIndex? PreviousIndex(HistoryCapture capture)
+    {
+        HistoryCapture? previous = null;
+        foreach (HistoryCapture c in Captures)
+        {
+            if (c.Number < capture.Number)
+            {
+                previous = c;
+            }
+        }
+
+        return previous is null ? null : TryReadIndex(previous);
+    }
+
+    /// <summary>The capture's page maps by RAM block name: per page a content id, a fill entry or not sent (<see cref="PageMap"/>).</summary>
+    internal IReadOnlyDictionary<string, long[]> PageMaps(HistoryCapture capture)
+    {
+        CaptureFile file = ReadCaptureFile(capture, null);
+        var maps = new Dictionary<string, long[]>(StringComparer.Ordinal);
+        for (int i = 0; i < file.Blocks.Count; i++)
+        {
+            maps[file.Blocks[i].Name] = file.Maps[i];
+        }
+
+        return maps;
+    }
+
+    /// <summary>The capture's file (page maps and device state), checked against the manifest.</summary>
+    internal CaptureFile ReadCapture(HistoryCapture capture) => ReadCaptureFile(capture, null);
+
+    /// <summary>The index of <paramref name="capture"/> from its index file; null when it has none (never computed here).</summary>
+    /// <exception cref="VmStateFormatException">The index file is damaged.</exception>
+    public HistoryCaptureIndex? TryReadIndex(HistoryCapture capture)
+    {
+        ArgumentNullException.ThrowIfNull(capture);
+        string path = Path.Combine(Directory, CaptureIndexFile.Name(capture.Number));
+        byte[] bytes;
+        try
+        {
+            bytes = File.ReadAllBytes(path);
+        }
+        catch (FileNotFoundException)
+        {
+            return null;
+        }
+
+        HistoryCaptureIndex index = CaptureIndexFile.Parse(bytes, path);
+        if (index.Number != capture.Number)
+        {
+            throw new VmStateFormatException(16, $"{path}: capture number", $"{index.Number}, but the file is named for capture {capture.Number}");
+        }
+
+        return index;
+    }
+
+    private HistoryCaptureIndex BuildIndex(HistoryCapture capture)
+    {
+        using MachineState machine = OpenCapture(capture);
+        return CaptureIndexBuilder.Build(capture.Number, machine, PreviousIndex(capture), null, null);
+    }
+
+    /// <summary>
+    /// What changed from capture <paramref name="from"/> to <paramref name="to"/>: processes started and exited,
+    /// modules loaded and unloaded, network devices, new kernel log lines (all from the captures' indexes), changed
+    /// pages (from the page maps) and, with <paramref name="processPages"/>, the changed pages per process (its page
+    /// tables walked in <paramref name="to"/>) and of the kernel (the rest).
+    /// </summary>
+    public HistoryDiff Diff(HistoryCapture from, HistoryCapture to, bool processPages = true)
+    {
+        ArgumentNullException.ThrowIfNull(from);
+        ArgumentNullException.ThrowIfNull(to);
+        return HistoryDiffer.Diff(this, from, to, processPages);
     }
 
     /// <summary>Closes the store's files.</summary>

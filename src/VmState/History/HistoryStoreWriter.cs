@@ -139,10 +139,10 @@ public sealed class HistoryStoreWriter : IDisposable
         }
 
         using var session = new CaptureSession(this);
+        HistoryCapture capture;
         try
         {
-            HistoryCapture capture = session.Run(progress is null ? stream : new ProgressStream(stream, progress), source, time, cancellationToken);
-            return capture;
+            capture = session.Run(progress is null ? stream : new ProgressStream(stream, progress), source, time, cancellationToken);
         }
         catch when (!session.Committed)
         {
@@ -151,6 +151,13 @@ public sealed class HistoryStoreWriter : IDisposable
             session.Rollback();
             throw;
         }
+
+        if (IndexOnAppend)
+        {
+            IndexCapture(capture);
+        }
+
+        return capture;
     }
 
     /// <summary>
@@ -165,6 +172,184 @@ public sealed class HistoryStoreWriter : IDisposable
             DateTimeOffset when = time ?? new DateTimeOffset(File.GetLastWriteTimeUtc(path), TimeSpan.Zero);
             return Append(new SourceStream(source), $"{Path.GetFullPath(path)} ({description})", when, progress, cancellationToken);
         }
+    }
+
+    /// <summary>
+    /// Drops the captures <paramref name="keep"/> rejects and reclaims the pages only they referenced. The kept
+    /// captures keep their numbers, times, page maps, device state and indexes (a kept capture after dropped ones
+    /// also keeps the kernel log lines they first saw). The store is rewritten beside itself (a sibling directory
+    /// <c>.NAME.prune-PID</c>: each unique page the kept captures use is copied once, never re-hashed per capture),
+    /// then the two directories are exchanged in one step (renameat2 RENAME_EXCHANGE) and the old one deleted: at
+    /// every moment the store's path holds the whole old store or the whole new one, whatever the point a crash or
+    /// SIGKILL hits (a leftover sibling is removed by the next prune). Holds the store's lock throughout.
+    /// </summary>
+    /// <exception cref="ArgumentException">Every capture would be dropped.</exception>
+    public static HistoryPruneResult Prune(string directory, Func<HistoryCapture, bool> keep, CancellationToken cancellationToken = default)
+    {
+        ArgumentNullException.ThrowIfNull(directory);
+        ArgumentNullException.ThrowIfNull(keep);
+        string dir = Path.GetFullPath(directory).TrimEnd(Path.DirectorySeparatorChar);
+        string parent = Path.GetDirectoryName(dir)!;
+        string name = Path.GetFileName(dir);
+        foreach (string stale in System.IO.Directory.EnumerateDirectories(parent, $".{name}.prune-*"))
+        {
+            System.IO.Directory.Delete(stale, recursive: true);
+        }
+
+        using HistoryStoreWriter held = Open(dir);
+        var kept = new List<HistoryCapture>();
+        var dropped = new List<HistoryCapture>();
+        foreach (HistoryCapture c in held.Captures)
+        {
+            (keep(c) ? kept : dropped).Add(c);
+        }
+
+        long bytesBefore = DirectoryBytes(dir);
+        if (dropped.Count == 0)
+        {
+            return new HistoryPruneResult(kept, dropped, held.UniquePages, held.UniquePages, bytesBefore, bytesBefore);
+        }
+
+        if (kept.Count == 0)
+        {
+            throw new ArgumentException($"every capture of {dir} would be dropped; keep at least one (or delete the directory)");
+        }
+
+        string next = Path.Combine(parent, $".{name}.prune-{Environment.ProcessId}");
+        long pagesAfter;
+        try
+        {
+            using (HistoryStore old = HistoryStore.Open(dir))
+            using (HistoryStoreWriter fresh = Open(next))
+            {
+                fresh.IndexOnAppend = false;
+                var copied = new Dictionary<long, long>();
+                HistoryCaptureIndex? previousKept = null;
+                int at = 0;
+                foreach (HistoryCapture c in kept)
+                {
+                    using (var session = new CaptureSession(fresh))
+                    {
+                        try
+                        {
+                            session.Copy(old, c, copied, cancellationToken);
+                        }
+                        catch when (!session.Committed)
+                        {
+                            session.Rollback();
+                            throw;
+                        }
+                    }
+
+                    // The log lines the dropped captures before this one saw first now belong to it.
+                    var between = new List<HistoryCapture>();
+                    while (at < old.Captures.Count && old.Captures[at].Number < c.Number)
+                    {
+                        between.Add(old.Captures[at++]);
+                    }
+
+                    at++;
+                    HistoryCaptureIndex? index = old.TryReadIndex(c);
+                    if (index is not null)
+                    {
+                        index = WithLinesOf(old, between, index, previousKept);
+                        StoreFiles.Replace(fresh.FilePath(CaptureIndexFile.Name(c.Number)), CaptureIndexFile.Serialize(index, old.PageSize));
+                    }
+
+                    previousKept = index;
+                }
+
+                pagesAfter = fresh.UniquePages;
+                StoreFiles.SyncDirectory(next);
+            }
+
+            cancellationToken.ThrowIfCancellationRequested();
+            StoreFiles.Exchange(next, dir);
+        }
+        catch
+        {
+            if (System.IO.Directory.Exists(next))
+            {
+                System.IO.Directory.Delete(next, recursive: true);
+            }
+
+            throw;
+        }
+
+        StoreFiles.SyncDirectory(parent);
+        System.IO.Directory.Delete(next, recursive: true);
+        return new HistoryPruneResult(kept, dropped, held.UniquePages, pagesAfter, bytesBefore, DirectoryBytes(dir));
+    }
+
+    /// <summary><paramref name="index"/> with the new log lines of the dropped captures <paramref name="between"/> (those after <paramref name="previousKept"/>) put before its own.</summary>
+    private static HistoryCaptureIndex WithLinesOf(HistoryStore old, List<HistoryCapture> between, HistoryCaptureIndex index, HistoryCaptureIndex? previousKept)
+    {
+        if (between.Count == 0 || index.KernelError is not null)
+        {
+            return index;
+        }
+
+        ulong after = previousKept is { KernelError: null } p && p.KernelTextAddress == index.KernelTextAddress && p.LogNext <= index.LogNext ? p.LogNext : 0;
+        var lines = new List<HistoryLogLine>();
+        ulong next = after;
+        foreach (HistoryCapture c in between)
+        {
+            if (old.TryReadIndex(c) is not { KernelError: null } i || i.KernelTextAddress != index.KernelTextAddress)
+            {
+                continue;
+            }
+
+            foreach (HistoryLogLine l in i.NewLogLines)
+            {
+                if (l.Sequence >= next && l.Sequence < index.LogAfter)
+                {
+                    lines.Add(l);
+                    next = l.Sequence + 1;
+                }
+            }
+        }
+
+        lines.AddRange(index.NewLogLines.Where(l => l.Sequence >= next));
+        return index with { LogAfter = Math.Min(after, index.LogAfter), NewLogLines = lines };
+    }
+
+    private static long DirectoryBytes(string dir)
+    {
+        long total = 0;
+        foreach (string f in System.IO.Directory.EnumerateFiles(dir))
+        {
+            total += new FileInfo(f).Length;
+        }
+
+        return total;
+    }
+
+    /// <summary>
+    /// Whether <see cref="Append"/> computes the new capture's index (<see cref="IndexCapture"/>) before it returns
+    /// (default true). A recorder turns it off to index a capture after QEMU has finished, with the capture's timing.
+    /// </summary>
+    public bool IndexOnAppend { get; set; } = true;
+
+    /// <summary>
+    /// Computes the index of committed capture <paramref name="capture"/> (processes, modules, network devices, new
+    /// kernel log lines: <see cref="HistoryCaptureIndex"/>) from its stored state and writes it (atomically, replacing
+    /// any index it had), with the guest pause and wall time of the capture when known.
+    /// </summary>
+    public HistoryCaptureIndex IndexCapture(HistoryCapture capture, TimeSpan? guestPause = null, TimeSpan? wall = null)
+    {
+        ArgumentNullException.ThrowIfNull(capture);
+        using HistoryStore store = HistoryStore.Open(_dir);
+        HistoryCapture committed = store.Captures.FirstOrDefault(c => c.Number == capture.Number)
+            ?? throw new ArgumentException($"capture {capture.Number} is not in {_dir}", nameof(capture));
+        HistoryCaptureIndex? previous = store.PreviousIndex(committed);
+        HistoryCaptureIndex index;
+        using (Machine.MachineState machine = store.OpenCapture(committed))
+        {
+            index = CaptureIndexBuilder.Build(committed.Number, machine, previous, guestPause, wall);
+        }
+
+        StoreFiles.WriteAtomically(FilePath(CaptureIndexFile.Name(committed.Number)), CaptureIndexFile.Serialize(index, _manifest.PageSize));
+        return index;
     }
 
     /// <summary>Releases the store's lock.</summary>
@@ -227,12 +412,14 @@ public sealed class HistoryStoreWriter : IDisposable
         foreach (HistoryCapture c in _manifest.Captures)
         {
             keep.Add(CaptureFile.Name(c.Number));
+            keep.Add(CaptureIndexFile.Name(c.Number));
         }
 
         foreach (string entry in System.IO.Directory.EnumerateFiles(_dir))
         {
             string name = Path.GetFileName(entry);
             bool ours = name.StartsWith("pack-", StringComparison.Ordinal) || name.StartsWith("capture-", StringComparison.Ordinal)
+                || name.StartsWith("index-", StringComparison.Ordinal)
                 || (name.StartsWith('.') && name.EndsWith(".tmp", StringComparison.Ordinal));
             if (ours && !keep.Contains(name))
             {
@@ -301,12 +488,56 @@ public sealed class HistoryStoreWriter : IDisposable
             byte[] frame = split.Frame;
             CheckFrame(frame, split);
             cancel.ThrowIfCancellationRequested();
+            int number = _before.Captures.Count == 0 ? 1 : _before.Captures[^1].Number + 1;
+            return Commit(frame, split.StreamBytes, number, source, time, cancel);
+        }
 
+        /// <summary>
+        /// Adds capture <paramref name="capture"/> of <paramref name="from"/> under its own number, its pages copied
+        /// from there: a page already copied (<paramref name="copied"/>: old content id → new) is not read again.
+        /// </summary>
+        public HistoryCapture Copy(HistoryStore from, HistoryCapture capture, Dictionary<long, long> copied, CancellationToken cancel)
+        {
+            _indexFile = StoreFiles.OpenWrite(writer.FilePath(PageIndex.FileName), create: false);
+            _indexFile.Position = PageIndex.HeaderSize + (_before.PageCount * PageIndex.RecordSize);
+            CaptureFile old = from.ReadCapture(capture);
+            BlockList(old.Blocks, old.PageSize);
+            byte[] page = new byte[old.PageSize];
+            for (int b = 0; b < old.Blocks.Count; b++)
+            {
+                long[] map = old.Maps[b];
+                long[] into = _maps[b];
+                for (int p = 0; p < map.Length; p++)
+                {
+                    long e = map[p];
+                    if (e < 0)
+                    {
+                        into[p] = e;
+                    }
+                    else if (copied.TryGetValue(e, out long id))
+                    {
+                        into[p] = id;
+                    }
+                    else
+                    {
+                        cancel.ThrowIfCancellationRequested();
+                        from.ReadPage(e, page);
+                        Page(b, (ulong)p * (ulong)old.PageSize, page);
+                        copied[e] = into[p];
+                    }
+                }
+            }
+
+            FlushFrame();
+            return Commit(old.Frame, capture.StreamBytes, capture.Number, capture.Source, capture.Time, cancel);
+        }
+
+        private HistoryCapture Commit(byte[] frame, long streamBytes, int number, string source, DateTimeOffset time, CancellationToken cancel)
+        {
             _pack?.Flush(flushToDisk: true);
-            _indexFile.Flush(flushToDisk: true);
+            _indexFile!.Flush(flushToDisk: true);
             _bytesAdded += (_next.PageCount - _before.PageCount) * PageIndex.RecordSize;
 
-            int number = _before.Captures.Count == 0 ? 1 : _before.Captures[^1].Number + 1;
             var file = new CaptureFile(_pageSize, frame, _blocks, _maps);
             byte[] bytes = file.Serialize();
             _captureFinal = writer.FilePath(CaptureFile.Name(number));
@@ -348,7 +579,7 @@ public sealed class HistoryStoreWriter : IDisposable
                 }
             }
 
-            var capture = new HistoryCapture(number, time.ToUniversalTime(), source, split.StreamBytes, data, fills,
+            var capture = new HistoryCapture(number, time.ToUniversalTime(), source, streamBytes, data, fills,
                 _next.PageCount - _before.PageCount, changed, _bytesAdded)
             {
                 FileLength = bytes.Length,

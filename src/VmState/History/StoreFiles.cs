@@ -99,6 +99,23 @@ internal static partial class StoreFiles
         }
     }
 
+    /// <summary>
+    /// Swaps two directory entries in one step (renameat2 with RENAME_EXCHANGE, Linux 3.15): at every moment each name
+    /// refers to one whole tree, the old or the new.
+    /// </summary>
+    public static void Exchange(string a, string b)
+    {
+        const int AtFdCwd = -100;
+        const uint RenameExchange = 2;
+        if (Renameat2(AtFdCwd, a, AtFdCwd, b, RenameExchange) != 0)
+        {
+            throw new IOException($"cannot exchange {a} and {b} (renameat2 RENAME_EXCHANGE): errno {Marshal.GetLastPInvokeError()}");
+        }
+    }
+
+    [LibraryImport("libc", EntryPoint = "renameat2", StringMarshalling = StringMarshalling.Utf8, SetLastError = true)]
+    private static partial int Renameat2(int oldDirFd, string oldPath, int newDirFd, string newPath, uint flags);
+
     [LibraryImport("libc", EntryPoint = "open", StringMarshalling = StringMarshalling.Utf8, SetLastError = true)]
     private static partial int Open(string path, int flags);
 

@@ -14,10 +14,23 @@ public sealed class OutputRules
         UnixFileMode.GroupWrite | UnixFileMode.OtherRead | UnixFileMode.OtherWrite;
 
     private readonly List<(string Path, FileIdentity Identity)> _inputs;
+    private readonly List<(string Path, FileIdentity Identity)> _storeDirectories = [];
 
     private OutputRules(List<(string Path, FileIdentity Identity)> inputs, UnixFileMode mode, bool allowReplace)
     {
         _inputs = inputs;
+        foreach ((string path, FileIdentity _) in inputs)
+        {
+            // A capture of a history store (STORE@N) is read through its capture file, but the whole directory is the
+            // input: an output written among its packs, index or manifest would be a file the store does not know, or
+            // replace one it does.
+            string dir = Path.GetDirectoryName(Path.GetFullPath(path))!;
+            if (IsHistoryStore(dir) && FileIdentity.TryGet(dir, out FileIdentity id) && !_storeDirectories.Exists(d => d.Identity == id))
+            {
+                _storeDirectories.Add((dir, id));
+            }
+        }
+
         Mode = mode;
         AllowReplace = allowReplace;
     }
@@ -71,6 +84,7 @@ public sealed class OutputRules
         if (!FileIdentity.TryGet(target, out FileIdentity id))
         {
             // Nothing there (a directory would have an identity).
+            CheckNotInStore(target);
             return;
         }
 
@@ -87,9 +101,42 @@ public sealed class OutputRules
             throw new ArgumentException($"the output {target} is a directory");
         }
 
+        CheckNotInStore(target);
+
         if (!AllowReplace)
         {
             throw new ArgumentException($"the output {target} exists and is not replaced");
+        }
+    }
+
+    /// <summary>True when <paramref name="directory"/> holds a history store: a <c>manifest</c> that starts with its magic "VMSHIST1".</summary>
+    private static bool IsHistoryStore(string directory)
+    {
+        string manifest = Path.Combine(directory, "manifest");
+        Span<byte> magic = stackalloc byte[8];
+        try
+        {
+            using var f = new FileStream(manifest, FileMode.Open, FileAccess.Read, FileShare.ReadWrite | FileShare.Delete, 1);
+            return f.Read(magic) == 8 && magic.SequenceEqual("VMSHIST1"u8);
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            return false;
+        }
+    }
+
+    private void CheckNotInStore(string target)
+    {
+        string? dir = Path.GetDirectoryName(Path.GetFullPath(target));
+        if (dir is not null && _storeDirectories.Count > 0 && FileIdentity.TryGet(dir, out FileIdentity id))
+        {
+            foreach ((string store, FileIdentity storeId) in _storeDirectories)
+            {
+                if (storeId == id)
+                {
+                    throw new ArgumentException($"the output {target} is inside the history store {store}, an input; a store's files are written only by its writer: choose another directory");
+                }
+            }
         }
     }
 

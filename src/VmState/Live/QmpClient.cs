@@ -93,6 +93,9 @@ public sealed class QmpClient : IAsyncDisposable
     /// <summary>The socket path; for a libvirt domain, <c>libvirt:DOMAIN@URI</c>.</summary>
     public string SocketPath { get; }
 
+    /// <summary>The libvirt URI behind this client, or null for a QMP socket.</summary>
+    public string? LibvirtUri => _libvirt?.Uri;
+
     /// <summary>The libvirt domain behind this client, or null for a QMP socket.</summary>
     public LibvirtDomainInfo? LibvirtDomain => _libvirt?.Domain;
 

@@ -228,10 +228,114 @@ public static class SnapshotLoader
 
     private static MachineState OpenLibvirtSave(IRandomAccessSource file, string path, SnapshotOpenOptions options, IndexCacheFileKey? key)
     {
-        long start = LibvirtStreamStart(file);
         string xml = LibvirtDomainXml(file);
+        (long dataStart, uint compressed) = LibvirtHeader(file);
+        if (compressed != 0)
+        {
+            // libvirt piped the stream through a compressor (qemu.conf save_image_format): it is decompressed with the
+            // same program into an unnamed temporary file, which the machine reads and owns.
+            string program = LibvirtCompressor(compressed);
+            IRandomAccessSource plain = DecompressToTemporary(file, dataStart, program, path);
+            file.Dispose();
+            return ReadStream(plain, stream => new LibvirtSaveOrigin(MachineOriginKind.VirshSave, path, $"virsh save file ({program}-compressed)", stream, xml), path, options, key: null, $"virsh save stream decompressed with {program}");
+        }
+
+        long start = LibvirtStreamStart(file);
         var window = new WindowSource(file, start, file.Length - start, ownsInner: true);
         return ReadStream(window, stream => new LibvirtSaveOrigin(MachineOriginKind.VirshSave, path, "virsh save file", stream, xml), path, options, key, $"virsh save stream at {start}");
+    }
+
+    /// <summary>The program behind libvirt's <c>virQEMUSaveFormat</c> value (src/qemu/qemu_saveimage.h).</summary>
+    private static string LibvirtCompressor(uint format) => format switch
+    {
+        1 => "gzip",
+        2 => "bzip2",
+        3 => "xz",
+        4 => "lzop",
+        5 => "zstd",
+        _ => throw new VmStateFormatException(28, "virsh save header", $"unknown compression format {format} (libvirt knows raw 0, gzip 1, bzip2 2, xz 3, lzop 4, zstd 5)"),
+    };
+
+    /// <summary>
+    /// Runs <c>PROGRAM -dc</c> over the bytes from <paramref name="start"/> to the end of <paramref name="file"/> into a
+    /// temporary file that is unlinked at once (owner-only while it has a name), and returns it as a source.
+    /// </summary>
+    private static IRandomAccessSource DecompressToTemporary(IRandomAccessSource file, long start, string program, string path)
+    {
+        string temp = Path.Combine(Path.GetTempPath(), $"vmstate-{Guid.NewGuid():N}.mig");
+        var options = new FileStreamOptions { Mode = FileMode.CreateNew, Access = FileAccess.ReadWrite, Share = FileShare.None, BufferSize = 1 << 20 };
+        if (!OperatingSystem.IsWindows())
+        {
+            options.UnixCreateMode = UnixFileMode.UserRead | UnixFileMode.UserWrite;
+        }
+
+        var plain = new FileStream(temp, options);
+        try
+        {
+            File.Delete(temp);
+            var psi = new System.Diagnostics.ProcessStartInfo(program) { RedirectStandardInput = true, RedirectStandardOutput = true, RedirectStandardError = true };
+            psi.ArgumentList.Add("-dc");
+            System.Diagnostics.Process process;
+            try
+            {
+                process = System.Diagnostics.Process.Start(psi) ?? throw new IOException($"cannot start {program}");
+            }
+            catch (System.ComponentModel.Win32Exception e)
+            {
+                throw new IOException($"{path} is a {program}-compressed libvirt save image and {program} is not installed (it decompresses it)", e);
+            }
+
+            using (process)
+            {
+                Task<string> errors = process.StandardError.ReadToEndAsync();
+                Task feed = Task.Run(() =>
+                {
+                    byte[] buffer = new byte[1 << 20];
+                    try
+                    {
+                        using Stream input = process.StandardInput.BaseStream;
+                        for (long at = start; at < file.Length;)
+                        {
+                            int n = file.Read(at, buffer.AsSpan(0, (int)Math.Min(buffer.Length, file.Length - at)));
+                            if (n <= 0)
+                            {
+                                break;
+                            }
+
+                            input.Write(buffer, 0, n);
+                            at += n;
+                        }
+                    }
+                    catch (IOException)
+                    {
+                        // The program stopped reading (corrupt data): its exit status says why.
+                    }
+                });
+                process.StandardOutput.BaseStream.CopyTo(plain, 1 << 20);
+                plain.Flush();
+
+                feed.GetAwaiter().GetResult();
+                process.WaitForExit();
+                if (process.ExitCode != 0)
+                {
+                    throw new VmStateFormatException(start, "virsh save image", $"{program} -dc failed on the compressed stream (exit {process.ExitCode}): {errors.GetAwaiter().GetResult().Trim()}");
+                }
+            }
+
+            var source = new FileSource(plain.SafeFileHandle, $"{path} ({program}-decompressed)");
+            byte[] magic = new byte[4];
+            if (source.Read(0, magic) != 4 || BinaryPrimitives.ReadUInt32BigEndian(magic) != MigrationStreamReader.Magic)
+            {
+                throw new VmStateFormatException(start, "virsh save image", $"the {program}-decompressed data is not a QEVM migration stream");
+            }
+
+            return new OwningSource(source, plain);
+        }
+        catch
+        {
+            plain.Dispose();
+            throw;
+        }
     }
 
     /// <summary>The domain XML of a libvirt save image: from the end of the header to its NUL (or the cookie).</summary>
@@ -255,6 +359,25 @@ public static class SnapshotLoader
         return System.Text.Encoding.UTF8.GetString(xml, 0, end < 0 ? n : end);
     }
 
+    /// <summary>Where the data after a libvirt save image's header and XML starts, and its compression format.</summary>
+    private static (long DataStart, uint Compressed) LibvirtHeader(IRandomAccessSource file)
+    {
+        const string S = "virsh save header";
+        byte[] h = new byte[92];
+        if (file.Read(0, h) != h.Length)
+        {
+            throw new VmStateFormatException(0, S, "truncated: 92 bytes expected");
+        }
+
+        long start = 92L + BinaryPrimitives.ReadUInt32LittleEndian(h.AsSpan(20));
+        if (start > file.Length)
+        {
+            throw new VmStateFormatException(20, S, $"data_len {start - 92} points past the end of the file");
+        }
+
+        return (start, BinaryPrimitives.ReadUInt32LittleEndian(h.AsSpan(28)));
+    }
+
     /// <summary>Where the migration stream of a <c>virsh save</c> file starts.</summary>
     private static long LibvirtStreamStart(IRandomAccessSource file)
     {
@@ -271,7 +394,7 @@ public static class SnapshotLoader
         uint compressed = BinaryPrimitives.ReadUInt32LittleEndian(h.AsSpan(28));
         if (compressed != 0)
         {
-            throw new VmStateFormatException(28, S, $"the stream is compressed (format {compressed}); decompress it first or save with save_image_format = \"raw\"");
+            throw new VmStateFormatException(28, S, $"the stream is compressed (format {compressed}); it can be read, not edited: save with save_image_format = \"raw\" to edit it");
         }
 
         long start = 92L + dataLength;

@@ -8,7 +8,7 @@ namespace VmState.Integration.Harness;
 /// transient TCG domain. The daemon runs in a private mount namespace (<c>unshare --mount</c>) whose /etc/libvirt,
 /// /run/libvirt, /var/lib/libvirt, /var/cache/libvirt and /var/log/libvirt are directories of the test: its own
 /// libvirtd.conf (a private socket, no auth), its own qemu.conf (QEMU as root, console output to files, so no
-/// virtlogd), and nothing of a libvirt the host may run is read or changed. No systemd, no D-Bus.
+/// virtlogd; save images gzip-compressed), and nothing of a libvirt the host may run is read or changed. No systemd, no D-Bus.
 /// </summary>
 public sealed class LibvirtDaemon : IAsyncLifetime
 {
@@ -59,6 +59,7 @@ public sealed class LibvirtDaemon : IAsyncLifetime
             dynamic_ownership = 0
             stdio_handler = "file"
             security_driver = "none"
+            save_image_format = "gzip"
 
             """);
         foreach (string d in s_systemDirs)

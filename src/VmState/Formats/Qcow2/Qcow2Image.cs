@@ -180,13 +180,13 @@ public sealed class Qcow2Image : IDisposable
         var cursor = new SourceCursor(_source, (long)Math.Min(tableOffset, (ulong)long.MaxValue));
         for (int i = 0; i < count; i++)
         {
-            snapshots.Add(ReadSnapshot(cursor, i));
+            snapshots.Add(ReadSnapshot(cursor, i, last: i == count - 1));
         }
 
         Snapshots = snapshots;
     }
 
-    private static Qcow2Snapshot ReadSnapshot(SourceCursor c, int index)
+    private static Qcow2Snapshot ReadSnapshot(SourceCursor c, int index, bool last)
     {
         string s = $"qcow2 snapshot table entry {index}";
         long start = c.Position;
@@ -218,8 +218,10 @@ public sealed class Qcow2Image : IDisposable
 
         string id = Encoding.UTF8.GetString(c.Take(idSize, s));
         string name = Encoding.UTF8.GetString(c.Take(nameSize, s));
+        // Entries are padded to 8 bytes; qemu-img ends the file right after the last entry's name, without its padding.
         long used = c.Position - start;
-        c.Skip((8 - (used % 8)) % 8, s);
+        long padding = (8 - (used % 8)) % 8;
+        c.Skip(last ? Math.Min(padding, c.Remaining) : padding, s);
         DateTimeOffset date = DateTimeOffset.FromUnixTimeSeconds(dateSec).AddTicks(dateNsec / 100);
         return new Qcow2Snapshot(id, name, date, vmClock, vmStateSize, diskSize, l1Offset, l1Size, start);
     }

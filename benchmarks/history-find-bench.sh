@@ -1,0 +1,99 @@
+#!/usr/bin/env bash
+# Benchmark: history find over many captures (issue 13: `find` for a process over 1,000 captures <= 100 ms; a
+# byte-pattern search over 1,000 captures at least 10x faster than the same search on each capture's stream), and
+# the recorder's cost per capture (guest pause, wall time, peak memory). The fixture guest is recorded N times back to
+# back (`vmstate record --every 0 --count N`, under /usr/bin/time for the peak RSS); then
+#   - `history find --process vmsmarker` (index only) and `--log` (index only),
+#   - `history find --bytes` of the marker's string (each unique page searched once, then every capture's page map),
+#   - the peer: `vmstate search --hex` of the same pattern on one exported capture's stream, times N (what searching
+#     each capture's stream costs; the streams of an idle guest are alike, so one stands for all).
+#
+# Usage: benchmarks/history-find-bench.sh
+# Environment:
+#   N=1000           captures
+#   MEM=128          guest RAM in MiB
+#   VMSTATE_BIN      the vmstate command (default: dotnet on the Release build in src/VmState.Cli/bin)
+#   OUT              report (default benchmarks/results/history-find-DATE.md)
+set -euo pipefail
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+N=${N:-1000}
+MEM=${MEM:-128}
+OUT=${OUT:-$root/benchmarks/results/history-find-$(date +%F).md}
+work=$(mktemp -d "${TMPDIR:-/tmp}/vmstate-hfind.XXXXXX")
+cleanup() {
+  bash "$root/eng/run-guest.sh" --stop "$work/guest" > /dev/null 2>&1 || true
+  rm -rf "$work"
+}
+trap cleanup EXIT
+log() { echo "history-find-bench: $*" >&2; }
+die() { echo "history-find-bench: ERROR: $*" >&2; exit 1; }
+[[ -x /usr/bin/time ]] || die "/usr/bin/time is missing (apt-get install time)"
+if [[ -n "${VMSTATE_BIN:-}" ]]; then
+  vmstate=("$VMSTATE_BIN")
+else
+  dll="$root/src/VmState.Cli/bin/Release/net10.0/vmstate.dll"
+  [[ -f "$dll" ]] || die "build first: dotnet build VmState.slnx -c Release"
+  vmstate=(dotnet "$dll")
+fi
+now_ms() { echo $(($(date +%s%N) / 1000000)); }
+
+log "booting the fixture guest with $MEM MiB"
+MEM=$MEM TIMEOUT=300 bash "$root/eng/run-guest.sh" "$work/guest" > "$work/guest.log" 2>&1 || { cat "$work/guest.log" >&2; die "the guest did not boot"; }
+marker=$(grep -o 'value=VMSTATE-MARKER-[0-9a-f]*' "$work/guest/serial.log" | head -1 | cut -d= -f2)
+[[ -n "$marker" ]] || die "no marker line on the console"
+hex=$(printf '%s' "$marker" | xxd -p -c 256)
+load_start=$(cut -d' ' -f1-3 /proc/loadavg)
+
+log "recording $N captures"
+t0=$(now_ms)
+/usr/bin/time -f '%M' -o "$work/rss" "${vmstate[@]}" record --qmp "$work/guest/qmp.sock" --store "$work/store" --every 0 --count "$N" --json > "$work/record.jsonl" 2> "$work/record.err" || { cat "$work/record.err" >&2; die "record failed"; }
+record_ms=$(($(now_ms) - t0))
+rss_kib=$(tail -1 "$work/rss")
+read -r pause_mean pause_max wall_mean < <(python3 -c '
+import json, sys
+rows = [json.loads(l) for l in open(sys.argv[1])]
+p = [r.get("guestPauseMs", 0) for r in rows]
+w = [r["wallSeconds"] for r in rows]
+print(f"{sum(p)/len(p):.1f} {max(p):.1f} {sum(w)/len(w):.3f}")' "$work/record.jsonl")
+store_bytes=$(du -sb "$work/store" | cut -f1)
+
+timed() { # timed NAME ARGS...: wall ms of the command, its "milliseconds" field, its hit count
+  local name=$1; shift
+  local t=$(now_ms)
+  "${vmstate[@]}" "$@" --json > "$work/$name.json" || [[ $? == 1 ]]
+  local wall=$(($(now_ms) - t))
+  python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); print(sys.argv[2], d["milliseconds"], len(d["hits"]), d["captures"])' "$work/$name.json" "$wall"
+}
+log "history find"
+read -r proc_wall proc_ms proc_hits proc_n < <(timed process history find "$work/store" --process vmsmarker)
+read -r log_wall log_ms log_hits _ < <(timed log history find "$work/store" --log '^VMSTATE-KTICK 5$')
+read -r bytes_wall bytes_ms bytes_hits _ < <(timed bytes history find "$work/store" --bytes "$hex")
+
+log "the peer: search on one capture's stream"
+"${vmstate[@]}" history export "$work/store@-1" -o "$work/one.mig" > /dev/null
+stream_bytes=$(stat -c %s "$work/one.mig")
+cat "$work/one.mig" > /dev/null
+t=$(now_ms)
+"${vmstate[@]}" search --hex "$hex" "$work/one.mig" > /dev/null
+one_ms=$(($(now_ms) - t))
+load_end=$(cut -d' ' -f1-3 /proc/loadavg)
+
+ratio=$(python3 -c "print(f'{$one_ms * $N / max($bytes_wall, 1):.0f}')")
+mkdir -p "$(dirname "$OUT")"
+{
+  echo "# history find over $N captures ($(date -u +%FT%TZ))"
+  echo
+  echo "Fixture guest, $MEM MiB, idle; \`${vmstate[*]}\`; $(nproc) cores; load average $load_start at the start, $load_end at the end."
+  echo
+  echo "| what | result |"
+  echo "|---|---|"
+  echo "| record $N captures (--every 0) | $((record_ms / 1000)) s; guest pause mean $pause_mean ms, max $pause_max ms; wall per capture $wall_mean s |"
+  echo "| recorder peak RSS | $((rss_kib / 1024)) MiB |"
+  echo "| store | $((store_bytes / 1048576)) MiB for $N captures; one stream is $((stream_bytes / 1048576)) MiB |"
+  echo "| find --process vmsmarker | ${proc_ms} ms inside the command (${proc_wall} ms with process start); holds in $proc_hits of $proc_n |"
+  echo "| find --log | ${log_ms} ms (${log_wall} ms with process start); holds in $log_hits |"
+  echo "| find --bytes (marker string) | ${bytes_ms} ms (${bytes_wall} ms with process start); holds in $bytes_hits |"
+  echo "| search on one stream, x $N | ${one_ms} ms x $N = $((one_ms * N)) ms |"
+  echo "| **find --bytes / searching every stream** | **${ratio}x faster** (goal: 10x) |"
+} > "$OUT"
+cat "$OUT"
