@@ -44,6 +44,32 @@ public sealed class FixtureRecording : IAsyncLifetime
         }
 
         using Process record = Process.Start(psi)!;
+        try
+        {
+            await RecordUntilTheFirstTickAsync(record);
+        }
+        finally
+        {
+            if (!record.HasExited)
+            {
+                // A failed wait must not leave the recording running (its QEMU runs in a session of its own): SIGTERM
+                // ends it as Ctrl-C does.
+                using Process term = Process.Start("kill", ["-TERM", record.Id.ToString(CultureInfo.InvariantCulture)])!;
+                await term.WaitForExitAsync();
+                await record.WaitForExitAsync().WaitAsync(TimeSpan.FromSeconds(60));
+            }
+        }
+
+        (int code, string info, string err) = VmStateCli.Run(["rr", "info", Recording, "--json"]);
+        Assert.True(code == 0, err);
+        using JsonDocument doc = JsonDocument.Parse(info);
+        Instructions = doc.RootElement.GetProperty("instructionCount").GetUInt64();
+        Assert.Equal("Interrupted", doc.RootElement.GetProperty("end").GetString());
+        Assert.Equal("7.2", string.Join('.', doc.RootElement.GetProperty("qemu").GetProperty("version").GetString()!.Split('.').Take(2)));
+    }
+
+    private async Task RecordUntilTheFirstTickAsync(Process record)
+    {
         Task<string> stdout = record.StandardOutput.ReadToEndAsync();
         Task<string> stderr = record.StandardError.ReadToEndAsync();
         var clock = Stopwatch.StartNew();
@@ -71,13 +97,6 @@ public sealed class FixtureRecording : IAsyncLifetime
         Assert.True(record.ExitCode == 0, await stderr);
         Assert.Contains("instructions", await stdout, StringComparison.Ordinal);
         Serial = File.ReadAllText(SerialPath);
-
-        (int code, string info, string err) = VmStateCli.Run(["rr", "info", Recording, "--json"]);
-        Assert.True(code == 0, err);
-        using JsonDocument doc = JsonDocument.Parse(info);
-        Instructions = doc.RootElement.GetProperty("instructionCount").GetUInt64();
-        Assert.Equal("Interrupted", doc.RootElement.GetProperty("end").GetString());
-        Assert.Equal("7.2", string.Join('.', doc.RootElement.GetProperty("qemu").GetProperty("version").GetString()!.Split('.').Take(2)));
     }
 
     public Task DisposeAsync()
