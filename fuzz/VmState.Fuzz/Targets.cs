@@ -38,6 +38,8 @@ public static class Targets
         ["traceprint"] = TracePrint,
         ["osevents"] = OsEvents,
         ["history"] = HistoryStoreFiles,
+        ["replay"] = ReplayManifest,
+        ["fork"] = ForkCloneDescription,
     };
 
     private static readonly byte[] GdbSnapshot = LoadGdbSnapshot();
@@ -308,6 +310,30 @@ public static class Targets
     /// of two packs, 3 a migration stream split front to back as a pipe delivers it (then its frame parsed as the
     /// writer checks it), 4 a capture index file (past its checksum; written back out). Guest RAM is capped at 1 GiB here: a page map costs 8 bytes per page it claims.
     /// </summary>
+    /// <summary>
+    /// A recording's manifest (<c>recording.json</c>), then the QEMU command line it holds as a replay would read and
+    /// rewrite it (<see cref="VmState.Live.QemuArguments"/>, <see cref="VmState.Replay.ReplayCommandLine"/>). A refused
+    /// command line is an <see cref="ArgumentException"/>, as the CLI reports it.
+    /// </summary>
+    private static void ReplayManifest(byte[] data)
+    {
+        VmState.Replay.ReplayRecording r = VmState.Replay.ReplayRecording.Parse(data, "/recording");
+        _ = r.ToJson();
+        try
+        {
+            VmState.Live.QemuArguments user = VmState.Live.QemuArguments.Parse(r.Command);
+            VmState.Replay.ReplayCommandLine.Check(user);
+            var paths = new VmState.Replay.ReplayRunPaths("/r/replay.bin", "/r/work", "/s/c.sock", "/s/q.sock");
+            _ = VmState.Replay.ReplayCommandLine.Build(user, VmState.Replay.ReplayMode.Replay, paths, r.Drives).ToArgv();
+        }
+        catch (ArgumentException)
+        {
+        }
+    }
+
+    /// <summary>A fork clone's description (<c>clone.json</c>), as <c>vmstate fork --list</c> reads it.</summary>
+    private static void ForkCloneDescription(byte[] data) => _ = VmState.Fork.ForkClone.Parse(data, "/clones/x").ToJson();
+
     private static void HistoryStoreFiles(byte[] data)
     {
         if (data.Length == 0)

@@ -43,6 +43,8 @@ public static class Program
         root.Subcommands.Add(MountCommand.CreateUnmount());
         root.Subcommands.Add(TraceCommand.Guard());
         root.Subcommands.Add(HistoryCommand.Create());
+        root.Subcommands.Add(RrCommand.Create());
+        root.Subcommands.Add(ForkCommand.Create());
         root.Subcommands.Add(WatchCommand.Create(inner => root.Parse(inner).Invoke()));
         return root.Parse(args).Invoke();
     }

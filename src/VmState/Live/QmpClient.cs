@@ -352,6 +352,20 @@ public sealed class QmpClient : IAsyncDisposable
         return r.ValueKind == JsonValueKind.String ? r.GetString() ?? string.Empty : string.Empty;
     }
 
+    /// <summary>Waits for the next event, whatever its name.</summary>
+    /// <exception cref="LiveVmGoneException">The connection closed first.</exception>
+    public async Task<QmpEvent> NextEventAsync(CancellationToken cancellationToken = default)
+    {
+        try
+        {
+            return await _events.Reader.ReadAsync(cancellationToken).ConfigureAwait(false);
+        }
+        catch (ChannelClosedException e)
+        {
+            throw new LiveVmGoneException(SocketPath, null, $"the QMP connection to {SocketPath} closed while waiting for an event", e);
+        }
+    }
+
     /// <summary>Waits for the next event named <paramref name="name"/> (events of other names are dropped).</summary>
     public async Task<QmpEvent> WaitForEventAsync(string name, TimeSpan timeout, CancellationToken cancellationToken = default)
     {

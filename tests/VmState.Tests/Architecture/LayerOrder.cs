@@ -57,6 +57,7 @@ public static class LayerOrder
         new("GDB server", "VmState.Gdb"),
         new("events", "VmState.Events"),
         new("history", "VmState.History"),
+        new("record/replay and fork", "VmState.Replay", "VmState.Fork"),
         new("front door", FrontDoor),
         new("filesystem view", "VmState.Mount"),
     ];

@@ -1,0 +1,7 @@
+namespace VmState.Fork;
+
+/// <summary>A NIC of a clone: the snapshot's device, the MAC it had there and the clone's own.</summary>
+/// <param name="Device">The device's key in the snapshot (e.g. <c>0000:00:03.0/virtio-net</c>).</param>
+/// <param name="Original">Its MAC in the snapshot.</param>
+/// <param name="Mac">The clone's MAC (in the device, the guest kernel's net_device and the QEMU command line).</param>
+public sealed record ForkMac(string Device, string Original, string Mac);
