@@ -4,6 +4,7 @@ using System.Security.Cryptography;
 using System.Text.Json.Nodes;
 using VmState.Editing;
 using VmState.Formats.Migration.Devices;
+using VmState.IO;
 using VmState.Linux;
 using VmState.Live;
 using VmState.Machine;
@@ -48,7 +49,7 @@ public static class VmFork
         QemuArguments user = QemuArguments.Parse(command);
         Check(user);
         string state = Path.GetFullPath(stateDirectory);
-        System.IO.Directory.CreateDirectory(state);
+        PrivateDirectory.Create(state);
         string[] names = [.. Enumerable.Range(1, count).Select(i => $"{prefix}-{i.ToString(CultureInfo.InvariantCulture)}")];
         foreach (string name in names)
         {
@@ -75,7 +76,7 @@ public static class VmFork
             foreach (string name in names)
             {
                 string dir = Path.Combine(state, name);
-                System.IO.Directory.CreateDirectory(dir);
+                PrivateDirectory.Create(dir);
                 var editor = new SnapshotEditor(machine);
                 var macs = new List<ForkMac>();
                 foreach (DeviceState nic in nics)

@@ -152,7 +152,7 @@ public static class FleetSnapshot
             }
         }
 
-        Directory.CreateDirectory(directory);
+        PrivateDirectory.Create(directory);
         DateTimeOffset started = DateTimeOffset.UtcNow;
         var clock = Stopwatch.StartNew();
         var states = members.Select(m => new MemberState(m, Path.Combine(directory, m.Name + ".mig"))).ToArray();

@@ -1,5 +1,6 @@
 using System.Diagnostics;
 using System.Text.Json;
+using VmState.IO;
 using VmState.Live;
 
 namespace VmState.Replay;
@@ -30,7 +31,7 @@ public static class ReplayRecorder
             throw new ArgumentException($"{directory} exists and is not empty; a recording goes into a new or empty directory");
         }
 
-        System.IO.Directory.CreateDirectory(dir);
+        PrivateDirectory.Create(dir);
         var drives = new List<ReplayDrive>();
         for (int i = 0; i < found.Count; i++)
         {

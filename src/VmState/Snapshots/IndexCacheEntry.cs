@@ -309,14 +309,7 @@ internal static class IndexCacheEntry
         string temp = Path.Combine(cache.Directory, $".{Path.GetFileName(path)}.{Environment.ProcessId}.{Guid.NewGuid():N}.tmp");
         try
         {
-            if (OperatingSystem.IsWindows())
-            {
-                System.IO.Directory.CreateDirectory(cache.Directory);
-            }
-            else
-            {
-                System.IO.Directory.CreateDirectory(cache.Directory, UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute);
-            }
+            PrivateDirectory.Create(cache.Directory);
 
             var options = new FileStreamOptions { Mode = FileMode.CreateNew, Access = FileAccess.Write, Share = FileShare.None };
             if (!OperatingSystem.IsWindows())
