@@ -45,7 +45,7 @@ public abstract class TraceEventTests<TGuest>(TGuest fixture) : IClassFixture<TG
     {
         GroundTruth.MarkerInfo marker = Guest.Truth.Marker!;
         ulong request = await RequestAddressAsync();
-        using Process tracer = StartCli(["trace", "--qmp", Guest.ToolQmpPath, "exec", "--max-events", "3", "--duration", "120", "--json"]);
+        using Process tracer = VmStateCli.StartBackground(["trace", "--qmp", Guest.ToolQmpPath, "exec", "--max-events", "3", "--duration", "120", "--json"]);
         await WaitForStubAsync(tracer);
         int from = Guest.SerialLineCount;
         await RequestAsync(request, 2);
@@ -85,7 +85,7 @@ public abstract class TraceEventTests<TGuest>(TGuest fixture) : IClassFixture<TG
     public async Task TraceSyscallsCountsTheMarkersKnownCallsByNameAndEndsCleanlyOnCtrlC()
     {
         ulong request = await RequestAddressAsync();
-        using Process tracer = StartCli(["trace", "--qmp", Guest.ToolQmpPath, "syscalls", "--comm", "vmsmarker", "--count", "--json"]);
+        using Process tracer = VmStateCli.StartBackground(["trace", "--qmp", Guest.ToolQmpPath, "syscalls", "--comm", "vmsmarker", "--count", "--json"]);
         await WaitForStubAsync(tracer);
         int from = Guest.SerialLineCount;
         await RequestAsync(request, 3);
@@ -120,7 +120,7 @@ public abstract class TraceEventTests<TGuest>(TGuest fixture) : IClassFixture<TG
         GroundTruth.MarkerInfo marker = Guest.Truth.Marker!;
         ulong request = await RequestAddressAsync();
         string pid = marker.Pid.ToString(CultureInfo.InvariantCulture);
-        using Process tracer = StartCli(["trace", "--qmp", Guest.ToolQmpPath, "syscalls", "--pid", pid, "--duration", "120", "--json"]);
+        using Process tracer = VmStateCli.StartBackground(["trace", "--qmp", Guest.ToolQmpPath, "syscalls", "--pid", pid, "--duration", "120", "--json"]);
         await WaitForStubAsync(tracer);
         int from = Guest.SerialLineCount;
         await RequestAsync(request, 3);
@@ -188,17 +188,6 @@ public abstract class TraceEventTests<TGuest>(TGuest fixture) : IClassFixture<TG
         Assert.Contains("TCG", line, StringComparison.Ordinal);
     }
 
-    private static Process StartCli(string[] args)
-    {
-        var psi = new ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true };
-        psi.ArgumentList.Add(Path.Combine(AppContext.BaseDirectory, "vmstate.dll"));
-        foreach (string a in args)
-        {
-            psi.ArgumentList.Add(a);
-        }
-
-        return Process.Start(psi)!;
-    }
 
     /// <summary>No stub left, the VM runs, and the marker prints two more ticks (a breakpoint left behind would stop the guest).</summary>
     private async Task AssertCleanAndTickingAsync()

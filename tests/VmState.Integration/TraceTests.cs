@@ -164,7 +164,7 @@ public class TraceTests : IAsyncLifetime
         GroundTruth.MarkerInfo marker = _guest.Truth.Marker!;
         Dictionary<string, string> fields = MarkerFields();
         ulong watched = Hex(fields["g_watch_addr"]);
-        using Process tracer = StartCli(["trace", "--qmp", _guest.ToolQmpPath, "watch", $"0x{watched:x}", "8", "--pid", marker.Pid.ToString(System.Globalization.CultureInfo.InvariantCulture), "--max-events", "3", "--json"]);
+        using Process tracer = VmStateCli.StartBackground(["trace", "--qmp", _guest.ToolQmpPath, "watch", $"0x{watched:x}", "8", "--pid", marker.Pid.ToString(System.Globalization.CultureInfo.InvariantCulture), "--max-events", "3", "--json"]);
         await WaitForStubAsync(tracer);
         int from = _guest.SerialLineCount;
         await RequestAsync(1);
@@ -198,7 +198,7 @@ public class TraceTests : IAsyncLifetime
     public async Task FiltersAndPrintKeepTheMarkersKnownSystemCallsOnly()
     {
         GroundTruth.MarkerInfo marker = _guest.Truth.Marker!;
-        using Process t2 = StartCli(["trace", "--qmp", _guest.ToolQmpPath, "break", "__x64_sys_getppid", "__x64_sys_getuid", "--comm", "vmsmarker", "--pid", marker.Pid.ToString(System.Globalization.CultureInfo.InvariantCulture), "--print", "arg0,arg0:str", "--max-events", "8", "--duration", "90", "--json"]);
+        using Process t2 = VmStateCli.StartBackground(["trace", "--qmp", _guest.ToolQmpPath, "break", "__x64_sys_getppid", "__x64_sys_getuid", "--comm", "vmsmarker", "--pid", marker.Pid.ToString(System.Globalization.CultureInfo.InvariantCulture), "--print", "arg0,arg0:str", "--max-events", "8", "--duration", "90", "--json"]);
         await WaitForStubAsync(t2);
         int from = _guest.SerialLineCount;
         await RequestAsync(3);
@@ -339,17 +339,6 @@ public class TraceTests : IAsyncLifetime
         Assert.Contains("through the gdbstub", line, StringComparison.Ordinal);
     }
 
-    private static Process StartCli(string[] args)
-    {
-        var psi = new ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true };
-        psi.ArgumentList.Add(Path.Combine(AppContext.BaseDirectory, "vmstate.dll"));
-        foreach (string a in args)
-        {
-            psi.ArgumentList.Add(a);
-        }
-
-        return Process.Start(psi)!;
-    }
 
     private Process StartTracer()
     {

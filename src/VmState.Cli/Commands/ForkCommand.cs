@@ -84,17 +84,7 @@ internal static class ForkCommand
                     w.WriteBoolean("running", c.IsRunning);
                     w.WriteString("qmp", c.QmpSocket);
                     w.WriteString("directory", c.Directory);
-                    w.WriteStartArray("macs");
-                    foreach (ForkMac m in c.Macs)
-                    {
-                        w.WriteStartObject();
-                        w.WriteString("device", m.Device);
-                        w.WriteString("original", m.Original);
-                        w.WriteString("mac", m.Mac);
-                        w.WriteEndObject();
-                    }
-
-                    w.WriteEndArray();
+                    ForkMac.WriteArray(w, "macs", c.Macs);
                     w.WriteEndObject();
                 }
 

@@ -68,17 +68,7 @@ public sealed record ForkClone
             w.WriteString("qmp", QmpSocket);
             w.WriteString("snapshot", Snapshot);
             w.WriteString("started", Started.ToString("o", CultureInfo.InvariantCulture));
-            w.WriteStartArray("macs");
-            foreach (ForkMac m in Macs)
-            {
-                w.WriteStartObject();
-                w.WriteString("device", m.Device);
-                w.WriteString("original", m.Original);
-                w.WriteString("mac", m.Mac);
-                w.WriteEndObject();
-            }
-
-            w.WriteEndArray();
+            ForkMac.WriteArray(w, "macs", Macs);
             w.WriteStartArray("command");
             foreach (string s in Command)
             {

@@ -44,8 +44,8 @@ public static class HistoryRollback
         bool attached = false;
         try
         {
-            await QemuImgAsync(["create", "-q", "-f", "qcow2", image, "1M"], cancellationToken).ConfigureAwait(false);
-            await QemuImgAsync(["snapshot", "-c", "base", image], cancellationToken).ConfigureAwait(false);
+            await QemuImageTool.CreateAsync(image, 1 << 20, cancellationToken).ConfigureAwait(false);
+            await QemuImageTool.CreateSnapshotAsync(image, "base", cancellationToken).ConfigureAwait(false);
 
             // qemu-img ends the file right after the snapshot table's last entry, without the padding of an entry to a
             // multiple of 8 that the qcow2 reader expects; whole clusters past the end are free space to qcow2.
@@ -141,37 +141,6 @@ public static class HistoryRollback
             }
 
             await Task.Delay(20, cancellationToken).ConfigureAwait(false);
-        }
-    }
-
-    private static async Task QemuImgAsync(string[] args, CancellationToken cancellationToken)
-    {
-        var psi = new ProcessStartInfo("qemu-img") { RedirectStandardError = true, RedirectStandardOutput = true, UseShellExecute = false };
-        foreach (string a in args)
-        {
-            psi.ArgumentList.Add(a);
-        }
-
-        Process p;
-        try
-        {
-            p = Process.Start(psi) ?? throw new IOException("qemu-img did not start");
-        }
-        catch (System.ComponentModel.Win32Exception e)
-        {
-            throw new IOException($"qemu-img is needed to make the image QEMU loads the capture from (Debian: package qemu-utils): {e.Message}", e);
-        }
-
-        using (p)
-        {
-            Task<string> stderr = p.StandardError.ReadToEndAsync(cancellationToken);
-            await p.StandardOutput.ReadToEndAsync(cancellationToken).ConfigureAwait(false);
-            await p.WaitForExitAsync(cancellationToken).ConfigureAwait(false);
-            if (p.ExitCode != 0)
-            {
-                string message = (await stderr.ConfigureAwait(false)).Trim();
-                throw new IOException(string.Create(CultureInfo.InvariantCulture, $"qemu-img {string.Join(' ', args)} failed ({p.ExitCode}): {message}"));
-            }
         }
     }
 }

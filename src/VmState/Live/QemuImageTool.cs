@@ -3,7 +3,7 @@ using System.Text.Json;
 
 namespace VmState.Live;
 
-/// <summary>The few <c>qemu-img</c> operations runs of QEMU need: an image's format, a new qcow2, an overlay on an image.</summary>
+/// <summary>The few <c>qemu-img</c> operations runs of QEMU need: an image's format, a new qcow2, an overlay on an image, an internal snapshot.</summary>
 public static class QemuImageTool
 {
     /// <summary>The format qemu-img finds for <paramref name="path"/> (<c>qemu-img info --output=json</c>, "format").</summary>
@@ -25,6 +25,10 @@ public static class QemuImageTool
     public static Task CreateOverlayAsync(string path, string backing, string backingFormat, CancellationToken cancellationToken = default) =>
         RunAsync(["create", "-q", "-f", "qcow2", "-F", backingFormat, "-b", Path.GetFullPath(backing), path], cancellationToken);
 
+    /// <summary>Takes an internal snapshot named <paramref name="tag"/> of the image at <paramref name="path"/> (<c>qemu-img snapshot -c</c>).</summary>
+    public static Task CreateSnapshotAsync(string path, string tag, CancellationToken cancellationToken = default) =>
+        RunAsync(["snapshot", "-c", tag, path], cancellationToken);
+
     private static async Task<string> RunAsync(IReadOnlyList<string> args, CancellationToken cancellationToken)
     {
         var psi = new ProcessStartInfo("qemu-img") { RedirectStandardOutput = true, RedirectStandardError = true };
@@ -40,7 +44,7 @@ public static class QemuImageTool
         }
         catch (System.ComponentModel.Win32Exception e)
         {
-            throw new IOException($"cannot run qemu-img: {e.Message}", e);
+            throw new IOException($"cannot run qemu-img (Debian: package qemu-utils): {e.Message}", e);
         }
 
         using (p)

@@ -26,6 +26,23 @@ public static class VmStateCli
         return Start(psi, args, environment);
     }
 
+    /// <summary>
+    /// Starts the CLI (the built vmstate.dll) without waiting, stdout and stderr redirected, for tests that talk to it
+    /// while it runs (a trace they signal or read line by line); the caller disposes the process.
+    /// </summary>
+    public static Process StartBackground(IEnumerable<string> args)
+    {
+        var psi = new ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true };
+        psi.ArgumentList.Add(Path.Combine(AppContext.BaseDirectory, "vmstate.dll"));
+        foreach (string a in args)
+        {
+            psi.ArgumentList.Add(a);
+        }
+
+        psi.Environment["VMSTATE_INDEX_CACHE"] = s_indexCache;
+        return Process.Start(psi) ?? throw new InvalidOperationException("dotnet did not start");
+    }
+
     /// <summary>This test process's index cache directory (removed when the process exits).</summary>
     private static string IndexCacheDirectory()
     {
