@@ -61,10 +61,14 @@ public sealed class ForkTests : IAsyncLifetime
         foreach ((string name, (string virtio, string e1000)) in macsByClone)
         {
             string serial = Path.Combine(clones, name, "serial0.log");
-            string[] lines = await WaitForLinesAsync(serial, l => l.StartsWith("VMSTATE-MACS ", StringComparison.Ordinal));
-            string firstTick = lines.First(l => l.StartsWith("VMSTATE-TICK ", StringComparison.Ordinal));
+            // The snapshot may have caught the loop between a tick and its MACS line, so the clone's first MACS line can
+            // precede its first tick (and was read partly before the MACs changed): the MACS line after the first tick counts.
+            static bool IsTick(string l) => l.StartsWith("VMSTATE-TICK ", StringComparison.Ordinal);
+            static bool IsMacs(string l) => l.StartsWith("VMSTATE-MACS ", StringComparison.Ordinal);
+            string[] lines = await WaitForLinesAsync(serial, ls => ls.SkipWhile(l => !IsTick(l)).Any(IsMacs));
+            string firstTick = lines.First(IsTick);
             Assert.InRange(int.Parse(firstTick["VMSTATE-TICK ".Length..], System.Globalization.CultureInfo.InvariantCulture), lastTick + 1, lastTick + 2);
-            Assert.Equal($"VMSTATE-MACS eth0={virtio},eth1={e1000}", lines.First(l => l.StartsWith("VMSTATE-MACS ", StringComparison.Ordinal)));
+            Assert.Equal($"VMSTATE-MACS eth0={virtio},eth1={e1000}", lines.SkipWhile(l => !IsTick(l)).First(IsMacs));
         }
 
         (code, stdout, stderr) = VmStateCli.Run(["fork", "--list", "--dir", clones, "--json"]);
@@ -80,15 +84,16 @@ public sealed class ForkTests : IAsyncLifetime
         Assert.Equal(0, JsonDocument.Parse(stdout).RootElement.GetArrayLength());
     }
 
-    private static async Task<string[]> WaitForLinesAsync(string path, Func<string, bool> until)
+    private static async Task<string[]> WaitForLinesAsync(string path, Func<IEnumerable<string>, bool> until)
     {
         var clock = System.Diagnostics.Stopwatch.StartNew();
         while (true)
         {
             string[] lines = File.Exists(path) ? File.ReadAllText(path).Split('\n').Select(l => l.TrimEnd('\r')).ToArray() : [];
-            if (lines.Take(lines.Length - 1).Any(until))
+            string[] complete = lines[..Math.Max(0, lines.Length - 1)];
+            if (until(complete))
             {
-                return lines;
+                return complete;
             }
 
             Assert.True(clock.Elapsed < TimeSpan.FromSeconds(60), $"{path} has no such line after 60 s: {string.Join('\n', lines)}");
