@@ -223,7 +223,7 @@ public sealed class TriggerChannel : IAsyncDisposable
                 }
                 catch (QmpException e)
                 {
-                    throw new IOException($"the VM has no virtio-serial controller and QEMU refused to hot-plug one ({e.Description}); start it with -device virtio-serial-pci (on q35, or with a free pcie-root-port), see the user guide", e);
+                    throw new IOException($"the VM has no virtio-serial controller and QEMU refused to hot-plug one ({e.Description}); start it with -device virtio-serial-pci, or give it a bus that can hot-plug (pc with ACPI on, or a free pcie-root-port on q35); see the user guide", e);
                 }
 
                 controllerAdded = true;
