@@ -160,7 +160,7 @@ public sealed class ReplayFindTests(IndexedRecording indexed) : IClassFixture<In
             string err = await _stderr;
             Assert.True(_process.ExitCode == 0, err);
             Assert.Contains("vmstate rr goto: stopped", err, StringComparison.Ordinal);
-            int qemu = int.Parse(err.Split("QEMU ")[1].Split(' ')[0], CultureInfo.InvariantCulture);
+            int qemu = int.Parse(System.Text.RegularExpressions.Regex.Matches(err, @"vmstate rr goto: QEMU (\d+) replaying")[^1].Groups[1].Value, CultureInfo.InvariantCulture);
             var clock = Stopwatch.StartNew();
             while (Directory.Exists($"/proc/{qemu}") && clock.Elapsed < TimeSpan.FromSeconds(10))
             {

@@ -68,6 +68,22 @@ internal static class RrCommand
 
     private static async Task<int> RunReplay(ReplayRecording rec, string work, ulong? target, int? gdbPort, CancellationToken ct, bool hints = false)
     {
+        for (int attempt = 1; ; attempt++)
+        {
+            try
+            {
+                return await RunReplayOnce(rec, work, target, gdbPort, ct, hints);
+            }
+            catch (TimeoutException e) when (hints && attempt == 1)
+            {
+                // QEMU's replay stalled (ReplaySession): goto tries one fresh replay.
+                Console.Error.WriteLine($"vmstate rr goto: {e.Message}; trying once more");
+            }
+        }
+    }
+
+    private static async Task<int> RunReplayOnce(ReplayRecording rec, string work, ulong? target, int? gdbPort, CancellationToken ct, bool hints)
+    {
         await using ReplaySession session = await ReplaySession.StartAsync(rec, work, gdbPort, ct);
         Console.Error.WriteLine($"vmstate rr {(hints ? "goto" : "replay")}: QEMU {session.Info.ProcessId} replaying {TerminalText.Escape(rec.Directory)}; console files in {TerminalText.Escape(session.Info.Directory)}");
         if (target is ulong icount)
