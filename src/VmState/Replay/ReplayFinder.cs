@@ -18,13 +18,14 @@ public sealed class ReplayFinder : IAsyncDisposable
     /// <summary>How many pauses one narrowing round makes.</summary>
     public const int Fanout = 64;
 
+    private const int MaxRetries = 4;
     private readonly ReplayRecording _recording;
     private readonly string _work;
     private readonly Stopwatch _clock = Stopwatch.StartNew();
     private ReplayProbe? _probe;
     private int _replays;
     private int _stops;
-    private bool _retried;
+    private int _retries;
 
     private ReplayFinder(ReplayRecording recording, string workDirectory)
     {
@@ -152,10 +153,10 @@ public sealed class ReplayFinder : IAsyncDisposable
         {
             reached = await _probe.RunToAsync(icount, ct).ConfigureAwait(false);
         }
-        catch (TimeoutException) when (!_retried)
+        catch (TimeoutException) when (_retries < MaxRetries)
         {
-            // A stuck replay (see ReplaySession.StallTimeout): one more try from power-on.
-            _retried = true;
+            // A stuck replay (see ReplaySession.StallTimeout): another try from power-on.
+            _retries++;
             await DisposeAsync().ConfigureAwait(false);
             return await ProbeAtAsync(icount, gdb, ct).ConfigureAwait(false);
         }

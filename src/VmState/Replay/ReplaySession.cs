@@ -168,7 +168,7 @@ public sealed class ReplaySession : IAsyncDisposable
     }
 
     /// <summary>A replay whose instruction count stays the same this long while it runs is stuck (below).</summary>
-    internal static readonly TimeSpan StallTimeout = TimeSpan.FromSeconds(60);
+    internal static readonly TimeSpan StallTimeout = TimeSpan.FromSeconds(30);
 
     private async Task WaitForStopAsync(CancellationToken cancellationToken)
     {
