@@ -40,7 +40,7 @@ FX=$CACHE_ROOT/fixture/arm64
 KMETA=linux-image-arm64
 KVER_RE='6\.1\.0-[0-9]+-arm64'
 # Kernel modules loaded by /init (only those that are not built in), plus deps.
-WANTED_MODULES=(virtio_pci virtio_net virtio_console qemu_fw_cfg)
+WANTED_MODULES=(virtio_pci virtio_net e1000 virtio_console qemu_fw_cfg)
 
 log() { echo "fixture-arm64: $*" >&2; }
 die() { echo "fixture-arm64: ERROR: $*" >&2; exit 1; }
