@@ -116,7 +116,7 @@ public sealed class Arm64AddressSpace
         Half half = upper ? Upper : Lower;
         if (half.Granule is string granule)
         {
-            throw new NotSupportedException($"{half.Name} uses the {granule} granule (TCR_EL1): only the 4 KiB granule is supported yet");
+            throw new NotSupportedException($"{half.Name} uses the {granule} granule (TCR_EL1): not supported yet (only the 4 KiB granule is)");
         }
 
         int vaBits = 64 - half.TxSz;
@@ -149,13 +149,13 @@ public sealed class Arm64AddressSpace
         // 4 KiB granule: 9 bits per level above the 12-bit page offset; the first level resolves what is left.
         int level = 3 - ((vaBits - 12 - 1) / 9);
         ulong table = root;
+        Span<byte> buf = stackalloc byte[8];
         for (; level <= 3; level++)
         {
             int shift = 12 + (9 * (3 - level));
             int bits = Math.Min(9, vaBits - shift);
             ulong index = (va >> shift) & ((1UL << bits) - 1);
             ulong address = table + (index * 8);
-            Span<byte> buf = stackalloc byte[8];
             ulong desc = Memory.Read(address, buf) == 8 ? BinaryPrimitives.ReadUInt64LittleEndian(buf) : 0;
             var entry = new Arm64PagingEntry(level, address, desc);
             entries?.Add(entry);
