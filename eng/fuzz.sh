@@ -12,7 +12,7 @@
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
-targets=(stream qcow2 elf detect btf kallsyms vmdesc gdb extract indexcache kernelnote mount history gdbstub traceprint osevents replay fork)
+targets=(stream qcow2 elf detect btf kallsyms vmdesc gdb extract indexcache kernelnote mount history gdbstub traceprint osevents replay fork arm64walk)
 
 publish() {
   local out=$1
