@@ -206,6 +206,33 @@ public sealed class Arm64Tests(Arm64GuestFixture guest) : IClassFixture<Arm64Gue
         Assert.Equal(marker.Value, System.Text.Encoding.ASCII.GetString(got));
     }
 
+    [Fact]
+    public void Vmcoreinfo_layout_finds_swapper_pg_dir_and_reads_the_release()
+    {
+        using MachineState m = SnapshotLoader.Open(guest.StreamPath);
+        (byte[] note, _) = VmcoreinfoLocator.Find(m, scan: true) ?? throw new InvalidOperationException("no VMCOREINFO in the arm64 guest");
+        Linux.Vmcoreinfo info = Linux.Vmcoreinfo.FromNote(note);
+        Linux.Arm64KernelLayout layout = Linux.Arm64KernelLayout.FromVmcoreinfo(info) ?? throw new InvalidOperationException("no arm64 layout in VMCOREINFO");
+        Assert.Equal(48, layout.VaBits);
+        Assert.Equal(0x4000_0000UL, layout.PhysOffset);
+
+        // Without KPTI (-cpu max has E0PD) TTBR1_EL1 holds swapper_pg_dir itself (ASID and CnP aside).
+        Assert.Equal(layout.SwapperPgDirPhysical, m.Arm64Cpus[0].Ttbr1El1 & 0x0000_FFFF_FFFF_F000UL);
+
+        // _stext from /proc/kallsyms is an image address: va - kimage_voffset is where /proc/iomem says the code is.
+        ulong stext = Field(Truth("ksym").First(t => t.StartsWith("name=_stext ", StringComparison.Ordinal)), "addr");
+        Assert.Equal(Field(Truth("iomem").First(t => t.EndsWith("name=Kernel code", StringComparison.Ordinal)), "start"), layout.ImageToPhysical(stext));
+
+        Arm64AddressSpace kernel = layout.KernelAddressSpace(m, m.Arm64Cpus[0]);
+        Assert.Equal(guest.Truth.KernelVersion, layout.ReadRelease(kernel, info));
+
+        // ps says what it found and that the Linux views do not read AArch64 kernels yet.
+        (int code, _, string stderr) = VmStateCli.Run(["ps", guest.StreamPath]);
+        Assert.NotEqual(0, code);
+        Assert.Contains("not supported on AArch64 guests yet", stderr, StringComparison.Ordinal);
+        Assert.Contains($"release \"{guest.Truth.KernelVersion}\" read through swapper_pg_dir", stderr, StringComparison.Ordinal);
+    }
+
     private IEnumerable<string> Truth(string key) => guest.Truth.Lines.Where(l => l.Key == key).Select(l => l.Text);
 
     private static ulong Field(string text, string name)
