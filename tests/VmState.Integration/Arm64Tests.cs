@@ -163,6 +163,16 @@ public sealed class Arm64Tests(Arm64GuestFixture guest) : IClassFixture<Arm64Gue
 
         Assert.NotNull(((Formats.Elf.ElfCoreOrigin)ours.Origin).VmcoreinfoNote);
 
+        // hardware.json carries the AArch64 registers and the named system registers.
+        using (JsonDocument hw = JsonDocument.Parse(File.ReadAllBytes(Path.Combine(outDir, "hardware.json"))))
+        {
+            JsonElement cpu1 = hw.RootElement.GetProperty("cpus")[1];
+            Assert.Equal("aarch64", cpu1.GetProperty("architecture").GetString());
+            Assert.Equal($"0x{guest.Registers[1]["PC"]:x}", cpu1.GetProperty("registers").GetProperty("pc").GetString());
+            Assert.Equal($"0x{guest.Registers[1]["X30"]:x}", cpu1.GetProperty("registers").GetProperty("x30").GetString());
+            Assert.True(cpu1.GetProperty("systemRegisters").TryGetProperty("TTBR1_EL1", out _));
+        }
+
         (int gdbCode, string output) = GdbBatch.RunWith("gdb-multiarch", core, "info registers pc sp x0 x30 cpsr", "thread 2", "info registers pc sp");
         Assert.True(gdbCode == 0, output);
         Assert.Contains($"0x{guest.Registers[0]["PC"]:x}", output, StringComparison.Ordinal);
