@@ -35,6 +35,8 @@ done
 
 ENG_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 GUEST_DIR=$ENG_DIR/guest
+# The guest-side helper of `vmstate agent` (a shell script), installed as /bin/vmstate-trigger as on x86.
+TRIGGER_HELPER=$(cd "$ENG_DIR/.." && pwd)/guest/vmstate-trigger
 CACHE_ROOT=${VMSTATE_CACHE:-${HOME:?HOME is not set; set VMSTATE_CACHE}/.cache/vmstate}
 FX=$CACHE_ROOT/fixture/arm64
 KMETA=linux-image-arm64
@@ -251,7 +253,7 @@ rebuild=$force
 if [[ ! -f "$INITRD" ]] || [[ "$(cat "$FX/initramfs.stamp" 2>/dev/null)" != "$stamp" ]]; then
   rebuild=1
 else
-  for f in "$GUEST_DIR"/* "$ENG_DIR/fixture-arm64.sh" "$MARKER_BIN" "$RUNAS_BIN" "$BUSYBOX"; do
+  for f in "$GUEST_DIR"/* "$TRIGGER_HELPER" "$ENG_DIR/fixture-arm64.sh" "$MARKER_BIN" "$RUNAS_BIN" "$BUSYBOX"; do
     if [[ "$f" -nt "$INITRD" ]]; then rebuild=1; fi
   done
 fi
@@ -273,6 +275,7 @@ if ((rebuild)); then
   cp "$MARKER_BIN" "$st/bin/vmsmarker"
   cp "$RUNAS_BIN" "$st/bin/vmsrunas"
   install -m 0755 "$GUEST_DIR/init" "$st/init"
+  install -m 0755 "$TRIGGER_HELPER" "$st/bin/vmstate-trigger"
   for rel in "${order[@]}"; do
     mkdir -p "$st/lib/modules/$KVER/${rel%/*}"
     case "$rel" in
