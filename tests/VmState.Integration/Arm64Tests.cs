@@ -16,8 +16,11 @@ namespace VmState.Integration;
 /// once, pauses it, and records the paused state: QEMU's registers (HMP info registers -a), QEMU's own
 /// dump-guest-memory and a migration stream.
 /// </summary>
-public sealed class Arm64GuestFixture : IAsyncLifetime
+public class Arm64GuestFixture : IAsyncLifetime
 {
+    /// <summary>The -cpu model the guest runs on.</summary>
+    protected virtual string CpuModel => "max";
+
     public string Dir { get; } = Directory.CreateTempSubdirectory("vmstate-arm64-").FullName;
 
     public GroundTruth Truth { get; private set; } = null!;
@@ -35,7 +38,7 @@ public sealed class Arm64GuestFixture : IAsyncLifetime
     public async Task InitializeAsync()
     {
         var clock = Stopwatch.StartNew();
-        await using QemuGuest guest = await QemuGuest.StartAsync(new QemuGuestOptions { Arm64 = true, MemoryMiB = 256 }, CancellationToken.None);
+        await using QemuGuest guest = await QemuGuest.StartAsync(new QemuGuestOptions { Arm64 = true, MemoryMiB = 256, CpuModel = CpuModel }, CancellationToken.None);
         await guest.WaitForReadyAsync(TimeSpan.FromSeconds(240));
         BootSeconds = clock.Elapsed.TotalSeconds;
         Truth = guest.Truth;
@@ -256,5 +259,49 @@ public sealed class Arm64Tests(Arm64GuestFixture guest) : IClassFixture<Arm64Gue
     {
         ulong start = Field(iomem, "start"), end = Field(iomem, "end");
         Assert.Contains(m.Memory.Ranges, r => r.Start == start && r.End == end + 1);
+    }
+}
+
+/// <summary>The same guest on -cpu cortex-a57: no PAuth, a 44-bit PA range, so KASLR also moves the linear map.</summary>
+public sealed class Arm64CortexA57Fixture : Arm64GuestFixture
+{
+    protected override string CpuModel => "cortex-a57";
+}
+
+/// <summary>
+/// The second CPU case of the arm64 guest (-cpu cortex-a57, KASLR on): with a 44-bit physical range KASLR
+/// randomizes the linear map too (PHYS_OFFSET becomes a negative memstart_addr), and the kernel's layout from
+/// VMCOREINFO still translates image and linear-map addresses to where the guest says they are.
+/// </summary>
+public sealed class Arm64CortexA57Tests(Arm64CortexA57Fixture guest) : IClassFixture<Arm64CortexA57Fixture>
+{
+    [Fact]
+    public void Kernel_layout_translates_image_and_linear_addresses()
+    {
+        using MachineState m = SnapshotLoader.Open(guest.StreamPath);
+        Assert.Equal(CpuArchitecture.Arm64, m.Architecture);
+        for (int i = 0; i < m.Arm64Cpus.Count; i++)
+        {
+            Assert.Equal(guest.Registers[i]["PC"], m.Arm64Cpus[i].Pc);
+            Assert.Equal(guest.Registers[i]["X30"], m.Arm64Cpus[i].X[30]);
+        }
+
+        (byte[] note, _) = VmcoreinfoLocator.Find(m, scan: true) ?? throw new InvalidOperationException("no VMCOREINFO");
+        Linux.Vmcoreinfo info = Linux.Vmcoreinfo.FromNote(note);
+        Linux.Arm64KernelLayout layout = Linux.Arm64KernelLayout.FromVmcoreinfo(info) ?? throw new InvalidOperationException("no arm64 layout");
+        Arm64AddressSpace kernel = layout.KernelAddressSpace(m, m.Arm64Cpus[0]);
+        Assert.Equal(guest.Truth.KernelVersion, layout.ReadRelease(kernel, info));
+
+        string stext = guest.Truth.Lines.First(l => l.Key == "ksym" && l.Text.StartsWith("name=_stext ", StringComparison.Ordinal)).Text;
+        ulong va = ulong.Parse(Regex.Match(stext, "addr=0x([0-9a-f]+)").Groups[1].Value, NumberStyles.HexNumber, CultureInfo.InvariantCulture);
+        Arm64Translation t = kernel.Translate(va);
+        Assert.True(t.Success, t.Failure);
+        Assert.Equal(layout.ImageToPhysical(va), t.PhysicalAddress);
+
+        // The linear map of RAM's first page, wherever KASLR put it: PAGE_OFFSET + (0x40000000 - PHYS_OFFSET).
+        ulong linear = layout.PageOffset + (0x4000_0000UL - layout.PhysOffset);
+        Assert.True(kernel.TryTranslate(linear + 0x1008, out ulong pa), $"0x{linear:x} is not mapped");
+        Assert.Equal(0x4000_1008UL, pa);
+        Assert.Equal(pa, layout.LinearToPhysical(linear + 0x1008));
     }
 }
