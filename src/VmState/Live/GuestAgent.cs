@@ -54,17 +54,7 @@ public sealed class GuestAgent : IAsyncDisposable
         }
 
         string socketPath = await VirtioSerialPorts.ServerSocketAsync(qmp, PortName, path, chardev, cancellationToken).ConfigureAwait(false);
-        var socket = new Socket(AddressFamily.Unix, SocketType.Stream, ProtocolType.Unspecified);
-        try
-        {
-            await socket.ConnectAsync(new UnixDomainSocketEndPoint(socketPath), cancellationToken).ConfigureAwait(false);
-        }
-        catch (SocketException e)
-        {
-            socket.Dispose();
-            throw new IOException($"cannot connect to the guest agent's socket {socketPath}: {e.Message}", e);
-        }
-
+        Socket socket = await VirtioSerialPorts.ConnectAsync(socketPath, "the guest agent", cancellationToken).ConfigureAwait(false);
         agent = new GuestAgent(qmp, socket, $"the guest agent on {socketPath}");
         try
         {

@@ -144,17 +144,7 @@ public sealed class TriggerChannel : IAsyncDisposable
     private static async Task<TriggerChannel> ConnectConfiguredAsync(QmpClient qmp, string devicePath, string chardev, CancellationToken ct)
     {
         string path = await VirtioSerialPorts.ServerSocketAsync(qmp, TriggerRequest.PortName, devicePath, chardev, ct).ConfigureAwait(false);
-        var socket = new Socket(AddressFamily.Unix, SocketType.Stream, ProtocolType.Unspecified);
-        try
-        {
-            await socket.ConnectAsync(new UnixDomainSocketEndPoint(path), ct).ConfigureAwait(false);
-        }
-        catch (SocketException e)
-        {
-            socket.Dispose();
-            throw new IOException($"cannot connect to the trigger port's socket {path}: {e.Message}", e);
-        }
-
+        Socket socket = await VirtioSerialPorts.ConnectAsync(path, "the trigger port", ct).ConfigureAwait(false);
         return new TriggerChannel(qmp, socket, $"the VM's port {devicePath} (chardev {chardev}, socket {path})", addedPort: false, addedController: false);
     }
 

@@ -1,3 +1,4 @@
+using System.Net.Sockets;
 using System.Text.Json;
 using System.Text.Json.Nodes;
 
@@ -40,6 +41,23 @@ internal static class VirtioSerialPorts
         }
 
         return null;
+    }
+
+    /// <summary>Connects to the unix server socket of a port's chardev; <paramref name="what"/> names it in the error.</summary>
+    /// <exception cref="IOException">The connection was refused or the socket is missing.</exception>
+    public static async Task<Socket> ConnectAsync(string path, string what, CancellationToken ct)
+    {
+        var socket = new Socket(AddressFamily.Unix, SocketType.Stream, ProtocolType.Unspecified);
+        try
+        {
+            await socket.ConnectAsync(new UnixDomainSocketEndPoint(path), ct).ConfigureAwait(false);
+            return socket;
+        }
+        catch (SocketException e)
+        {
+            socket.Dispose();
+            throw new IOException($"cannot connect to {what}'s socket {path}: {e.Message}", e);
+        }
     }
 
     /// <summary>The unix socket path a port's chardev listens on with nobody connected.</summary>
