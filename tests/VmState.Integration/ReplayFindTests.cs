@@ -32,6 +32,7 @@ public sealed class IndexedRecording : IAsyncLifetime
     public Task DisposeAsync() => _recording.DisposeAsync();
 }
 
+[Trait("Category", "Slow")]
 public sealed class ReplayFindTests(IndexedRecording indexed) : IClassFixture<IndexedRecording>
 {
     private FixtureRecording Rec => indexed.Recording;
