@@ -45,6 +45,7 @@ public static class Program
         root.Subcommands.Add(HistoryCommand.Create());
         root.Subcommands.Add(RrCommand.Create());
         root.Subcommands.Add(ForkCommand.Create());
+        root.Subcommands.Add(ServeCommand.Create());
         root.Subcommands.Add(WatchCommand.Create(inner => root.Parse(inner).Invoke()));
         return root.Parse(args).Invoke();
     }
