@@ -199,6 +199,7 @@ internal sealed class WebApi(WebServer server, HttpContext context)
         bool physical = WebParameters.IsPhysical(q["space"]);
         ulong addr = WebParameters.Address(q["addr"], "addr");
         int len = WebParameters.Length(q["len"], 256, WebParameters.MaxReadLength);
+        WebParameters.CheckRange(addr, len);
         int? pid = q.ContainsKey("pid") ? WebParameters.Pid(q["pid"]) : null;
         int cpu = q.ContainsKey("cpu") ? WebParameters.SmallNumber(q["cpu"], "cpu", 4095) : 0;
         if (physical && pid is not null)

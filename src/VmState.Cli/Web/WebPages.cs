@@ -427,6 +427,7 @@ internal sealed class WebPages(WebServer server, HttpContext context)
         bool physical = WebParameters.IsPhysical(Query["space"]);
         ulong addr = WebParameters.Address(Query["addr"].Count == 0 ? "0" : Query["addr"].ToString(), "addr");
         int len = WebParameters.Length(Query["len"], 256, WebParameters.MaxPageLength);
+        WebParameters.CheckRange(addr, len);
         int? pid = Query.ContainsKey("pid") && Query["pid"].ToString().Length > 0 ? WebParameters.Pid(Query["pid"]) : null;
         int cpu = Query.ContainsKey("cpu") && Query["cpu"].ToString().Length > 0 ? WebParameters.SmallNumber(Query["cpu"], "cpu", 4095) : 0;
         if (physical && pid is not null)

@@ -221,6 +221,11 @@ internal static class WebParameters
         return sb.Append('"').ToString();
     }
 
+    /// <summary><paramref name="length"/> bytes at <paramref name="start"/> must not run past 2^64.</summary>
+    /// <exception cref="WebRequestException">400 when they do.</exception>
+    public static void CheckRange(ulong start, int length, string what = "addr") =>
+        Checked(start, length, "0x" + start.ToString("x", CultureInfo.InvariantCulture), what);
+
     private static ulong Checked(ulong start, int length, string text, string what) =>
         start > ulong.MaxValue - (ulong)length + 1
             ? throw new WebRequestException(400, $"{what} {Shown(text)}: the range runs past 2^64")

@@ -136,7 +136,8 @@ internal sealed class WebServer : IAsyncDisposable
             {
                 if (redirect is not null)
                 {
-                    response.Redirect(redirect);
+                    response.StatusCode = StatusCodes.Status303SeeOther;
+                    response.Headers.Location = redirect;
                     return;
                 }
 
@@ -249,7 +250,13 @@ internal sealed class WebServer : IAsyncDisposable
 
     /// <summary>An HTML document or fragment.</summary>
     public static Task WriteHtmlAsync(HttpContext context, string html, int status = 200) =>
-        WriteBytesAsync(context, new MemoryStream(Encoding.UTF8.GetBytes(html)), "text/html; charset=utf-8", status);
+        WriteBytesAsync(context, Utf8(html), "text/html; charset=utf-8", status);
+
+    private static MemoryStream Utf8(string text)
+    {
+        byte[] bytes = Encoding.UTF8.GetBytes(text);
+        return new MemoryStream(bytes, 0, bytes.Length, writable: false, publiclyVisible: true);
+    }
 
     private static Task WriteErrorAsync(HttpContext context, int status, string message, bool api)
     {
@@ -264,7 +271,7 @@ internal sealed class WebServer : IAsyncDisposable
             }, status);
         }
 
-        return WriteBytesAsync(context, new MemoryStream(Encoding.UTF8.GetBytes($"{status}: {message}\n")), "text/plain; charset=utf-8", status);
+        return WriteBytesAsync(context, Utf8($"{status}: {message}\n"), "text/plain; charset=utf-8", status);
     }
 
     private static byte[] ReadResource(string name)
