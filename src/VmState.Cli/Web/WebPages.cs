@@ -39,10 +39,10 @@ internal sealed class WebPages(WebServer server, HttpContext context)
         h1{font-size:1.3em;margin:.2em 0 .6em}h2{font-size:1.1em;margin:.2em 0 .5em}
         table{border-collapse:collapse;font-size:13px}td,th{padding:2px 8px;text-align:left;border-bottom:1px solid #eef0f2;vertical-align:top}
         th a{color:inherit}td.n,th.n{text-align:right}.mono,td.mono,pre{font-family:ui-monospace,Menlo,Consolas,monospace;font-size:12.5px}
-        pre{background:#f3f4f6;padding:.6em;overflow:auto;margin:0}pre.log{max-height:28em}
+        pre{background:#f3f4f6;padding:.6em;overflow:auto;margin:0}.hexdump pre{padding:0 .6em;content-visibility:auto;contain-intrinsic-size:auto 4300px}pre.log{max-height:28em}
         .err{color:#a40000}.muted{color:#6b7280}.ok{color:#0a7a28}
         .bar{height:12px;background:#7aa6d8;border-radius:2px;min-width:2px}.bar.x{background:#d88a7a}.bar.w{background:#8bc48a}.bar.s{background:#b9a3d9}
-        .cols{display:flex;gap:1em;align-items:flex-start}.cols>*{flex:1;min-width:0}
+        .cols{display:flex;gap:1em;align-items:flex-start}.cols>*{flex:1;min-width:0}.cols>:first-child{flex:0 0 auto}
         input,select,button{font:inherit}button{cursor:pointer}form.inline{display:inline}
         """;
 
@@ -470,9 +470,9 @@ internal sealed class WebPages(WebServer server, HttpContext context)
                 h.Raw("</table><p>").Text(t.PhysicalAddress is ulong pa ? $"→ physical {Hex.Of(pa)} ({Hex.Size(t.PageSize)} page)" : $"not mapped: {t.Failure}").Raw("</p></section>");
             }
 
-            h.Raw("<div class=\"cols\"><section><h2>Hexdump</h2><pre class=\"hexdump\">");
+            h.Raw("<div class=\"cols\"><section><h2>Hexdump</h2><div class=\"hexdump\">");
             HexDump(h, kernel, addr, r.Data);
-            h.Raw("</pre></section><section><h2>Disassembly").Raw(r.Data.Length > WebMemoryRead.MaxDisassembly ? " (first 4 KiB)" : string.Empty).Raw("</h2><pre class=\"asm\">");
+            h.Raw("</div></section><section><h2>Disassembly").Raw(r.Data.Length > WebMemoryRead.MaxDisassembly ? " (first 4 KiB)" : string.Empty).Raw("</h2><pre class=\"asm\">");
             foreach (WebMemoryRead.Instruction i in r.Disassemble(kernel))
             {
                 if (i.Label is string label)
@@ -489,12 +489,21 @@ internal sealed class WebPages(WebServer server, HttpContext context)
         await PageAsync($"Memory — source {s.Index}", s, h).ConfigureAwait(false);
     }
 
-    /// <summary>The CLI's hexdump (<c>vmstate read</c>), a kernel symbol beside each line that starts one.</summary>
+    /// <summary>
+    /// The CLI's hexdump (<c>vmstate read</c>), a kernel symbol beside each line that starts one; in blocks of 4 KiB
+    /// (<c>content-visibility: auto</c>, so a browser lays out only the blocks in view of a 64 KiB dump).
+    /// </summary>
     private static void HexDump(Html h, LinuxKernel? kernel, ulong address, byte[] data)
     {
         var line = new StringBuilder(96);
+        h.Raw("<pre>");
         for (int i = 0; i < data.Length; i += 16)
         {
+            if (i > 0 && i % 4096 == 0)
+            {
+                h.Raw("</pre><pre>");
+            }
+
             line.Clear();
             line.Append(CultureInfo.InvariantCulture, $"{address + (ulong)i:x16}  ");
             for (int j = 0; j < 16; j++)
@@ -522,6 +531,8 @@ internal sealed class WebPages(WebServer server, HttpContext context)
 
             h.Raw("\n");
         }
+
+        h.Raw("</pre>");
     }
 
     /// <summary>The live kernel log: new records as server-sent events (<c>event: line</c>) until the client goes.</summary>
@@ -648,7 +659,7 @@ internal sealed class WebPages(WebServer server, HttpContext context)
     private Task PageAsync(string title, WebSource? source, Html body)
     {
         var h = new Html();
-        h.Raw("<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>").Text(title).Raw(" — vmstate</title><style>").Raw(Style)
+        h.Raw("<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\"><link rel=\"icon\" href=\"data:,\"><title>").Text(title).Raw(" — vmstate</title><style>").Raw(Style)
             .Raw("</style><script src=\"/assets/htmx.min.js\"></script><script src=\"/assets/vmstate.js\"></script></head><body><header><b>vmstate</b><a href=\"/\">Machines</a>");
         if (source is not null)
         {
