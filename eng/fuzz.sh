@@ -12,7 +12,7 @@
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
-targets=(stream qcow2 elf detect btf kallsyms vmdesc gdb extract indexcache kernelnote mount history gdbstub traceprint osevents replay fork)
+targets=(stream qcow2 elf detect btf kallsyms vmdesc gdb extract indexcache kernelnote mount history gdbstub traceprint osevents replay fork webparams)
 
 publish() {
   local out=$1
@@ -46,6 +46,10 @@ rm -rf "$bin"
 publish "$bin"
 # Instrument the library (not the harness): SharpFuzz rewrites VmState.Core.dll with AFL coverage hooks.
 (cd fuzz && dotnet tool run sharpfuzz "$bin/VmState.Core.dll" > /dev/null)
+# webparams drives the CLI's web server parsers: instrument that assembly too.
+if [[ "$target" == webparams ]]; then
+  (cd fuzz && dotnet tool run sharpfuzz "$bin/vmstate.dll" > /dev/null)
+fi
 findings="$root/artifacts/fuzz/$target"
 rm -rf "$findings"
 mkdir -p "$findings"
