@@ -43,6 +43,8 @@ done
 
 ENG_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 GUEST_DIR=$ENG_DIR/guest
+# The guest-side helper of `vmstate agent` (shipped for users in guest/), installed as /bin/vmstate-trigger.
+TRIGGER_HELPER=$(cd "$ENG_DIR/.." && pwd)/guest/vmstate-trigger
 CACHE_ROOT=${VMSTATE_CACHE:-${HOME:?HOME is not set; set VMSTATE_CACHE}/.cache/vmstate}
 FX=$CACHE_ROOT/fixture
 # Per series: the meta-package naming the current ABI, the ABI's pattern, and
@@ -53,7 +55,7 @@ case "$SERIES" in
   *) echo "fixture.sh: unknown kernel series '$SERIES' (want 6.1 or 6.12)" >&2; exit 2 ;;
 esac
 # Kernel modules loaded by /init (only those that are not built in), plus deps.
-WANTED_MODULES=(virtio_pci virtio_net e1000 qemu_fw_cfg)
+WANTED_MODULES=(virtio_pci virtio_net e1000 qemu_fw_cfg virtio_console)
 BUSYBOX=/bin/busybox
 
 log() { echo "fixture: $*" >&2; }
@@ -270,7 +272,7 @@ rebuild=$force
 if [[ ! -f "$INITRD" ]] || [[ "$(cat "$OUT/initramfs.stamp" 2>/dev/null)" != "$stamp" ]]; then
   rebuild=1
 else
-  for f in "$GUEST_DIR"/* "$ENG_DIR/fixture.sh" "$MARKER_BIN" "$RUNAS_BIN" "$BUSYBOX"; do
+  for f in "$GUEST_DIR"/* "$TRIGGER_HELPER" "$ENG_DIR/fixture.sh" "$MARKER_BIN" "$RUNAS_BIN" "$BUSYBOX"; do
     if [[ "$f" -nt "$INITRD" ]]; then rebuild=1; fi
   done
 fi
@@ -293,6 +295,7 @@ if ((rebuild)); then
   cp "$MARKER_BIN" "$st/bin/vmsmarker"
   cp "$RUNAS_BIN" "$st/bin/vmsrunas"
   install -m 0755 "$GUEST_DIR/init" "$st/init"
+  install -m 0755 "$TRIGGER_HELPER" "$st/bin/vmstate-trigger"
   for rel in "${order[@]}"; do
     mkdir -p "$st/lib/modules/$KVER/${rel%/*}"
     case "$rel" in

@@ -40,6 +40,7 @@ requirements=(
   "libvirt-clients|cmd:virsh"    # LibvirtTests: virsh save/restore of a domain
   "libvirt-daemon-driver-qemu|/usr/lib/x86_64-linux-gnu/libvirt/connection-driver/libvirt_driver_qemu.so"
   "libvirt-daemon-system|/etc/libvirt/libvirtd.conf"   # libvirtd, its directories and the libvirt-qemu user
+  "socat|cmd:socat"              # benchmarks/trigger-bench.sh: the shell peer of vmstate agent
   "chromium|cmd:chromium"        # WebServeTests: Playwright drives Debian's chromium (no browser download)
 )
 

@@ -40,6 +40,7 @@ public static class Targets
         ["history"] = HistoryStoreFiles,
         ["replay"] = ReplayManifest,
         ["fork"] = ForkCloneDescription,
+        ["trigger"] = TriggerPort,
         ["webparams"] = WebRequestParameters,
     };
 
@@ -330,6 +331,35 @@ public static class Targets
         catch (ArgumentException)
         {
         }
+    }
+
+    /// <summary>
+    /// What a guest writes to its trigger port, read as <c>vmstate agent</c> does: bounded lines, each parsed as a request
+    /// (refusals answered); and the same bytes as QEMU's chardev filename the agent connects to.
+    /// </summary>
+    private static void TriggerPort(byte[] data)
+    {
+        var reader = new VmState.Live.TriggerLineReader(new MemoryStream(data, writable: false));
+        while (true)
+        {
+            try
+            {
+                byte[]? line = reader.ReadLineAsync().AsTask().GetAwaiter().GetResult();
+                if (line is null)
+                {
+                    break;
+                }
+
+                VmState.Live.TriggerRequest request = VmState.Live.TriggerRequest.Parse(line);
+                _ = VmState.Live.TriggerRequest.Ok(request.Nonce, request.Label.Length.ToString(System.Globalization.CultureInfo.InvariantCulture));
+            }
+            catch (VmState.Live.TriggerProtocolException e)
+            {
+                _ = VmState.Live.TriggerRequest.Error(e.Nonce, e.Message);
+            }
+        }
+
+        _ = VmState.Live.TriggerChannel.UnixServerPath(System.Text.Encoding.UTF8.GetString(data), out _);
     }
 
     /// <summary>A fork clone's description (<c>clone.json</c>), as <c>vmstate fork --list</c> reads it.</summary>

@@ -26,6 +26,7 @@ public static class Program
         root.Subcommands.Add(DoctorCommand.Create());
         root.Subcommands.Add(ListCommand.Create());
         root.Subcommands.Add(FleetCommand.Create());
+        root.Subcommands.Add(AgentCommand.Create());
         root.Subcommands.Add(SearchCommand.Create());
         root.Subcommands.Add(KernelInfoCommand.Create());
         root.Subcommands.Add(PsCommand.Create());

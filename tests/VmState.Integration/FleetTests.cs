@@ -51,6 +51,15 @@ public sealed class FleetTests : IAsyncLifetime
         Assert.Equal("vmstate-fleet/1", manifest.RootElement.GetProperty("format").GetString());
         double skew = manifest.RootElement.GetProperty("skewMs").GetDouble();
         Assert.InRange(skew, 0, 2000);
+        Assert.Equal(skew, manifest.RootElement.GetProperty("skewCorrectedMs").GetDouble());
+
+        // The clock-offset method (a STOP timestamp against its stop's round trip) checked where the truth is known:
+        // this host's QEMUs share its clock, so the estimate is within its uncertainty of 0.
+        JsonElement host = manifest.RootElement.GetProperty("hosts").EnumerateArray().Single();
+        Assert.Equal("localhost", host.GetProperty("host").GetString());
+        double offset = host.GetProperty("measuredOffsetMs").GetDouble();
+        double uncertainty = host.GetProperty("measuredUncertaintyMs").GetDouble();
+        Assert.True(uncertainty > 0 && Math.Abs(offset) <= uncertainty + 0.002, $"offset {offset} ms, uncertainty {uncertainty} ms");
         JsonElement[] vms = manifest.RootElement.GetProperty("vms").EnumerateArray().ToArray();
         Assert.Equal(4, vms.Length);
         for (int i = 0; i < 4; i++)

@@ -143,6 +143,36 @@ public sealed class LibvirtTests(LibvirtDaemon lv) : IClassFixture<LibvirtDaemon
     }
 
     [Fact]
+    public async Task TheGuestsSnapshotRequestIsServedThroughLibvirtOnAHotPluggedPort()
+    {
+        // The domain's /init asks every 4 ticks (vmstate.trigger=4 in its XML); it has no port until the agent adds
+        // one through libvirt's monitor passthrough (the socket pair's end goes to QEMU with the command, getfd).
+        string dir = Path.Combine(lv.Dir, $"trigger-{Guid.NewGuid():N}");
+        (int code, string stdout, string stderr) = VmStateCli.Run(["agent", "--libvirt", lv.Uri, "--domain", lv.Domain, "-o", dir, "--count", "1", "--json"]);
+        Assert.True(code == 0, stderr);
+        Assert.Contains("hot-plugged port", stderr, StringComparison.Ordinal);
+        string label;
+        using (JsonDocument doc = JsonDocument.Parse(stdout.Trim()))
+        {
+            Assert.Equal("trigger-0001", doc.RootElement.GetProperty("id").GetString());
+            label = doc.RootElement.GetProperty("label").GetString()!;
+        }
+
+        string tick = label["tick-".Length..];
+        await lv.WaitForSerialLineAsync(l => l == $"VMSTATE-TRIGGER-OK {tick} trigger-0001", TimeSpan.FromSeconds(60));
+        (code, stdout, stderr) = VmStateCli.Run(["ps", Path.Combine(dir, "trigger-0001.mig"), "--json"]);
+        Assert.True(code == 0, stderr);
+        using (JsonDocument doc = JsonDocument.Parse(stdout))
+        {
+            JsonElement requester = Processes(doc).Single(p => p.GetProperty("comm").GetString() == "vmstate-trigger");
+            Assert.Equal("S", requester.GetProperty("state").GetString());
+        }
+
+        Assert.Equal("running", lv.State());
+        await lv.WaitForTickAfterAsync(lv.LastTick(), TimeSpan.FromSeconds(60));
+    }
+
+    [Fact]
     public void AnUnknownDomainOrAMissingDomainOptionIsAClearError()
     {
         (int code, _, string stderr) = VmStateCli.Run(["ps", "--libvirt", lv.Uri, "--domain", "no-such-domain"]);

@@ -118,6 +118,11 @@ internal static class FleetCommand
         }
 
         string skew = cut.Skew is TimeSpan k ? $"{k.TotalMilliseconds.ToString("F3", CultureInfo.InvariantCulture)} ms" : "n/a (fewer than two running VMs)";
+        if (cut.Members.Select(m => m.Host).Distinct(StringComparer.Ordinal).Count() > 1 && cut.CorrectedSkew is TimeSpan c)
+        {
+            skew += $", {c.TotalMilliseconds.ToString("F3", CultureInfo.InvariantCulture)} ms with each host's measured clock offset taken out";
+        }
+
         Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"cut of {cut.Members.Count} VMs: skew {skew} (spread of QEMU's STOP timestamps), {cut.Elapsed.TotalSeconds:F2} s in all; manifest {TerminalText.Escape(manifest)}"));
     }
 

@@ -158,9 +158,10 @@ internal sealed class WebServer : IAsyncDisposable
             (int status, string message) = e is OperationCanceledException && context.RequestAborted.IsCancellationRequested ? (499, "client went away") : WebErrors.Classify(e);
             await WriteErrorAsync(context, status, message, api).ConfigureAwait(false);
         }
-        catch (Exception e) when (e is OperationCanceledException or IOException)
+        catch (Exception e) when (e is not OutOfMemoryException)
         {
-            // The client went away while a stream (the live log) was being written.
+            // The response had started (the live log's event stream): the client went away, or the guest's log could
+            // not be read any more; the stream ends, the connection closes, nothing more can be said on it.
         }
     }
 

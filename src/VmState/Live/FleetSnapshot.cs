@@ -25,6 +25,26 @@ public sealed record FleetMemberResult(string Name, string Host, string Source, 
 {
     /// <summary>How long the guest was stopped (RESUME − STOP), when both are known.</summary>
     public TimeSpan? Pause => StopTime is DateTimeOffset s && ResumeTime is DateTimeOffset r ? r - s : null;
+
+    /// <summary>This host's clock when the <c>stop</c> command was sent (null when the VM was not stopped by the cut).</summary>
+    public DateTimeOffset? StopSent { get; init; }
+
+    /// <summary>This host's clock when QEMU's answer to <c>stop</c> arrived.</summary>
+    public DateTimeOffset? StopAnswered { get; init; }
+
+    /// <summary>
+    /// The VM's host clock minus this host's, estimated from the stop's round trip: QEMU stamps its STOP event while it
+    /// handles the command, so between <see cref="StopSent"/> and <see cref="StopAnswered"/>; the estimate is the STOP
+    /// timestamp minus the round trip's midpoint, within ± <see cref="ClockOffsetUncertainty"/>.
+    /// </summary>
+    public TimeSpan? ClockOffset => StopTime is DateTimeOffset stop && StopSent is DateTimeOffset sent && StopAnswered is DateTimeOffset answered
+        ? stop - (sent + ((answered - sent) / 2))
+        : null;
+
+    /// <summary>Half the stop's round trip: how far <see cref="ClockOffset"/> can be from the true offset.</summary>
+    public TimeSpan? ClockOffsetUncertainty => StopSent is DateTimeOffset sent && StopAnswered is DateTimeOffset answered && StopTime is not null
+        ? (answered - sent) / 2
+        : null;
 }
 
 /// <summary>The result of a fleet cut.</summary>
@@ -47,6 +67,29 @@ public sealed record FleetCut(IReadOnlyList<FleetMemberResult> Members, DateTime
         }
     }
 
+    /// <summary>
+    /// The skew with each remote host's STOP timestamps moved onto this host's clock by the host's measured offset
+    /// (<see cref="HostClockOffset"/>); equal to <see cref="Skew"/> when every VM runs here. Accurate to the offsets'
+    /// uncertainties (half the best stop round trip per host).
+    /// </summary>
+    public TimeSpan? CorrectedSkew
+    {
+        get
+        {
+            List<DateTimeOffset> stops = Members.Where(m => m.StopTime is not null)
+                .Select(m => m.StopTime!.Value - (HostClockOffset(m.Host) ?? TimeSpan.Zero)).ToList();
+            return stops.Count < 2 ? null : stops.Max() - stops.Min();
+        }
+    }
+
+    /// <summary>A host's clock minus this host's: zero for this host, else measured from its VMs' stops (the one
+    /// with the shortest round trip), or null when none of its VMs was stopped.</summary>
+    public TimeSpan? HostClockOffset(string host) =>
+        host == "localhost" ? TimeSpan.Zero : BestClockMeasurement(host)?.ClockOffset;
+
+    private FleetMemberResult? BestClockMeasurement(string host) =>
+        Members.Where(m => m.Host == host && m.ClockOffset is not null).MinBy(m => m.ClockOffsetUncertainty!.Value);
+
     /// <summary>Writes the manifest (<c>vmstate-fleet/1</c>) as JSON.</summary>
     public void WriteManifest(Utf8JsonWriter w)
     {
@@ -65,20 +108,45 @@ public sealed record FleetCut(IReadOnlyList<FleetMemberResult> Members, DateTime
             w.WriteNull("skewMs");
         }
 
+        if (CorrectedSkew is TimeSpan corrected)
+        {
+            w.WriteNumber("skewCorrectedMs", Math.Round(corrected.TotalMilliseconds, 3));
+        }
+        else
+        {
+            w.WriteNull("skewCorrectedMs");
+        }
+
         w.WriteStartArray("hosts");
         foreach (string host in Members.Select(m => m.Host).Distinct(StringComparer.Ordinal))
         {
             w.WriteStartObject();
             w.WriteString("host", host);
+            FleetMemberResult? best = BestClockMeasurement(host);
             if (host == "localhost")
             {
                 w.WriteNumber("clockOffsetMs", 0);
+                w.WriteNumber("clockOffsetUncertaintyMs", 0);
                 w.WriteString("clockOffset", "this host: every STOP timestamp comes from the same clock");
+            }
+            else if (best is not null)
+            {
+                w.WriteNumber("clockOffsetMs", Math.Round(best.ClockOffset!.Value.TotalMilliseconds, 3));
+                w.WriteNumber("clockOffsetUncertaintyMs", Math.Round(best.ClockOffsetUncertainty!.Value.TotalMilliseconds, 3));
+                w.WriteString("clockOffset", $"measured: {best.Name}'s STOP timestamp against the midpoint of its stop's round trip");
             }
             else
             {
                 w.WriteNull("clockOffsetMs");
-                w.WriteString("clockOffset", "not measured: the skew includes this host's clock offset (NTP/chrony keep it within a few ms)");
+                w.WriteNull("clockOffsetUncertaintyMs");
+                w.WriteString("clockOffset", "not measured (no VM of this host was stopped by the cut)");
+            }
+
+            if (best is not null)
+            {
+                // On this host too: a check of the method (the true offset is 0, the estimate within its uncertainty).
+                w.WriteNumber("measuredOffsetMs", Math.Round(best.ClockOffset!.Value.TotalMilliseconds, 3));
+                w.WriteNumber("measuredUncertaintyMs", Math.Round(best.ClockOffsetUncertainty!.Value.TotalMilliseconds, 3));
             }
 
             w.WriteEndObject();
@@ -186,6 +254,8 @@ public static class FleetSnapshot
         private bool _migrating;
         private bool _committed;
         private DateTimeOffset? _stop;
+        private DateTimeOffset? _stopSent;
+        private DateTimeOffset? _stopAnswered;
         private DateTimeOffset? _resume;
         private long _bytes;
         private string? _error;
@@ -233,7 +303,9 @@ public static class FleetSnapshot
 
             try
             {
+                _stopSent = DateTimeOffset.UtcNow;
                 await member.Qmp.StopAsync(ct).ConfigureAwait(false);
+                _stopAnswered = DateTimeOffset.UtcNow;
                 QmpEvent stop;
                 do
                 {
@@ -335,7 +407,11 @@ public static class FleetSnapshot
             _resume,
             _bytes,
             !_wasRunning ? "already-paused" : _background ? "background-snapshot" : "pause",
-            _error);
+            _error)
+        {
+            StopSent = _stop is null ? null : _stopSent,
+            StopAnswered = _stop is null ? null : _stopAnswered,
+        };
 
         /// <summary>
         /// A background snapshot of a stopped VM: QEMU 7.2 starts the VM itself once the devices are saved and RAM is

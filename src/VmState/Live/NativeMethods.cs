@@ -24,6 +24,9 @@ internal static unsafe partial class NativeMethods
     }
 
     public const int OCloexec = 0x80000;
+    public const int AfUnix = 1;
+    public const int SockStream = 1;
+    public const int SockCloexec = 0x80000;
     public const int ONonblock = 0x800;
     public const int FGetfl = 3;
     public const int FSetfl = 4;
@@ -56,6 +59,9 @@ internal static unsafe partial class NativeMethods
 
     [LibraryImport("libc", SetLastError = true)]
     public static partial int pipe2(int* fds, int flags);
+
+    [LibraryImport("libc", SetLastError = true)]
+    public static partial int socketpair(int domain, int type, int protocol, int* fds);
 
     [LibraryImport("libc", SetLastError = true)]
     public static partial int fcntl(int fd, int command, int argument);

@@ -199,8 +199,9 @@ public sealed class LibvirtDaemon : IAsyncLifetime
             <type arch='x86_64' machine='pc'>hvm</type>
             <kernel>{kernel}</kernel>
             <initrd>{initrd}</initrd>
-            <cmdline>console=ttyS0 quiet loglevel=3 panic=-1 no_timer_check</cmdline>
+            <cmdline>console=ttyS0 quiet loglevel=3 panic=-1 no_timer_check vmstate.trigger=4</cmdline>
           </os>
+          <features><acpi/></features>
           <cpu mode='custom' match='exact'><model fallback='allow'>qemu64</model></cpu>
           <on_reboot>destroy</on_reboot>
           <devices>

@@ -1,0 +1,153 @@
+using System.Diagnostics;
+using System.Globalization;
+using System.Text.Json;
+using System.Text.Json.Nodes;
+using VmState.Integration.Harness;
+
+namespace VmState.Integration;
+
+/// <summary>
+/// <c>vmstate agent</c>: the fixture guest asks for snapshots through guest/vmstate-trigger (kernel argument
+/// vmstate.trigger=N: every N ticks, after printing "VMSTATE-TRIGGER-ASK N"), on a port the VM was started with and on
+/// one the agent hot-plugs.
+/// </summary>
+public sealed class TriggerAgentTests : IDisposable
+{
+    private readonly string _dir = Directory.CreateTempSubdirectory("vmstate-trigger-").FullName;
+
+    public void Dispose()
+    {
+        if (Environment.GetEnvironmentVariable("VMSTATE_KEEP_WORK") != "1")
+        {
+            Directory.Delete(_dir, recursive: true);
+        }
+    }
+
+    [Fact]
+    public async Task ALaunchConfiguredPortGivesASnapshotInWhichTheRequesterWaitsInItsRead()
+    {
+        string socket = Path.Combine(_dir, "trigger.sock");
+        var options = new QemuGuestOptions
+        {
+            MemoryMiB = 256,
+            Cpus = 1,
+            ExtraKernelArgs = "vmstate.trigger=2",
+            ExtraArgs =
+            [
+                "-device", "virtio-serial-pci",
+                "-chardev", $"socket,id=trig,path={socket},server=on,wait=off",
+                "-device", "virtserialport,chardev=trig,name=org.vmstate.trigger.0,id=trigport",
+            ],
+        };
+        await using QemuGuest guest = await QemuGuest.StartAsync(options);
+        await guest.WaitForReadyAsync(TimeSpan.FromSeconds(180));
+
+        string output = Path.Combine(_dir, "snaps");
+        (int code, string stdout, string stderr) = await RunAgentAsync(["agent", "--qmp", guest.ToolQmpPath, "-o", output, "--count", "1", "--json"]);
+        Assert.True(code == 0, stderr);
+        Assert.Contains("the VM's port /machine/peripheral/trigport", stderr, StringComparison.Ordinal);
+        using JsonDocument result = JsonDocument.Parse(stdout.Trim());
+        JsonElement snap = result.RootElement;
+        Assert.Equal("trigger-0001", snap.GetProperty("id").GetString());
+        Assert.Equal("paused", snap.GetProperty("mode").GetString());
+        Assert.True(snap.GetProperty("stopLatencyMs").GetDouble() is > 0 and < 2000);
+
+        // The guest printed the tick it asked at, then got the answer once the VM ran again.
+        string label = snap.GetProperty("label").GetString()!;
+        int tick = int.Parse(label["tick-".Length..], CultureInfo.InvariantCulture);
+        Assert.Contains($"VMSTATE-TRIGGER-ASK {tick}", guest.SerialText, StringComparison.Ordinal);
+        await guest.WaitForSerialLineAsync(l => l == $"VMSTATE-TRIGGER-OK {tick} trigger-0001", TimeSpan.FromSeconds(30));
+        await guest.WaitForSerialLineAsync(l => l == $"VMSTATE-TICK {tick + 1}", TimeSpan.FromSeconds(30));
+
+        string mig = Path.Combine(output, "trigger-0001.mig");
+        Assert.Equal(UnixFileMode.UserRead | UnixFileMode.UserWrite, File.GetUnixFileMode(mig));
+        using (JsonDocument meta = JsonDocument.Parse(File.ReadAllText(Path.Combine(output, "trigger-0001.json"))))
+        {
+            Assert.Equal(label, meta.RootElement.GetProperty("label").GetString());
+            Assert.Equal(snap.GetProperty("nonce").GetString(), meta.RootElement.GetProperty("nonce").GetString());
+        }
+
+        AssertRequesterWaitsInTheSnapshot(mig, tick);
+    }
+
+    [Fact]
+    public async Task AHotPluggedPortFeedsAStoreAndIsRemovedAfterwards()
+    {
+        var options = new QemuGuestOptions { MemoryMiB = 256, Cpus = 1, ExtraKernelArgs = "vmstate.trigger=2" };
+        await using QemuGuest guest = await QemuGuest.StartAsync(options);
+        await guest.WaitForReadyAsync(TimeSpan.FromSeconds(180));
+
+        // The guest has no such port yet: its requests fail until the agent hot-plugs one.
+        await guest.WaitForSerialLineAsync(l => l.StartsWith("VMSTATE-TRIGGER-FAILED ", StringComparison.Ordinal), TimeSpan.FromSeconds(30));
+
+        string store = Path.Combine(_dir, "store");
+        (int code, string stdout, string stderr) = await RunAgentAsync(["agent", "--qmp", guest.ToolQmpPath, "--store", store, "--count", "1", "--json"]);
+        Assert.True(code == 0, stderr);
+        Assert.Contains("hot-plugged port vmstate-trigger-port on a hot-plugged virtio-serial-pci", stderr, StringComparison.Ordinal);
+        using JsonDocument result = JsonDocument.Parse(stdout.Trim());
+        Assert.Equal("@1", result.RootElement.GetProperty("id").GetString());
+        string label = result.RootElement.GetProperty("label").GetString()!;
+        int tick = int.Parse(label["tick-".Length..], CultureInfo.InvariantCulture);
+        await guest.WaitForSerialLineAsync(l => l == $"VMSTATE-TRIGGER-OK {tick} @1", TimeSpan.FromSeconds(30));
+
+        (code, stdout, stderr) = VmStateCli.Run(["history", "list", store, "--json"]);
+        Assert.True(code == 0, stderr);
+        Assert.Contains($"guest request \\u0022{label}\\u0022", stdout, StringComparison.Ordinal);
+        AssertRequesterWaitsInTheSnapshot(store + "@1", tick);
+
+        // The port and its controller are gone again; the guest runs on (its next requests fail again).
+        JsonElement devices = await guest.Qmp.ExecuteAsync("qom-list", new JsonObject { ["path"] = "/machine/peripheral" });
+        Assert.DoesNotContain(devices.EnumerateArray(), d => d.GetProperty("name").GetString()!.StartsWith("vmstate-trigger", StringComparison.Ordinal));
+        await guest.WaitForSerialLineAsync(l => l == $"VMSTATE-TICK {tick + 2}", TimeSpan.FromSeconds(30));
+    }
+
+    /// <summary>
+    /// In the snapshot the requester (the vmstate-trigger script) is asleep waiting for the port's answer — its saved
+    /// user registers are in poll(2) or read(2) on the port's descriptor — and the kernel log ends with the ASK line of
+    /// its tick, before the next tick.
+    /// </summary>
+    private void AssertRequesterWaitsInTheSnapshot(string snapshot, int tick)
+    {
+        (int code, string stdout, string stderr) = VmStateCli.Run(["ps", snapshot, "--json"]);
+        Assert.True(code == 0, stderr);
+        using JsonDocument ps = JsonDocument.Parse(stdout);
+        JsonElement requester = ps.RootElement.GetProperty("processes").EnumerateArray().Single(p => p.GetProperty("comm").GetString() == "vmstate-trigger");
+        Assert.Equal("S", requester.GetProperty("state").GetString());
+        string pid = requester.GetProperty("pid").GetInt32().ToString(CultureInfo.InvariantCulture);
+
+        string core = Path.Combine(_dir, $"requester-{Guid.NewGuid():N}.core");
+        (code, _, stderr) = VmStateCli.Run(["procdump", snapshot, pid, "-o", core]);
+        Assert.True(code == 0, stderr);
+        // The script's `read ... <&3` (busybox ash) has the port as its standard input and waits in poll(2) on it, then
+        // reads it: the saved registers show the system call and its descriptor 0 (read: rdi; poll: the first pollfd's
+        // fd at rdi).
+        (int gdb, string regs) = GdbBatch.Run(core, "p $orig_rax", "p $rdi", "p *(int*)$rdi");
+        Assert.True(gdb == 0, regs);
+        Assert.True(regs.Contains("$1 = 0\n$2 = 0\n", StringComparison.Ordinal) || (regs.Contains("$1 = 7\n", StringComparison.Ordinal) && regs.Contains("$3 = 0\n", StringComparison.Ordinal)), regs);
+
+        (code, stdout, stderr) = VmStateCli.Run(["dmesg", snapshot]);
+        Assert.True(code == 0, stderr);
+        string[] ours = stdout.Split('\n').Where(l => l.Contains("VMSTATE-", StringComparison.Ordinal)).ToArray();
+        Assert.EndsWith($"VMSTATE-TRIGGER-ASK {tick}", ours[^1].TrimEnd(), StringComparison.Ordinal);
+        Assert.DoesNotContain(ours, l => l.EndsWith($"VMSTATE-KTICK {tick + 1}", StringComparison.Ordinal));
+    }
+
+    private static async Task<(int Code, string Stdout, string Stderr)> RunAgentAsync(IEnumerable<string> args)
+    {
+        using Process agent = VmStateCli.StartBackground(args);
+        Task<string> stdout = agent.StandardOutput.ReadToEndAsync();
+        Task<string> stderr = agent.StandardError.ReadToEndAsync();
+        using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(90));
+        try
+        {
+            await agent.WaitForExitAsync(timeout.Token);
+        }
+        catch (OperationCanceledException)
+        {
+            agent.Kill(entireProcessTree: true);
+            Assert.Fail($"vmstate agent did not finish in 90 s: {await stderr}");
+        }
+
+        return (agent.ExitCode, await stdout, await stderr);
+    }
+}
