@@ -136,13 +136,9 @@ internal sealed class WebPages(WebServer server, HttpContext context)
         {
             MachineState m = vm.IsLive ? await vm.Live!.ToMachineStateAsync(Aborted).ConfigureAwait(false) : vm.Machine;
             LinuxKernel? kernel = await Task.Run(() => s.TryKernel(vm, out _), Aborted).ConfigureAwait(false);
-            ulong ram = 0;
-            foreach (RamBlockInfo b in m.RamBlocks)
-            {
-                ram += b.Mappings.Count > 0 ? b.Length : 0;
-            }
-
-            h.Raw("<p>").Text(m.Origin.Description).Raw(", machine type <b>").Text(m.MachineType ?? "unknown").Raw("</b>, RAM ").Text(Hex.Size(ram)).Raw(", ").Number(m.Cpus.Count).Raw(" vCPU(s) ").Raw(state).Raw("</p>");
+            // The mapped RAM blocks, largest first (main RAM, then video RAM and ROMs), as info lists them.
+            string ram = string.Join(", ", m.RamBlocks.Where(b => b.Mappings.Count > 0).OrderByDescending(b => b.Length).Take(3).Select(b => $"{b.Name} {Hex.Size(b.Length)}"));
+            h.Raw("<p>").Text(m.Origin.Description).Raw(", machine type <b>").Text(m.MachineType ?? "unknown").Raw("</b>, RAM ").Text(ram).Raw(", ").Number(m.Cpus.Count).Raw(" vCPU(s) ").Raw(state).Raw("</p>");
             h.Raw("<p>").Link($"/s/{s.Index}/linux", "Linux").Raw(" · ").Link($"/s/{s.Index}/mem?space=pa&addr=0x0", "Memory").Raw(" · ").Link($"/api/s/{s.Index}/info", "JSON").Raw("</p>");
             h.Raw("<table class=\"cpus\"><tr><th>cpu</th><th>mode</th><th>RIP</th><th>symbol</th><th>CR3</th><th>halted</th></tr>");
             foreach (X86CpuState c in m.Cpus)
