@@ -13,7 +13,8 @@ namespace VmState.Integration;
 /// <summary>
 /// One fixture guest (256 MiB) for every <c>vmstate serve</c> test: saved twice as migration streams (the first is the
 /// snapshot source, both go into a history store), left running for the live source, and one server process over the
-/// three (<c>serve SNAPSHOT --qmp SOCKET --store STORE --port 0</c>).
+/// three (<c>serve SNAPSHOT --qmp SOCKET --store STORE --port 0 --allow-writes</c>; QEMU serves one QMP client per
+/// socket, so one server holds the running VM; the refusal without --allow-writes is a unit test).
 /// </summary>
 public sealed class WebServeGuest : IAsyncLifetime
 {
@@ -50,7 +51,7 @@ public sealed class WebServeGuest : IAsyncLifetime
         (int code, _, string stderr) = VmStateCli.Run(["history", "import", "--store", Store, Snapshot, later]);
         Assert.True(code == 0, stderr);
         File.Delete(later);
-        Server = VmStateCli.StartBackground(["serve", Snapshot, "--qmp", Guest.ToolQmpPath, "--store", Store, "--port", "0"]);
+        Server = VmStateCli.StartBackground(["serve", Snapshot, "--qmp", Guest.ToolQmpPath, "--store", Store, "--port", "0", "--allow-writes"]);
         string? first = await Server.StandardOutput.ReadLineAsync().WaitAsync(TimeSpan.FromSeconds(120));
         Match m = Regex.Match(first ?? string.Empty, @"listening on (http://\S+)$");
         Assert.True(m.Success, $"serve printed: {first}\n{(Server.HasExited ? await Server.StandardError.ReadToEndAsync() : string.Empty)}");
@@ -203,6 +204,24 @@ public sealed class WebServeTests(WebServeGuest fixture, ITestOutputHelper log) 
         }
         while (line is not null && !Regex.IsMatch(line, @"^data: \[ *\d+\.\d{6}\] VMSTATE-KTICK \d+$"));
         Assert.NotNull(line);
+        Assert.Equal("running", await fixture.Guest.Qmp.QueryStatusAsync());
+    }
+
+    [Fact]
+    public async Task WithAllowWritesAMemoryWriteReachesTheRunningGuest()
+    {
+        // g_value written through the marker's page tables; the marker prints the new value. A snapshot is never written.
+        GroundTruth.MarkerInfo marker = fixture.Marker;
+        string target = $"/api/s/1/mem?space=va&pid={marker.Pid}&addr={Hex(marker.GValueVirtualAddress)}";
+        int line = fixture.Guest.SerialLineCount;
+        string bytes = Convert.ToHexStringLower(BitConverter.GetBytes(0x2468_ace0_1357_9bdfUL));
+        using HttpResponseMessage written = await fixture.Client.PostAsync(target, new StringContent(bytes));
+        string body = await written.Content.ReadAsStringAsync();
+        Assert.True(written.IsSuccessStatusCode, body);
+        Assert.Contains("\"written\": 8", body, StringComparison.Ordinal);
+        await fixture.Guest.WaitForSerialLineAsync(l => l.EndsWith("value=0x2468ace013579bdf", StringComparison.Ordinal), TimeSpan.FromSeconds(30), line);
+        using HttpResponseMessage snapshot = await fixture.Client.PostAsync(target.Replace("/s/1/", "/s/0/", StringComparison.Ordinal), new StringContent(bytes));
+        Assert.Equal(System.Net.HttpStatusCode.Conflict, snapshot.StatusCode);
         Assert.Equal("running", await fixture.Guest.Qmp.QueryStatusAsync());
     }
 
