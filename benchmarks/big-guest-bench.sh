@@ -26,12 +26,9 @@ log() { echo "big-guest-bench: $*" >&2; }
 die() { echo "big-guest-bench: ERROR: $*" >&2; exit 1; }
 [[ -x /usr/bin/time ]] || die "GNU time is missing (apt-get install time)"
 
-if [[ -n "${VMSTATE_BIN:-}" ]]; then
-  vmstate=$VMSTATE_BIN
-else
-  log "publishing vmstate (Native AOT)"
-  vmstate=$(bash "$root/eng/publish.sh" "$work/bin" 2> "$work/publish.log") || { cat "$work/publish.log" >&2; die "eng/publish.sh failed"; }
-fi
+# shellcheck source=benchmarks/common.sh
+source "$root/benchmarks/common.sh"
+vmstate=$(bench_vmstate "$work") || exit 1
 
 mkdir -p "$cache"
 stream="$cache/linux-${MEM}MiB.mig"

@@ -37,12 +37,9 @@ for d in /etc/libvirt /run/libvirt /var/lib/libvirt /var/cache/libvirt /var/log/
   [[ -d $d ]] || die "$d is missing: install libvirt-daemon-system (eng/install-deps.sh)"
 done
 
-if [[ -n "${VMSTATE_BIN:-}" ]]; then
-  vmstate=$VMSTATE_BIN
-else
-  log "publishing vmstate (Native AOT)"
-  vmstate=$(bash "$root/eng/publish.sh" "$work/bin" 2> "$work/publish.log") || { cat "$work/publish.log" >&2; die "eng/publish.sh failed"; }
-fi
+# shellcheck source=benchmarks/common.sh
+source "$root/benchmarks/common.sh"
+vmstate=$(bench_vmstate "$work") || exit 1
 
 eval "$(bash "$root/eng/fixture.sh")"
 max=0

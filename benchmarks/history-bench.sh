@@ -29,12 +29,9 @@ log() { echo "history-bench: $*" >&2; }
 die() { echo "history-bench: ERROR: $*" >&2; exit 1; }
 command -v zstd > /dev/null || die "the zstd CLI is missing (apt-get install zstd)"
 
-if [[ -n "${VMSTATE_BIN:-}" ]]; then
-  vmstate=$VMSTATE_BIN
-else
-  log "publishing vmstate (Native AOT)"
-  vmstate=$(bash "$root/eng/publish.sh" "$work/bin" 2> "$work/publish.log") || { cat "$work/publish.log" >&2; die "eng/publish.sh failed"; }
-fi
+# shellcheck source=benchmarks/common.sh
+source "$root/benchmarks/common.sh"
+vmstate=$(bench_vmstate "$work") || exit 1
 
 log "booting the fixture guest with $MEM MiB"
 MEM=$MEM TIMEOUT=300 bash "$root/eng/run-guest.sh" "$work/guest" > "$work/guest.log" 2>&1 || { cat "$work/guest.log" >&2; die "the guest did not boot"; }

@@ -37,12 +37,11 @@ trap cleanup EXIT
 log() { echo "mount-bench: $*" >&2; }
 die() { echo "mount-bench: ERROR: $*" >&2; exit 1; }
 
-if [[ -n "${VMSTATE_BIN:-}" ]]; then
-  read -r -a vmstate <<< "$VMSTATE_BIN"
-else
-  log "publishing vmstate (Native AOT)"
-  vmstate=("$(bash "$root/eng/publish.sh" "$work/bin" 2> "$work/publish.log")") || { cat "$work/publish.log" >&2; die "eng/publish.sh failed"; }
-fi
+# shellcheck source=benchmarks/common.sh
+source "$root/benchmarks/common.sh"
+# VMSTATE_BIN may be a command with arguments here ("dotnet path/vmstate.dll").
+bin=$(bench_vmstate "$work") || exit 1
+read -r -a vmstate <<< "$bin"
 vm() { "${vmstate[@]}" "$@"; }
 now_ns() { date +%s%N; }
 secs() { awk -v ns="$1" 'BEGIN {printf "%.3f", ns / 1e9}'; }

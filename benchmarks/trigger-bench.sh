@@ -33,12 +33,9 @@ cleanup() {
 trap cleanup EXIT
 command -v socat > /dev/null || die "socat is missing (eng/install-deps.sh)"
 
-if [[ -n "${VMSTATE_BIN:-}" ]]; then
-  vmstate=$VMSTATE_BIN
-else
-  log "publishing vmstate (Native AOT)"
-  vmstate=$(bash "$root/eng/publish.sh" "$work/bin" 2> "$work/publish.log") || { cat "$work/publish.log" >&2; die "eng/publish.sh failed"; }
-fi
+# shellcheck source=benchmarks/common.sh
+source "$root/benchmarks/common.sh"
+vmstate=$(bench_vmstate "$work") || exit 1
 
 eval "$(bash "$root/eng/fixture.sh")"
 log "booting the fixture guest ($MEM MiB, trigger every tick)"

@@ -55,7 +55,7 @@ case "$SERIES" in
   *) echo "fixture.sh: unknown kernel series '$SERIES' (want 6.1 or 6.12)" >&2; exit 2 ;;
 esac
 # Kernel modules loaded by /init (only those that are not built in), plus deps.
-WANTED_MODULES=(virtio_pci virtio_net e1000 qemu_fw_cfg virtio_console)
+WANTED_MODULES=(virtio_pci virtio_net e1000 qemu_fw_cfg virtio_console virtio_blk crc32c_generic ext4)
 BUSYBOX=/bin/busybox
 
 log() { echo "fixture: $*" >&2; }
@@ -230,6 +230,28 @@ build_bin() {   # build_bin NAME SOURCE
 }
 build_bin vmsmarker marker.c
 build_bin vmsrunas runas.c
+
+# --- qemu-guest-agent (vmstate agent --freeze) ----------------------------------
+# qemu-ga from Debian's qemu-guest-agent package (downloaded and unpacked, not
+# installed); the shared libraries it needs are this host's (same release and
+# architecture). /init starts it only in a VM that has its virtio-serial port.
+QGA_DIR=$FX/qga
+QGA_BIN=$QGA_DIR/qemu-ga
+fetch_qga() {
+  local dl=$QGA_DIR/download debs
+  rm -rf "$dl" && mkdir -p "$dl"
+  log "downloading qemu-guest-agent"
+  (cd "$dl" && "$APT_GET" "${apt_root_opts[@]}" download qemu-guest-agent >&2) || return 1
+  debs=("$dl"/qemu-guest-agent_*.deb)
+  [[ -f "${debs[0]}" ]] || return 1
+  "$DPKG_DEB" -x "${debs[0]}" "$dl/x" || return 1
+  cp "$dl/x/usr/sbin/qemu-ga" "$QGA_BIN.tmp" && mv "$QGA_BIN.tmp" "$QGA_BIN"
+  rm -rf "$dl"
+}
+if [[ ! -x $QGA_BIN ]]; then
+  mkdir -p "$QGA_DIR"
+  fetch_qga || { apt_update && fetch_qga; } || die "apt-get download qemu-guest-agent failed"
+fi
 MARKER_BIN=$FX/bin/vmsmarker
 RUNAS_BIN=$FX/bin/vmsrunas
 
@@ -272,7 +294,7 @@ rebuild=$force
 if [[ ! -f "$INITRD" ]] || [[ "$(cat "$OUT/initramfs.stamp" 2>/dev/null)" != "$stamp" ]]; then
   rebuild=1
 else
-  for f in "$GUEST_DIR"/* "$TRIGGER_HELPER" "$ENG_DIR/fixture.sh" "$MARKER_BIN" "$RUNAS_BIN" "$BUSYBOX"; do
+  for f in "$GUEST_DIR"/* "$TRIGGER_HELPER" "$QGA_BIN" "$ENG_DIR/fixture.sh" "$MARKER_BIN" "$RUNAS_BIN" "$BUSYBOX"; do
     if [[ "$f" -nt "$INITRD" ]]; then rebuild=1; fi
   done
 fi
@@ -296,6 +318,13 @@ if ((rebuild)); then
   cp "$RUNAS_BIN" "$st/bin/vmsrunas"
   install -m 0755 "$GUEST_DIR/init" "$st/init"
   install -m 0755 "$TRIGGER_HELPER" "$st/bin/vmstate-trigger"
+  install -m 0755 "$QGA_BIN" "$st/bin/qemu-ga"
+  # qemu-ga's shared libraries and the dynamic loader, at the paths it was linked for.
+  while read -r lib; do
+    mkdir -p "$st${lib%/*}"
+    cp -L "$lib" "$st$lib"
+  done < <(ldd "$QGA_BIN" | sed -En 's/.*=> (\/[^ ]+) .*/\1/p; s/^[[:space:]]*(\/[^ ]+) .*/\1/p' | sort -u)
+  mkdir -p "$st/var" && ln -s /run "$st/var/run"
   for rel in "${order[@]}"; do
     mkdir -p "$st/lib/modules/$KVER/${rel%/*}"
     case "$rel" in

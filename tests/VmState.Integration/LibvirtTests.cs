@@ -152,10 +152,13 @@ public sealed class LibvirtTests(LibvirtDaemon lv) : IClassFixture<LibvirtDaemon
         Assert.True(code == 0, stderr);
         Assert.Contains("hot-plugged port", stderr, StringComparison.Ordinal);
         string label;
+        int requesterPid;
         using (JsonDocument doc = JsonDocument.Parse(stdout.Trim()))
         {
             Assert.Equal("trigger-0001", doc.RootElement.GetProperty("id").GetString());
             label = doc.RootElement.GetProperty("label").GetString()!;
+            string nonce = doc.RootElement.GetProperty("nonce").GetString()!;
+            requesterPid = int.Parse(nonce[..nonce.IndexOf('-', StringComparison.Ordinal)], System.Globalization.CultureInfo.InvariantCulture);
         }
 
         string tick = label["tick-".Length..];
@@ -164,7 +167,8 @@ public sealed class LibvirtTests(LibvirtDaemon lv) : IClassFixture<LibvirtDaemon
         Assert.True(code == 0, stderr);
         using (JsonDocument doc = JsonDocument.Parse(stdout))
         {
-            JsonElement requester = Processes(doc).Single(p => p.GetProperty("comm").GetString() == "vmstate-trigger");
+            JsonElement requester = Processes(doc).Single(p => p.GetProperty("pid").GetInt32() == requesterPid);
+            Assert.Equal("vmstate-trigger", requester.GetProperty("comm").GetString());
             Assert.Equal("S", requester.GetProperty("state").GetString());
         }
 

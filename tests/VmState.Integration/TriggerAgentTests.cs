@@ -67,7 +67,7 @@ public sealed class TriggerAgentTests : IDisposable
             Assert.Equal(snap.GetProperty("nonce").GetString(), meta.RootElement.GetProperty("nonce").GetString());
         }
 
-        AssertRequesterWaitsInTheSnapshot(mig, tick);
+        AssertRequesterWaitsInTheSnapshot(mig, tick, snap.GetProperty("nonce").GetString()!);
     }
 
     [Fact]
@@ -93,7 +93,7 @@ public sealed class TriggerAgentTests : IDisposable
         (code, stdout, stderr) = VmStateCli.Run(["history", "list", store, "--json"]);
         Assert.True(code == 0, stderr);
         Assert.Contains($"guest request \\u0022{label}\\u0022", stdout, StringComparison.Ordinal);
-        AssertRequesterWaitsInTheSnapshot(store + "@1", tick);
+        AssertRequesterWaitsInTheSnapshot(store + "@1", tick, result.RootElement.GetProperty("nonce").GetString()!);
 
         // The port and its controller are gone again; the guest runs on (its next requests fail again).
         JsonElement devices = await guest.Qmp.ExecuteAsync("qom-list", new JsonObject { ["path"] = "/machine/peripheral" });
@@ -101,19 +101,80 @@ public sealed class TriggerAgentTests : IDisposable
         await guest.WaitForSerialLineAsync(l => l == $"VMSTATE-TICK {tick + 2}", TimeSpan.FromSeconds(30));
     }
 
+    [Fact]
+    public async Task WithFreezeTheSnapshotHoldsTheGuestsDiskFilesystemFrozenAndTheGuestThawsAfterwards()
+    {
+        // An ext2 disk the fixture's /init mounts on /mnt/data, and qemu-ga on its port (the fixture starts it when the
+        // port exists); the trigger port is hot-plugged onto the same virtio-serial controller.
+        string disk = Path.Combine(_dir, "data.raw");
+        using (var f = File.Create(disk))
+        {
+            f.SetLength(16 << 20);
+        }
+
+        using (var mkfs = Process.Start(new ProcessStartInfo("mkfs.ext2", ["-q", "-F", disk]) { RedirectStandardError = true })!)
+        {
+            await mkfs.WaitForExitAsync();
+            Assert.True(mkfs.ExitCode == 0, await mkfs.StandardError.ReadToEndAsync());
+        }
+
+        var options = new QemuGuestOptions
+        {
+            MemoryMiB = 256,
+            Cpus = 1,
+            ExtraKernelArgs = "vmstate.trigger=2",
+            ExtraArgs =
+            [
+                "-drive", $"file={disk},if=virtio,format=raw",
+                "-device", "virtio-serial-pci",
+                "-chardev", $"socket,id=qga,path={Path.Combine(_dir, "qga.sock")},server=on,wait=off",
+                "-device", "virtserialport,chardev=qga,name=org.qemu.guest_agent.0",
+            ],
+        };
+        await using QemuGuest guest = await QemuGuest.StartAsync(options);
+        await guest.WaitForReadyAsync(TimeSpan.FromSeconds(180));
+        Assert.Contains(guest.Truth.Processes, p => p.Comm == "qemu-ga");
+
+        string output = Path.Combine(_dir, "frozen");
+        (int code, string stdout, string stderr) = await RunAgentAsync(["agent", "--qmp", guest.ToolQmpPath, "-o", output, "--count", "1", "--freeze", "--json"]);
+        Assert.True(code == 0, stderr);
+        Assert.Contains("hot-plugged port vmstate-trigger-port on the VM's virtio-serial bus", stderr, StringComparison.Ordinal);
+        Assert.Contains("filesystems frozen around each through the guest agent on", stderr, StringComparison.Ordinal);
+        using JsonDocument result = JsonDocument.Parse(stdout.Trim());
+        Assert.Equal(1, result.RootElement.GetProperty("frozenFilesystems").GetInt32());
+
+        // In the snapshot: vda's super_block is frozen (s_writers.frozen == SB_FREEZE_COMPLETE, 4).
+        using (VmState.Vm vm = VmState.Vm.Open(Path.Combine(output, "trigger-0001.mig")))
+        {
+            VmState.Linux.LinuxKernel kernel = vm.Linux.Kernel;
+            VmState.Linux.KernelObject head = kernel.Object("super_blocks", "struct list_head");
+            VmState.Linux.KernelObject vda = VmState.Linux.KernelList.ListForEachEntry(kernel, head, "struct super_block", "s_list")
+                .Single(sb => sb.Member("s_id").ReadString() == "vda");
+            Assert.Equal(4, vda.Member("s_writers.frozen").ToInt64());
+        }
+
+        // Afterwards the guest's filesystems are thawed (asked through qemu-ga ourselves).
+        await using VmState.Live.GuestAgent qga = await VmState.Live.GuestAgent.ConnectAsync(guest.Qmp);
+        Assert.Equal("thawed", await qga.FreezeStatusAsync());
+    }
+
     /// <summary>
     /// In the snapshot the requester (the vmstate-trigger script) is asleep waiting for the port's answer — its saved
     /// user registers are in poll(2) or read(2) on the port's descriptor — and the kernel log ends with the ASK line of
     /// its tick, before the next tick.
     /// </summary>
-    private void AssertRequesterWaitsInTheSnapshot(string snapshot, int tick)
+    private void AssertRequesterWaitsInTheSnapshot(string snapshot, int tick, string nonce)
     {
         (int code, string stdout, string stderr) = VmStateCli.Run(["ps", snapshot, "--json"]);
         Assert.True(code == 0, stderr);
         using JsonDocument ps = JsonDocument.Parse(stdout);
-        JsonElement requester = ps.RootElement.GetProperty("processes").EnumerateArray().Single(p => p.GetProperty("comm").GetString() == "vmstate-trigger");
+
+        // guest/vmstate-trigger's nonce is "<pid>-<time>", the pid the requesting shell's (its writer subshell, also
+        // named vmstate-trigger, may still be exiting).
+        string pid = nonce[..nonce.IndexOf('-', StringComparison.Ordinal)];
+        JsonElement requester = ps.RootElement.GetProperty("processes").EnumerateArray().Single(p => p.GetProperty("pid").GetInt32().ToString(CultureInfo.InvariantCulture) == pid);
+        Assert.Equal("vmstate-trigger", requester.GetProperty("comm").GetString());
         Assert.Equal("S", requester.GetProperty("state").GetString());
-        string pid = requester.GetProperty("pid").GetInt32().ToString(CultureInfo.InvariantCulture);
 
         string core = Path.Combine(_dir, $"requester-{Guid.NewGuid():N}.core");
         (code, _, stderr) = VmStateCli.Run(["procdump", snapshot, pid, "-o", core]);

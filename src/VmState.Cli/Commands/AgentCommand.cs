@@ -20,6 +20,7 @@ internal static class AgentCommand
         var live = new Option<bool>("--live") { Description = "keep the guest running during the save (background snapshot); default: stopped from the request to the answer" };
         var count = new Option<int?>("--count") { Description = "exit after this many snapshots" };
         var noHotplug = new Option<bool>("--no-hotplug") { Description = "use only a port the VM was started with; never hot-plug one" };
+        var freeze = new Option<bool>("--freeze") { Description = "freeze the guest's filesystems (qemu-ga guest-fsfreeze-freeze, through the VM's org.qemu.guest_agent.0 port or libvirt) before stopping the VM, thaw them after" };
         Option<bool> json = CommonOptions.Json();
         json.Description = "one JSON object per snapshot (a line each, flushed)";
         var command = new Command("agent", "Serve snapshots the guest asks for: a guest process writes 'SNAP <nonce> <label>' to the virtio-serial port org.vmstate.trigger.0 (guest/vmstate-trigger) and is answered 'OK <nonce> <id>' once the snapshot holds the VM's state");
@@ -29,12 +30,13 @@ internal static class AgentCommand
         command.Options.Add(live);
         command.Options.Add(count);
         command.Options.Add(noHotplug);
+        command.Options.Add(freeze);
         command.Options.Add(json);
-        command.SetAction((r, ct) => RunAsync(r, target, r.GetValue(output), r.GetValue(store), new TriggerAgentOptions { Live = r.GetValue(live), Count = r.GetValue(count) }, !r.GetValue(noHotplug), r.GetValue(json), ct));
+        command.SetAction((r, ct) => RunAsync(r, target, r.GetValue(output), r.GetValue(store), new TriggerAgentOptions { Live = r.GetValue(live), Count = r.GetValue(count) }, !r.GetValue(noHotplug), r.GetValue(freeze), r.GetValue(json), ct));
         return command;
     }
 
-    private static async Task<int> RunAsync(ParseResult r, LiveOptions target, string? output, string? store, TriggerAgentOptions options, bool hotplug, bool json, CancellationToken ct)
+    private static async Task<int> RunAsync(ParseResult r, LiveOptions target, string? output, string? store, TriggerAgentOptions options, bool hotplug, bool freeze, bool json, CancellationToken ct)
     {
         if ((output is null) == (store is null))
         {
@@ -66,9 +68,12 @@ internal static class AgentCommand
             DirectoryTriggerSink? directory = output is not null ? new DirectoryTriggerSink(output) : null;
             writer = store is not null ? HistoryStoreWriter.Open(store) : null;
             ITriggerSink sink = directory is not null ? directory : new HistoryTriggerSink(writer!);
+            await using GuestAgent? guestAgent = freeze ? await GuestAgent.ConnectAsync(qmp, ct) : null;
+            options = options with { Freeze = guestAgent };
             await using TriggerChannel channel = await TriggerChannel.OpenAsync(qmp, hotplug, ct);
             string into = directory is not null ? Path.GetFullPath(output!) : writer!.Directory;
-            Console.Error.WriteLine($"vmstate agent: serving {TriggerRequest.PortName} ({TerminalText.Escape(channel.Description)}) of {TerminalText.Escape(vm.Describe())}; snapshots into {TerminalText.Escape(into)}; Ctrl-C to stop");
+            string freezing = guestAgent is null ? string.Empty : $"; filesystems frozen around each through {guestAgent.Description}";
+            Console.Error.WriteLine($"vmstate agent: serving {TriggerRequest.PortName} ({TerminalText.Escape(channel.Description)}) of {TerminalText.Escape(vm.Describe())}; snapshots into {TerminalText.Escape(into)}{TerminalText.Escape(freezing)}; Ctrl-C to stop");
             using Stream stdout = Console.OpenStandardOutput();
             using var lines = new StreamWriter(stdout) { AutoFlush = true };
             IReadOnlyList<TriggeredSnapshot> taken = await TriggerAgent.ServeAsync(qmp, channel, sink, options, s =>
@@ -113,6 +118,11 @@ internal static class AgentCommand
         string stop = s.StopLatency is TimeSpan l
             ? string.Create(CultureInfo.InvariantCulture, $"VM stopped {l.TotalMilliseconds:F1} ms after the request")
             : "background snapshot";
+        if (s.FrozenFilesystems is int frozen)
+        {
+            stop = string.Create(CultureInfo.InvariantCulture, $"{frozen} filesystem(s) frozen, {stop}");
+        }
+
         return string.Create(CultureInfo.InvariantCulture,
             $"{s.Id} \"{TerminalText.Escape(s.Request.Label)}\" (nonce {s.Request.Nonce}): {stop}, answered after {(s.Answered - s.Received).TotalMilliseconds:F0} ms, {Hex.Size((ulong)s.Save.Bytes)} -> {TerminalText.Escape(s.Location)}");
     }

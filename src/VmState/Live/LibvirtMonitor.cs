@@ -144,6 +144,24 @@ internal sealed class LibvirtMonitor : IDisposable
         return LibvirtNative.TakeText(result) ?? "{}";
     }
 
+    /// <summary>
+    /// Sends one command to the guest agent (qemu-ga) through libvirt, which holds the agent's channel; returns the
+    /// agent's whole reply object. Blocking, bounded by <paramref name="timeoutSeconds"/>.
+    /// </summary>
+    public unsafe string AgentCommand(string command, string json, int timeoutSeconds)
+    {
+        nint domain = Volatile.Read(ref _domain);
+        ObjectDisposedException.ThrowIf(domain == 0, this);
+        byte* result = LibvirtNative.virDomainQemuAgentCommand(domain, json, timeoutSeconds, 0);
+        if (result is null)
+        {
+            (int _, string message) = LibvirtNative.LastError();
+            throw new IOException($"the guest agent of libvirt domain {Domain.Name} did not run {command}: {message}");
+        }
+
+        return LibvirtNative.TakeText(result) ?? "{}";
+    }
+
     /// <summary>The domain's live XML, as libvirt gives it now.</summary>
     public string DomainXml() => _connection.GetDomainXml(Domain.Uuid.Length > 0 ? Domain.Uuid : Domain.Name);
 

@@ -113,6 +113,9 @@ internal static unsafe partial class LibvirtNative
     public static partial int virConnectDomainEventDeregisterAny(nint conn, int callbackId);
 
     [LibraryImport(QemuLibrary, StringMarshalling = StringMarshalling.Utf8)]
+    public static partial byte* virDomainQemuAgentCommand(nint domain, string command, int timeoutSeconds, uint flags);
+
+    [LibraryImport(QemuLibrary, StringMarshalling = StringMarshalling.Utf8)]
     public static partial int virDomainQemuMonitorCommandWithFiles(nint domain, string cmd, uint ninfiles, int* infiles, uint* noutfiles, int** outfiles, byte** result, uint flags);
 
     [LibraryImport(QemuLibrary)]

@@ -283,6 +283,31 @@ public sealed class QmpClient : IAsyncDisposable
         return Unwrap(command, doc.RootElement.Clone());
     }
 
+    /// <summary>
+    /// Runs a guest-agent command through libvirt (which holds the agent's channel of a libvirt domain); null when this
+    /// client is not a libvirt one.
+    /// </summary>
+    internal async Task<JsonElement?> LibvirtAgentCommandAsync(string command, JsonObject? arguments, TimeSpan timeout, CancellationToken cancellationToken)
+    {
+        if (_libvirt is null)
+        {
+            return null;
+        }
+
+        var message = new JsonObject { ["execute"] = command };
+        if (arguments is not null)
+        {
+            message["arguments"] = arguments.DeepClone();
+        }
+
+        string json = message.ToJsonString();
+        int seconds = (int)Math.Clamp(Math.Ceiling(timeout.TotalSeconds), 1, 3600);
+        string text = await Task.Factory.StartNew(() => _libvirt.AgentCommand(command, json, seconds), CancellationToken.None, TaskCreationOptions.LongRunning, TaskScheduler.Default)
+            .WaitAsync(timeout + TimeSpan.FromSeconds(5), cancellationToken).ConfigureAwait(false);
+        using JsonDocument doc = JsonDocument.Parse(text);
+        return Unwrap(command, doc.RootElement.Clone());
+    }
+
     private static JsonElement Unwrap(string command, JsonElement reply)
     {
         if (reply.TryGetProperty("error", out JsonElement error))

@@ -25,6 +25,9 @@ public interface ITriggerSink
 /// <param name="Save">How the state was saved.</param>
 public sealed record TriggeredSnapshot(TriggerRequest Request, string Id, string Location, DateTimeOffset Received, DateTimeOffset? Stopped, DateTimeOffset Answered, SaveResult Save)
 {
+    /// <summary>How many filesystems the guest agent froze for the snapshot (null without <c>--freeze</c>).</summary>
+    public int? FrozenFilesystems { get; init; }
+
     /// <summary>From the request read to the VM stopped, when it was stopped for it.</summary>
     public TimeSpan? StopLatency => Stopped - Received;
 
@@ -56,6 +59,11 @@ public sealed record TriggeredSnapshot(TriggerRequest Request, string Id, string
             _ => "paused",
         });
         w.WriteNumber("bytes", Save.Bytes);
+        if (FrozenFilesystems is int frozen)
+        {
+            w.WriteNumber("frozenFilesystems", frozen);
+        }
+
         w.WriteEndObject();
     }
 }
@@ -73,6 +81,12 @@ public sealed record TriggerAgentOptions
 
     /// <summary>Stop serving after this many snapshots; null serves until cancelled or the VM goes away.</summary>
     public int? Count { get; init; }
+
+    /// <summary>
+    /// Freeze the guest's filesystems through its guest agent before the VM is stopped, and thaw them once it runs
+    /// again (after the answer): the snapshot then holds filesystems with nothing half-written.
+    /// </summary>
+    public GuestAgent? Freeze { get; init; }
 }
 
 /// <summary>
@@ -139,7 +153,7 @@ public static class TriggerAgent
             try
             {
                 // A request being served is finished even when cancelled: the guest gets its answer.
-                snapshot = await TakeAsync(qmp, channel, sink, request, received, options.Live).ConfigureAwait(false);
+                snapshot = await TakeAsync(qmp, channel, sink, request, received, options).ConfigureAwait(false);
             }
             catch (Exception e) when (e is IOException or QmpException or TimeoutException or UnauthorizedAccessException or VmStateException && e is not LiveVmGoneException)
             {
@@ -158,7 +172,31 @@ public static class TriggerAgent
         return taken;
     }
 
-    private static async Task<TriggeredSnapshot> TakeAsync(QmpClient qmp, TriggerChannel channel, ITriggerSink sink, TriggerRequest request, DateTimeOffset received, bool live)
+    private static async Task<TriggeredSnapshot> TakeAsync(QmpClient qmp, TriggerChannel channel, ITriggerSink sink, TriggerRequest request, DateTimeOffset received, TriggerAgentOptions options)
+    {
+        int? frozen = null;
+        if (options.Freeze is GuestAgent guest)
+        {
+            // While the VM runs: the guest flushes and freezes its filesystems; the requester still waits.
+            frozen = await guest.FreezeAsync(CancellationToken.None).ConfigureAwait(false);
+        }
+
+        try
+        {
+            TriggeredSnapshot taken = await StopAndSaveAsync(qmp, channel, sink, request, received, options.Live).ConfigureAwait(false);
+            return taken with { FrozenFilesystems = frozen };
+        }
+        finally
+        {
+            if (frozen is not null)
+            {
+                // The VM runs again here (StopAndSaveAsync resumed it on every path): thawed on every path too.
+                await options.Freeze!.ThawAsync(CancellationToken.None).ConfigureAwait(false);
+            }
+        }
+    }
+
+    private static async Task<TriggeredSnapshot> StopAndSaveAsync(QmpClient qmp, TriggerChannel channel, ITriggerSink sink, TriggerRequest request, DateTimeOffset received, bool live)
     {
         bool wasRunning = false;
         bool stoppedHere = false;

@@ -59,28 +59,10 @@ public sealed class TriggerChannel : IAsyncDisposable
     public static async Task<TriggerChannel> OpenAsync(QmpClient qmp, bool allowHotplug = true, CancellationToken cancellationToken = default)
     {
         ArgumentNullException.ThrowIfNull(qmp);
-        var devices = new List<(string Path, string Type)>();
-        foreach (string container in (string[])["/machine/peripheral", "/machine/peripheral-anon"])
+        List<(string Path, string Type)> devices = await VirtioSerialPorts.DevicesAsync(qmp, cancellationToken).ConfigureAwait(false);
+        if (await VirtioSerialPorts.FindAsync(qmp, devices, TriggerRequest.PortName, cancellationToken).ConfigureAwait(false) is (string path, string chardev))
         {
-            JsonElement list = await qmp.ExecuteAsync("qom-list", new JsonObject { ["path"] = container }, null, cancellationToken).ConfigureAwait(false);
-            foreach (JsonElement e in list.EnumerateArray())
-            {
-                string? type = e.GetProperty("type").GetString();
-                if (type is not null && type.StartsWith("child<", StringComparison.Ordinal))
-                {
-                    devices.Add(($"{container}/{e.GetProperty("name").GetString()}", type[6..^1]));
-                }
-            }
-        }
-
-        foreach ((string path, string type) in devices.Where(d => d.Type == "virtserialport"))
-        {
-            JsonElement name = await qmp.ExecuteAsync("qom-get", new JsonObject { ["path"] = path, ["property"] = "name" }, null, cancellationToken).ConfigureAwait(false);
-            if (name.ValueKind == JsonValueKind.String && name.GetString() == TriggerRequest.PortName)
-            {
-                string chardev = (await qmp.ExecuteAsync("qom-get", new JsonObject { ["path"] = path, ["property"] = "chardev" }, null, cancellationToken).ConfigureAwait(false)).GetString() ?? string.Empty;
-                return await ConnectConfiguredAsync(qmp, path, chardev, cancellationToken).ConfigureAwait(false);
-            }
+            return await ConnectConfiguredAsync(qmp, path, chardev, cancellationToken).ConfigureAwait(false);
         }
 
         if (!allowHotplug)
@@ -161,30 +143,8 @@ public sealed class TriggerChannel : IAsyncDisposable
 
     private static async Task<TriggerChannel> ConnectConfiguredAsync(QmpClient qmp, string devicePath, string chardev, CancellationToken ct)
     {
-        JsonElement chardevs = await qmp.ExecuteAsync("query-chardev", null, null, ct).ConfigureAwait(false);
-        string? filename = chardevs.EnumerateArray().Where(c => c.GetProperty("label").GetString() == chardev).Select(c => c.GetProperty("filename").GetString()).FirstOrDefault();
-        if (filename is null)
-        {
-            throw new IOException($"the port {devicePath} names chardev '{chardev}', which query-chardev does not list");
-        }
-
-        string? path = UnixServerPath(filename, out string? error);
-        if (path is null)
-        {
-            throw new IOException($"the VM's port {TriggerRequest.PortName} ({devicePath}) cannot be used: {error}");
-        }
-
-        var socket = new Socket(AddressFamily.Unix, SocketType.Stream, ProtocolType.Unspecified);
-        try
-        {
-            await socket.ConnectAsync(new UnixDomainSocketEndPoint(path), ct).ConfigureAwait(false);
-        }
-        catch (SocketException e)
-        {
-            socket.Dispose();
-            throw new IOException($"cannot connect to the trigger port's socket {path}: {e.Message}", e);
-        }
-
+        string path = await VirtioSerialPorts.ServerSocketAsync(qmp, TriggerRequest.PortName, devicePath, chardev, ct).ConfigureAwait(false);
+        Socket socket = await VirtioSerialPorts.ConnectAsync(path, "the trigger port", ct).ConfigureAwait(false);
         return new TriggerChannel(qmp, socket, $"the VM's port {devicePath} (chardev {chardev}, socket {path})", addedPort: false, addedController: false);
     }
 
