@@ -4,6 +4,7 @@
 # Idempotent: when everything is up to date it only prints the env lines.
 #
 # Usage: eng/fixture.sh [--kernel SERIES] [--force]
+#        eng/fixture.sh --arch arm64 [--force]   (the aarch64 guest: eng/fixture-arm64.sh)
 #   --kernel SERIES  the kernel series to build the guest for (default 6.1):
 #                      6.1   linux-image-6.1.0-N-amd64 (what linux-image-amd64
 #                            depends on); files in <cache>/fixture/
@@ -26,6 +27,15 @@
 # package's boot/System.map is a one-line placeholder).
 set -euo pipefail
 
+# --- arm64 guest: a script of its own (eng/fixture-arm64.sh) -----------------
+for arg in "$@"; do
+  case "$arg" in
+    --arch=arm64|arm64)
+      args=(); for a in "$@"; do [[ "$a" == --arch || "$a" == --arch=arm64 || "$a" == arm64 ]] || args+=("$a"); done
+      exec bash "$(dirname "${BASH_SOURCE[0]}")/fixture-arm64.sh" "${args[@]}" ;;
+  esac
+done
+
 force=0
 SERIES=${FIXTURE_KERNEL:-6.1}
 while (($#)); do
@@ -35,7 +45,7 @@ while (($#)); do
       (($# >= 2)) || { echo "fixture.sh: --kernel needs a series (6.1 or 6.12)" >&2; exit 2; }
       SERIES=$2; shift ;;
     --kernel=*) SERIES=${1#--kernel=} ;;
-    -h|--help) sed -n '2,26p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,27p' "$0"; exit 0 ;;
     *) echo "fixture.sh: unknown argument '$1' (try --help)" >&2; exit 2 ;;
   esac
   shift

@@ -20,6 +20,10 @@ esac
 requirements=(
   "qemu-system-x86|cmd:qemu-system-x86_64"
   "qemu-utils|cmd:qemu-img"
+  "qemu-system-arm|cmd:qemu-system-aarch64"   # the arm64 guest (eng/fixture-arm64.sh)
+  "gcc-aarch64-linux-gnu|cmd:aarch64-linux-gnu-gcc"   # arm64 guest binaries (cross-compiled)
+  "libc6-dev-arm64-cross|/usr/aarch64-linux-gnu/lib/libc.a"
+  "gdb-multiarch|cmd:gdb-multiarch"   # Arm64 tests: gdb opens extract's AArch64 core
   "busybox-static|pkg"          # static /bin/busybox, copied into the initramfs
   "cpio|cmd:cpio"
   "gzip|cmd:gzip"

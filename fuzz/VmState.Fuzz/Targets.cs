@@ -41,6 +41,7 @@ public static class Targets
         ["replay"] = ReplayManifest,
         ["fork"] = ForkCloneDescription,
         ["trigger"] = TriggerPort,
+        ["arm64walk"] = Arm64Walk,
         ["webparams"] = WebRequestParameters,
     };
 
@@ -77,6 +78,69 @@ public static class Targets
         {
             throw new OutOfMemoryException(
                 $"one input of {data.Length} bytes allocated {allocated >> 20} MiB (limit {MaxAllocatedBytesPerInput >> 20} MiB): an unbounded count or size");
+        }
+    }
+
+    /// <summary>
+    /// The AArch64 stage 1 walker: TCR_EL1, TTBR0_EL1, TTBR1_EL1 and a virtual address (8 bytes each, little-endian),
+    /// then guest-physical memory from address 0. Translates the address and its neighbours and reads through them;
+    /// a granule or address size the walker does not handle is refused with <see cref="NotSupportedException"/>.
+    /// </summary>
+    private static void Arm64Walk(byte[] data)
+    {
+        if (data.Length < 32)
+        {
+            return;
+        }
+
+        ReadOnlySpan<byte> d = data;
+        ulong tcr = BinaryPrimitives.ReadUInt64LittleEndian(d);
+        ulong ttbr0 = BinaryPrimitives.ReadUInt64LittleEndian(d[8..]);
+        ulong ttbr1 = BinaryPrimitives.ReadUInt64LittleEndian(d[16..]);
+        ulong va = BinaryPrimitives.ReadUInt64LittleEndian(d[24..]);
+        var memory = new ByteArrayMemory(data.AsMemory(32));
+        VmState.Arch.Arm64.Arm64AddressSpace space;
+        try
+        {
+            space = new VmState.Arch.Arm64.Arm64AddressSpace(memory, tcr, ttbr0, ttbr1);
+        }
+        catch (NotSupportedException)
+        {
+            return;
+        }
+
+        byte[] buffer = new byte[64];
+        foreach (ulong a in new[] { va, va + 0x1000, va ^ (1UL << 55), va | 0xFF00_0000_0000_0000UL, va & 0x00FF_FFFF_FFFF_FFFFUL })
+        {
+            try
+            {
+                VmState.Arch.Arm64.Arm64Translation t = space.Translate(a);
+                _ = t.Success ? t.Entries[^1].Kind : t.Failure;
+                _ = space.Read(a, buffer);
+            }
+            catch (NotSupportedException)
+            {
+            }
+        }
+    }
+
+    /// <summary>Guest-physical memory from address 0 held in an array (the arm64walk target's tables and pages).</summary>
+    private sealed class ByteArrayMemory(ReadOnlyMemory<byte> bytes) : IPhysicalMemory
+    {
+        public string Name => "fuzz";
+
+        public IReadOnlyList<MemoryRange> Ranges => [new MemoryRange(0, (ulong)bytes.Length, "fuzz")];
+
+        public int Read(ulong address, Span<byte> destination)
+        {
+            if (address >= (ulong)bytes.Length)
+            {
+                return 0;
+            }
+
+            int n = (int)Math.Min((ulong)destination.Length, (ulong)bytes.Length - address);
+            bytes.Span.Slice((int)address, n).CopyTo(destination);
+            return n;
         }
     }
 

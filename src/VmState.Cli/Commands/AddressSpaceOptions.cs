@@ -25,6 +25,9 @@ internal sealed class AddressSpaceOptions
         command.Options.Add(_pid);
     }
 
+    /// <summary>--cpu.</summary>
+    public Option<int> CpuOption => _cpu;
+
     /// <summary>The --pid given, or null.</summary>
     public int? Pid(ParseResult r) => r.GetValue(_pid);
 

@@ -106,7 +106,7 @@ internal static class ExtractCommand
         else
         {
             Console.WriteLine($"{summary.Path}: ELF64 core, {summary.LoadSegments} PT_LOAD ({Hex.Size(ram)} of guest RAM) + {summary.VirtualSegments} for kernel virtual addresses, {summary.Cpus} vCPUs, VMCOREINFO: {vmcoreinfo?.How ?? "not found"}");
-            Console.WriteLine($"{hardwarePath}: {m.Devices.Count} device sections, {m.Cpus.Count} vCPUs");
+            Console.WriteLine($"{hardwarePath}: {m.Devices.Count} device sections, {m.Vcpus.Count} vCPUs");
             if (xmlPath is not null)
             {
                 Console.WriteLine($"{xmlPath}: the same as XML");

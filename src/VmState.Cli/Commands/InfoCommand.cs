@@ -113,6 +113,30 @@ internal static class InfoCommand
             w.WriteEndObject();
         }
 
+        foreach (VmState.Arch.Arm64.Arm64CpuState c in m.Arm64Cpus)
+        {
+            w.WriteStartObject();
+            w.WriteNumber("index", c.Index);
+            w.WriteString("architecture", "aarch64");
+            w.WriteString("mode", c.DescribeMode());
+            w.WriteString("pc", Hex.Of(c.Pc));
+            w.WriteString("sp", Hex.Of(c.Sp));
+            w.WriteString("pstate", Hex.Of(c.Pstate));
+            w.WriteStartObject("systemRegisters");
+            foreach (ulong id in c.SystemRegisterIds)
+            {
+                w.WriteString(VmState.Arch.Arm64.Arm64SystemRegisters.NameOf(id), Hex.Of(c.SystemRegister(id) ?? 0));
+            }
+
+            w.WriteEndObject();
+            if (c.Halted is bool h)
+            {
+                w.WriteBoolean("halted", h);
+            }
+
+            w.WriteEndObject();
+        }
+
         w.WriteEndArray();
         w.WriteStartArray("devices");
         foreach (DeviceState d in m.Devices)
@@ -168,13 +192,28 @@ internal static class InfoCommand
         }
 
         console.Write(blocks);
+        if (m.Architecture == VmState.Arch.CpuArchitecture.Arm64)
+        {
+            var armCpus = new Table().Title($"vCPUs ({m.Arm64Cpus.Count}, AArch64)").AddColumns("cpu", "mode", "PC", "SP", "TTBR0_EL1", "TTBR1_EL1", "halted");
+            foreach (VmState.Arch.Arm64.Arm64CpuState c in m.Arm64Cpus)
+            {
+                armCpus.AddRow(c.Index.ToString(System.Globalization.CultureInfo.InvariantCulture), c.DescribeMode(), Hex.Of(c.Pc), Hex.Of(c.Sp), Hex.Of(c.Ttbr0El1), Hex.Of(c.Ttbr1El1), c.Halted switch { true => "yes", false => "no", null => "-" });
+            }
+
+            console.Write(armCpus);
+        }
+
         var cpus = new Table().Title($"vCPUs ({m.Cpus.Count})").AddColumns("cpu", "mode", "RIP", "RSP", "CR3", "halted");
         foreach (X86CpuState c in m.Cpus)
         {
             cpus.AddRow(c.Index.ToString(System.Globalization.CultureInfo.InvariantCulture), X86OperatingMode.Describe(c), Hex.Of(c.Rip), Hex.Of(c.Regs[4]), Hex.Of(c.Cr3), c.Halted switch { true => "yes", false => "no", null => "-" });
         }
 
-        console.Write(cpus);
+        if (m.Architecture == VmState.Arch.CpuArchitecture.X86_64)
+        {
+            console.Write(cpus);
+        }
+
         if (m.Devices.Count > 0)
         {
             var devices = new Table().Title($"Devices ({m.Devices.Count})").AddColumns("section", "instance", "vmsd", "bytes", "decoded");

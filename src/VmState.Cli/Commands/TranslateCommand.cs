@@ -19,11 +19,18 @@ internal static class TranslateCommand
         // found through the kernel's symbols and types.
         var input = new KernelInput(command, "VA", "the virtual address (0x-prefixed hex or decimal)");
         var spaces = new AddressSpaceOptions(command);
+        var ttbr = new Option<string?>("--ttbr") { Description = "AArch64: use this table base (a TTBR0_EL1 or TTBR1_EL1 value) for the half of the address space the address is in" };
         command.Options.Add(explain);
         command.Options.Add(json);
+        command.Options.Add(ttbr);
         command.SetAction(r => KernelInput.Run(() =>
         {
             using Vm vm = input.Open(r);
+            if (vm.Machine.Architecture == VmState.Arch.CpuArchitecture.Arm64)
+            {
+                return Arm64Translate.Run(vm, AddressParser.Parse(input.Trailing(r), "VA"), r.GetValue(spaces.CpuOption), r.GetValue(ttbr) is string t0 ? AddressParser.Parse(t0, "--ttbr") : null, r.GetValue(explain), r.GetValue(json));
+            }
+
             AddressSpace space = spaces.Select(r, vm);
             Translation t = space.Translate(AddressParser.Parse(input.Trailing(r), "VA"));
             if (r.GetValue(json))

@@ -45,6 +45,11 @@ public static class HardwareJsonWriter
             WriteCpu(w, cpu);
         }
 
+        foreach (Arch.Arm64.Arm64CpuState cpu in machine.Arm64Cpus)
+        {
+            WriteArm64Cpu(w, cpu);
+        }
+
         w.WriteEndArray();
         w.WriteStartArray("devices");
         foreach (DeviceState d in machine.Devices)
@@ -88,6 +93,60 @@ public static class HardwareJsonWriter
         }
 
         w.WriteEndArray();
+    }
+
+    /// <summary>
+    /// Writes one AArch64 vCPU's object of the "cpus" array: index, architecture, halted, registers (x0–x30, sp, pc,
+    /// pstate, sp_el0–3, elr_el1–3, spsr_el1, fpsr, fpcr) and the system registers of QEMU's cpreg list by name
+    /// (TTBR1_EL1, or the generic S3_0_C… name, or the KVM id for AArch32 registers).
+    /// </summary>
+    public static void WriteArm64Cpu(Utf8JsonWriter w, Arch.Arm64.Arm64CpuState cpu)
+    {
+        ArgumentNullException.ThrowIfNull(w);
+        ArgumentNullException.ThrowIfNull(cpu);
+        w.WriteStartObject();
+        w.WriteNumber("index", cpu.Index);
+        w.WriteString("architecture", "aarch64");
+        if (cpu.Halted is bool halted)
+        {
+            w.WriteBoolean("halted", halted);
+        }
+
+        w.WriteStartObject("registers");
+        for (int i = 0; i < 31; i++)
+        {
+            w.WriteString($"x{i}", Hex(cpu.X[i]));
+        }
+
+        w.WriteString("sp", Hex(cpu.Sp));
+        w.WriteString("pc", Hex(cpu.Pc));
+        w.WriteString("pstate", Hex(cpu.Pstate));
+        for (int i = 0; i < 4; i++)
+        {
+            w.WriteString($"sp_el{i}", Hex(cpu.SpEl[i]));
+        }
+
+        for (int i = 1; i < 4; i++)
+        {
+            w.WriteString($"elr_el{i}", Hex(cpu.ElrEl[i]));
+        }
+
+        w.WriteString("spsr_el1", Hex(cpu.BankedSpsr[1]));
+        if (cpu.HasFpSimd)
+        {
+            w.WriteString("fpsr", Hex(cpu.Fpsr));
+            w.WriteString("fpcr", Hex(cpu.Fpcr));
+        }
+
+        w.WriteEndObject();
+        w.WriteStartObject("systemRegisters");
+        foreach (ulong id in cpu.SystemRegisterIds)
+        {
+            w.WriteString(Arch.Arm64.Arm64SystemRegisters.NameOf(id), Hex(cpu.SystemRegister(id) ?? 0));
+        }
+
+        w.WriteEndObject();
+        w.WriteEndObject();
     }
 
     /// <summary>Writes one vCPU's object of the "cpus" array (index, halted, registers, segments).</summary>

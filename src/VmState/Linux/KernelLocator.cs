@@ -256,6 +256,11 @@ public static class KernelLocator
             }
         }
 
+        if (machine.Architecture == Arch.CpuArchitecture.Arm64)
+        {
+            throw new KernelDataException("Linux kernel", Arm64Evidence(machine, info));
+        }
+
         var context = new KernelLocationContext(machine, info, infoSource, evidence);
         foreach (IKernelLocationStrategy strategy in strategies)
         {
@@ -266,6 +271,36 @@ public static class KernelLocator
         }
 
         throw new KernelDataException("Linux kernel", "not found. " + string.Join(" | ", evidence));
+    }
+
+    /// <summary>
+    /// What an AArch64 guest's VMCOREINFO gives (the start of a bootstrap: the Linux views do not read AArch64
+    /// kernels yet), checked by reading the kernel release through swapper_pg_dir.
+    /// </summary>
+    private static string Arm64Evidence(MachineState machine, Vmcoreinfo? info)
+    {
+        const string NotYet = "not supported on AArch64 guests yet (the Linux views read x86-64 kernels only)";
+        if (info is null)
+        {
+            return $"{NotYet}; no VMCOREINFO found either";
+        }
+
+        if (Arm64KernelLayout.FromVmcoreinfo(info) is not Arm64KernelLayout layout)
+        {
+            return $"{NotYet}; VMCOREINFO (OSRELEASE={info.OsRelease}) lacks the arm64 values (kimage_voffset, PHYS_OFFSET, VA_BITS, swapper_pg_dir)";
+        }
+
+        string release;
+        try
+        {
+            release = layout.ReadRelease(layout.KernelAddressSpace(machine, machine.Arm64Cpus[0]), info) is string r ? $"release \"{r}\" read through swapper_pg_dir" : "init_uts_ns not readable";
+        }
+        catch (NotSupportedException e)
+        {
+            release = e.Message;
+        }
+
+        return $"{NotYet}; VMCOREINFO gives {layout.Describe()}; {release}";
     }
 
     private static string Hex(ulong? v) => v is ulong x ? $"0x{x:x}" : "-";

@@ -1,4 +1,5 @@
 using System.Globalization;
+using VmState.Arch.Arm64;
 using VmState.Arch.X86;
 
 namespace VmState.Machine;
@@ -35,6 +36,30 @@ public static class CpuAddressSpaces
         X86CpuState c = machine.Cpus[cpu];
         AddressSpace space = AddressSpace.Of(machine.Memory, c);
         return cr3 is ulong root ? new AddressSpace(machine.Memory, space.Mode, root, (c.Cr4 & (1UL << 4)) != 0) : space;
+    }
+
+    /// <summary>
+    /// The EL1&amp;0 address space of AArch64 vCPU <paramref name="cpu"/> (its TCR_EL1, TTBR0_EL1 and TTBR1_EL1), with
+    /// <paramref name="ttbr0"/> or <paramref name="ttbr1"/> as the table base of that half when given.
+    /// </summary>
+    /// <exception cref="ArgumentException">The machine has no AArch64 vCPU state.</exception>
+    /// <exception cref="VmStateNotFoundException">There is no vCPU <paramref name="cpu"/> (<see cref="VmStateObjectKind.Cpu"/>).</exception>
+    /// <exception cref="NotSupportedException">The vCPU uses a 16 KiB or 64 KiB granule, or 52-bit addresses.</exception>
+    public static Arm64AddressSpace OfArm64(MachineState machine, int cpu, ulong? ttbr0 = null, ulong? ttbr1 = null)
+    {
+        ArgumentNullException.ThrowIfNull(machine);
+        if (machine.Arm64Cpus.Count == 0)
+        {
+            throw new ArgumentException($"{machine.SourcePath} has no AArch64 vCPU state, so there are no translation table bases");
+        }
+
+        if (cpu < 0 || cpu >= machine.Arm64Cpus.Count)
+        {
+            throw new VmStateNotFoundException(VmStateObjectKind.Cpu, cpu.ToString(CultureInfo.InvariantCulture), $"no vCPU {cpu}: the snapshot has vCPUs 0-{machine.Arm64Cpus.Count - 1}");
+        }
+
+        Arm64CpuState c = machine.Arm64Cpus[cpu];
+        return new Arm64AddressSpace(machine.Memory, c.TcrEl1, ttbr0 ?? c.Ttbr0El1, ttbr1 ?? c.Ttbr1El1);
     }
 
     /// <summary>

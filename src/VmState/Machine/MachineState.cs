@@ -1,3 +1,5 @@
+using VmState.Arch;
+using VmState.Arch.Arm64;
 using VmState.Arch.X86;
 using VmState.Memory;
 
@@ -42,8 +44,17 @@ public sealed class MachineState : IVcpuRegisters, IDeviceStates, IDisposable
     /// <summary>Guest-physical memory.</summary>
     public IPhysicalMemory Memory { get; }
 
-    /// <summary>vCPUs ordered by index.</summary>
+    /// <summary>x86 vCPUs ordered by index (empty for an AArch64 guest: see <see cref="Arm64Cpus"/>).</summary>
     public IReadOnlyList<X86CpuState> Cpus { get; }
+
+    /// <summary>AArch64 vCPUs ordered by index (empty for an x86 guest).</summary>
+    public IReadOnlyList<Arm64CpuState> Arm64Cpus { get; init; } = [];
+
+    /// <summary>The guest's CPU architecture: AArch64 when the input carries AArch64 vCPUs, else x86-64.</summary>
+    public CpuArchitecture Architecture => Arm64Cpus.Count > 0 ? CpuArchitecture.Arm64 : CpuArchitecture.X86_64;
+
+    /// <summary>Every vCPU ordered by index, whatever the architecture.</summary>
+    public IReadOnlyList<IVcpuState> Vcpus => Arm64Cpus.Count > 0 ? Arm64Cpus : Cpus;
 
     /// <summary>Device sections (empty for inputs that carry none, such as ELF cores).</summary>
     public IReadOnlyList<DeviceState> Devices { get; }
@@ -62,7 +73,7 @@ public sealed class MachineState : IVcpuRegisters, IDeviceStates, IDisposable
 
     /// <summary>The same state (sharing memory, vCPUs, devices, notes and the owned input) with another origin.</summary>
     public MachineState WithOrigin(MachineOrigin origin) =>
-        new(origin, MachineType, Memory, Cpus, Devices, RamBlocks, Warnings, _owned) { Notes = Notes };
+        new(origin, MachineType, Memory, Cpus, Devices, RamBlocks, Warnings, _owned) { Notes = Notes, Arm64Cpus = Arm64Cpus };
 
     /// <summary>The first device with <paramref name="idStr"/> and <paramref name="instanceId"/>, or null.</summary>
     public DeviceState? FindDevice(string idStr, int instanceId = 0)

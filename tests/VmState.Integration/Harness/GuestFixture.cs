@@ -13,6 +13,7 @@ public sealed class GuestFixture
     public static readonly IReadOnlyList<string> KernelSeries = ["6.1", "6.12"];
 
     private static readonly Lazy<GuestFixture> s_instance = new(() => Build(null), LazyThreadSafetyMode.ExecutionAndPublication);
+    private static readonly Lazy<GuestFixture> s_arm64 = new(() => Build(null, arm64: true), LazyThreadSafetyMode.ExecutionAndPublication);
     private static readonly ConcurrentDictionary<string, Lazy<GuestFixture>> s_bySeries = new(StringComparer.Ordinal);
 
     private GuestFixture(IReadOnlyDictionary<string, string> values)
@@ -44,6 +45,9 @@ public sealed class GuestFixture
     /// </summary>
     public static GuestFixture Ensure() => s_instance.Value;
 
+    /// <summary>The arm64 (aarch64) guest: eng/fixture.sh --arch arm64 (Debian's arm64 6.1 kernel), built if needed.</summary>
+    public static GuestFixture EnsureArm64() => s_arm64.Value;
+
     /// <summary>
     /// The fixture of kernel <paramref name="series"/> (one of <see cref="KernelSeries"/>), built if needed; null means
     /// the default (<see cref="Ensure()"/>).
@@ -51,9 +55,10 @@ public sealed class GuestFixture
     public static GuestFixture Ensure(string? series) =>
         series is null ? Ensure() : s_bySeries.GetOrAdd(series, s => new Lazy<GuestFixture>(() => Build(s), LazyThreadSafetyMode.ExecutionAndPublication)).Value;
 
-    private static GuestFixture Build(string? series)
+    private static GuestFixture Build(string? series, bool arm64 = false)
     {
-        string[] args = series is null ? [Path.Combine(RepoPaths.Root, "eng", "fixture.sh")] : [Path.Combine(RepoPaths.Root, "eng", "fixture.sh"), "--kernel", series];
+        string[] args = arm64 ? [Path.Combine(RepoPaths.Root, "eng", "fixture.sh"), "--arch", "arm64"]
+            : series is null ? [Path.Combine(RepoPaths.Root, "eng", "fixture.sh")] : [Path.Combine(RepoPaths.Root, "eng", "fixture.sh"), "--kernel", series];
         var psi = new ProcessStartInfo("bash", args)
         {
             RedirectStandardOutput = true,
@@ -78,7 +83,8 @@ public sealed class GuestFixture
             }
         }
 
-        foreach (string key in new[] { "KERNEL", "INITRD", "KVER", "KERNEL_SERIES", "SYSTEM_MAP" })
+        // The arm64 guest has no System.map (its -dbg package is not fetched); its tests use the guest's kallsyms.
+        foreach (string key in arm64 ? new[] { "KERNEL", "INITRD", "KVER", "KERNEL_SERIES" } : new[] { "KERNEL", "INITRD", "KVER", "KERNEL_SERIES", "SYSTEM_MAP" })
         {
             if (!values.ContainsKey(key))
             {

@@ -6,7 +6,7 @@ using VmState.Live;
 namespace VmState.Integration.Harness;
 
 /// <summary>
-/// A real qemu-system-x86_64 (TCG) running the fixture guest, with a QMP socket and the serial console in a file.
+/// A real qemu-system-x86_64 (or, with <see cref="QemuGuestOptions.Arm64"/>, qemu-system-aarch64 -M virt), TCG, running the fixture guest, with a QMP socket and the serial console in a file.
 /// The QEMU process is always killed: on dispose, when starting fails, and when the test process exits.
 /// </summary>
 public sealed class QemuGuest : IAsyncDisposable
@@ -50,6 +50,11 @@ public sealed class QemuGuest : IAsyncDisposable
     /// <summary>The QEMU command line for <paramref name="options"/> (identical for a source and its -incoming twin).</summary>
     public static List<string> CommandLine(QemuGuestOptions options, string workDir)
     {
+        if (options.Arm64)
+        {
+            return Arm64CommandLine(options, workDir);
+        }
+
         GuestFixture f = GuestFixture.Ensure(options.KernelSeries);
         var args = new List<string>
         {
@@ -95,11 +100,47 @@ public sealed class QemuGuest : IAsyncDisposable
         return args;
     }
 
+    /// <summary>
+    /// The qemu-system-aarch64 command line of the arm64 guest: -M virt (RAM at 1 GiB, a kaslr-seed in the device
+    /// tree, so KASLR is on), TCG, the PL011 console (ttyAMA0), the same NICs and vmcoreinfo device as the x86 guest.
+    /// </summary>
+    private static List<string> Arm64CommandLine(QemuGuestOptions options, string workDir)
+    {
+        GuestFixture f = GuestFixture.EnsureArm64();
+        var args = new List<string>
+        {
+            "-M", options.Machine == "pc" ? "virt" : options.Machine, "-accel", "tcg", "-m", options.MemoryMiB.ToString(System.Globalization.CultureInfo.InvariantCulture),
+            "-smp", options.Cpus.ToString(System.Globalization.CultureInfo.InvariantCulture), "-cpu", options.CpuModel == "qemu64" ? "max" : options.CpuModel,
+            "-display", "none", "-no-reboot",
+            "-kernel", f.Kernel, "-initrd", f.Initrd,
+            "-append", $"console=ttyAMA0 quiet loglevel=3 panic=-1 {options.ExtraKernelArgs}".Trim(),
+            "-netdev", "user,id=n0,restrict=on", "-device", $"virtio-net-pci,netdev=n0,mac={options.VirtioMac}",
+            "-netdev", "user,id=n1,restrict=on", "-device", $"e1000,netdev=n1,mac={options.E1000Mac}",
+            "-device", "vmcoreinfo",
+            "-serial", $"file:{Path.Combine(workDir, "serial.log")}",
+            "-qmp", $"unix:{Path.Combine(workDir, "qmp.sock")},server=on,wait=off",
+            "-qmp", $"unix:{Path.Combine(workDir, "qmp-tool.sock")},server=on,wait=off",
+        };
+        if (options.GdbPort is int gdbPort)
+        {
+            args.AddRange(["-gdb", $"tcp:127.0.0.1:{gdbPort}"]);
+        }
+
+        if (options.Incoming is not null)
+        {
+            args.AddRange(["-incoming", $"exec:cat '{options.Incoming}'"]);
+        }
+
+        args.AddRange(options.ExtraArgs);
+        return args;
+    }
+
     /// <summary>Starts QEMU and connects QMP (does not wait for the guest's READY line).</summary>
     public static async Task<QemuGuest> StartAsync(QemuGuestOptions options, CancellationToken cancellationToken = default)
     {
         string workDir = Directory.CreateTempSubdirectory("vmstate-guest-").FullName;
-        var psi = new ProcessStartInfo("qemu-system-x86_64") { RedirectStandardError = true, RedirectStandardOutput = true, RedirectStandardInput = true };
+        string qemu = options.Arm64 ? "qemu-system-aarch64" : "qemu-system-x86_64";
+        var psi = new ProcessStartInfo(qemu) { RedirectStandardError = true, RedirectStandardOutput = true, RedirectStandardInput = true };
         foreach (string a in CommandLine(options, workDir))
         {
             psi.ArgumentList.Add(a);
@@ -108,11 +149,11 @@ public sealed class QemuGuest : IAsyncDisposable
         Process process;
         try
         {
-            process = Process.Start(psi) ?? throw new InvalidOperationException("qemu-system-x86_64 did not start");
+            process = Process.Start(psi) ?? throw new InvalidOperationException($"{qemu} did not start");
         }
         catch (System.ComponentModel.Win32Exception e)
         {
-            throw new InvalidOperationException("qemu-system-x86_64 is not installed (run eng/install-deps.sh)", e);
+            throw new InvalidOperationException($"{qemu} is not installed (run eng/install-deps.sh)", e);
         }
 
         var guest = new QemuGuest(process, workDir, options);

@@ -38,6 +38,12 @@ public sealed record QemuGuestOptions
     /// </summary>
     public IReadOnlyList<string> ExtraArgs { get; init; } = [];
 
+    /// <summary>
+    /// Start the arm64 guest (eng/fixture.sh --arch arm64) under qemu-system-aarch64 -M virt instead of the x86 one;
+    /// <see cref="Machine"/> and <see cref="CpuModel"/> then default to "virt" and "max".
+    /// </summary>
+    public bool Arm64 { get; init; }
+
     /// <summary>The guest kernel series (<see cref="GuestFixture.KernelSeries"/>, e.g. "6.12"); null: the default fixture.</summary>
     public string? KernelSeries { get; init; }
 }

@@ -4,7 +4,7 @@ namespace VmState.Arch.X86;
 /// The architectural state of one x86-64 vCPU, as saved by QEMU (<c>target/i386/machine.c</c>, vmsd "cpu" v12)
 /// and as written into ELF cores (NT_PRSTATUS and QEMU's "QEMU" note).
 /// </summary>
-public sealed class X86CpuState
+public sealed class X86CpuState : IVcpuState
 {
     /// <summary>Names of <see cref="Regs"/> in x86 encoding order (the order QEMU saves them in).</summary>
     public static readonly string[] GeneralRegisterNames =
@@ -115,6 +115,18 @@ public sealed class X86CpuState
     /// MSRs); null for any other name.
     /// </summary>
     public ulong? GetRegister(string name) => X86Registers.Find(name) is { Editable: true } r ? r.Get(this) : null;
+
+    /// <inheritdoc />
+    IArchitecture IVcpuState.Architecture => X86Architecture.Instance;
+
+    /// <inheritdoc />
+    ulong IVcpuState.ProgramCounter => Rip;
+
+    /// <inheritdoc />
+    ulong IVcpuState.StackPointer => Regs[4];
+
+    /// <inheritdoc />
+    ulong? IVcpuState.GetRegister(string name) => X86Registers.Find(name) is { } r ? r.Get(this) : null;
 
     /// <summary>True when the CPU is in 64-bit long mode (EFER.LMA).</summary>
     public bool LongMode => (Efer & (1UL << 10)) != 0;

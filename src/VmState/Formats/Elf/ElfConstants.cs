@@ -9,6 +9,9 @@ internal static class ElfConstants
     /// <summary>e_machine of x86-64.</summary>
     public const ushort EmX86_64 = 62;
 
+    /// <summary>e_machine of AArch64.</summary>
+    public const ushort EmAarch64 = 183;
+
     /// <summary>e_machine of i386.</summary>
     public const ushort Em386 = 3;
 

@@ -67,9 +67,9 @@ public static class ElfCoreReader
         }
 
         ushort machine = BinaryPrimitives.ReadUInt16LittleEndian(ident.AsSpan(18));
-        if (machine != ElfConstants.EmX86_64 && machine != ElfConstants.Em386)
+        if (machine != ElfConstants.EmX86_64 && machine != ElfConstants.Em386 && !(machine == ElfConstants.EmAarch64 && is64))
         {
-            throw new VmStateFormatException(18, S, $"e_machine {machine} (expected 62 x86-64 or 3 i386)");
+            throw new VmStateFormatException(18, S, $"e_machine {machine} (expected 62 x86-64, 3 i386 or 183 AArch64)");
         }
 
         // e_phoff/e_shoff are u64 in ELF64: kept unsigned so that a value near 2^63 or 2^64 can't turn negative
@@ -330,6 +330,33 @@ public static class ElfCoreReader
             }
         }
 
+        // AArch64: the vCPUs are the NT_PRSTATUS notes, each followed by its NT_FPREGSET (QEMU 7.2
+        // target/arm/arch_dump.c); a core carries no system registers.
+        var armCpus = new List<Arch.Arm64.Arm64CpuState>();
+        if (machine == ElfConstants.EmAarch64)
+        {
+            cpus.Clear();
+            foreach (ElfNote n in notes)
+            {
+                if (n.Name == "CORE" && n.Type == ElfNote.NtPrstatus)
+                {
+                    var cpu = new Arch.Arm64.Arm64CpuState { Index = armCpus.Count };
+                    Arm64CoreNotes.ReadPrstatus(n.Descriptor, cpu);
+                    armCpus.Add(cpu);
+                }
+                else if (n.Name == "CORE" && n.Type == Arm64CoreNotes.NtFpregset && armCpus.Count > 0 && n.Descriptor.Length >= Arm64CoreNotes.FpregsetSize)
+                {
+                    Arch.Arm64.Arm64CpuState cpu = armCpus[^1];
+                    n.Descriptor.AsSpan(0, 512).CopyTo(cpu.V);
+                    cpu.Fpsr = BinaryPrimitives.ReadUInt32LittleEndian(n.Descriptor.AsSpan(512));
+                    cpu.Fpcr = BinaryPrimitives.ReadUInt32LittleEndian(n.Descriptor.AsSpan(516));
+                    cpu.HasFpSimd = true;
+                }
+            }
+
+            warnings.RemoveAll(w => w.StartsWith("no QEMU CPU notes", StringComparison.Ordinal));
+        }
+
         var memory = new FileRangeMemory(source, distinct);
         var blocks = new List<RamBlockInfo>();
         foreach ((MemoryRange r, long _, ulong _) in distinct)
@@ -338,6 +365,6 @@ public static class ElfCoreReader
         }
 
         var origin = new ElfCoreOrigin(sourcePath, is64 ? "ELF64 core" : "ELF32 core", notes, vmcoreinfo);
-        return new MachineState(origin, null, memory, cpus, [], blocks, warnings, source);
+        return new MachineState(origin, null, memory, cpus, [], blocks, warnings, source) { Arm64Cpus = armCpus };
     }
 }

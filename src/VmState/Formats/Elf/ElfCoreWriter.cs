@@ -77,7 +77,7 @@ public static class ElfCoreWriter
         copier.Plan(ranges, [.. placed.Select(p => p is null)], layout.FileSize);
         layout.WriteTo(output, cancellationToken);
         copier.Finish();
-        return new ElfCoreSummary(output.Path, layout.FileSize, ranges.Count, machine.Cpus.Count, vmcoreinfoNote is not null) { VirtualSegments = aliases };
+        return new ElfCoreSummary(output.Path, layout.FileSize, ranges.Count, machine.Vcpus.Count, vmcoreinfoNote is not null) { VirtualSegments = aliases };
     }
 
     private static (ElfCoreBuilder Core, int Aliases) Build(MachineState machine, byte[]? vmcoreinfoNote, IReadOnlyList<Arch.X86.VirtualMapping> virtualMappings, Func<int, ElfSegmentSource?> source, long?[] placed)
@@ -94,7 +94,7 @@ public static class ElfCoreWriter
     internal static (ElfCoreBuilder Core, int Aliases, ElfCoreSegment[] Physical) Plan(MachineState machine, byte[]? vmcoreinfoNote, IReadOnlyList<Arch.X86.VirtualMapping> virtualMappings, Func<int, ElfSegmentSource?> source, long?[] placed)
     {
         IReadOnlyList<MemoryRange> ranges = machine.Memory.Ranges;
-        var core = new ElfCoreBuilder { Machine = ElfConstants.EmX86_64, NoteAlignment = 0, DataAlignment = DataAlignment };
+        var core = new ElfCoreBuilder { Machine = machine.Vcpus.Count > 0 ? machine.Vcpus[0].Architecture.ElfMachine : ElfConstants.EmX86_64, NoteAlignment = 0, DataAlignment = DataAlignment };
         foreach (var cpu in machine.Cpus)
         {
             core.AddNote(X86CoreNotes.Prstatus(cpu));
@@ -103,6 +103,16 @@ public static class ElfCoreWriter
         foreach (var cpu in machine.Cpus)
         {
             core.AddNote(X86CoreNotes.QemuCpuState(cpu));
+        }
+
+        // AArch64: per vCPU NT_PRSTATUS then NT_FPREGSET, in QEMU's order (QEMU 7.2 target/arm/arch_dump.c).
+        foreach (var cpu in machine.Arm64Cpus)
+        {
+            core.AddNote(Arm64CoreNotes.Prstatus(cpu));
+            if (cpu.HasFpSimd)
+            {
+                core.AddNote(Arm64CoreNotes.Fpregset(cpu));
+            }
         }
 
         if (vmcoreinfoNote is not null)

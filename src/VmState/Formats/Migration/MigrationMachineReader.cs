@@ -53,6 +53,15 @@ public static class MigrationMachineReader
         ArgumentNullException.ThrowIfNull(origin);
         MigrationStream stream = origin.Stream;
         var warnings = new List<string>(stream.Warnings);
+        if (Arm64CpuSectionDecoder.IsArm(stream.Devices))
+        {
+            IReadOnlyList<RamBlockInfo> armMapped = Arm64VirtLayout.Map(stream.MachineType, stream.RamBlocks, warnings, mainRam);
+            var armMemory = new MigrationRamMemory(stream.Source, stream.RamBlocks, armMapped, stream.PageSize);
+            IReadOnlyList<Arch.Arm64.Arm64CpuState> armCpus = Arm64CpuSectionDecoder.Decode(stream.Devices);
+            WellKnownDevices.Annotate(stream.Devices);
+            return new MachineState(origin, stream.MachineType, armMemory, [], stream.Devices, armMapped, warnings, stream) { Arm64Cpus = armCpus };
+        }
+
         IReadOnlyList<RamBlockInfo> mapped = X86MachineLayout.Map(stream.MachineType, stream.RamBlocks, stream.Devices, warnings, mainRam);
         var memory = new MigrationRamMemory(stream.Source, stream.RamBlocks, mapped, stream.PageSize);
         var cpus = X86CpuSectionDecoder.Decode(stream.Devices);

@@ -1,0 +1,307 @@
+using System.Diagnostics;
+using System.Globalization;
+using System.Text.Json;
+using System.Text.RegularExpressions;
+using VmState.Arch;
+using VmState.Arch.Arm64;
+using VmState.Integration.Harness;
+using VmState.Machine;
+using VmState.Memory;
+using VmState.Snapshots;
+
+namespace VmState.Integration;
+
+/// <summary>
+/// Boots the arm64 fixture guest (Debian's arm64 6.1 kernel under qemu-system-aarch64 -M virt -cpu max, TCG, KASLR on)
+/// once, pauses it, and records the paused state: QEMU's registers (HMP info registers -a), QEMU's own
+/// dump-guest-memory and a migration stream.
+/// </summary>
+public class Arm64GuestFixture : IAsyncLifetime
+{
+    /// <summary>The -cpu model the guest runs on.</summary>
+    protected virtual string CpuModel => "max";
+
+    public string Dir { get; } = Directory.CreateTempSubdirectory("vmstate-arm64-").FullName;
+
+    public GroundTruth Truth { get; private set; } = null!;
+
+    /// <summary>Per vCPU, the registers HMP printed ("PC", "X00".."X30", "SP", "PSTATE").</summary>
+    public IReadOnlyList<IReadOnlyDictionary<string, ulong>> Registers { get; private set; } = [];
+
+    public string StreamPath => Path.Combine(Dir, "guest.mig");
+
+    public string DumpPath => Path.Combine(Dir, "qemu-dump.elf");
+
+    /// <summary>Seconds from QEMU's start to VMSTATE-READY (TCG boot of the arm64 guest).</summary>
+    public double BootSeconds { get; private set; }
+
+    public async Task InitializeAsync()
+    {
+        var clock = Stopwatch.StartNew();
+        await using QemuGuest guest = await QemuGuest.StartAsync(new QemuGuestOptions { Arm64 = true, MemoryMiB = 256, CpuModel = CpuModel }, CancellationToken.None);
+        await guest.WaitForReadyAsync(TimeSpan.FromSeconds(240));
+        BootSeconds = clock.Elapsed.TotalSeconds;
+        Truth = guest.Truth;
+        await guest.PauseAsync();
+        Registers = ParseRegisters(await guest.Qmp.HumanMonitorCommandAsync("info registers -a"));
+        await guest.DumpGuestMemoryAsync(DumpPath);
+        await guest.MigrateToFileAsync(StreamPath);
+        await guest.QuitAsync();
+    }
+
+    public Task DisposeAsync()
+    {
+        if (Environment.GetEnvironmentVariable("VMSTATE_KEEP_WORK") != "1")
+        {
+            Directory.Delete(Dir, recursive: true);
+        }
+
+        return Task.CompletedTask;
+    }
+
+    // QEMU 7.2 target/arm/cpu.c aarch64_cpu_dump_state: "CPU#n", " PC=%016x X00=%016x X01=...", "SP=%016x",
+    // "PSTATE=%08x ...".
+    private static List<IReadOnlyDictionary<string, ulong>> ParseRegisters(string text)
+    {
+        var all = new List<IReadOnlyDictionary<string, ulong>>();
+        Dictionary<string, ulong>? current = null;
+        foreach (string line in text.Split('\n'))
+        {
+            if (line.StartsWith("CPU#", StringComparison.Ordinal))
+            {
+                current = new Dictionary<string, ulong>(StringComparer.Ordinal);
+                all.Add(current);
+                continue;
+            }
+
+            if (current is null)
+            {
+                continue;
+            }
+
+            foreach (Match m in Regex.Matches(line, @"\b(PC|X\d\d|SP|PSTATE)=([0-9a-f]+)\b"))
+            {
+                current.TryAdd(m.Groups[1].Value, ulong.Parse(m.Groups[2].Value, NumberStyles.HexNumber, CultureInfo.InvariantCulture));
+            }
+        }
+
+        return all;
+    }
+}
+
+/// <summary>
+/// AArch64 guests end to end on a real arm64 guest: the migration stream's cpu sections, the virt RAM layout, the
+/// AArch64 ELF core against QEMU's own dump and gdb-multiarch, and the stage 1 walk against the guest's own
+/// /proc/iomem and /proc/kallsyms.
+/// </summary>
+public sealed class Arm64Tests(Arm64GuestFixture guest) : IClassFixture<Arm64GuestFixture>
+{
+    [Fact]
+    public void Stream_vcpus_have_the_registers_qemu_reports()
+    {
+        using MachineState m = SnapshotLoader.Open(guest.StreamPath);
+        Assert.Equal(CpuArchitecture.Arm64, m.Architecture);
+        Assert.Equal("virt-7.2", m.MachineType);
+        Assert.Empty(m.Cpus);
+        Assert.Equal(2, m.Arm64Cpus.Count);
+        Assert.Equal(guest.Registers.Count, m.Arm64Cpus.Count);
+        for (int i = 0; i < m.Arm64Cpus.Count; i++)
+        {
+            Arm64CpuState c = m.Arm64Cpus[i];
+            IReadOnlyDictionary<string, ulong> q = guest.Registers[i];
+            Assert.Equal(q["PC"], c.Pc);
+            Assert.Equal(q["SP"], c.Sp);
+            Assert.Equal(q["PSTATE"], c.Pstate);
+            for (int x = 0; x <= 30; x++)
+            {
+                Assert.Equal(q[$"X{x:00}"], c.X[x]);
+            }
+
+            // Linux runs with the MMU on, 4 KiB granule, 48-bit VA (T1SZ = 16), kernel tables in TTBR1.
+            Assert.True(c.MmuEnabled, $"cpu {i}: SCTLR_EL1 {c.SctlrEl1:x} has M clear");
+            Assert.Equal(16UL, (c.TcrEl1 >> 16) & 0x3F);
+            Assert.NotEqual(0UL, c.Ttbr1El1);
+            Assert.True(c.HasFpSimd);
+            Assert.Equal(c.X[0], ((IVcpuState)c).GetRegister("x0"));
+        }
+
+        // RAM at 1 GiB: the guest's own System RAM line.
+        MemoryRangeIs(m, Truth("iomem").First(t => t.EndsWith("name=System RAM", StringComparison.Ordinal)));
+    }
+
+    [Fact]
+    public void Info_shows_the_aarch64_vcpus()
+    {
+        (int code, string stdout, string stderr) = VmStateCli.Run(["info", guest.StreamPath, "--json"]);
+        Assert.True(code == 0, stderr);
+        using JsonDocument doc = JsonDocument.Parse(stdout);
+        JsonElement cpu0 = doc.RootElement.GetProperty("cpus")[0];
+        Assert.Equal("aarch64", cpu0.GetProperty("architecture").GetString());
+        Assert.Equal($"0x{guest.Registers[0]["PC"]:x}", cpu0.GetProperty("pc").GetString());
+        Assert.StartsWith("0x", cpu0.GetProperty("systemRegisters").GetProperty("TTBR1_EL1").GetString(), StringComparison.Ordinal);
+        Assert.True(cpu0.GetProperty("systemRegisters").TryGetProperty("TCR_EL1", out _));
+    }
+
+    [Fact]
+    public void Extract_core_ram_and_notes_equal_qemu_dump_and_gdb_multiarch_reads_it()
+    {
+        string outDir = Path.Combine(guest.Dir, "extract");
+        (int code, _, string stderr) = VmStateCli.Run(["extract", guest.StreamPath, "-o", outDir]);
+        Assert.True(code == 0, $"extract failed ({code}): {stderr}");
+        string core = Path.Combine(outDir, "core.elf");
+
+        using MachineState ours = SnapshotLoader.Open(core);
+        using MachineState qemu = SnapshotLoader.Open(guest.DumpPath);
+        Assert.Equal(CpuArchitecture.Arm64, qemu.Architecture);
+        RamAssert.Equal(qemu.Memory, ours.Memory);
+
+        // The per-vCPU notes (NT_PRSTATUS, NT_FPREGSET) are byte for byte QEMU's; QEMU adds NT_ARM_SVE, which we do not.
+        var ourNotes = ((Formats.Elf.ElfCoreOrigin)ours.Origin).Notes.Where(n => n.Name == "CORE").ToList();
+        var qemuNotes = ((Formats.Elf.ElfCoreOrigin)qemu.Origin).Notes.Where(n => n.Name == "CORE").ToList();
+        Assert.Equal(qemuNotes.Select(n => n.Type), ourNotes.Select(n => n.Type));
+        for (int i = 0; i < ourNotes.Count; i++)
+        {
+            Assert.Equal(qemuNotes[i].Descriptor, ourNotes[i].Descriptor);
+        }
+
+        Assert.NotNull(((Formats.Elf.ElfCoreOrigin)ours.Origin).VmcoreinfoNote);
+
+        // hardware.json carries the AArch64 registers and the named system registers.
+        using (JsonDocument hw = JsonDocument.Parse(File.ReadAllBytes(Path.Combine(outDir, "hardware.json"))))
+        {
+            JsonElement cpu1 = hw.RootElement.GetProperty("cpus")[1];
+            Assert.Equal("aarch64", cpu1.GetProperty("architecture").GetString());
+            Assert.Equal($"0x{guest.Registers[1]["PC"]:x}", cpu1.GetProperty("registers").GetProperty("pc").GetString());
+            Assert.Equal($"0x{guest.Registers[1]["X30"]:x}", cpu1.GetProperty("registers").GetProperty("x30").GetString());
+            Assert.True(cpu1.GetProperty("systemRegisters").TryGetProperty("TTBR1_EL1", out _));
+        }
+
+        (int gdbCode, string output) = GdbBatch.RunWith("gdb-multiarch", core, "info registers pc sp x0 x30 cpsr", "thread 2", "info registers pc sp");
+        Assert.True(gdbCode == 0, output);
+        Assert.Contains($"0x{guest.Registers[0]["PC"]:x}", output, StringComparison.Ordinal);
+        Assert.Contains($"0x{guest.Registers[0]["X30"]:x}", output, StringComparison.Ordinal);
+        Assert.Contains($"0x{guest.Registers[1]["SP"]:x}", output, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public void Translate_kernel_text_and_linear_map_through_ttbr1()
+    {
+        // _stext is where /proc/iomem's "Kernel code" starts (KASLR moves the virtual address, not the physical one).
+        string stext = Truth("ksym").First(t => t.StartsWith("name=_stext ", StringComparison.Ordinal));
+        ulong va = Field(stext, "addr");
+        ulong kernelCode = Field(Truth("iomem").First(t => t.EndsWith("name=Kernel code", StringComparison.Ordinal)), "start");
+        using MachineState m = SnapshotLoader.Open(guest.StreamPath);
+        Arm64AddressSpace space = CpuAddressSpaces.OfArm64(m, 0);
+        Arm64Translation t = space.Translate(va);
+        Assert.True(t.Success, t.Failure);
+        Assert.Equal(kernelCode, t.PhysicalAddress);
+        Assert.Equal("TTBR1_EL1", t.TableBase);
+        Assert.Equal(4, t.Entries.Count);
+
+        // The linear map: PAGE_OFFSET (0xffff000000000000 with 48-bit VA) + x maps PHYS_OFFSET (0x40000000) + x.
+        Assert.True(space.TryTranslate(0xffff_0000_0012_3458UL, out ulong pa));
+        Assert.Equal(0x4012_3458UL, pa);
+
+        (int code, string stdout, string stderr) = VmStateCli.Run(["translate", guest.StreamPath, $"0x{va:x}", "--explain"]);
+        Assert.True(code == 0, stderr);
+        Assert.Contains("TTBR1_EL1", stdout, StringComparison.Ordinal);
+        Assert.Contains($"0x{va:x} -> 0x{kernelCode:x} (4 KiB page", stdout, StringComparison.Ordinal);
+        Assert.Matches(@"(?m)^  L0 .* table$", stdout);
+    }
+
+    [Fact]
+    public void Marker_value_is_in_ram_where_the_guest_says()
+    {
+        GroundTruth.MarkerInfo marker = guest.Truth.Marker ?? throw new InvalidOperationException("the arm64 guest printed no marker line");
+        using MachineState m = SnapshotLoader.Open(guest.StreamPath);
+        byte[] got = new byte[marker.Value.Length];
+        m.Memory.ReadExactly(marker.PhysicalAddress, got);
+        Assert.Equal(marker.Value, System.Text.Encoding.ASCII.GetString(got));
+    }
+
+    [Fact]
+    public void Vmcoreinfo_layout_finds_swapper_pg_dir_and_reads_the_release()
+    {
+        using MachineState m = SnapshotLoader.Open(guest.StreamPath);
+        (byte[] note, _) = VmcoreinfoLocator.Find(m, scan: true) ?? throw new InvalidOperationException("no VMCOREINFO in the arm64 guest");
+        Linux.Vmcoreinfo info = Linux.Vmcoreinfo.FromNote(note);
+        Linux.Arm64KernelLayout layout = Linux.Arm64KernelLayout.FromVmcoreinfo(info) ?? throw new InvalidOperationException("no arm64 layout in VMCOREINFO");
+        Assert.Equal(48, layout.VaBits);
+        Assert.Equal(0x4000_0000UL, layout.PhysOffset);
+
+        // Without KPTI (-cpu max has E0PD) TTBR1_EL1 holds swapper_pg_dir itself (ASID and CnP aside).
+        Assert.Equal(layout.SwapperPgDirPhysical, m.Arm64Cpus[0].Ttbr1El1 & 0x0000_FFFF_FFFF_F000UL);
+
+        // _stext from /proc/kallsyms is an image address: va - kimage_voffset is where /proc/iomem says the code is.
+        ulong stext = Field(Truth("ksym").First(t => t.StartsWith("name=_stext ", StringComparison.Ordinal)), "addr");
+        Assert.Equal(Field(Truth("iomem").First(t => t.EndsWith("name=Kernel code", StringComparison.Ordinal)), "start"), layout.ImageToPhysical(stext));
+
+        Arm64AddressSpace kernel = layout.KernelAddressSpace(m, m.Arm64Cpus[0]);
+        Assert.Equal(guest.Truth.KernelVersion, layout.ReadRelease(kernel, info));
+
+        // ps says what it found and that the Linux views do not read AArch64 kernels yet.
+        (int code, _, string stderr) = VmStateCli.Run(["ps", guest.StreamPath]);
+        Assert.NotEqual(0, code);
+        Assert.Contains("not supported on AArch64 guests yet", stderr, StringComparison.Ordinal);
+        Assert.Contains($"release \"{guest.Truth.KernelVersion}\" read through swapper_pg_dir", stderr, StringComparison.Ordinal);
+    }
+
+    private IEnumerable<string> Truth(string key) => guest.Truth.Lines.Where(l => l.Key == key).Select(l => l.Text);
+
+    private static ulong Field(string text, string name)
+    {
+        Match m = Regex.Match(text, $@"\b{name}=(0x)?([0-9a-f]+)");
+        Assert.True(m.Success, $"no {name}= in \"{text}\"");
+        return ulong.Parse(m.Groups[2].Value, NumberStyles.HexNumber, CultureInfo.InvariantCulture);
+    }
+
+    private static void MemoryRangeIs(MachineState m, string iomem)
+    {
+        ulong start = Field(iomem, "start"), end = Field(iomem, "end");
+        Assert.Contains(m.Memory.Ranges, r => r.Start == start && r.End == end + 1);
+    }
+}
+
+/// <summary>The same guest on -cpu cortex-a57: no PAuth, a 44-bit PA range, so KASLR also moves the linear map.</summary>
+public sealed class Arm64CortexA57Fixture : Arm64GuestFixture
+{
+    protected override string CpuModel => "cortex-a57";
+}
+
+/// <summary>
+/// The second CPU case of the arm64 guest (-cpu cortex-a57, KASLR on): with a 44-bit physical range KASLR
+/// randomizes the linear map too (PHYS_OFFSET becomes a negative memstart_addr), and the kernel's layout from
+/// VMCOREINFO still translates image and linear-map addresses to where the guest says they are.
+/// </summary>
+public sealed class Arm64CortexA57Tests(Arm64CortexA57Fixture guest) : IClassFixture<Arm64CortexA57Fixture>
+{
+    [Fact]
+    public void Kernel_layout_translates_image_and_linear_addresses()
+    {
+        using MachineState m = SnapshotLoader.Open(guest.StreamPath);
+        Assert.Equal(CpuArchitecture.Arm64, m.Architecture);
+        for (int i = 0; i < m.Arm64Cpus.Count; i++)
+        {
+            Assert.Equal(guest.Registers[i]["PC"], m.Arm64Cpus[i].Pc);
+            Assert.Equal(guest.Registers[i]["X30"], m.Arm64Cpus[i].X[30]);
+        }
+
+        (byte[] note, _) = VmcoreinfoLocator.Find(m, scan: true) ?? throw new InvalidOperationException("no VMCOREINFO");
+        Linux.Vmcoreinfo info = Linux.Vmcoreinfo.FromNote(note);
+        Linux.Arm64KernelLayout layout = Linux.Arm64KernelLayout.FromVmcoreinfo(info) ?? throw new InvalidOperationException("no arm64 layout");
+        Arm64AddressSpace kernel = layout.KernelAddressSpace(m, m.Arm64Cpus[0]);
+        Assert.Equal(guest.Truth.KernelVersion, layout.ReadRelease(kernel, info));
+
+        string stext = guest.Truth.Lines.First(l => l.Key == "ksym" && l.Text.StartsWith("name=_stext ", StringComparison.Ordinal)).Text;
+        ulong va = ulong.Parse(Regex.Match(stext, "addr=0x([0-9a-f]+)").Groups[1].Value, NumberStyles.HexNumber, CultureInfo.InvariantCulture);
+        Arm64Translation t = kernel.Translate(va);
+        Assert.True(t.Success, t.Failure);
+        Assert.Equal(layout.ImageToPhysical(va), t.PhysicalAddress);
+
+        // The linear map of RAM's first page, wherever KASLR put it: PAGE_OFFSET + (0x40000000 - PHYS_OFFSET).
+        ulong linear = layout.PageOffset + (0x4000_0000UL - layout.PhysOffset);
+        Assert.True(kernel.TryTranslate(linear + 0x1008, out ulong pa), $"0x{linear:x} is not mapped");
+        Assert.Equal(0x4000_1008UL, pa);
+        Assert.Equal(pa, layout.LinearToPhysical(linear + 0x1008));
+    }
+}
