@@ -39,6 +39,7 @@ public static class Targets
         ["osevents"] = OsEvents,
         ["history"] = HistoryStoreFiles,
         ["replay"] = ReplayManifest,
+        ["rrindex"] = ReplayIndexFile,
         ["fork"] = ForkCloneDescription,
         ["trigger"] = TriggerPort,
         ["arm64walk"] = Arm64Walk,
@@ -381,6 +382,16 @@ public static class Targets
     /// rewrite it (<see cref="VmState.Live.QemuArguments"/>, <see cref="VmState.Replay.ReplayCommandLine"/>). A refused
     /// command line is an <see cref="ArgumentException"/>, as the CLI reports it.
     /// </summary>
+    private static void ReplayIndexFile(byte[] data)
+    {
+        VmState.Replay.ReplayIndex index = VmState.Replay.ReplayIndex.Parse(data, "index", checkHash: false);
+        VmState.Replay.ReplayIndex again = VmState.Replay.ReplayIndex.Parse(index.Serialize(), "index");
+        if (again.Points.Count != index.Points.Count)
+        {
+            throw new InvalidOperationException("an index file does not read back as written");
+        }
+    }
+
     private static void ReplayManifest(byte[] data)
     {
         VmState.Replay.ReplayRecording r = VmState.Replay.ReplayRecording.Parse(data, "/recording");

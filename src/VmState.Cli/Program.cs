@@ -47,7 +47,9 @@ public static class Program
         root.Subcommands.Add(RrCommand.Create());
         root.Subcommands.Add(ForkCommand.Create());
         root.Subcommands.Add(ServeCommand.Create());
-        root.Subcommands.Add(WatchCommand.Create(inner => root.Parse(inner).Invoke()));
-        return root.Parse(args).Invoke();
+        // No response files: an argument starting with @ is the argument itself (rr goto REC @FIND-RESULT.json).
+        var parsing = new ParserConfiguration { ResponseFileTokenReplacer = null };
+        root.Subcommands.Add(WatchCommand.Create(inner => root.Parse(inner, parsing).Invoke()));
+        return root.Parse(args, parsing).Invoke();
     }
 }

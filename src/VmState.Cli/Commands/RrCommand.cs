@@ -1,12 +1,16 @@
 using System.CommandLine;
+using System.Diagnostics;
 using System.Globalization;
+using System.Text.Json;
 using VmState.Replay;
 
 namespace VmState.Cli.Commands;
 
 /// <summary>
 /// <c>vmstate rr record -o REC -- QEMU ARGS...</c>, <c>vmstate rr replay REC [--to ICOUNT] [--gdb PORT] [--dir DIR]</c>,
-/// <c>vmstate rr info REC</c>: QEMU's deterministic record/replay (<see cref="ReplayRecorder"/>, <see cref="ReplaySession"/>).
+/// <c>vmstate rr info REC</c>, <c>vmstate rr index REC</c>, <c>vmstate rr find REC PREDICATE</c>, <c>vmstate rr goto REC
+/// ICOUNT</c>: QEMU's deterministic record/replay (<see cref="ReplayRecorder"/>, <see cref="ReplaySession"/>), its index
+/// (<see cref="ReplayIndexer"/>) and exact answers (<see cref="ReplayFinder"/>).
 /// </summary>
 internal static class RrCommand
 {
@@ -16,6 +20,9 @@ internal static class RrCommand
         command.Subcommands.Add(Record());
         command.Subcommands.Add(Replay());
         command.Subcommands.Add(Info());
+        command.Subcommands.Add(Index());
+        command.Subcommands.Add(Find());
+        command.Subcommands.Add(Goto());
         return command;
     }
 
@@ -52,20 +59,36 @@ internal static class RrCommand
         command.SetAction((r, ct) => Task.FromResult(CommonOptions.Run(() =>
         {
             ReplayRecording rec = ReplayRecording.Open(r.GetValue(recording)!);
-            ulong? target = r.GetValue(to) is string t ? ParseCount(t) : null;
+            ulong? target = r.GetValue(to) is string t ? ParseCount(t, "--to") : null;
             string work = r.GetValue(dir) ?? Directory.CreateTempSubdirectory("vmstate-replay-").FullName;
             return RunReplay(rec, work, target, r.GetValue(gdb), ct).GetAwaiter().GetResult();
         })));
         return command;
     }
 
-    private static async Task<int> RunReplay(ReplayRecording rec, string work, ulong? target, int? gdbPort, CancellationToken ct)
+    private static async Task<int> RunReplay(ReplayRecording rec, string work, ulong? target, int? gdbPort, CancellationToken ct, bool hints = false)
+    {
+        for (int attempt = 1; ; attempt++)
+        {
+            try
+            {
+                return await RunReplayOnce(rec, work, target, gdbPort, ct, hints);
+            }
+            catch (TimeoutException e) when (hints && attempt == 1)
+            {
+                // QEMU's replay stalled (ReplaySession): goto tries one fresh replay.
+                Console.Error.WriteLine($"vmstate rr goto: {e.Message}; trying once more");
+            }
+        }
+    }
+
+    private static async Task<int> RunReplayOnce(ReplayRecording rec, string work, ulong? target, int? gdbPort, CancellationToken ct, bool hints)
     {
         await using ReplaySession session = await ReplaySession.StartAsync(rec, work, gdbPort, ct);
-        Console.Error.WriteLine($"vmstate rr replay: QEMU {session.Info.ProcessId} replaying {TerminalText.Escape(rec.Directory)}; console files in {TerminalText.Escape(session.Info.Directory)}");
+        Console.Error.WriteLine($"vmstate rr {(hints ? "goto" : "replay")}: QEMU {session.Info.ProcessId} replaying {TerminalText.Escape(rec.Directory)}; console files in {TerminalText.Escape(session.Info.Directory)}");
         if (target is ulong icount)
         {
-            ulong at = await session.RunToAsync(icount, ct);
+            ulong at = icount == 0 ? await session.IcountAsync(ct) : await session.RunToAsync(icount, ct);
             if (session.Ended)
             {
                 Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"replay ended before instruction {icount}"));
@@ -79,15 +102,24 @@ internal static class RrCommand
                 Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"gdb tcp:127.0.0.1:{port}"));
             }
 
+            if (hints)
+            {
+                Console.WriteLine($"  vmstate ps --qmp {TerminalText.Escape(session.Info.QmpSocket)}");
+                if (gdbPort is int p)
+                {
+                    Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"  gdb -ex 'target remote 127.0.0.1:{p}'"));
+                }
+            }
+
             Console.Out.Flush();
-            Console.Error.WriteLine("vmstate rr replay: paused; live commands with --qmp above; Ctrl-C ends the replay (or cont over QMP runs it to the end)");
+            Console.Error.WriteLine($"vmstate rr {(hints ? "goto" : "replay")}: paused; live commands with --qmp above; Ctrl-C ends the replay (or cont over QMP runs it to the end)");
             try
             {
                 await session.WaitForEndAsync(ct);
             }
             catch (OperationCanceledException)
             {
-                Console.Error.WriteLine("vmstate rr replay: stopped");
+                Console.Error.WriteLine($"vmstate rr {(hints ? "goto" : "replay")}: stopped");
                 return 0;
             }
 
@@ -125,6 +157,275 @@ internal static class RrCommand
         return command;
     }
 
+    private static Command Index()
+    {
+        var recording = new Argument<string>("REC") { Description = "a recording directory (vmstate rr record)" };
+        var every = new Option<string?>("--every") { Description = "pause every N instructions (decimal, or hex with 0x; default: 100 points over the recording, at least 1000000 apart)" };
+        var compare = new Option<bool>("--compare") { Description = "also time a plain replay of the recording to its end first, and report the index pass's cost relative to it" };
+        var dir = new Option<string?>("--dir") { Description = "the replays' work directory (default: a new directory under the temporary directory, removed at the end)" };
+        var command = new Command("index", $"Replay a recording once, paused at regular instruction counts, and record what the Linux layer sees at each (processes, modules, network devices, kernel log) into REC/{ReplayIndex.FileName} for rr find");
+        command.Arguments.Add(recording);
+        command.Options.Add(every);
+        command.Options.Add(compare);
+        command.Options.Add(dir);
+        command.SetAction((r, ct) => Task.FromResult(CommonOptions.Run(() =>
+        {
+            ReplayRecording rec = ReplayRecording.Open(r.GetValue(recording)!);
+            ulong interval = r.GetValue(every) is string e ? ParseCount(e, "--every") : ReplayIndexer.DefaultEvery(rec);
+            return WithWork(r.GetValue(dir), "vmstate-rr-index-", work => RunIndex(rec, interval, r.GetValue(compare), work, ct));
+        })));
+        return command;
+    }
+
+    private static async Task<int> RunIndex(ReplayRecording rec, ulong every, bool compare, string work, CancellationToken ct)
+    {
+        TimeSpan? plain = null;
+        if (compare)
+        {
+            var clock = Stopwatch.StartNew();
+            await using (ReplaySession session = await ReplaySession.StartAsync(rec, Path.Combine(work, "plain"), null, ct))
+            {
+                await session.RunToEndAsync(ct);
+            }
+
+            plain = clock.Elapsed;
+            Console.Error.WriteLine(string.Create(CultureInfo.InvariantCulture, $"vmstate rr index: plain replay to the end in {plain.Value.TotalSeconds:F1} s"));
+        }
+
+        var clock2 = Stopwatch.StartNew();
+        var progress = new Progress<ReplayIndexPoint>(p => Console.Error.WriteLine(p.View.KernelError is string error
+            ? string.Create(CultureInfo.InvariantCulture, $"vmstate rr index: {p.Icount} ({clock2.Elapsed.TotalSeconds:F1} s): no kernel: {error}")
+            : string.Create(CultureInfo.InvariantCulture, $"vmstate rr index: {p.Icount} ({clock2.Elapsed.TotalSeconds:F1} s): {p.View.Processes.Count} processes, {p.View.Modules.Count} modules, log up to {p.View.LogNext}")));
+        ReplayIndex index = await ReplayIndexer.BuildAsync(rec, every, Path.Combine(work, "index"), plain, progress, ct);
+        int withKernel = index.Points.Count(p => p.View.KernelError is null);
+        Console.WriteLine($"index {TerminalText.Escape(ReplayIndex.PathOf(rec))}");
+        Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"  points {index.Points.Count} (every {index.Every} instructions; the guest kernel read at {withKernel})"));
+        Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"  index pass {index.PassTime!.Value.TotalSeconds:F1} s") + (plain is TimeSpan t
+            ? string.Create(CultureInfo.InvariantCulture, $", plain replay {t.TotalSeconds:F1} s: {index.PassTime.Value / t:F2}x a plain replay")
+            : ", plain replay not timed (--compare times it)"));
+        return 0;
+    }
+
+    private static Command Find()
+    {
+        var recording = new Argument<string>("REC") { Description = "an indexed recording directory (vmstate rr index)" };
+        var process = new Option<string?>("--process") { Description = "the predicate: a process with this pid, comm or name exists" };
+        var bytes = new Option<string?>("--bytes") { Description = "the predicate: memory holds these bytes (hex), at --phys or --virt ADDR (exactly there) or ADDR..END (anywhere in the range)" };
+        var phys = new Option<string?>("--phys") { Description = "with --bytes: a guest-physical address or range ADDR..END" };
+        var virt = new Option<string?>("--virt") { Description = "with --bytes: a kernel-virtual address or range ADDR..END" };
+        var symbol = new Option<string?>("--symbol") { Description = "the predicate: the value of this kernel variable, with --equals V (it equals V) or --changes (every change)" };
+        var size = new Option<int>("--size") { Description = "with --symbol: the variable's size in bytes (1, 2, 4 or 8)", DefaultValueFactory = _ => 8 };
+        var equals = new Option<string?>("--equals") { Description = "with --symbol: the value (decimal, or hex with 0x)" };
+        var changes = new Option<bool>("--changes") { Description = "with --symbol: every change of its value" };
+        var brk = new Option<string?>("--break") { Description = "the predicate: a breakpoint on this kernel function is hit (QEMU's gdbstub on the replay)" };
+        var pid = new Option<int?>("--pid") { Description = "with --break: only hits by this pid (or tgid)" };
+        var hit = new Option<long>("--hit") { Description = "with --break: the Nth hit (counted from power-on; with --pid from the last index point before the pid exists)", DefaultValueFactory = _ => 1 };
+        var before = new Option<string?>("--before") { Description = "with --break: the last hit before this instruction count instead" };
+        var all = new Option<bool>("--all") { Description = "every transition, not just the first (for a yes/no predicate: where it becomes true)" };
+        var dir = new Option<string?>("--dir") { Description = "the replays' work directory (default: a new directory under the temporary directory, removed at the end)" };
+        Option<bool> json = CommonOptions.Json();
+        var command = new Command("find", "The exact instruction count where a predicate becomes true (or, with --all, every change): coarse from the index, then replays narrow it to one instruction; at the answer the predicate holds, one instruction earlier it does not");
+        command.Arguments.Add(recording);
+        foreach (Option o in (Option[])[process, bytes, phys, virt, symbol, size, equals, changes, brk, pid, hit, before, all, dir, json])
+        {
+            command.Options.Add(o);
+        }
+
+        command.SetAction((r, ct) => Task.FromResult(CommonOptions.Run(() =>
+        {
+            ReplayRecording rec = ReplayRecording.Open(r.GetValue(recording)!);
+            ReplayIndex index = ReplayIndex.TryLoad(rec) ?? throw new ArgumentException($"{rec.Directory} has no index: run vmstate rr index {rec.Directory} first");
+            int given = new[] { r.GetValue(process) is not null, r.GetValue(bytes) is not null, r.GetValue(symbol) is not null, r.GetValue(brk) is not null }.Count(b => b);
+            if (given != 1)
+            {
+                throw new ArgumentException("give one predicate: --process, --bytes, --symbol or --break");
+            }
+
+            return WithWork(r.GetValue(dir), "vmstate-rr-find-", async work =>
+            {
+                ReplayFindResult result;
+                if (r.GetValue(brk) is string function)
+                {
+                    ulong? until = r.GetValue(before) is string b ? ParseCount(b, "--before") : null;
+                    result = await ReplayFinder.FindBreakAsync(rec, index, function, r.GetValue(pid), r.GetValue(hit), until, work, ct);
+                }
+                else
+                {
+                    ReplayPredicate predicate = Predicate(r.GetValue(process), r.GetValue(bytes), r.GetValue(phys), r.GetValue(virt), r.GetValue(symbol), r.GetValue(size), r.GetValue(equals), r.GetValue(changes));
+                    result = await ReplayFinder.FindAsync(rec, index, predicate, r.GetValue(all), work, ct);
+                }
+
+                Print(rec, result, r.GetValue(json));
+                return result.Transitions.Count > 0 ? 0 : 1;
+            });
+        })));
+        return command;
+    }
+
+    private static ReplayPredicate Predicate(string? process, string? bytes, string? phys, string? virt, string? symbol, int size, string? equals, bool changes)
+    {
+        if (process is not null)
+        {
+            return ReplayPredicate.Process(process);
+        }
+
+        if (bytes is not null)
+        {
+            if ((phys is null) == (virt is null))
+            {
+                throw new ArgumentException("--bytes needs one of --phys ADDR[..END] or --virt ADDR[..END]");
+            }
+
+            byte[] pattern = Convert.FromHexString(bytes.StartsWith("0x", StringComparison.OrdinalIgnoreCase) ? bytes[2..] : bytes);
+            if (pattern.Length == 0)
+            {
+                throw new ArgumentException("--bytes is empty");
+            }
+
+            string range = phys ?? virt!;
+            int dots = range.IndexOf("..", StringComparison.Ordinal);
+            ulong start = AddressParser.Parse(dots < 0 ? range : range[..dots], "address");
+            ulong? end = dots < 0 ? null : AddressParser.Parse(range[(dots + 2)..], "end address");
+            return end is ulong e && e <= start ? throw new ArgumentException("the range's end is not after its start") : ReplayPredicate.Bytes(pattern, phys is not null, start, end);
+        }
+
+        if (size is not (1 or 2 or 4 or 8))
+        {
+            throw new ArgumentException("--size is 1, 2, 4 or 8");
+        }
+
+        if ((equals is null) == !changes)
+        {
+            throw new ArgumentException("--symbol needs one of --equals V or --changes");
+        }
+
+        return ReplayPredicate.Symbol(symbol!, size, equals is null ? null : ParseCount(equals, "--equals"));
+    }
+
+    private static void Print(ReplayRecording rec, ReplayFindResult result, bool json)
+    {
+        if (json)
+        {
+            CommonOptions.WriteJson(w =>
+            {
+                w.WriteStartObject();
+                w.WriteString("recording", rec.Directory);
+                w.WriteString("predicate", result.Predicate);
+                if (result.Transitions.Count > 0)
+                {
+                    w.WriteNumber("icount", result.Transitions[0].Icount);
+                }
+                else
+                {
+                    w.WriteNull("icount");
+                }
+
+                w.WriteStartArray("transitions");
+                foreach (ReplayTransition t in result.Transitions)
+                {
+                    w.WriteStartObject();
+                    w.WriteNumber("icount", t.Icount);
+                    w.WriteString("before", t.Before);
+                    w.WriteString("after", t.After);
+                    w.WriteEndObject();
+                }
+
+                w.WriteEndArray();
+                WriteOptional(w, "coarseFrom", result.CoarseFrom);
+                WriteOptional(w, "coarseTo", result.CoarseTo);
+                w.WriteNumber("replays", result.Replays);
+                w.WriteNumber("stops", result.Stops);
+                w.WriteNumber("seconds", Math.Round(result.Elapsed.TotalSeconds, 3));
+                w.WriteEndObject();
+            });
+            return;
+        }
+
+        if (result.Transitions.Count == 0)
+        {
+            Console.WriteLine($"{TerminalText.Escape(result.Predicate)}: never, in the recording (at the index's points)");
+        }
+
+        foreach (ReplayTransition t in result.Transitions)
+        {
+            Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"{t.Icount}  {TerminalText.Escape(t.Before)} -> {TerminalText.Escape(t.After)}"));
+        }
+
+        string coarse = result.CoarseFrom is ulong f ? string.Create(CultureInfo.InvariantCulture, $"between index points {f} and {(result.CoarseTo is ulong to ? to.ToString(CultureInfo.InvariantCulture) : "the end")}, ") : string.Empty;
+        Console.Error.WriteLine(string.Create(CultureInfo.InvariantCulture, $"vmstate rr find: {TerminalText.Escape(result.Predicate)}: {coarse}{result.Replays} replay(s), {result.Stops} stop(s), {result.Elapsed.TotalSeconds:F1} s"));
+    }
+
+    private static void WriteOptional(Utf8JsonWriter w, string name, ulong? value)
+    {
+        if (value is ulong v)
+        {
+            w.WriteNumber(name, v);
+        }
+        else
+        {
+            w.WriteNull(name);
+        }
+    }
+
+    private static Command Goto()
+    {
+        var recording = new Argument<string>("REC") { Description = "a recording directory (vmstate rr record)" };
+        var target = new Argument<string>("ICOUNT") { Description = "an instruction count (decimal, or hex with 0x), or @FILE: the JSON of vmstate rr find --json (its \"icount\")" };
+        var gdb = new Option<int?>("--gdb") { Description = "the gdbstub's port on 127.0.0.1 (default: a free one)" };
+        var dir = new Option<string?>("--dir") { Description = "the replay's work directory: disk overlays and console files (default: a new directory under the temporary directory)" };
+        var command = new Command("goto", "Leave a replay paused at an instruction count (or at a find result) with QEMU's gdbstub on loopback and a QMP socket for every live command, until Ctrl-C");
+        command.Arguments.Add(recording);
+        command.Arguments.Add(target);
+        command.Options.Add(gdb);
+        command.Options.Add(dir);
+        command.SetAction((r, ct) => Task.FromResult(CommonOptions.Run(() =>
+        {
+            ReplayRecording rec = ReplayRecording.Open(r.GetValue(recording)!);
+            string t = r.GetValue(target)!;
+            ulong icount = t.StartsWith('@') ? FindResultCount(t[1..]) : ParseCount(t, "ICOUNT");
+            string work = r.GetValue(dir) ?? Directory.CreateTempSubdirectory("vmstate-replay-").FullName;
+            return RunReplay(rec, work, icount, r.GetValue(gdb) ?? FreePort(), ct, hints: true).GetAwaiter().GetResult();
+        })));
+        return command;
+    }
+
+    private static ulong FindResultCount(string file)
+    {
+        var info = new FileInfo(file);
+        if (!info.Exists || info.Length > 1 << 20)
+        {
+            throw new ArgumentException($"{file} is not a result of vmstate rr find --json");
+        }
+
+        using JsonDocument doc = JsonDocument.Parse(File.ReadAllBytes(file));
+        return doc.RootElement.ValueKind == JsonValueKind.Object && doc.RootElement.TryGetProperty("icount", out JsonElement i) && i.TryGetUInt64(out ulong v)
+            ? v
+            : throw new ArgumentException($"{file} has no \"icount\" (the predicate never held?)");
+    }
+
+    private static int FreePort()
+    {
+        using var listener = new System.Net.Sockets.TcpListener(System.Net.IPAddress.Loopback, 0);
+        listener.Start();
+        return ((System.Net.IPEndPoint)listener.LocalEndpoint).Port;
+    }
+
+    private static int WithWork(string? dir, string prefix, Func<string, Task<int>> body)
+    {
+        string work = dir ?? Directory.CreateTempSubdirectory(prefix).FullName;
+        try
+        {
+            return body(work).GetAwaiter().GetResult();
+        }
+        finally
+        {
+            if (dir is null)
+            {
+                Directory.Delete(work, recursive: true);
+            }
+        }
+    }
+
     private static string Describe(ReplayRecording rec) => string.Create(CultureInfo.InvariantCulture,
         $"recording {TerminalText.Escape(rec.Directory)}\n  QEMU {TerminalText.Escape(rec.QemuVersion)} ({TerminalText.Escape(rec.QemuPackage)})\n  instructions {rec.InstructionCount}\n  duration {rec.Duration.TotalSeconds:F1} s, ended: {End(rec.End)}\n  log {Hex.Size((ulong)rec.LogBytes)}, {rec.Drives.Count} disk(s)\n  command {TerminalText.Escape(string.Join(' ', rec.Command))}");
 
@@ -135,11 +436,11 @@ internal static class RrCommand
         _ => "QEMU exited",
     };
 
-    private static ulong ParseCount(string text)
+    private static ulong ParseCount(string text, string what)
     {
         bool hex = text.StartsWith("0x", StringComparison.OrdinalIgnoreCase);
         return ulong.TryParse(hex ? text[2..] : text, hex ? NumberStyles.AllowHexSpecifier : NumberStyles.None, CultureInfo.InvariantCulture, out ulong v)
             ? v
-            : throw new ArgumentException($"--to {text} is not an instruction count");
+            : throw new ArgumentException($"{what} {text} is not an instruction count");
     }
 }

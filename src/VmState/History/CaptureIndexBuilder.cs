@@ -23,6 +23,12 @@ internal static class CaptureIndexBuilder
             return new HistoryCaptureIndex(number, pause, wall, e.Message, 0, [], [], [], 0, 0, 0, []);
         }
 
+        return Build(number, kernel, previous, pause, wall);
+    }
+
+    /// <summary>The same from a kernel already located (a paused replay reads one kernel at many instruction counts).</summary>
+    public static HistoryCaptureIndex Build(int number, LinuxKernel kernel, HistoryCaptureIndex? previous, TimeSpan? pause, TimeSpan? wall)
+    {
         try
         {
             var processes = new List<HistoryProcess>();

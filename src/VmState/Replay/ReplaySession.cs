@@ -167,8 +167,13 @@ public sealed class ReplaySession : IAsyncDisposable
         await _run.DisposeAsync().ConfigureAwait(false);
     }
 
+    /// <summary>A replay whose instruction count stays the same this long while it runs is stuck (below).</summary>
+    internal static readonly TimeSpan StallTimeout = TimeSpan.FromSeconds(30);
+
     private async Task WaitForStopAsync(CancellationToken cancellationToken)
     {
+        ulong lastCount = ulong.MaxValue;
+        long lastChange = Environment.TickCount64;
         while (true)
         {
             Task<QmpEvent> next = _nextEvent ??= _qmp.NextEventAsync(CancellationToken.None);
@@ -201,6 +206,21 @@ public sealed class ReplaySession : IAsyncDisposable
             {
                 // A STOP event may have come before the wait started.
                 return;
+            }
+            else
+            {
+                // QEMU 7.2's replay sometimes stops advancing (seen here early in the fixture's boot, on a loaded
+                // host: the vCPU thread spins, the count stays): a timeout instead of waiting forever.
+                ulong count = await IcountAsync(cancellationToken).ConfigureAwait(false);
+                if (count != lastCount)
+                {
+                    (lastCount, lastChange) = (count, Environment.TickCount64);
+                }
+                else if (Environment.TickCount64 - lastChange > StallTimeout.TotalMilliseconds)
+                {
+                    throw new TimeoutException(string.Create(CultureInfo.InvariantCulture,
+                        $"the replay of {Recording.Directory} stopped advancing at instruction {count} for {StallTimeout.TotalSeconds:F0} s (a QEMU record/replay hang); a fresh replay may pass"));
+                }
             }
         }
     }

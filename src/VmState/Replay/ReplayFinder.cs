@@ -1,0 +1,295 @@
+using System.Diagnostics;
+using System.Globalization;
+
+namespace VmState.Replay;
+
+/// <summary>
+/// Finds the exact instruction count where a predicate changes (<c>vmstate rr find</c>): the index says between which two
+/// of its points (or, for predicates the index does not hold, one replay paused at each point does), then replays narrow
+/// the interval down to one instruction. A replay only runs forward, and a replay seek backwards in QEMU restarts from
+/// the initial snapshot anyway, so each narrowing round pauses one forward replay at <see cref="Fanout"/> evenly spaced
+/// counts and the next round starts a fresh replay to the lower end of the sub-interval where the state changed: a
+/// round costs one replay to that point plus the pauses, and the rounds are log(interval) / log(<see cref="Fanout"/>).
+/// At the answer the predicate's state is the new one, at the answer minus one the old one. A change that is undone
+/// between two index points is not seen (index with a smaller interval to see it).
+/// </summary>
+public sealed class ReplayFinder : IAsyncDisposable
+{
+    /// <summary>How many pauses one narrowing round makes.</summary>
+    public const int Fanout = 64;
+
+    private const int MaxRetries = 4;
+    private readonly ReplayRecording _recording;
+    private readonly string _work;
+    private readonly Stopwatch _clock = Stopwatch.StartNew();
+    private ReplayProbe? _probe;
+    private int _replays;
+    private int _stops;
+    private int _retries;
+
+    private ReplayFinder(ReplayRecording recording, string workDirectory)
+    {
+        _recording = recording;
+        _work = workDirectory;
+    }
+
+    /// <summary>
+    /// The first transition of <paramref name="predicate"/> (for a yes/no predicate: where it first becomes true), or with
+    /// <paramref name="all"/> every transition, each exact to one instruction.
+    /// </summary>
+    /// <param name="recording">The recording.</param>
+    /// <param name="index">Its index (<see cref="ReplayIndexer"/>).</param>
+    /// <param name="predicate">What to look for.</param>
+    /// <param name="all">Every transition, not just the first.</param>
+    /// <param name="workDirectory">Where the replays keep their files (a subdirectory per replay).</param>
+    /// <param name="cancellationToken">Cancels the search (the replay running is quit).</param>
+    public static async Task<ReplayFindResult> FindAsync(ReplayRecording recording, ReplayIndex index, ReplayPredicate predicate, bool all, string workDirectory, CancellationToken cancellationToken = default)
+    {
+        ArgumentNullException.ThrowIfNull(recording);
+        ArgumentNullException.ThrowIfNull(index);
+        ArgumentNullException.ThrowIfNull(predicate);
+        await using var finder = new ReplayFinder(recording, workDirectory);
+        return await finder.RunAsync(index, predicate, all, cancellationToken).ConfigureAwait(false);
+    }
+
+    /// <summary>Quits the replay still running.</summary>
+    public async ValueTask DisposeAsync()
+    {
+        if (_probe is not null)
+        {
+            await _probe.DisposeAsync().ConfigureAwait(false);
+            _probe = null;
+        }
+    }
+
+    private async Task<ReplayFindResult> RunAsync(ReplayIndex index, ReplayPredicate predicate, bool all, CancellationToken ct)
+    {
+        var transitions = new List<ReplayTransition>();
+        ulong? coarseFrom = null, coarseTo = null;
+        string previous = predicate.AtPowerOn ?? await StateAtAsync(predicate, 0, ct).ConfigureAwait(false);
+        ulong previousAt = 0;
+        foreach (ReplayIndexPoint point in index.Points)
+        {
+            string state = predicate.FromIndex(point) ?? await StateAtAsync(predicate, point.Icount, ct).ConfigureAwait(false);
+            if (state != previous)
+            {
+                // The state changed between two points: narrow down to the instruction, once or (all) for every change.
+                ulong lo = previousAt;
+                string loState = previous;
+                while (loState != state)
+                {
+                    (ulong at, string after) = await NarrowAsync(predicate, lo, loState, point.Icount, state, ct).ConfigureAwait(false);
+                    var t = new ReplayTransition(at, loState, after);
+                    if (all || !predicate.IsBoolean || after == ReplayPredicate.True)
+                    {
+                        coarseFrom ??= previousAt;
+                        coarseTo ??= point.Icount;
+                        transitions.Add(t);
+                        if (!all)
+                        {
+                            return Result(predicate, transitions, coarseFrom, coarseTo);
+                        }
+                    }
+
+                    (lo, loState) = (at, after);
+                }
+            }
+
+            (previous, previousAt) = (state, point.Icount);
+        }
+
+        return Result(predicate, transitions, coarseFrom, coarseTo);
+    }
+
+    private ReplayFindResult Result(ReplayPredicate predicate, List<ReplayTransition> transitions, ulong? from, ulong? to) =>
+        new(predicate.Description, transitions, from, to, _replays, _stops, _clock.Elapsed);
+
+    /// <summary>
+    /// Between <paramref name="lo"/> (state <paramref name="loState"/>) and <paramref name="hi"/> (another state): the
+    /// first count after <paramref name="lo"/> whose state differs, and that state.
+    /// </summary>
+    private async Task<(ulong At, string State)> NarrowAsync(ReplayPredicate predicate, ulong lo, string loState, ulong hi, string hiState, CancellationToken ct)
+    {
+        while (hi - lo > 1)
+        {
+            ulong step = Math.Max(1, (hi - lo + Fanout - 1) / Fanout);
+            for (ulong q = lo + step; q < hi; q += step)
+            {
+                string s = await StateAtAsync(predicate, q, ct).ConfigureAwait(false);
+                if (s != loState)
+                {
+                    (hi, hiState) = (q, s);
+                    break;
+                }
+
+                lo = q;
+            }
+
+        }
+
+        return (hi, hiState);
+    }
+
+    /// <summary>The predicate's state at <paramref name="icount"/>: the replay runs on to it, or a fresh replay starts when it is past.</summary>
+    private async Task<string> StateAtAsync(ReplayPredicate predicate, ulong icount, CancellationToken ct)
+    {
+        ReplayProbe probe = await ProbeAtAsync(icount, gdb: false, ct).ConfigureAwait(false);
+        _stops++;
+        return await predicate.EvaluateAsync(probe, ct).ConfigureAwait(false);
+    }
+
+    private async Task<ReplayProbe> ProbeAtAsync(ulong icount, bool gdb, CancellationToken ct)
+    {
+        if (_probe is null || _probe.At > icount || _probe.Session.Ended)
+        {
+            await DisposeAsync().ConfigureAwait(false);
+            _replays++;
+            string dir = Path.Combine(_work, _replays.ToString(CultureInfo.InvariantCulture));
+            _probe = await ReplayProbe.StartAsync(_recording, dir, gdb ? ReplayGdb.FreeLoopbackPort() : null, ct).ConfigureAwait(false);
+        }
+
+        bool reached;
+        try
+        {
+            reached = await _probe.RunToAsync(icount, ct).ConfigureAwait(false);
+        }
+        catch (TimeoutException) when (_retries < MaxRetries)
+        {
+            // A stuck replay (see ReplaySession.StallTimeout): another try from power-on.
+            _retries++;
+            await DisposeAsync().ConfigureAwait(false);
+            return await ProbeAtAsync(icount, gdb, ct).ConfigureAwait(false);
+        }
+
+        if (!reached)
+        {
+            throw new InvalidOperationException(string.Create(CultureInfo.InvariantCulture,
+                $"the replay of {_recording.Directory} ended at instruction {_probe.At} before {icount} (the recording has {_recording.InstructionCount}); it diverged from the recording"));
+        }
+
+        return _probe;
+    }
+
+    /// <summary>
+    /// The instruction counts where a breakpoint on the kernel function <paramref name="symbol"/> is hit (by
+    /// <paramref name="pid"/> when given: its pid or tgid), read at each hit from QEMU (<c>query-replay</c>) while the
+    /// gdbstub holds the replay at the breakpoint. With <paramref name="before"/>: the last hit before that count (the
+    /// index points below it, newest first, each a replay with the breakpoint from that point to the next); else the
+    /// <paramref name="hit"/>-th hit, counted from power-on, or with <paramref name="pid"/> from the last index point
+    /// before that pid first exists (one replay with the breakpoint from there).
+    /// </summary>
+    /// <exception cref="ArgumentException">The pid never exists at an index point, or the symbol is unknown.</exception>
+    public static async Task<ReplayFindResult> FindBreakAsync(ReplayRecording recording, ReplayIndex index, string symbol, int? pid, long hit, ulong? before, string workDirectory, CancellationToken cancellationToken = default)
+    {
+        ArgumentNullException.ThrowIfNull(recording);
+        ArgumentNullException.ThrowIfNull(index);
+        ArgumentNullException.ThrowIfNull(symbol);
+        ArgumentOutOfRangeException.ThrowIfLessThan(hit, 1);
+        await using var finder = new ReplayFinder(recording, workDirectory);
+        string what = $"breakpoint on {symbol}{(pid is int p ? string.Create(CultureInfo.InvariantCulture, $" by pid {p}") : string.Empty)}";
+        IReadOnlyList<ReplayIndexPoint> points = index.Points;
+        if (before is ulong end)
+        {
+            what += string.Create(CultureInfo.InvariantCulture, $", last hit before instruction {end}");
+            // Newest interval first: [point, end), then [previous point, point), ... down to power-on.
+            var starts = points.Where(x => x.Icount < end).Select(x => x.Icount).Prepend(0UL).Reverse().ToList();
+            ulong upTo = end;
+            foreach (ulong from in starts)
+            {
+                ulong kernelAt = FirstKernelPoint(points, from) ?? throw new ArgumentException("the index has no point where the guest kernel could be read: no symbol can be resolved");
+                IReadOnlyList<ulong> hits = await finder.BreakHitsAsync(symbol, pid, from, kernelAt, upTo, long.MaxValue, cancellationToken).ConfigureAwait(false);
+                if (hits.Count > 0)
+                {
+                    return finder.Result(new ReplayPredicateText(what), [new ReplayTransition(hits[^1], "not hit", "hit")], from, upTo);
+                }
+
+                upTo = from;
+            }
+
+            return finder.Result(new ReplayPredicateText(what), [], null, null);
+        }
+
+        what += string.Create(CultureInfo.InvariantCulture, $", hit {hit}");
+        ulong start = 0;
+        if (pid is int wanted)
+        {
+            int first = -1;
+            for (int i = 0; i < points.Count && first < 0; i++)
+            {
+                if (points[i].View.Processes.Any(x => x.Pid == wanted))
+                {
+                    first = i;
+                }
+            }
+
+            start = first switch
+            {
+                < 0 => throw new ArgumentException(string.Create(CultureInfo.InvariantCulture, $"pid {wanted} exists at no point of the index")),
+                0 => 0,
+                _ => points[first - 1].Icount,
+            };
+        }
+
+        ulong kernel = FirstKernelPoint(points, start) ?? throw new ArgumentException("the index has no point where the guest kernel could be read: no symbol can be resolved");
+        IReadOnlyList<ulong> all = await finder.BreakHitsAsync(symbol, pid, start, kernel, recording.InstructionCount, hit, cancellationToken).ConfigureAwait(false);
+        return finder.Result(new ReplayPredicateText(what), all.Count >= hit ? [new ReplayTransition(all[(int)hit - 1], "not hit", "hit")] : [], start, null);
+    }
+
+    private static ulong? FirstKernelPoint(IReadOnlyList<ReplayIndexPoint> points, ulong from)
+    {
+        foreach (ReplayIndexPoint p in points)
+        {
+            if (p.Icount >= from && p.View.KernelError is null)
+            {
+                return p.Icount;
+            }
+        }
+
+        return null;
+    }
+
+    /// <summary>
+    /// The counts of the hits from <paramref name="from"/> up to <paramref name="upTo"/> (at most <paramref name="max"/>);
+    /// the symbol is resolved in a replay paused at <paramref name="kernelAt"/> (the same replay when that is
+    /// <paramref name="from"/>, else one before: a replay's addresses, KASLR's included, are the recording's).
+    /// </summary>
+    private async Task<IReadOnlyList<ulong>> BreakHitsAsync(string symbol, int? pid, ulong from, ulong kernelAt, ulong upTo, long max, CancellationToken ct)
+    {
+        ulong address;
+        if (kernelAt != from)
+        {
+            ReplayProbe resolver = await ProbeAtAsync(kernelAt, gdb: false, ct).ConfigureAwait(false);
+            address = await ReplayGdb.ResolveAsync(resolver, symbol, ct).ConfigureAwait(false);
+            await DisposeAsync().ConfigureAwait(false);
+        }
+        else
+        {
+            address = 0;
+        }
+
+        await DisposeAsync().ConfigureAwait(false);
+        ReplayProbe probe = await ProbeAtAsync(from, gdb: true, ct).ConfigureAwait(false);
+        if (address == 0)
+        {
+            address = await ReplayGdb.ResolveAsync(probe, symbol, ct).ConfigureAwait(false);
+        }
+
+        IReadOnlyList<ulong> hits;
+        using (ReplayGdb gdb = ReplayGdb.Connect(probe))
+        {
+            hits = await gdb.HitsAsync(address, pid, upTo, max, ct).ConfigureAwait(false);
+            _stops += gdb.Stops;
+        }
+
+        // The stub moved the replay outside the session's own run-to: it is not reused.
+        await DisposeAsync().ConfigureAwait(false);
+        return hits;
+    }
+
+    private sealed class ReplayPredicateText(string text) : ReplayPredicate
+    {
+        public override string Description => text;
+
+        internal override Task<string> EvaluateAsync(ReplayProbe probe, CancellationToken cancellationToken) => throw new NotSupportedException();
+    }
+}
