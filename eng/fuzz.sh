@@ -3,7 +3,7 @@
 #
 #   eng/fuzz.sh TARGET [SECONDS]   instrument VmState.Core.dll and run afl-fuzz on one target
 #                                  (stream | qcow2 | elf | detect | btf | kallsyms | vmdesc | gdb | extract |
-#                                  indexcache | kernelnote | gdbstub | history | traceprint | osevents | replay | rrindex | fork | trigger | arm64walk) for SECONDS
+#                                  indexcache | kernelnote | gdbstub | history | traceprint | osevents | replay | rrindex | fork | trigger | arm64walk | webparams) for SECONDS
 #                                  (default 300), then summarise; fuzz/dict/TARGET.dict is passed as -x if present
 #   eng/fuzz.sh replay             run every target on its corpus and on saved crashes, without AFL (fast; CI)
 #
@@ -12,7 +12,7 @@
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
-targets=(stream qcow2 elf detect btf kallsyms vmdesc gdb extract indexcache kernelnote mount history gdbstub traceprint osevents replay rrindex fork trigger arm64walk)
+targets=(stream qcow2 elf detect btf kallsyms vmdesc gdb extract indexcache kernelnote mount history gdbstub traceprint osevents replay rrindex fork trigger arm64walk webparams)
 
 publish() {
   local out=$1
@@ -46,6 +46,10 @@ rm -rf "$bin"
 publish "$bin"
 # Instrument the library (not the harness): SharpFuzz rewrites VmState.Core.dll with AFL coverage hooks.
 (cd fuzz && dotnet tool run sharpfuzz "$bin/VmState.Core.dll" > /dev/null)
+# webparams drives the CLI's web server parsers: instrument that assembly too.
+if [[ "$target" == webparams ]]; then
+  (cd fuzz && dotnet tool run sharpfuzz "$bin/vmstate.dll" > /dev/null)
+fi
 findings="$root/artifacts/fuzz/$target"
 rm -rf "$findings"
 mkdir -p "$findings"

@@ -46,6 +46,7 @@ requirements=(
   "libvirt-daemon-system|/etc/libvirt/libvirtd.conf"   # libvirtd, its directories and the libvirt-qemu user
   "socat|cmd:socat"              # benchmarks/trigger-bench.sh: the shell peer of vmstate agent
   "e2fsprogs|cmd:mkfs.ext2"      # TriggerAgentTests: the guest's data disk that agent --freeze freezes
+  "chromium|cmd:chromium"        # WebServeTests: Playwright drives Debian's chromium (no browser download)
 )
 
 probe_ok() {

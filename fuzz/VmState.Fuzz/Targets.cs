@@ -43,6 +43,7 @@ public static class Targets
         ["fork"] = ForkCloneDescription,
         ["trigger"] = TriggerPort,
         ["arm64walk"] = Arm64Walk,
+        ["webparams"] = WebRequestParameters,
     };
 
     private static readonly byte[] GdbSnapshot = LoadGdbSnapshot();
@@ -437,6 +438,46 @@ public static class Targets
     }
 
     /// <summary>A fork clone's description (<c>clone.json</c>), as <c>vmstate fork --list</c> reads it.</summary>
+    /// <summary>
+    /// vmstate serve's request parameters (addresses, lengths, ranges, pids, source indexes, hex bytes to write): a
+    /// <c>WebRequestException</c> with a 4xx is the only rejection, and what is accepted stays inside its bounds.
+    /// </summary>
+    private static void WebRequestParameters(byte[] data)
+    {
+        string text = System.Text.Encoding.UTF8.GetString(data);
+        foreach (Action parse in (Action[])[
+            () => _ = Cli.Web.WebParameters.Address(text, "addr"),
+            () => Check(Cli.Web.WebParameters.Length(text, 256, 1 << 20) is >= 1 and <= 1 << 20),
+            () =>
+            {
+                (ulong start, int length) = Cli.Web.WebParameters.Range(text, 256, 1 << 16);
+                Check(length is >= 1 and <= 1 << 16 && start <= ulong.MaxValue - (ulong)length + 1);
+            },
+            () => Check(Cli.Web.WebParameters.Pid(text) is >= 0 and <= 4_194_304),
+            () => Check(Cli.Web.WebParameters.SourceIndex(text, 3) is >= 0 and < 3),
+            () => Check(Cli.Web.WebParameters.HexBytes(text).Length is >= 1 and <= Cli.Web.WebParameters.MaxWriteLength),
+            () => _ = Cli.Web.WebParameters.IsPhysical(text),
+            () => Check(!Cli.Web.WebParameters.Shown(text).Any(char.IsControl)),
+        ])
+        {
+            try
+            {
+                parse();
+            }
+            catch (Cli.Web.WebRequestException e) when (e.Status is >= 400 and < 500)
+            {
+            }
+        }
+
+        static void Check(bool ok)
+        {
+            if (!ok)
+            {
+                throw new InvalidOperationException("a web request parameter was accepted outside its bounds");
+            }
+        }
+    }
+
     private static void ForkCloneDescription(byte[] data) => _ = VmState.Fork.ForkClone.Parse(data, "/clones/x").ToJson();
 
     private static void HistoryStoreFiles(byte[] data)

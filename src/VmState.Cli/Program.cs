@@ -46,6 +46,7 @@ public static class Program
         root.Subcommands.Add(HistoryCommand.Create());
         root.Subcommands.Add(RrCommand.Create());
         root.Subcommands.Add(ForkCommand.Create());
+        root.Subcommands.Add(ServeCommand.Create());
         // No response files: an argument starting with @ is the argument itself (rr goto REC @FIND-RESULT.json).
         var parsing = new ParserConfiguration { ResponseFileTokenReplacer = null };
         root.Subcommands.Add(WatchCommand.Create(inner => root.Parse(inner, parsing).Invoke()));

@@ -129,7 +129,7 @@ public sealed class CliGoldenTests(GoldenGuestFixture guest, ITestOutputHelper l
 
     private static readonly Dictionary<string, Case> s_cases = new(StringComparer.Ordinal)
     {
-        ["help"] = new("--help", AddedCommands: ["trace", "record", "mount", "umount", "history", "search", "list", "fleet", "rr", "fork", "agent"]),
+        ["help"] = new("--help", AddedCommands: ["trace", "record", "mount", "umount", "history", "search", "list", "fleet", "rr", "fork", "agent", "serve"]),
         ["info mig"] = new("info {mig}"),
         ["info mig json"] = new("info {mig} --json"),
         ["info elf"] = new("info {elf}"),

@@ -363,7 +363,8 @@ internal static class HistoryCommand
         }
     }
 
-    private static void WriteDiff(Utf8JsonWriter w, HistoryStore s, HistoryDiff d)
+    /// <summary>The history diff --json document (also the web server's).</summary>
+    internal static void WriteDiff(Utf8JsonWriter w, HistoryStore s, HistoryDiff d)
     {
         w.WriteStartObject();
         w.WriteString("store", s.Directory);
@@ -713,7 +714,8 @@ internal static class HistoryCommand
         AnsiConsole.Write(t);
     }
 
-    private static void WriteCaptures(Utf8JsonWriter w, string name, IReadOnlyList<HistoryCapture> captures, Func<HistoryCapture, HistoryCaptureIndex?>? indexes = null)
+    /// <summary>The captures array of history list --json (also the web server's).</summary>
+    internal static void WriteCaptures(Utf8JsonWriter w, string name, IReadOnlyList<HistoryCapture> captures, Func<HistoryCapture, HistoryCaptureIndex?>? indexes = null)
     {
         w.WriteStartArray(name);
         foreach (HistoryCapture c in captures)

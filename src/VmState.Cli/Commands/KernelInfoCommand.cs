@@ -36,7 +36,8 @@ internal static class KernelInfoCommand
         return command;
     }
 
-    private static void WriteJson(LinuxKernel k, KernelSummary s, Stream output)
+    /// <summary>The kernel-info --json document (also the web server's <c>/api/.../kernel-info</c>).</summary>
+    internal static void WriteJson(LinuxKernel k, KernelSummary s, Stream output)
     {
         using var w = new Utf8JsonWriter(output, new JsonWriterOptions { Indented = true });
         void Maybe(string name, ulong? v)

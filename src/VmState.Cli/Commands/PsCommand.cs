@@ -2,6 +2,7 @@ using System.CommandLine;
 using System.Diagnostics;
 using System.Globalization;
 using System.Text;
+using System.Text.Json;
 using VmState.Linux;
 using VmState.Views;
 
@@ -46,14 +47,7 @@ internal static class PsCommand
             ListView<LinuxProcess> view = LinuxListViews.Processes(r.GetValue(threads));
             if (r.GetValue(json))
             {
-                CommonOptions.WriteJson(w =>
-                {
-                    w.WriteStartObject();
-                    w.WriteString("release", kernel.Release);
-                    w.WritePropertyName("processes");
-                    ListJson.WriteArray(w, view, list);
-                    w.WriteEndObject();
-                });
+                CommonOptions.WriteJson(w => WriteJson(w, kernel.Release, view, list));
             }
             else
             {
@@ -70,5 +64,15 @@ internal static class PsCommand
             return 0;
         }));
         return command;
+    }
+
+    /// <summary>The ps --json document (also the web server's).</summary>
+    internal static void WriteJson(Utf8JsonWriter w, string release, ListView<LinuxProcess> view, IReadOnlyList<LinuxProcess> list)
+    {
+        w.WriteStartObject();
+        w.WriteString("release", release);
+        w.WritePropertyName("processes");
+        ListJson.WriteArray(w, view, list);
+        w.WriteEndObject();
     }
 }

@@ -59,7 +59,8 @@ internal static class PstreeCommand
         }
     }
 
-    private static void WriteJson(Utf8JsonWriter w, ProcessTreeNode node)
+    /// <summary>One node of pstree --json with its children (also the web server's).</summary>
+    internal static void WriteJson(Utf8JsonWriter w, ProcessTreeNode node)
     {
         w.WriteStartObject();
         w.WriteNumber("pid", node.Process.Pid);

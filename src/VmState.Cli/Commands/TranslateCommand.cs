@@ -35,39 +35,7 @@ internal static class TranslateCommand
             Translation t = space.Translate(AddressParser.Parse(input.Trailing(r), "VA"));
             if (r.GetValue(json))
             {
-                CommonOptions.WriteJson(w =>
-                {
-                    w.WriteStartObject();
-                    w.WriteString("virtualAddress", Hex.Of(t.VirtualAddress));
-                    w.WriteString("mode", space.Mode.ToString());
-                    w.WriteString("cr3", Hex.Of(space.Cr3));
-                    w.WriteBoolean("mapped", t.Success);
-                    if (t.PhysicalAddress is ulong pa)
-                    {
-                        w.WriteString("physicalAddress", Hex.Of(pa));
-                        w.WriteNumber("pageSize", t.PageSize);
-                        w.WriteBoolean("writable", t.Writable);
-                        w.WriteBoolean("user", t.User);
-                        w.WriteBoolean("noExecute", t.NoExecute);
-                    }
-                    else
-                    {
-                        w.WriteString("failure", t.Failure);
-                    }
-
-                    w.WriteStartArray("levels");
-                    foreach (PagingEntry e in t.Entries)
-                    {
-                        w.WriteStartObject();
-                        w.WriteString("level", e.Level);
-                        w.WriteString("entryAddress", Hex.Of(e.Address));
-                        w.WriteString("value", Hex.Of(e.Value));
-                        w.WriteEndObject();
-                    }
-
-                    w.WriteEndArray();
-                    w.WriteEndObject();
-                });
+                CommonOptions.WriteJson(w => WriteJson(w, space, t));
             }
             else
             {
@@ -89,5 +57,40 @@ internal static class TranslateCommand
             return t.Success ? 0 : 3;
         }));
         return command;
+    }
+
+    /// <summary>The translate --json document (also the web server's).</summary>
+    internal static void WriteJson(Utf8JsonWriter w, AddressSpace space, Translation t)
+    {
+        w.WriteStartObject();
+        w.WriteString("virtualAddress", Hex.Of(t.VirtualAddress));
+        w.WriteString("mode", space.Mode.ToString());
+        w.WriteString("cr3", Hex.Of(space.Cr3));
+        w.WriteBoolean("mapped", t.Success);
+        if (t.PhysicalAddress is ulong pa)
+        {
+            w.WriteString("physicalAddress", Hex.Of(pa));
+            w.WriteNumber("pageSize", t.PageSize);
+            w.WriteBoolean("writable", t.Writable);
+            w.WriteBoolean("user", t.User);
+            w.WriteBoolean("noExecute", t.NoExecute);
+        }
+        else
+        {
+            w.WriteString("failure", t.Failure);
+        }
+
+        w.WriteStartArray("levels");
+        foreach (PagingEntry e in t.Entries)
+        {
+            w.WriteStartObject();
+            w.WriteString("level", e.Level);
+            w.WriteString("entryAddress", Hex.Of(e.Address));
+            w.WriteString("value", Hex.Of(e.Value));
+            w.WriteEndObject();
+        }
+
+        w.WriteEndArray();
+        w.WriteEndObject();
     }
 }
