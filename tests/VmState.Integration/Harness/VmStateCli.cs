@@ -8,6 +8,9 @@ namespace VmState.Integration.Harness;
 /// </summary>
 public static class VmStateCli
 {
+    /// <summary>The longest one CLI run may take before the test fails (and the process tree is killed).</summary>
+    public static readonly TimeSpan CliTimeout = TimeSpan.FromMinutes(5);
+
     private static readonly string s_indexCache = IndexCacheDirectory();
 
     public static (int ExitCode, string Stdout, string Stderr) Run(IEnumerable<string> args, IReadOnlyDictionary<string, string>? environment = null)
@@ -77,15 +80,17 @@ public static class VmStateCli
             psi.Environment[k] = v;
         }
 
+        // Both pipes are read asynchronously so that the time limit holds even when the CLI (or a child that inherited
+        // its pipes) never closes them; a synchronous ReadToEnd would wait for ever before the limit is checked.
         using Process p = Process.Start(psi)!;
         Task<string> stderr = p.StandardError.ReadToEndAsync();
-        string stdout = p.StandardOutput.ReadToEnd();
-        if (!p.WaitForExit(TimeSpan.FromMinutes(5)))
+        Task<string> stdout = p.StandardOutput.ReadToEndAsync();
+        if (!p.WaitForExit(CliTimeout) || !Task.WaitAll([stdout, stderr], TimeSpan.FromSeconds(30)))
         {
             p.Kill(true);
-            throw new TimeoutException($"vmstate {string.Join(' ', args)} did not finish in 5 minutes");
+            throw new TimeoutException($"vmstate {string.Join(' ', psi.ArgumentList)} did not finish in {CliTimeout.TotalMinutes} minutes");
         }
 
-        return (p.ExitCode, stdout, stderr.Result);
+        return (p.ExitCode, stdout.Result, stderr.Result);
     }
 }
