@@ -50,7 +50,11 @@ run_tests() {
         filter=(--filter "$3")
     fi
     echo "== tests: $name =="
-    if ! dotnet test "$project" -c Release --no-build "${filter[@]}" --logger "trx;LogFileName=$name.trx" --results-directory "$results"; then
+    # Each test's result is printed as it ends, and a test that runs past 15 minutes (a hang: the slowest test takes
+    # about 3) stops the run with the test named, instead of the run waiting until CI's own time limit.
+    if ! dotnet test "$project" -c Release --no-build "${filter[@]}" --logger "trx;LogFileName=$name.trx" \
+        --logger "console;verbosity=normal" --blame-hang-timeout 15m --blame-hang-dump-type none \
+        --results-directory "$results"; then
         failed_steps+=("tests: $name")
     fi
 }
