@@ -225,6 +225,11 @@ public sealed class MountTests(DefaultLinuxGuest guest) : IClassFixture<DefaultL
         (code, _, stderr) = VmStateCli.Run(["procdump", mig, pid, "-o", procdump, "--no-cache"]);
         Assert.True(code == 0, stderr);
         Assert.Equal(await File.ReadAllBytesAsync(procdump), await File.ReadAllBytesAsync(Path.Combine(mnt, "proc", pid, "core")));
+        // proc/PID/exe is the executable as the guest's page cache holds it (the initramfs keeps every page): the
+        // marker's is the binary the fixture built, pid 1's the busybox that runs /init; a kernel thread has none.
+        Assert.Equal(await File.ReadAllBytesAsync(GuestFixture.Ensure().Values["MARKER_BIN"]), await File.ReadAllBytesAsync(Path.Combine(mnt, "proc", pid, "exe")));
+        Assert.Equal(await File.ReadAllBytesAsync("/bin/busybox"), await File.ReadAllBytesAsync(Path.Combine(mnt, "proc", "1", "exe")));
+        Assert.False(File.Exists(Path.Combine(mnt, "proc", "2", "exe")));
         string threadRegs = await File.ReadAllTextAsync(Path.Combine(mnt, "proc", pid, "task", pid, "registers"));
         Assert.Matches(@"(?m)^rip\s+0x[0-9a-f]{16}$", threadRegs);
 
