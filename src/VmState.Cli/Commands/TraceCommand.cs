@@ -487,7 +487,7 @@ internal static partial class TraceCommand
     }
 
     /// <summary>This program's own command line for <paramref name="verb"/> (dotnet vmstate.dll, or the apphost/AOT executable).</summary>
-    private static string[] SelfCommand(string verb)
+    internal static string[] SelfCommand(string verb)
     {
         string exe = Environment.ProcessPath ?? throw new InvalidOperationException("cannot tell this program's path to start the trace guard");
         string name = Path.GetFileNameWithoutExtension(exe);
