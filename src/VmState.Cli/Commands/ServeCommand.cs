@@ -23,6 +23,7 @@ internal static class ServeCommand
         var bind = new Option<string>("--bind") { Description = "address to listen on; anything but loopback needs --token", DefaultValueFactory = _ => "127.0.0.1" };
         var token = new Option<string?>("--token") { Description = "the token every request must carry (Authorization: Bearer, or ?token= once in the browser); 'generate' makes one" };
         var allowWrites = new Option<bool>("--allow-writes") { Description = "allow memory writes to running VMs through the API (off: the server only reads, and pauses/resumes)" };
+        var allowTrace = new Option<bool>("--allow-trace") { Description = "allow live event streams on running VMs (/s/N/events): traces that insert breakpoints into the guest through QEMU's gdbstub" };
         var command = new Command("serve", "Serve a web dashboard and JSON API over snapshots, running VMs and history stores");
         command.Arguments.Add(sources);
         command.Options.Add(qmp);
@@ -33,6 +34,7 @@ internal static class ServeCommand
         command.Options.Add(bind);
         command.Options.Add(token);
         command.Options.Add(allowWrites);
+        command.Options.Add(allowTrace);
         var snapshot = CommonOptions.SnapshotName();
         var raw = CommonOptions.Raw();
         command.Options.Add(snapshot);
@@ -84,6 +86,7 @@ internal static class ServeCommand
                 Port = p,
                 Token = t,
                 AllowWrites = r.GetValue(allowWrites),
+                AllowTrace = r.GetValue(allowTrace),
                 OpenFile = path => Vm.Open(path, CommonOptions.VmOptions(r.GetValue(snapshot), r.GetValue(raw), cacheReads: true, kernelOptions, indexCache: cache)),
                 Attach = new VmAttachOptions
                 {
