@@ -59,6 +59,11 @@ internal sealed class WebSource : IAsyncDisposable
     /// <summary>Opens <paramref name="spec"/>; any failure becomes the source's <see cref="Error"/>.</summary>
     public static async Task<WebSource> OpenAsync(int index, WebSourceSpec spec, Func<string, Vm> openFile, VmAttachOptions attach, CancellationToken cancellationToken)
     {
+        if (spec.Problem is string problem)
+        {
+            return new WebSource(index, spec, null, null, problem);
+        }
+
         try
         {
             return spec.Kind switch
