@@ -322,6 +322,7 @@ public sealed class WebServeTests(WebServeGuest fixture, ITestOutputHelper log) 
         ulong request = await RequestAddressAsync();
         int from;
         var execs = new List<JsonElement>();
+        var transcript = new StringBuilder();
         using (var open = new HttpRequestMessage(HttpMethod.Get, "/api/s/1/trace/exec"))
         using (HttpResponseMessage stream = await fixture.Client.SendAsync(open, HttpCompletionOption.ResponseHeadersRead))
         {
@@ -329,7 +330,7 @@ public sealed class WebServeTests(WebServeGuest fixture, ITestOutputHelper log) 
             Assert.Equal("text/event-stream", stream.Content.Headers.ContentType!.MediaType);
             using var reader = new StreamReader(await stream.Content.ReadAsStreamAsync());
             using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(150));
-            (string name, JsonElement started) = await NextEventAsync(reader, timeout.Token);
+            (string name, JsonElement started) = await NextEventAsync(reader, transcript, timeout.Token);
             Assert.Equal("started", name);
             Assert.Equal("setup_new_exec", started.GetProperty("breakpoint").GetString());
 
@@ -349,7 +350,7 @@ public sealed class WebServeTests(WebServeGuest fixture, ITestOutputHelper log) 
             await RequestAsync(request, 2);
             while (execs.Count < 3)
             {
-                (name, JsonElement e) = await NextEventAsync(reader, timeout.Token);
+                (name, JsonElement e) = await NextEventAsync(reader, transcript, timeout.Token);
                 Assert.Equal("exec", name);
                 execs.Add(e);
             }
@@ -374,14 +375,18 @@ public sealed class WebServeTests(WebServeGuest fixture, ITestOutputHelper log) 
 
         // Closing the stream ended the trace: breakpoint out, the stub the server started stopped, the guest running.
         await AssertTraceEndedAsync();
+        string artifacts = Path.Combine(RepoPaths.Root, "artifacts", "web");
+        Directory.CreateDirectory(artifacts);
+        await File.WriteAllTextAsync(Path.Combine(artifacts, "trace-exec.txt"), transcript.ToString());
     }
 
     /// <summary>The next server-sent event on <paramref name="reader"/>: its name and its data (JSON); comments skipped.</summary>
-    private static async Task<(string Name, JsonElement Data)> NextEventAsync(StreamReader reader, CancellationToken cancellationToken)
+    private static async Task<(string Name, JsonElement Data)> NextEventAsync(StreamReader reader, StringBuilder transcript, CancellationToken cancellationToken)
     {
         string? name = null;
         while (await reader.ReadLineAsync(cancellationToken) is string line)
         {
+            transcript.Append(line).Append('\n');
             if (line.StartsWith("event: ", StringComparison.Ordinal))
             {
                 name = line["event: ".Length..];

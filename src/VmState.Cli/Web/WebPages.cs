@@ -613,7 +613,7 @@ internal sealed class WebPages(WebServer server, HttpContext context)
     {
         if (!s.IsLive)
         {
-            throw new WebRequestException(409, "a snapshot does not run: the live event stream is for running VMs");
+            throw new WebRequestException(409, s.Vm is null ? $"source {s.Index} is not a VM" : "a snapshot does not run: the live event stream is for running VMs");
         }
 
         string kind = Query["kind"].ToString();
