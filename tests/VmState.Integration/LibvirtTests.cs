@@ -194,7 +194,8 @@ public sealed class LibvirtTests(LibvirtDaemon lv) : IClassFixture<LibvirtDaemon
     [Fact]
     public async Task ServeWithoutDomainServesEveryRunningDomainWithTheProcessTablePsPrints()
     {
-        using System.Diagnostics.Process server = VmStateCli.StartBackground(["serve", "--libvirt", lv.Uri, "--port", "0"]);
+        using System.Diagnostics.Process server = VmStateCli.StartBackground(["serve", "--libvirt", lv.Uri, "--port", "0", "--allow-trace"]);
+        HttpResponseMessage? trace = null;
         try
         {
             string? first = await server.StandardOutput.ReadLineAsync().WaitAsync(TimeSpan.FromSeconds(120));
@@ -218,6 +219,12 @@ public sealed class LibvirtTests(LibvirtDaemon lv) : IClassFixture<LibvirtDaemon
             Assert.Equal(Rows(printed), Rows(served));
             Assert.Contains(Processes(served), p => p.GetProperty("pid").GetInt32() == lv.Truth.Marker!.Pid);
             Assert.Contains("\"state\": \"running\"", await client.GetStringAsync("/api/s/0/state"), StringComparison.Ordinal);
+
+            // A live event stream is open (its breakpoint in) when the server gets Ctrl-C: the trace ends with it.
+            trace = await client.GetAsync("/api/s/0/trace/exec", HttpCompletionOption.ResponseHeadersRead);
+            Assert.Equal(System.Net.HttpStatusCode.OK, trace.StatusCode);
+            using var reader = new StreamReader(await trace.Content.ReadAsStreamAsync());
+            Assert.Equal("event: started", await reader.ReadLineAsync().WaitAsync(TimeSpan.FromSeconds(120)));
         }
         finally
         {
@@ -225,10 +232,16 @@ public sealed class LibvirtTests(LibvirtDaemon lv) : IClassFixture<LibvirtDaemon
             {
                 await MountTests.InterruptAsync(server);
             }
+
+            trace?.Dispose();
         }
 
         Assert.Equal(0, server.ExitCode);
         Assert.Equal("running", lv.State());
+        HostCommand.Result chardevs = lv.Virsh(TimeSpan.FromSeconds(30), "qemu-monitor-command", lv.Domain, "{\"execute\":\"query-chardev\"}");
+        Assert.True(chardevs.ExitCode == 0, chardevs.ToString());
+        Assert.DoesNotContain("\"label\":\"gdb\"", chardevs.Stdout.Replace(" ", string.Empty, StringComparison.Ordinal), StringComparison.Ordinal);
+        await lv.WaitForTickAfterAsync(lv.LastTick(), TimeSpan.FromSeconds(60));
     }
 
     /// <summary>The process rows of <c>ps --json</c> (an object with "processes").</summary>
