@@ -85,11 +85,121 @@ internal static class Arm64KernelLocator
         var context = new KernelLocationContext(machine, info, infoSource, evidence);
         LinuxKernel kernel = KernelLocator.AcceptArm64(context, layout, space, memory, text, text + size, symbols.WithSymbols(extra, "data symbols from VMCOREINFO and BTF"), banner, text + (ulong)b);
         AddTaskSymbols(kernel, memory);
+        AddModulesSymbol(kernel, info);
         return kernel;
     }
 
+    /// <summary>
+    /// The <c>modules</c> list head, a data symbol: a <c>struct module</c> is found in a vmalloc area of the module
+    /// region or within 2 GiB of the image, where KASLR puts modules (vmap_area_list, from VMCOREINFO) by its shape (a state of 0..3, a list whose neighbours point back at
+    /// it, a printable name), and the head is the node of its ring that lies in the kernel image.
+    /// </summary>
+    private static void AddModulesSymbol(LinuxKernel kernel, Vmcoreinfo info)
+    {
+        if (kernel.Symbols.TryGetAddress("modules", out _) || !kernel.Symbols.TryGetAddress("vmap_area_list", out ulong areas)
+            || Value(info, "NUMBER(MODULES_VADDR)") is not ulong lo || Value(info, "NUMBER(MODULES_END)") is not ulong hi)
+        {
+            return;
+        }
+
+        try
+        {
+            int moduleType = kernel.Types.FindType("struct module");
+            int listOff = (int)(kernel.Types.FindMember(moduleType, "list")?.BitOffset / 8 ?? throw new KernelDataException("struct module", "no member list"));
+            int nameOff = (int)(kernel.Types.FindMember(moduleType, "name")?.BitOffset / 8 ?? throw new KernelDataException("struct module", "no member name"));
+            int size = (int)kernel.Types.SizeOf(moduleType);
+            KernelObject head = kernel.Object("vmap_area_list", "struct list_head");
+            foreach (KernelObject area in kernel.ListForEachEntry(head, "struct vmap_area", "list"))
+            {
+                ulong start = area.Member("va_start").ToUInt64(), end = area.Member("va_end").ToUInt64();
+                // Modules are in [MODULES_VADDR, MODULES_END), or with KASLR within 2 GiB of the image (arm64 module_alloc_base).
+                bool nearImage = start < kernel.TextAddress ? kernel.TextAddress - start <= (2UL << 30) : start >= kernel.ImageEnd && start - kernel.ImageEnd <= (2UL << 30);
+                if ((start < lo || start >= hi) && !nearImage)
+                {
+                    continue;
+                }
+
+                if (end <= start || end - start > (16 << 20))
+                {
+                    continue;
+                }
+
+                byte[] bytes = new byte[end - start];
+                int got = kernel.Read(start, bytes);
+                for (int at = 0; at + size <= got; at += 8)
+                {
+                    if (LooksLikeModule(kernel, bytes.AsSpan(at, size), start + (ulong)at, listOff, nameOff) is ulong modules)
+                    {
+                        kernel.AddSymbols(kernel.Symbols.WithSymbols([("modules", 'D', modules)], "modules from a module's list"), $"modules at 0x{modules:x}: the image node of the list ring of the struct module at 0x{start + (ulong)at:x} (found in the module area 0x{start:x}..0x{end:x} of vmap_area_list)");
+                        return;
+                    }
+                }
+            }
+
+            kernel.AddEvidence("modules: no struct module found in the vmalloc areas of the module region or near the image (no modules loaded?)");
+        }
+        catch (Exception e) when (e is KernelDataException or IO.VmStateFormatException or VmStateNotFoundException)
+        {
+            kernel.AddEvidence($"modules: not found ({e.Message})");
+        }
+    }
+
+    /// <summary>The address of the <c>modules</c> head when <paramref name="m"/> (at <paramref name="address"/>) is a listed struct module.</summary>
+    private static ulong? LooksLikeModule(LinuxKernel kernel, ReadOnlySpan<byte> m, ulong address, int listOff, int nameOff)
+    {
+        if (BinaryPrimitives.ReadUInt32LittleEndian(m) > 3)
+        {
+            return null;
+        }
+
+        ulong next = BinaryPrimitives.ReadUInt64LittleEndian(m[listOff..]);
+        ulong prev = BinaryPrimitives.ReadUInt64LittleEndian(m[(listOff + 8)..]);
+        if (next < kernel.PageOffsetBase || prev < kernel.PageOffsetBase)
+        {
+            return null;
+        }
+
+        ReadOnlySpan<byte> name = m.Slice(nameOff, 56);
+        int nul = name.IndexOf((byte)0);
+        if (nul <= 0)
+        {
+            return null;
+        }
+
+        foreach (byte c in name[..nul])
+        {
+            if (!(c is (>= (byte)'a' and <= (byte)'z') or (>= (byte)'0' and <= (byte)'9') or (byte)'_' or (byte)'-' or (>= (byte)'A' and <= (byte)'Z')))
+            {
+                return null;
+            }
+        }
+
+        ulong self = address + (ulong)listOff;
+        if (!kernel.TryReadU64(next + 8, out ulong back) || back != self || !kernel.TryReadU64(prev, out ulong forward) || forward != self)
+        {
+            return null;
+        }
+
+        // Around the ring to the node in the kernel image: the head.
+        ulong node = next;
+        for (int i = 0; i < 4096 && node != self; i++)
+        {
+            if (node >= kernel.TextAddress && node < kernel.ImageEnd)
+            {
+                return node;
+            }
+
+            if (!kernel.TryReadU64(node, out node))
+            {
+                return null;
+            }
+        }
+
+        return null;
+    }
+
     /// <summary>The VMCOREINFO SYMBOL() entries the views use when kallsyms lacks them.</summary>
-    private static readonly string[] VmcoreinfoSymbols = ["init_uts_ns", "swapper_pg_dir", "prb", "printk_rb_static", "printk_rb_dynamic", "clear_seq", "mem_map", "mem_section", "vmemmap", "node_online_map", "_stext"];
+    private static readonly string[] VmcoreinfoSymbols = ["init_uts_ns", "swapper_pg_dir", "vmap_area_list", "prb", "printk_rb_static", "printk_rb_dynamic", "clear_seq", "mem_map", "mem_section", "vmemmap", "node_online_map", "_stext"];
 
     /// <summary>
     /// The image's extent: from <c>_text</c> (KIMAGE_VADDR, which is NUMBER(MODULES_END) on 6.1, plus KERNELOFFSET;
