@@ -113,8 +113,8 @@ public sealed class LinuxKernel
     /// <summary>
     /// The x86-64 kernel's address space (root: <c>init_top_pgt</c>, or a vCPU's CR3 with the kernel half selected).
     /// </summary>
-    /// <exception cref="NotSupportedException">An AArch64 kernel (see <see cref="Arm64AddressSpace"/>).</exception>
-    public AddressSpace AddressSpace => _space ?? throw new NotSupportedException("an AArch64 kernel has no x86-64 address space (see LinuxKernel.Arm64AddressSpace)");
+    /// <exception cref="KernelDataException">An AArch64 kernel (see <see cref="Arm64AddressSpace"/>): this view does not read AArch64 guests yet.</exception>
+    public AddressSpace AddressSpace => _space ?? throw Arm64NotYet("the kernel's x86-64 address space");
 
     /// <summary>An AArch64 kernel's layout from its VMCOREINFO (null for x86-64).</summary>
     public Arm64KernelLayout? Arm64Layout { get; }
@@ -123,7 +123,7 @@ public sealed class LinuxKernel
     public Arm64AddressSpace? Arm64AddressSpace { get; }
 
     /// <summary>4- or 5-level paging (x86-64).</summary>
-    /// <exception cref="NotSupportedException">An AArch64 kernel.</exception>
+    /// <exception cref="KernelDataException">An AArch64 kernel.</exception>
     public PagingMode Paging => AddressSpace.Mode;
 
     /// <summary>Physical address of the top-level page table used (swapper_pg_dir on AArch64).</summary>
@@ -392,8 +392,8 @@ public sealed class LinuxKernel
     }
 
     /// <summary>The address space of a process whose <c>mm->pgd</c> is <paramref name="pgd"/> (a direct-map address).</summary>
-    /// <exception cref="NotSupportedException">An AArch64 kernel (see <see cref="Arm64ProcessAddressSpace"/>).</exception>
-    public AddressSpace ProcessAddressSpace(ulong pgd) => new(Memory, Paging, pgd - PageOffsetBase);
+    /// <exception cref="KernelDataException">An AArch64 kernel (see <see cref="Arm64ProcessAddressSpace"/>): this view does not read AArch64 guests yet.</exception>
+    public AddressSpace ProcessAddressSpace(ulong pgd) => _space is null ? throw Arm64NotYet("a process's x86-64 address space") : new(Memory, Paging, pgd - PageOffsetBase);
 
     /// <summary>An AArch64 process's address space: <paramref name="pgd"/> (mm->pgd, a linear-map address) as TTBR0_EL1.</summary>
     /// <exception cref="NotSupportedException">An x86-64 kernel (see <see cref="ProcessAddressSpace"/>).</exception>
@@ -417,6 +417,9 @@ public sealed class LinuxKernel
 
     /// <summary>Adds a line of evidence.</summary>
     internal void AddEvidence(string evidence) => _evidence.Add(evidence);
+
+    private static KernelDataException Arm64NotYet(string what) =>
+        new(what, "not available for an AArch64 kernel: this command reads x86-64 guests only so far (the arm64 views: kernel-info, ps, pstree, dmesg, modules, netdev, maps, symbols, types)");
 
     private static string ReleaseOf(string banner)
     {
