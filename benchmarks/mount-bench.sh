@@ -54,7 +54,7 @@ bytes=$((SEQ << 20))
 
 # Mounts SOURCE... at $mnt in the background and waits for its "mounted" line.
 mount_vm() {
-  vm mount "$@" "$mnt" --no-cache 2> "$work/mount.err" &
+  vm mount "$@" "$mnt" --no-cache --foreground 2> "$work/mount.err" &
   mount_pid=$!
   for _ in $(seq 600); do
     grep -q '^mounted ' "$work/mount.err" 2> /dev/null && return 0

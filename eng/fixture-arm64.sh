@@ -79,10 +79,19 @@ APT_DIR=$FX/apt
 KEYRING=/usr/share/keyrings/debian-archive-keyring.gpg
 [[ -f "$KEYRING" ]] || die "$KEYRING missing (package debian-archive-keyring)"
 mkdir -p "$APT_DIR"/{lists/partial,cache/archives/partial,sources.list.d,preferences.d}
+# The machine's own Debian mirrors, as its apt configuration names them (a machine may reach Debian only through a
+# mirror of its own); deb.debian.org where it names none.
+mirror_of() {
+  "$APT_GET" indextargets --format '$(REPO_URI) $(RELEASE)' 2>/dev/null | awk -v r="$1" '$2 == r { print $1; exit }'
+}
+MAIN_URI=$(mirror_of bookworm || true)
+SECURITY_URI=$(mirror_of bookworm-security || true)
+MAIN_URI=${MAIN_URI:-http://deb.debian.org/debian/}
+SECURITY_URI=${SECURITY_URI:-http://deb.debian.org/debian-security/}
 cat >"$APT_DIR/sources.list.tmp" <<EOF
-deb [arch=arm64 signed-by=$KEYRING] http://deb.debian.org/debian bookworm main
-deb [arch=arm64 signed-by=$KEYRING] http://deb.debian.org/debian bookworm-updates main
-deb [arch=arm64 signed-by=$KEYRING] http://deb.debian.org/debian-security bookworm-security main
+deb [arch=arm64 signed-by=$KEYRING] $MAIN_URI bookworm main
+deb [arch=arm64 signed-by=$KEYRING] $MAIN_URI bookworm-updates main
+deb [arch=arm64 signed-by=$KEYRING] $SECURITY_URI bookworm-security main
 EOF
 mv "$APT_DIR/sources.list.tmp" "$APT_DIR/sources.list"
 apt_opts=(
@@ -95,6 +104,8 @@ apt_opts=(
   -o "Dir::Etc::Preferences=/dev/null"
   -o "APT::Architecture=arm64"
   -o "APT::Architectures::=arm64"
+  -o "Acquire::http::Timeout=60"   # a mirror that does not answer fails the build in minutes, not hours
+  -o "Acquire::Retries=2"
 )
 if ((EUID == 0)); then
   apt_opts+=(-o APT::Sandbox::User=root)   # no _apt sandbox warning

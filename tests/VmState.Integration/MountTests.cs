@@ -39,6 +39,8 @@ public sealed class MountTests(DefaultLinuxGuest guest) : IClassFixture<DefaultL
             psi.ArgumentList.Add(a);
         }
 
+        psi.ArgumentList.Add("--foreground");
+
         return Process.Start(psi)!;
     }
 
@@ -171,6 +173,44 @@ public sealed class MountTests(DefaultLinuxGuest guest) : IClassFixture<DefaultL
     }
 
     [Fact]
+    public async Task WithoutForegroundTheMountGoesOnInTheBackgroundInItsOwnSessionUntilUmount()
+    {
+        string mnt = MountPoint("bg");
+        (int code, _, string stderr) = VmStateCli.Run(["mount", guest.Path("mig"), mnt, "--no-cache"]);
+        Assert.True(code == 0, stderr);
+        System.Text.RegularExpressions.Match m = System.Text.RegularExpressions.Regex.Match(stderr, @"in the background \(process (\d+)\)");
+        Assert.True(m.Success, stderr);
+        int pid = int.Parse(m.Groups[1].Value, CultureInfo.InvariantCulture);
+        try
+        {
+            // The mount answers after the starting vmstate returned, from a process that leads its own session (no
+            // terminal: Ctrl-C or a closed terminal where it was started do not end it).
+            Assert.Equal("/bin/vmsmarker\0--info\0/run/vmsmarker.info\0", await File.ReadAllTextAsync(Path.Combine(mnt, "proc", guest.Truth.Marker!.Pid.ToString(CultureInfo.InvariantCulture), "cmdline")));
+            string stat = await File.ReadAllTextAsync($"/proc/{pid}/stat");
+            string[] fields = stat[(stat.LastIndexOf(')') + 2)..].Split(' ');
+            Assert.Equal(pid.ToString(CultureInfo.InvariantCulture), fields[3]);   // session id (field 6 of /proc/PID/stat)
+
+            (code, _, stderr) = VmStateCli.Run(["umount", mnt]);
+            Assert.True(code == 0, stderr);
+            var clock = Stopwatch.StartNew();
+            while (Directory.Exists($"/proc/{pid}") && clock.Elapsed < TimeSpan.FromSeconds(30))
+            {
+                await Task.Delay(50);
+            }
+
+            Assert.False(Directory.Exists($"/proc/{pid}"), $"the background mount process {pid} did not end after umount");
+            Assert.False(MountPointCheck.IsMountPoint(mnt));
+        }
+        finally
+        {
+            if (MountPointCheck.IsMountPoint(mnt))
+            {
+                VmStateCli.Run(["umount", "--lazy", mnt]);
+            }
+        }
+    }
+
+    [Fact]
     public async Task TheCoreTheBtfTheSymbolsAndTheRegistersAreWhatTheToolsSay()
     {
         string mnt = MountPoint("c");
@@ -225,6 +265,11 @@ public sealed class MountTests(DefaultLinuxGuest guest) : IClassFixture<DefaultL
         (code, _, stderr) = VmStateCli.Run(["procdump", mig, pid, "-o", procdump, "--no-cache"]);
         Assert.True(code == 0, stderr);
         Assert.Equal(await File.ReadAllBytesAsync(procdump), await File.ReadAllBytesAsync(Path.Combine(mnt, "proc", pid, "core")));
+        // proc/PID/exe is the executable as the guest's page cache holds it (the initramfs keeps every page): the
+        // marker's is the binary the fixture built, pid 1's the busybox that runs /init; a kernel thread has none.
+        Assert.Equal(await File.ReadAllBytesAsync(GuestFixture.Ensure().Values["MARKER_BIN"]), await File.ReadAllBytesAsync(Path.Combine(mnt, "proc", pid, "exe")));
+        Assert.Equal(await File.ReadAllBytesAsync("/bin/busybox"), await File.ReadAllBytesAsync(Path.Combine(mnt, "proc", "1", "exe")));
+        Assert.False(File.Exists(Path.Combine(mnt, "proc", "2", "exe")));
         string threadRegs = await File.ReadAllTextAsync(Path.Combine(mnt, "proc", pid, "task", pid, "registers"));
         Assert.Matches(@"(?m)^rip\s+0x[0-9a-f]{16}$", threadRegs);
 

@@ -21,12 +21,19 @@ internal static class MountCommand
         var input = new KernelInput(command, "MOUNTPOINT", "the directory to mount on");
         var rw = new Option<bool>("--rw") { Description = "let machine/physmem and proc/PID/mem be written: into the running VM (--qmp), or into a new snapshot (-o) saved on unmount" };
         var output = new Option<string?>("--output", "-o") { Description = "with --rw on a snapshot: the new snapshot the writes are saved into on unmount (never the input)" };
+        var foreground = new Option<bool>("--foreground", "-f") { Description = "stay in the foreground until unmounted (Ctrl-C unmounts); without it, vmstate returns once the mount is ready and serves it in the background until `vmstate umount`" };
         var refresh = new Option<double>("--refresh") { Description = "with --qmp: seconds a listing or a rendered file is kept before it is read from the guest again", DefaultValueFactory = _ => VmMountOptions.DefaultLiveRefresh.TotalSeconds };
         command.Options.Add(rw);
         command.Options.Add(output);
         command.Options.Add(refresh);
+        command.Options.Add(foreground);
         command.SetAction(r => KernelInput.Run(() =>
         {
+            if (!r.GetValue(foreground))
+            {
+                return Background.Start();
+            }
+
             string mountPoint = input.Trailing(r);
             bool live = input.IsLive(r);
             bool writable = r.GetValue(rw);
@@ -130,6 +137,11 @@ internal static class MountCommand
     /// <summary>Mounts <paramref name="root"/> and serves it until Ctrl-C, SIGTERM, SIGHUP or an unmount; then runs <paramref name="after"/>.</summary>
     private static int Serve(MountDirectory root, string mountPoint, bool writable, string what, string how, Action after)
     {
+        if (Background.IsChild)
+        {
+            MountSession.Detach();
+        }
+
         using var stop = new CancellationTokenSource();
         using PosixSignalRegistration sigint = PosixSignalRegistration.Create(PosixSignal.SIGINT, Stop);
         using PosixSignalRegistration sigterm = PosixSignalRegistration.Create(PosixSignal.SIGTERM, Stop);
@@ -147,7 +159,19 @@ internal static class MountCommand
 
         using (mount)
         {
-            Console.Error.WriteLine($"mounted {what} at {TerminalText.Escape(mount.MountPoint)} ({how}); Ctrl-C or `vmstate umount {TerminalText.Escape(mount.MountPoint)}` unmounts");
+            if (Background.IsChild)
+            {
+                // The starting vmstate relays this line and returns; from here on no one reads our output.
+                Console.Error.WriteLine($"mounted {what} at {TerminalText.Escape(mount.MountPoint)} ({how}); in the background (process {Environment.ProcessId}) until `vmstate umount {TerminalText.Escape(mount.MountPoint)}`");
+                Console.Error.Flush();
+                Console.SetError(TextWriter.Null);
+                Console.SetOut(TextWriter.Null);
+            }
+            else
+            {
+                Console.Error.WriteLine($"mounted {what} at {TerminalText.Escape(mount.MountPoint)} ({how}); Ctrl-C or `vmstate umount {TerminalText.Escape(mount.MountPoint)}` unmounts");
+            }
+
             try
             {
                 mount.Ended.Wait(stop.Token);
@@ -165,6 +189,59 @@ internal static class MountCommand
         {
             context.Cancel = true;
             stop.Cancel();
+        }
+    }
+
+    /// <summary>
+    /// The default (no <c>--foreground</c>): the same command runs again as a child with <c>--foreground</c>, in a
+    /// session of its own; its messages are relayed until it says "mounted" (then this process returns 0 and the
+    /// child serves the mount) or exits (its error, and its exit code, are this process's).
+    /// </summary>
+    private static class Background
+    {
+        private const string ChildVariable = "VMSTATE_MOUNT_BACKGROUND";
+
+        public static bool IsChild => Environment.GetEnvironmentVariable(ChildVariable) == "1";
+
+        public static int Start()
+        {
+            string host = Environment.ProcessPath ?? throw new InvalidOperationException("the path of this program is not known");
+            var psi = new System.Diagnostics.ProcessStartInfo(host)
+            {
+                RedirectStandardInput = true,
+                RedirectStandardOutput = true,
+                RedirectStandardError = true,
+            };
+
+            // Under the dotnet host (a build, not the installed executable), the program is its first argument.
+            if (Path.GetFileNameWithoutExtension(host) == "dotnet")
+            {
+                psi.ArgumentList.Add(Environment.GetCommandLineArgs()[0]);
+            }
+
+            // The same command line (the arguments after the program), and --foreground.
+            foreach (string a in Environment.GetCommandLineArgs().AsSpan(1))
+            {
+                psi.ArgumentList.Add(a);
+            }
+
+            psi.ArgumentList.Add("--foreground");
+            psi.Environment[ChildVariable] = "1";
+            using System.Diagnostics.Process child = System.Diagnostics.Process.Start(psi) ?? throw new InvalidOperationException($"{host} did not start");
+            child.StandardInput.Close();
+            Task<string> output = child.StandardOutput.ReadToEndAsync();
+            while (child.StandardError.ReadLine() is string line)
+            {
+                Console.Error.WriteLine(line);
+                if (line.StartsWith("mounted ", StringComparison.Ordinal))
+                {
+                    return 0;
+                }
+            }
+
+            child.WaitForExit();
+            Console.Out.Write(output.Result);
+            return child.ExitCode == 0 ? 1 : child.ExitCode;
         }
     }
 

@@ -199,6 +199,15 @@ public sealed class LinuxGuest
     /// <exception cref="KernelDataException">A kernel thread (no user memory), or corrupt guest data.</exception>
     public byte[] Environment(int pid) => UserRange(pid, "env_start", "env_end");
 
+    /// <summary>
+    /// The executable of process <paramref name="pid"/> (what <c>/proc/PID/exe</c> links to) as the guest's page cache
+    /// holds it: its path, size and the pages in memory (<see cref="CachedFile.IsComplete"/> when the whole file can
+    /// be read); null for a kernel thread.
+    /// </summary>
+    /// <exception cref="VmStateNotFoundException">No such process.</exception>
+    /// <exception cref="KernelDataException">Corrupt or unreadable kernel data.</exception>
+    public CachedFile? Executable(int pid) => PageCache.Executable(Kernel, pid);
+
     private byte[] UserRange(int pid, string start, string end)
     {
         LinuxKernel kernel = Kernel;

@@ -395,6 +395,11 @@ public static class VmMountTree
         yield return v.Text("maps", () => v.Use(l => Table(LinuxListViews.Maps, l.Maps(pid))));
         yield return v.Text("maps.json", () => v.Use(l => Json(LinuxListViews.Maps, l.Maps(pid))));
         yield return ProcessMemory(v, pid);
+        if (ResidentExecutable(v, pid) is CachedFile exe)
+        {
+            yield return new MountRangeFile("exe", exe.Size, exe.Read);
+        }
+
         yield return new MountContentFile("core", () => ProcessCoreBytes(v, pid), v.Refresh ?? s_once);
         yield return new MountDirectory("task", () => Threads(v, pid), v.Refresh);
     }
@@ -445,6 +450,23 @@ public static class VmMountTree
 
             return n > 0 ? n : throw new IOException($"virtual address 0x{offset:x} of process {pid} is not mapped or not in memory");
         }, write, directIo: true, keepCache: false);
+    }
+
+    /// <summary>
+    /// <c>proc/PID/exe</c>: the process's executable file read from the guest's page cache, present only when every
+    /// page of it is in memory (a file with holes would be a wrong copy); the file's path in the guest is what
+    /// <c>/proc/PID/exe</c> links to, here the file's content.
+    /// </summary>
+    private static CachedFile? ResidentExecutable(View v, int pid)
+    {
+        try
+        {
+            return v.Use(l => l.Executable(pid)) is { IsComplete: true } exe ? exe : null;
+        }
+        catch (Exception e) when (e is KernelDataException or VmStateNotFoundException)
+        {
+            return null;
+        }
     }
 
     /// <summary><c>proc/PID/core</c>: the process's ELF core (<c>vmstate procdump</c>), made when the file is opened.</summary>

@@ -65,9 +65,17 @@ public sealed class GuestFixture
             RedirectStandardError = true,
         };
         using Process p = Process.Start(psi) ?? throw new InvalidOperationException("cannot start bash eng/fixture.sh");
+        // A build from nothing downloads kernel packages: minutes. A build that takes longer than 20 (a mirror that never
+        // answers) fails the tests that need it, rather than holding the whole run.
         Task<string> stderr = p.StandardError.ReadToEndAsync();
-        string stdout = p.StandardOutput.ReadToEnd();
-        p.WaitForExit();
+        Task<string> output = p.StandardOutput.ReadToEndAsync();
+        if (!p.WaitForExit(TimeSpan.FromMinutes(20)))
+        {
+            p.Kill(entireProcessTree: true);
+            throw new TimeoutException($"bash {string.Join(' ', args)} did not finish in 20 minutes");
+        }
+
+        string stdout = output.Result;
         if (p.ExitCode != 0)
         {
             throw new InvalidOperationException($"eng/fixture.sh failed ({p.ExitCode}):\n{stderr.Result}");
