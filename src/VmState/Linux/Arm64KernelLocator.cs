@@ -8,9 +8,9 @@ namespace VmState.Linux;
 
 /// <summary>
 /// Finds an AArch64 Linux kernel with no profile, from the VMCOREINFO it keeps in RAM (<see cref="Arm64KernelLayout"/>):
-/// the image (from KIMAGE_VADDR + KERNELOFFSET past the last VMCOREINFO symbol in it), read as one physically contiguous run at
-/// <c>va − kimage_voffset</c>; kallsyms by a structural scan of the image (text symbols only on Debian, whose arm64
-/// kernel has CONFIG_KALLSYMS_ALL off); the banner and the vmlinux BTF (the .BTF section's header) found in the
+/// the image (from KIMAGE_VADDR + KERNELOFFSET to past the last VMCOREINFO symbol in it), read as one physically
+/// contiguous run at <c>va − kimage_voffset</c>; kallsyms from VMCOREINFO's table addresses, else a structural scan
+/// of the image (text symbols only on Debian, whose arm64 kernel has CONFIG_KALLSYMS_ALL off); the banner and the vmlinux BTF (the .BTF section's header) found in the
 /// image; and the data symbols the views need added from VMCOREINFO's SYMBOL() entries and from the tasks:
 /// <c>init_task</c> is where the real_parent chain of the task a vCPU at EL1 runs (SP_EL0) ends, and
 /// <c>init_nsproxy</c>, <c>init_net</c>, <c>init_pid_ns</c>, <c>init_mm</c> are read from it.
@@ -90,13 +90,14 @@ internal static class Arm64KernelLocator
     }
 
     /// <summary>
-    /// The <c>modules</c> list head, a data symbol: a <c>struct module</c> is found in a vmalloc area of the module
-    /// region or within 2 GiB of the image, where KASLR puts modules (vmap_area_list, from VMCOREINFO) by its shape (a state of 0..3, a list whose neighbours point back at
-    /// it, a printable name), and the head is the node of its ring that lies in the kernel image.
+    /// The <c>modules</c> list head, a data symbol: a <c>struct module</c> is found by its shape (a state of 0..3, a
+    /// list whose neighbours point back at it, a printable name) in a vmalloc area (vmap_area_list, from VMCOREINFO)
+    /// of the module region or within 2 GiB of the image, where KASLR puts modules; the head is the node of its ring
+    /// that lies in the kernel image.
     /// </summary>
     private static void AddModulesSymbol(LinuxKernel kernel, Vmcoreinfo info)
     {
-        if (kernel.Symbols.TryGetAddress("modules", out _) || !kernel.Symbols.TryGetAddress("vmap_area_list", out ulong areas)
+        if (kernel.Symbols.TryGetAddress("modules", out _) || !kernel.Symbols.TryGetAddress("vmap_area_list", out _)
             || Value(info, "NUMBER(MODULES_VADDR)") is not ulong lo || Value(info, "NUMBER(MODULES_END)") is not ulong hi)
         {
             return;
