@@ -52,7 +52,8 @@ run_tests() {
     echo "== tests: $name =="
     # Each test's result is printed as it ends, and a test that runs past 15 minutes (a hang: the slowest test takes
     # about 3) stops the run with the test named, instead of the run waiting until CI's own time limit.
-    if ! dotnet test "$project" -c Release --no-build "${filter[@]}" --logger "trx;LogFileName=$name.trx" \
+    # And the whole step has a limit (a hang outside any one test, e.g. in a test class's teardown), well inside CI's.
+    if ! timeout --kill-after=2m 65m dotnet test "$project" -c Release --no-build "${filter[@]}" --logger "trx;LogFileName=$name.trx" \
         --logger "console;verbosity=normal" --blame-hang-timeout 15m --blame-hang-dump-type none \
         --results-directory "$results"; then
         failed_steps+=("tests: $name")

@@ -81,6 +81,42 @@ public sealed class LibvirtTests(LibvirtDaemon lv) : IClassFixture<LibvirtDaemon
     }
 
     [Fact]
+    public async Task AFleetCutOverARemoteTransportSavesOnTheVmsOwnHostAndTheGuestRunsOn()
+    {
+        // Over qemu+tcp no descriptor reaches the VM's QEMU, as with a VM on another host: its libvirt saves it on its
+        // own host, into --host-dir (here the same machine, so the file can be opened).
+        string output = Path.Combine(lv.Dir, $"cut-{Guid.NewGuid():N}");
+        string hostDir = Path.Combine(lv.Dir, $"host-{Guid.NewGuid():N}");
+        Directory.CreateDirectory(hostDir);
+        int tick = lv.LastTick();
+        (int code, string stdout, string stderr) = VmStateCli.Run(["fleet", "snapshot", "--libvirt", lv.TcpUri, "--domain", lv.Domain, "-o", output, "--host-dir", hostDir, "--json"]);
+        Assert.True(code == 0, stderr + stdout);
+        string file;
+        using (JsonDocument doc = JsonDocument.Parse(stdout))
+        {
+            JsonElement member = doc.RootElement.GetProperty("vms")[0];
+            Assert.True(member.GetProperty("savedOnHost").GetBoolean());
+            Assert.Equal("pause", member.GetProperty("mode").GetString());
+            string onHost = member.GetProperty("file").GetString()!;
+            file = Path.Combine(hostDir, lv.Domain + ".mig");
+            Assert.Equal($"{member.GetProperty("host").GetString()}:{file}", onHost);
+            Assert.True(member.GetProperty("pauseMs").GetDouble() > 0);
+        }
+
+        // The host's libvirt wrote its save-image format; it opens with the domain's processes.
+        (code, stdout, stderr) = VmStateCli.Run(["ps", file, "--json"]);
+        Assert.True(code == 0, stderr);
+        using (JsonDocument doc = JsonDocument.Parse(stdout))
+        {
+            var pids = Processes(doc).Select(p => p.GetProperty("pid").GetInt32()).ToHashSet();
+            Assert.All(lv.Truth.Processes, p => Assert.Contains(p.Pid, pids));
+        }
+
+        Assert.Equal("running", lv.State());
+        await lv.WaitForTickAfterAsync(tick, TimeSpan.FromSeconds(60));
+    }
+
+    [Fact]
     public async Task ACompressedVirshSaveFileIsReadWithItsDomainXmlAndRestores()
     {
         string file = Path.Combine(lv.Dir, $"virsh-{Guid.NewGuid():N}.save");

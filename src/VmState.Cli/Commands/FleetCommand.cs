@@ -21,23 +21,24 @@ internal static class FleetCommand
         var domain = new Option<string[]>("--domain") { Description = "a libvirt domain (repeat); with several --libvirt URIs write NAME@URI" };
         var all = new Option<bool>("--all") { Description = "every running domain of every --libvirt URI" };
         var output = new Option<string>("--output", "-o") { Description = "the output directory: NAME.mig for each VM and fleet.json", Required = true };
+        var hostDir = new Option<string?>("--host-dir") { Description = "where VMs reached through a remote libvirt transport (+tcp, +tls, +ssh: no descriptor can be passed) save, on their own host: an absolute directory there (default: the -o directory's absolute path)" };
         var live = new Option<bool>("--live") { Description = "background snapshots: each VM runs again as soon as its devices are saved (RAM written copy-on-write as it was at the cut)" };
         Option<bool> json = CommonOptions.Json();
         json.Description = "print the manifest (fleet.json) on stdout";
         var snapshot = new Command("snapshot", "Stop many VMs at (nearly) the same moment, save each, run them all again; report the cut's skew and each VM's pause");
-        foreach (Option o in new Option[] { qmp, libvirt, domain, all, output, live, json })
+        foreach (Option o in new Option[] { qmp, libvirt, domain, all, output, hostDir, live, json })
         {
             snapshot.Options.Add(o);
         }
 
-        snapshot.SetAction((r, ct) => RunAsync(r.GetValue(qmp) ?? [], r.GetValue(libvirt) ?? [], r.GetValue(domain) ?? [], r.GetValue(all), r.GetValue(output)!, r.GetValue(live), r.GetValue(json), ct));
+        snapshot.SetAction((r, ct) => RunAsync(r.GetValue(qmp) ?? [], r.GetValue(libvirt) ?? [], r.GetValue(domain) ?? [], r.GetValue(all), r.GetValue(output)!, r.GetValue(hostDir), r.GetValue(live), r.GetValue(json), ct));
         fleet.Subcommands.Add(snapshot);
         return fleet;
     }
 
-    private static async Task<int> RunAsync(string[] sockets, string[] uris, string[] domains, bool all, string output, bool live, bool json, CancellationToken ct)
+    private static async Task<int> RunAsync(string[] sockets, string[] uris, string[] domains, bool all, string output, string? hostDirectory, bool live, bool json, CancellationToken ct)
     {
-        List<(string Name, string Host, string Source, Func<Task<QmpClient>> Connect)> targets;
+        List<(string Name, string Host, string Source, Func<Task<QmpClient>> Connect, Func<string, CancellationToken, Task>? SaveOnHost)> targets;
         try
         {
             targets = Targets(sockets, uris, domains, all);
@@ -53,7 +54,7 @@ internal static class FleetCommand
         {
             // One connection per VM, opened in parallel: the stops then go out concurrently.
             QmpClient[] clients = await Task.WhenAll(targets.Select(t => t.Connect()));
-            members.AddRange(targets.Select((t, i) => new FleetMember(t.Name, clients[i], t.Host, t.Source)));
+            members.AddRange(targets.Select((t, i) => new FleetMember(t.Name, clients[i], t.Host, t.Source) { SaveOnHost = t.SaveOnHost, HostDirectory = hostDirectory }));
         }
         catch (Exception e) when (e is IOException or LiveVmGoneException or TimeoutException or VmStateNotFoundException or QmpException)
         {
@@ -113,8 +114,9 @@ internal static class FleetCommand
         {
             string stop = m.StopTime is DateTimeOffset s && first is DateTimeOffset f ? (s - f).TotalMilliseconds.ToString("F3", CultureInfo.InvariantCulture) : "-";
             string pause = m.Pause?.TotalMilliseconds.ToString("F1", CultureInfo.InvariantCulture) ?? "-";
-            string file = m.File is null ? $"FAILED: {TerminalText.Escape(m.Error ?? "?")}" : TerminalText.Escape(Path.GetFileName(m.File));
-            Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"{TerminalText.Escape(m.Name),-24} {TerminalText.Escape(m.Host),-12} {stop,9} {pause,9} {m.Mode,-19} {m.Bytes,14:N0} {file}"));
+            string file = m.File is null ? $"FAILED: {TerminalText.Escape(m.Error ?? "?")}" : m.SavedOnHost ? $"{TerminalText.Escape(m.File)} (on its host)" : TerminalText.Escape(Path.GetFileName(m.File));
+            string bytes = m.SavedOnHost ? "-" : m.Bytes.ToString("N0", CultureInfo.InvariantCulture);
+            Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"{TerminalText.Escape(m.Name),-24} {TerminalText.Escape(m.Host),-12} {stop,9} {pause,9} {m.Mode,-19} {bytes,14} {file}"));
         }
 
         string skew = cut.Skew is TimeSpan k ? $"{k.TotalMilliseconds.ToString("F3", CultureInfo.InvariantCulture)} ms" : "n/a (fewer than two running VMs)";
@@ -126,9 +128,9 @@ internal static class FleetCommand
         Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"cut of {cut.Members.Count} VMs: skew {skew} (spread of QEMU's STOP timestamps), {cut.Elapsed.TotalSeconds:F2} s in all; manifest {TerminalText.Escape(manifest)}"));
     }
 
-    private static List<(string Name, string Host, string Source, Func<Task<QmpClient>> Connect)> Targets(string[] sockets, string[] uris, string[] domains, bool all)
+    private static List<(string Name, string Host, string Source, Func<Task<QmpClient>> Connect, Func<string, CancellationToken, Task>? SaveOnHost)> Targets(string[] sockets, string[] uris, string[] domains, bool all)
     {
-        var targets = new List<(string Name, string Host, string Source, Func<Task<QmpClient>> Connect)>();
+        var targets = new List<(string Name, string Host, string Source, Func<Task<QmpClient>> Connect, Func<string, CancellationToken, Task>? SaveOnHost)>();
         if (sockets.Length + uris.Length == 0)
         {
             throw new ArgumentException("name the VMs: --qmp SOCKET (repeat), or --libvirt URI with --domain NAME (repeat) or --all");
@@ -150,7 +152,7 @@ internal static class FleetCommand
             string socket = Path.GetFullPath(sockets[i]);
             // Sockets are often all called qmp.sock: then their directory names them.
             string name = stems.Count(x => x == stems[i]) == 1 ? stems[i] : $"{Path.GetFileName(Path.GetDirectoryName(socket))}-{stems[i]}";
-            targets.Add((FileName(name), "localhost", socket, () => QmpClient.ConnectAsync(socket, TimeSpan.FromSeconds(10))));
+            targets.Add((FileName(name), "localhost", socket, () => QmpClient.ConnectAsync(socket, TimeSpan.FromSeconds(10)), null));
         }
 
         foreach (string uri in uris)
@@ -170,7 +172,15 @@ internal static class FleetCommand
             foreach (string d in names)
             {
                 string name = uris.Length == 1 ? d : $"{host}-{d}";
-                targets.Add((FileName(name), host, $"libvirt {uri} domain {d}", () => QmpClient.ConnectLibvirtAsync(uri, d, TimeSpan.FromSeconds(10))));
+                // Over a remote transport no descriptor of ours reaches the VM's QEMU: it saves on its own host.
+                Func<string, CancellationToken, Task>? saveOnHost = LibvirtConnection.CanPassDescriptors(uri) ? null : (path, token) => Task.Run(
+                    () =>
+                    {
+                        using LibvirtConnection c = LibvirtConnection.Open(uri);
+                        c.SaveMemoryOnHost(d, path);
+                    },
+                    token);
+                targets.Add((FileName(name), host, $"libvirt {uri} domain {d}", () => QmpClient.ConnectLibvirtAsync(uri, d, TimeSpan.FromSeconds(10)), saveOnHost));
             }
         }
 

@@ -9,7 +9,18 @@ namespace VmState.Live;
 /// <param name="Qmp">The VM's own QMP connection (one per VM: the stops go out concurrently).</param>
 /// <param name="Host">The host the VM runs on ("localhost" for this one).</param>
 /// <param name="Source">How the VM was reached, for the manifest (a socket path, or libvirt's URI and domain).</param>
-public sealed record FleetMember(string Name, QmpClient Qmp, string Host, string Source);
+public sealed record FleetMember(string Name, QmpClient Qmp, string Host, string Source)
+{
+    /// <summary>
+    /// For a VM that cannot be handed a descriptor of this process (on a remote libvirt host): saves the stopped VM
+    /// to a path on its own host (e.g. <see cref="LibvirtConnection.SaveMemoryOnHost"/>). Null: the VM's QEMU streams
+    /// its state into a file of this host.
+    /// </summary>
+    public Func<string, CancellationToken, Task>? SaveOnHost { get; init; }
+
+    /// <summary>With <see cref="SaveOnHost"/>: the absolute directory on the VM's host its snapshot is written to.</summary>
+    public string? HostDirectory { get; init; }
+}
 
 /// <summary>What the cut did to one VM.</summary>
 /// <param name="Name">The VM's name.</param>
@@ -45,6 +56,9 @@ public sealed record FleetMemberResult(string Name, string Host, string Source, 
     public TimeSpan? ClockOffsetUncertainty => StopSent is DateTimeOffset sent && StopAnswered is DateTimeOffset answered && StopTime is not null
         ? (answered - sent) / 2
         : null;
+
+    /// <summary>True when <see cref="File"/> is a path on the VM's own host (<see cref="Host"/>), saved there by its libvirt; its size is then not known here (<see cref="Bytes"/> 0).</summary>
+    public bool SavedOnHost { get; init; }
 }
 
 /// <summary>The result of a fleet cut.</summary>
@@ -160,7 +174,12 @@ public sealed record FleetCut(IReadOnlyList<FleetMemberResult> Members, DateTime
             w.WriteString("name", m.Name);
             w.WriteString("host", m.Host);
             w.WriteString("source", m.Source);
-            w.WriteString("file", m.File is null ? null : Path.GetFileName(m.File));
+            w.WriteString("file", m.File is null ? null : m.SavedOnHost ? m.File : Path.GetFileName(m.File));
+            if (m.SavedOnHost)
+            {
+                w.WriteBoolean("savedOnHost", true);
+            }
+
             w.WriteString("mode", m.Mode);
             w.WriteString("stopTime", m.StopTime?.UtcDateTime.ToString("O", System.Globalization.CultureInfo.InvariantCulture));
             w.WriteString("resumeTime", m.ResumeTime?.UtcDateTime.ToString("O", System.Globalization.CultureInfo.InvariantCulture));
@@ -223,7 +242,7 @@ public static class FleetSnapshot
         PrivateDirectory.Create(directory);
         DateTimeOffset started = DateTimeOffset.UtcNow;
         var clock = Stopwatch.StartNew();
-        var states = members.Select(m => new MemberState(m, Path.Combine(directory, m.Name + ".mig"))).ToArray();
+        var states = members.Select(m => new MemberState(m, m.SaveOnHost is null ? Path.Combine(directory, m.Name + ".mig") : HostPath(m, directory))).ToArray();
         try
         {
             // Before the cut: what each VM is doing, and everything a save needs set up, so the stops go out together.
@@ -245,6 +264,18 @@ public static class FleetSnapshot
         return new FleetCut(states.Select(s => s.Result()).ToList(), started, clock.Elapsed, live);
     }
 
+    /// <summary>Where a VM that saves on its own host writes: its host directory (default: the output directory's absolute path there too).</summary>
+    private static string HostPath(FleetMember m, string directory)
+    {
+        string dir = m.HostDirectory ?? Path.GetFullPath(directory);
+        if (!dir.StartsWith('/'))
+        {
+            throw new ArgumentException($"{m.Name}: the directory on its host must be absolute, not '{dir}'");
+        }
+
+        return dir.TrimEnd('/') + "/" + m.Name + ".mig";
+    }
+
     private sealed class MemberState(FleetMember member, string path)
     {
         private OutputFile? _output;
@@ -253,6 +284,7 @@ public static class FleetSnapshot
         private bool _background;
         private bool _migrating;
         private bool _committed;
+        private bool _savedOnHost;
         private DateTimeOffset? _stop;
         private DateTimeOffset? _stopSent;
         private DateTimeOffset? _stopAnswered;
@@ -271,7 +303,7 @@ public static class FleetSnapshot
                     throw new IOException("a migration is already active on this VM");
                 }
 
-                if (live && _wasRunning)
+                if (live && _wasRunning && member.SaveOnHost is null)
                 {
                     try
                     {
@@ -282,6 +314,12 @@ public static class FleetSnapshot
                     {
                         // Refused (e.g. no userfaultfd write protection): this VM is paused for its save instead.
                     }
+                }
+
+                if (member.SaveOnHost is not null)
+                {
+                    // Saved by the VM's own host (libvirt's external memory snapshot): paused for its save.
+                    return;
                 }
 
                 await QemuMonitor.LiftBandwidthCapAsync(member.Qmp, ct).ConfigureAwait(false);
@@ -323,6 +361,22 @@ public static class FleetSnapshot
 
         public async Task SaveAsync(CancellationToken ct)
         {
+            if (_error is null && member.SaveOnHost is { } saveOnHost)
+            {
+                try
+                {
+                    await saveOnHost(path, ct).ConfigureAwait(false);
+                    _committed = true;
+                    _savedOnHost = true;
+                }
+                catch (Exception e) when (e is IOException or ArgumentException or VmStateNotFoundException)
+                {
+                    Fail(e);
+                }
+
+                return;
+            }
+
             if (_error is not null || _output is null || _descriptor is null)
             {
                 return;
@@ -402,7 +456,7 @@ public static class FleetSnapshot
             member.Name,
             member.Host,
             member.Source,
-            _committed ? path : null,
+            _committed ? (_savedOnHost ? $"{member.Host}:{path}" : path) : null,
             _stop,
             _resume,
             _bytes,
@@ -411,6 +465,7 @@ public static class FleetSnapshot
         {
             StopSent = _stop is null ? null : _stopSent,
             StopAnswered = _stop is null ? null : _stopAnswered,
+            SavedOnHost = _savedOnHost,
         };
 
         /// <summary>

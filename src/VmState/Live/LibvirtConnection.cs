@@ -1,3 +1,4 @@
+using System.Xml.Linq;
 using System.Globalization;
 using System.Runtime.InteropServices;
 using VmState.Views;
@@ -152,6 +153,69 @@ public sealed class LibvirtConnection : IDisposable
         {
             _ = LibvirtNative.virDomainFree(d);
         }
+    }
+
+    /// <summary>
+    /// Saves the running or paused domain's memory and device state to <paramref name="hostPath"/> on the domain's own
+    /// host (the libvirt daemon's machine, which may not be this one): an external memory snapshot without metadata
+    /// (<c>virDomainSnapshotCreateXML</c> with <c>&lt;memory snapshot='external'/&gt;</c>, every disk
+    /// <c>snapshot='no'</c>), written by the host's libvirt in its save-image format (what <c>virsh save</c> writes).
+    /// The domain is left as it was: running, or paused. This is how a VM on a remote host is saved, where a
+    /// descriptor of ours cannot be handed to its QEMU.
+    /// </summary>
+    /// <exception cref="IOException">libvirt refused or failed (its message).</exception>
+    public void SaveMemoryOnHost(string nameOrUuid, string hostPath)
+    {
+        ArgumentException.ThrowIfNullOrEmpty(hostPath);
+        if (!hostPath.StartsWith('/') || hostPath.Any(char.IsControl))
+        {
+            throw new ArgumentException($"'{hostPath}' is not an absolute path on the domain's host");
+        }
+
+        var disks = new System.Text.StringBuilder();
+        foreach (XElement target in XDocument.Parse(GetDomainXml(nameOrUuid)).Descendants("disk").Elements("target"))
+        {
+            if (target.Attribute("dev")?.Value is string dev)
+            {
+                disks.Append(System.Globalization.CultureInfo.InvariantCulture, $"<disk name='{System.Security.SecurityElement.Escape(dev)}' snapshot='no'/>");
+            }
+        }
+
+        string name = $"vmstate-{DateTime.UtcNow:yyyyMMddTHHmmssfff}-{Environment.ProcessId}";
+        string xml = $"<domainsnapshot><name>{name}</name><memory snapshot='external' file='{System.Security.SecurityElement.Escape(hostPath)}'/><disks>{disks}</disks></domainsnapshot>";
+        nint d = LookUp(nameOrUuid);
+        try
+        {
+            nint snapshot = LibvirtNative.virDomainSnapshotCreateXML(d, xml, LibvirtNative.SnapshotCreateNoMetadata);
+            if (snapshot == 0)
+            {
+                throw new IOException($"libvirt at {Uri} could not save domain {nameOrUuid} to {hostPath} on its host: {LibvirtNative.LastError().Message}");
+            }
+
+            _ = LibvirtNative.virDomainSnapshotFree(snapshot);
+        }
+        finally
+        {
+            _ = LibvirtNative.virDomainFree(d);
+        }
+    }
+
+    /// <summary>
+    /// True when a descriptor of this process can be handed to the domain's QEMU through this URI: libvirt passes
+    /// files only over a UNIX socket (<c>qemu:///…</c>, <c>qemu+unix://…</c>); <c>+tcp</c>, <c>+tls</c>, <c>+ssh</c> and
+    /// the other remote transports cannot, and their VMs save on their own host (<see cref="SaveMemoryOnHost"/>).
+    /// </summary>
+    public static bool CanPassDescriptors(string uri)
+    {
+        ArgumentNullException.ThrowIfNull(uri);
+        int scheme = uri.IndexOf("://", StringComparison.Ordinal);
+        if (scheme < 0)
+        {
+            return true;
+        }
+
+        int plus = uri.IndexOf('+', 0, scheme);
+        return plus < 0 || uri[(plus + 1)..scheme] == "unix";
     }
 
     /// <summary>A domain handle by name, else by UUID; the caller frees it.</summary>

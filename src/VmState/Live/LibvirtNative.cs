@@ -25,6 +25,9 @@ internal static unsafe partial class LibvirtNative
     /// <summary><c>VIR_DOMAIN_XML_SECURE</c> is not asked for: passwords stay out of what we keep.</summary>
     public const uint XmlDefault = 0;
 
+    /// <summary>VIR_DOMAIN_SNAPSHOT_CREATE_NO_METADATA: the snapshot is taken, libvirt keeps no record of it.</summary>
+    public const uint SnapshotCreateNoMetadata = 4;
+
     /// <summary><c>VIR_ERR_NO_DOMAIN</c>.</summary>
     public const int ErrNoDomain = 42;
 
@@ -105,6 +108,12 @@ internal static unsafe partial class LibvirtNative
 
     [LibraryImport(Library)]
     public static partial int virDomainIsActive(nint domain);
+
+    [LibraryImport(Library, StringMarshalling = StringMarshalling.Utf8)]
+    public static partial nint virDomainSnapshotCreateXML(nint domain, string xmlDesc, uint flags);
+
+    [LibraryImport(Library)]
+    public static partial int virDomainSnapshotFree(nint snapshot);
 
     [LibraryImport(Library)]
     public static partial int virConnectDomainEventRegisterAny(nint conn, nint domain, int eventId, delegate* unmanaged<nint, nint, int, int, void*, int> cb, void* opaque, void* freecb);

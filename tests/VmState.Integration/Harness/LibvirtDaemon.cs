@@ -21,6 +21,15 @@ public sealed class LibvirtDaemon : IAsyncLifetime
     /// <summary>The URI of the private daemon.</summary>
     public string Uri => $"qemu:///system?socket={Path.Combine(Dir, "sock", "libvirt-sock")}";
 
+    /// <summary>The TCP port the daemon also listens on (loopback only, no auth), for remote-transport URIs.</summary>
+    public int TcpPort { get; } = FreeTcpPort();
+
+    /// <summary>
+    /// The same daemon through libvirt's remote TCP transport (<c>qemu+tcp://127.0.0.1:PORT/system</c>), over which, as
+    /// to any remote host, no file descriptor can be passed.
+    /// </summary>
+    public string TcpUri => $"qemu+tcp://127.0.0.1:{TcpPort.ToString(CultureInfo.InvariantCulture)}/system";
+
     /// <summary>The fixture guest's domain name.</summary>
     public string Domain { get; } = $"vmstate-test-{Guid.NewGuid():N}"[..24];
 
@@ -50,6 +59,11 @@ public sealed class LibvirtDaemon : IAsyncLifetime
             unix_sock_dir = "{Path.Combine(Dir, "sock")}"
             auth_unix_rw = "none"
             auth_unix_ro = "none"
+            listen_tls = 0
+            listen_tcp = 1
+            listen_addr = "127.0.0.1"
+            tcp_port = "{TcpPort}"
+            auth_tcp = "none"
             log_outputs = "3:file:{Path.Combine(Dir, "libvirtd.log")}"
 
             """);
@@ -70,7 +84,7 @@ public sealed class LibvirtDaemon : IAsyncLifetime
         string mounts = string.Join(" && ", new[] { ("etc", "/etc/libvirt"), ("run", "/run/libvirt"), ("lib", "/var/lib/libvirt"), ("cache", "/var/cache/libvirt"), ("log", "/var/log/libvirt") }
             .Select(m => $"mount --bind '{Path.Combine(Dir, m.Item1)}' '{m.Item2}'"));
         var psi = new ProcessStartInfo("unshare") { RedirectStandardOutput = true, RedirectStandardError = true, WorkingDirectory = Dir };
-        foreach (string a in new[] { "--mount", "--propagation", "private", "--", "sh", "-c", $"{mounts} && exec libvirtd --config '{Path.Combine(Dir, "etc", "libvirtd.conf")}' --pid-file '{Path.Combine(Dir, "libvirtd.pid")}'" })
+        foreach (string a in new[] { "--mount", "--propagation", "private", "--", "sh", "-c", $"{mounts} && exec libvirtd --listen --config '{Path.Combine(Dir, "etc", "libvirtd.conf")}' --pid-file '{Path.Combine(Dir, "libvirtd.pid")}'" })
         {
             psi.ArgumentList.Add(a);
         }
@@ -120,6 +134,13 @@ public sealed class LibvirtDaemon : IAsyncLifetime
         {
             return false;
         }
+    }
+
+    private static int FreeTcpPort()
+    {
+        using var listener = new System.Net.Sockets.TcpListener(System.Net.IPAddress.Loopback, 0);
+        listener.Start();
+        return ((System.Net.IPEndPoint)listener.LocalEndpoint).Port;
     }
 
     /// <summary>Runs virsh against the private daemon.</summary>
