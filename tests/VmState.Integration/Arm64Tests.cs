@@ -248,6 +248,7 @@ public sealed class Arm64Tests(Arm64GuestFixture guest) : IClassFixture<Arm64Gue
         using MachineState m = SnapshotLoader.Open(guest.StreamPath, new SnapshotOpenOptions { CacheReads = true });
         LinuxKernel k = KernelLocator.Locate(m);
         Assert.Equal(guest.Truth.KernelVersion, k.Release);
+        Assert.Equal(guest.Truth.Lines.First(l => l.Key == "banner").Text, k.Banner);
         Assert.NotNull(k.Arm64Layout);
 
         // The symbols the guest's /proc/kallsyms printed (text ones: Debian's arm64 kernel has no data symbols there).

@@ -52,15 +52,7 @@ internal static class Arm64KernelLocator
         KallsymsLayout l = symbols.Layout;
         evidence.Add($"kallsyms: {symbols.Count} symbols ({l.Source}; {l.Encoding} addresses, {l.Order} table order); kallsyms_names at 0x{l.Names:x}");
 
-        int b = image.AsSpan().IndexOf(KernelLocator.BannerPrefix);
-        if (b < 0)
-        {
-            throw new KernelDataException("Linux kernel", "AArch64 image holds no \"Linux version \" string");
-        }
-
-        ReadOnlySpan<byte> bannerBytes = image.AsSpan(b, Math.Min(1024, image.Length - b));
-        int nul = bannerBytes.IndexOf((byte)0);
-        string banner = Encoding.UTF8.GetString(nul >= 0 ? bannerBytes[..nul] : bannerBytes).TrimEnd('\n');
+        (int b, string banner) = FindBanner(image, UtsVersion(memory, layout, info));
 
         var extra = new List<(string Name, char Type, ulong Address)>();
         if (FindBtf(image) is (int btfAt, int btfSize))
@@ -241,6 +233,55 @@ internal static class Arm64KernelLocator
         }
 
         return (text, Math.Min(size, inRam));
+    }
+
+    /// <summary>
+    /// The banner: the image's "Linux version " string that ends with init_uts_ns's version (6.1's init/version.c
+    /// keeps a weak linux_banner whose UTS_VERSION lacks the build number, before the real one), else the first.
+    /// </summary>
+    private static (int Offset, string Text) FindBanner(byte[] image, string? version)
+    {
+        (int, string)? first = null;
+        for (int from = 0, n = 0; from < image.Length && n < 16; n++)
+        {
+            int i = image.AsSpan(from).IndexOf(KernelLocator.BannerPrefix);
+            if (i < 0)
+            {
+                break;
+            }
+
+            int at = from + i;
+            ReadOnlySpan<byte> bytes = image.AsSpan(at, Math.Min(1024, image.Length - at));
+            int nul = bytes.IndexOf((byte)0);
+            string text = Encoding.UTF8.GetString(nul >= 0 ? bytes[..nul] : bytes).TrimEnd('\n');
+            if (version is not null && text.EndsWith(" " + version, StringComparison.Ordinal))
+            {
+                return (at, text);
+            }
+
+            first ??= (at, text);
+            from = at + KernelLocator.BannerPrefix.Length;
+        }
+
+        return first ?? throw new KernelDataException("Linux kernel", "AArch64 image holds no \"Linux version \" string");
+    }
+
+    /// <summary>init_uts_ns.name.version (struct new_utsname: sysname, nodename, release, version; 65 bytes each).</summary>
+    private static string? UtsVersion(Arm64KernelMemory memory, Arm64KernelLayout layout, Vmcoreinfo info)
+    {
+        if (layout.InitUtsNs is not ulong uts)
+        {
+            return null;
+        }
+
+        byte[] version = new byte[65];
+        if (memory.Read(uts + (ulong)(info.Offset("uts_namespace.name") ?? 0) + (65 * 3), version) != version.Length)
+        {
+            return null;
+        }
+
+        int nul = Array.IndexOf(version, (byte)0);
+        return nul <= 0 ? null : Encoding.ASCII.GetString(version, 0, nul);
     }
 
     private static byte[] ZeroFilled(Arm64KernelMemory memory, ulong address, int length)
