@@ -467,6 +467,7 @@ public static class Targets
             () => Check(Cli.Web.WebParameters.SourceIndex(text, 3) is >= 0 and < 3),
             () => Check(Cli.Web.WebParameters.HexBytes(text).Length is >= 1 and <= Cli.Web.WebParameters.MaxWriteLength),
             () => _ = Cli.Web.WebParameters.IsPhysical(text),
+            () => Check(Cli.Web.WebParameters.Symbol(text) is { Length: >= 1 and <= Cli.Web.WebParameters.MaxSymbolText } symbol && symbol.All(c => char.IsAsciiLetterOrDigit(c) || c is '_' or '.')),
             () => Check(!Cli.Web.WebParameters.Shown(text).Any(char.IsControl)),
         ])
         {

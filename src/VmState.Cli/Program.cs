@@ -13,6 +13,8 @@ public static class Program
         // raw stdout, and every guest string it renders is escaped where it is added.
         TerminalText.Install();
         Spectre.Console.AnsiConsole.Console = TerminalText.CreateConsole(TerminalText.RawOut, Console.IsOutputRedirected);
+        // A background snapshot this process reads is let finish even if this process is killed (CaptureGuard).
+        VmState.Live.CaptureGuard.Command = TraceCommand.SelfCommand("capture-guard");
         var root = new RootCommand("vmstate: read, extract and change the state of QEMU/KVM virtual machines");
         root.Subcommands.Add(InfoCommand.Create());
         root.Subcommands.Add(ExtractCommand.Create());
@@ -43,6 +45,7 @@ public static class Program
         root.Subcommands.Add(MountCommand.Create());
         root.Subcommands.Add(MountCommand.CreateUnmount());
         root.Subcommands.Add(TraceCommand.Guard());
+        root.Subcommands.Add(RecordCommand.Guard());
         root.Subcommands.Add(HistoryCommand.Create());
         root.Subcommands.Add(RrCommand.Create());
         root.Subcommands.Add(ForkCommand.Create());

@@ -227,6 +227,59 @@ public sealed class LibvirtTests(LibvirtDaemon lv) : IClassFixture<LibvirtDaemon
         Assert.Contains("cannot connect to libvirt", stderr, StringComparison.Ordinal);
     }
 
+    [Fact]
+    public async Task ServeWithoutDomainServesEveryRunningDomainWithTheProcessTablePsPrints()
+    {
+        using System.Diagnostics.Process server = VmStateCli.StartBackground(["serve", "--libvirt", lv.Uri, "--port", "0", "--allow-trace"]);
+        HttpResponseMessage? trace = null;
+        try
+        {
+            string? first = await server.StandardOutput.ReadLineAsync().WaitAsync(TimeSpan.FromSeconds(120));
+            System.Text.RegularExpressions.Match m = System.Text.RegularExpressions.Regex.Match(first ?? string.Empty, @"listening on (http://\S+)$");
+            Assert.True(m.Success, $"serve printed: {first}\n{(server.HasExited ? await server.StandardError.ReadToEndAsync() : string.Empty)}");
+            _ = server.StandardError.ReadToEndAsync();
+            using var client = new HttpClient { BaseAddress = new Uri(m.Groups[1].Value), Timeout = TimeSpan.FromSeconds(60) };
+            using JsonDocument sources = JsonDocument.Parse(await client.GetStringAsync("/api/sources"));
+            JsonElement source = Assert.Single(sources.RootElement.EnumerateArray());
+            Assert.Equal($"libvirt domain {lv.Domain} at {lv.Uri}", source.GetProperty("name").GetString());
+            Assert.True(source.GetProperty("live").GetBoolean(), source.ToString());
+
+            // The guest forks nothing after READY, so the two reads see the same processes (a kworker's name carries the
+            // workqueue it runs at the moment, which is not the same twice).
+            using JsonDocument served = JsonDocument.Parse(await client.GetStringAsync("/api/s/0/ps"));
+            (int code, string stdout, string stderr) = VmStateCli.Run(["ps", "--libvirt", lv.Uri, "--domain", lv.Domain, "--json"]);
+            Assert.True(code == 0, stderr);
+            using JsonDocument printed = JsonDocument.Parse(stdout);
+            static string[] Rows(JsonDocument d) => [.. Processes(d).Select(p => $"{p.GetProperty("pid").GetInt32()} {p.GetProperty("ppid").GetInt32()} {p.GetProperty("uid").GetInt32()} {Name(p.GetProperty("name").GetString()!)}")];
+            static string Name(string n) => n.StartsWith("kworker/", StringComparison.Ordinal) && n.IndexOf('-', StringComparison.Ordinal) is int dash and > 0 ? n[..dash] : n;
+            Assert.Equal(Rows(printed), Rows(served));
+            Assert.Contains(Processes(served), p => p.GetProperty("pid").GetInt32() == lv.Truth.Marker!.Pid);
+            Assert.Contains("\"state\": \"running\"", await client.GetStringAsync("/api/s/0/state"), StringComparison.Ordinal);
+
+            // A live event stream is open (its breakpoint in) when the server gets Ctrl-C: the trace ends with it.
+            trace = await client.GetAsync("/api/s/0/trace/exec", HttpCompletionOption.ResponseHeadersRead);
+            Assert.Equal(System.Net.HttpStatusCode.OK, trace.StatusCode);
+            using var reader = new StreamReader(await trace.Content.ReadAsStreamAsync());
+            Assert.Equal("event: started", await reader.ReadLineAsync().WaitAsync(TimeSpan.FromSeconds(120)));
+        }
+        finally
+        {
+            if (!server.HasExited)
+            {
+                await MountTests.InterruptAsync(server);
+            }
+
+            trace?.Dispose();
+        }
+
+        Assert.Equal(0, server.ExitCode);
+        Assert.Equal("running", lv.State());
+        HostCommand.Result chardevs = lv.Virsh(TimeSpan.FromSeconds(30), "qemu-monitor-command", lv.Domain, "{\"execute\":\"query-chardev\"}");
+        Assert.True(chardevs.ExitCode == 0, chardevs.ToString());
+        Assert.DoesNotContain("\"label\":\"gdb\"", chardevs.Stdout.Replace(" ", string.Empty, StringComparison.Ordinal), StringComparison.Ordinal);
+        await lv.WaitForTickAfterAsync(lv.LastTick(), TimeSpan.FromSeconds(60));
+    }
+
     /// <summary>The process rows of <c>ps --json</c> (an object with "processes").</summary>
     private static IEnumerable<JsonElement> Processes(JsonDocument doc) =>
         (doc.RootElement.ValueKind == JsonValueKind.Array ? doc.RootElement : doc.RootElement.GetProperty("processes")).EnumerateArray();

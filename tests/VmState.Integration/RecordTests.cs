@@ -220,4 +220,50 @@ public sealed class RecordTests(FrontDoorGuest fixture) : IClassFixture<FrontDoo
         Assert.True(code == 0, stderr);
         await AssertRunningWithNoMigrationAsync();
     }
+
+    [Fact]
+    public async Task ARecorderKilledInTheMiddleOfACaptureLeavesAStoreThatVerifiesAndTheGuestRunning()
+    {
+        string store = Path.Combine(_dir, "killed");
+        using Process record = VmStateCli.StartBackground(["record", "--qmp", Guest.ToolQmpPath, "--store", store, "--every", "0", "--json"]);
+        try
+        {
+            // Captures back to back: after the first one is committed, the next is under way when SIGKILL arrives.
+            string? first = await record.StandardOutput.ReadLineAsync().WaitAsync(TimeSpan.FromSeconds(120));
+            Assert.NotNull(first);
+            await Task.Delay(150);
+        }
+        finally
+        {
+            // SIGKILL of the recorder alone, as the OOM killer or `kill -9 PID` would (its capture guard lives on).
+            record.Kill(entireProcessTree: false);
+            await record.WaitForExitAsync().WaitAsync(TimeSpan.FromSeconds(30));
+        }
+
+        // The store is as it was after its last committed capture (the writer that was cut off left nothing readable),
+        // the next writer can append to it, and the guest was not left paused or in a migration.
+        (int code, string list, string stderr) = VmStateCli.Run(["history", "verify", store]);
+        Assert.True(code == 0, stderr + list);
+        (code, list, stderr) = VmStateCli.Run(["history", "list", store, "--json"]);
+        Assert.True(code == 0, stderr);
+        int committed = JsonDocument.Parse(list).RootElement.GetProperty("captures").GetArrayLength();
+        Assert.True(committed >= 1, list);
+        await WaitForNoMigrationAsync();
+        await AssertRunningWithNoMigrationAsync();
+        (code, string more, stderr) = VmStateCli.Run(["record", "--qmp", Guest.ToolQmpPath, "--store", store, "--count", "1", "--json"]);
+        Assert.True(code == 0, stderr);
+        Assert.Equal(committed + 1, JsonDocument.Parse(more.Split('\n')[0]).RootElement.GetProperty("capture").GetInt32());
+        (code, _, stderr) = VmStateCli.Run(["history", "verify", store]);
+        Assert.True(code == 0, stderr);
+    }
+
+    /// <summary>A migration whose reader was killed fails on QEMU's side after a moment; wait for that (at most 60 s).</summary>
+    private async Task WaitForNoMigrationAsync()
+    {
+        var clock = Stopwatch.StartNew();
+        while (QemuMonitor.IsMigrationActive(await Guest.Qmp.ExecuteAsync("query-migrate")) && clock.Elapsed < TimeSpan.FromSeconds(60))
+        {
+            await Task.Delay(100);
+        }
+    }
 }

@@ -13,7 +13,7 @@ namespace VmState.Integration;
 /// <summary>
 /// One fixture guest (256 MiB) for every <c>vmstate serve</c> test: saved twice as migration streams (the first is the
 /// snapshot source, both go into a history store), left running for the live source, and one server process over the
-/// three (<c>serve SNAPSHOT --qmp SOCKET --store STORE --port 0 --allow-writes</c>; QEMU serves one QMP client per
+/// three (<c>serve SNAPSHOT --qmp SOCKET --store STORE --port 0 --allow-writes --allow-trace</c>; QEMU serves one QMP client per
 /// socket, so one server holds the running VM; the refusal without --allow-writes is a unit test).
 /// </summary>
 public sealed class WebServeGuest : IAsyncLifetime
@@ -51,7 +51,7 @@ public sealed class WebServeGuest : IAsyncLifetime
         (int code, _, string stderr) = VmStateCli.Run(["history", "import", "--store", Store, Snapshot, later]);
         Assert.True(code == 0, stderr);
         File.Delete(later);
-        Server = VmStateCli.StartBackground(["serve", Snapshot, "--qmp", Guest.ToolQmpPath, "--store", Store, "--port", "0", "--allow-writes"]);
+        Server = VmStateCli.StartBackground(["serve", Snapshot, "--qmp", Guest.ToolQmpPath, "--store", Store, "--port", "0", "--allow-writes", "--allow-trace"]);
         string? first = await Server.StandardOutput.ReadLineAsync().WaitAsync(TimeSpan.FromSeconds(120));
         Match m = Regex.Match(first ?? string.Empty, @"listening on (http://\S+)$");
         Assert.True(m.Success, $"serve printed: {first}\n{(Server.HasExited ? await Server.StandardError.ReadToEndAsync() : string.Empty)}");
@@ -282,6 +282,16 @@ public sealed class WebServeTests(WebServeGuest fixture, ITestOutputHelper log) 
         await page.Locator("#log").ScrollIntoViewIfNeededAsync();
         await page.ScreenshotAsync(new PageScreenshotOptions { Path = Path.Combine(artifacts, "linux-live.png") });
 
+        // The live event stream: the marker's three programs appear as rows while they start; leaving the page ends the trace.
+        await page.GotoAsync(Url("/s/1/events?kind=exec"));
+        await page.WaitForFunctionAsync("() => document.getElementById('trace-status').className == 'ok'", null, new PageWaitForFunctionOptions { Timeout = 120_000 });
+        await RequestAsync(await RequestAddressAsync(), 2);
+        await page.WaitForFunctionAsync("() => Number(document.getElementById('events').dataset.events || 0) >= 3", null, new PageWaitForFunctionOptions { Timeout = 120_000 });
+        Assert.Contains("/bin/sleep", await page.InnerTextAsync("#events"), StringComparison.Ordinal);
+        await page.ScreenshotAsync(new PageScreenshotOptions { Path = Path.Combine(artifacts, "events.png") });
+        await page.GotoAsync(Url("/"));
+        await AssertTraceEndedAsync();
+
         // Time: the store's captures and their diff.
         await page.GotoAsync(Url("/s/2"));
         await page.ScreenshotAsync(new PageScreenshotOptions { Path = Path.Combine(artifacts, "time.png") });
@@ -303,5 +313,129 @@ public sealed class WebServeTests(WebServeGuest fixture, ITestOutputHelper log) 
         log.WriteLine(report.ToString());
         await File.WriteAllTextAsync(Path.Combine(artifacts, "timings.txt"), report.ToString());
         Assert.Empty(errors);
+    }
+
+    [Fact]
+    public async Task TheLiveEventStreamSendsTheGuestsExecsAsTheyHappenAndCleansUpWhenClosed()
+    {
+        GroundTruth.MarkerInfo marker = fixture.Marker;
+        ulong request = await RequestAddressAsync();
+        int from;
+        var execs = new List<JsonElement>();
+        var transcript = new StringBuilder();
+        using (var open = new HttpRequestMessage(HttpMethod.Get, "/api/s/1/trace/exec"))
+        using (HttpResponseMessage stream = await fixture.Client.SendAsync(open, HttpCompletionOption.ResponseHeadersRead))
+        {
+            Assert.Equal(System.Net.HttpStatusCode.OK, stream.StatusCode);
+            Assert.Equal("text/event-stream", stream.Content.Headers.ContentType!.MediaType);
+            using var reader = new StreamReader(await stream.Content.ReadAsStreamAsync());
+            using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(150));
+            (string name, JsonElement started) = await NextEventAsync(reader, transcript, timeout.Token);
+            Assert.Equal("started", name);
+            Assert.Equal("setup_new_exec", started.GetProperty("breakpoint").GetString());
+
+            // One trace per VM: a second stream, and the pause button, are refused while this one runs.
+            using (HttpResponseMessage second = await fixture.Client.GetAsync("/api/s/1/trace/exec", HttpCompletionOption.ResponseHeadersRead))
+            {
+                Assert.Equal(System.Net.HttpStatusCode.Conflict, second.StatusCode);
+                Assert.Contains("already running", await second.Content.ReadAsStringAsync(), StringComparison.Ordinal);
+            }
+
+            using (HttpResponseMessage pause = await fixture.Client.PostAsync("/api/s/1/pause", null))
+            {
+                Assert.Equal(System.Net.HttpStatusCode.Conflict, pause.StatusCode);
+            }
+
+            from = fixture.Guest.SerialLineCount;
+            await RequestAsync(request, 2);
+            while (execs.Count < 3)
+            {
+                (name, JsonElement e) = await NextEventAsync(reader, transcript, timeout.Token);
+                Assert.Equal("exec", name);
+                execs.Add(e);
+            }
+        }
+
+        // The marker's own account of the programs it ran (VMSMARKER exec pid=<pid> argv=<argv joined by spaces>).
+        await fixture.Guest.WaitForSerialLineAsync(l => l.StartsWith("VMSMARKER exec pid=", StringComparison.Ordinal) && l.Contains("/bin/sleep", StringComparison.Ordinal), TimeSpan.FromSeconds(30), from);
+        string[] truth = fixture.Guest.SerialText.Split('\n').Skip(from).Select(l => l.TrimEnd('\r')).Where(l => l.StartsWith("VMSMARKER exec pid=", StringComparison.Ordinal)).ToArray();
+        Assert.Equal(3, truth.Length);
+        for (int i = 0; i < 3; i++)
+        {
+            string said = truth[i]["VMSMARKER exec ".Length..];
+            int pid = int.Parse(said["pid=".Length..said.IndexOf(' ', StringComparison.Ordinal)], CultureInfo.InvariantCulture);
+            string argv = said[(said.IndexOf(" argv=", StringComparison.Ordinal) + " argv=".Length)..];
+            string program = argv.Split(' ')[0];
+            Assert.Equal(pid, execs[i].GetProperty("pid").GetInt32());
+            Assert.Equal(program[(program.LastIndexOf('/') + 1)..], execs[i].GetProperty("comm").GetString());
+            Assert.Equal(program, execs[i].GetProperty("filename").GetString());
+            Assert.Equal(argv, string.Join(' ', execs[i].GetProperty("argv").EnumerateArray().Select(a => a.GetString())));
+            Assert.Equal(marker.Pid, execs[i].GetProperty("ppid").GetInt32());
+        }
+
+        // Closing the stream ended the trace: breakpoint out, the stub the server started stopped, the guest running.
+        await AssertTraceEndedAsync();
+        string artifacts = Path.Combine(RepoPaths.Root, "artifacts", "web");
+        Directory.CreateDirectory(artifacts);
+        await File.WriteAllTextAsync(Path.Combine(artifacts, "trace-exec.txt"), transcript.ToString());
+    }
+
+    /// <summary>The next server-sent event on <paramref name="reader"/>: its name and its data (JSON); comments skipped.</summary>
+    private static async Task<(string Name, JsonElement Data)> NextEventAsync(StreamReader reader, StringBuilder transcript, CancellationToken cancellationToken)
+    {
+        string? name = null;
+        while (await reader.ReadLineAsync(cancellationToken) is string line)
+        {
+            transcript.Append(line).Append('\n');
+            if (line.StartsWith("event: ", StringComparison.Ordinal))
+            {
+                name = line["event: ".Length..];
+            }
+            else if (line.StartsWith("data: ", StringComparison.Ordinal) && name is not null)
+            {
+                using JsonDocument doc = JsonDocument.Parse(line["data: ".Length..]);
+                return (name, doc.RootElement.Clone());
+            }
+        }
+
+        throw new EndOfStreamException("the event stream ended");
+    }
+
+    /// <summary>
+    /// The guest-physical address of the marker's g_request now, through the server's translate API (the server holds
+    /// the tool QMP socket; a fork by an exec request copies the page on the marker's next write).
+    /// </summary>
+    private async Task<ulong> RequestAddressAsync()
+    {
+        string line = fixture.Guest.SerialText.Split('\n').First(l => l.StartsWith("VMSTATE-TRUTH marker ", StringComparison.Ordinal)).TrimEnd('\r');
+        string field = line.Split(' ').First(f => f.StartsWith("g_request_addr=", StringComparison.Ordinal));
+        using JsonDocument t = JsonDocument.Parse(await Get($"/api/s/1/translate?addr={field["g_request_addr=".Length..]}&pid={fixture.Marker.Pid}"));
+        string physical = t.RootElement.GetProperty("physicalAddress").GetString()!;
+        return ulong.Parse(physical.AsSpan(2), NumberStyles.AllowHexSpecifier, CultureInfo.InvariantCulture);
+    }
+
+    /// <summary>Writes a request into the marker's g_request (guest-physical, through the harness's own QMP); it serves it after its next tick.</summary>
+    private async Task RequestAsync(ulong physical, ulong request)
+    {
+        await using LiveMachine live = await LiveMachine.AttachAsync(fixture.Guest.Qmp, ownsClient: false);
+        Assert.Equal(8, live.Memory.Write(physical, BitConverter.GetBytes(request)));
+    }
+
+    /// <summary>The server's trace is gone: no gdbstub left (it started the one it used), the VM runs, the marker ticks on.</summary>
+    private async Task AssertTraceEndedAsync()
+    {
+        var clock = Stopwatch.StartNew();
+        while ((await fixture.Guest.Qmp.ExecuteAsync("query-chardev")).EnumerateArray().Any(c => c.GetProperty("label").GetString() == "gdb"))
+        {
+            Assert.True(clock.Elapsed < TimeSpan.FromSeconds(30), "the gdbstub is still there 30 s after the event stream closed");
+            await Task.Delay(100);
+        }
+
+        Assert.Equal("running", await fixture.Guest.Qmp.QueryStatusAsync());
+        int from = fixture.Guest.SerialLineCount;
+        await fixture.Guest.WaitForSerialLineAsync(l => l.StartsWith("VMSMARKER tick=", StringComparison.Ordinal), TimeSpan.FromSeconds(60), from);
+        Assert.Equal("running", await fixture.Guest.Qmp.QueryStatusAsync());
+        using HttpResponseMessage again = await fixture.Client.PostAsync("/api/s/1/resume", null);
+        Assert.True(again.IsSuccessStatusCode, "the source still counts a trace after the stream closed");
     }
 }

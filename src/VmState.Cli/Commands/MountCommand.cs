@@ -3,6 +3,7 @@ using System.Globalization;
 using System.Runtime.InteropServices;
 using VmState.Editing;
 using VmState.History;
+using VmState.IO;
 using VmState.Memory;
 using VmState.Mount;
 
@@ -139,7 +140,7 @@ internal static class MountCommand
     {
         if (Background.IsChild)
         {
-            MountSession.Detach();
+            ProcessSession.Detach();
         }
 
         using var stop = new CancellationTokenSource();

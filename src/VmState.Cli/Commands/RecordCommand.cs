@@ -123,4 +123,26 @@ internal static class RecordCommand
 
         output.WriteLine(System.Text.Encoding.UTF8.GetString(ms.ToArray()));
     }
+
+    /// <summary>
+    /// <c>vmstate capture-guard --parent PID</c> (hidden): the process that keeps a background snapshot of a capture
+    /// from being cut off when the vmstate reading it dies (<see cref="VmState.Live.CaptureGuard"/>); started by the library.
+    /// </summary>
+    public static Command Guard()
+    {
+        var parent = new Option<int>("--parent") { Required = true };
+        var command = new Command("capture-guard", "internal: lets a background snapshot finish when the vmstate reading it dies") { Hidden = true };
+        command.Options.Add(parent);
+        command.SetAction(r =>
+        {
+            // Its own session, and deaf to the signals a terminal or a service manager sends the whole group: it
+            // ends by itself once its parent is gone and every capture it holds has run to its end.
+            VmState.IO.ProcessSession.Detach();
+            using var sigint = System.Runtime.InteropServices.PosixSignalRegistration.Create(System.Runtime.InteropServices.PosixSignal.SIGINT, c => c.Cancel = true);
+            using var sigterm = System.Runtime.InteropServices.PosixSignalRegistration.Create(System.Runtime.InteropServices.PosixSignal.SIGTERM, c => c.Cancel = true);
+            using var sighup = System.Runtime.InteropServices.PosixSignalRegistration.Create(System.Runtime.InteropServices.PosixSignal.SIGHUP, c => c.Cancel = true);
+            return VmState.Live.CaptureGuard.Run(r.GetValue(parent), Console.In, Console.Out);
+        });
+        return command;
+    }
 }

@@ -7,7 +7,7 @@ using VmState.Cli.Web;
 namespace VmState.Cli.Commands;
 
 /// <summary>
-/// <c>vmstate serve [SOURCES…] [--qmp SOCK…] [--libvirt URI --domain NAME…] [--store DIR…]</c>: the web dashboard
+/// <c>vmstate serve [SOURCES…] [--qmp SOCK…] [--libvirt URI [--domain NAME…]] [--store DIR…]</c>: the web dashboard
 /// and JSON API (<see cref="WebServer"/>) until Ctrl-C, SIGTERM or SIGHUP.
 /// </summary>
 internal static class ServeCommand
@@ -16,13 +16,14 @@ internal static class ServeCommand
     {
         var sources = new Argument<string[]>("SOURCES") { Description = "snapshot files (migration streams, virsh save files, qcow2 images, ELF cores)", Arity = ArgumentArity.ZeroOrMore };
         var qmp = new Option<string[]>("--qmp") { Description = "a running QEMU's QMP socket (repeat for more)", Arity = ArgumentArity.OneOrMore, AllowMultipleArgumentsPerToken = false };
-        var libvirt = new Option<string?>("--libvirt") { Description = "a libvirt URI (e.g. qemu:///system), with --domain" };
-        var domain = new Option<string[]>("--domain") { Description = "with --libvirt: a running domain's name or UUID (repeat for more)", Arity = ArgumentArity.OneOrMore };
+        var libvirt = new Option<string?>("--libvirt") { Description = "a libvirt URI (e.g. qemu:///system): every running (or paused) domain, or those --domain names" };
+        var domain = new Option<string[]>("--domain") { Description = "with --libvirt: a running domain's name or UUID (repeat for more; none: every active domain)", Arity = ArgumentArity.OneOrMore };
         var store = new Option<string[]>("--store") { Description = "a history store directory: its timeline (repeat for more)", Arity = ArgumentArity.OneOrMore };
         var port = new Option<int>("--port") { Description = "TCP port (0: any free port)", DefaultValueFactory = _ => 8417 };
         var bind = new Option<string>("--bind") { Description = "address to listen on; anything but loopback needs --token", DefaultValueFactory = _ => "127.0.0.1" };
         var token = new Option<string?>("--token") { Description = "the token every request must carry (Authorization: Bearer, or ?token= once in the browser); 'generate' makes one" };
         var allowWrites = new Option<bool>("--allow-writes") { Description = "allow memory writes to running VMs through the API (off: the server only reads, and pauses/resumes)" };
+        var allowTrace = new Option<bool>("--allow-trace") { Description = "allow live event streams on running VMs (/s/N/events): traces that insert breakpoints into the guest through QEMU's gdbstub" };
         var command = new Command("serve", "Serve a web dashboard and JSON API over snapshots, running VMs and history stores");
         command.Arguments.Add(sources);
         command.Options.Add(qmp);
@@ -33,6 +34,7 @@ internal static class ServeCommand
         command.Options.Add(bind);
         command.Options.Add(token);
         command.Options.Add(allowWrites);
+        command.Options.Add(allowTrace);
         var snapshot = CommonOptions.SnapshotName();
         var raw = CommonOptions.Raw();
         command.Options.Add(snapshot);
@@ -46,16 +48,20 @@ internal static class ServeCommand
             specs.AddRange((r.GetValue(qmp) ?? []).Select(s => new WebSourceSpec(WebSourceKind.Qmp, s)));
             string? uri = r.GetValue(libvirt);
             string[] domains = r.GetValue(domain) ?? [];
-            if ((uri is null) != (domains.Length == 0))
+            if (uri is null && domains.Length > 0)
             {
-                throw new ArgumentException(uri is null ? "--domain needs --libvirt URI" : "--libvirt needs --domain NAME (vmstate list --libvirt URI shows the domains)");
+                throw new ArgumentException("--domain needs --libvirt URI");
             }
 
-            specs.AddRange(domains.Select(d => new WebSourceSpec(WebSourceKind.Libvirt, uri!, d)));
+            if (uri is not null)
+            {
+                specs.AddRange(domains.Length > 0 ? domains.Select(d => new WebSourceSpec(WebSourceKind.Libvirt, uri, d)) : ActiveDomains(uri));
+            }
+
             specs.AddRange((r.GetValue(store) ?? []).Select(s => new WebSourceSpec(WebSourceKind.Store, s)));
             if (specs.Count == 0)
             {
-                throw new ArgumentException("give at least one source: a snapshot file, --qmp SOCKET, --libvirt URI --domain NAME or --store DIR");
+                throw new ArgumentException("give at least one source: a snapshot file, --qmp SOCKET, --libvirt URI [--domain NAME] or --store DIR");
             }
 
             if (!IPAddress.TryParse(r.GetValue(bind), out IPAddress? address))
@@ -84,6 +90,7 @@ internal static class ServeCommand
                 Port = p,
                 Token = t,
                 AllowWrites = r.GetValue(allowWrites),
+                AllowTrace = r.GetValue(allowTrace),
                 OpenFile = path => Vm.Open(path, CommonOptions.VmOptions(r.GetValue(snapshot), r.GetValue(raw), cacheReads: true, kernelOptions, indexCache: cache)),
                 Attach = new VmAttachOptions
                 {
@@ -94,6 +101,24 @@ internal static class ServeCommand
             return Serve(options);
         }));
         return command;
+    }
+
+    /// <summary>
+    /// The active domains (running or paused: a QEMU process to attach to) of <paramref name="uri"/>, one source each;
+    /// when the URI cannot be listed or has none, one source holding that error (the other sources are still served).
+    /// </summary>
+    private static IEnumerable<WebSourceSpec> ActiveDomains(string uri)
+    {
+        try
+        {
+            using var connection = VmState.Live.LibvirtConnection.Open(uri, readOnly: true);
+            var active = connection.ListDomains().Where(d => d.Id is not null).Select(d => new WebSourceSpec(WebSourceKind.Libvirt, uri, d.Name)).ToList();
+            return active.Count > 0 ? active : [new WebSourceSpec(WebSourceKind.Libvirt, uri, Problem: $"libvirt at {uri} has no running domain (vmstate list --libvirt {uri} shows its domains)")];
+        }
+        catch (Exception e) when (e is VmStateException or IOException or DllNotFoundException or InvalidOperationException)
+        {
+            return [new WebSourceSpec(WebSourceKind.Libvirt, uri, Problem: WebErrors.Describe(e))];
+        }
     }
 
     private static int Serve(WebServerOptions options)

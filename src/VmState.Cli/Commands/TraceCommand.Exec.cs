@@ -46,41 +46,45 @@ internal static partial class TraceCommand
         BreakpointHit hit = e.Hit;
         if (output.AsJson)
         {
-            WriteJsonLine(output.Writer, w =>
-            {
-                WriteHitStart(w, hit);
-                WriteNumberOrNull(w, "ppid", e.Ppid);
-                if (e.Uid is uint uid)
-                {
-                    w.WriteNumber("uid", uid);
-                }
-                else
-                {
-                    w.WriteNull("uid");
-                }
-
-                w.WriteString("comm", hit.Comm);
-                w.WriteString("filename", TracePrintSpec.Escape(e.Filename));
-                w.WriteStartArray("argv");
-                foreach (byte[] a in e.Argv)
-                {
-                    w.WriteStringValue(TracePrintSpec.Escape(a));
-                }
-
-                w.WriteEndArray();
-                w.WriteNumber("argc", e.Argc);
-                w.WriteBoolean("truncated", e.ArgvTruncated);
-                if (e.Problem is string problem)
-                {
-                    w.WriteString("problem", problem);
-                }
-            });
+            WriteJsonLine(output.Writer, w => WriteExecJson(w, e));
             return;
         }
 
         string time = hit.Time.ToLocalTime().ToString("HH:mm:ss.ffffff", CultureInfo.InvariantCulture);
         string argv = string.Join(' ', e.Argv.Select(ShellWord)) + (e.ArgvTruncated ? " ..." : string.Empty);
         output.Writer.WriteLine($"{time,-15} {Number(hit.Pid),6} {Number(e.Ppid),6} {(e.Uid?.ToString(CultureInfo.InvariantCulture) ?? "?"),5} {Comm(hit.Comm),-16} {ShellWord(e.Filename),-24} {argv}");
+    }
+
+    /// <summary>The members of an exec event's JSON object (<c>vmstate trace exec --json</c>, and the web dashboard's event stream).</summary>
+    internal static void WriteExecJson(System.Text.Json.Utf8JsonWriter w, ExecEvent e)
+    {
+        BreakpointHit hit = e.Hit;
+        WriteHitStart(w, hit);
+        WriteNumberOrNull(w, "ppid", e.Ppid);
+        if (e.Uid is uint uid)
+        {
+            w.WriteNumber("uid", uid);
+        }
+        else
+        {
+            w.WriteNull("uid");
+        }
+
+        w.WriteString("comm", hit.Comm);
+        w.WriteString("filename", TracePrintSpec.Escape(e.Filename));
+        w.WriteStartArray("argv");
+        foreach (byte[] a in e.Argv)
+        {
+            w.WriteStringValue(TracePrintSpec.Escape(a));
+        }
+
+        w.WriteEndArray();
+        w.WriteNumber("argc", e.Argc);
+        w.WriteBoolean("truncated", e.ArgvTruncated);
+        if (e.Problem is string problem)
+        {
+            w.WriteString("problem", problem);
+        }
     }
 
     /// <summary>A guest string for a terminal: escaped, and quoted when empty or holding a space or quote.</summary>

@@ -402,42 +402,7 @@ internal static partial class TraceCommand
         bool watch = hit.Breakpoint.Kind != TraceEventKind.Breakpoint;
         if (asJson)
         {
-            WriteJsonLine(writer, w =>
-            {
-                w.WriteString("time", hit.Time.ToString("O", CultureInfo.InvariantCulture));
-                w.WriteNumber("seq", hit.Sequence);
-                w.WriteNumber("vcpu", hit.Vcpu);
-                w.WriteString("rip", $"0x{hit.Registers.Rip:x}");
-                w.WriteString("symbol", hit.Symbol);
-                w.WriteString("breakpoint", hit.Breakpoint.Label);
-                if (hit.Pid is int pid)
-                {
-                    w.WriteNumber("pid", pid);
-                }
-                else
-                {
-                    w.WriteNull("pid");
-                }
-
-                if (hit.Tgid is int tgid)
-                {
-                    w.WriteNumber("tgid", tgid);
-                }
-
-                w.WriteString("comm", hit.Comm);
-                w.WriteString("cr3", $"0x{hit.Registers.Cr3:x}");
-                if (watch)
-                {
-                    w.WriteString("address", $"0x{hit.DataAddress:x}");
-                    w.WriteString("old", Value(hit.OldValue));
-                    w.WriteString("new", Value(hit.NewValue));
-                }
-
-                foreach ((string name, string value) in values)
-                {
-                    w.WriteString(name, value);
-                }
-            });
+            WriteJsonLine(writer, w => WriteHitJson(w, hit, values));
             return;
         }
 
@@ -453,6 +418,45 @@ internal static partial class TraceCommand
         }
 
         writer.WriteLine(line);
+    }
+
+    /// <summary>The members of a breakpoint or watchpoint hit's JSON object (<c>vmstate trace break --json</c>, and the web dashboard's event stream).</summary>
+    internal static void WriteHitJson(Utf8JsonWriter w, BreakpointHit hit, IReadOnlyList<(string Name, string Value)> values)
+    {
+        bool watch = hit.Breakpoint.Kind != TraceEventKind.Breakpoint;
+        w.WriteString("time", hit.Time.ToString("O", CultureInfo.InvariantCulture));
+        w.WriteNumber("seq", hit.Sequence);
+        w.WriteNumber("vcpu", hit.Vcpu);
+        w.WriteString("rip", $"0x{hit.Registers.Rip:x}");
+        w.WriteString("symbol", hit.Symbol);
+        w.WriteString("breakpoint", hit.Breakpoint.Label);
+        if (hit.Pid is int pid)
+        {
+            w.WriteNumber("pid", pid);
+        }
+        else
+        {
+            w.WriteNull("pid");
+        }
+
+        if (hit.Tgid is int tgid)
+        {
+            w.WriteNumber("tgid", tgid);
+        }
+
+        w.WriteString("comm", hit.Comm);
+        w.WriteString("cr3", $"0x{hit.Registers.Cr3:x}");
+        if (watch)
+        {
+            w.WriteString("address", $"0x{hit.DataAddress:x}");
+            w.WriteString("old", Value(hit.OldValue));
+            w.WriteString("new", Value(hit.NewValue));
+        }
+
+        foreach ((string name, string value) in values)
+        {
+            w.WriteString(name, value);
+        }
     }
 
     /// <summary>A watched value as a little-endian number in hex, or "?" when it could not be read.</summary>
@@ -487,7 +491,7 @@ internal static partial class TraceCommand
     }
 
     /// <summary>This program's own command line for <paramref name="verb"/> (dotnet vmstate.dll, or the apphost/AOT executable).</summary>
-    private static string[] SelfCommand(string verb)
+    internal static string[] SelfCommand(string verb)
     {
         string exe = Environment.ProcessPath ?? throw new InvalidOperationException("cannot tell this program's path to start the trace guard");
         string name = Path.GetFileNameWithoutExtension(exe);

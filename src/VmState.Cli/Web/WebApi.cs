@@ -60,6 +60,9 @@ internal sealed class WebApi(WebServer server, HttpContext context)
             case ["state"] when !post:
                 await StateAsync(source).ConfigureAwait(false);
                 return;
+            case ["trace", string kind] when !post && WebTrace.IsKind(kind):
+                await WebTrace.StreamAsync(server, context, source, kind).ConfigureAwait(false);
+                return;
             case ["pause"] when post:
                 await Live(source).PauseAsync(Aborted).ConfigureAwait(false);
                 await StateAsync(source).ConfigureAwait(false);

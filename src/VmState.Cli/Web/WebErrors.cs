@@ -15,6 +15,7 @@ internal static class WebErrors
     {
         WebRequestException w => (w.Status, w.Message),
         VmStateNotFoundException n => (404, n.Message),
+        VmState.Events.GdbStubBusyException b => (409, $"QEMU's gdbstub is in use by another client: {b.Message}"),
         LiveVmGoneException g => (503, $"the running VM is gone: {g.Message}"),
         VmStateFormatException or KernelDataException or InvalidEditException => (422, Describe(e)),
         VmStateException => (422, Describe(e)),

@@ -18,8 +18,43 @@ internal sealed class WebPages(WebServer server, HttpContext context)
 {
     /// <summary>The page script: the live kernel log tail (EventSource → lines appended to the log).</summary>
     public const string Script = """
-        // vmstate serve: the live tail of the kernel log (server-sent events).
+        // vmstate serve: the live tail of the kernel log and the live event stream (server-sent events).
         document.addEventListener("DOMContentLoaded", () => {
+          for (const table of document.querySelectorAll("table[data-trace]")) {
+            const status = document.getElementById("trace-status");
+            const columns = table.dataset.columns.split(",");
+            const source = new EventSource(table.dataset.trace);
+            const row = e => {
+              const event = JSON.parse(e.data);
+              const tr = document.createElement("tr");
+              for (const c of columns) {
+                const td = tr.insertCell();
+                const v = event[c];
+                td.textContent = v === null || v === undefined ? "?" : Array.isArray(v) ? v.join(" ") : String(v);
+              }
+              table.tBodies[0].appendChild(tr);
+              table.dataset.events = String(Number(table.dataset.events || "0") + 1);
+            };
+            source.addEventListener("exec", row);
+            source.addEventListener("hit", row);
+            source.addEventListener("started", e => {
+              const s = JSON.parse(e.data);
+              status.textContent = "tracing: a breakpoint on " + s.breakpoint + " through the gdbstub at " + s.stub + (s.started_stub ? " (started for this page)" : "") + "; leaving the page ends the trace";
+              status.className = "ok";
+            });
+            source.addEventListener("end", e => {
+              status.textContent = "trace ended: " + JSON.parse(e.data).reason;
+              status.className = "muted";
+              source.close();
+            });
+            source.onerror = () => {
+              if (source.readyState === EventSource.CLOSED && status.className !== "muted") {
+                status.textContent = "the trace could not start (see the API's answer: " + table.dataset.trace + ")";
+                status.className = "err";
+              }
+            };
+          }
+
           for (const log of document.querySelectorAll("pre[data-events]")) {
             const source = new EventSource(log.dataset.events);
             source.addEventListener("line", e => {
@@ -109,6 +144,9 @@ internal sealed class WebPages(WebServer server, HttpContext context)
                 return;
             case ["mem"] when !post:
                 await MemoryAsync(source).ConfigureAwait(false);
+                return;
+            case ["events"] when !post:
+                await EventsAsync(source).ConfigureAwait(false);
                 return;
             default:
                 throw new WebRequestException(post ? 405 : 404, $"no page {WebParameters.Shown(context.Request.Path.Value)}{(post ? " for POST" : string.Empty)}");
@@ -567,6 +605,59 @@ internal sealed class WebPages(WebServer server, HttpContext context)
         }
     }
 
+    /// <summary>
+    /// <c>/s/N/events?kind=exec</c> or <c>?kind=break&amp;symbol=NAME</c>: the live event stream of a running VM, its
+    /// rows added by the page script from <c>/api/s/N/trace/KIND</c> (<see cref="WebTrace"/>) as the guest makes them.
+    /// </summary>
+    private async Task EventsAsync(WebSource s)
+    {
+        if (!s.IsLive)
+        {
+            throw new WebRequestException(409, s.Vm is null ? $"source {s.Index} is not a VM" : "a snapshot does not run: the live event stream is for running VMs");
+        }
+
+        string kind = Query["kind"].ToString();
+        string? symbol = null;
+        if (kind.Length > 0 && !WebTrace.IsKind(kind))
+        {
+            throw new WebRequestException(400, $"kind {WebParameters.Shown(kind)}: expected exec or break");
+        }
+
+        if (kind == "break")
+        {
+            symbol = WebParameters.Symbol(Query["symbol"]);
+        }
+
+        var h = new Html();
+        h.Raw("<section><form method=\"get\" action=\"/s/").Number(s.Index).Raw("/events\"><label>events: <select name=\"kind\"><option value=\"exec\"")
+            .Raw(kind == "break" ? string.Empty : " selected").Raw(">exec (programs started)</option><option value=\"break\"").Raw(kind == "break" ? " selected" : string.Empty)
+            .Raw(">break (a kernel function's calls)</option></select></label> <label>symbol: <input name=\"symbol\" placeholder=\"do_sys_openat2\" value=\"").Text(symbol ?? string.Empty)
+            .Raw("\"></label> <button>Trace</button></form>");
+        if (!server.Options.AllowTrace)
+        {
+            h.Raw("<p class=\"err\">tracing inserts breakpoints into the guest: the server was started without --allow-trace</p></section>");
+        }
+        else if (kind.Length == 0)
+        {
+            h.Raw("<p class=\"muted\">a trace stops the guest for a moment at each event; it ends when this page is left</p></section>");
+        }
+        else
+        {
+            string api = kind == "exec" ? $"/api/s/{s.Index}/trace/exec" : $"/api/s/{s.Index}/trace/break?symbol={symbol}";
+            string[] columns = kind == "exec" ? ["time", "pid", "ppid", "uid", "comm", "filename", "argv"] : ["time", "vcpu", "rip", "symbol", "pid", "comm"];
+            h.Raw("<p id=\"trace-status\" class=\"muted\">starting the trace…</p><p>").Link(api, "event stream (API)").Raw("</p><table id=\"events\" class=\"events mono\" data-trace=\"").Text(api)
+                .Raw("\" data-columns=\"").Text(string.Join(',', columns)).Raw("\"><thead><tr>");
+            foreach (string c in columns)
+            {
+                h.Raw("<th>").Text(c).Raw("</th>");
+            }
+
+            h.Raw("</tr></thead><tbody></tbody></table></section>");
+        }
+
+        await PageAsync($"Events — source {s.Index}", s, h).ConfigureAwait(false);
+    }
+
     private async Task TimeAsync(WebSource s)
     {
         var h = new Html();
@@ -667,6 +758,10 @@ internal sealed class WebPages(WebServer server, HttpContext context)
             else
             {
                 h.Link($"/s/{source.Index}", "Machine").Raw(" ").Link($"/s/{source.Index}/linux", "Linux").Raw(" ").Link($"/s/{source.Index}/mem?space=pa&addr=0x0", "Memory");
+                if (source.IsLive)
+                {
+                    h.Raw(" ").Link($"/s/{source.Index}/events", "Events");
+                }
             }
         }
 

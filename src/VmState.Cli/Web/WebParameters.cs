@@ -203,6 +203,27 @@ internal static class WebParameters
         _ => throw new WebRequestException(400, $"space {Shown(text)}: expected pa or va"),
     };
 
+    /// <summary>The longest kernel symbol name accepted (KSYM_NAME_LEN is 512; real names are far shorter).</summary>
+    public const int MaxSymbolText = 128;
+
+    /// <summary>A kernel symbol's name (a breakpoint's target): a letter or <c>_</c>, then letters, digits, <c>_</c> and <c>.</c>.</summary>
+    /// <exception cref="WebRequestException">400 when missing, too long or holding anything else.</exception>
+    public static string Symbol(string? text)
+    {
+        if (string.IsNullOrEmpty(text))
+        {
+            throw new WebRequestException(400, "symbol is missing (give a kernel function's name, e.g. symbol=do_sys_openat2)");
+        }
+
+        bool ok = text.Length <= MaxSymbolText && (char.IsAsciiLetter(text[0]) || text[0] == '_');
+        foreach (char c in text)
+        {
+            ok &= char.IsAsciiLetterOrDigit(c) || c is '_' or '.';
+        }
+
+        return ok ? text : throw new WebRequestException(400, $"symbol {Shown(text)} is not a kernel symbol name (letters, digits, _ and ., at most {MaxSymbolText})");
+    }
+
     /// <summary>The value as a message shows it: quoted, cut at 40 characters, control characters escaped.</summary>
     public static string Shown(string? text)
     {

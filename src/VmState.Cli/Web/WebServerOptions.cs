@@ -20,6 +20,9 @@ internal sealed class WebServerOptions
     /// <summary>Allow memory writes to running VMs.</summary>
     public bool AllowWrites { get; init; }
 
+    /// <summary>Allow live event streams: traces that insert breakpoints into running VMs (<see cref="WebTrace"/>).</summary>
+    public bool AllowTrace { get; init; }
+
     /// <summary>Opens a snapshot file (the CLI's options: index cache, kernel location, --raw).</summary>
     public required Func<string, Vm> OpenFile { get; init; }
 

@@ -15,6 +15,7 @@ internal sealed class WebSource : IAsyncDisposable
     private string? _kernelError;
     private bool _kernelTried;
     private VmPause? _pause;
+    private int _tracing;
 
     private WebSource(int index, WebSourceSpec spec, Vm? vm, HistoryStore? store, string? error)
     {
@@ -46,9 +47,23 @@ internal sealed class WebSource : IAsyncDisposable
     /// <summary>True while the server holds the guest paused (the pause button).</summary>
     public bool PausedByServer => _pause is not null;
 
+    /// <summary>True while a live event stream (<see cref="WebTrace"/>) traces this source.</summary>
+    public bool IsTracing => Volatile.Read(ref _tracing) != 0;
+
+    /// <summary>Claims the source's one trace; false when one runs already.</summary>
+    public bool TryBeginTrace() => Interlocked.CompareExchange(ref _tracing, 1, 0) == 0;
+
+    /// <summary>Releases the claim of <see cref="TryBeginTrace"/>.</summary>
+    public void EndTrace() => Volatile.Write(ref _tracing, 0);
+
     /// <summary>Opens <paramref name="spec"/>; any failure becomes the source's <see cref="Error"/>.</summary>
     public static async Task<WebSource> OpenAsync(int index, WebSourceSpec spec, Func<string, Vm> openFile, VmAttachOptions attach, CancellationToken cancellationToken)
     {
+        if (spec.Problem is string problem)
+        {
+            return new WebSource(index, spec, null, null, problem);
+        }
+
         try
         {
             return spec.Kind switch
@@ -150,6 +165,7 @@ internal sealed class WebSource : IAsyncDisposable
     /// <summary>Pauses the running guest until <see cref="ResumeAsync"/> (or the server's exit, which resumes it).</summary>
     public Task<bool> PauseAsync(CancellationToken cancellationToken) => UseAsync(async vm =>
     {
+        RefuseWhileTracing();
         if (_pause is null)
         {
             _pause = await vm.PauseAsync(cancellationToken).ConfigureAwait(false);
@@ -161,6 +177,7 @@ internal sealed class WebSource : IAsyncDisposable
     /// <summary>Resumes a guest paused by <see cref="PauseAsync"/>; a guest paused by someone else is resumed too.</summary>
     public Task<bool> ResumeAsync(CancellationToken cancellationToken) => UseAsync(async vm =>
     {
+        RefuseWhileTracing();
         if (_pause is not null)
         {
             await _pause.DisposeAsync().ConfigureAwait(false);
@@ -174,6 +191,15 @@ internal sealed class WebSource : IAsyncDisposable
 
         return true;
     }, cancellationToken);
+
+    /// <summary>A trace stops and resumes the guest at each event: pausing it under the trace would fight the stub.</summary>
+    private void RefuseWhileTracing()
+    {
+        if (IsTracing)
+        {
+            throw new WebRequestException(409, "a trace is running on this VM: close its event stream first");
+        }
+    }
 
     /// <summary>Resumes what the server paused, closes the VM or store.</summary>
     public async ValueTask DisposeAsync()

@@ -20,13 +20,14 @@ internal enum WebSourceKind
 /// <param name="Kind">What it is.</param>
 /// <param name="Location">The file, socket or store directory; for libvirt, the URI.</param>
 /// <param name="Domain">For libvirt, the domain's name or UUID.</param>
-internal sealed record WebSourceSpec(WebSourceKind Kind, string Location, string? Domain = null)
+/// <param name="Problem">Why the source cannot be opened, known before it is tried (a libvirt URI whose domains could not be listed), or null.</param>
+internal sealed record WebSourceSpec(WebSourceKind Kind, string Location, string? Domain = null, string? Problem = null)
 {
     /// <summary>How pages name the source: what the user typed.</summary>
     public string Describe() => Kind switch
     {
         WebSourceKind.Qmp => $"qmp:{Location}",
-        WebSourceKind.Libvirt => $"libvirt domain {Domain} at {Location}",
+        WebSourceKind.Libvirt => Domain is null ? $"libvirt {Location}" : $"libvirt domain {Domain} at {Location}",
         WebSourceKind.Store => $"history store {Location}",
         _ => Location,
     };

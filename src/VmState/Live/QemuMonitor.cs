@@ -126,6 +126,9 @@ public static class QemuMonitor
             (SafeFileHandle read, SafeFileHandle write) = CapturePipe.Create();
             using (read)
             {
+                // A background snapshot must never be cut off, not even by this process being killed: the guard holds
+                // the read end too, and drains it if this process dies (CaptureGuard).
+                await using IAsyncDisposable? guard = inBackground ? await CaptureGuard.HoldAsync(read, ct).ConfigureAwait(false) : null;
                 using (write)
                 {
                     await MigrateToDescriptorAsync(qmp, write, "capture", ct).ConfigureAwait(false);

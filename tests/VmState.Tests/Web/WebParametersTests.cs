@@ -48,6 +48,30 @@ public sealed class WebParametersTests
     [InlineData("-")]
     public void BadRangesAre400(string text) => Assert.Equal(400, Assert.Throws<WebRequestException>(() => WebParameters.Range(text, 256, 1 << 20)).Status);
 
+    [Theory]
+    [InlineData("setup_new_exec")]
+    [InlineData("_text")]
+    [InlineData("do_exit.cold")]
+    public void KernelSymbolNamesAreTaken(string text) => Assert.Equal(text, WebParameters.Symbol(text));
+
+    [Theory]
+    [InlineData(null)]
+    [InlineData("")]
+    [InlineData("../etc/passwd")]
+    [InlineData("0xffffffff81000000")]
+    [InlineData("9abc")]
+    [InlineData("sym+0x10")]
+    [InlineData("a b")]
+    [InlineData("<script>")]
+    public void OtherSymbolsAre400(string? text) => Assert.Equal(400, Assert.Throws<WebRequestException>(() => WebParameters.Symbol(text)).Status);
+
+    [Fact]
+    public void SymbolsAreBounded()
+    {
+        Assert.Equal(128, WebParameters.Symbol(new string('a', 128)).Length);
+        Assert.Equal(400, Assert.Throws<WebRequestException>(() => WebParameters.Symbol(new string('a', 129))).Status);
+    }
+
     [Fact]
     public void LengthsAreBounded()
     {

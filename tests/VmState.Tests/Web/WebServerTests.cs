@@ -62,6 +62,7 @@ public sealed class WebServerTests : IAsyncLifetime
         Port = 0,
         Token = token,
         AllowWrites = allowWrites,
+        AllowTrace = allowWrites,
         OpenFile = path => Vm.Open(path),
     });
 
@@ -269,5 +270,33 @@ public sealed class WebServerTests : IAsyncLifetime
         }
 
         Assert.Equal(0x02, one[0]);
+    }
+
+    [Fact]
+    public async Task TracesNeedAllowTraceATokenAndARunningVm()
+    {
+        // Off by default: a trace inserts breakpoints into the guest.
+        (HttpStatusCode status, string body) = await Get("/api/s/0/trace/exec");
+        Assert.Equal(HttpStatusCode.Forbidden, status);
+        Assert.Contains("--allow-trace", body, StringComparison.Ordinal);
+        (status, body) = await Get("/s/0/events?kind=exec");
+        Assert.Equal(HttpStatusCode.Conflict, status);
+        (status, body) = await Get("/api/s/0/trace/other");
+        Assert.Equal(HttpStatusCode.NotFound, status);
+
+        // Allowed, it still needs the token, a running VM (a snapshot gets 409), and a kind and symbol it knows.
+        using var anonymous = new HttpClient { BaseAddress = _locked.Url };
+        Assert.Equal(HttpStatusCode.Unauthorized, (await Get("/api/s/0/trace/exec", anonymous)).Status);
+        using var client = new HttpClient { BaseAddress = _locked.Url };
+        client.DefaultRequestHeaders.Authorization = new AuthenticationHeaderValue("Bearer", Token);
+        (status, body) = await Get("/api/s/0/trace/exec", client);
+        Assert.Equal(HttpStatusCode.Conflict, status);
+        Assert.Contains("only running VMs can be traced", body, StringComparison.Ordinal);
+        (status, body) = await Get("/api/s/1/trace/break?symbol=do_exit", client);
+        Assert.Equal(HttpStatusCode.Conflict, status);
+        Assert.Contains("not a VM", body, StringComparison.Ordinal);
+        (status, body) = await Get("/s/0/events?kind=break&symbol=..%2Fetc", client);
+        Assert.Equal(HttpStatusCode.Conflict, status);
+        AssertClean(body);
     }
 }

@@ -1,12 +1,12 @@
 using System.Runtime.InteropServices;
 
-namespace VmState.Mount;
+namespace VmState.IO;
 
 /// <summary>
-/// What a mount that goes on in the background needs of the process it runs in: its own session, so that the
-/// terminal it was started from (Ctrl-C, hang-up when the terminal closes) no longer reaches it.
+/// What a process that must outlive the terminal it was started from needs (a mount that goes on in the background,
+/// the capture guard): its own session, so that Ctrl-C and the hang-up of a closed terminal no longer reach it.
 /// </summary>
-public static partial class MountSession
+public static partial class ProcessSession
 {
     /// <summary>
     /// Starts a new session with this process as its leader (<c>setsid(2)</c>): no controlling terminal, its own
