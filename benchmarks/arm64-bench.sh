@@ -6,6 +6,9 @@
 #     (RAM pulled out of the same stream) and against QEMU's own dump-guest-memory of the paused guest; prints the
 #     ratios (peer time / vmstate time)
 #   - info and translate: `vmstate info` and `vmstate translate` of the kernel's _stext (TTBR1 walk), wall time
+#   - Linux: cold `vmstate ps` (a fresh process per run, the kernel located from VMCOREINFO each time; goal <= 250 ms
+#     as on x86), `vmstate kernel-info`, `dmesg`, `modules`; no peer reads this guest without a profile (drgn needs
+#     the arm64 vmlinux's DWARF, the reference checker reads x86-64 only), so no ratio
 # Usage: benchmarks/arm64-bench.sh
 # Environment:
 #   VMSTATE_BIN   an already built vmstate (default: eng/publish.sh builds the Native AOT executable)
@@ -100,6 +103,10 @@ log "measuring ($runs runs each, median)"
 extract=$(timed_median "$vmstate" extract "$work/guest.mig" -o "$work/out")
 info=$(timed_median "$vmstate" info "$work/guest.mig")
 translate=$(timed_median "$vmstate" translate "$work/guest.mig" "$stext")
+ps_cold=$(timed_median "$vmstate" ps "$work/guest.mig")
+kernel_info=$(timed_median "$vmstate" kernel-info "$work/guest.mig")
+dmesg=$(timed_median "$vmstate" dmesg "$work/guest.mig")
+modules=$(timed_median "$vmstate" modules "$work/guest.mig")
 # QEMU 7.2's analyze-migration.py has no description of the arm "cpu" section's subsections: it stops with
 # "Unknown section type: 5" on an aarch64 stream. Its failure is reported instead of a ratio.
 analyze_note=
@@ -118,3 +125,7 @@ fi
 printf '| vmstate extract | %s | QEMU dump-guest-memory (paused guest) | %s | %.1fx |\n' "$extract" "$dump" "$(awk -v a="$dump" -v b="$extract" 'BEGIN {print a / b}')"
 printf '| vmstate info | %s | | | |\n' "$info"
 printf '| vmstate translate _stext (4-level TTBR1 walk, process start included) | %s | | | |\n' "$translate"
+printf '| vmstate ps, cold process (goal <= 0.250) | %s | | | |\n' "$ps_cold"
+printf '| vmstate kernel-info | %s | | | |\n' "$kernel_info"
+printf '| vmstate dmesg | %s | | | |\n' "$dmesg"
+printf '| vmstate modules | %s | | | |\n' "$modules"

@@ -43,6 +43,7 @@ public static class Targets
         ["fork"] = ForkCloneDescription,
         ["trigger"] = TriggerPort,
         ["arm64walk"] = Arm64Walk,
+        ["arm64btf"] = Arm64ImageBtf,
         ["webparams"] = WebRequestParameters,
     };
 
@@ -260,6 +261,15 @@ public static class Targets
         }
 
         _ = types.Find("task_struct", VmState.Linux.Btf.BtfKind.Struct);
+    }
+
+    private static void Arm64ImageBtf(byte[] data)
+    {
+        // The search for the vmlinux BTF in an AArch64 kernel image (headers that lie about their sizes, decoys).
+        if (VmState.Linux.Arm64KernelLocator.FindBtf(data) is (int at, int size) && (at < 0 || size <= 0 || at + size > data.Length))
+        {
+            throw new InvalidOperationException($"BTF range {at}+{size} is outside the {data.Length}-byte image");
+        }
     }
 
     private static void KallsymsScan(byte[] data)

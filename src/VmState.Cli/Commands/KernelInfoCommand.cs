@@ -57,7 +57,7 @@ internal static class KernelInfoCommand
         w.WriteString("banner", k.Banner);
         w.WriteString("method", k.Method.ToString());
         w.WriteString("vmcoreinfoSource", k.VmcoreinfoSource);
-        w.WriteNumber("pagingLevels", k.Paging == PagingMode.Level5 ? 5 : 4);
+        w.WriteNumber("pagingLevels", k.Arm64Layout is Linux.Arm64KernelLayout a ? (a.VaBits - 12 + 8) / 9 : k.Paging == PagingMode.Level5 ? 5 : 4);
         w.WriteString("pageTableRoot", Hex.Of(k.PageTableRoot));
         w.WriteString("text", Hex.Of(k.TextAddress));
         w.WriteString("textPhysical", Hex.Of(k.TextPhysicalAddress));

@@ -55,6 +55,15 @@ public sealed class Kallsyms : IReadOnlyList<KernelSymbol>
     {
         ArgumentNullException.ThrowIfNull(kernel);
         ArgumentNullException.ThrowIfNull(info);
+        return FromVmcoreinfo(kernel.Read, (address, length) => ReadZeroFilled(kernel, address, length), info, knownName, knownValue);
+    }
+
+    /// <summary>
+    /// <see cref="FromVmcoreinfo(AddressSpace, Vmcoreinfo, string?, ulong?)"/> over any kernel memory: <paramref name="read"/>
+    /// reads virtual memory, <paramref name="region"/> a range with unmapped pages as zeros.
+    /// </summary>
+    internal static Kallsyms? FromVmcoreinfo(ReadVirtual read, Func<ulong, int, byte[]> region, Vmcoreinfo info, string? knownName, ulong? knownValue)
+    {
         if (info.Symbol("kallsyms_num_syms") is not ulong numSyms || info.Symbol("kallsyms_names") is not ulong names
             || info.Symbol("kallsyms_token_table") is not ulong tokenTable || info.Symbol("kallsyms_token_index") is not ulong tokenIndex)
         {
@@ -70,7 +79,7 @@ public sealed class Kallsyms : IReadOnlyList<KernelSymbol>
         }
 
         Span<byte> word = stackalloc byte[4];
-        if (kernel.Read(numSyms, word) != 4)
+        if (read(numSyms, word) != 4)
         {
             throw new KernelDataException(numSyms, "kallsyms_num_syms (from VMCOREINFO)", "not mapped in the kernel page tables");
         }
@@ -90,7 +99,7 @@ public sealed class Kallsyms : IReadOnlyList<KernelSymbol>
             throw new KernelDataException(lo, "kallsyms tables (from VMCOREINFO)", $"they span {hi - lo} bytes, more than the {MaxTableRegion}-byte limit");
         }
 
-        byte[] buf = ReadZeroFilled(kernel, lo, (int)(hi - lo));
+        byte[] buf = region(lo, (int)(hi - lo));
         var at = new KallsymsDecoder.Positions((int)(numSyms - lo), (int)(names - lo), (int)(tokenTable - lo), (int)(tokenIndex - lo), -1, -1);
         int tableAt = (int)(table - lo);
         string order = table < numSyms ? "pre-6.4" : "6.4+";
@@ -103,6 +112,26 @@ public sealed class Kallsyms : IReadOnlyList<KernelSymbol>
         return KallsymsDecoder.Decode(buf, lo, bufferIsVirtual: true, at, candidates, known, "VMCOREINFO", out string failure)
             ?? throw new KernelDataException(names, "kallsyms tables (from VMCOREINFO)", failure);
     }
+
+    /// <summary>
+    /// These symbols and <paramref name="extra"/> (data symbols a kernel without CONFIG_KALLSYMS_ALL lacks, found
+    /// another way) as one table sorted by address, keeping this table's layout with <paramref name="source"/> noted.
+    /// </summary>
+    internal Kallsyms WithSymbols(IEnumerable<(string Name, char Type, ulong Address)> extra, string source)
+    {
+        var all = new List<(string Name, char Type, ulong Address)>(Count);
+        for (int i = 0; i < Count; i++)
+        {
+            all.Add((NameAt(i), TypeAt(i), _addresses[i]));
+        }
+
+        all.AddRange(extra);
+        Kallsyms merged = FromList(all, source);
+        return new Kallsyms(merged._blob, merged._nameAt, merged._addresses, Layout with { Source = $"{Layout.Source}; {source}" });
+    }
+
+    /// <summary>Reads kernel virtual memory into a span; returns the bytes read.</summary>
+    internal delegate int ReadVirtual(ulong address, Span<byte> destination);
 
     /// <summary>A symbol table from a list (a System.map file, already relocated), sorted by address.</summary>
     public static Kallsyms FromList(IEnumerable<(string Name, char Type, ulong Address)> symbols, string source)

@@ -25,10 +25,20 @@ public static class KernelInfoText
             KernelLocationMethod.ControlRegister => "vCPU CR3",
             _ => "banner + kallsyms in physical memory (no CPU state)",
         });
-        Row("paging", $"{(k.Paging == PagingMode.Level5 ? 5 : 4)}-level, kernel page-table root at physical {Hex(k.PageTableRoot)}");
-        Row("_text", $"{Hex(k.TextAddress)} (physical {Hex(k.TextPhysicalAddress)}), image mapped to {Hex(k.ImageEnd)}");
-        Row("KASLR offset", Signed(k.KaslrOffset));
-        Row("phys_base", Signed(k.PhysBase));
+        if (k.Arm64Layout is Arm64KernelLayout a)
+        {
+            Row("paging", $"AArch64 {a.VaBits}-bit kernel VA, swapper_pg_dir {Hex(a.SwapperPgDir)} at physical {Hex(k.PageTableRoot)}");
+            Row("_text", $"{Hex(k.TextAddress)} (physical {Hex(k.TextPhysicalAddress)}), image to {Hex(k.ImageEnd)}");
+            Row("KASLR offset", Signed(k.KaslrOffset));
+            Row("linear map", $"PAGE_OFFSET {Hex(a.PageOffset)}, PHYS_OFFSET {Hex(a.PhysOffset)}, kimage_voffset {Hex(a.KimageVoffset)}{(a.KernelPacMask is ulong pac ? $", KERNELPACMASK {Hex(pac)}" : string.Empty)}");
+        }
+        else
+        {
+            Row("paging", $"{(k.Paging == PagingMode.Level5 ? 5 : 4)}-level, kernel page-table root at physical {Hex(k.PageTableRoot)}");
+            Row("_text", $"{Hex(k.TextAddress)} (physical {Hex(k.TextPhysicalAddress)}), image mapped to {Hex(k.ImageEnd)}");
+            Row("KASLR offset", Signed(k.KaslrOffset));
+            Row("phys_base", Signed(k.PhysBase));
+        }
         if (s.PageOffsetBase is ulong pob)
         {
             Row("direct map", $"page_offset_base {Hex(pob)}, vmalloc_base {Opt(s.VmallocBase)}, vmemmap_base {Opt(s.VmemmapBase)}");
@@ -47,7 +57,7 @@ public static class KernelInfoText
         Row("CPUs", $"{s.Cpus.Count} (nr_cpu_ids)");
         foreach ((int cpu, ulong? offset, int? pid, string? comm) in s.Cpus)
         {
-            Row(string.Empty, $"cpu{cpu}: __per_cpu_offset {Opt(offset)}, current {(pid is int p ? $"pid {p} ({comm})" : "-")}");
+            Row(string.Empty, $"cpu{cpu}: {(k.Arm64Layout is null ? "__per_cpu_offset" : "TPIDR_EL1")} {Opt(offset)}, current {(pid is int p ? $"pid {p} ({comm})" : "-")}");
         }
 
         KallsymsLayout l = k.Symbols.Layout;

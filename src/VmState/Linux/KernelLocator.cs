@@ -191,6 +191,13 @@ public static class KernelLocator
         return kernel;
     }
 
+    /// <summary>An AArch64 kernel validated by its banner, as the kernel (the layout from VMCOREINFO, the image found below _stext).</summary>
+    internal static LinuxKernel AcceptArm64(KernelLocationContext context, Arm64KernelLayout layout, Arch.Arm64.Arm64AddressSpace space, IKernelMemoryModel memory, ulong text, ulong imageEnd, Kallsyms symbols, string banner, ulong bannerAddress)
+    {
+        context.Evidence.Add($"validated: \"Linux version \" at 0x{bannerAddress:x} reads \"{Shorten(banner)}\"");
+        return new LinuxKernel(context.Machine, layout, space, memory, text, imageEnd, symbols, banner, bannerAddress, context.Vmcoreinfo!, context.VmcoreinfoSource, context.Evidence);
+    }
+
     /// <summary>A signed offset as evidence prints it: <c>-0x1e00000</c>, <c>0x200000</c>.</summary>
     internal static string Signed(long v) => v < 0 ? $"-0x{(ulong)-v:x}" : $"0x{v:x}";
 
@@ -203,7 +210,7 @@ public static class KernelLocator
         }
 
         LinuxKernel kernel = Search(machine, options, strategies);
-        if (machine.Notes is not null && KernelLocationNote.Of(kernel).Encode() is byte[] encoded)
+        if (machine.Notes is not null && kernel.Arm64Layout is null && KernelLocationNote.Of(kernel).Encode() is byte[] encoded)
         {
             machine.Notes.Write(noteKind, encoded);
         }
@@ -258,7 +265,12 @@ public static class KernelLocator
 
         if (machine.Architecture == Arch.CpuArchitecture.Arm64)
         {
-            throw new KernelDataException("Linux kernel", Arm64Evidence(machine, info));
+            if (info is null || Arm64KernelLayout.FromVmcoreinfo(info) is null)
+            {
+                throw new KernelDataException("Linux kernel", Arm64Evidence(info));
+            }
+
+            return Arm64KernelLocator.Locate(machine, info, infoSource ?? "VMCOREINFO", evidence);
         }
 
         var context = new KernelLocationContext(machine, info, infoSource, evidence);
@@ -273,34 +285,13 @@ public static class KernelLocator
         throw new KernelDataException("Linux kernel", "not found. " + string.Join(" | ", evidence));
     }
 
-    /// <summary>
-    /// What an AArch64 guest's VMCOREINFO gives (the start of a bootstrap: the Linux views do not read AArch64
-    /// kernels yet), checked by reading the kernel release through swapper_pg_dir.
-    /// </summary>
-    private static string Arm64Evidence(MachineState machine, Vmcoreinfo? info)
+    /// <summary>Why an AArch64 guest's kernel cannot be located: no VMCOREINFO, or one without the arm64 values.</summary>
+    private static string Arm64Evidence(Vmcoreinfo? info)
     {
-        const string NotYet = "not supported on AArch64 guests yet (the Linux views read x86-64 kernels only)";
-        if (info is null)
-        {
-            return $"{NotYet}; no VMCOREINFO found either";
-        }
-
-        if (Arm64KernelLayout.FromVmcoreinfo(info) is not Arm64KernelLayout layout)
-        {
-            return $"{NotYet}; VMCOREINFO (OSRELEASE={info.OsRelease}) lacks the arm64 values (kimage_voffset, PHYS_OFFSET, VA_BITS, swapper_pg_dir)";
-        }
-
-        string release;
-        try
-        {
-            release = layout.ReadRelease(layout.KernelAddressSpace(machine, machine.Arm64Cpus[0]), info) is string r ? $"release \"{r}\" read through swapper_pg_dir" : "init_uts_ns not readable";
-        }
-        catch (NotSupportedException e)
-        {
-            release = e.Message;
-        }
-
-        return $"{NotYet}; VMCOREINFO gives {layout.Describe()}; {release}";
+        const string Missing = "not found in the AArch64 guest (its views start from the VMCOREINFO note the kernel keeps in RAM)";
+        return info is null
+            ? $"{Missing}; no VMCOREINFO found"
+            : $"{Missing}; VMCOREINFO (OSRELEASE={info.OsRelease}) lacks the arm64 values (kimage_voffset, PHYS_OFFSET, VA_BITS, swapper_pg_dir)";
     }
 
     private static string Hex(ulong? v) => v is ulong x ? $"0x{x:x}" : "-";

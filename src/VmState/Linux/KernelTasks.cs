@@ -42,12 +42,17 @@ public static class KernelTasks
     /// <summary>
     /// The task running on <paramref name="cpu"/> (the kernel's <c>current</c>): per-CPU <c>current_task</c>, or
     /// <c>pcpu_hot.current_task</c> on the kernels (about 6.2 to 6.14) that moved it into <c>pcpu_hot</c> (x86
-    /// <c>asm/current.h</c>).
+    /// <c>asm/current.h</c>); on AArch64, SP_EL0 of a vCPU at EL1 (<c>arm64 asm/current.h</c>).
     /// </summary>
     /// <exception cref="KernelDataException">The per-CPU area or the pointer cannot be read.</exception>
     public static KernelObject CurrentTask(this LinuxKernel kernel, int cpu)
     {
         ArgumentNullException.ThrowIfNull(kernel);
+        if (kernel.CurrentTaskFromCpuState(cpu) is ulong task)
+        {
+            return kernel.ObjectAt(task, "struct task_struct");
+        }
+
         return kernel.Symbols.TryGetAddress("current_task", out _)
             ? kernel.PerCpu("current_task", cpu).Deref()
             : kernel.PerCpu("pcpu_hot", cpu).Member("current_task").Deref();

@@ -1,5 +1,6 @@
 using System.Buffers.Binary;
 using System.Text;
+using VmState.Arch.Arm64;
 using VmState.Arch.X86;
 using VmState.Linux.Btf;
 using VmState.Machine;
@@ -49,6 +50,8 @@ public sealed class LinuxKernel
     };
 
     private readonly object _lock = new();
+    private readonly AddressSpace? _space;
+    private readonly IKernelMemoryModel? _model;
     private readonly List<string> _evidence;
     private readonly Dictionary<string, object> _members = new(StringComparer.Ordinal);
     private BtfTypes? _types;
@@ -60,7 +63,7 @@ public sealed class LinuxKernel
         Vmcoreinfo? vmcoreinfo, string? vmcoreinfoSource, KernelLocationMethod method, IReadOnlyList<string> evidence)
     {
         Machine = machine;
-        AddressSpace = space;
+        _space = space;
         TextAddress = textAddress;
         ImageEnd = imageEnd;
         Symbols = symbols;
@@ -73,9 +76,29 @@ public sealed class LinuxKernel
         space.TryTranslate(textAddress, out ulong textPa);
         TextPhysicalAddress = textPa;
         PhysBase = (long)textPa - (long)(textAddress - KernelImageMap.StartKernelMap);
-        string rest = banner.StartsWith("Linux version ", StringComparison.Ordinal) ? banner["Linux version ".Length..] : banner;
-        int sp = rest.IndexOf(' ');
-        Release = sp > 0 ? rest[..sp] : rest;
+        Release = ReleaseOf(banner);
+    }
+
+    /// <summary>An AArch64 kernel: its layout from VMCOREINFO, its address space and how its memory reads.</summary>
+    internal LinuxKernel(MachineState machine, Arm64KernelLayout layout, Arm64AddressSpace space, IKernelMemoryModel model, ulong textAddress, ulong imageEnd, Kallsyms symbols, string banner, ulong bannerAddress,
+        Vmcoreinfo vmcoreinfo, string? vmcoreinfoSource, IReadOnlyList<string> evidence)
+    {
+        Machine = machine;
+        Arm64Layout = layout;
+        Arm64AddressSpace = space;
+        _model = model;
+        TextAddress = textAddress;
+        ImageEnd = imageEnd;
+        Symbols = symbols;
+        Banner = banner;
+        BannerAddress = bannerAddress;
+        Vmcoreinfo = vmcoreinfo;
+        VmcoreinfoSource = vmcoreinfoSource;
+        Method = KernelLocationMethod.Vmcoreinfo;
+        _evidence = [.. evidence];
+        TextPhysicalAddress = layout.ImageToPhysical(textAddress);
+        Release = ReleaseOf(banner);
+        _pageOffsetBase = layout.PageOffset;
     }
 
     /// <summary>The machine the kernel runs in.</summary>
@@ -84,14 +107,27 @@ public sealed class LinuxKernel
     /// <summary>Guest-physical memory.</summary>
     public IPhysicalMemory Memory => Machine.Memory;
 
-    /// <summary>The kernel's address space (root: <c>init_top_pgt</c>, or a vCPU's CR3 with the kernel half selected).</summary>
-    public AddressSpace AddressSpace { get; }
+    /// <summary>The guest's architecture (x86-64, or AArch64 with <see cref="Arm64Layout"/> set).</summary>
+    public Arch.CpuArchitecture Architecture => Arm64Layout is null ? Arch.CpuArchitecture.X86_64 : Arch.CpuArchitecture.Arm64;
 
-    /// <summary>4- or 5-level paging.</summary>
+    /// <summary>
+    /// The x86-64 kernel's address space (root: <c>init_top_pgt</c>, or a vCPU's CR3 with the kernel half selected).
+    /// </summary>
+    /// <exception cref="KernelDataException">An AArch64 kernel (see <see cref="Arm64AddressSpace"/>): this view does not read AArch64 guests yet.</exception>
+    public AddressSpace AddressSpace => _space ?? throw Arm64NotYet("the kernel's x86-64 address space");
+
+    /// <summary>An AArch64 kernel's layout from its VMCOREINFO (null for x86-64).</summary>
+    public Arm64KernelLayout? Arm64Layout { get; }
+
+    /// <summary>An AArch64 kernel's address space: swapper_pg_dir as TTBR1 (null for x86-64).</summary>
+    public Arm64AddressSpace? Arm64AddressSpace { get; }
+
+    /// <summary>4- or 5-level paging (x86-64).</summary>
+    /// <exception cref="KernelDataException">An AArch64 kernel.</exception>
     public PagingMode Paging => AddressSpace.Mode;
 
-    /// <summary>Physical address of the top-level page table used.</summary>
-    public ulong PageTableRoot => AddressSpace.Root;
+    /// <summary>Physical address of the top-level page table used (swapper_pg_dir on AArch64).</summary>
+    public ulong PageTableRoot => Arm64Layout is Arm64KernelLayout a ? a.SwapperPgDirPhysical : AddressSpace.Root;
 
     /// <summary>Runtime virtual address of <c>_text</c> (the first mapped byte of the image window).</summary>
     public ulong TextAddress { get; }
@@ -105,8 +141,8 @@ public sealed class LinuxKernel
     /// <summary>phys_base: physical = image virtual − <c>__START_KERNEL_map</c> + phys_base. Can be negative.</summary>
     public long PhysBase { get; }
 
-    /// <summary>The virtual KASLR slide: <c>_text</c> − 0xffffffff81000000 (VMCOREINFO <c>KERNELOFFSET</c>).</summary>
-    public long KaslrOffset => (long)(TextAddress - DefaultTextAddress);
+    /// <summary>The virtual KASLR slide: <c>_text</c> − 0xffffffff81000000 (VMCOREINFO <c>KERNELOFFSET</c>, which AArch64 reads directly).</summary>
+    public long KaslrOffset => Arm64Layout is Arm64KernelLayout a ? (long)(a.KernelOffset ?? 0) : (long)(TextAddress - DefaultTextAddress);
 
     /// <summary>The kernel release (<c>uname -r</c>), from the banner.</summary>
     public string Release { get; }
@@ -194,7 +230,7 @@ public sealed class LinuxKernel
                 return n;
             }
 
-            int count = Machine.Cpus.Count;
+            int count = Math.Max(Machine.Cpus.Count, Machine.Arm64Cpus.Count);
             if (Symbols.TryGetAddress("nr_cpu_ids", out ulong at) && TryReadU32(at, out uint ids) && ids is > 0 and <= 65536)
             {
                 count = (int)ids;
@@ -207,7 +243,8 @@ public sealed class LinuxKernel
 
     /// <summary>
     /// <c>__per_cpu_offset[cpu]</c>: added to a per-CPU symbol's value gives that CPU's instance (Linux
-    /// <c>include/asm-generic/percpu.h</c> <c>per_cpu_offset</c>). Equals the CPU's GS base in kernel mode.
+    /// <c>include/asm-generic/percpu.h</c> <c>per_cpu_offset</c>). Equals the CPU's GS base in kernel mode; on AArch64
+    /// it is read from the vCPU's TPIDR_EL1, where the kernel keeps it (<c>arm64 asm/percpu.h set_my_cpu_offset</c>).
     /// </summary>
     public ulong PerCpuOffset(int cpu)
     {
@@ -216,12 +253,22 @@ public sealed class LinuxKernel
             throw new ArgumentOutOfRangeException(nameof(cpu), $"CPU {cpu} is outside 0..{CpuCount - 1} (nr_cpu_ids)");
         }
 
+        if (Arm64Layout is not null)
+        {
+            return cpu < Machine.Arm64Cpus.Count ? Machine.Arm64Cpus[cpu].TpidrEl1 : throw new KernelDataException("per-CPU offset", $"CPU {cpu} has no vCPU state to read TPIDR_EL1 from");
+        }
+
         return ReadU64(Symbols.AddressOf("__per_cpu_offset") + (8UL * (uint)cpu), $"__per_cpu_offset[{cpu}]");
     }
 
     /// <summary>Reads kernel virtual memory; returns the bytes read before the first unmapped byte.</summary>
     public int Read(ulong address, Span<byte> destination)
     {
+        if (_model is not null)
+        {
+            return _model.Read(address, destination);
+        }
+
         // Direct-map addresses (task_structs, kmalloc data) translate linearly; skip the page walk.
         ulong pob = _pageOffsetBase ?? 0;
         if (pob != 0 && address >= pob && address - pob < _directMapEnd && (ulong)destination.Length <= _directMapEnd - (address - pob))
@@ -345,7 +392,41 @@ public sealed class LinuxKernel
     }
 
     /// <summary>The address space of a process whose <c>mm->pgd</c> is <paramref name="pgd"/> (a direct-map address).</summary>
-    public AddressSpace ProcessAddressSpace(ulong pgd) => new(Memory, Paging, pgd - PageOffsetBase);
+    /// <exception cref="KernelDataException">An AArch64 kernel (see <see cref="Arm64ProcessAddressSpace"/>): this view does not read AArch64 guests yet.</exception>
+    public AddressSpace ProcessAddressSpace(ulong pgd) => _space is null ? throw Arm64NotYet("a process's x86-64 address space") : new(Memory, Paging, pgd - PageOffsetBase);
+
+    /// <summary>An AArch64 process's address space: <paramref name="pgd"/> (mm->pgd, a linear-map address) as TTBR0_EL1.</summary>
+    /// <exception cref="NotSupportedException">An x86-64 kernel (see <see cref="ProcessAddressSpace"/>).</exception>
+    public Arm64AddressSpace Arm64ProcessAddressSpace(ulong pgd) => Arm64Layout is Arm64KernelLayout a && Arm64AddressSpace is Arm64AddressSpace s
+        ? s.WithTtbr0(a.LinearToPhysical(pgd))
+        : throw new NotSupportedException("an x86-64 kernel: use ProcessAddressSpace");
+
+    /// <summary>Reads a process's memory through the page tables whose top level is <paramref name="pgd"/> (mm->pgd).</summary>
+    internal int ReadUser(ulong pgd, ulong address, Span<byte> destination) =>
+        _model is not null ? _model.ReadUser(pgd, address, destination) : ProcessAddressSpace(pgd).Read(address, destination);
+
+    /// <summary>The task_struct address CPU <paramref name="cpu"/> runs as its CPU state tells it (AArch64: SP_EL0 at EL1); null when it does not.</summary>
+    internal ulong? CurrentTaskFromCpuState(int cpu) => _model?.CurrentTask(cpu);
+
+    /// <summary>Replaces the symbols with a table that adds data symbols found after location, noting how.</summary>
+    internal void AddSymbols(Kallsyms symbols, string evidence)
+    {
+        Symbols = symbols;
+        _evidence.Add(evidence);
+    }
+
+    /// <summary>Adds a line of evidence.</summary>
+    internal void AddEvidence(string evidence) => _evidence.Add(evidence);
+
+    private static KernelDataException Arm64NotYet(string what) =>
+        new(what, "not available for an AArch64 kernel: this command reads x86-64 guests only so far (the arm64 views: kernel-info, ps, pstree, dmesg, modules, netdev, maps, symbols, types)");
+
+    private static string ReleaseOf(string banner)
+    {
+        string rest = banner.StartsWith("Linux version ", StringComparison.Ordinal) ? banner["Linux version ".Length..] : banner;
+        int sp = rest.IndexOf(' ');
+        return sp > 0 ? rest[..sp] : rest;
+    }
 
     /// <summary>Replaces the evidence with that of the search that first found this kernel (a location kept between runs).</summary>
     internal void RestoreEvidence(IReadOnlyList<string> evidence)
@@ -358,7 +439,7 @@ public sealed class LinuxKernel
     internal void OverrideSymbols(Kallsyms symbols, string evidence)
     {
         Symbols = symbols;
-        _pageOffsetBase = null;
+        _pageOffsetBase = Arm64Layout?.PageOffset;
         _evidence.Add(evidence);
     }
 

@@ -1,5 +1,4 @@
 using System.Text;
-using VmState.Arch.X86;
 
 namespace VmState.Linux;
 
@@ -103,9 +102,8 @@ public static class ProcessList
             return [];
         }
 
-        AddressSpace space = kernel.ProcessAddressSpace(mm.Member("pgd").ToUInt64());
         byte[] buf = new byte[(int)Math.Min(end - start, (ulong)max)];
-        int n = space.Read(start, buf);
+        int n = kernel.ReadUser(mm.Member("pgd").ToUInt64(), start, buf);
         return n == buf.Length ? buf : buf[..n];
     }
 
@@ -119,9 +117,8 @@ public static class ProcessList
             return null;
         }
 
-        AddressSpace space = kernel.ProcessAddressSpace(mm.Member("pgd").ToUInt64());
         byte[] buf = new byte[(int)Math.Min(end - start, MaxCmdline)];
-        int n = space.Read(start, buf);
+        int n = kernel.ReadUser(mm.Member("pgd").ToUInt64(), start, buf);
         if (n == 0)
         {
             return null;
