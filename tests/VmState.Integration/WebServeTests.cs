@@ -380,6 +380,35 @@ public sealed class WebServeTests(WebServeGuest fixture, ITestOutputHelper log) 
         await File.WriteAllTextAsync(Path.Combine(artifacts, "trace-exec.txt"), transcript.ToString());
     }
 
+    [Fact]
+    public async Task TheBreakpointStreamSendsTheMarkersSleepCallsAndCleansUpWhenClosed()
+    {
+        // The marker sleeps once a second (nanosleep -> clock_nanosleep): a breakpoint on the system call's entry
+        // sees it, with its pid and name, among whatever else sleeps.
+        var transcript = new StringBuilder();
+        var hits = new List<JsonElement>();
+        using (HttpResponseMessage stream = await fixture.Client.GetAsync("/api/s/1/trace/break?symbol=__x64_sys_clock_nanosleep", HttpCompletionOption.ResponseHeadersRead))
+        {
+            Assert.Equal(System.Net.HttpStatusCode.OK, stream.StatusCode);
+            using var reader = new StreamReader(await stream.Content.ReadAsStreamAsync());
+            using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(150));
+            (string name, JsonElement started) = await NextEventAsync(reader, transcript, timeout.Token);
+            Assert.Equal("started", name);
+            while (!hits.Any(h => h.GetProperty("pid").ValueKind == JsonValueKind.Number && h.GetProperty("pid").GetInt32() == fixture.Marker.Pid))
+            {
+                (name, JsonElement e) = await NextEventAsync(reader, transcript, timeout.Token);
+                Assert.Equal("hit", name);
+                hits.Add(e);
+            }
+        }
+
+        Assert.All(hits, h => Assert.StartsWith("__x64_sys_clock_nanosleep", h.GetProperty("symbol").GetString(), StringComparison.Ordinal));
+        JsonElement marker = hits.Last();
+        Assert.Equal("vmsmarker", marker.GetProperty("comm").GetString());
+        Assert.Equal(fixture.Marker.Pid, marker.GetProperty("tgid").GetInt32());
+        await AssertTraceEndedAsync();
+    }
+
     /// <summary>The next server-sent event on <paramref name="reader"/>: its name and its data (JSON); comments skipped.</summary>
     private static async Task<(string Name, JsonElement Data)> NextEventAsync(StreamReader reader, StringBuilder transcript, CancellationToken cancellationToken)
     {
