@@ -40,6 +40,9 @@ internal sealed class WebServer : IAsyncDisposable
     /// <summary>The URL it listens on (the port resolved when 0 was asked for), without the token.</summary>
     public Uri Url { get; private set; } = null!;
 
+    /// <summary>The host's services (the tests reach an in-process server through its <see cref="IServer"/>).</summary>
+    public IServiceProvider Services => _app.Services;
+
     /// <summary>Cancelled when the server stops.</summary>
     public CancellationToken Stopping => _app.Lifetime.ApplicationStopping;
 
@@ -64,6 +67,7 @@ internal sealed class WebServer : IAsyncDisposable
             k.Limits.MaxRequestLineSize = 8 << 10;
             k.Listen(options.Bind, options.Port);
         });
+        options.ConfigureHost?.Invoke(builder);
         WebApplication app = builder.Build();
         var server = new WebServer(app, options, sources);
         app.Run(server.DispatchAsync);
@@ -77,7 +81,15 @@ internal sealed class WebServer : IAsyncDisposable
             throw;
         }
 
-        string address = app.Services.GetRequiredService<IServer>().Features.Get<IServerAddressesFeature>()!.Addresses.First();
+        // Kestrel reports the port it bound; a server put in its place by ConfigureHost (the tests' in-process
+        // TestServer) may bind nothing and report no address: it is then addressed as http://localhost/.
+        string? address = app.Services.GetRequiredService<IServer>().Features.Get<IServerAddressesFeature>()?.Addresses.FirstOrDefault();
+        if (address is null)
+        {
+            server.Url = new Uri("http://localhost/");
+            return server;
+        }
+
         var port = new Uri(address).Port;
         string host = options.Bind.AddressFamily == System.Net.Sockets.AddressFamily.InterNetworkV6 ? $"[{options.Bind}]" : options.Bind.ToString();
         if (options.Bind.Equals(IPAddress.Any) || options.Bind.Equals(IPAddress.IPv6Any))

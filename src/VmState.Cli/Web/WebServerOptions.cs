@@ -1,4 +1,5 @@
 using System.Net;
+using Microsoft.AspNetCore.Builder;
 
 namespace VmState.Cli.Web;
 
@@ -31,6 +32,13 @@ internal sealed class WebServerOptions
 
     /// <summary>How often the live kernel log is polled for the page's live tail.</summary>
     public TimeSpan LogPollInterval { get; init; } = TimeSpan.FromMilliseconds(500);
+
+    /// <summary>
+    /// Called on the host builder after Kestrel is configured and before the host is built; null (the CLI) leaves
+    /// Kestrel listening on <see cref="Bind"/>:<see cref="Port"/>. The tests put ASP.NET Core's in-process TestServer
+    /// in Kestrel's place here, so the CLI itself never references the test host.
+    /// </summary>
+    public Action<WebApplicationBuilder>? ConfigureHost { get; init; }
 
     /// <summary>True when <paramref name="address"/> is a loopback address (127.0.0.0/8, ::1).</summary>
     public static bool IsLoopback(IPAddress address) => IPAddress.IsLoopback(address);
