@@ -55,11 +55,21 @@ public static class HardwareJsonWriter
         foreach (DeviceState d in machine.Devices)
         {
             WriteDevice(w, d);
+
+            // Hand the text to the stream in pieces: the writer would otherwise hold the whole document (~0.4 MB for
+            // a pc guest), growing its buffer by doubling into the large object heap, where each step starts a GC.
+            if (w.BytesPending >= FlushBytes)
+            {
+                w.Flush();
+            }
         }
 
         w.WriteEndArray();
         w.WriteEndObject();
     }
+
+    /// <summary>Pending bytes at which <see cref="Write"/> flushes (below the large object heap's 85,000 bytes).</summary>
+    private const int FlushBytes = 32 << 10;
 
     /// <summary>Hex text "0x…" of a value, as used throughout the document.</summary>
     public static string Hex(ulong value) => "0x" + value.ToString("x", CultureInfo.InvariantCulture);

@@ -11,6 +11,9 @@ namespace VmState.Machine;
 public static class VmcoreinfoLocator
 {
     private const int MaxNoteSize = 1 << 20;
+
+    /// <summary>Pages in a candidate window: the page before a candidate, its page and the two after.</summary>
+    private const int CandidateWindowPages = 4;
     private static readonly byte[] s_name = "VMCOREINFO\0"u8.ToArray();
 
     /// <summary>
@@ -96,7 +99,10 @@ public static class VmcoreinfoLocator
     private static (byte[], ulong)? ScanRam(IPhysicalMemory memory, IReadOnlyList<ulong>? candidatePages)
     {
         const int Chunk = 1 << 20;
-        byte[] buffer = new byte[Chunk + 64];
+
+        // Candidate windows are at most four pages (CandidateWindows): a buffer of that size, not of a whole window,
+        // keeps a short run (a small stream) from allocating 1 MiB on the large object heap, which starts a GC.
+        byte[] buffer = new byte[candidatePages is null ? Chunk + 64 : CandidateWindowPages * 4096];
         foreach ((ulong start, int length, int searched) in candidatePages is null ? Windows(memory, Chunk, buffer.Length) : CandidateWindows(memory, candidatePages))
         {
             int n = memory.Read(start, buffer.AsSpan(0, length));
@@ -130,7 +136,8 @@ public static class VmcoreinfoLocator
     }
 
     /// <summary>
-    /// The page before, the page of and the page after each candidate (the page where a note's name starts), in
+    /// The page before, the page of and the two pages after each candidate (<see cref="CandidateWindowPages"/> pages
+    /// at most) (the page where a note's name starts), in
     /// address order: the header is 12 bytes before the name and "OSRELEASE=" follows it, so a note whose name starts in
     /// a candidate page lies in that window.
     /// </summary>
@@ -147,7 +154,7 @@ public static class VmcoreinfoLocator
 
             MemoryRange r = memory.Ranges[ri];
             ulong start = Math.Max(r.Start, page >= Page ? page - Page : 0);
-            ulong end = Math.Min(r.End, page + (3 * Page));
+            ulong end = Math.Min(r.End, page + ((CandidateWindowPages - 1) * Page));
             yield return (start, (int)(end - start), (int)(end - start));
         }
     }

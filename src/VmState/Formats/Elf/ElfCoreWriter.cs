@@ -177,7 +177,8 @@ public static class ElfCoreWriter
         private readonly IProgress<(long Done, long Total)>? _progress;
         private readonly ISparseMemory? _sparse;
         private readonly IGatherMemory? _gather;
-        private readonly byte[][] _buffers;
+        private readonly byte[]?[] _buffers = new byte[2][];
+        private readonly int _bufferSize;
         private readonly List<GatherPiece>[] _pieces = [[], []];
         private readonly List<ReadOnlyMemory<byte>> _run = [];
         private readonly List<(int Range, ulong Address, ulong Offset, int Length)> _chunks = [];
@@ -192,8 +193,7 @@ public static class ElfCoreWriter
             _progress = progress;
             _sparse = memory as ISparseMemory;
             _gather = memory as IGatherMemory;
-            int size = Math.Max(ChunkSize, _gather?.GatherBufferSize(ChunkSize) ?? 0);
-            _buffers = [ArrayPool<byte>.Shared.Rent(size), ArrayPool<byte>.Shared.Rent(size)];
+            _bufferSize = Math.Max(ChunkSize, _gather?.GatherBufferSize(ChunkSize) ?? 0);
         }
 
         private enum ChunkState
@@ -240,7 +240,7 @@ public static class ElfCoreWriter
                 (_, _, ulong offset, int length) = _chunks[c];
                 if (state == ChunkState.Flat)
                 {
-                    output.Write(offset, _buffers[c & 1].AsSpan(0, length));
+                    output.Write(offset, ChunkBuffer(c).AsSpan(0, length));
                 }
                 else if (state == ChunkState.Gathered)
                 {
@@ -273,9 +273,21 @@ public static class ElfCoreWriter
             {
             }
 
-            ArrayPool<byte>.Shared.Return(_buffers[0]);
-            ArrayPool<byte>.Shared.Return(_buffers[1]);
+            foreach (byte[]? buffer in _buffers)
+            {
+                if (buffer is not null)
+                {
+                    ArrayPool<byte>.Shared.Return(buffer);
+                }
+            }
         }
+
+        /// <summary>
+        /// The buffer of chunk <paramref name="index"/>, rented when first needed: a core whose RAM was all placed
+        /// while the stream was read (extract) copies no chunk, and two 4 MiB arrays would start a GC for nothing.
+        /// Each of the two is first touched by a chunk read, and chunk reads run one after the other.
+        /// </summary>
+        private byte[] ChunkBuffer(int index) => _buffers[index & 1] ??= ArrayPool<byte>.Shared.Rent(_bufferSize);
 
         /// <summary>One gathered write per run of adjacent pieces; the gaps between runs stay holes.</summary>
         private void WriteGathered(ElfSegmentOutput output, ulong chunkOffset, List<GatherPiece> pieces)
@@ -306,12 +318,12 @@ public static class ElfCoreWriter
                 return ChunkState.Zero;
             }
 
-            if (_gather is not null && _gather.TryGather(address, length, _buffers[index & 1], _pieces[index & 1]))
+            if (_gather is not null && _gather.TryGather(address, length, ChunkBuffer(index), _pieces[index & 1]))
             {
                 return _pieces[index & 1].Count == 0 ? ChunkState.Zero : ChunkState.Gathered;
             }
 
-            Span<byte> chunk = _buffers[index & 1].AsSpan(0, length);
+            Span<byte> chunk = ChunkBuffer(index).AsSpan(0, length);
             _memory.ReadExactly(address, chunk);
             return chunk.ContainsAnyExcept((byte)0) ? ChunkState.Flat : ChunkState.Zero;
         }

@@ -163,7 +163,9 @@ internal sealed class MigrationRamMemory : IPhysicalMemory, ISparseMemory, IGath
                     else
                     {
                         int span = (int)(stride * (run - 1)) + pageSize;
-                        scratch ??= ArrayPool<byte>.Shared.Rent((int)(stride * 256));
+                        // Sized for the longest run this read can still take (runs only shrink as it goes on), so a small read
+                        // (the VMCOREINFO scan's few pages) does not rent a 1 MiB array.
+                        scratch ??= ArrayPool<byte>.Shared.Rent((int)(stride * maxPages));
                         ReadExact(entry, scratch.AsSpan(0, span));
                         for (int i = 0; i < run; i++)
                         {

@@ -12,11 +12,14 @@ internal sealed class VmDescription
     private readonly Dictionary<(string, int), List<DeviceDescription>> _byKey = new();
     private int _fieldCount;
 
-    private VmDescription(int pageSize, IReadOnlyList<DeviceDescription> devices, string rawJson)
+    private readonly byte[] _json;
+    private string? _rawJson;
+
+    private VmDescription(int pageSize, IReadOnlyList<DeviceDescription> devices, byte[] json)
     {
         PageSize = pageSize;
         Devices = devices;
-        RawJson = rawJson;
+        _json = json;
         foreach (DeviceDescription d in devices)
         {
             if (!_byKey.TryGetValue((d.Name, d.InstanceId), out List<DeviceDescription>? list))
@@ -35,8 +38,8 @@ internal sealed class VmDescription
     /// <summary>The described (non-iterable) device sections, in stream order.</summary>
     public IReadOnlyList<DeviceDescription> Devices { get; }
 
-    /// <summary>The JSON text as found in the stream.</summary>
-    public string RawJson { get; }
+    /// <summary>The JSON text as found in the stream (decoded when first asked for).</summary>
+    public string RawJson => _rawJson ??= System.Text.Encoding.UTF8.GetString(_json);
 
     /// <summary>
     /// The description of the <paramref name="occurrence"/>-th section with this idstr and instance id (QEMU can
@@ -46,11 +49,17 @@ internal sealed class VmDescription
         _byKey.TryGetValue((idStr, instanceId), out List<DeviceDescription>? d) && occurrence < d.Count ? d[occurrence] : null;
 
     /// <summary>Parses the JSON; <paramref name="offset"/> is where it starts in the stream, for messages.</summary>
-    public static VmDescription Parse(ReadOnlySpan<byte> json, long offset)
+    public static VmDescription Parse(ReadOnlySpan<byte> json, long offset) => Parse(json.ToArray(), offset);
+
+    /// <summary>
+    /// Parses the JSON, which the description keeps (not copied); <paramref name="offset"/> is where it starts in the
+    /// stream, for messages.
+    /// </summary>
+    public static VmDescription Parse(byte[] json, long offset)
     {
         try
         {
-            using JsonDocument doc = JsonDocument.Parse(json.ToArray(), new JsonDocumentOptions { MaxDepth = 256 });
+            using JsonDocument doc = JsonDocument.Parse(json, new JsonDocumentOptions { MaxDepth = 256 });
             JsonElement root = doc.RootElement;
             if (root.ValueKind != JsonValueKind.Object)
             {
@@ -67,7 +76,7 @@ internal sealed class VmDescription
                 throw new IO.VmStateFormatException(offset, "VM description", $"\"page_size\" {pageSize} (expected a power of two from 1024 to 16777216)");
             }
             var list = new List<DeviceDescription>();
-            var tmp = new VmDescription(pageSize, [], string.Empty);
+            var tmp = new VmDescription(pageSize, [], []);
             if (root.TryGetProperty("devices", out JsonElement devices))
             {
                 if (devices.ValueKind != JsonValueKind.Array)
@@ -83,7 +92,7 @@ internal sealed class VmDescription
                 }
             }
 
-            return new VmDescription(pageSize, list, System.Text.Encoding.UTF8.GetString(json));
+            return new VmDescription(pageSize, list, json);
         }
         catch (JsonException e)
         {
@@ -103,10 +112,10 @@ internal sealed class VmDescription
             throw new IO.VmStateFormatException(offset, "VM description", "structures nested more than 64 levels deep");
         }
 
-        string vmsdName = e.TryGetProperty("vmsd_name", out JsonElement vn) && vn.ValueKind == JsonValueKind.String ? vn.GetString()! : string.Empty;
-        int version = e.TryGetProperty("version", out JsonElement ve) && ve.TryGetInt32(out int v) ? v : 0;
+        string vmsdName = e.TryGetProperty("vmsd_name"u8, out JsonElement vn) && vn.ValueKind == JsonValueKind.String ? vn.GetString()! : string.Empty;
+        int version = e.TryGetProperty("version"u8, out JsonElement ve) && ve.TryGetInt32(out int v) ? v : 0;
         var fields = new List<FieldDescription>();
-        if (e.TryGetProperty("fields", out JsonElement fs) && fs.ValueKind == JsonValueKind.Array)
+        if (e.TryGetProperty("fields"u8, out JsonElement fs) && fs.ValueKind == JsonValueKind.Array)
         {
             foreach (JsonElement f in fs.EnumerateArray())
             {
@@ -120,7 +129,7 @@ internal sealed class VmDescription
         }
 
         var subsections = new List<VmsdDescription>();
-        if (e.TryGetProperty("subsections", out JsonElement ss) && ss.ValueKind == JsonValueKind.Array)
+        if (e.TryGetProperty("subsections"u8, out JsonElement ss) && ss.ValueKind == JsonValueKind.Array)
         {
             foreach (JsonElement s in ss.EnumerateArray())
             {
@@ -133,16 +142,16 @@ internal sealed class VmDescription
 
     private FieldDescription ParseField(JsonElement f, long offset, int depth)
     {
-        string name = RequireString(f, "name", offset);
-        string type = f.TryGetProperty("type", out JsonElement t) && t.ValueKind == JsonValueKind.String ? t.GetString()! : "buffer";
-        int size = f.TryGetProperty("size", out JsonElement s) && s.TryGetInt32(out int sz) ? sz : -1;
+        string name = RequireString(f, "name"u8, offset);
+        string type = f.TryGetProperty("type"u8, out JsonElement t) && t.ValueKind == JsonValueKind.String ? t.GetString()! : "buffer";
+        int size = f.TryGetProperty("size"u8, out JsonElement s) && s.TryGetInt32(out int sz) ? sz : -1;
         if (size < 0)
         {
             throw new IO.VmStateFormatException(offset, "VM description", $"field \"{name}\" has no valid \"size\"");
         }
 
         int? arrayLen = null;
-        if (f.TryGetProperty("array_len", out JsonElement al))
+        if (f.TryGetProperty("array_len"u8, out JsonElement al))
         {
             if (!al.TryGetInt32(out int n) || n < 0)
             {
@@ -152,13 +161,13 @@ internal sealed class VmDescription
             arrayLen = n;
         }
 
-        int? index = f.TryGetProperty("index", out JsonElement ix) && ix.TryGetInt32(out int i) ? i : null;
+        int? index = f.TryGetProperty("index"u8, out JsonElement ix) && ix.TryGetInt32(out int i) ? i : null;
         VmsdDescription? nested = null;
-        if (f.TryGetProperty("struct", out JsonElement st) && st.ValueKind == JsonValueKind.Object)
+        if (f.TryGetProperty("struct"u8, out JsonElement st) && st.ValueKind == JsonValueKind.Object)
         {
             nested = ParseVmsd(st, offset, depth + 1);
         }
-        else if (f.TryGetProperty("fields", out JsonElement _))
+        else if (f.TryGetProperty("fields"u8, out JsonElement _))
         {
             // VMSTATE_WITH_TMP: the helper vmsd is described directly in the field object (QEMU 7.2 vmstate.c).
             nested = ParseVmsd(f, offset, depth + 1);
@@ -172,6 +181,17 @@ internal sealed class VmDescription
         if (e.ValueKind != JsonValueKind.Object || !e.TryGetProperty(property, out JsonElement v) || v.ValueKind != JsonValueKind.String)
         {
             throw new IO.VmStateFormatException(offset, "VM description", $"an entry lacks the string \"{property}\"");
+        }
+
+        return v.GetString()!;
+    }
+
+    /// <summary>As above, with the property name in UTF-8: no conversion of the name at each of the description's many lookups.</summary>
+    private static string RequireString(JsonElement e, ReadOnlySpan<byte> property, long offset)
+    {
+        if (e.ValueKind != JsonValueKind.Object || !e.TryGetProperty(property, out JsonElement v) || v.ValueKind != JsonValueKind.String)
+        {
+            throw new IO.VmStateFormatException(offset, "VM description", $"an entry lacks the string \"{System.Text.Encoding.UTF8.GetString(property)}\"");
         }
 
         return v.GetString()!;
