@@ -11,7 +11,8 @@ namespace VmState.Events;
 
 /// <summary>
 /// Breakpoints on a running VM through stock QEMU's gdbstub. The session owns the stub connection: it starts a stub
-/// over QMP when QEMU has none (HMP <c>gdbserver tcp:127.0.0.1:PORT</c>, stopped again at the end), sets software
+/// over QMP when QEMU has none (HMP <c>gdbserver unix:PATH,server=on,wait=off</c> in a private directory, else
+/// <c>gdbserver tcp:127.0.0.1:PORT</c>; stopped again at the end), sets software
 /// (<c>Z0</c>) or hardware (<c>Z1</c>) breakpoints, and on each hit (stop reply <c>T05thread:N;</c>, the whole VM
 /// stopped) reads that vCPU's registers (<c>g</c>) and the task running on it (the Linux layer on live
 /// memory), asks the handler, steps the vCPU over the breakpoint and continues: a breakpoint on a no-op instruction
@@ -40,6 +41,10 @@ public sealed class GdbTraceSession : IDisposable
     private TraceGuard? _guard;
     private bool _running;
     private bool _disposed;
+    private string? _privateDirectory;
+
+    /// <summary>The name prefix of the private directory (in the temporary directory) of a stub on a UNIX socket.</summary>
+    public const string PrivateDirectoryPrefix = "vmstate-gdb-";
 
     private GdbTraceSession(QmpClient qmp, LinuxKernel kernel, GdbRemoteChannel channel, TimeSpan timeout, bool startedStub, bool isKvm, bool wasRunning)
     {
@@ -52,7 +57,7 @@ public sealed class GdbTraceSession : IDisposable
         _wasRunning = wasRunning;
     }
 
-    /// <summary>host:port of the stub.</summary>
+    /// <summary>The stub: host:port, or <c>unix:PATH</c>.</summary>
     public string StubEndpoint => _channel.Endpoint;
 
     /// <summary>True when the session started the stub (and stops it when disposed).</summary>
@@ -92,7 +97,7 @@ public sealed class GdbTraceSession : IDisposable
         bool isKvm = IsKvmEnabled(await qmp.ExecuteAsync("query-kvm", cancellationToken: cancellationToken).ConfigureAwait(false));
         bool wasRunning = await qmp.QueryStatusAsync(cancellationToken).ConfigureAwait(false) == "running";
 
-        (string Host, int Port)? stub = options.Stub;
+        string? stub = options.Stub is (string h, int p) ? $"{h}:{p.ToString(CultureInfo.InvariantCulture)}" : null;
         string? warning = null;
         if (stub is null && await FindStubAsync(qmp, cancellationToken).ConfigureAwait(false) is GdbStubChardev existing)
         {
@@ -108,10 +113,17 @@ public sealed class GdbTraceSession : IDisposable
                 throw new GdbStubBusyException($"{existing.Endpoint} (client {existing.Peer})");
             }
 
-            stub = (existing.Host, existing.Port);
+            stub = existing.Endpoint;
         }
 
         bool started = false;
+        string? privateDirectory = null;
+        if (stub is null && options.UnixSocketStub)
+        {
+            (stub, privateDirectory) = await StartUnixStubAsync(qmp, cancellationToken).ConfigureAwait(false);
+            started = stub is not null;
+        }
+
         if (stub is null)
         {
             int port = FreeLoopbackPort();
@@ -121,14 +133,14 @@ public sealed class GdbTraceSession : IDisposable
                 throw new IOException($"QEMU did not start a gdbstub on 127.0.0.1:{port}: {said.Trim()}");
             }
 
-            stub = ("127.0.0.1", port);
+            stub = $"127.0.0.1:{port.ToString(CultureInfo.InvariantCulture)}";
             started = true;
         }
 
         GdbRemoteChannel? channel = null;
         try
         {
-            channel = GdbRemoteChannel.Connect(stub.Value.Host, stub.Value.Port, options.ReplyTimeout);
+            channel = GdbRemoteChannel.Connect(stub, options.ReplyTimeout);
             try
             {
                 // A stub that is serving another client leaves our connection in its listen backlog, unanswered.
@@ -142,12 +154,12 @@ public sealed class GdbTraceSession : IDisposable
             // Reading target.xml makes QEMU answer single-register reads and writes (p/P; handle_get_reg and
             // handle_set_reg answer "" until gdb_has_xml), which check that a single step moved RIP.
             channel.Request("qXfer:features:read:target.xml:0,ffb", options.ReplyTimeout);
-            var session = new GdbTraceSession(qmp, kernel, channel, options.ReplyTimeout, started, isKvm, wasRunning) { StubWarning = warning };
+            var session = new GdbTraceSession(qmp, kernel, channel, options.ReplyTimeout, started, isKvm, wasRunning) { StubWarning = warning, _privateDirectory = privateDirectory };
             if (options.GuardCommand is { } guard)
             {
                 try
                 {
-                    session._guard = TraceGuard.Start(guard, qmp, stub.Value.Host, stub.Value.Port, started);
+                    session._guard = TraceGuard.Start(guard, qmp, stub, started);
                 }
                 catch
                 {
@@ -164,6 +176,10 @@ public sealed class GdbTraceSession : IDisposable
             if (started)
             {
                 await qmp.HumanMonitorCommandAsync("gdbserver none", cancellationToken: CancellationToken.None).ConfigureAwait(false);
+                if (privateDirectory is not null)
+                {
+                    RemovePrivateDirectory(privateDirectory);
+                }
             }
 
             if (wasRunning && await qmp.QueryStatusAsync(CancellationToken.None).ConfigureAwait(false) != "running")
@@ -423,6 +439,10 @@ public sealed class GdbTraceSession : IDisposable
             if (StartedStub)
             {
                 _qmp.HumanMonitorCommandAsync("gdbserver none").GetAwaiter().GetResult();
+                if (_privateDirectory is not null)
+                {
+                    RemovePrivateDirectory(_privateDirectory);
+                }
             }
 
             if (!_wasRunning)
@@ -440,7 +460,7 @@ public sealed class GdbTraceSession : IDisposable
     }
 
     /// <summary>QEMU's gdbstub, if it has one (query-chardev, label <c>gdb</c>).</summary>
-    /// <exception cref="NotSupportedException">The stub listens on something other than TCP (a UNIX socket).</exception>
+    /// <exception cref="NotSupportedException">The stub listens on something other than TCP or a UNIX socket.</exception>
     private static async Task<GdbStubChardev?> FindStubAsync(QmpClient qmp, CancellationToken cancellationToken)
     {
         JsonElement chardevs = await qmp.ExecuteAsync("query-chardev", cancellationToken: cancellationToken).ConfigureAwait(false);
@@ -451,11 +471,67 @@ public sealed class GdbTraceSession : IDisposable
             {
                 return GdbStubChardev.TryParse(filename, out GdbStubChardev? stub)
                     ? stub
-                    : throw new NotSupportedException($"QEMU's gdbstub listens on \"{filename}\"; tracing connects to TCP stubs only (restart it with HMP gdbserver tcp:127.0.0.1:PORT, or let vmstate start one)");
+                    : throw new NotSupportedException($"QEMU's gdbstub listens on \"{filename}\"; tracing connects to TCP and UNIX-socket stubs only (restart it with HMP gdbserver tcp:127.0.0.1:PORT, or let vmstate start one)");
             }
         }
 
         return null;
+    }
+
+    /// <summary>
+    /// Starts a stub on a UNIX socket in a new directory only this user can enter; (null, null) when QEMU could not
+    /// create it there (another user, a confined QEMU), the caller then falls back to loopback TCP.
+    /// </summary>
+    private static async Task<(string? Endpoint, string? Directory)> StartUnixStubAsync(QmpClient qmp, CancellationToken cancellationToken)
+    {
+        if (OperatingSystem.IsWindows())
+        {
+            return (null, null);
+        }
+
+        DirectoryInfo directory = Directory.CreateTempSubdirectory(PrivateDirectoryPrefix);
+        File.SetUnixFileMode(directory.FullName, UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute);
+        string path = Path.Combine(directory.FullName, "gdb.sock");
+        if (path.Contains(',', StringComparison.Ordinal) || System.Text.Encoding.UTF8.GetByteCount(path) >= 108)
+        {
+            // QEMU's option syntax has no escape for a comma here; sun_path holds 107 bytes.
+            RemovePrivateDirectory(directory.FullName);
+            return (null, null);
+        }
+
+        string said = await qmp.HumanMonitorCommandAsync($"gdbserver unix:{path},server=on,wait=off", cancellationToken: cancellationToken).ConfigureAwait(false);
+        if (!said.Contains("Waiting for gdb connection", StringComparison.Ordinal))
+        {
+            RemovePrivateDirectory(directory.FullName);
+            return (null, null);
+        }
+
+        return ("unix:" + path, directory.FullName);
+    }
+
+    /// <summary>The private directory of a UNIX-socket stub this library starts (<see cref="PrivateDirectoryPrefix"/>), else null.</summary>
+    internal static string? PrivateDirectoryOf(string endpoint)
+    {
+        if (!endpoint.StartsWith("unix:", StringComparison.Ordinal))
+        {
+            return null;
+        }
+
+        string? directory = Path.GetDirectoryName(endpoint[5..]);
+        return directory is not null && Path.GetFileName(directory).StartsWith(PrivateDirectoryPrefix, StringComparison.Ordinal) ? directory : null;
+    }
+
+    /// <summary>Removes a stub's private directory (QEMU unlinks its listening socket when the stub stops); errors are ignored.</summary>
+    internal static void RemovePrivateDirectory(string directory)
+    {
+        try
+        {
+            Directory.Delete(directory, recursive: true);
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            // Left in the temporary directory: empty or holding a dead socket, readable by this user only.
+        }
     }
 
     private static int FreeLoopbackPort()
