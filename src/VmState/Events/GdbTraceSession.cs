@@ -110,7 +110,7 @@ public sealed class GdbTraceSession : IDisposable
             // Starting another one would replace it (gdbserver_start closes the old chardev) and cut its client off.
             if (existing.InUse)
             {
-                throw new GdbStubBusyException($"{existing.Endpoint} (client {existing.Peer})");
+                throw new GdbStubBusyException(existing.SocketPath is null ? $"{existing.Endpoint} (client {existing.Peer})" : existing.Endpoint);
             }
 
             stub = existing.Endpoint;
