@@ -14,6 +14,9 @@
 #   MEM=128          guest RAM in MiB
 #   VMSTATE_BIN      the vmstate command (default: dotnet on the Release build in src/VmState.Cli/bin)
 #   OUT              report (default benchmarks/results/history-find-DATE.md)
+#   STORE=DIR        keep the recorded store in DIR (with record.jsonl and rss beside it) instead of a temporary
+#                    directory; when DIR already holds a store recorded by this script, the guest is not booted and
+#                    the recording is not repeated: the find part runs again on it (e.g. after changing the reader)
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 N=${N:-1000}
@@ -37,25 +40,37 @@ else
 fi
 now_ms() { echo $(($(date +%s%N) / 1000000)); }
 
-log "booting the fixture guest with $MEM MiB"
-MEM=$MEM TIMEOUT=300 bash "$root/eng/run-guest.sh" "$work/guest" > "$work/guest.log" 2>&1 || { cat "$work/guest.log" >&2; die "the guest did not boot"; }
-marker=$(grep -o 'value=VMSTATE-MARKER-[0-9a-f]*' "$work/guest/serial.log" | head -1 | cut -d= -f2)
-[[ -n "$marker" ]] || die "no marker line on the console"
-hex=$(printf '%s' "$marker" | xxd -p -c 256)
+keep=${STORE:-$work/kept}
+mkdir -p "$keep"
+store=$keep/store
 load_start=$(cut -d' ' -f1-3 /proc/loadavg)
-
-log "recording $N captures"
-t0=$(now_ms)
-/usr/bin/time -f '%M' -o "$work/rss" "${vmstate[@]}" record --qmp "$work/guest/qmp.sock" --store "$work/store" --every 0 --count "$N" --json > "$work/record.jsonl" 2> "$work/record.err" || { cat "$work/record.err" >&2; die "record failed"; }
-record_ms=$(($(now_ms) - t0))
-rss_kib=$(tail -1 "$work/rss")
+if [[ -f "$keep/record.done" ]]; then
+  log "reusing the store in $keep (recorded $(cat "$keep/record.done"))"
+  N=$(wc -l < "$keep/record.jsonl")
+else
+  log "booting the fixture guest with $MEM MiB"
+  MEM=$MEM TIMEOUT=300 bash "$root/eng/run-guest.sh" "$work/guest" > "$work/guest.log" 2>&1 || { cat "$work/guest.log" >&2; die "the guest did not boot"; }
+  marker=$(grep -o 'value=VMSTATE-MARKER-[0-9a-f]*' "$work/guest/serial.log" | head -1 | cut -d= -f2)
+  [[ -n "$marker" ]] || die "no marker line on the console"
+  echo "$marker" > "$keep/marker"
+  rm -rf "$store"
+  log "recording $N captures"
+  t0=$(now_ms)
+  /usr/bin/time -f '%M' -o "$keep/rss" "${vmstate[@]}" record --qmp "$work/guest/qmp.sock" --store "$store" --every 0 --count "$N" --json > "$keep/record.jsonl" 2> "$keep/record.err" || { cat "$keep/record.err" >&2; die "record failed"; }
+  echo $(($(now_ms) - t0)) > "$keep/record.ms"
+  echo "$(date -u +%FT%TZ), load average $load_start at the start, $(cut -d' ' -f1-3 /proc/loadavg) at the end, by ${vmstate[*]}" > "$keep/record.done"
+fi
+marker=$(cat "$keep/marker")
+hex=$(printf '%s' "$marker" | xxd -p -c 256)
+record_ms=$(cat "$keep/record.ms")
+rss_kib=$(tail -1 "$keep/rss")
 read -r pause_mean pause_max wall_mean < <(python3 -c '
 import json, sys
 rows = [json.loads(l) for l in open(sys.argv[1])]
 p = [r.get("guestPauseMs", 0) for r in rows]
 w = [r["wallSeconds"] for r in rows]
-print(f"{sum(p)/len(p):.1f} {max(p):.1f} {sum(w)/len(w):.3f}")' "$work/record.jsonl")
-store_bytes=$(du -sb "$work/store" | cut -f1)
+print(f"{sum(p)/len(p):.1f} {max(p):.1f} {sum(w)/len(w):.3f}")' "$keep/record.jsonl")
+store_bytes=$(du -sb "$store" | cut -f1)
 
 timed() { # timed NAME ARGS...: wall ms of the command, its "milliseconds" field, its hit count
   local name=$1; shift
@@ -65,12 +80,12 @@ timed() { # timed NAME ARGS...: wall ms of the command, its "milliseconds" field
   python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); print(sys.argv[2], d["milliseconds"], len(d["hits"]), d["captures"])' "$work/$name.json" "$wall"
 }
 log "history find"
-read -r proc_wall proc_ms proc_hits proc_n < <(timed process history find "$work/store" --process vmsmarker)
-read -r log_wall log_ms log_hits _ < <(timed log history find "$work/store" --log '^VMSTATE-KTICK 5$')
-read -r bytes_wall bytes_ms bytes_hits _ < <(timed bytes history find "$work/store" --bytes "$hex")
+read -r proc_wall proc_ms proc_hits proc_n < <(timed process history find "$store" --process vmsmarker)
+read -r log_wall log_ms log_hits _ < <(timed log history find "$store" --log '^VMSTATE-KTICK 5$')
+read -r bytes_wall bytes_ms bytes_hits _ < <(timed bytes history find "$store" --bytes "$hex")
 
 log "the peer: search on one capture's stream"
-"${vmstate[@]}" history export "$work/store@-1" -o "$work/one.mig" > /dev/null
+"${vmstate[@]}" history export "$store@-1" -o "$work/one.mig" > /dev/null
 stream_bytes=$(stat -c %s "$work/one.mig")
 cat "$work/one.mig" > /dev/null
 t=$(now_ms)
@@ -84,6 +99,8 @@ mkdir -p "$(dirname "$OUT")"
   echo "# history find over $N captures ($(date -u +%FT%TZ))"
   echo
   echo "Fixture guest, $MEM MiB, idle; \`${vmstate[*]}\`; $(nproc) cores; load average $load_start at the start, $load_end at the end."
+  echo
+  echo "Recording: $(cat "$keep/record.done")."
   echo
   echo "| what | result |"
   echo "|---|---|"
