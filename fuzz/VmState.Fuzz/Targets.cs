@@ -38,6 +38,7 @@ public static class Targets
         ["traceprint"] = TracePrint,
         ["osevents"] = OsEvents,
         ["history"] = HistoryStoreFiles,
+        ["indexlog"] = HistoryIndexLog,
         ["replay"] = ReplayManifest,
         ["rrindex"] = ReplayIndexFile,
         ["fork"] = ForkCloneDescription,
@@ -531,6 +532,34 @@ public static class Targets
                 }
 
                 break;
+        }
+    }
+
+    /// <summary>A history store's combined index file: its records walked, each index file in it parsed (hash not checked, so the fields are reached).</summary>
+    private static void HistoryIndexLog(byte[] data)
+    {
+        Dictionary<int, (int Offset, int Length)> records = VmState.History.CaptureIndexLog.Scan(data, "indexes", out int valid);
+        if (valid > data.Length)
+        {
+            throw new InvalidOperationException($"valid length {valid} past the end {data.Length}");
+        }
+
+        foreach ((int number, (int offset, int length)) in records)
+        {
+            if (offset < VmState.History.CaptureIndexLog.HeaderSize || offset + length > valid)
+            {
+                throw new InvalidOperationException($"record {number} at {offset}+{length} outside the valid {valid} bytes");
+            }
+
+            try
+            {
+                VmState.History.HistoryCaptureIndex index = VmState.History.CaptureIndexFile.Parse(data.AsSpan(offset, length), $"indexes capture {number}", checkHash: false);
+                _ = VmState.History.CaptureIndexFile.Serialize(index, 4096);
+            }
+            catch (VmStateFormatException)
+            {
+                // One bad record is rejected on its own; the others are still read.
+            }
         }
     }
 
