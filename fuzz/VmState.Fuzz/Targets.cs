@@ -125,6 +125,26 @@ public static class Targets
             {
             }
         }
+
+        // The range walk (procdump, search --pid): 16 MiB from the address, within its half; every range it yields
+        // must translate where it says.
+        ulong end = va | 0xFF_FFFF;
+        if (((va ^ end) >> 55 & 1) == 0)
+        {
+            try
+            {
+                foreach (VmState.Arch.Arm64.Arm64Mapping m in space.Mappings(va, end).Take(64))
+                {
+                    if (m.Size == 0 || !space.TryTranslate(m.VirtualAddress, out ulong pa) || pa != m.PhysicalAddress)
+                    {
+                        throw new InvalidOperationException($"Mappings yielded 0x{m.VirtualAddress:x} -> 0x{m.PhysicalAddress:x}, which does not translate there");
+                    }
+                }
+            }
+            catch (NotSupportedException)
+            {
+            }
+        }
     }
 
     /// <summary>Guest-physical memory from address 0 held in an array (the arm64walk target's tables and pages).</summary>
