@@ -7,18 +7,10 @@ namespace VmState.Cli.Commands;
 internal static class Arm64Translate
 {
     /// <summary>Translates <paramref name="va"/> and prints the result; returns the exit code.</summary>
-    public static int Run(Vm vm, ulong va, int cpu, ulong? ttbr, bool explain, bool json)
+    public static int Run(Vm vm, ulong va, int cpu, ulong? ttbr, int? pid, bool explain, bool json)
     {
         bool upper = ((va >> 55) & 1) != 0;
-        Arm64AddressSpace space;
-        try
-        {
-            space = CpuAddressSpaces.OfArm64(vm.Machine, cpu, upper ? null : ttbr, upper ? ttbr : null);
-        }
-        catch (VmStateNotFoundException e) when (e.Kind == VmStateObjectKind.Cpu)
-        {
-            throw new ArgumentException($"--cpu {cpu}: the snapshot has vCPUs 0-{vm.Machine.Arm64Cpus.Count - 1}", e);
-        }
+        Arm64AddressSpace space = Select(vm, va, cpu, ttbr, pid);
 
         Arm64Translation t;
         try
@@ -89,5 +81,28 @@ internal static class Arm64Translate
         }
 
         return t.Success ? 0 : 3;
+    }
+
+    /// <summary>
+    /// The address space that translates <paramref name="va"/>: process <paramref name="pid"/>'s (its mm-&gt;pgd as
+    /// TTBR0_EL1) when given, else vCPU <paramref name="cpu"/>'s, with <paramref name="ttbr"/> as the table base of
+    /// the half <paramref name="va"/> is in when given.
+    /// </summary>
+    public static Arm64AddressSpace Select(Vm vm, ulong va, int cpu, ulong? ttbr, int? pid)
+    {
+        if (pid is int p)
+        {
+            return ttbr is null ? vm.Linux.Arm64ProcessAddressSpace(p) : throw new ArgumentException("give --pid or --ttbr, not both");
+        }
+
+        bool upper = ((va >> 55) & 1) != 0;
+        try
+        {
+            return CpuAddressSpaces.OfArm64(vm.Machine, cpu, upper ? null : ttbr, upper ? ttbr : null);
+        }
+        catch (VmStateNotFoundException e) when (e.Kind == VmStateObjectKind.Cpu)
+        {
+            throw new ArgumentException($"--cpu {cpu}: the snapshot has vCPUs 0-{vm.Machine.Arm64Cpus.Count - 1}", e);
+        }
     }
 }

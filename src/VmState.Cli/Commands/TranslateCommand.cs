@@ -28,7 +28,7 @@ internal static class TranslateCommand
             using Vm vm = input.Open(r);
             if (vm.Machine.Architecture == VmState.Arch.CpuArchitecture.Arm64)
             {
-                return Arm64Translate.Run(vm, AddressParser.Parse(input.Trailing(r), "VA"), r.GetValue(spaces.CpuOption), r.GetValue(ttbr) is string t0 ? AddressParser.Parse(t0, "--ttbr") : null, r.GetValue(explain), r.GetValue(json));
+                return Arm64Translate.Run(vm, AddressParser.Parse(input.Trailing(r), "VA"), r.GetValue(spaces.CpuOption), r.GetValue(ttbr) is string t0 ? AddressParser.Parse(t0, "--ttbr") : null, spaces.Pid(r), r.GetValue(explain), r.GetValue(json));
             }
 
             AddressSpace space = spaces.Select(r, vm);
