@@ -28,6 +28,9 @@ internal sealed class AddressSpaceOptions
     /// <summary>--cpu.</summary>
     public Option<int> CpuOption => _cpu;
 
+    /// <summary>The --cr3 given, or null.</summary>
+    public string? Cr3(ParseResult r) => r.GetValue(_cr3);
+
     /// <summary>The --pid given, or null.</summary>
     public int? Pid(ParseResult r) => r.GetValue(_pid);
 

@@ -1,6 +1,8 @@
 using System.CommandLine;
 using System.Text;
 using Iced.Intel;
+using VmState.Arch;
+using VmState.Arch.Arm64;
 using VmState.Arch.X86;
 using VmState.Linux;
 using VmState.Machine;
@@ -56,7 +58,7 @@ internal static class ReadCommand
             {
                 LinuxKernel kernel = vm.Linux.Kernel;
                 addr = SymbolAddress(vm, input.Trailing(r, 0));
-                got = kernel.AddressSpace.Read(addr, buffer);
+                got = kernel.Read(addr, buffer);
                 if (got < buffer.Length)
                 {
                     Console.Error.WriteLine($"vmstate: kernel address 0x{addr + (ulong)got:x} is not mapped; read {got} of {len} bytes");
@@ -69,6 +71,15 @@ internal static class ReadCommand
                 {
                     Console.Error.WriteLine($"vmstate: guest-physical 0x{addr + (ulong)got:x} is not backed by RAM; read {got} of {len} bytes");
                 }
+            }
+            else if (m.Architecture == CpuArchitecture.Arm64 && spaces.Pid(r) is null)
+            {
+                if (spaces.Cr3(r) is not null)
+                {
+                    throw new ArgumentException("--cr3 is an x86 page-table root; an AArch64 guest is read through the vCPU's TTBR0_EL1/TTBR1_EL1 (choose it with --cpu)");
+                }
+
+                got = ReadArm64(m, r.GetValue(spaces.CpuOption), addr, buffer);
             }
             else
             {
@@ -102,6 +113,36 @@ internal static class ReadCommand
             return got == buffer.Length ? 0 : 3;
         }));
         return command;
+    }
+
+    /// <summary>Reads through AArch64 vCPU <paramref name="cpu"/>'s TTBR0_EL1/TTBR1_EL1 tables (bit 55 of the address chooses).</summary>
+    private static int ReadArm64(MachineState m, int cpu, ulong addr, byte[] buffer)
+    {
+        Arm64AddressSpace space;
+        try
+        {
+            space = CpuAddressSpaces.OfArm64(m, cpu);
+        }
+        catch (VmStateNotFoundException e) when (e.Kind == VmStateObjectKind.Cpu)
+        {
+            throw new ArgumentException($"--cpu {cpu}: the snapshot has vCPUs 0-{m.Arm64Cpus.Count - 1}", e);
+        }
+
+        try
+        {
+            int got = space.Read(addr, buffer);
+            if (got < buffer.Length)
+            {
+                Arm64Translation t = space.Translate(addr + (ulong)got);
+                Console.Error.WriteLine($"vmstate: 0x{addr + (ulong)got:x} is not readable ({t.Failure ?? "its physical page is not in RAM"}); read {got} of {buffer.Length} bytes");
+            }
+
+            return got;
+        }
+        catch (NotSupportedException e)
+        {
+            throw new ArgumentException(e.Message, e);
+        }
     }
 
     /// <summary>NAME or NAME+OFFSET (0x-hex or decimal) to an address, through the library's symbol expressions.</summary>

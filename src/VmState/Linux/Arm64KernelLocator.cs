@@ -54,7 +54,13 @@ internal static class Arm64KernelLocator
 
         (int b, string banner) = FindBanner(image, UtsVersion(memory, layout, info));
 
+        // The banner found is linux_banner[] (init/version.c), a data symbol this kallsyms lacks: `read --sym linux_banner`.
         var extra = new List<(string Name, char Type, ulong Address)>();
+        if (!symbols.TryGetAddress("linux_banner", out _))
+        {
+            extra.Add(("linux_banner", 'R', text + (ulong)b));
+        }
+
         if (FindBtf(image) is (int btfAt, int btfSize))
         {
             extra.Add(("__start_BTF", 'R', text + (ulong)btfAt));
