@@ -178,7 +178,7 @@ public static partial class Arm64GdbstubRegisters
             {
                 string filename = d.TryGetProperty("filename", out JsonElement f) ? f.GetString() ?? string.Empty : string.Empty;
                 return ParseFreeStub(filename) ?? throw new IOException(
-                    $"QEMU's gdbstub ({filename}) is in use or not a TCP socket; the AArch64 system registers (TTBR1_EL1, TCR_EL1, SP_EL0) of a running guest are read through it, so detach its client first");
+                    $"QEMU's gdbstub ({filename}) is held by another client or is not a TCP socket; detach that client first");
             }
         }
 

@@ -244,7 +244,19 @@ public sealed class LiveMachine : IAsyncDisposable
     public async Task<MachineState> ToMachineStateAsync(CancellationToken cancellationToken = default)
     {
         IReadOnlyList<X86CpuState> cpus = await ReadCpusAsync(cancellationToken).ConfigureAwait(false);
-        IReadOnlyList<Arm64CpuState> arm64Cpus = await ReadArm64CpusAsync(cancellationToken).ConfigureAwait(false);
+        IReadOnlyList<Arm64CpuState> arm64Cpus;
+        var warnings = new List<string>();
+        try
+        {
+            arm64Cpus = await ReadArm64CpusAsync(cancellationToken).ConfigureAwait(false);
+        }
+        catch (IOException e)
+        {
+            // The general registers still come from HMP; what needs TTBR/TCR (translation, the Linux views) says so.
+            arm64Cpus = HmpText.ParseArm64Registers(await Qmp.HumanMonitorCommandAsync("info registers -a", null, cancellationToken).ConfigureAwait(false));
+            warnings.Add($"the AArch64 system registers (TTBR0_EL1, TTBR1_EL1, TCR_EL1, SP_EL0) could not be read: {e.Message}");
+        }
+
         var blocks = Regions.GroupBy(r => r.Name).Select(g => new RamBlockInfo(g.Key, g.Max(r => r.Offset + r.Length), g.Select(r => new BlockMapping(r.Start, r.Offset, r.Length)).ToList())).ToList();
         string? machineType = null;
         try
@@ -261,7 +273,7 @@ public sealed class LiveMachine : IAsyncDisposable
         MachineOrigin origin = Qmp.LibvirtDomain is null
             ? new MachineOrigin(MachineOriginKind.LiveQemu, $"qmp:{Qmp.SocketPath}", description)
             : new LibvirtDomainOrigin(MachineOriginKind.LiveQemu, Qmp.SocketPath, description, await Task.Run(Qmp.LibvirtDomainXml, cancellationToken).ConfigureAwait(false) ?? string.Empty);
-        return new MachineState(origin, machineType, Memory, cpus, [], blocks, [], null) { Arm64Cpus = arm64Cpus };
+        return new MachineState(origin, machineType, Memory, cpus, [], blocks, warnings, null) { Arm64Cpus = arm64Cpus };
     }
 
     /// <summary>
