@@ -57,7 +57,7 @@ internal static class ReadCommand
             {
                 LinuxKernel kernel = vm.Linux.Kernel;
                 addr = SymbolAddress(vm, input.Trailing(r, 0));
-                got = kernel.Architecture == VmState.Arch.CpuArchitecture.Arm64 ? kernel.Read(addr, buffer) : kernel.AddressSpace.Read(addr, buffer);
+                got = kernel.Read(addr, buffer);
                 if (got < buffer.Length)
                 {
                     Console.Error.WriteLine($"vmstate: kernel address 0x{addr + (ulong)got:x} is not mapped; read {got} of {len} bytes");
