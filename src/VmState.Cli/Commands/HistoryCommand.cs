@@ -30,6 +30,18 @@ internal static class HistoryCommand
         return command;
     }
 
+    /// <summary>The STORE argument: a history store directory.</summary>
+    private static Argument<string> StoreArgument() => new("STORE") { Description = "the store directory" };
+
+    /// <summary>The CAPTURE argument: STORE@N (see <see cref="CaptureReference"/>).</summary>
+    private static Argument<string> CaptureArgument() => new("CAPTURE") { Description = "STORE@N: the capture (N, -1 for the latest, or a time)" };
+
+    /// <summary>The store directory and capture selector of a CAPTURE argument.</summary>
+    private static (string Dir, string Selector) CaptureReference(string reference) =>
+        HistoryStore.TryParseReference(reference, out string dir, out string selector)
+            ? (dir, selector)
+            : throw new ArgumentException($"{reference} is not STORE@N (a history store directory, '@', a capture number, -1 or a time)");
+
     private static Command Import()
     {
         var inputs = new Argument<string[]>("SNAPSHOT") { Description = "migration stream files, virsh save files or qcow2 images (their internal snapshot)", Arity = ArgumentArity.OneOrMore };
@@ -94,7 +106,7 @@ internal static class HistoryCommand
 
     private static Command List()
     {
-        var store = new Argument<string>("STORE") { Description = "the store directory" };
+        var store = StoreArgument();
         Option<bool> json = CommonOptions.Json();
         var command = new Command("list", "List the captures of a history store: time, source, pages changed since the previous capture, unique pages and bytes it added");
         command.Arguments.Add(store);
@@ -135,7 +147,7 @@ internal static class HistoryCommand
 
     private static Command Verify()
     {
-        var store = new Argument<string>("STORE") { Description = "the store directory" };
+        var store = StoreArgument();
         Option<bool> json = CommonOptions.Json();
         var command = new Command("verify", "Check every page hash and every reference of a history store; exit 2 when anything is damaged");
         command.Arguments.Add(store);
@@ -184,7 +196,7 @@ internal static class HistoryCommand
 
     private static Command Export()
     {
-        var capture = new Argument<string>("CAPTURE") { Description = "STORE@N: the capture (N, -1 for the latest, or a time)" };
+        var capture = CaptureArgument();
         var output = new Option<string>("--output", "-o") { Description = "the migration stream to write (QEMU resumes it with -incoming)", Required = true };
         Option<bool> json = CommonOptions.Json();
         var command = new Command("export", "Write a capture of a history store as a migration stream QEMU resumes");
@@ -193,11 +205,7 @@ internal static class HistoryCommand
         command.Options.Add(json);
         command.SetAction(r => CommonOptions.Run(() =>
         {
-            string reference = r.GetValue(capture)!;
-            if (!HistoryStore.TryParseReference(reference, out string dir, out string selector))
-            {
-                throw new ArgumentException($"{reference} is not STORE@N (a history store directory, '@', a capture number, -1 or a time)");
-            }
+            (string dir, string selector) = CaptureReference(r.GetValue(capture)!);
 
             using HistoryStore s = HistoryStore.Open(dir);
             HistoryCapture c = s.Find(selector);
@@ -219,7 +227,7 @@ internal static class HistoryCommand
                     w.WriteStartObject();
                     w.WriteString("output", Path.GetFullPath(path));
                     w.WriteNumber("capture", c.Number);
-                    w.WriteString("time", c.Time.UtcDateTime.ToString("yyyy-MM-ddTHH:mm:ss.fffZ", CultureInfo.InvariantCulture));
+                    w.WriteString("time", Time(c));
                     w.WriteNumber("bytes", written);
                     w.WriteEndObject();
                 });
@@ -431,7 +439,7 @@ internal static class HistoryCommand
 
     private static Command Find()
     {
-        var store = new Argument<string>("STORE") { Description = "the store directory" };
+        var store = StoreArgument();
         var process = new Option<string?>("--process") { Description = "a process of this name (comm or /proc name) or pid exists (from the indexes)" };
         var absent = new Option<bool>("--absent") { Description = "with --process: the process does not exist" };
         var symbol = new Option<string?>("--symbol") { Description = "a kernel symbol (name or name+offset) whose value is tested: --changed or --equals" };
@@ -531,7 +539,7 @@ internal static class HistoryCommand
 
     private static Command Rollback()
     {
-        var capture = new Argument<string>("CAPTURE") { Description = "STORE@N: the capture (N, -1 for the latest, or a time)" };
+        var capture = CaptureArgument();
         Option<bool> json = CommonOptions.Json();
         var command = new Command("rollback", "Take a running VM back to a capture, in place (QEMU loads it as an internal snapshot of a temporary image; the VM's own disks are not reverted)");
         command.Arguments.Add(capture);
@@ -539,11 +547,7 @@ internal static class HistoryCommand
         command.Options.Add(json);
         command.SetAction(r => CommonOptions.Run(() =>
         {
-            string reference = r.GetValue(capture)!;
-            if (!HistoryStore.TryParseReference(reference, out string dir, out string selector))
-            {
-                throw new ArgumentException($"{reference} is not STORE@N (a history store directory, '@', a capture number, -1 or a time)");
-            }
+            (string dir, string selector) = CaptureReference(r.GetValue(capture)!);
 
             LiveTarget target = live.Require(r, "history rollback");
             using HistoryStore s = HistoryStore.Open(dir);
@@ -576,7 +580,7 @@ internal static class HistoryCommand
 
     private static Command Prune()
     {
-        var store = new Argument<string>("STORE") { Description = "the store directory" };
+        var store = StoreArgument();
         var every = new Option<int?>("--keep-every") { Description = "keep captures 1, 1+N, 1+2N, ... (by position) and the latest; drop the others" };
         var before = new Option<string?>("--drop-before") { Description = "drop captures older than this: a time (2026-11-30T10:00:00, UTC) or an age (90s, 30m, 12h, 7d); the latest is always kept" };
         Option<bool> json = CommonOptions.Json();
@@ -722,7 +726,7 @@ internal static class HistoryCommand
         {
             w.WriteStartObject();
             w.WriteNumber("number", c.Number);
-            w.WriteString("time", c.Time.UtcDateTime.ToString("yyyy-MM-ddTHH:mm:ss.fffZ", CultureInfo.InvariantCulture));
+            w.WriteString("time", Time(c));
             w.WriteString("source", c.Source);
             w.WriteNumber("streamBytes", c.StreamBytes);
             w.WriteNumber("dataPages", c.DataPages);

@@ -120,7 +120,7 @@ internal sealed class WebApi(WebServer server, HttpContext context)
                 await Json(source, (vm, w) =>
                 {
                     AddressSpace space = WebMemoryRead.SpaceOf(vm, xpid, cpu);
-                    TranslateCommand.WriteJson(w, space, space.Translate(va));
+                    TranslateCommand.View(space, va).WriteJson(w);
                 }).ConfigureAwait(false);
                 return;
             case ["diff"] when !post:
