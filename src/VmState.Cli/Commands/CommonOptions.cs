@@ -89,12 +89,18 @@ internal static class CommonOptions
     public static void WriteJson(Action<Utf8JsonWriter> write)
     {
         using Stream stdout = Console.OpenStandardOutput();
-        using (var w = new Utf8JsonWriter(stdout, new JsonWriterOptions { Indented = true }))
+        WriteJson(stdout, write);
+    }
+
+    /// <summary>Writes indented JSON to <paramref name="output"/> with <paramref name="write"/>, then a newline: the CLI's --json document (the web server's API answers the same bytes).</summary>
+    public static void WriteJson(Stream output, Action<Utf8JsonWriter> write)
+    {
+        using (var w = new Utf8JsonWriter(output, new JsonWriterOptions { Indented = true }))
         {
             write(w);
         }
 
-        stdout.WriteByte((byte)'\n');
+        output.WriteByte((byte)'\n');
     }
 
     /// <summary>Writes one compact JSON value with <paramref name="write"/> to <paramref name="lines"/>, as one line.</summary>

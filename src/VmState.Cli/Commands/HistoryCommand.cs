@@ -42,6 +42,22 @@ internal static class HistoryCommand
             ? (dir, selector)
             : throw new ArgumentException($"{reference} is not STORE@N (a history store directory, '@', a capture number, -1 or a time)");
 
+    /// <summary>A subcommand on one STORE, with --json: <paramref name="run"/> gets the store opened and the --json value.</summary>
+    private static Command StoreCommand(string name, string description, Func<HistoryStore, bool, int> run)
+    {
+        Argument<string> store = StoreArgument();
+        Option<bool> json = CommonOptions.Json();
+        var command = new Command(name, description);
+        command.Arguments.Add(store);
+        command.Options.Add(json);
+        command.SetAction(r => CommonOptions.Run(() =>
+        {
+            using HistoryStore s = HistoryStore.Open(r.GetValue(store)!);
+            return run(s, r.GetValue(json));
+        }));
+        return command;
+    }
+
     private static Command Import()
     {
         var inputs = new Argument<string[]>("SNAPSHOT") { Description = "migration stream files, virsh save files or qcow2 images (their internal snapshot)", Arity = ArgumentArity.OneOrMore };
@@ -104,95 +120,67 @@ internal static class HistoryCommand
         return command;
     }
 
-    private static Command List()
+    private static Command List() => StoreCommand("list", "List the captures of a history store: time, source, pages changed since the previous capture, unique pages and bytes it added", (s, json) =>
     {
-        var store = StoreArgument();
-        Option<bool> json = CommonOptions.Json();
-        var command = new Command("list", "List the captures of a history store: time, source, pages changed since the previous capture, unique pages and bytes it added");
-        command.Arguments.Add(store);
-        command.Options.Add(json);
-        command.SetAction(r => CommonOptions.Run(() =>
+        if (json)
         {
-            using HistoryStore s = HistoryStore.Open(r.GetValue(store)!);
-            if (r.GetValue(json))
+            CommonOptions.WriteJson(w => WriteStore(s, w));
+        }
+        else
+        {
+            Render(s.Captures, s.TryReadIndex);
+            long added = 0;
+            long streams = 0;
+            foreach (HistoryCapture c in s.Captures)
             {
-                CommonOptions.WriteJson(w =>
-                {
-                    w.WriteStartObject();
-                    w.WriteString("store", s.Directory);
-                    w.WriteNumber("pageSize", s.PageSize);
-                    w.WriteNumber("uniquePages", s.UniquePages);
-                    WriteCaptures(w, "captures", s.Captures, s.TryReadIndex);
-                    w.WriteEndObject();
-                });
+                added += c.BytesAdded;
+                streams += c.StreamBytes;
             }
-            else
+
+            Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"{s.Captures.Count} captures, {s.UniquePages} unique pages, {Hex.Size((ulong)added)} stored for {Hex.Size((ulong)streams)} of streams"));
+        }
+
+        return 0;
+    });
+
+    private static Command Verify() => StoreCommand("verify", "Check every page hash and every reference of a history store; exit 2 when anything is damaged", (s, json) =>
+    {
+        HistoryVerifyResult v = s.Verify();
+        if (json)
+        {
+            CommonOptions.WriteJson(w =>
             {
-                Render(s.Captures, s.TryReadIndex);
-                long added = 0;
-                long streams = 0;
-                foreach (HistoryCapture c in s.Captures)
+                w.WriteStartObject();
+                w.WriteString("store", s.Directory);
+                w.WriteBoolean("sound", v.IsSound);
+                w.WriteNumber("captures", v.Captures);
+                w.WriteNumber("capturesChecked", v.CapturesChecked);
+                w.WriteNumber("pages", v.Pages);
+                w.WriteNumber("pagesChecked", v.PagesChecked);
+                w.WriteStartArray("problems");
+                foreach (string p in v.Problems)
                 {
-                    added += c.BytesAdded;
-                    streams += c.StreamBytes;
+                    w.WriteStringValue(p);
                 }
 
-                Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"{s.Captures.Count} captures, {s.UniquePages} unique pages, {Hex.Size((ulong)added)} stored for {Hex.Size((ulong)streams)} of streams"));
-            }
-
-            return 0;
-        }));
-        return command;
-    }
-
-    private static Command Verify()
-    {
-        var store = StoreArgument();
-        Option<bool> json = CommonOptions.Json();
-        var command = new Command("verify", "Check every page hash and every reference of a history store; exit 2 when anything is damaged");
-        command.Arguments.Add(store);
-        command.Options.Add(json);
-        command.SetAction(r => CommonOptions.Run(() =>
+                w.WriteEndArray();
+                w.WriteEndObject();
+            });
+        }
+        else
         {
-            using HistoryStore s = HistoryStore.Open(r.GetValue(store)!);
-            HistoryVerifyResult v = s.Verify();
-            if (r.GetValue(json))
-            {
-                CommonOptions.WriteJson(w =>
-                {
-                    w.WriteStartObject();
-                    w.WriteString("store", s.Directory);
-                    w.WriteBoolean("sound", v.IsSound);
-                    w.WriteNumber("captures", v.Captures);
-                    w.WriteNumber("capturesChecked", v.CapturesChecked);
-                    w.WriteNumber("pages", v.Pages);
-                    w.WriteNumber("pagesChecked", v.PagesChecked);
-                    w.WriteStartArray("problems");
-                    foreach (string p in v.Problems)
-                    {
-                        w.WriteStringValue(p);
-                    }
+            Console.WriteLine(v.IsSound
+                ? string.Create(CultureInfo.InvariantCulture, $"{v.CapturesChecked} of {v.Captures} captures and {v.PagesChecked} of {v.Pages} pages verified")
+                : string.Create(CultureInfo.InvariantCulture, $"damaged: {v.Problems.Count} problems; {v.CapturesChecked} of {v.Captures} capture files and {v.PagesChecked} of {v.Pages} pages sound"));
+        }
 
-                    w.WriteEndArray();
-                    w.WriteEndObject();
-                });
-            }
-            else
-            {
-                Console.WriteLine(v.IsSound
-                    ? string.Create(CultureInfo.InvariantCulture, $"{v.CapturesChecked} of {v.Captures} captures and {v.PagesChecked} of {v.Pages} pages verified")
-                    : string.Create(CultureInfo.InvariantCulture, $"damaged: {v.Problems.Count} problems; {v.CapturesChecked} of {v.Captures} capture files and {v.PagesChecked} of {v.Pages} pages sound"));
-            }
+        foreach (string p in v.Problems)
+        {
+            Console.Error.WriteLine($"vmstate: damaged: {TerminalText.Escape(p)}");
+        }
 
-            foreach (string p in v.Problems)
-            {
-                Console.Error.WriteLine($"vmstate: damaged: {TerminalText.Escape(p)}");
-            }
-
-            return v.IsSound ? 0 : 2;
-        }));
-        return command;
-    }
+        return v.IsSound ? 0 : 2;
+    });
 
     private static Command Export()
     {
@@ -716,6 +704,17 @@ internal static class HistoryCommand
         }
 
         AnsiConsole.Write(t);
+    }
+
+    /// <summary>The history list --json document (also the web server's).</summary>
+    internal static void WriteStore(HistoryStore s, Utf8JsonWriter w)
+    {
+        w.WriteStartObject();
+        w.WriteString("store", s.Directory);
+        w.WriteNumber("pageSize", s.PageSize);
+        w.WriteNumber("uniquePages", s.UniquePages);
+        WriteCaptures(w, "captures", s.Captures, s.TryReadIndex);
+        w.WriteEndObject();
     }
 
     /// <summary>The captures array of history list --json (also the web server's).</summary>
