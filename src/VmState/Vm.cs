@@ -1,4 +1,5 @@
 using System.Diagnostics.CodeAnalysis;
+using System.Runtime.CompilerServices;
 using VmState.History;
 using VmState.Linux;
 using VmState.Live;
@@ -56,11 +57,19 @@ public sealed class Vm : IDisposable, IAsyncDisposable
     /// </summary>
     public MachineState Machine
     {
+        // Small enough to inline into a caller's loop (vm.Machine.Memory.Read per read); the throws are in Unusable.
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
         get
         {
-            ObjectDisposedException.ThrowIf(Volatile.Read(ref _disposed) != 0, this);
-            return _machine ?? throw new InvalidOperationException("the machine state has not been read yet");
+            MachineState? machine = _machine;
+            return machine is not null && Volatile.Read(ref _disposed) == 0 ? machine : Unusable();
         }
+    }
+
+    private MachineState Unusable()
+    {
+        ObjectDisposedException.ThrowIf(Volatile.Read(ref _disposed) != 0, this);
+        throw new InvalidOperationException("the machine state has not been read yet");
     }
 
     /// <summary>

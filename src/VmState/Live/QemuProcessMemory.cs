@@ -31,8 +31,66 @@ public sealed unsafe class QemuProcessMemory : IPhysicalMemory
     /// <summary>The QEMU process id.</summary>
     public int ProcessId => _pid;
 
+    /// <summary>
+    /// Reads of at least this many bytes are split across the cores (<see cref="Read"/>): one process_vm_readv
+    /// copies at about half the speed of a memcpy (the kernel pins and copies page by page on one core), so a large
+    /// read on two cores gets close to memcpy speed.
+    /// </summary>
+    public const int ParallelReadBytes = 2 << 20;
+
     /// <inheritdoc />
-    public int Read(ulong address, Span<byte> destination) => Transfer(address, destination, write: false);
+    /// <remarks>
+    /// A read of <see cref="ParallelReadBytes"/> or more runs on up to every core, in page-aligned parts of at least
+    /// 1 MiB; the result is the same as one call's (the bytes read in order up to the first that is not readable).
+    /// </remarks>
+    public int Read(ulong address, Span<byte> destination)
+    {
+        int parts = destination.Length >= ParallelReadBytes ? Math.Min(Environment.ProcessorCount, destination.Length >> 20) : 1;
+        if (parts < 2)
+        {
+            return Transfer(address, destination, write: false);
+        }
+
+        fixed (byte* p = destination)
+        {
+            return ReadInParts(address, p, destination.Length, parts);
+        }
+    }
+
+    private int ReadInParts(ulong address, byte* buffer, int length, int parts)
+    {
+        int chunk = (length / parts + 4095) & ~4095;
+        int[] done = new int[parts];
+        nint at = (nint)buffer;
+        try
+        {
+            Parallel.For(0, parts, i =>
+            {
+                int offset = i * chunk;
+                int size = Math.Min(chunk, length - offset);
+                done[i] = size <= 0 ? 0 : Transfer(address + (ulong)offset, new Span<byte>((byte*)(at + offset), size), write: false);
+            });
+        }
+        catch (AggregateException e) when (e.InnerExceptions.Count > 0)
+        {
+            // The first part's failure is what one call would have reported (typed: LiveVmGoneException, IOException).
+            System.Runtime.ExceptionServices.ExceptionDispatchInfo.Capture(e.InnerExceptions[0]).Throw();
+            throw;
+        }
+
+        int total = 0;
+        for (int i = 0; i < parts; i++)
+        {
+            int size = Math.Max(0, Math.Min(chunk, length - (i * chunk)));
+            total += done[i];
+            if (done[i] < size)
+            {
+                break;
+            }
+        }
+
+        return total;
+    }
 
     /// <summary>Writes guest RAM (the running guest sees it at once); returns the bytes written.</summary>
     public int Write(ulong address, ReadOnlySpan<byte> source)

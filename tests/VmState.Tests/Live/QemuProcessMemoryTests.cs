@@ -63,4 +63,32 @@ public sealed class QemuProcessMemorySelfTests
             Assert.Equal(0, memory.Read(64 * Page, one));
         }
     }
+
+    [Fact]
+    public void ALargeReadSplitAcrossCoresReturnsTheSameBytesAsOneCallAndStopsWhereTheRamEnds()
+    {
+        // 6 MiB of "guest RAM" in three ranges whose host order is shuffled; a read of QemuProcessMemory.ParallelReadBytes
+        // or more is split into parts (one per core, at least 1 MiB each).
+        const int MiB = 1 << 20;
+        byte[] host = GC.AllocateArray<byte>(6 * MiB, pinned: true);
+        new Random(11).NextBytes(host);
+        ulong h = (ulong)System.Runtime.InteropServices.Marshal.UnsafeAddrOfPinnedArrayElement(host, 0);
+        var memory = new QemuProcessMemory(Environment.ProcessId,
+        [
+            (new MemoryRange(0, 2 * MiB, "a"), h + (4 * MiB)),
+            (new MemoryRange(2 * MiB, 2 * MiB, "b"), h),
+            (new MemoryRange(4 * MiB, 2 * MiB, "c"), h + (2 * MiB)),
+        ]);
+        byte[] expected = [.. host.AsSpan(4 * MiB, 2 * MiB), .. host.AsSpan(0, 2 * MiB), .. host.AsSpan(2 * MiB, 2 * MiB)];
+
+        byte[] got = new byte[(5 * MiB) + 123];
+        Assert.True(got.Length >= QemuProcessMemory.ParallelReadBytes);
+        Assert.Equal(got.Length, memory.Read(4097, got));
+        Assert.True(expected.AsSpan(4097, got.Length).SequenceEqual(got));
+
+        // Past the last range: the bytes up to its end, in order, as one call would return.
+        byte[] tail = new byte[3 * MiB];
+        Assert.Equal(2 * MiB, memory.Read(4 * MiB, tail));
+        Assert.True(expected.AsSpan(4 * MiB).SequenceEqual(tail.AsSpan(0, 2 * MiB)));
+    }
 }
