@@ -38,6 +38,7 @@ public static class Targets
         ["traceprint"] = TracePrint,
         ["osevents"] = OsEvents,
         ["history"] = HistoryStoreFiles,
+        ["indexlog"] = HistoryIndexLog,
         ["replay"] = ReplayManifest,
         ["rrindex"] = ReplayIndexFile,
         ["fork"] = ForkCloneDescription,
@@ -119,6 +120,26 @@ public static class Targets
                 VmState.Arch.Arm64.Arm64Translation t = space.Translate(a);
                 _ = t.Success ? t.Entries[^1].Kind : t.Failure;
                 _ = space.Read(a, buffer);
+            }
+            catch (NotSupportedException)
+            {
+            }
+        }
+
+        // The range walk (procdump, search --pid): 16 MiB from the address, within its half; every range it yields
+        // must translate where it says.
+        ulong end = va | 0xFF_FFFF;
+        if (((va ^ end) >> 55 & 1) == 0)
+        {
+            try
+            {
+                foreach (VmState.Arch.Arm64.Arm64Mapping m in space.Mappings(va, end).Take(64))
+                {
+                    if (m.Size == 0 || !space.TryTranslate(m.VirtualAddress, out ulong pa) || pa != m.PhysicalAddress)
+                    {
+                        throw new InvalidOperationException($"Mappings yielded 0x{m.VirtualAddress:x} -> 0x{m.PhysicalAddress:x}, which does not translate there");
+                    }
+                }
             }
             catch (NotSupportedException)
             {
@@ -531,6 +552,34 @@ public static class Targets
                 }
 
                 break;
+        }
+    }
+
+    /// <summary>A history store's combined index file: its records walked, each index file in it parsed (hash not checked, so the fields are reached).</summary>
+    private static void HistoryIndexLog(byte[] data)
+    {
+        Dictionary<int, (int Offset, int Length)> records = VmState.History.CaptureIndexLog.Scan(data, "indexes", out int valid);
+        if (valid > data.Length)
+        {
+            throw new InvalidOperationException($"valid length {valid} past the end {data.Length}");
+        }
+
+        foreach ((int number, (int offset, int length)) in records)
+        {
+            if (offset < VmState.History.CaptureIndexLog.HeaderSize || offset + length > valid)
+            {
+                throw new InvalidOperationException($"record {number} at {offset}+{length} outside the valid {valid} bytes");
+            }
+
+            try
+            {
+                VmState.History.HistoryCaptureIndex index = VmState.History.CaptureIndexFile.Parse(data.AsSpan(offset, length), $"indexes capture {number}", checkHash: false);
+                _ = VmState.History.CaptureIndexFile.Serialize(index, 4096);
+            }
+            catch (VmStateFormatException)
+            {
+                // One bad record is rejected on its own; the others are still read.
+            }
         }
     }
 

@@ -1,6 +1,8 @@
+using System.Buffers.Binary;
 using System.Diagnostics;
 using System.Globalization;
 using System.Text.Json;
+using System.Text.Json.Nodes;
 using System.Text.RegularExpressions;
 using VmState.Arch;
 using VmState.Arch.Arm64;
@@ -333,6 +335,186 @@ public sealed class Arm64Tests(Arm64GuestFixture guest) : IClassFixture<Arm64Gue
         (int code, string stdout, string stderr) = VmStateCli.Run(["maps", guest.StreamPath, pid.ToString(CultureInfo.InvariantCulture)]);
         Assert.True(code == 0, stderr);
         Assert.Equal(want, stdout.Split('\n', StringSplitOptions.RemoveEmptyEntries).Select(l => l.TrimEnd()));
+    }
+
+    [Fact]
+    public void Procdump_of_the_marker_gives_gdb_multiarch_a_backtrace_through_main()
+    {
+        GroundTruth.MarkerInfo marker = guest.Truth.Marker!;
+        string core = Path.Combine(guest.Dir, "marker.core");
+        string exe = Path.Combine(guest.Dir, "marker.exe");
+        (int code, string stdout, string stderr) = VmStateCli.Run(["procdump", guest.StreamPath, marker.Pid.ToString(CultureInfo.InvariantCulture), "-o", core, "--exe", exe, "--json"]);
+        Assert.True(code == 0, stderr);
+        using (JsonDocument doc = JsonDocument.Parse(stdout))
+        {
+            Assert.Equal("vmsmarker", doc.RootElement.GetProperty("comm").GetString());
+            Assert.StartsWith("pt_regs at 0x", doc.RootElement.GetProperty("threads")[0].GetProperty("registers").GetString(), StringComparison.Ordinal);
+        }
+
+        // --exe: the binary from the guest's page cache (struct pages through the arm64 vmemmap) is the one we built.
+        string binary = GuestFixture.EnsureArm64().Values["MARKER_BIN"];
+        Assert.Equal(File.ReadAllBytes(binary), File.ReadAllBytes(exe));
+
+        (int gdbCode, string output) = GdbBatch.RunWith("gdb-multiarch", string.Empty, $"file {binary}", $"core-file {core}", "bt", "print/x g_value", "x/s g_marker_buf", "info auxv", "x/4c g_page_map", "info registers pauth_cmask");
+        Assert.True(gdbCode == 0, output);
+        Assert.Matches(@"#\d+ +0x[0-9a-f]+ in main \(", output);
+        Assert.Contains("= 0x1122334455667788", output, StringComparison.Ordinal);
+        Assert.Contains($"\"{marker.Value}\"", output, StringComparison.Ordinal);
+        Assert.Contains("AT_ENTRY", output, StringComparison.Ordinal);
+        Assert.Contains("77 'M'\t77 'M'", output, StringComparison.Ordinal);
+        Assert.DoesNotContain("corrupt", output, StringComparison.Ordinal);
+
+        // -cpu max has PAuth and the kernel enables the user keys: the core says which bits are the signature
+        // (NT_ARM_PAC_MASK, bits 54..48 with 48-bit user addresses), as the kernel's own core dumps do.
+        Assert.Matches(@"pauth_cmask +0x7f000000000000", output);
+    }
+
+    [Fact]
+    public void Read_translate_and_search_with_pid_use_the_process_tables()
+    {
+        GroundTruth.MarkerInfo marker = guest.Truth.Marker!;
+        string pid = marker.Pid.ToString(CultureInfo.InvariantCulture);
+        string va = $"0x{marker.VirtualAddress:x}";
+        (int code, string stdout, string stderr) = VmStateCli.Run(["read", guest.StreamPath, "--pid", pid, "--va", va, marker.Value.Length.ToString(CultureInfo.InvariantCulture), "-f", "raw"]);
+        Assert.True(code == 0, stderr);
+        Assert.Equal(marker.Value, stdout);
+
+        (code, stdout, stderr) = VmStateCli.Run(["translate", guest.StreamPath, va, "--pid", pid, "--json"]);
+        Assert.True(code == 0, stderr);
+        using (JsonDocument doc = JsonDocument.Parse(stdout))
+        {
+            Assert.Equal($"0x{marker.PhysicalAddress:x}", doc.RootElement.GetProperty("physicalAddress").GetString());
+            Assert.Equal("TTBR0_EL1", doc.RootElement.GetProperty("tableBase").GetString());
+        }
+
+        (code, stdout, stderr) = VmStateCli.Run(["search", marker.Value, guest.StreamPath, "--pid", pid, "--json"]);
+        Assert.True(code == 0, stderr);
+        using (JsonDocument doc = JsonDocument.Parse(stdout))
+        {
+            Assert.Contains(doc.RootElement.GetProperty("hits").EnumerateArray(), h =>
+                h.GetProperty("virtual").GetString() == va && h.GetProperty("physical").GetString() == $"0x{marker.PhysicalAddress:x}");
+        }
+
+        // A text symbol (kallsyms has them) read through the kernel's own tables.
+        ulong stext = Field(Truth("ksym").First(t => t.StartsWith("name=_stext ", StringComparison.Ordinal)), "addr");
+        (code, stdout, stderr) = VmStateCli.Run(["read", guest.StreamPath, "--sym", "_stext", "4"]);
+        Assert.True(code == 0, stderr);
+        Assert.StartsWith($"{stext:x16}", stdout, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public async Task Edited_memory_and_macs_are_what_the_resumed_guest_shows()
+    {
+        const string NewVirtioMac = "52:54:00:de:ad:01";
+        const string NewE1000Mac = "52:54:00:be:ef:02";
+        const ulong NewValue = 0x0123456789abcdef;
+        GroundTruth.MarkerInfo marker = guest.Truth.Marker!;
+
+        // g_value written through vCPU 0's TTBR1_EL1 walk, at its linear-map address.
+        ulong linear;
+        using (MachineState m = SnapshotLoader.Open(guest.StreamPath))
+        {
+            (byte[] note, _) = VmcoreinfoLocator.Find(m, scan: true) ?? throw new InvalidOperationException("no VMCOREINFO");
+            Linux.Arm64KernelLayout layout = Linux.Arm64KernelLayout.FromVmcoreinfo(Linux.Vmcoreinfo.FromNote(note))!;
+            linear = layout.PageOffset + (marker.GValuePhysicalAddress - layout.PhysOffset);
+        }
+
+        string edited = Path.Combine(guest.Dir, "edited.mig");
+        (int code, string stdout, string stderr) = VmStateCli.Run(
+        [
+            "edit", guest.StreamPath, "-o", edited, "--json",
+            "--set-u64-va", $"0x{linear:x}=0x{NewValue:x}",
+            "--set-mac", $"virtio-net={NewVirtioMac}",
+            "--set-mac", $"e1000={NewE1000Mac}",
+            "--guest",
+        ]);
+        Assert.True(code == 0, stderr);
+        using (JsonDocument doc = JsonDocument.Parse(stdout))
+        {
+            // g_value's page, and the pages of the kernel's dev_addr / perm_addr copies of both MACs.
+            Assert.InRange(doc.RootElement.GetProperty("pagesChanged").GetInt32(), 2, 5);
+        }
+
+        Assert.Equal(new FileInfo(guest.StreamPath).Length, new FileInfo(edited).Length);
+        await using QemuGuest resumed = await IncomingAsync(edited);
+        await resumed.ResumeAsync();
+        await resumed.WaitForSerialLineAsync(l => l.StartsWith("VMSMARKER tick=", StringComparison.Ordinal) && l.EndsWith($"value=0x{NewValue:x16}", StringComparison.Ordinal), TimeSpan.FromSeconds(60));
+
+        // The guest prints its interfaces' addresses (/sys/class/net/*/address) with every tick.
+        await resumed.WaitForSerialLineAsync(l => l == $"VMSTATE-MACS eth0={NewVirtioMac},eth1={NewE1000Mac}", TimeSpan.FromSeconds(60));
+        JsonElement filters = await resumed.Qmp.ExecuteAsync("query-rx-filter");
+        Assert.Contains(filters.EnumerateArray(), f => f.GetProperty("main-mac").GetString() == NewVirtioMac);
+    }
+
+    [Fact]
+    public async Task Injected_registers_system_registers_and_memory_are_what_qemu_loads()
+    {
+        const ulong NewValue = 0x00c0ffee00c0ffee;
+        const ulong NewX9 = 0x5a5a_0000_1234_5678;
+        const ulong NewTpidrro = 0x0000_ffff_8000_1000;
+        string dir = Path.Combine(guest.Dir, "inject");
+        (int code, string stdout, string stderr) = VmStateCli.Run(["extract", guest.StreamPath, "-o", dir]);
+        Assert.True(code == 0, stderr);
+
+        // The core: g_value's bytes, and x9 in vCPU 0's NT_PRSTATUS (found by its x0..x3, which follow one another there).
+        string corePath = Path.Combine(dir, "core.elf");
+        byte[] core = File.ReadAllBytes(corePath);
+        BinaryPrimitives.WriteUInt64LittleEndian(core.AsSpan((int)InjectTests.FileOffsetOf(core, guest.Truth.Marker!.GValuePhysicalAddress)), NewValue);
+        byte[] x0to3 = new byte[32];
+        for (int i = 0; i < 4; i++)
+        {
+            BinaryPrimitives.WriteUInt64LittleEndian(x0to3.AsSpan(i * 8), guest.Registers[0][$"X{i:00}"]);
+        }
+
+        int regs = core.AsSpan(0, 1 << 16).IndexOf(x0to3);
+        Assert.True(regs > 0, "vCPU 0's registers are not in the core's notes");
+        BinaryPrimitives.WriteUInt64LittleEndian(core.AsSpan(regs + (9 * 8)), NewX9);
+        File.WriteAllBytes(corePath, core);
+
+        // hardware.json: a system register of vCPU 1 (TPIDRRO_EL0; Linux rewrites it only when it switches to a task).
+        string hwPath = Path.Combine(dir, "hardware.json");
+        JsonNode hw = JsonNode.Parse(File.ReadAllText(hwPath))!;
+        hw["cpus"]![1]!["systemRegisters"]!["TPIDRRO_EL0"] = $"0x{NewTpidrro:x}";
+        File.WriteAllText(hwPath, hw.ToJsonString());
+
+        string injected = Path.Combine(guest.Dir, "injected.mig");
+        (code, stdout, stderr) = VmStateCli.Run(["inject", guest.StreamPath, "--core", corePath, "--hardware", hwPath, "-o", injected, "--json"]);
+        Assert.True(code == 0, stderr);
+        using (JsonDocument summary = JsonDocument.Parse(stdout))
+        {
+            Assert.Equal(1, summary.RootElement.GetProperty("pagesChanged").GetInt32());
+            Assert.Equal(2, summary.RootElement.GetProperty("registersChanged").GetInt32());
+            Assert.Equal(0, summary.RootElement.GetProperty("fieldsChanged").GetInt32());
+        }
+
+        // QEMU loads it (its cpu_post_load writes the cpreg list into the CPU), and saves what it holds: the values
+        // come back through QEMU's own CPU state, not just our stream.
+        await using QemuGuest loaded = await IncomingAsync(injected);
+        string resaved = Path.Combine(guest.Dir, "injected-resaved.mig");
+        await loaded.MigrateToFileAsync(resaved);
+        await loaded.QuitAsync();
+        using MachineState m = SnapshotLoader.Open(resaved);
+        Assert.Equal(NewX9, m.Arm64Cpus[0].X[9]);
+        Assert.Equal(guest.Registers[0]["X10"], m.Arm64Cpus[0].X[10]);
+        Assert.Equal(guest.Registers[0]["PC"], m.Arm64Cpus[0].Pc);
+        Assert.Equal(NewTpidrro, m.Arm64Cpus[1].GetRegister("TPIDRRO_EL0"));
+        byte[] value = new byte[8];
+        m.Memory.ReadExactly(guest.Truth.Marker!.GValuePhysicalAddress, value);
+        Assert.Equal(NewValue, BinaryPrimitives.ReadUInt64LittleEndian(value));
+    }
+
+    /// <summary>A qemu-system-aarch64 like the fixture's, loading <paramref name="stream"/> (-incoming), paused when it returns.</summary>
+    private async Task<QemuGuest> IncomingAsync(string stream)
+    {
+        QemuGuest g = await QemuGuest.StartAsync(new QemuGuestOptions { Arm64 = true, MemoryMiB = 256, CpuModel = "max", Incoming = stream });
+        var clock = Stopwatch.StartNew();
+        while (await VmState.Live.QemuMonitor.QueryStatusAsync(g.Qmp) is "inmigrate")
+        {
+            Assert.True(clock.Elapsed < TimeSpan.FromSeconds(60), "the incoming migration did not finish");
+            await Task.Delay(50);
+        }
+
+        return g;
     }
 
     private IEnumerable<string> Truth(string key) => guest.Truth.Lines.Where(l => l.Key == key).Select(l => l.Text);

@@ -12,7 +12,7 @@ namespace VmState.Integration;
 public sealed class InjectTests(RunningGuestSnapshot snap) : IClassFixture<RunningGuestSnapshot>
 {
     /// <summary>The file offset of guest-physical <paramref name="pa"/> in an ELF core (PT_LOADs with p_vaddr = p_paddr).</summary>
-    private static long FileOffsetOf(byte[] core, ulong pa)
+    internal static long FileOffsetOf(byte[] core, ulong pa)
     {
         long phoff = (long)BinaryPrimitives.ReadUInt64LittleEndian(core.AsSpan(32));
         long phnum = BinaryPrimitives.ReadUInt16LittleEndian(core.AsSpan(56));

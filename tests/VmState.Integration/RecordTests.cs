@@ -2,8 +2,10 @@ using System.Diagnostics;
 using System.Globalization;
 using System.Security.Cryptography;
 using System.Text.Json;
+using VmState.History;
 using VmState.Integration.Harness;
 using VmState.Live;
+using Xunit.Abstractions;
 
 namespace VmState.Integration;
 
@@ -12,7 +14,7 @@ namespace VmState.Integration;
 /// moment (the kernel's jiffies grow from capture to capture), each readable as <c>STORE@N</c>; the store verifies, and
 /// the guest keeps running with no migration left active, also after Ctrl-C in the middle of a recording.
 /// </summary>
-public sealed class RecordTests(FrontDoorGuest fixture) : IClassFixture<FrontDoorGuest>, IDisposable
+public sealed class RecordTests(FrontDoorGuest fixture, ITestOutputHelper output) : IClassFixture<FrontDoorGuest>, IDisposable
 {
     private readonly string _dir = Directory.CreateTempSubdirectory("vmstate-record-it-").FullName;
 
@@ -109,54 +111,116 @@ public sealed class RecordTests(FrontDoorGuest fixture) : IClassFixture<FrontDoo
     private static int[] Hits(JsonElement find) => [.. find.GetProperty("hits").EnumerateArray().Select(h => h.GetProperty("capture").GetInt32())];
 
     /// <summary>
-    /// The guest changes known things between captures, each announced by its own ground-truth line: a process starts
-    /// (the marker's spawn request) before capture 2 and is killed before capture 3; a kernel log line (the init's
-    /// VMSTATE-KTICK) is written before capture 2; eight random bytes are written into the marker's g_value before
-    /// capture 3. history diff and history find report exactly those changes at those captures.
+    /// 21 captures while the guest changes known things on a fixed schedule (printed to the test output), each change
+    /// confirmed by the guest's own ground-truth line before the capture it is meant for: a process (the marker's spawn
+    /// request) starts before capture 4 and is killed before 9, a second one lives from 15 to 19; a kernel log line
+    /// (the init's VMSTATE-KTICK, noted before capture 4's spawn) is new in capture 4; eight random bytes are written
+    /// into the marker's g_value before capture 12 and replaced by eight others before 18. history diff and history
+    /// find (CLI) report exactly those changes at exactly those captures.
     /// </summary>
     [Fact]
-    public async Task DiffAndFindReportWhatTheGuestChangedBetweenCaptures()
+    public async Task DiffAndFindReportWhatTheGuestChangedOnAScheduleOver21Captures()
     {
+        const int Captures = 21;
         string store = Path.Combine(_dir, "timeline");
-        RecordOne(store);
+        output.WriteLine("schedule: before capture 4 a process A starts (and a KTICK line is noted), before 9 A is killed, before 12 value V1 is written into g_value, before 15 a process B starts, before 18 V2 replaces V1, before 20 B is killed; 21 captures");
+        int tick = 0;
+        int pidA = 0;
+        int pidB = 0;
+        byte[] v1 = RandomNumberGenerator.GetBytes(8);
+        byte[] v2 = RandomNumberGenerator.GetBytes(8);
+        await using (LiveMachine live = await LiveMachine.AttachAsync(Guest.Qmp, ownsClient: false))
+        using (HistoryStoreWriter writer = HistoryStoreWriter.Open(store))
+        {
+            for (int n = 1; n <= Captures; n++)
+            {
+                switch (n)
+                {
+                    case 4:
+                        tick = await NextTickAsync();
+                        pidA = await SpawnAsync();
+                        break;
+                    case 9:
+                        await RequestAsync(7 | ((ulong)pidA << 8), $"VMSMARKER killed pid={pidA}");
+                        break;
+                    case 12:
+                        await WriteGuestAsync(HexField(MarkerFields()["g_value_paddr"]), v1);
+                        break;
+                    case 15:
+                        pidB = await SpawnAsync();
+                        break;
+                    case 18:
+                        await WriteGuestAsync(HexField(MarkerFields()["g_value_paddr"]), v2);
+                        break;
+                    case 20:
+                        await RequestAsync(7 | ((ulong)pidB << 8), $"VMSMARKER killed pid={pidB}");
+                        break;
+                }
 
-        int tick = await NextTickAsync();
-        string spawned = await RequestAsync(6, "VMSMARKER spawn ");
-        int pid = int.Parse(spawned.Split(' ')[2]["pid=".Length..], CultureInfo.InvariantCulture);
-        Assert.EndsWith("comm=vmsd-epsilon", spawned, StringComparison.Ordinal);
-        RecordOne(store);
+                IReadOnlyList<RecordedCapture> taken = await HistoryRecorder.RecordAsync(live, writer, new HistoryRecordOptions { Count = 1, Every = TimeSpan.Zero, Source = "RecordTests" });
+                Assert.Equal(n, Assert.Single(taken).Capture.Number);
+                output.WriteLine($"capture {n}: guest pause {taken[0].Save.GuestPause?.TotalMilliseconds:F1} ms, wall {taken[0].Save.Elapsed.TotalMilliseconds:F0} ms");
+            }
+        }
 
-        await RequestAsync(7 | ((ulong)pid << 8), $"VMSMARKER killed pid={pid}");
-        byte[] value = RandomNumberGenerator.GetBytes(8);
-        await WriteGuestAsync(HexField(MarkerFields()["g_value_paddr"]), value);
-        RecordOne(store);
+        output.WriteLine($"A = pid {pidA}, B = pid {pidB}, KTICK {tick}, V1 {Convert.ToHexString(v1)}, V2 {Convert.ToHexString(v2)}");
+        static int[] Range(int from, int to) => [.. Enumerable.Range(from, to - from + 1)];
+        int[] all = Range(1, Captures);
 
-        JsonElement d12 = Json("history", "diff", store, "1", "2", "--json");
-        JsonElement started = Assert.Single(d12.GetProperty("started").EnumerateArray(), p => p.GetProperty("comm").GetString() == "vmsd-epsilon");
-        Assert.Equal(pid, started.GetProperty("pid").GetInt32());
-        Assert.DoesNotContain(d12.GetProperty("exited").EnumerateArray(), p => p.GetProperty("comm").GetString() == "vmsd-epsilon");
-        Assert.Contains(d12.GetProperty("newLogLines").EnumerateArray(), l => l.GetProperty("text").GetString() == $"VMSTATE-KTICK {tick}");
-        Assert.True(d12.GetProperty("changedPages").GetInt64() > 0);
-        Assert.Contains(d12.GetProperty("processPages").EnumerateArray(), p => p.GetProperty("pid").GetInt32() == pid && p.GetProperty("mappedPages").GetInt64() > 0);
+        // Processes: by pid, by name (both live ones), absent; started and exited in the diffs of exactly their captures.
+        JsonElement byPid = Json("history", "find", store, "--process", pidA.ToString(CultureInfo.InvariantCulture), "--json");
+        Assert.Equal(Range(4, 8), Hits(byPid));
+        Assert.Equal(4, byPid.GetProperty("first").GetInt32());
+        Assert.Equal(0, byPid.GetProperty("pagesRead").GetInt64());
+        Assert.Equal(Range(15, 19), Hits(Json("history", "find", store, "--process", pidB.ToString(CultureInfo.InvariantCulture), "--json")));
+        int[] named = [.. Range(4, 8), .. Range(15, 19)];
+        Assert.Equal(named, Hits(Json("history", "find", store, "--process", "vmsd-epsilon", "--json")));
+        Assert.Equal(all.Except(named), Hits(Json("history", "find", store, "--process", "vmsd-epsilon", "--absent", "--json")));
 
-        JsonElement d23 = Json("history", "diff", store + "@2", store + "@3", "--json");
-        Assert.Equal(pid, Assert.Single(d23.GetProperty("exited").EnumerateArray(), p => p.GetProperty("comm").GetString() == "vmsd-epsilon").GetProperty("pid").GetInt32());
-        Assert.DoesNotContain(d23.GetProperty("started").EnumerateArray(), p => p.GetProperty("comm").GetString() == "vmsd-epsilon");
+        JsonElement d34 = Json("history", "diff", store, "3", "4", "--json");
+        JsonElement started = Assert.Single(d34.GetProperty("started").EnumerateArray(), p => p.GetProperty("comm").GetString() == "vmsd-epsilon");
+        Assert.Equal(pidA, started.GetProperty("pid").GetInt32());
+        Assert.Contains(d34.GetProperty("newLogLines").EnumerateArray(), l => l.GetProperty("text").GetString() == $"VMSTATE-KTICK {tick}");
+        Assert.True(d34.GetProperty("changedPages").GetInt64() > 0);
+        Assert.Contains(d34.GetProperty("processPages").EnumerateArray(), p => p.GetProperty("pid").GetInt32() == pidA && p.GetProperty("mappedPages").GetInt64() > 0);
+        Assert.DoesNotContain(d34.GetProperty("exited").EnumerateArray(), p => p.GetProperty("comm").GetString() == "vmsd-epsilon");
 
-        JsonElement byName = Json("history", "find", store, "--process", "vmsd-epsilon", "--json");
-        Assert.Equal([2], Hits(byName));
-        Assert.Equal(2, byName.GetProperty("first").GetInt32());
-        Assert.Equal(0, byName.GetProperty("pagesRead").GetInt64());
-        Assert.Equal([2], Hits(Json("history", "find", store, "--process", pid.ToString(CultureInfo.InvariantCulture), "--json")));
-        Assert.Equal([1, 3], Hits(Json("history", "find", store, "--process", "vmsd-epsilon", "--absent", "--json")));
+        JsonElement d89 = Json("history", "diff", store + "@8", store + "@9", "--json");
+        Assert.Equal(pidA, Assert.Single(d89.GetProperty("exited").EnumerateArray(), p => p.GetProperty("comm").GetString() == "vmsd-epsilon").GetProperty("pid").GetInt32());
+        Assert.DoesNotContain(d89.GetProperty("started").EnumerateArray(), p => p.GetProperty("comm").GetString() == "vmsd-epsilon");
+        JsonElement d1415 = Json("history", "diff", store, "14", "15", "--json");
+        Assert.Equal(pidB, Assert.Single(d1415.GetProperty("started").EnumerateArray(), p => p.GetProperty("comm").GetString() == "vmsd-epsilon").GetProperty("pid").GetInt32());
+        JsonElement d1920 = Json("history", "diff", store, "19", "20", "--json");
+        Assert.Equal(pidB, Assert.Single(d1920.GetProperty("exited").EnumerateArray(), p => p.GetProperty("comm").GetString() == "vmsd-epsilon").GetProperty("pid").GetInt32());
 
-        Assert.Equal(2, Json("history", "find", store, "--log", $"^VMSTATE-KTICK {tick}$", "--json").GetProperty("first").GetInt32());
-        Assert.Equal([1, 2, 3], Hits(Json("history", "find", store, "--symbol", "jiffies", "--changed", "--json")));
-        JsonElement bytes = Json("history", "find", store, "--bytes", Convert.ToHexString(value), "--json");
-        Assert.Equal([3], Hits(bytes));
+        // Across the whole recording A and B came and went: neither is started nor exited from capture 1 to 21.
+        JsonElement d121 = Json("history", "diff", store, "1", "21", "--json");
+        Assert.DoesNotContain(d121.GetProperty("started").EnumerateArray(), p => p.GetProperty("comm").GetString() == "vmsd-epsilon");
+        Assert.DoesNotContain(d121.GetProperty("exited").EnumerateArray(), p => p.GetProperty("comm").GetString() == "vmsd-epsilon");
+
+        // The kernel log line, the marker's value, the kernel's tick counter.
+        Assert.Equal(4, Json("history", "find", store, "--log", $"^VMSTATE-KTICK {tick}$", "--json").GetProperty("first").GetInt32());
+        // V1 is in g_value from capture 12 to 17; once V2 replaces it, a stale copy the marker made of it (it reads
+        // g_value every tick) may outlive it for a capture or two, so after 17 V1 is only checked not to be in g_value.
+        ulong gValue = HexField(MarkerFields()["g_value_paddr"]);
+        string inValue = $"at physical 0x{gValue:x}";
+        JsonElement[] v1Hits = [.. Json("history", "find", store, "--bytes", Convert.ToHexString(v1), "--json").GetProperty("hits").EnumerateArray()];
+        Assert.Equal(Range(12, 17), v1Hits.Select(h => h.GetProperty("capture").GetInt32()).Where(n => n <= 17));
+        Assert.All(v1Hits.Where(h => h.GetProperty("capture").GetInt32() > 17), h => Assert.NotEqual(inValue, h.GetProperty("detail").GetString()));
+        JsonElement[] v2Hits = [.. Json("history", "find", store, "--bytes", Convert.ToHexString(v2), "--json").GetProperty("hits").EnumerateArray()];
+        Assert.Equal(Range(18, 21), v2Hits.Select(h => h.GetProperty("capture").GetInt32()));
+        Assert.Equal(all, Hits(Json("history", "find", store, "--symbol", "jiffies", "--changed", "--json")));
 
         (int code, _, string stderr) = VmStateCli.Run(["history", "verify", store]);
         Assert.True(code == 0, stderr);
+    }
+
+    /// <summary>Asks the marker to start a child process (comm vmsd-epsilon); its pid.</summary>
+    private async Task<int> SpawnAsync()
+    {
+        string spawned = await RequestAsync(6, "VMSMARKER spawn ");
+        Assert.EndsWith("comm=vmsd-epsilon", spawned, StringComparison.Ordinal);
+        return int.Parse(spawned.Split(' ')[2]["pid=".Length..], CultureInfo.InvariantCulture);
     }
 
     private static int MarkerTick(string line) => int.Parse(line.TrimEnd('\r')["VMSMARKER tick=".Length..].Split(' ')[0], CultureInfo.InvariantCulture);

@@ -34,6 +34,10 @@ public class TraceTests : IAsyncLifetime
         (int code, string stdout, string stderr) = VmStateCli.Run(["trace", "--qmp", _guest.ToolQmpPath, "break", Syscall, "--max-events", "3", "--json"]);
         Assert.True(code == 0, stderr);
         Assert.Contains("(started for this trace), TCG", stderr, StringComparison.Ordinal);
+
+        // The stub vmstate starts listens on a UNIX socket in a private directory, removed at the end.
+        string directory = PrivateDirectory(stderr);
+        Assert.False(Directory.Exists(directory), $"{directory} was left behind");
         string[] lines = stdout.Split('\n', StringSplitOptions.RemoveEmptyEntries);
         Assert.Equal(4, lines.Length);
         GroundTruth.MarkerInfo marker = _guest.Truth.Marker!;
@@ -88,11 +92,17 @@ public class TraceTests : IAsyncLifetime
         Assert.NotNull(first);
         Assert.Contains("\"comm\":\"vmsmarker\"", first, StringComparison.Ordinal);
 
-        // SIGKILL: no cleanup in the tracer; its guard must remove the breakpoint and the stub.
+        // The stub's socket is in a directory only this user can enter (no other local user can connect).
+        string? said = await tracer.StandardError.ReadLineAsync().WaitAsync(TimeSpan.FromSeconds(30));
+        string directory = PrivateDirectory(said ?? string.Empty);
+        Assert.Equal(UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute, File.GetUnixFileMode(directory));
+
+        // SIGKILL: no cleanup in the tracer; its guard must remove the breakpoint, the stub and its directory.
         tracer.Kill(entireProcessTree: false);
         await tracer.WaitForExitAsync();
         await WaitForCleanAsync();
         await AssertCleanAndTickingAsync();
+        Assert.False(Directory.Exists(directory), $"{directory} was left behind");
 
         (int code, string stdout, string stderr) = VmStateCli.Run(["trace", "--qmp", _guest.ToolQmpPath, "break", Syscall, "--max-events", "1"]);
         Assert.True(code == 0, stderr);
@@ -149,8 +159,10 @@ public class TraceTests : IAsyncLifetime
 
         await AssertCleanAndTickingAsync();
 
-        using (GdbTraceSession session = await GdbTraceSession.StartAsync(vm.Live!, vm.Linux.Kernel))
+        // Loopback TCP when asked (also the fallback when QEMU cannot create the socket).
+        using (GdbTraceSession session = await GdbTraceSession.StartAsync(vm.Live!, vm.Linux.Kernel, new GdbTraceOptions { UnixSocketStub = false }))
         {
+            Assert.StartsWith("127.0.0.1:", session.StubEndpoint, StringComparison.Ordinal);
             session.AddBreakpoint(address, Syscall);
             Assert.Throws<InvalidDataException>(() => session.Run(_ => throw new InvalidDataException("handler failed"), duration: TimeSpan.FromSeconds(60)));
         }
@@ -266,7 +278,7 @@ public class TraceTests : IAsyncLifetime
     }
 
     [Fact]
-    public async Task ATraceAfterAGdbSessionThatAskedForMultiprocessStillResumesTheGuest()
+    public async Task ATraceAfterAGdbSessionThatAskedForMultiprocessStillResumesTheGuestAndBreaksAtAPhysicalAddress()
     {
         // gdb asks for the multiprocess extensions; QEMU 7.2 keeps them on for the rest of its life, and then
         // answers a bare D with E22 without resuming the VM.
@@ -288,9 +300,24 @@ public class TraceTests : IAsyncLifetime
 
         await _guest.Qmp.HumanMonitorCommandAsync("gdbserver none");
         Assert.Equal("running", await _guest.Qmp.QueryStatusAsync());
-        (int code, string stdout, string stderr) = VmStateCli.Run(["trace", "--qmp", _guest.ToolQmpPath, "break", Syscall, "--max-events", "2"]);
+
+        // The breakpoint given by its physical address: set at the kernel-image address the code runs from.
+        ulong physical;
+        await using (Vm vm = await Vm.AttachAsync(_guest.ToolQmpPath))
+        {
+            Assert.True(vm.Linux.Kernel.AddressSpace.TryTranslate(vm.Linux.Symbol(Syscall), out physical));
+        }
+
+        (int code, string stdout, string stderr) = VmStateCli.Run(["trace", "--qmp", _guest.ToolQmpPath, "break", $"phys:0x{physical:x}", "--max-events", "2"]);
         Assert.True(code == 0, stderr);
         Assert.Contains("vmsmarker", stdout, StringComparison.Ordinal);
+        Assert.Contains(Syscall + "+0x0", stdout, StringComparison.Ordinal);
+        await AssertCleanAndTickingAsync();
+
+        // A physical page outside the kernel's text has no one virtual address to break at: refused, nothing set.
+        (code, _, stderr) = VmStateCli.Run(["trace", "--qmp", _guest.ToolQmpPath, "break", "phys:0x1000", "--max-events", "1"]);
+        Assert.Equal(1, code);
+        Assert.Contains("physical address 0x1000 is not in the kernel's text", stderr, StringComparison.Ordinal);
         await AssertCleanAndTickingAsync();
     }
 
@@ -339,6 +366,18 @@ public class TraceTests : IAsyncLifetime
         Assert.Contains("through the gdbstub", line, StringComparison.Ordinal);
     }
 
+
+    /// <summary>The private directory of the UNIX-socket stub named in the tracer's first stderr line.</summary>
+    private static string PrivateDirectory(string stderr)
+    {
+        const string At = "through the gdbstub at unix:";
+        int start = stderr.IndexOf(At, StringComparison.Ordinal);
+        Assert.True(start >= 0, $"not a UNIX-socket stub: {stderr}");
+        string path = stderr[(start + At.Length)..].Split(' ')[0];
+        string directory = Path.GetDirectoryName(path)!;
+        Assert.StartsWith(GdbTraceSession.PrivateDirectoryPrefix, Path.GetFileName(directory), StringComparison.Ordinal);
+        return directory;
+    }
 
     private Process StartTracer()
     {

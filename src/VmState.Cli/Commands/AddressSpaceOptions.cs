@@ -28,6 +28,9 @@ internal sealed class AddressSpaceOptions
     /// <summary>--cpu.</summary>
     public Option<int> CpuOption => _cpu;
 
+    /// <summary>The --cr3 given (on AArch64: the table base of the half the address is in), or null.</summary>
+    public ulong? Cr3(ParseResult r) => r.GetValue(_cr3) is string cr3 ? AddressParser.Parse(cr3, "--cr3") : null;
+
     /// <summary>The --pid given, or null.</summary>
     public int? Pid(ParseResult r) => r.GetValue(_pid);
 

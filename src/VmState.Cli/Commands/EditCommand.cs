@@ -77,7 +77,7 @@ internal static class EditCommand
             foreach (string e in r.GetValue(setReg) ?? [])
             {
                 (string lhs, string v) = Split(e, '=', "--set-reg");
-                (int which, string reg) = ParseRegisterTarget(lhs, e, m.Cpus.Count);
+                (int which, string reg) = ParseRegisterTarget(lhs, e, m.Vcpus.Count);
                 editor.SetRegister(which, reg, SnapshotEditor.ParseInteger(v, "--set-reg").Value);
             }
 

@@ -1,6 +1,7 @@
 using System.CommandLine;
 using System.Text;
 using Iced.Intel;
+using VmState.Arch.Arm64;
 using VmState.Arch.X86;
 using VmState.Linux;
 using VmState.Machine;
@@ -56,7 +57,7 @@ internal static class ReadCommand
             {
                 LinuxKernel kernel = vm.Linux.Kernel;
                 addr = SymbolAddress(vm, input.Trailing(r, 0));
-                got = kernel.AddressSpace.Read(addr, buffer);
+                got = kernel.Architecture == VmState.Arch.CpuArchitecture.Arm64 ? kernel.Read(addr, buffer) : kernel.AddressSpace.Read(addr, buffer);
                 if (got < buffer.Length)
                 {
                     Console.Error.WriteLine($"vmstate: kernel address 0x{addr + (ulong)got:x} is not mapped; read {got} of {len} bytes");
@@ -68,6 +69,16 @@ internal static class ReadCommand
                 if (got < buffer.Length)
                 {
                     Console.Error.WriteLine($"vmstate: guest-physical 0x{addr + (ulong)got:x} is not backed by RAM; read {got} of {len} bytes");
+                }
+            }
+            else if (m.Architecture == VmState.Arch.CpuArchitecture.Arm64)
+            {
+                Arm64AddressSpace space = Arm64Translate.Select(vm, addr, r.GetValue(spaces.CpuOption), spaces.Cr3(r), spaces.Pid(r));
+                got = space.Read(addr, buffer);
+                if (got < buffer.Length)
+                {
+                    Arm64Translation t = space.Translate(addr + (ulong)got);
+                    Console.Error.WriteLine($"vmstate: 0x{addr + (ulong)got:x} is not readable ({t.Failure ?? "its physical page is not in RAM"}); read {got} of {len} bytes");
                 }
             }
             else

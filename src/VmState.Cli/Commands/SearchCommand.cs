@@ -20,6 +20,7 @@ internal static class SearchCommand
 
     /// <summary>The top of the x86-64 user half: a process's own mappings, not the kernel's, which every process shares.</summary>
     private const ulong UserTop = 0x0000_7fff_ffff_ffffUL;
+    private const ulong Arm64LowerHalfTop = (1UL << 55) - 1;   // TTBR0_EL1 covers addresses with bit 55 clear
 
     /// <summary>Guests at least this large show progress on a terminal's stderr.</summary>
     private const ulong ProgressThreshold = 256UL << 20;
@@ -66,8 +67,17 @@ internal static class SearchCommand
             IReadOnlyList<MemoryRange>? ranges = null;
             if (processId is int p)
             {
-                AddressSpace space = vm.Linux.ProcessAddressSpace(p);
-                mappings = [.. space.Mappings(0, UserTop)];
+                if (vm.Machine.Architecture == VmState.Arch.CpuArchitecture.Arm64)
+                {
+                    // The lower half, TTBR0_EL1: the process's own tables.
+                    mappings = [.. vm.Linux.Arm64ProcessAddressSpace(p).Mappings(0, Arm64LowerHalfTop).Select(m => new VirtualMapping(m.VirtualAddress, m.PhysicalAddress, m.Size, m.Writable, m.User, m.UserExecuteNever))];
+                }
+                else
+                {
+                    AddressSpace space = vm.Linux.ProcessAddressSpace(p);
+                    mappings = [.. space.Mappings(0, UserTop)];
+                }
+
                 ranges = [.. mappings.Select(m => new MemoryRange(m.PhysicalAddress, m.Size, $"pid {p}"))];
             }
 

@@ -50,9 +50,7 @@ internal static partial class TraceCommand
             }
 
             string endpoint = r.GetValue(stub)!;
-            int colon = endpoint.LastIndexOf(':');
-            int port = int.Parse(endpoint[(colon + 1)..], CultureInfo.InvariantCulture);
-            foreach (string line in await TraceGuard.RecoverAsync(c => live.Require(r, "trace-guard").ConnectAsync(TimeSpan.FromSeconds(10), c), endpoint[..colon], port, r.GetValue(stop)))
+            foreach (string line in await TraceGuard.RecoverAsync(c => live.Require(r, "trace-guard").ConnectAsync(TimeSpan.FromSeconds(10), c), endpoint, r.GetValue(stop)))
             {
                 Console.Error.WriteLine($"vmstate trace-guard: {line}");
             }
@@ -111,7 +109,7 @@ internal static partial class TraceCommand
 
     private static Command Break(LiveOptions live)
     {
-        var target = new Argument<string[]>("TARGET") { Description = "kernel symbol, symbol+offset, or virtual address (0x...); several for several breakpoints", Arity = ArgumentArity.OneOrMore };
+        var target = new Argument<string[]>("TARGET") { Description = "kernel symbol, symbol+offset, virtual address (0x...), or physical address in the kernel's text (phys:0x...); several for several breakpoints", Arity = ArgumentArity.OneOrMore };
         var hardware = new Option<bool>("--hardware") { Description = "hardware breakpoints (gdb Z1; at most 4 under KVM) instead of software ones" };
         var print = new Option<string?>("--print") { Description = "values to print at each hit: arg0..arg5 (RDI RSI RDX RCX R8 R9), each with :x (hex), :d, :u or :str (the C string it points to), comma-separated" };
         var shared = new Shared();
@@ -127,7 +125,7 @@ internal static partial class TraceCommand
             {
                 foreach (string t in r.GetValue(target)!)
                 {
-                    session.AddBreakpoint(Resolve(vm, t), t, r.GetValue(hardware));
+                    session.AddBreakpoint(Resolve(vm, t, code: true), t, r.GetValue(hardware));
                 }
             }, spec);
         })));
@@ -136,7 +134,7 @@ internal static partial class TraceCommand
 
     private static Command Watch(LiveOptions live)
     {
-        var target = new Argument<string>("TARGET") { Description = "kernel symbol or virtual address (0x...; a user-space address needs --pid)" };
+        var target = new Argument<string>("TARGET") { Description = "kernel symbol, virtual address (0x...; a user-space address needs --pid), or physical address (phys:0x...: watched at its kernel image or direct-map address)" };
         var length = new Argument<int>("LEN") { Description = "bytes watched: 1, 2, 4 or 8" };
         var access = new Option<string>("--access") { Description = "write (default), read or access (both)", DefaultValueFactory = _ => "write" };
         var shared = new Shared();
@@ -163,7 +161,7 @@ internal static partial class TraceCommand
             return Run(r, live, shared, ct, (vm, session) =>
             {
                 string t = r.GetValue(target)!;
-                ulong address = Resolve(vm, t);
+                ulong address = Resolve(vm, t, code: false);
                 Func<ulong, Memory<byte>, int>? reader = null;
                 if (!BreakpointHit.IsKernelAddress(address))
                 {
@@ -384,8 +382,21 @@ internal static partial class TraceCommand
         return 0;
     }
 
-    private static ulong Resolve(Vm vm, string target)
+    /// <summary>
+    /// The virtual address of a TARGET: a symbol, symbol+offset, 0xADDR, or phys:0xADDR (the kernel-virtual address
+    /// the guest fetches <paramref name="code"/> or reaches data at: <see cref="PhysicalTraceAddress"/>).
+    /// </summary>
+    private static ulong Resolve(Vm vm, string target, bool code)
     {
+        if (target.StartsWith("phys:", StringComparison.OrdinalIgnoreCase))
+        {
+            string digits = target[5..].StartsWith("0x", StringComparison.OrdinalIgnoreCase) ? target[7..] : target[5..];
+            ulong physical = ulong.TryParse(digits, NumberStyles.AllowHexSpecifier, CultureInfo.InvariantCulture, out ulong p)
+                ? p
+                : throw new FormatException($"{target}: not a hex physical address");
+            return code ? PhysicalTraceAddress.ForCode(vm.Linux.Kernel, physical) : PhysicalTraceAddress.ForData(vm.Linux.Kernel, physical);
+        }
+
         if (target.StartsWith("0x", StringComparison.OrdinalIgnoreCase)
             && ulong.TryParse(target.AsSpan(2), NumberStyles.AllowHexSpecifier, CultureInfo.InvariantCulture, out ulong address))
         {

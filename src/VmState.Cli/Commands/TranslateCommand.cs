@@ -29,7 +29,7 @@ internal static class TranslateCommand
             // On x86 the address space is chosen before the address is parsed, as it always was: the first bad value
             // is the one reported.
             TranslationView t = vm.Machine.Architecture == VmState.Arch.CpuArchitecture.Arm64
-                ? Arm64Translate.View(vm, AddressParser.Parse(input.Trailing(r), "VA"), r.GetValue(spaces.CpuOption), r.GetValue(ttbr) is string t0 ? AddressParser.Parse(t0, "--ttbr") : null)
+                ? Arm64Translate.View(vm, AddressParser.Parse(input.Trailing(r), "VA"), r.GetValue(spaces.CpuOption), r.GetValue(ttbr) is string t0 ? AddressParser.Parse(t0, "--ttbr") : null, spaces.Pid(r))
                 : View(spaces.Select(r, vm), AddressParser.Parse(input.Trailing(r), "VA"));
             if (r.GetValue(json))
             {

@@ -46,7 +46,9 @@ public static class GuestMacEdit
         LinuxNetDevice dev = holders[0];
         foreach (ulong va in new[] { dev.DevAddrAddress, dev.PermAddrAddress })
         {
-            if (!kernel.AddressSpace.TryTranslate(va, out ulong pa))
+            // AArch64: the kernel's own tables (swapper_pg_dir); net_devices live in the linear map.
+            bool mapped = kernel.Arm64AddressSpace is Arch.Arm64.Arm64AddressSpace arm64 ? arm64.TryTranslate(va, out ulong pa) : kernel.AddressSpace.TryTranslate(va, out pa);
+            if (!mapped)
             {
                 throw new InvalidEditException(va, nic, $"{dev.Name}'s address bytes at 0x{va:x} are not mapped");
             }

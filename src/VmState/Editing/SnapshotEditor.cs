@@ -1,4 +1,5 @@
 using System.Buffers.Binary;
+using VmState.Arch.Arm64;
 using VmState.Arch.X86;
 using VmState.Formats.Migration.Devices;
 using VmState.Formats.Migration;
@@ -43,18 +44,20 @@ public sealed class SnapshotEditor
     }
 
     /// <summary>Writes bytes at a virtual address translated with vCPU <paramref name="cpu"/>'s page tables (or <paramref name="cr3"/>).</summary>
+    /// <remarks>On an AArch64 snapshot the vCPU's TTBR0_EL1/TTBR1_EL1 translate, and <paramref name="cr3"/> stands for
+    /// the table base of the half the address is in.</remarks>
     public void WriteVirtual(ulong address, ReadOnlySpan<byte> data, int cpu = 0, ulong? cr3 = null)
     {
-        AddressSpace space = SpaceFor(cpu, cr3);
+        Func<ulong, (ulong? Pa, string? Failure)> translate = TranslatorFor(cpu, cr3, address);
         var physical = new List<(ulong Pa, int Start, int Length)>();
         int done = 0;
         while (done < data.Length)
         {
             ulong va = address + (ulong)done;
-            Translation t = space.Translate(va);
-            if (t.PhysicalAddress is not ulong pa)
+            (ulong? mapped, string? failure) = translate(va);
+            if (mapped is not ulong pa)
             {
-                throw new InvalidEditException(va, "guest-virtual", $"virtual 0x{va:x} is not mapped ({t.Failure})");
+                throw new InvalidEditException(va, "guest-virtual", $"virtual 0x{va:x} is not mapped ({failure})");
             }
 
             int n = (int)Math.Min((ulong)(data.Length - done), 0x1000 - (va & 0xFFF));
@@ -75,8 +78,16 @@ public sealed class SnapshotEditor
     /// <see cref="X86Registers.All"/> (rax..r15, rip, rflags, cr0-cr4, efer, segment selectors and bases,
     /// kernel_gs_base, star, lstar, cstar, fmask), by name or alias.
     /// </summary>
+    /// <remarks>On an AArch64 snapshot: x0–x30, sp, pc, pstate, sp_el0–3, elr_el1–3, spsr_el1 and the system
+    /// registers of the vCPU's cpreg list by name (see hardware.json's "systemRegisters").</remarks>
     public void SetRegister(int cpu, string register, ulong value)
     {
+        if (_machine.Architecture == Arch.CpuArchitecture.Arm64)
+        {
+            SetArm64Register(cpu, register, value);
+            return;
+        }
+
         DeviceState section = _machine.Devices.FirstOrDefault(d => d.IdStr == "cpu" && d.InstanceId == cpu)
             ?? throw new VmStateNotFoundException(VmStateObjectKind.Cpu, cpu.ToString(System.Globalization.CultureInfo.InvariantCulture), $"no vCPU {cpu}: the snapshot has {_machine.Cpus.Count} ({string.Join(", ", _machine.Cpus.Select(c => c.Index))})");
         if (X86Registers.Find(register) is not { Editable: true, StateField: X86StateField where })
@@ -88,6 +99,16 @@ public sealed class SnapshotEditor
             ?? throw new InvalidEditException(register, $"the cpu section has no field {where.Name}{(where.Member is null ? string.Empty : "." + where.Member)}");
         _stream.SetField(field, value);
         _log.Add($"vCPU {cpu}: {register.ToLowerInvariant()} = 0x{value:x}");
+    }
+
+    private void SetArm64Register(int cpu, string register, ulong value)
+    {
+        Arm64CpuState c = _machine.Arm64Cpus.FirstOrDefault(x => x.Index == cpu)
+            ?? throw new VmStateNotFoundException(VmStateObjectKind.Cpu, cpu.ToString(System.Globalization.CultureInfo.InvariantCulture), $"no vCPU {cpu}: the snapshot has {_machine.Arm64Cpus.Count}");
+        DeviceState section = _machine.Devices.FirstOrDefault(d => d.IdStr == "cpu" && d.InstanceId == cpu && d.State is not null)
+            ?? throw new VmStateNotFoundException(VmStateObjectKind.Cpu, cpu.ToString(System.Globalization.CultureInfo.InvariantCulture), $"no cpu section for vCPU {cpu}");
+        string name = Arm64RegisterFields.Set(_stream, section, c, register, value);
+        _log.Add($"vCPU {cpu}: {name} = 0x{value:x}");
     }
 
     /// <summary>
@@ -220,6 +241,34 @@ public sealed class SnapshotEditor
             1 => matches[0],
             0 => throw new VmStateNotFoundException(VmStateObjectKind.Device, name, $"no device \"{name}\" (devices: {string.Join(", ", _machine.Devices.Select(d => d.Key).Distinct())})"),
             _ => throw new ArgumentException($"\"{name}\" matches {string.Join(", ", matches.Select(d => d.Key))}; give the full id"),
+        };
+    }
+
+    private Func<ulong, (ulong? Pa, string? Failure)> TranslatorFor(int cpu, ulong? cr3, ulong address)
+    {
+        if (_machine.Architecture == Arch.CpuArchitecture.Arm64)
+        {
+            bool upper = ((address >> 55) & 1) != 0;
+            Arm64AddressSpace arm = CpuAddressSpaces.OfArm64(_machine, cpu, upper ? null : cr3, upper ? cr3 : null);
+            return va =>
+            {
+                try
+                {
+                    Arm64Translation t = arm.Translate(va);
+                    return (t.PhysicalAddress, t.Failure);
+                }
+                catch (NotSupportedException e)
+                {
+                    return (null, e.Message);
+                }
+            };
+        }
+
+        AddressSpace space = SpaceFor(cpu, cr3);
+        return va =>
+        {
+            Translation t = space.Translate(va);
+            return (t.PhysicalAddress, t.Failure);
         };
     }
 

@@ -1,4 +1,6 @@
+using System.Buffers.Binary;
 using System.Text.Json;
+using VmState.Arch.Arm64;
 using VmState.Arch.X86;
 using VmState.Formats.Elf;
 using VmState.Formats.Migration;
@@ -98,6 +100,11 @@ public static class SnapshotInjector
 
     private static int ApplyCoreRegisters(SnapshotEditor editor, MachineState original, MachineState core, List<string> changes)
     {
+        if (original.Architecture == Arch.CpuArchitecture.Arm64)
+        {
+            return ApplyArm64CoreRegisters(editor, original, core, changes);
+        }
+
         // Both notes are compared with the original: a register that differs in one of them is an edit; a register
         // that differs in both must agree.
         var fromPrstatus = new Dictionary<int, X86CpuState>();
@@ -137,6 +144,91 @@ public static class SnapshotInjector
             {
                 editor.SetRegister(o.Index, reg, value);
                 changes.Add($"vCPU {o.Index}: {reg} = 0x{value:x} (from the core)");
+                count++;
+            }
+        }
+
+        return count;
+    }
+
+    // An AArch64 core carries user_pt_regs per vCPU in NT_PRSTATUS (pr_pid = index + 1, as QEMU and extract write it):
+    // x0–x30, sp, pc, pstate; the system registers travel in hardware.json.
+    private static int ApplyArm64CoreRegisters(SnapshotEditor editor, MachineState original, MachineState core, List<string> changes)
+    {
+        var edited = new Dictionary<int, Arm64CpuState>();
+        foreach (ElfNote n in ((ElfCoreOrigin)core.Origin).Notes)
+        {
+            if (n.Name == "CORE" && n.Type == ElfNote.NtPrstatus && n.Descriptor.Length >= Arm64CoreNotes.PrstatusPidOffset + 4)
+            {
+                int index = BinaryPrimitives.ReadInt32LittleEndian(n.Descriptor.AsSpan(Arm64CoreNotes.PrstatusPidOffset)) - 1;
+                var c = new Arm64CpuState { Index = index };
+                Arm64CoreNotes.ReadPrstatus(n.Descriptor, c);
+                edited[index] = c;
+            }
+        }
+
+        int count = 0;
+        foreach (Arm64CpuState o in original.Arm64Cpus)
+        {
+            if (!edited.TryGetValue(o.Index, out Arm64CpuState? e))
+            {
+                continue;
+            }
+
+            var values = new List<(string, ulong, ulong)>();
+            for (int i = 0; i < 31; i++)
+            {
+                values.Add(($"x{i}", o.X[i], e.X[i]));
+            }
+
+            values.Add(("sp", o.Sp, e.Sp));
+            values.Add(("pc", o.Pc, e.Pc));
+            values.Add(("pstate", o.Pstate, e.Pstate));
+            foreach ((string reg, ulong before, ulong after) in values)
+            {
+                if (before != after)
+                {
+                    editor.SetRegister(o.Index, reg, after);
+                    changes.Add($"vCPU {o.Index}: {reg} = 0x{after:x} (from the core)");
+                    count++;
+                }
+            }
+        }
+
+        return count;
+    }
+
+    // hardware.json's AArch64 vCPU: "registers" (x0–x30, sp, pc, pstate, banked SP/ELR/SPSR, fpsr, fpcr) and
+    // "systemRegisters" (by the names NameOf gives them).
+    private static int ApplyArm64Hardware(SnapshotEditor editor, MachineState original, JsonElement c, int index, string path, List<string> changes)
+    {
+        Arm64CpuState o = original.Arm64Cpus.FirstOrDefault(x => x.Index == index) ?? throw new VmStateNotFoundException(VmStateObjectKind.Cpu, index.ToString(System.Globalization.CultureInfo.InvariantCulture), $"{path}: vCPU {index} is not in the snapshot");
+        int count = 0;
+        foreach (string block in new[] { "registers", "systemRegisters" })
+        {
+            if (!c.TryGetProperty(block, out JsonElement registers))
+            {
+                continue;
+            }
+
+            foreach (JsonProperty r in registers.EnumerateObject())
+            {
+                ulong value = SnapshotEditor.ParseInteger(r.Value.GetString() ?? string.Empty, $"{path}: cpus[{index}].{block}.{r.Name}").Value;
+                ulong before = o.GetRegister(r.Name)
+                    ?? o.SystemRegisterIds.Where(id => Arm64SystemRegisters.NameOf(id) == r.Name).Select(id => o.SystemRegister(id)).FirstOrDefault()
+                    ?? throw new InvalidEditException(r.Name, $"{path}: unknown register \"{r.Name}\" in cpus[{index}].{block}");
+                if (before == value)
+                {
+                    continue;
+                }
+
+                if (r.Name is "fpsr" or "fpcr")
+                {
+                    throw new InvalidEditException(r.Name, $"{path}: cpus[{index}].registers.{r.Name} changed, but FPSR/FPCR live in the cpu section's vfp subsection (fpscr); edit that field instead");
+                }
+
+                editor.SetRegister(index, r.Name, value);
+                changes.Add($"vCPU {index}: {r.Name} = 0x{value:x} (from {Path.GetFileName(path)})");
                 count++;
             }
         }
@@ -209,6 +301,12 @@ public static class SnapshotInjector
             foreach (JsonElement c in cpus.EnumerateArray())
             {
                 int index = c.GetProperty("index").GetInt32();
+                if (original.Architecture == Arch.CpuArchitecture.Arm64)
+                {
+                    registers += ApplyArm64Hardware(editor, original, c, index, path, changes);
+                    continue;
+                }
+
                 X86CpuState o = original.Cpus.FirstOrDefault(x => x.Index == index) ?? throw new VmStateNotFoundException(VmStateObjectKind.Cpu, index.ToString(System.Globalization.CultureInfo.InvariantCulture), $"{path}: vCPU {index} is not in the snapshot");
                 foreach (JsonProperty r in c.GetProperty("registers").EnumerateObject())
                 {

@@ -22,8 +22,42 @@ internal sealed class GdbRemoteChannel : IDisposable
         Endpoint = endpoint;
     }
 
-    /// <summary>host:port.</summary>
+    /// <summary>host:port, or <c>unix:PATH</c>.</summary>
     public string Endpoint { get; }
+
+    /// <summary>Connects to an endpoint as <see cref="GdbStubChardev.Endpoint"/> writes it: host:port or <c>unix:PATH</c>.</summary>
+    /// <exception cref="IOException">The connection was refused or timed out.</exception>
+    /// <exception cref="FormatException">The endpoint is neither.</exception>
+    public static GdbRemoteChannel Connect(string endpoint, TimeSpan timeout)
+    {
+        if (endpoint.StartsWith("unix:", StringComparison.Ordinal))
+        {
+            return ConnectUnix(endpoint[5..], timeout);
+        }
+
+        int colon = endpoint.LastIndexOf(':');
+        return colon > 0 && int.TryParse(endpoint.AsSpan(colon + 1), System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out int port)
+            ? Connect(endpoint[..colon].Trim('[', ']'), port, timeout)
+            : throw new FormatException($"gdbstub endpoint \"{endpoint}\": neither host:port nor unix:PATH");
+    }
+
+    /// <summary>Connects to a stub listening on the UNIX socket <paramref name="path"/>.</summary>
+    /// <exception cref="IOException">The connection was refused or timed out.</exception>
+    public static GdbRemoteChannel ConnectUnix(string path, TimeSpan timeout)
+    {
+        var socket = new Socket(AddressFamily.Unix, SocketType.Stream, ProtocolType.Unspecified);
+        try
+        {
+            using var cts = new CancellationTokenSource(timeout);
+            socket.ConnectAsync(new UnixDomainSocketEndPoint(path), cts.Token).AsTask().GetAwaiter().GetResult();
+            return new GdbRemoteChannel(socket, "unix:" + path);
+        }
+        catch (Exception e) when (e is SocketException or OperationCanceledException)
+        {
+            socket.Dispose();
+            throw new IOException($"cannot connect to the gdbstub at unix:{path}: {e.Message}", e);
+        }
+    }
 
     /// <summary>Connects to host:port.</summary>
     /// <exception cref="IOException">The connection was refused or timed out.</exception>

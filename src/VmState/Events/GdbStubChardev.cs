@@ -6,16 +6,20 @@ namespace VmState.Events;
 /// QEMU's gdbstub as <c>query-chardev</c> shows it: the character device labelled <c>gdb</c> (QEMU 7.2
 /// <c>gdbserver_start</c> creates it for <c>-gdb</c>, <c>-s</c> and HMP <c>gdbserver</c> alike), whose filename is
 /// <c>disconnected:tcp:HOST:PORT,server=on</c> while no client is connected and
-/// <c>tcp:HOST:PORT,server=on &lt;-&gt; PEER:PORT</c> while one is.
+/// <c>tcp:HOST:PORT,server=on &lt;-&gt; PEER:PORT</c> while one is; a stub on a UNIX socket shows
+/// <c>disconnected:unix:PATH,server=on</c> and <c>unix:PATH,server=on</c> (no peer named).
 /// </summary>
-/// <param name="Host">The host to connect to (a wildcard listen address becomes 127.0.0.1).</param>
-/// <param name="Port">The TCP port.</param>
+/// <param name="Host">The host to connect to (a wildcard listen address becomes 127.0.0.1); empty for a UNIX socket.</param>
+/// <param name="Port">The TCP port; 0 for a UNIX socket.</param>
 /// <param name="Peer">The connected client, or null when the stub is free.</param>
 /// <param name="Listen">The address QEMU listens on, as its chardev says (empty for every interface).</param>
 public sealed record GdbStubChardev(string Host, int Port, string? Peer, string Listen)
 {
     /// <summary>The label QEMU gives the stub's character device.</summary>
     public const string Label = "gdb";
+
+    /// <summary>The path of the UNIX socket the stub listens on, or null for a TCP stub.</summary>
+    public string? SocketPath { get; init; }
 
     /// <summary>True when a client holds the stub.</summary>
     public bool InUse => Peer is not null;
@@ -24,21 +28,37 @@ public sealed record GdbStubChardev(string Host, int Port, string? Peer, string 
     /// True when the stub listens on more than loopback (every interface, or a network address): it has no
     /// authentication, so whoever reaches that address can read and change the VM.
     /// </summary>
-    public bool ListensBeyondLoopback =>
+    public bool ListensBeyondLoopback => SocketPath is null &&
         !(Listen.StartsWith("127.", StringComparison.Ordinal) || Listen is "::1" or "localhost");
 
-    /// <summary>host:port.</summary>
-    public string Endpoint => $"{Host}:{Port.ToString(CultureInfo.InvariantCulture)}";
+    /// <summary>host:port, or <c>unix:PATH</c>.</summary>
+    public string Endpoint => SocketPath is string path ? "unix:" + path : $"{Host}:{Port.ToString(CultureInfo.InvariantCulture)}";
 
     /// <summary>
-    /// Parses the chardev filename of a TCP stub; false for anything else (a UNIX socket stub, another backend).
-    /// Never throws.
+    /// Parses the chardev filename of a TCP or UNIX-socket stub; false for anything else (another backend, a
+    /// malformed name). Never throws.
     /// </summary>
     public static bool TryParse(string filename, out GdbStubChardev? stub)
     {
         stub = null;
         ArgumentNullException.ThrowIfNull(filename);
-        string rest = filename.StartsWith("disconnected:", StringComparison.Ordinal) ? filename["disconnected:".Length..] : filename;
+        bool disconnected = filename.StartsWith("disconnected:", StringComparison.Ordinal);
+        string rest = disconnected ? filename["disconnected:".Length..] : filename;
+        if (rest.StartsWith("unix:", StringComparison.Ordinal))
+        {
+            // qemu_chr_compute_filename: "unix:PATH" and ",server=on" for a listening socket.
+            string path = rest[5..];
+            int options = path.IndexOf(',', StringComparison.Ordinal);
+            path = options < 0 ? path : path[..options];
+            if (path.Length == 0)
+            {
+                return false;
+            }
+
+            stub = new GdbStubChardev(string.Empty, 0, disconnected ? null : "a client on the socket", path) { SocketPath = path };
+            return true;
+        }
+
         if (!rest.StartsWith("tcp:", StringComparison.Ordinal))
         {
             return false;

@@ -11,10 +11,13 @@ namespace VmState.Events;
 
 /// <summary>
 /// Breakpoints on a running VM through stock QEMU's gdbstub. The session owns the stub connection: it starts a stub
-/// over QMP when QEMU has none (HMP <c>gdbserver tcp:127.0.0.1:PORT</c>, stopped again at the end), sets software
+/// over QMP when QEMU has none (HMP <c>gdbserver unix:PATH,server=on,wait=off</c> in a private directory, else
+/// <c>gdbserver tcp:127.0.0.1:PORT</c>; stopped again at the end), sets software
 /// (<c>Z0</c>) or hardware (<c>Z1</c>) breakpoints, and on each hit (stop reply <c>T05thread:N;</c>, the whole VM
-/// stopped) reads that vCPU's registers (<c>Hg</c>, <c>g</c>) and the task running on it (the Linux layer on live
-/// memory), asks the handler, steps the vCPU over the breakpoint and continues. Disposing removes every breakpoint
+/// stopped) reads that vCPU's registers (<c>g</c>) and the task running on it (the Linux layer on live
+/// memory), asks the handler, steps the vCPU over the breakpoint and continues: a breakpoint on a no-op instruction
+/// (an ftrace site, <c>endbr64</c>) costs <c>g</c> and <c>cADDR</c> (continue past the no-op), any other one
+/// <c>g</c>, a single step (<c>vCont;s</c>, its stop reply, <c>p</c> of RIP to check it ran) and <c>c</c>. Disposing removes every breakpoint
 /// and resumes the VM (<c>D</c>), whatever ended the trace; a <see cref="TraceGuard"/> does the same if this process
 /// is killed. QEMU 7.2 facts used here: gdbstub.c (<c>gdb_vm_state_change</c>, <c>handle_detach</c>,
 /// <c>gdb_continue_partial</c>), accel/tcg/cpu-exec.c <c>check_for_breakpoints</c> (a single-stepping vCPU ignores
@@ -30,6 +33,7 @@ public sealed class GdbTraceSession : IDisposable
     private readonly List<TraceBreakpoint> _breakpoints = [];
     private const int KvmDebugRegisters = 4;
     private const int RipRegister = 16;
+    private const int MaxStepAttempts = 16;
     private readonly bool _wasRunning;
     private CurrentTaskReader? _tasks;
     private (int Thread, ulong Rip)? _atHit;
@@ -37,6 +41,10 @@ public sealed class GdbTraceSession : IDisposable
     private TraceGuard? _guard;
     private bool _running;
     private bool _disposed;
+    private string? _privateDirectory;
+
+    /// <summary>The name prefix of the private directory (in the temporary directory) of a stub on a UNIX socket.</summary>
+    public const string PrivateDirectoryPrefix = "vmstate-gdb-";
 
     private GdbTraceSession(QmpClient qmp, LinuxKernel kernel, GdbRemoteChannel channel, TimeSpan timeout, bool startedStub, bool isKvm, bool wasRunning)
     {
@@ -49,7 +57,7 @@ public sealed class GdbTraceSession : IDisposable
         _wasRunning = wasRunning;
     }
 
-    /// <summary>host:port of the stub.</summary>
+    /// <summary>The stub: host:port, or <c>unix:PATH</c>.</summary>
     public string StubEndpoint => _channel.Endpoint;
 
     /// <summary>True when the session started the stub (and stops it when disposed).</summary>
@@ -89,7 +97,7 @@ public sealed class GdbTraceSession : IDisposable
         bool isKvm = IsKvmEnabled(await qmp.ExecuteAsync("query-kvm", cancellationToken: cancellationToken).ConfigureAwait(false));
         bool wasRunning = await qmp.QueryStatusAsync(cancellationToken).ConfigureAwait(false) == "running";
 
-        (string Host, int Port)? stub = options.Stub;
+        string? stub = options.Stub is (string h, int p) ? $"{h}:{p.ToString(CultureInfo.InvariantCulture)}" : null;
         string? warning = null;
         if (stub is null && await FindStubAsync(qmp, cancellationToken).ConfigureAwait(false) is GdbStubChardev existing)
         {
@@ -102,13 +110,20 @@ public sealed class GdbTraceSession : IDisposable
             // Starting another one would replace it (gdbserver_start closes the old chardev) and cut its client off.
             if (existing.InUse)
             {
-                throw new GdbStubBusyException($"{existing.Endpoint} (client {existing.Peer})");
+                throw new GdbStubBusyException(existing.SocketPath is null ? $"{existing.Endpoint} (client {existing.Peer})" : existing.Endpoint);
             }
 
-            stub = (existing.Host, existing.Port);
+            stub = existing.Endpoint;
         }
 
         bool started = false;
+        string? privateDirectory = null;
+        if (stub is null && options.UnixSocketStub)
+        {
+            (stub, privateDirectory) = await StartUnixStubAsync(qmp, cancellationToken).ConfigureAwait(false);
+            started = stub is not null;
+        }
+
         if (stub is null)
         {
             int port = FreeLoopbackPort();
@@ -118,14 +133,14 @@ public sealed class GdbTraceSession : IDisposable
                 throw new IOException($"QEMU did not start a gdbstub on 127.0.0.1:{port}: {said.Trim()}");
             }
 
-            stub = ("127.0.0.1", port);
+            stub = $"127.0.0.1:{port.ToString(CultureInfo.InvariantCulture)}";
             started = true;
         }
 
         GdbRemoteChannel? channel = null;
         try
         {
-            channel = GdbRemoteChannel.Connect(stub.Value.Host, stub.Value.Port, options.ReplyTimeout);
+            channel = GdbRemoteChannel.Connect(stub, options.ReplyTimeout);
             try
             {
                 // A stub that is serving another client leaves our connection in its listen backlog, unanswered.
@@ -136,15 +151,15 @@ public sealed class GdbTraceSession : IDisposable
                 throw new GdbStubBusyException(channel.Endpoint);
             }
 
-            // Reading target.xml makes QEMU accept register writes (P; handle_set_reg answers "" until gdb_has_xml),
-            // which step over a no-op by moving RIP.
+            // Reading target.xml makes QEMU answer single-register reads and writes (p/P; handle_get_reg and
+            // handle_set_reg answer "" until gdb_has_xml), which check that a single step moved RIP.
             channel.Request("qXfer:features:read:target.xml:0,ffb", options.ReplyTimeout);
-            var session = new GdbTraceSession(qmp, kernel, channel, options.ReplyTimeout, started, isKvm, wasRunning) { StubWarning = warning };
+            var session = new GdbTraceSession(qmp, kernel, channel, options.ReplyTimeout, started, isKvm, wasRunning) { StubWarning = warning, _privateDirectory = privateDirectory };
             if (options.GuardCommand is { } guard)
             {
                 try
                 {
-                    session._guard = TraceGuard.Start(guard, qmp, stub.Value.Host, stub.Value.Port, started);
+                    session._guard = TraceGuard.Start(guard, qmp, stub, started);
                 }
                 catch
                 {
@@ -161,6 +176,10 @@ public sealed class GdbTraceSession : IDisposable
             if (started)
             {
                 await qmp.HumanMonitorCommandAsync("gdbserver none", cancellationToken: CancellationToken.None).ConfigureAwait(false);
+                if (privateDirectory is not null)
+                {
+                    RemovePrivateDirectory(privateDirectory);
+                }
             }
 
             if (wasRunning && await qmp.QueryStatusAsync(CancellationToken.None).ConfigureAwait(false) != "running")
@@ -241,7 +260,7 @@ public sealed class GdbTraceSession : IDisposable
         }
 
         TraceBreakpoint? under = _breakpoints.Find(b => b.Active && b.Kind == TraceEventKind.Breakpoint && b.Address == rip);
-        StepVcpu(under, thread);
+        StepVcpu(under, thread, rip);
         X86GdbRegisters regs = ReadRegisters(thread);
         _atHit = (thread, regs.Rip);
         _stepped = true;
@@ -275,20 +294,17 @@ public sealed class GdbTraceSession : IDisposable
         var clock = Stopwatch.StartNew();
         long hits = 0;
         string reason;
+        ulong? resumeAt = null;
         if (_atHit is (int pendingThread, ulong pendingRip) && !_stepped)
         {
             // A handler said Stop at a breakpoint: step over it before running on.
             TraceBreakpoint? under = _breakpoints.Find(b => b.Active && b.Kind == TraceEventKind.Breakpoint && b.Address == pendingRip);
-            if (under is not null)
-            {
-                StepOver(under, pendingThread, pendingRip);
-            }
+            resumeAt = under is null ? null : StepOver(under, pendingThread, pendingRip);
         }
 
         _atHit = null;
         _stepped = false;
-        _channel.Send("c");
-        _running = true;
+        Continue(resumeAt);
         while (true)
         {
             if (maxEvents is long max && hits >= max)
@@ -423,6 +439,10 @@ public sealed class GdbTraceSession : IDisposable
             if (StartedStub)
             {
                 _qmp.HumanMonitorCommandAsync("gdbserver none").GetAwaiter().GetResult();
+                if (_privateDirectory is not null)
+                {
+                    RemovePrivateDirectory(_privateDirectory);
+                }
             }
 
             if (!_wasRunning)
@@ -440,7 +460,7 @@ public sealed class GdbTraceSession : IDisposable
     }
 
     /// <summary>QEMU's gdbstub, if it has one (query-chardev, label <c>gdb</c>).</summary>
-    /// <exception cref="NotSupportedException">The stub listens on something other than TCP (a UNIX socket).</exception>
+    /// <exception cref="NotSupportedException">The stub listens on something other than TCP or a UNIX socket.</exception>
     private static async Task<GdbStubChardev?> FindStubAsync(QmpClient qmp, CancellationToken cancellationToken)
     {
         JsonElement chardevs = await qmp.ExecuteAsync("query-chardev", cancellationToken: cancellationToken).ConfigureAwait(false);
@@ -451,11 +471,67 @@ public sealed class GdbTraceSession : IDisposable
             {
                 return GdbStubChardev.TryParse(filename, out GdbStubChardev? stub)
                     ? stub
-                    : throw new NotSupportedException($"QEMU's gdbstub listens on \"{filename}\"; tracing connects to TCP stubs only (restart it with HMP gdbserver tcp:127.0.0.1:PORT, or let vmstate start one)");
+                    : throw new NotSupportedException($"QEMU's gdbstub listens on \"{filename}\"; tracing connects to TCP and UNIX-socket stubs only (restart it with HMP gdbserver tcp:127.0.0.1:PORT, or let vmstate start one)");
             }
         }
 
         return null;
+    }
+
+    /// <summary>
+    /// Starts a stub on a UNIX socket in a new directory only this user can enter; (null, null) when QEMU could not
+    /// create it there (another user, a confined QEMU), the caller then falls back to loopback TCP.
+    /// </summary>
+    private static async Task<(string? Endpoint, string? Directory)> StartUnixStubAsync(QmpClient qmp, CancellationToken cancellationToken)
+    {
+        if (OperatingSystem.IsWindows())
+        {
+            return (null, null);
+        }
+
+        DirectoryInfo directory = Directory.CreateTempSubdirectory(PrivateDirectoryPrefix);
+        File.SetUnixFileMode(directory.FullName, UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute);
+        string path = Path.Combine(directory.FullName, "gdb.sock");
+        if (path.Contains(',', StringComparison.Ordinal) || System.Text.Encoding.UTF8.GetByteCount(path) >= 108)
+        {
+            // QEMU's option syntax has no escape for a comma here; sun_path holds 107 bytes.
+            RemovePrivateDirectory(directory.FullName);
+            return (null, null);
+        }
+
+        string said = await qmp.HumanMonitorCommandAsync($"gdbserver unix:{path},server=on,wait=off", cancellationToken: cancellationToken).ConfigureAwait(false);
+        if (!said.Contains("Waiting for gdb connection", StringComparison.Ordinal))
+        {
+            RemovePrivateDirectory(directory.FullName);
+            return (null, null);
+        }
+
+        return ("unix:" + path, directory.FullName);
+    }
+
+    /// <summary>The private directory of a UNIX-socket stub this library starts (<see cref="PrivateDirectoryPrefix"/>), else null.</summary>
+    internal static string? PrivateDirectoryOf(string endpoint)
+    {
+        if (!endpoint.StartsWith("unix:", StringComparison.Ordinal))
+        {
+            return null;
+        }
+
+        string? directory = Path.GetDirectoryName(endpoint[5..]);
+        return directory is not null && Path.GetFileName(directory).StartsWith(PrivateDirectoryPrefix, StringComparison.Ordinal) ? directory : null;
+    }
+
+    /// <summary>Removes a stub's private directory (QEMU unlinks its listening socket when the stub stops); errors are ignored.</summary>
+    internal static void RemovePrivateDirectory(string directory)
+    {
+        try
+        {
+            Directory.Delete(directory, recursive: true);
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            // Left in the temporary directory: empty or holding a dead socket, readable by this user only.
+        }
     }
 
     private static int FreeLoopbackPort()
@@ -579,6 +655,15 @@ public sealed class GdbTraceSession : IDisposable
         }
     }
 
+    /// <summary>RIP of the general-register vCPU (gdb <c>p</c> of register 16: one register, not the whole block).</summary>
+    private ulong ReadRip()
+    {
+        string p = _channel.Request($"p{RipRegister:x}", _timeout);
+        return p.Length == 16 && ulong.TryParse(p, NumberStyles.AllowHexSpecifier, CultureInfo.InvariantCulture, out ulong le)
+            ? BinaryPrimitives.ReverseEndianness(le)
+            : throw new IOException($"the gdbstub at {StubEndpoint} answered \"p{RipRegister:x}\" with \"{p}\"");
+    }
+
     private X86GdbRegisters ReadRegisters(int thread)
     {
         // QEMU makes the vCPU that stopped the general-register thread (gdb_set_stop_cpu), so no Hg is needed.
@@ -637,16 +722,25 @@ public sealed class GdbTraceSession : IDisposable
     private void ResumeAfter(TraceBreakpoint bp, int thread, ulong rip)
     {
         // A watchpoint stops after the access: nothing to step over.
-        if (bp.Kind == TraceEventKind.Breakpoint && rip == bp.Address)
-        {
-            StepOver(bp, thread, rip);
-        }
+        Continue(bp.Kind == TraceEventKind.Breakpoint && rip == bp.Address ? StepOver(bp, thread, rip) : null);
+    }
 
-        _channel.Send("c");
+    /// <summary>
+    /// Resumes the VM (gdb <c>c</c>); with <paramref name="at"/>, the stopped vCPU first moves there (<c>cADDR</c>:
+    /// QEMU 7.2 <c>handle_continue</c> sets the PC of the vCPU that stopped, the one whose registers <c>g</c> read),
+    /// which saves the round trip of a separate register write.
+    /// </summary>
+    private void Continue(ulong? at)
+    {
+        _channel.Send(at is ulong a ? $"c{a:x}" : "c");
         _running = true;
     }
 
-    private void StepOver(TraceBreakpoint bp, int thread, ulong rip)
+    /// <summary>
+    /// Gets the vCPU past the breakpoint at <paramref name="rip"/>: returns the address to continue at when the
+    /// instruction there is a no-op (skipped without running it), else single-steps the vCPU and returns null.
+    /// </summary>
+    private ulong? StepOver(TraceBreakpoint bp, int thread, ulong rip)
     {
         if (bp.SkipLength > 0 && bp.Instruction is byte[] expected)
         {
@@ -656,17 +750,15 @@ public sealed class GdbTraceSession : IDisposable
             Span<byte> now = stackalloc byte[expected.Length];
             if (_kernel.Read(bp.Address, now) == now.Length && (now[0] == expected[0] || now[0] == 0xCC) && now[1..].SequenceEqual(expected.AsSpan(1)))
             {
-                Span<byte> value = stackalloc byte[8];
-                BinaryPrimitives.WriteUInt64LittleEndian(value, rip + (ulong)bp.SkipLength);
-                Expect($"P{RipRegister:x}={Convert.ToHexStringLower(value)}", "OK");
-                return;
+                return rip + (ulong)bp.SkipLength;
             }
         }
 
-        StepVcpu(bp, thread);
+        StepVcpu(bp, thread, rip);
+        return null;
     }
 
-    private void StepVcpu(TraceBreakpoint? bp, int thread)
+    private void StepVcpu(TraceBreakpoint? bp, int thread, ulong rip)
     {
         // TCG: a single-stepping vCPU ignores breakpoints (check_for_breakpoints). KVM: the int3 byte is in guest
         // memory, so it comes out for the step. vCont with one thread resumes only that vCPU (gdb_continue_partial).
@@ -676,12 +768,25 @@ public sealed class GdbTraceSession : IDisposable
             Expect($"z0,{bp!.Address:x},1", "OK");
         }
 
-        _channel.Send($"vCont;s:{thread:x}");
-        while (true)
+        for (int attempt = 0; ; attempt++)
         {
-            string packet = _channel.Receive(_timeout, CancellationToken.None)
-                ?? throw new IOException($"the gdbstub at {StubEndpoint} did not report the single step of thread {thread}");
-            if (GdbStopReply.TryParse(packet, out _))
+            _channel.Send($"vCont;s:{thread:x}");
+            while (true)
+            {
+                string packet = _channel.Receive(_timeout, CancellationToken.None)
+                    ?? throw new IOException($"the gdbstub at {StubEndpoint} did not report the single step of thread {thread}");
+                if (GdbStopReply.TryParse(packet, out _))
+                {
+                    break;
+                }
+            }
+
+            // The stop that ends the step may not be the step's: another vCPU that hit a breakpoint while the VM was
+            // being stopped for this hit leaves a debug request pending (cpu_handle_guest_debug), and QEMU stops the
+            // VM for it as soon as the step resumes it, before the vCPU ran its instruction, and then clears the
+            // vCPU's single-step flag (gdb_vm_state_change). Continuing from there would run the vCPU into the same
+            // breakpoint again and report one hit twice, so the step is checked and repeated until RIP moved.
+            if (attempt >= MaxStepAttempts || bp is null || ReadRip() != rip)
             {
                 break;
             }

@@ -1,5 +1,4 @@
 using System.Diagnostics;
-using System.Globalization;
 using System.Net.Sockets;
 using VmState.Live;
 
@@ -27,18 +26,19 @@ public sealed class TraceGuard : IDisposable
 
     /// <summary>
     /// The guard arguments the session appends to the guard command: how to reach the VM again (<c>--qmp SOCKET</c>,
-    /// or <c>--libvirt URI --domain UUID</c>), the stub, and whether to stop it.
+    /// or <c>--libvirt URI --domain UUID</c>), the stub (<paramref name="endpoint"/>: host:port or <c>unix:PATH</c>),
+    /// and whether to stop it.
     /// </summary>
-    public static IReadOnlyList<string> Arguments(QmpClient qmp, string host, int port, bool stopStub)
+    public static IReadOnlyList<string> Arguments(QmpClient qmp, string endpoint, bool stopStub)
     {
         ArgumentNullException.ThrowIfNull(qmp);
         string[] vm = qmp.LibvirtDomain is LibvirtDomainInfo d ? ["--libvirt", qmp.LibvirtUri!, "--domain", d.Uuid.Length > 0 ? d.Uuid : d.Name] : ["--qmp", qmp.SocketPath];
-        return [.. vm, "--stub", $"{host}:{port.ToString(CultureInfo.InvariantCulture)}", stopStub ? "--stop-stub" : "--keep-stub"];
+        return [.. vm, "--stub", endpoint, stopStub ? "--stop-stub" : "--keep-stub"];
     }
 
     /// <summary>Starts the guard: <paramref name="command"/> followed by <see cref="Arguments"/>.</summary>
     /// <exception cref="InvalidOperationException">The guard did not start or did not say it was ready.</exception>
-    public static TraceGuard Start(IReadOnlyList<string> command, QmpClient qmp, string host, int port, bool stopStub)
+    public static TraceGuard Start(IReadOnlyList<string> command, QmpClient qmp, string endpoint, bool stopStub)
     {
         ArgumentNullException.ThrowIfNull(command);
         if (command.Count == 0)
@@ -52,7 +52,7 @@ public sealed class TraceGuard : IDisposable
             RedirectStandardOutput = true,
             UseShellExecute = false,
         };
-        foreach (string a in command.Skip(1).Concat(Arguments(qmp, host, port, stopStub)))
+        foreach (string a in command.Skip(1).Concat(Arguments(qmp, endpoint, stopStub)))
         {
             info.ArgumentList.Add(a);
         }
@@ -89,12 +89,15 @@ public sealed class TraceGuard : IDisposable
 
     /// <summary>
     /// Removes every gdb breakpoint and watchpoint and resumes the VM: connects to the stub at
-    /// <paramref name="host"/>:<paramref name="port"/> (retrying for 10 s while the old connection is torn down), sends
-    /// <c>D</c>, and with <paramref name="stopStub"/> stops the stub through QMP (<c>gdbserver none</c>; <paramref name="connect"/>
-    /// opens the VM's QMP connection, a socket or libvirt's passthrough). Returns what was done, one line per step.
+    /// <paramref name="endpoint"/> (host:port or <c>unix:PATH</c>; retrying for 10 s while the old connection is torn
+    /// down), sends <c>D</c>, and with <paramref name="stopStub"/> stops the stub through QMP (<c>gdbserver none</c>;
+    /// <paramref name="connect"/> opens the VM's QMP connection, a socket or libvirt's passthrough) and removes the
+    /// private directory of a UNIX-socket stub (<see cref="GdbTraceSession.PrivateDirectoryPrefix"/>). Returns what was
+    /// done, one line per step.
     /// </summary>
-    public static async Task<IReadOnlyList<string>> RecoverAsync(Func<CancellationToken, Task<QmpClient>> connect, string host, int port, bool stopStub, CancellationToken cancellationToken = default)
+    public static async Task<IReadOnlyList<string>> RecoverAsync(Func<CancellationToken, Task<QmpClient>> connect, string endpoint, bool stopStub, CancellationToken cancellationToken = default)
     {
+        ArgumentNullException.ThrowIfNull(endpoint);
         ArgumentNullException.ThrowIfNull(connect);
         var log = new List<string>();
         DateTime until = DateTime.UtcNow + TimeSpan.FromSeconds(10);
@@ -102,16 +105,16 @@ public sealed class TraceGuard : IDisposable
         {
             try
             {
-                using GdbRemoteChannel channel = GdbRemoteChannel.Connect(host, port, TimeSpan.FromSeconds(2));
+                using GdbRemoteChannel channel = GdbRemoteChannel.Connect(endpoint, TimeSpan.FromSeconds(2));
                 string reply = channel.Detach(TimeSpan.FromSeconds(2));
-                log.Add($"gdbstub {host}:{port}: detach -> {(reply.Length == 0 ? "(empty)" : reply)}");
+                log.Add($"gdbstub {endpoint}: detach -> {(reply.Length == 0 ? "(empty)" : reply)}");
                 break;
             }
             catch (Exception e) when (e is SocketException or IOException or OperationCanceledException)
             {
                 if (DateTime.UtcNow >= until)
                 {
-                    log.Add($"gdbstub {host}:{port}: {e.Message}");
+                    log.Add($"gdbstub {endpoint}: {e.Message}");
                     break;
                 }
 
@@ -130,6 +133,12 @@ public sealed class TraceGuard : IDisposable
             catch (Exception e) when (e is IOException or SocketException or QmpException or TimeoutException or VmStateNotFoundException)
             {
                 log.Add($"qmp: {e.Message}");
+            }
+
+            if (GdbTraceSession.PrivateDirectoryOf(endpoint) is string directory)
+            {
+                GdbTraceSession.RemovePrivateDirectory(directory);
+                log.Add($"removed {directory}");
             }
         }
 

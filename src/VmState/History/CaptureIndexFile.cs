@@ -124,37 +124,45 @@ internal static class CaptureIndexFile
         {
             text = r.U64("kernel text address");
             int n = r.Count("process count", Math.Min(MaxProcesses, r.Remaining / 25));
+            processes.Capacity = n;
             for (int i = 0; i < n; i++)
             {
-                string f = $"process {i}";
-                int pid = (int)r.U32($"{f} pid");
-                int ppid = (int)r.U32($"{f} ppid");
-                uint uid = r.U32($"{f} uid");
+                r.Item("process", i);
+                int pid = (int)r.U32("pid");
+                int ppid = (int)r.U32("ppid");
+                uint uid = r.U32("uid");
                 at = r.Position;
-                byte flags = r.U8($"{f} flags");
+                byte flags = r.U8("flags");
                 if (flags > 1)
                 {
-                    throw r.Error(at, $"{f} flags", $"0x{flags:x} (only bit 0, kernel thread, is defined)");
+                    throw r.Error(at, "flags", $"0x{flags:x} (only bit 0, kernel thread, is defined)");
                 }
 
-                ulong start = r.U64($"{f} start time");
-                processes.Add(new HistoryProcess(pid, ppid, uid, r.Str($"{f} comm", 256), r.Str($"{f} name", MaxText), start, flags == 1));
+                ulong start = r.U64("start time");
+                processes.Add(new HistoryProcess(pid, ppid, uid, r.Str("comm", 256), r.Str("name", MaxText), start, flags == 1));
             }
 
+            r.Item(null);
             n = r.Count("module count", Math.Min(MaxModules, r.Remaining / 18));
+            modules.Capacity = n;
             for (int i = 0; i < n; i++)
             {
-                modules.Add(new HistoryModule(r.Str($"module {i} name", 256), r.U64($"module {i} base"), r.U64($"module {i} size")));
+                r.Item("module", i);
+                modules.Add(new HistoryModule(r.Str("name", 256), r.U64("base"), r.U64("size")));
             }
 
+            r.Item(null);
             n = r.Count("network device count", Math.Min(MaxNetDevices, r.Remaining / 16));
             for (int i = 0; i < n; i++)
             {
-                string name = r.Str($"network device {i} name", 256);
-                int ifindex = (int)r.U32($"network device {i} ifindex");
-                string mac = r.Str($"network device {i} MAC", 256);
-                devices.Add(new HistoryNetDevice(name, ifindex, mac, r.U32($"network device {i} flags"), r.U32($"network device {i} MTU")));
+                r.Item("network device", i);
+                string name = r.Str("name", 256);
+                int ifindex = (int)r.U32("ifindex");
+                string mac = r.Str("MAC", 256);
+                devices.Add(new HistoryNetDevice(name, ifindex, mac, r.U32("flags"), r.U32("MTU")));
             }
+
+            r.Item(null);
         }
 
         at = r.Position;
@@ -171,25 +179,27 @@ internal static class CaptureIndexFile
         ulong previous = 0;
         for (int i = 0; i < count; i++)
         {
+            r.Item("log line", i);
             at = r.Position;
-            ulong seq = r.U64($"log line {i} sequence");
+            ulong seq = r.U64("sequence");
             if (seq < after || seq >= next || (i > 0 && seq <= previous))
             {
-                throw r.Error(at, $"log line {i} sequence", $"{seq} (expected increasing numbers from {after} up to {next})");
+                throw r.Error(at, "sequence", $"{seq} (expected increasing numbers from {after} up to {next})");
             }
 
             previous = seq;
-            ulong ts = r.U64($"log line {i} timestamp");
+            ulong ts = r.U64("timestamp");
             at = r.Position;
-            byte level = r.U8($"log line {i} level");
+            byte level = r.U8("level");
             if (level > 7)
             {
-                throw r.Error(at, $"log line {i} level", $"{level} (0-7)");
+                throw r.Error(at, "level", $"{level} (0-7)");
             }
 
-            lines.Add(new HistoryLogLine(seq, ts, level, r.Str($"log line {i} text", MaxText)));
+            lines.Add(new HistoryLogLine(seq, ts, level, r.Str("text", MaxText)));
         }
 
+        r.Item(null);
         r.Take(16, "checksum");
         r.End();
         return new HistoryCaptureIndex(number, pause, wall, error, text, processes, modules, devices, first, next, after, lines);

@@ -28,6 +28,8 @@ public sealed class HistoryStore : IDisposable
     private readonly Dictionary<(int Pack, long Offset), LinkedListNode<(int Pack, long Offset, byte[] Pages)>> _frames = [];
     private readonly LinkedList<(int Pack, long Offset, byte[] Pages)> _lru = new();
     private readonly Decompressor _decompressor = new();
+    private (byte[] Data, Dictionary<int, (int Offset, int Length)> Records)? _indexLog;
+    private bool _indexLogRead;
     private int _disposed;
 
     private HistoryStore(string dir, HistoryManifest manifest, SafeFileHandle index)
@@ -397,7 +399,7 @@ public sealed class HistoryStore : IDisposable
             {
                 CaptureFile file = ReadCaptureFile(c, null);
                 ParseFrame(file, c, null).Dispose();
-                _ = TryReadIndex(c);
+                VerifyIndex(c, problems);
                 capturesChecked++;
             }
             catch (Exception e) when (e is VmStateException or IOException)
@@ -453,11 +455,27 @@ public sealed class HistoryStore : IDisposable
     /// <summary>The capture's file (page maps and device state), checked against the manifest.</summary>
     internal CaptureFile ReadCapture(HistoryCapture capture) => ReadCaptureFile(capture, null);
 
-    /// <summary>The index of <paramref name="capture"/> from its index file; null when it has none (never computed here).</summary>
+    /// <summary>
+    /// The index of <paramref name="capture"/> from the combined index file (<see cref="CaptureIndexLog"/>: one read
+    /// for all captures), else from the capture's own index file; null when it has none (never computed here).
+    /// </summary>
     /// <exception cref="VmStateFormatException">The index file is damaged.</exception>
     public HistoryCaptureIndex? TryReadIndex(HistoryCapture capture)
     {
         ArgumentNullException.ThrowIfNull(capture);
+        (byte[] Data, Dictionary<int, (int Offset, int Length)> Records)? log = IndexLog();
+        if (log is var (data, records) && records.TryGetValue(capture.Number, out (int Offset, int Length) at))
+        {
+            string where = $"{Path.Combine(Directory, CaptureIndexLog.FileName)} at {at.Offset} (capture {capture.Number})";
+            HistoryCaptureIndex fromLog = CaptureIndexFile.Parse(data.AsSpan(at.Offset, at.Length), where);
+            if (fromLog.Number != capture.Number)
+            {
+                throw new VmStateFormatException(at.Offset + 16, $"{where}: capture number", $"{fromLog.Number}, but the record is for capture {capture.Number}");
+            }
+
+            return fromLog;
+        }
+
         string path = Path.Combine(Directory, CaptureIndexFile.Name(capture.Number));
         byte[] bytes;
         try
@@ -469,6 +487,46 @@ public sealed class HistoryStore : IDisposable
             return null;
         }
 
+        return ParseIndexFile(bytes, path, capture);
+    }
+
+    /// <summary>
+    /// Checks the index of <paramref name="capture"/>: its own file (when it has one) and its record in the combined
+    /// index file (when the store has one) parse, and hold the same bytes. A capture without a record is not damage
+    /// (a writer killed between the two writes, or a store from before the combined file): it is read from its file.
+    /// </summary>
+    private void VerifyIndex(HistoryCapture capture, List<string> problems)
+    {
+        string path = Path.Combine(Directory, CaptureIndexFile.Name(capture.Number));
+        byte[]? own = null;
+        try
+        {
+            own = File.ReadAllBytes(path);
+            _ = ParseIndexFile(own, path, capture);
+        }
+        catch (FileNotFoundException)
+        {
+        }
+
+        try
+        {
+            if (IndexLog() is var (data, records) && records.TryGetValue(capture.Number, out (int Offset, int Length) at))
+            {
+                _ = TryReadIndex(capture);
+                if (own is not null && !own.AsSpan().SequenceEqual(data.AsSpan(at.Offset, at.Length)))
+                {
+                    problems.Add($"{Path.Combine(Directory, CaptureIndexLog.FileName)}: the record of capture {capture.Number} at offset {at.Offset} differs from {path}");
+                }
+            }
+        }
+        catch (VmStateFormatException e)
+        {
+            problems.Add(e.Message);
+        }
+    }
+
+    private static HistoryCaptureIndex ParseIndexFile(byte[] bytes, string path, HistoryCapture capture)
+    {
         HistoryCaptureIndex index = CaptureIndexFile.Parse(bytes, path);
         if (index.Number != capture.Number)
         {
@@ -476,6 +534,34 @@ public sealed class HistoryStore : IDisposable
         }
 
         return index;
+    }
+
+    /// <summary>
+    /// The combined index file (<see cref="CaptureIndexLog"/>), read whole on first use and kept: null when the store
+    /// has none (written before it existed). Records past the committed captures are never looked up.
+    /// </summary>
+    private (byte[] Data, Dictionary<int, (int Offset, int Length)> Records)? IndexLog()
+    {
+        lock (_gate)
+        {
+            if (!_indexLogRead)
+            {
+                string path = Path.Combine(Directory, CaptureIndexLog.FileName);
+                try
+                {
+                    byte[] data = File.ReadAllBytes(path);
+                    _indexLog = (data, CaptureIndexLog.Scan(data, path, out _));
+                }
+                catch (FileNotFoundException)
+                {
+                    _indexLog = null;
+                }
+
+                _indexLogRead = true;
+            }
+
+            return _indexLog;
+        }
     }
 
     private HistoryCaptureIndex BuildIndex(HistoryCapture capture)

@@ -29,6 +29,7 @@ public sealed class HistoryStoreWriter : IDisposable
     private readonly Dictionary<UInt128, long> _pages = [];
     private HistoryManifest _manifest;
     private Dictionary<string, long[]> _previous = new(StringComparer.Ordinal);
+    private HistoryCaptureIndex? _lastIndex;
 
     private HistoryStoreWriter(string dir, FileStream lockFile, HistoryManifest manifest)
     {
@@ -109,6 +110,7 @@ public sealed class HistoryStoreWriter : IDisposable
             }
 
             writer.Recover();
+            writer.RepairIndexLog();
             writer.LoadState();
             return writer;
         }
@@ -253,7 +255,7 @@ public sealed class HistoryStoreWriter : IDisposable
                     if (index is not null)
                     {
                         index = WithLinesOf(old, between, index, previousKept);
-                        StoreFiles.Replace(fresh.FilePath(CaptureIndexFile.Name(c.Number)), CaptureIndexFile.Serialize(index, old.PageSize));
+                        fresh.WriteIndex(c.Number, CaptureIndexFile.Serialize(index, old.PageSize), durable: false);
                     }
 
                     previousKept = index;
@@ -341,15 +343,113 @@ public sealed class HistoryStoreWriter : IDisposable
         using HistoryStore store = HistoryStore.Open(_dir);
         HistoryCapture committed = store.Captures.FirstOrDefault(c => c.Number == capture.Number)
             ?? throw new ArgumentException($"capture {capture.Number} is not in {_dir}", nameof(capture));
-        HistoryCaptureIndex? previous = store.PreviousIndex(committed);
+        // The recorder indexes each capture after the one before: that index is still here, not read again.
+        int at = -1;
+        for (int i = 0; i < store.Captures.Count; i++)
+        {
+            at = store.Captures[i].Number == committed.Number ? i : at;
+        }
+
+        HistoryCaptureIndex? previous = at > 0 && _lastIndex is { } last && last.Number == store.Captures[at - 1].Number
+            ? last
+            : store.PreviousIndex(committed);
         HistoryCaptureIndex index;
         using (Machine.MachineState machine = store.OpenCapture(committed))
         {
             index = CaptureIndexBuilder.Build(committed.Number, machine, previous, guestPause, wall);
         }
 
-        StoreFiles.WriteAtomically(FilePath(CaptureIndexFile.Name(committed.Number)), CaptureIndexFile.Serialize(index, _manifest.PageSize));
+        WriteIndex(committed.Number, CaptureIndexFile.Serialize(index, _manifest.PageSize), durable: true);
+        _lastIndex = index;
         return index;
+    }
+
+    /// <summary>
+    /// Writes the index file of capture <paramref name="number"/> (replacing it atomically), then appends it to the
+    /// combined index file (<see cref="CaptureIndexLog"/>); with <paramref name="durable"/> both are fsynced and so is
+    /// the directory.
+    /// </summary>
+    private void WriteIndex(int number, byte[] bytes, bool durable)
+    {
+        if (durable)
+        {
+            StoreFiles.WriteAtomically(FilePath(CaptureIndexFile.Name(number)), bytes);
+        }
+        else
+        {
+            StoreFiles.Replace(FilePath(CaptureIndexFile.Name(number)), bytes);
+        }
+
+        using FileStream log = StoreFiles.OpenWrite(FilePath(CaptureIndexLog.FileName), create: false);
+        log.Position = log.Length;
+        log.Write(CaptureIndexLog.Record(number, bytes));
+        log.Flush(flushToDisk: durable);
+    }
+
+    /// <summary>
+    /// Makes the combined index file hold every committed capture's index file as its latest record: creates it for a
+    /// store written before it existed (from the index files, atomically), cuts off a record a killed writer left
+    /// unfinished, and appends the index files it lacks (a writer killed between writing an index file and its record).
+    /// </summary>
+    private void RepairIndexLog()
+    {
+        string path = FilePath(CaptureIndexLog.FileName);
+        var missing = new List<byte[]>();
+        Dictionary<int, (int Offset, int Length)> records = [];
+        byte[] data = [];
+        bool exists = File.Exists(path);
+        if (exists)
+        {
+            data = File.ReadAllBytes(path);
+            records = CaptureIndexLog.Scan(data, path, out int valid);
+            if (valid < data.Length)
+            {
+                using FileStream f = StoreFiles.OpenWrite(path, create: false);
+                f.SetLength(valid);
+                f.Flush(flushToDisk: true);
+            }
+        }
+
+        foreach (HistoryCapture c in _manifest.Captures)
+        {
+            byte[] own;
+            try
+            {
+                own = File.ReadAllBytes(FilePath(CaptureIndexFile.Name(c.Number)));
+            }
+            catch (FileNotFoundException)
+            {
+                continue;
+            }
+
+            if (!records.TryGetValue(c.Number, out (int Offset, int Length) at) || !own.AsSpan().SequenceEqual(data.AsSpan(at.Offset, at.Length)))
+            {
+                missing.Add(CaptureIndexLog.Record(c.Number, own));
+            }
+        }
+
+        if (!exists)
+        {
+            using var all = new MemoryStream();
+            all.Write(CaptureIndexLog.Header());
+            foreach (byte[] r in missing)
+            {
+                all.Write(r);
+            }
+
+            StoreFiles.WriteAtomically(path, all.GetBuffer().AsSpan(0, (int)all.Length));
+        }
+        else if (missing.Count > 0)
+        {
+            using FileStream f = StoreFiles.OpenWrite(path, create: false);
+            f.Position = f.Length;
+            foreach (byte[] r in missing)
+            {
+                f.Write(r);
+            }
+
+            f.Flush(flushToDisk: true);
+        }
     }
 
     /// <summary>Releases the store's lock.</summary>
@@ -391,7 +491,7 @@ public sealed class HistoryStoreWriter : IDisposable
             }
         }
 
-        var keep = new HashSet<string>(StringComparer.Ordinal) { HistoryManifest.FileName, PageIndex.FileName, LockName };
+        var keep = new HashSet<string>(StringComparer.Ordinal) { HistoryManifest.FileName, PageIndex.FileName, CaptureIndexLog.FileName, LockName };
         for (int i = 0; i < _manifest.PackLengths.Count; i++)
         {
             string name = PackFile.Name(i);

@@ -12,6 +12,8 @@ internal ref struct StoreFileReader
 {
     private readonly ReadOnlySpan<byte> _data;
     private readonly string _file;
+    private string? _item;
+    private int _itemIndex;
 
     public StoreFileReader(ReadOnlySpan<byte> data, string file)
     {
@@ -27,7 +29,17 @@ internal ref struct StoreFileReader
     public readonly VmStateFormatException Error(string field, string problem) => Error(Position, field, problem);
 
     public readonly VmStateFormatException Error(long offset, string field, string problem) =>
-        new(offset, $"{_file}: {field}", problem);
+        new(offset, _item is null ? $"{_file}: {field}" : $"{_file}: {_item} {_itemIndex} {field}", problem);
+
+    /// <summary>
+    /// Names the item the next fields belong to (<c>process 3</c>: errors then name <c>process 3 pid</c>), so a
+    /// loop over many items builds no field name unless one is wrong; null ends the item.
+    /// </summary>
+    public void Item(string? kind, int index = 0)
+    {
+        _item = kind;
+        _itemIndex = index;
+    }
 
     public ReadOnlySpan<byte> Take(int count, string field)
     {

@@ -53,6 +53,19 @@ public sealed record Arm64KernelLayout(int VaBits, ulong KimageVoffset, ulong Ph
     /// <summary>The physical address of a linear-map address (<c>va − PAGE_OFFSET + PHYS_OFFSET</c>).</summary>
     public ulong LinearToPhysical(ulong va) => va - PageOffset + PhysOffset;
 
+    /// <summary>
+    /// The base of the <c>struct page</c> array: <c>vmemmap = (struct page *)VMEMMAP_START − (memstart_addr &gt;&gt;
+    /// PAGE_SHIFT)</c> with <c>VMEMMAP_START = −(1 &lt;&lt; (VA_BITS − VMEMMAP_SHIFT))</c> and VMEMMAP_SHIFT =
+    /// PAGE_SHIFT − STRUCT_PAGE_MAX_SHIFT = 12 − 6 (Linux 5.11+ arm64 <c>asm/memory.h</c>, <c>asm/pgtable.h</c>);
+    /// memstart_addr (PHYS_OFFSET) is signed, and negative when KASLR moves the linear map.
+    /// </summary>
+    /// <param name="structPageSize">sizeof(struct page), from BTF.</param>
+    public ulong Vmemmap(ulong structPageSize)
+    {
+        ulong start = 0UL - (1UL << (VaBits - 6));
+        return start - (ulong)((long)PhysOffset >> 12) * structPageSize;
+    }
+
     /// <summary>A kernel return address without its pointer-authentication code (the PAC bits set, as in a kernel pointer).</summary>
     public ulong StripPac(ulong address) => KernelPacMask is ulong mask ? address | mask : address;
 

@@ -187,6 +187,20 @@ public sealed class LinuxGuest
     }
 
     /// <summary>
+    /// The address space of process <paramref name="pid"/> on an AArch64 guest: its <c>mm-&gt;pgd</c> as TTBR0_EL1
+    /// (the kernel's swapper_pg_dir as TTBR1_EL1), for reading and translating the process's virtual addresses.
+    /// </summary>
+    /// <exception cref="VmStateNotFoundException">No such process (<see cref="VmStateObjectKind.Process"/>).</exception>
+    /// <exception cref="KernelDataException">A kernel thread (no user memory), or corrupt guest data.</exception>
+    /// <exception cref="NotSupportedException">An x86-64 guest (see <see cref="ProcessAddressSpace"/>).</exception>
+    public Arch.Arm64.Arm64AddressSpace Arm64ProcessAddressSpace(int pid)
+    {
+        LinuxKernel kernel = Kernel;
+        KernelObject mm = MemoryMaps.UserMm(MemoryMaps.FindTask(kernel, pid));
+        return kernel.Arm64ProcessAddressSpace(mm.Member("pgd").ToUInt64());
+    }
+
+    /// <summary>
     /// The argument vector of process <paramref name="pid"/> as <c>/proc/PID/cmdline</c> gives it (NUL-separated, from
     /// its memory; at most 1 MiB, and up to the first page not in memory).
     /// </summary>

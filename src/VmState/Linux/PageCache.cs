@@ -94,7 +94,7 @@ public sealed class CachedFile
 /// array, whose position gives the page frame number. The walk is bounded (nodes, depth and entries), every node
 /// must point back at its parent and slot, and every page must name the same <c>address_space</c> and index the
 /// xarray filed it under; a page evicted from the cache (a value entry, the "shadow" the kernel leaves) is absent.
-/// x86-64 only for now: the frame of a <c>struct page</c> needs the architecture's <c>vmemmap</c>.
+/// x86-64 and AArch64: the frame of a <c>struct page</c> comes from the architecture's <c>vmemmap</c>.
 /// </summary>
 public static class PageCache
 {
@@ -177,6 +177,11 @@ public static class PageCache
     /// <summary>The base of the vmemmap array: <c>vmemmap_base</c> (KASLR of the memory regions), else VMEMMAP_START.</summary>
     private static ulong Vmemmap(LinuxKernel kernel)
     {
+        if (kernel.Arm64Layout is Arm64KernelLayout arm64)
+        {
+            return arm64.Vmemmap(kernel.Types.SizeOf(kernel.Types.FindType("struct page")));
+        }
+
         if (kernel.Symbols.TryGetAddress("vmemmap_base", out ulong at) && kernel.TryReadU64(at, out ulong v))
         {
             return v;

@@ -1,5 +1,6 @@
 using System.Buffers.Binary;
 using System.Text;
+using VmState.Arch.Arm64;
 using VmState.Arch.X86;
 using VmState.IO;
 using VmState.Formats.Elf;
@@ -37,6 +38,7 @@ public static class ProcessCore
     private const int PrpsinfoSize = 136;
     private const int UserCs = 0x33;              // __USER_CS
     private const int UserSs = 0x2b;              // __USER_DS
+    private const uint NtArmPacMask = 0x406;      // arm64 NT_ARM_PAC_MASK (include/uapi/linux/elf.h)
 
     /// <summary>
     /// THREAD_SIZE on x86-64: 16 KiB, or 32 KiB with CONFIG_KASAN (KASAN_STACK_ORDER, asm/page_64_types.h), which
@@ -54,9 +56,13 @@ public static class ProcessCore
         int tgid = (int)task.Member("tgid").ToInt64();
         KernelObject leader = tgid == pid ? task : MemoryMaps.FindTask(kernel, tgid);
         KernelObject mm = MemoryMaps.UserMm(leader);
-        AddressSpace space = kernel.ProcessAddressSpace(mm.Member("pgd").ToUInt64());
+        ulong pgd = mm.Member("pgd").ToUInt64();
+        bool arm64 = kernel.Architecture == Arch.CpuArchitecture.Arm64;
+        Func<ulong, ulong, IEnumerable<(ulong VirtualAddress, ulong PhysicalAddress, ulong Size)>> mappings = arm64
+            ? Arm64Mappings(kernel.Arm64ProcessAddressSpace(pgd))
+            : X86Mappings(kernel.ProcessAddressSpace(pgd));
         IReadOnlyList<LinuxVma> vmas = MemoryMaps.Read(kernel, mm);
-        var core = new ElfCoreBuilder { Machine = ElfConstants.EmX86_64, NoteAlignment = 4, DataAlignment = PageSize };
+        var core = new ElfCoreBuilder { Machine = arm64 ? ElfConstants.EmAarch64 : ElfConstants.EmX86_64, NoteAlignment = 4, DataAlignment = PageSize };
         var threads = new List<(int, string)>();
         int ppid = (int)leader.Member("real_parent").Member("tgid").ToInt64();
         var ordered = new List<KernelObject> { task };
@@ -66,7 +72,17 @@ public static class ProcessCore
         {
             int tid = (int)t.Member("pid").ToInt64();
             (byte[] regs, string source) = UserRegisters(kernel, t, running);
-            core.AddNote(Prstatus(tid, ppid, tgid, regs));
+            core.AddNote(Prstatus(arm64, tid, ppid, tgid, regs));
+            if (arm64 && Arm64PointerAuthentication(kernel, t) is ulong pacMask)
+            {
+                // As the kernel's core dump adds the NT_ARM_PAC_MASK regset (arm64 ptrace.c pac_mask_get): gdb then
+                // strips the signature from the return addresses it finds on the stack.
+                byte[] masks = new byte[16];
+                BinaryPrimitives.WriteUInt64LittleEndian(masks, pacMask);
+                BinaryPrimitives.WriteUInt64LittleEndian(masks.AsSpan(8), pacMask);
+                core.AddNote(new ElfNote("LINUX", NtArmPacMask, masks));
+            }
+
             threads.Add((tid, source));
         }
 
@@ -95,7 +111,7 @@ public static class ProcessCore
                 long written = 0;
                 var covered = new HashSet<ulong>();
                 bool vdso = v.Name == "[vdso]";
-                foreach (VirtualMapping run in space.Mappings(v.Start, v.End - 1))
+                foreach ((ulong VirtualAddress, ulong PhysicalAddress, ulong Size) run in mappings(v.Start, v.End - 1))
                 {
                     ulong from = Math.Max(run.VirtualAddress, v.Start);
                     ulong to = Math.Min(run.VirtualAddress + run.Size, v.End);
@@ -163,10 +179,16 @@ public static class ProcessCore
     /// The user registers of every thread of process <paramref name="pid"/>'s thread group, as its core's NT_PRSTATUS
     /// notes carry them (the thread <paramref name="pid"/> first).
     /// </summary>
-    /// <exception cref="KernelDataException">No such process, a kernel thread, or unreadable kernel data.</exception>
+    /// <exception cref="KernelDataException">No such process, a kernel thread, unreadable kernel data, or an AArch64
+    /// kernel (whose threads' registers only <see cref="Write"/> reads so far: these are x86-64 user_regs_struct).</exception>
     public static IReadOnlyList<ThreadUserRegisters> ThreadRegisters(LinuxKernel kernel, int pid)
     {
         ArgumentNullException.ThrowIfNull(kernel);
+        if (kernel.Architecture == Arch.CpuArchitecture.Arm64)
+        {
+            throw new KernelDataException("thread registers", "not available for an AArch64 kernel yet as a list (procdump writes them into the core's NT_PRSTATUS notes)");
+        }
+
         KernelObject task = MemoryMaps.FindTask(kernel, pid);
         int tgid = (int)task.Member("tgid").ToInt64();
         KernelObject leader = tgid == pid ? task : MemoryMaps.FindTask(kernel, tgid);
@@ -193,10 +215,15 @@ public static class ProcessCore
     /// <summary>
     /// The user registers of a thread as the 27-quadword <c>user_regs_struct</c>: from the vCPU when the thread is
     /// running there in user mode, else from <c>task_pt_regs()</c> (the top of its kernel stack) and
-    /// <c>thread.fsbase/gsbase</c>.
+    /// <c>thread.fsbase/gsbase</c>. On AArch64 the 34-quadword <c>user_pt_regs</c> (see <see cref="Arm64UserRegisters"/>).
     /// </summary>
     private static (byte[] Regs, string Source) UserRegisters(LinuxKernel kernel, KernelObject task, Dictionary<ulong, int> running)
     {
+        if (kernel.Architecture == Arch.CpuArchitecture.Arm64)
+        {
+            return Arm64UserRegisters(kernel, task);
+        }
+
         byte[] r = new byte[X86Registers.UserRegsCount * 8];
         if (running.TryGetValue(task.Address, out int cpuIndex) && cpuIndex < kernel.Machine.Cpus.Count)
         {
@@ -245,6 +272,11 @@ public static class ProcessCore
     private static Dictionary<ulong, int> RunningTasks(LinuxKernel kernel)
     {
         var map = new Dictionary<ulong, int>();
+        if (kernel.Architecture == Arch.CpuArchitecture.Arm64)
+        {
+            return map; // decided per task from task->on_cpu and task->cpu (Arm64RunningCpu)
+        }
+
         for (int cpu = 0; cpu < Math.Min(kernel.CpuCount, kernel.Machine.Cpus.Count); cpu++)
         {
             try
@@ -282,15 +314,126 @@ public static class ProcessCore
     private static bool Dumped(LinuxVma v) =>
         (v.Flags & (VmIo | VmDontdump)) == 0 && (v.File != 0 || v.AnonVma != 0 || v.Name == "[vdso]");
 
-    private static ElfNote Prstatus(int tid, int ppid, int tgid, byte[] regs)
+    // struct elf_prstatus: the same header on both (pr_pid at 32), pr_reg at 112; x86-64's is 27 quadwords, AArch64's
+    // user_pt_regs 34 (include/uapi/linux/elfcore.h, arm64 asm/elf.h ELF_NGREG).
+    private static ElfNote Prstatus(bool arm64, int tid, int ppid, int tgid, byte[] regs)
     {
-        byte[] d = new byte[X86CoreNotes.PrstatusSize];
-        BinaryPrimitives.WriteInt32LittleEndian(d.AsSpan(X86CoreNotes.PrstatusPidOffset), tid);
-        BinaryPrimitives.WriteInt32LittleEndian(d.AsSpan(X86CoreNotes.PrstatusPidOffset + 4), ppid);
-        BinaryPrimitives.WriteInt32LittleEndian(d.AsSpan(X86CoreNotes.PrstatusPidOffset + 8), tgid);
-        BinaryPrimitives.WriteInt32LittleEndian(d.AsSpan(X86CoreNotes.PrstatusPidOffset + 12), tgid);
-        regs.CopyTo(d.AsSpan(X86CoreNotes.PrstatusRegsOffset));
+        byte[] d = new byte[arm64 ? Arm64CoreNotes.PrstatusSize : X86CoreNotes.PrstatusSize];
+        int pidOffset = arm64 ? Arm64CoreNotes.PrstatusPidOffset : X86CoreNotes.PrstatusPidOffset;
+        BinaryPrimitives.WriteInt32LittleEndian(d.AsSpan(pidOffset), tid);
+        BinaryPrimitives.WriteInt32LittleEndian(d.AsSpan(pidOffset + 4), ppid);
+        BinaryPrimitives.WriteInt32LittleEndian(d.AsSpan(pidOffset + 8), tgid);
+        BinaryPrimitives.WriteInt32LittleEndian(d.AsSpan(pidOffset + 12), tgid);
+        regs.CopyTo(d.AsSpan(arm64 ? Arm64CoreNotes.PrstatusRegsOffset : X86CoreNotes.PrstatusRegsOffset));
         return new ElfNote("CORE", ElfNote.NtPrstatus, d);
+    }
+
+    private static Func<ulong, ulong, IEnumerable<(ulong, ulong, ulong)>> X86Mappings(AddressSpace space) =>
+        (start, end) => space.Mappings(start, end).Select(m => (m.VirtualAddress, m.PhysicalAddress, m.Size));
+
+    private static Func<ulong, ulong, IEnumerable<(ulong, ulong, ulong)>> Arm64Mappings(Arm64AddressSpace space) =>
+        (start, end) => space.Mappings(start, end).Select(m => (m.VirtualAddress, m.PhysicalAddress, m.Size));
+
+    /// <summary>
+    /// An AArch64 thread's user registers as <c>user_pt_regs</c> (x0..x30, sp, pc, pstate): from the vCPU when the
+    /// thread runs there at EL0, else from <c>task_pt_regs()</c>: the <c>struct pt_regs</c> at the top of its kernel
+    /// stack (<c>stack + THREAD_SIZE − sizeof(struct pt_regs)</c>, arm64 <c>asm/processor.h</c>), whose first 34
+    /// quadwords are <c>user_pt_regs</c> (<c>asm/ptrace.h</c>). The pointer-authentication signature is stripped from
+    /// the link register (x30), the return address it holds.
+    /// </summary>
+    private static (byte[] Regs, string Source) Arm64UserRegisters(LinuxKernel kernel, KernelObject task)
+    {
+        byte[] r = new byte[Arm64CoreNotes.UserPtRegsCount * 8];
+        int userVaBits = UserVaBits(kernel);
+        if (Arm64RunningCpu(kernel, task) is int cpuIndex && kernel.Machine.Arm64Cpus[cpuIndex] is { Aarch32: false, ExceptionLevel: 0 } cpu)
+        {
+            for (int i = 0; i < 31; i++)
+            {
+                BinaryPrimitives.WriteUInt64LittleEndian(r.AsSpan(i * 8), cpu.X[i]);
+            }
+
+            BinaryPrimitives.WriteUInt64LittleEndian(r.AsSpan(31 * 8), cpu.Sp);
+            BinaryPrimitives.WriteUInt64LittleEndian(r.AsSpan(32 * 8), cpu.Pc);
+            BinaryPrimitives.WriteUInt64LittleEndian(r.AsSpan(33 * 8), cpu.Pstate);
+            StripReturnAddress(r, userVaBits);
+            return (r, $"vCPU {cpuIndex} (running at EL0)");
+        }
+
+        int ptRegsType = kernel.Types.FindType("struct pt_regs");
+        int size = (int)kernel.Types.SizeOf(ptRegsType);
+        if (size < r.Length)
+        {
+            throw new KernelDataException("struct pt_regs", $"is {size} bytes in the kernel's BTF; AArch64's starts with the {r.Length}-byte user_pt_regs");
+        }
+
+        ulong stack = task.Member("stack").ToUInt64();
+        ulong threadSize = Arm64ThreadSize(kernel);
+        byte[] regs = new byte[size];
+        ulong at = stack + threadSize - (ulong)size;
+        if (kernel.Read(at, regs) != size)
+        {
+            throw new KernelDataException(at, $"kernel stack of task {task.Member("pid").ToInt64()}", $"the pt_regs at the top of its {threadSize / 1024} KiB stack are not mapped");
+        }
+
+        // PSTATE.M[4:0] = 0 is EL0t in AArch64 state: the registers a user thread entered the kernel with.
+        ulong pstate = BinaryPrimitives.ReadUInt64LittleEndian(regs.AsSpan(33 * 8));
+        if ((pstate & 0x1F) != 0)
+        {
+            throw new KernelDataException(at, $"kernel stack of task {task.Member("pid").ToInt64()}", $"no saved AArch64 user pt_regs at the top of its {threadSize / 1024} KiB stack (pstate 0x{pstate:x}; expected M[4:0] = 0, EL0t)");
+        }
+
+        regs.AsSpan(0, r.Length).CopyTo(r);
+        StripReturnAddress(r, userVaBits);
+        return (r, $"pt_regs at 0x{at:x} (kernel stack top, THREAD_SIZE {threadSize / 1024} KiB)");
+    }
+
+    /// <summary>
+    /// THREAD_SIZE on arm64: 16 KiB (MIN_THREAD_SHIFT 14), 32 KiB with KASAN (KASAN_THREAD_SHIFT, arm64
+    /// <c>asm/memory.h</c>), which the kernel's kasan_report symbol reveals.
+    /// </summary>
+    private static ulong Arm64ThreadSize(LinuxKernel kernel) => kernel.Symbols.TryGetAddress("kasan_report", out _) ? 32768UL : 16384UL;
+
+    /// <summary>The CPU a task runs on right now (<c>task->on_cpu</c> set, <c>task->cpu</c> or <c>thread_info.cpu</c>), or null.</summary>
+    private static int? Arm64RunningCpu(LinuxKernel kernel, KernelObject task)
+    {
+        if (kernel.Types.FindMember(task.TypeId, "on_cpu") is null || task.Member("on_cpu").ToInt64() == 0)
+        {
+            return null;
+        }
+
+        long cpu = kernel.Types.FindMember(task.TypeId, "cpu") is not null ? task.Member("cpu").ToInt64() : task.Member("thread_info.cpu").ToInt64();
+        return cpu >= 0 && cpu < kernel.Machine.Arm64Cpus.Count ? (int)cpu : null;
+    }
+
+    /// <summary>User virtual address bits (64 − T0SZ of the kernel's TCR_EL1; VA_BITS when the vCPUs do not say).</summary>
+    private static int UserVaBits(LinuxKernel kernel) =>
+        kernel.Arm64AddressSpace is Arm64AddressSpace s && s.LowerVaBits is > 0 and <= 52 ? s.LowerVaBits : kernel.Arm64Layout?.VaBits ?? 48;
+
+    /// <summary>The user PAC mask, bits 54..VA_BITS (arm64 <c>asm/pointer_auth.h</c> ptrauth_user_pac_mask).</summary>
+    private static ulong PacMask(int vaBits) => ((1UL << 55) - 1) & ~((1UL << vaBits) - 1);
+
+    // x30 holds a return address, signed when the code uses pointer authentication (PACIASP); user addresses have
+    // zeros where the signature goes, so clearing those bits is exact for an unsigned one too.
+    private static void StripReturnAddress(byte[] userPtRegs, int vaBits)
+    {
+        Span<byte> lr = userPtRegs.AsSpan(30 * 8, 8);
+        BinaryPrimitives.WriteUInt64LittleEndian(lr, BinaryPrimitives.ReadUInt64LittleEndian(lr) & ~PacMask(vaBits));
+    }
+
+    /// <summary>
+    /// The user PAC mask when the thread runs with pointer-authentication keys enabled (EnIA/EnIB/EnDA/EnDB in
+    /// <c>thread.sctlr_user</c>, set by ptrauth_thread_init_user when the CPUs support it), else null.
+    /// </summary>
+    private static ulong? Arm64PointerAuthentication(LinuxKernel kernel, KernelObject task)
+    {
+        KernelObject thread = task.Member("thread");
+        if (kernel.Types.FindMember(thread.TypeId, "sctlr_user") is null)
+        {
+            return null;
+        }
+
+        const ulong EnKeys = (1UL << 31) | (1UL << 30) | (1UL << 27) | (1UL << 13);
+        return (thread.Member("sctlr_user").ToUInt64() & EnKeys) != 0 ? PacMask(UserVaBits(kernel)) : null;
     }
 
     /// <summary>x86-64 <c>struct elf_prpsinfo</c> (136 bytes).</summary>

@@ -79,6 +79,62 @@ public class Arm64AddressSpaceTests
         }
     }
 
+    [Theory]
+    [MemberData(nameof(Cases))]
+    public void Mappings_list_what_was_mapped_in_each_half(int vaBits, int seed)
+    {
+        var r = new Random(seed);
+        var t = new Arm64TableBuilder(vaBits);
+        var made = new List<(ulong Va, ulong Pa, ulong Size)>();
+        var usedSlots = new HashSet<ulong>();
+        ulong nextPa = 0x1_0000_0000UL;
+        ulong[] sizes = [0x1000, 0x20_0000, 0x4000_0000];
+        for (int i = 0; i < 40; i++)
+        {
+            ulong size = sizes[r.Next(sizes.Length)];
+            bool upper = r.Next(2) == 0;
+            ulong va = ((ulong)r.NextInt64(0, 1L << vaBits) & ~(0x4000_0000UL - 1)) | ((ulong)r.NextInt64(0, 0x4000_0000) & ~(size - 1));
+            if (upper)
+            {
+                va |= ~((1UL << vaBits) - 1);
+            }
+
+            if (!usedSlots.Add(va >> 30 << 1 | (upper ? 1UL : 0)))
+            {
+                continue;
+            }
+
+            // Every other mapping gets a gap in physical memory, so runs only merge where both sides are contiguous.
+            ulong pa = ((nextPa + size - 1) & ~(size - 1)) + (i % 2 == 0 ? 0 : 0x4000_0000UL);
+            nextPa = pa + size;
+            t.Map(va, pa, size, user: !upper, readOnly: false);
+            made.Add((va, pa, size));
+        }
+
+        var space = new Arm64AddressSpace(t, t.Tcr, t.Ttbr0, t.Ttbr1);
+        ulong upperStart = ~((1UL << vaBits) - 1);
+        List<Arm64Mapping> lower = [.. space.Mappings(0, (1UL << 55) - 1)];
+        List<Arm64Mapping> upperHalf = [.. space.Mappings(upperStart, ulong.MaxValue)];
+        foreach ((List<Arm64Mapping> got, bool isUpper) in new[] { (lower, false), (upperHalf, true) })
+        {
+            var want = made.Where(m => ((m.Va >> 55) & 1) == (isUpper ? 1UL : 0)).ToList();
+            Assert.Equal(want.Sum(m => (decimal)m.Size), got.Sum(m => (decimal)m.Size));
+            Assert.True(got.Zip(got.Skip(1)).All(p => p.First.VirtualAddress + p.First.Size <= p.Second.VirtualAddress), "ranges are not in address order");
+            foreach ((ulong va, ulong pa, ulong size) in want)
+            {
+                Arm64Mapping m = Assert.Single(got, g => va >= g.VirtualAddress && va + size <= g.VirtualAddress + g.Size);
+                Assert.Equal(pa, m.PhysicalAddress + (va - m.VirtualAddress));
+                Assert.Equal(!isUpper, m.User);
+            }
+        }
+
+        // A sub-range lists only what meets it, cut to whole descriptors.
+        (ulong fva, ulong fpa, ulong fsize) = made.First(m => ((m.Va >> 55) & 1) == 0);
+        Arm64Mapping only = Assert.Single(space.Mappings(fva, fva + fsize - 1), m => m.VirtualAddress <= fva && m.VirtualAddress + m.Size >= fva + fsize);
+        Assert.Equal(fpa, only.PhysicalAddress + (fva - only.VirtualAddress));
+        Assert.Throws<ArgumentException>(() => space.Mappings(0, ulong.MaxValue).ToList());
+    }
+
     [Fact]
     public void Unmapped_addresses_fail_naming_the_level()
     {

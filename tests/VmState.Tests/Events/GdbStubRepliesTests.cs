@@ -147,10 +147,29 @@ public sealed class GdbStubRepliesTests
     }
 
     [Theory]
+    [InlineData("disconnected:unix:/tmp/vmstate-gdb-x1/gdb.sock,server=on", null)]
+    [InlineData("unix:/tmp/vmstate-gdb-x1/gdb.sock,server=on", "a client on the socket")]
+    public void UnixSocketStubsParse(string filename, string? peer)
+    {
+        Assert.True(GdbStubChardev.TryParse(filename, out GdbStubChardev? stub));
+        Assert.Equal("/tmp/vmstate-gdb-x1/gdb.sock", stub!.SocketPath);
+        Assert.Equal("unix:/tmp/vmstate-gdb-x1/gdb.sock", stub.Endpoint);
+        Assert.Equal(peer, stub.Peer);
+        Assert.Equal(peer is not null, stub.InUse);
+        Assert.False(stub.ListensBeyondLoopback);
+        Assert.Equal("/tmp/vmstate-gdb-x1", GdbTraceSession.PrivateDirectoryOf(stub.Endpoint));
+    }
+
+    [Theory]
+    [InlineData("unix:/run/user/gdb.sock")]
+    [InlineData("127.0.0.1:1234")]
+    public void OnlyTheSessionsOwnPrivateDirectoriesAreRemoved(string endpoint) => Assert.Null(GdbTraceSession.PrivateDirectoryOf(endpoint));
+
+    [Theory]
     [InlineData("gdb")]
-    [InlineData("disconnected:unix:/run/gdb.sock,server=on")]
+    [InlineData("disconnected:unix:,server=on")]
     [InlineData("tcp:127.0.0.1:0,server=on")]
     [InlineData("tcp:127.0.0.1:99999")]
     [InlineData("tcp:nohost")]
-    public void OtherChardevsAreNotTcpStubs(string filename) => Assert.False(GdbStubChardev.TryParse(filename, out _));
+    public void OtherChardevsAreNotStubs(string filename) => Assert.False(GdbStubChardev.TryParse(filename, out _));
 }

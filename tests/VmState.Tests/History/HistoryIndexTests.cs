@@ -127,8 +127,10 @@ public sealed class HistoryIndexTests : IDisposable
         }
 
         // What a recorder killed after writing an index for a capture it never committed would leave.
+        // (and a store whose capture 1 was never indexed: neither its file nor its record in the combined file).
         File.Copy(Path.Combine(Store, "index-000001"), Path.Combine(Store, "index-000002"));
         File.Delete(Path.Combine(Store, "index-000001"));
+        File.WriteAllBytes(Path.Combine(Store, CaptureIndexLog.FileName), CaptureIndexLog.Header());
         using (HistoryStoreWriter w = HistoryStoreWriter.Open(Store))
         {
             Assert.False(File.Exists(Path.Combine(Store, "index-000002")));

@@ -110,6 +110,115 @@ public sealed class Arm64AddressSpace
         return done;
     }
 
+    /// <summary>
+    /// The mapped ranges between <paramref name="start"/> and <paramref name="end"/> (inclusive), in address order,
+    /// adjacent descriptors with contiguous output and equal permissions merged. Both ends must lie in the same half
+    /// (TTBR0_EL1 or TTBR1_EL1); only the tables that map something in the range are read.
+    /// </summary>
+    /// <exception cref="NotSupportedException">The half uses a granule other than 4 KiB or more than 48 bits.</exception>
+    /// <exception cref="ArgumentException">The range crosses from one half into the other.</exception>
+    public IEnumerable<Arm64Mapping> Mappings(ulong start, ulong end)
+    {
+        bool upper = ((start >> 55) & 1) != 0;
+        if (upper != (((end >> 55) & 1) != 0) || end < start)
+        {
+            throw new ArgumentException($"0x{start:x}..0x{end:x} is not a range within one half of the address space");
+        }
+
+        Half half = upper ? Upper : Lower;
+        if (half.Granule is string granule)
+        {
+            throw new NotSupportedException($"{half.Name} uses the {granule} granule (TCR_EL1): not supported yet (only the 4 KiB granule is)");
+        }
+
+        int vaBits = 64 - half.TxSz;
+        if (vaBits > MaxVaBits)
+        {
+            throw new NotSupportedException($"{half.Name} covers {vaBits}-bit addresses: more than 48 bits is not supported yet");
+        }
+
+        if (vaBits < MinVaBits || half.WalksDisabled)
+        {
+            yield break;
+        }
+
+        // Offsets within the half: the bits below vaBits (the upper half's addresses are sign-extended).
+        ulong span = 1UL << vaBits;
+        ulong baseVa = upper ? ~(span - 1) : 0;
+        ulong lo = upper ? Math.Max(start, baseVa) - baseVa : start & (span - 1);
+        ulong hi = upper ? end - baseVa : Math.Min(end, span - 1);
+        if (upper ? end < baseVa : start >= span)
+        {
+            yield break;
+        }
+
+        int firstLevel = 3 - ((vaBits - 12 - 1) / 9);
+        Arm64Mapping? pending = null;
+        foreach (Arm64Mapping m in Enumerate(firstLevel, half.Root(vaBits), 0, vaBits, false, lo, hi))
+        {
+            var at = m with { VirtualAddress = baseVa + m.VirtualAddress };
+            if (pending is Arm64Mapping p && p.VirtualAddress + p.Size == at.VirtualAddress && p.PhysicalAddress + p.Size == at.PhysicalAddress
+                && p.Writable == at.Writable && p.User == at.User && p.UserExecuteNever == at.UserExecuteNever)
+            {
+                pending = p with { Size = p.Size + at.Size };
+                continue;
+            }
+
+            if (pending is Arm64Mapping done)
+            {
+                yield return done;
+            }
+
+            pending = at;
+        }
+
+        if (pending is Arm64Mapping last)
+        {
+            yield return last;
+        }
+    }
+
+    // One table of the walk: the entries whose range meets [lo, hi] (offsets within the half), recursing into tables.
+    private IEnumerable<Arm64Mapping> Enumerate(int level, ulong table, ulong prefix, int vaBits, bool uxnTable, ulong lo, ulong hi)
+    {
+        int shift = 12 + (9 * (3 - level));
+        int bits = Math.Min(9, vaBits - shift);
+        ulong entrySize = 1UL << shift;
+        byte[] raw = new byte[8 << bits];
+        if (Memory.Read(table, raw) != raw.Length)
+        {
+            yield break;
+        }
+
+        ulong first = lo > prefix ? (lo - prefix) >> shift : 0;
+        ulong lastIndex = Math.Min((1UL << bits) - 1, (hi - prefix) >> shift);
+        for (ulong i = first; i <= lastIndex; i++)
+        {
+            ulong desc = BinaryPrimitives.ReadUInt64LittleEndian(raw.AsSpan((int)(i * 8)));
+            var entry = new Arm64PagingEntry(level, table + (i * 8), desc);
+            ulong va = prefix + (i * entrySize);
+            if (!entry.Valid)
+            {
+                continue;
+            }
+
+            if (entry.IsTable)
+            {
+                foreach (Arm64Mapping m in Enumerate(level + 1, desc & OutputMask, va, vaBits, uxnTable || entry.UserExecuteNever, Math.Max(lo, va), Math.Min(hi, va + entrySize - 1)))
+                {
+                    yield return m;
+                }
+
+                continue;
+            }
+
+            if (entry.IsPage || (entry.IsBlock && level is 1 or 2))
+            {
+                yield return new Arm64Mapping(va, desc & OutputMask & ~(entrySize - 1), entrySize, !entry.ReadOnly, entry.User, uxnTable || entry.UserExecuteNever);
+            }
+        }
+    }
+
     private Arm64Translation Walk(ulong va, bool record)
     {
         bool upper = ((va >> 55) & 1) != 0;
