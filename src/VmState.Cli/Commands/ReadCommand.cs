@@ -134,25 +134,7 @@ internal static class ReadCommand
         var line = new StringBuilder();
         for (int i = 0; i < data.Length; i += 16)
         {
-            line.Clear();
-            line.Append($"{address + (ulong)i:x16}  ");
-            for (int j = 0; j < 16; j++)
-            {
-                line.Append(i + j < data.Length ? $"{data[i + j]:x2} " : "   ");
-                if (j == 7)
-                {
-                    line.Append(' ');
-                }
-            }
-
-            line.Append(" |");
-            for (int j = 0; j < 16 && i + j < data.Length; j++)
-            {
-                byte b = data[i + j];
-                line.Append(b is >= 0x20 and < 0x7f ? (char)b : '.');
-            }
-
-            line.Append('|');
+            Hex.DumpLine(line, address, data, i);
             Console.WriteLine(line.ToString());
         }
     }
