@@ -46,6 +46,8 @@ public static class Targets
         ["arm64walk"] = Arm64Walk,
         ["arm64btf"] = Arm64ImageBtf,
         ["webparams"] = WebRequestParameters,
+        ["gdbarm64"] = GdbClientArm64,
+        ["hmparm64"] = HmpArm64Text,
     };
 
     private static readonly byte[] GdbSnapshot = LoadGdbSnapshot();
@@ -145,6 +147,54 @@ public static class Targets
             {
             }
         }
+    }
+
+    /// <summary>
+    /// A client's side of a GDB connection (as the gdb target) against an AArch64 machine: two vCPUs whose TTBR1_EL1
+    /// maps the first 1 GiB of the upper half onto 64 KiB of memory through a level 0 table and a 1 GiB block, so
+    /// registers, the aarch64 target description and virtual reads through the arm64 walker are all reached.
+    /// </summary>
+    private static void GdbClientArm64(byte[] data)
+    {
+        byte[] ram = new byte[0x10000];
+        BinaryPrimitives.WriteUInt64LittleEndian(ram.AsSpan(0x1000), 0x2000UL | 3);            // L0[0] -> L1 table
+        BinaryPrimitives.WriteUInt64LittleEndian(ram.AsSpan(0x2000), 0x0UL | (1UL << 10) | 1); // L1[0]: 1 GiB block at 0
+        var cpus = new List<VmState.Arch.Arm64.Arm64CpuState>();
+        for (int i = 0; i < 2; i++)
+        {
+            var c = new VmState.Arch.Arm64.Arm64CpuState { Index = i, Pc = 0xffff_0000_0000_0100UL, Pstate = 0x3C5, HasFpSimd = i == 0 };
+            c.SetSystemRegister(VmState.Arch.Arm64.Arm64SystemRegisters.TcrEl1.KvmId, 16UL | (16UL << 16) | (2UL << 30));
+            c.SetSystemRegister(VmState.Arch.Arm64.Arm64SystemRegisters.Ttbr1El1.KvmId, 0x1000);
+            c.SetSystemRegister(VmState.Arch.Arm64.Arm64SystemRegisters.Ttbr0El1.KvmId, 0x3000);
+            cpus.Add(c);
+        }
+
+        using var m = new MachineState(new MachineOrigin(MachineOriginKind.ElfCore, "fuzz-arm64.elf", "ELF core"), "virt-7.2", new ByteArrayMemory(ram), [], [], [], [], null) { Arm64Cpus = cpus };
+        var options = new GdbServerOptions
+        {
+            Token = data.Length > 0 && data[0] == '!' ? "fuzz" : null,
+            IdleTimeout = TimeSpan.FromSeconds(5),
+            WriteTimeout = TimeSpan.FromSeconds(5),
+        };
+        var server = new GdbRemoteServer(m, TextWriter.Null, options);
+        using var client = new ClientTraffic(data);
+        server.ServeAsync(client, CancellationToken.None).GetAwaiter().GetResult();
+    }
+
+    /// <summary>
+    /// QEMU's text about an AArch64 guest, as a running VM's QMP connection gives it: HMP "info registers -a" and the
+    /// gdbstub's target-description documents (register numbers, includes). None of the parsers may throw.
+    /// </summary>
+    private static void HmpArm64Text(byte[] data)
+    {
+        string text = System.Text.Encoding.UTF8.GetString(data);
+        foreach (VmState.Arch.Arm64.Arm64CpuState c in VmState.Live.HmpText.ParseArm64Registers(text))
+        {
+            _ = c.DescribeMode();
+        }
+
+        _ = VmState.Live.Arm64GdbstubRegisters.ParseRegisterNumbers(text);
+        _ = VmState.Live.Arm64GdbstubRegisters.ParseIncludes(text);
     }
 
     /// <summary>Guest-physical memory from address 0 held in an array (the arm64walk target's tables and pages).</summary>

@@ -38,28 +38,55 @@ public class Arm64GuestFixture : IAsyncLifetime
     /// <summary>Seconds from QEMU's start to VMSTATE-READY (TCG boot of the arm64 guest).</summary>
     public double BootSeconds { get; private set; }
 
+    /// <summary>The guest, resumed after the snapshot, for the live-attach tests (null when <see cref="KeepRunning"/> is false).</summary>
+    public QemuGuest? Running { get; private set; }
+
+    /// <summary>Whether the guest runs on after the snapshot (the live tests of <see cref="Arm64Tests"/> attach to it).</summary>
+    protected virtual bool KeepRunning => true;
+
     public async Task InitializeAsync()
     {
         var clock = Stopwatch.StartNew();
-        await using QemuGuest guest = await QemuGuest.StartAsync(new QemuGuestOptions { Arm64 = true, MemoryMiB = 256, CpuModel = CpuModel }, CancellationToken.None);
-        await guest.WaitForReadyAsync(TimeSpan.FromSeconds(240));
-        BootSeconds = clock.Elapsed.TotalSeconds;
-        Truth = guest.Truth;
-        await guest.PauseAsync();
-        Registers = ParseRegisters(await guest.Qmp.HumanMonitorCommandAsync("info registers -a"));
-        await guest.DumpGuestMemoryAsync(DumpPath);
-        await guest.MigrateToFileAsync(StreamPath);
-        await guest.QuitAsync();
+        QemuGuest guest = await QemuGuest.StartAsync(new QemuGuestOptions { Arm64 = true, MemoryMiB = 256, CpuModel = CpuModel }, CancellationToken.None);
+        try
+        {
+            await guest.WaitForReadyAsync(TimeSpan.FromSeconds(240));
+            BootSeconds = clock.Elapsed.TotalSeconds;
+            Truth = guest.Truth;
+            await guest.PauseAsync();
+            Registers = ParseRegisters(await guest.Qmp.HumanMonitorCommandAsync("info registers -a"));
+            await guest.DumpGuestMemoryAsync(DumpPath);
+            await guest.MigrateToFileAsync(StreamPath);
+            if (KeepRunning)
+            {
+                await guest.ResumeAsync();
+                Running = guest;
+                return;
+            }
+
+            await guest.QuitAsync();
+        }
+        catch
+        {
+            await guest.DisposeAsync();
+            throw;
+        }
+
+        await guest.DisposeAsync();
     }
 
-    public Task DisposeAsync()
+    public async Task DisposeAsync()
     {
+        if (Running is QemuGuest g)
+        {
+            await g.QuitAsync();
+            await g.DisposeAsync();
+        }
+
         if (Environment.GetEnvironmentVariable("VMSTATE_KEEP_WORK") != "1")
         {
             Directory.Delete(Dir, recursive: true);
         }
-
-        return Task.CompletedTask;
     }
 
     // QEMU 7.2 target/arm/cpu.c aarch64_cpu_dump_state: "CPU#n", " PC=%016x X00=%016x X01=...", "SP=%016x",
@@ -97,7 +124,7 @@ public class Arm64GuestFixture : IAsyncLifetime
 /// AArch64 ELF core against QEMU's own dump and gdb-multiarch, and the stage 1 walk against the guest's own
 /// /proc/iomem and /proc/kallsyms.
 /// </summary>
-public sealed class Arm64Tests(Arm64GuestFixture guest) : IClassFixture<Arm64GuestFixture>
+public sealed partial class Arm64Tests(Arm64GuestFixture guest) : IClassFixture<Arm64GuestFixture>
 {
     [Fact]
     public void Stream_vcpus_have_the_registers_qemu_reports()
@@ -537,6 +564,8 @@ public sealed class Arm64Tests(Arm64GuestFixture guest) : IClassFixture<Arm64Gue
 public sealed class Arm64CortexA57Fixture : Arm64GuestFixture
 {
     protected override string CpuModel => "cortex-a57";
+
+    protected override bool KeepRunning => false;
 }
 
 /// <summary>

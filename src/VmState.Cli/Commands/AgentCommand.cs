@@ -1,6 +1,5 @@
 using System.CommandLine;
 using System.Globalization;
-using System.Text.Json;
 using VmState.History;
 using VmState.Live;
 
@@ -21,8 +20,7 @@ internal static class AgentCommand
         var count = new Option<int?>("--count") { Description = "exit after this many snapshots" };
         var noHotplug = new Option<bool>("--no-hotplug") { Description = "use only a port the VM was started with; never hot-plug one" };
         var freeze = new Option<bool>("--freeze") { Description = "freeze the guest's filesystems (qemu-ga guest-fsfreeze-freeze, through the VM's org.qemu.guest_agent.0 port or libvirt) before stopping the VM, thaw them after" };
-        Option<bool> json = CommonOptions.Json();
-        json.Description = "one JSON object per snapshot (a line each, flushed)";
+        Option<bool> json = CommonOptions.JsonLines("snapshot");
         var command = new Command("agent", "Serve snapshots the guest asks for: a guest process writes 'SNAP <nonce> <label>' to the virtio-serial port org.vmstate.trigger.0 (guest/vmstate-trigger) and is answered 'OK <nonce> <id>' once the snapshot holds the VM's state");
         var target = new LiveOptions(command);
         command.Options.Add(output);
@@ -81,13 +79,7 @@ internal static class AgentCommand
                 directory?.WriteMetadata(s);
                 if (json)
                 {
-                    using var ms = new MemoryStream();
-                    using (var w = new Utf8JsonWriter(ms))
-                    {
-                        s.WriteJson(w);
-                    }
-
-                    lines.WriteLine(System.Text.Encoding.UTF8.GetString(ms.ToArray()));
+                    CommonOptions.WriteJsonLine(lines, s.WriteJson);
                 }
                 else
                 {

@@ -64,6 +64,12 @@ internal static class CommonOptions
         Description = "print machine-readable JSON on stdout",
     };
 
+    /// <summary>The --json option of a command that prints as it goes: one compact JSON object a line (<see cref="WriteJsonLine"/>).</summary>
+    public static Option<bool> JsonLines(string each) => new("--json")
+    {
+        Description = $"one JSON object per {each} (a line each, flushed)",
+    };
+
     /// <summary>The --main-ram option: the RAM blocks of the machine's main RAM, for snapshots that do not settle it.</summary>
     public static Option<string?> MainRam() => new("--main-ram")
     {
@@ -83,12 +89,30 @@ internal static class CommonOptions
     public static void WriteJson(Action<Utf8JsonWriter> write)
     {
         using Stream stdout = Console.OpenStandardOutput();
-        using (var w = new Utf8JsonWriter(stdout, new JsonWriterOptions { Indented = true }))
+        WriteJson(stdout, write);
+    }
+
+    /// <summary>Writes indented JSON to <paramref name="output"/> with <paramref name="write"/>, then a newline: the CLI's --json document (the web server's API answers the same bytes).</summary>
+    public static void WriteJson(Stream output, Action<Utf8JsonWriter> write)
+    {
+        using (var w = new Utf8JsonWriter(output, new JsonWriterOptions { Indented = true }))
         {
             write(w);
         }
 
-        stdout.WriteByte((byte)'\n');
+        output.WriteByte((byte)'\n');
+    }
+
+    /// <summary>Writes one compact JSON value with <paramref name="write"/> to <paramref name="lines"/>, as one line.</summary>
+    public static void WriteJsonLine(TextWriter lines, Action<Utf8JsonWriter> write)
+    {
+        var buffer = new System.Buffers.ArrayBufferWriter<byte>();
+        using (var w = new Utf8JsonWriter(buffer))
+        {
+            write(w);
+        }
+
+        lines.WriteLine(System.Text.Encoding.UTF8.GetString(buffer.WrittenSpan));
     }
 
     /// <summary>Runs <paramref name="body"/>, turning input and I/O errors into a one-line message and exit code.</summary>

@@ -86,7 +86,7 @@ internal static class GdbServerCommand
                     Console.Error.WriteLine($"vmstate gdbserver: warning: listening on {address}, beyond loopback; clients must run 'monitor auth TOKEN' first, and the traffic (guest memory) is not encrypted");
                 }
 
-                Console.WriteLine($"vmstate gdbserver: {m.SourcePath} ({m.Cpus.Count} vCPUs as threads) on {address}:{actual}; in gdb: target remote {address}:{actual}"
+                Console.WriteLine($"vmstate gdbserver: {m.SourcePath} ({m.Vcpus.Count} vCPUs as threads) on {address}:{actual}; in gdb: target remote {address}:{actual}"
                     + (options.SaveDirectory is null ? string.Empty : $"; monitor save NAME writes into {options.SaveDirectory.Path}"));
                 Console.Out.Flush();
                 try

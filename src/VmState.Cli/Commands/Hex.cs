@@ -1,4 +1,5 @@
 using System.Globalization;
+using System.Text;
 
 namespace VmState.Cli.Commands;
 
@@ -16,4 +17,31 @@ internal static class Hex
         >= 1UL << 10 when bytes % (1UL << 10) == 0 => $"{bytes >> 10} KiB",
         _ => bytes.ToString(CultureInfo.InvariantCulture) + " B",
     };
+
+    /// <summary>
+    /// Sets <paramref name="line"/> to the hexdump -C style line of up to 16 bytes of <paramref name="data"/> from
+    /// <paramref name="offset"/>: the address, the bytes in hex (a gap after the eighth), and the printable ones.
+    /// </summary>
+    public static void DumpLine(StringBuilder line, ulong address, ReadOnlySpan<byte> data, int offset)
+    {
+        line.Clear();
+        line.Append(CultureInfo.InvariantCulture, $"{address + (ulong)offset:x16}  ");
+        for (int j = 0; j < 16; j++)
+        {
+            line.Append(offset + j < data.Length ? data[offset + j].ToString("x2", CultureInfo.InvariantCulture) + " " : "   ");
+            if (j == 7)
+            {
+                line.Append(' ');
+            }
+        }
+
+        line.Append(" |");
+        for (int j = 0; j < 16 && offset + j < data.Length; j++)
+        {
+            byte b = data[offset + j];
+            line.Append(b is >= 0x20 and < 0x7f ? (char)b : '.');
+        }
+
+        line.Append('|');
+    }
 }

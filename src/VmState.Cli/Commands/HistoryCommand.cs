@@ -30,6 +30,34 @@ internal static class HistoryCommand
         return command;
     }
 
+    /// <summary>The STORE argument: a history store directory.</summary>
+    private static Argument<string> StoreArgument() => new("STORE") { Description = "the store directory" };
+
+    /// <summary>The CAPTURE argument: STORE@N (see <see cref="CaptureReference"/>).</summary>
+    private static Argument<string> CaptureArgument() => new("CAPTURE") { Description = "STORE@N: the capture (N, -1 for the latest, or a time)" };
+
+    /// <summary>The store directory and capture selector of a CAPTURE argument.</summary>
+    private static (string Dir, string Selector) CaptureReference(string reference) =>
+        HistoryStore.TryParseReference(reference, out string dir, out string selector)
+            ? (dir, selector)
+            : throw new ArgumentException($"{reference} is not STORE@N (a history store directory, '@', a capture number, -1 or a time)");
+
+    /// <summary>A subcommand on one STORE, with --json: <paramref name="run"/> gets the store opened and the --json value.</summary>
+    private static Command StoreCommand(string name, string description, Func<HistoryStore, bool, int> run)
+    {
+        Argument<string> store = StoreArgument();
+        Option<bool> json = CommonOptions.Json();
+        var command = new Command(name, description);
+        command.Arguments.Add(store);
+        command.Options.Add(json);
+        command.SetAction(r => CommonOptions.Run(() =>
+        {
+            using HistoryStore s = HistoryStore.Open(r.GetValue(store)!);
+            return run(s, r.GetValue(json));
+        }));
+        return command;
+    }
+
     private static Command Import()
     {
         var inputs = new Argument<string[]>("SNAPSHOT") { Description = "migration stream files, virsh save files or qcow2 images (their internal snapshot)", Arity = ArgumentArity.OneOrMore };
@@ -92,99 +120,71 @@ internal static class HistoryCommand
         return command;
     }
 
-    private static Command List()
+    private static Command List() => StoreCommand("list", "List the captures of a history store: time, source, pages changed since the previous capture, unique pages and bytes it added", (s, json) =>
     {
-        var store = new Argument<string>("STORE") { Description = "the store directory" };
-        Option<bool> json = CommonOptions.Json();
-        var command = new Command("list", "List the captures of a history store: time, source, pages changed since the previous capture, unique pages and bytes it added");
-        command.Arguments.Add(store);
-        command.Options.Add(json);
-        command.SetAction(r => CommonOptions.Run(() =>
+        if (json)
         {
-            using HistoryStore s = HistoryStore.Open(r.GetValue(store)!);
-            if (r.GetValue(json))
+            CommonOptions.WriteJson(w => WriteStore(s, w));
+        }
+        else
+        {
+            Render(s.Captures, s.TryReadIndex);
+            long added = 0;
+            long streams = 0;
+            foreach (HistoryCapture c in s.Captures)
             {
-                CommonOptions.WriteJson(w =>
-                {
-                    w.WriteStartObject();
-                    w.WriteString("store", s.Directory);
-                    w.WriteNumber("pageSize", s.PageSize);
-                    w.WriteNumber("uniquePages", s.UniquePages);
-                    WriteCaptures(w, "captures", s.Captures, s.TryReadIndex);
-                    w.WriteEndObject();
-                });
+                added += c.BytesAdded;
+                streams += c.StreamBytes;
             }
-            else
+
+            Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"{s.Captures.Count} captures, {s.UniquePages} unique pages, {Hex.Size((ulong)added)} stored for {Hex.Size((ulong)streams)} of streams"));
+        }
+
+        return 0;
+    });
+
+    private static Command Verify() => StoreCommand("verify", "Check every page hash and every reference of a history store; exit 2 when anything is damaged", (s, json) =>
+    {
+        HistoryVerifyResult v = s.Verify();
+        if (json)
+        {
+            CommonOptions.WriteJson(w =>
             {
-                Render(s.Captures, s.TryReadIndex);
-                long added = 0;
-                long streams = 0;
-                foreach (HistoryCapture c in s.Captures)
+                w.WriteStartObject();
+                w.WriteString("store", s.Directory);
+                w.WriteBoolean("sound", v.IsSound);
+                w.WriteNumber("captures", v.Captures);
+                w.WriteNumber("capturesChecked", v.CapturesChecked);
+                w.WriteNumber("pages", v.Pages);
+                w.WriteNumber("pagesChecked", v.PagesChecked);
+                w.WriteStartArray("problems");
+                foreach (string p in v.Problems)
                 {
-                    added += c.BytesAdded;
-                    streams += c.StreamBytes;
+                    w.WriteStringValue(p);
                 }
 
-                Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"{s.Captures.Count} captures, {s.UniquePages} unique pages, {Hex.Size((ulong)added)} stored for {Hex.Size((ulong)streams)} of streams"));
-            }
-
-            return 0;
-        }));
-        return command;
-    }
-
-    private static Command Verify()
-    {
-        var store = new Argument<string>("STORE") { Description = "the store directory" };
-        Option<bool> json = CommonOptions.Json();
-        var command = new Command("verify", "Check every page hash and every reference of a history store; exit 2 when anything is damaged");
-        command.Arguments.Add(store);
-        command.Options.Add(json);
-        command.SetAction(r => CommonOptions.Run(() =>
+                w.WriteEndArray();
+                w.WriteEndObject();
+            });
+        }
+        else
         {
-            using HistoryStore s = HistoryStore.Open(r.GetValue(store)!);
-            HistoryVerifyResult v = s.Verify();
-            if (r.GetValue(json))
-            {
-                CommonOptions.WriteJson(w =>
-                {
-                    w.WriteStartObject();
-                    w.WriteString("store", s.Directory);
-                    w.WriteBoolean("sound", v.IsSound);
-                    w.WriteNumber("captures", v.Captures);
-                    w.WriteNumber("capturesChecked", v.CapturesChecked);
-                    w.WriteNumber("pages", v.Pages);
-                    w.WriteNumber("pagesChecked", v.PagesChecked);
-                    w.WriteStartArray("problems");
-                    foreach (string p in v.Problems)
-                    {
-                        w.WriteStringValue(p);
-                    }
+            Console.WriteLine(v.IsSound
+                ? string.Create(CultureInfo.InvariantCulture, $"{v.CapturesChecked} of {v.Captures} captures and {v.PagesChecked} of {v.Pages} pages verified")
+                : string.Create(CultureInfo.InvariantCulture, $"damaged: {v.Problems.Count} problems; {v.CapturesChecked} of {v.Captures} capture files and {v.PagesChecked} of {v.Pages} pages sound"));
+        }
 
-                    w.WriteEndArray();
-                    w.WriteEndObject();
-                });
-            }
-            else
-            {
-                Console.WriteLine(v.IsSound
-                    ? string.Create(CultureInfo.InvariantCulture, $"{v.CapturesChecked} of {v.Captures} captures and {v.PagesChecked} of {v.Pages} pages verified")
-                    : string.Create(CultureInfo.InvariantCulture, $"damaged: {v.Problems.Count} problems; {v.CapturesChecked} of {v.Captures} capture files and {v.PagesChecked} of {v.Pages} pages sound"));
-            }
+        foreach (string p in v.Problems)
+        {
+            Console.Error.WriteLine($"vmstate: damaged: {TerminalText.Escape(p)}");
+        }
 
-            foreach (string p in v.Problems)
-            {
-                Console.Error.WriteLine($"vmstate: damaged: {TerminalText.Escape(p)}");
-            }
-
-            return v.IsSound ? 0 : 2;
-        }));
-        return command;
-    }
+        return v.IsSound ? 0 : 2;
+    });
 
     private static Command Export()
     {
-        var capture = new Argument<string>("CAPTURE") { Description = "STORE@N: the capture (N, -1 for the latest, or a time)" };
+        var capture = CaptureArgument();
         var output = new Option<string>("--output", "-o") { Description = "the migration stream to write (QEMU resumes it with -incoming)", Required = true };
         Option<bool> json = CommonOptions.Json();
         var command = new Command("export", "Write a capture of a history store as a migration stream QEMU resumes");
@@ -193,11 +193,7 @@ internal static class HistoryCommand
         command.Options.Add(json);
         command.SetAction(r => CommonOptions.Run(() =>
         {
-            string reference = r.GetValue(capture)!;
-            if (!HistoryStore.TryParseReference(reference, out string dir, out string selector))
-            {
-                throw new ArgumentException($"{reference} is not STORE@N (a history store directory, '@', a capture number, -1 or a time)");
-            }
+            (string dir, string selector) = CaptureReference(r.GetValue(capture)!);
 
             using HistoryStore s = HistoryStore.Open(dir);
             HistoryCapture c = s.Find(selector);
@@ -219,7 +215,7 @@ internal static class HistoryCommand
                     w.WriteStartObject();
                     w.WriteString("output", Path.GetFullPath(path));
                     w.WriteNumber("capture", c.Number);
-                    w.WriteString("time", c.Time.UtcDateTime.ToString("yyyy-MM-ddTHH:mm:ss.fffZ", CultureInfo.InvariantCulture));
+                    w.WriteString("time", Time(c));
                     w.WriteNumber("bytes", written);
                     w.WriteEndObject();
                 });
@@ -431,7 +427,7 @@ internal static class HistoryCommand
 
     private static Command Find()
     {
-        var store = new Argument<string>("STORE") { Description = "the store directory" };
+        var store = StoreArgument();
         var process = new Option<string?>("--process") { Description = "a process of this name (comm or /proc name) or pid exists (from the indexes)" };
         var absent = new Option<bool>("--absent") { Description = "with --process: the process does not exist" };
         var symbol = new Option<string?>("--symbol") { Description = "a kernel symbol (name or name+offset) whose value is tested: --changed or --equals" };
@@ -531,7 +527,7 @@ internal static class HistoryCommand
 
     private static Command Rollback()
     {
-        var capture = new Argument<string>("CAPTURE") { Description = "STORE@N: the capture (N, -1 for the latest, or a time)" };
+        var capture = CaptureArgument();
         Option<bool> json = CommonOptions.Json();
         var command = new Command("rollback", "Take a running VM back to a capture, in place (QEMU loads it as an internal snapshot of a temporary image; the VM's own disks are not reverted)");
         command.Arguments.Add(capture);
@@ -539,11 +535,7 @@ internal static class HistoryCommand
         command.Options.Add(json);
         command.SetAction(r => CommonOptions.Run(() =>
         {
-            string reference = r.GetValue(capture)!;
-            if (!HistoryStore.TryParseReference(reference, out string dir, out string selector))
-            {
-                throw new ArgumentException($"{reference} is not STORE@N (a history store directory, '@', a capture number, -1 or a time)");
-            }
+            (string dir, string selector) = CaptureReference(r.GetValue(capture)!);
 
             LiveTarget target = live.Require(r, "history rollback");
             using HistoryStore s = HistoryStore.Open(dir);
@@ -576,7 +568,7 @@ internal static class HistoryCommand
 
     private static Command Prune()
     {
-        var store = new Argument<string>("STORE") { Description = "the store directory" };
+        var store = StoreArgument();
         var every = new Option<int?>("--keep-every") { Description = "keep captures 1, 1+N, 1+2N, ... (by position) and the latest; drop the others" };
         var before = new Option<string?>("--drop-before") { Description = "drop captures older than this: a time (2026-11-30T10:00:00, UTC) or an age (90s, 30m, 12h, 7d); the latest is always kept" };
         Option<bool> json = CommonOptions.Json();
@@ -714,6 +706,17 @@ internal static class HistoryCommand
         AnsiConsole.Write(t);
     }
 
+    /// <summary>The history list --json document (also the web server's).</summary>
+    internal static void WriteStore(HistoryStore s, Utf8JsonWriter w)
+    {
+        w.WriteStartObject();
+        w.WriteString("store", s.Directory);
+        w.WriteNumber("pageSize", s.PageSize);
+        w.WriteNumber("uniquePages", s.UniquePages);
+        WriteCaptures(w, "captures", s.Captures, s.TryReadIndex);
+        w.WriteEndObject();
+    }
+
     /// <summary>The captures array of history list --json (also the web server's).</summary>
     internal static void WriteCaptures(Utf8JsonWriter w, string name, IReadOnlyList<HistoryCapture> captures, Func<HistoryCapture, HistoryCaptureIndex?>? indexes = null)
     {
@@ -722,7 +725,7 @@ internal static class HistoryCommand
         {
             w.WriteStartObject();
             w.WriteNumber("number", c.Number);
-            w.WriteString("time", c.Time.UtcDateTime.ToString("yyyy-MM-ddTHH:mm:ss.fffZ", CultureInfo.InvariantCulture));
+            w.WriteString("time", Time(c));
             w.WriteString("source", c.Source);
             w.WriteNumber("streamBytes", c.StreamBytes);
             w.WriteNumber("dataPages", c.DataPages);

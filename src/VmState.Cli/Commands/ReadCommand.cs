@@ -57,7 +57,7 @@ internal static class ReadCommand
             {
                 LinuxKernel kernel = vm.Linux.Kernel;
                 addr = SymbolAddress(vm, input.Trailing(r, 0));
-                got = kernel.Architecture == VmState.Arch.CpuArchitecture.Arm64 ? kernel.Read(addr, buffer) : kernel.AddressSpace.Read(addr, buffer);
+                got = kernel.Read(addr, buffer);
                 if (got < buffer.Length)
                 {
                     Console.Error.WriteLine($"vmstate: kernel address 0x{addr + (ulong)got:x} is not mapped; read {got} of {len} bytes");
@@ -134,25 +134,7 @@ internal static class ReadCommand
         var line = new StringBuilder();
         for (int i = 0; i < data.Length; i += 16)
         {
-            line.Clear();
-            line.Append($"{address + (ulong)i:x16}  ");
-            for (int j = 0; j < 16; j++)
-            {
-                line.Append(i + j < data.Length ? $"{data[i + j]:x2} " : "   ");
-                if (j == 7)
-                {
-                    line.Append(' ');
-                }
-            }
-
-            line.Append(" |");
-            for (int j = 0; j < 16 && i + j < data.Length; j++)
-            {
-                byte b = data[i + j];
-                line.Append(b is >= 0x20 and < 0x7f ? (char)b : '.');
-            }
-
-            line.Append('|');
+            Hex.DumpLine(line, address, data, i);
             Console.WriteLine(line.ToString());
         }
     }

@@ -1,6 +1,5 @@
 using System.CommandLine;
 using System.Globalization;
-using System.Text.Json;
 using VmState.History;
 using VmState.Live;
 
@@ -18,8 +17,7 @@ internal static class RecordCommand
         var every = new Option<double>("--every") { Description = "seconds from the start of one capture to the next (default 10)", DefaultValueFactory = _ => 10 };
         var count = new Option<int?>("--count") { Description = "stop after this many captures" };
         var duration = new Option<double?>("--duration") { Description = "stop starting captures after this many seconds" };
-        Option<bool> json = CommonOptions.Json();
-        json.Description = "one JSON object per capture (a line each, flushed)";
+        Option<bool> json = CommonOptions.JsonLines("capture");
         var command = new Command("record", "Record a running VM into a history store: a consistent capture every --every seconds, streamed from QEMU, never a temporary file; Ctrl-C stops after the capture in progress");
         var live = new LiveOptions(command);
         command.Options.Add(store);
@@ -99,10 +97,7 @@ internal static class RecordCommand
 
     private static string Pause(SaveResult s) => s.GuestPause is TimeSpan p ? string.Create(CultureInfo.InvariantCulture, $"{p.TotalMilliseconds:F1} ms") : "unknown";
 
-    private static void WriteJson(StreamWriter output, RecordedCapture c)
-    {
-        using var ms = new MemoryStream();
-        using (var w = new Utf8JsonWriter(ms))
+    private static void WriteJson(StreamWriter output, RecordedCapture c) => CommonOptions.WriteJsonLine(output, w =>
         {
             w.WriteStartObject();
             w.WriteNumber("capture", c.Capture.Number);
@@ -119,10 +114,7 @@ internal static class RecordCommand
             w.WriteNumber("newPages", c.Capture.NewPages);
             w.WriteNumber("bytesAdded", c.Capture.BytesAdded);
             w.WriteEndObject();
-        }
-
-        output.WriteLine(System.Text.Encoding.UTF8.GetString(ms.ToArray()));
-    }
+        });
 
     /// <summary>
     /// <c>vmstate capture-guard --parent PID</c> (hidden): the process that keeps a background snapshot of a capture

@@ -26,6 +26,42 @@ internal static class RrCommand
         return command;
     }
 
+    /// <summary>The REC argument: a recording directory.</summary>
+    private static Argument<string> RecordingArgument(string description = "a recording directory (vmstate rr record)") => new("REC") { Description = description };
+
+    /// <summary>--dir of replay and goto: the one replay's directory, kept.</summary>
+    private static Option<string?> ReplayDirOption() => new("--dir") { Description = "the replay's work directory: disk overlays and console files (default: a new directory under the temporary directory)" };
+
+    /// <summary>--dir of index and find: the replays' directory, removed at the end when it was not given (<see cref="WithWork"/>).</summary>
+    private static Option<string?> ReplaysDirOption() => new("--dir") { Description = "the replays' work directory (default: a new directory under the temporary directory, removed at the end)" };
+
+    /// <summary>The replay's work directory: --dir, or a new one under the temporary directory.</summary>
+    private static string ReplayDirectory(string? dir) => dir ?? Directory.CreateTempSubdirectory("vmstate-replay-").FullName;
+
+    /// <summary>
+    /// A subcommand on one recording: REC, then <paramref name="more"/> (arguments and options, in that order);
+    /// <paramref name="run"/> gets the recording opened.
+    /// </summary>
+    private static Command RecordingCommand(string name, string description, Argument<string> recording, Symbol[] more, Func<ParseResult, ReplayRecording, CancellationToken, int> run)
+    {
+        var command = new Command(name, description);
+        command.Arguments.Add(recording);
+        foreach (Symbol s in more)
+        {
+            if (s is Argument a)
+            {
+                command.Arguments.Add(a);
+            }
+            else
+            {
+                command.Options.Add((Option)s);
+            }
+        }
+
+        command.SetAction((r, ct) => Task.FromResult(CommonOptions.Run(() => run(r, ReplayRecording.Open(r.GetValue(recording)!), ct))));
+        return command;
+    }
+
     private static Command Record()
     {
         var output = new Option<string>("--output", "-o") { Description = "the recording directory (new, or empty)", Required = true };
@@ -47,23 +83,16 @@ internal static class RrCommand
 
     private static Command Replay()
     {
-        var recording = new Argument<string>("REC") { Description = "a recording directory (vmstate rr record)" };
+        var recording = RecordingArgument();
         var to = new Option<string?>("--to") { Description = "pause the replay at this instruction count (decimal, or hex with 0x) and keep it there until Ctrl-C" };
         var gdb = new Option<int?>("--gdb") { Description = "start QEMU's gdbstub on 127.0.0.1:PORT (reverse-stepi and reverse-continue work in a replay)" };
-        var dir = new Option<string?>("--dir") { Description = "the replay's work directory: disk overlays and console files (default: a new directory under the temporary directory)" };
-        var command = new Command("replay", "Replay a recording: to its end (the console output is the recorded one, byte for byte), or paused at --to ICOUNT with a QMP socket for every live command (ps --qmp, maps, dmesg, read)");
-        command.Arguments.Add(recording);
-        command.Options.Add(to);
-        command.Options.Add(gdb);
-        command.Options.Add(dir);
-        command.SetAction((r, ct) => Task.FromResult(CommonOptions.Run(() =>
+        var dir = ReplayDirOption();
+        return RecordingCommand("replay", "Replay a recording: to its end (the console output is the recorded one, byte for byte), or paused at --to ICOUNT with a QMP socket for every live command (ps --qmp, maps, dmesg, read)", recording, [to, gdb, dir], (r, rec, ct) =>
         {
-            ReplayRecording rec = ReplayRecording.Open(r.GetValue(recording)!);
             ulong? target = r.GetValue(to) is string t ? ParseCount(t, "--to") : null;
-            string work = r.GetValue(dir) ?? Directory.CreateTempSubdirectory("vmstate-replay-").FullName;
+            string work = ReplayDirectory(r.GetValue(dir));
             return RunReplay(rec, work, target, r.GetValue(gdb), ct).GetAwaiter().GetResult();
-        })));
-        return command;
+        });
     }
 
     private static async Task<int> RunReplay(ReplayRecording rec, string work, ulong? target, int? gdbPort, CancellationToken ct, bool hints = false)
@@ -134,7 +163,7 @@ internal static class RrCommand
 
     private static Command Info()
     {
-        var recording = new Argument<string>("REC") { Description = "a recording directory (vmstate rr record)" };
+        var recording = RecordingArgument();
         Option<bool> json = CommonOptions.Json();
         var command = new Command("info", "Show what a recording holds: QEMU version, command line, instruction count, duration");
         command.Arguments.Add(recording);
@@ -159,22 +188,15 @@ internal static class RrCommand
 
     private static Command Index()
     {
-        var recording = new Argument<string>("REC") { Description = "a recording directory (vmstate rr record)" };
+        var recording = RecordingArgument();
         var every = new Option<string?>("--every") { Description = "pause every N instructions (decimal, or hex with 0x; default: 100 points over the recording, at least 1000000 apart)" };
         var compare = new Option<bool>("--compare") { Description = "also time a plain replay of the recording to its end first, and report the index pass's cost relative to it" };
-        var dir = new Option<string?>("--dir") { Description = "the replays' work directory (default: a new directory under the temporary directory, removed at the end)" };
-        var command = new Command("index", $"Replay a recording once, paused at regular instruction counts, and record what the Linux layer sees at each (processes, modules, network devices, kernel log) into REC/{ReplayIndex.FileName} for rr find");
-        command.Arguments.Add(recording);
-        command.Options.Add(every);
-        command.Options.Add(compare);
-        command.Options.Add(dir);
-        command.SetAction((r, ct) => Task.FromResult(CommonOptions.Run(() =>
+        var dir = ReplaysDirOption();
+        return RecordingCommand("index", $"Replay a recording once, paused at regular instruction counts, and record what the Linux layer sees at each (processes, modules, network devices, kernel log) into REC/{ReplayIndex.FileName} for rr find", recording, [every, compare, dir], (r, rec, ct) =>
         {
-            ReplayRecording rec = ReplayRecording.Open(r.GetValue(recording)!);
             ulong interval = r.GetValue(every) is string e ? ParseCount(e, "--every") : ReplayIndexer.DefaultEvery(rec);
             return WithWork(r.GetValue(dir), "vmstate-rr-index-", work => RunIndex(rec, interval, r.GetValue(compare), work, ct));
-        })));
-        return command;
+        });
     }
 
     private static async Task<int> RunIndex(ReplayRecording rec, ulong every, bool compare, string work, CancellationToken ct)
@@ -208,7 +230,7 @@ internal static class RrCommand
 
     private static Command Find()
     {
-        var recording = new Argument<string>("REC") { Description = "an indexed recording directory (vmstate rr index)" };
+        var recording = RecordingArgument("an indexed recording directory (vmstate rr index)");
         var process = new Option<string?>("--process") { Description = "the predicate: a process with this pid, comm or name exists" };
         var bytes = new Option<string?>("--bytes") { Description = "the predicate: memory holds these bytes (hex), at --phys or --virt ADDR (exactly there) or ADDR..END (anywhere in the range)" };
         var phys = new Option<string?>("--phys") { Description = "with --bytes: a guest-physical address or range ADDR..END" };
@@ -222,18 +244,10 @@ internal static class RrCommand
         var hit = new Option<long>("--hit") { Description = "with --break: the Nth hit (counted from power-on; with --pid from the last index point before the pid exists)", DefaultValueFactory = _ => 1 };
         var before = new Option<string?>("--before") { Description = "with --break: the last hit before this instruction count instead" };
         var all = new Option<bool>("--all") { Description = "every transition, not just the first (for a yes/no predicate: where it becomes true)" };
-        var dir = new Option<string?>("--dir") { Description = "the replays' work directory (default: a new directory under the temporary directory, removed at the end)" };
+        var dir = ReplaysDirOption();
         Option<bool> json = CommonOptions.Json();
-        var command = new Command("find", "The exact instruction count where a predicate becomes true (or, with --all, every change): coarse from the index, then replays narrow it to one instruction; at the answer the predicate holds, one instruction earlier it does not");
-        command.Arguments.Add(recording);
-        foreach (Option o in (Option[])[process, bytes, phys, virt, symbol, size, equals, changes, brk, pid, hit, before, all, dir, json])
+        return RecordingCommand("find", "The exact instruction count where a predicate becomes true (or, with --all, every change): coarse from the index, then replays narrow it to one instruction; at the answer the predicate holds, one instruction earlier it does not", recording, [process, bytes, phys, virt, symbol, size, equals, changes, brk, pid, hit, before, all, dir, json], (r, rec, ct) =>
         {
-            command.Options.Add(o);
-        }
-
-        command.SetAction((r, ct) => Task.FromResult(CommonOptions.Run(() =>
-        {
-            ReplayRecording rec = ReplayRecording.Open(r.GetValue(recording)!);
             ReplayIndex index = ReplayIndex.TryLoad(rec) ?? throw new ArgumentException($"{rec.Directory} has no index: run vmstate rr index {rec.Directory} first");
             int given = new[] { r.GetValue(process) is not null, r.GetValue(bytes) is not null, r.GetValue(symbol) is not null, r.GetValue(brk) is not null }.Count(b => b);
             if (given != 1)
@@ -258,8 +272,7 @@ internal static class RrCommand
                 Print(rec, result, r.GetValue(json));
                 return result.Transitions.Count > 0 ? 0 : 1;
             });
-        })));
-        return command;
+        });
     }
 
     private static ReplayPredicate Predicate(string? process, string? bytes, string? phys, string? virt, string? symbol, int size, string? equals, bool changes)
@@ -369,24 +382,17 @@ internal static class RrCommand
 
     private static Command Goto()
     {
-        var recording = new Argument<string>("REC") { Description = "a recording directory (vmstate rr record)" };
+        var recording = RecordingArgument();
         var target = new Argument<string>("ICOUNT") { Description = "an instruction count (decimal, or hex with 0x), or @FILE: the JSON of vmstate rr find --json (its \"icount\")" };
         var gdb = new Option<int?>("--gdb") { Description = "the gdbstub's port on 127.0.0.1 (default: a free one)" };
-        var dir = new Option<string?>("--dir") { Description = "the replay's work directory: disk overlays and console files (default: a new directory under the temporary directory)" };
-        var command = new Command("goto", "Leave a replay paused at an instruction count (or at a find result) with QEMU's gdbstub on loopback and a QMP socket for every live command, until Ctrl-C");
-        command.Arguments.Add(recording);
-        command.Arguments.Add(target);
-        command.Options.Add(gdb);
-        command.Options.Add(dir);
-        command.SetAction((r, ct) => Task.FromResult(CommonOptions.Run(() =>
+        var dir = ReplayDirOption();
+        return RecordingCommand("goto", "Leave a replay paused at an instruction count (or at a find result) with QEMU's gdbstub on loopback and a QMP socket for every live command, until Ctrl-C", recording, [target, gdb, dir], (r, rec, ct) =>
         {
-            ReplayRecording rec = ReplayRecording.Open(r.GetValue(recording)!);
             string t = r.GetValue(target)!;
             ulong icount = t.StartsWith('@') ? FindResultCount(t[1..]) : ParseCount(t, "ICOUNT");
-            string work = r.GetValue(dir) ?? Directory.CreateTempSubdirectory("vmstate-replay-").FullName;
+            string work = ReplayDirectory(r.GetValue(dir));
             return RunReplay(rec, work, icount, r.GetValue(gdb) ?? FreePort(), ct, hints: true).GetAwaiter().GetResult();
-        })));
-        return command;
+        });
     }
 
     private static ulong FindResultCount(string file)

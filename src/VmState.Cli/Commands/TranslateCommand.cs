@@ -26,71 +26,46 @@ internal static class TranslateCommand
         command.SetAction(r => KernelInput.Run(() =>
         {
             using Vm vm = input.Open(r);
-            if (vm.Machine.Architecture == VmState.Arch.CpuArchitecture.Arm64)
-            {
-                return Arm64Translate.Run(vm, AddressParser.Parse(input.Trailing(r), "VA"), r.GetValue(spaces.CpuOption), r.GetValue(ttbr) is string t0 ? AddressParser.Parse(t0, "--ttbr") : null, spaces.Pid(r), r.GetValue(explain), r.GetValue(json));
-            }
-
-            AddressSpace space = spaces.Select(r, vm);
-            Translation t = space.Translate(AddressParser.Parse(input.Trailing(r), "VA"));
+            // On x86 the address space is chosen before the address is parsed, as it always was: the first bad value
+            // is the one reported.
+            TranslationView t = vm.Machine.Architecture == VmState.Arch.CpuArchitecture.Arm64
+                ? Arm64Translate.View(vm, AddressParser.Parse(input.Trailing(r), "VA"), r.GetValue(spaces.CpuOption), r.GetValue(ttbr) is string t0 ? AddressParser.Parse(t0, "--ttbr") : null, spaces.Pid(r))
+                : View(spaces.Select(r, vm), AddressParser.Parse(input.Trailing(r), "VA"));
             if (r.GetValue(json))
             {
-                CommonOptions.WriteJson(w => WriteJson(w, space, t));
+                CommonOptions.WriteJson(t.WriteJson);
             }
             else
             {
-                if (r.GetValue(explain))
-                {
-                    Console.WriteLine($"mode {space.Mode}, CR3 {Hex.Of(space.Cr3)} (root table at {Hex.Of(space.Root)})");
-                    foreach (PagingEntry e in t.Entries)
-                    {
-                        string flags = e.Present ? $"{(e.Writable ? "W" : "-")}{(e.User ? "U" : "-")}{(e.PageSize ? "PS" : "--")}{(e.NoExecute ? " NX" : string.Empty)}" : "not present";
-                        Console.WriteLine($"  {e.Level,-6} at {Hex.Of(e.Address),-18} = {Hex.Of(e.Value),-20} {flags}");
-                    }
-                }
-
-                Console.WriteLine(t.PhysicalAddress is ulong p
-                    ? $"{Hex.Of(t.VirtualAddress)} -> {Hex.Of(p)} ({Hex.Size(t.PageSize)} page{(t.Writable ? ", writable" : string.Empty)}{(t.User ? ", user" : ", supervisor")}{(t.NoExecute ? ", no-execute" : string.Empty)})"
-                    : $"{Hex.Of(t.VirtualAddress)} is not mapped: {t.Failure}");
+                t.WriteText(r.GetValue(explain));
             }
 
-            return t.Success ? 0 : 3;
+            return t.Translation.Success ? 0 : 3;
         }));
         return command;
     }
 
-    /// <summary>The translate --json document (also the web server's).</summary>
-    internal static void WriteJson(Utf8JsonWriter w, AddressSpace space, Translation t)
+    /// <summary>An x86 translation through <paramref name="space"/> as translate shows it (also the web server's).</summary>
+    internal static TranslationView View(AddressSpace space, ulong va)
     {
-        w.WriteStartObject();
-        w.WriteString("virtualAddress", Hex.Of(t.VirtualAddress));
-        w.WriteString("mode", space.Mode.ToString());
-        w.WriteString("cr3", Hex.Of(space.Cr3));
-        w.WriteBoolean("mapped", t.Success);
-        if (t.PhysicalAddress is ulong pa)
-        {
-            w.WriteString("physicalAddress", Hex.Of(pa));
-            w.WriteNumber("pageSize", t.PageSize);
-            w.WriteBoolean("writable", t.Writable);
-            w.WriteBoolean("user", t.User);
-            w.WriteBoolean("noExecute", t.NoExecute);
-        }
-        else
-        {
-            w.WriteString("failure", t.Failure);
-        }
-
-        w.WriteStartArray("levels");
+        Translation t = space.Translate(va);
+        var levels = new List<TranslationView.Level>(t.Entries.Count);
         foreach (PagingEntry e in t.Entries)
         {
-            w.WriteStartObject();
-            w.WriteString("level", e.Level);
-            w.WriteString("entryAddress", Hex.Of(e.Address));
-            w.WriteString("value", Hex.Of(e.Value));
-            w.WriteEndObject();
+            string flags = e.Present ? $"{(e.Writable ? "W" : "-")}{(e.User ? "U" : "-")}{(e.PageSize ? "PS" : "--")}{(e.NoExecute ? " NX" : string.Empty)}" : "not present";
+            levels.Add(new TranslationView.Level(e.Level, e.Address, e.Value, flags, w => w.WriteString("level", e.Level)));
         }
 
-        w.WriteEndArray();
-        w.WriteEndObject();
+        return new TranslationView(
+            t,
+            w =>
+            {
+                w.WriteString("mode", space.Mode.ToString());
+                w.WriteString("cr3", Hex.Of(space.Cr3));
+            },
+            w => w.WriteBoolean("noExecute", t.NoExecute),
+            $"mode {space.Mode}, CR3 {Hex.Of(space.Cr3)} (root table at {Hex.Of(space.Root)})",
+            levels,
+            $"page{(t.Writable ? ", writable" : string.Empty)}{(t.User ? ", user" : ", supervisor")}{(t.NoExecute ? ", no-execute" : string.Empty)}");
     }
 }

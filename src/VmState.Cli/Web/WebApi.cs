@@ -120,7 +120,7 @@ internal sealed class WebApi(WebServer server, HttpContext context)
                 await Json(source, (vm, w) =>
                 {
                     AddressSpace space = WebMemoryRead.SpaceOf(vm, xpid, cpu);
-                    TranslateCommand.WriteJson(w, space, space.Translate(va));
+                    TranslateCommand.View(space, va).WriteJson(w);
                 }).ConfigureAwait(false);
                 return;
             case ["diff"] when !post:
@@ -303,27 +303,14 @@ internal sealed class WebApi(WebServer server, HttpContext context)
     }
 
     private async Task CapturesAsync(WebSource source) =>
-        await StoreJson(source, (s, w) =>
-        {
-            w.WriteStartObject();
-            w.WriteString("store", s.Directory);
-            w.WriteNumber("pageSize", s.PageSize);
-            w.WriteNumber("uniquePages", s.UniquePages);
-            HistoryCommand.WriteCaptures(w, "captures", s.Captures, s.TryReadIndex);
-            w.WriteEndObject();
-        }).ConfigureAwait(false);
+        await StoreJson(source, HistoryCommand.WriteStore).ConfigureAwait(false);
 
     private async Task Json(WebSource source, Action<Vm, Utf8JsonWriter> write)
     {
         var buffer = new MemoryStream();
         await source.UseAsync(vm =>
         {
-            using (var w = new Utf8JsonWriter(buffer, new JsonWriterOptions { Indented = true }))
-            {
-                write(vm, w);
-            }
-
-            buffer.WriteByte((byte)'\n');
+            CommonOptions.WriteJson(buffer, w => write(vm, w));
             return true;
         }, Aborted).ConfigureAwait(false);
         await WebServer.WriteBytesAsync(context, buffer, "application/json; charset=utf-8").ConfigureAwait(false);
@@ -345,12 +332,7 @@ internal sealed class WebApi(WebServer server, HttpContext context)
         var buffer = new MemoryStream();
         await source.UseStoreAsync(s =>
         {
-            using (var w = new Utf8JsonWriter(buffer, new JsonWriterOptions { Indented = true }))
-            {
-                write(s, w);
-            }
-
-            buffer.WriteByte((byte)'\n');
+            CommonOptions.WriteJson(buffer, w => write(s, w));
             return true;
         }, Aborted).ConfigureAwait(false);
         await WebServer.WriteBytesAsync(context, buffer, "application/json; charset=utf-8").ConfigureAwait(false);

@@ -538,25 +538,7 @@ internal sealed class WebPages(WebServer server, HttpContext context)
                 h.Raw("</pre><pre>");
             }
 
-            line.Clear();
-            line.Append(CultureInfo.InvariantCulture, $"{address + (ulong)i:x16}  ");
-            for (int j = 0; j < 16; j++)
-            {
-                line.Append(i + j < data.Length ? data[i + j].ToString("x2", CultureInfo.InvariantCulture) + " " : "   ");
-                if (j == 7)
-                {
-                    line.Append(' ');
-                }
-            }
-
-            line.Append(" |");
-            for (int j = 0; j < 16 && i + j < data.Length; j++)
-            {
-                byte b = data[i + j];
-                line.Append(b is >= 0x20 and < 0x7f ? (char)b : '.');
-            }
-
-            line.Append('|');
+            Hex.DumpLine(line, address, data, i);
             h.Text(line.ToString());
             if (kernel is not null && address + (ulong)i >= 0xffff_8000_0000_0000 && WebMemoryRead.SymbolAt(kernel, address + (ulong)i) is string sym && !sym.Contains('+', StringComparison.Ordinal))
             {

@@ -8,6 +8,7 @@ using Microsoft.AspNetCore.Hosting.Server.Features;
 using Microsoft.AspNetCore.Http;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Hosting;
+using VmState.Cli.Commands;
 
 namespace VmState.Cli.Web;
 
@@ -240,12 +241,7 @@ internal sealed class WebServer : IAsyncDisposable
     public static async Task WriteJsonAsync(HttpContext context, Action<Utf8JsonWriter> write, int status = 200)
     {
         var buffer = new MemoryStream();
-        using (var w = new Utf8JsonWriter(buffer, new JsonWriterOptions { Indented = true }))
-        {
-            write(w);
-        }
-
-        buffer.WriteByte((byte)'\n');
+        CommonOptions.WriteJson(buffer, write);
         await WriteBytesAsync(context, buffer, "application/json; charset=utf-8", status).ConfigureAwait(false);
     }
 

@@ -72,7 +72,7 @@ internal sealed class GdbAuthentication
             case "g":
                 // Zeros, not 'x' (unavailable): gdb 13 gives up the connection when the PC is unavailable, and the
                 // user could then never type 'monitor auth'.
-                return new GdbAnswer(new string('0', X86TargetDescription.Registers.Sum(r => r.Bits / 4)));
+                return new GdbAnswer(new string('0', _dispatcher.Target.RegisterBlockSize * 2));
             case "?":
             case "QStartNoAckMode":
             case "vMustReplyEmpty":

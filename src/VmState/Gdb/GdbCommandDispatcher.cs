@@ -22,6 +22,9 @@ internal sealed class GdbCommandDispatcher
         _log = log;
     }
 
+    /// <summary>The target the packets act on.</summary>
+    public GdbTarget Target => _target;
+
     /// <summary>Set when the client asked to kill the target (the server may exit).</summary>
     public bool KillRequested { get; private set; }
 
@@ -57,7 +60,7 @@ internal sealed class GdbCommandDispatcher
             case 'G':
                 return new GdbAnswer(WriteAllRegisters(p.AsSpan(1)));
             case 'p':
-                return new GdbAnswer(GdbText.TryHex(p.AsSpan(1), out ulong pn) && pn < (ulong)X86TargetDescription.Registers.Count
+                return new GdbAnswer(GdbText.TryHex(p.AsSpan(1), out ulong pn) && pn < (ulong)_target.Registers.Count
                     ? Convert.ToHexStringLower(_target.ReadRegister((int)pn))
                     : GdbReplies.NoSuchRegister);
             case 'P':
@@ -94,7 +97,7 @@ internal sealed class GdbCommandDispatcher
     /// <summary>The stop reply: signal 5 (SIGTRAP) in the selected thread.</summary>
     public string StopReply() => $"T05thread:{_target.Thread + 1:x};";
 
-    private static string ReadTargetDescription(ReadOnlySpan<char> args)
+    private string ReadTargetDescription(ReadOnlySpan<char> args)
     {
         // qXfer:features:read:ANNEX:OFFSET,LENGTH (GDB manual, "General Query Packets").
         int colon = args.IndexOf(':');
@@ -109,7 +112,7 @@ internal sealed class GdbCommandDispatcher
             return GdbReplies.Malformed;
         }
 
-        string xml = X86TargetDescription.Xml;
+        string xml = _target.TargetXml;
         if (offset >= (ulong)xml.Length)
         {
             return "l";
@@ -243,7 +246,7 @@ internal sealed class GdbCommandDispatcher
     private string ReadAllRegisters()
     {
         var sb = new StringBuilder();
-        for (int i = 0; i < X86TargetDescription.Registers.Count; i++)
+        for (int i = 0; i < _target.Registers.Count; i++)
         {
             sb.Append(Convert.ToHexStringLower(_target.ReadRegister(i)));
         }
@@ -255,7 +258,7 @@ internal sealed class GdbCommandDispatcher
     {
         // The G packet carries the whole block in 'g' order; anything shorter or longer would shift every register
         // after the mismatch, so it is refused before anything is written.
-        int expected = GdbTarget.RegisterBlockSize;
+        int expected = _target.RegisterBlockSize;
         if (hex.Length != expected * 2 || !GdbText.TryFromHex(hex, out byte[] all))
         {
             _log.WriteLine($"gdbserver: G packet carries {hex.Length / 2} bytes; the register block has {expected}");
@@ -275,12 +278,12 @@ internal sealed class GdbCommandDispatcher
             return GdbReplies.Malformed;
         }
 
-        if (n >= (ulong)X86TargetDescription.Registers.Count)
+        if (n >= (ulong)_target.Registers.Count)
         {
             return GdbReplies.NoSuchRegister;
         }
 
-        GdbRegister reg = X86TargetDescription.Registers[(int)n];
+        GdbRegister reg = _target.Registers[(int)n];
         if (args.Length - eq - 1 != reg.Bits / 4 || !GdbText.TryFromHex(args[(eq + 1)..], out byte[] value))
         {
             _log.WriteLine($"gdbserver: P packet for {reg.Name} carries {(args.Length - eq - 1) / 2} bytes; it has {reg.Bits / 8}");

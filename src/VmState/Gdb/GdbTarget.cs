@@ -1,5 +1,3 @@
-using System.Buffers.Binary;
-using VmState.Arch.X86;
 using VmState.Editing;
 using VmState.Export;
 using VmState.Formats.Migration;
@@ -10,7 +8,7 @@ namespace VmState.Gdb;
 
 /// <summary>
 /// What a GDB session reads and changes: the vCPUs as threads (one selected), their registers in gdb's numbering
-/// (through the register table <see cref="X86Registers.Gdb"/>), memory by guest-physical address or through the
+/// (through the machine's <see cref="IGdbTargetArchitecture"/>), memory by guest-physical address or through the
 /// selected vCPU's page tables, and — for inputs that can be written (migration streams, qcow2 snapshots) — edits kept
 /// in a <see cref="SnapshotEditor"/> overlay that memory reads see and <see cref="Save"/> writes out as a new snapshot.
 /// </summary>
@@ -21,12 +19,12 @@ internal sealed class GdbTarget
     private readonly IPhysicalMemory _memory;
     private readonly TextWriter _log;
     private readonly SaveDirectory? _saveDirectory;
-    private readonly Dictionary<int, AddressSpace> _spaces = new();
+    private readonly IGdbTargetArchitecture _arch;
 
     /// <exception cref="ArgumentException">The machine has no vCPU state.</exception>
     public GdbTarget(MachineState machine, TextWriter log, SaveDirectory? saveDirectory)
     {
-        if (machine.Cpus.Count == 0)
+        if (machine.Vcpus.Count == 0)
         {
             throw new ArgumentException($"{machine.SourcePath} has no vCPU state to debug");
         }
@@ -43,6 +41,8 @@ internal sealed class GdbTarget
         {
             _memory = machine.Memory;
         }
+
+        _arch = GdbTargetArchitectures.For(machine, _memory);
     }
 
     /// <summary>Memory addresses are guest-physical (true) or virtual through the selected vCPU's page tables.</summary>
@@ -52,27 +52,27 @@ internal sealed class GdbTarget
     public int Thread { get; set; }
 
     /// <summary>Number of vCPUs (threads).</summary>
-    public int CpuCount => _machine.Cpus.Count;
+    public int CpuCount => _arch.CpuCount;
+
+    /// <summary>The registers in gdb's numbering.</summary>
+    public IReadOnlyList<GdbRegister> Registers => _arch.Registers;
+
+    /// <summary>The target.xml document.</summary>
+    public string TargetXml => _arch.TargetXml;
 
     /// <summary>Edits made so far (memory and registers).</summary>
     public IReadOnlyList<string> Edits => _editor?.Log ?? [];
 
     /// <summary>Size in bytes of the register block of the 'g' and 'G' packets.</summary>
-    public static int RegisterBlockSize => X86TargetDescription.Registers.Sum(r => r.Bits / 8);
+    public int RegisterBlockSize => _arch.Registers.Sum(r => r.Bits / 8);
 
-    private X86CpuState Cpu => _machine.Cpus[Math.Clamp(Thread, 0, _machine.Cpus.Count - 1)];
+    private int Cpu => Math.Clamp(Thread, 0, _arch.CpuCount - 1);
 
     /// <summary>What gdb shows for thread <paramref name="cpu"/> (a vCPU index).</summary>
-    public string DescribeThread(int cpu) => $"vCPU {_machine.Cpus[cpu].Index}, CR3 0x{_machine.Cpus[cpu].Cr3:x}";
+    public string DescribeThread(int cpu) => _arch.DescribeThread(cpu);
 
     /// <summary>Register <paramref name="n"/> (gdb's numbering) of the selected vCPU, in target byte order.</summary>
-    public byte[] ReadRegister(int n)
-    {
-        X86Register reg = X86Registers.Gdb[n];
-        byte[] value = new byte[reg.Gdb!.Bits / 8];
-        reg.Read(Cpu, value);
-        return value;
-    }
+    public byte[] ReadRegister(int n) => _arch.ReadRegister(Cpu, n);
 
     /// <summary>
     /// The 'G' packet's block (every register in order, <see cref="RegisterBlockSize"/> bytes): only the registers that
@@ -84,9 +84,9 @@ internal sealed class GdbTarget
     {
         var changes = new List<(int Index, byte[] Value)>();
         int at = 0;
-        for (int i = 0; i < X86TargetDescription.Registers.Count; i++)
+        for (int i = 0; i < _arch.Registers.Count; i++)
         {
-            int size = X86TargetDescription.Registers[i].Bits / 8;
+            int size = _arch.Registers[i].Bits / 8;
             byte[] value = all.AsSpan(at, size).ToArray();
             if (!ReadRegister(i).AsSpan().SequenceEqual(value))
             {
@@ -103,7 +103,7 @@ internal sealed class GdbTarget
 
         foreach ((int index, byte[] value) in changes)
         {
-            Write(index, value);
+            _arch.WriteRegister(_editor!, Cpu, index, value);
         }
     }
 
@@ -113,11 +113,11 @@ internal sealed class GdbTarget
     public void WriteRegister(int n, byte[] value)
     {
         CheckWritable(n);
-        Write(n, value);
+        _arch.WriteRegister(_editor!, Cpu, n, value);
     }
 
     /// <summary>Reads memory at <paramref name="address"/> (physical or virtual, see <see cref="PhysicalMode"/>); the bytes read, 0 when none are mapped.</summary>
-    public int ReadMemory(ulong address, Span<byte> buffer) => PhysicalMode ? _memory.Read(address, buffer) : Space().Read(address, buffer);
+    public int ReadMemory(ulong address, Span<byte> buffer) => PhysicalMode ? _memory.Read(address, buffer) : _arch.ReadVirtual(Cpu, address, buffer);
 
     /// <summary>Writes memory at <paramref name="address"/> (physical or virtual, see <see cref="PhysicalMode"/>) into the overlay.</summary>
     /// <exception cref="InvalidOperationException">The input is read-only.</exception>
@@ -135,14 +135,11 @@ internal sealed class GdbTarget
         }
         else
         {
-            _editor.WriteVirtual(address, data, Cpu.Index);
+            _arch.WriteVirtual(_editor, Cpu, address, data);
         }
 
         // Page tables may have changed.
-        foreach (AddressSpace s in _spaces.Values)
-        {
-            s.Invalidate();
-        }
+        _arch.Invalidate();
     }
 
     /// <summary><c>monitor save NAME</c>: the snapshot with the edits, written as NAME in the save directory; the text for gdb and whether it worked.</summary>
@@ -180,40 +177,14 @@ internal sealed class GdbTarget
 
     private void CheckWritable(int n)
     {
-        X86Register reg = X86Registers.Gdb[n];
         if (_editor is null)
         {
             throw new InvalidOperationException($"{_machine.Origin.Description} inputs are read-only");
         }
 
-        if (!reg.Editable)
+        if (_arch.WriteRefusal(n) is string refusal)
         {
-            throw new ArgumentException($"writing {reg.Gdb!.Name} is not supported");
+            throw new ArgumentException(refusal);
         }
-    }
-
-    private void Write(int n, byte[] value)
-    {
-        // The table's name, not gdb's: the editor knows eflags as rflags and k_gs_base as kernel_gs_base.
-        X86Register reg = X86Registers.Gdb[n];
-        Span<byte> tmp = stackalloc byte[8];
-        tmp.Clear();
-        value.CopyTo(tmp);
-        ulong v = BinaryPrimitives.ReadUInt64LittleEndian(tmp);
-        X86CpuState c = Cpu;
-        _editor!.SetRegister(c.Index, reg.Name, v);
-        reg.Set(c, v);
-        _spaces.Remove(Thread);
-    }
-
-    private AddressSpace Space()
-    {
-        if (!_spaces.TryGetValue(Thread, out AddressSpace? space))
-        {
-            space = AddressSpace.Of(_memory, Cpu);
-            _spaces[Thread] = space;
-        }
-
-        return space;
     }
 }

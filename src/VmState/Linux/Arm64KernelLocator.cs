@@ -31,6 +31,11 @@ internal static class Arm64KernelLocator
             throw new KernelDataException("Linux kernel", "AArch64 VMCOREINFO in a machine with no AArch64 vCPU state");
         }
 
+        if (machine.Arm64Cpus[0].SystemRegister(Arm64SystemRegisters.TcrEl1) is null)
+        {
+            throw new KernelDataException("Linux kernel", "AArch64 guest: vCPU 0's TCR_EL1 is not known (a running VM's system registers are read through QEMU's gdbstub), so the kernel's page tables cannot be walked");
+        }
+
         Arm64AddressSpace space = layout.KernelAddressSpace(machine, machine.Arm64Cpus[0]);
         if (info.Symbol("_stext") is not ulong stext)
         {
@@ -54,7 +59,13 @@ internal static class Arm64KernelLocator
 
         (int b, string banner) = FindBanner(image, UtsVersion(memory, layout, info));
 
+        // The banner found is linux_banner[] (init/version.c), a data symbol this kallsyms lacks: `read --sym linux_banner`.
         var extra = new List<(string Name, char Type, ulong Address)>();
+        if (!symbols.TryGetAddress("linux_banner", out _))
+        {
+            extra.Add(("linux_banner", 'R', text + (ulong)b));
+        }
+
         if (FindBtf(image) is (int btfAt, int btfSize))
         {
             extra.Add(("__start_BTF", 'R', text + (ulong)btfAt));

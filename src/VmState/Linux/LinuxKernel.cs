@@ -59,11 +59,34 @@ public sealed class LinuxKernel
     private ulong _directMapEnd;
     private int? _cpuCount;
 
+    /// <summary>An x86-64 kernel: its address space, and where its image lies in it.</summary>
     internal LinuxKernel(MachineState machine, AddressSpace space, ulong textAddress, ulong imageEnd, Kallsyms symbols, string banner, ulong bannerAddress,
+        Vmcoreinfo? vmcoreinfo, string? vmcoreinfoSource, KernelLocationMethod method, IReadOnlyList<string> evidence)
+        : this(machine, textAddress, imageEnd, symbols, banner, bannerAddress, vmcoreinfo, vmcoreinfoSource, method, evidence)
+    {
+        _space = space;
+        space.TryTranslate(textAddress, out ulong textPa);
+        TextPhysicalAddress = textPa;
+        PhysBase = (long)textPa - (long)(textAddress - KernelImageMap.StartKernelMap);
+    }
+
+    /// <summary>An AArch64 kernel: its layout from VMCOREINFO, its address space and how its memory reads.</summary>
+    internal LinuxKernel(MachineState machine, Arm64KernelLayout layout, Arm64AddressSpace space, IKernelMemoryModel model, ulong textAddress, ulong imageEnd, Kallsyms symbols, string banner, ulong bannerAddress,
+        Vmcoreinfo vmcoreinfo, string? vmcoreinfoSource, IReadOnlyList<string> evidence)
+        : this(machine, textAddress, imageEnd, symbols, banner, bannerAddress, vmcoreinfo, vmcoreinfoSource, KernelLocationMethod.Vmcoreinfo, evidence)
+    {
+        Arm64Layout = layout;
+        Arm64AddressSpace = space;
+        _model = model;
+        TextPhysicalAddress = layout.ImageToPhysical(textAddress);
+        _pageOffsetBase = layout.PageOffset;
+    }
+
+    /// <summary>What every architecture's kernel has: the image, its symbols and banner, and how it was found.</summary>
+    private LinuxKernel(MachineState machine, ulong textAddress, ulong imageEnd, Kallsyms symbols, string banner, ulong bannerAddress,
         Vmcoreinfo? vmcoreinfo, string? vmcoreinfoSource, KernelLocationMethod method, IReadOnlyList<string> evidence)
     {
         Machine = machine;
-        _space = space;
         TextAddress = textAddress;
         ImageEnd = imageEnd;
         Symbols = symbols;
@@ -73,32 +96,7 @@ public sealed class LinuxKernel
         VmcoreinfoSource = vmcoreinfoSource;
         Method = method;
         _evidence = [.. evidence];
-        space.TryTranslate(textAddress, out ulong textPa);
-        TextPhysicalAddress = textPa;
-        PhysBase = (long)textPa - (long)(textAddress - KernelImageMap.StartKernelMap);
         Release = ReleaseOf(banner);
-    }
-
-    /// <summary>An AArch64 kernel: its layout from VMCOREINFO, its address space and how its memory reads.</summary>
-    internal LinuxKernel(MachineState machine, Arm64KernelLayout layout, Arm64AddressSpace space, IKernelMemoryModel model, ulong textAddress, ulong imageEnd, Kallsyms symbols, string banner, ulong bannerAddress,
-        Vmcoreinfo vmcoreinfo, string? vmcoreinfoSource, IReadOnlyList<string> evidence)
-    {
-        Machine = machine;
-        Arm64Layout = layout;
-        Arm64AddressSpace = space;
-        _model = model;
-        TextAddress = textAddress;
-        ImageEnd = imageEnd;
-        Symbols = symbols;
-        Banner = banner;
-        BannerAddress = bannerAddress;
-        Vmcoreinfo = vmcoreinfo;
-        VmcoreinfoSource = vmcoreinfoSource;
-        Method = KernelLocationMethod.Vmcoreinfo;
-        _evidence = [.. evidence];
-        TextPhysicalAddress = layout.ImageToPhysical(textAddress);
-        Release = ReleaseOf(banner);
-        _pageOffsetBase = layout.PageOffset;
     }
 
     /// <summary>The machine the kernel runs in.</summary>

@@ -1,5 +1,6 @@
 using System.Globalization;
 using System.Text.RegularExpressions;
+using VmState.Arch.Arm64;
 using VmState.Arch.X86;
 using VmState.Memory;
 
@@ -7,7 +8,7 @@ namespace VmState.Live;
 
 /// <summary>
 /// Parsers for HMP text QEMU 7.2 prints: "info mtree -f" (hw/core/.. memory.c mtree_print_flatview) and
-/// "info registers -a" (target/i386/cpu-dump.c x86_cpu_dump_state).
+/// "info registers -a" (target/i386/cpu-dump.c x86_cpu_dump_state; target/arm/cpu.c aarch64_cpu_dump_state).
 /// </summary>
 public static partial class HmpText
 {
@@ -221,6 +222,87 @@ public static partial class HmpText
         return cpus;
     }
 
+    /// <summary>
+    /// Every vCPU of an AArch64 guest's "info registers -a" (QEMU 7.2 <c>target/arm/cpu.c</c> aarch64_cpu_dump_state:
+    /// "CPU#n", " PC=… X00=…" three to a line, "SP=…", "PSTATE=%08x NZCV EL1h", "FPCR=%08x FPSR=%08x", then the
+    /// vector registers as "Q00=hi:lo" or, with SVE, "Z00=…:hi:lo" highest doubleword first). The system registers are
+    /// not in this text (see <see cref="Arm64GdbstubRegisters"/>). Values that are not 1 to 16 hex digits are skipped,
+    /// so hostile text yields fewer registers, never an exception.
+    /// </summary>
+    public static IReadOnlyList<Arm64CpuState> ParseArm64Registers(string text)
+    {
+        ArgumentNullException.ThrowIfNull(text);
+        var cpus = new List<Arm64CpuState>();
+        Arm64CpuState? c = null;
+        foreach (string raw in text.Split('\n'))
+        {
+            string line = raw.TrimEnd('\r');
+            Match header = CpuHeader().Match(line);
+            if (header.Success)
+            {
+                if (!int.TryParse(header.Groups[1].Value, NumberStyles.None, CultureInfo.InvariantCulture, out int index))
+                {
+                    c = null;
+                    continue;
+                }
+
+                c = new Arm64CpuState { Index = index };
+                cpus.Add(c);
+                continue;
+            }
+
+            if (c is null)
+            {
+                continue;
+            }
+
+            foreach (Match m in Arm64Register().Matches(line))
+            {
+                string value = m.Groups["value"].Value;
+                if (m.Groups["vec"].Success)
+                {
+                    // The last two doublewords are the low 128 bits: V<n> is d[1]:d[0].
+                    int n = int.Parse(m.Groups["v"].Value, CultureInfo.InvariantCulture);
+                    string[] words = value.Split(':');
+                    if (words.Length >= 2)
+                    {
+                        BinaryPrimitivesLe(c.V.AsSpan(n * 16, 8), Hex(words[^1]));
+                        BinaryPrimitivesLe(c.V.AsSpan((n * 16) + 8, 8), Hex(words[^2]));
+                        c.HasFpSimd = true;
+                    }
+
+                    continue;
+                }
+
+                if (value.Contains(':', StringComparison.Ordinal))
+                {
+                    continue;
+                }
+
+                ulong v = Hex(value);
+                if (m.Groups["x"].Success)
+                {
+                    c.X[int.Parse(m.Groups["x"].Value, CultureInfo.InvariantCulture)] = v;
+                    continue;
+                }
+
+                switch (m.Groups["name"].Value)
+                {
+                    case "PC": c.Pc = v; break;
+                    case "SP": c.Sp = v; break;
+                    case "PSTATE": c.Pstate = (uint)v; break;
+                    case "FPCR": c.Fpcr = (uint)v; break;
+                    case "FPSR": c.Fpsr = (uint)v; break;
+                }
+            }
+        }
+
+        return cpus;
+    }
+
+    private static void BinaryPrimitivesLe(Span<byte> destination, ulong value) =>
+        System.Buffers.Binary.BinaryPrimitives.WriteUInt64LittleEndian(destination, value);
+
     private static ulong Hex(string s) => ulong.Parse(s, NumberStyles.HexNumber, CultureInfo.InvariantCulture);
 
     [GeneratedRegex(@"^\s*Root memory region: (\S+)")]
@@ -246,4 +328,9 @@ public static partial class HmpText
 
     [GeneratedRegex(@"\b(R[A-Z]X|R[SD]I|R[SB]P|R\d{1,2}|RIP|RFL|CR[0-4]|EFER) ?=([0-9a-f]+)\b")]
     private static partial Regex Register();
+
+    // X00..X30, PC, SP, PSTATE, FPCR, FPSR: 1-16 hex digits; Q00..Q31 and Z00..Z31: doublewords joined by ':' (at most
+    // 32 of them, a 2048-bit SVE vector).
+    [GeneratedRegex(@"(?<![A-Za-z0-9_])(?<name>X(?<x>30|[012][0-9])|PC|SP|PSTATE|FPCR|FPSR|(?<vec>[QZ])(?<v>[012][0-9]|3[01]))=(?<value>(?:[0-9a-f]{16}:){0,31}[0-9a-f]{1,16})(?![0-9a-f:])")]
+    private static partial Regex Arm64Register();
 }

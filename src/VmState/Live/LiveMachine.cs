@@ -1,4 +1,6 @@
 using System.Net.Sockets;
+using VmState.Arch;
+using VmState.Arch.Arm64;
 using VmState.Arch.X86;
 using VmState.Machine;
 using VmState.Memory;
@@ -7,16 +9,18 @@ namespace VmState.Live;
 
 /// <summary>
 /// A running QEMU VM attached through its QMP socket: guest RAM read from QEMU's own process memory
-/// (gpa2hva + process_vm_readv), vCPU registers from "info registers -a", the memory map from "info mtree -f".
+/// (gpa2hva + process_vm_readv), vCPU registers from "info registers -a" (for an AArch64 guest with the system
+/// registers from QEMU's gdbstub), the memory map from "info mtree -f".
 /// Pausing is scoped: <see cref="PauseAsync"/> returns a handle whose disposal resumes the guest if it was running.
 /// </summary>
 public sealed class LiveMachine : IAsyncDisposable
 {
     private readonly bool _ownsClient;
 
-    private LiveMachine(QmpClient qmp, LiveMemory memory, IReadOnlyList<HmpText.RamRegion> regions, IReadOnlyList<string> notes, bool ownsClient)
+    private LiveMachine(QmpClient qmp, LiveMemory memory, IReadOnlyList<HmpText.RamRegion> regions, IReadOnlyList<string> notes, bool ownsClient, CpuArchitecture architecture)
     {
         _ownsClient = ownsClient;
+        Architecture = architecture;
         Qmp = qmp;
         Memory = memory;
         Regions = regions;
@@ -25,6 +29,9 @@ public sealed class LiveMachine : IAsyncDisposable
 
     /// <summary>The QMP connection.</summary>
     public QmpClient Qmp { get; }
+
+    /// <summary>The guest's CPU architecture (QMP query-target: "x86_64" or "aarch64").</summary>
+    public CpuArchitecture Architecture { get; }
 
     /// <summary>Guest RAM: shared mappings where QEMU offers them, QEMU's process memory elsewhere.</summary>
     public LiveMemory Memory { get; }
@@ -67,6 +74,7 @@ public sealed class LiveMachine : IAsyncDisposable
         int pid = qmp.PeerProcessId ?? throw new IOException(qmp.LibvirtDomain is LibvirtDomainInfo domain
             ? $"the QEMU process of libvirt domain {domain.Name} is not on this host (or its command line cannot be read), so its memory cannot be read from here; run vmstate on the host that runs the domain"
             : $"cannot tell which process serves {qmpSocket} (SO_PEERCRED failed)");
+        CpuArchitecture architecture = await QueryArchitectureAsync(qmp, cancellationToken).ConfigureAwait(false);
         string mtree = await qmp.HumanMonitorCommandAsync("info mtree -f", null, cancellationToken).ConfigureAwait(false);
         IReadOnlyList<HmpText.RamRegion> regions = HmpText.ParseFlatViewRam(mtree);
         var mapped = new List<(MemoryRange, ulong)>();
@@ -136,7 +144,7 @@ public sealed class LiveMachine : IAsyncDisposable
             }
         }
 
-        return new LiveMachine(qmp, new LiveMemory(process, regions, shared, fallback), regions, notes, ownsClient);
+        return new LiveMachine(qmp, new LiveMemory(process, regions, shared, fallback), regions, notes, ownsClient, architecture);
     }
 
     /// <summary>
@@ -194,14 +202,61 @@ public sealed class LiveMachine : IAsyncDisposable
         return (shared, notes);
     }
 
-    /// <summary>Every vCPU's registers, read now.</summary>
+    /// <summary>Every vCPU's registers, read now (empty for an AArch64 guest: see <see cref="ReadArm64CpusAsync"/>).</summary>
     public async Task<IReadOnlyList<X86CpuState>> ReadCpusAsync(CancellationToken cancellationToken = default) =>
-        HmpText.ParseRegisters(await Qmp.HumanMonitorCommandAsync("info registers -a", null, cancellationToken).ConfigureAwait(false));
+        Architecture != CpuArchitecture.X86_64 ? [] : HmpText.ParseRegisters(await Qmp.HumanMonitorCommandAsync("info registers -a", null, cancellationToken).ConfigureAwait(false));
+
+    /// <summary>
+    /// Every vCPU of an AArch64 guest, read now at one instant: the guest paused (if it was running) while HMP
+    /// "info registers -a" gives the general and FP/SIMD registers and QEMU's gdbstub the system registers
+    /// (<see cref="Arm64GdbstubRegisters"/>), then resumed. Empty for an x86 guest.
+    /// </summary>
+    /// <exception cref="IOException">QEMU's gdbstub is held by another client or cannot be used.</exception>
+    public async Task<IReadOnlyList<Arm64CpuState>> ReadArm64CpusAsync(CancellationToken cancellationToken = default)
+    {
+        if (Architecture != CpuArchitecture.Arm64)
+        {
+            return [];
+        }
+
+        await using (await PauseAsync(cancellationToken).ConfigureAwait(false))
+        {
+            IReadOnlyList<Arm64CpuState> cpus = HmpText.ParseArm64Registers(await Qmp.HumanMonitorCommandAsync("info registers -a", null, cancellationToken).ConfigureAwait(false));
+            await Arm64GdbstubRegisters.ReadAsync(Qmp, cpus, cancellationToken).ConfigureAwait(false);
+            return cpus;
+        }
+    }
+
+    private static async Task<CpuArchitecture> QueryArchitectureAsync(QmpClient qmp, CancellationToken cancellationToken)
+    {
+        // QMP query-target (QEMU 7.2 qapi/machine-target.json): {"arch": "x86_64" | "aarch64" | ...}.
+        System.Text.Json.JsonElement target = await qmp.ExecuteAsync("query-target", null, null, cancellationToken).ConfigureAwait(false);
+        string? arch = target.TryGetProperty("arch", out System.Text.Json.JsonElement a) ? a.GetString() : null;
+        return arch switch
+        {
+            "aarch64" => CpuArchitecture.Arm64,
+            "x86_64" or "i386" or null => CpuArchitecture.X86_64,
+            _ => throw new NotSupportedException($"the VM runs QEMU's {arch} target; VmState reads x86_64 and aarch64 guests"),
+        };
+    }
 
     /// <summary>A point-in-time <see cref="MachineState"/> view: live memory and the registers read now.</summary>
     public async Task<MachineState> ToMachineStateAsync(CancellationToken cancellationToken = default)
     {
         IReadOnlyList<X86CpuState> cpus = await ReadCpusAsync(cancellationToken).ConfigureAwait(false);
+        IReadOnlyList<Arm64CpuState> arm64Cpus;
+        var warnings = new List<string>();
+        try
+        {
+            arm64Cpus = await ReadArm64CpusAsync(cancellationToken).ConfigureAwait(false);
+        }
+        catch (IOException e)
+        {
+            // The general registers still come from HMP; what needs TTBR/TCR (translation, the Linux views) says so.
+            arm64Cpus = HmpText.ParseArm64Registers(await Qmp.HumanMonitorCommandAsync("info registers -a", null, cancellationToken).ConfigureAwait(false));
+            warnings.Add($"the AArch64 system registers (TTBR0_EL1, TTBR1_EL1, TCR_EL1, SP_EL0) could not be read: {e.Message}");
+        }
+
         var blocks = Regions.GroupBy(r => r.Name).Select(g => new RamBlockInfo(g.Key, g.Max(r => r.Offset + r.Length), g.Select(r => new BlockMapping(r.Start, r.Offset, r.Length)).ToList())).ToList();
         string? machineType = null;
         try
@@ -218,7 +273,7 @@ public sealed class LiveMachine : IAsyncDisposable
         MachineOrigin origin = Qmp.LibvirtDomain is null
             ? new MachineOrigin(MachineOriginKind.LiveQemu, $"qmp:{Qmp.SocketPath}", description)
             : new LibvirtDomainOrigin(MachineOriginKind.LiveQemu, Qmp.SocketPath, description, await Task.Run(Qmp.LibvirtDomainXml, cancellationToken).ConfigureAwait(false) ?? string.Empty);
-        return new MachineState(origin, machineType, Memory, cpus, [], blocks, [], null);
+        return new MachineState(origin, machineType, Memory, cpus, [], blocks, warnings, null) { Arm64Cpus = arm64Cpus };
     }
 
     /// <summary>

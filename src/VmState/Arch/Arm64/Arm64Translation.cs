@@ -4,7 +4,7 @@ namespace VmState.Arch.Arm64;
 /// The result of translating a virtual address through AArch64 stage 1 tables: the physical address and the size of
 /// the page or block on success, and the descriptor seen at every level either way (for <c>--explain</c>).
 /// </summary>
-public sealed class Arm64Translation
+public sealed class Arm64Translation : IAddressTranslation
 {
     internal Arm64Translation(ulong virtualAddress, string tableBase, ulong root, IReadOnlyList<Arm64PagingEntry> entries, ulong? physicalAddress, ulong pageSize, string? failure)
     {

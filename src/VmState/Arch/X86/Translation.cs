@@ -4,7 +4,7 @@ namespace VmState.Arch.X86;
 /// The result of translating a virtual address: the physical address and page size on success, and the entry seen
 /// at every level either way (for <c>--explain</c> and for errors that say which level failed).
 /// </summary>
-public sealed class Translation
+public sealed class Translation : IAddressTranslation
 {
     internal Translation(ulong virtualAddress, IReadOnlyList<PagingEntry> entries, ulong? physicalAddress, ulong pageSize, string? failure)
     {
