@@ -74,7 +74,8 @@ public sealed partial class Arm64Tests
             // The banner read by virtual address through TTBR1_EL1 is what vmstate read gives; a write goes to the overlay.
             Assert.Contains($"0x{banner:x}:\t\"{bannerText}", output, StringComparison.Ordinal);
             Assert.Contains($"0x{banner:x}:\t\"X{bannerText[1..]}", output, StringComparison.Ordinal);
-            Assert.Matches($@"(?m)^#0  0x{guest.Registers[0]["PC"]:x} in \?\? \(\)", sections[0]);
+            // gdb pads a frame's address to 16 digits when vCPU 0 stopped in user space (no symbols there).
+            Assert.Matches($@"(?m)^#0  0x0*{guest.Registers[0]["PC"]:x} in \?\? \(\)", sections[0]);
         }
         finally
         {
