@@ -170,6 +170,12 @@ public static class Targets
         }
 
         using var m = new MachineState(new MachineOrigin(MachineOriginKind.ElfCore, "fuzz-arm64.elf", "ELF core"), "virt-7.2", new ByteArrayMemory(ram), [], [], [], [], null) { Arm64Cpus = cpus };
+        ServeGdbClient(m, data);
+    }
+
+    /// <summary>The GDB server over <paramref name="m"/> serving <paramref name="data"/> as one client's bytes; an input starting with '!' meets a server with a token.</summary>
+    private static void ServeGdbClient(MachineState m, byte[] data)
+    {
         var options = new GdbServerOptions
         {
             Token = data.Length > 0 && data[0] == '!' ? "fuzz" : null,
@@ -359,15 +365,7 @@ public static class Targets
         // marks and garbage between packets are fuzzed too); the replies go nowhere. A fresh machine each time,
         // since register writes change its vCPU state. An input starting with '!' meets a server with a token.
         using MachineState m = MigrationMachineReader.Read(new MemorySource(GdbSnapshot), "fuzz.mig");
-        var options = new GdbServerOptions
-        {
-            Token = data.Length > 0 && data[0] == '!' ? "fuzz" : null,
-            IdleTimeout = TimeSpan.FromSeconds(5),
-            WriteTimeout = TimeSpan.FromSeconds(5),
-        };
-        var server = new GdbRemoteServer(m, TextWriter.Null, options);
-        using var client = new ClientTraffic(data);
-        server.ServeAsync(client, CancellationToken.None).GetAwaiter().GetResult();
+        ServeGdbClient(m, data);
     }
 
     /// <summary>
