@@ -76,6 +76,13 @@ public sealed class LibvirtDaemon : IAsyncLifetime
             save_image_format = "gzip"
 
             """);
+        // /run is a tmpfs: on a machine booted without systemd (a container, a fresh CI runner) nothing recreated
+        // the package's /run/libvirt, which is only a mount point here (an empty directory, as tmpfiles.d makes it).
+        if (Directory.Exists("/etc/libvirt") && !Directory.Exists("/run/libvirt"))
+        {
+            Directory.CreateDirectory("/run/libvirt", (UnixFileMode)0x1ED);
+        }
+
         foreach (string d in s_systemDirs)
         {
             Assert.True(Directory.Exists(d), $"{d} is missing: is Debian's libvirt-daemon-system installed (eng/install-deps.sh)?");
