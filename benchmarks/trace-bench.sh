@@ -139,6 +139,48 @@ PY
   echo "$t1 - $t0" | bc
 }
 
+run_floor() {   # run_floor N -> seconds: the stub's own ceiling. A minimal client (Python, no registers, no task, no
+  # output) that answers each stop with the two packets any correct client must send: read the registers (g, to
+  # check the vCPU stopped at the breakpoint) and continue past the breakpoint's 5-byte no-op (cADDR), as vmstate
+  # does. What is left is QEMU stopping and resuming the VM, which no client shortens.
+  local port=$((30000 + RANDOM % 20000)) t0 t1
+  hmp "gdbserver tcp:127.0.0.1:$port" > /dev/null
+  t0=$(now)
+  python3 - "$port" "$addr" "$1" <<'PY'
+import socket, sys
+port, addr, n = int(sys.argv[1]), int(sys.argv[2], 16), int(sys.argv[3])
+s = socket.create_connection(("127.0.0.1", port)); s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+buf = b""
+def send(p):
+    s.sendall(b"$%s#%02x" % (p, sum(p) & 0xff))
+def reply():   # one packet (acknowledging it); '+' acks are skipped
+    global buf
+    while True:
+        i = buf.find(b"$"); j = buf.find(b"#", i + 1) if i >= 0 else -1
+        if i >= 0 and j >= 0 and len(buf) >= j + 3:
+            p = buf[i + 1:j]; buf = buf[j + 3:]; s.sendall(b"+"); return p
+        d = s.recv(65536)
+        if not d: sys.exit("stub closed")
+        buf += d
+reply()   # QEMU stops the VM when a client connects and says so (T02) unasked
+send(b"Z0,%x,1" % addr)
+if reply() != b"OK": sys.exit("Z0 refused")
+send(b"c")
+for k in range(n):
+    stop = reply()   # the stop reply of hit k
+    if not stop.startswith(b"T05"): sys.exit("unexpected stop reply %r" % stop)
+    send(b"g"); regs = reply()   # the stopped vCPU's registers: RIP (gdb register 16) must be the breakpoint
+    rip = int.from_bytes(bytes.fromhex(regs[16 * 16:17 * 16].decode()), "little")
+    if rip != addr: sys.exit("stop at 0x%x, not at the breakpoint" % rip)
+    if k + 1 < n: send(b"c%x" % (addr + 5))
+send(b"z0,%x,1" % addr); reply()
+send(b"D"); reply()
+PY
+  t1=$(now)
+  hmp "gdbserver none" > /dev/null
+  echo "$t1 - $t0" | bc
+}
+
 median() { sort -g | awk '{ a[NR] = $1 } END { print a[int((NR + 1) / 2)] }'; }
 
 last_summary=$(mktemp)
@@ -147,12 +189,19 @@ loop 600
 vs0=$(for _ in 1 2 3; do run_vmstate 1; done | median)
 gdb0=$(for _ in 1 2 3; do run_gdb 1; done | median)
 py0=$(for _ in 1 2 3; do run_gdbpy 1; done | median)
-echo "start-up (1 hit): vmstate ${vs0} s, gdb ${gdb0} s, gdb python ${py0} s"
+# The minimal client continues at SYMBOL+5, which is only right on a function that starts with the 5-byte ftrace no-op.
+[[ "$("${vs[@]}" read --qmp "$qmp" "0x$addr" 5 | cut -c19-32)" == "0f 1f 44 00 00" ]] ||
+  { echo "$sym does not start with the 5-byte no-op (0f 1f 44 00 00); the minimal client cannot continue past it" >&2; exit 2; }
+fl0=$(for _ in 1 2 3; do run_floor 1; done | median)
+echo "start-up (1 hit): vmstate ${vs0} s, gdb ${gdb0} s, gdb python ${py0} s, minimal client ${fl0} s"
 for r in $(seq "$rounds"); do
-  v=$(run_vmstate "$hits"); lat=$(cat "$last_summary"); g=$(run_gdb "$hits"); p=$(run_gdbpy "$hits")
+  v=$(run_vmstate "$hits"); lat=$(cat "$last_summary"); g=$(run_gdb "$hits"); p=$(run_gdbpy "$hits"); f=$(run_floor "$hits")
   vr=$(echo "($hits - 1) / ($v - $vs0)" | bc -l); gr=$(echo "($hits - 1) / ($g - $gdb0)" | bc -l); pr=$(echo "($hits - 1) / ($p - $py0)" | bc -l)
+  fr=$(echo "($hits - 1) / ($f - $fl0)" | bc -l)
   printf 'round %d: vmstate %.0f hits/s (%.2f s), gdb %.0f hits/s (%.2f s), gdb python %.0f hits/s (%.2f s); vmstate/gdb %.2fx, vmstate/gdb python %.2fx\n' "$r" \
     "$vr" "$v" "$gr" "$g" "$pr" "$p" "$(echo "$vr / $gr" | bc -l)" "$(echo "$vr / $pr" | bc -l)"
+  printf '  stub ceiling (minimal client, g + cADDR): %.0f hits/s (%.2f s) = %.2fx gdb; vmstate reaches %.0f %% of it\n' \
+    "$fr" "$f" "$(echo "$fr / $gr" | bc -l)" "$(echo "$vr * 100 / $fr" | bc -l)"
   echo "  vmstate hit->handler latency: $(echo "$lat" | grep -o '"latency_median_us":[0-9.]*' | cut -d: -f2) us median, $(echo "$lat" | grep -o '"latency_p99_us":[0-9.]*' | cut -d: -f2) us p99"
 done
 if [[ -n "${GUEST_DIR:-}" ]]; then
