@@ -18,7 +18,8 @@ public static class HardwareJsonWriter
     /// <summary>Writes the document to <paramref name="stream"/>.</summary>
     public static void Write(MachineState machine, Stream stream, bool indented = true)
     {
-        using var w = new Utf8JsonWriter(stream, new JsonWriterOptions { Indented = indented });
+        // The calls below always make a well-formed document (the writer's structure checks would only repeat that).
+        using var w = new Utf8JsonWriter(stream, new JsonWriterOptions { Indented = indented, SkipValidation = true });
         w.WriteStartObject();
         w.WriteString("format", FormatId);
         w.WriteStartObject("source");
@@ -70,6 +71,18 @@ public static class HardwareJsonWriter
 
     /// <summary>Pending bytes at which <see cref="Write"/> flushes (below the large object heap's 85,000 bytes).</summary>
     private const int FlushBytes = 32 << 10;
+
+    // The property names written for every device and field, encoded once (the same bytes as the string overloads).
+    private static readonly JsonEncodedText NameProperty = JsonEncodedText.Encode("name");
+    private static readonly JsonEncodedText TypeProperty = JsonEncodedText.Encode("type");
+    private static readonly JsonEncodedText OffsetProperty = JsonEncodedText.Encode("offset");
+    private static readonly JsonEncodedText SizeProperty = JsonEncodedText.Encode("size");
+    private static readonly JsonEncodedText IndexProperty = JsonEncodedText.Encode("index");
+    private static readonly JsonEncodedText ValueProperty = JsonEncodedText.Encode("value");
+    private static readonly JsonEncodedText VmsdProperty = JsonEncodedText.Encode("vmsd");
+    private static readonly JsonEncodedText VersionProperty = JsonEncodedText.Encode("version");
+    private static readonly JsonEncodedText FieldsProperty = JsonEncodedText.Encode("fields");
+    private static readonly JsonEncodedText SubsectionsProperty = JsonEncodedText.Encode("subsections");
 
     /// <summary>Hex text "0x…" of a value, as used throughout the document.</summary>
     public static string Hex(ulong value) => "0x" + value.ToString("x", CultureInfo.InvariantCulture);
@@ -225,8 +238,8 @@ public static class HardwareJsonWriter
 
         if (d.State is not null)
         {
-            w.WriteString("vmsd", d.State.VmsdName);
-            w.WriteNumber("version", d.State.Version);
+            w.WriteString(VmsdProperty, d.State.VmsdName);
+            w.WriteNumber(VersionProperty, d.State.Version);
             WriteFieldsAndSubsections(w, d.State);
         }
 
@@ -235,7 +248,7 @@ public static class HardwareJsonWriter
 
     private static void WriteFieldsAndSubsections(Utf8JsonWriter w, VmsdState s)
     {
-        w.WriteStartArray("fields");
+        w.WriteStartArray(FieldsProperty);
         foreach (DeviceField f in s.Fields)
         {
             WriteField(w, f);
@@ -244,13 +257,13 @@ public static class HardwareJsonWriter
         w.WriteEndArray();
         if (s.Subsections.Count > 0)
         {
-            w.WriteStartArray("subsections");
+            w.WriteStartArray(SubsectionsProperty);
             foreach (VmsdState sub in s.Subsections)
             {
                 w.WriteStartObject();
-                w.WriteString("name", sub.VmsdName);
-                w.WriteNumber("version", sub.Version);
-                w.WriteNumber("offset", sub.Offset);
+                w.WriteString(NameProperty, sub.VmsdName);
+                w.WriteNumber(VersionProperty, sub.Version);
+                w.WriteNumber(OffsetProperty, sub.Offset);
                 WriteFieldsAndSubsections(w, sub);
                 w.WriteEndObject();
             }
@@ -262,16 +275,16 @@ public static class HardwareJsonWriter
     private static void WriteField(Utf8JsonWriter w, DeviceField f)
     {
         w.WriteStartObject();
-        w.WriteString("name", f.Name);
-        w.WriteString("type", f.Type);
-        w.WriteNumber("offset", f.Offset);
-        w.WriteNumber("size", f.Size);
+        w.WriteString(NameProperty, f.Name);
+        w.WriteString(TypeProperty, f.Type);
+        w.WriteNumber(OffsetProperty, f.Offset);
+        w.WriteNumber(SizeProperty, f.Size);
         if (f.Index is int index)
         {
-            w.WriteNumber("index", index);
+            w.WriteNumber(IndexProperty, index);
         }
 
-        w.WritePropertyName("value");
+        w.WritePropertyName(ValueProperty);
         WriteValue(w, f);
         w.WriteEndObject();
     }
@@ -307,8 +320,8 @@ public static class HardwareJsonWriter
                 break;
             case FieldKind.Struct:
                 w.WriteStartObject();
-                w.WriteString("vmsd", f.Struct!.VmsdName);
-                w.WriteNumber("version", f.Struct.Version);
+                w.WriteString(VmsdProperty, f.Struct!.VmsdName);
+                w.WriteNumber(VersionProperty, f.Struct.Version);
                 WriteFieldsAndSubsections(w, f.Struct);
                 w.WriteEndObject();
                 break;
