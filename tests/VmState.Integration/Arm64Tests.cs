@@ -110,6 +110,7 @@ public class Arm64GuestFixture : IAsyncLifetime
     {
         var all = new List<IReadOnlyDictionary<string, ulong>>();
         Dictionary<string, ulong>? current = null;
+        string? zChunk = null;
         foreach (string line in text.Split('\n'))
         {
             if (line.StartsWith("CPU#", StringComparison.Ordinal))
@@ -129,13 +130,30 @@ public class Arm64GuestFixture : IAsyncLifetime
                 current.TryAdd(m.Groups[1].Value, ulong.Parse(m.Groups[2].Value, NumberStyles.HexNumber, CultureInfo.InvariantCulture));
             }
 
-            // "Q00=d[1]:d[0]", or with SVE "Z00=…:d[1]:d[0]" (highest doubleword first): V<n> is the last two, kept as
-            // "V00.lo" (d[0]) and "V00.hi" (d[1]).
+            // "Q00=d[1]:d[0]", or with SVE "Z00=…:d[1]:d[0]" (highest doubleword first), or above 256 bits in chunks
+            // "Z00[3-2]=d7:d6:d5:d4" and "   [1-0]=d3:d2:d1:d0": V<n> is the last two doublewords ending at quadword 0,
+            // kept as "V00.lo" (d[0]) and "V00.hi" (d[1]).
+            var vectors = new List<(string N, string Words)>();
             foreach (Match m in Regex.Matches(line, @"\b[QZ](\d\d)=((?:[0-9a-f]{16}:)+[0-9a-f]{16})\b"))
             {
-                string[] words = m.Groups[2].Value.Split(':');
-                current.TryAdd($"V{m.Groups[1].Value}.lo", ulong.Parse(words[^1], NumberStyles.HexNumber, CultureInfo.InvariantCulture));
-                current.TryAdd($"V{m.Groups[1].Value}.hi", ulong.Parse(words[^2], NumberStyles.HexNumber, CultureInfo.InvariantCulture));
+                vectors.Add((m.Groups[1].Value, m.Groups[2].Value));
+            }
+
+            Match chunk = Regex.Match(line, @"^\s*(?:Z(\d\d))?\[[0-9a-f]+-([0-9a-f]+)\]=((?:[0-9a-f]{16}:)+[0-9a-f]{16})");
+            if (chunk.Success)
+            {
+                zChunk = chunk.Groups[1].Success ? chunk.Groups[1].Value : zChunk;
+                if (chunk.Groups[2].Value == "0" && zChunk is not null)
+                {
+                    vectors.Add((zChunk, chunk.Groups[3].Value));
+                }
+            }
+
+            foreach ((string n, string value) in vectors)
+            {
+                string[] words = value.Split(':');
+                current.TryAdd($"V{n}.lo", ulong.Parse(words[^1], NumberStyles.HexNumber, CultureInfo.InvariantCulture));
+                current.TryAdd($"V{n}.hi", ulong.Parse(words[^2], NumberStyles.HexNumber, CultureInfo.InvariantCulture));
             }
         }
 
