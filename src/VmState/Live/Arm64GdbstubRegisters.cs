@@ -86,14 +86,14 @@ public static partial class Arm64GdbstubRegisters
     /// </summary>
     /// <returns>
     /// A warning for the user, or null: the VM's own stub, which was used, listens on more than loopback
-    /// (<see cref="Events.GdbStubChardev.ExposureWarning"/>).
+    /// (<see cref="GdbStubChardev.ExposureWarning"/>).
     /// </returns>
     /// <exception cref="IOException">The stub is held by another client, or does not answer as QEMU's does.</exception>
     public static async Task<string?> ReadAsync(QmpClient qmp, IReadOnlyList<Arm64CpuState> cpus, CancellationToken cancellationToken = default)
     {
         ArgumentNullException.ThrowIfNull(qmp);
         ArgumentNullException.ThrowIfNull(cpus);
-        (Events.GdbStubChardev stub, bool started) = await FindOrStartStubAsync(qmp, cancellationToken).ConfigureAwait(false);
+        (GdbStubChardev stub, bool started) = await FindOrStartStubAsync(qmp, cancellationToken).ConfigureAwait(false);
         try
         {
             using Socket socket = stub.SocketPath is string path
@@ -191,15 +191,15 @@ public static partial class Arm64GdbstubRegisters
     /// The VM's own stub (query-chardev, label <c>gdb</c>: TCP or a UNIX socket, parsed as the tracer parses it) when no
     /// client holds it, else a new one on a free loopback port.
     /// </summary>
-    private static async Task<(Events.GdbStubChardev Stub, bool Started)> FindOrStartStubAsync(QmpClient qmp, CancellationToken cancellationToken)
+    private static async Task<(GdbStubChardev Stub, bool Started)> FindOrStartStubAsync(QmpClient qmp, CancellationToken cancellationToken)
     {
         JsonElement chardevs = await qmp.ExecuteAsync("query-chardev", null, null, cancellationToken).ConfigureAwait(false);
         foreach (JsonElement d in chardevs.EnumerateArray())
         {
-            if (d.TryGetProperty("label", out JsonElement label) && label.GetString() == Events.GdbStubChardev.Label)
+            if (d.TryGetProperty("label", out JsonElement label) && label.GetString() == GdbStubChardev.Label)
             {
                 string filename = d.TryGetProperty("filename", out JsonElement f) ? f.GetString() ?? string.Empty : string.Empty;
-                if (!Events.GdbStubChardev.TryParse(filename, out Events.GdbStubChardev? stub) || stub is null)
+                if (!GdbStubChardev.TryParse(filename, out GdbStubChardev? stub) || stub is null)
                 {
                     throw new IOException($"QEMU's gdbstub listens on \"{filename}\"; vmstate connects to TCP and UNIX-socket stubs only");
                 }
@@ -222,7 +222,7 @@ public static partial class Arm64GdbstubRegisters
                 throw new IOException($"QEMU did not start a gdbstub on 127.0.0.1:{port}: {said.Trim()}");
             }
 
-            return (new Events.GdbStubChardev("127.0.0.1", port, null, "127.0.0.1"), true);
+            return (new GdbStubChardev("127.0.0.1", port, null, "127.0.0.1"), true);
         }
     }
 

@@ -1,5 +1,6 @@
 using System.Text;
 using VmState.Events;
+using VmState.Live;
 
 namespace VmState.Tests.Events;
 

@@ -1,6 +1,6 @@
 using System.Globalization;
 
-namespace VmState.Events;
+namespace VmState.Live;
 
 /// <summary>
 /// QEMU's gdbstub as <c>query-chardev</c> shows it: the character device labelled <c>gdb</c> (QEMU 7.2
