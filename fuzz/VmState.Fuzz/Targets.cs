@@ -664,7 +664,7 @@ public static class Targets
             {
                 _ = VmState.Events.GdbStopReply.TryParse(payload, out _);
                 _ = VmState.Events.X86GdbRegisters.TryParse(payload, out _);
-                _ = VmState.Events.GdbStubChardev.TryParse(payload, out _);
+                _ = VmState.Live.GdbStubChardev.TryParse(payload, out _);
             }
         }
     }

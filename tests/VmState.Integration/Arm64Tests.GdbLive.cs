@@ -35,7 +35,8 @@ public sealed partial class Arm64Tests
 
         string dll = Path.Combine(AppContext.BaseDirectory, "vmstate.dll");
         var psi = new ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true };
-        foreach (string a in new[] { dll, "gdbserver", guest.StreamPath, "--port", "0", "--once" })
+        string saveDir = Directory.CreateDirectory(Path.Combine(guest.Dir, "gdb-saves")).FullName;
+        foreach (string a in new[] { dll, "gdbserver", guest.StreamPath, "--port", "0", "--once", "--save-dir", saveDir })
         {
             psi.ArgumentList.Add(a);
         }
@@ -56,6 +57,11 @@ public sealed partial class Arm64Tests
                 $"x/s 0x{banner:x}",
                 "thread 2",
                 "info registers pc sp",
+                "set $x5 = 0xabcdef",
+                "set $TPIDRRO_EL0 = 0x1234",
+                "set $SP_EL0 = 0x5678",
+                "info registers x5 TPIDRRO_EL0 SP_EL0",
+                "monitor save from-gdb.mig",
                 "detach");
             Assert.True(code == 0, output);
             Assert.True(server.WaitForExit(30_000), "gdbserver did not exit after the connection ended");
@@ -76,6 +82,22 @@ public sealed partial class Arm64Tests
             Assert.Contains($"0x{banner:x}:\t\"X{bannerText[1..]}", output, StringComparison.Ordinal);
             // gdb pads a frame's address to 16 digits when vCPU 0 stopped in user space (no symbols there).
             Assert.Matches($@"(?m)^#0  0x0*{guest.Registers[0]["PC"]:x} in \?\? \(\)", sections[0]);
+
+            // Register writes (P packets) of a general, a system and a banked register of vCPU 1 read back at once and
+            // are in the snapshot `monitor save` wrote; vCPU 0 and the other registers are as they were.
+            Assert.Matches(@"(?m)^x5\s+0xabcdef\b", sections[1]);
+            Assert.Matches(@"(?m)^TPIDRRO_EL0\s+0x1234\b", sections[1]);
+            Assert.Matches(@"(?m)^SP_EL0\s+0x5678\b", sections[1]);
+            Assert.Contains("saved ", sections[1], StringComparison.Ordinal);
+            using MachineState original = SnapshotLoader.Open(guest.StreamPath);
+            using MachineState saved = SnapshotLoader.Open(Path.Combine(saveDir, "from-gdb.mig"));
+            Assert.Equal(0xabcdefUL, saved.Arm64Cpus[1].X[5]);
+            Assert.Equal(0x1234UL, saved.Arm64Cpus[1].SystemRegister(Arch.Arm64.Arm64SystemRegisters.TpidrroEl0));
+            Assert.Equal(0x5678UL, saved.Arm64Cpus[1].SpEl[0]);
+            Assert.Equal(original.Arm64Cpus[1].X.Where((_, i) => i != 5), saved.Arm64Cpus[1].X.Where((_, i) => i != 5));
+            Assert.Equal(original.Arm64Cpus[1].Pc, saved.Arm64Cpus[1].Pc);
+            Assert.Equal(original.Arm64Cpus[0].X, saved.Arm64Cpus[0].X);
+            Assert.Equal(original.Arm64Cpus[0].SystemRegister(Arch.Arm64.Arm64SystemRegisters.TpidrroEl0), saved.Arm64Cpus[0].SystemRegister(Arch.Arm64.Arm64SystemRegisters.TpidrroEl0));
         }
         finally
         {
@@ -138,5 +160,28 @@ public sealed partial class Arm64Tests
         Assert.DoesNotContain(chardevs.EnumerateArray(), c => c.GetProperty("label").GetString() == "gdb");
         int lines = running.SerialLineCount;
         await running.WaitForSerialLineAsync(l => l.StartsWith("VMSTATE-TICK ", StringComparison.Ordinal), TimeSpan.FromSeconds(60), lines);
+
+        // A stub the user started on a UNIX socket is used as it is (the chardev parsed as the tracer parses it): the
+        // system registers come through it, with no warning, it stays, and the guest runs on.
+        string socket = Path.Combine(guest.Dir, "user-gdb.sock");
+        Assert.Contains("Waiting for gdb connection", await running.Qmp.HumanMonitorCommandAsync($"gdbserver unix:{socket},server=on,wait=off"), StringComparison.Ordinal);
+        try
+        {
+            (code, stdout, stderr) = VmStateCli.Run(["info", "--qmp", qmp, "--json"]);
+            Assert.True(code == 0, stderr);
+            Assert.DoesNotContain("could not be read", stdout + stderr, StringComparison.Ordinal);
+            using (JsonDocument info = JsonDocument.Parse(stdout))
+            {
+                Assert.StartsWith("0x", info.RootElement.GetProperty("cpus")[1].GetProperty("systemRegisters").GetProperty("TTBR1_EL1").GetString(), StringComparison.Ordinal);
+            }
+
+            Assert.Equal("running", await QemuMonitor.QueryStatusAsync(running.Qmp));
+            chardevs = await running.Qmp.ExecuteAsync("query-chardev");
+            Assert.Contains(chardevs.EnumerateArray(), c => c.GetProperty("label").GetString() == "gdb" && c.GetProperty("filename").GetString()!.StartsWith($"disconnected:unix:{socket}", StringComparison.Ordinal));
+        }
+        finally
+        {
+            await running.Qmp.HumanMonitorCommandAsync("gdbserver none");
+        }
     }
 }

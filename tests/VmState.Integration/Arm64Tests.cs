@@ -28,12 +28,21 @@ public class Arm64GuestFixture : IAsyncLifetime
 
     public GroundTruth Truth { get; private set; } = null!;
 
-    /// <summary>Per vCPU, the registers HMP printed ("PC", "X00".."X30", "SP", "PSTATE").</summary>
+    /// <summary>
+    /// Per vCPU, the registers HMP printed ("PC", "X00".."X30", "SP", "PSTATE", "FPCR", "FPSR", and the V registers as
+    /// "V00.lo"/"V00.hi" .. "V31.hi").
+    /// </summary>
     public IReadOnlyList<IReadOnlyDictionary<string, ulong>> Registers { get; private set; } = [];
 
     public string StreamPath => Path.Combine(Dir, "guest.mig");
 
     public string DumpPath => Path.Combine(Dir, "qemu-dump.elf");
+
+    /// <summary>A qcow2 image (attached as a drive without a guest device) holding the same paused state as a savevm snapshot.</summary>
+    public string DiskPath => Path.Combine(Dir, "disk.qcow2");
+
+    /// <summary>The savevm tag of the snapshot in <see cref="DiskPath"/>.</summary>
+    public const string SavevmTag = "arm64-test";
 
     /// <summary>Seconds from QEMU's start to VMSTATE-READY (TCG boot of the arm64 guest).</summary>
     public double BootSeconds { get; private set; }
@@ -47,7 +56,12 @@ public class Arm64GuestFixture : IAsyncLifetime
     public async Task InitializeAsync()
     {
         var clock = Stopwatch.StartNew();
-        QemuGuest guest = await QemuGuest.StartAsync(new QemuGuestOptions { Arm64 = true, MemoryMiB = 256, CpuModel = CpuModel }, CancellationToken.None);
+        using (Process img = Process.Start("qemu-img", ["create", "-q", "-f", "qcow2", DiskPath, "64M"]))
+        {
+            await img.WaitForExitAsync();
+        }
+
+        QemuGuest guest = await QemuGuest.StartAsync(new QemuGuestOptions { Arm64 = true, MemoryMiB = 256, CpuModel = CpuModel, DiskPath = DiskPath }, CancellationToken.None);
         try
         {
             await guest.WaitForReadyAsync(TimeSpan.FromSeconds(240));
@@ -56,6 +70,7 @@ public class Arm64GuestFixture : IAsyncLifetime
             await guest.PauseAsync();
             Registers = ParseRegisters(await guest.Qmp.HumanMonitorCommandAsync("info registers -a"));
             await guest.DumpGuestMemoryAsync(DumpPath);
+            await guest.SaveVmAsync(SavevmTag);
             await guest.MigrateToFileAsync(StreamPath);
             if (KeepRunning)
             {
@@ -95,6 +110,7 @@ public class Arm64GuestFixture : IAsyncLifetime
     {
         var all = new List<IReadOnlyDictionary<string, ulong>>();
         Dictionary<string, ulong>? current = null;
+        string? zChunk = null;
         foreach (string line in text.Split('\n'))
         {
             if (line.StartsWith("CPU#", StringComparison.Ordinal))
@@ -109,9 +125,35 @@ public class Arm64GuestFixture : IAsyncLifetime
                 continue;
             }
 
-            foreach (Match m in Regex.Matches(line, @"\b(PC|X\d\d|SP|PSTATE)=([0-9a-f]+)\b"))
+            foreach (Match m in Regex.Matches(line, @"\b(PC|X\d\d|SP|PSTATE|FPCR|FPSR)=([0-9a-f]+)\b"))
             {
                 current.TryAdd(m.Groups[1].Value, ulong.Parse(m.Groups[2].Value, NumberStyles.HexNumber, CultureInfo.InvariantCulture));
+            }
+
+            // "Q00=d[1]:d[0]", or with SVE "Z00=…:d[1]:d[0]" (highest doubleword first), or above 256 bits in chunks
+            // "Z00[3-2]=d7:d6:d5:d4" and "   [1-0]=d3:d2:d1:d0": V<n> is the last two doublewords ending at quadword 0,
+            // kept as "V00.lo" (d[0]) and "V00.hi" (d[1]).
+            var vectors = new List<(string N, string Words)>();
+            foreach (Match m in Regex.Matches(line, @"\b[QZ](\d\d)=((?:[0-9a-f]{16}:)+[0-9a-f]{16})\b"))
+            {
+                vectors.Add((m.Groups[1].Value, m.Groups[2].Value));
+            }
+
+            Match chunk = Regex.Match(line, @"^\s*(?:Z(\d\d))?\[[0-9a-f]+-([0-9a-f]+)\]=((?:[0-9a-f]{16}:)+[0-9a-f]{16})");
+            if (chunk.Success)
+            {
+                zChunk = chunk.Groups[1].Success ? chunk.Groups[1].Value : zChunk;
+                if (chunk.Groups[2].Value == "0" && zChunk is not null)
+                {
+                    vectors.Add((zChunk, chunk.Groups[3].Value));
+                }
+            }
+
+            foreach ((string n, string value) in vectors)
+            {
+                string[] words = value.Split(':');
+                current.TryAdd($"V{n}.lo", ulong.Parse(words[^1], NumberStyles.HexNumber, CultureInfo.InvariantCulture));
+                current.TryAdd($"V{n}.hi", ulong.Parse(words[^2], NumberStyles.HexNumber, CultureInfo.InvariantCulture));
             }
         }
 
@@ -211,6 +253,63 @@ public sealed partial class Arm64Tests(Arm64GuestFixture guest) : IClassFixture<
         Assert.Contains($"0x{guest.Registers[0]["PC"]:x}", output, StringComparison.Ordinal);
         Assert.Contains($"0x{guest.Registers[0]["X30"]:x}", output, StringComparison.Ordinal);
         Assert.Contains($"0x{guest.Registers[1]["SP"]:x}", output, StringComparison.Ordinal);
+
+        // The FP/SIMD registers of every vCPU (NT_FPREGSET) are what QEMU's HMP printed: v0, v31, fpsr, fpcr.
+        for (int cpu = 0; cpu < guest.Registers.Count; cpu++)
+        {
+            IReadOnlyDictionary<string, ulong> q = guest.Registers[cpu];
+            (int fpCode, string fp) = GdbBatch.RunWith("gdb-multiarch", core, $"thread {cpu + 1}", "p/x $v0.d.u", "p/x $v31.d.u", "p/x $fpsr", "p/x $fpcr");
+            Assert.True(fpCode == 0, fp);
+            Assert.Contains($"= {{0x{q["V00.lo"]:x}, 0x{q["V00.hi"]:x}}}", fp, StringComparison.Ordinal);
+            Assert.Contains($"= {{0x{q["V31.lo"]:x}, 0x{q["V31.hi"]:x}}}", fp, StringComparison.Ordinal);
+            Assert.Matches($@"\$3 = 0x{q["FPSR"]:x}\b", fp);
+            Assert.Matches($@"\$4 = 0x{q["FPCR"]:x}\b", fp);
+        }
+    }
+
+    [Fact]
+    public void Qcow2_savevm_snapshot_holds_what_qemu_reported()
+    {
+        // The same paused state, saved by HMP savevm into the qcow2 image: registers as HMP printed them, RAM as
+        // QEMU's dump-guest-memory wrote it, and the Linux views on top.
+        using MachineState m = SnapshotLoader.Open(guest.DiskPath, new SnapshotOpenOptions { Snapshot = Arm64GuestFixture.SavevmTag });
+        Assert.Equal(CpuArchitecture.Arm64, m.Architecture);
+        Assert.Equal(guest.Registers.Count, m.Arm64Cpus.Count);
+        for (int i = 0; i < m.Arm64Cpus.Count; i++)
+        {
+            Arm64CpuState c = m.Arm64Cpus[i];
+            IReadOnlyDictionary<string, ulong> q = guest.Registers[i];
+            Assert.Equal(q["PC"], c.Pc);
+            Assert.Equal(q["SP"], c.Sp);
+            Assert.Equal(q["PSTATE"], c.Pstate);
+            for (int x = 0; x <= 30; x++)
+            {
+                Assert.Equal(q[$"X{x:00}"], c.X[x]);
+            }
+
+            Assert.Equal(q["FPSR"], c.Fpsr);
+            Assert.Equal(q["FPCR"], c.Fpcr);
+            for (int v = 0; v < 32; v++)
+            {
+                Assert.Equal(q[$"V{v:00}.lo"], BinaryPrimitives.ReadUInt64LittleEndian(c.V.AsSpan(v * 16)));
+                Assert.Equal(q[$"V{v:00}.hi"], BinaryPrimitives.ReadUInt64LittleEndian(c.V.AsSpan((v * 16) + 8)));
+            }
+        }
+
+        using (MachineState dump = SnapshotLoader.Open(guest.DumpPath))
+        {
+            RamAssert.Equal(dump.Memory, m.Memory);
+        }
+
+        (int code, string stdout, string stderr) = VmStateCli.Run(["ps", guest.DiskPath, "--snapshot", Arm64GuestFixture.SavevmTag, "--json"]);
+        Assert.True(code == 0, stderr);
+        using JsonDocument doc = JsonDocument.Parse(stdout);
+        var pids = doc.RootElement.GetProperty("processes").EnumerateArray().Select(p => p.GetProperty("pid").GetInt32()).ToHashSet();
+        Assert.Contains(guest.Truth.Marker!.Pid, pids);
+        foreach (GroundTruth.Process p in guest.Truth.Processes.Where(p => p.Comm.StartsWith("vmsd-", StringComparison.Ordinal)))
+        {
+            Assert.Contains(p.Pid, pids);
+        }
     }
 
     [Fact]
@@ -394,6 +493,16 @@ public sealed partial class Arm64Tests(Arm64GuestFixture guest) : IClassFixture<
         // -cpu max has PAuth and the kernel enables the user keys: the core says which bits are the signature
         // (NT_ARM_PAC_MASK, bits 54..48 with 48-bit user addresses), as the kernel's own core dumps do.
         Assert.Matches(@"pauth_cmask +0x7f000000000000", output);
+
+        // NT_FPREGSET: the marker loads v31 with its value's 16 hex digits (as ASCII), FPCR 0x00c00000 and FPSR
+        // 0x08000000 right before each sleep (eng/guest/marker.c); it sleeps, so they come from the task's saved state.
+        string digits = marker.Value["VMSTATE-MARKER-".Length..];
+        string bytes = string.Join(", ", digits.Select(ch => $"0x{(int)ch:x}"));
+        (int fpCode, string fp) = GdbBatch.RunWith("gdb-multiarch", string.Empty, $"file {binary}", $"core-file {core}", "p/x $v31.b.u", "p/x $fpcr", "p/x $fpsr");
+        Assert.True(fpCode == 0, fp);
+        Assert.Contains($"= {{{bytes}}}", fp, StringComparison.Ordinal);
+        Assert.Matches(@"\$2 = 0xc00000\b", fp);
+        Assert.Matches(@"\$3 = 0x8000000\b", fp);
     }
 
     [Fact]

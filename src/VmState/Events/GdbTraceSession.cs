@@ -101,11 +101,7 @@ public sealed class GdbTraceSession : IDisposable
         string? warning = null;
         if (stub is null && await FindStubAsync(qmp, cancellationToken).ConfigureAwait(false) is GdbStubChardev existing)
         {
-            if (existing.ListensBeyondLoopback)
-            {
-                string listen = existing.Listen.Length == 0 ? "every interface" : existing.Listen;
-                warning = $"QEMU's gdbstub listens on {listen} port {existing.Port}, not only on loopback: it has no authentication, so anyone who reaches it can read and change the VM (start it with HMP \"gdbserver tcp:127.0.0.1:PORT\", or let vmstate start one)";
-            }
+            warning = existing.ExposureWarning;
 
             // Starting another one would replace it (gdbserver_start closes the old chardev) and cut its client off.
             if (existing.InUse)

@@ -8,8 +8,9 @@ namespace VmState.Gdb;
 /// <summary>
 /// AArch64 for the GDB server: the registers of <see cref="Arm64TargetDescription"/> from <see cref="Arm64CpuState"/>,
 /// memory through the vCPU's EL1&amp;0 stage 1 tables (<see cref="Arm64AddressSpace"/>: TTBR0_EL1 for the lower half,
-/// TTBR1_EL1 for the kernel's upper half, as the MMU chooses by bit 55). Writes of x0–x30, sp, pc and cpsr go to the
-/// snapshot editor's register edits; the vector, FP and system registers are read-only.
+/// TTBR1_EL1 for the kernel's upper half, as the MMU chooses by bit 55). Writes of x0–x30, sp, pc, cpsr, the system
+/// registers and the banked SP_EL0/SP_EL1/ELR_EL1/SPSR_EL1 go to the snapshot editor's register edits; the vector and
+/// FP registers are read-only.
 /// </summary>
 internal sealed class Arm64GdbArchitecture : IGdbTargetArchitecture
 {
@@ -94,7 +95,9 @@ internal sealed class Arm64GdbArchitecture : IGdbTargetArchitecture
     }
 
     /// <inheritdoc />
-    public string? WriteRefusal(int n) => n < CoreCount ? null : $"writing {_description.Registers[n].Name} is not supported";
+    public string? WriteRefusal(int n) => _description.Registers[n].Feature == Arm64TargetDescription.Fpu
+        ? $"writing {_description.Registers[n].Name} is not supported (the vector and FP registers are read-only)"
+        : null;
 
     /// <inheritdoc />
     public void WriteRegister(SnapshotEditor editor, int cpu, int n, ReadOnlySpan<byte> value)
@@ -109,13 +112,36 @@ internal sealed class Arm64GdbArchitecture : IGdbTargetArchitecture
         value[..Math.Min(8, value.Length)].CopyTo(tmp);
         ulong v = BinaryPrimitives.ReadUInt64LittleEndian(tmp);
         Arm64CpuState c = _cpus[cpu];
+
+        // The editor finds the field by the register's name (x0-x30, sp, pc, cpsr, a system register of the cpreg list,
+        // SP_EL0/SP_EL1/ELR_EL1/SPSR_EL1) and refuses what the cpu section cannot hold, before anything changes here.
         editor.SetRegister(c.Index, _description.Registers[n].Name, v);
-        switch (n)
+        if (n < CoreCount)
         {
-            case Arm64Architecture.GdbSp: c.Sp = v; break;
-            case Arm64Architecture.GdbPc: c.Pc = v; break;
-            case Arm64Architecture.GdbCpsr: c.Pstate = (uint)v; break;
-            default: c.X[n] = v; break;
+            switch (n)
+            {
+                case Arm64Architecture.GdbSp: c.Sp = v; break;
+                case Arm64Architecture.GdbPc: c.Pc = v; break;
+                case Arm64Architecture.GdbCpsr: c.Pstate = (uint)v; break;
+                default: c.X[n] = v; break;
+            }
+
+            return;
+        }
+
+        int sys = n - (_description.HasFpu ? Arm64Architecture.GdbFpcr + 1 : CoreCount);
+        if (sys < _description.SystemRegisters.Count)
+        {
+            c.SetSystemRegister(_description.SystemRegisters[sys].KvmId, v);
+            return;
+        }
+
+        switch (sys - _description.SystemRegisters.Count)
+        {
+            case 0: c.SpEl[0] = v; break;
+            case 1: c.SpEl[1] = v; break;
+            case 2: c.ElrEl[1] = v; break;
+            default: c.BankedSpsr[1] = v; break;
         }
     }
 

@@ -20,7 +20,8 @@ public sealed record ProcessCoreSummary(int Pid, string Comm, IReadOnlyList<(int
 /// <summary>
 /// An ELF core of one guest process, as the kernel's own core dump lays it out (<c>fs/binfmt_elf.c</c>): a PT_NOTE
 /// with NT_PRSTATUS per thread (user registers from the pt_regs saved at the top of each thread's kernel stack, or
-/// the vCPU's registers for a thread running in user mode at the time), NT_PRPSINFO, NT_AUXV (<c>mm->saved_auxv</c>)
+/// the vCPU's registers for a thread running in user mode at the time; on AArch64 followed by the thread's NT_FPREGSET,
+/// see <see cref="Arm64UserFpsimd"/>), NT_PRPSINFO, NT_AUXV (<c>mm->saved_auxv</c>)
 /// and NT_FILE (the file-backed VMAs), then one PT_LOAD per VMA with the pages read through the process's page
 /// tables. Pages that are not present become holes (zeros); VM_IO and VM_DONTDUMP areas get no file bytes, as the
 /// kernel's <c>vma_dump_size</c> decides. A process with 65,534 VMAs or more gets PN_XNUM numbering (the count in
@@ -72,7 +73,27 @@ public static class ProcessCore
         {
             int tid = (int)t.Member("pid").ToInt64();
             (byte[] regs, string source) = UserRegisters(kernel, t, running);
-            core.AddNote(Prstatus(arm64, tid, ppid, tgid, regs));
+            byte[]? fpsimd = null;
+            if (arm64)
+            {
+                try
+                {
+                    (fpsimd, string fpSource) = Arm64UserFpsimd.Read(kernel, t, Arm64RunningCpu(kernel, t));
+                    source += $"; FP/SIMD from {fpSource}";
+                }
+                catch (KernelDataException e)
+                {
+                    source += $"; no FP/SIMD note: {e.Message}";
+                }
+            }
+
+            core.AddNote(Prstatus(arm64, tid, ppid, tgid, regs, fpsimd is not null));
+            if (fpsimd is not null)
+            {
+                // NT_FPREGSET follows NT_PRSTATUS, as in the kernel's own core dumps (the arm64 regset order).
+                core.AddNote(new ElfNote("CORE", Arm64CoreNotes.NtFpregset, fpsimd));
+            }
+
             if (arm64 && Arm64PointerAuthentication(kernel, t) is ulong pacMask)
             {
                 // As the kernel's core dump adds the NT_ARM_PAC_MASK regset (arm64 ptrace.c pac_mask_get): gdb then
@@ -316,7 +337,7 @@ public static class ProcessCore
 
     // struct elf_prstatus: the same header on both (pr_pid at 32), pr_reg at 112; x86-64's is 27 quadwords, AArch64's
     // user_pt_regs 34 (include/uapi/linux/elfcore.h, arm64 asm/elf.h ELF_NGREG).
-    private static ElfNote Prstatus(bool arm64, int tid, int ppid, int tgid, byte[] regs)
+    private static ElfNote Prstatus(bool arm64, int tid, int ppid, int tgid, byte[] regs, bool fpValid)
     {
         byte[] d = new byte[arm64 ? Arm64CoreNotes.PrstatusSize : X86CoreNotes.PrstatusSize];
         int pidOffset = arm64 ? Arm64CoreNotes.PrstatusPidOffset : X86CoreNotes.PrstatusPidOffset;
@@ -325,6 +346,12 @@ public static class ProcessCore
         BinaryPrimitives.WriteInt32LittleEndian(d.AsSpan(pidOffset + 8), tgid);
         BinaryPrimitives.WriteInt32LittleEndian(d.AsSpan(pidOffset + 12), tgid);
         regs.CopyTo(d.AsSpan(arm64 ? Arm64CoreNotes.PrstatusRegsOffset : X86CoreNotes.PrstatusRegsOffset));
+        if (arm64 && fpValid)
+        {
+            // pr_fpvalid: set when the thread's NT_FPREGSET follows (fs/binfmt_elf.c fill_thread_core_info).
+            BinaryPrimitives.WriteInt32LittleEndian(d.AsSpan(Arm64CoreNotes.PrstatusFpvalidOffset), 1);
+        }
+
         return new ElfNote("CORE", ElfNote.NtPrstatus, d);
     }
 

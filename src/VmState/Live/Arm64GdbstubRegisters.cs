@@ -15,7 +15,8 @@ namespace VmState.Live;
 /// aarch64_cpu_dump_state stops at PSTATE and the FP/SIMD registers), read from QEMU's gdbstub: its target
 /// description includes <c>system-registers.xml</c> (<c>target/arm/gdbstub.c</c> arm_gen_dynamic_sysreg_xml, feature
 /// <c>org.qemu.gdb.arm.sys.regs</c>), one register per cpreg with its gdb number, read with <c>Hg</c> + <c>p</c>.
-/// The stub the VM has is used when no client holds it; otherwise one is started on a free loopback port (HMP
+/// The stub the VM has (TCP or a UNIX socket) is used when no client holds it, with a warning when it listens beyond
+/// loopback; otherwise one is started on a free loopback port (HMP
 /// <c>gdbserver tcp:127.0.0.1:PORT</c>) and stopped again (<c>gdbserver none</c>). Connecting stops the guest
 /// (QEMU's <c>CHR_EVENT_OPENED</c>) and closing the connection without <c>D</c> leaves the run state alone, so the
 /// caller pauses the guest around the read and resumes it (<see cref="LiveMachine.ReadArm64CpusAsync"/>).
@@ -83,22 +84,38 @@ public static partial class Arm64GdbstubRegisters
     /// gdbstub into their state: the named ones of <see cref="Arm64SystemRegisters.All"/> QEMU has, and the banked
     /// SP_EL0, SP_EL1, ELR_EL1, SPSR_EL1. The guest must be paused (the caller's pause scope).
     /// </summary>
+    /// <returns>
+    /// A warning for the user, or null: the VM's own stub, which was used, listens on more than loopback
+    /// (<see cref="GdbStubChardev.ExposureWarning"/>).
+    /// </returns>
     /// <exception cref="IOException">The stub is held by another client, or does not answer as QEMU's does.</exception>
-    public static async Task ReadAsync(QmpClient qmp, IReadOnlyList<Arm64CpuState> cpus, CancellationToken cancellationToken = default)
+    public static async Task<string?> ReadAsync(QmpClient qmp, IReadOnlyList<Arm64CpuState> cpus, CancellationToken cancellationToken = default)
     {
         ArgumentNullException.ThrowIfNull(qmp);
         ArgumentNullException.ThrowIfNull(cpus);
-        (string host, int port, bool started) = await FindOrStartStubAsync(qmp, cancellationToken).ConfigureAwait(false);
+        (GdbStubChardev stub, bool started) = await FindOrStartStubAsync(qmp, cancellationToken).ConfigureAwait(false);
         try
         {
-            using var tcp = new TcpClient { NoDelay = true, ReceiveTimeout = ReplyTimeoutMs, SendTimeout = ReplyTimeoutMs };
-            await tcp.ConnectAsync(host, port, cancellationToken).ConfigureAwait(false);
-            using NetworkStream stream = tcp.GetStream();
+            using Socket socket = stub.SocketPath is string path
+                ? new Socket(AddressFamily.Unix, SocketType.Stream, ProtocolType.Unspecified)
+                : new Socket(SocketType.Stream, ProtocolType.Tcp) { NoDelay = true };
+            socket.ReceiveTimeout = ReplyTimeoutMs;
+            socket.SendTimeout = ReplyTimeoutMs;
+            if (stub.SocketPath is string socketPath)
+            {
+                await socket.ConnectAsync(new UnixDomainSocketEndPoint(socketPath), cancellationToken).ConfigureAwait(false);
+            }
+            else
+            {
+                await socket.ConnectAsync(stub.Host, stub.Port, cancellationToken).ConfigureAwait(false);
+            }
+
+            using var stream = new NetworkStream(socket, ownsSocket: false);
 
             // QEMU answers 'p' only after the client read target.xml (gdb_has_xml); the system registers are an include.
             string target = ReadDocument(stream, "target.xml");
             string? sysAnnex = ParseIncludes(target).FirstOrDefault(h => h.Contains("system", StringComparison.OrdinalIgnoreCase))
-                ?? throw new IOException($"QEMU's gdbstub at {host}:{port} offers no system-registers description (target.xml includes {string.Join(", ", ParseIncludes(target))})");
+                ?? throw new IOException($"QEMU's gdbstub at {stub.Endpoint} offers no system-registers description (target.xml includes {string.Join(", ", ParseIncludes(target))})");
             IReadOnlyDictionary<string, int> numbers = ParseRegisterNumbers(ReadDocument(stream, sysAnnex));
             foreach (Arm64CpuState cpu in cpus)
             {
@@ -122,10 +139,11 @@ public static partial class Arm64GdbstubRegisters
             }
 
             // No 'D': QEMU 7.2 answers a detach by resuming the VM (gdb_continue); closing the connection changes nothing.
+            return started ? null : stub.ExposureWarning;
         }
         catch (SocketException e)
         {
-            throw new IOException($"QEMU's gdbstub at {host}:{port}: {e.Message}", e);
+            throw new IOException($"QEMU's gdbstub at {stub.Endpoint}: {e.Message}", e);
         }
         finally
         {
@@ -169,16 +187,27 @@ public static partial class Arm64GdbstubRegisters
         return true;
     }
 
-    private static async Task<(string Host, int Port, bool Started)> FindOrStartStubAsync(QmpClient qmp, CancellationToken cancellationToken)
+    /// <summary>
+    /// The VM's own stub (query-chardev, label <c>gdb</c>: TCP or a UNIX socket, parsed as the tracer parses it) when no
+    /// client holds it, else a new one on a free loopback port.
+    /// </summary>
+    private static async Task<(GdbStubChardev Stub, bool Started)> FindOrStartStubAsync(QmpClient qmp, CancellationToken cancellationToken)
     {
         JsonElement chardevs = await qmp.ExecuteAsync("query-chardev", null, null, cancellationToken).ConfigureAwait(false);
         foreach (JsonElement d in chardevs.EnumerateArray())
         {
-            if (d.TryGetProperty("label", out JsonElement label) && label.GetString() == "gdb")
+            if (d.TryGetProperty("label", out JsonElement label) && label.GetString() == GdbStubChardev.Label)
             {
                 string filename = d.TryGetProperty("filename", out JsonElement f) ? f.GetString() ?? string.Empty : string.Empty;
-                return ParseFreeStub(filename) ?? throw new IOException(
-                    $"QEMU's gdbstub ({filename}) is held by another client or is not a TCP socket; detach that client first");
+                if (!GdbStubChardev.TryParse(filename, out GdbStubChardev? stub) || stub is null)
+                {
+                    throw new IOException($"QEMU's gdbstub listens on \"{filename}\"; vmstate connects to TCP and UNIX-socket stubs only");
+                }
+
+                // Starting another one would replace it (gdbserver_start closes the old chardev) and cut its client off.
+                return stub.InUse
+                    ? throw new IOException($"QEMU's gdbstub ({stub.Endpoint}{(stub.SocketPath is null ? $", client {stub.Peer}" : string.Empty)}) is held by another client; detach that client first")
+                    : (stub, false);
             }
         }
 
@@ -193,28 +222,8 @@ public static partial class Arm64GdbstubRegisters
                 throw new IOException($"QEMU did not start a gdbstub on 127.0.0.1:{port}: {said.Trim()}");
             }
 
-            return ("127.0.0.1", port, true);
+            return (new GdbStubChardev("127.0.0.1", port, null, "127.0.0.1"), true);
         }
-    }
-
-    /// <summary>host:port of a free TCP stub from its chardev filename ("disconnected:tcp:127.0.0.1:1234,server=on").</summary>
-    private static (string Host, int Port, bool Started)? ParseFreeStub(string filename)
-    {
-        const string Prefix = "disconnected:tcp:";
-        if (!filename.StartsWith(Prefix, StringComparison.Ordinal))
-        {
-            return null;
-        }
-
-        string address = filename[Prefix.Length..].Split(',')[0];
-        int colon = address.LastIndexOf(':');
-        if (colon < 0 || !int.TryParse(address.AsSpan(colon + 1), NumberStyles.None, CultureInfo.InvariantCulture, out int port) || port is 0 or > 65535)
-        {
-            return null;
-        }
-
-        string listen = address[..colon].Trim('[', ']');
-        return (listen.Trim(':').Length == 0 || listen == "0.0.0.0" ? "127.0.0.1" : listen, port, false);
     }
 
     private static string ReadDocument(NetworkStream stream, string annex)

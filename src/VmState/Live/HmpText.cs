@@ -225,7 +225,8 @@ public static partial class HmpText
     /// <summary>
     /// Every vCPU of an AArch64 guest's "info registers -a" (QEMU 7.2 <c>target/arm/cpu.c</c> aarch64_cpu_dump_state:
     /// "CPU#n", " PC=… X00=…" three to a line, "SP=…", "PSTATE=%08x NZCV EL1h", "FPCR=%08x FPSR=%08x", then the
-    /// vector registers as "Q00=hi:lo" or, with SVE, "Z00=…:hi:lo" highest doubleword first). The system registers are
+    /// vector registers as "Q00=hi:lo" or, with SVE, "Z00=…:hi:lo" highest doubleword first, or for vectors above 256
+    /// bits in chunks "Z00[3-2]=…" and "   [1-0]=…:hi:lo"). The system registers are
     /// not in this text (see <see cref="Arm64GdbstubRegisters"/>). Values that are not 1 to 16 hex digits are skipped,
     /// so hostile text yields fewer registers, never an exception.
     /// </summary>
@@ -234,6 +235,7 @@ public static partial class HmpText
         ArgumentNullException.ThrowIfNull(text);
         var cpus = new List<Arm64CpuState>();
         Arm64CpuState? c = null;
+        int? sveRegister = null;
         foreach (string raw in text.Split('\n'))
         {
             string line = raw.TrimEnd('\r');
@@ -248,11 +250,34 @@ public static partial class HmpText
 
                 c = new Arm64CpuState { Index = index };
                 cpus.Add(c);
+                sveRegister = null;
                 continue;
             }
 
             if (c is null)
             {
+                continue;
+            }
+
+            // Vectors longer than 256 bits come in chunks of two quadwords, highest first: "Z00[3-2]=d7:d6:d5:d4" then
+            // "   [1-0]=d3:d2:d1:d0"; the chunk that ends at quadword 0 holds V<n> in its last two doublewords.
+            Match chunk = Arm64SveChunk().Match(line);
+            if (chunk.Success)
+            {
+                if (chunk.Groups["v"].Success)
+                {
+                    sveRegister = int.Parse(chunk.Groups["v"].Value, CultureInfo.InvariantCulture);
+                }
+
+                if (sveRegister is int z && chunk.Groups["lo"].Value == "0")
+                {
+                    string[] words = chunk.Groups["value"].Value.Split(':');
+                    BinaryPrimitivesLe(c.V.AsSpan(z * 16, 8), Hex(words[^1]));
+                    BinaryPrimitivesLe(c.V.AsSpan((z * 16) + 8, 8), Hex(words[^2]));
+                    c.HasFpSimd = true;
+                    sveRegister = null;
+                }
+
                 continue;
             }
 
@@ -331,6 +356,11 @@ public static partial class HmpText
 
     // X00..X30, PC, SP, PSTATE, FPCR, FPSR: 1-16 hex digits; Q00..Q31 and Z00..Z31: doublewords joined by ':' (at most
     // 32 of them, a 2048-bit SVE vector).
+    // QEMU 7.2 aarch64_cpu_dump_state with a vector length above 256 bits: "Z%02d[%x-%x]=" and then "   [%x-%x]=", four
+    // doublewords each.
+    [GeneratedRegex(@"^\s*(?:Z(?<v>[012][0-9]|3[01]))?\[(?<hi>[0-9a-f]{1,2})-(?<lo>[0-9a-f]{1,2})\]=(?<value>(?:[0-9a-f]{16}:){3}[0-9a-f]{16})\s*$")]
+    private static partial Regex Arm64SveChunk();
+
     [GeneratedRegex(@"(?<![A-Za-z0-9_])(?<name>X(?<x>30|[012][0-9])|PC|SP|PSTATE|FPCR|FPSR|(?<vec>[QZ])(?<v>[012][0-9]|3[01]))=(?<value>(?:[0-9a-f]{16}:){0,31}[0-9a-f]{1,16})(?![0-9a-f:])")]
     private static partial Regex Arm64Register();
 }

@@ -212,18 +212,22 @@ public sealed class LiveMachine : IAsyncDisposable
     /// (<see cref="Arm64GdbstubRegisters"/>), then resumed. Empty for an x86 guest.
     /// </summary>
     /// <exception cref="IOException">QEMU's gdbstub is held by another client or cannot be used.</exception>
-    public async Task<IReadOnlyList<Arm64CpuState>> ReadArm64CpusAsync(CancellationToken cancellationToken = default)
+    public async Task<IReadOnlyList<Arm64CpuState>> ReadArm64CpusAsync(CancellationToken cancellationToken = default) =>
+        (await ReadArm64CpusWithWarningAsync(cancellationToken).ConfigureAwait(false)).Cpus;
+
+    // The vCPUs and the warning of Arm64GdbstubRegisters.ReadAsync (the VM's own stub listens beyond loopback), or null.
+    private async Task<(IReadOnlyList<Arm64CpuState> Cpus, string? Warning)> ReadArm64CpusWithWarningAsync(CancellationToken cancellationToken)
     {
         if (Architecture != CpuArchitecture.Arm64)
         {
-            return [];
+            return ([], null);
         }
 
         await using (await PauseAsync(cancellationToken).ConfigureAwait(false))
         {
             IReadOnlyList<Arm64CpuState> cpus = HmpText.ParseArm64Registers(await Qmp.HumanMonitorCommandAsync("info registers -a", null, cancellationToken).ConfigureAwait(false));
-            await Arm64GdbstubRegisters.ReadAsync(Qmp, cpus, cancellationToken).ConfigureAwait(false);
-            return cpus;
+            string? warning = await Arm64GdbstubRegisters.ReadAsync(Qmp, cpus, cancellationToken).ConfigureAwait(false);
+            return (cpus, warning);
         }
     }
 
@@ -248,7 +252,11 @@ public sealed class LiveMachine : IAsyncDisposable
         var warnings = new List<string>();
         try
         {
-            arm64Cpus = await ReadArm64CpusAsync(cancellationToken).ConfigureAwait(false);
+            (arm64Cpus, string? stubWarning) = await ReadArm64CpusWithWarningAsync(cancellationToken).ConfigureAwait(false);
+            if (stubWarning is not null)
+            {
+                warnings.Add(stubWarning);
+            }
         }
         catch (IOException e)
         {

@@ -121,6 +121,12 @@ public sealed class QemuGuest : IAsyncDisposable
             "-qmp", $"unix:{Path.Combine(workDir, "qmp.sock")},server=on,wait=off",
             "-qmp", $"unix:{Path.Combine(workDir, "qmp-tool.sock")},server=on,wait=off",
         };
+        if (options.DiskPath is not null)
+        {
+            // A drive without a guest device: the place savevm keeps the snapshot (the guest needs no disk).
+            args.AddRange(["-drive", $"file={options.DiskPath},if=none,id=disk0,format=qcow2"]);
+        }
+
         if (options.GdbPort is int gdbPort)
         {
             args.AddRange(["-gdb", $"tcp:127.0.0.1:{gdbPort}"]);
@@ -129,6 +135,11 @@ public sealed class QemuGuest : IAsyncDisposable
         if (options.Incoming is not null)
         {
             args.AddRange(["-incoming", $"exec:cat '{options.Incoming}'"]);
+        }
+
+        if (options.LoadVm is not null)
+        {
+            args.AddRange(["-loadvm", options.LoadVm]);
         }
 
         args.AddRange(options.ExtraArgs);

@@ -1,5 +1,6 @@
 using System.Text;
 using VmState.Events;
+using VmState.Live;
 
 namespace VmState.Tests.Events;
 
@@ -144,6 +145,17 @@ public sealed class GdbStubRepliesTests
         Assert.Equal(peer, stub.Peer);
         Assert.Equal(peer is not null, stub.InUse);
         Assert.Equal(beyondLoopback, stub.ListensBeyondLoopback);
+
+        // The tracer and the AArch64 live register reader give the same warning for an exposed stub, and none otherwise.
+        if (beyondLoopback)
+        {
+            Assert.Contains($"port {port}, not only on loopback", stub.ExposureWarning, StringComparison.Ordinal);
+            Assert.Contains(stub.Listen.Length == 0 ? "listens on every interface " : $"listens on {stub.Listen} ", stub.ExposureWarning, StringComparison.Ordinal);
+        }
+        else
+        {
+            Assert.Null(stub.ExposureWarning);
+        }
     }
 
     [Theory]

@@ -35,6 +35,37 @@ public class HmpArm64TextTests
         PSTATE=204000c5 --C- EL1h  SVCR=00000000 --  BTYPE=0     FPCR=00000000 FPSR=00000000
         """;
 
+    // The same guest at another moment: the kernel's ZCR_EL1 gives a 512-bit vector length, printed in chunks.
+    private const string SveChunks = """
+        CPU#1
+         PC=ffffcb019ceba2c4 X00=ffff000002c3b1c4 X01=ffff000002c3c000
+        X29=ffff80000831b6f0 X30=ffffcb019cebf914  SP=ffff80000831b6f0
+        PSTATE=404000c5 -Z-- EL1h  SVCR=00000000 --  BTYPE=0     FPCR=00c00000 FPSR=08000000
+        P00=0000000000000001 P01=0000000000000000 P02=0000000000000000
+        P15=0000000000000000 FFR=0000000000000000
+        Z00[3-2]=0000000000000000:0000000000000000:0000000000000000:0000000000000000
+           [1-0]=0000000000000000:0000000000000000:6c6c6c6c6c6c6c6c:6d6c6c6c6c6c6c6c
+        Z01[3-2]=0000000000000000:0000000000000000:0000000000000000:0000000000000000
+           [1-0]=0000000000000000:0000000000000000:0000000000000000:0000004c636d776c
+        Z31[3-2]=0000000000000000:0000000000000000:0000000000000000:0000000000000000
+           [1-0]=1111111111111111:2222222222222222:3866313932343832:3739633339646231
+        """;
+
+    [Fact]
+    public void Sve_text_in_chunks_gives_v_as_the_low_128_bits_of_z()
+    {
+        Arm64CpuState c = Assert.Single(HmpText.ParseArm64Registers(SveChunks));
+        Assert.Equal(1, c.Index);
+        Assert.Equal(0xffff80000831b6f0UL, c.Sp);
+        Assert.Equal(0x00c00000U, c.Fpcr);
+        Assert.Equal(0x08000000U, c.Fpsr);
+        Assert.True(c.HasFpSimd);
+        Assert.Equal(0x6d6c6c6c6c6c6c6cUL, BinaryPrimitives.ReadUInt64LittleEndian(c.V.AsSpan(0)));
+        Assert.Equal(0x6c6c6c6c6c6c6c6cUL, BinaryPrimitives.ReadUInt64LittleEndian(c.V.AsSpan(8)));
+        Assert.Equal(0x4c636d776cUL, BinaryPrimitives.ReadUInt64LittleEndian(c.V.AsSpan(16)));
+        Assert.Equal("1bd93c97284291f8", System.Text.Encoding.ASCII.GetString(c.V.AsSpan(31 * 16, 16)));
+    }
+
     private const string NoSve = """
         CPU#0
          PC=ffff800008010000 X00=0000000000000001 X01=0000000000000002

@@ -10,7 +10,7 @@ namespace VmState.Arch.Arm64;
 /// 3 at 31–39), 1 GiB and 2 MiB blocks, top-byte-ignore. The 16 KiB and 64 KiB granules and 52-bit addresses
 /// (FEAT_LPA2, TCR_EL1.DS) are refused with <see cref="NotSupportedException"/>.
 /// </summary>
-public sealed class Arm64AddressSpace
+public sealed class Arm64AddressSpace : IPageTranslator
 {
     // Output address bits 47:12 of a table or page descriptor (48-bit PA; LPA2 is refused).
     private const ulong OutputMask = 0x0000_FFFF_FFFF_F000UL;
@@ -87,28 +87,7 @@ public sealed class Arm64AddressSpace
     public Arm64Translation Translate(ulong virtualAddress) => Walk(virtualAddress, record: true);
 
     /// <summary>Reads virtual memory page by page; returns the bytes read before the first unmapped or unbacked byte.</summary>
-    public int Read(ulong virtualAddress, Span<byte> destination)
-    {
-        int done = 0;
-        while (done < destination.Length)
-        {
-            ulong va = virtualAddress + (ulong)done;
-            if (!TryTranslate(va, out ulong pa))
-            {
-                break;
-            }
-
-            int chunk = (int)Math.Min((ulong)(destination.Length - done), 0x1000 - (va & 0xFFF));
-            int got = Memory.Read(pa, destination.Slice(done, chunk));
-            done += got;
-            if (got < chunk)
-            {
-                break;
-            }
-        }
-
-        return done;
-    }
+    public int Read(ulong virtualAddress, Span<byte> destination) => VirtualMemoryReader.Read(this, virtualAddress, destination);
 
     /// <summary>
     /// The mapped ranges between <paramref name="start"/> and <paramref name="end"/> (inclusive), in address order,

@@ -8,7 +8,7 @@ namespace VmState.Arch.X86;
 /// paging levels described as data (Intel SDM vol. 3A §4.3–4.5), caches page-table pages and translations, and
 /// enumerates every mapping. Call <see cref="Invalidate"/> when the guest may have changed its page tables.
 /// </summary>
-public sealed class AddressSpace
+public sealed class AddressSpace : IPageTranslator
 {
     private const ulong PhysMask = 0x000F_FFFF_FFFF_F000UL;
     private const int MaxCachedTables = 4096;
@@ -185,28 +185,7 @@ public sealed class AddressSpace
     public Translation Translate(ulong virtualAddress) => Walk(virtualAddress, recordEntries: true);
 
     /// <summary>Reads virtual memory; returns the bytes read before the first unmapped or unbacked byte.</summary>
-    public int Read(ulong virtualAddress, Span<byte> destination)
-    {
-        int done = 0;
-        while (done < destination.Length)
-        {
-            ulong va = virtualAddress + (ulong)done;
-            if (!TryTranslate(va, out ulong pa))
-            {
-                break;
-            }
-
-            int n = (int)Math.Min((ulong)(destination.Length - done), 0x1000 - (va & 0xFFF));
-            int got = Memory.Read(pa, destination.Slice(done, n));
-            done += got;
-            if (got < n)
-            {
-                break;
-            }
-        }
-
-        return done;
-    }
+    public int Read(ulong virtualAddress, Span<byte> destination) => VirtualMemoryReader.Read(this, virtualAddress, destination);
 
     /// <summary>
     /// Writes <paramref name="source"/> at virtual address <paramref name="virtualAddress"/>: each page is translated

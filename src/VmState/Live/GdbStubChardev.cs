@@ -1,6 +1,6 @@
 using System.Globalization;
 
-namespace VmState.Events;
+namespace VmState.Live;
 
 /// <summary>
 /// QEMU's gdbstub as <c>query-chardev</c> shows it: the character device labelled <c>gdb</c> (QEMU 7.2
@@ -30,6 +30,14 @@ public sealed record GdbStubChardev(string Host, int Port, string? Peer, string 
     /// </summary>
     public bool ListensBeyondLoopback => SocketPath is null &&
         !(Listen.StartsWith("127.", StringComparison.Ordinal) || Listen is "::1" or "localhost");
+
+    /// <summary>
+    /// The warning to give a user whose stub <see cref="ListensBeyondLoopback"/> (null when it does not): what is exposed
+    /// and how to start a stub that is not.
+    /// </summary>
+    public string? ExposureWarning => ListensBeyondLoopback
+        ? $"QEMU's gdbstub listens on {(Listen.Length == 0 ? "every interface" : Listen)} port {Port.ToString(CultureInfo.InvariantCulture)}, not only on loopback: it has no authentication, so anyone who reaches it can read and change the VM (start it with HMP \"gdbserver tcp:127.0.0.1:PORT\", or let vmstate start one)"
+        : null;
 
     /// <summary>host:port, or <c>unix:PATH</c>.</summary>
     public string Endpoint => SocketPath is string path ? "unix:" + path : $"{Host}:{Port.ToString(CultureInfo.InvariantCulture)}";
