@@ -174,6 +174,9 @@ public static class Program
         var store = new List<SaveResult>();
         var toFile = new List<SaveResult>();
         byte[] buffer = new byte[256 << 10];
+        var waits = new List<string>();
+        var dropCpu = new List<double>();
+        var dropSwitches = new List<long>();
         try
         {
             using VmState.History.HistoryStoreWriter writer = VmState.History.HistoryStoreWriter.Open(Path.Combine(dir, "store"));
@@ -184,13 +187,20 @@ public static class Program
             {
                 toFile.Add(await live.Qmp.SaveStateToFileAsync(file, background: true));
                 File.Delete(file);
+                (TimeSpan cpu0, long switches0) = CpuAndSwitches();
                 drop.Add(await live.CaptureAsync((stream, ct) => Task.Run(
                     () =>
                     {
                         while (stream.Read(buffer) > 0)
                         {
                         }
+
+                        // How often the consumer and the pump had to wait (the capture stream's counters, where it has them).
+                        waits.Add(string.Join(", ", new[] { "ConsumerWaits", "PumpWaits", "PumpSleeps" }.Select(n => $"{n} {stream.GetType().GetProperty(n)?.GetValue(stream) ?? "-"}")));
                     }, ct)));
+                (TimeSpan cpu1, long switches1) = CpuAndSwitches();
+                dropCpu.Add((cpu1 - cpu0).TotalMilliseconds);
+                dropSwitches.Add(switches1 - switches0);
                 store.Add(await live.CaptureAsync((stream, ct) => Task.Run(() => writer.Append(stream, "bench", DateTimeOffset.UtcNow), ct)));
             }
         }
@@ -216,8 +226,27 @@ public static class Program
             Console.WriteLine($"| {name} | {runs[0].Mode} | {runs[0].Bytes:N0} | {pause[rounds / 2]:F1} ms [{pause[0]:F1}–{pause[^1]:F1}] | {downtime:F0} ms | {wall[rounds / 2]:F0} ms [{wall[0]:F0}–{wall[^1]:F0}] | {runs[0].Bytes / (wall[rounds / 2] / 1000) / 1e9:F2} | {wall[rounds / 2] / Median(toFile):F2}× |");
         }
 
+        Console.WriteLine($"waits per capture (reads and drops): {string.Join("; ", waits)}");
+        Console.WriteLine($"this process per capture (reads and drops), median: CPU {dropCpu.Order().ElementAt(dropCpu.Count / 2):F0} ms, context switches {dropSwitches.Order().ElementAt(dropSwitches.Count / 2)} (voluntary + involuntary, all threads: getrusage)");
         Console.WriteLine($"capture wall / file wall (medians): reads and drops {Median(drop) / Median(toFile):F2}×, into a history store {Median(store) / Median(toFile):F2}× (goal ≤ 1.2×)");
     }
+
+    /// <summary>This process's CPU time and context switches so far, all threads including ended ones (getrusage(2) RUSAGE_SELF).</summary>
+    private static (TimeSpan Cpu, long Switches) CpuAndSwitches()
+    {
+        // struct rusage on x86-64: ru_utime, ru_stime (timeval: 2 longs each), then 14 longs; ru_nvcsw and ru_nivcsw are the last two.
+        long[] u = new long[18];
+        if (getrusage(0, u) != 0)
+        {
+            return (TimeSpan.Zero, 0);
+        }
+
+        double seconds = u[0] + (u[1] / 1e6) + u[2] + (u[3] / 1e6);
+        return (TimeSpan.FromSeconds(seconds), u[16] + u[17]);
+    }
+
+    [System.Runtime.InteropServices.DllImport("libc", SetLastError = true)]
+    private static extern int getrusage(int who, [System.Runtime.InteropServices.Out] long[] usage);
 
     private static async Task Paths(LiveMachine live, MemoryRange main, ulong[] addresses, int gdbPort)
     {
