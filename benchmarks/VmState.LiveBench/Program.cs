@@ -157,50 +157,96 @@ public static class Program
     });
 
     /// <summary>
-    /// Captures streamed into this process (the consumer reads and drops the stream) beside background snapshots of
-    /// the same VM to a file (vmstate snapshot --qmp … --live), alternated so both see the same load: guest pause (QEMU's
-    /// STOP→RESUME event timestamps, and QEMU's own downtime) and wall time per capture.
+    /// Captures streamed into this process beside background snapshots of the same VM to a file (QEMU's own
+    /// migrate to a file descriptor, as <c>vmstate snapshot --qmp … --live</c> does), alternated so all see the same
+    /// load: guest pause (QEMU's STOP→RESUME event timestamps, and QEMU's own downtime) and wall time per capture. Two
+    /// consumers: one that reads and drops the stream (synchronous reads of 256 KiB on a thread of its own, as the
+    /// history writer reads), and the history store writer itself (<c>vmstate record</c>'s capture: pages hashed,
+    /// new ones compressed and stored, the capture committed; its index is not part of the capture's wall time).
+    /// Set VMSTATE_CAPTURE_ROUNDS to change the rounds (default 9).
     /// </summary>
     private static async Task Captures(LiveMachine live)
     {
-        const int Rounds = 9;
-        string file = Path.Combine(Path.GetTempPath(), $"vmstate-livebench-capture-{Environment.ProcessId}.mig");
-        var capture = new List<SaveResult>();
+        int rounds = int.TryParse(Environment.GetEnvironmentVariable("VMSTATE_CAPTURE_ROUNDS"), out int r) ? r : 9;
+        string dir = Directory.CreateTempSubdirectory("vmstate-livebench-capture-").FullName;
+        string file = Path.Combine(dir, "snapshot.mig");
+        var drop = new List<SaveResult>();
+        var store = new List<SaveResult>();
         var toFile = new List<SaveResult>();
-        byte[] buffer = new byte[1 << 20];
+        byte[] buffer = new byte[256 << 10];
+        var waits = new List<string>();
+        var dropCpu = new List<double>();
+        var dropSwitches = new List<long>();
         try
         {
-            for (int i = 0; i < Rounds; i++)
+            using VmState.History.HistoryStoreWriter writer = VmState.History.HistoryStoreWriter.Open(Path.Combine(dir, "store"));
+            writer.IndexOnAppend = false;
+            // One capture first, so the store holds the guest's pages as a recorder's store does after its first.
+            await live.CaptureAsync((stream, ct) => Task.Run(() => writer.Append(stream, "warm-up", DateTimeOffset.UtcNow), ct));
+            for (int i = 0; i < rounds; i++)
             {
-                capture.Add(await live.CaptureAsync(async (stream, ct) =>
-                {
-                    while (await stream.ReadAsync(buffer, ct) > 0)
-                    {
-                    }
-                }));
                 toFile.Add(await live.Qmp.SaveStateToFileAsync(file, background: true));
                 File.Delete(file);
+                (TimeSpan cpu0, long switches0) = CpuAndSwitches();
+                drop.Add(await live.CaptureAsync((stream, ct) => Task.Run(
+                    () =>
+                    {
+                        while (stream.Read(buffer) > 0)
+                        {
+                        }
+
+                        // How often the consumer and the pump had to wait (the capture stream's counters, where it has them).
+                        waits.Add(string.Join(", ", new[] { "ConsumerWaits", "PumpWaits", "PumpSleeps" }.Select(n => $"{n} {stream.GetType().GetProperty(n)?.GetValue(stream) ?? "-"}")));
+                    }, ct)));
+                (TimeSpan cpu1, long switches1) = CpuAndSwitches();
+                dropCpu.Add((cpu1 - cpu0).TotalMilliseconds);
+                dropSwitches.Add(switches1 - switches0);
+                store.Add(await live.CaptureAsync((stream, ct) => Task.Run(() => writer.Append(stream, "bench", DateTimeOffset.UtcNow), ct)));
             }
         }
         finally
         {
-            File.Delete(file);
+            Directory.Delete(dir, recursive: true);
         }
 
+        static double Median(List<SaveResult> runs) => runs.Select(r => r.Elapsed.TotalMilliseconds).Order().ElementAt(runs.Count / 2);
         Console.WriteLine();
-        Console.WriteLine($"| whole-state save ({Rounds} rounds, alternated) | mode | bytes | guest pause (STOP→RESUME), median [min–max] | QEMU downtime, median | wall, median [min–max] | GB/s (median wall) |");
-        Console.WriteLine("|---|---|---|---|---|---|---|");
-        foreach ((string name, List<SaveResult> runs) in new[] { ("capture into this process (pipe via getfd, consumer reads and drops)", capture), ("background snapshot to a file (exec:cat, /tmp)", toFile) })
+        Console.WriteLine($"| whole-state save ({rounds} rounds, alternated) | mode | bytes | guest pause (STOP→RESUME), median [min–max] | QEMU downtime, median | wall, median [min–max] | GB/s (median wall) | wall / file |");
+        Console.WriteLine("|---|---|---|---|---|---|---|---|");
+        foreach ((string name, List<SaveResult> runs) in new[]
+        {
+            ("background snapshot to a file (QEMU migrate to fd, /tmp)", toFile),
+            ("capture into this process, consumer reads and drops", drop),
+            ("capture into a history store (vmstate record's capture)", store),
+        })
         {
             double[] pause = [.. runs.Select(r => r.GuestPause?.TotalMilliseconds ?? double.NaN).Order()];
             double[] wall = [.. runs.Select(r => r.Elapsed.TotalMilliseconds).Order()];
             double downtime = runs.Select(r => r.DowntimeMilliseconds ?? double.NaN).Order().ElementAt(runs.Count / 2);
-            Console.WriteLine($"| {name} | {runs[0].Mode} | {runs[0].Bytes:N0} | {pause[Rounds / 2]:F1} ms [{pause[0]:F1}–{pause[^1]:F1}] | {downtime:F0} ms | {wall[Rounds / 2]:F0} ms [{wall[0]:F0}–{wall[^1]:F0}] | {runs[0].Bytes / (wall[Rounds / 2] / 1000) / 1e9:F2} |");
+            Console.WriteLine($"| {name} | {runs[0].Mode} | {runs[0].Bytes:N0} | {pause[rounds / 2]:F1} ms [{pause[0]:F1}–{pause[^1]:F1}] | {downtime:F0} ms | {wall[rounds / 2]:F0} ms [{wall[0]:F0}–{wall[^1]:F0}] | {runs[0].Bytes / (wall[rounds / 2] / 1000) / 1e9:F2} | {wall[rounds / 2] / Median(toFile):F2}× |");
         }
 
-        double ratio = capture.Select(r => r.Elapsed.TotalMilliseconds).Order().ElementAt(Rounds / 2) / toFile.Select(r => r.Elapsed.TotalMilliseconds).Order().ElementAt(Rounds / 2);
-        Console.WriteLine($"capture wall / file wall (medians): {ratio:F2}× (goal ≤ 1.2×)");
+        Console.WriteLine($"waits per capture (reads and drops): {string.Join("; ", waits)}");
+        Console.WriteLine($"this process per capture (reads and drops), median: CPU {dropCpu.Order().ElementAt(dropCpu.Count / 2):F0} ms, context switches {dropSwitches.Order().ElementAt(dropSwitches.Count / 2)} (voluntary + involuntary, all threads: getrusage)");
+        Console.WriteLine($"capture wall / file wall (medians): reads and drops {Median(drop) / Median(toFile):F2}×, into a history store {Median(store) / Median(toFile):F2}× (goal ≤ 1.2×)");
     }
+
+    /// <summary>This process's CPU time and context switches so far, all threads including ended ones (getrusage(2) RUSAGE_SELF).</summary>
+    private static (TimeSpan Cpu, long Switches) CpuAndSwitches()
+    {
+        // struct rusage on x86-64: ru_utime, ru_stime (timeval: 2 longs each), then 14 longs; ru_nvcsw and ru_nivcsw are the last two.
+        long[] u = new long[18];
+        if (getrusage(0, u) != 0)
+        {
+            return (TimeSpan.Zero, 0);
+        }
+
+        double seconds = u[0] + (u[1] / 1e6) + u[2] + (u[3] / 1e6);
+        return (TimeSpan.FromSeconds(seconds), u[16] + u[17]);
+    }
+
+    [System.Runtime.InteropServices.DllImport("libc", SetLastError = true)]
+    private static extern int getrusage(int who, [System.Runtime.InteropServices.Out] long[] usage);
 
     private static async Task Paths(LiveMachine live, MemoryRange main, ulong[] addresses, int gdbPort)
     {

@@ -577,7 +577,16 @@ public static class Targets
                 break;
             case 1:
                 VmState.History.CaptureFile c = VmState.History.CaptureFile.Parse(rest, "capture", 1 << 20, limits, checkHash: false);
-                _ = c.Serialize();
+                // The page maps, kept as runs, are written back and read again with every page's entry unchanged.
+                VmState.History.CaptureFile again = VmState.History.CaptureFile.Parse(c.Serialize(), "capture", 1 << 20, limits);
+                for (int i = 0; i < c.Maps.Count; i++)
+                {
+                    if (!c.Maps[i].SameEntries(again.Maps[i]))
+                    {
+                        throw new InvalidOperationException($"block {i}: a page map changed when written back");
+                    }
+                }
+
                 break;
             case 2:
                 var manifest = new VmState.History.HistoryManifest { PackLengths = [1 << 20, 4096], PageCount = 1 << 20 };

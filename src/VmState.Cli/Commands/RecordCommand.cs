@@ -11,6 +11,9 @@ namespace VmState.Cli.Commands;
 /// </summary>
 internal static class RecordCommand
 {
+    /// <summary>The recorder's managed heap limit.</summary>
+    private const long ManagedHeapLimit = 128L << 20;
+
     public static Command Create()
     {
         var store = new Option<string>("--store") { Description = "the history store directory (created when it does not exist)", Required = true };
@@ -36,7 +39,7 @@ internal static class RecordCommand
             }
 
             using Vm vm = CommonOptions.OpenVm(null, target, new VmOpenOptions(), pause: false);
-            CapManagedHeap(vm);
+            CapManagedHeap();
             using HistoryStoreWriter writer = HistoryStoreWriter.Open(r.GetValue(store)!);
             var options = new HistoryRecordOptions
             {
@@ -67,21 +70,15 @@ internal static class RecordCommand
     }
 
     /// <summary>
-    /// Bounds the recorder's managed heap: 128 MiB plus 24 bytes per guest page (the page maps of the previous and the
-    /// current capture, and the writer's page table). Each capture's index parses the kernel's lists and types anew,
-    /// and without a limit the GC lets that garbage pile up (a 128 MiB guest: 440 MiB resident after 30 captures,
-    /// 207 MiB with the limit, measured).
+    /// Bounds the recorder's managed heap to <see cref="ManagedHeapLimit"/>, whatever the guest size: what the writer
+    /// keeps per capture is the page maps as runs (they follow what changed, not the guest size) and the table of the
+    /// store's unique pages lives in native memory (<c>PageHashTable</c>, 24 bytes a slot). Each capture's index parses
+    /// the kernel's lists and types anew, and without a limit the GC lets that garbage pile up (a 128 MiB guest: 440
+    /// MiB resident after 30 captures without a limit, measured).
     /// </summary>
-    private static void CapManagedHeap(Vm vm)
+    private static void CapManagedHeap()
     {
-        ulong ram = 0;
-        foreach (VmState.Memory.MemoryRange r in vm.Machine.Memory.Ranges)
-        {
-            ram += r.Length;
-        }
-
-        ulong limit = (128UL << 20) + (ram / 4096 * 24);
-        AppContext.SetData("GCHeapHardLimit", limit);
+        AppContext.SetData("GCHeapHardLimit", (ulong)ManagedHeapLimit);
         GC.RefreshMemoryLimit();
     }
 

@@ -15,7 +15,7 @@ internal sealed class CaptureFile
     public const long MaxFileBytes = 1L << 31;
     private static ReadOnlySpan<byte> Magic => "VMSHCAP1"u8;
 
-    public CaptureFile(int pageSize, byte[] frame, IReadOnlyList<(string Name, ulong Length)> blocks, IReadOnlyList<long[]> maps)
+    public CaptureFile(int pageSize, byte[] frame, IReadOnlyList<(string Name, ulong Length)> blocks, IReadOnlyList<PageRunMap> maps)
     {
         PageSize = pageSize;
         Frame = frame;
@@ -29,7 +29,7 @@ internal sealed class CaptureFile
 
     public IReadOnlyList<(string Name, ulong Length)> Blocks { get; }
 
-    public IReadOnlyList<long[]> Maps { get; }
+    public IReadOnlyList<PageRunMap> Maps { get; }
 
     public static string Name(int number) => $"capture-{number:D6}";
 
@@ -57,8 +57,8 @@ internal sealed class CaptureFile
     }
 
     /// <summary>
-    /// Parses a capture file; counts and sizes are bounded (the blocks by <see cref="ReaderLimits.MaxGuestRam"/>: a
-    /// page map costs 8 bytes per page), the trailing hash (unless <paramref name="checkHash"/> is false: the fuzz
+    /// Parses a capture file; counts and sizes are bounded (the blocks by <see cref="ReaderLimits.MaxGuestRam"/>; a page
+    /// map is kept as its runs, so memory follows the file's size), the trailing hash (unless <paramref name="checkHash"/> is false: the fuzz
     /// target reaches the fields) and the page ids checked.
     /// </summary>
     public static CaptureFile Parse(ReadOnlySpan<byte> data, string file, long pageCount, ReaderLimits? limits = null, bool checkHash = true)
@@ -88,7 +88,7 @@ internal sealed class CaptureFile
 
         int count = r.Count("block count", limits.MaxRamBlocks);
         var blocks = new List<(string, ulong)>(count);
-        var maps = new List<long[]>(count);
+        var maps = new List<PageRunMap>(count);
         ulong total = 0;
         for (int i = 0; i < count; i++)
         {

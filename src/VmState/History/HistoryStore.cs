@@ -189,31 +189,21 @@ public sealed class HistoryStore : IDisposable
             for (int b = 0; b < stream.RamBlocks.Count; b++)
             {
                 RamBlock block = stream.RamBlocks[b];
-                long[] map = file.Maps[b];
-                int p = 0;
-                while (p < map.Length)
+                PageRunMap map = file.Maps[b];
+                for (int i = 0; i < map.RunCount; i++)
                 {
-                    long e = map[p];
-                    if (e >= 0)
+                    PageRun run = map.Run(i);
+                    if (run.Value >= 0)
                     {
                         // A content id as a "stream offset" into the pages of the store (PageSource), never 0.
-                        block.SetData(p, (e + 1) * PageSize);
-                        p++;
-                    }
-                    else if (PageMap.IsFill(e, out byte fill))
-                    {
-                        int q = p + 1;
-                        while (q < map.Length && map[q] == e)
+                        for (long k = 0; k < run.Count; k++)
                         {
-                            q++;
+                            block.SetData(run.Start + k, (run.Entry(k) + 1) * PageSize);
                         }
-
-                        block.SetFillRun(p, q - p, fill, 0, 9);
-                        p = q;
                     }
-                    else
+                    else if (PageMap.IsFill(run.Value, out byte fill))
                     {
-                        p++;
+                        block.SetFillRun(run.Start, run.Count, fill, 0, 9);
                     }
                 }
             }
@@ -258,51 +248,58 @@ public sealed class HistoryStore : IDisposable
         byte[] page = new byte[PageSize];
         Span<byte> word = stackalloc byte[8];
         long total = 0;
-        foreach (long[] m in file.Maps)
+        foreach (PageRunMap m in file.Maps)
         {
-            total += m.Length;
+            total += m.Pages;
         }
 
         long done = 0;
         for (int b = 0; b < file.Blocks.Count; b++)
         {
             bool named = false;
-            long[] map = file.Maps[b];
+            PageRunMap map = file.Maps[b];
             byte[] name = System.Text.Encoding.UTF8.GetBytes(file.Blocks[b].Name);
-            for (int p = 0; p < map.Length; p++)
+            for (int i = 0; i < map.RunCount; i++)
             {
-                long e = map[p];
-                if (e == PageMap.NotSent)
+                PageRun run = map.Run(i);
+                if (run.Value == PageMap.NotSent)
                 {
+                    done += run.Count;
                     continue;
                 }
 
-                // QEMU 7.2 migration/ram.c save_page_header: the address word (offset | flags), then the block's idstr
-                // unless RAM_SAVE_FLAG_CONTINUE says it is the block of the previous record.
-                bool isFill = PageMap.IsFill(e, out byte fill);
-                ulong flags = (isFill ? 0x02UL : 0x08UL) | (named ? 0x20UL : 0);
-                BinaryPrimitives.WriteUInt64BigEndian(word, ((ulong)p * (ulong)PageSize) | flags);
-                output.Write(word);
-                if (!named)
+                for (long k = 0; k < run.Count; k++)
                 {
-                    output.WriteByte((byte)name.Length);
-                    output.Write(name);
-                    named = true;
-                }
+                    long p = run.Start + k;
+                    long e = run.Entry(k);
 
-                if (isFill)
-                {
-                    output.WriteByte(fill);
-                }
-                else
-                {
-                    ReadPage(e, page);
-                    output.Write(page);
-                }
+                    // QEMU 7.2 migration/ram.c save_page_header: the address word (offset | flags), then the block's
+                    // idstr unless RAM_SAVE_FLAG_CONTINUE says it is the block of the previous record.
+                    bool isFill = PageMap.IsFill(e, out byte fill);
+                    ulong flags = (isFill ? 0x02UL : 0x08UL) | (named ? 0x20UL : 0);
+                    BinaryPrimitives.WriteUInt64BigEndian(word, ((ulong)p * (ulong)PageSize) | flags);
+                    output.Write(word);
+                    if (!named)
+                    {
+                        output.WriteByte((byte)name.Length);
+                        output.Write(name);
+                        named = true;
+                    }
 
-                if ((++done & 0xFFFF) == 0)
-                {
-                    progress?.Report((double)done / total);
+                    if (isFill)
+                    {
+                        output.WriteByte(fill);
+                    }
+                    else
+                    {
+                        ReadPage(e, page);
+                        output.Write(page);
+                    }
+
+                    if ((++done & 0xFFFF) == 0)
+                    {
+                        progress?.Report((double)done / total);
+                    }
                 }
             }
         }
@@ -439,14 +436,18 @@ public sealed class HistoryStore : IDisposable
         return previous is null ? null : TryReadIndex(previous);
     }
 
-    /// <summary>The capture's page maps by RAM block name: per page a content id, a fill entry or not sent (<see cref="PageMap"/>).</summary>
+    /// <summary>
+    /// The capture's page maps by RAM block name, one entry per page (8 bytes a page): a content id, a fill entry or not
+    /// sent (<see cref="PageMap"/>). For the readers that walk captures page by page (diff, find); the recorder keeps the
+    /// runs (<see cref="CaptureFile.Maps"/>).
+    /// </summary>
     internal IReadOnlyDictionary<string, long[]> PageMaps(HistoryCapture capture)
     {
         CaptureFile file = ReadCaptureFile(capture, null);
         var maps = new Dictionary<string, long[]>(StringComparer.Ordinal);
         for (int i = 0; i < file.Blocks.Count; i++)
         {
-            maps[file.Blocks[i].Name] = file.Maps[i];
+            maps[file.Blocks[i].Name] = file.Maps[i].ToArray();
         }
 
         return maps;

@@ -26,9 +26,9 @@ public sealed class HistoryStoreWriter : IDisposable
     private const string LockName = "lock";
     private readonly string _dir;
     private readonly FileStream _lock;
-    private readonly Dictionary<UInt128, long> _pages = [];
+    private readonly PageHashTable _pages = new();
     private HistoryManifest _manifest;
-    private Dictionary<string, long[]> _previous = new(StringComparer.Ordinal);
+    private Dictionary<string, PageRunMap> _previous = new(StringComparer.Ordinal);
     private HistoryCaptureIndex? _lastIndex;
 
     private HistoryStoreWriter(string dir, FileStream lockFile, HistoryManifest manifest)
@@ -92,12 +92,13 @@ public sealed class HistoryStoreWriter : IDisposable
             throw new IOException($"{dir} is being written by another process ({e.Message})", e);
         }
 
+        HistoryStoreWriter? writer = null;
         try
         {
             HistoryManifest manifest = fresh
                 ? new HistoryManifest { Seed = BitConverter.ToUInt64(RandomNumberGenerator.GetBytes(8)) }
                 : HistoryManifest.Parse(File.ReadAllBytes(manifestPath), manifestPath);
-            var writer = new HistoryStoreWriter(dir, lockFile, manifest);
+            writer = new HistoryStoreWriter(dir, lockFile, manifest);
             if (fresh)
             {
                 if (!OperatingSystem.IsWindows())
@@ -116,6 +117,7 @@ public sealed class HistoryStoreWriter : IDisposable
         }
         catch
         {
+            writer?._pages.Dispose();
             lockFile.Dispose();
             throw;
         }
@@ -453,7 +455,11 @@ public sealed class HistoryStoreWriter : IDisposable
     }
 
     /// <summary>Releases the store's lock.</summary>
-    public void Dispose() => _lock.Dispose();
+    public void Dispose()
+    {
+        _pages.Dispose();
+        _lock.Dispose();
+    }
 
     private string FilePath(string name) => Path.Combine(_dir, name);
 
@@ -564,7 +570,8 @@ public sealed class HistoryStoreWriter : IDisposable
         private readonly byte[] _index = new byte[PageIndex.RecordSize];
         private readonly Compressor _compressor = new(3);
         private readonly List<UInt128> _frameHashes = [];
-        private readonly List<long[]> _maps = [];
+        private readonly List<PageRunMapBuilder> _maps = [];
+        private PageRunMap[] _built = [];
         private IReadOnlyList<(string Name, ulong Length)> _blocks = [];
         private byte[] _frame = [];
         private byte[] _packed = [];
@@ -605,25 +612,30 @@ public sealed class HistoryStoreWriter : IDisposable
             byte[] page = new byte[old.PageSize];
             for (int b = 0; b < old.Blocks.Count; b++)
             {
-                long[] map = old.Maps[b];
-                long[] into = _maps[b];
-                for (int p = 0; p < map.Length; p++)
+                PageRunMap map = old.Maps[b];
+                PageRunMapBuilder into = _maps[b];
+                for (int i = 0; i < map.RunCount; i++)
                 {
-                    long e = map[p];
-                    if (e < 0)
+                    PageRun run = map.Run(i);
+                    if (run.Value < 0)
                     {
-                        into[p] = e;
+                        into.SetRun(run.Start, run.Count, run.Value, 0);
+                        continue;
                     }
-                    else if (copied.TryGetValue(e, out long id))
+
+                    for (long k = 0; k < run.Count; k++)
                     {
-                        into[p] = id;
-                    }
-                    else
-                    {
-                        cancel.ThrowIfCancellationRequested();
-                        from.ReadPage(e, page);
-                        Page(b, (ulong)p * (ulong)old.PageSize, page);
-                        copied[e] = into[p];
+                        long e = run.Entry(k);
+                        long p = run.Start + k;
+                        if (!copied.TryGetValue(e, out long id))
+                        {
+                            cancel.ThrowIfCancellationRequested();
+                            from.ReadPage(e, page);
+                            id = Store(page);
+                            copied[e] = id;
+                        }
+
+                        into.Set(p, id);
                     }
                 }
             }
@@ -638,7 +650,14 @@ public sealed class HistoryStoreWriter : IDisposable
             _indexFile!.Flush(flushToDisk: true);
             _bytesAdded += (_next.PageCount - _before.PageCount) * PageIndex.RecordSize;
 
-            var file = new CaptureFile(_pageSize, frame, _blocks, _maps);
+            _built = new PageRunMap[_maps.Count];
+            for (int b = 0; b < _maps.Count; b++)
+            {
+                _built[b] = _maps[b].Build();
+            }
+
+            _maps.Clear();
+            var file = new CaptureFile(_pageSize, frame, _blocks, _built);
             byte[] bytes = file.Serialize();
             _captureFinal = writer.FilePath(CaptureFile.Name(number));
             _captureTemp = writer.FilePath($".{CaptureFile.Name(number)}.{Environment.ProcessId}.tmp");
@@ -657,26 +676,12 @@ public sealed class HistoryStoreWriter : IDisposable
             long changed = 0;
             for (int b = 0; b < _blocks.Count; b++)
             {
-                long[] map = _maps[b];
-                writer._previous.TryGetValue(_blocks[b].Name, out long[]? prev);
-                for (int p = 0; p < map.Length; p++)
-                {
-                    long e = map[p];
-                    if (e >= 0)
-                    {
-                        data++;
-                    }
-                    else if (e != PageMap.NotSent)
-                    {
-                        fills++;
-                    }
-
-                    long old = prev is not null && p < prev.Length ? prev[p] : PageMap.NotSent;
-                    if (e != old && !(e == PageMap.NotSent && prev is null))
-                    {
-                        changed++;
-                    }
-                }
+                PageRunMap map = _built[b];
+                writer._previous.TryGetValue(_blocks[b].Name, out PageRunMap? prev);
+                map.Count(out long d, out long f);
+                data += d;
+                fills += f;
+                changed += map.CountChanged(prev);
             }
 
             var capture = new HistoryCapture(number, time.ToUniversalTime(), source, streamBytes, data, fills,
@@ -692,10 +697,10 @@ public sealed class HistoryStoreWriter : IDisposable
             // Committed: from here on nothing is undone.
             Committed = true;
             writer._manifest = _next;
-            writer._previous = new Dictionary<string, long[]>(StringComparer.Ordinal);
+            writer._previous = new Dictionary<string, PageRunMap>(StringComparer.Ordinal);
             for (int b = 0; b < _blocks.Count; b++)
             {
-                writer._previous[_blocks[b].Name] = _maps[b];
+                writer._previous[_blocks[b].Name] = _built[b];
             }
 
             _added.Clear();
@@ -769,9 +774,7 @@ public sealed class HistoryStoreWriter : IDisposable
             _blocks = [.. blocks];
             foreach ((string _, ulong length) in blocks)
             {
-                long[] map = new long[(long)((length + (ulong)pageSize - 1) / (ulong)pageSize)];
-                map.AsSpan().Fill(PageMap.NotSent);
-                _maps.Add(map);
+                _maps.Add(new PageRunMapBuilder((long)((length + (ulong)pageSize - 1) / (ulong)pageSize)));
             }
 
             _frame = new byte[_before.PagesPerFrame * pageSize];
@@ -781,17 +784,17 @@ public sealed class HistoryStoreWriter : IDisposable
         {
             ReadOnlySpan<byte> page = data.Span;
             long index = (long)(offset / (ulong)_pageSize);
-            if (!page[1..].ContainsAnyExcept(page[0]))
-            {
-                _maps[block][index] = PageMap.FillEntry(page[0]);
-                return;
-            }
+            _maps[block].Set(index, page[1..].ContainsAnyExcept(page[0]) ? Store(page) : PageMap.FillEntry(page[0]));
+        }
 
+        /// <summary>The content id of <paramref name="page"/> (not one byte repeated): the stored copy's, or a new one added to the frame being filled.</summary>
+        private long Store(ReadOnlySpan<byte> page)
+        {
             UInt128 hash = XxHash128.HashToUInt128(page, (long)_before.Seed);
             if (!writer._pages.TryGetValue(hash, out long id))
             {
                 id = _next.PageCount++;
-                writer._pages.Add(hash, id);
+                writer._pages.TryAdd(hash, id);
                 _added.Add(hash);
                 page.CopyTo(_frame.AsSpan(_frameHashes.Count * _pageSize));
                 _frameHashes.Add(hash);
@@ -801,11 +804,11 @@ public sealed class HistoryStoreWriter : IDisposable
                 }
             }
 
-            _maps[block][index] = id;
+            return id;
         }
 
         public void Fill(int block, ulong offset, byte value, bool replaces) =>
-            _maps[block][(long)(offset / (ulong)_pageSize)] = PageMap.FillEntry(value);
+            _maps[block].Set((long)(offset / (ulong)_pageSize), PageMap.FillEntry(value));
 
         public byte[] ExchangeBuffer(byte[] full) => full;
 

@@ -3,14 +3,20 @@ namespace VmState.History;
 /// <summary>
 /// A capture's page map for one RAM block: per page a content id (&gt;= 0, a record of the page index), a fill byte
 /// (the whole page is that byte: <see cref="FillEntry"/>) or <see cref="NotSent"/> (the stream had no record).
-/// On disk it is run-length compressed (LEB128 numbers): per run (count &lt;&lt; 2 | kind), kind 0 not sent, 1 fill
-/// (then the byte), 2 consecutive content ids (then the first id), 3 one content id repeated (then the id). Pages
-/// unchanged since a capture keep their ids and a first capture numbers its pages in stream order, so a map is a few
-/// runs per changed region, whatever the guest size.
+/// On disk it is run-length compressed (LEB128 numbers): u32 run count, then per run (count &lt;&lt; 2 | kind), kind 0
+/// not sent, 1 fill (then the byte), 2 consecutive content ids (then the first id), 3 one content id repeated (then
+/// the id). Pages unchanged since a capture keep their ids and a first capture numbers its pages in stream order, so a
+/// map is a few runs per changed region, whatever the guest size; in memory it stays in that form
+/// (<see cref="PageRunMap"/>).
 /// </summary>
 internal static class PageMap
 {
     public const long NotSent = -1;
+
+    private const int KindNotSent = 0;
+    private const int KindFill = 1;
+    private const int KindConsecutive = 2;
+    private const int KindRepeated = 3;
 
     public static long FillEntry(byte fill) => -2 - fill;
 
@@ -20,78 +26,31 @@ internal static class PageMap
         return entry <= -2;
     }
 
-    public static void Encode(StoreFileWriter w, ReadOnlySpan<long> entries)
+    /// <summary>Writes <paramref name="map"/> in the on-disk form (one disk run per run of the map).</summary>
+    public static void Encode(StoreFileWriter w, PageRunMap map)
     {
-        int i = 0;
-        var runs = new List<(int Kind, long Count, long Value)>();
-        while (i < entries.Length)
+        w.U32((uint)map.RunCount);
+        for (int i = 0; i < map.RunCount; i++)
         {
-            long e = entries[i];
-            int n = 1;
-            int kind;
-            long value;
-            if (e == NotSent)
+            PageRun run = map.Run(i);
+            int kind = run.Value == NotSent ? KindNotSent : run.Value < 0 ? KindFill : run.Step == 1 || run.Count == 1 ? KindConsecutive : KindRepeated;
+            w.VarUInt(((ulong)run.Count << 2) | (uint)kind);
+            if (kind == KindFill)
             {
-                while (i + n < entries.Length && entries[i + n] == NotSent)
-                {
-                    n++;
-                }
-
-                kind = 0;
-                value = 0;
+                w.U8((byte)(-2 - run.Value));
             }
-            else if (e < 0)
+            else if (kind != KindNotSent)
             {
-                while (i + n < entries.Length && entries[i + n] == e)
-                {
-                    n++;
-                }
-
-                kind = 1;
-                value = -2 - e;
-            }
-            else if (i + 1 < entries.Length && entries[i + 1] == e)
-            {
-                while (i + n < entries.Length && entries[i + n] == e)
-                {
-                    n++;
-                }
-
-                kind = 3;
-                value = e;
-            }
-            else
-            {
-                while (i + n < entries.Length && entries[i + n] == e + n)
-                {
-                    n++;
-                }
-
-                kind = 2;
-                value = e;
-            }
-
-            runs.Add((kind, n, value));
-            i += n;
-        }
-
-        w.U32((uint)runs.Count);
-        foreach ((int kind, long count, long value) in runs)
-        {
-            w.VarUInt(((ulong)count << 2) | (uint)kind);
-            if (kind == 1)
-            {
-                w.U8((byte)value);
-            }
-            else if (kind >= 2)
-            {
-                w.VarUInt((ulong)value);
+                w.VarUInt((ulong)run.Value);
             }
         }
     }
 
-    /// <summary>Decodes a block's map of <paramref name="pages"/> pages; ids must be below <paramref name="pageCount"/>.</summary>
-    public static long[] Decode(ref StoreFileReader r, long pages, long pageCount, string field)
+    /// <summary>
+    /// Decodes a block's map of <paramref name="pages"/> pages; ids must be below <paramref name="pageCount"/>. What is
+    /// allocated follows the runs the input holds (each at least one byte), never the page count it claims.
+    /// </summary>
+    public static PageRunMap Decode(ref StoreFileReader r, long pages, long pageCount, string field)
     {
         int at = r.Position;
         uint runs = r.U32($"{field} run count");
@@ -100,9 +59,15 @@ internal static class PageMap
             throw r.Error(at, $"{field} run count", $"{runs} runs for {pages} pages");
         }
 
-        long[] entries = new long[pages];
+        if (runs > r.Remaining)
+        {
+            throw r.Error(at, $"{field} run count", $"{runs} runs, but only {r.Remaining} bytes follow (a run takes at least one)");
+        }
+
+        long[] heads = new long[runs];
+        long[] values = new long[runs];
         long i = 0;
-        for (uint k = 0; k < runs; k++)
+        for (int k = 0; k < runs; k++)
         {
             at = r.Position;
             ulong head = r.VarUInt($"{field} run {k}");
@@ -113,33 +78,33 @@ internal static class PageMap
                 throw r.Error(at, $"{field} run {k}", $"{count} pages, but {pages - i} of the block's {pages} are left");
             }
 
-            long n = (long)count;
+            long value;
+            int step = 0;
             switch (kind)
             {
-                case 0:
-                    entries.AsSpan((int)i, (int)n).Fill(NotSent);
+                case KindNotSent:
+                    value = NotSent;
                     break;
-                case 1:
-                    entries.AsSpan((int)i, (int)n).Fill(FillEntry(r.U8($"{field} run {k} fill")));
+                case KindFill:
+                    value = FillEntry(r.U8($"{field} run {k} fill"));
                     break;
                 default:
                     at = r.Position;
                     ulong first = r.VarUInt($"{field} run {k} content id");
-                    ulong last = kind == 2 ? first + count - 1 : first;
+                    ulong last = kind == KindConsecutive ? first + count - 1 : first;
                     if (first >= (ulong)pageCount || last >= (ulong)pageCount || last < first)
                     {
                         throw r.Error(at, $"{field} run {k} content id", $"ids {first}-{last}, but the store has {pageCount} pages");
                     }
 
-                    for (long j = 0; j < n; j++)
-                    {
-                        entries[i + j] = kind == 2 ? (long)first + j : (long)first;
-                    }
-
+                    value = (long)first;
+                    step = kind == KindConsecutive && count > 1 ? 1 : 0;
                     break;
             }
 
-            i += n;
+            heads[k] = (i << 1) | (uint)step;
+            values[k] = value;
+            i += (long)count;
         }
 
         if (i != pages)
@@ -147,6 +112,6 @@ internal static class PageMap
             throw r.Error($"{field} runs", $"the runs cover {i} pages, the block has {pages}");
         }
 
-        return entries;
+        return new PageRunMap(pages, heads, values, (int)runs);
     }
 }
