@@ -38,7 +38,7 @@ die() { echo "rr-bench: ERROR: $*" >&2; exit 1; }
 if [[ -n "${VMSTATE_BIN:-}" ]]; then vmstate=("$VMSTATE_BIN"); else vmstate=(dotnet "$root/src/VmState.Cli/bin/Release/net10.0/vmstate.dll"); fi
 pids=()
 cleanup() {
-  for p in "${pids[@]}"; do kill -INT "$p" 2> /dev/null || true; done
+  for p in "${pids[@]}"; do kill -TERM "$p" 2> /dev/null || true; done
   sleep 1
   rm -rf "$work"
 }
@@ -94,7 +94,8 @@ goto() {
   qmp=$(grep '^qmp ' "$work/goto-$name.out" | cut -d' ' -f2 || true)
   [[ -n "$port" ]] || die "rr goto $target did not pause: $(cat "$work/goto-$name.err")"
 }
-stop_goto() { kill -INT "$gpid" 2> /dev/null || true; wait "$gpid" 2> /dev/null || true; }
+# SIGTERM: a background job of a non-interactive shell ignores SIGINT; rr goto handles both alike.
+stop_goto() { kill -TERM "$gpid" 2> /dev/null || true; wait "$gpid" 2> /dev/null || true; }
 # rc NAME PRE-COMMANDS-FILE BREAK: gdb on $port: the commands in the file, then `break BREAK`, a timed reverse-continue
 # (gdb resumes by itself while a condition is false); prints "SECONDS ICOUNT".
 rc() {
@@ -111,14 +112,17 @@ rc() {
 cond_process='if $_streq((char *)$rsi, "vmsmarker")'
 : > "$work/none.gdb"
 
-log "symbols: rr goto REC $end (from the last checkpoint)"
-goto sym "$end"
-addr_comm=$("${vmstate[@]}" symbols --qmp "$qmp" '^__set_task_comm$' | awk 'NR==1 {print $1}')
-addr_sym=$("${vmstate[@]}" symbols --qmp "$qmp" "^$SYMBOL\$" | awk 'NR==1 {print $1}')
+# (rr goto at the very end would find the replay ended: one instruction before.)
+last=$((end - 1))
+log "symbols: rr goto REC $last (from the last checkpoint)"
+goto sym "$last"
+"${vmstate[@]}" symbols --qmp "$qmp" > "$work/symbols.txt"
+addr_comm=$(awk '$3 == "__set_task_comm" {print $1; exit}' "$work/symbols.txt")
+addr_sym=$(awk -v s="$SYMBOL" '$3 == s {print $1; exit}' "$work/symbols.txt")
 stop_goto
 
 log "peer: gdb reverse-continue from the end, QEMU's own snapshot at power-on (rr goto REC 0 --no-checkpoints)"
-printf 'monitor replay_break %s\ncontinue\nmonitor info replay\n' "$end" > "$work/to-end.gdb"
+printf 'monitor replay_break %s\ncontinue\nmonitor info replay\n' "$last" > "$work/to-end.gdb"
 goto peer 0 --no-checkpoints
 read -r peer_process peer_process_at < <(rc peer-process "$work/to-end.gdb" "*0x${addr_comm#0x} $cond_process")
 stop_goto

@@ -100,6 +100,11 @@ public sealed class ReplayCheckpoints
 
         if (only is ulong keep)
         {
+            foreach (string image in images)
+            {
+                File.Delete(image + CopiedMark);
+            }
+
             foreach (ulong c in Counts.Where(c => c != keep))
             {
                 foreach (string image in images)
@@ -113,10 +118,24 @@ public sealed class ReplayCheckpoints
     private string Copy(string name, string workDirectory)
     {
         string target = Path.Combine(workDirectory, name);
+        string source = Path.Combine(Directory, name);
+        var from = new FileInfo(source);
+        string stamp = string.Create(CultureInfo.InvariantCulture, $"{from.Length} {from.LastWriteTimeUtc.Ticks}");
+        if (File.Exists(target) && File.Exists(target + CopiedMark) && File.ReadAllText(target + CopiedMark) == stamp)
+        {
+            // A copy an earlier replay of the same search used (of these very checkpoints): it still holds every one.
+            return target;
+        }
+
+        File.Delete(target + CopiedMark);
         File.Delete(target);
-        File.Copy(Path.Combine(Directory, name), target);
+        File.Copy(source, target);
+        File.WriteAllText(target + CopiedMark, stamp);
         return target;
     }
+
+    /// <summary>Next to a complete copy of an image (a copy cut short by a crash has none, and is made again).</summary>
+    private const string CopiedMark = ".copied";
 
     /// <summary>
     /// The checkpoints in <c>qemu-img info --output=json</c> of the snapshot image (its "snapshots", each with the

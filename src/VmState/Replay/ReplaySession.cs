@@ -311,6 +311,12 @@ public sealed class ReplaySession : IAsyncDisposable
         {
             return true;
         }
+        catch (TimeoutException)
+        {
+            // QEMU's main loop can be busy for a long time while gdb drives the replay (a reverse-continue replays
+            // from a snapshot): a slow answer is not an end, and must not make vmstate quit QEMU under gdb.
+            return _qemu.HasExited;
+        }
     }
 
     private static bool IsEnd(QmpEvent e) => e.Name == "SHUTDOWN";
