@@ -119,6 +119,26 @@ internal static class RrCommand
 
     private static async Task<int> RunReplayOnce(ReplayRecording rec, string work, ulong? target, int? gdbPort, CancellationToken ct, ReplayCheckpoints? checkpoints, bool hints, bool reverse)
     {
+        try
+        {
+            return await RunReplaySessionAsync(rec, work, target, gdbPort, ct, checkpoints, hints, reverse);
+        }
+        finally
+        {
+            if (checkpoints is not null)
+            {
+                // The copies of the checkpoint images (hundreds of MiB) are of no use once the replay ended; the console files stay.
+                foreach (string name in rec.Drives.Where(d => !d.ReadOnly).Select(d => d.OverlayName).Append("snapshots.qcow2"))
+                {
+                    File.Delete(Path.Combine(work, name));
+                    File.Delete(Path.Combine(work, name + ".copied"));
+                }
+            }
+        }
+    }
+
+    private static async Task<int> RunReplaySessionAsync(ReplayRecording rec, string work, ulong? target, int? gdbPort, CancellationToken ct, ReplayCheckpoints? checkpoints, bool hints, bool reverse)
+    {
         // From the nearest checkpoint before the count (before it: so a reverse-stepi there has one to go back to), or
         // with reverse execution asked for, from power-on's (QEMU 7.2 loads only that one while it runs).
         ulong start = checkpoints is null || reverse || target is not ulong t || t == 0 ? 0 : checkpoints.NearestAtOrBefore(t - 1);
