@@ -35,6 +35,9 @@ internal static class RrCommand
     /// <summary>--dir of index and find: the replays' directory, removed at the end when it was not given (<see cref="WithWork"/>).</summary>
     private static Option<string?> ReplaysDirOption() => new("--dir") { Description = "the replays' work directory (default: a new directory under the temporary directory, removed at the end)" };
 
+    /// <summary>--no-checkpoints of replay, goto and find.</summary>
+    private static Option<bool> NoCheckpointsOption() => new("--no-checkpoints") { Description = "replay from power-on, without loading the checkpoints rr index saved" };
+
     /// <summary>The replay's work directory: --dir, or a new one under the temporary directory.</summary>
     private static string ReplayDirectory(string? dir) => dir ?? Directory.CreateTempSubdirectory("vmstate-replay-").FullName;
 
@@ -87,21 +90,24 @@ internal static class RrCommand
         var to = new Option<string?>("--to") { Description = "pause the replay at this instruction count (decimal, or hex with 0x) and keep it there until Ctrl-C" };
         var gdb = new Option<int?>("--gdb") { Description = "start QEMU's gdbstub on 127.0.0.1:PORT (reverse-stepi and reverse-continue work in a replay)" };
         var dir = ReplayDirOption();
-        return RecordingCommand("replay", "Replay a recording: to its end (the console output is the recorded one, byte for byte), or paused at --to ICOUNT with a QMP socket for every live command (ps --qmp, maps, dmesg, read)", recording, [to, gdb, dir], (r, rec, ct) =>
+        var noCheckpoints = NoCheckpointsOption();
+        return RecordingCommand("replay", "Replay a recording: to its end (the console output is the recorded one, byte for byte), or paused at --to ICOUNT with a QMP socket for every live command (ps --qmp, maps, dmesg, read)", recording, [to, gdb, dir, noCheckpoints], (r, rec, ct) =>
         {
             ulong? target = r.GetValue(to) is string t ? ParseCount(t, "--to") : null;
             string work = ReplayDirectory(r.GetValue(dir));
-            return RunReplay(rec, work, target, r.GetValue(gdb), ct).GetAwaiter().GetResult();
+            // A replay to the end starts at power-on (its console files are the whole run's); a pause starts from the nearest checkpoint.
+            ReplayCheckpoints? checkpoints = target is null || r.GetValue(noCheckpoints) ? null : ReplayCheckpoints.TryOpenAsync(rec, ct).GetAwaiter().GetResult();
+            return RunReplay(rec, work, target, r.GetValue(gdb), ct, checkpoints).GetAwaiter().GetResult();
         });
     }
 
-    private static async Task<int> RunReplay(ReplayRecording rec, string work, ulong? target, int? gdbPort, CancellationToken ct, bool hints = false)
+    private static async Task<int> RunReplay(ReplayRecording rec, string work, ulong? target, int? gdbPort, CancellationToken ct, ReplayCheckpoints? checkpoints, bool hints = false, bool reverse = false)
     {
         for (int attempt = 1; ; attempt++)
         {
             try
             {
-                return await RunReplayOnce(rec, work, target, gdbPort, ct, hints);
+                return await RunReplayOnce(rec, work, target, gdbPort, ct, checkpoints, hints, reverse);
             }
             catch (TimeoutException e) when (hints && attempt == 1)
             {
@@ -111,13 +117,37 @@ internal static class RrCommand
         }
     }
 
-    private static async Task<int> RunReplayOnce(ReplayRecording rec, string work, ulong? target, int? gdbPort, CancellationToken ct, bool hints)
+    private static async Task<int> RunReplayOnce(ReplayRecording rec, string work, ulong? target, int? gdbPort, CancellationToken ct, ReplayCheckpoints? checkpoints, bool hints, bool reverse)
     {
-        await using ReplaySession session = await ReplaySession.StartAsync(rec, work, gdbPort, ct);
-        Console.Error.WriteLine($"vmstate rr {(hints ? "goto" : "replay")}: QEMU {session.Info.ProcessId} replaying {TerminalText.Escape(rec.Directory)}; console files in {TerminalText.Escape(session.Info.Directory)}");
+        try
+        {
+            return await RunReplaySessionAsync(rec, work, target, gdbPort, ct, checkpoints, hints, reverse);
+        }
+        finally
+        {
+            if (checkpoints is not null)
+            {
+                // The copies of the checkpoint images (hundreds of MiB) are of no use once the replay ended; the console files stay.
+                foreach (string name in rec.Drives.Where(d => !d.ReadOnly).Select(d => d.OverlayName).Append("snapshots.qcow2"))
+                {
+                    File.Delete(Path.Combine(work, name));
+                    File.Delete(Path.Combine(work, name + ".copied"));
+                }
+            }
+        }
+    }
+
+    private static async Task<int> RunReplaySessionAsync(ReplayRecording rec, string work, ulong? target, int? gdbPort, CancellationToken ct, ReplayCheckpoints? checkpoints, bool hints, bool reverse)
+    {
+        // From the nearest checkpoint before the count (before it: so a reverse-stepi there has one to go back to), or
+        // with reverse execution asked for, from power-on's (QEMU 7.2 loads only that one while it runs).
+        ulong start = checkpoints is null || reverse || target is not ulong t || t == 0 ? 0 : checkpoints.NearestAtOrBefore(t - 1);
+        await using ReplaySession session = await ReplaySession.StartAsync(rec, work, gdbPort, ct, checkpoints, start, onlyStart: gdbPort is not null);
+        Console.Error.WriteLine($"vmstate rr {(hints ? "goto" : "replay")}: QEMU {session.Info.ProcessId} replaying {TerminalText.Escape(rec.Directory)}; console files in {TerminalText.Escape(session.Info.Directory)}"
+            + (session.StartCheckpoint is ulong c ? string.Create(CultureInfo.InvariantCulture, $"; started from checkpoint {c}") : string.Empty));
         if (target is ulong icount)
         {
-            ulong at = icount == 0 ? await session.IcountAsync(ct) : await session.RunToAsync(icount, ct);
+            ulong at = await session.SeekAsync(icount, ct);
             if (session.Ended)
             {
                 Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"replay ended before instruction {icount}"));
@@ -191,15 +221,33 @@ internal static class RrCommand
         var recording = RecordingArgument();
         var every = new Option<string?>("--every") { Description = "pause every N instructions (decimal, or hex with 0x; default: 100 points over the recording, at least 1000000 apart)" };
         var compare = new Option<bool>("--compare") { Description = "also time a plain replay of the recording to its end first, and report the index pass's cost relative to it" };
+        var checkpoints = new Option<int>("--checkpoints") { Description = $"save a checkpoint (a QEMU snapshot, in REC/{ReplayCheckpoints.DirectoryName}) at power-on and at every Nth point, so rr find, rr goto and reverse execution start near where they go; 0: none", DefaultValueFactory = _ => ReplayIndexer.DefaultCheckpointEvery };
         var dir = ReplaysDirOption();
-        return RecordingCommand("index", $"Replay a recording once, paused at regular instruction counts, and record what the Linux layer sees at each (processes, modules, network devices, kernel log) into REC/{ReplayIndex.FileName} for rr find", recording, [every, compare, dir], (r, rec, ct) =>
+        return RecordingCommand("index", $"Replay a recording once, paused at regular instruction counts, and record what the Linux layer sees at each (processes, modules, network devices, kernel log) into REC/{ReplayIndex.FileName} for rr find", recording, [every, checkpoints, compare, dir], (r, rec, ct) =>
         {
             ulong interval = r.GetValue(every) is string e ? ParseCount(e, "--every") : ReplayIndexer.DefaultEvery(rec);
-            return WithWork(r.GetValue(dir), "vmstate-rr-index-", work => RunIndex(rec, interval, r.GetValue(compare), work, ct));
+            int n = r.GetValue(checkpoints);
+            if (n < 0)
+            {
+                throw new ArgumentException("--checkpoints is 0 (none) or a number of points");
+            }
+
+            if (n > 0 && ReplayIndexer.CheckpointsUnsupported(rec) is string why)
+            {
+                if (r.GetResult(checkpoints) is { Implicit: false })
+                {
+                    throw new ArgumentException($"--checkpoints {n}: {why}");
+                }
+
+                Console.Error.WriteLine($"vmstate rr index: no checkpoints: {why}");
+                n = 0;
+            }
+
+            return WithWork(r.GetValue(dir), "vmstate-rr-index-", work => RunIndex(rec, interval, n, r.GetValue(compare), work, ct));
         });
     }
 
-    private static async Task<int> RunIndex(ReplayRecording rec, ulong every, bool compare, string work, CancellationToken ct)
+    private static async Task<int> RunIndex(ReplayRecording rec, ulong every, int checkpointEvery, bool compare, string work, CancellationToken ct)
     {
         TimeSpan? plain = null;
         if (compare)
@@ -215,13 +263,20 @@ internal static class RrCommand
         }
 
         var clock2 = Stopwatch.StartNew();
-        var progress = new Progress<ReplayIndexPoint>(p => Console.Error.WriteLine(p.View.KernelError is string error
+        var progress = new Progress<ReplayIndexPoint>(p => Console.Error.WriteLine((p.View.KernelError is string error
             ? string.Create(CultureInfo.InvariantCulture, $"vmstate rr index: {p.Icount} ({clock2.Elapsed.TotalSeconds:F1} s): no kernel: {error}")
-            : string.Create(CultureInfo.InvariantCulture, $"vmstate rr index: {p.Icount} ({clock2.Elapsed.TotalSeconds:F1} s): {p.View.Processes.Count} processes, {p.View.Modules.Count} modules, log up to {p.View.LogNext}")));
-        ReplayIndex index = await ReplayIndexer.BuildAsync(rec, every, Path.Combine(work, "index"), plain, progress, ct);
+            : string.Create(CultureInfo.InvariantCulture, $"vmstate rr index: {p.Icount} ({clock2.Elapsed.TotalSeconds:F1} s): {p.View.Processes.Count} processes, {p.View.Modules.Count} modules, log up to {p.View.LogNext}"))
+            + (p.Checkpoint ? "; checkpoint" : string.Empty)));
+        ReplayIndex index = await ReplayIndexer.BuildAsync(rec, every, Path.Combine(work, "index"), plain, progress, ct, checkpointEvery);
         int withKernel = index.Points.Count(p => p.View.KernelError is null);
         Console.WriteLine($"index {TerminalText.Escape(ReplayIndex.PathOf(rec))}");
         Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"  points {index.Points.Count} (every {index.Every} instructions; the guest kernel read at {withKernel})"));
+        if (checkpointEvery > 0 && await ReplayCheckpoints.TryOpenAsync(rec, ct) is ReplayCheckpoints saved)
+        {
+            long bytes = new DirectoryInfo(saved.Directory).EnumerateFiles().Sum(f => f.Length);
+            Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"  checkpoints {saved.Counts.Count} (power-on and every {checkpointEvery} point(s)) in {TerminalText.Escape(saved.Directory)}, {Hex.Size((ulong)bytes)}"));
+        }
+
         Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"  index pass {index.PassTime!.Value.TotalSeconds:F1} s") + (plain is TimeSpan t
             ? string.Create(CultureInfo.InvariantCulture, $", plain replay {t.TotalSeconds:F1} s: {index.PassTime.Value / t:F2}x a plain replay")
             : ", plain replay not timed (--compare times it)"));
@@ -245,8 +300,9 @@ internal static class RrCommand
         var before = new Option<string?>("--before") { Description = "with --break: the last hit before this instruction count instead" };
         var all = new Option<bool>("--all") { Description = "every transition, not just the first (for a yes/no predicate: where it becomes true)" };
         var dir = ReplaysDirOption();
+        var noCheckpoints = NoCheckpointsOption();
         Option<bool> json = CommonOptions.Json();
-        return RecordingCommand("find", "The exact instruction count where a predicate becomes true (or, with --all, every change): coarse from the index, then replays narrow it to one instruction; at the answer the predicate holds, one instruction earlier it does not", recording, [process, bytes, phys, virt, symbol, size, equals, changes, brk, pid, hit, before, all, dir, json], (r, rec, ct) =>
+        return RecordingCommand("find", "The exact instruction count where a predicate becomes true (or, with --all, every change): coarse from the index, then replays narrow it to one instruction; at the answer the predicate holds, one instruction earlier it does not", recording, [process, bytes, phys, virt, symbol, size, equals, changes, brk, pid, hit, before, all, dir, noCheckpoints, json], (r, rec, ct) =>
         {
             ReplayIndex index = ReplayIndex.TryLoad(rec) ?? throw new ArgumentException($"{rec.Directory} has no index: run vmstate rr index {rec.Directory} first");
             int given = new[] { r.GetValue(process) is not null, r.GetValue(bytes) is not null, r.GetValue(symbol) is not null, r.GetValue(brk) is not null }.Count(b => b);
@@ -261,12 +317,12 @@ internal static class RrCommand
                 if (r.GetValue(brk) is string function)
                 {
                     ulong? until = r.GetValue(before) is string b ? ParseCount(b, "--before") : null;
-                    result = await ReplayFinder.FindBreakAsync(rec, index, function, r.GetValue(pid), r.GetValue(hit), until, work, ct);
+                    result = await ReplayFinder.FindBreakAsync(rec, index, function, r.GetValue(pid), r.GetValue(hit), until, work, ct, !r.GetValue(noCheckpoints));
                 }
                 else
                 {
                     ReplayPredicate predicate = Predicate(r.GetValue(process), r.GetValue(bytes), r.GetValue(phys), r.GetValue(virt), r.GetValue(symbol), r.GetValue(size), r.GetValue(equals), r.GetValue(changes));
-                    result = await ReplayFinder.FindAsync(rec, index, predicate, r.GetValue(all), work, ct);
+                    result = await ReplayFinder.FindAsync(rec, index, predicate, r.GetValue(all), work, ct, !r.GetValue(noCheckpoints));
                 }
 
                 Print(rec, result, r.GetValue(json));
@@ -348,6 +404,7 @@ internal static class RrCommand
                 WriteOptional(w, "coarseTo", result.CoarseTo);
                 w.WriteNumber("replays", result.Replays);
                 w.WriteNumber("stops", result.Stops);
+                w.WriteNumber("checkpointLoads", result.CheckpointLoads);
                 w.WriteNumber("seconds", Math.Round(result.Elapsed.TotalSeconds, 3));
                 w.WriteEndObject();
             });
@@ -365,7 +422,7 @@ internal static class RrCommand
         }
 
         string coarse = result.CoarseFrom is ulong f ? string.Create(CultureInfo.InvariantCulture, $"between index points {f} and {(result.CoarseTo is ulong to ? to.ToString(CultureInfo.InvariantCulture) : "the end")}, ") : string.Empty;
-        Console.Error.WriteLine(string.Create(CultureInfo.InvariantCulture, $"vmstate rr find: {TerminalText.Escape(result.Predicate)}: {coarse}{result.Replays} replay(s), {result.Stops} stop(s), {result.Elapsed.TotalSeconds:F1} s"));
+        Console.Error.WriteLine(string.Create(CultureInfo.InvariantCulture, $"vmstate rr find: {TerminalText.Escape(result.Predicate)}: {coarse}{result.Replays} replay(s), {result.CheckpointLoads} checkpoint load(s), {result.Stops} stop(s), {result.Elapsed.TotalSeconds:F1} s"));
     }
 
     private static void WriteOptional(Utf8JsonWriter w, string name, ulong? value)
@@ -386,12 +443,15 @@ internal static class RrCommand
         var target = new Argument<string>("ICOUNT") { Description = "an instruction count (decimal, or hex with 0x), or @FILE: the JSON of vmstate rr find --json (its \"icount\")" };
         var gdb = new Option<int?>("--gdb") { Description = "the gdbstub's port on 127.0.0.1 (default: a free one)" };
         var dir = ReplayDirOption();
-        return RecordingCommand("goto", "Leave a replay paused at an instruction count (or at a find result) with QEMU's gdbstub on loopback and a QMP socket for every live command, until Ctrl-C", recording, [target, gdb, dir], (r, rec, ct) =>
+        var noCheckpoints = NoCheckpointsOption();
+        var reverse = new Option<bool>("--reverse") { Description = "start from the power-on checkpoint (rr index), the one QEMU 7.2's reverse execution can load: gdb's reverse-stepi and reverse-continue then work, each replaying from power-on" };
+        return RecordingCommand("goto", "Leave a replay paused at an instruction count (or at a find result) with QEMU's gdbstub on loopback and a QMP socket for every live command, until Ctrl-C; with checkpoints (rr index) it starts from the nearest one", recording, [target, gdb, dir, noCheckpoints, reverse], (r, rec, ct) =>
         {
             string t = r.GetValue(target)!;
             ulong icount = t.StartsWith('@') ? FindResultCount(t[1..]) : ParseCount(t, "ICOUNT");
             string work = ReplayDirectory(r.GetValue(dir));
-            return RunReplay(rec, work, icount, r.GetValue(gdb) ?? FreePort(), ct, hints: true).GetAwaiter().GetResult();
+            ReplayCheckpoints? checkpoints = r.GetValue(noCheckpoints) ? null : ReplayCheckpoints.TryOpenAsync(rec, ct).GetAwaiter().GetResult();
+            return RunReplay(rec, work, icount, r.GetValue(gdb) ?? FreePort(), ct, checkpoints, hints: true, reverse: r.GetValue(reverse)).GetAwaiter().GetResult();
         });
     }
 

@@ -17,6 +17,15 @@ public static class QemuImageTool
             : throw new IOException($"qemu-img info {path} named no format");
     }
 
+    /// <summary>What <c>qemu-img info --output=json -U</c> says about <paramref name="path"/> (its internal snapshots among it).</summary>
+    /// <exception cref="IOException">qemu-img failed (its message is included).</exception>
+    public static Task<string> InfoJsonAsync(string path, CancellationToken cancellationToken = default) =>
+        RunAsync(["info", "--output=json", "-U", path], cancellationToken);
+
+    /// <summary>Deletes the internal snapshot named <paramref name="tag"/> of the image at <paramref name="path"/> (<c>qemu-img snapshot -d</c>).</summary>
+    public static Task DeleteSnapshotAsync(string path, string tag, CancellationToken cancellationToken = default) =>
+        RunAsync(["snapshot", "-d", tag, path], cancellationToken);
+
     /// <summary>Creates an empty qcow2 image of <paramref name="size"/> bytes at <paramref name="path"/>.</summary>
     public static Task CreateAsync(string path, long size, CancellationToken cancellationToken = default) =>
         RunAsync(["create", "-q", "-f", "qcow2", path, size.ToString(System.Globalization.CultureInfo.InvariantCulture)], cancellationToken);

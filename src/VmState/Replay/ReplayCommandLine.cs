@@ -21,6 +21,9 @@ namespace VmState.Replay;
 /// </summary>
 public static class ReplayCommandLine
 {
+    /// <summary>The id of the orphan drive that holds a run's snapshots (the checkpoints of a replay).</summary>
+    public const string SnapshotDriveId = "rr-snapshots";
+
     private static readonly string[] s_refusedDevicePrefixes = ["vfio-", "usb-host", "usb-redir", "vhost-", "ivshmem"];
 
     /// <summary>
@@ -242,9 +245,10 @@ public static class ReplayCommandLine
             output.Add(new QemuArgument("net", "none"));
         }
 
-        string icount = $"shift={shift},rr={(replay ? "replay" : "record")},rrfile={Escape(paths.Log)}";
+        string icount = $"shift={shift},rr={(replay ? "replay" : "record")},rrfile={Escape(paths.Log)}"
+            + (replay && paths.StartSnapshot is string start ? $",rrsnapshot={Escape(start)}" : string.Empty);
         output.Add(new QemuArgument("icount", icount));
-        output.Add(new QemuArgument("drive", $"file={Escape(paths.SnapshotImage)},if=none,id=rr-snapshots,format=qcow2"));
+        output.Add(new QemuArgument("drive", $"file={Escape(paths.SnapshotImage)},if=none,id={SnapshotDriveId},format=qcow2"));
         output.Add(new QemuArgument("no-shutdown", null));
         output.Add(new QemuArgument("qmp", $"unix:{Escape(paths.ControlQmp)},server=on,wait=off"));
         output.Add(new QemuArgument("qmp", $"unix:{Escape(paths.UserQmp)},server=on,wait=off"));

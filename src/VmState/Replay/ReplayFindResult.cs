@@ -8,4 +8,8 @@ namespace VmState.Replay;
 /// <param name="Replays">How many replays were started.</param>
 /// <param name="Stops">At how many instruction counts a replay was paused and read.</param>
 /// <param name="Elapsed">The whole search's time.</param>
-public sealed record ReplayFindResult(string Predicate, IReadOnlyList<ReplayTransition> Transitions, ulong? CoarseFrom, ulong? CoarseTo, int Replays, int Stops, TimeSpan Elapsed);
+public sealed record ReplayFindResult(string Predicate, IReadOnlyList<ReplayTransition> Transitions, ulong? CoarseFrom, ulong? CoarseTo, int Replays, int Stops, TimeSpan Elapsed)
+{
+    /// <summary>How many times a replay loaded a checkpoint (<see cref="ReplayCheckpoints"/>) instead of replaying from power-on.</summary>
+    public int CheckpointLoads { get; init; }
+}

@@ -1,5 +1,6 @@
 using System.Diagnostics;
 using System.Globalization;
+using VmState.Live;
 
 namespace VmState.Replay;
 
@@ -15,22 +16,36 @@ namespace VmState.Replay;
 /// </summary>
 public sealed class ReplayFinder : IAsyncDisposable
 {
-    /// <summary>How many pauses one narrowing round makes.</summary>
+    /// <summary>How many pauses one narrowing round makes when each round replays from power-on.</summary>
     public const int Fanout = 64;
 
+    /// <summary>
+    /// How many with checkpoints: a round's replay then costs about a second, and 16 pauses a round (log16 rounds)
+    /// cost less in all than 64 (log64 rounds).
+    /// </summary>
+    public const int CheckpointFanout = 16;
+
     private const int MaxRetries = 4;
+
+    /// <summary>A replay this far (instructions) before a checkpoint restarts from it rather than replaying there (about a second).</summary>
+    private const ulong CheckpointGain = 200_000_000;
     private readonly ReplayRecording _recording;
     private readonly string _work;
     private readonly Stopwatch _clock = Stopwatch.StartNew();
     private ReplayProbe? _probe;
     private int _replays;
     private int _stops;
+    private readonly bool _useCheckpoints;
+    private ReplayCheckpoints? _checkpoints;
     private int _retries;
+    private int _loads;
+    private ulong? _resolved;
 
-    private ReplayFinder(ReplayRecording recording, string workDirectory)
+    private ReplayFinder(ReplayRecording recording, string workDirectory, bool useCheckpoints)
     {
         _recording = recording;
         _work = workDirectory;
+        _useCheckpoints = useCheckpoints;
     }
 
     /// <summary>
@@ -43,12 +58,13 @@ public sealed class ReplayFinder : IAsyncDisposable
     /// <param name="all">Every transition, not just the first.</param>
     /// <param name="workDirectory">Where the replays keep their files (a subdirectory per replay).</param>
     /// <param name="cancellationToken">Cancels the search (the replay running is quit).</param>
-    public static async Task<ReplayFindResult> FindAsync(ReplayRecording recording, ReplayIndex index, ReplayPredicate predicate, bool all, string workDirectory, CancellationToken cancellationToken = default)
+    /// <param name="useCheckpoints">Load the recording's checkpoints (<see cref="ReplayCheckpoints"/>) when it has them; false: replay from power-on.</param>
+    public static async Task<ReplayFindResult> FindAsync(ReplayRecording recording, ReplayIndex index, ReplayPredicate predicate, bool all, string workDirectory, CancellationToken cancellationToken = default, bool useCheckpoints = true)
     {
         ArgumentNullException.ThrowIfNull(recording);
         ArgumentNullException.ThrowIfNull(index);
         ArgumentNullException.ThrowIfNull(predicate);
-        await using var finder = new ReplayFinder(recording, workDirectory);
+        await using var finder = new ReplayFinder(recording, workDirectory, useCheckpoints);
         return await finder.RunAsync(index, predicate, all, cancellationToken).ConfigureAwait(false);
     }
 
@@ -102,7 +118,7 @@ public sealed class ReplayFinder : IAsyncDisposable
     }
 
     private ReplayFindResult Result(ReplayPredicate predicate, List<ReplayTransition> transitions, ulong? from, ulong? to) =>
-        new(predicate.Description, transitions, from, to, _replays, _stops, _clock.Elapsed);
+        new(predicate.Description, transitions, from, to, _replays, _stops, _clock.Elapsed) { CheckpointLoads = _loads };
 
     /// <summary>
     /// Between <paramref name="lo"/> (state <paramref name="loState"/>) and <paramref name="hi"/> (another state): the
@@ -112,7 +128,8 @@ public sealed class ReplayFinder : IAsyncDisposable
     {
         while (hi - lo > 1)
         {
-            ulong step = Math.Max(1, (hi - lo + Fanout - 1) / Fanout);
+            ulong fanout = (ulong)(_checkpoints is null ? Fanout : CheckpointFanout);
+            ulong step = Math.Max(1, (hi - lo + fanout - 1) / fanout);
             for (ulong q = lo + step; q < hi; q += step)
             {
                 string s = await StateAtAsync(predicate, q, ct).ConfigureAwait(false);
@@ -140,12 +157,27 @@ public sealed class ReplayFinder : IAsyncDisposable
 
     private async Task<ReplayProbe> ProbeAtAsync(ulong icount, bool gdb, CancellationToken ct)
     {
-        if (_probe is null || _probe.At > icount || _probe.Session.Ended)
+        if (_useCheckpoints && _checkpoints is null)
+        {
+            _checkpoints = await ReplayCheckpoints.TryOpenAsync(_recording, ct).ConfigureAwait(false);
+        }
+
+        // Going back (or far ahead, past a checkpoint) is a new replay from the nearest checkpoint: QEMU 7.2 loads one
+        // only while it starts (ReplayCheckpoints).
+        ulong checkpoint = _checkpoints?.NearestAtOrBefore(icount) ?? 0;
+        bool jump = _probe is not null && checkpoint > _probe.At && checkpoint - _probe.At > CheckpointGain;
+        if (_probe is null || _probe.At > icount || _probe.Session.Ended || jump || (gdb && _probe.Session.Info.GdbPort is null))
         {
             await DisposeAsync().ConfigureAwait(false);
             _replays++;
-            string dir = Path.Combine(_work, _replays.ToString(CultureInfo.InvariantCulture));
-            _probe = await ReplayProbe.StartAsync(_recording, dir, gdb ? ReplayGdb.FreeLoopbackPort() : null, ct).ConfigureAwait(false);
+            // With checkpoints the replays (one after the other) share one copy of the images: each loads a
+            // checkpoint as it starts, which brings the images back to that checkpoint's state.
+            string dir = Path.Combine(_work, _checkpoints is null ? _replays.ToString(CultureInfo.InvariantCulture) : "replay");
+            _probe = await ReplayProbe.StartAsync(_recording, dir, gdb ? ReplayGdb.FreeLoopbackPort() : null, ct, _checkpoints, checkpoint).ConfigureAwait(false);
+            if (_checkpoints is not null && checkpoint > 0)
+            {
+                _loads++;
+            }
         }
 
         bool reached;
@@ -155,7 +187,7 @@ public sealed class ReplayFinder : IAsyncDisposable
         }
         catch (TimeoutException) when (_retries < MaxRetries)
         {
-            // A stuck replay (see ReplaySession.StallTimeout): another try from power-on.
+            // A stuck replay (see ReplaySession.StallTimeout): another try from the checkpoint (or power-on).
             _retries++;
             await DisposeAsync().ConfigureAwait(false);
             return await ProbeAtAsync(icount, gdb, ct).ConfigureAwait(false);
@@ -179,13 +211,13 @@ public sealed class ReplayFinder : IAsyncDisposable
     /// before that pid first exists (one replay with the breakpoint from there).
     /// </summary>
     /// <exception cref="ArgumentException">The pid never exists at an index point, or the symbol is unknown.</exception>
-    public static async Task<ReplayFindResult> FindBreakAsync(ReplayRecording recording, ReplayIndex index, string symbol, int? pid, long hit, ulong? before, string workDirectory, CancellationToken cancellationToken = default)
+    public static async Task<ReplayFindResult> FindBreakAsync(ReplayRecording recording, ReplayIndex index, string symbol, int? pid, long hit, ulong? before, string workDirectory, CancellationToken cancellationToken = default, bool useCheckpoints = true)
     {
         ArgumentNullException.ThrowIfNull(recording);
         ArgumentNullException.ThrowIfNull(index);
         ArgumentNullException.ThrowIfNull(symbol);
         ArgumentOutOfRangeException.ThrowIfLessThan(hit, 1);
-        await using var finder = new ReplayFinder(recording, workDirectory);
+        await using var finder = new ReplayFinder(recording, workDirectory, useCheckpoints);
         string what = $"breakpoint on {symbol}{(pid is int p ? string.Create(CultureInfo.InvariantCulture, $" by pid {p}") : string.Empty)}";
         IReadOnlyList<ReplayIndexPoint> points = index.Points;
         if (before is ulong end)
@@ -255,16 +287,11 @@ public sealed class ReplayFinder : IAsyncDisposable
     /// </summary>
     private async Task<IReadOnlyList<ulong>> BreakHitsAsync(string symbol, int? pid, ulong from, ulong kernelAt, ulong upTo, long max, CancellationToken ct)
     {
-        ulong address;
-        if (kernelAt != from)
+        ulong address = _resolved ?? 0;
+        if (address == 0 && kernelAt != from)
         {
             ReplayProbe resolver = await ProbeAtAsync(kernelAt, gdb: false, ct).ConfigureAwait(false);
             address = await ReplayGdb.ResolveAsync(resolver, symbol, ct).ConfigureAwait(false);
-            await DisposeAsync().ConfigureAwait(false);
-        }
-        else
-        {
-            address = 0;
         }
 
         await DisposeAsync().ConfigureAwait(false);
@@ -273,6 +300,8 @@ public sealed class ReplayFinder : IAsyncDisposable
         {
             address = await ReplayGdb.ResolveAsync(probe, symbol, ct).ConfigureAwait(false);
         }
+
+        _resolved = address;
 
         IReadOnlyList<ulong> hits;
         using (ReplayGdb gdb = ReplayGdb.Connect(probe))

@@ -9,4 +9,8 @@ namespace VmState.Replay;
 /// the previous point; <see cref="HistoryCaptureIndex.KernelError"/> says why there is none (early boot: no kernel yet).
 /// <see cref="HistoryCaptureIndex.Number"/> is the point's position in the index.
 /// </param>
-public sealed record ReplayIndexPoint(ulong Icount, HistoryCaptureIndex View);
+public sealed record ReplayIndexPoint(ulong Icount, HistoryCaptureIndex View)
+{
+    /// <summary>The index pass saved a checkpoint here (<see cref="ReplayCheckpoints"/>; not kept in the index file).</summary>
+    public bool Checkpoint { get; init; }
+}

@@ -1,5 +1,6 @@
 using System.Diagnostics;
 using VmState.History;
+using VmState.Live;
 using VmState.Linux;
 
 namespace VmState.Replay;
@@ -14,6 +15,22 @@ public static class ReplayIndexer
     /// <summary>The interval when none is given: about this many points over the recording.</summary>
     public const int DefaultPoints = 100;
 
+    /// <summary>By default a checkpoint at every this many points.</summary>
+    public const int DefaultCheckpointEvery = 1;
+
+    /// <summary>
+    /// Why checkpoints cannot be used for <paramref name="recording"/>, or null when they can: QEMU 7.2 loads a snapshot
+    /// into a replay with <c>filter-replay</c> NICs, but the replay then stops advancing a few million instructions on
+    /// (<c>benchmarks/rr-snapshot-repro.py nics</c>; QEMU issue #2634 reports snapshot loads in replay hanging).
+    /// </summary>
+    public static string? CheckpointsUnsupported(ReplayRecording recording)
+    {
+        ArgumentNullException.ThrowIfNull(recording);
+        return QemuArguments.Parse(recording.Command).Options.Any(o => o.Name == "netdev")
+            ? "the recording has network devices (-netdev): QEMU 7.2's replay stops advancing after it loads a snapshot with filter-replay NICs (QEMU issue #2634), so rr index saves no checkpoints and replays start at power-on"
+            : null;
+    }
+
     /// <summary>The default interval for <paramref name="recording"/>: <see cref="DefaultPoints"/> points, at least a million instructions apart.</summary>
     public static ulong DefaultEvery(ReplayRecording recording)
     {
@@ -25,38 +42,94 @@ public static class ReplayIndexer
     /// Replays <paramref name="recording"/> once in <paramref name="workDirectory"/>, reads the guest at every
     /// <paramref name="every"/> instructions and at the end, and saves the index in the recording directory.
     /// <paramref name="plainReplayTime"/> (a plain replay's time, when measured) is kept in the index to report the cost.
+    /// With <paramref name="checkpointEvery"/> above 0 it also saves a checkpoint (<see cref="ReplayCheckpoints"/>) at
+    /// power-on and at every that many points (at the next point when QEMU refuses one because replay events are
+    /// pending), into <c>REC/checkpoints</c>, which replaces the one there once the pass is complete.
     /// </summary>
     /// <exception cref="ArgumentOutOfRangeException"><paramref name="every"/> is 0, or makes more than <see cref="ReplayIndex.MaxPoints"/> points.</exception>
-    public static async Task<ReplayIndex> BuildAsync(ReplayRecording recording, ulong every, string workDirectory, TimeSpan? plainReplayTime = null, IProgress<ReplayIndexPoint>? progress = null, CancellationToken cancellationToken = default)
+    public static async Task<ReplayIndex> BuildAsync(ReplayRecording recording, ulong every, string workDirectory, TimeSpan? plainReplayTime = null, IProgress<ReplayIndexPoint>? progress = null, CancellationToken cancellationToken = default, int checkpointEvery = 0)
     {
         ArgumentNullException.ThrowIfNull(recording);
         ArgumentNullException.ThrowIfNull(workDirectory);
+        ArgumentOutOfRangeException.ThrowIfNegative(checkpointEvery);
         if (every == 0 || recording.InstructionCount / every >= ReplayIndex.MaxPoints)
         {
             throw new ArgumentOutOfRangeException(nameof(every), every, $"give an interval of at least one instruction and at most {ReplayIndex.MaxPoints} points ({recording.InstructionCount / ReplayIndex.MaxPoints + 1} instructions or more for this recording)");
         }
 
+        if (checkpointEvery > 0 && CheckpointsUnsupported(recording) is string why)
+        {
+            throw new ArgumentException($"no checkpoints: {why}; index with --checkpoints 0");
+        }
+
+        string checkpointsFinal = ReplayCheckpoints.PathOf(recording);
+        string? checkpointWork = checkpointEvery > 0 ? checkpointsFinal + ".new" : null;
+        if (checkpointWork is not null && Directory.Exists(checkpointWork))
+        {
+            Directory.Delete(checkpointWork, recursive: true);
+        }
+
         var clock = Stopwatch.StartNew();
         var points = new List<ReplayIndexPoint>();
-        await using (ReplayProbe probe = await ReplayProbe.StartAsync(recording, workDirectory, null, cancellationToken).ConfigureAwait(false))
+        try
         {
-            HistoryCaptureIndex? previous = null;
-            for (ulong at = every; ; at = Math.Min(at + every, recording.InstructionCount))
+            await using (ReplayProbe probe = await ReplayProbe.StartAsync(recording, checkpointWork ?? workDirectory, null, cancellationToken).ConfigureAwait(false))
             {
-                if (!await probe.RunToAsync(at, cancellationToken).ConfigureAwait(false))
+                HistoryCaptureIndex? previous = null;
+                int sinceCheckpoint = 0;
+                if (checkpointWork is not null && !await probe.Session.SaveCheckpointAsync(cancellationToken).ConfigureAwait(false))
                 {
-                    break;
+                    throw new IOException("QEMU refused a checkpoint at power-on (replay events pending)");
                 }
 
-                HistoryCaptureIndex view = await ReadAsync(probe, points.Count, previous, cancellationToken).ConfigureAwait(false);
-                var point = new ReplayIndexPoint(at, view);
-                points.Add(point);
-                progress?.Report(point);
-                previous = view;
-                if (at == recording.InstructionCount)
+                for (ulong at = every; ; at = Math.Min(at + every, recording.InstructionCount))
                 {
-                    break;
+                    if (!await probe.RunToAsync(at, cancellationToken).ConfigureAwait(false))
+                    {
+                        break;
+                    }
+
+                    HistoryCaptureIndex view = await ReadAsync(probe, points.Count, previous, cancellationToken).ConfigureAwait(false);
+                    bool saved = checkpointWork is not null && ++sinceCheckpoint >= checkpointEvery && at < recording.InstructionCount
+                        && await probe.Session.SaveCheckpointAsync(cancellationToken).ConfigureAwait(false);
+                    if (saved)
+                    {
+                        sinceCheckpoint = 0;
+                    }
+
+                    var point = new ReplayIndexPoint(at, view) { Checkpoint = saved };
+                    points.Add(point);
+
+                    progress?.Report(point);
+                    previous = view;
+                    if (at == recording.InstructionCount)
+                    {
+                        break;
+                    }
                 }
+            }
+
+            if (checkpointWork is not null)
+            {
+                // Only the images stay (the replay's console files are not needed).
+                foreach (string f in Directory.EnumerateFiles(checkpointWork).Where(f => !f.EndsWith(".qcow2", StringComparison.Ordinal)))
+                {
+                    File.Delete(f);
+                }
+
+                if (Directory.Exists(checkpointsFinal))
+                {
+                    Directory.Delete(checkpointsFinal, recursive: true);
+                }
+
+                Directory.Move(checkpointWork, checkpointsFinal);
+            }
+        }
+        finally
+        {
+            if (checkpointWork is not null && Directory.Exists(checkpointWork))
+            {
+                Directory.Delete(checkpointWork, recursive: true);
             }
         }
 

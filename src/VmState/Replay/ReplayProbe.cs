@@ -34,9 +34,9 @@ internal sealed class ReplayProbe : IAsyncDisposable
     /// <summary>The replay's current instruction count (kept here: no QMP round trip).</summary>
     public ulong At { get; private set; }
 
-    public static async Task<ReplayProbe> StartAsync(ReplayRecording recording, string workDirectory, int? gdbPort, CancellationToken cancellationToken)
+    public static async Task<ReplayProbe> StartAsync(ReplayRecording recording, string workDirectory, int? gdbPort, CancellationToken cancellationToken, ReplayCheckpoints? checkpoints = null, ulong start = 0)
     {
-        ReplaySession session = await ReplaySession.StartAsync(recording, workDirectory, gdbPort, cancellationToken).ConfigureAwait(false);
+        ReplaySession session = await ReplaySession.StartAsync(recording, workDirectory, gdbPort, cancellationToken, checkpoints, start).ConfigureAwait(false);
         try
         {
             LiveMachine live = await LiveMachine.AttachAsync(session.Info.QmpSocket, cancellationToken).ConfigureAwait(false);

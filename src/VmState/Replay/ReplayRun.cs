@@ -19,7 +19,14 @@ internal sealed class ReplayRun : IAsyncDisposable
 
     public ReplayRunPaths Paths { get; }
 
-    public static async Task<ReplayRun> PrepareAsync(string workDirectory, string log, IReadOnlyList<ReplayDrive> drives, int? gdbPort, bool startPaused, CancellationToken cancellationToken)
+    /// <summary>
+    /// Makes the run's files in <paramref name="workDirectory"/>: fresh overlays and an empty snapshot image, or with
+    /// <paramref name="checkpoints"/> copies of the checkpoint images and the replay starting from the checkpoint at
+    /// <paramref name="start"/> (QEMU loads it while it starts; the copied overlays hold the disks as the index replay
+    /// left them, so a run from copies always starts from a checkpoint). <paramref name="onlyStart"/> deletes the other
+    /// checkpoints from the copies (QEMU's reverse execution then never loads one of them: see <see cref="ReplayCheckpoints"/>).
+    /// </summary>
+    public static async Task<ReplayRun> PrepareAsync(string workDirectory, string log, IReadOnlyList<ReplayDrive> drives, int? gdbPort, bool startPaused, CancellationToken cancellationToken, ReplayCheckpoints? checkpoints = null, ulong start = 0, bool onlyStart = false)
     {
         Directory.CreateDirectory(workDirectory);
         string sockets = Directory.CreateTempSubdirectory("vmstate-rr-").FullName;
@@ -27,9 +34,16 @@ internal sealed class ReplayRun : IAsyncDisposable
         {
             GdbPort = gdbPort,
             StartPaused = startPaused,
+            StartSnapshot = checkpoints is null ? null : ReplayCheckpoints.NameOf(start),
         };
         try
         {
+            if (checkpoints is not null)
+            {
+                await checkpoints.CopyToAsync(workDirectory, drives, onlyStart ? start : null, cancellationToken).ConfigureAwait(false);
+                return new ReplayRun(paths, sockets);
+            }
+
             foreach (ReplayDrive d in drives.Where(d => !d.ReadOnly))
             {
                 string overlay = Path.Combine(workDirectory, d.OverlayName);

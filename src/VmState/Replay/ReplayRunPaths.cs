@@ -13,6 +13,12 @@ public sealed record ReplayRunPaths(string Log, string WorkDirectory, string Con
     /// <summary>Start with the vCPUs stopped (<c>-S</c>), to set a replay breakpoint before anything runs.</summary>
     public bool StartPaused { get; init; }
 
+    /// <summary>
+    /// A replay that starts from this snapshot of its snapshot image (<c>rrsnapshot=</c>: QEMU loads it while it
+    /// starts), or from power-on.
+    /// </summary>
+    public string? StartSnapshot { get; init; }
+
     /// <summary>The image that holds snapshots of the run (an orphan qcow2: no guest device uses it).</summary>
     public string SnapshotImage => Path.Combine(WorkDirectory, "snapshots.qcow2");
 }

@@ -26,6 +26,12 @@ public sealed class ReplaySession : IAsyncDisposable
         Info = info;
     }
 
+    /// <summary>How long saving a checkpoint may take.</summary>
+    public static readonly TimeSpan SaveTimeout = TimeSpan.FromSeconds(300);
+
+    /// <summary>The checkpoint the replay started from (QEMU loaded it while it started), or null: from power-on.</summary>
+    public ulong? StartCheckpoint { get; private set; }
+
     /// <summary>The recording being replayed.</summary>
     public ReplayRecording Recording { get; }
 
@@ -40,7 +46,16 @@ public sealed class ReplaySession : IAsyncDisposable
     /// overlays and the console files go there), with QEMU's gdbstub on <paramref name="gdbPort"/> when given.
     /// </summary>
     /// <exception cref="ArgumentException">A disk image changed since the recording (a replay would diverge).</exception>
-    public static async Task<ReplaySession> StartAsync(ReplayRecording recording, string workDirectory, int? gdbPort = null, CancellationToken cancellationToken = default)
+    /// <remarks>
+    /// With <paramref name="checkpoints"/> (<see cref="ReplayCheckpoints.TryOpenAsync"/>) the replay starts from copies of
+    /// the checkpoint images at the checkpoint <paramref name="start"/> (one of <see cref="ReplayCheckpoints.Counts"/>)
+    /// instead of power-on. <paramref name="onlyStart"/> is for a replay gdb may drive backwards: no other checkpoint is
+    /// kept, and one past power-on is deleted once QEMU loaded it (HMP <c>delvm</c>), since QEMU 7.2's reverse execution
+    /// would hang loading it (<see cref="ReplayCheckpoints"/>); reverse execution then reports that it cannot go back
+    /// instead, or, from power-on, loads that one.
+    /// </remarks>
+    /// <exception cref="IOException">QEMU did not start at the checkpoint.</exception>
+    public static async Task<ReplaySession> StartAsync(ReplayRecording recording, string workDirectory, int? gdbPort = null, CancellationToken cancellationToken = default, ReplayCheckpoints? checkpoints = null, ulong start = 0, bool onlyStart = false)
     {
         ArgumentNullException.ThrowIfNull(recording);
         ArgumentNullException.ThrowIfNull(workDirectory);
@@ -59,14 +74,45 @@ public sealed class ReplaySession : IAsyncDisposable
         }
 
         string work = Path.GetFullPath(workDirectory);
-        ReplayRun run = await ReplayRun.PrepareAsync(work, recording.LogPath, recording.Drives, gdbPort, startPaused: true, cancellationToken).ConfigureAwait(false);
+        ReplayRun run = await ReplayRun.PrepareAsync(work, recording.LogPath, recording.Drives, gdbPort, startPaused: true, cancellationToken, checkpoints, start, onlyStart).ConfigureAwait(false);
         try
         {
             QemuArguments user = QemuArguments.Parse(recording.Command);
             ReplayCommandLine.Check(user);
             QemuArguments replay = ReplayCommandLine.Build(user, ReplayMode.Replay, run.Paths, recording.Drives);
             (QemuProcess qemu, QmpClient qmp) = await QemuProcess.StartAsync(replay, run.Paths.ControlQmp, TimeSpan.FromSeconds(60), cancellationToken).ConfigureAwait(false);
-            return new ReplaySession(recording, run, qemu, qmp, new ReplayRunInfo(qemu.ProcessId, run.Paths.UserQmp, work, gdbPort));
+            var session = new ReplaySession(recording, run, qemu, qmp, new ReplayRunInfo(qemu.ProcessId, run.Paths.UserQmp, work, gdbPort));
+            if (checkpoints is not null)
+            {
+                session.StartCheckpoint = start;
+                ulong at = await session.IcountAsync(cancellationToken).ConfigureAwait(false);
+                if (at != start)
+                {
+                    await session.DisposeAsync().ConfigureAwait(false);
+                    throw new IOException(string.Create(CultureInfo.InvariantCulture, $"the replay started from checkpoint {ReplayCheckpoints.NameOf(start)} is at instruction {at}, not {start}"));
+                }
+
+                if (onlyStart && start > 0)
+                {
+                    string output;
+                    try
+                    {
+                        output = await qmp.HumanMonitorCommandAsync($"delvm {ReplayCheckpoints.NameOf(start)}", TimeSpan.FromSeconds(60), cancellationToken).ConfigureAwait(false);
+                    }
+                    catch (Exception e) when (e is TimeoutException or QmpException)
+                    {
+                        output = e.Message;
+                    }
+
+                    if (output.Trim().Length > 0)
+                    {
+                        await session.DisposeAsync().ConfigureAwait(false);
+                        throw new IOException($"QEMU could not delete checkpoint {ReplayCheckpoints.NameOf(start)} from the replay's copy: {output.Trim()}");
+                    }
+                }
+            }
+
+            return session;
         }
         catch
         {
@@ -77,6 +123,34 @@ public sealed class ReplaySession : IAsyncDisposable
 
     /// <summary>The replay's current instruction count.</summary>
     public Task<ulong> IcountAsync(CancellationToken cancellationToken = default) => ReplayQmp.IcountAsync(_qmp, cancellationToken);
+
+    /// <summary>
+    /// Runs the paused replay on to <paramref name="icount"/> (<see cref="RunToAsync"/>), or leaves it when it is there.
+    /// </summary>
+    public async Task<ulong> SeekAsync(ulong icount, CancellationToken cancellationToken = default)
+    {
+        ulong now = await IcountAsync(cancellationToken).ConfigureAwait(false);
+        return icount == now ? now : await RunToAsync(icount, cancellationToken).ConfigureAwait(false);
+    }
+
+    /// <summary>
+    /// Saves a checkpoint where the paused replay is (HMP <c>savevm</c>; QEMU ties it to the instruction count). False
+    /// when QEMU refuses at this instruction because replay events are pending (<c>replay_can_snapshot</c>): try at another.
+    /// </summary>
+    /// <exception cref="IOException">QEMU failed to save it.</exception>
+    public async Task<bool> SaveCheckpointAsync(CancellationToken cancellationToken = default)
+    {
+        ulong now = await IcountAsync(cancellationToken).ConfigureAwait(false);
+        string output = await _qmp.HumanMonitorCommandAsync($"savevm {ReplayCheckpoints.NameOf(now)}", SaveTimeout, cancellationToken).ConfigureAwait(false);
+        if (output.Contains("does not allow making snapshot right now", StringComparison.Ordinal))
+        {
+            return false;
+        }
+
+        return output.Trim().Length == 0
+            ? true
+            : throw new IOException(string.Create(CultureInfo.InvariantCulture, $"QEMU could not save a checkpoint at instruction {now}: {output.Trim()}"));
+    }
 
     /// <summary>
     /// Runs the replay until the instruction count is <paramref name="icount"/> and leaves it paused there; returns
@@ -197,8 +271,9 @@ public sealed class ReplaySession : IAsyncDisposable
                     return;
                 }
 
-                if (e.Name == "STOP")
+                if (e.Name == "STOP" && await _qmp.QueryStatusAsync(cancellationToken).ConfigureAwait(false) is not "running")
                 {
+                    // (A STOP while the VM runs is an old one: a gdb stop, or a stop before a checkpoint was loaded.)
                     return;
                 }
             }
@@ -235,6 +310,12 @@ public sealed class ReplaySession : IAsyncDisposable
         catch (LiveVmGoneException)
         {
             return true;
+        }
+        catch (TimeoutException)
+        {
+            // QEMU's main loop can be busy for a long time while gdb drives the replay (a reverse-continue replays
+            // from a snapshot): a slow answer is not an end, and must not make vmstate quit QEMU under gdb.
+            return _qemu.HasExited;
         }
     }
 

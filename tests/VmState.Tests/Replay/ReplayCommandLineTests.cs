@@ -62,6 +62,15 @@ public sealed class ReplayCommandLineTests
     }
 
     [Fact]
+    public void AReplayFromACheckpointNamesItAsTheStartSnapshotAndARecordingNever()
+    {
+        QemuArguments user = Q("-m", "256");
+        ReplayRunPaths paths = Paths with { StartSnapshot = "rr-ck-400" };
+        Assert.Contains("-icount shift=auto,rr=replay,rrfile=/r/replay.bin,rrsnapshot=rr-ck-400 ", string.Join(' ', ReplayCommandLine.Build(user, ReplayMode.Replay, paths, []).ToArgv()), StringComparison.Ordinal);
+        Assert.DoesNotContain("rrsnapshot", string.Join(' ', ReplayCommandLine.Build(user, ReplayMode.Record, paths, []).ToArgv()), StringComparison.Ordinal);
+    }
+
+    [Fact]
     public void DisksGoBehindBlkreplayOnTheRunsOverlayAndKeepTheirPlaceOnTheController()
     {
         QemuArguments user = Q("-hda", "/img/a.qcow2", "-drive", "file=/img/b.raw,format=raw,if=virtio", "-drive", "file=/img/c.iso,media=cdrom", "-drive", "file=/img/d.img,format=raw,if=none,id=mine");

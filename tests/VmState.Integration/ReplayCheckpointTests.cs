@@ -1,0 +1,188 @@
+using System.Diagnostics;
+using System.Globalization;
+using System.Text.Json;
+using System.Text.RegularExpressions;
+using VmState.Integration.Harness;
+using VmState.Live;
+
+namespace VmState.Integration;
+
+/// <summary>
+/// A short recording of the fixture guest without NICs (QEMU 7.2 loads snapshots in such a replay), stopped with
+/// Ctrl-C right after the guest's /init printed its marker process, indexed with a checkpoint at every point
+/// (<c>rr index --checkpoints 1</c>): short enough for CI, since every later replay loads the nearest checkpoint
+/// instead of replaying from power-on.
+/// </summary>
+public sealed class CheckpointedRecording : IAsyncLifetime
+{
+    public string Dir { get; } = Directory.CreateTempSubdirectory("vmstate-rrck-").FullName;
+
+    public string Recording => Path.Combine(Dir, "rec");
+
+    public string SerialPath => Path.Combine(Dir, "serial.log");
+
+    public string Serial { get; private set; } = string.Empty;
+
+    public ulong Instructions { get; private set; }
+
+    public string IndexOutput { get; private set; } = string.Empty;
+
+    public static List<string> Command(string serial)
+    {
+        GuestFixture f = GuestFixture.Ensure();
+        return
+        [
+            "qemu-system-x86_64", "-M", "pc", "-accel", "tcg", "-m", "256", "-cpu", "qemu64", "-display", "none", "-vga", "std", "-no-reboot",
+            "-kernel", f.Kernel, "-initrd", f.Initrd, "-append", "console=ttyS0 quiet loglevel=3 panic=-1 no_timer_check",
+            "-device", "vmcoreinfo", "-serial", $"file:{serial}",
+        ];
+    }
+
+    public async Task InitializeAsync()
+    {
+        Process record = VmStateCli.StartBackground(["rr", "record", "-o", Recording, "--", .. Command(SerialPath)]);
+        try
+        {
+            Task<string> stderr = record.StandardError.ReadToEndAsync();
+            Task<string> stdout = record.StandardOutput.ReadToEndAsync();
+            var clock = Stopwatch.StartNew();
+            while (!(File.Exists(SerialPath) && File.ReadAllText(SerialPath).Contains("VMSTATE-TRUTH marker ", StringComparison.Ordinal)))
+            {
+                Assert.False(record.HasExited, $"rr record exited early: {(record.HasExited ? await stderr : string.Empty)}");
+                Assert.True(clock.Elapsed < TimeSpan.FromSeconds(240), $"the recorded guest printed no marker in 240 s: {(File.Exists(SerialPath) ? File.ReadAllText(SerialPath) : "(no console file)")}");
+                await Task.Delay(100);
+            }
+
+            Interrupt(record);
+            await record.WaitForExitAsync().WaitAsync(TimeSpan.FromSeconds(60));
+            Assert.True(record.ExitCode == 0, await stderr);
+            Assert.Contains("instructions", await stdout, StringComparison.Ordinal);
+            Serial = File.ReadAllText(SerialPath);
+        }
+        finally
+        {
+            if (!record.HasExited)
+            {
+                Interrupt(record);
+                await record.WaitForExitAsync().WaitAsync(TimeSpan.FromSeconds(60));
+            }
+
+            record.Dispose();
+        }
+
+        (int code, string info, string err) = VmStateCli.Run(["rr", "info", Recording, "--json"]);
+        Assert.True(code == 0, err);
+        using (JsonDocument doc = JsonDocument.Parse(info))
+        {
+            Instructions = doc.RootElement.GetProperty("instructionCount").GetUInt64();
+        }
+
+        // Ten points, a checkpoint at each.
+        (code, string stdoutIndex, string stderrIndex) = VmStateCli.Run(["rr", "index", Recording, "--every", (Instructions / 10).ToString(CultureInfo.InvariantCulture), "--checkpoints", "1"]);
+        Assert.True(code == 0, stderrIndex);
+        IndexOutput = stdoutIndex;
+    }
+
+    private static void Interrupt(Process p)
+    {
+        using Process kill = Process.Start("kill", ["-INT", p.Id.ToString(CultureInfo.InvariantCulture)])!;
+        kill.WaitForExit();
+    }
+
+    public Task DisposeAsync()
+    {
+        if (Environment.GetEnvironmentVariable("VMSTATE_KEEP_WORK") != "1")
+        {
+            Directory.Delete(Dir, recursive: true);
+        }
+
+        return Task.CompletedTask;
+    }
+}
+
+public sealed class ReplayCheckpointTests(CheckpointedRecording rec) : IClassFixture<CheckpointedRecording>
+{
+    [Fact]
+    public async Task FindThroughCheckpointsIsExactToOneInstruction()
+    {
+        Assert.Matches(@"points 1[01] \(every \d+ instructions", rec.IndexOutput);
+        Match saved = Regex.Match(rec.IndexOutput, @"checkpoints (\d+) \(power-on and every 1 point\(s\)\)");
+        Assert.True(saved.Success, rec.IndexOutput);
+        Assert.True(int.Parse(saved.Groups[1].Value, CultureInfo.InvariantCulture) >= 2, rec.IndexOutput);
+        int marker = GroundTruth.Parse(rec.Serial).Marker!.Pid;
+
+        (int code, string stdout, string stderr) = VmStateCli.Run(["rr", "find", rec.Recording, "--process", "vmsmarker", "--json"]);
+        Assert.True(code == 0, stderr);
+        string result = Path.Combine(rec.Dir, "find.json");
+        File.WriteAllText(result, stdout);
+        ulong at;
+        using (JsonDocument doc = JsonDocument.Parse(stdout))
+        {
+            at = doc.RootElement.GetProperty("icount").GetUInt64();
+            Assert.True(at > doc.RootElement.GetProperty("coarseFrom").GetUInt64() && at <= doc.RootElement.GetProperty("coarseTo").GetUInt64(), stdout);
+            // Every narrowing replay started from a checkpoint, not from power-on.
+            Assert.Equal(doc.RootElement.GetProperty("replays").GetInt32(), doc.RootElement.GetProperty("checkpointLoads").GetInt32());
+        }
+
+        // A replay started from the checkpoint before and paused one instruction before the answer: no vmsmarker. One
+        // instruction on: vmsmarker with the pid the guest printed.
+        Process g = VmStateCli.StartBackground(["rr", "goto", rec.Recording, (at - 1).ToString(CultureInfo.InvariantCulture)]);
+        Task<string> gotoErr = g.StandardError.ReadToEndAsync();
+        try
+        {
+            string? paused = await g.StandardOutput.ReadLineAsync().WaitAsync(TimeSpan.FromSeconds(180));
+            Assert.True(paused == $"paused at instruction {at - 1}", $"{paused}\n{(g.HasExited ? await gotoErr : string.Empty)}");
+            string qmp = (await g.StandardOutput.ReadLineAsync())!["qmp ".Length..];
+            Assert.StartsWith("gdb tcp:127.0.0.1:", await g.StandardOutput.ReadLineAsync(), StringComparison.Ordinal);
+            Assert.DoesNotContain(Processes(qmp), p => p.Comm == "vmsmarker");
+
+            await using (QmpClient client = await QmpClient.ConnectAsync(qmp))
+            {
+                await client.ExecuteAsync("replay-break", new System.Text.Json.Nodes.JsonObject { ["icount"] = at });
+                await client.ContAsync();
+                var clock = Stopwatch.StartNew();
+                while (await client.QueryStatusAsync() == "running" && clock.Elapsed < TimeSpan.FromSeconds(60))
+                {
+                    await Task.Delay(50);
+                }
+
+                Assert.Equal(at, (await client.ExecuteAsync("query-replay")).GetProperty("icount").GetUInt64());
+            }
+
+            Assert.Contains(Processes(qmp), p => p.Comm == "vmsmarker" && p.Pid == marker);
+            using (Process kill = Process.Start("kill", ["-INT", g.Id.ToString(CultureInfo.InvariantCulture)])!)
+            {
+                await kill.WaitForExitAsync();
+            }
+
+            await g.WaitForExitAsync().WaitAsync(TimeSpan.FromSeconds(60));
+            string err = await gotoErr;
+            Assert.True(g.ExitCode == 0, err);
+            Assert.Matches(@"vmstate rr goto: QEMU \d+ replaying .*; started from checkpoint \d+", err);
+        }
+        finally
+        {
+            if (!g.HasExited)
+            {
+                g.Kill(entireProcessTree: true);
+                await g.WaitForExitAsync();
+            }
+
+            g.Dispose();
+        }
+    }
+
+    private static List<(int Pid, string Comm)> Processes(string qmp)
+    {
+        (int code, string ps, string err) = VmStateCli.Run(["ps", "--qmp", qmp, "--json"]);
+        Assert.True(code == 0, err);
+        return ParseProcesses(ps);
+    }
+
+    private static List<(int Pid, string Comm)> ParseProcesses(string json)
+    {
+        using JsonDocument doc = JsonDocument.Parse(json);
+        JsonElement list = doc.RootElement.ValueKind == JsonValueKind.Array ? doc.RootElement : doc.RootElement.GetProperty("processes");
+        return [.. list.EnumerateArray().Select(p => (p.GetProperty("pid").GetInt32(), p.GetProperty("comm").GetString()!))];
+    }
+}
