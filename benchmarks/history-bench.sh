@@ -4,7 +4,8 @@
 # stream is imported into one store (`vmstate history import`), compressed with the zstd CLI (level 3, its default),
 # then deleted, so the disk holds one stream at a time. Reports the store's size beside the N streams and the N
 # zstd files (goal in issue 13: the store <= 1.5x one stream for 100 captures), import throughput beside zstd's, then
-# `history verify` and a `ps` on the last capture beside the same on a stream.
+# `history verify` and a `ps` on the last capture beside the same on a stream. The guest's qcow2 disk also takes
+# each capture as an internal snapshot (`vmstate snapshot --savevm`, QEMU's savevm), the third way of keeping them.
 #
 # Usage: benchmarks/history-bench.sh
 # Environment:
@@ -34,7 +35,7 @@ source "$root/benchmarks/common.sh"
 vmstate=$(bench_vmstate "$work") || exit 1
 
 log "booting the fixture guest with $MEM MiB"
-MEM=$MEM TIMEOUT=300 bash "$root/eng/run-guest.sh" "$work/guest" > "$work/guest.log" 2>&1 || { cat "$work/guest.log" >&2; die "the guest did not boot"; }
+DISK="$work/disk.qcow2" MEM=$MEM TIMEOUT=300 bash "$root/eng/run-guest.sh" "$work/guest" > "$work/guest.log" 2>&1 || { cat "$work/guest.log" >&2; die "the guest did not boot"; }
 load_start=$(cut -d' ' -f1-3 /proc/loadavg)
 
 store="$work/store"
@@ -59,6 +60,7 @@ for ((i = 1; i <= N; i++)); do
   zstd_ns=$((zstd_ns + t1 - t0))
   import_ns=$((import_ns + t2 - t1))
   zst_total=$((zst_total + $(stat -c %s "$work/c.mig.zst")))
+  "$vmstate" snapshot --qmp "$work/guest/qmp.sock" --savevm "hist-$i" > /dev/null
   ((i == N)) && cp "$work/c.mig" "$work/last.mig"
   rm -f "$work/c.mig" "$work/c.mig.zst"
   ((i % 10 == 0)) && log "$i of $N captures"
@@ -66,6 +68,9 @@ done
 bash "$root/eng/run-guest.sh" --stop "$work/guest" > /dev/null
 load_end=$(cut -d' ' -f1-3 /proc/loadavg)
 
+qcow2_bytes=$(stat -c %s "$work/disk.qcow2")
+qcow2_used=$(($(stat -c %b "$work/disk.qcow2") * $(stat -c %B "$work/disk.qcow2")))
+qcow2_snaps=$(qemu-img snapshot -l -U "$work/disk.qcow2" | grep -c ' hist-' || true)
 store_bytes=$(find "$store" -type f -printf '%s\n' | awk '{s += $1} END {print s}')
 mib() { awk -v b="$1" 'BEGIN {printf "%.1f", b / 1048576}'; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.2f", a / b}'; }
@@ -92,6 +97,7 @@ cmp -s "$work/ps-stream.txt" "$work/ps-store.txt" || die "ps on the last capture
   echo "| one migration stream (the first) | $first_stream | $(mib "$first_stream") | 1.00 |"
   echo "| $N migration streams | $raw_total | $(mib "$raw_total") | $(ratio "$raw_total" "$first_stream") |"
   echo "| $N zstd -3 streams | $zst_total | $(mib "$zst_total") | $(ratio "$zst_total" "$first_stream") |"
+  echo "| qcow2 with $qcow2_snaps internal snapshots (savevm; file size, blocks used $(mib "$qcow2_used") MiB) | $qcow2_bytes | $(mib "$qcow2_bytes") | $(ratio "$qcow2_bytes" "$first_stream") |"
   echo "| history store ($N captures) | $store_bytes | $(mib "$store_bytes") | $(ratio "$store_bytes" "$first_stream") |"
   echo
   echo "| step | total s | MiB/s of stream |"

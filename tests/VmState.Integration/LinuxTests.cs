@@ -229,7 +229,20 @@ public abstract class LinuxTests<TGuest>(TGuest guest)
         }
 
         // The long-lived processes /init started sleep (kernel threads and init itself may have moved on since printing).
-        Assert.All(guest.Truth.Processes.Where(p => p.Comm.StartsWith("vms", StringComparison.Ordinal)), want => Assert.Equal(want.State, processes.Single(p => p.Pid == want.Pid).State));
+        // One that was running when /init read its state (the marker at its tick, on a loaded host) may sleep again by
+        // the snapshot, so a printed R allows R or S; a printed sleep must still be that sleep.
+        Assert.All(guest.Truth.Processes.Where(p => p.Comm.StartsWith("vms", StringComparison.Ordinal)), want =>
+        {
+            char got = processes.Single(p => p.Pid == want.Pid).State;
+            if (want.State == 'R')
+            {
+                Assert.Contains(got, "RS");
+            }
+            else
+            {
+                Assert.Equal(want.State, got);
+            }
+        });
         AssertSameStates(processes);
         AssertSameNames(processes);
 
