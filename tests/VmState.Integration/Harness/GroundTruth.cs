@@ -25,6 +25,13 @@ public sealed class GroundTruth
 
         /// <summary>Field 2 of /proc/PID/stat, the name unescaped (null when not printed).</summary>
         public string? StatName { get; init; }
+
+        /// <summary>
+        /// Whether <paramref name="later"/>, read from a snapshot taken after the line was printed, is the state this
+        /// long-lived process can be in then: the same letter, or running and sleeping in either order (the marker
+        /// wakes once a second to tick, so on a loaded host either moment can catch it between its sleeps).
+        /// </summary>
+        public bool AllowsLaterState(char later) => later == State || ("RS".Contains(State) && "RS".Contains(later));
     }
 
     /// <summary>A NIC line.</summary>
