@@ -87,6 +87,16 @@ if [ -x eng/fuzz.sh ] || [ -f eng/fuzz.sh ]; then
 fi
 
 # Count test outcomes from the TRX files (dotnet test's own summary is not read by CI).
+# The failed tests are named here, with the first line of their message, so that the tail of CI's log says which.
+python3 - "$results" <<'PY'
+import sys, glob, xml.etree.ElementTree as ET
+for path in sorted(glob.glob(sys.argv[1] + "/*.trx")):
+    for r in ET.parse(path).getroot().findall(".//{*}UnitTestResult"):
+        if r.get("outcome") not in ("Passed", "NotExecuted"):
+            message = r.find(".//{*}ErrorInfo/{*}Message")
+            first = (message.text or "").strip().splitlines()[0][:300] if message is not None and message.text else ""
+            print(f"FAILED {r.get('testName')} ({r.get('duration')}): {first}")
+PY
 read -r passed failed < <(python3 - "$results" <<'PY'
 import sys, glob, xml.etree.ElementTree as ET
 p = f = 0
