@@ -35,14 +35,9 @@ trap cleanup EXIT
 log() { echo "history-find-bench: $*" >&2; }
 die() { echo "history-find-bench: ERROR: $*" >&2; exit 1; }
 [[ -x /usr/bin/time ]] || die "/usr/bin/time is missing (apt-get install time)"
-if [[ -n "${VMSTATE_BIN:-}" ]]; then
-  vmstate=("$VMSTATE_BIN")
-else
-  dll="$root/src/VmState.Cli/bin/Release/net10.0/vmstate.dll"
-  [[ -f "$dll" ]] || die "build first: dotnet build VmState.slnx -c Release"
-  vmstate=(dotnet "$dll")
-fi
-now_ms() { echo $(($(date +%s%N) / 1000000)); }
+# shellcheck source=benchmarks/common.sh
+source "$root/benchmarks/common.sh"
+vmstate_release_command
 
 keep=${STORE:-$work/kept}
 mkdir -p "$keep"

@@ -25,14 +25,9 @@ cleanup() {
 trap cleanup EXIT
 log() { echo "record-memory-bench: $*" >&2; }
 die() { echo "record-memory-bench: ERROR: $*" >&2; exit 1; }
-if [[ -n "${VMSTATE_BIN:-}" ]]; then
-  vmstate=("$VMSTATE_BIN")
-else
-  dll="$root/src/VmState.Cli/bin/Release/net10.0/vmstate.dll"
-  [[ -f "$dll" ]] || die "build first: dotnet build VmState.slnx -c Release"
-  vmstate=(dotnet "$dll")
-fi
-now_ms() { echo $(($(date +%s%N) / 1000000)); }
+# shellcheck source=benchmarks/common.sh
+source "$root/benchmarks/common.sh"
+vmstate_release_command
 
 rows=()
 load_start=$(cut -d' ' -f1-3 /proc/loadavg)

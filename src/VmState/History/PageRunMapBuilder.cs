@@ -127,14 +127,26 @@ internal sealed class PageRunMapBuilder
         long p = 0;
         foreach (long key in keys)
         {
-            // The old runs' pages before the key, then the key.
-            while (p < key)
+            // The old runs' pages before the key (not sent past what they covered), then the key.
+            CopyOldRuns(key);
+            Append(_pending[key], 1, 0);
+            p = key + 1;
+        }
+
+        // The old runs past the last key.
+        CopyOldRuns(covered);
+        _pending.Clear();
+
+        // Appends the old runs' entries for pages p to until, pages past the old runs as not sent; moves p (and r).
+        void CopyOldRuns(long until)
+        {
+            while (p < until)
             {
                 if (p >= covered)
                 {
-                    Append(PageMap.NotSent, key - p, 0);
-                    p = key;
-                    break;
+                    Append(PageMap.NotSent, until - p, 0);
+                    p = until;
+                    return;
                 }
 
                 long start = heads[r] >> 1;
@@ -146,32 +158,11 @@ internal sealed class PageRunMapBuilder
                 }
 
                 long step = heads[r] & 1;
-                long until = Math.Min(end, key);
-                Append(values[r] + (step * (p - start)), until - p, (int)step);
-                p = until;
+                long upTo = Math.Min(end, until);
+                Append(values[r] + (step * (p - start)), upTo - p, (int)step);
+                p = upTo;
             }
-
-            Append(_pending[key], 1, 0);
-            p = key + 1;
         }
-
-        // The old runs past the last key.
-        while (p < covered)
-        {
-            long start = heads[r] >> 1;
-            long end = r + 1 < count ? heads[r + 1] >> 1 : covered;
-            if (end <= p)
-            {
-                r++;
-                continue;
-            }
-
-            long step = heads[r] & 1;
-            Append(values[r] + (step * (p - start)), end - p, (int)step);
-            p = end;
-        }
-
-        _pending.Clear();
     }
 
     /// <summary>

@@ -31,6 +31,7 @@ public sealed class MountDirectory : MountNode
     private readonly Func<IEnumerable<MountNode>> _children;
     private readonly Lock _gate = new();
     private readonly long _refreshTicks;
+    private readonly TimeProvider _clock;
     private Listing? _listing;
 
     /// <summary>A directory named <paramref name="name"/> whose entries <paramref name="children"/> makes once.</summary>
@@ -41,17 +42,26 @@ public sealed class MountDirectory : MountNode
 
     /// <summary>
     /// A directory named <paramref name="name"/> whose entries <paramref name="children"/> makes, again on the first
-    /// use after <paramref name="refresh"/> (null: once).
+    /// use after <paramref name="refresh"/> (null: once), as <paramref name="clock"/> (default: the system's) measures it.
     /// </summary>
-    public MountDirectory(string name, Func<IEnumerable<MountNode>> children, TimeSpan? refresh)
+    public MountDirectory(string name, Func<IEnumerable<MountNode>> children, TimeSpan? refresh, TimeProvider? clock = null)
         : base(name)
     {
         _children = children ?? throw new ArgumentNullException(nameof(children));
-        if (refresh is TimeSpan r)
+        _clock = clock ?? TimeProvider.System;
+        _refreshTicks = RefreshTicks(refresh, _clock);
+    }
+
+    /// <summary>An interval in <paramref name="clock"/>'s timestamp units (0: no refresh).</summary>
+    internal static long RefreshTicks(TimeSpan? refresh, TimeProvider clock)
+    {
+        if (refresh is not TimeSpan r)
         {
-            ArgumentOutOfRangeException.ThrowIfNegative(r.Ticks, nameof(refresh));
-            _refreshTicks = Math.Max(1, (long)(r.TotalSeconds * System.Diagnostics.Stopwatch.Frequency));
+            return 0;
         }
+
+        ArgumentOutOfRangeException.ThrowIfNegative(r.Ticks, nameof(refresh));
+        return Math.Max(1, (long)(r.TotalSeconds * clock.TimestampFrequency));
     }
 
     /// <summary>A directory with these entries.</summary>
@@ -72,7 +82,7 @@ public sealed class MountDirectory : MountNode
     private Listing Load()
     {
         Listing? current = Volatile.Read(ref _listing);
-        if (current is not null && (_refreshTicks == 0 || System.Diagnostics.Stopwatch.GetTimestamp() - current.MadeAt < _refreshTicks))
+        if (current is not null && (_refreshTicks == 0 || _clock.GetTimestamp() - current.MadeAt < _refreshTicks))
         {
             return current;
         }
@@ -80,7 +90,7 @@ public sealed class MountDirectory : MountNode
         lock (_gate)
         {
             current = _listing;
-            if (current is not null && (_refreshTicks == 0 || System.Diagnostics.Stopwatch.GetTimestamp() - current.MadeAt < _refreshTicks))
+            if (current is not null && (_refreshTicks == 0 || _clock.GetTimestamp() - current.MadeAt < _refreshTicks))
             {
                 return current;
             }
@@ -97,7 +107,7 @@ public sealed class MountDirectory : MountNode
                 }
             }
 
-            var listing = new Listing(byName, [.. ordered], System.Diagnostics.Stopwatch.GetTimestamp());
+            var listing = new Listing(byName, [.. ordered], _clock.GetTimestamp());
             Volatile.Write(ref _listing, listing);
             return listing;
         }
@@ -172,6 +182,7 @@ public sealed class MountContentFile : MountFile
     private readonly Func<byte[]> _make;
     private readonly Lazy<byte[]>? _content;
     private readonly long _refreshTicks;
+    private readonly TimeProvider _clock = TimeProvider.System;
     private readonly Lock _gate = new();
     private (byte[] Bytes, long MadeAt)? _latest;
 
@@ -184,18 +195,16 @@ public sealed class MountContentFile : MountFile
     /// <summary>
     /// A file named <paramref name="name"/> whose bytes <paramref name="content"/> makes; with
     /// <paramref name="refresh"/>, again at the first open after that interval (then its size reads as 0 until it is
-    /// read, and reads bypass the page cache, as /proc's files do).
+    /// read, and reads bypass the page cache, as /proc's files do); <paramref name="clock"/> (default: the system's)
+    /// measures the interval.
     /// </summary>
-    public MountContentFile(string name, Func<byte[]> content, TimeSpan? refresh)
+    public MountContentFile(string name, Func<byte[]> content, TimeSpan? refresh, TimeProvider? clock = null)
         : base(name)
     {
         _make = content ?? throw new ArgumentNullException(nameof(content));
-        if (refresh is TimeSpan r)
-        {
-            ArgumentOutOfRangeException.ThrowIfNegative(r.Ticks, nameof(refresh));
-            _refreshTicks = Math.Max(1, (long)(r.TotalSeconds * System.Diagnostics.Stopwatch.Frequency));
-        }
-        else
+        _clock = clock ?? TimeProvider.System;
+        _refreshTicks = MountDirectory.RefreshTicks(refresh, _clock);
+        if (refresh is null)
         {
             _content = new Lazy<byte[]>(content, LazyThreadSafetyMode.ExecutionAndPublication);
         }
@@ -224,7 +233,7 @@ public sealed class MountContentFile : MountFile
 
         lock (_gate)
         {
-            long now = System.Diagnostics.Stopwatch.GetTimestamp();
+            long now = _clock.GetTimestamp();
             if (_latest is not (byte[] bytes, long madeAt) || now - madeAt >= _refreshTicks)
             {
                 bytes = _make();

@@ -12,8 +12,35 @@ namespace VmState.Integration.Harness;
 public sealed class QemuGuest : IAsyncDisposable
 {
     private static readonly ConcurrentDictionary<int, Process> s_running = new();
+
+    /// <summary>
+    /// Warm starts: per QEMU command line (<see cref="WarmKey"/>), the state of the first guest of that kind at its
+    /// READY line, kept as a migration stream with the console text up to that moment. A later guest of the same kind
+    /// resumes from it (-incoming) instead of booting, which takes a second or two where a TCG boot takes 15–40 s of
+    /// CPU. The restored guest is the same real guest, as a user's restored snapshot is: its console starts with the
+    /// text the first one printed (ground truth included) and goes on. A null value: being made, or it failed.
+    /// Set VMSTATE_TEST_COLD_BOOT=1 to boot every guest.
+    /// </summary>
+    private static readonly ConcurrentDictionary<string, WarmImage?> s_warm = new();
+    private static readonly Lazy<string> s_warmDir = new(() =>
+    {
+        string dir = Directory.CreateTempSubdirectory("vmstate-warm-").FullName;
+        AppDomain.CurrentDomain.ProcessExit += (_, _) =>
+        {
+            try
+            {
+                Directory.Delete(dir, recursive: true);
+            }
+            catch (IOException)
+            {
+            }
+        };
+        return dir;
+    });
+
     private readonly Process _process;
     private readonly StringBuilder _stderr = new();
+    private readonly string? _warmKey;
 
     static QemuGuest()
     {
@@ -21,12 +48,17 @@ public sealed class QemuGuest : IAsyncDisposable
         Console.CancelKeyPress += (_, _) => KillAll();
     }
 
-    private QemuGuest(Process process, string workDir, QemuGuestOptions options)
+    private QemuGuest(Process process, string workDir, QemuGuestOptions options, string? warmKey, bool restored)
     {
         _process = process;
         WorkDir = workDir;
         Options = options;
+        _warmKey = warmKey;
+        Restored = restored;
     }
+
+    /// <summary>Whether this guest was resumed from the first READY guest of its kind instead of booted (see <see cref="s_warm"/>).</summary>
+    public bool Restored { get; }
 
     public string WorkDir { get; }
 
@@ -152,7 +184,22 @@ public sealed class QemuGuest : IAsyncDisposable
         string workDir = Directory.CreateTempSubdirectory("vmstate-guest-").FullName;
         string qemu = options.Arm64 ? "qemu-system-aarch64" : "qemu-system-x86_64";
         var psi = new ProcessStartInfo(qemu) { RedirectStandardError = true, RedirectStandardOutput = true, RedirectStandardInput = true };
-        foreach (string a in CommandLine(options, workDir))
+        List<string> commandLine = CommandLine(options, workDir);
+        string? warmKey = WarmKey(options);
+        WarmImage? image = warmKey is not null && s_warm.TryGetValue(warmKey, out WarmImage? made) ? made : null;
+        if (image is not null)
+        {
+            // The console goes on from the first guest's text: QEMU appends to the file it finds (-serial file:
+            // would truncate it), and the VM starts once the stream is loaded (-incoming without -S).
+            string serial = Path.Combine(workDir, "serial.log");
+            File.WriteAllText(serial, image.Serial);
+            int at = commandLine.IndexOf($"file:{serial}");
+            commandLine[at - 1] = "-chardev";
+            commandLine[at] = $"file,id=vmstate-serial,path={serial},append=on";
+            commandLine.InsertRange(at + 1, ["-serial", "chardev:vmstate-serial", "-incoming", $"exec:cat '{image.Stream}'"]);
+        }
+
+        foreach (string a in commandLine)
         {
             psi.ArgumentList.Add(a);
         }
@@ -167,7 +214,7 @@ public sealed class QemuGuest : IAsyncDisposable
             throw new InvalidOperationException($"{qemu} is not installed (run eng/install-deps.sh)", e);
         }
 
-        var guest = new QemuGuest(process, workDir, options);
+        var guest = new QemuGuest(process, workDir, options, warmKey, image is not null);
         s_running[process.Id] = process;
         process.ErrorDataReceived += (_, e) =>
         {
@@ -231,8 +278,52 @@ public sealed class QemuGuest : IAsyncDisposable
         }
     }
 
-    /// <summary>Waits for VMSTATE-READY on the console; on timeout throws with the console tail and QEMU's stderr.</summary>
-    public Task WaitForReadyAsync(TimeSpan timeout) => WaitForSerialLineAsync(l => l.StartsWith("VMSTATE-READY", StringComparison.Ordinal), timeout);
+    /// <summary>
+    /// Waits for VMSTATE-READY on the console (a restored guest: until it runs); on timeout throws with the console
+    /// tail and QEMU's stderr. The first guest of its kind to get here is kept as the warm image of that kind.
+    /// </summary>
+    public async Task WaitForReadyAsync(TimeSpan timeout)
+    {
+        var clock = Stopwatch.StartNew();
+        await WaitForSerialLineAsync(l => l.StartsWith("VMSTATE-READY", StringComparison.Ordinal), timeout);
+        if (Restored)
+        {
+            // READY is in the text it started with; it is ready once QEMU has loaded the stream and runs the VM (a
+            // stream of a paused VM loads paused: QEMU carries the run state over).
+            QemuRunState state;
+            while ((state = await Qmp.QueryRunStateAsync()) != QemuRunState.Running)
+            {
+                if (state == QemuRunState.Paused)
+                {
+                    await ResumeAsync();
+                    continue;
+                }
+
+                if (_process.HasExited || clock.Elapsed > timeout)
+                {
+                    throw new TimeoutException($"the restored guest did not run within {timeout.TotalSeconds:F0} s (QEMU {(_process.HasExited ? $"exited ({_process.ExitCode})" : "still loading")}):\n{Stderr}");
+                }
+
+                await Task.Delay(50);
+            }
+        }
+        else if (_warmKey is not null && s_warm.TryAdd(_warmKey, null))
+        {
+            // Migrated while it runs, so that the stream carries a running VM (the restored one starts by itself);
+            // QEMU stops it for the last pass and it stays stopped when done, so the console then holds exactly what
+            // the saved state had printed. Running again on every path.
+            string stream = Path.Combine(s_warmDir.Value, $"{Guid.NewGuid():N}.mig");
+            try
+            {
+                await MigrateToFileAsync(stream);
+                s_warm[_warmKey] = new WarmImage(stream, SerialText);
+            }
+            finally
+            {
+                await ResumeAsync();
+            }
+        }
+    }
 
     /// <summary>Waits for a console line (from line <paramref name="startAtLine"/> on) that satisfies <paramref name="predicate"/>.</summary>
     public async Task<string> WaitForSerialLineAsync(Func<string, bool> predicate, TimeSpan timeout, int startAtLine = 0)
@@ -328,6 +419,24 @@ public sealed class QemuGuest : IAsyncDisposable
         {
         }
     }
+
+    /// <summary>
+    /// The kind of guest a warm image may stand for: its whole command line but for the per-guest paths and the
+    /// gdbstub port (neither is part of the VM's state); null for a guest that starts from something of its own (a
+    /// stream, a disk, RAM in a file, extra devices or backends) or when VMSTATE_TEST_COLD_BOOT=1.
+    /// </summary>
+    private static string? WarmKey(QemuGuestOptions options)
+    {
+        if (options.Incoming is not null || options.LoadVm is not null || options.DiskPath is not null || options.SharedMemoryPath is not null
+            || options.ExtraArgs.Count > 0 || Environment.GetEnvironmentVariable("VMSTATE_TEST_COLD_BOOT") == "1")
+        {
+            return null;
+        }
+
+        return string.Join('\n', CommandLine(options with { GdbPort = null }, "/WORKDIR"));
+    }
+
+    private sealed record WarmImage(string Stream, string Serial);
 
     private static string ReadShared(string path)
     {

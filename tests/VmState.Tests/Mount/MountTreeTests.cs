@@ -65,23 +65,38 @@ public class MountTreeTests
 /// <summary>The nodes of a running VM's view and of a writable mount, without FUSE.</summary>
 public class MountLiveNodeTests
 {
+    /// <summary>A clock that moves only when told, so that "within the interval" holds however slow the machine is.</summary>
+    private sealed class ManualClock : TimeProvider
+    {
+        private long _ticks;
+
+        public override long TimestampFrequency => TimeSpan.TicksPerSecond;
+
+        public override long GetTimestamp() => _ticks;
+
+        public void Advance(TimeSpan by) => _ticks += by.Ticks;
+    }
+
     [Fact]
     public void ARefreshingDirectoryListsAgainAfterItsIntervalAndKeepsEntriesThatStay()
     {
         int made = 0;
         string[] names = ["1", "2"];
+        var clock = new ManualClock();
         var dir = new MountDirectory("proc", () =>
         {
             made++;
             return names.Select(n => (MountNode)new MountDirectory(n, () => []));
-        }, TimeSpan.FromMilliseconds(50));
+        }, TimeSpan.FromMilliseconds(50), clock);
         Assert.True(dir.Refreshes);
         MountNode one = dir.Find("1")!;
         Assert.Equal(["1", "2"], dir.Children.Select(c => c.Name));
         Assert.Equal(1, made); // within the interval: the same listing
 
         names = ["1", "3"];
-        Thread.Sleep(120);
+        clock.Advance(TimeSpan.FromMilliseconds(49));
+        Assert.Equal(["1", "2"], dir.Children.Select(c => c.Name)); // still within the interval
+        clock.Advance(TimeSpan.FromMilliseconds(1));
         Assert.Equal(["1", "3"], dir.Children.Select(c => c.Name));
         Assert.Equal(2, made);
         Assert.Same(one, dir.Find("1")); // an entry that stayed is the same node
@@ -104,7 +119,8 @@ public class MountLiveNodeTests
     public void EachOpenOfARefreshingFileReadsTheContentMadeForIt()
     {
         int version = 0;
-        var file = new MountContentFile("dmesg", () => Encoding.ASCII.GetBytes($"version {++version}\n"), TimeSpan.FromMilliseconds(50));
+        var clock = new ManualClock();
+        var file = new MountContentFile("dmesg", () => Encoding.ASCII.GetBytes($"version {++version}\n"), TimeSpan.FromMilliseconds(50), clock);
         Assert.True(file.DirectIo);
         Assert.False(file.KeepCache);
         Assert.Equal(0, file.Size); // nothing made yet: size 0, as /proc's files
@@ -112,7 +128,7 @@ public class MountLiveNodeTests
         MountFile first = file.Open();
         Assert.Equal("version 1\n", ReadAll(first));
         Assert.Equal("version 1\n", ReadAll(file.Open())); // within the interval: the same rendering
-        Thread.Sleep(120);
+        clock.Advance(TimeSpan.FromMilliseconds(50));
         MountFile second = file.Open();
         Assert.Equal("version 2\n", ReadAll(second));
         Assert.Equal("version 1\n", ReadAll(first)); // an open file keeps its moment
