@@ -183,13 +183,36 @@ internal static class Arm64RegisterFields
         {
             stream.SetFieldBytes(fpscr, 0, be);
         }
+
+        // FPCR and FPSR are also AArch64 cpregs without ARM_CP_NO_RAW (QEMU 7.2 target/arm/helper.c v8_cp_reginfo), so
+        // the cpreg list carries them too, and cpu_post_load's write_list_to_cpustate runs after the vfp subsection
+        // was loaded: the list's value is the one the vCPU ends up with (aa64_fpsr_write/aa64_fpcr_write). Both copies
+        // get the new value.
+        if (FindCpregValue(s, fpsr ? FpsrKvmId : FpcrKvmId) is DeviceField listed)
+        {
+            stream.SetField(listed, value);
+        }
     }
+
+    // KVM-style ids of FPCR (op0 3, op1 3, CRn 4, CRm 4, op2 0) and FPSR (op2 1).
+    private const ulong FpcrKvmId = 0x6030_0000_0013_DA20;
+    private const ulong FpsrKvmId = 0x6030_0000_0013_DA21;
 
     // cpreg_vmstate_values[i] where cpreg_vmstate_indexes[i] is the id (only the first cpreg_vmstate_array_len are used).
     private static DeviceField SystemRegisterValue(VmsdState s, ulong id, string name)
     {
-        IReadOnlyList<DeviceField> ids = s.Field("cpreg_vmstate_indexes")?.Elements ?? throw new InvalidEditException(name, "the cpu section has no cpreg_vmstate_indexes");
-        IReadOnlyList<DeviceField> values = s.Field("cpreg_vmstate_values")?.Elements ?? throw new InvalidEditException(name, "the cpu section has no cpreg_vmstate_values");
+        _ = s.Field("cpreg_vmstate_indexes")?.Elements ?? throw new InvalidEditException(name, "the cpu section has no cpreg_vmstate_indexes");
+        _ = s.Field("cpreg_vmstate_values")?.Elements ?? throw new InvalidEditException(name, "the cpu section has no cpreg_vmstate_values");
+        return FindCpregValue(s, id) ?? throw new InvalidEditException(name, $"{name} is not in the cpu section's cpreg list");
+    }
+
+    private static DeviceField? FindCpregValue(VmsdState s, ulong id)
+    {
+        if (s.Field("cpreg_vmstate_indexes")?.Elements is not { } ids || s.Field("cpreg_vmstate_values")?.Elements is not { } values)
+        {
+            return null;
+        }
+
         int used = s.Field("cpreg_vmstate_array_len") is DeviceField len ? (int)Math.Clamp(len.SignedInteger, 0, Math.Min(ids.Count, values.Count)) : Math.Min(ids.Count, values.Count);
         for (int i = 0; i < used; i++)
         {
@@ -199,7 +222,7 @@ internal static class Arm64RegisterFields
             }
         }
 
-        throw new InvalidEditException(name, $"{name} is not in the cpu section's cpreg list");
+        return null;
     }
 
     private static void SetPstate(MigrationStreamEditor stream, DeviceField cpsr, ulong value, string register)

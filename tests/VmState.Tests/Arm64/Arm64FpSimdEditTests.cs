@@ -14,6 +14,8 @@ namespace VmState.Tests.Arm64;
 /// </summary>
 public sealed class Arm64FpSimdEditTests : IDisposable
 {
+    private const ulong FpcrId = 0x6030_0000_0013_DA20;
+    private const ulong FpsrId = 0x6030_0000_0013_DA21;
     private const int SveHighWords = 30; // ARM_MAX_VQ 16: d[2..31] of each Z register in cpu/sve
     private readonly string _dir = Directory.CreateTempSubdirectory("vmstate-arm64-fp-").FullName;
 
@@ -30,6 +32,11 @@ public sealed class Arm64FpSimdEditTests : IDisposable
         d.Fields.Add(StreamBuilder.Field.Array("env.banked_spsr", "uint64", 8, [.. Enumerable.Range(0, 8).Select(_ => Be(0, 8))]));
         d.Fields.Add(StreamBuilder.Field.Array("env.elr_el", "uint64", 8, [.. Enumerable.Range(0, 4).Select(_ => Be(0, 8))]));
         d.Fields.Add(StreamBuilder.Field.Array("env.sp_el", "uint64", 8, [.. Enumerable.Range(0, 4).Select(_ => Be(0, 8))]));
+
+        // FPCR and FPSR are in the cpreg list as well (QEMU 7.2 helper.c: AArch64 cpregs without ARM_CP_NO_RAW).
+        d.Fields.Add(StreamBuilder.Field.Int("cpreg_vmstate_array_len", "int32", 4, 3));
+        d.Fields.Add(StreamBuilder.Field.Array("cpreg_vmstate_indexes", "uint64", 8, [Be(Arm64SystemRegisters.TcrEl1.KvmId, 8), Be(FpcrId, 8), Be(FpsrId, 8)]));
+        d.Fields.Add(StreamBuilder.Field.Array("cpreg_vmstate_values", "uint64", 8, [Be(0x15, 8), Be(fpscr & 0x07FF_9F00, 8), Be(fpscr & 0xF800_009F, 8)]));
         if (vfp)
         {
             var v = new StreamBuilder.Device("cpu/vfp", 0, "cpu/vfp", 3);
@@ -105,6 +112,12 @@ public sealed class Arm64FpSimdEditTests : IDisposable
         Assert.Equal((UInt128)0x42, V(c, 31));
         Assert.Equal(0x8000_0001U, c.Fpsr);
         Assert.Equal(0x0340_0000U, c.Fpcr);
+
+        // The cpreg list's copies, which QEMU's cpu_post_load writes into the vCPU after the vfp subsection.
+        Assert.Equal(0x8000_0001UL, c.SystemRegister(FpsrId));
+        Assert.Equal(0x0340_0000UL, c.SystemRegister(FpcrId));
+        Assert.Equal(0x15UL, c.SystemRegister(Arm64SystemRegisters.TcrEl1.KvmId));
+        Assert.Equal(before.Arm64Cpus[0].SystemRegister(FpsrId), after.Arm64Cpus[0].SystemRegister(FpsrId));
         for (int i = 0; i < 31; i++)
         {
             if (i != 5)
