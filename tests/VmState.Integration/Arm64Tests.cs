@@ -236,7 +236,8 @@ public sealed partial class Arm64Tests(Arm64GuestFixture guest) : IClassFixture<
             Assert.Equal(qemuNotes[i].Descriptor, ourNotes[i].Descriptor);
         }
 
-        Assert.NotNull(((Formats.Elf.ElfCoreOrigin)ours.Origin).VmcoreinfoNote);
+        byte[] note = ((Formats.Elf.ElfCoreOrigin)ours.Origin).VmcoreinfoNote ?? throw new InvalidOperationException("the core has no VMCOREINFO note");
+        CoreHasWhatCrashNeeds(ours, Vmcoreinfo.FromNote(note));
 
         // hardware.json carries the AArch64 registers and the named system registers.
         using (JsonDocument hw = JsonDocument.Parse(File.ReadAllBytes(Path.Combine(outDir, "hardware.json"))))
@@ -723,6 +724,32 @@ public sealed partial class Arm64Tests(Arm64GuestFixture guest) : IClassFixture<
 
         words.Reverse();
         return [.. words];
+    }
+
+    /// <summary>
+    /// What crash 8.0.6 (built with target=ARM64; docs/user-guide.md shows its run on this core) needs of an AArch64 ELF
+    /// core: the VMCOREINFO note with the numbers its arm64.c reads (without the note it stops at "kimage_voffset
+    /// cannot be determined from the dumpfile" and "vmlinux and core do not match"), consistent with the core's RAM:
+    /// the check crash makes itself, init_uts_ns through kimage_voffset, finds "Linux" and the note's OSRELEASE.
+    /// </summary>
+    private void CoreHasWhatCrashNeeds(MachineState core, Vmcoreinfo info)
+    {
+        foreach (string key in new[] { "NUMBER(VA_BITS)", "NUMBER(kimage_voffset)", "NUMBER(PHYS_OFFSET)", "NUMBER(TCR_EL1_T1SZ)", "NUMBER(KERNELPACMASK)", "NUMBER(MODULES_VADDR)", "NUMBER(MODULES_END)", "NUMBER(VMALLOC_START)", "NUMBER(VMALLOC_END)", "NUMBER(VMEMMAP_START)", "NUMBER(VMEMMAP_END)", "NUMBER(SECTION_SIZE_BITS)", "NUMBER(MAX_PHYSMEM_BITS)", "KERNELOFFSET", "OSRELEASE", "SYMBOL(init_uts_ns)" })
+        {
+            Assert.True(info.Contains(key), $"VMCOREINFO lacks {key}, which crash's arm64 support reads");
+        }
+
+        Assert.Equal(guest.Truth.KernelVersion, info.OsRelease);
+        ulong Hex(string key) => ulong.Parse(info.Get(key)!.Replace("0x", string.Empty, StringComparison.Ordinal), NumberStyles.HexNumber, CultureInfo.InvariantCulture);
+        ulong utsPhysical = info.Symbol("init_uts_ns")!.Value + (ulong)(info.Offset("uts_namespace.name") ?? 0) - Hex("NUMBER(kimage_voffset)");
+        byte[] uts = new byte[65 * 3];
+        core.Memory.ReadExactly(utsPhysical, uts);
+        string UtsField(int i) => System.Text.Encoding.ASCII.GetString(uts, i * 65, 65).TrimEnd('\0');
+        Assert.Equal(("Linux", info.OsRelease), (UtsField(0), UtsField(2)));
+
+        // Linear-map addresses: crash takes (va - PAGE_OFFSET) + PHYS_OFFSET, so PHYS_OFFSET must not lie above the RAM
+        // the core's PT_LOADs hold (here it is the virt machine's RAM base).
+        Assert.Equal(core.Memory.Ranges.Min(r => r.Start), Hex("NUMBER(PHYS_OFFSET)"));
     }
 
     /// <summary>A qemu-system-aarch64 like the fixture's, loading <paramref name="stream"/> (-incoming), paused when it returns.</summary>
