@@ -48,6 +48,7 @@ public static class Targets
         ["webparams"] = WebRequestParameters,
         ["gdbarm64"] = GdbClientArm64,
         ["hmparm64"] = HmpArm64Text,
+        ["regvalue"] = RegisterValue,
     };
 
     private static readonly byte[] GdbSnapshot = LoadGdbSnapshot();
@@ -185,6 +186,53 @@ public static class Targets
         var server = new GdbRemoteServer(m, TextWriter.Null, options);
         using var client = new ClientTraffic(data);
         server.ServeAsync(client, CancellationToken.None).GetAwaiter().GetResult();
+    }
+
+    /// <summary>
+    /// <c>edit --set-reg</c>'s value parser (<see cref="VmState.Editing.SnapshotEditor.ParseRegisterValue"/>, up to 128
+    /// bits) and the AArch64 FPSR/FPCR composition that takes its value: an <see cref="ArgumentException"/> or
+    /// <see cref="VmState.InvalidEditException"/> is the only rejection; an accepted value must print and parse back
+    /// to itself, and a composed FPSCR must hold the new register's bits and keep the other's.
+    /// </summary>
+    private static void RegisterValue(byte[] data)
+    {
+        string text = System.Text.Encoding.UTF8.GetString(data);
+        UInt128 v;
+        try
+        {
+            v = VmState.Editing.SnapshotEditor.ParseRegisterValue(text, "--set-reg");
+        }
+        catch (ArgumentException)
+        {
+            return;
+        }
+
+        if (VmState.Editing.SnapshotEditor.ParseRegisterValue($"0x{v:x}", "x") != v || VmState.Editing.SnapshotEditor.ParseRegisterValue(v.ToString(System.Globalization.CultureInfo.InvariantCulture), "x") != v)
+        {
+            throw new InvalidOperationException($"register value \"{text}\" parsed to 0x{v:x}, which does not parse back to itself");
+        }
+
+        if (v > ulong.MaxValue)
+        {
+            return; // SetRegister refuses it before any register code sees it
+        }
+
+        foreach (bool fpsr in (bool[])[true, false])
+        {
+            uint mask = fpsr ? VmState.Editing.Arm64RegisterFields.FpsrMask : 0x07FF_9F00U;
+            uint before = (uint)(v >> 64) ^ 0x5A5A_A5A5U;
+            try
+            {
+                uint after = VmState.Editing.Arm64RegisterFields.ComposeFpscr(before, fpsr, (ulong)v, "fuzz");
+                if (v > uint.MaxValue || (after & mask) != (uint)v || (after & ~mask) != (before & ~mask))
+                {
+                    throw new InvalidOperationException($"FPSCR 0x{before:x8} with {(fpsr ? "FPSR" : "FPCR")} 0x{v:x} composed to 0x{after:x8}");
+                }
+            }
+            catch (VmState.InvalidEditException)
+            {
+            }
+        }
     }
 
     /// <summary>

@@ -106,7 +106,7 @@ public class Arm64GuestFixture : IAsyncLifetime
 
     // QEMU 7.2 target/arm/cpu.c aarch64_cpu_dump_state: "CPU#n", " PC=%016x X00=%016x X01=...", "SP=%016x",
     // "PSTATE=%08x ...".
-    private static List<IReadOnlyDictionary<string, ulong>> ParseRegisters(string text)
+    internal static List<IReadOnlyDictionary<string, ulong>> ParseRegisters(string text)
     {
         var all = new List<IReadOnlyDictionary<string, ulong>>();
         Dictionary<string, ulong>? current = null;
@@ -236,7 +236,8 @@ public sealed partial class Arm64Tests(Arm64GuestFixture guest) : IClassFixture<
             Assert.Equal(qemuNotes[i].Descriptor, ourNotes[i].Descriptor);
         }
 
-        Assert.NotNull(((Formats.Elf.ElfCoreOrigin)ours.Origin).VmcoreinfoNote);
+        byte[] note = ((Formats.Elf.ElfCoreOrigin)ours.Origin).VmcoreinfoNote ?? throw new InvalidOperationException("the core has no VMCOREINFO note");
+        CoreHasWhatCrashNeeds(ours, Vmcoreinfo.FromNote(note));
 
         // hardware.json carries the AArch64 registers and the named system registers.
         using (JsonDocument hw = JsonDocument.Parse(File.ReadAllBytes(Path.Combine(outDir, "hardware.json"))))
@@ -641,6 +642,114 @@ public sealed partial class Arm64Tests(Arm64GuestFixture guest) : IClassFixture<
         byte[] value = new byte[8];
         m.Memory.ReadExactly(guest.Truth.Marker!.GValuePhysicalAddress, value);
         Assert.Equal(NewValue, BinaryPrimitives.ReadUInt64LittleEndian(value));
+    }
+
+    [Fact]
+    public async Task Edited_vector_fpsr_and_fpcr_are_what_qemu_loads()
+    {
+        // vCPU 1: v5 (128 bits), FPSR (QC, UFC, DZC, IOC) and FPCR (DN, FZ, RMode=1, FZ16), values the guest does not hold.
+        UInt128 v5 = new(0x0011_2233_4455_6677, 0x8899_aabb_ccdd_eeff);
+        const ulong NewFpsr = 0x0800_000B, NewFpcr = 0x0348_0000;
+        IReadOnlyDictionary<string, ulong> was = guest.Registers[1];
+        Assert.NotEqual((NewFpsr, NewFpcr), (was["FPSR"], was["FPCR"]));
+        string edited = Path.Combine(guest.Dir, "edited-fp.mig");
+        (int code, string stdout, string stderr) = VmStateCli.Run(
+        [
+            "edit", guest.StreamPath, "-o", edited, "--json",
+            "--set-reg", "1:v5=0x0011223344556677_8899aabbccddeeff", "--set-reg", $"1:fpsr=0x{NewFpsr:x}", "--set-reg", $"1:FPCR=0x{NewFpcr:x}",
+        ]);
+        Assert.True(code == 0, stderr);
+        using (JsonDocument doc = JsonDocument.Parse(stdout))
+        {
+            // d[0] and d[1] of env.vfp.zregs[5], the one fpscr word FPSR and FPCR share in the vfp subsection, and
+            // their copies in the cpreg list (which QEMU loads last).
+            Assert.Equal(5, doc.RootElement.GetProperty("fieldsChanged").GetInt32());
+            Assert.Equal(0, doc.RootElement.GetProperty("pagesChanged").GetInt32());
+        }
+
+        // QEMU's own view of the loaded state (its vfp_set_fpscr split the word again; -cpu max has SVE, so it prints Z5).
+        await using QemuGuest loaded = await IncomingAsync(edited);
+        string text = await loaded.Qmp.HumanMonitorCommandAsync("info registers -a");
+        await loaded.QuitAsync();
+        IReadOnlyList<IReadOnlyDictionary<string, ulong>> now = Arm64GuestFixture.ParseRegisters(text);
+        Assert.Equal((ulong)v5, now[1]["V05.lo"]);
+        Assert.Equal((ulong)(v5 >> 64), now[1]["V05.hi"]);
+        Assert.Equal(NewFpsr, now[1]["FPSR"]);
+        Assert.Equal(NewFpcr, now[1]["FPCR"]);
+        foreach (string r in new[] { "V04.lo", "V06.hi", "X05", "PC" })
+        {
+            Assert.Equal(was[r], now[1][r]);
+        }
+
+        Assert.Equal(guest.Registers[0], now[0]);
+
+        // Z5 above its low 128 bits: what the snapshot's cpu/sve subsection holds, as it was before the edit.
+        ulong[] z5 = ZWords(text, cpu: 1, n: 5);
+        using MachineState original = SnapshotLoader.Open(guest.StreamPath);
+        DeviceField high = original.Devices.Single(d => d.IdStr == "cpu" && d.InstanceId == 1).State!.Subsection("cpu/sve")!.Field("env.vfp.zregs")!.Elements![5];
+        ulong[] saved = [.. high.Struct!.Field("d")!.Elements!.Select(e => e.Integer)];
+        Assert.True(z5.Length > 2, $"QEMU printed no SVE bits of Z5: {z5.Length} doublewords");
+        Assert.Equal(saved.Take(z5.Length - 2), z5.Skip(2));
+    }
+
+    // The doublewords of Z<n> of CPU#<cpu> in QEMU 7.2's "info registers -a" (aarch64_cpu_dump_state), d[0] first:
+    // "Z05=d1:d0" or "Z05=d3:d2:d1:d0", or in chunks "Z05[f-e]=d31:d30:d29:d28" then "   [d-c]=…" lines.
+    private static ulong[] ZWords(string text, int cpu, int n)
+    {
+        var words = new List<ulong>();
+        bool inCpu = false, inZ = false;
+        foreach (string line in text.Split('\n'))
+        {
+            if (line.StartsWith("CPU#", StringComparison.Ordinal))
+            {
+                inCpu = line.StartsWith($"CPU#{cpu}", StringComparison.Ordinal);
+                inZ = false;
+                continue;
+            }
+
+            if (!inCpu)
+            {
+                continue;
+            }
+
+            inZ = line.StartsWith($"Z{n:00}", StringComparison.Ordinal) || (inZ && line.TrimStart().StartsWith('['));
+            if (inZ)
+            {
+                foreach (Match m in Regex.Matches(line[line.IndexOf('=', StringComparison.Ordinal)..], "[0-9a-f]{16}"))
+                {
+                    words.Add(ulong.Parse(m.Value, NumberStyles.HexNumber, CultureInfo.InvariantCulture));
+                }
+            }
+        }
+
+        words.Reverse();
+        return [.. words];
+    }
+
+    /// <summary>
+    /// What crash 8.0.6 (built with target=ARM64; docs/user-guide.md shows its run on this core) needs of an AArch64 ELF
+    /// core: the VMCOREINFO note with the numbers its arm64.c reads (without the note it stops at "kimage_voffset
+    /// cannot be determined from the dumpfile" and "vmlinux and core do not match"), consistent with the core's RAM:
+    /// the check crash makes itself, init_uts_ns through kimage_voffset, finds "Linux" and the note's OSRELEASE.
+    /// </summary>
+    private void CoreHasWhatCrashNeeds(MachineState core, Vmcoreinfo info)
+    {
+        foreach (string key in new[] { "NUMBER(VA_BITS)", "NUMBER(kimage_voffset)", "NUMBER(PHYS_OFFSET)", "NUMBER(TCR_EL1_T1SZ)", "NUMBER(KERNELPACMASK)", "NUMBER(MODULES_VADDR)", "NUMBER(MODULES_END)", "NUMBER(VMALLOC_START)", "NUMBER(VMALLOC_END)", "NUMBER(VMEMMAP_START)", "NUMBER(VMEMMAP_END)", "NUMBER(SECTION_SIZE_BITS)", "NUMBER(MAX_PHYSMEM_BITS)", "KERNELOFFSET", "OSRELEASE", "SYMBOL(init_uts_ns)" })
+        {
+            Assert.True(info.Contains(key), $"VMCOREINFO lacks {key}, which crash's arm64 support reads");
+        }
+
+        Assert.Equal(guest.Truth.KernelVersion, info.OsRelease);
+        ulong Hex(string key) => ulong.Parse(info.Get(key)!.Replace("0x", string.Empty, StringComparison.Ordinal), NumberStyles.HexNumber, CultureInfo.InvariantCulture);
+        ulong utsPhysical = info.Symbol("init_uts_ns")!.Value + (ulong)(info.Offset("uts_namespace.name") ?? 0) - Hex("NUMBER(kimage_voffset)");
+        byte[] uts = new byte[65 * 3];
+        core.Memory.ReadExactly(utsPhysical, uts);
+        string UtsField(int i) => System.Text.Encoding.ASCII.GetString(uts, i * 65, 65).TrimEnd('\0');
+        Assert.Equal(("Linux", info.OsRelease), (UtsField(0), UtsField(2)));
+
+        // Linear-map addresses: crash takes (va - PAGE_OFFSET) + PHYS_OFFSET, so PHYS_OFFSET must not lie above the RAM
+        // the core's PT_LOADs hold (here it is the virt machine's RAM base).
+        Assert.Equal(core.Memory.Ranges.Min(r => r.Start), Hex("NUMBER(PHYS_OFFSET)"));
     }
 
     /// <summary>A qemu-system-aarch64 like the fixture's, loading <paramref name="stream"/> (-incoming), paused when it returns.</summary>

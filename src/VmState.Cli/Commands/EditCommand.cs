@@ -25,7 +25,7 @@ internal static class EditCommand
         var u64Va = new Option<string[]>("--set-u64-va") { Description = "ADDR=VALUE: write a little-endian 64-bit value at a virtual address" };
         var cpu = new Option<int>("--cpu") { Description = "vCPU whose page tables translate --write-va/--set-u64-va", DefaultValueFactory = _ => 0 };
         var cr3 = new Option<string?>("--cr3") { Description = "page-table root for virtual writes (e.g. a process's), instead of the vCPU's CR3" };
-        var setReg = new Option<string[]>("--set-reg") { Description = "[CPU:]REG=VALUE, e.g. 0:rax=0x1234 (default vCPU 0)" };
+        var setReg = new Option<string[]>("--set-reg") { Description = "[CPU:]REG=VALUE, e.g. 0:rax=0x1234 (default vCPU 0); arm64 v0-v31 take 128-bit values" };
         var setField = new Option<string[]>("--set-field") { Description = "DEVICE:PATH=VALUE, e.g. e1000:mac_reg[RCTL]=0x8002 (paths as in hardware.json)" };
         var setMac = new Option<string[]>("--set-mac") { Description = "NIC=MAC, e.g. virtio-net=52:54:00:aa:bb:cc or e1000=52:54:00:11:22:33" };
         var guest = new Option<bool>("--guest") { Description = "with --set-mac: also change the guest Linux kernel's copy (net_device dev_addr and perm_addr)" };
@@ -78,7 +78,7 @@ internal static class EditCommand
             {
                 (string lhs, string v) = Split(e, '=', "--set-reg");
                 (int which, string reg) = ParseRegisterTarget(lhs, e, m.Vcpus.Count);
-                editor.SetRegister(which, reg, SnapshotEditor.ParseInteger(v, "--set-reg").Value);
+                editor.SetRegister(which, reg, SnapshotEditor.ParseRegisterValue(v, "--set-reg"));
             }
 
             foreach (string e in r.GetValue(setField) ?? [])

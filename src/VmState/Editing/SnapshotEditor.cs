@@ -78,15 +78,38 @@ public sealed class SnapshotEditor
     /// <see cref="X86Registers.All"/> (rax..r15, rip, rflags, cr0-cr4, efer, segment selectors and bases,
     /// kernel_gs_base, star, lstar, cstar, fmask), by name or alias.
     /// </summary>
-    /// <remarks>On an AArch64 snapshot: x0–x30, sp, pc, pstate, sp_el0–3, elr_el1–3, spsr_el1 and the system
-    /// registers of the vCPU's cpreg list by name (see hardware.json's "systemRegisters").</remarks>
-    public void SetRegister(int cpu, string register, ulong value)
+    /// <remarks>On an AArch64 snapshot: x0–x30, sp, pc, pstate, sp_el0–3, elr_el1–3, spsr_el1, v0–v31 (zero-extended
+    /// to 128 bits), fpsr, fpcr and the system registers of the vCPU's cpreg list by name (see hardware.json's
+    /// "systemRegisters").</remarks>
+    public void SetRegister(int cpu, string register, ulong value) => SetRegister(cpu, register, (UInt128)value);
+
+    /// <summary>
+    /// Sets a register of vCPU <paramref name="cpu"/> to a value of up to 128 bits: the AArch64 vector registers
+    /// v0–v31 (alias q0–q31) take all 128; every other register (see <see cref="SetRegister(int, string, ulong)"/>)
+    /// refuses a value that does not fit in 64 bits.
+    /// </summary>
+    /// <remarks>On an AArch64 vCPU with SVE, vN is the low 128 bits of zN: the edit changes those and keeps zN's upper
+    /// bits, as a gdbstub write of vN does. FPSR and FPCR share the vfp subsection's fpscr word; bits QEMU 7.2 would
+    /// drop on load (RES0 bits, FPCR's trap enables) are refused.</remarks>
+    /// <exception cref="InvalidEditException">An unknown register, a value wider than the register, or bits it cannot hold.</exception>
+    public void SetRegister(int cpu, string register, UInt128 value)
     {
         if (_machine.Architecture == Arch.CpuArchitecture.Arm64)
         {
             SetArm64Register(cpu, register, value);
             return;
         }
+
+        if (value > ulong.MaxValue)
+        {
+            throw new InvalidEditException(register, $"{register}: 0x{value:x} does not fit in 64 bits (VmState edits the x86 general, segment, control and syscall registers, none wider)");
+        }
+
+        SetX86Register(cpu, register, (ulong)value);
+    }
+
+    private void SetX86Register(int cpu, string register, ulong value)
+    {
 
         DeviceState section = _machine.Devices.FirstOrDefault(d => d.IdStr == "cpu" && d.InstanceId == cpu)
             ?? throw new VmStateNotFoundException(VmStateObjectKind.Cpu, cpu.ToString(System.Globalization.CultureInfo.InvariantCulture), $"no vCPU {cpu}: the snapshot has {_machine.Cpus.Count} ({string.Join(", ", _machine.Cpus.Select(c => c.Index))})");
@@ -101,14 +124,14 @@ public sealed class SnapshotEditor
         _log.Add($"vCPU {cpu}: {register.ToLowerInvariant()} = 0x{value:x}");
     }
 
-    private void SetArm64Register(int cpu, string register, ulong value)
+    private void SetArm64Register(int cpu, string register, UInt128 value)
     {
         Arm64CpuState c = _machine.Arm64Cpus.FirstOrDefault(x => x.Index == cpu)
             ?? throw new VmStateNotFoundException(VmStateObjectKind.Cpu, cpu.ToString(System.Globalization.CultureInfo.InvariantCulture), $"no vCPU {cpu}: the snapshot has {_machine.Arm64Cpus.Count}");
         DeviceState section = _machine.Devices.FirstOrDefault(d => d.IdStr == "cpu" && d.InstanceId == cpu && d.State is not null)
             ?? throw new VmStateNotFoundException(VmStateObjectKind.Cpu, cpu.ToString(System.Globalization.CultureInfo.InvariantCulture), $"no cpu section for vCPU {cpu}");
         string name = Arm64RegisterFields.Set(_stream, section, c, register, value);
-        _log.Add($"vCPU {cpu}: {name} = 0x{value:x}");
+        _log.Add(value > ulong.MaxValue || name[0] == 'v' ? $"vCPU {cpu}: {name} = 0x{value:x32}" : $"vCPU {cpu}: {name} = 0x{value:x}");
     }
 
     /// <summary>
@@ -303,6 +326,60 @@ public sealed class SnapshotEditor
         }
 
         return (negative ? (ulong)-(long)v : v, negative);
+    }
+
+    /// <summary>
+    /// Parses a register value for <see cref="SetRegister(int, string, UInt128)"/>: 0x-hex of up to 32 digits (most
+    /// significant first, "_" allowed between digits, as in 0x0011223344556677_8899aabbccddeeff), a decimal up to
+    /// 2^128-1, or a negative decimal down to -2^63 (the 64-bit two's complement, as <see cref="ParseInteger"/> gives).
+    /// </summary>
+    /// <exception cref="ArgumentException">Not such a number; the message names <paramref name="what"/> and the text.</exception>
+    public static UInt128 ParseRegisterValue(string text, string what)
+    {
+        ArgumentNullException.ThrowIfNull(text);
+        string t = text.Trim();
+        if (t.StartsWith('-'))
+        {
+            return ParseInteger(t, what).Value;
+        }
+
+        if (t.StartsWith("0x", StringComparison.OrdinalIgnoreCase))
+        {
+            ReadOnlySpan<char> digits = t.AsSpan(2);
+            Span<char> clean = stackalloc char[32];
+            int n = 0;
+            for (int i = 0; i < digits.Length; i++)
+            {
+                char c = digits[i];
+                if (c == '_' && i > 0 && i < digits.Length - 1 && digits[i - 1] != '_')
+                {
+                    continue;
+                }
+
+                if (!char.IsAsciiHexDigit(c))
+                {
+                    throw new ArgumentException($"{what}: \"{text}\" is not a number (0x-hex or decimal)");
+                }
+
+                if (n == 32)
+                {
+                    throw new ArgumentException($"{what}: \"{text}\" has more than 32 hex digits (128 bits)");
+                }
+
+                clean[n++] = c;
+            }
+
+            if (n == 0)
+            {
+                throw new ArgumentException($"{what}: \"{text}\" is not a number (0x-hex or decimal)");
+            }
+
+            return UInt128.Parse(clean[..n], System.Globalization.NumberStyles.AllowHexSpecifier, System.Globalization.CultureInfo.InvariantCulture);
+        }
+
+        return UInt128.TryParse(t, System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out UInt128 v)
+            ? v
+            : throw new ArgumentException($"{what}: \"{text}\" is not a number (0x-hex or decimal, at most 128 bits)");
     }
 
     /// <summary>Parses hex bytes ("0a1b2c", "0a 1b 2c" or "0a:1b:2c").</summary>

@@ -222,11 +222,6 @@ public static class SnapshotInjector
                     continue;
                 }
 
-                if (r.Name is "fpsr" or "fpcr")
-                {
-                    throw new InvalidEditException(r.Name, $"{path}: cpus[{index}].registers.{r.Name} changed, but FPSR/FPCR live in the cpu section's vfp subsection (fpscr); edit that field instead");
-                }
-
                 editor.SetRegister(index, r.Name, value);
                 changes.Add($"vCPU {index}: {r.Name} = 0x{value:x} (from {Path.GetFileName(path)})");
                 count++;
