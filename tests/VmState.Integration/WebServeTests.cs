@@ -239,6 +239,11 @@ public sealed class WebServeTests(WebServeGuest fixture, ITestOutputHelper log) 
             Args = ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"],
         });
         IPage page = await browser.NewPageAsync(new BrowserNewPageOptions { ViewportSize = new ViewportSize { Width = 1400, Height = 1000 } });
+
+        // Playwright's 30 s default was seen to run out for one navigation on a host loaded far beyond its cores; the
+        // steps are correct or wrong whatever their speed (the page timings are measured below, not asserted).
+        page.SetDefaultTimeout(120_000);
+        page.SetDefaultNavigationTimeout(120_000);
         var errors = new List<string>();
         page.PageError += (_, e) => errors.Add(e);
         page.Console += (_, m) =>
