@@ -428,6 +428,16 @@ public static class Targets
     /// </summary>
     private static void KernelLocationNoteBytes(byte[] data)
     {
+        // The AArch64 note (Arm64KernelLocationNote) is decoded from the same bytes: bounded the same way.
+        try
+        {
+            _ = VmState.Linux.Arm64KernelLocationNote.Decode(data);
+        }
+        catch (VmStateFormatException)
+        {
+            // Not an arm64 note: the x86 decoder below has its own say.
+        }
+
         _ = VmState.Linux.KernelLocationNote.Decode(data);
         using MigrationStream stream = MigrationStreamReader.Read(new MemorySource(GdbSnapshot), ReaderLimits.Default, null, ownsSource: false);
         using MachineState m = MigrationMachineReader.FromStream(new MigrationStreamOrigin(MachineOriginKind.MigrationStream, "fuzz", "fuzz", stream));

@@ -441,6 +441,57 @@ public sealed partial class Arm64Tests(Arm64GuestFixture guest) : IClassFixture<
     }
 
     [Fact]
+    public void A_second_ps_finds_the_kernel_through_the_index_cache_and_prints_the_same()
+    {
+        // The stream (mostly zero pages) is below IndexCache.DefaultMinimumStreamBytes: no RAM index, but the note is kept.
+        string cache = Directory.CreateTempSubdirectory("vmstate-arm64-cache-").FullName;
+        try
+        {
+            (int code, string plain, string stderr) = VmStateCli.Run(["ps", guest.StreamPath, "--no-cache"]);
+            Assert.True(code == 0, stderr);
+            (code, string first, stderr) = VmStateCli.Run(["ps", guest.StreamPath, "--timings", "--cache-dir", cache]);
+            Assert.True(code == 0, stderr);
+            Assert.Matches("index cache: note kernel-location-arm64: written \\([0-9]+ bytes\\)", stderr);
+            (code, string second, stderr) = VmStateCli.Run(["ps", guest.StreamPath, "--timings", "--cache-dir", cache]);
+            Assert.True(code == 0, stderr);
+            Assert.Contains("index cache: note kernel-location-arm64: hit", stderr, StringComparison.Ordinal);
+            Assert.DoesNotContain("note kernel-location-arm64: written", stderr, StringComparison.Ordinal);
+            Assert.Equal(plain, first);
+            Assert.Equal(plain, second);
+
+            // The kernel from the note is the one a fresh search finds, with the same evidence and symbols (modules).
+            (code, string info1, _) = VmStateCli.Run(["kernel-info", guest.StreamPath, "--json", "--no-cache"]);
+            Assert.Equal(0, code);
+            (code, string info2, _) = VmStateCli.Run(["kernel-info", guest.StreamPath, "--json", "--cache-dir", cache]);
+            Assert.Equal(0, code);
+            Assert.Equal(info1, info2);
+            (code, string modules1, _) = VmStateCli.Run(["modules", guest.StreamPath, "--no-cache"]);
+            Assert.Equal(0, code);
+            (code, string modules2, _) = VmStateCli.Run(["modules", guest.StreamPath, "--cache-dir", cache]);
+            Assert.Equal(0, code);
+            Assert.Equal(modules1, modules2);
+
+            // A note that no longer matches the guest (its banner text changed, the entry's hash made whole again):
+            // not believed; the search runs, prints the same and keeps a good note again.
+            string notePath = Assert.Single(Directory.GetFiles(cache, "*.note"), f => File.ReadAllBytes(f).AsSpan().IndexOf("Linux version "u8) >= 0);
+            byte[] bytes = File.ReadAllBytes(notePath);
+            byte[] body = bytes[..^32];
+            int at = body.AsSpan().IndexOf("Linux version "u8) + "Linux version ".Length;
+            body[at] ^= 0x01;
+            File.WriteAllBytes(notePath, [.. body, .. System.Security.Cryptography.SHA256.HashData(body)]);
+            (code, string third, stderr) = VmStateCli.Run(["ps", guest.StreamPath, "--timings", "--cache-dir", cache]);
+            Assert.True(code == 0, stderr);
+            Assert.Contains("index cache: note kernel-location-arm64: hit", stderr, StringComparison.Ordinal);
+            Assert.Matches("index cache: note kernel-location-arm64: written \\([0-9]+ bytes\\)", stderr);
+            Assert.Equal(plain, third);
+        }
+        finally
+        {
+            Directory.Delete(cache, recursive: true);
+        }
+    }
+
+    [Fact]
     public void Dmesg_holds_the_line_the_guest_logged()
     {
         using MachineState m = SnapshotLoader.Open(guest.StreamPath, new SnapshotOpenOptions { CacheReads = true });

@@ -21,7 +21,34 @@ internal static class Arm64KernelLocator
 
     /// <summary>The kernel VMCOREINFO describes, or an exception saying which step failed.</summary>
     /// <exception cref="KernelDataException">A value or structure the bootstrap needs is missing.</exception>
-    public static LinuxKernel Locate(MachineState machine, Vmcoreinfo info, string infoSource, List<string> evidence)
+    public static LinuxKernel Locate(MachineState machine, Vmcoreinfo info, string infoSource, List<string> evidence) =>
+        Build(machine, info, infoSource, evidence, noted: null)!;
+
+    /// <summary>
+    /// The kernel where a note from an earlier run on the same file says its pieces are: the same bootstrap from the
+    /// noted VMCOREINFO, but the banner and the BTF read at their noted offsets and the <c>modules</c> head taken from
+    /// the note, each checked; the search's evidence restored. Null when the note does not decode or a piece does not
+    /// check (the caller then searches).
+    /// </summary>
+    internal static LinuxKernel? FromNote(MachineState machine, ReadOnlySpan<byte> bytes)
+    {
+        try
+        {
+            Arm64KernelLocationNote note = Arm64KernelLocationNote.Decode(bytes);
+            Vmcoreinfo info = Vmcoreinfo.Parse(note.VmcoreinfoText);
+            return Build(machine, info, note.VmcoreinfoSource ?? "VMCOREINFO", [], note);
+        }
+        catch (Exception e) when (e is KernelDataException or IO.VmStateFormatException or VmStateNotFoundException)
+        {
+            return null;
+        }
+    }
+
+    /// <summary>
+    /// The bootstrap: with no note, the image read and searched; with one, its pieces read where it says (null when
+    /// one of them does not check).
+    /// </summary>
+    private static LinuxKernel? Build(MachineState machine, Vmcoreinfo info, string infoSource, List<string> evidence, Arm64KernelLocationNote? noted)
     {
         Arm64KernelLayout layout = Arm64KernelLayout.FromVmcoreinfo(info)
             ?? throw new KernelDataException("Linux kernel", $"AArch64 guest: VMCOREINFO (OSRELEASE={info.OsRelease}) lacks the arm64 values (kimage_voffset, PHYS_OFFSET, VA_BITS, swapper_pg_dir). {string.Join(" | ", evidence)}");
@@ -43,21 +70,29 @@ internal static class Arm64KernelLocator
         }
 
         (ulong text, ulong size) = FindImage(machine, layout, info, stext);
-        byte[] image = new byte[size];
-        int got = machine.Memory.Read(layout.ImageToPhysical(text), image);
-        if (got != image.Length)
-        {
-            throw new KernelDataException(text, "AArch64 kernel image", $"only {got} of {size} bytes are in RAM at physical 0x{layout.ImageToPhysical(text):x}");
-        }
-
-        evidence.Add($"kernel image: 0x{text:x} (physical 0x{layout.ImageToPhysical(text):x}), {size >> 20} MiB read as one physical run, KASLR offset {KernelLocator.Signed((long)(layout.KernelOffset ?? 0))}");
+        ulong textPa = layout.ImageToPhysical(text);
+        byte[]? image = noted is null ? ReadImage(machine, text, textPa, size) : null;
+        evidence.Add($"kernel image: 0x{text:x} (physical 0x{textPa:x}), {size >> 20} MiB read as one physical run, KASLR offset {KernelLocator.Signed((long)(layout.KernelOffset ?? 0))}");
         var memory = new Arm64KernelMemory(machine, layout, space, text, text + size);
         Kallsyms symbols = Kallsyms.FromVmcoreinfo(memory.Read, (address, length) => ZeroFilled(memory, address, length), info, "_stext", stext)
-            ?? Kallsyms.Scan(image, text, imageIsVirtual: true, "_stext", stext);
+            ?? Kallsyms.Scan(image ??= ReadImage(machine, text, textPa, size), text, imageIsVirtual: true, "_stext", stext);
         KallsymsLayout l = symbols.Layout;
         evidence.Add($"kallsyms: {symbols.Count} symbols ({l.Source}; {l.Encoding} addresses, {l.Order} table order); kallsyms_names at 0x{l.Names:x}");
 
-        (int b, string banner) = FindBanner(image, UtsVersion(memory, layout, info));
+        int b;
+        string banner;
+        if (noted is null)
+        {
+            (b, banner) = FindBanner(image!, UtsVersion(memory, layout, info));
+        }
+        else if (noted.BannerOffset < size && NotedBanner(machine, textPa + noted.BannerOffset, (int)Math.Min(1024, size - noted.BannerOffset)) == noted.Banner)
+        {
+            (b, banner) = ((int)noted.BannerOffset, noted.Banner);
+        }
+        else
+        {
+            return null;
+        }
 
         // The banner found is linux_banner[] (init/version.c), a data symbol this kallsyms lacks: `read --sym linux_banner`.
         var extra = new List<(string Name, char Type, ulong Address)>();
@@ -66,7 +101,25 @@ internal static class Arm64KernelLocator
             extra.Add(("linux_banner", 'R', text + (ulong)b));
         }
 
-        if (FindBtf(image) is (int btfAt, int btfSize))
+        (int Offset, int Size)? btf;
+        if (noted is null)
+        {
+            btf = FindBtf(image!);
+        }
+        else if (noted.BtfSize == 0)
+        {
+            btf = null;
+        }
+        else if ((ulong)noted.BtfOffset + noted.BtfSize <= size && NotedBtfSize(machine, textPa + noted.BtfOffset) == noted.BtfSize)
+        {
+            btf = ((int)noted.BtfOffset, (int)noted.BtfSize);
+        }
+        else
+        {
+            return null;
+        }
+
+        if (btf is (int btfAt, int btfSize))
         {
             extra.Add(("__start_BTF", 'R', text + (ulong)btfAt));
             extra.Add(("__stop_BTF", 'R', text + (ulong)btfAt + (ulong)btfSize));
@@ -88,9 +141,76 @@ internal static class Arm64KernelLocator
         var context = new KernelLocationContext(machine, info, infoSource, evidence);
         LinuxKernel kernel = KernelLocator.AcceptArm64(context, layout, space, memory, text, text + size, symbols.WithSymbols(extra, "data symbols from VMCOREINFO and BTF"), banner, text + (ulong)b);
         AddTaskSymbols(kernel, memory);
-        AddModulesSymbol(kernel, info);
+        if (noted is null || noted.Modules == 0 || kernel.Symbols.TryGetAddress("modules", out _))
+        {
+            AddModulesSymbol(kernel, info);
+        }
+        else if (IsListHead(kernel, noted.Modules))
+        {
+            kernel.AddSymbols(kernel.Symbols.WithSymbols([("modules", 'D', noted.Modules)], "modules from a module's list"), $"modules at 0x{noted.Modules:x} (noted)");
+        }
+        else
+        {
+            return null;
+        }
+
+        if (noted is not null)
+        {
+            kernel.RestoreEvidence(noted.Evidence);
+        }
+
         return kernel;
     }
+
+    private static byte[] ReadImage(MachineState machine, ulong text, ulong textPa, ulong size)
+    {
+        byte[] image = new byte[size];
+        int got = machine.Memory.Read(textPa, image);
+        if (got != image.Length)
+        {
+            throw new KernelDataException(text, "AArch64 kernel image", $"only {got} of {size} bytes are in RAM at physical 0x{textPa:x}");
+        }
+
+        return image;
+    }
+
+    /// <summary>The NUL-terminated text at a noted banner's physical address, or null when it is not a banner.</summary>
+    private static string? NotedBanner(MachineState machine, ulong pa, int length)
+    {
+        byte[] buf = new byte[length];
+        int n = machine.Memory.Read(pa, buf);
+        ReadOnlySpan<byte> s = buf.AsSpan(0, n);
+        if (!s.StartsWith(KernelLocator.BannerPrefix))
+        {
+            return null;
+        }
+
+        int nul = s.IndexOf((byte)0);
+        return Encoding.UTF8.GetString(nul >= 0 ? s[..nul] : s).TrimEnd('\n');
+    }
+
+    /// <summary>The size a BTF header at a noted physical address gives (header, types and strings), or 0 when none is there.</summary>
+    private static ulong NotedBtfSize(MachineState machine, ulong pa)
+    {
+        byte[] h = new byte[24];
+        if (machine.Memory.Read(pa, h) != h.Length || !h.AsSpan(0, 8).SequenceEqual(BtfMagic))
+        {
+            return 0;
+        }
+
+        ulong typeEnd = (ulong)BinaryPrimitives.ReadUInt32LittleEndian(h.AsSpan(8)) + BinaryPrimitives.ReadUInt32LittleEndian(h.AsSpan(12));
+        ulong strEnd = (ulong)BinaryPrimitives.ReadUInt32LittleEndian(h.AsSpan(16)) + BinaryPrimitives.ReadUInt32LittleEndian(h.AsSpan(20));
+        return 24 + Math.Max(typeEnd, strEnd);
+    }
+
+    /// <summary>Whether <paramref name="head"/> is a list head in the image whose neighbours point back at it.</summary>
+    private static bool IsListHead(LinuxKernel kernel, ulong head) =>
+        head >= kernel.TextAddress && head < kernel.ImageEnd
+        && kernel.TryReadU64(head, out ulong next) && kernel.TryReadU64(head + 8, out ulong prev)
+        && kernel.TryReadU64(next + 8, out ulong back) && back == head
+        && kernel.TryReadU64(prev, out ulong forward) && forward == head;
+
+    private static ReadOnlySpan<byte> BtfMagic => [0x9F, 0xEB, 0x01, 0x00, 0x18, 0x00, 0x00, 0x00];
 
     /// <summary>
     /// The <c>modules</c> list head, a data symbol: a <c>struct module</c> is found by its shape (a state of 0..3, a
@@ -318,7 +438,7 @@ internal static class Arm64KernelLocator
     /// </summary>
     internal static (int Offset, int Size)? FindBtf(ReadOnlySpan<byte> image)
     {
-        ReadOnlySpan<byte> magic = [0x9F, 0xEB, 0x01, 0x00, 0x18, 0x00, 0x00, 0x00];
+        ReadOnlySpan<byte> magic = BtfMagic;
         int from = 0;
         while (from < image.Length)
         {

@@ -16,8 +16,11 @@ namespace VmState.Linux;
 internal sealed record KernelLocationNote(KernelLocationMethod Method, PagingMode Mode, ulong Cr3, string? VmcoreinfoText, string? VmcoreinfoSource, IReadOnlyList<string> Evidence)
 {
     private const byte Version = 1;
-    private const int MaxString = 256 << 10;
-    private const int MaxEvidence = 1024;
+    /// <summary>The longest string a note keeps (VMCOREINFO text, an evidence line).</summary>
+    internal const int MaxString = 256 << 10;
+
+    /// <summary>The most evidence lines a note keeps.</summary>
+    internal const int MaxEvidence = 1024;
     private const string S = "kernel location note";
 
     /// <summary>The note kind for the strategies <paramref name="options"/> allow (a note found with others is not used).</summary>
@@ -111,7 +114,8 @@ internal sealed record KernelLocationNote(KernelLocationMethod Method, PagingMod
         return new KernelLocationNote(method, mode, cr3, text, source, evidence);
     }
 
-    private static void WriteString(MemoryStream ms, string? s)
+    /// <summary>A string as the notes keep it: 4-byte length (0xFFFFFFFF for none), UTF-8.</summary>
+    internal static void WriteString(MemoryStream ms, string? s)
     {
         Span<byte> n = stackalloc byte[4];
         if (s is null)
@@ -127,11 +131,12 @@ internal sealed record KernelLocationNote(KernelLocationMethod Method, PagingMod
         ms.Write(b);
     }
 
-    private static string? ReadString(ReadOnlySpan<byte> bytes, ref int at)
+    /// <summary>A string written by <see cref="WriteString"/>, its length checked against what follows and <c>MaxString</c>.</summary>
+    internal static string? ReadString(ReadOnlySpan<byte> bytes, ref int at, string what = S)
     {
         if (bytes.Length - at < 4)
         {
-            throw new VmStateFormatException(at, S, "truncated before a string's length");
+            throw new VmStateFormatException(at, what, "truncated before a string's length");
         }
 
         uint length = BinaryPrimitives.ReadUInt32LittleEndian(bytes[at..]);
@@ -143,7 +148,7 @@ internal sealed record KernelLocationNote(KernelLocationMethod Method, PagingMod
 
         if (length > MaxString || length > (uint)(bytes.Length - at))
         {
-            throw new VmStateFormatException(at - 4, S, $"a string of {length} bytes, but {bytes.Length - at} follow (at most {MaxString})");
+            throw new VmStateFormatException(at - 4, what, $"a string of {length} bytes, but {bytes.Length - at} follow (at most {MaxString})");
         }
 
         string s = Encoding.UTF8.GetString(bytes.Slice(at, (int)length));

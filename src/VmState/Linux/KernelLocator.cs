@@ -203,16 +203,17 @@ public static class KernelLocator
 
     private static LinuxKernel LocateInMemory(MachineState machine, KernelLocatorOptions options, IReadOnlyList<IKernelLocationStrategy> strategies)
     {
-        string noteKind = KernelLocationNote.Kind(options);
-        if (machine.Notes?.Read(noteKind) is byte[] note && FromNote(machine, note) is LinuxKernel known)
+        IKernelLocationNotes notes = IKernelLocationNotes.For(machine);
+        string? noteKind = machine.Notes is null ? null : notes.Kind(options);
+        if (noteKind is not null && machine.Notes!.Read(noteKind) is byte[] note && notes.FromNote(machine, note) is LinuxKernel known)
         {
             return known;
         }
 
         LinuxKernel kernel = Search(machine, options, strategies);
-        if (machine.Notes is not null && kernel.Arm64Layout is null && KernelLocationNote.Of(kernel).Encode() is byte[] encoded)
+        if (noteKind is not null && notes.Encode(kernel) is byte[] encoded)
         {
-            machine.Notes.Write(noteKind, encoded);
+            machine.Notes!.Write(noteKind, encoded);
         }
 
         return kernel;

@@ -13,7 +13,8 @@ namespace VmState.Snapshots;
 /// section) is ignored and replaced after a fresh parse. So touching, appending to or rewriting the file
 /// invalidates its entry. The cache never changes an answer: the device sections are parsed from the stream every
 /// time, and a replayed index must match where each RAM chunk of the stream starts.</para>
-/// <para>Entries are written only for streams of at least <see cref="MinimumStreamBytes"/>, atomically (a
+/// <para>RAM index entries are written only for streams of at least <see cref="MinimumStreamBytes"/> (notes, such
+/// as the kernel's location, for streams of any size), atomically (a
 /// temporary file renamed over the entry), with mode 0600 in a directory created with mode 0700, and only
 /// in <see cref="Directory"/>, never beside the input. Failing to write one is not an error.</para>
 /// <para>The directory is trusted like the user's home: an entry that decodes and fits the stream is believed about
@@ -39,7 +40,7 @@ public sealed record IndexCache
     /// <summary>The directory holding the entries.</summary>
     public string Directory { get; }
 
-    /// <summary>Streams shorter than this are neither looked up nor written (their fresh parse is cheap).</summary>
+    /// <summary>Streams shorter than this keep no RAM index (their fresh parse is cheap); their notes are still kept.</summary>
     public long MinimumStreamBytes { get; init; } = DefaultMinimumStreamBytes;
 
     /// <summary>

@@ -34,9 +34,8 @@ public static class SnapshotLoader
         IRandomAccessSource file = options.CacheReads ? new CachedFileSource(path) : new FileSource(path);
         try
         {
-            IndexCacheFileKey? key = options.IndexCache is not null && file.Length >= options.IndexCache.MinimumStreamBytes
-                ? IndexCacheFileKey.Of(path, file)
-                : null;
+            // Every file gets its key: small streams keep no RAM index, but do keep notes (the kernel's location).
+            IndexCacheFileKey? key = options.IndexCache is not null ? IndexCacheFileKey.Of(path, file) : null;
             return OpenSource(file, path, options, key);
         }
         catch
@@ -185,9 +184,17 @@ public static class SnapshotLoader
     private static MachineState ReadStream(IRandomAccessSource source, Func<MigrationStream, MigrationStreamOrigin> origin, string path, SnapshotOpenOptions options, IndexCacheFileKey? key, string streamKey)
     {
         IndexCache? cache = options.IndexCache;
-        if (cache is null || key is not { } k || source.Length < cache.MinimumStreamBytes)
+        if (cache is null || key is not { } k)
         {
             return MigrationMachineReader.Read(source, origin, options.Limits, options.Progress, options.MainRam, options.RamObserver);
+        }
+
+        if (source.Length < cache.MinimumStreamBytes)
+        {
+            // Parsed afresh (cheap at this size), no RAM index kept; the notes still spare a later run the kernel search.
+            MachineState small = MigrationMachineReader.Read(source, origin, options.Limits, options.Progress, options.MainRam, options.RamObserver);
+            small.Notes = new IndexCacheNotes(cache, k, streamKey, source.Length, path);
+            return small;
         }
 
         // A RAM observer (extract's single pass) must see every page record, so a cached index, which skips them,
