@@ -4,6 +4,7 @@ using System.Text.Json;
 using System.Text.RegularExpressions;
 using VmState.Integration.Harness;
 using VmState.Live;
+using VmState.Replay;
 
 namespace VmState.Integration;
 
@@ -110,6 +111,12 @@ public sealed class ReplayCheckpointTests(CheckpointedRecording rec) : IClassFix
         Assert.True(saved.Success, rec.IndexOutput);
         Assert.True(int.Parse(saved.Groups[1].Value, CultureInfo.InvariantCulture) >= 2, rec.IndexOutput);
         int marker = GroundTruth.Parse(rec.Serial).Marker!.Pid;
+
+        // The index read the guest's processes at the end (a kernel located early in the boot once left every later
+        // point without a view: its page-table root was the boot's first one).
+        ReplayIndex index = ReplayIndex.TryLoad(ReplayRecording.Open(rec.Recording))!;
+        Assert.Null(index.Points[^1].View.KernelError);
+        Assert.Contains(index.Points[^1].View.Processes, p => p.Pid == 1);
 
         (int code, string stdout, string stderr) = VmStateCli.Run(["rr", "find", rec.Recording, "--process", "vmsmarker", "--json"]);
         Assert.True(code == 0, stderr);
