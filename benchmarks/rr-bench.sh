@@ -10,9 +10,16 @@
 #                 when gdb attaches, as QEMU's docs describe for a recording without rrsnapshot), run to the end
 #                 (`monitor replay_break END`, `continue`, not timed), then timed: a breakpoint on __set_task_comm (exec
 #                 names the process) with the condition that the new name is "vmsmarker", reverse-continue;
-#   break   "last time SYMBOL was hit before count T" (T: the end of the recording):
+#   break   "last time SYMBOL was hit before count T" (T: one instruction before the end of the recording):
 #           ours  `rr find REC --break SYMBOL --before T`;
-#           peer  the same replay at the end, `break SYMBOL`, one reverse-continue (timed).
+#           peer  the same replay at T, `break SYMBOL`, one reverse-continue (timed). Both answers are checked to be
+#                 the same instruction.
+#   For the process question the peer stops at the entry of __set_task_comm, before ours (the store that completes
+#   the new name: the first count at which ps shows it); after the timed part gdb watches the task's comm and
+#   continues forward until it reads "vmsmarker", so that answer is compared at one instruction too.
+#   Every step is bounded: gdb gets PEER_MIN minutes in all (the run to T first, then the reverse-continue); a
+#   reverse-continue that has not stopped by then is reported as "> S s" (the time it had) and its ratio as a lower
+#   bound (">= x").
 #   (QEMU 7.2 loads only a power-on snapshot into a running replay, so gdb cannot use our later checkpoints: see
 #   benchmarks/rr-snapshot-repro.py and the user guide.)
 # Prints the times, the answers (instruction counts) and the ratios peer/ours (goal >= 20x) and index/plain.
@@ -24,7 +31,7 @@
 #   SYMBOL=do_sys_openat2
 #   UNTIL="VMSTATE-TICK 1"  the console line that ends the recording (e.g. "VMSTATE-TRUTH marker": a shorter one)
 #   VMSTATE_BIN       the vmstate executable (default: dotnet src/VmState.Cli/bin/Release/net10.0/vmstate.dll)
-#   PEER_MIN=6        minutes each gdb reverse-continue may take
+#   PEER_MIN=6        minutes each gdb session (run to T, then the reverse-continue) may take
 #   STEP_MIN=15       minutes each of our commands may take
 #   KEEP=0            1: keep the work directory (recording, logs of every step)
 #   OUT               report (default benchmarks/results/rr-DATE.md)
@@ -120,15 +127,19 @@ stop_goto() {
 rc() {
   local name=$1 pre=$2 brk=$3 post=${4:-$work/none.gdb}
   timeout "${PEER_MIN}m" gdb -nx -batch -ex 'set pagination off' -ex 'set confirm off' -ex "target remote 127.0.0.1:$port" -x "$pre" \
-    -ex "break $brk" -ex 'python import time; t0 = time.time()' -ex 'reverse-continue' \
+    -ex "break $brk" -ex 'python import time; t0 = time.time(); print("RC-START %.3f" % t0)' -ex 'reverse-continue' \
     -ex 'python print("RC-SECONDS %.3f" % (time.time() - t0))' -ex 'echo RC-AT\n' -ex 'monitor info replay' -ex 'p/x $pc' \
     -x "$post" > "$work/gdb-$name.out" 2>&1 || true
-  local secs at post_at
-  secs=$(grep -o 'RC-SECONDS [0-9.]*' "$work/gdb-$name.out" | awk '{print $2}')
-  at=$(sed -n '/^RC-AT/,$p' "$work/gdb-$name.out" | grep -o 'instruction count = [0-9]*' | head -1 | awk '{print $4}')
-  post_at=$(sed -n '/^POST-AT/,$p' "$work/gdb-$name.out" | grep -o 'instruction count = [0-9]*' | head -1 | awk '{print $4}')
-  log "gdb $name: $(grep -E '^\$1|Remote|Breakpoint 1,|RC-SECONDS|instruction count|COMM|Hardware' "$work/gdb-$name.out" | tr '\n' ' ')"
-  echo "${secs:-"> ${PEER_MIN} min"}" > "$work/rc-$name.secs"
+  local secs at post_at started
+  # (|| true: under pipefail a grep that finds nothing, a peer that timed out, would end the script.)
+  secs=$(grep -o 'RC-SECONDS [0-9.]*' "$work/gdb-$name.out" | awk '{print $2}' || true)
+  started=$(grep -o 'RC-START [0-9.]*' "$work/gdb-$name.out" | awk '{print $2}' || true)
+  # Timed out: the reverse-continue had the rest of the PEER_MIN minutes after the (untimed) run to T.
+  [[ -z "$secs" && -n "$started" ]] && secs="> $(python3 -c "import sys, time; print('%.0f' % (time.time() - float(sys.argv[1])))" "$started") s"
+  at=$(sed -n '/^RC-AT/,$p' "$work/gdb-$name.out" | grep -o 'instruction count = [0-9]*' | head -1 | awk '{print $4}' || true)
+  post_at=$(sed -n '/^POST-AT/,$p' "$work/gdb-$name.out" | grep -o 'instruction count = [0-9]*' | head -1 | awk '{print $4}' || true)
+  log "gdb $name: $(grep -E '^\$1|Remote|Breakpoint 1,|RC-SECONDS|instruction count|COMM|Hardware' "$work/gdb-$name.out" | tr '\n' ' ' || true)"
+  echo "${secs:-"> ${PEER_MIN} min (gdb as a whole)"}" > "$work/rc-$name.secs"
   echo "${at:-n/a} ${post_at:-n/a}"
 }
 cond_process='if $_streq((char *)$rsi, "vmsmarker")'
@@ -180,7 +191,7 @@ ratio() { python3 -c "import sys
 a, b = sys.argv[1:]
 low = a.startswith('>')
 try:
-  a = float(a.strip('> min')) * 60 if low else float(a); b = float(b)
+  a = float(a.split()[1]) * (60 if 'min' in a else 1) if low else float(a); b = float(b)
   print(('>= ' if low else '') + f'{a/b:.1f}' if b > 0 else 'n/a')
 except ValueError: print('n/a')" "$1" "$2"; }
 same() { if [[ "$1" == "$2" ]]; then echo "same instruction"; elif [[ "$1" =~ ^[0-9]+$ && "$2" =~ ^[0-9]+$ ]]; then echo "differ by $(($2 - $1))"; else echo "not compared"; fi; }

@@ -179,6 +179,58 @@ public sealed class ReplayCheckpointTests(CheckpointedRecording rec) : IClassFix
         }
     }
 
+    [Fact]
+    public async Task FindBreakBeforeIsTheLastHitBeforeTheCount()
+    {
+        ulong t = rec.Instructions - 1;
+        string ts = t.ToString(CultureInfo.InvariantCulture);
+        (int code, string stdout, string stderr) = VmStateCli.Run(["rr", "find", rec.Recording, "--break", "do_sys_openat2", "--before", ts, "--json"]);
+        Assert.True(code == 0, stderr);
+        ulong at;
+        using (JsonDocument doc = JsonDocument.Parse(stdout))
+        {
+            at = doc.RootElement.GetProperty("icount").GetUInt64();
+        }
+
+        Assert.True(at < t, stdout);
+
+        // Checked through QEMU's own stub, not rr find's windows: the replay paused at the answer stands at the
+        // symbol's entry, and with a breakpoint there it runs on from the answer to T without another hit.
+        Process g = VmStateCli.StartBackground(["rr", "goto", rec.Recording, at.ToString(CultureInfo.InvariantCulture)]);
+        Task<string> gotoErr = g.StandardError.ReadToEndAsync();
+        try
+        {
+            string? paused = await g.StandardOutput.ReadLineAsync().WaitAsync(TimeSpan.FromSeconds(180));
+            Assert.True(paused == $"paused at instruction {at}", $"{paused}\n{(g.HasExited ? await gotoErr : string.Empty)}");
+            string qmp = (await g.StandardOutput.ReadLineAsync())!["qmp ".Length..];
+            string port = (await g.StandardOutput.ReadLineAsync())!["gdb tcp:127.0.0.1:".Length..];
+            var gdb = new ProcessStartInfo("gdb") { RedirectStandardOutput = true, RedirectStandardError = true };
+            foreach (string a in (string[])["-nx", "-batch", "-ex", "set pagination off", "-ex", $"target remote 127.0.0.1:{port}", "-ex", "p/x $pc", "-ex", "break *$pc",
+                "-ex", $"monitor replay_break {ts}", "-ex", "stepi", "-ex", "continue", "-ex", "echo AFTER\\n", "-ex", "monitor info replay"])
+            {
+                gdb.ArgumentList.Add(a);
+            }
+
+            using Process p = Process.Start(gdb)!;
+            string gdbOut = await p.StandardOutput.ReadToEndAsync().WaitAsync(TimeSpan.FromSeconds(300));
+            await p.WaitForExitAsync();
+            string pc = gdbOut.Split('\n').Single(l => l.StartsWith("$1 = ", StringComparison.Ordinal))["$1 = ".Length..].Trim();
+            (code, string sym, stderr) = VmStateCli.Run(["symbols", "--qmp", qmp, "--address", pc]);
+            Assert.True(code == 0, stderr);
+            Assert.Equal("do_sys_openat2+0x0", sym.Trim().Split(' ', StringSplitOptions.RemoveEmptyEntries).Last());
+            Assert.DoesNotContain("Breakpoint 1, ", gdbOut, StringComparison.Ordinal);
+            Assert.Contains($"instruction count = {ts}", gdbOut[gdbOut.IndexOf("AFTER", StringComparison.Ordinal)..], StringComparison.Ordinal);
+        }
+        finally
+        {
+            if (!g.HasExited)
+            {
+                g.Kill(entireProcessTree: true);
+                await g.WaitForExitAsync();
+            }
+        }
+    }
+
     private static List<(int Pid, string Comm)> Processes(string qmp)
     {
         (int code, string ps, string err) = VmStateCli.Run(["ps", "--qmp", qmp, "--json"]);
