@@ -204,6 +204,12 @@ public sealed class ReplayCheckpointTests(CheckpointedRecording rec) : IClassFix
             Assert.True(paused == $"paused at instruction {at}", $"{paused}\n{(g.HasExited ? await gotoErr : string.Empty)}");
             string qmp = (await g.StandardOutput.ReadLineAsync())!["qmp ".Length..];
             string port = (await g.StandardOutput.ReadLineAsync())!["gdb tcp:127.0.0.1:".Length..];
+
+            // The symbol's address while the replay is paused (gdb below runs it to T, and rr goto ends with the replay).
+            (code, string symbols, stderr) = VmStateCli.Run(["symbols", "--qmp", qmp]);
+            Assert.True(code == 0, stderr);
+            ulong entry = symbols.Split('\n').Select(l => l.Split(' ', StringSplitOptions.RemoveEmptyEntries))
+                .Where(f => f.Length >= 3 && f[2] == "do_sys_openat2").Select(f => ulong.Parse(f[0], NumberStyles.HexNumber, CultureInfo.InvariantCulture)).First();
             var gdb = new ProcessStartInfo("gdb") { RedirectStandardOutput = true, RedirectStandardError = true };
             foreach (string a in (string[])["-nx", "-batch", "-ex", "set pagination off", "-ex", $"target remote 127.0.0.1:{port}", "-ex", "p/x $pc", "-ex", "break *$pc",
                 "-ex", $"monitor replay_break {ts}", "-ex", "stepi", "-ex", "continue", "-ex", "echo AFTER\\n", "-ex", "monitor info replay"])
@@ -214,10 +220,8 @@ public sealed class ReplayCheckpointTests(CheckpointedRecording rec) : IClassFix
             using Process p = Process.Start(gdb)!;
             string gdbOut = await p.StandardOutput.ReadToEndAsync().WaitAsync(TimeSpan.FromSeconds(300));
             await p.WaitForExitAsync();
-            string pc = gdbOut.Split('\n').Single(l => l.StartsWith("$1 = ", StringComparison.Ordinal))["$1 = ".Length..].Trim();
-            (code, string sym, stderr) = VmStateCli.Run(["symbols", "--qmp", qmp, "--address", pc]);
-            Assert.True(code == 0, stderr);
-            Assert.Equal("do_sys_openat2+0x0", sym.Trim().Split(' ', StringSplitOptions.RemoveEmptyEntries).Last());
+            string pc = gdbOut.Split('\n').Single(l => l.StartsWith("$1 = ", StringComparison.Ordinal))["$1 = 0x".Length..].Trim();
+            Assert.Equal(entry, ulong.Parse(pc, NumberStyles.HexNumber, CultureInfo.InvariantCulture));
             Assert.DoesNotContain("Breakpoint 1, ", gdbOut, StringComparison.Ordinal);
             Assert.Contains($"instruction count = {ts}", gdbOut[gdbOut.IndexOf("AFTER", StringComparison.Ordinal)..], StringComparison.Ordinal);
         }
