@@ -10,9 +10,16 @@
 #                 when gdb attaches, as QEMU's docs describe for a recording without rrsnapshot), run to the end
 #                 (`monitor replay_break END`, `continue`, not timed), then timed: a breakpoint on __set_task_comm (exec
 #                 names the process) with the condition that the new name is "vmsmarker", reverse-continue;
-#   break   "last time SYMBOL was hit before count T" (T: the end of the recording):
+#   break   "last time SYMBOL was hit before count T" (T: one instruction before the end of the recording):
 #           ours  `rr find REC --break SYMBOL --before T`;
-#           peer  the same replay at the end, `break SYMBOL`, one reverse-continue (timed).
+#           peer  the same replay at T, `break SYMBOL`, one reverse-continue (timed). Both answers are checked to be
+#                 the same instruction.
+#   For the process question the peer stops at the entry of __set_task_comm, before ours (the store that completes
+#   the new name: the first count at which ps shows it); after the timed part gdb watches the task's comm and
+#   continues forward until it reads "vmsmarker", so that answer is compared at one instruction too.
+#   Every step is bounded: gdb gets PEER_MIN minutes in all (the run to T first, then the reverse-continue); a
+#   reverse-continue that has not stopped by then is reported as "> S s" (the time it had) and its ratio as a lower
+#   bound (">= x").
 #   (QEMU 7.2 loads only a power-on snapshot into a running replay, so gdb cannot use our later checkpoints: see
 #   benchmarks/rr-snapshot-repro.py and the user guide.)
 # Prints the times, the answers (instruction counts) and the ratios peer/ours (goal >= 20x) and index/plain.
@@ -24,6 +31,9 @@
 #   SYMBOL=do_sys_openat2
 #   UNTIL="VMSTATE-TICK 1"  the console line that ends the recording (e.g. "VMSTATE-TRUTH marker": a shorter one)
 #   VMSTATE_BIN       the vmstate executable (default: dotnet src/VmState.Cli/bin/Release/net10.0/vmstate.dll)
+#   PEER_MIN=6        minutes each gdb session (run to T, then the reverse-continue) may take
+#   STEP_MIN=15       minutes each of our commands may take
+#   KEEP=0            1: keep the work directory (recording, logs of every step)
 #   OUT               report (default benchmarks/results/rr-DATE.md)
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -31,6 +41,8 @@ MEM=${MEM:-256}
 NICS=${NICS:-0}
 SYMBOL=${SYMBOL:-do_sys_openat2}
 UNTIL=${UNTIL:-VMSTATE-TICK 1}
+PEER_MIN=${PEER_MIN:-6}
+STEP_MIN=${STEP_MIN:-15}
 OUT=${OUT:-$root/benchmarks/results/rr-$(date +%F).md}
 work=$(mktemp -d "${TMPDIR:-/tmp}/vmstate-rrb.XXXXXX")
 log() { echo "rr-bench: $*" >&2; }
@@ -40,10 +52,12 @@ pids=()
 cleanup() {
   for p in "${pids[@]}"; do kill -TERM "$p" 2> /dev/null || true; done
   sleep 1
-  rm -rf "$work"
+  if [[ "${KEEP:-0}" == 1 ]]; then log "work directory kept: $work"; else rm -rf "$work"; fi
 }
 trap cleanup EXIT
 now() { date +%s.%N; }
+load_start=$(cut -d' ' -f1-3 /proc/loadavg)
+bench_t0=$(now)
 eval "$(bash "$root/eng/fixture.sh" 2> /dev/null | grep -E '^(KERNEL|INITRD)=')"
 args=(qemu-system-x86_64 -M pc -accel tcg -m "$MEM" -cpu qemu64 -display none -vga std -no-reboot -kernel "$KERNEL" -initrd "$INITRD"
   -append "console=ttyS0 quiet loglevel=3 panic=-1 no_timer_check" -device vmcoreinfo -serial "file:$work/serial.log")
@@ -64,27 +78,30 @@ end=$("${vmstate[@]}" rr info "$work/rec" --json | python3 -c 'import json,sys; 
 log "recorded $end instructions"
 
 log "rr index --compare --checkpoints 0 (plain replay, then the index pass alone)"
-"${vmstate[@]}" rr index "$work/rec" --compare --checkpoints 0 > "$work/index0.out" 2> "$work/index0.err" || die "rr index failed: $(tail -3 "$work/index0.err")"
+timeout "${STEP_MIN}m" "${vmstate[@]}" rr index "$work/rec" --compare --checkpoints 0 > "$work/index0.out" 2> "$work/index0.err" || die "rr index failed: $(tail -3 "$work/index0.err")"
 pass0=$(grep -o 'index pass [0-9.]*' "$work/index0.out" | awk '{print $3}')
 plain=$(grep -o 'plain replay [0-9.]* s' "$work/index0.out" | awk '{print $3}')
 log "rr index --checkpoints 1 (a checkpoint at every point)"
-"${vmstate[@]}" rr index "$work/rec" --checkpoints 1 > "$work/index.out" 2> "$work/index.err" || die "rr index failed: $(tail -3 "$work/index.err")"
+timeout "${STEP_MIN}m" "${vmstate[@]}" rr index "$work/rec" --checkpoints 1 > "$work/index.out" 2> "$work/index.err" || die "rr index failed: $(tail -3 "$work/index.err")"
 pass=$(grep -o 'index pass [0-9.]*' "$work/index.out" | awk '{print $3}')
 checkpoints=$(grep '^  checkpoints' "$work/index.out" | sed 's/^  //')
 
 log "ours: rr find --process vmsmarker"
 t0=$(now)
-"${vmstate[@]}" rr find "$work/rec" --process vmsmarker --json > "$work/find-process.json" 2> "$work/find-process.err" || die "rr find failed: $(cat "$work/find-process.err")"
+timeout "${STEP_MIN}m" "${vmstate[@]}" rr find "$work/rec" --process vmsmarker --json > "$work/find-process.json" 2> "$work/find-process.err" || die "rr find failed: $(cat "$work/find-process.err")"
 ours_process=$(echo "$(now) - $t0" | bc)
 ours_process_at=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["icount"])' "$work/find-process.json")
 
-log "ours: rr find --break $SYMBOL --before $end"
+# T: one instruction before the end (rr goto cannot pause at the very end: the replay has ended there); the peer
+# reverse-continues from T, so both look for the last hit before T.
+last=$((end - 1))
+log "ours: rr find --break $SYMBOL --before $last"
 t0=$(now)
-"${vmstate[@]}" rr find "$work/rec" --break "$SYMBOL" --before "$end" --json > "$work/find-break.json" 2> "$work/find-break.err" || die "rr find --break failed: $(cat "$work/find-break.err")"
+timeout "${STEP_MIN}m" "${vmstate[@]}" rr find "$work/rec" --break "$SYMBOL" --before "$last" --json > "$work/find-break.json" 2> "$work/find-break.err" || die "rr find --break failed: $(cat "$work/find-break.err")"
 ours_break=$(echo "$(now) - $t0" | bc)
 ours_break_at=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["icount"])' "$work/find-break.json")
 
-# goto NAME TARGET [ARGS...]: `rr goto` in the background; sets port, qmp, gpid.
+# goto NAME TARGET [ARGS...]: `rr goto` in the background; sets port, qmp, gpid, qpid (QEMU's pid).
 goto() {
   local name=$1 target=$2; shift 2
   "${vmstate[@]}" rr goto "$work/rec" "$target" "$@" > "$work/goto-$name.out" 2> "$work/goto-$name.err" &
@@ -92,60 +109,103 @@ goto() {
   for _ in $(seq 1 3000); do grep -q '^gdb tcp' "$work/goto-$name.out" 2> /dev/null && break; kill -0 "$gpid" 2> /dev/null || break; sleep 0.2; done
   port=$(grep -o '^gdb tcp:127.0.0.1:[0-9]*' "$work/goto-$name.out" | cut -d: -f3 || true)
   qmp=$(grep '^qmp ' "$work/goto-$name.out" | cut -d' ' -f2 || true)
+  qpid=$(grep -o 'QEMU [0-9]* replaying' "$work/goto-$name.err" | awk '{print $2}' || true)
   [[ -n "$port" ]] || die "rr goto $target did not pause: $(cat "$work/goto-$name.err")"
 }
-# SIGTERM: a background job of a non-interactive shell ignores SIGINT; rr goto handles both alike.
-stop_goto() { kill -TERM "$gpid" 2> /dev/null || true; wait "$gpid" 2> /dev/null || true; }
-# rc NAME PRE-COMMANDS-FILE BREAK: gdb on $port: the commands in the file, then `break BREAK`, a timed reverse-continue
-# (gdb resumes by itself while a condition is false); prints "SECONDS ICOUNT".
+# SIGTERM: a background job of a non-interactive shell ignores SIGINT; rr goto handles both alike. QEMU busy in a
+# reverse-continue gdb gave up on may not answer rr goto's quit: its pid is ended too if it is still there.
+stop_goto() {
+  kill -TERM "$gpid" 2> /dev/null || true
+  for _ in $(seq 1 100); do kill -0 "$gpid" 2> /dev/null || break; sleep 0.2; done
+  kill -KILL "$gpid" 2> /dev/null || true
+  wait "$gpid" 2> /dev/null || true
+  if [[ -n "$qpid" ]] && kill -0 "$qpid" 2> /dev/null && grep -q qemu-system "/proc/$qpid/cmdline" 2> /dev/null; then kill -KILL "$qpid" 2> /dev/null || true; fi
+}
+# rc NAME PRE-COMMANDS-FILE BREAK [POST-COMMANDS-FILE]: gdb on $port: the commands in the file, then `break BREAK`, a
+# timed reverse-continue (gdb resumes by itself while a condition is false; bounded by PEER_MIN minutes), the count
+# there, then the post commands (not timed); prints "SECONDS ICOUNT POST-ICOUNT" ("n/a" for what it did not reach).
 rc() {
-  local name=$1 pre=$2 brk=$3
-  timeout 3600 gdb -nx -batch -ex 'set pagination off' -ex "target remote 127.0.0.1:$port" -x "$pre" -ex "break $brk" \
-    -ex 'python import time; t0 = time.time()' -ex 'reverse-continue' -ex 'python print("RC-SECONDS %.3f" % (time.time() - t0))' \
-    -ex 'monitor info replay' -ex 'p/x $pc' > "$work/gdb-$name.out" 2>&1 || true
-  local secs at
-  secs=$(grep -o 'RC-SECONDS [0-9.]*' "$work/gdb-$name.out" | awk '{print $2}')
-  at=$(grep -o 'instruction count = [0-9]*' "$work/gdb-$name.out" | tail -1 | awk '{print $4}')
-  log "gdb $name: $(grep -E '^\$1|Remote|Breakpoint 1,|RC-SECONDS|instruction count' "$work/gdb-$name.out" | tr '\n' ' ')"
-  echo "${secs:-n/a} ${at:-n/a}"
+  local name=$1 pre=$2 brk=$3 post=${4:-$work/none.gdb}
+  timeout "${PEER_MIN}m" gdb -nx -batch -ex 'set pagination off' -ex 'set confirm off' -ex "target remote 127.0.0.1:$port" -x "$pre" \
+    -ex "break $brk" -ex 'python import time; t0 = time.time(); print("RC-START %.3f" % t0)' -ex 'reverse-continue' \
+    -ex 'python print("RC-SECONDS %.3f" % (time.time() - t0))' -ex 'echo RC-AT\n' -ex 'monitor info replay' -ex 'p/x $pc' \
+    -x "$post" > "$work/gdb-$name.out" 2>&1 || true
+  local secs at post_at started
+  # (|| true: under pipefail a grep that finds nothing, a peer that timed out, would end the script.)
+  secs=$(grep -o 'RC-SECONDS [0-9.]*' "$work/gdb-$name.out" | awk '{print $2}' || true)
+  started=$(grep -o 'RC-START [0-9.]*' "$work/gdb-$name.out" | awk '{print $2}' || true)
+  # Timed out: the reverse-continue had the rest of the PEER_MIN minutes after the (untimed) run to T.
+  [[ -z "$secs" && -n "$started" ]] && secs="> $(python3 -c "import sys, time; print('%.0f' % (time.time() - float(sys.argv[1])))" "$started") s"
+  at=$(sed -n '/^RC-AT/,$p' "$work/gdb-$name.out" | grep -o 'instruction count = [0-9]*' | head -1 | awk '{print $4}' || true)
+  post_at=$(sed -n '/^POST-AT/,$p' "$work/gdb-$name.out" | grep -o 'instruction count = [0-9]*' | head -1 | awk '{print $4}' || true)
+  log "gdb $name: $(grep -E '^\$1|Remote|Breakpoint 1,|RC-SECONDS|instruction count|COMM|Hardware' "$work/gdb-$name.out" | tr '\n' ' ' || true)"
+  echo "${secs:-"> ${PEER_MIN} min (gdb as a whole)"}" > "$work/rc-$name.secs"
+  echo "${at:-n/a} ${post_at:-n/a}"
 }
 cond_process='if $_streq((char *)$rsi, "vmsmarker")'
 : > "$work/none.gdb"
 
-# (rr goto at the very end would find the replay ended: one instruction before.)
-last=$((end - 1))
-log "symbols: rr goto REC $last (from the last checkpoint)"
+log "symbols and task_struct: rr goto REC $last (from the last checkpoint)"
 goto sym "$last"
 "${vmstate[@]}" symbols --qmp "$qmp" > "$work/symbols.txt"
+"${vmstate[@]}" types --qmp "$qmp" task_struct > "$work/task_struct.txt"
 addr_comm=$(awk '$3 == "__set_task_comm" {print $1; exit}' "$work/symbols.txt")
 addr_sym=$(awk -v s="$SYMBOL" '$3 == s {print $1; exit}' "$work/symbols.txt")
+comm_off=$(grep -E '[[:space:]]comm\[16\];' "$work/task_struct.txt" | grep -o '/\* *[0-9]*' | grep -o '[0-9]*' | head -1)
 stop_goto
+[[ -n "$addr_comm" && -n "$addr_sym" && -n "$comm_off" ]] || die "no address of __set_task_comm or $SYMBOL, or no task_struct.comm offset"
 
-log "peer: gdb reverse-continue from the end, QEMU's own snapshot at power-on (rr goto REC 0 --no-checkpoints)"
+# After the peer's stop at __set_task_comm(tsk = rdi, buf = rsi): watchpoints on tsk->comm, forward until it reads
+# "vmsmarker" (the first instruction at which ps names the process so).
+cat > "$work/comm.gdb" << GDB
+delete
+set \$c = (unsigned long)\$rdi + $comm_off
+watch -l *(long *)\$c
+watch -l *(long *)(\$c + 8)
+python
+import gdb
+c = int(gdb.parse_and_eval("\$c"))
+for _ in range(64):
+    gdb.execute("continue")
+    if bytes(gdb.selected_inferior().read_memory(c, 16)).split(b"\\0")[0] == b"vmsmarker":
+        print("COMM-SET")
+        break
+end
+echo POST-AT\n
+monitor info replay
+GDB
+
+log "peer: gdb reverse-continue from $last, QEMU's own snapshot at power-on (rr goto REC 0 --no-checkpoints)"
 printf 'monitor replay_break %s\ncontinue\nmonitor info replay\n' "$last" > "$work/to-end.gdb"
 goto peer 0 --no-checkpoints
-read -r peer_process peer_process_at < <(rc peer-process "$work/to-end.gdb" "*0x${addr_comm#0x} $cond_process")
+read -r peer_process_entry peer_process_at < <(rc peer-process "$work/to-end.gdb" "*0x${addr_comm#0x} $cond_process" "$work/comm.gdb")
+peer_process=$(cat "$work/rc-peer-process.secs")
 stop_goto
 goto peer2 0 --no-checkpoints
-read -r peer_break peer_break_at < <(rc peer-break "$work/to-end.gdb" "*0x${addr_sym#0x}")
+read -r peer_break_at _ < <(rc peer-break "$work/to-end.gdb" "*0x${addr_sym#0x}")
+peer_break=$(cat "$work/rc-peer-break.secs")
 stop_goto
 
+# ratio PEER OURS: peer/ours; a peer that timed out ("> N min") gives a lower bound.
 ratio() { python3 -c "import sys
+a, b = sys.argv[1:]
+low = a.startswith('>')
 try:
-  a,b=map(float,sys.argv[1:]); print(f'{a/b:.1f}' if b > 0 else 'n/a')
+  a = float(a.split()[1]) * (60 if 'min' in a else 1) if low else float(a); b = float(b)
+  print(('>= ' if low else '') + f'{a/b:.1f}' if b > 0 else 'n/a')
 except ValueError: print('n/a')" "$1" "$2"; }
+same() { if [[ "$1" == "$2" ]]; then echo "same instruction"; elif [[ "$1" =~ ^[0-9]+$ && "$2" =~ ^[0-9]+$ ]]; then echo "differ by $(($2 - $1))"; else echo "not compared"; fi; }
+bench_wall=$(echo "$(now) - $bench_t0" | bc)
 mkdir -p "$(dirname "$OUT")"
 {
-  echo "# rr index / find against gdb reverse-continue ($(date -u +%FT%TZ), $(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg))"
+  echo "# rr index / find against gdb reverse-continue ($(date -u +%FT%TZ), $(nproc) cores, load at start $load_start, at end $(cut -d' ' -f1-3 /proc/loadavg))"
   echo
-  echo "recording: $end instructions (to the console line \"$UNTIL\"), NICs: $NICS; $checkpoints"
+  echo "recording: $end instructions (to the console line \"$UNTIL\"), $MEM MiB, NICs: $NICS; $checkpoints; whole run $(printf '%.0f' "$bench_wall") s"
   echo
-  echo "| question | ours (s) | ours: icount | peer: gdb reverse-continue, QEMU's power-on snapshot (s) | peer: icount | ratio peer/ours |"
-  echo "|---|---|---|---|---|---|"
-  echo "| vmsmarker first appears | $ours_process | $ours_process_at | $peer_process | $peer_process_at | $(ratio "$peer_process" "$ours_process") |"
-  echo "| last $SYMBOL before $end | $ours_break | $ours_break_at | $peer_break | $peer_break_at | $(ratio "$peer_break" "$ours_break") |"
-  echo
-  echo "(The process answers differ by design: ours is the first instruction at which ps shows vmsmarker, gdb's the entry of __set_task_comm that names it.)"
+  echo "| question | ours (s) | ours: icount | peer: gdb reverse-continue from $last, QEMU's power-on snapshot (s) | peer: icount | check | ratio peer/ours |"
+  echo "|---|---|---|---|---|---|---|"
+  echo "| vmsmarker first appears | $ours_process | $ours_process_at | $peer_process | $peer_process_at (stop at __set_task_comm: $peer_process_entry; then forward to the comm store) | $(same "$ours_process_at" "$peer_process_at") | $(ratio "$peer_process" "$ours_process") |"
+  echo "| last $SYMBOL before $last | $ours_break | $ours_break_at | $peer_break | $peer_break_at | $(same "$ours_break_at" "$peer_break_at") | $(ratio "$peer_break" "$ours_break") |"
   echo
   echo "plain replay $plain s; index pass without checkpoints $pass0 s: $(ratio "$pass0" "$plain")x; with a checkpoint at every point $pass s: $(ratio "$pass" "$plain")x"
 } | tee "$OUT"

@@ -156,6 +156,12 @@ public sealed class LiveTests : IAsyncLifetime
         JsonElement list = doc.RootElement.ValueKind == JsonValueKind.Array ? doc.RootElement : doc.RootElement.GetProperty("processes");
         var pids = list.EnumerateArray().Select(p => p.GetProperty("pid").GetInt32()).ToHashSet();
         Assert.All(_guest.Truth.Processes, p => Assert.Contains(p.Pid, pids));
+
+        // A command whose argument trails the (left out) snapshot: the type's name is not taken for a snapshot file.
+        (code, stdout, stderr) = VmStateCli.Run(["types", "--qmp", _guest.ToolQmpPath, "task_struct"]);
+        Assert.True(code == 0, stderr);
+        Assert.StartsWith("struct task_struct {", stdout, StringComparison.Ordinal);
+        Assert.Matches(@"\bcomm\[16\];", stdout);
         await AssertRunningAsync();
     }
 

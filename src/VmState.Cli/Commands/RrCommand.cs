@@ -266,7 +266,8 @@ internal static class RrCommand
         var progress = new Progress<ReplayIndexPoint>(p => Console.Error.WriteLine((p.View.KernelError is string error
             ? string.Create(CultureInfo.InvariantCulture, $"vmstate rr index: {p.Icount} ({clock2.Elapsed.TotalSeconds:F1} s): no kernel: {error}")
             : string.Create(CultureInfo.InvariantCulture, $"vmstate rr index: {p.Icount} ({clock2.Elapsed.TotalSeconds:F1} s): {p.View.Processes.Count} processes, {p.View.Modules.Count} modules, log up to {p.View.LogNext}"))
-            + (p.Checkpoint ? "; checkpoint" : string.Empty)));
+            + (p.Checkpoint ? "; checkpoint" : string.Empty)
+            + string.Create(CultureInfo.InvariantCulture, $" (replay {p.RunTime.TotalMilliseconds:F0} ms, read {p.ReadTime.TotalMilliseconds:F0} ms{(p.Checkpoint ? $", checkpoint {p.CheckpointTime.TotalMilliseconds:F0} ms" : string.Empty)})")));
         ReplayIndex index = await ReplayIndexer.BuildAsync(rec, every, Path.Combine(work, "index"), plain, progress, ct, checkpointEvery);
         int withKernel = index.Points.Count(p => p.View.KernelError is null);
         Console.WriteLine($"index {TerminalText.Escape(ReplayIndex.PathOf(rec))}");
@@ -280,8 +281,12 @@ internal static class RrCommand
         Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"  index pass {index.PassTime!.Value.TotalSeconds:F1} s") + (plain is TimeSpan t
             ? string.Create(CultureInfo.InvariantCulture, $", plain replay {t.TotalSeconds:F1} s: {index.PassTime.Value / t:F2}x a plain replay")
             : ", plain replay not timed (--compare times it)"));
+        Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
+            $"  of which replaying {Sum(index, p => p.RunTime):F1} s, reading the guest {Sum(index, p => p.ReadTime):F1} s, checkpoints {Sum(index, p => p.Checkpoint ? p.CheckpointTime : TimeSpan.Zero):F1} s (the rest: starting and ending QEMU)"));
         return 0;
     }
+
+    private static double Sum(ReplayIndex index, Func<ReplayIndexPoint, TimeSpan> time) => index.Points.Sum(p => time(p).TotalSeconds);
 
     private static Command Find()
     {

@@ -10,21 +10,21 @@ internal static class TypesCommand
 {
     public static Command Create()
     {
-        var name = new Argument<string>("NAME") { Description = "a type: task_struct, \"struct list_head\", \"union thread_union\", \"enum pid_type\", a typedef such as kuid_t" };
         Option<bool> json = CommonOptions.Json();
         var module = new Option<string?>("--module", "-m") { Description = "look the type up in this loaded module's BTF (split BTF on top of vmlinux's), e.g. e1000" };
         var command = new Command("types", "Show the layout of a Linux kernel type from the BTF in guest memory (pahole-like)");
-        var input = new KernelInput(command);
-        command.Arguments.Add(name);
+        // NAME trails the snapshot, which --qmp leaves out (`types --qmp SOCKET task_struct`).
+        var input = new KernelInput(command, "NAME", "NAME: a type: task_struct, \"struct list_head\", \"union thread_union\", \"enum pid_type\", a typedef such as kuid_t");
         command.Options.Add(json);
         command.Options.Add(module);
         command.SetAction(r => KernelInput.Run(() =>
         {
             using Vm vm = input.Open(r);
-            KernelTypeMatch found = vm.Linux.FindType(r.GetValue(name)!, r.GetValue(module));
+            string name = input.Trailing(r);
+            KernelTypeMatch found = vm.Linux.FindType(name, r.GetValue(module));
             if (found.FromFallback)
             {
-                Console.Error.WriteLine($"vmstate: '{r.GetValue(name)}' is from module {found.Module}'s BTF");
+                Console.Error.WriteLine($"vmstate: '{name}' is from module {found.Module}'s BTF");
             }
 
             BtfTypes types = found.Types;

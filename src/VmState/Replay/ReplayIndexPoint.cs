@@ -13,4 +13,13 @@ public sealed record ReplayIndexPoint(ulong Icount, HistoryCaptureIndex View)
 {
     /// <summary>The index pass saved a checkpoint here (<see cref="ReplayCheckpoints"/>; not kept in the index file).</summary>
     public bool Checkpoint { get; init; }
+
+    /// <summary>How long the replay took to run from the previous point to this one (not kept in the index file).</summary>
+    public TimeSpan RunTime { get; init; }
+
+    /// <summary>How long reading the guest (the Linux layer) took here (not kept in the index file).</summary>
+    public TimeSpan ReadTime { get; init; }
+
+    /// <summary>How long saving the checkpoint took here (not kept in the index file).</summary>
+    public TimeSpan CheckpointTime { get; init; }
 }

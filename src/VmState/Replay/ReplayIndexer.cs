@@ -84,12 +84,15 @@ public static class ReplayIndexer
 
                 for (ulong at = every; ; at = Math.Min(at + every, recording.InstructionCount))
                 {
+                    long t0 = Stopwatch.GetTimestamp();
                     if (!await probe.RunToAsync(at, cancellationToken).ConfigureAwait(false))
                     {
                         break;
                     }
 
+                    long t1 = Stopwatch.GetTimestamp();
                     HistoryCaptureIndex view = await ReadAsync(probe, points.Count, previous, cancellationToken).ConfigureAwait(false);
+                    long t2 = Stopwatch.GetTimestamp();
                     bool saved = checkpointWork is not null && ++sinceCheckpoint >= checkpointEvery && at < recording.InstructionCount
                         && await probe.Session.SaveCheckpointAsync(cancellationToken).ConfigureAwait(false);
                     if (saved)
@@ -97,7 +100,13 @@ public static class ReplayIndexer
                         sinceCheckpoint = 0;
                     }
 
-                    var point = new ReplayIndexPoint(at, view) { Checkpoint = saved };
+                    var point = new ReplayIndexPoint(at, view)
+                    {
+                        Checkpoint = saved,
+                        RunTime = Stopwatch.GetElapsedTime(t0, t1),
+                        ReadTime = Stopwatch.GetElapsedTime(t1, t2),
+                        CheckpointTime = Stopwatch.GetElapsedTime(t2),
+                    };
                     points.Add(point);
 
                     progress?.Report(point);
@@ -142,8 +151,19 @@ public static class ReplayIndexer
     internal static async Task<HistoryCaptureIndex> ReadAsync(ReplayProbe probe, int number, HistoryCaptureIndex? previous, CancellationToken cancellationToken)
     {
         LinuxKernel? kernel = await probe.KernelAsync(cancellationToken).ConfigureAwait(false);
-        return kernel is null
-            ? new HistoryCaptureIndex(number, null, null, probe.KernelError, 0, [], [], [], 0, 0, 0, [])
-            : CaptureIndexBuilder.Build(number, kernel, previous, null, null);
+        if (kernel is null)
+        {
+            return new HistoryCaptureIndex(number, null, null, probe.KernelError, 0, [], [], [], 0, 0, 0, []);
+        }
+
+        HistoryCaptureIndex view = CaptureIndexBuilder.Build(number, kernel, previous, null, null);
+        if (view.KernelError is string error)
+        {
+            // Located too early (the boot's first page tables, lists not yet set up): the next point locates it again,
+            // or every later point would fail the same way (seen: an index with no processes at all).
+            probe.ForgetKernel(error);
+        }
+
+        return view;
     }
 }
