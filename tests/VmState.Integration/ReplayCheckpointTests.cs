@@ -179,7 +179,9 @@ public sealed class ReplayCheckpointTests(CheckpointedRecording rec) : IClassFix
         }
     }
 
-    [Fact]
+    [Fact(Skip = "Not yet a valid check: in its one run the PC was the symbol's entry and no breakpoint was hit, but gdb's "
+        + "connection had ended by the `monitor info replay` that should show the replay reached T (rr goto's QEMU ends with "
+        + "the replay), so reaching T is unproven; the end-of-replay check must be made another way.")]
     public async Task FindBreakBeforeIsTheLastHitBeforeTheCount()
     {
         ulong t = rec.Instructions - 1;
