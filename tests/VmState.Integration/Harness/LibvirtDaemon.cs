@@ -180,8 +180,11 @@ public sealed class LibvirtDaemon : IAsyncLifetime
             await Task.Delay(200);
         }
 
-        string tail = File.Exists(SerialLog) ? string.Join('\n', File.ReadAllLines(SerialLog).TakeLast(20)) : "(no serial log)";
-        throw new TimeoutException($"no matching serial line from domain {Domain} within {timeout.TotalSeconds:F0} s; domain state: {State()}; console tail:\n{tail}{Log()}");
+        string[] all = File.Exists(SerialLog) ? File.ReadAllLines(SerialLog) : [];
+        string tail = all.Length > 0 ? string.Join('\n', all.TakeLast(20)) : "(no serial log)";
+        // The snapshot requests the guest made are often what a test waits for: all of them, not only the tail's.
+        string triggers = string.Join('\n', all.Where(l => l.StartsWith("VMSTATE-TRIGGER", StringComparison.Ordinal) || l.StartsWith("vmstate-trigger", StringComparison.Ordinal)));
+        throw new TimeoutException($"no matching serial line from domain {Domain} within {timeout.TotalSeconds:F0} s; domain state: {State()}; console tail:\n{tail}\nevery trigger line:\n{triggers}{Log()}");
     }
 
     /// <inheritdoc />
