@@ -29,6 +29,7 @@ public sealed class TriggerChannel : IAsyncDisposable
     private readonly bool _addedPort;
     private readonly bool _addedController;
     private readonly SemaphoreSlim _writeLock = new(1, 1);
+    private DateTimeOffset? _lastAnswer;
 
     private TriggerChannel(QmpClient qmp, Socket socket, string description, bool addedPort, bool addedController)
     {
@@ -112,6 +113,7 @@ public sealed class TriggerChannel : IAsyncDisposable
         {
             await _stream.WriteAsync(Encoding.UTF8.GetBytes(line), cancellationToken).ConfigureAwait(false);
             await _stream.FlushAsync(cancellationToken).ConfigureAwait(false);
+            _lastAnswer = DateTimeOffset.UtcNow;
         }
         finally
         {
@@ -122,6 +124,13 @@ public sealed class TriggerChannel : IAsyncDisposable
     /// <summary>Closes the connection and removes what was hot-plugged (the port, its chardev, the controller added for it).</summary>
     public async ValueTask DisposeAsync()
     {
+        if (_addedPort && _lastAnswer is DateTimeOffset answered)
+        {
+            // The last answer is in QEMU's hands, not yet in the guest's: a port removed now can take it with it (the
+            // guest's requester then fails). The guest closes the port once it has read its answer; wait for that.
+            await WaitForGuestCloseAsync(answered, TimeSpan.FromSeconds(10)).ConfigureAwait(false);
+        }
+
         await _stream.DisposeAsync().ConfigureAwait(false);
         _socket.Dispose();
         _writeLock.Dispose();
@@ -219,6 +228,33 @@ public sealed class TriggerChannel : IAsyncDisposable
             }
 
             throw;
+        }
+    }
+
+    /// <summary>
+    /// Waits (at most <paramref name="wait"/>) for QEMU's VSERPORT_CHANGE of our port closing after
+    /// <paramref name="since"/> (QEMU's event times are the host's clock, as ours); events of other kinds are dropped.
+    /// </summary>
+    private async Task WaitForGuestCloseAsync(DateTimeOffset since, TimeSpan wait)
+    {
+        var clock = System.Diagnostics.Stopwatch.StartNew();
+        try
+        {
+            while (clock.Elapsed < wait)
+            {
+                QmpEvent e = await _qmp.WaitForEventAsync("VSERPORT_CHANGE", wait - clock.Elapsed).ConfigureAwait(false);
+                if (e.Data.ValueKind == System.Text.Json.JsonValueKind.Object
+                    && e.Data.TryGetProperty("id", out System.Text.Json.JsonElement id) && id.ValueKind == System.Text.Json.JsonValueKind.String && id.GetString() == PortId
+                    && e.Data.TryGetProperty("open", out System.Text.Json.JsonElement open) && open.ValueKind == System.Text.Json.JsonValueKind.False
+                    && e.Timestamp >= since.AddSeconds(-1))
+                {
+                    return;
+                }
+            }
+        }
+        catch (Exception e) when (e is TimeoutException or LiveVmGoneException)
+        {
+            // No close seen in time (or QEMU is gone): the port is removed anyway.
         }
     }
 
