@@ -264,16 +264,13 @@ public sealed class CliGoldenTests(GoldenGuestFixture guest, ITestOutputHelper l
         foreach (string added in c.AddedCommands ?? [])
         {
             // A new command is an intended addition to the help's command list; nothing else may change.
-            string[] lines = gotOut.Split('\n');
-            string[] kept = [.. lines.Where(l => !l.StartsWith($"  {added} ", StringComparison.Ordinal))];
-            Assert.True(kept.Length == lines.Length - 1, $"vmstate {c.Args} does not list the new command {added} once:\n{got.Stdout}");
-            gotOut = string.Join('\n', kept);
+            gotOut = WithoutCommandLine(gotOut, added, $"vmstate {c.Args} does not list the new command {added} once:\n{got.Stdout}");
         }
 
         foreach (string changed in c.ChangedUsage ?? [])
         {
-            wantOut = WithoutCommandLine(wantOut, changed, want.Stdout);
-            gotOut = WithoutCommandLine(gotOut, changed, got.Stdout);
+            wantOut = WithoutCommandLine(wantOut, changed, $"the help does not list {changed} once:\n{want.Stdout}");
+            gotOut = WithoutCommandLine(gotOut, changed, $"the help does not list {changed} once:\n{got.Stdout}");
         }
 
         if (c.CoreLayout)
@@ -364,12 +361,12 @@ public sealed class CliGoldenTests(GoldenGuestFixture guest, ITestOutputHelper l
         return text;
     }
 
-    /// <summary><paramref name="text"/> without the help's one line for <paramref name="command"/> (which must be there once).</summary>
-    private static string WithoutCommandLine(string text, string command, string output)
+    /// <summary><paramref name="text"/> without the help's one line for <paramref name="command"/>, which must be there once (else <paramref name="failure"/>).</summary>
+    private static string WithoutCommandLine(string text, string command, string failure)
     {
         string[] lines = text.Split('\n');
         string[] kept = [.. lines.Where(l => !l.StartsWith($"  {command} ", StringComparison.Ordinal))];
-        Assert.True(kept.Length == lines.Length - 1, $"the help does not list {command} once:\n{output}");
+        Assert.True(kept.Length == lines.Length - 1, failure);
         return string.Join('\n', kept);
     }
 
