@@ -93,7 +93,7 @@ public sealed record TriggerAgentOptions
 /// Serves a guest's snapshot requests on its trigger port (<see cref="TriggerChannel"/>): for each request line the VM
 /// is stopped at once (QMP <c>stop</c>; its STOP event's timestamp kept), its state saved by the sink, the answer
 /// <c>OK &lt;nonce&gt; &lt;id&gt;</c> written, and the VM resumed — so the answer is still unread when the state is
-/// taken, and in the snapshot the requesting process is blocked in its read of the port, just after its request.
+/// taken, and in the snapshot the requesting process is asleep waiting for it, just after its request.
 /// With <see cref="TriggerAgentOptions.Live"/> the save is a background snapshot (the VM runs again once its devices
 /// are saved; the requester still waits, as the answer comes after the save). A malformed request, or a save that
 /// fails, is answered with <c>ERR &lt;nonce&gt; &lt;reason&gt;</c> and the agent goes on; the VM runs again on every
