@@ -180,14 +180,7 @@ public sealed partial class Arm64Tests(Arm64GuestFixture guest) : IClassFixture<
         for (int i = 0; i < m.Arm64Cpus.Count; i++)
         {
             Arm64CpuState c = m.Arm64Cpus[i];
-            IReadOnlyDictionary<string, ulong> q = guest.Registers[i];
-            Assert.Equal(q["PC"], c.Pc);
-            Assert.Equal(q["SP"], c.Sp);
-            Assert.Equal(q["PSTATE"], c.Pstate);
-            for (int x = 0; x <= 30; x++)
-            {
-                Assert.Equal(q[$"X{x:00}"], c.X[x]);
-            }
+            RegistersAreWhatQemuReported(c, guest.Registers[i]);
 
             // Linux runs with the MMU on, 4 KiB granule, 48-bit VA (T1SZ = 16), kernel tables in TTBR1.
             Assert.True(c.MmuEnabled, $"cpu {i}: SCTLR_EL1 {c.SctlrEl1:x} has M clear");
@@ -278,23 +271,7 @@ public sealed partial class Arm64Tests(Arm64GuestFixture guest) : IClassFixture<
         Assert.Equal(guest.Registers.Count, m.Arm64Cpus.Count);
         for (int i = 0; i < m.Arm64Cpus.Count; i++)
         {
-            Arm64CpuState c = m.Arm64Cpus[i];
-            IReadOnlyDictionary<string, ulong> q = guest.Registers[i];
-            Assert.Equal(q["PC"], c.Pc);
-            Assert.Equal(q["SP"], c.Sp);
-            Assert.Equal(q["PSTATE"], c.Pstate);
-            for (int x = 0; x <= 30; x++)
-            {
-                Assert.Equal(q[$"X{x:00}"], c.X[x]);
-            }
-
-            Assert.Equal(q["FPSR"], c.Fpsr);
-            Assert.Equal(q["FPCR"], c.Fpcr);
-            for (int v = 0; v < 32; v++)
-            {
-                Assert.Equal(q[$"V{v:00}.lo"], BinaryPrimitives.ReadUInt64LittleEndian(c.V.AsSpan(v * 16)));
-                Assert.Equal(q[$"V{v:00}.hi"], BinaryPrimitives.ReadUInt64LittleEndian(c.V.AsSpan((v * 16) + 8)));
-            }
+            RegistersAreWhatQemuReported(m.Arm64Cpus[i], guest.Registers[i]);
         }
 
         using (MachineState dump = SnapshotLoader.Open(guest.DumpPath))
@@ -745,6 +722,29 @@ public sealed partial class Arm64Tests(Arm64GuestFixture guest) : IClassFixture<
 
     // The doublewords of Z<n> of CPU#<cpu> in QEMU 7.2's "info registers -a" (aarch64_cpu_dump_state), d[0] first:
     // "Z05=d1:d0" or "Z05=d3:d2:d1:d0", or in chunks "Z05[f-e]=d31:d30:d29:d28" then "   [d-c]=…" lines.
+    /// <summary>
+    /// The general, FP/SIMD and status registers of one vCPU are what QEMU's <c>info registers -a</c> printed for it
+    /// at the same pause (both the stream and the savevm snapshot are taken there).
+    /// </summary>
+    private static void RegistersAreWhatQemuReported(Arm64CpuState c, IReadOnlyDictionary<string, ulong> q)
+    {
+        Assert.Equal(q["PC"], c.Pc);
+        Assert.Equal(q["SP"], c.Sp);
+        Assert.Equal(q["PSTATE"], c.Pstate);
+        for (int x = 0; x <= 30; x++)
+        {
+            Assert.Equal(q[$"X{x:00}"], c.X[x]);
+        }
+
+        Assert.Equal(q["FPSR"], c.Fpsr);
+        Assert.Equal(q["FPCR"], c.Fpcr);
+        for (int v = 0; v < 32; v++)
+        {
+            Assert.Equal(q[$"V{v:00}.lo"], BinaryPrimitives.ReadUInt64LittleEndian(c.V.AsSpan(v * 16)));
+            Assert.Equal(q[$"V{v:00}.hi"], BinaryPrimitives.ReadUInt64LittleEndian(c.V.AsSpan((v * 16) + 8)));
+        }
+    }
+
     private static ulong[] ZWords(string text, int cpu, int n)
     {
         var words = new List<ulong>();
