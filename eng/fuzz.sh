@@ -3,7 +3,7 @@
 #
 #   eng/fuzz.sh TARGET [SECONDS]   instrument VmState.Core.dll and run afl-fuzz on one target
 #                                  (stream | qcow2 | elf | detect | btf | kallsyms | vmdesc | gdb | extract |
-#                                  indexcache | kernelnote | gdbstub | history | indexlog | traceprint | osevents | replay | rrindex | fork | trigger | arm64walk | arm64btf | webparams | gdbarm64 | hmparm64 | regvalue) for SECONDS
+#                                  indexcache | kernelnote | gdbstub | history | indexlog | traceprint | osevents | replay | rrindex | rrcheckpoints | rrfind | fork | trigger | arm64walk | arm64btf | webparams | gdbarm64 | hmparm64 | regvalue) for SECONDS
 #                                  (default 300), then summarise; fuzz/dict/TARGET.dict is passed as -x if present
 #   eng/fuzz.sh replay             run every target on its corpus and on saved crashes, without AFL (fast; CI)
 #
@@ -12,7 +12,7 @@
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
-targets=(stream qcow2 elf detect btf kallsyms vmdesc gdb extract indexcache kernelnote mount history indexlog gdbstub traceprint osevents replay rrindex fork trigger arm64walk arm64btf webparams gdbarm64 hmparm64 regvalue)
+targets=(stream qcow2 elf detect btf kallsyms vmdesc gdb extract indexcache kernelnote mount history indexlog gdbstub traceprint osevents replay rrindex rrcheckpoints rrfind fork trigger arm64walk arm64btf webparams gdbarm64 hmparm64 regvalue)
 
 publish() {
   local out=$1
@@ -46,8 +46,8 @@ rm -rf "$bin"
 publish "$bin"
 # Instrument the library (not the harness): SharpFuzz rewrites VmState.Core.dll with AFL coverage hooks.
 (cd fuzz && dotnet tool run sharpfuzz "$bin/VmState.Core.dll" > /dev/null)
-# webparams drives the CLI's web server parsers: instrument that assembly too.
-if [[ "$target" == webparams ]]; then
+# webparams and rrfind drive parsers in the CLI assembly: instrument it too.
+if [[ "$target" == webparams || "$target" == rrfind ]]; then
   (cd fuzz && dotnet tool run sharpfuzz "$bin/vmstate.dll" > /dev/null)
 fi
 findings="$root/artifacts/fuzz/$target"

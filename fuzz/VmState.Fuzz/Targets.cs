@@ -41,6 +41,8 @@ public static class Targets
         ["indexlog"] = HistoryIndexLog,
         ["replay"] = ReplayManifest,
         ["rrindex"] = ReplayIndexFile,
+        ["rrcheckpoints"] = ReplayCheckpointsInfo,
+        ["rrfind"] = ReplayFindArguments,
         ["fork"] = ForkCloneDescription,
         ["trigger"] = TriggerPort,
         ["arm64walk"] = Arm64Walk,
@@ -529,6 +531,79 @@ public static class Targets
         }
     }
 
+    /// <summary>
+    /// <c>qemu-img info --output=json</c> of a checkpoint image, read as <c>rr find</c>/<c>goto</c> read it
+    /// (<c>ReplayCheckpoints.ParseInfo</c>): a format error is the only rejection, and the counts it accepts are strictly
+    /// increasing.
+    /// </summary>
+    private static void ReplayCheckpointsInfo(byte[] data)
+    {
+        IReadOnlyList<ulong> counts = VmState.Replay.ReplayCheckpoints.ParseInfo(data, "snapshots.qcow2");
+        for (int i = 0; i < counts.Count; i++)
+        {
+            if (i > 0 && counts[i] <= counts[i - 1])
+            {
+                throw new InvalidOperationException("checkpoint counts out of order");
+            }
+        }
+    }
+
+    /// <summary>
+    /// <c>rr find</c>'s option values and <c>rr goto</c>'s <c>@FILE</c> (<c>Cli.Commands.RrArguments</c>, in the CLI
+    /// assembly, which <c>eng/fuzz.sh</c> instruments for this target). The first byte picks: 0 an instruction count, 1
+    /// <c>--bytes</c> then (after a newline) a <c>--phys</c> range, 2 the same with <c>--virt</c>, 3 <c>--equals</c> then a
+    /// <c>--size</c> digit, 4 the bytes as an <c>@FILE</c>. An <see cref="ArgumentException"/> is the only rejection; an
+    /// accepted count must read back from its decimal and hex text, a pattern must be 1 to 4096 bytes.
+    /// </summary>
+    private static void ReplayFindArguments(byte[] data)
+    {
+        if (data.Length == 0)
+        {
+            return;
+        }
+
+        string text = System.Text.Encoding.UTF8.GetString(data, 1, data.Length - 1);
+        string first = text.Split('\n')[0];
+        string second = text.Contains('\n') ? text[(text.IndexOf('\n') + 1)..] : string.Empty;
+        try
+        {
+            switch (data[0] % 5)
+            {
+                case 0:
+                    ulong v = Cli.Commands.RrArguments.ParseCount(text, "ICOUNT");
+                    CheckArgument(Cli.Commands.RrArguments.ParseCount(v.ToString(System.Globalization.CultureInfo.InvariantCulture), "x") == v
+                        && Cli.Commands.RrArguments.ParseCount($"0x{v:x}", "x") == v);
+                    break;
+                case 1:
+                case 2:
+                    VmState.Replay.ReplayPredicate p = Cli.Commands.RrArguments.Predicate(null, first, data[0] % 5 == 1 ? second : null, data[0] % 5 == 2 ? second : null, null, 8, null, false);
+                    CheckArgument(Cli.Commands.RrArguments.HexBytes(first).Length is >= 1 and <= Cli.Commands.RrArguments.MaxPatternBytes && p.IsBoolean);
+                    _ = p.Description;
+                    break;
+                case 3:
+                    int size = second.Length > 0 ? second[0] - '0' : 8;
+                    VmState.Replay.ReplayPredicate s = Cli.Commands.RrArguments.Predicate(null, null, null, null, "jiffies", size, first, false);
+                    CheckArgument(s.IsBoolean && size is 1 or 2 or 4 or 8);
+                    _ = s.Description;
+                    break;
+                default:
+                    _ = Cli.Commands.RrArguments.FindResultCount(data.AsSpan(1), "find.json");
+                    break;
+            }
+        }
+        catch (ArgumentException)
+        {
+        }
+
+        static void CheckArgument(bool ok)
+        {
+            if (!ok)
+            {
+                throw new InvalidOperationException("an rr argument was accepted outside its bounds or does not read back");
+            }
+        }
+    }
+
     private static void ReplayManifest(byte[] data)
     {
         VmState.Replay.ReplayRecording r = VmState.Replay.ReplayRecording.Parse(data, "/recording");
@@ -761,7 +836,9 @@ public static class Targets
         }
     }
 
-    private static readonly VmState.Linux.Kallsyms OsEventSymbols = VmState.Linux.Kallsyms.FromList(
+    // Lazy: built in the static constructor, this instrumented library code ran before SharpFuzz had mapped AFL's
+    // coverage map, and every target's fork server died with an access violation before its first input.
+    private static readonly Lazy<VmState.Linux.Kallsyms> OsEventSymbols = new(() => VmState.Linux.Kallsyms.FromList(
         [
             ("__x64_sys_read", 'T', 0xffffffff81000100),
             ("__x64_sys_write", 'T', 0xffffffff81000200),
@@ -769,7 +846,7 @@ public static class Targets
             ("__x64_sys_ni_syscall", 'T', 0xffffffff81000300),
             ("sys_call_table", 'D', 0xffffffff82000000),
         ],
-        "fuzz");
+        "fuzz"));
 
     private static void OsEvents(byte[] data)
     {
@@ -787,7 +864,7 @@ public static class Targets
 
         ulong[] entries = new ulong[data.Length / 8];
         Buffer.BlockCopy(data, 0, entries, 0, entries.Length * 8);
-        VmState.Events.SyscallTable table = VmState.Events.SyscallTable.FromEntries(entries, OsEventSymbols);
+        VmState.Events.SyscallTable table = VmState.Events.SyscallTable.FromEntries(entries, OsEventSymbols.Value);
         if (table.Count < 1 || table.Count > entries.Length)
         {
             throw new InvalidOperationException($"a table of {table.Count} entries from {entries.Length} pointers");

@@ -179,9 +179,7 @@ public sealed class ReplayCheckpointTests(CheckpointedRecording rec) : IClassFix
         }
     }
 
-    [Fact(Skip = "Not yet a valid check: in its one run the PC was the symbol's entry and no breakpoint was hit, but gdb's "
-        + "connection had ended by the `monitor info replay` that should show the replay reached T (rr goto's QEMU ends with "
-        + "the replay), so reaching T is unproven; the end-of-replay check must be made another way.")]
+    [Fact]
     public async Task FindBreakBeforeIsTheLastHitBeforeTheCount()
     {
         ulong t = rec.Instructions - 1;
@@ -196,36 +194,43 @@ public sealed class ReplayCheckpointTests(CheckpointedRecording rec) : IClassFix
 
         Assert.True(at < t, stdout);
 
-        // Checked through QEMU's own stub, not rr find's windows: the replay paused at the answer stands at the
-        // symbol's entry, and with a breakpoint there it runs on from the answer to T without another hit.
+        // Checked through QEMU's own stub and QMP, not rr find's windows: the replay paused at the answer stands at the
+        // symbol's entry; with a breakpoint there, one step and a replay-break at T, gdb's continue stops at T itself
+        // (QMP's query-replay while gdb still holds the VM), so no hit lies in answer+1 .. T-1.
         Process g = VmStateCli.StartBackground(["rr", "goto", rec.Recording, at.ToString(CultureInfo.InvariantCulture)]);
         Task<string> gotoErr = g.StandardError.ReadToEndAsync();
         try
         {
-            string? paused = await g.StandardOutput.ReadLineAsync().WaitAsync(TimeSpan.FromSeconds(180));
+            string? paused = await g.StandardOutput.ReadLineAsync().WaitAsync(TimeSpan.FromSeconds(300));
             Assert.True(paused == $"paused at instruction {at}", $"{paused}\n{(g.HasExited ? await gotoErr : string.Empty)}");
             string qmp = (await g.StandardOutput.ReadLineAsync())!["qmp ".Length..];
-            string port = (await g.StandardOutput.ReadLineAsync())!["gdb tcp:127.0.0.1:".Length..];
+            int port = int.Parse((await g.StandardOutput.ReadLineAsync())!["gdb tcp:127.0.0.1:".Length..], CultureInfo.InvariantCulture);
 
-            // The symbol's address while the replay is paused (gdb below runs it to T, and rr goto ends with the replay).
             (code, string symbols, stderr) = VmStateCli.Run(["symbols", "--qmp", qmp]);
             Assert.True(code == 0, stderr);
             ulong entry = symbols.Split('\n').Select(l => l.Split(' ', StringSplitOptions.RemoveEmptyEntries))
                 .Where(f => f.Length >= 3 && f[2] == "do_sys_openat2").Select(f => ulong.Parse(f[0], NumberStyles.HexNumber, CultureInfo.InvariantCulture)).First();
-            var gdb = new ProcessStartInfo("gdb") { RedirectStandardOutput = true, RedirectStandardError = true };
-            foreach (string a in (string[])["-nx", "-batch", "-ex", "set pagination off", "-ex", $"target remote 127.0.0.1:{port}", "-ex", "p/x $pc", "-ex", "break *$pc",
-                "-ex", $"monitor replay_break {ts}", "-ex", "stepi", "-ex", "continue", "-ex", "echo AFTER\\n", "-ex", "monitor info replay"])
+
+            await using GdbSession gdb = await GdbSession.StartAsync(port, TimeSpan.FromSeconds(120));
+            string first = await gdb.RunAsync(["p/x $pc", string.Create(CultureInfo.InvariantCulture, $"break *0x{entry:x}"), "stepi"], TimeSpan.FromSeconds(120));
+            Match pc = Regex.Match(first, @"\$1 = 0x([0-9a-f]+)");
+            Assert.True(pc.Success, first);
+            Assert.Equal(entry, ulong.Parse(pc.Groups[1].Value, NumberStyles.HexNumber, CultureInfo.InvariantCulture));
+            Assert.Equal(at + 1, await IcountAsync(qmp));
+
+            await using (QmpClient client = await QmpClient.ConnectAsync(qmp))
             {
-                gdb.ArgumentList.Add(a);
+                await ReplayQmp.BreakAsync(client, t);
             }
 
-            using Process p = Process.Start(gdb)!;
-            string gdbOut = await p.StandardOutput.ReadToEndAsync().WaitAsync(TimeSpan.FromSeconds(300));
-            await p.WaitForExitAsync();
-            string pc = gdbOut.Split('\n').Single(l => l.StartsWith("$1 = ", StringComparison.Ordinal))["$1 = 0x".Length..].Trim();
-            Assert.Equal(entry, ulong.Parse(pc, NumberStyles.HexNumber, CultureInfo.InvariantCulture));
-            Assert.DoesNotContain("Breakpoint 1, ", gdbOut, StringComparison.Ordinal);
-            Assert.Contains($"instruction count = {ts}", gdbOut[gdbOut.IndexOf("AFTER", StringComparison.Ordinal)..], StringComparison.Ordinal);
+            // Generous: from the answer to T is a short run, but a loaded CI machine replays slowly.
+            string cont = await gdb.RunAsync(["continue"], TimeSpan.FromSeconds(300));
+            // A hit before T would have stopped gdb there, below T (and a hit at T itself is not one before it).
+            ulong stopped = await IcountAsync(qmp);
+            Assert.True(stopped == t, $"gdb's continue from the answer {at} stopped at instruction {stopped}, not at T {t}:\n{cont}");
+            // gdb's connection holds on after the stop: its own view of the count agrees.
+            string info = await gdb.RunAsync(["monitor info replay"], TimeSpan.FromSeconds(60));
+            Assert.Contains($"instruction count = {ts}", info, StringComparison.Ordinal);
         }
         finally
         {
@@ -234,7 +239,16 @@ public sealed class ReplayCheckpointTests(CheckpointedRecording rec) : IClassFix
                 g.Kill(entireProcessTree: true);
                 await g.WaitForExitAsync();
             }
+
+            g.Dispose();
         }
+    }
+
+    /// <summary>The paused replay's instruction count (QMP query-replay on rr goto's socket).</summary>
+    private static async Task<ulong> IcountAsync(string qmp)
+    {
+        await using QmpClient client = await QmpClient.ConnectAsync(qmp);
+        return await ReplayQmp.IcountAsync(client);
     }
 
     private static List<(int Pid, string Comm)> Processes(string qmp)

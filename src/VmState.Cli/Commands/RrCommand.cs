@@ -93,7 +93,7 @@ internal static class RrCommand
         var noCheckpoints = NoCheckpointsOption();
         return RecordingCommand("replay", "Replay a recording: to its end (the console output is the recorded one, byte for byte), or paused at --to ICOUNT with a QMP socket for every live command (ps --qmp, maps, dmesg, read)", recording, [to, gdb, dir, noCheckpoints], (r, rec, ct) =>
         {
-            ulong? target = r.GetValue(to) is string t ? ParseCount(t, "--to") : null;
+            ulong? target = r.GetValue(to) is string t ? RrArguments.ParseCount(t, "--to") : null;
             string work = ReplayDirectory(r.GetValue(dir));
             // A replay to the end starts at power-on (its console files are the whole run's); a pause starts from the nearest checkpoint.
             ReplayCheckpoints? checkpoints = target is null || r.GetValue(noCheckpoints) ? null : ReplayCheckpoints.TryOpenAsync(rec, ct).GetAwaiter().GetResult();
@@ -225,7 +225,7 @@ internal static class RrCommand
         var dir = ReplaysDirOption();
         return RecordingCommand("index", $"Replay a recording once, paused at regular instruction counts, and record what the Linux layer sees at each (processes, modules, network devices, kernel log) into REC/{ReplayIndex.FileName} for rr find", recording, [every, checkpoints, compare, dir], (r, rec, ct) =>
         {
-            ulong interval = r.GetValue(every) is string e ? ParseCount(e, "--every") : ReplayIndexer.DefaultEvery(rec);
+            ulong interval = r.GetValue(every) is string e ? RrArguments.ParseCount(e, "--every") : ReplayIndexer.DefaultEvery(rec);
             int n = r.GetValue(checkpoints);
             if (n < 0)
             {
@@ -321,12 +321,12 @@ internal static class RrCommand
                 ReplayFindResult result;
                 if (r.GetValue(brk) is string function)
                 {
-                    ulong? until = r.GetValue(before) is string b ? ParseCount(b, "--before") : null;
+                    ulong? until = r.GetValue(before) is string b ? RrArguments.ParseCount(b, "--before") : null;
                     result = await ReplayFinder.FindBreakAsync(rec, index, function, r.GetValue(pid), r.GetValue(hit), until, work, ct, !r.GetValue(noCheckpoints));
                 }
                 else
                 {
-                    ReplayPredicate predicate = Predicate(r.GetValue(process), r.GetValue(bytes), r.GetValue(phys), r.GetValue(virt), r.GetValue(symbol), r.GetValue(size), r.GetValue(equals), r.GetValue(changes));
+                    ReplayPredicate predicate = RrArguments.Predicate(r.GetValue(process), r.GetValue(bytes), r.GetValue(phys), r.GetValue(virt), r.GetValue(symbol), r.GetValue(size), r.GetValue(equals), r.GetValue(changes));
                     result = await ReplayFinder.FindAsync(rec, index, predicate, r.GetValue(all), work, ct, !r.GetValue(noCheckpoints));
                 }
 
@@ -334,46 +334,6 @@ internal static class RrCommand
                 return result.Transitions.Count > 0 ? 0 : 1;
             });
         });
-    }
-
-    private static ReplayPredicate Predicate(string? process, string? bytes, string? phys, string? virt, string? symbol, int size, string? equals, bool changes)
-    {
-        if (process is not null)
-        {
-            return ReplayPredicate.Process(process);
-        }
-
-        if (bytes is not null)
-        {
-            if ((phys is null) == (virt is null))
-            {
-                throw new ArgumentException("--bytes needs one of --phys ADDR[..END] or --virt ADDR[..END]");
-            }
-
-            byte[] pattern = Convert.FromHexString(bytes.StartsWith("0x", StringComparison.OrdinalIgnoreCase) ? bytes[2..] : bytes);
-            if (pattern.Length == 0)
-            {
-                throw new ArgumentException("--bytes is empty");
-            }
-
-            string range = phys ?? virt!;
-            int dots = range.IndexOf("..", StringComparison.Ordinal);
-            ulong start = AddressParser.Parse(dots < 0 ? range : range[..dots], "address");
-            ulong? end = dots < 0 ? null : AddressParser.Parse(range[(dots + 2)..], "end address");
-            return end is ulong e && e <= start ? throw new ArgumentException("the range's end is not after its start") : ReplayPredicate.Bytes(pattern, phys is not null, start, end);
-        }
-
-        if (size is not (1 or 2 or 4 or 8))
-        {
-            throw new ArgumentException("--size is 1, 2, 4 or 8");
-        }
-
-        if ((equals is null) == !changes)
-        {
-            throw new ArgumentException("--symbol needs one of --equals V or --changes");
-        }
-
-        return ReplayPredicate.Symbol(symbol!, size, equals is null ? null : ParseCount(equals, "--equals"));
     }
 
     private static void Print(ReplayRecording rec, ReplayFindResult result, bool json)
@@ -453,7 +413,7 @@ internal static class RrCommand
         return RecordingCommand("goto", "Leave a replay paused at an instruction count (or at a find result) with QEMU's gdbstub on loopback and a QMP socket for every live command, until Ctrl-C; with checkpoints (rr index) it starts from the nearest one", recording, [target, gdb, dir, noCheckpoints, reverse], (r, rec, ct) =>
         {
             string t = r.GetValue(target)!;
-            ulong icount = t.StartsWith('@') ? FindResultCount(t[1..]) : ParseCount(t, "ICOUNT");
+            ulong icount = t.StartsWith('@') ? FindResultCount(t[1..]) : RrArguments.ParseCount(t, "ICOUNT");
             string work = ReplayDirectory(r.GetValue(dir));
             ReplayCheckpoints? checkpoints = r.GetValue(noCheckpoints) ? null : ReplayCheckpoints.TryOpenAsync(rec, ct).GetAwaiter().GetResult();
             return RunReplay(rec, work, icount, r.GetValue(gdb) ?? FreePort(), ct, checkpoints, hints: true, reverse: r.GetValue(reverse)).GetAwaiter().GetResult();
@@ -463,15 +423,12 @@ internal static class RrCommand
     private static ulong FindResultCount(string file)
     {
         var info = new FileInfo(file);
-        if (!info.Exists || info.Length > 1 << 20)
+        if (!info.Exists || info.Length > RrArguments.MaxFindResultBytes)
         {
             throw new ArgumentException($"{file} is not a result of vmstate rr find --json");
         }
 
-        using JsonDocument doc = JsonDocument.Parse(File.ReadAllBytes(file));
-        return doc.RootElement.ValueKind == JsonValueKind.Object && doc.RootElement.TryGetProperty("icount", out JsonElement i) && i.TryGetUInt64(out ulong v)
-            ? v
-            : throw new ArgumentException($"{file} has no \"icount\" (the predicate never held?)");
+        return RrArguments.FindResultCount(File.ReadAllBytes(file), file);
     }
 
     private static int FreePort()
@@ -506,12 +463,4 @@ internal static class RrCommand
         ReplayEndReason.GuestShutdown => "the guest powered off",
         _ => "QEMU exited",
     };
-
-    private static ulong ParseCount(string text, string what)
-    {
-        bool hex = text.StartsWith("0x", StringComparison.OrdinalIgnoreCase);
-        return ulong.TryParse(hex ? text[2..] : text, hex ? NumberStyles.AllowHexSpecifier : NumberStyles.None, CultureInfo.InvariantCulture, out ulong v)
-            ? v
-            : throw new ArgumentException($"{what} {text} is not an instruction count");
-    }
 }

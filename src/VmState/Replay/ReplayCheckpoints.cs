@@ -1,5 +1,7 @@
 using System.Globalization;
+using System.Text;
 using System.Text.Json;
+using VmState.IO;
 using VmState.Live;
 
 namespace VmState.Replay;
@@ -60,8 +62,8 @@ public sealed class ReplayCheckpoints
             return null;
         }
 
-        using JsonDocument info = JsonDocument.Parse(await QemuImageTool.InfoJsonAsync(image, cancellationToken).ConfigureAwait(false));
-        IReadOnlyList<ulong> counts = Parse(info.RootElement);
+        string info = await QemuImageTool.InfoJsonAsync(image, cancellationToken).ConfigureAwait(false);
+        IReadOnlyList<ulong> counts = ParseInfo(Encoding.UTF8.GetBytes(info), image);
         return counts.Count > 0 && counts[0] == 0 ? new ReplayCheckpoints(dir, counts) : null;
     }
 
@@ -137,29 +139,122 @@ public sealed class ReplayCheckpoints
     /// <summary>Next to a complete copy of an image (a copy cut short by a crash has none, and is made again).</summary>
     private const string CopiedMark = ".copied";
 
+    /// <summary>Most bytes of <c>qemu-img info</c> output read (an image with <see cref="MaxSnapshots"/> snapshots prints about 20 MiB).</summary>
+    internal const int MaxInfoBytes = 32 << 20;
+
+    /// <summary>Most snapshots an image of checkpoints may list: one per index point and power-on's.</summary>
+    internal const int MaxSnapshots = ReplayIndex.MaxPoints + 1;
+
+    /// <summary>
+    /// The checkpoints in the text of <c>qemu-img info --output=json</c> of the snapshot image <paramref name="image"/>
+    /// (<see cref="Parse"/>), bounded: at most <see cref="MaxInfoBytes"/> bytes, nesting 16 deep.
+    /// </summary>
+    /// <exception cref="VmStateFormatException">The text is not JSON, or not the shape qemu-img prints (the message names the member).</exception>
+    internal static IReadOnlyList<ulong> ParseInfo(ReadOnlySpan<byte> json, string image)
+    {
+        string structure = $"qemu-img info of {image}";
+        if (json.Length > MaxInfoBytes)
+        {
+            throw new VmStateFormatException(0, structure, $"{json.Length} bytes, more than the {MaxInfoBytes} read");
+        }
+
+        JsonDocument doc;
+        try
+        {
+            doc = JsonDocument.Parse(json.ToArray(), new JsonDocumentOptions { MaxDepth = 16 });
+        }
+        catch (JsonException e)
+        {
+            throw new VmStateFormatException(e.BytePositionInLine ?? 0, structure, string.Create(CultureInfo.InvariantCulture, $"not JSON (line {e.LineNumber + 1}): {e.Message}"), e);
+        }
+
+        using (doc)
+        {
+            return Parse(doc.RootElement, structure);
+        }
+    }
+
     /// <summary>
     /// The checkpoints in <c>qemu-img info --output=json</c> of the snapshot image (its "snapshots", each with the
-    /// instruction count QEMU tied it to), increasing; snapshots of other names, or whose name does not match their
-    /// count, are left out.
+    /// instruction count QEMU tied it to; qemu-img leaves "snapshots" out when there are none), increasing. Snapshots of
+    /// other names, and <c>rr-ck-</c> ones without a count or whose name does not match it, are not checkpoints and are
+    /// left out.
     /// </summary>
-    internal static IReadOnlyList<ulong> Parse(JsonElement info)
+    /// <exception cref="VmStateFormatException">
+    /// The top level is not an object, "snapshots" is not an array or lists more than <see cref="MaxSnapshots"/>, or a
+    /// snapshot is not an object, has no string "name", or an "icount" that is not an instruction count.
+    /// </exception>
+    internal static IReadOnlyList<ulong> Parse(JsonElement info, string structure = "qemu-img info")
     {
-        var counts = new SortedSet<ulong>();
-        if (info.ValueKind != JsonValueKind.Object || !info.TryGetProperty("snapshots", out JsonElement snapshots) || snapshots.ValueKind != JsonValueKind.Array)
+        if (info.ValueKind != JsonValueKind.Object)
+        {
+            throw Bad(structure, $"the top level is {info.ValueKind}, not an object");
+        }
+
+        if (!info.TryGetProperty("snapshots", out JsonElement snapshots))
         {
             return [];
         }
 
+        if (snapshots.ValueKind != JsonValueKind.Array)
+        {
+            throw Bad(structure, $"\"snapshots\" is {snapshots.ValueKind}, not an array");
+        }
+
+        int n = snapshots.GetArrayLength();
+        if (n > MaxSnapshots)
+        {
+            throw Bad(structure, string.Create(CultureInfo.InvariantCulture, $"\"snapshots\" lists {n}, more than the {MaxSnapshots} an index makes"));
+        }
+
+        var counts = new SortedSet<ulong>();
+        int k = 0;
         foreach (JsonElement s in snapshots.EnumerateArray())
         {
-            if (s.ValueKind == JsonValueKind.Object && s.TryGetProperty("name", out JsonElement n) && n.ValueKind == JsonValueKind.String
-                && s.TryGetProperty("icount", out JsonElement i) && i.ValueKind == JsonValueKind.Number && i.TryGetUInt64(out ulong icount)
-                && n.GetString() == NameOf(icount))
+            string at = string.Create(CultureInfo.InvariantCulture, $"snapshots[{k++}]");
+            if (s.ValueKind != JsonValueKind.Object)
             {
-                counts.Add(icount);
+                throw Bad(structure, $"{at} is {s.ValueKind}, not an object");
+            }
+
+            if (!s.TryGetProperty("name", out JsonElement n1) || n1.ValueKind != JsonValueKind.String)
+            {
+                throw Bad(structure, $"{at} has no string \"name\"");
+            }
+
+            ulong? icount = null;
+            if (s.TryGetProperty("icount", out JsonElement i))
+            {
+                icount = i.ValueKind == JsonValueKind.Number && i.TryGetUInt64(out ulong v)
+                    ? v
+                    : throw Bad(structure, $"{at}.icount is {Shown(i)}, not an instruction count");
+            }
+
+            if (icount is ulong c && n1.ValueEquals(NameOf(c)))
+            {
+                counts.Add(c);
             }
         }
 
         return [.. counts];
+    }
+
+    private static VmStateFormatException Bad(string structure, string problem) => new(0, structure, problem);
+
+    /// <summary>A JSON value for a message: its raw text, cut short.</summary>
+    private static string Shown(JsonElement e)
+    {
+        string raw;
+        try
+        {
+            raw = e.GetRawText();
+        }
+        catch (InvalidOperationException)
+        {
+            // (A JSON string that is not UTF-8: System.Text.Json reads it, but will not transcode it.)
+            return "a value that is not UTF-8";
+        }
+
+        return raw.Length <= 40 ? raw : raw[..40] + "…";
     }
 }
