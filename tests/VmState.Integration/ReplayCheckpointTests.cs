@@ -244,6 +244,80 @@ public sealed class ReplayCheckpointTests(CheckpointedRecording rec) : IClassFix
         }
     }
 
+    [Fact]
+    public async Task FindBreakWithPidAndHitIsThatPidsNthHit()
+    {
+        // Issue 14's proof: `rr find --break SYMBOL --pid N --hit K` returns the instruction count of pid N's K-th call of
+        // SYMBOL. Checked by a forward pass of QEMU's own stub from the point rr find counts from: gdb stops at every
+        // call (every pid), the task on the (single) vCPU is read at each stop, and pid N's second stop is at the answer.
+        int marker = GroundTruth.Parse(rec.Serial).Marker!.Pid;
+        (int code, string stdout, string stderr) = VmStateCli.Run(["rr", "find", rec.Recording, "--break", "do_sys_openat2", "--pid", marker.ToString(CultureInfo.InvariantCulture), "--hit", "2", "--json"]);
+        Assert.True(code == 0, stderr);
+        ulong at, from;
+        using (JsonDocument doc = JsonDocument.Parse(stdout))
+        {
+            at = doc.RootElement.GetProperty("icount").GetUInt64();
+            JsonElement coarse = doc.RootElement.GetProperty("coarseFrom");
+            Assert.True(coarse.ValueKind == JsonValueKind.Number, stdout);
+            from = coarse.GetUInt64();
+        }
+
+        Assert.True(from < at, $"rr find counted from {from}, after its answer {at}");
+        Process g = VmStateCli.StartBackground(["rr", "goto", rec.Recording, from.ToString(CultureInfo.InvariantCulture)]);
+        Task<string> gotoErr = g.StandardError.ReadToEndAsync();
+        try
+        {
+            string? paused = await g.StandardOutput.ReadLineAsync().WaitAsync(TimeSpan.FromSeconds(300));
+            Assert.True(paused == $"paused at instruction {from}", $"{paused}\n{(g.HasExited ? await gotoErr : string.Empty)}");
+            string qmp = (await g.StandardOutput.ReadLineAsync())!["qmp ".Length..];
+            int port = int.Parse((await g.StandardOutput.ReadLineAsync())!["gdb tcp:127.0.0.1:".Length..], CultureInfo.InvariantCulture);
+            (code, string symbols, stderr) = VmStateCli.Run(["symbols", "--qmp", qmp]);
+            Assert.True(code == 0, stderr);
+            ulong entry = symbols.Split('\n').Select(l => l.Split(' ', StringSplitOptions.RemoveEmptyEntries))
+                .Where(f => f.Length >= 3 && f[2] == "do_sys_openat2").Select(f => ulong.Parse(f[0], NumberStyles.HexNumber, CultureInfo.InvariantCulture)).First();
+
+            await using GdbSession gdb = await GdbSession.StartAsync(port, TimeSpan.FromSeconds(120));
+            await gdb.RunAsync([string.Create(CultureInfo.InvariantCulture, $"break *0x{entry:x}")], TimeSpan.FromSeconds(60));
+            var stops = new List<(ulong Icount, int? Pid)>();
+            int mine = 0;
+            while (mine < 2)
+            {
+                Assert.True(stops.Count < 500, $"no second call by pid {marker} in 500 stops: {string.Join(", ", stops)}");
+                string cont = await gdb.RunAsync(["continue", "p/x $pc"], TimeSpan.FromSeconds(300));
+                Match pc = Regex.Match(cont, @"\$\d+ = 0x([0-9a-f]+)");
+                Assert.True(pc.Success && ulong.Parse(pc.Groups[1].Value, NumberStyles.HexNumber, CultureInfo.InvariantCulture) == entry, cont);
+                ulong icount = await IcountAsync(qmp);
+                (code, string info, stderr) = VmStateCli.Run(["kernel-info", "--qmp", qmp, "--json"]);
+                Assert.True(code == 0, stderr);
+                int? pid;
+                using (JsonDocument doc = JsonDocument.Parse(info))
+                {
+                    JsonElement cpu0 = doc.RootElement.GetProperty("cpus")[0];
+                    pid = cpu0.GetProperty("currentPid").ValueKind == JsonValueKind.Number ? cpu0.GetProperty("currentPid").GetInt32() : null;
+                }
+
+                stops.Add((icount, pid));
+                Assert.True(icount <= at, $"pid {marker}'s call #{mine + 1} was not at or before rr find's answer {at}: {string.Join(", ", stops)}");
+                if (pid == marker)
+                {
+                    mine++;
+                }
+            }
+
+            Assert.Equal(at, stops[^1].Icount);
+        }
+        finally
+        {
+            if (!g.HasExited)
+            {
+                g.Kill(entireProcessTree: true);
+                await g.WaitForExitAsync();
+            }
+
+            g.Dispose();
+        }
+    }
+
     /// <summary>The paused replay's instruction count (QMP query-replay on rr goto's socket).</summary>
     private static async Task<ulong> IcountAsync(string qmp)
     {
