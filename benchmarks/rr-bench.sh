@@ -2,8 +2,9 @@
 # Benchmark: `vmstate rr index` + `rr find` against gdb's reverse-continue on QEMU's replay gdbstub, same run, same
 # recording. The fixture guest (MEM MiB, one vCPU, NICS=0: no NICs, so QEMU can load snapshots in the replay; QEMU
 # issue #2634) is recorded from power-on to its first tick, then:
-#   index   `rr index REC --compare --checkpoints 1`: the index pass (a checkpoint at every point) against a plain
-#           replay to the end (goal <= 1.5x); also without checkpoints (`--checkpoints 0`), the pass alone;
+#   index   `rr index REC --compare --checkpoints 0`: a plain replay to the end, then the index pass without
+#           checkpoints (goal <= 1.5x the plain replay); `--checkpoints 1` (a checkpoint at every point) with our two
+#           answers below timed on it; then `rr index REC` (the default checkpoints, adaptive), which the rest uses;
 #   process "when did vmsmarker first appear":
 #           ours  `rr find REC --process vmsmarker` (the index's interval, then narrowing through checkpoints);
 #           peer  gdb on QEMU's stub of a replay started at power-on (QEMU saves its `start_debugging` snapshot there
@@ -34,6 +35,9 @@
 #   PEER_MIN=6        minutes each gdb session (run to T, then the reverse-continue) may take
 #   STEP_MIN=15       minutes each of our commands may take
 #   KEEP=0            1: keep the work directory (recording, logs of every step)
+#   ONLY=             index: only the index part (plain replay; index passes with no, every-point and the default
+#                     checkpoints; our two answers timed on the every-point and on the default checkpoints), no peer
+#   REC=              an existing recording directory to use (copied) instead of recording one
 #   OUT               report (default benchmarks/results/rr-DATE.md)
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -43,6 +47,7 @@ SYMBOL=${SYMBOL:-do_sys_openat2}
 UNTIL=${UNTIL:-VMSTATE-TICK 1}
 PEER_MIN=${PEER_MIN:-6}
 STEP_MIN=${STEP_MIN:-15}
+ONLY=${ONLY:-}
 OUT=${OUT:-$root/benchmarks/results/rr-$(date +%F).md}
 work=$(mktemp -d "${TMPDIR:-/tmp}/vmstate-rrb.XXXXXX")
 log() { echo "rr-bench: $*" >&2; }
@@ -68,12 +73,17 @@ else
   args+=(-nic none)
 fi
 
+if [[ -n "${REC:-}" ]]; then
+log "using a copy of the recording $REC"
+cp -a "$REC" "$work/rec" && rm -rf "$work/rec/checkpoints" "$work/rec/index.vmsrr"
+else
 log "recording the fixture's boot to the console line $UNTIL"
 # setsid: a background job of a non-interactive shell ignores SIGINT, so rr record gets SIGTERM (handled the same).
 "${vmstate[@]}" rr record -o "$work/rec" -- "${args[@]}" > "$work/record.out" 2> "$work/record.err" &
 rec=$!
 for _ in $(seq 1 3000); do grep -q "^$UNTIL" "$work/serial.log" 2> /dev/null && break; sleep 0.2; done
 kill -TERM "$rec"; wait "$rec" || die "rr record failed: $(cat "$work/record.err")"
+fi
 end=$("${vmstate[@]}" rr info "$work/rec" --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["instructionCount"])')
 log "recorded $end instructions"
 
@@ -82,7 +92,17 @@ timeout "${STEP_MIN}m" "${vmstate[@]}" rr index "$work/rec" --compare --checkpoi
 pass0=$(grep -o 'index pass [0-9.]*' "$work/index0.out" | awk '{print $3}')
 plain=$(grep -o 'plain replay [0-9.]* s' "$work/index0.out" | awk '{print $3}')
 log "rr index --checkpoints 1 (a checkpoint at every point)"
-timeout "${STEP_MIN}m" "${vmstate[@]}" rr index "$work/rec" --checkpoints 1 > "$work/index.out" 2> "$work/index.err" || die "rr index failed: $(tail -3 "$work/index.err")"
+timeout "${STEP_MIN}m" "${vmstate[@]}" rr index "$work/rec" --checkpoints 1 > "$work/index1.out" 2> "$work/index1.err" || die "rr index failed: $(tail -3 "$work/index1.err")"
+pass1=$(grep -o 'index pass [0-9.]*' "$work/index1.out" | awk '{print $3}')
+checkpoints1=$(grep '^  checkpoints' "$work/index1.out" | sed 's/^  //')
+# find1 NAME ARGS...: ours on the every-point checkpoints, timed (the same questions as below, for the default's cost).
+find1() { local name=$1 t0; shift; t0=$(now)
+  timeout "${STEP_MIN}m" "${vmstate[@]}" rr find "$work/rec" "$@" --json > "$work/find1-$name.json" 2> "$work/find1-$name.err" || die "rr find $* failed: $(cat "$work/find1-$name.err")"
+  echo "$(echo "$(now) - $t0" | bc) $(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["icount"])' "$work/find1-$name.json")"; }
+read -r find1_process find1_process_at < <(find1 process --process vmsmarker)
+read -r find1_break find1_break_at < <(find1 break --break "$SYMBOL" --before "$((end - 1))")
+log "rr index (the default checkpoints: adaptive)"
+timeout "${STEP_MIN}m" "${vmstate[@]}" rr index "$work/rec" > "$work/index.out" 2> "$work/index.err" || die "rr index failed: $(tail -3 "$work/index.err")"
 pass=$(grep -o 'index pass [0-9.]*' "$work/index.out" | awk '{print $3}')
 checkpoints=$(grep '^  checkpoints' "$work/index.out" | sed 's/^  //')
 
@@ -100,6 +120,22 @@ t0=$(now)
 timeout "${STEP_MIN}m" "${vmstate[@]}" rr find "$work/rec" --break "$SYMBOL" --before "$last" --json > "$work/find-break.json" 2> "$work/find-break.err" || die "rr find --break failed: $(cat "$work/find-break.err")"
 ours_break=$(echo "$(now) - $t0" | bc)
 ours_break_at=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["icount"])' "$work/find-break.json")
+
+if [[ "$ONLY" == index ]]; then
+  mkdir -p "$(dirname "$OUT")"
+  {
+    echo "# rr index: plain replay, no checkpoints, every point, the default ($(date -u +%FT%TZ), $(nproc) cores, load at start $load_start, at end $(cut -d' ' -f1-3 /proc/loadavg))"
+    echo
+    echo "recording: $end instructions (to the console line \"$UNTIL\"), $MEM MiB, NICs: $NICS; whole run $(printf '%.0f' "$(echo "$(now) - $bench_t0" | bc)") s"
+    echo
+    echo "| index pass | s | x plain replay ($plain s) | checkpoints | rr find --process vmsmarker (s, icount) | rr find --break $SYMBOL --before $last (s, icount) |"
+    echo "|---|---|---|---|---|---|"
+    echo "| --checkpoints 0 | $pass0 | $(python3 -c "print(f'{$pass0/$plain:.2f}')") | none | | |"
+    echo "| --checkpoints 1 | $pass1 | $(python3 -c "print(f'{$pass1/$plain:.2f}')") | $checkpoints1 | $find1_process, $find1_process_at | $find1_break, $find1_break_at |"
+    echo "| default | $pass | $(python3 -c "print(f'{$pass/$plain:.2f}')") | $checkpoints | $ours_process, $ours_process_at | $ours_break, $ours_break_at |"
+  } | tee "$OUT"
+  exit 0
+fi
 
 # goto NAME TARGET [ARGS...]: `rr goto` in the background; sets port, qmp, gpid, qpid (QEMU's pid).
 goto() {
@@ -207,5 +243,5 @@ mkdir -p "$(dirname "$OUT")"
   echo "| vmsmarker first appears | $ours_process | $ours_process_at | $peer_process | $peer_process_at (stop at __set_task_comm: $peer_process_entry; then forward to the comm store) | $(same "$ours_process_at" "$peer_process_at") | $(ratio "$peer_process" "$ours_process") |"
   echo "| last $SYMBOL before $last | $ours_break | $ours_break_at | $peer_break | $peer_break_at | $(same "$ours_break_at" "$peer_break_at") | $(ratio "$peer_break" "$ours_break") |"
   echo
-  echo "plain replay $plain s; index pass without checkpoints $pass0 s: $(ratio "$pass0" "$plain")x; with a checkpoint at every point $pass s: $(ratio "$pass" "$plain")x"
+  echo "plain replay $plain s; index pass without checkpoints $pass0 s: $(ratio "$pass0" "$plain")x; with a checkpoint at every point $pass1 s: $(ratio "$pass1" "$plain")x; with the default checkpoints $pass s: $(ratio "$pass" "$plain")x"
 } | tee "$OUT"

@@ -221,22 +221,20 @@ internal static class RrCommand
         var recording = RecordingArgument();
         var every = new Option<string?>("--every") { Description = "pause every N instructions (decimal, or hex with 0x; default: 100 points over the recording, at least 1000000 apart)" };
         var compare = new Option<bool>("--compare") { Description = "also time a plain replay of the recording to its end first, and report the index pass's cost relative to it" };
-        var checkpoints = new Option<int>("--checkpoints") { Description = $"save a checkpoint (a QEMU snapshot, in REC/{ReplayCheckpoints.DirectoryName}) at power-on and at every Nth point, so rr find, rr goto and reverse execution start near where they go; 0: none", DefaultValueFactory = _ => ReplayIndexer.DefaultCheckpointEvery };
+        var checkpoints = new Option<string?>("--checkpoints") { Description = $"N: save a checkpoint (a QEMU snapshot, in REC/{ReplayCheckpoints.DirectoryName}) at power-on and at every Nth point, so rr find, rr goto and reverse execution start near where they go; 0: none; auto (the default): at power-on, then at a point once the replay since the last checkpoint took {ReplayIndexer.AdaptiveReplayPerSave}x as long as the last save (so they cost at most about 1/{ReplayIndexer.AdaptiveReplayPerSave} of the replay)" };
         var dir = ReplaysDirOption();
         return RecordingCommand("index", $"Replay a recording once, paused at regular instruction counts, and record what the Linux layer sees at each (processes, modules, network devices, kernel log) into REC/{ReplayIndex.FileName} for rr find", recording, [every, checkpoints, compare, dir], (r, rec, ct) =>
         {
             ulong interval = r.GetValue(every) is string e ? RrArguments.ParseCount(e, "--every") : ReplayIndexer.DefaultEvery(rec);
-            int n = r.GetValue(checkpoints);
-            if (n < 0)
+            string? given = r.GetValue(checkpoints);
+            int n = given is null or "auto" ? ReplayIndexer.Adaptive
+                : int.TryParse(given, NumberStyles.None, CultureInfo.InvariantCulture, out int k) ? k
+                : throw new ArgumentException($"--checkpoints is 0 (none), a number of points or auto, not {TerminalText.Escape(given)}");
+            if (n != 0 && ReplayIndexer.CheckpointsUnsupported(rec) is string why)
             {
-                throw new ArgumentException("--checkpoints is 0 (none) or a number of points");
-            }
-
-            if (n > 0 && ReplayIndexer.CheckpointsUnsupported(rec) is string why)
-            {
-                if (r.GetResult(checkpoints) is { Implicit: false })
+                if (given is not null)
                 {
-                    throw new ArgumentException($"--checkpoints {n}: {why}");
+                    throw new ArgumentException($"--checkpoints {TerminalText.Escape(given)}: {why}");
                 }
 
                 Console.Error.WriteLine($"vmstate rr index: no checkpoints: {why}");
@@ -272,17 +270,22 @@ internal static class RrCommand
         int withKernel = index.Points.Count(p => p.View.KernelError is null);
         Console.WriteLine($"index {TerminalText.Escape(ReplayIndex.PathOf(rec))}");
         Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"  points {index.Points.Count} (every {index.Every} instructions; the guest kernel read at {withKernel})"));
-        if (checkpointEvery > 0 && await ReplayCheckpoints.TryOpenAsync(rec, ct) is ReplayCheckpoints saved)
+        double checkpointCost = Sum(index, p => p.Checkpoint ? p.CheckpointTime : TimeSpan.Zero) + (index.PowerOnCheckpointTime?.TotalSeconds ?? 0);
+        if (checkpointEvery != 0 && await ReplayCheckpoints.TryOpenAsync(rec, ct) is ReplayCheckpoints saved)
         {
             long bytes = new DirectoryInfo(saved.Directory).EnumerateFiles().Sum(f => f.Length);
-            Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"  checkpoints {saved.Counts.Count} (power-on and every {checkpointEvery} point(s)) in {TerminalText.Escape(saved.Directory)}, {Hex.Size((ulong)bytes)}"));
+            string how = checkpointEvery == ReplayIndexer.Adaptive
+                ? $"power-on, then where the replay since the last took {ReplayIndexer.AdaptiveReplayPerSave}x the last save"
+                : string.Create(CultureInfo.InvariantCulture, $"power-on and every {checkpointEvery} point(s)");
+            double replay = Sum(index, p => p.RunTime);
+            Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"  checkpoints {saved.Counts.Count} ({how}) in {TerminalText.Escape(saved.Directory)}, {Hex.Size((ulong)bytes)}; saving them took {checkpointCost:F1} s, {(replay > 0 ? checkpointCost / replay : 0):F2}x the replay"));
         }
 
         Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"  index pass {index.PassTime!.Value.TotalSeconds:F1} s") + (plain is TimeSpan t
             ? string.Create(CultureInfo.InvariantCulture, $", plain replay {t.TotalSeconds:F1} s: {index.PassTime.Value / t:F2}x a plain replay")
             : ", plain replay not timed (--compare times it)"));
         Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
-            $"  of which replaying {Sum(index, p => p.RunTime):F1} s, reading the guest {Sum(index, p => p.ReadTime):F1} s, checkpoints {Sum(index, p => p.Checkpoint ? p.CheckpointTime : TimeSpan.Zero):F1} s (the rest: starting and ending QEMU)"));
+            $"  of which replaying {Sum(index, p => p.RunTime):F1} s, reading the guest {Sum(index, p => p.ReadTime):F1} s, checkpoints {checkpointCost:F1} s (the rest: starting and ending QEMU)"));
         return 0;
     }
 

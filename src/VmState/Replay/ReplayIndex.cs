@@ -64,6 +64,9 @@ public sealed class ReplayIndex
     /// <summary>The points, in increasing instruction count.</summary>
     public IReadOnlyList<ReplayIndexPoint> Points { get; }
 
+    /// <summary>How long saving the checkpoint at power-on took, when the pass saved checkpoints (not kept in the index file).</summary>
+    public TimeSpan? PowerOnCheckpointTime { get; init; }
+
     /// <summary>The index file of <paramref name="recording"/>.</summary>
     public static string PathOf(ReplayRecording recording)
     {

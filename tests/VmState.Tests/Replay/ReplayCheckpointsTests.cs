@@ -71,6 +71,11 @@ public sealed class ReplayCheckpointsTests
         Assert.True(every.Count >= 2);
         Assert.Equal(0UL, every[0]);
         Assert.Equal(every.Order(), every);
+        // The default (adaptive) index of the same kind of recording: 20 points, irregularly spaced checkpoints.
+        IReadOnlyList<ulong> adaptive = ReplayCheckpoints.ParseInfo(File.ReadAllBytes(Path.Combine(dir, "adaptive.json")), "adaptive.json");
+        Assert.Equal(17, adaptive.Count);
+        Assert.Equal(0UL, adaptive[0]);
+        Assert.True(adaptive.Zip(adaptive.Skip(1), (a, b) => b - a).Distinct().Count() > 1);
     }
 
     private static string RepoRoot()
