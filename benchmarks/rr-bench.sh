@@ -127,8 +127,12 @@ goto() {
   qpid=$(grep -o 'QEMU [0-9]* replaying' "$work/goto-$name.err" | awk '{print $2}' || true)
   [[ -n "$port" ]] || die "rr goto $target did not pause: $(cat "$work/goto-$name.err")"
   if [[ "$name" == peer* && "$PEER_FIX" == 1 ]]; then
-    # All of QEMU's threads on one CPU, the main thread (its id is the pid) at nice 19: see the header.
+    # All of QEMU's threads on one CPU, the main thread (its id is the pid) at nice 19: see the header. (rr goto now
+    # does this itself; this keeps the setup explicit, and older builds working.)
     [[ -n "$qpid" ]] && taskset -a -cp "$PEER_CPU" "$qpid" > /dev/null && renice -n 19 -p "$qpid" > /dev/null || die "could not pin QEMU ${qpid:-?}"
+  elif [[ "$name" == peer* ]]; then
+    # Undo rr goto's pinning: QEMU on every CPU, its main thread at nice 0 (QEMU 7.2's reverse-continue then deadlocks).
+    [[ -n "$qpid" ]] && taskset -a -cp "0-$(($(nproc) - 1))" "$qpid" > /dev/null && renice -n 0 -p "$qpid" > /dev/null || die "could not unpin QEMU ${qpid:-?}"
   fi
 }
 # SIGTERM: a background job of a non-interactive shell ignores SIGINT; rr goto handles both alike. QEMU busy in a
