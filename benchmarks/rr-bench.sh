@@ -27,7 +27,8 @@
 #   run_on_cpu for the vCPU thread, which waits for the replay mutex the main thread holds (docs/benchmarks.md,
 #   2026-12-01 peer section: thread stacks, QMP silent, 0% CPU). With PEER_FIX=1 (the default) the peer's QEMU runs
 #   pinned to one CPU with its main thread at nice 19, so the vCPU thread takes the replay mutex first and the load
-#   completes; the replay itself runs on the vCPU thread, at its usual speed. PEER_FIX=0 shows the deadlock.
+#   completes; the replay itself runs on the vCPU thread, at its usual speed (rr goto now does this itself). PEER_FIX=0
+#   undoes it, and the peer then usually deadlocks (5 of 7 tries here).
 #   The process question is asked the peer twice: from the end (T = the end - 1: one reverse-continue per later
 #   __set_task_comm call, 77 in the fixture's boot, each replaying from power-on twice, so it is bounded by PEER_MIN
 #   and reported as a lower bound) and from one instruction after our answer (one reverse-continue: the peer's best
@@ -43,7 +44,7 @@
 #   UNTIL="VMSTATE-TICK 1"  the console line that ends the recording (e.g. "VMSTATE-TRUTH marker": a shorter one)
 #   VMSTATE_BIN       the vmstate executable (default: dotnet src/VmState.Cli/bin/Release/net10.0/vmstate.dll)
 #   PEER_MIN=6        minutes each gdb session (run to T, then the reverse-continue) may take
-#   PEER_FIX=1        0: the peer's QEMU unpinned at normal priority (QEMU 7.2's reverse-continue then deadlocks here)
+#   PEER_FIX=1        0: the peer's QEMU unpinned at normal priority (QEMU 7.2's reverse-continue then usually deadlocks)
 #   PEER_CPU=1        the CPU the peer's QEMU is pinned to with PEER_FIX=1
 #   STEP_MIN=15       minutes each of our commands may take
 #   KEEP=0            1: keep the work directory (recording, logs of every step)
