@@ -23,6 +23,18 @@
 #   bound (">= x").
 #   (QEMU 7.2 loads only a power-on snapshot into a running replay, so gdb cannot use our later checkpoints: see
 #   benchmarks/rr-snapshot-repro.py and the user guide.)
+#   QEMU 7.2's reverse-continue deadlocks on this host unless helped: its second snapshot load (from the timer that
+#   ends the forward pass, while the VM runs) stops the vCPU and then resets the devices, whose vapic reset waits in
+#   run_on_cpu for the vCPU thread, which waits for the replay mutex the main thread holds (docs/benchmarks.md,
+#   2026-12-01 peer section: thread stacks, QMP silent, 0% CPU). With PEER_FIX=1 (the default) the peer's QEMU runs
+#   pinned to one CPU with its main thread at nice 19, so the vCPU thread takes the replay mutex first and the load
+#   completes; the replay itself runs on the vCPU thread, at its usual speed (rr goto now does this itself). PEER_FIX=0
+#   undoes it, and the peer then usually deadlocks (5 of 7 tries here).
+#   The process question is asked the peer twice: from the end (T = the end - 1: one reverse-continue per later
+#   __set_task_comm call, 77 in the fixture's boot, each replaying from power-on twice, so it is bounded by PEER_MIN
+#   and reported as a lower bound) and from one instruction after our answer (one reverse-continue: the peer's best
+#   case, a start a user could not know). benchmarks/rr-qmp-poll.py records the replay's instruction count every
+#   0.5 s during each gdb session (work/poll-NAME.log; snapshot loads show as drops, counted in the report).
 # Prints the times, the answers (instruction counts) and the ratios peer/ours (goal >= 20x) and index/plain.
 #
 # Usage: benchmarks/rr-bench.sh
@@ -33,6 +45,8 @@
 #   UNTIL="VMSTATE-TICK 1"  the console line that ends the recording (e.g. "VMSTATE-TRUTH marker": a shorter one)
 #   VMSTATE_BIN       the vmstate executable (default: dotnet src/VmState.Cli/bin/Release/net10.0/vmstate.dll)
 #   PEER_MIN=6        minutes each gdb session (run to T, then the reverse-continue) may take
+#   PEER_FIX=1        0: the peer's QEMU unpinned at normal priority (QEMU 7.2's reverse-continue then usually deadlocks)
+#   PEER_CPU=1        the CPU the peer's QEMU is pinned to with PEER_FIX=1
 #   STEP_MIN=15       minutes each of our commands may take
 #   KEEP=0            1: keep the work directory (recording, logs of every step)
 #   ONLY=             index: only the index part (plain replay; index passes with no, every-point and the default
@@ -46,6 +60,8 @@ NICS=${NICS:-0}
 SYMBOL=${SYMBOL:-do_sys_openat2}
 UNTIL=${UNTIL:-VMSTATE-TICK 1}
 PEER_MIN=${PEER_MIN:-6}
+PEER_FIX=${PEER_FIX:-1}
+PEER_CPU=${PEER_CPU:-1}
 STEP_MIN=${STEP_MIN:-15}
 ONLY=${ONLY:-}
 OUT=${OUT:-$root/benchmarks/results/rr-$(date +%F).md}
@@ -147,6 +163,14 @@ goto() {
   qmp=$(grep '^qmp ' "$work/goto-$name.out" | cut -d' ' -f2 || true)
   qpid=$(grep -o 'QEMU [0-9]* replaying' "$work/goto-$name.err" | awk '{print $2}' || true)
   [[ -n "$port" ]] || die "rr goto $target did not pause: $(cat "$work/goto-$name.err")"
+  if [[ "$name" == peer* && "$PEER_FIX" == 1 ]]; then
+    # All of QEMU's threads on one CPU, the main thread (its id is the pid) at nice 19: see the header. (rr goto now
+    # does this itself; this keeps the setup explicit, and older builds working.)
+    [[ -n "$qpid" ]] && taskset -a -cp "$PEER_CPU" "$qpid" > /dev/null && renice -n 19 -p "$qpid" > /dev/null || die "could not pin QEMU ${qpid:-?}"
+  elif [[ "$name" == peer* ]]; then
+    # Undo rr goto's pinning: QEMU on every CPU, its main thread at nice 0 (QEMU 7.2's reverse-continue then deadlocks).
+    [[ -n "$qpid" ]] && taskset -a -cp "0-$(($(nproc) - 1))" "$qpid" > /dev/null && renice -n 0 -p "$qpid" > /dev/null || die "could not unpin QEMU ${qpid:-?}"
+  fi
 }
 # SIGTERM: a background job of a non-interactive shell ignores SIGINT; rr goto handles both alike. QEMU busy in a
 # reverse-continue gdb gave up on may not answer rr goto's quit: its pid is ended too if it is still there.
@@ -162,10 +186,14 @@ stop_goto() {
 # there, then the post commands (not timed); prints "SECONDS ICOUNT POST-ICOUNT" ("n/a" for what it did not reach).
 rc() {
   local name=$1 pre=$2 brk=$3 post=${4:-$work/none.gdb}
+  python3 "$root/benchmarks/rr-qmp-poll.py" "$qmp" "$work/poll-$name.log" &
+  local poller=$!
   timeout "${PEER_MIN}m" gdb -nx -batch -ex 'set pagination off' -ex 'set confirm off' -ex "target remote 127.0.0.1:$port" -x "$pre" \
     -ex "break $brk" -ex 'python import time; t0 = time.time(); print("RC-START %.3f" % t0)' -ex 'reverse-continue' \
     -ex 'python print("RC-SECONDS %.3f" % (time.time() - t0))' -ex 'echo RC-AT\n' -ex 'monitor info replay' -ex 'p/x $pc' \
     -x "$post" > "$work/gdb-$name.out" 2>&1 || true
+  kill "$poller" 2> /dev/null || true
+  wait "$poller" 2> /dev/null || true
   local secs at post_at started
   # (|| true: under pipefail a grep that finds nothing, a peer that timed out, would end the script.)
   secs=$(grep -o 'RC-SECONDS [0-9.]*' "$work/gdb-$name.out" | awk '{print $2}' || true)
@@ -211,15 +239,35 @@ echo POST-AT\n
 monitor info replay
 GDB
 
-log "peer: gdb reverse-continue from $last, QEMU's own snapshot at power-on (rr goto REC 0 --no-checkpoints)"
+# polled NAME: what the QMP poll saw during the gdb session NAME: snapshot loads (the count dropped), the highest count,
+# and how long QEMU did not answer.
+polled() { python3 -c "import sys
+loads = top = silent = 0; prev = None
+for line in open(sys.argv[1]):
+  f = line.split()
+  if len(f) < 3 or f[2] == 'None':
+    silent += 1; continue
+  c = int(f[2]); top = max(top, c)
+  if prev is not None and c < prev: loads += 1
+  prev = c
+print(f'{loads} snapshot load(s), up to {top}' + (f', no QMP answer for {silent * 10} s' if silent else ''))" "$work/poll-$1.log" 2> /dev/null || echo "no poll"; }
+
+log "peer: gdb reverse-continue, QEMU's own snapshot at power-on (rr goto REC 0 --no-checkpoints), PEER_FIX=$PEER_FIX"
 printf 'monitor replay_break %s\ncontinue\nmonitor info replay\n' "$last" > "$work/to-end.gdb"
-goto peer 0 --no-checkpoints
-read -r peer_process_entry peer_process_at < <(rc peer-process "$work/to-end.gdb" "*0x${addr_comm#0x} $cond_process" "$work/comm.gdb")
-peer_process=$(cat "$work/rc-peer-process.secs")
-stop_goto
-goto peer2 0 --no-checkpoints
+goto peer-break 0 --no-checkpoints
 read -r peer_break_at _ < <(rc peer-break "$work/to-end.gdb" "*0x${addr_sym#0x}")
 peer_break=$(cat "$work/rc-peer-break.secs")
+stop_goto
+# The process question from one instruction after our answer (the peer's best case: one reverse-continue).
+near=$((ours_process_at + 1))
+printf 'monitor replay_break %s\ncontinue\nmonitor info replay\n' "$near" > "$work/to-near.gdb"
+goto peer-near 0 --no-checkpoints
+read -r peer_near_entry peer_near_at < <(rc peer-near "$work/to-near.gdb" "*0x${addr_comm#0x} $cond_process" "$work/comm.gdb")
+peer_near=$(cat "$work/rc-peer-near.secs")
+stop_goto
+goto peer-process 0 --no-checkpoints
+read -r peer_process_entry peer_process_at < <(rc peer-process "$work/to-end.gdb" "*0x${addr_comm#0x} $cond_process" "$work/comm.gdb")
+peer_process=$(cat "$work/rc-peer-process.secs")
 stop_goto
 
 # ratio PEER OURS: peer/ours; a peer that timed out ("> N min") gives a lower bound.
@@ -238,10 +286,13 @@ mkdir -p "$(dirname "$OUT")"
   echo
   echo "recording: $end instructions (to the console line \"$UNTIL\"), $MEM MiB, NICs: $NICS; $checkpoints; whole run $(printf '%.0f' "$bench_wall") s"
   echo
-  echo "| question | ours (s) | ours: icount | peer: gdb reverse-continue from $last, QEMU's power-on snapshot (s) | peer: icount | check | ratio peer/ours |"
-  echo "|---|---|---|---|---|---|---|"
-  echo "| vmsmarker first appears | $ours_process | $ours_process_at | $peer_process | $peer_process_at (stop at __set_task_comm: $peer_process_entry; then forward to the comm store) | $(same "$ours_process_at" "$peer_process_at") | $(ratio "$peer_process" "$ours_process") |"
-  echo "| last $SYMBOL before $last | $ours_break | $ours_break_at | $peer_break | $peer_break_at | $(same "$ours_break_at" "$peer_break_at") | $(ratio "$peer_break" "$ours_break") |"
+  echo "peer: Debian gdb on QEMU's gdbstub, replay from power-on (QEMU's start_debugging snapshot), run to T untimed, then one timed reverse-continue; PEER_FIX=$PEER_FIX (1: QEMU pinned to CPU $PEER_CPU, main thread at nice 19), PEER_MIN=$PEER_MIN"
+  echo
+  echo "| question | ours (s) | ours: icount | peer from T | peer (s) | peer: icount | QEMU during the reverse-continue (QMP poll) | check | ratio peer/ours |"
+  echo "|---|---|---|---|---|---|---|---|---|"
+  echo "| last $SYMBOL before $last | $ours_break | $ours_break_at | $last | $peer_break | $peer_break_at | $(polled peer-break) | $(same "$ours_break_at" "$peer_break_at") | $(ratio "$peer_break" "$ours_break") |"
+  echo "| vmsmarker first appears | $ours_process | $ours_process_at | $near (ours + 1) | $peer_near | $peer_near_at (stop at __set_task_comm: $peer_near_entry; then forward to the comm store) | $(polled peer-near) | $(same "$ours_process_at" "$peer_near_at") | $(ratio "$peer_near" "$ours_process") |"
+  echo "| vmsmarker first appears | $ours_process | $ours_process_at | $last | $peer_process | $peer_process_at (stop at __set_task_comm: $peer_process_entry) | $(polled peer-process) | $(same "$ours_process_at" "$peer_process_at") | $(ratio "$peer_process" "$ours_process") |"
   echo
   echo "plain replay $plain s; index pass without checkpoints $pass0 s: $(ratio "$pass0" "$plain")x; with a checkpoint at every point $pass1 s: $(ratio "$pass1" "$plain")x; with the default checkpoints $pass s: $(ratio "$pass" "$plain")x"
 } | tee "$OUT"

@@ -102,7 +102,8 @@ public sealed class ReplayFindTests(IndexedRecording indexed) : IClassFixture<In
 
         (code, string sym, stderr) = VmStateCli.Run(["symbols", "--qmp", g.Qmp, "--address", pc]);
         Assert.True(code == 0, stderr);
-        Assert.Equal("do_sys_openat2+0x0", sym.Trim().Split(' ', StringSplitOptions.RemoveEmptyEntries).Last());
+        // "ADDRESS SYMBOL+0xOFFSET (TYPE, symbol at ADDRESS)"
+        Assert.Equal("do_sys_openat2+0x0", sym.Trim().Split(' ', StringSplitOptions.RemoveEmptyEntries)[1]);
         await g.InterruptAsync();
     }
 

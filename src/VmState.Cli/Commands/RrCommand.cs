@@ -145,6 +145,20 @@ internal static class RrCommand
         await using ReplaySession session = await ReplaySession.StartAsync(rec, work, gdbPort, ct, checkpoints, start, onlyStart: gdbPort is not null);
         Console.Error.WriteLine($"vmstate rr {(hints ? "goto" : "replay")}: QEMU {session.Info.ProcessId} replaying {TerminalText.Escape(rec.Directory)}; console files in {TerminalText.Escape(session.Info.Directory)}"
             + (session.StartCheckpoint is ulong c ? string.Create(CultureInfo.InvariantCulture, $"; started from checkpoint {c}") : string.Empty));
+        if (gdbPort is not null)
+        {
+            // QEMU 7.2's reverse-continue deadlocks on a multi-core host unless QEMU runs on one CPU (ReplayReversePinning).
+            try
+            {
+                int cpu = ReplayReversePinning.Apply(session.Info.ProcessId);
+                Console.Error.WriteLine($"vmstate rr {(hints ? "goto" : "replay")}: QEMU pinned to CPU {cpu}, its main thread at nice {ReplayReversePinning.MainThreadNice} (so that gdb's reverse-continue completes)");
+            }
+            catch (IOException e)
+            {
+                Console.Error.WriteLine($"vmstate rr {(hints ? "goto" : "replay")}: warning: could not pin QEMU ({e.Message}); gdb's reverse-continue may hang QEMU 7.2");
+            }
+        }
+
         if (target is ulong icount)
         {
             ulong at = await session.SeekAsync(icount, ct);
