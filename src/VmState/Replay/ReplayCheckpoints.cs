@@ -19,7 +19,9 @@ namespace VmState.Replay;
 /// QEMU 7.2 loads such a snapshot only while it starts: <c>loadvm</c> (and <c>replay-seek</c>, which calls the same
 /// <c>load_snapshot</c>) of a snapshot taken at a count above 0, in a running replay, never returns — with or without
 /// NICs, for snapshots saved in replay or in record mode (<c>benchmarks/rr-snapshot-repro.py</c>); reloading the snapshot
-/// the replay started from works. So going back means a new replay QEMU, and a replay for gdb keeps only its start
+/// the replay started from works. Why: the load's device post_load of kvmvapic (a VAPIC the guest kernel has enabled,
+/// inactive at power-on) calls <c>run_on_cpu</c> while the main thread holds the replay mutex the vCPU thread waits
+/// for (docs/benchmarks.md, "The peer answers"). So going back means a new replay QEMU, and a replay for gdb keeps only its start
 /// snapshot (reverse execution then reaches back to it and not further, instead of hanging).
 /// </remarks>
 public sealed class ReplayCheckpoints
