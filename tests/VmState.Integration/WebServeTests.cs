@@ -255,6 +255,14 @@ public sealed class WebServeTests(WebServeGuest fixture, ITestOutputHelper log) 
         };
         string Url(string path) => new Uri(fixture.Url, path).ToString();
 
+        // After a click: the new document has committed and is complete, read from the document itself. (WaitForURLAsync's
+        // own wait for the load event once timed out in CI with the page loaded and the network idle.)
+        async Task ArrivedAsync(Regex url)
+        {
+            await page.WaitForURLAsync(url, new PageWaitForURLOptions { WaitUntil = WaitUntilState.Commit });
+            await page.WaitForFunctionAsync("() => document.readyState == 'complete'");
+        }
+
         // Machines: both VMs and the store; the running one with its state and a pause button.
         await page.GotoAsync(Url("/"));
         Assert.Contains("running", await page.InnerTextAsync("#state-1"), StringComparison.Ordinal);
@@ -266,7 +274,7 @@ public sealed class WebServeTests(WebServeGuest fixture, ITestOutputHelper log) 
         await page.FillAsync("input[name=q]", "vmsmarker");
         await page.WaitForFunctionAsync("() => document.querySelectorAll('#ps tr').length == 2");
         await page.ClickAsync("#ps a:text('vmsmarker')");
-        await page.WaitForURLAsync($"**/s/0/proc/{marker.Pid}");
+        await ArrivedAsync(new Regex($"/s/0/proc/{marker.Pid}$"));
         Assert.Contains("/bin/vmsmarker", await page.InnerTextAsync(".cmdline"), StringComparison.Ordinal);
         int vmas = await page.Locator("table.maps .bar").CountAsync();
         Assert.Equal(fixture.Guest.Truth.Lines.Count(l => l.Key == "maps" && l.Text.StartsWith($"pid={marker.Pid} ", StringComparison.Ordinal)), vmas);
@@ -274,10 +282,10 @@ public sealed class WebServeTests(WebServeGuest fixture, ITestOutputHelper log) 
 
         // Its memory: the [heap] VMA's link opens the hexdump in the process's address space; the form reads the marker.
         await page.ClickAsync("table.maps tr:has-text('[heap]') a");
-        await page.WaitForURLAsync(new Regex("/s/0/mem\\?"));
+        await ArrivedAsync(new Regex("/s/0/mem\\?"));
         await page.FillAsync("input[name=addr]", Hex(marker.VirtualAddress));
         await page.ClickAsync("form button");
-        await page.WaitForURLAsync(new Regex($"addr={Hex(marker.VirtualAddress)}"));
+        await ArrivedAsync(new Regex($"addr={Hex(marker.VirtualAddress)}"));
         Assert.Contains(marker.Value[..16], await page.TextContentAsync("div.hexdump"), StringComparison.Ordinal);
         await page.ScreenshotAsync(new PageScreenshotOptions { Path = Path.Combine(artifacts, "memory.png") });
 
@@ -301,7 +309,7 @@ public sealed class WebServeTests(WebServeGuest fixture, ITestOutputHelper log) 
         await page.GotoAsync(Url("/s/2"));
         await page.ScreenshotAsync(new PageScreenshotOptions { Path = Path.Combine(artifacts, "time.png") });
         await page.ClickAsync("form button");
-        await page.WaitForURLAsync(new Regex("/s/2/diff\\?"));
+        await ArrivedAsync(new Regex("/s/2/diff\\?"));
         Assert.Contains("Capture 1 → 2", await page.InnerTextAsync("h1 >> nth=1"), StringComparison.Ordinal);
         await page.ScreenshotAsync(new PageScreenshotOptions { Path = Path.Combine(artifacts, "diff.png") });
 
