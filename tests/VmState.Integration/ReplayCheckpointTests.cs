@@ -208,10 +208,7 @@ public sealed class ReplayCheckpointTests(CheckpointedRecording rec) : IClassFix
             string qmp = (await g.StandardOutput.ReadLineAsync())!["qmp ".Length..];
             int port = int.Parse((await g.StandardOutput.ReadLineAsync())!["gdb tcp:127.0.0.1:".Length..], CultureInfo.InvariantCulture);
 
-            (code, string symbols, stderr) = VmStateCli.Run(["symbols", "--qmp", qmp]);
-            Assert.True(code == 0, stderr);
-            ulong entry = symbols.Split('\n').Select(l => l.Split(' ', StringSplitOptions.RemoveEmptyEntries))
-                .Where(f => f.Length >= 3 && f[2] == "do_sys_openat2").Select(f => ulong.Parse(f[0], NumberStyles.HexNumber, CultureInfo.InvariantCulture)).First();
+            ulong entry = SymbolAddress(qmp, "do_sys_openat2");
 
             await using GdbSession gdb = await GdbSession.StartAsync(port, TimeSpan.FromSeconds(120));
             string first = await gdb.RunAsync(["p/x $pc", string.Create(CultureInfo.InvariantCulture, $"break *0x{entry:x}"), "stepi"], TimeSpan.FromSeconds(120));
@@ -273,10 +270,7 @@ public sealed class ReplayCheckpointTests(CheckpointedRecording rec) : IClassFix
             Assert.True(paused == $"paused at instruction {from}", $"{paused}\n{(g.HasExited ? await gotoErr : string.Empty)}");
             string qmp = (await g.StandardOutput.ReadLineAsync())!["qmp ".Length..];
             int port = int.Parse((await g.StandardOutput.ReadLineAsync())!["gdb tcp:127.0.0.1:".Length..], CultureInfo.InvariantCulture);
-            (code, string symbols, stderr) = VmStateCli.Run(["symbols", "--qmp", qmp]);
-            Assert.True(code == 0, stderr);
-            ulong entry = symbols.Split('\n').Select(l => l.Split(' ', StringSplitOptions.RemoveEmptyEntries))
-                .Where(f => f.Length >= 3 && f[2] == "do_sys_openat2").Select(f => ulong.Parse(f[0], NumberStyles.HexNumber, CultureInfo.InvariantCulture)).First();
+            ulong entry = SymbolAddress(qmp, "do_sys_openat2");
 
             await using GdbSession gdb = await GdbSession.StartAsync(port, TimeSpan.FromSeconds(120));
             await gdb.RunAsync([string.Create(CultureInfo.InvariantCulture, $"break *0x{entry:x}")], TimeSpan.FromSeconds(60));
@@ -318,6 +312,15 @@ public sealed class ReplayCheckpointTests(CheckpointedRecording rec) : IClassFix
 
             g.Dispose();
         }
+    }
+
+    /// <summary>A kernel symbol's address in the paused replay (<c>vmstate symbols --qmp</c>).</summary>
+    private static ulong SymbolAddress(string qmp, string name)
+    {
+        (int code, string symbols, string stderr) = VmStateCli.Run(["symbols", "--qmp", qmp]);
+        Assert.True(code == 0, stderr);
+        return symbols.Split('\n').Select(l => l.Split(' ', StringSplitOptions.RemoveEmptyEntries))
+            .Where(f => f.Length >= 3 && f[2] == name).Select(f => ulong.Parse(f[0], NumberStyles.HexNumber, CultureInfo.InvariantCulture)).First();
     }
 
     /// <summary>The paused replay's instruction count (QMP query-replay on rr goto's socket).</summary>
