@@ -532,13 +532,32 @@ public static class Targets
     }
 
     /// <summary>
-    /// <c>qemu-img info --output=json</c> of a checkpoint image, read as <c>rr find</c>/<c>goto</c> read it
-    /// (<c>ReplayCheckpoints.ParseInfo</c>): a format error is the only rejection, and the counts it accepts are strictly
-    /// increasing.
+    /// The checkpoints of a recording as <c>rr find</c>/<c>goto</c> read them: with a first byte below 128,
+    /// <c>qemu-img info --output=json</c> of an index's one image (<c>ReplayCheckpoints.ParseInfo</c>), else the rest as
+    /// the file names of a checkpoint directory, one per line (<c>ReplayCheckpoints.ParseImageNames</c>). A format error
+    /// is the only rejection; the counts accepted are strictly increasing, and every name accepted is the image name of
+    /// its count.
     /// </summary>
     private static void ReplayCheckpointsInfo(byte[] data)
     {
-        IReadOnlyList<ulong> counts = VmState.Replay.ReplayCheckpoints.ParseInfo(data, "snapshots.qcow2");
+        IReadOnlyList<ulong> counts;
+        if (data.Length == 0 || data[0] < 128)
+        {
+            counts = VmState.Replay.ReplayCheckpoints.ParseInfo(data, "snapshots.qcow2");
+        }
+        else
+        {
+            string[] names = System.Text.Encoding.UTF8.GetString(data, 1, data.Length - 1).Split('\n');
+            counts = VmState.Replay.ReplayCheckpoints.ParseImageNames(names, "checkpoints");
+            foreach (ulong c in counts)
+            {
+                if (!names.Contains(VmState.Replay.ReplayCheckpoints.ImageName(c)))
+                {
+                    throw new InvalidOperationException($"checkpoint {c} read from no name that is its image's");
+                }
+            }
+        }
+
         for (int i = 0; i < counts.Count; i++)
         {
             if (i > 0 && counts[i] <= counts[i - 1])

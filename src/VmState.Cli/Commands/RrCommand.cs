@@ -387,6 +387,7 @@ internal static class RrCommand
                 w.WriteNumber("replays", result.Replays);
                 w.WriteNumber("stops", result.Stops);
                 w.WriteNumber("checkpointLoads", result.CheckpointLoads);
+                w.WriteNumber("skips", result.Skips);
                 w.WriteNumber("seconds", Math.Round(result.Elapsed.TotalSeconds, 3));
                 w.WriteEndObject();
             });
@@ -403,8 +404,8 @@ internal static class RrCommand
             Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"{t.Icount}  {TerminalText.Escape(t.Before)} -> {TerminalText.Escape(t.After)}"));
         }
 
-        string coarse = result.CoarseFrom is ulong f ? string.Create(CultureInfo.InvariantCulture, $"between index points {f} and {(result.CoarseTo is ulong to ? to.ToString(CultureInfo.InvariantCulture) : "the end")}, ") : string.Empty;
-        Console.Error.WriteLine(string.Create(CultureInfo.InvariantCulture, $"vmstate rr find: {TerminalText.Escape(result.Predicate)}: {coarse}{result.Replays} replay(s), {result.CheckpointLoads} checkpoint load(s), {result.Stops} stop(s), {result.Elapsed.TotalSeconds:F1} s"));
+        string coarse = result.CoarseFrom is ulong f ? string.Create(CultureInfo.InvariantCulture, $"between {f} and {(result.CoarseTo is ulong to ? to.ToString(CultureInfo.InvariantCulture) : "the end")}, ") : string.Empty;
+        Console.Error.WriteLine(string.Create(CultureInfo.InvariantCulture, $"vmstate rr find: {TerminalText.Escape(result.Predicate)}: {coarse}{result.Replays} replay(s), {result.CheckpointLoads} checkpoint load(s), {result.Stops} stop(s){(result.Skips > 0 ? $", {result.Skips} skip(s) ahead" : string.Empty)}, {result.Elapsed.TotalSeconds:F1} s"));
     }
 
     private static void WriteOptional(Utf8JsonWriter w, string name, ulong? value)

@@ -122,7 +122,7 @@ internal sealed class GdbRemoteChannel : IDisposable
 
     /// <summary>
     /// The next packet's payload, or null when <paramref name="timeout"/> passed or <paramref name="cancellationToken"/>
-    /// was cancelled first (polled every 50 ms).
+    /// was cancelled first (checked at least every 50 ms).
     /// </summary>
     /// <exception cref="IOException">The stub closed the connection.</exception>
     public string? Receive(TimeSpan timeout, CancellationToken cancellationToken)
@@ -156,7 +156,8 @@ internal sealed class GdbRemoteChannel : IDisposable
             int n;
             try
             {
-                while (!_socket.Poll(50_000, SelectMode.SelectRead))
+                // In slices of at most 50 ms (to see a cancellation), and no longer than the time left.
+                while (!_socket.Poll(PollMicroseconds(deadline), SelectMode.SelectRead))
                 {
                     if (cancellationToken.IsCancellationRequested || DateTime.UtcNow >= deadline)
                     {
@@ -178,6 +179,12 @@ internal sealed class GdbRemoteChannel : IDisposable
 
             _end += n;
         }
+    }
+
+    private static int PollMicroseconds(DateTime deadline)
+    {
+        double left = (deadline - DateTime.UtcNow).TotalMicroseconds;
+        return left >= 50_000 ? 50_000 : Math.Max(0, (int)left);
     }
 
     /// <inheritdoc />

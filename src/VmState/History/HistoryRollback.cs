@@ -87,7 +87,7 @@ public static class HistoryRollback
                 ["vmstate"] = NodeName,
                 ["devices"] = new JsonArray(NodeName),
             }, cancellationToken: cancellationToken).ConfigureAwait(false);
-            string? error = await WaitForJobAsync(qmp, cancellationToken).ConfigureAwait(false);
+            string? error = await QmpJobs.WaitAsync(qmp, JobId, TimeSpan.FromMinutes(10), cancellationToken).ConfigureAwait(false);
             load.Stop();
             if (error is not null)
             {
@@ -113,34 +113,6 @@ public static class HistoryRollback
             }
 
             dir.Delete(recursive: true);
-        }
-    }
-
-    /// <summary>Waits for the snapshot-load job to conclude, dismisses it and returns its error (null on success).</summary>
-    private static async Task<string?> WaitForJobAsync(QmpClient qmp, CancellationToken cancellationToken)
-    {
-        var limit = Stopwatch.StartNew();
-        while (true)
-        {
-            JsonElement jobs = await qmp.ExecuteAsync("query-jobs", cancellationToken: cancellationToken).ConfigureAwait(false);
-            foreach (JsonElement job in jobs.EnumerateArray())
-            {
-                if (job.GetProperty("id").GetString() != JobId || job.GetProperty("status").GetString() != "concluded")
-                {
-                    continue;
-                }
-
-                string? error = job.TryGetProperty("error", out JsonElement e) ? e.GetString() : null;
-                await qmp.ExecuteAsync("job-dismiss", new JsonObject { ["id"] = JobId }, cancellationToken: cancellationToken).ConfigureAwait(false);
-                return error;
-            }
-
-            if (limit.Elapsed > TimeSpan.FromMinutes(10))
-            {
-                throw new IOException("QEMU's snapshot-load job did not conclude within 10 minutes");
-            }
-
-            await Task.Delay(20, cancellationToken).ConfigureAwait(false);
         }
     }
 }

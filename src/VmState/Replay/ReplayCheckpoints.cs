@@ -7,13 +7,16 @@ using VmState.Live;
 namespace VmState.Replay;
 
 /// <summary>
-/// The checkpoints of a recording (<c>REC/checkpoints/</c>, saved by <c>vmstate rr index</c>): QEMU snapshots taken with
-/// <c>savevm</c> during the index replay, each tied by QEMU to the instruction count it was taken at (QEMU 7.2
-/// <c>migration/savevm.c</c> sets <c>sn-&gt;icount</c> in replay mode). They live as internal snapshots in the index
-/// replay's own images: the orphan snapshot image and, for a VM with disks, every disk overlay (a snapshot holds the
-/// disks' state as well). A later replay starts from copies of these images (a run writes into its images, and qcow2
-/// files cannot be shared by two QEMUs) with <c>rrsnapshot=</c> naming the nearest checkpoint before where it goes:
-/// QEMU loads it while it starts and the replay goes on from there instead of from power-on.
+/// The checkpoints of a recording (<c>REC/checkpoints/</c>, saved by <c>vmstate rr index</c>): QEMU snapshots taken
+/// during the index replay, each tied by QEMU to the instruction count it was taken at (QEMU 7.2
+/// <c>migration/savevm.c</c> sets <c>sn-&gt;icount</c> in replay mode). Each checkpoint's machine state lives in an image
+/// of its own, <c>rr-ck-COUNT.qcow2</c> (QMP <c>snapshot-save</c> with that image as the <c>vmstate</c> node), so a replay
+/// starting from one copies that image alone, about the guest's RAM in size; for a VM with disks, every disk overlay of
+/// the index replay holds every checkpoint's disk state as an internal snapshot as well. A later replay starts from
+/// copies (a run writes into its images, and qcow2 files cannot be shared by two QEMUs) with <c>rrsnapshot=</c> naming
+/// the nearest checkpoint before where it goes: QEMU loads it while it starts and the replay goes on from there instead
+/// of from power-on. An index of an earlier version kept every checkpoint in one image, <c>snapshots.qcow2</c>; such a
+/// directory is still read (<see cref="OneImage"/>), and a replay from it copies the whole image.
 /// </summary>
 /// <remarks>
 /// QEMU 7.2 loads such a snapshot only while it starts: <c>loadvm</c> (and <c>replay-seek</c>, which calls the same
@@ -32,10 +35,13 @@ public sealed class ReplayCheckpoints
     /// <summary>The prefix of a checkpoint's snapshot name (then its instruction count in decimal).</summary>
     public const string NamePrefix = "rr-ck-";
 
-    private ReplayCheckpoints(string directory, IReadOnlyList<ulong> counts)
+    private const string ImageSuffix = ".qcow2";
+
+    private ReplayCheckpoints(string directory, IReadOnlyList<ulong> counts, bool oneImage)
     {
         Directory = directory;
         Counts = counts;
+        OneImage = oneImage;
     }
 
     /// <summary>The directory holding the images.</summary>
@@ -43,6 +49,12 @@ public sealed class ReplayCheckpoints
 
     /// <summary>The checkpoints' instruction counts, increasing (the first is 0, power-on).</summary>
     public IReadOnlyList<ulong> Counts { get; }
+
+    /// <summary>
+    /// True for an index of an earlier version: every checkpoint in one image (<c>snapshots.qcow2</c>), which a replay
+    /// copies whole; false: an image per checkpoint (<see cref="ImageName"/>).
+    /// </summary>
+    public bool OneImage { get; }
 
     /// <summary>The checkpoint directory of <paramref name="recording"/>.</summary>
     public static string PathOf(ReplayRecording recording)
@@ -52,27 +64,43 @@ public sealed class ReplayCheckpoints
     }
 
     /// <summary>
-    /// The checkpoints of <paramref name="recording"/> (read with <c>qemu-img info</c>), or null when it has none (not
-    /// indexed, indexed without, or no checkpoint at power-on).
+    /// The checkpoints of <paramref name="recording"/> (the names of its checkpoint images; for an index of an earlier
+    /// version, <c>qemu-img info</c> of its one image), or null when it has none (not indexed, indexed without, or no
+    /// checkpoint at power-on).
     /// </summary>
+    /// <exception cref="VmStateFormatException">The directory holds more checkpoint images than an index makes.</exception>
     public static async Task<ReplayCheckpoints?> TryOpenAsync(ReplayRecording recording, CancellationToken cancellationToken = default)
     {
         string dir = PathOf(recording);
+        if (!System.IO.Directory.Exists(dir) || recording.Drives.Any(d => !d.ReadOnly && !File.Exists(Path.Combine(dir, d.OverlayName))))
+        {
+            return null;
+        }
+
+        IReadOnlyList<ulong> counts = ParseImageNames(System.IO.Directory.EnumerateFiles(dir).Select(Path.GetFileName).OfType<string>(), dir);
+        if (counts.Count > 0)
+        {
+            return counts[0] == 0 ? new ReplayCheckpoints(dir, counts, oneImage: false) : null;
+        }
+
         string image = Path.Combine(dir, SnapshotImageName);
-        if (!File.Exists(image) || recording.Drives.Any(d => !d.ReadOnly && !File.Exists(Path.Combine(dir, d.OverlayName))))
+        if (!File.Exists(image))
         {
             return null;
         }
 
         string info = await QemuImageTool.InfoJsonAsync(image, cancellationToken).ConfigureAwait(false);
-        IReadOnlyList<ulong> counts = ParseInfo(Encoding.UTF8.GetBytes(info), image);
-        return counts.Count > 0 && counts[0] == 0 ? new ReplayCheckpoints(dir, counts) : null;
+        counts = ParseInfo(Encoding.UTF8.GetBytes(info), image);
+        return counts.Count > 0 && counts[0] == 0 ? new ReplayCheckpoints(dir, counts, oneImage: true) : null;
     }
 
-    /// <summary>The snapshot name of a checkpoint at <paramref name="icount"/>.</summary>
+    /// <summary>The snapshot name of the checkpoint at <paramref name="icount"/>.</summary>
     public static string NameOf(ulong icount) => NamePrefix + icount.ToString(CultureInfo.InvariantCulture);
 
-    /// <summary>The nearest checkpoint at or before <paramref name="icount"/>.</summary>
+    /// <summary>The file name of the image holding the checkpoint at <paramref name="icount"/>.</summary>
+    public static string ImageName(ulong icount) => NameOf(icount) + ImageSuffix;
+
+    /// <summary>The nearest checkpoint at or before <paramref name="icount"/> (0, power-on, when none is later).</summary>
     public ulong NearestAtOrBefore(ulong icount)
     {
         ulong best = 0;
@@ -87,29 +115,72 @@ public sealed class ReplayCheckpoints
         return best;
     }
 
+    /// <summary>The image of an index of an earlier version, holding every checkpoint (and the orphan image of every run).</summary>
     internal static string SnapshotImageName => "snapshots.qcow2";
 
     /// <summary>
-    /// Copies the images into a run's <paramref name="workDirectory"/> (the snapshot image and the disk overlays of
-    /// <paramref name="drives"/>, under the names the run uses); with <paramref name="only"/>, every other checkpoint is
-    /// deleted from the copies.
+    /// The instruction counts of the checkpoint images among <paramref name="fileNames"/> (<c>rr-ck-COUNT.qcow2</c>, the
+    /// count in decimal without leading zeros), increasing; other names are not checkpoints and are skipped.
     /// </summary>
-    internal async Task CopyToAsync(string workDirectory, IReadOnlyList<ReplayDrive> drives, ulong? only, CancellationToken cancellationToken)
+    /// <exception cref="VmStateFormatException">More than <see cref="MaxSnapshots"/> checkpoint images.</exception>
+    internal static IReadOnlyList<ulong> ParseImageNames(IEnumerable<string> fileNames, string directory)
     {
-        var images = new List<string> { Copy(SnapshotImageName, workDirectory) };
-        foreach (ReplayDrive d in drives.Where(d => !d.ReadOnly))
+        var counts = new SortedSet<ulong>();
+        foreach (string name in fileNames)
         {
-            images.Add(Copy(d.OverlayName, workDirectory));
+            if (!name.StartsWith(NamePrefix, StringComparison.Ordinal) || !name.EndsWith(ImageSuffix, StringComparison.Ordinal))
+            {
+                continue;
+            }
+
+            ReadOnlySpan<char> digits = name.AsSpan(NamePrefix.Length, name.Length - NamePrefix.Length - ImageSuffix.Length);
+            if (digits.Length is 0 or > 20 || (digits.Length > 1 && digits[0] == '0') || !ulong.TryParse(digits, NumberStyles.None, CultureInfo.InvariantCulture, out ulong c))
+            {
+                continue;
+            }
+
+            counts.Add(c);
+            if (counts.Count > MaxSnapshots)
+            {
+                throw Bad($"the checkpoint directory {directory}", string.Create(CultureInfo.InvariantCulture, $"more than the {MaxSnapshots} checkpoint images an index makes"));
+            }
         }
 
-        if (only is ulong keep)
+        return [.. counts];
+    }
+
+    /// <summary>
+    /// Copies what a replay starting from the checkpoint at <paramref name="start"/> needs into
+    /// <paramref name="workDirectory"/>: that checkpoint's image as the run's snapshot image, and every disk overlay.
+    /// The overlays are copied once for the replays of one search (an earlier copy of these very checkpoints still
+    /// holds every one: loading a checkpoint brings the disks back to it); the checkpoint image every time (QEMU writes
+    /// into it as it loads). <paramref name="onlyStart"/> deletes every other checkpoint from the copies.
+    /// </summary>
+    internal async Task CopyToAsync(string workDirectory, IReadOnlyList<ReplayDrive> drives, ulong start, bool onlyStart, CancellationToken cancellationToken)
+    {
+        var images = new List<string>();
+        if (OneImage)
+        {
+            images.Add(Copy(SnapshotImageName, SnapshotImageName, workDirectory, reuse: true));
+        }
+        else
+        {
+            Copy(ImageName(start), SnapshotImageName, workDirectory, reuse: false);
+        }
+
+        foreach (ReplayDrive d in drives.Where(d => !d.ReadOnly))
+        {
+            images.Add(Copy(d.OverlayName, d.OverlayName, workDirectory, reuse: true));
+        }
+
+        if (onlyStart && images.Count > 0)
         {
             foreach (string image in images)
             {
                 File.Delete(image + CopiedMark);
             }
 
-            foreach (ulong c in Counts.Where(c => c != keep))
+            foreach (ulong c in Counts.Where(c => c != start))
             {
                 foreach (string image in images)
                 {
@@ -119,13 +190,18 @@ public sealed class ReplayCheckpoints
         }
     }
 
-    private string Copy(string name, string workDirectory)
+    private string Copy(string name, string targetName, string workDirectory, bool reuse)
     {
-        string target = Path.Combine(workDirectory, name);
+        string target = Path.Combine(workDirectory, targetName);
         string source = Path.Combine(Directory, name);
         var from = new FileInfo(source);
+        if (!from.Exists)
+        {
+            throw new FileNotFoundException($"the checkpoint image {source} is gone (index the recording again: vmstate rr index)", source);
+        }
+
         string stamp = string.Create(CultureInfo.InvariantCulture, $"{from.Length} {from.LastWriteTimeUtc.Ticks}");
-        if (File.Exists(target) && File.Exists(target + CopiedMark) && File.ReadAllText(target + CopiedMark) == stamp)
+        if (reuse && File.Exists(target) && File.Exists(target + CopiedMark) && File.ReadAllText(target + CopiedMark) == stamp)
         {
             // A copy an earlier replay of the same search used (of these very checkpoints): it still holds every one.
             return target;
@@ -134,11 +210,14 @@ public sealed class ReplayCheckpoints
         File.Delete(target + CopiedMark);
         File.Delete(target);
         File.Copy(source, target);
-        File.WriteAllText(target + CopiedMark, stamp);
+        if (reuse)
+        {
+            File.WriteAllText(target + CopiedMark, stamp);
+        }
+
         return target;
     }
 
-    /// <summary>Next to a complete copy of an image (a copy cut short by a crash has none, and is made again).</summary>
     private const string CopiedMark = ".copied";
 
     /// <summary>Most bytes of <c>qemu-img info</c> output read (an image with <see cref="MaxSnapshots"/> snapshots prints about 20 MiB).</summary>

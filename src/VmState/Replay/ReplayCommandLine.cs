@@ -265,13 +265,16 @@ public static class ReplayCommandLine
         return user.With(output);
     }
 
+    /// <summary>The node name of <paramref name="drive"/>'s overlay (a writable disk) in a replay.</summary>
+    internal static string OverlayNode(ReplayDrive drive) => $"rr-overlay{drive.Index}";
+
     private static IEnumerable<QemuArgument> Drive(ReplayDrive drive, QemuOptionList d, ReplayRunPaths paths, HashSet<int> ideTaken, ref int nextIde)
     {
         string iface = d.Get("if") ?? "ide";
         string direct = $"rr-direct{drive.Index}";
         string node = iface == "none" ? d.Get("id") ?? throw Refuse($"-drive {d}", "an if=none drive needs an id= for its -device") : $"rr-drive{drive.Index}";
         QemuOptionList image = d;
-        foreach (string key in new[] { "if", "id", "index", "bus", "unit", "media", "snapshot", "file", "format", "readonly" })
+        foreach (string key in new[] { "if", "id", "index", "bus", "unit", "media", "snapshot", "file", "format", "readonly", "node-name" })
         {
             image = image.Without(key);
         }
@@ -280,6 +283,12 @@ public static class ReplayCommandLine
             ? image.With("file", drive.File).With("format", drive.Format).With("readonly", "on")
             : image.With("file", Path.Combine(paths.WorkDirectory, drive.OverlayName)).With("format", "qcow2");
         image = image.With("if", "none").With("id", direct);
+        if (!drive.ReadOnly)
+        {
+            // A name for the overlay's own node: a checkpoint (snapshot-save) names the nodes it saves.
+            image = image.With("node-name", OverlayNode(drive));
+        }
+
         var result = new List<QemuArgument>
         {
             new("drive", image.ToString()),

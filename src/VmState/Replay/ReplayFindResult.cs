@@ -12,4 +12,7 @@ public sealed record ReplayFindResult(string Predicate, IReadOnlyList<ReplayTran
 {
     /// <summary>How many times a replay loaded a checkpoint (<see cref="ReplayCheckpoints"/>) instead of replaying from power-on.</summary>
     public int CheckpointLoads { get; init; }
+
+    /// <summary>How many times a breakpoint search skipped ahead with the breakpoint removed (<c>--break --before</c>: few stops, see <see cref="ReplayFinder.FindBreakAsync"/>).</summary>
+    public int Skips { get; init; }
 }

@@ -40,6 +40,7 @@ public sealed class ReplayFinder : IAsyncDisposable
     private int _retries;
     private int _loads;
     private ulong? _resolved;
+    private int _jumps;
 
     private ReplayFinder(ReplayRecording recording, string workDirectory, bool useCheckpoints)
     {
@@ -118,7 +119,7 @@ public sealed class ReplayFinder : IAsyncDisposable
     }
 
     private ReplayFindResult Result(ReplayPredicate predicate, List<ReplayTransition> transitions, ulong? from, ulong? to) =>
-        new(predicate.Description, transitions, from, to, _replays, _stops, _clock.Elapsed) { CheckpointLoads = _loads };
+        new(predicate.Description, transitions, from, to, _replays, _stops, _clock.Elapsed) { CheckpointLoads = _loads, Skips = _jumps };
 
     /// <summary>
     /// Between <paramref name="lo"/> (state <paramref name="loState"/>) and <paramref name="hi"/> (another state): the
@@ -205,8 +206,10 @@ public sealed class ReplayFinder : IAsyncDisposable
     /// <summary>
     /// The instruction counts where a breakpoint on the kernel function <paramref name="symbol"/> is hit (by
     /// <paramref name="pid"/> when given: its pid or tgid), read at each hit from QEMU (<c>query-replay</c>) while the
-    /// gdbstub holds the replay at the breakpoint. With <paramref name="before"/>: the last hit before that count (the
-    /// index points below it, newest first, each a replay with the breakpoint from that point to the next); else the
+    /// gdbstub holds the replay at the breakpoint. With <paramref name="before"/>: the last hit before that count, in
+    /// replays from the checkpoint before it that skip ahead with the breakpoint removed once the hits tell how often it
+    /// is hit (<see cref="ReplayGdb.LastHitAsync"/>; usually one replay with a dozen stops), going further back only
+    /// when a part holds no hit (<see cref="LastHitAsync"/>); else the
     /// <paramref name="hit"/>-th hit, counted from power-on, or with <paramref name="pid"/> from the last index point
     /// before that pid first exists (one replay with the breakpoint from there).
     /// </summary>
@@ -223,22 +226,10 @@ public sealed class ReplayFinder : IAsyncDisposable
         if (before is ulong end)
         {
             what += string.Create(CultureInfo.InvariantCulture, $", last hit before instruction {end}");
-            // Newest interval first: [point, end), then [previous point, point), ... down to power-on.
-            var starts = points.Where(x => x.Icount < end).Select(x => x.Icount).Prepend(0UL).Reverse().ToList();
-            ulong upTo = end;
-            foreach (ulong from in starts)
-            {
-                ulong kernelAt = FirstKernelPoint(points, from) ?? throw new ArgumentException("the index has no point where the guest kernel could be read: no symbol can be resolved");
-                IReadOnlyList<ulong> hits = await finder.BreakHitsAsync(symbol, pid, from, kernelAt, upTo, long.MaxValue, cancellationToken).ConfigureAwait(false);
-                if (hits.Count > 0)
-                {
-                    return finder.Result(new ReplayPredicateText(what), [new ReplayTransition(hits[^1], "not hit", "hit")], from, upTo);
-                }
-
-                upTo = from;
-            }
-
-            return finder.Result(new ReplayPredicateText(what), [], null, null);
+            (ulong? last, ulong from) = await LastHitAsync(end, (lowest, hi) => finder.LastHitScanAsync(symbol, pid, points, lowest, hi, cancellationToken)).ConfigureAwait(false);
+            return last is ulong found
+                ? finder.Result(new ReplayPredicateText(what), [new ReplayTransition(found, "not hit", "hit")], from, end)
+                : finder.Result(new ReplayPredicateText(what), [], null, null);
         }
 
         what += string.Create(CultureInfo.InvariantCulture, $", hit {hit}");
@@ -265,6 +256,98 @@ public sealed class ReplayFinder : IAsyncDisposable
         ulong kernel = FirstKernelPoint(points, start) ?? throw new ArgumentException("the index has no point where the guest kernel could be read: no symbol can be resolved");
         IReadOnlyList<ulong> all = await finder.BreakHitsAsync(symbol, pid, start, kernel, recording.InstructionCount, hit, cancellationToken).ConfigureAwait(false);
         return finder.Result(new ReplayPredicateText(what), all.Count >= hit ? [new ReplayTransition(all[(int)hit - 1], "not hit", "hit")] : [], start, null);
+    }
+
+    /// <summary>
+    /// One replay looking for the last hit before <paramref name="hi"/>, from at least <paramref name="lowest"/>: it
+    /// starts at the checkpoint at or before <see cref="ScanSpan"/> instructions below <paramref name="hi"/> (not below
+    /// <paramref name="lowest"/>), so a search near a checkpoint does not start a replay for a handful of instructions.
+    /// Where the symbol's address is not known yet and no kernel can be read where the run starts, the run goes on to
+    /// the first index point with a kernel first, and that part becomes the scan's gap.
+    /// </summary>
+    private async Task<ReplayScan> LastHitScanAsync(string symbol, int? pid, IReadOnlyList<ReplayIndexPoint> points, ulong lowest, ulong hi, CancellationToken ct)
+    {
+        if (_useCheckpoints && _checkpoints is null)
+        {
+            _checkpoints = await ReplayCheckpoints.TryOpenAsync(_recording, ct).ConfigureAwait(false);
+        }
+
+        ulong wanted = hi - Math.Min(hi, ScanSpan);
+        ulong start = Math.Max(lowest, _checkpoints?.NearestAtOrBefore(wanted) ?? 0);
+        ReplayGap? skipped = null;
+        if (_resolved is null && !points.Any(p => p.Icount <= start && p.View.KernelError is null))
+        {
+            ulong kernelAt = FirstKernelPoint(points, start) ?? throw new ArgumentException("the index has no point where the guest kernel could be read: no symbol can be resolved");
+            if (kernelAt >= hi)
+            {
+                // The kernel is first read after the part searched: resolve the symbol in a replay of its own.
+                ReplayProbe resolver = await ProbeAtAsync(kernelAt, gdb: false, ct).ConfigureAwait(false);
+                _resolved = await ReplayGdb.ResolveAsync(resolver, symbol, ct).ConfigureAwait(false);
+            }
+            else if (kernelAt > start)
+            {
+                skipped = new ReplayGap(start, kernelAt, null);
+            }
+        }
+
+        await DisposeAsync().ConfigureAwait(false);
+        ReplayProbe probe = await ProbeAtAsync(skipped?.To ?? start, gdb: true, ct).ConfigureAwait(false);
+        _resolved ??= await ReplayGdb.ResolveAsync(probe, symbol, ct).ConfigureAwait(false);
+        ReplayScan scan;
+        using (ReplayGdb gdb = ReplayGdb.Connect(probe))
+        {
+            scan = await gdb.LastHitAsync(_resolved.Value, pid, hi, ct).ConfigureAwait(false);
+            _stops += gdb.Stops;
+            _jumps += gdb.Jumps;
+        }
+
+        // The stub moved the replay outside the session's own run-to: it is not reused.
+        await DisposeAsync().ConfigureAwait(false);
+        return scan with { Start = start, Gap = scan.Gap ?? (scan.Last is null ? skipped : null) };
+    }
+
+    /// <summary>How far below the end of the part searched a scan for the last hit starts, at least (about 0.2 s of replay).</summary>
+    internal const ulong ScanSpan = 50_000_000;
+
+    /// <summary>
+    /// The last hit before <paramref name="end"/>, by scans each of one replay (<paramref name="scan"/>(lowest, hi):
+    /// the last hit in [lowest, hi), looked for from some start at or above lowest). A scan with no hit sends the search
+    /// below its start, or into the part it skipped last, whose floor (the last hit seen before it) is then known to be
+    /// a hit: the answer is that floor when nothing above it is hit. Returns the hit (null: none before
+    /// <paramref name="end"/>) and where the scan that found it started.
+    /// </summary>
+    internal static async Task<(ulong? Last, ulong From)> LastHitAsync(ulong end, Func<ulong, ulong, Task<ReplayScan>> scan)
+    {
+        // The answer is below hi, and at or above floor when floor is a hit already seen.
+        ulong hi = end;
+        ulong? floor = null;
+        while (true)
+        {
+            ulong lowest = floor is ulong f ? f + 1 : 0;
+            if (hi <= lowest)
+            {
+                return (floor, floor ?? 0);
+            }
+
+            ReplayScan s = await scan(lowest, hi).ConfigureAwait(false);
+            if (s.Last is ulong found)
+            {
+                return (found, s.Start);
+            }
+
+            if (s.Gap is ReplayGap gap && gap.To < hi && gap.To > s.Start)
+            {
+                (hi, floor) = (gap.To, gap.Floor ?? floor);
+            }
+            else if (s.Start < hi)
+            {
+                hi = s.Start;
+            }
+            else
+            {
+                throw new InvalidOperationException(string.Create(CultureInfo.InvariantCulture, $"a scan below {hi} started at {s.Start}"));
+            }
+        }
     }
 
     private static ulong? FirstKernelPoint(IReadOnlyList<ReplayIndexPoint> points, ulong from)

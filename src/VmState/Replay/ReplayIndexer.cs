@@ -155,8 +155,11 @@ public static class ReplayIndexer
 
             if (checkpointWork is not null)
             {
-                // Only the images stay (the replay's console files are not needed).
-                foreach (string f in Directory.EnumerateFiles(checkpointWork).Where(f => !f.EndsWith(".qcow2", StringComparison.Ordinal)))
+                // Only the checkpoint images and the disk overlays stay (not the replay's console files, nor its empty
+                // snapshot image).
+                var overlays = new HashSet<string>(recording.Drives.Where(d => !d.ReadOnly).Select(d => d.OverlayName), StringComparer.Ordinal);
+                foreach (string f in Directory.EnumerateFiles(checkpointWork).Where(f => !overlays.Contains(Path.GetFileName(f))
+                    && ReplayCheckpoints.ParseImageNames([Path.GetFileName(f)], checkpointWork).Count == 0))
                 {
                     File.Delete(f);
                 }

@@ -40,7 +40,7 @@ internal sealed class ReplayRun : IAsyncDisposable
         {
             if (checkpoints is not null)
             {
-                await checkpoints.CopyToAsync(workDirectory, drives, onlyStart ? start : null, cancellationToken).ConfigureAwait(false);
+                await checkpoints.CopyToAsync(workDirectory, drives, start, onlyStart, cancellationToken).ConfigureAwait(false);
                 return new ReplayRun(paths, sockets);
             }
 

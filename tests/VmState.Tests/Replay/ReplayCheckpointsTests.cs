@@ -89,4 +89,26 @@ public sealed class ReplayCheckpointsTests
         Assert.NotNull(dir);
         return dir;
     }
+
+    [Fact]
+    public void TheCheckpointImagesAreTheFilesNamedAfterTheirCountsInOrder()
+    {
+        string[] names =
+        [
+            "rr-ck-900.qcow2", "rr-ck-0.qcow2", "rr-ck-300.qcow2", "drive0.qcow2", "snapshots.qcow2", "rr-ck-.qcow2",
+            "rr-ck-007.qcow2", "rr-ck-12.qcow2.copied", "rr-ck-x1.qcow2", "rr-ck-+5.qcow2", "rr-ck-99999999999999999999.qcow2",
+            "rr-ck-18446744073709551615.qcow2",
+        ];
+        Assert.Equal([0UL, 300UL, 900UL, ulong.MaxValue], ReplayCheckpoints.ParseImageNames(names, "/r/checkpoints"));
+        Assert.Equal("rr-ck-900.qcow2", ReplayCheckpoints.ImageName(900));
+        Assert.Equal([900UL], ReplayCheckpoints.ParseImageNames([ReplayCheckpoints.ImageName(900)], "/r/checkpoints"));
+    }
+
+    [Fact]
+    public void MoreCheckpointImagesThanAnIndexMakesAreAFormatError()
+    {
+        IEnumerable<string> names = Enumerable.Range(0, ReplayCheckpoints.MaxSnapshots + 1).Select(i => ReplayCheckpoints.ImageName((ulong)i));
+        VmStateFormatException e = Assert.Throws<VmStateFormatException>(() => ReplayCheckpoints.ParseImageNames(names, "/r/checkpoints"));
+        Assert.Contains("/r/checkpoints", e.Message, StringComparison.Ordinal);
+    }
 }

@@ -79,10 +79,23 @@ public sealed class ReplayCommandLineTests
         ReplayDrive[] drives = [.. found.Select((d, i) => new ReplayDrive(i, d.File, d.Format ?? (d.ReadOnly ? "raw" : "qcow2"), d.ReadOnly, 1, DateTime.UnixEpoch))];
         string[] argv = [.. ReplayCommandLine.Build(user, ReplayMode.Record, Paths, drives).ToArgv()];
         string line = string.Join(' ', argv);
-        Assert.Contains("-drive file=/r/work/drive0.qcow2,format=qcow2,if=none,id=rr-direct0 -drive driver=blkreplay,if=none,image=rr-direct0,id=rr-drive0 -device ide-hd,drive=rr-drive0,bus=ide.0,unit=0", line, StringComparison.Ordinal);
-        Assert.Contains("-drive file=/r/work/drive1.qcow2,format=qcow2,if=none,id=rr-direct1 -drive driver=blkreplay,if=none,image=rr-direct1,id=rr-drive1 -device virtio-blk-pci,drive=rr-drive1", line, StringComparison.Ordinal);
+        Assert.Contains("-drive file=/r/work/drive0.qcow2,format=qcow2,if=none,id=rr-direct0,node-name=rr-overlay0 -drive driver=blkreplay,if=none,image=rr-direct0,id=rr-drive0 -device ide-hd,drive=rr-drive0,bus=ide.0,unit=0", line, StringComparison.Ordinal);
+        Assert.Contains("-drive file=/r/work/drive1.qcow2,format=qcow2,if=none,id=rr-direct1,node-name=rr-overlay1 -drive driver=blkreplay,if=none,image=rr-direct1,id=rr-drive1 -device virtio-blk-pci,drive=rr-drive1", line, StringComparison.Ordinal);
         Assert.Contains("-drive file=/img/c.iso,format=raw,readonly=on,if=none,id=rr-direct2 -drive driver=blkreplay,if=none,image=rr-direct2,id=rr-drive2,readonly=on -device ide-cd,drive=rr-drive2,bus=ide.0,unit=1", line, StringComparison.Ordinal);
-        Assert.Contains("-drive file=/r/work/drive3.qcow2,format=qcow2,if=none,id=rr-direct3 -drive driver=blkreplay,if=none,image=rr-direct3,id=mine", line, StringComparison.Ordinal);
+        Assert.Contains("-drive file=/r/work/drive3.qcow2,format=qcow2,if=none,id=rr-direct3,node-name=rr-overlay3 -drive driver=blkreplay,if=none,image=rr-direct3,id=mine", line, StringComparison.Ordinal);
         Assert.DoesNotContain("/img/a.qcow2", line, StringComparison.Ordinal);
+        // A checkpoint (snapshot-save) names the overlays' nodes; a read-only disk has none, and the user's own node name goes.
+        Assert.DoesNotContain("rr-overlay2", line, StringComparison.Ordinal);
+        Assert.Equal("rr-overlay3", ReplayCommandLine.OverlayNode(drives[3]));
+    }
+
+    [Fact]
+    public void TheUsersNodeNameOfADiskGivesWayToTheOverlays()
+    {
+        QemuArguments user = Q("-drive", "file=/img/a.qcow2,if=virtio,node-name=mine");
+        ReplayDrive[] drives = [new ReplayDrive(0, "/img/a.qcow2", "qcow2", false, 1, DateTime.UnixEpoch)];
+        string line = string.Join(' ', ReplayCommandLine.Build(user, ReplayMode.Replay, Paths, drives).ToArgv());
+        Assert.Contains("-drive file=/r/work/drive0.qcow2,format=qcow2,if=none,id=rr-direct0,node-name=rr-overlay0 ", line, StringComparison.Ordinal);
+        Assert.DoesNotContain("node-name=mine", line, StringComparison.Ordinal);
     }
 }
