@@ -134,7 +134,9 @@ public sealed class ReplayCheckpoints
             }
 
             ReadOnlySpan<char> digits = name.AsSpan(NamePrefix.Length, name.Length - NamePrefix.Length - ImageSuffix.Length);
-            if (digits.Length is 0 or > 20 || (digits.Length > 1 && digits[0] == '0') || !ulong.TryParse(digits, NumberStyles.None, CultureInfo.InvariantCulture, out ulong c))
+            // (ASCII digits only: ulong.TryParse also takes trailing NULs.)
+            if (digits.Length is 0 or > 20 || (digits.Length > 1 && digits[0] == '0') || digits.ContainsAnyExceptInRange('0', '9')
+                || !ulong.TryParse(digits, NumberStyles.None, CultureInfo.InvariantCulture, out ulong c))
             {
                 continue;
             }

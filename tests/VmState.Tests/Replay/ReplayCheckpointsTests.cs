@@ -97,7 +97,7 @@ public sealed class ReplayCheckpointsTests
         [
             "rr-ck-900.qcow2", "rr-ck-0.qcow2", "rr-ck-300.qcow2", "drive0.qcow2", "snapshots.qcow2", "rr-ck-.qcow2",
             "rr-ck-007.qcow2", "rr-ck-12.qcow2.copied", "rr-ck-x1.qcow2", "rr-ck-+5.qcow2", "rr-ck-99999999999999999999.qcow2",
-            "rr-ck-18446744073709551615.qcow2",
+            "rr-ck-18446744073709551615.qcow2", "rr-ck-12\0\0.qcow2", "rr-ck-١٢.qcow2",
         ];
         Assert.Equal([0UL, 300UL, 900UL, ulong.MaxValue], ReplayCheckpoints.ParseImageNames(names, "/r/checkpoints"));
         Assert.Equal("rr-ck-900.qcow2", ReplayCheckpoints.ImageName(900));
