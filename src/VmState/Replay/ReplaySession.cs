@@ -163,7 +163,7 @@ public sealed class ReplaySession : IAsyncDisposable
                 var devices = new JsonArray(CheckpointNode);
                 foreach (ReplayDrive d in Recording.Drives.Where(d => !d.ReadOnly))
                 {
-                    devices.Add(ReplayCommandLine.OverlayNode(d));
+                    devices.Add((JsonNode)ReplayCommandLine.OverlayNode(d));
                 }
 
                 await _qmp.ExecuteAsync("snapshot-save", new JsonObject
